@@ -1,0 +1,456 @@
+#!/usr/bin/env bash
+# End-to-end benchmark: pgstrata side by side with pgBackRest on one throwaway cluster.
+#
+# usage: scripts/bench.sh [NAME=VALUE ...]        (settings as arguments or environment)
+#   ROWS=2000000        rows of scripts/bench/dataset.sql (events; docs gets ROWS/4)
+#   SCALE=20            pgbench scale (pgbench -i -s SCALE)
+#   TXNS=10000          workload transactions per client (2 clients): the "hour of change"
+#   WORKDIR=            scratch directory (default: a new mktemp dir under /var/tmp);
+#                       the cluster owner (postgres) must be able to traverse it
+#   PGSTRATA=           pgstrata binary (default target/release/pgstrata; built with
+#                       `cargo build --release` if missing)
+#   SKIP_PGSTRATA=1     leave pgstrata out (pgBackRest columns and ground truth only)
+#   VERIFY=1            start every restored cluster and compare row counts (0: skip)
+#   KEEP=1              keep everything in WORKDIR (default: remove the cluster, repositories
+#                       and copies on exit; results.tsv, results.md and logs/ are kept)
+#   PG_BIN=/usr/lib/postgresql/15/bin
+# Run it niced on a shared machine:  nice -n 10 scripts/bench.sh
+#
+# Steps (each timed with /usr/bin/time: wall seconds and peak RSS; "stored" is what the
+# step added to the repository's backup area, measured with du -sb before and after,
+# WAL archive excluded; the whole-repository delta is in results.tsv too):
+#   full #1   pgstrata, pgBackRest file-level, pgBackRest bundle+block; floor: tar | zstd -3 -T2
+#   change    pgbench workload.sql (2 clients), CHECKPOINT; ground truth: pagediff.py OLD NEW
+#   incr      each tool
+#   full #2   each tool, no change since the incr
+#   restore   latest backup into an empty directory; floor: cp -a PGDATA/base
+# Output: one markdown table on stdout (also WORKDIR/results.md) and WORKDIR/results.tsv.
+set -euo pipefail
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
+
+for arg in "$@"; do
+  case $arg in
+    -h|--help) usage; exit 0 ;;
+    ROWS=*|SCALE=*|TXNS=*|WORKDIR=*|PGSTRATA=*|SKIP_PGSTRATA=*|VERIFY=*|KEEP=*|PG_BIN=*)
+      export "${arg?}" ;;
+    *) echo "bench.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+ROWS=${ROWS:-2000000}
+SCALE=${SCALE:-20}
+TXNS=${TXNS:-10000}
+CLIENTS=2
+SKIP_PGSTRATA=${SKIP_PGSTRATA:-0}
+VERIFY=${VERIFY:-1}
+KEEP=${KEEP:-0}
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+PGSTRATA_WAL_SUBDIR=${PGSTRATA_WAL_SUBDIR:-wal}   # where pgstrata keeps archived WAL in its repo
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PGSTRATA=${PGSTRATA:-$REPO_ROOT/target/release/pgstrata}
+SRC_BENCH=$REPO_ROOT/scripts/bench
+
+for v in ROWS SCALE TXNS; do
+  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: $v must be a positive integer" >&2; exit 2; }
+done
+
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { printf 'bench.sh: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- prerequisites
+# PostgreSQL refuses to run as root: as root, every server-side command runs as postgres.
+if [[ $EUID -eq 0 ]]; then
+  PGOS=postgres
+  id "$PGOS" >/dev/null 2>&1 || die "user postgres does not exist"
+  AS_PG=(runuser -u "$PGOS" --)
+else
+  PGOS=$(id -un)
+  AS_PG=()
+fi
+
+need_pkgs=()
+command -v pgbackrest >/dev/null || need_pkgs+=(pgbackrest)
+command -v zstd >/dev/null || need_pkgs+=(zstd)
+[[ -x /usr/bin/time ]] || need_pkgs+=(time)
+command -v python3 >/dev/null || need_pkgs+=(python3)
+if ((${#need_pkgs[@]})); then
+  [[ $EUID -eq 0 ]] || die "missing packages: ${need_pkgs[*]} (install them, or run as root)"
+  log "installing ${need_pkgs[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+[[ -x $PG_BIN/initdb ]] || die "no PostgreSQL server binaries in $PG_BIN (set PG_BIN)"
+for f in dataset.sql workload.sql pagediff.py; do
+  [[ -r $SRC_BENCH/$f ]] || die "missing $SRC_BENCH/$f"
+done
+
+if [[ $SKIP_PGSTRATA != 1 && ! -x $PGSTRATA ]]; then
+  log "no pgstrata binary at $PGSTRATA: building it"
+  (cd "$REPO_ROOT" && cargo build --release)
+  PGSTRATA=$REPO_ROOT/target/release/pgstrata
+  [[ -x $PGSTRATA ]] || die "cargo build did not produce $PGSTRATA"
+fi
+
+# ---------------------------------------------------------------- work directory
+CREATED_WORKDIR=0
+if [[ -z ${WORKDIR:-} ]]; then
+  WORKDIR=$(mktemp -d /var/tmp/pgstrata-bench.XXXXXX)
+  CREATED_WORKDIR=1
+else
+  mkdir -p "$WORKDIR"
+  [[ -z $(ls -A "$WORKDIR") ]] || die "WORKDIR $WORKDIR is not empty"
+fi
+WORKDIR=$(cd "$WORKDIR" && pwd)
+[[ $WORKDIR != *[[:space:]\'\"\\]* ]] || die "WORKDIR must not contain spaces or quotes: $WORKDIR"
+[[ $EUID -ne 0 ]] || chown "$PGOS:" "$WORKDIR"
+chmod 0750 "$WORKDIR"
+"${AS_PG[@]}" test -x "$WORKDIR" -a -w "$WORKDIR" ||
+  die "$PGOS cannot use $WORKDIR (every parent directory must be traversable by $PGOS)"
+cd "$WORKDIR"   # postgres-run commands inherit the cwd: it must be one they can enter
+
+PGDATA=$WORKDIR/pgdata
+LOGS=$WORKDIR/logs
+BENCH=$WORKDIR/bench             # private copy of the generator, readable by postgres
+PGBR_CONF=$WORKDIR/pgbackrest.conf
+PGBR_REPO1=$WORKDIR/pgbr-file    # repo1: file-level
+PGBR_REPO2=$WORKDIR/pgbr-block   # repo2: bundle + block incremental
+PGS_REPO=$WORKDIR/pgstrata-repo
+PGS=$WORKDIR/bin/pgstrata
+RESULTS=$WORKDIR/results.tsv
+SOCK=$WORKDIR/s                  # private socket dir: no TCP, no port clash
+VSOCK=$WORKDIR/v                 # socket dir for verifying restored clusters
+PORT=5432
+# A Unix socket path must stay under ~100 bytes (sun_path).
+if (( ${#WORKDIR} + 20 > 100 )); then
+  SOCK=$(mktemp -d /tmp/pgsb.XXXXXX); VSOCK=$SOCK/v
+  [[ $EUID -ne 0 ]] || chown "$PGOS:" "$SOCK"
+fi
+EXTRA_DIRS=()
+[[ $SOCK == "$WORKDIR"/* ]] || EXTRA_DIRS+=("$SOCK")
+
+"${AS_PG[@]}" mkdir -p "$LOGS" "$BENCH" "$SOCK" "$VSOCK" "$PGBR_REPO1" "$PGBR_REPO2" \
+  "$WORKDIR/pgbr-lock" "$WORKDIR/pgbr-spool" "$LOGS/pgbackrest"
+cp "$SRC_BENCH"/{dataset.sql,workload.sql,pagediff.py} "$BENCH"/
+chmod a+r "$BENCH"/*
+if [[ $SKIP_PGSTRATA != 1 ]]; then
+  # A private copy: postgres's archive_command must be able to execute it, and a rebuild
+  # during the run must not swap binaries under the benchmark.
+  "${AS_PG[@]}" mkdir -p "$WORKDIR/bin"
+  install -m 0755 "$PGSTRATA" "$PGS"
+fi
+
+export PGHOST=$SOCK PGPORT=$PORT PGUSER=postgres PGDATABASE=postgres
+unset PGSERVICE PGSERVICEFILE PGOPTIONS PGPASSWORD 2>/dev/null || true
+
+# ---------------------------------------------------------------- cleanup
+CLUSTERS_UP=()
+cleanup() {
+  local rc=$? d
+  trap - EXIT INT TERM
+  for d in "${CLUSTERS_UP[@]}"; do
+    [[ -f $d/postmaster.pid ]] || continue
+    "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$d" -m fast -w -t 60 stop >/dev/null 2>&1 ||
+      "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1 || true
+  done
+  if [[ $KEEP == 1 ]]; then
+    log "kept $WORKDIR (KEEP=1)"
+  else
+    rm -rf "$PGDATA" "$PGBR_REPO1" "$PGBR_REPO2" "$PGS_REPO" "$WORKDIR"/snap-* \
+      "$WORKDIR"/restore-* "$WORKDIR/bin" "$WORKDIR/pgbr-lock" "$WORKDIR/pgbr-spool" \
+      "$SOCK" "$VSOCK" "${EXTRA_DIRS[@]}"
+    log "removed the cluster, repositories and copies; results and logs are in $WORKDIR"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- helpers
+PSQL=("${AS_PG[@]}" psql -X -q -v ON_ERROR_STOP=1)
+sql() { "${PSQL[@]}" -At -c "$1"; }
+
+bytes_of() { if [[ -e $1 ]]; then du -sb "$1" | cut -f1; else echo 0; fi; }
+
+# WAL archiving runs in the background; let it drain so that it neither overlaps the
+# next timed step nor hides a broken archive_command.
+wait_archive() {
+  local i
+  for ((i = 0; i < 1200; i++)); do
+    if ! compgen -G "$PGDATA/pg_wal/archive_status/*.ready" >/dev/null; then return 0; fi
+    sleep 0.5
+  done
+  sql "SELECT * FROM pg_stat_archiver" >&2 || true
+  tail -20 "$LOGS/postgres.log" >&2
+  die "WAL archiving did not catch up in 10 minutes (see $LOGS/postgres.log)"
+}
+
+# measure STEP TOOL CMD...: run CMD timed; sets WALL (s) and RSS (KiB).
+measure() {
+  local step=$1 tool=$2; shift 2
+  local out=$LOGS/$step.$tool.log tf=$LOGS/$step.$tool.time
+  sync
+  log "$step: $tool"
+  if ! /usr/bin/time -f '%e %M' -o "$tf" "$@" >"$out" 2>&1; then
+    echo "---- $step / $tool failed; last lines of $out:" >&2
+    tail -25 "$out" >&2
+    die "$step / $tool failed"
+  fi
+  read -r WALL RSS < <(tail -n 1 "$tf")
+}
+
+printf 'step\ttool\twall_s\tpeak_rss_kib\tstored_bytes\trepo_delta_bytes\treported_bytes\tnote\n' >"$RESULTS"
+declare -A CELL_WALL CELL_RSS CELL_STORED
+record() {  # step tool wall rss stored repo_delta reported note
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RESULTS"
+  CELL_WALL[$1/$2]=$3; CELL_RSS[$1/$2]=$4; CELL_STORED[$1/$2]=$5
+}
+
+# Size of a repository's backup area (WAL archive excluded) and of the whole repository.
+backup_bytes() {
+  case $1 in
+    pgstrata) echo $(( $(bytes_of "$PGS_REPO") - $(bytes_of "$PGS_REPO/$PGSTRATA_WAL_SUBDIR") )) ;;
+    pgbr_file) bytes_of "$PGBR_REPO1/backup" ;;
+    pgbr_block) bytes_of "$PGBR_REPO2/backup" ;;
+  esac
+}
+repo_bytes() {
+  case $1 in
+    pgstrata) bytes_of "$PGS_REPO" ;;
+    pgbr_file) bytes_of "$PGBR_REPO1" ;;
+    pgbr_block) bytes_of "$PGBR_REPO2" ;;
+  esac
+}
+
+# pgstrata's own figure for the newest backup (info --output json: stored_bytes).
+pgstrata_reported() {
+  "${AS_PG[@]}" "$PGS" --repo "$PGS_REPO" info --output json 2>/dev/null | python3 -c '
+import json, sys
+try:
+    d = json.load(sys.stdin)
+    b = [b for c in d["clusters"] for b in c["backups"]]
+    b.sort(key=lambda x: (x.get("stop_time") or "", x.get("id") or ""))
+    print(b[-1]["stored_bytes"])
+except Exception:
+    print("-")' || echo -
+}
+
+TOOLS=(pgbr_file pgbr_block)
+[[ $SKIP_PGSTRATA == 1 ]] || TOOLS=(pgstrata "${TOOLS[@]}")
+
+backup_cmd() {  # tool type -> sets CMD
+  case $1 in
+    pgstrata) CMD=("${AS_PG[@]}" "$PGS" --repo "$PGS_REPO" backup --pgdata "$PGDATA" --type "$2") ;;
+    pgbr_file) CMD=("${AS_PG[@]}" pgbackrest --config="$PGBR_CONF" --stanza=bench --repo=1 --type="$2" backup) ;;
+    pgbr_block) CMD=("${AS_PG[@]}" pgbackrest --config="$PGBR_CONF" --stanza=bench --repo=2 --type="$2" backup) ;;
+  esac
+}
+
+run_backups() {  # step type
+  local step=$1 type=$2 tool b0 r0 b1 r1 rep
+  for tool in "${TOOLS[@]}"; do
+    wait_archive
+    backup_cmd "$tool" "$type"
+    b0=$(backup_bytes "$tool"); r0=$(repo_bytes "$tool")
+    measure "$step" "$tool" "${CMD[@]}"
+    wait_archive
+    b1=$(backup_bytes "$tool"); r1=$(repo_bytes "$tool")
+    rep=-
+    [[ $tool != pgstrata ]] || rep=$(pgstrata_reported)
+    record "$step" "$tool" "$WALL" "$RSS" $((b1 - b0)) $((r1 - r0)) "$rep" "--type $type"
+  done
+}
+
+# ---------------------------------------------------------------- cluster
+log "workdir $WORKDIR; ROWS=$ROWS SCALE=$SCALE TXNS=$TXNS x $CLIENTS clients; tools: ${TOOLS[*]}"
+"${AS_PG[@]}" "$PG_BIN/initdb" -D "$PGDATA" -k -U postgres -A trust -E UTF8 --locale=C \
+  >"$LOGS/initdb.log" 2>&1 || { cat "$LOGS/initdb.log" >&2; die "initdb failed"; }
+
+ARCHIVE_CMD="pgbackrest --config=$PGBR_CONF --stanza=bench archive-push %p"
+[[ $SKIP_PGSTRATA == 1 ]] || ARCHIVE_CMD+=" && $PGS --repo $PGS_REPO archive-push %p"
+cat >>"$PGDATA/postgresql.conf" <<EOF
+
+# ---- pgstrata benchmark
+listen_addresses = ''
+unix_socket_directories = '$SOCK'
+port = $PORT
+wal_level = replica
+archive_mode = on
+archive_command = '$ARCHIVE_CMD'
+shared_buffers = 256MB
+max_wal_size = 1GB
+log_checkpoints = on
+EOF
+
+# Two pgBackRest repositories in one stanza: repo1 stores whole files, repo2 bundles files
+# and stores block-incremental maps (repo-block is a beta feature in 2.45: beta=y).
+# archive-push pushes every segment to both repositories.
+"${AS_PG[@]}" tee "$PGBR_CONF" >/dev/null <<EOF
+[global]
+repo1-path=$PGBR_REPO1
+repo1-retention-full=99
+repo2-path=$PGBR_REPO2
+repo2-retention-full=99
+repo2-bundle=y
+repo2-block=y
+beta=y
+compress-type=zst
+compress-level=3
+process-max=2
+start-fast=y
+archive-check=y
+log-level-console=warn
+log-level-file=info
+log-path=$LOGS/pgbackrest
+lock-path=$WORKDIR/pgbr-lock
+spool-path=$WORKDIR/pgbr-spool
+
+[bench]
+pg1-path=$PGDATA
+pg1-socket-path=$SOCK
+pg1-port=$PORT
+pg1-user=postgres
+EOF
+
+if [[ $SKIP_PGSTRATA != 1 ]]; then
+  "${AS_PG[@]}" "$PGS" --repo "$PGS_REPO" init >"$LOGS/pgstrata-init.log" 2>&1 ||
+    { cat "$LOGS/pgstrata-init.log" >&2; die "pgstrata init failed"; }
+fi
+
+CLUSTERS_UP+=("$PGDATA")
+"${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$LOGS/postgres.log" -w -t 120 start >/dev/null ||
+  { tail -20 "$LOGS/postgres.log" >&2; die "the cluster did not start"; }
+
+"${AS_PG[@]}" pgbackrest --config="$PGBR_CONF" --stanza=bench stanza-create >"$LOGS/stanza-create.log" 2>&1 ||
+  { cat "$LOGS/stanza-create.log" >&2; die "pgbackrest stanza-create failed"; }
+"${AS_PG[@]}" pgbackrest --config="$PGBR_CONF" --stanza=bench check >"$LOGS/check.log" 2>&1 ||
+  { cat "$LOGS/check.log" >&2; die "pgbackrest check failed (archive_command?)"; }
+
+# ---------------------------------------------------------------- data set
+measure load dataset "${PSQL[@]}" -v rows="$ROWS" -f "$BENCH/dataset.sql"
+record load dataset.sql "$WALL" "$RSS" - - - "rows=$ROWS"
+measure load pgbench_init "${AS_PG[@]}" pgbench -i -q -s "$SCALE"
+record load pgbench-init "$WALL" "$RSS" - - - "scale=$SCALE"
+sql CHECKPOINT
+wait_archive
+BASE_BYTES=$(bytes_of "$PGDATA/base")
+DATA_BYTES=$(( $(bytes_of "$PGDATA") - $(bytes_of "$PGDATA/pg_wal") ))
+log "data set: base/ $BASE_BYTES bytes, data directory without pg_wal $DATA_BYTES bytes"
+
+# ---------------------------------------------------------------- full #1
+run_backups full1 full
+# Floor: read and compress the data directory once (pg_wal contents left out, as the
+# backups leave them out). tar may warn that live files changed: ignored.
+measure full1 floor bash -c "tar -cf - -C '$PGDATA' --exclude='./pg_wal/*' . 2>/dev/null | zstd -3 -T2 -q | wc -c > '$LOGS/floor.tarzst.bytes'"
+record full1 floor "$WALL" "$RSS" "$(cat "$LOGS/floor.tarzst.bytes")" - - "tar | zstd -3 -T2"
+
+# ---------------------------------------------------------------- one hour of change
+sql CHECKPOINT
+wait_archive
+measure change snap_old cp -a "$PGDATA" "$WORKDIR/snap-old"
+measure change pgbench "${AS_PG[@]}" pgbench -n -f "$BENCH/workload.sql" -t "$TXNS" -c "$CLIENTS" -j "$CLIENTS" -D scale="$SCALE"
+TPS=$(sed -n 's/^tps = \([0-9]*\).*/\1/p' "$LOGS/change.pgbench.log" | tail -n 1)
+record change pgbench "$WALL" "$RSS" - - - "tps=${TPS:-?} txns=$((TXNS * CLIENTS))"
+sql CHECKPOINT
+wait_archive
+measure change snap_new cp -a "$PGDATA" "$WORKDIR/snap-new"
+measure change pagediff python3 "$BENCH/pagediff.py" --top 20 "$WORKDIR/snap-old" "$WORKDIR/snap-new"
+TRUTH_LINE=$(tail -n 1 "$LOGS/change.pagediff.log")
+declare -A T
+for kv in $TRUTH_LINE; do T[${kv%%=*}]=${kv#*=}; done
+[[ -n ${T[changed_zstd3_bytes]:-} ]] || die "pagediff printed nothing usable: $TRUTH_LINE"
+record change pagediff "$WALL" "$RSS" "${T[changed_zstd3_bytes]}" - - "$TRUTH_LINE"
+[[ $KEEP == 1 ]] || rm -rf "$WORKDIR/snap-old" "$WORKDIR/snap-new"
+
+# Row counts the restored clusters must reproduce (nothing changes the data after this).
+CHECK_SQL="SELECT (SELECT count(*) FROM events) || ' ' || (SELECT count(*) FROM docs) || ' ' || (SELECT sum(abalance) FROM pgbench_accounts) || ' ' || (SELECT count(*) FROM pgbench_accounts)"
+EXPECT=$(sql "$CHECK_SQL")
+
+# ---------------------------------------------------------------- incr, full #2
+run_backups incr incr
+run_backups full2 full
+
+# ---------------------------------------------------------------- restore
+declare -A VERIFIED
+for tool in "${TOOLS[@]}"; do
+  dir=$WORKDIR/restore-$tool
+  "${AS_PG[@]}" mkdir -m 0700 "$dir"
+  case $tool in
+    pgstrata) CMD=("${AS_PG[@]}" "$PGS" --repo "$PGS_REPO" restore --pgdata "$dir") ;;
+    pgbr_file) CMD=("${AS_PG[@]}" pgbackrest --config="$PGBR_CONF" --stanza=bench --repo=1 --pg1-path="$dir" restore) ;;
+    pgbr_block) CMD=("${AS_PG[@]}" pgbackrest --config="$PGBR_CONF" --stanza=bench --repo=2 --pg1-path="$dir" restore) ;;
+  esac
+  measure restore "$tool" "${CMD[@]}"
+  record restore "$tool" "$WALL" "$RSS" - - - "$(bytes_of "$dir") bytes restored"
+done
+"${AS_PG[@]}" mkdir -m 0700 "$WORKDIR/restore-floor"
+measure restore floor cp -a "$PGDATA/base" "$WORKDIR/restore-floor/"
+record restore floor "$WALL" "$RSS" - - - "cp -a PGDATA/base"
+
+# Start each restored cluster (recovery from its own archive), compare the row counts.
+if [[ $VERIFY == 1 ]]; then
+  for tool in "${TOOLS[@]}"; do
+    dir=$WORKDIR/restore-$tool
+    log "verify: starting the cluster restored by $tool"
+    CLUSTERS_UP+=("$dir")
+    got=
+    if "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$dir" -l "$LOGS/verify.$tool.postgres.log" -w -t 600 \
+         -o "-c unix_socket_directories=$VSOCK -c port=$PORT -c archive_mode=off" start >/dev/null; then
+      for _ in {1..600}; do   # wait until recovery has ended and the cluster is promoted
+        [[ $(PGHOST=$VSOCK sql "SELECT pg_is_in_recovery()" 2>/dev/null) == f ]] && break
+        sleep 0.5
+      done
+      got=$(PGHOST=$VSOCK sql "$CHECK_SQL" 2>>"$LOGS/verify.$tool.log") || true
+      "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$dir" -m fast -w stop >/dev/null || true
+    fi
+    if [[ $got == "$EXPECT" ]]; then VERIFIED[$tool]=ok; else VERIFIED[$tool]="FAILED (got '$got', want '$EXPECT')"; fi
+    printf 'verify\t%s\t-\t-\t-\t-\t-\t%s\n' "$tool" "${VERIFIED[$tool]}" >>"$RESULTS"
+    [[ $KEEP == 1 ]] || rm -rf "$dir"
+  done
+fi
+
+# ---------------------------------------------------------------- report
+mb() { [[ $1 == - || -z $1 ]] && { echo -; return; }; awk -v b="$1" 'BEGIN { printf "%.1f", b / 1e6 }'; }
+cell() {  # step/tool -> "wall s / peak MiB / stored MB"
+  local k=$1
+  [[ -n ${CELL_WALL[$k]:-} ]] || { echo -; return; }
+  awk -v w="${CELL_WALL[$k]}" -v r="${CELL_RSS[$k]}" -v s="${CELL_STORED[$k]}" 'BEGIN {
+    st = (s == "-") ? "-" : sprintf("%.1f MB", s / 1e6)
+    printf "%.1f s / %.0f MiB / %s", w, r / 1024, st }'
+}
+declare -A HEAD=([pgstrata]=pgstrata [pgbr_file]="pgBackRest file-level" [pgbr_block]="pgBackRest bundle + block incr")
+declare -A STEPNAME=([full1]="full #1" [incr]="incr (after the change)" [full2]="full #2 (no change since incr)" [restore]="restore latest")
+{
+  echo
+  echo "pgstrata benchmark $(date -u +%Y-%m-%dT%H:%M:%SZ): ROWS=$ROWS SCALE=$SCALE TXNS=$TXNS x $CLIENTS clients;" \
+       "base/ $(mb "$BASE_BYTES") MB, data directory without pg_wal $(mb "$DATA_BYTES") MB;" \
+       "pgBackRest $(pgbackrest version | awk '{print $2}'), zstd -3, 2 processes"
+  echo
+  printf '| step |'; for t in "${TOOLS[@]}"; do printf ' %s |' "${HEAD[$t]}"; done; echo ' floor |'
+  printf '|---|'; for _ in "${TOOLS[@]}"; do printf -- '---|'; done; echo '---|'
+  for step in full1 incr full2 restore; do
+    printf '| %s |' "${STEPNAME[$step]}"
+    for t in "${TOOLS[@]}"; do printf ' %s |' "$(cell "$step/$t")"; done
+    case $step in
+      full1) printf ' tar \\| zstd -3 -T2: %s |\n' "$(cell full1/floor)" ;;
+      incr) printf ' changed pages, zstd-3: %s MB |\n' "$(mb "${T[changed_zstd3_bytes]}")" ;;
+      full2) printf ' ~0 |\n' ;;
+      restore) printf ' cp -a base: %s |\n' "$(cell restore/floor | sed 's| / - *$||')" ;;
+    esac
+  done
+  echo
+  echo "cells: wall s / peak RSS MiB / stored MB (what the step added to the repository's backup area; WAL archive excluded)"
+  echo "ground truth (pagediff.py): ${T[changed_pages]} of $(( T[total_bytes] / 8192 )) pages changed" \
+       "(${T[changed_pct]}%): $(mb "${T[changed_bytes]}") MB of $(mb "${T[total_bytes]}") MB, zstd-3 $(mb "${T[changed_zstd3_bytes]}") MB"
+  echo "workload: $((TXNS * CLIENTS)) transactions at ${TPS:-?} tps"
+  if [[ $VERIFY == 1 ]]; then
+    printf 'restore check (start restored cluster, compare row counts):'
+    for t in "${TOOLS[@]}"; do printf ' %s %s;' "$t" "${VERIFIED[$t]}"; done; echo
+  fi
+  echo "raw numbers: $RESULTS"
+} | tee "$WORKDIR/results.md"
+
+if [[ $VERIFY == 1 ]]; then
+  for t in "${TOOLS[@]}"; do [[ ${VERIFIED[$t]} == ok ]] || die "restore check failed for $t"; done
+fi

@@ -1,0 +1,560 @@
+//! `backup`: a base backup of a running cluster in backup mode.
+//!
+//! Order: bind the cluster identity; note the start time and wait for the
+//! clock to pass the next second; start backup mode in a session held open;
+//! walk the data directory; back files up in parallel (one writer thread owns
+//! the catalog and the packs); read `global/pg_control` last; stop backup
+//! mode; wait until every WAL segment from start to stop is archived; write
+//! the manifest copy; then mark the backup `complete` in one transaction.
+//! Any failure before that leaves a `running` backup that is removed here
+//! when possible, or by `expire` after a crash; nothing refers to it.
+
+mod file;
+pub mod writer;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+
+use crate::archive;
+use crate::catalog::{
+    BackupRow, BackupStatus, BackupType, Catalog, ClusterRow, FileKind, FileRow, PageErrorRow,
+};
+use crate::error::{Error, IoContext, Result};
+use crate::lock::RepoLock;
+use crate::pg::conn::Server;
+use crate::pg::{control, datadir, Lsn, TimelineId, WalSegment};
+use crate::progress::Progress;
+use crate::repo::{check_cluster_name, Repository};
+use crate::store::ChunkId;
+
+pub use writer::WriterStats;
+
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    pub pgdata: PathBuf,
+    /// libpq connection string; unset fields come from PG* variables.
+    pub dbname: Option<String>,
+    /// `None`: incremental, or full when the cluster has no full yet.
+    pub backup_type: Option<BackupType>,
+    pub compress_level: i32,
+    pub workers: usize,
+    pub archive_timeout: Duration,
+    pub start_fast: bool,
+    /// Read and fingerprint every file whatever its timestamps.
+    pub checksum: bool,
+    pub pack_size: u64,
+    pub lock_wait: Duration,
+}
+
+impl BackupOptions {
+    pub fn new(pgdata: impl Into<PathBuf>) -> Self {
+        BackupOptions {
+            pgdata: pgdata.into(),
+            dbname: None,
+            backup_type: None,
+            compress_level: 3,
+            workers: default_workers(),
+            archive_timeout: Duration::from_secs(60),
+            start_fast: false,
+            checksum: false,
+            pack_size: 32 << 20,
+            lock_wait: Duration::ZERO,
+        }
+    }
+}
+
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 8)
+}
+
+#[derive(Clone, Debug)]
+pub struct BackupReport {
+    pub id: String,
+    pub backup_type: BackupType,
+    pub reference: Option<String>,
+    /// The default type asked for an incremental but there was no full yet.
+    pub became_full: bool,
+    pub files: u64,
+    pub db_bytes: u64,
+    pub read_bytes: u64,
+    pub stored_bytes: u64,
+    pub start_lsn: Lsn,
+    pub stop_lsn: Lsn,
+    pub page_errors: Vec<PageErrorRow>,
+    pub elapsed: Duration,
+}
+
+/// What a backup is compared with.
+struct Plan {
+    backup_type: BackupType,
+    became_full: bool,
+    /// Timestamps of files are compared with this backup's (diff: the last
+    /// full; incr: the last backup; full: none).
+    reference: Option<BackupRow>,
+    /// Block maps of the newest backup, to keep unchanged blocks of changed
+    /// files (every type, full included: a full of unchanged data is free).
+    prior: Option<BackupRow>,
+}
+
+fn plan(asked: Option<BackupType>, complete: &[BackupRow]) -> Plan {
+    let last_full = complete
+        .iter()
+        .rev()
+        .find(|b| b.backup_type == BackupType::Full);
+    let last = complete.last();
+    let (backup_type, reference, became_full) = match asked {
+        Some(BackupType::Full) => (BackupType::Full, None, false),
+        Some(BackupType::Diff) => match last_full {
+            Some(f) => (BackupType::Diff, Some(f.clone()), false),
+            None => (BackupType::Full, None, true),
+        },
+        Some(BackupType::Incr) | None => match (last_full, last) {
+            (Some(_), Some(l)) => (BackupType::Incr, Some(l.clone()), false),
+            _ => (BackupType::Full, None, true),
+        },
+    };
+    Plan {
+        backup_type,
+        became_full,
+        reference,
+        prior: last.cloned(),
+    }
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// A backup id from its start time: `YYYYMMDD-HHMMSS` and F, D or I.
+fn backup_id(cat: &Catalog, start_us: i64, t: BackupType) -> Result<String> {
+    let dt = time::OffsetDateTime::from_unix_timestamp(start_us / 1_000_000)
+        .map_err(|e| Error::invalid(format!("clock: {e}")))?;
+    let fmt = time::macros::format_description!("[year][month][day]-[hour][minute][second]");
+    let base = dt
+        .format(&fmt)
+        .map_err(|e| Error::invalid(format!("clock: {e}")))?;
+    let mut id = format!("{base}{}", t.letter());
+    let mut n = 1;
+    while cat.backup(&id)?.is_some() {
+        n += 1;
+        id = format!("{base}{}-{n}", t.letter());
+    }
+    Ok(id)
+}
+
+/// A file may be skipped when size and mtime match the reference and it was
+/// last modified before the second in which the reference started.
+fn unchanged(cur: &FileRow, old: &FileRow, reference_start_us: i64) -> bool {
+    let start_second_ns = (reference_start_us / 1_000_000) * 1_000_000_000;
+    cur.size == old.size
+        && cur.mtime_ns == old.mtime_ns
+        && cur.mtime_ns < start_second_ns
+        && (old.blockmap.is_some() || old.size == 0)
+}
+
+/// Take a backup of the running cluster at `opts.pgdata`.
+pub fn run(
+    repo: &Repository,
+    cluster: &str,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupReport> {
+    check_cluster_name(cluster)?;
+    control::require_data_directory(&opts.pgdata)?;
+    let pgdata = opts.pgdata.canonicalize().at(&opts.pgdata)?;
+    let _lock = RepoLock::acquire(repo, "backup", opts.lock_wait)?;
+    let mut server = Server::connect(opts.dbname.as_deref())?;
+    let info = server.info.clone();
+    if info.in_recovery {
+        return Err(Error::refused(
+            "the server is a standby; pgstrata backs up primaries only",
+        ));
+    }
+    let pgdata_sysid = control::system_identifier(&pgdata)?;
+    if pgdata_sysid != info.system_id {
+        return Err(Error::refused(format!(
+            "{} belongs to the cluster with system identifier {pgdata_sysid}, but the server \
+             connected to is {} (data directory {}): check --pgdata and the connection",
+            pgdata.display(),
+            info.system_id,
+            info.data_directory
+        )));
+    }
+    let cat = repo.catalog()?;
+    let cl = cat.bind_cluster(cluster, info.system_id, info.major)?;
+    let complete: Vec<BackupRow> = cat
+        .backups(cl.id)?
+        .into_iter()
+        .filter(|b| b.status == BackupStatus::Complete)
+        .collect();
+    let plan = plan(opts.backup_type, &complete);
+    if plan.became_full {
+        tracing::warn!("no full backup of cluster {cluster:?} yet: taking a full backup");
+    }
+
+    // Files modified from here on have an mtime at or after the next second.
+    let started = Instant::now();
+    let start_us = now_us();
+    let next_second_us = (start_us / 1_000_000 + 1) * 1_000_000;
+    std::thread::sleep(Duration::from_micros(
+        (next_second_us - now_us()).max(0) as u64
+    ));
+
+    let id = backup_id(&cat, start_us, plan.backup_type)?;
+    let start_lsn = server.backup_start(&format!("pgstrata {id}"), opts.start_fast)?;
+    let row = BackupRow {
+        id: id.clone(),
+        backup_type: plan.backup_type,
+        status: BackupStatus::Running,
+        reference: plan.reference.as_ref().map(|r| r.id.clone()),
+        start_time: start_us,
+        stop_time: None,
+        start_lsn,
+        stop_lsn: None,
+        timeline: 0,
+        wal_start: None,
+        wal_stop: None,
+        pg_version: info.major,
+        block_size: info.block_size,
+        wal_seg_size: info.wal_seg_size,
+        data_checksums: info.data_checksums,
+        backup_label: None,
+        tablespace_map: None,
+        db_bytes: 0,
+        read_bytes: 0,
+        stored_bytes: 0,
+        files: 0,
+        page_errors: 0,
+        host: Some(gethostname::gethostname().to_string_lossy().into_owned()),
+        pid: Some(std::process::id()),
+    };
+    cat.insert_backup(cl.id, &row)?;
+
+    let mut job = Job {
+        repo,
+        cluster: &cl,
+        opts,
+        pgdata: &pgdata,
+        server: &mut server,
+        plan: &plan,
+        progress,
+    };
+    match job.copy(cat, row) {
+        Ok(report) => Ok(BackupReport {
+            elapsed: started.elapsed(),
+            ..report
+        }),
+        Err(e) => {
+            // Best effort: the running row goes; its packs are garbage for expire.
+            if let Ok(cat) = repo.catalog() {
+                let _ = cat.delete_backup(&id);
+            }
+            Err(e)
+        }
+    }
+}
+
+struct Job<'a> {
+    repo: &'a Repository,
+    cluster: &'a ClusterRow,
+    opts: &'a BackupOptions,
+    pgdata: &'a Path,
+    server: &'a mut Server,
+    plan: &'a Plan,
+    progress: &'a dyn Progress,
+}
+
+impl Job<'_> {
+    fn copy(&mut self, cat: Catalog, mut row: BackupRow) -> Result<BackupReport> {
+        // Reference manifest (timestamps) and prior block maps.
+        let ref_files: HashMap<String, FileRow> = match &self.plan.reference {
+            Some(r) => by_path(cat.files(&r.id)?),
+            None => HashMap::new(),
+        };
+        let prior_files: HashMap<String, FileRow> = match &self.plan.prior {
+            Some(p) => by_path(cat.files(&p.id)?),
+            None => HashMap::new(),
+        };
+        let prior_maps = match &self.plan.prior {
+            Some(p) => cat.blockmap_locations(&p.id)?,
+            None => HashMap::new(),
+        };
+        let claimed = Mutex::new(cat.chunk_ids()?);
+        let entries = datadir::walk(self.pgdata)?;
+        let (mut files, others): (Vec<FileRow>, Vec<FileRow>) =
+            entries.into_iter().partition(|e| e.kind == FileKind::File);
+        let control_idx = files.iter().position(|f| f.path == "global/pg_control");
+        let control = match control_idx {
+            Some(i) => files.remove(i),
+            None => {
+                return Err(Error::invalid(
+                    "the data directory has no global/pg_control",
+                ))
+            }
+        };
+        // Big files first, so the parallel tail is short.
+        files.sort_by_key(|f| std::cmp::Reverse(f.size));
+        let db_bytes: u64 = files.iter().map(|f| f.size).sum::<u64>() + control.size;
+
+        let (tx, rx) = std::sync::mpsc::sync_channel(16);
+        let backend = self.repo.backend_arc();
+        let pack_size = self.opts.pack_size;
+        let bid = row.id.clone();
+        let writer = std::thread::Builder::new()
+            .name("pgstrata-writer".into())
+            .spawn(move || writer::run(rx, cat, backend, bid, pack_size))
+            .map_err(|e| Error::io("writer thread", e))?;
+
+        let read_bytes = AtomicU64::new(0);
+        let ctx = file::Ctx {
+            pgdata: self.pgdata,
+            block_size: row.block_size,
+            check_pages: row.data_checksums,
+            start_lsn: row.start_lsn.0,
+            level: self.opts.compress_level,
+            claimed: &claimed,
+            tx: &tx,
+            backend: self.repo.backend(),
+            prior_maps: &prior_maps,
+            read_bytes: &read_bytes,
+            progress: self.progress,
+        };
+        self.progress.begin("backup", db_bytes);
+        let ref_start = self.plan.reference.as_ref().map(|r| r.start_time);
+        let copy_result = (|| -> Result<()> {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(self.opts.workers.max(1))
+                .thread_name(|i| format!("pgstrata-worker-{i}"))
+                .build()
+                .map_err(|e| Error::invalid(format!("cannot start workers: {e}")))?;
+            pool.install(|| {
+                files.par_iter().try_for_each(|f| {
+                    let reuse = match (ref_files.get(&f.path), ref_start) {
+                        (Some(old), Some(start))
+                            if !self.opts.checksum && unchanged(f, old, start) =>
+                        {
+                            Some(old)
+                        }
+                        _ => None,
+                    };
+                    let prior = prior_files.get(&f.path).and_then(|p| p.blockmap);
+                    file::backup_file(&ctx, f.clone(), reuse, prior)
+                })
+            })?;
+            for o in &others {
+                ctx.tx
+                    .send(writer::Msg::File {
+                        row: o.clone(),
+                        blockmap: None,
+                    })
+                    .map_err(|_| Error::invalid("the backup writer stopped"))?;
+            }
+            // pg_control last: it must not be older than any data file.
+            let prior = prior_files.get(&control.path).and_then(|p| p.blockmap);
+            file::backup_file(&ctx, control.clone(), None, prior)
+        })();
+        self.progress.end();
+        drop(tx);
+        let (cat, wres) = writer
+            .join()
+            .map_err(|_| Error::invalid("the backup writer panicked"))?;
+        let stats = match (copy_result, wres) {
+            (Err(e), _) | (Ok(()), Err(e)) => return Err(e),
+            (Ok(()), Ok(s)) => s,
+        };
+        let stop = self.server.backup_stop()?;
+        self.finish(
+            cat,
+            &mut row,
+            stop,
+            stats,
+            db_bytes,
+            read_bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    fn finish(
+        &mut self,
+        mut cat: Catalog,
+        row: &mut BackupRow,
+        stop: crate::pg::conn::BackupStop,
+        stats: WriterStats,
+        db_bytes: u64,
+        read_bytes: u64,
+    ) -> Result<BackupReport> {
+        let label = String::from_utf8_lossy(&stop.backup_label).into_owned();
+        let timeline = label_timeline(&label)
+            .ok_or_else(|| Error::corrupt("backup_label", "no START WAL LOCATION line"))?;
+        let seg = row.wal_seg_size;
+        let first = WalSegment::containing(timeline, row.start_lsn, seg);
+        let last = WalSegment::containing(timeline, Lsn(stop.lsn.0.saturating_sub(1)), seg);
+        wait_for_wal(
+            self.repo,
+            &self.cluster.name,
+            first,
+            last,
+            seg,
+            self.opts.archive_timeout,
+            &self.server.info.archive_command,
+        )?;
+        row.stop_time = Some(now_us());
+        row.stop_lsn = Some(stop.lsn);
+        row.timeline = timeline.0;
+        row.wal_start = Some(first.name(seg));
+        row.wal_stop = Some(last.name(seg));
+        row.backup_label = Some(stop.backup_label.clone());
+        row.tablespace_map = stop.tablespace_map.clone();
+        row.db_bytes = db_bytes;
+        row.read_bytes = read_bytes;
+        let r = (|| -> Result<(u64, Vec<PageErrorRow>, u64)> {
+            let files = cat.files(&row.id)?;
+            let errors = cat.page_errors(&row.id)?;
+            row.files = files.iter().filter(|f| f.kind == FileKind::File).count() as u64;
+            row.page_errors = errors.len() as u64;
+            row.status = BackupStatus::Complete;
+            let manifest = Manifest {
+                format: 1,
+                cluster: self.cluster.clone(),
+                backup: row.clone(),
+                files,
+                page_errors: errors.clone(),
+            };
+            let json = serde_json::to_vec(&manifest)
+                .map_err(|e| Error::invalid(format!("manifest encoding: {e}")))?;
+            let z = zstd::bulk::compress(&json, 3)
+                .map_err(|e| Error::invalid(format!("manifest compression: {e}")))?;
+            self.repo
+                .backend()
+                .put(&Repository::manifest_key(&self.cluster.name, &row.id), &z)?;
+            Ok((z.len() as u64, errors, row.files))
+        })();
+        let (manifest_bytes, errors, files) = r?;
+        row.stored_bytes = stats.pack_bytes + manifest_bytes;
+        cat.complete_backup(row)?;
+        let report = BackupReport {
+            id: row.id.clone(),
+            backup_type: row.backup_type,
+            reference: row.reference.clone(),
+            became_full: self.plan.became_full,
+            files,
+            db_bytes,
+            read_bytes,
+            stored_bytes: row.stored_bytes,
+            start_lsn: row.start_lsn,
+            stop_lsn: stop.lsn,
+            page_errors: errors,
+            elapsed: Duration::ZERO,
+        };
+        Ok(report)
+    }
+}
+
+fn by_path(files: Vec<FileRow>) -> HashMap<String, FileRow> {
+    files.into_iter().map(|f| (f.path.clone(), f)).collect()
+}
+
+/// The manifest copy stored beside the packs, enough to rebuild the catalog.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub cluster: ClusterRow,
+    pub backup: BackupRow,
+    pub files: Vec<FileRow>,
+    pub page_errors: Vec<PageErrorRow>,
+}
+
+/// The timeline of `START WAL LOCATION: 0/2000028 (file 000000010000000000000002)`.
+pub fn label_timeline(label: &str) -> Option<TimelineId> {
+    let line = label
+        .lines()
+        .find(|l| l.starts_with("START WAL LOCATION:"))?;
+    let file = line.split("(file ").nth(1)?.trim_end_matches(')');
+    let tli = u32::from_str_radix(file.get(0..8)?, 16).ok()?;
+    Some(TimelineId(tli))
+}
+
+fn wait_for_wal(
+    repo: &Repository,
+    cluster: &str,
+    first: WalSegment,
+    last: WalSegment,
+    seg_size: u64,
+    timeout: Duration,
+    archive_command: &str,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut segno = first.segno;
+    while segno <= last.segno {
+        let s = WalSegment {
+            timeline: first.timeline,
+            segno,
+        };
+        let name = s.name(seg_size);
+        if archive::has(repo, cluster, &name)? {
+            segno += 1;
+            continue;
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Timeout(format!(
+                "WAL segment {name} was not archived to this repository within {} s; the \
+                 backup is not usable without it. Set archive_mode = on and archive_command = \
+                 'pgstrata --repo {} --cluster {cluster} archive-push %p' (now: {:?})",
+                timeout.as_secs(),
+                repo.root().display(),
+                archive_command
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// Chunk ids a set of file rows needs (for tests and verify).
+pub fn blockmaps_of(files: &[FileRow]) -> HashSet<ChunkId> {
+    files.iter().filter_map(|f| f.blockmap).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeline_from_label() {
+        let l = "START WAL LOCATION: 0/2000028 (file 000000020000000000000002)\nCHECKPOINT LOCATION: 0/2000060\n";
+        assert_eq!(label_timeline(l), Some(TimelineId(2)));
+        assert_eq!(label_timeline("nothing"), None);
+    }
+
+    #[test]
+    fn skip_rule() {
+        let f = FileRow {
+            path: "x".into(),
+            kind: FileKind::File,
+            size: 10,
+            mtime_ns: 5_000_000_000,
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            link: None,
+            blockmap: Some(ChunkId([1; 32])),
+        };
+        // Reference started at 6.5 s: an mtime of 5 s is safely older.
+        assert!(unchanged(&f, &f, 6_500_000));
+        // Same second as the reference start: re-read.
+        assert!(!unchanged(&f, &f, 5_900_000));
+        let mut g = f.clone();
+        g.size = 11;
+        assert!(!unchanged(&g, &f, 6_500_000));
+    }
+}

@@ -1,0 +1,557 @@
+//! `catalog.db`: clusters, backups and their manifests, the chunk index and
+//! packs, in SQLite (WAL mode, `synchronous=FULL`).
+//!
+//! Durability rules: a `chunk` row is inserted only after its pack is sealed
+//! (fsynced and renamed), in the same transaction as its `pack` row. A backup
+//! is inserted as `running` and becomes `complete` in one final transaction.
+//! Readers only ever trust `complete` backups.
+
+mod model;
+mod schema;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+pub use model::{
+    BackupRow, BackupStatus, BackupType, ChunkLoc, ClusterRow, FileKind, FileRow, PageErrorRow,
+};
+
+use crate::error::{Error, Result, SqlContext};
+use crate::pg::Lsn;
+use crate::store::pack::SealedPack;
+use crate::store::ChunkId;
+
+/// Schema version this binary writes (number of migrations).
+pub const SCHEMA_VERSION: u32 = schema::MIGRATIONS.len() as u32;
+
+pub struct Catalog {
+    conn: Connection,
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+const BACKUP_COLS: &str = "id, type, status, reference, start_time, stop_time, start_lsn, \
+    stop_lsn, timeline, wal_start, wal_stop, pg_version, block_size, wal_seg_size, \
+    data_checksums, backup_label, tablespace_map, db_bytes, read_bytes, stored_bytes, files, \
+    page_errors, host, pid";
+
+fn backup_from_row(r: &Row<'_>) -> rusqlite::Result<BackupRow> {
+    let t: String = r.get(1)?;
+    let s: String = r.get(2)?;
+    let conv = |e: Error| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    };
+    Ok(BackupRow {
+        id: r.get(0)?,
+        backup_type: BackupType::parse(&t).map_err(conv)?,
+        status: BackupStatus::parse(&s).map_err(conv)?,
+        reference: r.get(3)?,
+        start_time: r.get(4)?,
+        stop_time: r.get(5)?,
+        start_lsn: Lsn(r.get::<_, i64>(6)? as u64),
+        stop_lsn: r.get::<_, Option<i64>>(7)?.map(|v| Lsn(v as u64)),
+        timeline: r.get(8)?,
+        wal_start: r.get(9)?,
+        wal_stop: r.get(10)?,
+        pg_version: r.get(11)?,
+        block_size: r.get(12)?,
+        wal_seg_size: r.get::<_, i64>(13)? as u64,
+        data_checksums: r.get(14)?,
+        backup_label: r.get(15)?,
+        tablespace_map: r.get(16)?,
+        db_bytes: r.get::<_, i64>(17)? as u64,
+        read_bytes: r.get::<_, i64>(18)? as u64,
+        stored_bytes: r.get::<_, i64>(19)? as u64,
+        files: r.get::<_, i64>(20)? as u64,
+        page_errors: r.get::<_, i64>(21)? as u64,
+        host: r.get(22)?,
+        pid: r.get(23)?,
+    })
+}
+
+fn file_from_row(r: &Row<'_>) -> rusqlite::Result<FileRow> {
+    let k: String = r.get(1)?;
+    let bm: Option<Vec<u8>> = r.get(8)?;
+    Ok(FileRow {
+        path: r.get(0)?,
+        kind: FileKind::parse(&k).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        size: r.get::<_, i64>(2)? as u64,
+        mtime_ns: r.get(3)?,
+        mode: r.get(4)?,
+        uid: r.get(5)?,
+        gid: r.get(6)?,
+        link: r.get(7)?,
+        blockmap: bm.as_deref().and_then(ChunkId::from_slice),
+    })
+}
+
+impl Catalog {
+    /// Open (and migrate) the catalog. `create` allows making a new file.
+    pub fn open(path: &Path, create: bool) -> Result<Self> {
+        if !create && !path.exists() {
+            return Err(Error::NotFound(format!(
+                "catalog {} is missing (run `pgstrata repair --rebuild-catalog`)",
+                path.display()
+            )));
+        }
+        let conn = Connection::open(path).ctx("open")?;
+        conn.busy_timeout(Duration::from_secs(60))
+            .ctx("busy_timeout")?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .ctx("journal_mode")?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .ctx("synchronous")?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .ctx("foreign_keys")?;
+        let mut cat = Catalog { conn };
+        cat.migrate(path)?;
+        Ok(cat)
+    }
+
+    pub fn schema_version(&self) -> Result<u32> {
+        self.conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .ctx("user_version")
+    }
+
+    fn migrate(&mut self, path: &Path) -> Result<()> {
+        let v = self.schema_version()?;
+        if v > SCHEMA_VERSION {
+            return Err(Error::NewerFormat {
+                path: path.to_path_buf(),
+                found: v,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(v as usize) {
+            let tx = self.conn.transaction().ctx("migration")?;
+            tx.execute_batch(sql).ctx("migration")?;
+            tx.pragma_update(None, "user_version", (i + 1) as u32)
+                .ctx("migration")?;
+            tx.commit().ctx("migration")?;
+        }
+        Ok(())
+    }
+
+    pub fn integrity_check(&self) -> Result<Vec<String>> {
+        let mut st = self
+            .conn
+            .prepare("PRAGMA integrity_check")
+            .ctx("integrity")?;
+        let rows = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .ctx("integrity")?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .ctx("integrity")?;
+        Ok(rows.into_iter().filter(|r| r != "ok").collect())
+    }
+
+    // ---- clusters
+
+    pub fn cluster(&self, name: &str) -> Result<Option<ClusterRow>> {
+        self.conn
+            .query_row(
+                "SELECT id, name, system_id, pg_version FROM cluster WHERE name = ?1",
+                [name],
+                |r| {
+                    let sid: String = r.get(2)?;
+                    Ok(ClusterRow {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        system_id: sid.parse().unwrap_or(0),
+                        pg_version: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+            .ctx("read cluster")
+    }
+
+    pub fn clusters(&self) -> Result<Vec<ClusterRow>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT name FROM cluster ORDER BY name")
+            .ctx("clusters")?;
+        let names = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .ctx("clusters")?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .ctx("clusters")?;
+        let mut out = Vec::new();
+        for n in names {
+            if let Some(c) = self.cluster(&n)? {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Bind `name` to a system identifier and major version, or check that it
+    /// already is bound to these (invariant 5: one cluster, one identity).
+    pub fn bind_cluster(&self, name: &str, system_id: u64, pg_version: u32) -> Result<ClusterRow> {
+        if let Some(c) = self.cluster(name)? {
+            check_identity(&c, system_id, pg_version)?;
+            return Ok(c);
+        }
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO cluster (name, system_id, pg_version, created_at) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![name, system_id.to_string(), pg_version, now_us()],
+            )
+            .ctx("bind cluster")?;
+        let c = self
+            .cluster(name)?
+            .ok_or_else(|| Error::corrupt("catalog", "cluster row vanished"))?;
+        check_identity(&c, system_id, pg_version)?;
+        Ok(c)
+    }
+
+    // ---- chunks and packs
+
+    /// Every chunk id in the index (for deduplication while backing up).
+    pub fn chunk_ids(&self) -> Result<HashSet<ChunkId>> {
+        let mut st = self.conn.prepare("SELECT id FROM chunk").ctx("chunk ids")?;
+        let mut out = HashSet::new();
+        let mut rows = st.query([]).ctx("chunk ids")?;
+        while let Some(r) = rows.next().ctx("chunk ids")? {
+            let b: Vec<u8> = r.get(0).ctx("chunk ids")?;
+            if let Some(id) = ChunkId::from_slice(&b) {
+                out.insert(id);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn chunk(&self, id: &ChunkId) -> Result<Option<ChunkLoc>> {
+        self.conn
+            .query_row(
+                "SELECT pack_id, offset, stored_len, raw_len FROM chunk WHERE id = ?1",
+                [id.0.as_slice()],
+                |r| {
+                    Ok(ChunkLoc {
+                        pack_id: r.get(0)?,
+                        offset: r.get::<_, i64>(1)? as u64,
+                        stored_len: r.get(2)?,
+                        raw_len: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+            .ctx("chunk lookup")
+    }
+
+    /// Record a sealed pack and index its chunks, in one transaction.
+    pub fn add_pack(&mut self, pack: &SealedPack, backup_id: Option<&str>) -> Result<()> {
+        let tx = self.conn.transaction().ctx("add pack")?;
+        tx.execute(
+            "INSERT OR IGNORE INTO pack (id, size, chunks, backup_id, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                pack.id,
+                pack.size as i64,
+                pack.entries.len() as i64,
+                backup_id,
+                now_us()
+            ],
+        )
+        .ctx("add pack")?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO chunk (id, pack_id, offset, stored_len, raw_len) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .ctx("add chunk")?;
+            for e in &pack.entries {
+                st.execute(params![
+                    e.id.0.as_slice(),
+                    pack.id,
+                    e.offset as i64,
+                    e.stored_len,
+                    e.raw_len
+                ])
+                .ctx("add chunk")?;
+            }
+        }
+        tx.commit().ctx("add pack")
+    }
+
+    /// Locations of every chunk a backup uses: its block maps and their chunks.
+    pub fn chunk_locations(&self, backup_id: &str) -> Result<HashMap<ChunkId, ChunkLoc>> {
+        self.locations(
+            "SELECT c.id, c.pack_id, c.offset, c.stored_len, c.raw_len FROM chunk c \
+             WHERE c.id IN (SELECT blockmap FROM file WHERE backup_id = ?1 AND blockmap IS NOT NULL \
+                 UNION SELECT bc.chunk FROM blockmap_chunk bc JOIN file f ON f.blockmap = bc.blockmap \
+                 WHERE f.backup_id = ?1)",
+            backup_id,
+        )
+    }
+
+    /// Locations of the block maps of a backup's files.
+    pub fn blockmap_locations(&self, backup_id: &str) -> Result<HashMap<ChunkId, ChunkLoc>> {
+        self.locations(
+            "SELECT c.id, c.pack_id, c.offset, c.stored_len, c.raw_len FROM chunk c \
+             WHERE c.id IN (SELECT blockmap FROM file WHERE backup_id = ?1 AND blockmap IS NOT NULL)",
+            backup_id,
+        )
+    }
+
+    fn locations(&self, sql: &str, arg: &str) -> Result<HashMap<ChunkId, ChunkLoc>> {
+        let mut out = HashMap::new();
+        let mut st = self.conn.prepare(sql).ctx("chunk locations")?;
+        let mut rows = st.query([arg]).ctx("chunk locations")?;
+        while let Some(r) = rows.next().ctx("chunk locations")? {
+            let id: Vec<u8> = r.get(0).ctx("chunk locations")?;
+            let Some(id) = ChunkId::from_slice(&id) else {
+                continue;
+            };
+            out.insert(
+                id,
+                ChunkLoc {
+                    pack_id: r.get(1).ctx("chunk locations")?,
+                    offset: r.get::<_, i64>(2).ctx("chunk locations")? as u64,
+                    stored_len: r.get(3).ctx("chunk locations")?,
+                    raw_len: r.get(4).ctx("chunk locations")?,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    pub fn pack_bytes(&self) -> Result<u64> {
+        self.conn
+            .query_row("SELECT COALESCE(SUM(size), 0) FROM pack", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|v| v as u64)
+            .ctx("pack bytes")
+    }
+
+    // ---- backups
+
+    pub fn insert_backup(&self, cluster_id: i64, b: &BackupRow) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO backup (id, cluster_id, type, status, reference, start_time, \
+                 start_lsn, timeline, pg_version, block_size, wal_seg_size, data_checksums, \
+                 host, pid) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                params![
+                    b.id,
+                    cluster_id,
+                    b.backup_type.as_str(),
+                    b.status.as_str(),
+                    b.reference,
+                    b.start_time,
+                    b.start_lsn.0 as i64,
+                    b.timeline,
+                    b.pg_version,
+                    b.block_size,
+                    b.wal_seg_size as i64,
+                    b.data_checksums,
+                    b.host,
+                    b.pid
+                ],
+            )
+            .ctx("insert backup")?;
+        Ok(())
+    }
+
+    /// Write a backup's final fields and mark it complete, in one transaction.
+    pub fn complete_backup(&mut self, b: &BackupRow) -> Result<()> {
+        let tx = self.conn.transaction().ctx("complete backup")?;
+        let n = tx
+            .execute(
+                "UPDATE backup SET status = 'complete', stop_time = ?2, stop_lsn = ?3, \
+                 timeline = ?4, wal_start = ?5, wal_stop = ?6, backup_label = ?7, \
+                 tablespace_map = ?8, db_bytes = ?9, read_bytes = ?10, stored_bytes = ?11, \
+                 files = ?12, page_errors = ?13 WHERE id = ?1 AND status = 'running'",
+                params![
+                    b.id,
+                    b.stop_time,
+                    b.stop_lsn.map(|l| l.0 as i64),
+                    b.timeline,
+                    b.wal_start,
+                    b.wal_stop,
+                    b.backup_label,
+                    b.tablespace_map,
+                    b.db_bytes as i64,
+                    b.read_bytes as i64,
+                    b.stored_bytes as i64,
+                    b.files as i64,
+                    b.page_errors as i64
+                ],
+            )
+            .ctx("complete backup")?;
+        if n != 1 {
+            return Err(Error::corrupt(
+                format!("backup {}", b.id),
+                "was not running when it was to be completed",
+            ));
+        }
+        tx.commit().ctx("complete backup")
+    }
+
+    /// Remove a backup that never completed (its rows only; chunks are
+    /// collected by garbage collection).
+    pub fn delete_backup(&self, id: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM backup WHERE id = ?1", [id])
+            .ctx("delete backup")?;
+        Ok(())
+    }
+
+    pub fn backup(&self, id: &str) -> Result<Option<BackupRow>> {
+        self.conn
+            .query_row(
+                &format!("SELECT {BACKUP_COLS} FROM backup WHERE id = ?1"),
+                [id],
+                backup_from_row,
+            )
+            .optional()
+            .ctx("read backup")
+    }
+
+    /// Backups of a cluster, oldest first.
+    pub fn backups(&self, cluster_id: i64) -> Result<Vec<BackupRow>> {
+        let mut st = self
+            .conn
+            .prepare(&format!(
+                "SELECT {BACKUP_COLS} FROM backup WHERE cluster_id = ?1 ORDER BY start_time, id"
+            ))
+            .ctx("list backups")?;
+        let rows = st
+            .query_map([cluster_id], backup_from_row)
+            .ctx("list backups")?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .ctx("list backups")?;
+        Ok(rows)
+    }
+
+    /// Insert manifest entries and the block-map → chunk relation, in one
+    /// transaction.
+    pub fn insert_files(
+        &mut self,
+        backup_id: &str,
+        files: &[FileRow],
+        blockmap_chunks: &[(ChunkId, Vec<ChunkId>)],
+    ) -> Result<()> {
+        let tx = self.conn.transaction().ctx("insert files")?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO file (backup_id, path, kind, size, mtime, mode, uid, gid, link, \
+                     blockmap) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .ctx("insert file")?;
+            for f in files {
+                st.execute(params![
+                    backup_id,
+                    f.path,
+                    f.kind.code(),
+                    f.size as i64,
+                    f.mtime_ns,
+                    f.mode,
+                    f.uid,
+                    f.gid,
+                    f.link,
+                    f.blockmap.as_ref().map(|b| b.0.to_vec())
+                ])
+                .map_err(|e| Error::Catalog {
+                    context: format!("insert file {}", f.path),
+                    source: e,
+                })?;
+            }
+            let mut bc = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO blockmap_chunk (blockmap, chunk) VALUES (?1, ?2)",
+                )
+                .ctx("insert blockmap chunks")?;
+            for (bm, chunks) in blockmap_chunks {
+                for c in chunks {
+                    bc.execute(params![bm.0.as_slice(), c.0.as_slice()])
+                        .ctx("insert blockmap chunk")?;
+                }
+            }
+        }
+        tx.commit().ctx("insert files")
+    }
+
+    /// A backup's manifest, ordered by path.
+    pub fn files(&self, backup_id: &str) -> Result<Vec<FileRow>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT path, kind, size, mtime, mode, uid, gid, link, blockmap FROM file \
+                 WHERE backup_id = ?1 ORDER BY path",
+            )
+            .ctx("read manifest")?;
+        let rows = st
+            .query_map([backup_id], file_from_row)
+            .ctx("read manifest")?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .ctx("read manifest")?;
+        Ok(rows)
+    }
+
+    pub fn add_page_errors(&self, backup_id: &str, errs: &[PageErrorRow]) -> Result<()> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO page_error (backup_id, path, block, detail) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .ctx("page errors")?;
+        for e in errs {
+            st.execute(params![backup_id, e.path, e.block as i64, e.detail])
+                .ctx("page errors")?;
+        }
+        Ok(())
+    }
+
+    pub fn page_errors(&self, backup_id: &str) -> Result<Vec<PageErrorRow>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT path, block, detail FROM page_error WHERE backup_id = ?1 ORDER BY path, block")
+            .ctx("page errors")?;
+        let rows = st
+            .query_map([backup_id], |r| {
+                Ok(PageErrorRow {
+                    path: r.get(0)?,
+                    block: r.get::<_, i64>(1)? as u64,
+                    detail: r.get(2)?,
+                })
+            })
+            .ctx("page errors")?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .ctx("page errors")?;
+        Ok(rows)
+    }
+}
+
+fn check_identity(c: &ClusterRow, system_id: u64, pg_version: u32) -> Result<()> {
+    if c.system_id != system_id {
+        return Err(Error::refused(format!(
+            "cluster {:?} in this repository has system identifier {}, but this one has {}: \
+             it is another PostgreSQL cluster (use another --cluster name)",
+            c.name, c.system_id, system_id
+        )));
+    }
+    if c.pg_version != pg_version {
+        return Err(Error::refused(format!(
+            "cluster {:?} in this repository is PostgreSQL {}, but this one is {}: \
+             use another --cluster name for a new major version",
+            c.name, c.pg_version, pg_version
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! Catalog schema, as an ordered list of migrations. `PRAGMA user_version`
+//! holds the number of migrations applied; a catalog with a higher number
+//! than this binary knows was written by a newer pgstrata and is refused.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    r#"
+CREATE TABLE cluster (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    system_id   TEXT NOT NULL,          -- u64 as decimal text (may exceed i64)
+    pg_version  INTEGER NOT NULL,       -- major version, e.g. 15
+    created_at  INTEGER NOT NULL        -- unix microseconds
+);
+
+-- Sealed, durable packs only.
+CREATE TABLE pack (
+    id          TEXT PRIMARY KEY,       -- hex BLAKE3 of the trailer
+    size        INTEGER NOT NULL,
+    chunks      INTEGER NOT NULL,
+    backup_id   TEXT,                   -- the backup that wrote it (informative)
+    created_at  INTEGER NOT NULL
+);
+
+-- The chunk index. A row exists only once its pack is durable.
+CREATE TABLE chunk (
+    id          BLOB PRIMARY KEY,       -- 32-byte BLAKE3 of the raw bytes
+    pack_id     TEXT NOT NULL REFERENCES pack(id),
+    offset      INTEGER NOT NULL,       -- record offset in the pack
+    stored_len  INTEGER NOT NULL,
+    raw_len     INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX chunk_pack ON chunk(pack_id);
+
+CREATE TABLE backup (
+    id              TEXT PRIMARY KEY,
+    cluster_id      INTEGER NOT NULL REFERENCES cluster(id),
+    type            TEXT NOT NULL CHECK (type IN ('full', 'diff', 'incr')),
+    status          TEXT NOT NULL CHECK (status IN ('running', 'complete')),
+    reference       TEXT,
+    start_time      INTEGER NOT NULL,   -- unix microseconds
+    stop_time       INTEGER,
+    start_lsn       INTEGER NOT NULL,
+    stop_lsn        INTEGER,
+    timeline        INTEGER NOT NULL,
+    wal_start       TEXT,
+    wal_stop        TEXT,
+    pg_version      INTEGER NOT NULL,
+    block_size      INTEGER NOT NULL,
+    wal_seg_size    INTEGER NOT NULL,
+    data_checksums  INTEGER NOT NULL,
+    backup_label    BLOB,
+    tablespace_map  BLOB,
+    db_bytes        INTEGER NOT NULL DEFAULT 0,
+    read_bytes      INTEGER NOT NULL DEFAULT 0,
+    stored_bytes    INTEGER NOT NULL DEFAULT 0,
+    files           INTEGER NOT NULL DEFAULT 0,
+    page_errors     INTEGER NOT NULL DEFAULT 0,
+    host            TEXT,
+    pid             INTEGER
+);
+CREATE INDEX backup_cluster ON backup(cluster_id, start_time);
+
+-- Every directory, file and symlink of a backup: the manifest.
+CREATE TABLE file (
+    backup_id   TEXT NOT NULL REFERENCES backup(id) ON DELETE CASCADE,
+    path        TEXT NOT NULL,          -- relative to PGDATA, '/'-separated
+    kind        TEXT NOT NULL CHECK (kind IN ('f', 'd', 'l')),
+    size        INTEGER NOT NULL,
+    mtime       INTEGER NOT NULL,       -- unix nanoseconds
+    mode        INTEGER NOT NULL,
+    uid         INTEGER NOT NULL,
+    gid         INTEGER NOT NULL,
+    link        TEXT,                   -- symlink target
+    blockmap    BLOB,                   -- chunk id of the encoded block map
+    PRIMARY KEY (backup_id, path)
+) WITHOUT ROWID;
+CREATE INDEX file_blockmap ON file(blockmap);
+
+-- Which data chunks each block map points to (derived from the block maps;
+-- lets garbage collection and verification work in SQL).
+CREATE TABLE blockmap_chunk (
+    blockmap    BLOB NOT NULL,
+    chunk       BLOB NOT NULL,
+    PRIMARY KEY (blockmap, chunk)
+) WITHOUT ROWID;
+
+-- Pages that failed checksum validation (and were not torn).
+CREATE TABLE page_error (
+    backup_id   TEXT NOT NULL REFERENCES backup(id) ON DELETE CASCADE,
+    path        TEXT NOT NULL,
+    block       INTEGER NOT NULL,
+    detail      TEXT NOT NULL
+);
+"#,
+];

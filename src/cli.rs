@@ -1,0 +1,371 @@
+//! Command-line interface: argument and config-file parsing, and dispatch to
+//! the library's public API. Precedence: command line, then environment
+//! (`PGSTRATA_REPO`, libpq's `PG*`), then `--config` file, then defaults.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+use pgstrata::archive::{self, PushOutcome};
+use pgstrata::backup::{self, BackupOptions};
+use pgstrata::catalog::BackupType;
+use pgstrata::info;
+use pgstrata::progress::{Bar, Progress, Silent};
+use pgstrata::repo::{InitOutcome, Repository};
+use pgstrata::restore::{self, RecoveryTarget, RestoreOptions, TargetAction};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pgstrata",
+    version,
+    about = "Incremental physical backups for PostgreSQL"
+)]
+pub struct Cli {
+    /// Repository directory.
+    #[arg(long, global = true, env = "PGSTRATA_REPO")]
+    pub repo: Option<PathBuf>,
+    /// Cluster name inside the repository [default: main].
+    #[arg(long, global = true)]
+    pub cluster: Option<String>,
+    /// TOML configuration file; every option can live there.
+    #[arg(long, global = true, env = "PGSTRATA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// error, warn, info, debug or trace [default: warn].
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+    /// No progress bars and no summaries.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum TypeArg {
+    Full,
+    Diff,
+    Incr,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum OutputArg {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum TargetArg {
+    Immediate,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ActionArg {
+    Pause,
+    Promote,
+    Shutdown,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create an empty repository.
+    Init {
+        /// Make the repository readable by the owner's group.
+        #[arg(long)]
+        group_readable: bool,
+    },
+    /// Back up a running cluster.
+    Backup {
+        #[arg(long)]
+        pgdata: Option<PathBuf>,
+        /// full, diff or incr [default: incr, or full when there is none yet].
+        #[arg(long = "type", value_enum)]
+        backup_type: Option<TypeArg>,
+        /// libpq connection string (key=value or URI).
+        #[arg(long, short = 'd')]
+        dbname: Option<String>,
+        /// zstd level [default: 3].
+        #[arg(long)]
+        compress_level: Option<i32>,
+        /// Parallel workers [default: CPUs, at most 8].
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Seconds to wait for the backup's WAL to be archived [default: 60].
+        #[arg(long)]
+        archive_timeout: Option<u64>,
+        /// Ask for an immediate checkpoint instead of a spread one.
+        #[arg(long)]
+        start_fast: bool,
+        /// Read every file, whatever its size and mtime.
+        #[arg(long)]
+        checksum: bool,
+        /// Seconds to wait for another backup or expire to finish [default: 0].
+        #[arg(long)]
+        lock_wait: Option<u64>,
+    },
+    /// Reassemble a data directory from a backup.
+    Restore {
+        #[arg(long)]
+        pgdata: PathBuf,
+        /// Backup id, or `latest` [default: latest].
+        #[arg(long)]
+        set: Option<String>,
+        /// Stop recovery as soon as the backup is consistent.
+        #[arg(long, value_enum)]
+        target: Option<TargetArg>,
+        /// What the server does at the target.
+        #[arg(long, value_enum)]
+        target_action: Option<ActionArg>,
+        /// Timeline to recover along: current, latest or a number.
+        #[arg(long)]
+        target_timeline: Option<String>,
+        /// Restore tablespace OID into DIR (repeatable), as OID=DIR.
+        #[arg(long, value_name = "OID=DIR")]
+        tablespace_map: Vec<String>,
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Archive a WAL file (for archive_command).
+    ArchivePush {
+        path: PathBuf,
+        #[arg(long)]
+        compress_level: Option<i32>,
+    },
+    /// Fetch an archived WAL file (for restore_command).
+    ArchiveGet { name: String, dest: PathBuf },
+    /// Show backups, sizes and the WAL archive.
+    Info {
+        #[arg(long, value_enum, default_value = "text")]
+        output: OutputArg,
+    },
+}
+
+/// Options that may come from the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct FileConfig {
+    pub repo: Option<PathBuf>,
+    pub cluster: Option<String>,
+    pub log_level: Option<String>,
+    pub pgdata: Option<PathBuf>,
+    pub dbname: Option<String>,
+    pub compress_level: Option<i32>,
+    pub workers: Option<usize>,
+    pub archive_timeout: Option<u64>,
+    pub start_fast: Option<bool>,
+    pub lock_wait: Option<u64>,
+    pub pack_size_mib: Option<u64>,
+}
+
+pub fn load_config(path: Option<&Path>) -> anyhow::Result<FileConfig> {
+    let Some(p) = path else {
+        return Ok(FileConfig::default());
+    };
+    let text = std::fs::read_to_string(p)
+        .with_context(|| format!("cannot read config file {}", p.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", p.display()))
+}
+
+fn progress(quiet: bool) -> Box<dyn Progress> {
+    if !quiet && std::io::stderr().is_terminal() {
+        Box::new(Bar::new())
+    } else {
+        Box::new(Silent)
+    }
+}
+
+/// What the process should exit with, when not an error.
+pub enum Outcome {
+    Ok,
+    /// archive-get of a file the repository does not have: fail quietly.
+    QuietFailure,
+}
+
+pub fn run(cli: Cli, cfg: FileConfig) -> anyhow::Result<Outcome> {
+    let repo_path =
+        cli.repo.clone().or(cfg.repo.clone()).context(
+            "no repository given: use --repo DIR, PGSTRATA_REPO or repo in the config file",
+        )?;
+    let cluster = cli
+        .cluster
+        .clone()
+        .or(cfg.cluster.clone())
+        .unwrap_or_else(|| "main".into());
+    let quiet = cli.quiet;
+    match cli.command {
+        Command::Init { group_readable } => match Repository::init(&repo_path, group_readable)? {
+            InitOutcome::Created => {
+                say(quiet, format!("created repository {}", repo_path.display()))
+            }
+            InitOutcome::AlreadyInitialized => say(
+                quiet,
+                format!(
+                    "{} is already a pgstrata repository; nothing to do",
+                    repo_path.display()
+                ),
+            ),
+        },
+        Command::Backup {
+            pgdata,
+            backup_type,
+            dbname,
+            compress_level,
+            workers,
+            archive_timeout,
+            start_fast,
+            checksum,
+            lock_wait,
+        } => {
+            let repo = Repository::open(&repo_path)?;
+            let pgdata = pgdata.or(cfg.pgdata.clone()).context(
+                "no data directory given: use --pgdata DIR or pgdata in the config file",
+            )?;
+            let mut o = BackupOptions::new(pgdata);
+            o.dbname = dbname.or(cfg.dbname.clone());
+            o.backup_type = backup_type.map(|t| match t {
+                TypeArg::Full => BackupType::Full,
+                TypeArg::Diff => BackupType::Diff,
+                TypeArg::Incr => BackupType::Incr,
+            });
+            if let Some(l) = compress_level.or(cfg.compress_level) {
+                if !(1..=22).contains(&l) {
+                    bail!("--compress-level must be between 1 and 22");
+                }
+                o.compress_level = l;
+            }
+            if let Some(w) = workers.or(cfg.workers) {
+                o.workers = w.max(1);
+            }
+            if let Some(t) = archive_timeout.or(cfg.archive_timeout) {
+                o.archive_timeout = Duration::from_secs(t);
+            }
+            o.start_fast = start_fast || cfg.start_fast.unwrap_or(false);
+            o.checksum = checksum;
+            if let Some(w) = lock_wait.or(cfg.lock_wait) {
+                o.lock_wait = Duration::from_secs(w);
+            }
+            if let Some(m) = cfg.pack_size_mib {
+                o.pack_size = m.max(1) << 20;
+            }
+            let p = progress(quiet);
+            let r = backup::run(&repo, &cluster, &o, p.as_ref())?;
+            if r.became_full {
+                eprintln!(
+                    "pgstrata: no full backup of cluster {cluster:?} yet: took a full backup"
+                );
+            }
+            say(
+                quiet,
+                format!(
+                    "backup {} ({}{}) complete: {} files, {} read of {}, {} stored, {:.1} s, WAL {}..{}",
+                    r.id,
+                    r.backup_type.as_str(),
+                    r.reference.as_deref().map(|x| format!(" of {x}")).unwrap_or_default(),
+                    r.files,
+                    info::human(r.read_bytes),
+                    info::human(r.db_bytes),
+                    info::human(r.stored_bytes),
+                    r.elapsed.as_secs_f64(),
+                    r.start_lsn,
+                    r.stop_lsn
+                ),
+            );
+            for e in &r.page_errors {
+                eprintln!(
+                    "pgstrata: warning: {} block {}: {}",
+                    e.path, e.block, e.detail
+                );
+            }
+        }
+        Command::Restore {
+            pgdata,
+            set,
+            target,
+            target_action,
+            target_timeline,
+            tablespace_map,
+            workers,
+        } => {
+            let repo = Repository::open(&repo_path)?;
+            let mut o = RestoreOptions::new(pgdata);
+            o.set = set;
+            o.target = match target {
+                Some(TargetArg::Immediate) => RecoveryTarget::Immediate,
+                None => RecoveryTarget::EndOfWal,
+            };
+            o.target_action = target_action.map(|a| match a {
+                ActionArg::Pause => TargetAction::Pause,
+                ActionArg::Promote => TargetAction::Promote,
+                ActionArg::Shutdown => TargetAction::Shutdown,
+            });
+            o.target_timeline = target_timeline;
+            for m in tablespace_map {
+                let (oid, dir) = m
+                    .split_once('=')
+                    .context(format!("--tablespace-map {m:?}: expected OID=DIR"))?;
+                let oid: u32 = oid
+                    .parse()
+                    .context(format!("--tablespace-map {m:?}: {oid:?} is not an oid"))?;
+                o.tablespace_map.push((oid, PathBuf::from(dir)));
+            }
+            if let Some(w) = workers.or(cfg.workers) {
+                o.workers = w.max(1);
+            }
+            let plan = restore::plan(&repo, &cluster, &o)?;
+            let p = progress(quiet);
+            let s = restore::apply(&repo, &plan, o.workers, p.as_ref())?;
+            say(
+                quiet,
+                format!(
+                    "restored backup {} to {}: {} files, {} in {:.1} s; start the server to recover",
+                    s.backup_id,
+                    plan.target.display(),
+                    s.files,
+                    info::human(s.bytes),
+                    s.elapsed.as_secs_f64()
+                ),
+            );
+        }
+        Command::ArchivePush {
+            path,
+            compress_level,
+        } => {
+            let repo = Repository::open(&repo_path)?;
+            let level = compress_level.or(cfg.compress_level).unwrap_or(3);
+            match archive::push(&repo, &cluster, &path, level)? {
+                PushOutcome::Stored => {}
+                PushOutcome::AlreadyArchived => {
+                    tracing::info!(
+                        "{} was already archived with the same content",
+                        path.display()
+                    )
+                }
+            }
+        }
+        Command::ArchiveGet { name, dest } => {
+            let repo = Repository::open(&repo_path)?;
+            if !archive::get(&repo, &cluster, &name, &dest)? {
+                return Ok(Outcome::QuietFailure);
+            }
+        }
+        Command::Info { output } => {
+            let repo = Repository::open(&repo_path)?;
+            let only = cli.cluster.as_deref();
+            let i = info::gather(&repo, only)?;
+            match output {
+                OutputArg::Json => println!("{}", serde_json::to_string_pretty(&i)?),
+                OutputArg::Text => print!("{}", info::render_text(&i)),
+            }
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+fn say(quiet: bool, msg: String) {
+    if !quiet {
+        println!("{msg}");
+    }
+}

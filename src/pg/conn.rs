@@ -1,0 +1,217 @@
+//! The connection to a running server and the backup-mode functions.
+//!
+//! Settings follow libpq: `--dbname` may be a `key=value` string or a URI,
+//! and anything it leaves unset comes from `PGHOST`, `PGPORT`, `PGUSER`,
+//! `PGPASSWORD`, `PGDATABASE`, then libpq's defaults. The session that starts
+//! backup mode is held open until it stops: if it drops, PostgreSQL ends
+//! backup mode by itself.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use postgres::{Client, Config, NoTls};
+
+use crate::error::{Error, Result};
+use crate::pg::Lsn;
+
+/// What a backup needs to know about the server.
+#[derive(Clone, Debug)]
+pub struct ServerInfo {
+    pub version_num: u32,
+    pub major: u32,
+    pub system_id: u64,
+    pub block_size: u32,
+    pub wal_seg_size: u64,
+    pub data_checksums: bool,
+    pub data_directory: String,
+    pub in_recovery: bool,
+    pub archive_mode: String,
+    pub archive_command: String,
+}
+
+/// The result of stopping backup mode.
+#[derive(Clone, Debug)]
+pub struct BackupStop {
+    pub lsn: Lsn,
+    pub backup_label: Vec<u8>,
+    pub tablespace_map: Option<Vec<u8>>,
+}
+
+/// Build a connection configuration the way libpq would.
+pub fn config(dbname: Option<&str>) -> Result<Config> {
+    let mut cfg = match dbname {
+        Some(s) if !s.trim().is_empty() => Config::from_str(s)
+            .map_err(|e| Error::invalid(format!("invalid connection string: {e}")))?,
+        _ => Config::new(),
+    };
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if cfg.get_hosts().is_empty() {
+        let host = env("PGHOST").unwrap_or_else(|| "/var/run/postgresql".into());
+        for h in host.split(',') {
+            cfg.host(h);
+        }
+    }
+    if cfg.get_ports().is_empty() {
+        if let Some(p) = env("PGPORT") {
+            let port = p
+                .parse()
+                .map_err(|_| Error::invalid(format!("invalid PGPORT {p:?}")))?;
+            cfg.port(port);
+        }
+    }
+    if cfg.get_user().is_none() {
+        let user = env("PGUSER")
+            .or_else(|| env("USER"))
+            .unwrap_or_else(|| "postgres".into());
+        cfg.user(&user);
+    }
+    if cfg.get_password().is_none() {
+        if let Some(p) = env("PGPASSWORD") {
+            cfg.password(p);
+        }
+    }
+    if cfg.get_dbname().is_none() {
+        if let Some(d) = env("PGDATABASE") {
+            cfg.dbname(&d);
+        }
+    }
+    cfg.application_name("pgstrata");
+    if cfg.get_connect_timeout().is_none() {
+        cfg.connect_timeout(Duration::from_secs(30));
+    }
+    Ok(cfg)
+}
+
+/// Describe where a config points, for errors (never includes the password).
+pub fn describe(cfg: &Config) -> String {
+    let host = cfg
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            postgres::config::Host::Tcp(s) => s.clone(),
+            postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "host={host} port={port} user={}",
+        cfg.get_user().unwrap_or("?")
+    )
+}
+
+pub struct Server {
+    client: Client,
+    pub info: ServerInfo,
+}
+
+impl Server {
+    pub fn connect(dbname: Option<&str>) -> Result<Self> {
+        let cfg = config(dbname)?;
+        let mut client = cfg
+            .connect(NoTls)
+            .map_err(|e| Error::pg(format!("cannot connect ({})", describe(&cfg)), e))?;
+        let info = server_info(&mut client)?;
+        Ok(Server { client, info })
+    }
+
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    /// Enter backup mode; returns the start LSN.
+    pub fn backup_start(&mut self, label: &str, fast: bool) -> Result<Lsn> {
+        let sql = if self.info.major >= 15 {
+            "SELECT pg_backup_start($1, $2)::text"
+        } else {
+            "SELECT pg_start_backup($1, $2, false)::text"
+        };
+        let row = self
+            .client
+            .query_one(sql, &[&label, &fast])
+            .map_err(|e| Error::pg("cannot start backup mode", e))?;
+        row.get::<_, String>(0).parse()
+    }
+
+    /// Leave backup mode without waiting for archiving (pgstrata waits itself,
+    /// with a timeout and a clear error).
+    pub fn backup_stop(&mut self) -> Result<BackupStop> {
+        let sql = if self.info.major >= 15 {
+            "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)"
+        } else {
+            "SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, false)"
+        };
+        let row = self
+            .client
+            .query_one(sql, &[])
+            .map_err(|e| Error::pg("cannot stop backup mode", e))?;
+        let lsn: String = row.get(0);
+        let label: String = row.get(1);
+        let map: Option<String> = row.get(2);
+        Ok(BackupStop {
+            lsn: lsn.parse()?,
+            backup_label: label.into_bytes(),
+            tablespace_map: map.filter(|m| !m.is_empty()).map(String::into_bytes),
+        })
+    }
+
+    /// Force a switch to a new WAL segment; returns the name of the segment
+    /// that was just completed.
+    pub fn switch_wal(&mut self) -> Result<String> {
+        let row = self
+            .client
+            .query_one("SELECT pg_walfile_name(pg_switch_wal() - 1)", &[])
+            .map_err(|e| Error::pg("cannot switch WAL", e))?;
+        Ok(row.get(0))
+    }
+}
+
+fn server_info(c: &mut Client) -> Result<ServerInfo> {
+    let q = |c: &mut Client, sql: &str| -> Result<String> {
+        c.query_one(sql, &[])
+            .map(|r| r.get::<_, String>(0))
+            .map_err(|e| Error::pg(format!("query failed: {sql}"), e))
+    };
+    let version_num: u32 = q(c, "SELECT current_setting('server_version_num')")?
+        .parse()
+        .map_err(|_| Error::invalid("unexpected server_version_num"))?;
+    if version_num < 100_000 {
+        return Err(Error::refused(format!(
+            "PostgreSQL {version_num} is not supported (10 or newer is)"
+        )));
+    }
+    let system_id: u64 = q(c, "SELECT system_identifier::text FROM pg_control_system()")?
+        .parse()
+        .map_err(|_| Error::invalid("unexpected system identifier"))?;
+    let block_size: u32 = q(c, "SELECT current_setting('block_size')")?
+        .parse()
+        .map_err(|_| Error::invalid("unexpected block_size"))?;
+    let wal_seg_size: u64 = q(
+        c,
+        "SELECT (setting::bigint * CASE unit WHEN '8kB' THEN 8192 WHEN 'MB' THEN 1048576 \
+         ELSE 1 END)::text FROM pg_settings WHERE name = 'wal_segment_size'",
+    )?
+    .parse()
+    .map_err(|_| Error::invalid("unexpected wal_segment_size"))?;
+    let data_checksums = q(c, "SELECT current_setting('data_checksums')")? == "on";
+    let data_directory = q(c, "SELECT current_setting('data_directory')").map_err(|e| {
+        Error::refused(format!(
+            "{e}; the backup role must be a superuser or have pg_read_all_settings"
+        ))
+    })?;
+    let in_recovery = q(c, "SELECT pg_is_in_recovery()::text")? == "true";
+    let archive_mode = q(c, "SELECT current_setting('archive_mode')")?;
+    let archive_command = q(c, "SELECT current_setting('archive_command')")?;
+    Ok(ServerInfo {
+        version_num,
+        major: version_num / 10_000,
+        system_id,
+        block_size,
+        wal_seg_size,
+        data_checksums,
+        data_directory,
+        in_recovery,
+        archive_mode,
+        archive_command,
+    })
+}

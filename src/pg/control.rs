@@ -1,0 +1,61 @@
+//! Reading `global/pg_control` and recognising a data directory.
+//!
+//! Only the first field of `ControlFileData`, the 64-bit system identifier, has
+//! the same offset in every PostgreSQL version; everything else pgstrata needs
+//! (block size, WAL segment size, checksums) it asks the running server.
+
+use std::path::Path;
+
+use crate::error::{Error, IoContext, Result};
+
+/// The system identifier recorded in a data directory's `global/pg_control`.
+pub fn system_identifier(pgdata: &Path) -> Result<u64> {
+    let path = pgdata.join("global/pg_control");
+    let bytes = std::fs::read(&path).at(&path)?;
+    if bytes.len() < 8 {
+        return Err(Error::corrupt(
+            path.display().to_string(),
+            "shorter than a control file",
+        ));
+    }
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&bytes[..8]);
+    Ok(u64::from_le_bytes(id))
+}
+
+/// The major version in `PG_VERSION` (e.g. 15).
+pub fn major_version(pgdata: &Path) -> Result<u32> {
+    let path = pgdata.join("PG_VERSION");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::invalid(format!(
+                "{} is not a PostgreSQL data directory (no PG_VERSION)",
+                pgdata.display()
+            ))
+        } else {
+            Error::io(&path, e)
+        }
+    })?;
+    let v = text.trim();
+    // "9.6" style versions have a dot; 10+ are plain integers.
+    let major = v.split('.').next().unwrap_or("");
+    major.parse().map_err(|_| {
+        Error::corrupt(
+            path.display().to_string(),
+            format!("unexpected version {v:?}"),
+        )
+    })
+}
+
+/// Check that `pgdata` looks like a PostgreSQL data directory.
+pub fn require_data_directory(pgdata: &Path) -> Result<()> {
+    major_version(pgdata)?;
+    let control = pgdata.join("global/pg_control");
+    if !control.is_file() {
+        return Err(Error::invalid(format!(
+            "{} is not a PostgreSQL data directory (no global/pg_control)",
+            pgdata.display()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,325 @@
+//! The data directory rules: which files a base backup copies.
+//!
+//! Follows PostgreSQL's own list (`basebackup.c`): the contents of `pg_wal`,
+//! `pg_dynshmem`, `pg_notify`, `pg_serial`, `pg_snapshots`, `pg_stat_tmp`,
+//! `pg_subtrans` and `pg_replslot` are skipped but the directories kept;
+//! `postmaster.pid`, `postmaster.opts`, `pg_internal.init*`, `pgsql_tmp*`,
+//! temporary relations, the non-init forks of unlogged relations, and stale
+//! `backup_label` / `tablespace_map` / `backup_manifest` files are skipped.
+//! Tablespaces (`pg_tblspc/<oid>` symlinks) are recorded as links and their
+//! contents walked under `pg_tblspc/<oid>/`.
+
+use std::collections::HashSet;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::catalog::{FileKind, FileRow};
+use crate::error::{Error, IoContext, Result};
+
+/// Top-level directories whose contents are never backed up.
+pub const EXCLUDED_DIR_CONTENTS: &[&str] = &[
+    "pg_wal",
+    "pg_dynshmem",
+    "pg_notify",
+    "pg_serial",
+    "pg_snapshots",
+    "pg_stat_tmp",
+    "pg_subtrans",
+    "pg_replslot",
+];
+
+/// Top-level files never backed up (the server writes fresh ones, or the
+/// backup supplies its own `backup_label` / `tablespace_map`).
+const EXCLUDED_TOP_FILES: &[&str] = &[
+    "postmaster.pid",
+    "postmaster.opts",
+    "backup_label",
+    "backup_label.old",
+    "tablespace_map",
+    "tablespace_map.old",
+    "backup_manifest",
+    "postgresql.auto.conf.tmp",
+    "current_logfiles.tmp",
+    "recovery.signal",
+    "standby.signal",
+];
+
+fn excluded_anywhere(name: &str) -> bool {
+    name.starts_with("pg_internal.init") || name.starts_with("pgsql_tmp")
+}
+
+/// `t<digits>_<digits>[_fork][.seg]`: a temporary relation.
+fn is_temp_relation(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('t') else {
+        return false;
+    };
+    let Some((backend, rel)) = rest.split_once('_') else {
+        return false;
+    };
+    !backend.is_empty()
+        && backend.bytes().all(|b| b.is_ascii_digit())
+        && rel.bytes().next().is_some_and(|b| b.is_ascii_digit())
+}
+
+/// The relfilenode a relation file name belongs to (`16384_vm.1` → `16384`).
+fn relfilenode(name: &str) -> Option<&str> {
+    let stem = name.split('.').next()?;
+    let digits = stem.split('_').next()?;
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then_some(digits)
+}
+
+/// Is `rel` (relative path of a directory) a database directory, whose files
+/// are relations? `base/<oid>`, `global`, `pg_tblspc/<oid>/<PG_ver>/<oid>`.
+fn is_database_dir(rel: &str) -> bool {
+    let parts: Vec<&str> = rel.split('/').collect();
+    match parts.as_slice() {
+        ["global"] => true,
+        ["base", _] => true,
+        ["pg_tblspc", _, ver, _] => ver.starts_with("PG_"),
+        _ => false,
+    }
+}
+
+/// Walk a data directory and return its backup entries, sorted by path,
+/// directories before their contents. `global/pg_control` is included; the
+/// caller reads it last.
+pub fn walk(pgdata: &Path) -> Result<Vec<FileRow>> {
+    let mut out = Vec::new();
+    let meta = fs::metadata(pgdata).at(pgdata)?;
+    out.push(row(".", FileKind::Dir, &meta, None));
+    walk_dir(pgdata, "", &mut out)?;
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+fn row(path: &str, kind: FileKind, m: &fs::Metadata, link: Option<String>) -> FileRow {
+    FileRow {
+        path: path.to_string(),
+        kind,
+        size: if kind == FileKind::File { m.len() } else { 0 },
+        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        link,
+        blockmap: None,
+    }
+}
+
+fn join_rel(rel: &str, name: &str) -> String {
+    if rel.is_empty() {
+        name.to_string()
+    } else {
+        format!("{rel}/{name}")
+    }
+}
+
+fn walk_dir(dir: &Path, rel: &str, out: &mut Vec<FileRow>) -> Result<()> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        // A directory dropped while we walk (DROP DATABASE): WAL replay redoes it.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !rel.is_empty() => return Ok(()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    let mut names = Vec::new();
+    for ent in rd {
+        let ent = ent.at(dir)?;
+        match ent.file_name().into_string() {
+            Ok(n) => names.push(n),
+            Err(n) => {
+                return Err(Error::invalid(format!(
+                    "file name {:?} in {} is not UTF-8",
+                    n,
+                    dir.display()
+                )))
+            }
+        }
+    }
+    // Unlogged relations: keep only their init fork.
+    let unlogged: HashSet<String> = if is_database_dir(rel) {
+        names
+            .iter()
+            .filter_map(|n| {
+                let stem = n.split('.').next()?;
+                let (node, fork) = stem.split_once('_')?;
+                (fork == "init").then(|| node.to_string())
+            })
+            .collect()
+    } else {
+        HashSet::new()
+    };
+    let top = rel.is_empty();
+    for name in names {
+        let path = dir.join(&name);
+        let relpath = join_rel(rel, &name);
+        if excluded_anywhere(&name) || (top && EXCLUDED_TOP_FILES.contains(&name.as_str())) {
+            continue;
+        }
+        if is_database_dir(rel) {
+            if is_temp_relation(&name) {
+                continue;
+            }
+            if let Some(node) = relfilenode(&name) {
+                if unlogged.contains(node) && !name.contains("_init") {
+                    continue;
+                }
+            }
+        }
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let ft = meta.file_type();
+        if ft.is_symlink() {
+            if rel == "pg_tblspc" || (top && name == "pg_wal") {
+                // Tablespace link (or a pg_wal moved elsewhere with initdb -X).
+                let target = fs::read_link(&path).at(&path)?;
+                let tmeta = match fs::metadata(&path) {
+                    Ok(m) => m,
+                    Err(e) => return Err(Error::io(&path, e)),
+                };
+                if top && name == "pg_wal" {
+                    out.push(row(&relpath, FileKind::Dir, &tmeta, None));
+                    continue;
+                }
+                out.push(row(
+                    &relpath,
+                    FileKind::Link,
+                    &meta,
+                    Some(target.to_string_lossy().into_owned()),
+                ));
+                walk_dir(&resolve(&path, &target), &relpath, out)?;
+            } else {
+                // Other symlinks (e.g. a config file kept elsewhere) are kept as links.
+                let target = fs::read_link(&path).at(&path)?;
+                out.push(row(
+                    &relpath,
+                    FileKind::Link,
+                    &meta,
+                    Some(target.to_string_lossy().into_owned()),
+                ));
+            }
+        } else if ft.is_dir() {
+            out.push(row(&relpath, FileKind::Dir, &meta, None));
+            if top && EXCLUDED_DIR_CONTENTS.contains(&name.as_str()) {
+                continue;
+            }
+            walk_dir(&path, &relpath, out)?;
+        } else if ft.is_file() {
+            out.push(row(&relpath, FileKind::File, &meta, None));
+        }
+        // Sockets, fifos and devices are not part of a data directory's state.
+    }
+    Ok(())
+}
+
+fn resolve(link: &Path, target: &Path) -> PathBuf {
+    if target.is_absolute() {
+        target.to_path_buf()
+    } else {
+        link.parent().unwrap_or(Path::new("/")).join(target)
+    }
+}
+
+/// Refuse manifest paths that could escape the restore target.
+pub fn check_manifest_path(path: &str) -> Result<()> {
+    if path == "." {
+        return Ok(());
+    }
+    if path.is_empty()
+        || path.starts_with('/')
+        || path.contains('\0')
+        || path
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(Error::corrupt(
+            "manifest",
+            format!("path {path:?} would escape the target directory"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(is_temp_relation("t3_16384"));
+        assert!(is_temp_relation("t12_16384_fsm"));
+        assert!(!is_temp_relation("16384"));
+        assert!(!is_temp_relation("tablespace_map"));
+        assert_eq!(relfilenode("16384_vm.2"), Some("16384"));
+        assert_eq!(relfilenode("PG_VERSION"), None);
+        assert!(is_database_dir("base/1"));
+        assert!(is_database_dir("global"));
+        assert!(is_database_dir("pg_tblspc/16390/PG_15_202209061/16384"));
+        assert!(!is_database_dir("base"));
+        assert!(!is_database_dir("pg_xact"));
+    }
+
+    #[test]
+    fn walk_applies_exclusions() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        for dir in [
+            "base/5",
+            "global",
+            "pg_wal/archive_status",
+            "pg_stat_tmp",
+            "pg_xact",
+        ] {
+            fs::create_dir_all(p.join(dir)).unwrap();
+        }
+        for f in [
+            "PG_VERSION",
+            "postmaster.pid",
+            "backup_label",
+            "base/5/100",
+            "base/5/100_fsm",
+            "base/5/200",
+            "base/5/200_init",
+            "base/5/200_fsm",
+            "base/5/t3_300",
+            "base/5/pg_internal.init",
+            "global/pg_control",
+            "pg_wal/000000010000000000000001",
+            "pg_stat_tmp/x",
+            "pg_xact/0000",
+        ] {
+            fs::write(p.join(f), b"x").unwrap();
+        }
+        let paths: Vec<String> = walk(p).unwrap().into_iter().map(|r| r.path).collect();
+        assert_eq!(
+            paths,
+            vec![
+                ".",
+                "PG_VERSION",
+                "base",
+                "base/5",
+                "base/5/100",
+                "base/5/100_fsm",
+                "base/5/200_init",
+                "global",
+                "global/pg_control",
+                "pg_stat_tmp",
+                "pg_wal",
+                "pg_xact",
+                "pg_xact/0000",
+            ]
+        );
+    }
+
+    #[test]
+    fn manifest_paths() {
+        assert!(check_manifest_path("base/1/123").is_ok());
+        assert!(check_manifest_path(".").is_ok());
+        for bad in ["../x", "/etc/passwd", "base/../../x", "a//b", ""] {
+            assert!(check_manifest_path(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! PostgreSQL knowledge: connections and backup mode, the control file, data
+//! directory rules, LSNs and WAL names, data pages.
+
+pub mod conn;
+pub mod control;
+pub mod datadir;
+pub mod lsn;
+pub mod page;
+pub mod wal;
+
+pub use lsn::{Lsn, TimelineId, WalFileName, WalSegment};

@@ -1,0 +1,61 @@
+//! Progress reporting seam: the library reports bytes; the binary decides
+//! whether to draw a bar (only on a terminal, never with `--quiet`).
+
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+pub trait Progress: Send + Sync {
+    fn begin(&self, what: &str, total_bytes: u64);
+    fn advance(&self, bytes: u64);
+    fn end(&self);
+}
+
+/// Reports nothing.
+pub struct Silent;
+
+impl Progress for Silent {
+    fn begin(&self, _: &str, _: u64) {}
+    fn advance(&self, _: u64) {}
+    fn end(&self) {}
+}
+
+/// A terminal progress bar on stderr: bytes, rate and ETA.
+pub struct Bar {
+    bar: ProgressBar,
+}
+
+impl Bar {
+    pub fn new() -> Self {
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg:8} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        Bar { bar }
+    }
+}
+
+impl Default for Bar {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Progress for Bar {
+    fn begin(&self, what: &str, total_bytes: u64) {
+        self.bar.set_message(what.to_string());
+        self.bar.set_length(total_bytes);
+        self.bar.set_position(0);
+        self.bar.enable_steady_tick(Duration::from_millis(200));
+    }
+    fn advance(&self, bytes: u64) {
+        self.bar.inc(bytes);
+    }
+    fn end(&self) {
+        self.bar.finish_and_clear();
+    }
+}

@@ -1,0 +1,196 @@
+//! A repository on disk: the format marker, the catalog and the object store.
+//!
+//! ```text
+//! REPO/pgstrata.repo                       format marker ("pgstrata repository format N")
+//! REPO/catalog.db                          SQLite catalog (+ -wal, -shm)
+//! REPO/packs/<2 hex>/<64 hex>.pack         pack files
+//! REPO/manifests/<cluster>/<backup>.json.zst   manifest copies
+//! REPO/wal/<cluster>/...                   archived WAL
+//! REPO/tmp/                                temporary files (never read)
+//! ```
+
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::catalog::Catalog;
+use crate::error::{Error, IoContext, Result};
+use crate::store::{Backend, LocalBackend, Ownership};
+
+/// Repository format this binary writes and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+const MARKER: &str = "pgstrata.repo";
+const CATALOG: &str = "catalog.db";
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum InitOutcome {
+    Created,
+    AlreadyInitialized,
+}
+
+pub struct Repository {
+    root: PathBuf,
+    own: Ownership,
+    backend: Arc<dyn Backend>,
+}
+
+fn read_marker(root: &Path) -> Result<Option<u32>> {
+    let path = root.join(MARKER);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let v = text
+        .trim()
+        .strip_prefix("pgstrata repository format ")
+        .and_then(|v| v.parse::<u32>().ok())
+        .ok_or_else(|| Error::NotARepository(root.to_path_buf()))?;
+    Ok(Some(v))
+}
+
+impl Repository {
+    /// Create an empty repository (or say it already is one).
+    pub fn init(root: &Path, group_readable: bool) -> Result<InitOutcome> {
+        if root.exists() {
+            if !root.is_dir() {
+                return Err(Error::invalid(format!(
+                    "{} is not a directory",
+                    root.display()
+                )));
+            }
+            if let Some(v) = read_marker(root)? {
+                check_version(root, v)?;
+                return Ok(InitOutcome::AlreadyInitialized);
+            }
+            if fs::read_dir(root).at(root)?.next().is_some() {
+                return Err(Error::refused(format!(
+                    "{} exists, is not empty and is not a pgstrata repository",
+                    root.display()
+                )));
+            }
+        } else {
+            let mode = if group_readable { 0o750 } else { 0o700 };
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(mode)
+                .create(root)
+                .at(root)?;
+        }
+        let own = Ownership::for_root(root, group_readable)?;
+        let repo = Repository {
+            root: root.to_path_buf(),
+            own,
+            backend: Arc::new(LocalBackend::new(root, own)),
+        };
+        drop(repo.catalog_create()?);
+        // The marker goes last: a repository without it was never initialised.
+        repo.backend.put(
+            MARKER,
+            format!("pgstrata repository format {FORMAT_VERSION}\n").as_bytes(),
+        )?;
+        Ok(InitOutcome::Created)
+    }
+
+    /// Open an existing repository.
+    pub fn open(root: &Path) -> Result<Self> {
+        if !root.is_dir() {
+            return Err(Error::NotARepository(root.to_path_buf()));
+        }
+        let v = read_marker(root)?.ok_or_else(|| Error::NotARepository(root.to_path_buf()))?;
+        check_version(root, v)?;
+        let meta = fs::metadata(root.join(MARKER)).at(root.join(MARKER))?;
+        let group_readable =
+            std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o040 != 0;
+        let own = Ownership::for_root(root, group_readable)?;
+        Ok(Repository {
+            root: root.to_path_buf(),
+            own,
+            backend: Arc::new(LocalBackend::new(root, own)),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    pub fn backend_arc(&self) -> Arc<dyn Backend> {
+        self.backend.clone()
+    }
+
+    /// Swap the object store (tests use a fault-injecting one).
+    pub fn set_backend(&mut self, backend: Arc<dyn Backend>) {
+        self.backend = backend;
+    }
+
+    pub fn ownership(&self) -> Ownership {
+        self.own
+    }
+
+    pub fn catalog_path(&self) -> PathBuf {
+        self.root.join(CATALOG)
+    }
+
+    pub fn catalog(&self) -> Result<Catalog> {
+        let cat = Catalog::open(&self.catalog_path(), false)?;
+        self.fix_catalog_owner()?;
+        Ok(cat)
+    }
+
+    fn catalog_create(&self) -> Result<Catalog> {
+        let cat = Catalog::open(&self.catalog_path(), true)?;
+        self.fix_catalog_owner()?;
+        Ok(cat)
+    }
+
+    /// SQLite creates its files with the caller's owner; when root runs a
+    /// command, hand them to the repository's owner so the server's user can
+    /// still archive WAL.
+    fn fix_catalog_owner(&self) -> Result<()> {
+        if self.own.chown_to.is_some() {
+            for suffix in ["", "-wal", "-shm"] {
+                let p = self.root.join(format!("{CATALOG}{suffix}"));
+                if p.exists() {
+                    self.own.apply(&p)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn manifest_key(cluster: &str, backup_id: &str) -> String {
+        format!("manifests/{cluster}/{backup_id}.json.zst")
+    }
+}
+
+fn check_version(root: &Path, v: u32) -> Result<()> {
+    if v > FORMAT_VERSION {
+        return Err(Error::NewerFormat {
+            path: root.to_path_buf(),
+            found: v,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Check a cluster name is usable as a directory component.
+pub fn check_cluster_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        || name.starts_with('.')
+    {
+        return Err(Error::invalid(format!(
+            "invalid cluster name {name:?}: use letters, digits, '_', '-' and '.'"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,400 @@
+//! The storage seam: named objects in a repository.
+//!
+//! Durability rule: when `put` or `ObjectWriter::finish` returns, the object is
+//! complete, fsynced and visible under its name, and its directory entry is
+//! fsynced too. Until then, readers never see a partial object: writers fill
+//! a temporary file and rename it into place.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, IoContext, Result};
+
+/// A named-object store. Keys are relative `/`-separated paths.
+pub trait Backend: Send + Sync {
+    /// Store `data` under `key`, atomically and durably, replacing any object.
+    fn put(&self, key: &str, data: &[u8]) -> Result<()>;
+    /// Store `data` under `key` only if no object has that name; `false` if one does.
+    fn put_new(&self, key: &str, data: &[u8]) -> Result<bool>;
+    /// Stream a new object; it gets its name (and becomes visible) at `finish`.
+    fn writer(&self) -> Result<Box<dyn ObjectWriter>>;
+    /// The whole object, or `None` when there is none of that name.
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// `len` bytes at `offset`; a short object is an error naming the key.
+    fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
+    /// A sequential reader over the whole object.
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send>>;
+    /// The object's size, or `None` when there is none of that name.
+    fn size(&self, key: &str) -> Result<Option<u64>>;
+    /// All keys below `prefix` (a directory-like prefix ending in `/`, or empty),
+    /// with their sizes, in lexical order.
+    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>>;
+    /// Remove an object; removing a missing one is not an error.
+    fn delete(&self, key: &str) -> Result<()>;
+}
+
+/// A streaming object upload.
+pub trait ObjectWriter: Send {
+    fn write_all(&mut self, buf: &[u8]) -> Result<()>;
+    fn written(&self) -> u64;
+    /// Make the object durable and visible under `key`.
+    fn finish(self: Box<Self>, key: &str) -> Result<()>;
+}
+
+/// Permission and ownership policy for what the repository creates.
+#[derive(Clone, Copy, Debug)]
+pub struct Ownership {
+    pub file_mode: u32,
+    pub dir_mode: u32,
+    /// When running as root, new files take the repository directory's owner so
+    /// that `archive-push` (run by the PostgreSQL server's user) can still write.
+    pub chown_to: Option<(u32, u32)>,
+}
+
+impl Ownership {
+    pub fn for_root(root: &Path, group_readable: bool) -> Result<Self> {
+        let meta = fs::metadata(root).at(root)?;
+        let euid = rustix::process::geteuid().as_raw();
+        let chown_to =
+            (euid == 0 && (meta.uid() != 0 || meta.gid() != 0)).then(|| (meta.uid(), meta.gid()));
+        Ok(Ownership {
+            file_mode: if group_readable { 0o640 } else { 0o600 },
+            dir_mode: if group_readable { 0o750 } else { 0o700 },
+            chown_to,
+        })
+    }
+
+    pub fn apply(&self, path: &Path) -> Result<()> {
+        if let Some((uid, gid)) = self.chown_to {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid)).at(path)?;
+        }
+        Ok(())
+    }
+}
+
+/// Objects as files below a local directory.
+pub struct LocalBackend {
+    root: PathBuf,
+    own: Ownership,
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn check_key(key: &str) -> Result<()> {
+    if key.is_empty()
+        || key.starts_with('/')
+        || key
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(Error::invalid(format!("invalid object name {key:?}")));
+    }
+    Ok(())
+}
+
+/// fsync a directory so that renames and creations in it are durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|f| f.sync_all()).at(dir)
+}
+
+impl LocalBackend {
+    pub fn new(root: impl Into<PathBuf>, own: Ownership) -> Self {
+        LocalBackend {
+            root: root.into(),
+            own,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn ownership(&self) -> Ownership {
+        self.own
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        check_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    /// Create `dir` and any missing parents below the root, durably.
+    pub fn ensure_dir(&self, dir: &Path) -> Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        if let Some(parent) = dir.parent() {
+            if parent != self.root && parent.starts_with(&self.root) {
+                self.ensure_dir(parent)?;
+            }
+        }
+        match fs::DirBuilder::new().mode(self.own.dir_mode).create(dir) {
+            Ok(()) => {
+                self.own.apply(dir)?;
+                if let Some(parent) = dir.parent() {
+                    sync_dir(parent)?;
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(Error::io(dir, e)),
+        }
+    }
+
+    fn tmp_file(&self) -> Result<(PathBuf, File)> {
+        let dir = self.root.join("tmp");
+        self.ensure_dir(&dir)?;
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path = dir.join(format!("{}-{n}-{nanos}.tmp", std::process::id()));
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(self.own.file_mode)
+            .open(&path)
+            .at(&path)?;
+        self.own.apply(&path)?;
+        Ok((path, f))
+    }
+
+    /// Rename a finished temporary file into place (or link it, when it must
+    /// not replace an existing object) and make that durable.
+    fn publish(&self, tmp: &Path, key: &str, replace: bool) -> Result<bool> {
+        let dest = self.path(key)?;
+        let parent = dest.parent().unwrap_or(&self.root).to_path_buf();
+        self.ensure_dir(&parent)?;
+        let created = if replace {
+            fs::rename(tmp, &dest).at(&dest)?;
+            true
+        } else {
+            let r = fs::hard_link(tmp, &dest);
+            let _ = fs::remove_file(tmp);
+            match r {
+                Ok(()) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+                Err(e) => return Err(Error::io(&dest, e)),
+            }
+        };
+        sync_dir(&parent)?;
+        Ok(created)
+    }
+
+    fn write_tmp(&self, data: &[u8]) -> Result<PathBuf> {
+        let (path, mut f) = self.tmp_file()?;
+        let r = f.write_all(data).and_then(|_| f.sync_all());
+        if let Err(e) = r {
+            let _ = fs::remove_file(&path);
+            return Err(Error::io(&path, e));
+        }
+        Ok(path)
+    }
+}
+
+impl Backend for LocalBackend {
+    fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.path(key)?;
+        let tmp = self.write_tmp(data)?;
+        self.publish(&tmp, key, true).map(|_| ())
+    }
+
+    fn put_new(&self, key: &str, data: &[u8]) -> Result<bool> {
+        self.path(key)?;
+        let tmp = self.write_tmp(data)?;
+        self.publish(&tmp, key, false)
+    }
+
+    fn writer(&self) -> Result<Box<dyn ObjectWriter>> {
+        let (path, file) = self.tmp_file()?;
+        Ok(Box::new(LocalWriter {
+            backend: LocalBackend::new(self.root.clone(), self.own),
+            file: Some(std::io::BufWriter::with_capacity(1 << 20, file)),
+            path,
+            written: 0,
+            published: false,
+        }))
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.path(key)?;
+        match fs::read(&path) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
+    fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let path = self.path(key)?;
+        let mut f = File::open(&path).at(&path)?;
+        f.seek(SeekFrom::Start(offset)).at(&path)?;
+        let mut buf = vec![0u8; len];
+        f.read_exact(&mut buf).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::corrupt(
+                    path.display().to_string(),
+                    format!("truncated: cannot read {len} bytes at offset {offset}"),
+                )
+            } else {
+                Error::io(&path, e)
+            }
+        })?;
+        Ok(buf)
+    }
+
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {
+        let path = self.path(key)?;
+        let f = File::open(&path).at(&path)?;
+        Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, f)))
+    }
+
+    fn size(&self, key: &str) -> Result<Option<u64>> {
+        let path = self.path(key)?;
+        match fs::metadata(&path) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let base = if prefix.is_empty() {
+            self.root.clone()
+        } else {
+            self.path(prefix.trim_end_matches('/'))?
+        };
+        let mut out = Vec::new();
+        if !base.exists() {
+            return Ok(out);
+        }
+        for entry in walkdir::WalkDir::new(&base).sort_by_file_name() {
+            let entry = entry.map_err(|e| {
+                let p = e
+                    .path()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| base.clone());
+                Error::io(p, e.into())
+            })?;
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let rel = entry
+                .path()
+                .strip_prefix(&self.root)
+                .map_err(|_| Error::invalid("object outside the repository"))?;
+            let key = rel.to_string_lossy().replace('\\', "/");
+            let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            out.push((key, len));
+        }
+        Ok(out)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key)?;
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                if let Some(p) = path.parent() {
+                    sync_dir(p)?;
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+}
+
+struct LocalWriter {
+    backend: LocalBackend,
+    file: Option<std::io::BufWriter<File>>,
+    path: PathBuf,
+    written: u64,
+    published: bool,
+}
+
+impl ObjectWriter for LocalWriter {
+    fn write_all(&mut self, buf: &[u8]) -> Result<()> {
+        let f = self
+            .file
+            .as_mut()
+            .ok_or_else(|| Error::invalid("write after finish"))?;
+        f.write_all(buf).at(&self.path)?;
+        self.written += buf.len() as u64;
+        Ok(())
+    }
+
+    fn written(&self) -> u64 {
+        self.written
+    }
+
+    fn finish(mut self: Box<Self>, key: &str) -> Result<()> {
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| Error::invalid("finish called twice"))?;
+        let file = file
+            .into_inner()
+            .map_err(|e| Error::io(&self.path, e.into_error()))?;
+        file.sync_all().at(&self.path)?;
+        drop(file);
+        self.backend.publish(&self.path, key, true)?;
+        self.published = true;
+        Ok(())
+    }
+}
+
+impl Drop for LocalWriter {
+    fn drop(&mut self) {
+        // An abandoned upload leaves nothing behind.
+        if !self.published {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend() -> (tempfile::TempDir, LocalBackend) {
+        let d = tempfile::tempdir().unwrap();
+        let own = Ownership::for_root(d.path(), false).unwrap();
+        let b = LocalBackend::new(d.path(), own);
+        (d, b)
+    }
+
+    #[test]
+    fn put_get_list_delete() {
+        let (_d, b) = backend();
+        b.put("a/b/c.obj", b"hello").unwrap();
+        assert_eq!(b.get("a/b/c.obj").unwrap().unwrap(), b"hello");
+        assert_eq!(b.get_range("a/b/c.obj", 1, 3).unwrap(), b"ell");
+        assert!(b.get_range("a/b/c.obj", 3, 10).is_err());
+        assert!(!b.put_new("a/b/c.obj", b"other").unwrap());
+        assert_eq!(b.get("a/b/c.obj").unwrap().unwrap(), b"hello");
+        let mut w = b.writer().unwrap();
+        w.write_all(b"streamed").unwrap();
+        w.finish("x/y.obj").unwrap();
+        let keys: Vec<_> = b.list("").unwrap().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, vec!["a/b/c.obj", "x/y.obj"]);
+        b.delete("a/b/c.obj").unwrap();
+        b.delete("a/b/c.obj").unwrap();
+        assert!(b.get("a/b/c.obj").unwrap().is_none());
+        assert!(b.put("../evil", b"x").is_err());
+        assert!(b.put("/abs", b"x").is_err());
+    }
+
+    #[test]
+    fn abandoned_writer_leaves_nothing() {
+        let (_d, b) = backend();
+        let mut w = b.writer().unwrap();
+        w.write_all(b"partial").unwrap();
+        drop(w);
+        assert!(b.list("").unwrap().is_empty());
+    }
+}

@@ -1,0 +1,148 @@
+//! Chunks: runs of up to 128 blocks, the unit of deduplication and compression.
+//!
+//! A chunk is addressed by the BLAKE3 hash of its uncompressed bytes, so any
+//! reader can verify what it got. A block's fingerprint is the first 128 bits
+//! of the BLAKE3 hash of the block alone.
+
+use std::fmt;
+
+use crate::error::{Error, Result};
+
+/// Blocks per chunk at most (1 MiB of 8 KiB pages).
+pub const CHUNK_BLOCKS: usize = 128;
+
+/// A chunk's 256-bit BLAKE3 content hash.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChunkId(pub [u8; 32]);
+
+impl ChunkId {
+    pub fn of(data: &[u8]) -> Self {
+        ChunkId(*blake3::hash(data).as_bytes())
+    }
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+    pub fn from_slice(b: &[u8]) -> Option<Self> {
+        Some(ChunkId(b.try_into().ok()?))
+    }
+}
+
+impl fmt::Debug for ChunkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChunkId({})", &self.to_hex()[..16])
+    }
+}
+
+impl fmt::Display for ChunkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// A block fingerprint: 128 bits of the block's BLAKE3 hash.
+pub type Fingerprint = [u8; 16];
+
+pub fn fingerprint(block: &[u8]) -> Fingerprint {
+    let h = blake3::hash(block);
+    let mut f = [0u8; 16];
+    f.copy_from_slice(&h.as_bytes()[..16]);
+    f
+}
+
+/// How a chunk's bytes are stored in a pack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Codec {
+    Raw = 0,
+    Zstd = 1,
+}
+
+impl Codec {
+    pub fn from_u8(v: u8) -> Result<Self> {
+        match v {
+            0 => Ok(Codec::Raw),
+            1 => Ok(Codec::Zstd),
+            _ => Err(Error::corrupt("chunk record", format!("unknown codec {v}"))),
+        }
+    }
+}
+
+/// Compress `data`; keep it raw when compression does not pay.
+pub fn compress(data: &[u8], level: i32) -> Result<(Codec, Vec<u8>)> {
+    let z = zstd::bulk::compress(data, level)
+        .map_err(|e| Error::corrupt("zstd compression", e.to_string()))?;
+    if z.len() < data.len() {
+        Ok((Codec::Zstd, z))
+    } else {
+        Ok((Codec::Raw, data.to_vec()))
+    }
+}
+
+/// Decode stored bytes and check them against `id`. `what` names the file or
+/// object the caller is restoring, for the error.
+pub fn decode_verified(
+    id: &ChunkId,
+    codec: Codec,
+    stored: &[u8],
+    raw_len: usize,
+    what: &str,
+) -> Result<Vec<u8>> {
+    let raw = match codec {
+        Codec::Raw => stored.to_vec(),
+        Codec::Zstd => zstd::bulk::decompress(stored, raw_len)
+            .map_err(|e| Error::corrupt(what, format!("chunk {id} does not decompress: {e}")))?,
+    };
+    if raw.len() != raw_len || ChunkId::of(&raw) != *id {
+        return Err(Error::corrupt(
+            what,
+            format!("chunk {id} does not match its hash"),
+        ));
+    }
+    Ok(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_verify() {
+        let data: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        let id = ChunkId::of(&data);
+        let (codec, stored) = compress(&data, 3).unwrap();
+        assert_eq!(codec, Codec::Zstd);
+        assert!(stored.len() < data.len());
+        assert_eq!(
+            decode_verified(&id, codec, &stored, data.len(), "t").unwrap(),
+            data
+        );
+        let other = ChunkId::of(b"x");
+        assert!(decode_verified(&other, codec, &stored, data.len(), "t").is_err());
+        let mut bad = stored.clone();
+        let n = bad.len() / 2;
+        bad[n] ^= 0xff;
+        assert!(decode_verified(&id, codec, &bad, data.len(), "t").is_err());
+    }
+
+    #[test]
+    fn incompressible_stays_raw() {
+        let data: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let (codec, stored) = compress(&data, 3).unwrap();
+        if codec == Codec::Raw {
+            assert_eq!(stored, data);
+        }
+    }
+}

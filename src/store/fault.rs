@@ -1,0 +1,94 @@
+//! A fault-injecting backend for crash tests: after a set number of
+//! successful mutating operations (put, put_new, finish, delete), every further
+//! one fails as if the process had died at that moment. Reads keep working.
+
+use std::io::Read;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::store::backend::{Backend, ObjectWriter};
+
+pub struct FaultBackend {
+    inner: Arc<dyn Backend>,
+    budget: Arc<AtomicI64>,
+}
+
+impl FaultBackend {
+    /// Allow `ops` mutating operations to succeed, then fail every one after.
+    pub fn new(inner: Arc<dyn Backend>, ops: i64) -> Self {
+        FaultBackend {
+            inner,
+            budget: Arc::new(AtomicI64::new(ops)),
+        }
+    }
+
+    /// Mutating operations still allowed (negative once faults have begun).
+    pub fn remaining(&self) -> i64 {
+        self.budget.load(Ordering::SeqCst)
+    }
+
+    fn spend(budget: &AtomicI64, what: &str) -> Result<()> {
+        if budget.fetch_sub(1, Ordering::SeqCst) <= 0 {
+            return Err(Error::io(
+                format!("<injected fault: {what}>"),
+                std::io::Error::other("injected fault"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Backend for FaultBackend {
+    fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        Self::spend(&self.budget, key)?;
+        self.inner.put(key, data)
+    }
+    fn put_new(&self, key: &str, data: &[u8]) -> Result<bool> {
+        Self::spend(&self.budget, key)?;
+        self.inner.put_new(key, data)
+    }
+    fn writer(&self) -> Result<Box<dyn ObjectWriter>> {
+        Ok(Box::new(FaultWriter {
+            inner: self.inner.writer()?,
+            budget: self.budget.clone(),
+        }))
+    }
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.inner.get(key)
+    }
+    fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        self.inner.get_range(key, offset, len)
+    }
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {
+        self.inner.open(key)
+    }
+    fn size(&self, key: &str) -> Result<Option<u64>> {
+        self.inner.size(key)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        self.inner.list(prefix)
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        Self::spend(&self.budget, key)?;
+        self.inner.delete(key)
+    }
+}
+
+struct FaultWriter {
+    inner: Box<dyn ObjectWriter>,
+    budget: Arc<AtomicI64>,
+}
+
+impl ObjectWriter for FaultWriter {
+    fn write_all(&mut self, buf: &[u8]) -> Result<()> {
+        self.inner.write_all(buf)
+    }
+    fn written(&self) -> u64 {
+        self.inner.written()
+    }
+    fn finish(self: Box<Self>, key: &str) -> Result<()> {
+        FaultBackend::spend(&self.budget, key)?;
+        self.inner.finish(key)
+    }
+}
