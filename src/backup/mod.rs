@@ -191,6 +191,14 @@ pub fn run(
             info.data_directory
         )));
     }
+    if info.archive_mode == "off" {
+        return Err(Error::refused(format!(
+            "archive_mode is off, so the WAL this backup needs would never reach the \
+             repository: set archive_mode = on and archive_command = 'pgstrata --repo {} \
+             --cluster {cluster} archive-push %p', then restart PostgreSQL",
+            repo.root().display()
+        )));
+    }
     let cat = repo.catalog()?;
     let cl = cat.bind_cluster(cluster, info.system_id, info.major)?;
     let complete: Vec<BackupRow> = cat
@@ -200,7 +208,7 @@ pub fn run(
         .collect();
     let plan = plan(opts.backup_type, &complete);
     if plan.became_full {
-        tracing::warn!("no full backup of cluster {cluster:?} yet: taking a full backup");
+        tracing::info!("no full backup of cluster {cluster:?} yet: taking a full backup");
     }
 
     // Files modified from here on have an mtime at or after the next second.

@@ -223,8 +223,41 @@ fn set_mtime(path: &Path, mtime_ns: i64) -> Result<()> {
     f.set_modified(t).at(path)
 }
 
-/// Carry out a plan.
+/// Carry out a plan. On failure, what was written is removed again (the
+/// targets were empty or missing), so a broken restore never looks usable.
 pub fn apply(
+    repo: &Repository,
+    plan: &RestorePlan,
+    workers: usize,
+    progress: &dyn Progress,
+) -> Result<RestoreStats> {
+    let mut targets = vec![plan.target.clone()];
+    targets.extend(plan.tablespaces.iter().map(|(_, d)| d.clone()));
+    let existed: Vec<bool> = targets.iter().map(|t| t.exists()).collect();
+    let r = apply_inner(repo, plan, workers, progress);
+    if r.is_err() {
+        progress.end();
+        for (t, existed) in targets.iter().zip(existed) {
+            if existed {
+                if let Ok(rd) = fs::read_dir(t) {
+                    for e in rd.flatten() {
+                        let p = e.path();
+                        let _ = if p.is_dir() && !p.is_symlink() {
+                            fs::remove_dir_all(&p)
+                        } else {
+                            fs::remove_file(&p)
+                        };
+                    }
+                }
+            } else {
+                let _ = fs::remove_dir_all(t);
+            }
+        }
+    }
+    r
+}
+
+fn apply_inner(
     repo: &Repository,
     plan: &RestorePlan,
     workers: usize,

@@ -1,1 +1,9 @@
-fn main() {}
+//! Integration tests against real PostgreSQL clusters. One binary, modules
+//! per area, one shared harness.
+
+mod harness;
+
+mod archive;
+mod bad_input;
+mod core;
+mod incremental;

@@ -1,0 +1,334 @@
+//! Bad input gets a one-line error and changes nothing.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::harness::*;
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn fails_with(o: &std::process::Output, needle: &str) {
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "expected failure, got {:?}: {}",
+        o.status,
+        stderr(o)
+    );
+    let e = stderr(o);
+    assert!(e.contains(needle), "stderr lacks {needle:?}: {e}");
+    assert!(e.starts_with("pgstrata: error: "), "{e}");
+}
+
+#[test]
+fn repository_problems() {
+    let s = Scratch::new();
+    let missing = s.path().join("nope");
+    fails_with(
+        &pgstrata(&["--repo", missing.to_str().unwrap(), "info"]),
+        "is not a pgstrata repository",
+    );
+    let plain = s.pg_dir("plain");
+    std::fs::write(plain.join("file"), b"x").unwrap();
+    fails_with(
+        &pgstrata(&["--repo", plain.to_str().unwrap(), "info"]),
+        "is not a pgstrata repository",
+    );
+    fails_with(
+        &pgstrata(&["--repo", plain.to_str().unwrap(), "init"]),
+        "not empty",
+    );
+    assert_eq!(
+        std::fs::read_dir(&plain).unwrap().count(),
+        1,
+        "init wrote into a foreign directory"
+    );
+
+    let repo = Repo::new(&s);
+    let o = pgstrata(&["--repo", repo.arg(), "init"]);
+    check(&o, "second init");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("already"));
+
+    // A repository written by a newer pgstrata.
+    let marker = repo.path.join("pgstrata.repo");
+    std::fs::write(&marker, "pgstrata repository format 99\n").unwrap();
+    fails_with(
+        &pgstrata(&["--repo", repo.arg(), "info"]),
+        "format version 99",
+    );
+    std::fs::write(&marker, "pgstrata repository format 1\n").unwrap();
+    // A catalog of a newer schema.
+    let db = rusqlite::Connection::open(repo.path.join("catalog.db")).unwrap();
+    db.pragma_update(None, "user_version", 99).unwrap();
+    drop(db);
+    fails_with(
+        &pgstrata(&["--repo", repo.arg(), "info"]),
+        "format version 99",
+    );
+
+    // Usage errors exit 2.
+    assert_eq!(
+        pgstrata(&["--repo", repo.arg(), "frobnicate"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(pgstrata(&["info"]).status.code(), Some(1));
+    fails_with(&pgstrata(&["info"]), "no repository given");
+}
+
+#[test]
+fn backup_refusals() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    // WAL archiving off: refused before anything starts.
+    let off = Cluster::new(&s, "off", ClusterOpts::default());
+    fails_with(&off.backup(&repo, &[]), "archive_mode is off");
+    assert_no_backup_session(&off);
+
+    // Archiving that never reaches the repository: the backup times out
+    // naming the segment and the setting.
+    let src = Cluster::new(
+        &s,
+        "src",
+        ClusterOpts {
+            extra_conf: "archive_mode = on\narchive_command = 'false'\n",
+            ..Default::default()
+        },
+    );
+    let o = src.backup(&repo, &["--archive-timeout", "2"]);
+    fails_with(&o, "archive_command");
+    assert!(stderr(&o).contains("was not archived"), "{}", stderr(&o));
+    assert!(repo.backups().is_empty(), "a failed backup is listed");
+    // The server is not left in backup mode: the session that held it is gone.
+    assert_no_backup_session(&src);
+
+    // A directory that is not a data directory.
+    let notdata = s.pg_dir("notdata");
+    let ci = src.conninfo();
+    fails_with(
+        &pgstrata(&[
+            "--repo",
+            repo.arg(),
+            "backup",
+            "--pgdata",
+            notdata.to_str().unwrap(),
+            "--dbname",
+            &ci,
+        ]),
+        "is not a PostgreSQL data directory",
+    );
+    // A data directory of another cluster than the one connected to.
+    let other = Cluster::new(&s, "other", ClusterOpts::default());
+    fails_with(
+        &pgstrata(&[
+            "--repo",
+            repo.arg(),
+            "backup",
+            "--pgdata",
+            other.pgdata.to_str().unwrap(),
+            "--dbname",
+            &ci,
+        ]),
+        "system identifier",
+    );
+    // A bad cluster name.
+    fails_with(
+        &pgstrata(&[
+            "--repo",
+            repo.arg(),
+            "--cluster",
+            "../x",
+            "backup",
+            "--pgdata",
+            src.pgdata.to_str().unwrap(),
+            "--dbname",
+            &ci,
+        ]),
+        "invalid cluster name",
+    );
+}
+
+/// Non-exclusive backup mode lives and dies with the session that started it.
+pub fn assert_no_backup_session(c: &Cluster) {
+    for _ in 0..50 {
+        let n = c.query_one(
+            "SELECT count(*)::text FROM pg_stat_activity WHERE application_name = 'pgstrata'",
+        );
+        if n == "0" {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("a pgstrata session (holding backup mode) is still connected");
+}
+
+/// A repository with one good full backup, for restore refusals.
+fn repo_with_backup(s: &Scratch) -> (Repo, Cluster) {
+    let repo = Repo::new(s);
+    let src = Cluster::new(
+        s,
+        "src",
+        ClusterOpts {
+            archive_to: Some(&repo),
+            ..Default::default()
+        },
+    );
+    load_sample(&src, 5_000);
+    src.backup_ok(&repo, &["--type", "full"]);
+    (repo, src)
+}
+
+#[test]
+fn restore_refusals_change_nothing() {
+    let s = Scratch::new();
+    let (repo, _src) = repo_with_backup(&s);
+
+    // A non-empty target is refused and left untouched.
+    let target = s.pg_dir("busy");
+    std::fs::write(target.join("precious"), b"keep me").unwrap();
+    let o = pgstrata(&[
+        "--repo",
+        repo.arg(),
+        "restore",
+        "--pgdata",
+        target.to_str().unwrap(),
+    ]);
+    fails_with(&o, "not empty");
+    let names: Vec<_> = std::fs::read_dir(&target)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("precious")]);
+    assert_eq!(std::fs::read(target.join("precious")).unwrap(), b"keep me");
+
+    // An unknown backup id.
+    let t2 = s.path().join("t2");
+    fails_with(
+        &pgstrata(&[
+            "--repo",
+            repo.arg(),
+            "restore",
+            "--pgdata",
+            t2.to_str().unwrap(),
+            "--set",
+            "nope",
+        ]),
+        "not a complete backup",
+    );
+    assert!(!t2.exists());
+    // A bad --tablespace-map.
+    fails_with(
+        &pgstrata(&[
+            "--repo",
+            repo.arg(),
+            "restore",
+            "--pgdata",
+            t2.to_str().unwrap(),
+            "--tablespace-map",
+            "x",
+        ]),
+        "expected OID=DIR",
+    );
+
+    // A manifest path that would escape the target.
+    let db = rusqlite::Connection::open(repo.path.join("catalog.db")).unwrap();
+    db.execute(
+        "INSERT INTO file (backup_id, path, kind, size, mtime, mode, uid, gid) \
+         SELECT id, '../escaped', 'd', 0, 0, 448, 0, 0 FROM backup",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    fails_with(
+        &pgstrata(&[
+            "--repo",
+            repo.arg(),
+            "restore",
+            "--pgdata",
+            t2.to_str().unwrap(),
+        ]),
+        "escape",
+    );
+    assert!(!t2.exists());
+    assert!(!s.path().join("escaped").exists());
+}
+
+#[test]
+fn damaged_packs_fail_restore_loudly() {
+    let s = Scratch::new();
+    let (repo, _src) = repo_with_backup(&s);
+    let mut packs: Vec<_> = walk_files(&repo.path.join("packs"));
+    packs.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+    let biggest = packs.last().unwrap().clone();
+    let original = std::fs::read(&biggest).unwrap();
+
+    // A flipped byte in the middle of a chunk.
+    let mut bad = original.clone();
+    bad[original.len() / 2] ^= 0x5a;
+    std::fs::write(&biggest, &bad).unwrap();
+    let t = s.path().join("t-flip");
+    let o = pgstrata(&[
+        "--repo",
+        repo.arg(),
+        "restore",
+        "--pgdata",
+        t.to_str().unwrap(),
+    ]);
+    fails_with(&o, "(backup ");
+    assert!(
+        !t.exists(),
+        "a failed restore left a directory that may look usable"
+    );
+
+    // A truncated pack.
+    std::fs::write(&biggest, &original[..original.len() / 3]).unwrap();
+    let t = s.path().join("t-trunc");
+    let o = pgstrata(&[
+        "--repo",
+        repo.arg(),
+        "restore",
+        "--pgdata",
+        t.to_str().unwrap(),
+    ]);
+    fails_with(&o, "(backup ");
+    assert!(!t.exists());
+
+    // A missing pack.
+    std::fs::remove_file(&biggest).unwrap();
+    let t = s.path().join("t-missing");
+    let o = pgstrata(&[
+        "--repo",
+        repo.arg(),
+        "restore",
+        "--pgdata",
+        t.to_str().unwrap(),
+    ]);
+    fails_with(&o, "missing");
+
+    // Put it back: the backup restores again.
+    std::fs::write(&biggest, &original).unwrap();
+    std::fs::set_permissions(&biggest, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let t = s.path().join("t-ok");
+    check(
+        &pgstrata(&[
+            "--repo",
+            repo.arg(),
+            "restore",
+            "--pgdata",
+            t.to_str().unwrap(),
+        ]),
+        "restore",
+    );
+}
+
+pub fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.path().to_path_buf())
+        .collect()
+}

@@ -1,0 +1,187 @@
+//! The main job end to end: full backup of a running cluster, writes after
+//! it, restore elsewhere, start, and compare.
+
+use crate::harness::*;
+
+#[test]
+fn full_backup_restores_exactly_with_later_writes() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let mut src = Cluster::new(
+        &s,
+        "src",
+        ClusterOpts {
+            archive_to: Some(&repo),
+            ..Default::default()
+        },
+    );
+    load_sample(&src, 20_000);
+
+    let out = src.backup_ok(&repo, &["--type", "full"]);
+    assert!(out.contains("(full) complete"), "{out}");
+
+    // Writes after the backup must be recovered from the archived WAL.
+    src.exec(
+        "INSERT INTO accounts SELECT g, 0, 'late' FROM generate_series(20001, 21000) g;
+         UPDATE docs SET body = body || 'x' WHERE id % 7 = 0;
+         DELETE FROM events WHERE kind = 'b';
+         CREATE TABLE after_backup AS SELECT g FROM generate_series(1, 500) g;",
+    );
+    src.switch_wal_and_wait(&repo);
+    let want = src.table_hashes();
+    assert!(want.len() >= 4, "{want:?}");
+
+    let mut dst = restore(&s, &repo, "dst", &[]);
+    assert!(dst.pgdata.join("recovery.signal").exists());
+    assert!(dst.pgdata.join("backup_label").exists());
+    assert!(dst.pgdata.join("pg_wal/archive_status").is_dir());
+    dst.start_ok();
+    dst.wait_for_consistency();
+    assert_eq!(
+        dst.table_hashes(),
+        want,
+        "restored data differs from the source"
+    );
+    dst.amcheck();
+    dst.stop();
+    dst.checksums_ok();
+    src.stop();
+}
+
+#[test]
+fn restore_target_immediate_stops_at_backup_end() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let src = Cluster::new(
+        &s,
+        "src",
+        ClusterOpts {
+            archive_to: Some(&repo),
+            ..Default::default()
+        },
+    );
+    src.exec("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g;");
+    src.backup_ok(&repo, &["--type", "full"]);
+    let at_backup = src.table_hashes();
+    src.exec("INSERT INTO t SELECT g FROM generate_series(1, 1000) g;");
+    src.switch_wal_and_wait(&repo);
+
+    let mut dst = restore(
+        &s,
+        &repo,
+        "dst",
+        &["--target", "immediate", "--target-action", "promote"],
+    );
+    let conf = std::fs::read_to_string(dst.pgdata.join("postgresql.auto.conf")).unwrap();
+    assert!(conf.contains("recovery_target = 'immediate'"), "{conf}");
+    dst.start_ok();
+    dst.wait_for_consistency();
+    assert_eq!(dst.table_hashes(), at_backup);
+}
+
+#[test]
+fn second_full_of_unchanged_data_stores_under_one_percent() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let src = Cluster::new(
+        &s,
+        "src",
+        ClusterOpts {
+            archive_to: Some(&repo),
+            ..Default::default()
+        },
+    );
+    load_sample(&src, 50_000);
+    src.backup_ok(&repo, &["--type", "full"]);
+    src.backup_ok(&repo, &["--type", "full"]);
+    let b = repo.backups();
+    assert_eq!(b.len(), 2);
+    let first = b[0]["stored_bytes"].as_u64().unwrap();
+    let second = b[1]["stored_bytes"].as_u64().unwrap();
+    assert!(first > 1_000_000, "first full stored only {first} bytes");
+    assert!(
+        second * 100 < first,
+        "second full stored {second} bytes, not under 1% of {first}"
+    );
+}
+
+#[test]
+fn info_json_follows_the_contract() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let src = Cluster::new(
+        &s,
+        "src",
+        ClusterOpts {
+            archive_to: Some(&repo),
+            ..Default::default()
+        },
+    );
+    src.backup_ok(&repo, &["--type", "full"]);
+    let info = repo.info_json();
+    let c = &info["clusters"][0];
+    assert_eq!(c["name"], "main");
+    let sysid: u64 = src
+        .query_one("SELECT system_identifier::text FROM pg_control_system()")
+        .parse()
+        .unwrap();
+    assert_eq!(c["system_id"].as_u64(), Some(sysid));
+    assert_eq!(c["pg_version"].as_u64(), Some(15));
+    let b = &c["backups"][0];
+    for key in [
+        "id",
+        "type",
+        "status",
+        "reference",
+        "start_time",
+        "stop_time",
+        "start_lsn",
+        "stop_lsn",
+        "timeline",
+        "wal_start",
+        "wal_stop",
+        "db_bytes",
+        "read_bytes",
+        "stored_bytes",
+    ] {
+        assert!(b.get(key).is_some(), "backup lacks {key}: {b}");
+    }
+    assert_eq!(b["type"], "full");
+    assert_eq!(b["status"], "complete");
+    assert!(b["start_time"].as_str().unwrap().ends_with('Z'));
+    let lsn = b["start_lsn"].as_str().unwrap();
+    assert!(
+        lsn.contains('/') && lsn.parse::<pgstrata::pg::Lsn>().is_ok(),
+        "{lsn}"
+    );
+    assert!(b["stored_bytes"].as_u64().unwrap() > 0);
+    assert!(c["wal"]["min"].is_string() && c["wal"]["max"].is_string());
+    assert!(info["repo"]["bytes"].as_u64().unwrap() > 0);
+    // Text output names the backup too.
+    let text = pgstrata_ok(&["--repo", repo.arg(), "info"]);
+    assert!(text.contains(b["id"].as_str().unwrap()), "{text}");
+}
+
+#[test]
+fn default_type_becomes_full_and_says_so() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let src = Cluster::new(
+        &s,
+        "src",
+        ClusterOpts {
+            archive_to: Some(&repo),
+            ..Default::default()
+        },
+    );
+    let o = src.backup(&repo, &[]);
+    check(&o, "backup");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no full backup"), "stderr: {err}");
+    let o = src.backup(&repo, &[]);
+    check(&o, "backup");
+    let b = repo.backups();
+    assert_eq!(b[0]["type"], "full");
+    assert_eq!(b[1]["type"], "incr");
+    assert_eq!(b[1]["reference"], b[0]["id"]);
+}

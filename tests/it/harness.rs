@@ -1,0 +1,526 @@
+//! Shared test harness: throwaway PostgreSQL clusters on private Unix
+//! sockets, repositories, and running the real `pgstrata` binary.
+//!
+//! When the tests run as root (CI does), server commands run as the
+//! `postgres` user through `runuser`, and the directories are handed to it.
+//! A missing PostgreSQL is a failure with a clear message, never a skip.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_pgstrata");
+
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// The PostgreSQL server binaries: `$PG_BINDIR`, `pg_config --bindir`, or the
+/// newest `/usr/lib/postgresql/*/bin`.
+pub fn pg_bindir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let mut candidates = Vec::new();
+        if let Ok(d) = std::env::var("PG_BINDIR") {
+            candidates.push(PathBuf::from(d));
+        }
+        if let Ok(o) = Command::new("pg_config").arg("--bindir").output() {
+            if o.status.success() {
+                candidates.push(PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+            }
+        }
+        if let Ok(rd) = std::fs::read_dir("/usr/lib/postgresql") {
+            let mut v: Vec<PathBuf> = rd.flatten().map(|e| e.path().join("bin")).collect();
+            v.sort();
+            candidates.extend(v.into_iter().rev());
+        }
+        candidates
+            .into_iter()
+            .find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
+            .unwrap_or_else(|| {
+                panic!(
+                    "PostgreSQL server binaries (initdb, pg_ctl) not found: install them \
+                     (Debian: apt-get install postgresql) or set PG_BINDIR"
+                )
+            })
+    })
+}
+
+pub fn pg_tool(name: &str) -> PathBuf {
+    pg_bindir().join(name)
+}
+
+/// Run a server-side command, as `postgres` when we are root.
+pub fn run_as_pg(program: &Path, args: &[&str]) -> Output {
+    let out = if is_root() {
+        Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(program)
+            .args(args)
+            .output()
+    } else {
+        Command::new(program).args(args).output()
+    };
+    out.unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()))
+}
+
+pub fn check(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Hand a path to the postgres user (when root).
+pub fn give_to_pg(path: &Path) {
+    if is_root() {
+        let st = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(path)
+            .status()
+            .expect("chown");
+        assert!(st.success(), "chown {}", path.display());
+    }
+}
+
+/// A temporary directory with a short path (Unix socket paths are limited),
+/// traversable by the postgres user.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("pgs")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        give_to_pg(dir.path());
+        Scratch { dir }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    /// A new directory owned by postgres.
+    pub fn pg_dir(&self, name: &str) -> PathBuf {
+        let p = self.path().join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
+        give_to_pg(&p);
+        p
+    }
+}
+
+/// Run the pgstrata binary.
+pub fn pgstrata(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("PGSTRATA_REPO")
+        .env_remove("PGSTRATA_CONFIG")
+        .output()
+        .expect("run pgstrata")
+}
+
+pub fn pgstrata_ok(args: &[&str]) -> String {
+    let o = pgstrata(args);
+    check(&o, &format!("pgstrata {}", args.join(" ")));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A repository owned by postgres (so the server's archive_command can write).
+pub struct Repo {
+    pub path: PathBuf,
+}
+
+impl Repo {
+    pub fn new(scratch: &Scratch) -> Self {
+        let path = scratch.pg_dir("repo");
+        pgstrata_ok(&["--repo", path.to_str().unwrap(), "init"]);
+        Repo { path }
+    }
+    pub fn arg(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+    pub fn open(&self) -> pgstrata::Repository {
+        pgstrata::Repository::open(&self.path).expect("open repo")
+    }
+    pub fn info_json(&self) -> serde_json::Value {
+        let out = pgstrata_ok(&["--repo", self.arg(), "info", "--output", "json"]);
+        serde_json::from_str(&out).expect("info json")
+    }
+    pub fn backups(&self) -> Vec<serde_json::Value> {
+        self.info_json()["clusters"][0]["backups"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// A throwaway cluster on its own socket directory.
+pub struct Cluster {
+    pub pgdata: PathBuf,
+    pub sockdir: PathBuf,
+    pub log: PathBuf,
+    running: bool,
+}
+
+pub struct ClusterOpts<'a> {
+    pub archive_to: Option<&'a Repo>,
+    pub checksums: bool,
+    pub extra_conf: &'a str,
+}
+
+impl Default for ClusterOpts<'_> {
+    fn default() -> Self {
+        ClusterOpts {
+            archive_to: None,
+            checksums: true,
+            extra_conf: "",
+        }
+    }
+}
+
+pub fn archive_command(repo: &Repo) -> String {
+    format!("{BIN} --repo {} archive-push %p", repo.arg())
+}
+
+impl Cluster {
+    /// initdb and start a new cluster in `scratch/name`.
+    pub fn new(scratch: &Scratch, name: &str, opts: ClusterOpts<'_>) -> Self {
+        let base = scratch.pg_dir(name);
+        let pgdata = base.join("data");
+        let mut args = vec![
+            "-D",
+            pgdata.to_str().unwrap(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ];
+        if opts.checksums {
+            args.push("-k");
+        }
+        check(&run_as_pg(&pg_tool("initdb"), &args), "initdb");
+        let mut conf = String::from(
+            "\nlisten_addresses = ''\nfsync = off\nwal_level = replica\nmax_wal_senders = 4\n",
+        );
+        if let Some(repo) = opts.archive_to {
+            conf.push_str(&format!(
+                "archive_mode = on\narchive_command = '{}'\n",
+                archive_command(repo)
+            ));
+        }
+        conf.push_str(opts.extra_conf);
+        append(&pgdata.join("postgresql.conf"), &conf);
+        let mut c = Cluster::at(base, pgdata);
+        c.start_ok();
+        c
+    }
+
+    /// A cluster over an existing (e.g. restored) data directory, not started.
+    pub fn at(base: PathBuf, pgdata: PathBuf) -> Self {
+        Cluster {
+            sockdir: base.clone(),
+            log: base.join("server.log"),
+            pgdata,
+            running: false,
+        }
+    }
+
+    pub fn start(&mut self) -> Output {
+        let opts = format!(
+            "-c unix_socket_directories={} -c listen_addresses=''",
+            self.sockdir.display()
+        );
+        let out = run_as_pg(
+            &pg_tool("pg_ctl"),
+            &[
+                "-D",
+                self.pgdata.to_str().unwrap(),
+                "-l",
+                self.log.to_str().unwrap(),
+                "-o",
+                &opts,
+                "-w",
+                "-t",
+                "120",
+                "start",
+            ],
+        );
+        if out.status.success() {
+            self.running = true;
+        }
+        out
+    }
+
+    pub fn start_ok(&mut self) {
+        let out = self.start();
+        if !out.status.success() {
+            panic!(
+                "pg_ctl start failed:\n{}\nlog:\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                self.log_text()
+            );
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn stop(&mut self) {
+        if self.running {
+            let out = run_as_pg(
+                &pg_tool("pg_ctl"),
+                &[
+                    "-D",
+                    self.pgdata.to_str().unwrap(),
+                    "-m",
+                    "fast",
+                    "-w",
+                    "-t",
+                    "120",
+                    "stop",
+                ],
+            );
+            check(&out, "pg_ctl stop");
+            self.running = false;
+        }
+    }
+
+    pub fn conninfo(&self) -> String {
+        format!(
+            "host={} user=postgres dbname=postgres",
+            self.sockdir.display()
+        )
+    }
+
+    pub fn client_db(&self, db: &str) -> postgres::Client {
+        let ci = format!("host={} user=postgres dbname={db}", self.sockdir.display());
+        let mut last = None;
+        for _ in 0..50 {
+            match postgres::Client::connect(&ci, postgres::NoTls) {
+                Ok(c) => return c,
+                Err(e) => {
+                    last = Some(e);
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+            }
+        }
+        panic!(
+            "cannot connect to {ci}: {:?}\nlog:\n{}",
+            last,
+            self.log_text()
+        );
+    }
+
+    pub fn client(&self) -> postgres::Client {
+        self.client_db("postgres")
+    }
+
+    pub fn exec(&self, sql: &str) {
+        self.client()
+            .batch_execute(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e} {:?}", e.as_db_error().map(|d| d.message())));
+    }
+
+    pub fn exec_db(&self, db: &str, sql: &str) {
+        self.client_db(db)
+            .batch_execute(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e} {:?}", e.as_db_error().map(|d| d.message())));
+    }
+
+    pub fn query_one(&self, sql: &str) -> String {
+        let row = self
+            .client()
+            .query_one(sql, &[])
+            .unwrap_or_else(|e| panic!("{sql}: {e} {:?}", e.as_db_error().map(|d| d.message())));
+        row.get::<_, String>(0)
+    }
+
+    /// Switch WAL and wait until the finished segment is archived.
+    pub fn switch_wal_and_wait(&self, repo: &Repo) {
+        let seg = self.query_one("SELECT pg_walfile_name(pg_switch_wal())");
+        let r = repo.open();
+        for _ in 0..300 {
+            if pgstrata::archive::has(&r, "main", &seg).unwrap() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("segment {seg} was not archived; log:\n{}", self.log_text());
+    }
+
+    pub fn backup(&self, repo: &Repo, extra: &[&str]) -> Output {
+        let ci = self.conninfo();
+        let mut args = vec![
+            "--repo",
+            repo.arg(),
+            "backup",
+            "--pgdata",
+            self.pgdata.to_str().unwrap(),
+            "--dbname",
+            &ci,
+            "--start-fast",
+        ];
+        args.extend_from_slice(extra);
+        pgstrata(&args)
+    }
+
+    pub fn backup_ok(&self, repo: &Repo, extra: &[&str]) -> String {
+        let o = self.backup(repo, extra);
+        check(&o, "pgstrata backup");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// An ordered hash of every user table of every database: what a user
+    /// would compare between source and restored cluster.
+    pub fn table_hashes(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let dbs: Vec<String> = self
+            .client()
+            .query(
+                "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for db in dbs {
+            let mut c = self.client_db(&db);
+            let tables: Vec<String> = c
+                .query(
+                    "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables \
+                     WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
+                    &[],
+                )
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            for t in tables {
+                let sql = format!(
+                    "SELECT count(*)::text || ':' || coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), '') FROM {t} x"
+                );
+                let h: String = c.query_one(sql.as_str(), &[]).unwrap().get(0);
+                out.insert(format!("{db}/{t}"), h);
+            }
+        }
+        out
+    }
+
+    /// pg_amcheck over every database (installs amcheck where missing).
+    pub fn amcheck(&self) {
+        let out = run_as_pg(
+            &pg_tool("pg_amcheck"),
+            &[
+                "-h",
+                self.sockdir.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--all",
+                "--install-missing",
+                "--heapallindexed",
+            ],
+        );
+        check(&out, "pg_amcheck");
+    }
+
+    /// pg_checksums --check on the stopped cluster.
+    pub fn checksums_ok(&self) {
+        let out = run_as_pg(
+            &pg_tool("pg_checksums"),
+            &["--check", "-D", self.pgdata.to_str().unwrap()],
+        );
+        check(&out, "pg_checksums --check");
+    }
+
+    pub fn wait_for_consistency(&self) {
+        for _ in 0..600 {
+            if let Ok(mut c) = postgres::Client::connect(&self.conninfo(), postgres::NoTls) {
+                if let Ok(r) = c.query_one("SELECT pg_is_in_recovery()", &[]) {
+                    if !r.get::<_, bool>(0) {
+                        return;
+                    }
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!(
+            "restored cluster never finished recovery; log:\n{}",
+            self.log_text()
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.running {
+            let _ = run_as_pg(
+                &pg_tool("pg_ctl"),
+                &[
+                    "-D",
+                    self.pgdata.to_str().unwrap(),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "stop",
+                ],
+            );
+        }
+    }
+}
+
+pub fn append(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// Restore with the CLI into `scratch/name/data` and return the (stopped)
+/// cluster over it.
+pub fn restore(scratch: &Scratch, repo: &Repo, name: &str, extra: &[&str]) -> Cluster {
+    let base = scratch.pg_dir(name);
+    let pgdata = base.join("data");
+    let mut args = vec![
+        "--repo",
+        repo.arg(),
+        "restore",
+        "--pgdata",
+        pgdata.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    pgstrata_ok(&args);
+    // Keep the restored copy's WAL out of the shared repository.
+    append(&pgdata.join("postgresql.conf"), "\narchive_mode = off\n");
+    give_to_pg(&base);
+    Cluster::at(base, pgdata)
+}
+
+/// Load a mixed data set: several tables, indexes, TOAST values.
+pub fn load_sample(c: &Cluster, rows: i64) {
+    c.exec(&format!(
+        "CREATE TABLE accounts (id int PRIMARY KEY, balance numeric NOT NULL, owner text);
+         INSERT INTO accounts SELECT g, g * 1.5, 'owner ' || g FROM generate_series(1, {rows}) g;
+         CREATE INDEX accounts_owner ON accounts (owner);
+         CREATE TABLE docs (id serial PRIMARY KEY, body text, meta jsonb);
+         INSERT INTO docs (body, meta) SELECT string_agg(md5(g::text || ':' || i), '') , jsonb_build_object('g', g)
+           FROM generate_series(1, {docs}) g, generate_series(1, 120) i GROUP BY g;
+         CREATE TABLE events (ts timestamptz, kind text, payload bytea);
+         INSERT INTO events SELECT now() - g * interval '1 second', (ARRAY['a','b','c'])[1 + g % 3], decode(md5(g::text), 'hex')
+           FROM generate_series(1, {rows}) g;
+         CREATE INDEX events_ts ON events (ts);
+         CHECKPOINT;",
+        docs = (rows / 50).max(10)
+    ));
+}
