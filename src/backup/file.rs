@@ -22,7 +22,7 @@ use crate::progress::Progress;
 use crate::store::blockmap::BlockMap;
 use crate::store::chunk::{compress, fingerprint, CHUNK_BLOCKS};
 use crate::store::pack::read_chunk;
-use crate::store::{Backend, ChunkId, Fingerprint};
+use crate::store::{Backend, ChunkId};
 
 /// What every file of one backup shares.
 pub struct Ctx<'a> {
@@ -124,29 +124,6 @@ impl Builder {
     }
 }
 
-/// Walks a previous block map in block order.
-struct PriorCursor {
-    map: BlockMap,
-    ext: usize,
-}
-
-impl PriorCursor {
-    fn at(&mut self, block: u32) -> Option<(&Fingerprint, ChunkId, u32)> {
-        while let Some(e) = self.map.extents.get(self.ext) {
-            if block < e.first_block {
-                return None;
-            }
-            if block < e.first_block + e.blocks {
-                let fp = self.map.fingerprints.get(block as usize)?;
-                let id = *self.map.chunks.get(e.chunk as usize)?;
-                return Some((fp, id, e.chunk_block + (block - e.first_block)));
-            }
-            self.ext += 1;
-        }
-        None
-    }
-}
-
 fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
@@ -187,7 +164,7 @@ pub fn backup_file(
     };
     let mut prior = prior
         .and_then(|id| ctx.load_blockmap(&id, &row.path))
-        .map(|map| PriorCursor { map, ext: 0 });
+        .map(BlockMap::into_cursor);
     let bs = ctx.block_size as usize;
     let name = row.path.rsplit('/').next().unwrap_or("");
     let segment = if ctx.check_pages {

@@ -172,6 +172,38 @@ impl BlockMap {
     }
 }
 
+/// Looks blocks up in a block map in ascending order, in O(1) amortised per
+/// block: what a backup does to compare a file with its previous version.
+pub struct Cursor {
+    map: BlockMap,
+    ext: usize,
+}
+
+impl BlockMap {
+    pub fn into_cursor(self) -> Cursor {
+        Cursor { map: self, ext: 0 }
+    }
+}
+
+impl Cursor {
+    /// Block `block`'s fingerprint, chunk and position in that chunk. Calls
+    /// must come with non-decreasing block numbers.
+    pub fn at(&mut self, block: u32) -> Option<(&Fingerprint, ChunkId, u32)> {
+        while let Some(e) = self.map.extents.get(self.ext) {
+            if block < e.first_block {
+                return None;
+            }
+            if block < e.first_block + e.blocks {
+                let fp = self.map.fingerprints.get(block as usize)?;
+                let id = *self.map.chunks.get(e.chunk as usize)?;
+                return Some((fp, id, e.chunk_block + (block - e.first_block)));
+            }
+            self.ext += 1;
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,5 +229,12 @@ mod tests {
         let mut m2 = m.clone();
         m2.extents[1].first_block = 7;
         assert!(BlockMap::decode(&m2.encode(), "f").is_err());
+
+        let ids = m.chunks.clone();
+        let mut c = m.into_cursor();
+        assert_eq!(c.at(1), Some((&[1u8; 16], ids[0], 1)));
+        assert_eq!(c.at(3), Some((&[9u8; 16], ids[1], 0)));
+        assert_eq!(c.at(4), Some((&[10u8; 16], ids[0], 3)));
+        assert_eq!(c.at(5), None);
     }
 }
