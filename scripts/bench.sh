@@ -93,10 +93,8 @@ if [[ $SKIP_PGSTRATA != 1 && ! -x $PGSTRATA ]]; then
 fi
 
 # ---------------------------------------------------------------- work directory
-CREATED_WORKDIR=0
 if [[ -z ${WORKDIR:-} ]]; then
   WORKDIR=$(mktemp -d /var/tmp/pgstrata-bench.XXXXXX)
-  CREATED_WORKDIR=1
 else
   mkdir -p "$WORKDIR"
   [[ -z $(ls -A "$WORKDIR") ]] || die "WORKDIR $WORKDIR is not empty"
@@ -157,7 +155,7 @@ cleanup() {
     log "kept $WORKDIR (KEEP=1)"
   else
     rm -rf "$PGDATA" "$PGBR_REPO1" "$PGBR_REPO2" "$PGS_REPO" "$WORKDIR"/snap-* \
-      "$WORKDIR"/restore-* "$WORKDIR/bin" "$WORKDIR/pgbr-lock" "$WORKDIR/pgbr-spool" \
+      "$WORKDIR"/restore-* "${WORKDIR:?}/bin" "$WORKDIR/pgbr-lock" "$WORKDIR/pgbr-spool" \
       "$SOCK" "$VSOCK" "${EXTRA_DIRS[@]}"
     log "removed the cluster, repositories and copies; results and logs are in $WORKDIR"
   fi
@@ -241,7 +239,8 @@ TOOLS=(pgbr_file pgbr_block)
 
 backup_cmd() {  # tool type -> sets CMD
   case $1 in
-    pgstrata) CMD=("${AS_PG[@]}" "$PGS" --repo "$PGS_REPO" backup --pgdata "$PGDATA" --type "$2") ;;
+    pgstrata) CMD=("${AS_PG[@]}" "$PGS" --repo "$PGS_REPO" backup --pgdata "$PGDATA" --type "$2"
+                   --start-fast --workers 2 --compress-level 3) ;;
     pgbr_file) CMD=("${AS_PG[@]}" pgbackrest --config="$PGBR_CONF" --stanza=bench --repo=1 --type="$2" backup) ;;
     pgbr_block) CMD=("${AS_PG[@]}" pgbackrest --config="$PGBR_CONF" --stanza=bench --repo=2 --type="$2" backup) ;;
   esac
@@ -377,7 +376,7 @@ for tool in "${TOOLS[@]}"; do
   dir=$WORKDIR/restore-$tool
   "${AS_PG[@]}" mkdir -m 0700 "$dir"
   case $tool in
-    pgstrata) CMD=("${AS_PG[@]}" "$PGS" --repo "$PGS_REPO" restore --pgdata "$dir") ;;
+    pgstrata) CMD=("${AS_PG[@]}" "$PGS" --repo "$PGS_REPO" restore --pgdata "$dir" --workers 2) ;;
     pgbr_file) CMD=("${AS_PG[@]}" pgbackrest --config="$PGBR_CONF" --stanza=bench --repo=1 --pg1-path="$dir" restore) ;;
     pgbr_block) CMD=("${AS_PG[@]}" pgbackrest --config="$PGBR_CONF" --stanza=bench --repo=2 --pg1-path="$dir" restore) ;;
   esac

@@ -1,7 +1,7 @@
 //! `backup`: a base backup of a running cluster in backup mode.
 //!
-//! Order: bind the cluster identity; note the start time and wait for the
-//! clock to pass the next second; start backup mode in a session held open;
+//! Order: bind the cluster identity; note the start time; start backup mode
+//! in a session held open; wait for the clock to pass the next second;
 //! walk the data directory; back files up in parallel (one writer thread owns
 //! the catalog and the packs); read `global/pg_control` last; stop backup
 //! mode; wait until every WAL segment from start to stop is archived; write
@@ -211,16 +211,17 @@ pub fn run(
         tracing::info!("no full backup of cluster {cluster:?} yet: taking a full backup");
     }
 
-    // Files modified from here on have an mtime at or after the next second.
     let started = Instant::now();
     let start_us = now_us();
+    let id = backup_id(&cat, start_us, plan.backup_type)?;
+    let start_lsn = server.backup_start(&format!("pgstrata {id}"), opts.start_fast)?;
+    // Copying starts only once the clock has passed the start second, so any
+    // later change gets an mtime the next backup re-reads even on filesystems
+    // with one-second timestamps. The checkpoint above usually covers the wait.
     let next_second_us = (start_us / 1_000_000 + 1) * 1_000_000;
     std::thread::sleep(Duration::from_micros(
         (next_second_us - now_us()).max(0) as u64
     ));
-
-    let id = backup_id(&cat, start_us, plan.backup_type)?;
-    let start_lsn = server.backup_start(&format!("pgstrata {id}"), opts.start_fast)?;
     let row = BackupRow {
         id: id.clone(),
         backup_type: plan.backup_type,
