@@ -39,6 +39,14 @@ fn chunk_path(c: &mut Criterion) {
         b.iter(|| data.chunks(BS).map(fingerprint).fold(0u8, |a, f| a ^ f[0]))
     });
     g.bench_function("chunk_id", |b| b.iter(|| ChunkId::of(&data)));
+    g.bench_function("page_checksums", |b| {
+        b.iter(|| {
+            data.chunks(BS)
+                .enumerate()
+                .map(|(i, p)| pgstrata::pg::page::checksum(p, i as u32))
+                .fold(0u16, |a, c| a ^ c)
+        })
+    });
     g.bench_function("compress_zstd3", |b| {
         b.iter(|| compress(&data, 3).unwrap().1.len())
     });
@@ -80,8 +88,9 @@ fn blockmap_compare(c: &mut Criterion) {
     g.throughput(Throughput::Elements(u64::from(n)));
     g.bench_function("compare_1GiB_file", |b| {
         b.iter_batched(
-            || prev.clone().into_cursor(),
-            |mut cur| {
+            || (),
+            |()| {
+                let mut cur = prev.cursor_at(0);
                 let mut kept = 0u32;
                 for (blk, fp) in today.iter().enumerate() {
                     if let Some((pfp, _, _)) = cur.at(blk as u32) {

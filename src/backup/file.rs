@@ -1,13 +1,16 @@
 //! Backing up one file: read it in chunk-sized runs, validate page checksums,
 //! fingerprint every block, keep the blocks a previous block map already
-//! holds, and pack the rest into new chunks.
+//! holds, and pack the rest into new chunks. Large files are cut into
+//! 16 MiB pieces that workers process in parallel, then merged in order.
 //!
-//! Memory: one read buffer and one pending chunk (1 MiB each at 8 KiB pages)
-//! plus the file's block map, whatever the file's size.
+//! Memory: per piece in flight, one read buffer and one pending chunk (1 MiB
+//! each at 8 KiB pages); per file, 52 bytes a block while its block map is
+//! assembled, whatever the file's size.
 
 use std::collections::{HashMap, HashSet};
+
+use rayon::prelude::*;
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +25,7 @@ use crate::progress::Progress;
 use crate::store::blockmap::BlockMap;
 use crate::store::chunk::{compress, fingerprint, CHUNK_BLOCKS};
 use crate::store::pack::read_chunk;
-use crate::store::{Backend, ChunkId};
+use crate::store::{Backend, ChunkId, Fingerprint};
 
 /// What every file of one backup shares.
 pub struct Ctx<'a> {
@@ -91,43 +94,24 @@ impl Ctx<'_> {
     }
 }
 
-/// Builds a block map while chunks are still being filled: a pending chunk
-/// gets a slot in the chunk table first and its id once it is complete.
-struct Builder {
-    map: BlockMap,
-    index: HashMap<ChunkId, u32>,
+/// Blocks per piece: the unit of parallel work inside one file (16 MiB at
+/// 8 KiB pages; a multiple of a chunk, so chunking does not depend on it).
+pub const PIECE_BLOCKS: u64 = 16 * CHUNK_BLOCKS as u64;
+
+/// One piece of a file, processed on its own: every block's fingerprint and
+/// location, in block order.
+struct Piece {
+    bytes: u64,
+    /// Did the piece read all the blocks it was meant to (or, last, to EOF)?
+    full: bool,
+    blocks: Vec<(Fingerprint, ChunkId, u32)>,
+    errors: Vec<PageErrorRow>,
 }
 
-impl Builder {
-    fn new(block_size: u32) -> Self {
-        Builder {
-            map: BlockMap::new(block_size),
-            index: HashMap::new(),
-        }
-    }
-    fn reserve(&mut self) -> u32 {
-        self.map.chunks.push(ChunkId([0; 32]));
-        (self.map.chunks.len() - 1) as u32
-    }
-    fn fill(&mut self, slot: u32, id: ChunkId) {
-        self.map.chunks[slot as usize] = id;
-        self.index.entry(id).or_insert(slot);
-    }
-    fn index_of(&mut self, id: ChunkId) -> u32 {
-        if let Some(i) = self.index.get(&id) {
-            return *i;
-        }
-        self.map.chunks.push(id);
-        let i = (self.map.chunks.len() - 1) as u32;
-        self.index.insert(id, i);
-        i
-    }
-}
-
-fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+fn read_full_at(f: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
-        match f.read(&mut buf[n..]) {
+        match f.read_at(&mut buf[n..], offset + n as u64) {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -137,9 +121,109 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
+/// What the pieces of one file share.
+struct FileJob<'a> {
+    ctx: &'a Ctx<'a>,
+    file: &'a File,
+    path: &'a Path,
+    rel: &'a str,
+    prior: Option<&'a BlockMap>,
+    segment: Option<u32>,
+}
+
+impl FileJob<'_> {
+    /// Back up blocks `first..first + limit` (to EOF when `limit` is None).
+    fn piece(&self, first: u64, limit: Option<u64>) -> Result<Piece> {
+        let ctx = self.ctx;
+        let bs = ctx.block_size as usize;
+        let blocks_per_seg = ((1u64 << 30) / u64::from(ctx.block_size)) as u32;
+        let mut cursor = self.prior.map(|p| p.cursor_at(first as u32));
+        let mut out = Piece {
+            bytes: 0,
+            full: true,
+            blocks: Vec::new(),
+            errors: Vec::new(),
+        };
+        let mut buf = vec![0u8; CHUNK_BLOCKS * bs];
+        let mut pending: Vec<u8> = Vec::with_capacity(CHUNK_BLOCKS * bs);
+        let mut pending_at: Vec<usize> = Vec::with_capacity(CHUNK_BLOCKS);
+        let mut block = first;
+        loop {
+            let want_blocks = match limit {
+                Some(l) => (first + l - block).min(CHUNK_BLOCKS as u64) as usize,
+                None => CHUNK_BLOCKS,
+            };
+            if want_blocks == 0 {
+                break;
+            }
+            let want = want_blocks * bs;
+            let n = read_full_at(self.file, &mut buf[..want], block * bs as u64).at(self.path)?;
+            for blk in buf[..n].chunks_mut(bs) {
+                let blkno = block as u32;
+                if let Some(seg) = self.segment {
+                    if blk.len() == bs {
+                        let abs = seg.wrapping_mul(blocks_per_seg).wrapping_add(blkno);
+                        check_page(
+                            ctx,
+                            self.file,
+                            self.path,
+                            self.rel,
+                            blk,
+                            blkno,
+                            abs,
+                            &mut out.errors,
+                        );
+                    }
+                }
+                let fp = fingerprint(blk);
+                let kept = match cursor.as_mut().and_then(|c| c.at(blkno)) {
+                    Some((pfp, id, cb)) if *pfp == fp => Some((id, cb)),
+                    _ => None,
+                };
+                match kept {
+                    Some((id, cb)) => out.blocks.push((fp, id, cb)),
+                    None => {
+                        pending_at.push(out.blocks.len());
+                        out.blocks
+                            .push((fp, ChunkId([0; 32]), (pending_at.len() - 1) as u32));
+                        pending.extend_from_slice(blk);
+                        if pending_at.len() == CHUNK_BLOCKS {
+                            flush(ctx, &mut out, &mut pending, &mut pending_at)?;
+                        }
+                    }
+                }
+                block += 1;
+            }
+            out.bytes += n as u64;
+            ctx.read_bytes.fetch_add(n as u64, Ordering::Relaxed);
+            ctx.progress.advance(n as u64);
+            if n < want {
+                out.full = limit.is_none();
+                break;
+            }
+        }
+        flush(ctx, &mut out, &mut pending, &mut pending_at)?;
+        Ok(out)
+    }
+}
+
+/// Store the pending chunk and point its blocks at it.
+fn flush(ctx: &Ctx<'_>, out: &mut Piece, pending: &mut Vec<u8>, at: &mut Vec<usize>) -> Result<()> {
+    if !at.is_empty() {
+        let id = ctx.store_chunk(pending)?;
+        for &i in at.iter() {
+            out.blocks[i].1 = id;
+        }
+    }
+    pending.clear();
+    at.clear();
+    Ok(())
+}
+
 /// Back up one regular file. `reuse`: the reference backup's entry, when the
 /// file is known unchanged (its block map is reused without reading).
 /// `prior`: a previous block map of this path to compare blocks against.
+/// Files larger than a piece are read in pieces in parallel.
 pub fn backup_file(
     ctx: &Ctx<'_>,
     mut row: FileRow,
@@ -156,102 +240,60 @@ pub fn backup_file(
         });
     }
     let path = ctx.pgdata.join(&row.path);
-    let mut f = match File::open(&path) {
+    let file = match File::open(&path) {
         Ok(f) => f,
         // Dropped while we back up: WAL replay removes it anyway.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(Error::io(&path, e)),
     };
-    let mut prior = prior
-        .and_then(|id| ctx.load_blockmap(&id, &row.path))
-        .map(BlockMap::into_cursor);
-    let bs = ctx.block_size as usize;
+    let size = file.metadata().at(&path)?.len();
+    let prior = prior.and_then(|id| ctx.load_blockmap(&id, &row.path));
     let name = row.path.rsplit('/').next().unwrap_or("");
-    let segment = if ctx.check_pages {
-        page::relation_segment(name)
+    let job = FileJob {
+        ctx,
+        file: &file,
+        path: &path,
+        rel: &row.path,
+        prior: prior.as_ref(),
+        segment: if ctx.check_pages {
+            page::relation_segment(name)
+        } else {
+            None
+        },
+    };
+    let nblocks = BlockMap::block_count(size, ctx.block_size);
+    let npieces = nblocks.div_ceil(PIECE_BLOCKS).max(1);
+    let pieces: Vec<Piece> = if npieces == 1 {
+        vec![job.piece(0, None)?]
     } else {
-        None
+        (0..npieces)
+            .into_par_iter()
+            .map(|i| {
+                let last = i + 1 == npieces;
+                job.piece(i * PIECE_BLOCKS, (!last).then_some(PIECE_BLOCKS))
+            })
+            .collect::<Result<Vec<_>>>()?
     };
-    let blocks_per_seg = ((1u64 << 30) / u64::from(ctx.block_size)) as u32;
 
-    let mut b = Builder::new(ctx.block_size);
-    let mut buf = vec![0u8; CHUNK_BLOCKS * bs];
-    let mut pending: Vec<u8> = Vec::with_capacity(CHUNK_BLOCKS * bs);
-    let mut pending_slot: Option<u32> = None;
-    let mut pending_blocks = 0u32;
+    let mut map = BlockMap::new(ctx.block_size);
+    let mut index: HashMap<ChunkId, u32> = HashMap::new();
     let mut errors = Vec::new();
-    let mut block_no: u32 = 0;
-    let mut total: u64 = 0;
-
-    let flush = |b: &mut Builder,
-                 pending: &mut Vec<u8>,
-                 slot: &mut Option<u32>,
-                 nblocks: &mut u32|
-     -> Result<()> {
-        if let Some(s) = slot.take() {
-            let id = ctx.store_chunk(pending)?;
-            b.fill(s, id);
+    let mut total = 0u64;
+    for piece in pieces {
+        for (fp, id, cb) in piece.blocks {
+            let ci = *index.entry(id).or_insert_with(|| {
+                map.chunks.push(id);
+                (map.chunks.len() - 1) as u32
+            });
+            map.push(fp, ci, cb);
         }
-        pending.clear();
-        *nblocks = 0;
-        Ok(())
-    };
-
-    loop {
-        let n = read_full(&mut f, &mut buf).at(&path)?;
-        if n == 0 {
-            break;
-        }
-        for blk in buf[..n].chunks_mut(bs) {
-            if let Some(seg) = segment {
-                if blk.len() == bs {
-                    check_page(
-                        ctx,
-                        &f,
-                        &path,
-                        &row.path,
-                        blk,
-                        block_no,
-                        seg,
-                        blocks_per_seg,
-                        &mut errors,
-                    )?;
-                }
-            }
-            let fp = fingerprint(blk);
-            let kept = match prior.as_mut().and_then(|p| p.at(block_no)) {
-                Some((pfp, id, cb)) if *pfp == fp => Some((id, cb)),
-                _ => None,
-            };
-            if let Some((id, cb)) = kept {
-                let ci = b.index_of(id);
-                b.map.push(fp, ci, cb);
-            } else {
-                let slot = match pending_slot {
-                    Some(s) => s,
-                    None => {
-                        let s = b.reserve();
-                        pending_slot = Some(s);
-                        s
-                    }
-                };
-                pending.extend_from_slice(blk);
-                b.map.push(fp, slot, pending_blocks);
-                pending_blocks += 1;
-                if pending_blocks as usize == CHUNK_BLOCKS {
-                    flush(&mut b, &mut pending, &mut pending_slot, &mut pending_blocks)?;
-                }
-            }
-            block_no = block_no.wrapping_add(1);
-        }
-        total += n as u64;
-        ctx.read_bytes.fetch_add(n as u64, Ordering::Relaxed);
-        ctx.progress.advance(n as u64);
-        if n < buf.len() {
+        total += piece.bytes;
+        errors.extend(piece.errors);
+        // A file that shrank while we read it ends at its first short piece.
+        if !piece.full {
             break;
         }
     }
-    flush(&mut b, &mut pending, &mut pending_slot, &mut pending_blocks)?;
     if !errors.is_empty() {
         ctx.send(Msg::PageErrors(errors))?;
     }
@@ -263,7 +305,6 @@ pub fn backup_file(
             blockmap: None,
         });
     }
-    let mut map = b.map;
     map.file_size = total;
     let mut used: Vec<ChunkId> = map.chunks.clone();
     used.sort();
@@ -286,11 +327,9 @@ fn check_page(
     rel: &str,
     blk: &mut [u8],
     block_no: u32,
-    seg: u32,
-    blocks_per_seg: u32,
+    blkno: u32,
     errors: &mut Vec<PageErrorRow>,
-) -> Result<()> {
-    let blkno = seg.wrapping_mul(blocks_per_seg).wrapping_add(block_no);
+) {
     if let PageCheck::Bad { .. } = page::check(blk, blkno, ctx.start_lsn) {
         let off = u64::from(block_no) * u64::from(ctx.block_size);
         let mut again = vec![0u8; blk.len()];
@@ -309,5 +348,4 @@ fn check_page(
             });
         }
     }
-    Ok(())
 }

@@ -215,13 +215,10 @@ pub fn run(
     let start_us = now_us();
     let id = backup_id(&cat, start_us, plan.backup_type)?;
     let start_lsn = server.backup_start(&format!("pgstrata {id}"), opts.start_fast)?;
-    // Copying starts only once the clock has passed the start second, so any
-    // later change gets an mtime the next backup re-reads even on filesystems
-    // with one-second timestamps. The checkpoint above usually covers the wait.
-    let next_second_us = (start_us / 1_000_000 + 1) * 1_000_000;
-    std::thread::sleep(Duration::from_micros(
-        (next_second_us - now_us()).max(0) as u64
-    ));
+    tracing::info!(
+        "backup mode started at {start_lsn} after {:?}",
+        started.elapsed()
+    );
     let row = BackupRow {
         id: id.clone(),
         backup_type: plan.backup_type,
@@ -251,6 +248,11 @@ pub fn run(
     cat.insert_backup(cl.id, &row)?;
 
     let mut job = Job {
+        // Reading starts only once the clock has passed the start second, so
+        // any later change gets an mtime the next backup re-reads, even with
+        // one-second timestamps or a coarse kernel clock. The checkpoint,
+        // catalog reads and the directory walk happen inside that wait.
+        read_from_us: (start_us / 1_000_000 + 1) * 1_000_000,
         repo,
         cluster: &cl,
         opts,
@@ -275,6 +277,7 @@ pub fn run(
 }
 
 struct Job<'a> {
+    read_from_us: i64,
     repo: &'a Repository,
     cluster: &'a ClusterRow,
     opts: &'a BackupOptions,
@@ -300,7 +303,13 @@ impl Job<'_> {
             None => HashMap::new(),
         };
         let claimed = Mutex::new(cat.chunk_ids()?);
+        let t = Instant::now();
         let entries = datadir::walk(self.pgdata)?;
+        tracing::info!(
+            "walked the data directory: {} entries in {:?}",
+            entries.len(),
+            t.elapsed()
+        );
         let (mut files, others): (Vec<FileRow>, Vec<FileRow>) =
             entries.into_iter().partition(|e| e.kind == FileKind::File);
         let control_idx = files.iter().position(|f| f.path == "global/pg_control");
@@ -316,6 +325,9 @@ impl Job<'_> {
         files.sort_by_key(|f| std::cmp::Reverse(f.size));
         let db_bytes: u64 = files.iter().map(|f| f.size).sum::<u64>() + control.size;
 
+        std::thread::sleep(Duration::from_micros(
+            (self.read_from_us - now_us()).max(0) as u64
+        ));
         let (tx, rx) = std::sync::mpsc::sync_channel(16);
         let backend = self.repo.backend_arc();
         let pack_size = self.opts.pack_size;
@@ -340,6 +352,7 @@ impl Job<'_> {
             progress: self.progress,
         };
         self.progress.begin("backup", db_bytes);
+        let t = Instant::now();
         let ref_start = self.plan.reference.as_ref().map(|r| r.start_time);
         let copy_result = (|| -> Result<()> {
             let pool = rayon::ThreadPoolBuilder::new()
@@ -382,7 +395,16 @@ impl Job<'_> {
             (Err(e), _) | (Ok(()), Err(e)) => return Err(e),
             (Ok(()), Ok(s)) => s,
         };
+        tracing::info!(
+            "copied {} files ({} bytes read, {} packs) in {:?}",
+            files.len() + 1,
+            read_bytes.load(Ordering::Relaxed),
+            stats.packs,
+            t.elapsed()
+        );
+        let t = Instant::now();
         let stop = self.server.backup_stop()?;
+        tracing::info!("backup mode stopped at {} in {:?}", stop.lsn, t.elapsed());
         self.finish(
             cat,
             &mut row,
@@ -408,6 +430,7 @@ impl Job<'_> {
         let seg = row.wal_seg_size;
         let first = WalSegment::containing(timeline, row.start_lsn, seg);
         let last = WalSegment::containing(timeline, Lsn(stop.lsn.0.saturating_sub(1)), seg);
+        let t = Instant::now();
         wait_for_wal(
             self.repo,
             &self.cluster.name,
@@ -417,6 +440,12 @@ impl Job<'_> {
             self.opts.archive_timeout,
             &self.server.info.archive_command,
         )?;
+        tracing::info!(
+            "WAL {} to {} archived after {:?}",
+            first.name(seg),
+            last.name(seg),
+            t.elapsed()
+        );
         row.stop_time = Some(now_us());
         row.stop_lsn = Some(stop.lsn);
         row.timeline = timeline.0;
@@ -524,7 +553,7 @@ fn wait_for_wal(
                 archive_command
             )));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(10));
     }
     Ok(())
 }

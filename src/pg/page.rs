@@ -26,20 +26,17 @@ fn comp(sum: &mut u32, value: u32) {
 /// `pg_checksum_page` for a page of any supported block size (a multiple of 128).
 pub fn checksum(page: &[u8], blkno: u32) -> u16 {
     let mut sums = BASE_OFFSETS;
-    let row = 4 * N_SUMS;
-    for (i, rowbytes) in page.chunks_exact(row).enumerate() {
-        for (j, sum) in sums.iter_mut().enumerate() {
-            let mut v = u32::from_le_bytes([
-                rowbytes[4 * j],
-                rowbytes[4 * j + 1],
-                rowbytes[4 * j + 2],
-                rowbytes[4 * j + 3],
-            ]);
+    let mut row = [0u32; N_SUMS];
+    for (i, bytes) in page.chunks_exact(4 * N_SUMS).enumerate() {
+        for (w, b) in row.iter_mut().zip(bytes.chunks_exact(4)) {
+            *w = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        }
+        if i == 0 {
             // pd_checksum (bytes 8..10) counts as zero.
-            if i == 0 && j == 2 {
-                v &= 0xFFFF_0000;
-            }
-            comp(sum, v);
+            row[2] &= 0xFFFF_0000;
+        }
+        for (sum, v) in sums.iter_mut().zip(row.iter()) {
+            comp(sum, *v);
         }
     }
     for _ in 0..2 {

@@ -174,28 +174,33 @@ impl BlockMap {
 
 /// Looks blocks up in a block map in ascending order, in O(1) amortised per
 /// block: what a backup does to compare a file with its previous version.
-pub struct Cursor {
-    map: BlockMap,
+pub struct Cursor<'a> {
+    map: &'a BlockMap,
     ext: usize,
 }
 
 impl BlockMap {
-    pub fn into_cursor(self) -> Cursor {
-        Cursor { map: self, ext: 0 }
+    /// A cursor positioned at `block` (binary search over the extents).
+    pub fn cursor_at(&self, block: u32) -> Cursor<'_> {
+        let ext = self
+            .extents
+            .partition_point(|e| e.first_block + e.blocks <= block);
+        Cursor { map: self, ext }
     }
 }
 
-impl Cursor {
+impl<'a> Cursor<'a> {
     /// Block `block`'s fingerprint, chunk and position in that chunk. Calls
     /// must come with non-decreasing block numbers.
-    pub fn at(&mut self, block: u32) -> Option<(&Fingerprint, ChunkId, u32)> {
-        while let Some(e) = self.map.extents.get(self.ext) {
+    pub fn at(&mut self, block: u32) -> Option<(&'a Fingerprint, ChunkId, u32)> {
+        let map = self.map;
+        while let Some(e) = map.extents.get(self.ext) {
             if block < e.first_block {
                 return None;
             }
             if block < e.first_block + e.blocks {
-                let fp = self.map.fingerprints.get(block as usize)?;
-                let id = *self.map.chunks.get(e.chunk as usize)?;
+                let fp = map.fingerprints.get(block as usize)?;
+                let id = *map.chunks.get(e.chunk as usize)?;
                 return Some((fp, id, e.chunk_block + (block - e.first_block)));
             }
             self.ext += 1;
@@ -231,10 +236,13 @@ mod tests {
         assert!(BlockMap::decode(&m2.encode(), "f").is_err());
 
         let ids = m.chunks.clone();
-        let mut c = m.into_cursor();
+        let mut c = m.cursor_at(0);
         assert_eq!(c.at(1), Some((&[1u8; 16], ids[0], 1)));
         assert_eq!(c.at(3), Some((&[9u8; 16], ids[1], 0)));
         assert_eq!(c.at(4), Some((&[10u8; 16], ids[0], 3)));
         assert_eq!(c.at(5), None);
+        let mut c = m.cursor_at(3);
+        assert_eq!(c.at(3), Some((&[9u8; 16], ids[1], 0)));
+        assert_eq!(m.cursor_at(4).at(4), Some((&[10u8; 16], ids[0], 3)));
     }
 }

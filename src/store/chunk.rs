@@ -76,10 +76,26 @@ impl Codec {
     }
 }
 
+thread_local! {
+    // One zstd context per thread and level: building one per chunk costs
+    // more than compressing a small chunk.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// Compress `data`; keep it raw when compression does not pay.
 pub fn compress(data: &[u8], level: i32) -> Result<(Codec, Vec<u8>)> {
-    let z = zstd::bulk::compress(data, level)
-        .map_err(|e| Error::corrupt("zstd compression", e.to_string()))?;
+    let err = |e: std::io::Error| Error::corrupt("zstd compression", e.to_string());
+    let z = COMPRESSOR.with(|cell| -> Result<Vec<u8>> {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().map(|(l, _)| *l) != Some(level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level).map_err(err)?));
+        }
+        match slot.as_mut() {
+            Some((_, c)) => c.compress(data).map_err(err),
+            None => Err(Error::corrupt("zstd compression", "no context")),
+        }
+    })?;
     if z.len() < data.len() {
         Ok((Codec::Zstd, z))
     } else {
