@@ -480,6 +480,10 @@ impl Job<'_> {
         let (manifest_bytes, errors, files) = r?;
         row.stored_bytes = stats.pack_bytes + manifest_bytes;
         cat.complete_backup(row)?;
+        // Best effort: a busy reader only delays the truncation.
+        if let Err(e) = cat.checkpoint() {
+            tracing::debug!("catalog checkpoint: {e}");
+        }
         let report = BackupReport {
             id: row.id.clone(),
             backup_type: row.backup_type,

@@ -143,6 +143,14 @@ impl Catalog {
         Ok(())
     }
 
+    /// Fold the write-ahead log into the database file and truncate it, so
+    /// the catalog's footprint is its real size between commands.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .ctx("checkpoint")
+    }
+
     pub fn integrity_check(&self) -> Result<Vec<String>> {
         let mut st = self
             .conn

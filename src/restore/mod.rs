@@ -407,27 +407,36 @@ fn restore_file(
         for (i, e) in map.extents.iter().enumerate() {
             by_chunk[e.chunk as usize].push(i);
         }
-        for (ci, exts) in by_chunk.iter().enumerate() {
-            if exts.is_empty() {
-                continue;
-            }
-            let data = load_chunk(repo, plan, &map.chunks[ci], &what)?;
-            for &ei in exts {
-                let e = map.extents[ei];
-                let from = u64::from(e.chunk_block) * bs;
-                let file_off = u64::from(e.first_block) * bs;
-                let len = (u64::from(e.blocks) * bs).min(f.size - file_off);
-                let src = data
-                    .get(from as usize..(from + len) as usize)
-                    .ok_or_else(|| {
-                        Error::corrupt(
-                            &what,
-                            format!("chunk {} is shorter than its extents", map.chunks[ci]),
-                        )
-                    })?;
-                out.write_all_at(src, file_off).at(&path)?;
-            }
-        }
+        // Chunks of one file go in parallel too, so one big relation does
+        // not leave the other workers idle.
+        by_chunk
+            .par_iter()
+            .enumerate()
+            .try_for_each(|(ci, exts)| -> Result<()> {
+                if exts.is_empty() {
+                    return Ok(());
+                }
+                let data = load_chunk(repo, plan, &map.chunks[ci], &what)?;
+                let mut written = 0u64;
+                for &ei in exts {
+                    let e = map.extents[ei];
+                    let from = u64::from(e.chunk_block) * bs;
+                    let file_off = u64::from(e.first_block) * bs;
+                    let len = (u64::from(e.blocks) * bs).min(f.size - file_off);
+                    let src = data
+                        .get(from as usize..(from + len) as usize)
+                        .ok_or_else(|| {
+                            Error::corrupt(
+                                &what,
+                                format!("chunk {} is shorter than its extents", map.chunks[ci]),
+                            )
+                        })?;
+                    out.write_all_at(src, file_off).at(&path)?;
+                    written += len;
+                }
+                progress.advance(written);
+                Ok(())
+            })?;
     }
     out.sync_all().at(&path)?;
     drop(out);
@@ -436,7 +445,6 @@ fn restore_file(
     if rustix::process::geteuid().is_root() {
         std::os::unix::fs::chown(&path, Some(f.uid), Some(f.gid)).at(&path)?;
     }
-    progress.advance(f.size);
     Ok(())
 }
 
