@@ -203,6 +203,15 @@ pub fn list(repo: &Repository, cluster: &str) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// When an archived WAL file reached the repository (unix µs).
+pub fn archived_at(repo: &Repository, cluster: &str, name: &str) -> Result<Option<i64>> {
+    Ok(repo
+        .backend()
+        .modified(&wal_key(cluster, name)?)?
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_micros() as i64))
+}
+
 /// Is this segment archived?
 pub fn has(repo: &Repository, cluster: &str, name: &str) -> Result<bool> {
     Ok(repo.backend().size(&wal_key(cluster, name)?)?.is_some())

@@ -16,7 +16,8 @@ use pgstrata::catalog::BackupType;
 use pgstrata::info;
 use pgstrata::progress::{Bar, Progress, Silent};
 use pgstrata::repo::{InitOutcome, Repository};
-use pgstrata::restore::{self, RecoveryTarget, RestoreOptions, TargetAction};
+use pgstrata::restore::target::parse_time;
+use pgstrata::restore::{self, RecoveryTarget, RestoreOptions, TargetAction, TimelineTarget};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -60,6 +61,12 @@ pub enum OutputArg {
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum TargetArg {
     Immediate,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum RestoreTypeArg {
+    Recovery,
+    Standby,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -107,24 +114,53 @@ pub enum Command {
         lock_wait: Option<u64>,
     },
     /// Reassemble a data directory from a backup.
+    #[command(group(clap::ArgGroup::new("recovery_target").multiple(false)
+        .args(["target", "target_time", "target_lsn", "target_xid", "target_name"])))]
     Restore {
         #[arg(long)]
         pgdata: PathBuf,
-        /// Backup id, or `latest` [default: latest].
+        /// Backup id, or `latest` [default: the newest backup that can reach the target].
         #[arg(long)]
         set: Option<String>,
         /// Stop recovery as soon as the backup is consistent.
         #[arg(long, value_enum)]
         target: Option<TargetArg>,
+        /// Recover up to this time; a zone is required (e.g. '2026-11-21 08:30:00+00').
+        #[arg(long)]
+        target_time: Option<String>,
+        /// Recover up to this LSN (e.g. 0/3000028).
+        #[arg(long)]
+        target_lsn: Option<String>,
+        /// Recover up to this transaction id.
+        #[arg(long)]
+        target_xid: Option<String>,
+        /// Recover up to this restore point (pg_create_restore_point).
+        #[arg(long)]
+        target_name: Option<String>,
+        /// Stop just before the target instead of just after it.
+        #[arg(long)]
+        target_exclusive: bool,
         /// What the server does at the target.
         #[arg(long, value_enum)]
         target_action: Option<ActionArg>,
         /// Timeline to recover along: current, latest or a number.
         #[arg(long)]
         target_timeline: Option<String>,
+        /// recovery (default) or standby (writes standby.signal).
+        #[arg(long = "type", value_enum, default_value = "recovery")]
+        restore_type: RestoreTypeArg,
+        /// primary_conninfo for a standby.
+        #[arg(long)]
+        primary_conninfo: Option<String>,
+        /// Update a stopped copy of this cluster in place: rewrite only blocks that differ.
+        #[arg(long)]
+        delta: bool,
         /// Restore tablespace OID into DIR (repeatable), as OID=DIR.
         #[arg(long, value_name = "OID=DIR")]
         tablespace_map: Vec<String>,
+        /// Restore every other tablespace into DIR/<oid>.
+        #[arg(long, value_name = "DIR")]
+        tablespace_map_all: Option<PathBuf>,
         #[arg(long)]
         workers: Option<usize>,
     },
@@ -284,24 +320,65 @@ pub fn run(cli: Cli, cfg: FileConfig) -> anyhow::Result<Outcome> {
             pgdata,
             set,
             target,
+            target_time,
+            target_lsn,
+            target_xid,
+            target_name,
+            target_exclusive,
             target_action,
             target_timeline,
+            restore_type,
+            primary_conninfo,
+            delta,
             tablespace_map,
+            tablespace_map_all,
             workers,
         } => {
             let repo = Repository::open(&repo_path)?;
             let mut o = RestoreOptions::new(pgdata);
             o.set = set;
-            o.target = match target {
-                Some(TargetArg::Immediate) => RecoveryTarget::Immediate,
-                None => RecoveryTarget::EndOfWal,
+            let r = &mut o.recovery;
+            r.target = if let Some(TargetArg::Immediate) = target {
+                RecoveryTarget::Immediate
+            } else if let Some(t) = target_time {
+                let (at_us, text) = parse_time(&t)?;
+                RecoveryTarget::Time { text, at_us }
+            } else if let Some(l) = target_lsn {
+                RecoveryTarget::Lsn(l.parse()?)
+            } else if let Some(x) = target_xid {
+                if x.is_empty() || !x.bytes().all(|b| b.is_ascii_digit()) {
+                    bail!("invalid --target-xid {x:?}: a transaction id is a number");
+                }
+                RecoveryTarget::Xid(x)
+            } else if let Some(n) = target_name {
+                RecoveryTarget::Name(n)
+            } else {
+                RecoveryTarget::EndOfWal
             };
-            o.target_action = target_action.map(|a| match a {
+            if target_exclusive
+                && matches!(
+                    r.target,
+                    RecoveryTarget::EndOfWal | RecoveryTarget::Immediate
+                )
+            {
+                bail!("--target-exclusive needs --target-time, --target-lsn, --target-xid or --target-name");
+            }
+            r.exclusive = target_exclusive;
+            r.action = target_action.map(|a| match a {
                 ActionArg::Pause => TargetAction::Pause,
                 ActionArg::Promote => TargetAction::Promote,
                 ActionArg::Shutdown => TargetAction::Shutdown,
             });
-            o.target_timeline = target_timeline;
+            r.timeline = target_timeline
+                .as_deref()
+                .map(TimelineTarget::parse)
+                .transpose()?;
+            r.standby = matches!(restore_type, RestoreTypeArg::Standby);
+            if primary_conninfo.is_some() && !r.standby {
+                bail!("--primary-conninfo goes with --type standby");
+            }
+            r.primary_conninfo = primary_conninfo;
+            o.delta = delta;
             for m in tablespace_map {
                 let (oid, dir) = m
                     .split_once('=')
@@ -311,20 +388,29 @@ pub fn run(cli: Cli, cfg: FileConfig) -> anyhow::Result<Outcome> {
                     .context(format!("--tablespace-map {m:?}: {oid:?} is not an oid"))?;
                 o.tablespace_map.push((oid, PathBuf::from(dir)));
             }
+            o.tablespace_map_all = tablespace_map_all;
             if let Some(w) = workers.or(cfg.workers) {
                 o.workers = w.max(1);
             }
             let plan = restore::plan(&repo, &cluster, &o)?;
             let p = progress(quiet);
             let s = restore::apply(&repo, &plan, o.workers, p.as_ref())?;
+            let how = if plan.delta {
+                format!(
+                    "delta: {} rewritten, {} paths removed",
+                    info::human(s.written),
+                    s.removed
+                )
+            } else {
+                info::human(s.bytes)
+            };
             say(
                 quiet,
                 format!(
-                    "restored backup {} to {}: {} files, {} in {:.1} s; start the server to recover",
+                    "restored backup {} to {}: {} files, {how} in {:.1} s; start the server to recover",
                     s.backup_id,
                     plan.target.display(),
                     s.files,
-                    info::human(s.bytes),
                     s.elapsed.as_secs_f64()
                 ),
             );

@@ -4,16 +4,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-
-/// Where recovery stops.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub enum RecoveryTarget {
-    /// Replay all archived WAL.
-    #[default]
-    EndOfWal,
-    /// Stop as soon as the backup is consistent.
-    Immediate,
-}
+use crate::restore::target::{RecoveryTarget, TimelineTarget};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TargetAction {
@@ -71,28 +62,57 @@ pub fn restore_command(exe: &Path, repo: &Path, cluster: &str) -> String {
     )
 }
 
-/// Settings block for postgresql.auto.conf.
-pub fn settings(
-    restore_command: &str,
-    target: &RecoveryTarget,
-    action: Option<TargetAction>,
-    timeline: Option<&str>,
-    backup_id: &str,
-) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "{BEGIN} (backup {backup_id})");
-    let _ = writeln!(s, "restore_command = {}", quote(restore_command));
-    if let RecoveryTarget::Immediate = target {
-        let _ = writeln!(s, "recovery_target = 'immediate'");
+/// What recovery should do, as the operator asked.
+#[derive(Clone, Debug, Default)]
+pub struct Recovery {
+    pub target: RecoveryTarget,
+    pub action: Option<TargetAction>,
+    pub timeline: Option<TimelineTarget>,
+    /// Stop just before the target instead of just after it.
+    pub exclusive: bool,
+    /// Start as a standby (`standby.signal`) instead of recovering and promoting.
+    pub standby: bool,
+    pub primary_conninfo: Option<String>,
+}
+
+impl Recovery {
+    pub fn signal_file(&self) -> &'static str {
+        if self.standby {
+            "standby.signal"
+        } else {
+            "recovery.signal"
+        }
     }
-    if let Some(a) = action {
-        let _ = writeln!(s, "recovery_target_action = '{}'", a.as_str());
+
+    /// The block of settings for postgresql.auto.conf.
+    pub fn settings(&self, restore_command: &str, backup_id: &str) -> String {
+        let mut s = String::new();
+        let mut set = |k: &str, v: &str| {
+            let _ = writeln!(s, "{k} = {}", quote(v));
+        };
+        set("restore_command", restore_command);
+        match &self.target {
+            RecoveryTarget::EndOfWal => {}
+            RecoveryTarget::Immediate => set("recovery_target", "immediate"),
+            RecoveryTarget::Time { text, .. } => set("recovery_target_time", text),
+            RecoveryTarget::Lsn(l) => set("recovery_target_lsn", &l.to_string()),
+            RecoveryTarget::Xid(x) => set("recovery_target_xid", x),
+            RecoveryTarget::Name(n) => set("recovery_target_name", n),
+        }
+        if self.exclusive {
+            set("recovery_target_inclusive", "off");
+        }
+        if let Some(a) = self.action {
+            set("recovery_target_action", a.as_str());
+        }
+        if let Some(t) = &self.timeline {
+            set("recovery_target_timeline", &t.setting());
+        }
+        if let Some(c) = &self.primary_conninfo {
+            set("primary_conninfo", c);
+        }
+        format!("{BEGIN} (backup {backup_id})\n{s}{END}\n")
     }
-    if let Some(t) = timeline {
-        let _ = writeln!(s, "recovery_target_timeline = {}", quote(t));
-    }
-    let _ = writeln!(s, "{END}");
-    s
 }
 
 /// Remove a previous pgstrata block from postgresql.auto.conf contents.
@@ -131,18 +151,34 @@ mod tests {
             c,
             "/usr/bin/pgstrata --repo '/var/lib/my repo' --cluster main archive-get %f \"%p\""
         );
-        let s = settings(
-            &c,
-            &RecoveryTarget::Immediate,
-            Some(TargetAction::Promote),
-            None,
-            "X",
-        );
+        let r = Recovery {
+            target: RecoveryTarget::Immediate,
+            action: Some(TargetAction::Promote),
+            ..Default::default()
+        };
+        let s = r.settings(&c, "X");
         assert!(s.contains("recovery_target = 'immediate'"));
         assert!(s.contains(
             "restore_command = '/usr/bin/pgstrata --repo ''/var/lib/my repo'' --cluster"
         ));
         let conf = format!("a = 1\n{s}b = 2\n");
         assert_eq!(strip_previous(&conf), "a = 1\nb = 2\n");
+        let r = Recovery {
+            target: RecoveryTarget::Name("before it's gone".into()),
+            exclusive: true,
+            standby: true,
+            primary_conninfo: Some("host=/tmp port=5432".into()),
+            timeline: Some(TimelineTarget::Id(2)),
+            ..Default::default()
+        };
+        let s = r.settings("cmd", "X");
+        assert!(
+            s.contains("recovery_target_name = 'before it''s gone'"),
+            "{s}"
+        );
+        assert!(s.contains("recovery_target_inclusive = 'off'"));
+        assert!(s.contains("recovery_target_timeline = '2'"));
+        assert!(s.contains("primary_conninfo = 'host=/tmp port=5432'"));
+        assert_eq!(r.signal_file(), "standby.signal");
     }
 }

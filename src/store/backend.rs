@@ -29,6 +29,8 @@ pub trait Backend: Send + Sync {
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>>;
     /// The object's size, or `None` when there is none of that name.
     fn size(&self, key: &str) -> Result<Option<u64>>;
+    /// When the object was stored, or `None` when there is none of that name.
+    fn modified(&self, key: &str) -> Result<Option<std::time::SystemTime>>;
     /// All keys below `prefix` (a directory-like prefix ending in `/`, or empty),
     /// with their sizes, in lexical order.
     fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>>;
@@ -257,6 +259,15 @@ impl Backend for LocalBackend {
         let path = self.path(key)?;
         match fs::metadata(&path) {
             Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
+    fn modified(&self, key: &str) -> Result<Option<std::time::SystemTime>> {
+        let path = self.path(key)?;
+        match fs::metadata(&path) {
+            Ok(m) => Ok(Some(m.modified().at(&path)?)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(path, e)),
         }

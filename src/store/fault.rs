@@ -66,6 +66,9 @@ impl Backend for FaultBackend {
     fn size(&self, key: &str) -> Result<Option<u64>> {
         self.inner.size(key)
     }
+    fn modified(&self, key: &str) -> Result<Option<std::time::SystemTime>> {
+        self.inner.modified(key)
+    }
     fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
         self.inner.list(prefix)
     }
