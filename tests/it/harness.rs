@@ -488,8 +488,16 @@ pub fn append(path: &Path, text: &str) {
 }
 
 /// Restore with the CLI into `scratch/name/data` and return the (stopped)
-/// cluster over it.
+/// cluster over it. The restored copy does not archive into the repository.
 pub fn restore(scratch: &Scratch, repo: &Repo, name: &str, extra: &[&str]) -> Cluster {
+    let c = restore_archiving(scratch, repo, name, extra);
+    append(&c.pgdata.join("postgresql.conf"), "\narchive_mode = off\n");
+    c
+}
+
+/// Like `restore`, but the restored cluster keeps the source's archiving
+/// settings (it archives into the same repository once promoted).
+pub fn restore_archiving(scratch: &Scratch, repo: &Repo, name: &str, extra: &[&str]) -> Cluster {
     let base = scratch.pg_dir(name);
     let pgdata = base.join("data");
     let mut args = vec![
@@ -501,8 +509,6 @@ pub fn restore(scratch: &Scratch, repo: &Repo, name: &str, extra: &[&str]) -> Cl
     ];
     args.extend_from_slice(extra);
     pgstrata_ok(&args);
-    // Keep the restored copy's WAL out of the shared repository.
-    append(&pgdata.join("postgresql.conf"), "\narchive_mode = off\n");
     give_to_pg(&base);
     Cluster::at(base, pgdata)
 }

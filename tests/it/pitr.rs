@@ -1,0 +1,591 @@
+//! Point-in-time recovery, timelines, restoring onto a new host, standby and
+//! delta restores.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::harness::*;
+
+fn restored_matches(
+    s: &Scratch,
+    repo: &Repo,
+    name: &str,
+    args: &[&str],
+    want: &BTreeMap<String, String>,
+) {
+    let mut dst = restore(s, repo, name, args);
+    dst.start_ok();
+    dst.wait_for_consistency();
+    assert_eq!(
+        &dst.table_hashes(),
+        want,
+        "restore with {args:?} gave other data"
+    );
+    dst.stop();
+}
+
+fn fails(o: &std::process::Output, needle: &str) {
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains(needle), "stderr lacks {needle:?}: {e}");
+}
+
+#[test]
+fn the_classic_accident_by_time_lsn_xid_and_name() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let src = Cluster::new(
+        &s,
+        "src",
+        ClusterOpts {
+            archive_to: Some(&repo),
+            ..Default::default()
+        },
+    );
+    src.exec(
+        "CREATE TABLE keep (id int, note text);
+         CREATE TABLE victim AS SELECT g, md5(g::text) m FROM generate_series(1, 3000) g;",
+    );
+    src.backup_ok(&repo, &["--type", "full"]);
+    src.exec("INSERT INTO keep SELECT g, 'before' FROM generate_series(1, 500) g;");
+    let mut c = src.client();
+    let mut tx = c.transaction().unwrap();
+    tx.execute(
+        "INSERT INTO keep SELECT g, 'xid' FROM generate_series(501, 600) g",
+        &[],
+    )
+    .unwrap();
+    let xid: String = tx
+        .query_one("SELECT txid_current()::text", &[])
+        .unwrap()
+        .get(0);
+    tx.commit().unwrap();
+    src.exec("SELECT pg_create_restore_point('before_the_drop')");
+    let lsn = src.query_one("SELECT pg_current_wal_lsn()::text");
+    let time = src.query_one(
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
+    );
+    let want = src.table_hashes();
+    src.exec("SELECT pg_sleep(1.2)");
+    // The accident, and life going on after it.
+    src.exec(
+        "DROP TABLE victim; INSERT INTO keep SELECT g, 'after' FROM generate_series(601, 900) g;",
+    );
+    src.switch_wal_and_wait(&repo);
+    assert_ne!(src.table_hashes(), want);
+
+    let promote = ["--target-action", "promote"];
+    restored_matches(
+        &s,
+        &repo,
+        "by-time",
+        &[&["--target-time", &time][..], &promote].concat(),
+        &want,
+    );
+    restored_matches(
+        &s,
+        &repo,
+        "by-lsn",
+        &[&["--target-lsn", &lsn][..], &promote].concat(),
+        &want,
+    );
+    restored_matches(
+        &s,
+        &repo,
+        "by-xid",
+        &[&["--target-xid", &xid][..], &promote].concat(),
+        &want,
+    );
+    restored_matches(
+        &s,
+        &repo,
+        "by-name",
+        &[&["--target-name", "before_the_drop"][..], &promote].concat(),
+        &want,
+    );
+
+    // Impossible targets are refused before anything is written.
+    let t = s.path().join("never");
+    let tp = t.to_str().unwrap();
+    fails(
+        &pgstrata(&[
+            "--repo",
+            repo.arg(),
+            "restore",
+            "--pgdata",
+            tp,
+            "--target-time",
+            "2001-01-01 00:00:00+00",
+        ]),
+        "before the end of the oldest backup",
+    );
+    fails(
+        &pgstrata(&[
+            "--repo",
+            repo.arg(),
+            "restore",
+            "--pgdata",
+            tp,
+            "--target-time",
+            "2999-01-01 00:00:00+00",
+        ]),
+        "after the newest archived WAL",
+    );
+    fails(
+        &pgstrata(&[
+            "--repo",
+            repo.arg(),
+            "restore",
+            "--pgdata",
+            tp,
+            "--target-lsn",
+            "FF/0",
+        ]),
+        "beyond the newest archived WAL",
+    );
+    fails(
+        &pgstrata(&[
+            "--repo",
+            repo.arg(),
+            "restore",
+            "--pgdata",
+            tp,
+            "--target-time",
+            "2026-01-01 00:00:00",
+        ]),
+        "time zone",
+    );
+    assert!(!t.exists(), "a refused restore wrote something");
+    // Two targets at once are a usage error.
+    let o = pgstrata(&[
+        "--repo",
+        repo.arg(),
+        "restore",
+        "--pgdata",
+        tp,
+        "--target-xid",
+        "5",
+        "--target-name",
+        "x",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn restore_onto_a_new_host_with_tablespaces() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let src = Cluster::new(
+        &s,
+        "src",
+        ClusterOpts {
+            archive_to: Some(&repo),
+            ..Default::default()
+        },
+    );
+    let one = s.pg_dir("ts1");
+    let two = s.pg_dir("ts2");
+    src.exec(&format!(
+        "CREATE TABLESPACE one LOCATION '{}'",
+        one.display()
+    ));
+    src.exec(&format!(
+        "CREATE TABLESPACE two LOCATION '{}'",
+        two.display()
+    ));
+    src.exec(
+        "CREATE TABLE a (id int PRIMARY KEY, v text) TABLESPACE one;
+         INSERT INTO a SELECT g, md5(g::text) FROM generate_series(1, 4000) g;
+         CREATE TABLE b (id int, v text) TABLESPACE two;
+         INSERT INTO b SELECT g, repeat('b', 100) FROM generate_series(1, 2000) g;",
+    );
+    let oid_one = src.query_one("SELECT oid::text FROM pg_tablespace WHERE spcname = 'one'");
+    let oid_two = src.query_one("SELECT oid::text FROM pg_tablespace WHERE spcname = 'two'");
+    src.backup_ok(&repo, &["--type", "full"]);
+    src.exec("INSERT INTO a SELECT g, 'late' FROM generate_series(4001, 4100) g;");
+    src.switch_wal_and_wait(&repo);
+    let want = src.table_hashes();
+
+    // "The new host": the repository copied to another path, the old one gone.
+    let host2 = s.pg_dir("host2");
+    let copy = host2.join("repo-copy");
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&repo.path)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::rename(&repo.path, s.path().join("repo-gone")).unwrap();
+    let repo2 = Repo { path: copy.clone() };
+
+    let new_one = host2.join("one-here");
+    let all = host2.join("all-tablespaces");
+    let map = format!("{oid_one}={}", new_one.display());
+    let mut dst = restore(
+        &s,
+        &repo2,
+        "dst",
+        &[
+            "--tablespace-map",
+            &map,
+            "--tablespace-map-all",
+            all.to_str().unwrap(),
+        ],
+    );
+    let conf = std::fs::read_to_string(dst.pgdata.join("postgresql.auto.conf")).unwrap();
+    assert!(
+        conf.contains(&format!("--repo {}", copy.display())),
+        "{conf}"
+    );
+    assert!(!conf.contains("repo-gone"));
+    assert_eq!(
+        std::fs::read_link(dst.pgdata.join("pg_tblspc").join(&oid_one)).unwrap(),
+        new_one
+    );
+    assert_eq!(
+        std::fs::read_link(dst.pgdata.join("pg_tblspc").join(&oid_two)).unwrap(),
+        all.join(&oid_two)
+    );
+    give_to_pg(&host2);
+    dst.start_ok();
+    dst.wait_for_consistency();
+    assert_eq!(dst.table_hashes(), want);
+    let loc = dst
+        .query_one("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'two'");
+    assert_eq!(Path::new(&loc), all.join(&oid_two));
+}
+
+#[test]
+fn pitr_across_a_promotion_to_timeline_two() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let mut a = Cluster::new(
+        &s,
+        "a",
+        ClusterOpts {
+            archive_to: Some(&repo),
+            ..Default::default()
+        },
+    );
+    a.exec("CREATE TABLE t (n int, tl text)");
+    a.backup_ok(&repo, &["--type", "full"]);
+    a.exec("INSERT INTO t SELECT g, 'one' FROM generate_series(1, 100) g;");
+    let t1 = a.query_one(
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
+    );
+    let at_t1 = a.table_hashes();
+    a.exec("SELECT pg_sleep(1.2); INSERT INTO t SELECT g, 'one-late' FROM generate_series(101, 200) g;");
+    a.switch_wal_and_wait(&repo);
+    a.stop();
+
+    // Fail over: restore to the end of the archive and promote onto timeline 2,
+    // which keeps archiving into the same repository.
+    let mut b = restore_archiving(&s, &repo, "b", &[]);
+    b.start_ok();
+    b.wait_for_consistency();
+    assert_eq!(
+        b.query_one("SELECT timeline_id::text FROM pg_control_checkpoint()"),
+        "2"
+    );
+    b.exec("INSERT INTO t SELECT g, 'two' FROM generate_series(201, 300) g;");
+    b.backup_ok(&repo, &["--type", "full"]);
+    b.exec("INSERT INTO t SELECT g, 'two-b' FROM generate_series(301, 350) g;");
+    let t2 = b.query_one(
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
+    );
+    let at_t2 = b.table_hashes();
+    b.exec("SELECT pg_sleep(1.2); INSERT INTO t SELECT g, 'two-late' FROM generate_series(351, 400) g;");
+    b.switch_wal_and_wait(&repo);
+
+    let info = repo.info_json();
+    let tls: Vec<u64> = info["clusters"][0]["wal"]["timelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(tls, vec![1, 2]);
+    let backups = repo.backups();
+    assert_eq!(backups[1]["timeline"].as_u64(), Some(2));
+    let names = pgstrata::archive::list(&repo.open(), "main").unwrap();
+    assert!(names.contains(&"00000002.history".to_string()), "{names:?}");
+
+    // A point on timeline 2, from the timeline-2 backup.
+    restored_matches(
+        &s,
+        &repo,
+        "r2",
+        &["--target-time", &t2, "--target-action", "promote"],
+        &at_t2,
+    );
+    // A point on timeline 1 before the switch, from the timeline-1 backup.
+    restored_matches(
+        &s,
+        &repo,
+        "r1",
+        &[
+            "--target-time",
+            &t1,
+            "--target-timeline",
+            "1",
+            "--target-action",
+            "promote",
+        ],
+        &at_t1,
+    );
+}
+
+/// Every path under `root`, with kind, mode and a content hash, for comparison.
+fn tree(root: &Path) -> BTreeMap<String, (String, u32, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = BTreeMap::new();
+    for e in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
+        let e = e.unwrap();
+        let rel = e
+            .path()
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let m = e.path().symlink_metadata().unwrap();
+        let (kind, data) = if m.is_dir() {
+            ("d".to_string(), vec![])
+        } else if m.file_type().is_symlink() {
+            (
+                "l".to_string(),
+                std::fs::read_link(e.path())
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+                    .into_bytes(),
+            )
+        } else {
+            ("f".to_string(), std::fs::read(e.path()).unwrap())
+        };
+        out.insert(
+            rel,
+            (
+                kind,
+                m.mode() & 0o7777,
+                pgstrata::store::ChunkId::of(&data).to_hex(),
+            ),
+        );
+    }
+    out
+}
+
+#[test]
+fn delta_restore_rewrites_only_what_differs() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let mut src = Cluster::new(
+        &s,
+        "src",
+        ClusterOpts {
+            archive_to: Some(&repo),
+            ..Default::default()
+        },
+    );
+    load_sample(&src, 30_000);
+    src.backup_ok(&repo, &["--type", "full"]);
+    let first = repo.backups()[0]["id"].as_str().unwrap().to_string();
+    src.exec(
+        "UPDATE accounts SET balance = 0 WHERE id % 100 = 0; CREATE TABLE extra AS SELECT 1 AS x;",
+    );
+    src.backup_ok(&repo, &["--type", "incr"]);
+    let second = repo.backups()[1]["id"].as_str().unwrap().to_string();
+
+    // An old copy of the cluster (the first backup), then damaged.
+    let old = restore(&s, &repo, "old", &["--set", &first]);
+    let d = &old.pgdata;
+    let mut rels: Vec<_> = walkdir::WalkDir::new(d.join("base"))
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file() && e.metadata().unwrap().len() > 3 * 8192)
+        .map(|e| e.path().to_path_buf())
+        .collect();
+    rels.sort();
+    assert!(rels.len() >= 4);
+    std::fs::remove_file(&rels[0]).unwrap();
+    std::fs::remove_file(d.join("PG_VERSION")).unwrap();
+    for victim in &rels[1..3] {
+        let mut b = std::fs::read(victim).unwrap();
+        b[8192 + 100] ^= 0xff;
+        b[2 * 8192 + 7] ^= 0xff;
+        std::fs::write(victim, &b).unwrap();
+    }
+    std::fs::write(d.join("stray.txt"), b"not in any backup").unwrap();
+    std::fs::create_dir_all(d.join("base/stray_dir")).unwrap();
+    std::fs::write(d.join("base/stray_dir/x"), b"x").unwrap();
+    std::fs::write(d.join("pg_wal/000000010000000000000099"), b"old wal").unwrap();
+    // Take PG_VERSION back so it still looks like a data directory.
+    std::fs::write(d.join("PG_VERSION"), b"15\n").unwrap();
+
+    // Refused while a server runs in the target, and for another cluster.
+    fails(
+        &pgstrata(&[
+            "--repo",
+            repo.arg(),
+            "restore",
+            "--delta",
+            "--pgdata",
+            src.pgdata.to_str().unwrap(),
+        ]),
+        "running",
+    );
+    let other = Cluster::new(&s, "other", ClusterOpts::default());
+    let mut other = other;
+    other.stop();
+    fails(
+        &pgstrata(&[
+            "--repo",
+            repo.arg(),
+            "restore",
+            "--delta",
+            "--pgdata",
+            other.pgdata.to_str().unwrap(),
+        ]),
+        "only updates a copy of the same cluster",
+    );
+    // Without --delta a non-empty directory is still refused.
+    fails(
+        &pgstrata(&[
+            "--repo",
+            repo.arg(),
+            "restore",
+            "--pgdata",
+            d.to_str().unwrap(),
+        ]),
+        "not empty",
+    );
+
+    let out = pgstrata_ok(&[
+        "--repo",
+        repo.arg(),
+        "restore",
+        "--delta",
+        "--set",
+        &second,
+        "--pgdata",
+        d.to_str().unwrap(),
+    ]);
+    // The harness appends archive_mode = off to what it restores; do the same.
+    append(&d.join("postgresql.conf"), "\narchive_mode = off\n");
+    let fresh = restore(&s, &repo, "fresh", &["--set", &second]);
+    let (a, b) = (tree(d), tree(&fresh.pgdata));
+    let differ: Vec<String> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| format!("{k}: delta {:?} fresh {:?}", a.get(k), b.get(k)))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "delta result differs from a fresh restore:\n{}",
+        differ.join("\n")
+    );
+
+    let written: f64 = out
+        .split("delta: ")
+        .nth(1)
+        .and_then(|r| r.split(" rewritten").next())
+        .map(|h| {
+            let (n, unit) = h.split_once(' ').unwrap();
+            let mult = match unit {
+                "B" => 1.0,
+                "KiB" => 1024.0,
+                "MiB" => 1048576.0,
+                _ => 1073741824.0,
+            };
+            n.parse::<f64>().unwrap() * mult
+        })
+        .unwrap_or_else(|| panic!("no delta figure in {out}"));
+    let size = repo.backups()[1]["db_bytes"].as_f64().unwrap();
+    assert!(
+        written * 5.0 < size,
+        "delta wrote {written} bytes of {size}"
+    );
+    src.stop();
+
+    // And it starts and holds the second backup's data.
+    let mut started = Cluster::at(d.parent().unwrap().to_path_buf(), d.clone());
+    started.start_ok();
+    started.wait_for_consistency();
+    assert_eq!(started.query_one("SELECT count(*)::text FROM extra"), "1");
+    started.amcheck();
+}
+
+#[test]
+fn standby_restore_streams_from_the_primary() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let primary = Cluster::new(
+        &s,
+        "primary",
+        ClusterOpts {
+            archive_to: Some(&repo),
+            ..Default::default()
+        },
+    );
+    primary.exec("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g;");
+    primary.backup_ok(&repo, &["--type", "full"]);
+    let ci = format!(
+        "host={} user=postgres application_name=standby1",
+        primary.sockdir.display()
+    );
+    let mut standby = restore(
+        &s,
+        &repo,
+        "standby",
+        &["--type", "standby", "--primary-conninfo", &ci],
+    );
+    assert!(standby.pgdata.join("standby.signal").exists());
+    assert!(!standby.pgdata.join("recovery.signal").exists());
+    standby.start_ok();
+    primary.exec("INSERT INTO t SELECT g FROM generate_series(1001, 1500) g;");
+    let mut ok = false;
+    for _ in 0..300 {
+        let c = std::panic::catch_unwind(|| {
+            (
+                standby.query_one("SELECT pg_is_in_recovery()::text"),
+                standby.query_one("SELECT count(*)::text FROM t"),
+                standby.query_one(
+                    "SELECT coalesce((SELECT status FROM pg_stat_wal_receiver), 'none')",
+                ),
+            )
+        });
+        if let Ok((rec, n, status)) = c {
+            if rec == "true" && n == "1500" && status == "streaming" {
+                ok = true;
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        ok,
+        "standby never streamed the new rows; log:\n{}",
+        standby.log_text()
+    );
+    let app = primary.query_one(
+        "SELECT coalesce(string_agg(application_name, ','), '') FROM pg_stat_replication",
+    );
+    assert_eq!(app, "standby1");
+    // --primary-conninfo without --type standby is a usage mistake.
+    let o = pgstrata(&[
+        "--repo",
+        repo.arg(),
+        "restore",
+        "--pgdata",
+        s.path().join("x").to_str().unwrap(),
+        "--primary-conninfo",
+        "host=x",
+    ]);
+    fails(&o, "--type standby");
+}
