@@ -13,6 +13,8 @@ use serde::Deserialize;
 use pgstrata::archive::{self, PushOutcome};
 use pgstrata::backup::{self, BackupOptions};
 use pgstrata::catalog::BackupType;
+use pgstrata::catalog::ExpireLog;
+use pgstrata::expire::{self, ExpireOptions, ExpirePlan, Retention};
 use pgstrata::info;
 use pgstrata::progress::{Bar, Progress, Silent};
 use pgstrata::repo::{InitOutcome, Repository};
@@ -164,6 +166,30 @@ pub enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
+    /// Apply retention, remove WAL no backup needs, collect garbage.
+    Expire {
+        /// Keep this many full backups (their diffs and incrs go with older fulls).
+        #[arg(long)]
+        retain_full: Option<u32>,
+        /// Keep this many differential backups.
+        #[arg(long)]
+        retain_diff: Option<u32>,
+        /// Keep what restores to any point in the last DAYS days.
+        #[arg(long, value_name = "DAYS")]
+        retain_days: Option<f64>,
+        /// Expire exactly this backup.
+        #[arg(long)]
+        set: Option<String>,
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Rewrite packs whose live share falls below PCT percent [default: 50].
+        #[arg(long, value_name = "PCT")]
+        gc_threshold: Option<f64>,
+        /// Seconds to wait for a running backup or expire [default: 0].
+        #[arg(long)]
+        lock_wait: Option<u64>,
+    },
     /// Archive a WAL file (for archive_command).
     ArchivePush {
         path: PathBuf,
@@ -194,6 +220,46 @@ pub struct FileConfig {
     pub start_fast: Option<bool>,
     pub lock_wait: Option<u64>,
     pub pack_size_mib: Option<u64>,
+    pub retain_full: Option<u32>,
+    pub retain_diff: Option<u32>,
+    pub retain_days: Option<f64>,
+    pub gc_threshold: Option<f64>,
+}
+
+impl FileConfig {
+    fn retention(&self) -> Retention {
+        Retention {
+            full: self.retain_full,
+            diff: self.retain_diff,
+            days: self.retain_days,
+            set: None,
+        }
+    }
+}
+
+fn gc_threshold(pct: Option<f64>) -> anyhow::Result<f64> {
+    let p = pct.unwrap_or(50.0);
+    if !(0.0..=100.0).contains(&p) {
+        bail!("--gc-threshold must be a percentage from 0 to 100");
+    }
+    Ok(p / 100.0)
+}
+
+fn print_expire(quiet: bool, plan: &ExpirePlan, log: &ExpireLog) {
+    say(
+        quiet,
+        format!(
+            "expired {} backups of cluster {}, removed {} WAL files, deleted {} and rewrote {} packs, \
+             removed {} leftovers: {} freed",
+            log.backups,
+            plan.cluster,
+            log.wal_files,
+            log.packs_deleted,
+            log.packs_rewritten,
+            log.orphans,
+            info::human(log.bytes_freed)
+        ),
+    );
 }
 
 pub fn load_config(path: Option<&Path>) -> anyhow::Result<FileConfig> {
@@ -315,6 +381,17 @@ pub fn run(cli: Cli, cfg: FileConfig) -> anyhow::Result<Outcome> {
                     e.path, e.block, e.detail
                 );
             }
+            // Retention in the config file: every successful backup expires.
+            let retention = cfg.retention();
+            if !retention.is_empty() {
+                let mut eo = ExpireOptions::new(retention);
+                eo.gc_threshold = gc_threshold(cfg.gc_threshold)?;
+                eo.lock_wait = Duration::from_secs(cfg.lock_wait.unwrap_or(60));
+                let (plan, log) = expire::run(&repo, &cluster, &eo, false)?;
+                if let Some(log) = log {
+                    print_expire(quiet, &plan, &log);
+                }
+            }
         }
         Command::Restore {
             pgdata,
@@ -414,6 +491,43 @@ pub fn run(cli: Cli, cfg: FileConfig) -> anyhow::Result<Outcome> {
                     s.elapsed.as_secs_f64()
                 ),
             );
+        }
+        Command::Expire {
+            retain_full,
+            retain_diff,
+            retain_days,
+            set,
+            dry_run,
+            gc_threshold: pct,
+            lock_wait,
+        } => {
+            let repo = Repository::open(&repo_path)?;
+            let mut retention = cfg.retention();
+            if retain_full.is_some()
+                || retain_diff.is_some()
+                || retain_days.is_some()
+                || set.is_some()
+            {
+                retention = Retention {
+                    full: retain_full,
+                    diff: retain_diff,
+                    days: retain_days,
+                    set,
+                };
+            }
+            let mut o = ExpireOptions::new(retention);
+            o.gc_threshold = gc_threshold(pct.or(cfg.gc_threshold))?;
+            if let Some(w) = lock_wait.or(cfg.lock_wait) {
+                o.lock_wait = Duration::from_secs(w);
+            }
+            let (plan, log) = expire::run(&repo, &cluster, &o, dry_run)?;
+            match log {
+                None => print!("{}", plan.render()),
+                Some(log) => {
+                    tracing::info!("{}", plan.render());
+                    print_expire(quiet, &plan, &log);
+                }
+            }
         }
         Command::ArchivePush {
             path,

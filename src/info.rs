@@ -19,6 +19,19 @@ pub struct RepoInfo {
     pub path: String,
     pub bytes: u64,
     pub pack_bytes: u64,
+    /// What the last `expire` did (time as RFC 3339 UTC).
+    pub last_expire: Option<LastExpire>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LastExpire {
+    pub time: String,
+    pub backups: u64,
+    pub wal_files: u64,
+    pub packs_deleted: u64,
+    pub packs_rewritten: u64,
+    pub orphans: u64,
+    pub bytes_freed: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -126,6 +139,15 @@ pub fn gather(repo: &Repository, only: Option<&str>) -> Result<Info> {
             path: repo.root().display().to_string(),
             bytes,
             pack_bytes: cat.pack_bytes()?,
+            last_expire: cat.last_expire()?.map(|l| LastExpire {
+                time: rfc3339(l.time),
+                backups: l.backups,
+                wal_files: l.wal_files,
+                packs_deleted: l.packs_deleted,
+                packs_rewritten: l.packs_rewritten,
+                orphans: l.orphans,
+                bytes_freed: l.bytes_freed,
+            }),
         },
     })
 }
@@ -155,6 +177,13 @@ pub fn render_text(info: &Info) -> String {
         human(info.repo.bytes),
         human(info.repo.pack_bytes)
     );
+    if let Some(l) = &info.repo.last_expire {
+        let _ = writeln!(
+            s,
+            "last expire {}: {} backups, {} WAL files, {} packs deleted, {} rewritten, {} leftovers, {} freed",
+            l.time, l.backups, l.wal_files, l.packs_deleted, l.packs_rewritten, l.orphans, human(l.bytes_freed)
+        );
+    }
     if info.clusters.is_empty() {
         let _ = writeln!(s, "no clusters yet");
     }

@@ -10,6 +10,7 @@ pub mod archive;
 pub mod backup;
 pub mod catalog;
 pub mod error;
+pub mod expire;
 pub mod info;
 pub mod lock;
 pub mod pg;

@@ -6,6 +6,7 @@
 //! is inserted as `running` and becomes `complete` in one final transaction.
 //! Readers only ever trust `complete` backups.
 
+mod gc;
 mod model;
 mod schema;
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+pub use gc::{ExpireLog, PackChunk, PackUsage};
 pub use model::{
     BackupRow, BackupStatus, BackupType, ChunkLoc, ClusterRow, FileKind, FileRow, PageErrorRow,
 };
@@ -31,7 +33,7 @@ pub struct Catalog {
     conn: Connection,
 }
 
-fn now_us() -> i64 {
+pub(crate) fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)

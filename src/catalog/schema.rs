@@ -93,4 +93,17 @@ CREATE TABLE page_error (
     detail      TEXT NOT NULL
 );
 "#,
+    // 2: what each expire did, for `info`.
+    r#"
+CREATE TABLE expire_log (
+    id              INTEGER PRIMARY KEY,
+    time            INTEGER NOT NULL,   -- unix microseconds
+    backups         INTEGER NOT NULL,   -- backups expired
+    wal_files       INTEGER NOT NULL,   -- WAL files removed
+    packs_deleted   INTEGER NOT NULL,
+    packs_rewritten INTEGER NOT NULL,
+    orphans         INTEGER NOT NULL,   -- leftover objects of interrupted work removed
+    bytes_freed     INTEGER NOT NULL
+);
+"#,
 ];

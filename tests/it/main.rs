@@ -6,5 +6,6 @@ mod harness;
 mod archive;
 mod bad_input;
 mod core;
+mod expire;
 mod incremental;
 mod pitr;

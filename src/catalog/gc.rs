@@ -1,0 +1,261 @@
+//! Catalog queries for expire and garbage collection.
+//!
+//! Liveness is global: a chunk is live when any kept backup of any cluster
+//! uses it (directly as a block map, or through a block map), because chunks
+//! are deduplicated across backups and clusters.
+
+use std::collections::HashSet;
+
+use rusqlite::params;
+
+use super::{now_us, Catalog};
+use crate::error::{Result, SqlContext};
+use crate::store::pack::{SealedPack, RECORD_HEADER};
+use crate::store::ChunkId;
+
+/// One pack's share of live data.
+#[derive(Clone, Debug)]
+pub struct PackUsage {
+    pub id: String,
+    pub size: u64,
+    pub chunks: u64,
+    pub live_chunks: u64,
+    /// Record bytes (header + payload) of live chunks.
+    pub live_bytes: u64,
+    /// Record bytes of all its chunks.
+    pub record_bytes: u64,
+}
+
+/// A chunk row, with whether it is live.
+#[derive(Clone, Debug)]
+pub struct PackChunk {
+    pub id: ChunkId,
+    pub offset: u64,
+    pub stored_len: u32,
+    pub raw_len: u32,
+    pub live: bool,
+}
+
+/// What one expire did (also kept in `expire_log`).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ExpireLog {
+    /// Unix microseconds.
+    pub time: i64,
+    pub backups: u64,
+    pub wal_files: u64,
+    pub packs_deleted: u64,
+    pub packs_rewritten: u64,
+    pub orphans: u64,
+    pub bytes_freed: u64,
+}
+
+impl Catalog {
+    /// Fill the temporary `live` table with every chunk the backups other than
+    /// `expired` use.
+    fn mark_live(&self, expired: &[String]) -> Result<()> {
+        self.conn
+            .execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS gone (id TEXT PRIMARY KEY);
+                 CREATE TEMP TABLE IF NOT EXISTS live (id BLOB PRIMARY KEY) WITHOUT ROWID;
+                 DELETE FROM gone; DELETE FROM live;",
+            )
+            .ctx("gc temp tables")?;
+        {
+            let mut st = self
+                .conn
+                .prepare("INSERT OR IGNORE INTO gone (id) VALUES (?1)")
+                .ctx("gc")?;
+            for id in expired {
+                st.execute([id]).ctx("gc")?;
+            }
+        }
+        self.conn
+            .execute_batch(
+                "INSERT OR IGNORE INTO live (id)
+                   SELECT blockmap FROM file
+                    WHERE blockmap IS NOT NULL AND backup_id NOT IN (SELECT id FROM gone);
+                 INSERT OR IGNORE INTO live (id)
+                   SELECT bc.chunk FROM blockmap_chunk bc JOIN live l ON l.id = bc.blockmap;",
+            )
+            .ctx("gc mark live")?;
+        Ok(())
+    }
+
+    /// Per pack: size and how much of it the kept backups still use.
+    pub fn pack_usage(&self, expired: &[String]) -> Result<Vec<PackUsage>> {
+        self.mark_live(expired)?;
+        let mut st = self
+            .conn
+            .prepare(&format!(
+                "SELECT p.id, p.size, p.chunks,
+                        COUNT(l.id),
+                        COALESCE(SUM(CASE WHEN l.id IS NOT NULL THEN c.stored_len + {RECORD_HEADER} END), 0),
+                        COALESCE(SUM(c.stored_len + {RECORD_HEADER}), 0)
+                   FROM pack p
+                   LEFT JOIN chunk c ON c.pack_id = p.id
+                   LEFT JOIN live l ON l.id = c.id
+                  GROUP BY p.id ORDER BY p.id"
+            ))
+            .ctx("pack usage")?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(PackUsage {
+                    id: r.get(0)?,
+                    size: r.get::<_, i64>(1)? as u64,
+                    chunks: r.get::<_, i64>(2)? as u64,
+                    live_chunks: r.get::<_, i64>(3)? as u64,
+                    live_bytes: r.get::<_, i64>(4)? as u64,
+                    record_bytes: r.get::<_, i64>(5)? as u64,
+                })
+            })
+            .ctx("pack usage")?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .ctx("pack usage")?;
+        Ok(rows)
+    }
+
+    /// The chunk rows of one pack, marked live or not (after `pack_usage`).
+    pub fn pack_chunks(&self, pack_id: &str) -> Result<Vec<PackChunk>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT c.id, c.offset, c.stored_len, c.raw_len, l.id IS NOT NULL
+                   FROM chunk c LEFT JOIN live l ON l.id = c.id
+                  WHERE c.pack_id = ?1 ORDER BY c.offset",
+            )
+            .ctx("pack chunks")?;
+        let mut out = Vec::new();
+        let mut rows = st.query([pack_id]).ctx("pack chunks")?;
+        while let Some(r) = rows.next().ctx("pack chunks")? {
+            let id: Vec<u8> = r.get(0).ctx("pack chunks")?;
+            let Some(id) = ChunkId::from_slice(&id) else {
+                continue;
+            };
+            out.push(PackChunk {
+                id,
+                offset: r.get::<_, i64>(1).ctx("pack chunks")? as u64,
+                stored_len: r.get(2).ctx("pack chunks")?,
+                raw_len: r.get(3).ctx("pack chunks")?,
+                live: r.get(4).ctx("pack chunks")?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Ids of every pack the catalog knows.
+    pub fn pack_ids(&self) -> Result<HashSet<String>> {
+        let mut st = self.conn.prepare("SELECT id FROM pack").ctx("pack ids")?;
+        let rows = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .ctx("pack ids")?
+            .collect::<rusqlite::Result<HashSet<_>>>()
+            .ctx("pack ids")?;
+        Ok(rows)
+    }
+
+    /// Delete backups and the derived rows only they used, in one transaction.
+    pub fn expire_backups(&mut self, ids: &[String]) -> Result<()> {
+        let tx = self.conn.transaction().ctx("expire backups")?;
+        for id in ids {
+            tx.execute("DELETE FROM backup WHERE id = ?1", [id])
+                .ctx("expire backup")?;
+        }
+        tx.execute(
+            "DELETE FROM blockmap_chunk WHERE blockmap NOT IN
+               (SELECT blockmap FROM file WHERE blockmap IS NOT NULL)",
+            [],
+        )
+        .ctx("expire block maps")?;
+        tx.commit().ctx("expire backups")
+    }
+
+    /// Point the live chunks of `old` at their copies in `new` and forget
+    /// `old`, in one transaction. `new` is already sealed and durable.
+    pub fn replace_pack(&mut self, old: &str, new: &SealedPack) -> Result<()> {
+        let tx = self.conn.transaction().ctx("rewrite pack")?;
+        tx.execute(
+            "INSERT INTO pack (id, size, chunks, backup_id, created_at) VALUES (?1, ?2, ?3, NULL, ?4)",
+            params![new.id, new.size as i64, new.entries.len() as i64, now_us()],
+        )
+        .ctx("rewrite pack")?;
+        for e in &new.entries {
+            tx.execute(
+                "UPDATE chunk SET pack_id = ?2, offset = ?3 WHERE id = ?1 AND pack_id = ?4",
+                params![e.id.0.as_slice(), new.id, e.offset as i64, old],
+            )
+            .ctx("rewrite pack")?;
+        }
+        tx.execute("DELETE FROM chunk WHERE pack_id = ?1", [old])
+            .ctx("rewrite pack")?;
+        tx.execute("DELETE FROM pack WHERE id = ?1", [old])
+            .ctx("rewrite pack")?;
+        tx.commit().ctx("rewrite pack")
+    }
+
+    /// Forget a pack and all its chunks (none of them live).
+    pub fn drop_pack(&mut self, id: &str) -> Result<()> {
+        let tx = self.conn.transaction().ctx("drop pack")?;
+        tx.execute("DELETE FROM chunk WHERE pack_id = ?1", [id])
+            .ctx("drop pack")?;
+        tx.execute("DELETE FROM pack WHERE id = ?1", [id])
+            .ctx("drop pack")?;
+        tx.commit().ctx("drop pack")
+    }
+
+    pub fn log_expire(&self, log: &ExpireLog) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO expire_log (time, backups, wal_files, packs_deleted, packs_rewritten, \
+                 orphans, bytes_freed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    log.time,
+                    log.backups as i64,
+                    log.wal_files as i64,
+                    log.packs_deleted as i64,
+                    log.packs_rewritten as i64,
+                    log.orphans as i64,
+                    log.bytes_freed as i64
+                ],
+            )
+            .ctx("expire log")?;
+        Ok(())
+    }
+
+    pub fn last_expire(&self) -> Result<Option<ExpireLog>> {
+        use rusqlite::OptionalExtension;
+        self.conn
+            .query_row(
+                "SELECT time, backups, wal_files, packs_deleted, packs_rewritten, orphans, bytes_freed \
+                 FROM expire_log ORDER BY id DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok(ExpireLog {
+                        time: r.get(0)?,
+                        backups: r.get::<_, i64>(1)? as u64,
+                        wal_files: r.get::<_, i64>(2)? as u64,
+                        packs_deleted: r.get::<_, i64>(3)? as u64,
+                        packs_rewritten: r.get::<_, i64>(4)? as u64,
+                        orphans: r.get::<_, i64>(5)? as u64,
+                        bytes_freed: r.get::<_, i64>(6)? as u64,
+                    })
+                },
+            )
+            .optional()
+            .ctx("expire log")
+    }
+
+    /// Backups stuck in `running`: with the repository lock held, nothing is
+    /// running, so these are leftovers of killed backups.
+    pub fn running_backups(&self) -> Result<Vec<String>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id FROM backup WHERE status = 'running'")
+            .ctx("running backups")?;
+        let rows = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .ctx("running backups")?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .ctx("running backups")?;
+        Ok(rows)
+    }
+}

@@ -1,0 +1,564 @@
+//! `expire`: retention, WAL expiry and garbage collection, as plan → apply →
+//! stats.
+//!
+//! Crash safety: every step leaves a repository in which every kept backup
+//! restores, and whatever a crash leaves behind is found by the next expire.
+//! 1. Manifest copies of expired backups are deleted, then their rows (one
+//!    transaction).
+//! 2. WAL older than the oldest kept backup's start is deleted.
+//! 3. A pack that is mostly dead is rewritten: its live chunks are copied
+//!    (and verified) into a new pack, which is sealed before one transaction
+//!    moves the index to it; only then is the old pack deleted.
+//! 4. A pack with no live chunk is dropped from the catalog, then deleted.
+//! 5. Orphans (packs the catalog does not know, manifest copies of unknown
+//!    backups, old temporary files) are deleted.
+//!
+//! The repository lock is held throughout, so no backup runs meanwhile and a
+//! `running` backup row is a leftover of a killed one.
+
+use std::collections::HashSet;
+use std::fmt::Write;
+use std::time::Duration;
+
+use crate::archive;
+use crate::catalog::{BackupRow, BackupStatus, BackupType, Catalog, ExpireLog, PackUsage};
+use crate::error::{Error, Result};
+use crate::info::{human, rfc3339};
+use crate::lock::RepoLock;
+use crate::pg::{WalFileName, WalSegment};
+use crate::repo::{check_cluster_name, Repository};
+use crate::store::pack::{decode_record, pack_key, PackWriter, RECORD_HEADER};
+use crate::store::Codec;
+
+/// What to keep.
+#[derive(Clone, Debug, Default)]
+pub struct Retention {
+    /// Keep this many full backups; older fulls and the diffs and incrs taken
+    /// after them (before the next kept full) go.
+    pub full: Option<u32>,
+    /// Keep this many differential backups; older diffs and the incrs taken
+    /// after them go.
+    pub diff: Option<u32>,
+    /// Keep what restores to any point in the last this many days.
+    pub days: Option<f64>,
+    /// Expire exactly this backup.
+    pub set: Option<String>,
+}
+
+impl Retention {
+    pub fn is_empty(&self) -> bool {
+        self.full.is_none() && self.diff.is_none() && self.days.is_none() && self.set.is_none()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ExpireOptions {
+    pub retention: Retention,
+    /// Rewrite packs whose live share (by bytes) is below this fraction.
+    pub gc_threshold: f64,
+    /// "Now", unix microseconds (tests move it).
+    pub now_us: i64,
+    /// Temporary files older than this are leftovers.
+    pub tmp_age: Duration,
+    pub lock_wait: Duration,
+}
+
+impl ExpireOptions {
+    pub fn new(retention: Retention) -> Self {
+        ExpireOptions {
+            retention,
+            gc_threshold: 0.5,
+            now_us: crate::catalog::now_us(),
+            tmp_age: Duration::from_secs(3600),
+            lock_wait: Duration::ZERO,
+        }
+    }
+}
+
+/// Everything an expire will do, decided before anything changes.
+#[derive(Clone, Debug, Default)]
+pub struct ExpirePlan {
+    pub cluster: String,
+    /// Backups to expire, with the reason.
+    pub backups: Vec<(BackupRow, String)>,
+    /// Rows of backups that never completed (killed).
+    pub leftovers: Vec<String>,
+    /// WAL objects to delete (keys) and their names.
+    pub wal: Vec<(String, String)>,
+    pub delete_packs: Vec<PackUsage>,
+    pub rewrite_packs: Vec<PackUsage>,
+    /// Object keys of leftovers: unknown packs, manifests, temporary files.
+    pub orphans: Vec<String>,
+    /// Bytes the plan frees, at most.
+    pub bytes: u64,
+}
+
+fn stop_us(b: &BackupRow) -> i64 {
+    b.stop_time.unwrap_or(b.start_time)
+}
+
+/// Which complete backups (oldest first) the policy expires, with reasons.
+fn by_policy(b: &[BackupRow], r: &Retention, now_us: i64) -> Result<Vec<(usize, String)>> {
+    let newest = b.len().saturating_sub(1);
+    if let Some(id) = &r.set {
+        let i = b.iter().position(|x| &x.id == id).ok_or_else(|| {
+            Error::NotFound(format!(
+                "backup {id:?} is not a complete backup of this cluster"
+            ))
+        })?;
+        if i == newest {
+            return Err(Error::refused(format!(
+                "backup {id} is the newest complete backup; take another before expiring it"
+            )));
+        }
+        return Ok(vec![(i, "--set".into())]);
+    }
+    for (what, n) in [("--retain-full", r.full), ("--retain-diff", r.diff)] {
+        if n == Some(0) {
+            return Err(Error::invalid(format!("{what} must be at least 1")));
+        }
+    }
+    if r.days.is_some_and(|d| !(d > 0.0 && d.is_finite())) {
+        return Err(Error::invalid(
+            "--retain-days must be a positive number of days",
+        ));
+    }
+    // Each configured policy proposes; a backup goes only if all agree.
+    let mut proposals: Vec<HashSet<usize>> = Vec::new();
+    let mut reason: Vec<String> = vec![String::new(); b.len()];
+    if let Some(n) = r.full {
+        let fulls: Vec<usize> = (0..b.len())
+            .filter(|&i| b[i].backup_type == BackupType::Full)
+            .collect();
+        let mut set = HashSet::new();
+        if fulls.len() > n as usize {
+            let oldest_kept = fulls[fulls.len() - n as usize];
+            for (i, r) in reason.iter_mut().enumerate().take(oldest_kept) {
+                set.insert(i);
+                r.push_str(&format!("older than the {n} newest full backup(s); "));
+            }
+        }
+        proposals.push(set);
+    }
+    if let Some(n) = r.diff {
+        let diffs: Vec<usize> = (0..b.len())
+            .filter(|&i| b[i].backup_type == BackupType::Diff)
+            .collect();
+        let mut set = HashSet::new();
+        if diffs.len() > n as usize {
+            let expired: HashSet<usize> =
+                diffs[..diffs.len() - n as usize].iter().copied().collect();
+            // An incr goes with the diff or full it follows.
+            let mut parent_expired = false;
+            for i in 0..b.len() {
+                match b[i].backup_type {
+                    BackupType::Full => parent_expired = false,
+                    BackupType::Diff => parent_expired = expired.contains(&i),
+                    BackupType::Incr => {}
+                }
+                if parent_expired && b[i].backup_type != BackupType::Full {
+                    set.insert(i);
+                    reason[i].push_str(&format!(
+                        "older than the {n} newest differential backup(s); "
+                    ));
+                }
+            }
+        }
+        proposals.push(set);
+    }
+    if let Some(days) = r.days {
+        let cutoff = now_us - (days * 86_400e6) as i64;
+        let mut set = HashSet::new();
+        // The newest backup that ended before the window start is needed to
+        // reach it; everything older goes.
+        if let Some(anchor) = (0..b.len()).rev().find(|&i| stop_us(&b[i]) <= cutoff) {
+            for (i, r) in reason.iter_mut().enumerate().take(anchor) {
+                set.insert(i);
+                r.push_str(&format!(
+                    "not needed to restore within the last {days} day(s); "
+                ));
+            }
+        }
+        proposals.push(set);
+    }
+    let mut out = Vec::new();
+    for (i, why) in reason.iter().enumerate().take(newest) {
+        if !proposals.is_empty() && proposals.iter().all(|p| p.contains(&i)) {
+            out.push((i, why.trim_end_matches("; ").to_string()));
+        }
+    }
+    Ok(out)
+}
+
+/// Decide what to expire and collect; changes nothing.
+pub fn plan(
+    repo: &Repository,
+    cat: &Catalog,
+    cluster: &str,
+    opts: &ExpireOptions,
+) -> Result<ExpirePlan> {
+    check_cluster_name(cluster)?;
+    let mut plan = ExpirePlan {
+        cluster: cluster.to_string(),
+        ..Default::default()
+    };
+    plan.leftovers = cat.running_backups()?;
+    let mut kept: Vec<BackupRow> = Vec::new();
+    if let Some(cl) = cat.cluster(cluster)? {
+        let complete: Vec<BackupRow> = cat
+            .backups(cl.id)?
+            .into_iter()
+            .filter(|b| b.status == BackupStatus::Complete)
+            .collect();
+        let gone = by_policy(&complete, &opts.retention, opts.now_us)?;
+        let gone_idx: HashSet<usize> = gone.iter().map(|(i, _)| *i).collect();
+        for (i, why) in gone {
+            plan.backups.push((complete[i].clone(), why));
+        }
+        kept = complete
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !gone_idx.contains(i))
+            .map(|(_, b)| b)
+            .collect();
+    } else if opts.retention.set.is_some() {
+        return Err(Error::NotFound(format!(
+            "cluster {cluster:?} is not in this repository"
+        )));
+    }
+
+    // WAL before the oldest kept backup's start serves no backup.
+    if let Some(oldest) = kept.iter().min_by_key(|b| b.start_lsn) {
+        let seg = oldest.wal_seg_size;
+        if let Some(start) = oldest.wal_start.as_deref() {
+            let first = WalSegment::from_name(start, seg)?.segno;
+            let names = archive::list(repo, cluster)?;
+            for n in names {
+                let segno = match WalFileName::parse(&n) {
+                    Ok(WalFileName::History { .. }) | Err(_) => continue,
+                    Ok(_) => WalSegment::from_name(&n[..24], seg).map(|s| s.segno).ok(),
+                };
+                if let Some(s) = segno {
+                    if s < first {
+                        let key = archive::wal_key(cluster, &n)?;
+                        plan.bytes += repo.backend().size(&key)?.unwrap_or(0);
+                        plan.wal.push((key, n));
+                    }
+                }
+            }
+        }
+    }
+
+    // Garbage: chunks that no kept backup (of any cluster) uses.
+    let mut gone_ids: Vec<String> = plan.backups.iter().map(|(b, _)| b.id.clone()).collect();
+    gone_ids.extend(plan.leftovers.iter().cloned());
+    for u in cat.pack_usage(&gone_ids)? {
+        if u.live_chunks == 0 {
+            plan.bytes += u.size;
+            plan.delete_packs.push(u);
+        } else if (u.live_bytes as f64) < opts.gc_threshold * u.record_bytes as f64 {
+            plan.bytes += u.size - u.live_bytes;
+            plan.rewrite_packs.push(u);
+        }
+    }
+    // Orphans: packs the catalog never indexed (a backup killed between
+    // sealing and indexing), manifests of unknown backups, old temp files.
+    let known = cat.pack_ids()?;
+    for (key, size) in repo.backend().list("packs/")? {
+        let id = key.rsplit('/').next().and_then(|n| n.strip_suffix(".pack"));
+        if id.is_none_or(|id| !known.contains(id)) {
+            plan.bytes += size;
+            plan.orphans.push(key);
+        }
+    }
+    let mut ids: HashSet<String> = HashSet::new();
+    for c in cat.clusters()? {
+        for b in cat.backups(c.id)? {
+            if b.status == BackupStatus::Complete && !gone_ids.contains(&b.id) {
+                ids.insert(format!("manifests/{}/{}.json.zst", c.name, b.id));
+            }
+        }
+    }
+    for (key, size) in repo.backend().list("manifests/")? {
+        if !ids.contains(&key) {
+            plan.bytes += size;
+            plan.orphans.push(key);
+        }
+    }
+    for (key, size) in repo.backend().list("tmp/")? {
+        let old = repo
+            .backend()
+            .modified(&key)?
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= opts.tmp_age);
+        if old {
+            plan.bytes += size;
+            plan.orphans.push(key);
+        }
+    }
+    Ok(plan)
+}
+
+impl ExpirePlan {
+    pub fn is_empty(&self) -> bool {
+        self.backups.is_empty()
+            && self.leftovers.is_empty()
+            && self.wal.is_empty()
+            && self.delete_packs.is_empty()
+            && self.rewrite_packs.is_empty()
+            && self.orphans.is_empty()
+    }
+
+    /// The plan, for `--dry-run` and logs.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "expire plan for cluster {}:", self.cluster);
+        if self.backups.is_empty() {
+            let _ = writeln!(s, "  backups to expire: none");
+        }
+        for (b, why) in &self.backups {
+            let _ = writeln!(
+                s,
+                "  expire backup {} ({}, {}): {why}",
+                b.id,
+                b.backup_type.as_str(),
+                rfc3339(b.start_time)
+            );
+        }
+        for id in &self.leftovers {
+            let _ = writeln!(s, "  remove unfinished backup {id}");
+        }
+        match (self.wal.first(), self.wal.last()) {
+            (Some(a), Some(z)) => {
+                let _ = writeln!(
+                    s,
+                    "  remove {} WAL files ({} .. {})",
+                    self.wal.len(),
+                    a.1,
+                    z.1
+                );
+            }
+            _ => {
+                let _ = writeln!(s, "  remove WAL: none");
+            }
+        }
+        let del: u64 = self.delete_packs.iter().map(|p| p.size).sum();
+        let _ = writeln!(
+            s,
+            "  delete {} packs ({})",
+            self.delete_packs.len(),
+            human(del)
+        );
+        for p in &self.rewrite_packs {
+            let _ = writeln!(
+                s,
+                "  rewrite pack {} ({} live of {})",
+                &p.id[..16],
+                human(p.live_bytes),
+                human(p.size)
+            );
+        }
+        if !self.orphans.is_empty() {
+            let _ = writeln!(
+                s,
+                "  remove {} leftover objects of interrupted work",
+                self.orphans.len()
+            );
+        }
+        let _ = writeln!(s, "  space freed: up to {}", human(self.bytes));
+        s
+    }
+}
+
+/// Carry out a plan. The caller holds the repository lock.
+pub fn apply(repo: &Repository, cat: &mut Catalog, plan: &ExpirePlan) -> Result<ExpireLog> {
+    let backend = repo.backend();
+    let mut log = ExpireLog {
+        time: crate::catalog::now_us(),
+        ..Default::default()
+    };
+    // 1. Expired backups: manifest copies, then rows.
+    let mut ids: Vec<String> = plan.backups.iter().map(|(b, _)| b.id.clone()).collect();
+    for id in &ids {
+        let key = Repository::manifest_key(&plan.cluster, id);
+        log.bytes_freed += backend.size(&key)?.unwrap_or(0);
+        backend.delete(&key)?;
+    }
+    ids.extend(plan.leftovers.iter().cloned());
+    cat.expire_backups(&ids)?;
+    log.backups = plan.backups.len() as u64;
+
+    // 2. WAL nobody needs.
+    for (key, _) in &plan.wal {
+        log.bytes_freed += backend.size(key)?.unwrap_or(0);
+        backend.delete(key)?;
+        log.wal_files += 1;
+    }
+
+    // 3. Mostly dead packs: copy live chunks, verified, into a new pack.
+    let live_now = cat.pack_usage(&[])?;
+    for p in &plan.rewrite_packs {
+        if !live_now.iter().any(|u| u.id == p.id) {
+            continue;
+        }
+        let key = pack_key(&p.id);
+        let mut w = PackWriter::new(backend)?;
+        for c in cat.pack_chunks(&p.id)?.into_iter().filter(|c| c.live) {
+            let rec = backend.get_range(&key, c.offset, RECORD_HEADER + c.stored_len as usize)?;
+            let what = format!("pack {key}");
+            decode_record(&rec, &c.id, &what, &key)?;
+            w.add(
+                c.id,
+                Codec::from_u8(rec[0])?,
+                c.raw_len,
+                &rec[RECORD_HEADER..],
+            )?;
+        }
+        let sealed = w.seal()?;
+        cat.replace_pack(&p.id, &sealed)?;
+        backend.delete(&key)?;
+        log.bytes_freed += p.size.saturating_sub(sealed.size);
+        log.packs_rewritten += 1;
+    }
+
+    // 4. Dead packs.
+    for p in &plan.delete_packs {
+        cat.drop_pack(&p.id)?;
+        backend.delete(&pack_key(&p.id))?;
+        log.bytes_freed += p.size;
+        log.packs_deleted += 1;
+    }
+
+    // 5. Leftovers of interrupted work.
+    for key in &plan.orphans {
+        log.bytes_freed += backend.size(key)?.unwrap_or(0);
+        backend.delete(key)?;
+        log.orphans += 1;
+    }
+    cat.log_expire(&log)?;
+    if let Err(e) = cat.checkpoint() {
+        tracing::debug!("catalog checkpoint: {e}");
+    }
+    Ok(log)
+}
+
+/// Take the lock, plan, and (unless `dry_run`) apply.
+pub fn run(
+    repo: &Repository,
+    cluster: &str,
+    opts: &ExpireOptions,
+    dry_run: bool,
+) -> Result<(ExpirePlan, Option<ExpireLog>)> {
+    let _lock = RepoLock::acquire(repo, "expire", opts.lock_wait)?;
+    let mut cat = repo.catalog()?;
+    let plan = plan(repo, &cat, cluster, opts)?;
+    if dry_run {
+        return Ok((plan, None));
+    }
+    let log = apply(repo, &mut cat, &plan)?;
+    Ok((plan, Some(log)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::Lsn;
+
+    fn b(id: &str, t: BackupType, start_s: i64) -> BackupRow {
+        BackupRow {
+            id: id.into(),
+            backup_type: t,
+            status: BackupStatus::Complete,
+            reference: None,
+            start_time: start_s * 1_000_000,
+            stop_time: Some((start_s + 10) * 1_000_000),
+            start_lsn: Lsn(start_s as u64),
+            stop_lsn: Some(Lsn(start_s as u64 + 1)),
+            timeline: 1,
+            wal_start: None,
+            wal_stop: None,
+            pg_version: 15,
+            block_size: 8192,
+            wal_seg_size: 16 << 20,
+            data_checksums: true,
+            backup_label: None,
+            tablespace_map: None,
+            db_bytes: 0,
+            read_bytes: 0,
+            stored_bytes: 0,
+            files: 0,
+            page_errors: 0,
+            host: None,
+            pid: None,
+        }
+    }
+
+    fn ids(v: &[BackupRow], gone: Vec<(usize, String)>) -> Vec<String> {
+        gone.into_iter().map(|(i, _)| v[i].id.clone()).collect()
+    }
+
+    #[test]
+    fn policies() {
+        use BackupType::*;
+        let day = 86_400;
+        let v = vec![
+            b("F1", Full, 0),
+            b("I1", Incr, 100),
+            b("D1", Diff, 200),
+            b("I2", Incr, 300),
+            b("F2", Full, day),
+            b("D2", Diff, day + 100),
+            b("I3", Incr, day + 200),
+            b("F3", Full, 2 * day),
+            b("I4", Incr, 2 * day + 100),
+        ];
+        let r = |full, diff, days| Retention {
+            full,
+            diff,
+            days,
+            set: None,
+        };
+        assert_eq!(
+            ids(&v, by_policy(&v, &r(Some(2), None, None), 0).unwrap()),
+            ["F1", "I1", "D1", "I2"]
+        );
+        assert_eq!(
+            ids(&v, by_policy(&v, &r(Some(5), None, None), 0).unwrap()),
+            Vec::<String>::new()
+        );
+        // Keep 1 diff: D1 and the incr after it go, fulls stay.
+        assert_eq!(
+            ids(&v, by_policy(&v, &r(None, Some(1), None), 0).unwrap()),
+            ["D1", "I2"]
+        );
+        // Keep 1 day at 2 days + 150 s: the newest backup ending before the
+        // window start (D2 at day+110) anchors it.
+        let now = (2 * day + 150) * 1_000_000;
+        assert_eq!(
+            ids(&v, by_policy(&v, &r(None, None, Some(1.0)), now).unwrap()),
+            ["F1", "I1", "D1", "I2", "F2"]
+        );
+        // Two policies: a backup goes only if both agree.
+        assert_eq!(
+            ids(
+                &v,
+                by_policy(&v, &r(Some(2), None, Some(1.0)), now).unwrap()
+            ),
+            ["F1", "I1", "D1", "I2"]
+        );
+        // --set, and never the newest.
+        let s = Retention {
+            set: Some("D2".into()),
+            ..Default::default()
+        };
+        assert_eq!(ids(&v, by_policy(&v, &s, 0).unwrap()), ["D2"]);
+        let s = Retention {
+            set: Some("I4".into()),
+            ..Default::default()
+        };
+        assert!(by_policy(&v, &s, 0).is_err());
+        // Nonsense is refused.
+        assert!(by_policy(&v, &r(Some(0), None, None), 0).is_err());
+        assert!(by_policy(&v, &r(None, None, Some(-1.0)), 0).is_err());
+    }
+}

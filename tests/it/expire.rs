@@ -1,0 +1,431 @@
+//! Retention, WAL expiry, garbage collection, crash safety and locking.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+fn ids(repo: &Repo) -> Vec<String> {
+    repo.backups()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn dir_bytes(p: &Path) -> u64 {
+    walkdir::WalkDir::new(p)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn a_simulated_week_keeps_two_fulls() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let src = Cluster::new(
+        &s,
+        "src",
+        ClusterOpts {
+            archive_to: Some(&repo),
+            ..Default::default()
+        },
+    );
+    load_sample(&src, 20_000);
+    let mut states: Vec<(String, BTreeMap<String, String>)> = Vec::new();
+    for night in 0..3 {
+        // Each night rewrites a big table, so old chunks become garbage.
+        src.exec(&format!(
+            "TRUNCATE events; INSERT INTO events SELECT now(), 'n{night}', decode(md5(g::text || '{night}'), 'hex')
+               FROM generate_series(1, 30000) g;"
+        ));
+        src.backup_ok(&repo, &["--type", "full"]);
+        states.push((ids(&repo).last().unwrap().clone(), src.table_hashes()));
+        for hour in 0..2 {
+            src.exec(&format!(
+                "UPDATE accounts SET balance = balance + {hour} WHERE id % 50 = {night};"
+            ));
+            src.backup_ok(&repo, &["--type", "incr"]);
+            states.push((ids(&repo).last().unwrap().clone(), src.table_hashes()));
+        }
+    }
+    assert_eq!(ids(&repo).len(), 9);
+    let before = dir_bytes(&repo.path);
+    let out = pgstrata_ok(&["--repo", repo.arg(), "expire", "--retain-full", "2"]);
+    assert!(out.contains("expired 3 backups"), "{out}");
+    let kept = ids(&repo);
+    let want: Vec<String> = states[3..].iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(kept, want, "the oldest full and its incrs should be gone");
+    let after = dir_bytes(&repo.path);
+    assert!(
+        after < before,
+        "repository did not shrink: {before} -> {after}"
+    );
+
+    // WAL now starts at the oldest kept backup's start.
+    let info = repo.info_json();
+    let wal_min = info["clusters"][0]["wal"]["min"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let oldest_start = repo.backups()[0]["wal_start"].as_str().unwrap().to_string();
+    assert_eq!(wal_min, oldest_start);
+    let last = &info["repo"]["last_expire"];
+    assert_eq!(last["backups"].as_u64(), Some(3));
+    assert!(last["bytes_freed"].as_u64().unwrap() > 0);
+    assert!(pgstrata_ok(&["--repo", repo.arg(), "info"]).contains("last expire"));
+
+    // Every kept backup restores exactly.
+    for (i, (id, want)) in states[3..].iter().enumerate() {
+        let mut dst = restore(
+            &s,
+            &repo,
+            &format!("r{i}"),
+            &[
+                "--set",
+                id,
+                "--target",
+                "immediate",
+                "--target-action",
+                "promote",
+            ],
+        );
+        dst.start_ok();
+        dst.wait_for_consistency();
+        assert_eq!(&dst.table_hashes(), want, "backup {id}");
+        dst.stop();
+    }
+}
+
+#[test]
+fn retain_days_keeps_exactly_the_window_and_dry_run_changes_nothing() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let src = Cluster::new(
+        &s,
+        "src",
+        ClusterOpts {
+            archive_to: Some(&repo),
+            ..Default::default()
+        },
+    );
+    src.exec("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g;");
+    for t in ["full", "incr", "incr", "full"] {
+        src.exec("INSERT INTO t SELECT g FROM generate_series(1, 100) g;");
+        src.backup_ok(&repo, &["--type", t]);
+    }
+    let all = ids(&repo);
+    // Move the backups into the past: 10, 8, 5 and 1 day(s) ago.
+    let db = rusqlite::Connection::open(repo.path.join("catalog.db")).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    for (id, days) in all.iter().zip([10i64, 8, 5, 1]) {
+        let start = now - days * 86_400_000_000;
+        db.execute(
+            "UPDATE backup SET start_time = ?2, stop_time = ?3 WHERE id = ?1",
+            rusqlite::params![id, start, start + 10_000_000],
+        )
+        .unwrap();
+    }
+    drop(db);
+
+    // Dry run: prints the plan, changes nothing.
+    let listing = |p: &Path| -> Vec<(String, u64)> {
+        let mut v: Vec<_> = walkdir::WalkDir::new(p)
+            .into_iter()
+            .flatten()
+            .filter(|e| {
+                e.file_type().is_file() && !e.path().to_string_lossy().contains("catalog.db")
+            })
+            .map(|e| (e.path().display().to_string(), e.metadata().unwrap().len()))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = listing(&repo.path);
+    let out = pgstrata_ok(&[
+        "--repo",
+        repo.arg(),
+        "expire",
+        "--retain-days",
+        "6",
+        "--dry-run",
+    ]);
+    assert!(out.contains(&format!("expire backup {}", all[0])), "{out}");
+    assert!(!out.contains(&format!("expire backup {}", all[1])), "{out}");
+    assert_eq!(
+        listing(&repo.path),
+        before,
+        "dry run changed the repository"
+    );
+    assert_eq!(ids(&repo), all);
+
+    // 6 days: the backup 8 days old is the one that reaches the window start.
+    pgstrata_ok(&["--repo", repo.arg(), "expire", "--retain-days", "6"]);
+    assert_eq!(ids(&repo), all[1..].to_vec());
+    // 4 days: now the 5-day-old backup anchors the window.
+    pgstrata_ok(&["--repo", repo.arg(), "expire", "--retain-days", "4"]);
+    assert_eq!(ids(&repo), all[2..].to_vec());
+    // 0.5 days: only the newest backup (1 day old) is needed.
+    pgstrata_ok(&["--repo", repo.arg(), "expire", "--retain-days", "0.5"]);
+    assert_eq!(ids(&repo), all[3..].to_vec());
+    // Bad options.
+    let o = pgstrata(&["--repo", repo.arg(), "expire", "--retain-full", "0"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("at least 1"));
+    let o = pgstrata(&["--repo", repo.arg(), "expire", "--set", &all[3]]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("newest"));
+}
+
+#[test]
+fn backup_and_expire_exclude_each_other_but_archiving_goes_on() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    // Slow archiving keeps the backup waiting for its WAL, holding the lock.
+    let conf = format!(
+        "archive_mode = on\narchive_command = 'sleep 3 && {}'\n",
+        archive_command(&repo)
+    );
+    let src = Cluster::new(
+        &s,
+        "src",
+        ClusterOpts {
+            extra_conf: &conf,
+            ..Default::default()
+        },
+    );
+    let ci = src.conninfo();
+    let spawn = || {
+        std::process::Command::new(BIN)
+            .args([
+                "--repo",
+                repo.arg(),
+                "backup",
+                "--pgdata",
+                src.pgdata.to_str().unwrap(),
+                "--dbname",
+                &ci,
+                "--start-fast",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let lockfile = repo.path.join("locks/repository.lock");
+    let wait_locked = || {
+        for _ in 0..200 {
+            if std::fs::read_to_string(&lockfile).is_ok_and(|t| t.contains("command backup")) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("backup never took the lock");
+    };
+    let mut child = spawn();
+    wait_locked();
+
+    // expire and a second backup fail at once, naming the holder.
+    let t = Instant::now();
+    let o = pgstrata(&["--repo", repo.arg(), "expire", "--retain-full", "1"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("locked by another pgstrata") && err.contains(&format!("pid {}", child.id())),
+        "{err}"
+    );
+    assert!(
+        err.contains("command backup") && err.contains("since"),
+        "{err}"
+    );
+    let o = src.backup(&repo, &[]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("locked"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "lock refusals were not fast"
+    );
+
+    // archive-push is never blocked by the lock.
+    let hist = s.pg_dir("w").join("00000005.history");
+    std::fs::write(&hist, b"4\t0/5000000\tx\n").unwrap();
+    let t = Instant::now();
+    check(
+        &pgstrata(&["--repo", repo.arg(), "archive-push", hist.to_str().unwrap()]),
+        "archive-push under lock",
+    );
+    assert!(t.elapsed() < Duration::from_secs(2));
+
+    // expire --lock-wait waits for the backup, then runs.
+    let o = pgstrata(&[
+        "--repo",
+        repo.arg(),
+        "expire",
+        "--retain-full",
+        "1",
+        "--lock-wait",
+        "120",
+    ]);
+    check(&o, "expire --lock-wait");
+    let st = child.wait().unwrap();
+    assert!(st.success());
+    assert_eq!(ids(&repo).len(), 1);
+
+    // A holder killed with -9 leaves no lock behind; its row is cleaned up.
+    let mut child = spawn();
+    wait_locked();
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = pgstrata_ok(&["--repo", repo.arg(), "expire", "--retain-full", "1"]);
+    assert!(out.contains("expired 0 backups"), "{out}");
+    let info = repo.info_json();
+    for b in info["clusters"][0]["backups"].as_array().unwrap() {
+        assert_eq!(
+            b["status"], "complete",
+            "a killed backup's row is left: {b}"
+        );
+    }
+}
+
+/// Restore a backup through the library and hash every file (no server).
+fn restored_tree(repo_path: &Path, id: &str, dest: &Path) -> BTreeMap<String, String> {
+    let repo = pgstrata::Repository::open(repo_path).unwrap();
+    let mut o = pgstrata::restore::RestoreOptions::new(dest);
+    o.set = Some(id.to_string());
+    o.exe = Some(PathBuf::from(BIN));
+    let plan =
+        pgstrata::restore::plan(&repo, "main", &o).unwrap_or_else(|e| panic!("plan {id}: {e}"));
+    pgstrata::restore::apply(&repo, &plan, 2, &pgstrata::progress::Silent)
+        .unwrap_or_else(|e| panic!("restore {id}: {e}"));
+    let mut out = BTreeMap::new();
+    for e in walkdir::WalkDir::new(dest)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+    {
+        let rel = e.path().strip_prefix(dest).unwrap().display().to_string();
+        if rel == "postgresql.auto.conf" {
+            continue; // names the repository path, which differs between copies
+        }
+        out.insert(
+            rel,
+            pgstrata::store::ChunkId::of(&std::fs::read(e.path()).unwrap()).to_hex(),
+        );
+    }
+    std::fs::remove_dir_all(dest).unwrap();
+    out
+}
+
+#[test]
+fn a_crash_at_any_step_of_expire_loses_nothing_kept() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let src = Cluster::new(
+        &s,
+        "src",
+        ClusterOpts {
+            archive_to: Some(&repo),
+            ..Default::default()
+        },
+    );
+    load_sample(&src, 20_000);
+    src.backup_ok(&repo, &["--type", "full"]);
+    src.exec("TRUNCATE events; INSERT INTO events SELECT now(), 'x', decode(md5(g::text), 'hex') FROM generate_series(1, 20000) g;");
+    src.backup_ok(&repo, &["--type", "full"]);
+    src.exec("UPDATE accounts SET balance = -1 WHERE id < 300;");
+    src.backup_ok(&repo, &["--type", "incr"]);
+    let all = ids(&repo);
+    let kept = &all[1..];
+    let work = s.pg_dir("work");
+    let golden: Vec<_> = kept
+        .iter()
+        .map(|id| restored_tree(&repo.path, id, &work.join("golden")))
+        .collect();
+
+    let retention = pgstrata::expire::Retention {
+        full: Some(1),
+        ..Default::default()
+    };
+    let mut opts = pgstrata::expire::ExpireOptions::new(retention);
+    opts.gc_threshold = 0.99; // rewrite every pack that is partly dead, too
+    let mut crashed_at = 0;
+    for budget in 0.. {
+        let copy = work.join(format!("repo-{budget}"));
+        let st = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&repo.path)
+            .arg(&copy)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let mut r = pgstrata::Repository::open(&copy).unwrap();
+        let inner = r.backend_arc();
+        r.set_backend(Arc::new(pgstrata::store::fault::FaultBackend::new(
+            inner, budget,
+        )));
+        let first = pgstrata::expire::run(&r, "main", &opts, false);
+        if first.is_ok() {
+            let (plan, _) = first.unwrap();
+            assert!(
+                plan.delete_packs.len() + plan.rewrite_packs.len() > 0,
+                "nothing to collect: {}",
+                plan.render()
+            );
+            std::fs::remove_dir_all(&copy).unwrap();
+            break;
+        }
+        crashed_at += 1;
+        // Right after the crash, every kept backup restores.
+        for (id, want) in kept.iter().zip(&golden) {
+            assert_eq!(
+                &restored_tree(&copy, id, &work.join("check")),
+                want,
+                "budget {budget}: {id} after the crash"
+            );
+        }
+        // The next expire finishes the job, and leaves nothing to collect.
+        let r = pgstrata::Repository::open(&copy).unwrap();
+        pgstrata::expire::run(&r, "main", &opts, false)
+            .unwrap_or_else(|e| panic!("budget {budget}: rerun: {e}"));
+        let (again, _) = pgstrata::expire::run(&r, "main", &opts, true).unwrap();
+        assert!(
+            again.is_empty(),
+            "budget {budget}: still to do after a clean run:\n{}",
+            again.render()
+        );
+        for (id, want) in kept.iter().zip(&golden) {
+            assert_eq!(
+                &restored_tree(&copy, id, &work.join("check")),
+                want,
+                "budget {budget}: {id} after the rerun"
+            );
+        }
+        let left: Vec<String> = ids_in(&copy);
+        assert_eq!(left, kept.to_vec());
+        std::fs::remove_dir_all(&copy).unwrap();
+    }
+    assert!(
+        crashed_at >= 5,
+        "only {crashed_at} crash points were exercised"
+    );
+}
+
+fn ids_in(repo: &Path) -> Vec<String> {
+    let r = pgstrata::Repository::open(repo).unwrap();
+    let info = pgstrata::info::gather(&r, None).unwrap();
+    info.clusters[0]
+        .backups
+        .iter()
+        .map(|b| b.id.clone())
+        .collect()
+}
