@@ -374,8 +374,7 @@ fn a_crash_at_any_step_of_expire_loses_nothing_kept() {
             inner, budget,
         )));
         let first = pgstrata::expire::run(&r, "main", &opts, false);
-        if first.is_ok() {
-            let (plan, _) = first.unwrap();
+        if let Ok((plan, _)) = first {
             assert!(
                 plan.delete_packs.len() + plan.rewrite_packs.len() > 0,
                 "nothing to collect: {}",
