@@ -23,14 +23,7 @@ fn push(repo: &Repo, path: &Path) -> std::process::Output {
 fn push_get_edge_cases() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
-    let src = Cluster::new(
-        &s,
-        "src",
-        ClusterOpts {
-            archive_to: Some(&repo),
-            ..Default::default()
-        },
-    );
+    let src = Cluster::archiving(&s, "src", &repo);
     src.exec("CREATE TABLE t AS SELECT g FROM generate_series(1, 10000) g;");
     let seg = src.query_one("SELECT pg_walfile_name(pg_current_wal_lsn())");
     src.switch_wal_and_wait(&repo);
@@ -107,14 +100,7 @@ fn push_get_edge_cases() {
 fn segment_of_another_cluster_is_refused() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
-    let a = Cluster::new(
-        &s,
-        "a",
-        ClusterOpts {
-            archive_to: Some(&repo),
-            ..Default::default()
-        },
-    );
+    let a = Cluster::archiving(&s, "a", &repo);
     a.switch_wal_and_wait(&repo);
     // A second cluster archiving into its own repository gives us a foreign segment.
     let s2 = Scratch::new();

@@ -7,14 +7,7 @@ use crate::harness::*;
 fn full_backup_restores_exactly_with_later_writes() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
-    let mut src = Cluster::new(
-        &s,
-        "src",
-        ClusterOpts {
-            archive_to: Some(&repo),
-            ..Default::default()
-        },
-    );
+    let mut src = Cluster::archiving(&s, "src", &repo);
     load_sample(&src, 20_000);
 
     let out = src.backup_ok(&repo, &["--type", "full"]);
@@ -52,14 +45,7 @@ fn full_backup_restores_exactly_with_later_writes() {
 fn restore_target_immediate_stops_at_backup_end() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
-    let src = Cluster::new(
-        &s,
-        "src",
-        ClusterOpts {
-            archive_to: Some(&repo),
-            ..Default::default()
-        },
-    );
+    let src = Cluster::archiving(&s, "src", &repo);
     src.exec("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g;");
     src.backup_ok(&repo, &["--type", "full"]);
     let at_backup = src.table_hashes();
@@ -83,14 +69,7 @@ fn restore_target_immediate_stops_at_backup_end() {
 fn second_full_of_unchanged_data_stores_under_one_percent() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
-    let src = Cluster::new(
-        &s,
-        "src",
-        ClusterOpts {
-            archive_to: Some(&repo),
-            ..Default::default()
-        },
-    );
+    let src = Cluster::archiving(&s, "src", &repo);
     load_sample(&src, 50_000);
     src.backup_ok(&repo, &["--type", "full"]);
     src.backup_ok(&repo, &["--type", "full"]);
@@ -109,14 +88,7 @@ fn second_full_of_unchanged_data_stores_under_one_percent() {
 fn info_json_follows_the_contract() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
-    let src = Cluster::new(
-        &s,
-        "src",
-        ClusterOpts {
-            archive_to: Some(&repo),
-            ..Default::default()
-        },
-    );
+    let src = Cluster::archiving(&s, "src", &repo);
     src.backup_ok(&repo, &["--type", "full"]);
     let info = repo.info_json();
     let c = &info["clusters"][0];
@@ -166,14 +138,7 @@ fn info_json_follows_the_contract() {
 fn default_type_becomes_full_and_says_so() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
-    let src = Cluster::new(
-        &s,
-        "src",
-        ClusterOpts {
-            archive_to: Some(&repo),
-            ..Default::default()
-        },
-    );
+    let src = Cluster::archiving(&s, "src", &repo);
     let o = src.backup(&repo, &[]);
     check(&o, "backup");
     let err = String::from_utf8_lossy(&o.stderr);
@@ -190,14 +155,7 @@ fn default_type_becomes_full_and_says_so() {
 fn tablespaces_owners_and_modes_are_restored() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
-    let src = Cluster::new(
-        &s,
-        "src",
-        ClusterOpts {
-            archive_to: Some(&repo),
-            ..Default::default()
-        },
-    );
+    let src = Cluster::archiving(&s, "src", &repo);
     let ts = s.pg_dir("ts_one");
     src.exec(&format!(
         "CREATE TABLESPACE one LOCATION '{}'",
@@ -252,14 +210,7 @@ fn tablespaces_owners_and_modes_are_restored() {
 fn corrupt_page_is_reported_and_recorded_and_backup_completes() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
-    let mut src = Cluster::new(
-        &s,
-        "src",
-        ClusterOpts {
-            archive_to: Some(&repo),
-            ..Default::default()
-        },
-    );
+    let mut src = Cluster::archiving(&s, "src", &repo);
     src.exec("CREATE TABLE victim AS SELECT g, md5(g::text) m FROM generate_series(1, 2000) g; CHECKPOINT;");
     let rel = src.query_one("SELECT pg_relation_filepath('victim')");
     src.stop();

@@ -27,14 +27,7 @@ fn dir_bytes(p: &Path) -> u64 {
 fn a_simulated_week_keeps_two_fulls() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
-    let src = Cluster::new(
-        &s,
-        "src",
-        ClusterOpts {
-            archive_to: Some(&repo),
-            ..Default::default()
-        },
-    );
+    let src = Cluster::archiving(&s, "src", &repo);
     load_sample(&src, 20_000);
     let mut states: Vec<(String, BTreeMap<String, String>)> = Vec::new();
     for night in 0..3 {
@@ -81,23 +74,15 @@ fn a_simulated_week_keeps_two_fulls() {
 
     // Every kept backup restores exactly.
     for (i, (id, want)) in states[3..].iter().enumerate() {
-        let mut dst = restore(
-            &s,
-            &repo,
-            &format!("r{i}"),
-            &[
-                "--set",
-                id,
-                "--target",
-                "immediate",
-                "--target-action",
-                "promote",
-            ],
-        );
-        dst.start_ok();
-        dst.wait_for_consistency();
-        assert_eq!(&dst.table_hashes(), want, "backup {id}");
-        dst.stop();
+        let args = [
+            "--set",
+            id,
+            "--target",
+            "immediate",
+            "--target-action",
+            "promote",
+        ];
+        restore_matches(&s, &repo, &format!("r{i}"), &args, want).stop();
     }
 }
 
@@ -105,14 +90,7 @@ fn a_simulated_week_keeps_two_fulls() {
 fn retain_days_keeps_exactly_the_window_and_dry_run_changes_nothing() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
-    let src = Cluster::new(
-        &s,
-        "src",
-        ClusterOpts {
-            archive_to: Some(&repo),
-            ..Default::default()
-        },
-    );
+    let src = Cluster::archiving(&s, "src", &repo);
     src.exec("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g;");
     for t in ["full", "incr", "incr", "full"] {
         src.exec("INSERT INTO t SELECT g FROM generate_series(1, 100) g;");
@@ -330,14 +308,7 @@ fn restored_tree(repo_path: &Path, id: &str, dest: &Path) -> BTreeMap<String, St
 fn a_crash_at_any_step_of_expire_loses_nothing_kept() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
-    let src = Cluster::new(
-        &s,
-        "src",
-        ClusterOpts {
-            archive_to: Some(&repo),
-            ..Default::default()
-        },
-    );
+    let src = Cluster::archiving(&s, "src", &repo);
     load_sample(&src, 20_000);
     src.backup_ok(&repo, &["--type", "full"]);
     src.exec("TRUNCATE events; INSERT INTO events SELECT now(), 'x', decode(md5(g::text), 'hex') FROM generate_series(1, 20000) g;");
@@ -427,4 +398,38 @@ fn ids_in(repo: &Path) -> Vec<String> {
         .iter()
         .map(|b| b.id.clone())
         .collect()
+}
+
+#[test]
+fn retention_in_the_config_file_expires_after_each_backup() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let src = Cluster::archiving(&s, "src", &repo);
+    let cfg = s.path().join("pgstrata.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "repo = \"{}\"\npgdata = \"{}\"\ndbname = \"{}\"\nstart-fast = true\nretain-full = 1\n",
+            repo.arg(),
+            src.pgdata.display(),
+            src.conninfo()
+        ),
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    pgstrata_ok(&["--config", c, "backup", "--type", "full"]);
+    src.exec("CREATE TABLE t AS SELECT 1 AS x");
+    let out = pgstrata_ok(&["--config", c, "backup", "--type", "full"]);
+    assert!(out.contains("expired 1 backups"), "{out}");
+    assert_eq!(ids(&repo).len(), 1);
+
+    // A config file with a typo is a usage error that names the key.
+    std::fs::write(&cfg, "repo = \"/x\"\nretain-fulls = 2\n").unwrap();
+    let o = pgstrata(&["--config", c, "info"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("retain-fulls"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

@@ -226,6 +226,18 @@ impl Cluster {
         c
     }
 
+    /// A new cluster whose WAL is archived into `repo`.
+    pub fn archiving(scratch: &Scratch, name: &str, repo: &Repo) -> Self {
+        Cluster::new(
+            scratch,
+            name,
+            ClusterOpts {
+                archive_to: Some(repo),
+                ..Default::default()
+            },
+        )
+    }
+
     /// A cluster over an existing (e.g. restored) data directory, not started.
     pub fn at(base: PathBuf, pgdata: PathBuf) -> Self {
         Cluster {
@@ -345,6 +357,13 @@ impl Cluster {
             .query_one(sql, &[])
             .unwrap_or_else(|e| panic!("{sql}: {e} {:?}", e.as_db_error().map(|d| d.message())));
         row.get::<_, String>(0)
+    }
+
+    /// The server's clock now, as a recovery target time in UTC.
+    pub fn now_utc(&self) -> String {
+        self.query_one(
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
+        )
     }
 
     /// Switch WAL and wait until the finished segment is archived.
@@ -529,4 +548,24 @@ pub fn load_sample(c: &Cluster, rows: i64) {
          CHECKPOINT;",
         docs = (rows / 50).max(10)
     ));
+}
+
+/// Restore with `args`, start the result, wait until it is out of recovery
+/// and check it holds exactly `want`. Returns the running cluster.
+pub fn restore_matches(
+    scratch: &Scratch,
+    repo: &Repo,
+    name: &str,
+    args: &[&str],
+    want: &BTreeMap<String, String>,
+) -> Cluster {
+    let mut dst = restore(scratch, repo, name, args);
+    dst.start_ok();
+    dst.wait_for_consistency();
+    assert_eq!(
+        &dst.table_hashes(),
+        want,
+        "restore with {args:?} gave other data"
+    );
+    dst
 }

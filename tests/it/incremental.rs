@@ -2,6 +2,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use std::collections::BTreeMap;
+
 use crate::harness::*;
 
 fn restore_and_compare(
@@ -9,28 +11,17 @@ fn restore_and_compare(
     repo: &Repo,
     name: &str,
     set: &str,
-    want: &std::collections::BTreeMap<String, String>,
+    want: &BTreeMap<String, String>,
 ) {
-    let mut dst = restore(
-        s,
-        repo,
-        name,
-        &[
-            "--set",
-            set,
-            "--target",
-            "immediate",
-            "--target-action",
-            "promote",
-        ],
-    );
-    dst.start_ok();
-    dst.wait_for_consistency();
-    assert_eq!(
-        &dst.table_hashes(),
-        want,
-        "backup {set} restored different data"
-    );
+    let args = [
+        "--set",
+        set,
+        "--target",
+        "immediate",
+        "--target-action",
+        "promote",
+    ];
+    let mut dst = restore_matches(s, repo, name, &args, want);
     dst.amcheck();
     dst.stop();
 }
@@ -39,14 +30,7 @@ fn restore_and_compare(
 fn diff_and_incr_restore_exactly_after_every_kind_of_change() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
-    let src = Cluster::new(
-        &s,
-        "src",
-        ClusterOpts {
-            archive_to: Some(&repo),
-            ..Default::default()
-        },
-    );
+    let src = Cluster::archiving(&s, "src", &repo);
     load_sample(&src, 20_000);
     src.exec(
         "CREATE TABLE doomed AS SELECT g FROM generate_series(1, 5000) g;
@@ -121,14 +105,7 @@ fn diff_and_incr_restore_exactly_after_every_kind_of_change() {
 fn incr_restores_after_its_full_manifest_is_gone() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
-    let src = Cluster::new(
-        &s,
-        "src",
-        ClusterOpts {
-            archive_to: Some(&repo),
-            ..Default::default()
-        },
-    );
+    let src = Cluster::archiving(&s, "src", &repo);
     load_sample(&src, 10_000);
     src.backup_ok(&repo, &["--type", "full"]);
     src.exec("UPDATE accounts SET balance = 0 WHERE id < 100;");
@@ -168,14 +145,7 @@ fn set_mtime(path: &std::path::Path, t: SystemTime) {
 fn change_in_the_reference_second_and_checksum_mode() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
-    let src = Cluster::new(
-        &s,
-        "src",
-        ClusterOpts {
-            archive_to: Some(&repo),
-            ..Default::default()
-        },
-    );
+    let src = Cluster::archiving(&s, "src", &repo);
     // Two extra files in PGDATA: one whose mtime is at/after the backup's
     // start (so a same-size change keeping that mtime must still be seen),
     // and one with an old mtime that only --checksum can catch.

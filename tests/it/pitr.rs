@@ -6,24 +6,6 @@ use std::path::Path;
 
 use crate::harness::*;
 
-fn restored_matches(
-    s: &Scratch,
-    repo: &Repo,
-    name: &str,
-    args: &[&str],
-    want: &BTreeMap<String, String>,
-) {
-    let mut dst = restore(s, repo, name, args);
-    dst.start_ok();
-    dst.wait_for_consistency();
-    assert_eq!(
-        &dst.table_hashes(),
-        want,
-        "restore with {args:?} gave other data"
-    );
-    dst.stop();
-}
-
 fn fails(o: &std::process::Output, needle: &str) {
     assert_eq!(
         o.status.code(),
@@ -39,14 +21,7 @@ fn fails(o: &std::process::Output, needle: &str) {
 fn the_classic_accident_by_time_lsn_xid_and_name() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
-    let src = Cluster::new(
-        &s,
-        "src",
-        ClusterOpts {
-            archive_to: Some(&repo),
-            ..Default::default()
-        },
-    );
+    let src = Cluster::archiving(&s, "src", &repo);
     src.exec(
         "CREATE TABLE keep (id int, note text);
          CREATE TABLE victim AS SELECT g, md5(g::text) m FROM generate_series(1, 3000) g;",
@@ -67,9 +42,7 @@ fn the_classic_accident_by_time_lsn_xid_and_name() {
     tx.commit().unwrap();
     src.exec("SELECT pg_create_restore_point('before_the_drop')");
     let lsn = src.query_one("SELECT pg_current_wal_lsn()::text");
-    let time = src.query_one(
-        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
-    );
+    let time = src.now_utc();
     let want = src.table_hashes();
     src.exec("SELECT pg_sleep(1.2)");
     // The accident, and life going on after it.
@@ -80,28 +53,28 @@ fn the_classic_accident_by_time_lsn_xid_and_name() {
     assert_ne!(src.table_hashes(), want);
 
     let promote = ["--target-action", "promote"];
-    restored_matches(
+    restore_matches(
         &s,
         &repo,
         "by-time",
         &[&["--target-time", &time][..], &promote].concat(),
         &want,
     );
-    restored_matches(
+    restore_matches(
         &s,
         &repo,
         "by-lsn",
         &[&["--target-lsn", &lsn][..], &promote].concat(),
         &want,
     );
-    restored_matches(
+    restore_matches(
         &s,
         &repo,
         "by-xid",
         &[&["--target-xid", &xid][..], &promote].concat(),
         &want,
     );
-    restored_matches(
+    restore_matches(
         &s,
         &repo,
         "by-name",
@@ -180,14 +153,7 @@ fn the_classic_accident_by_time_lsn_xid_and_name() {
 fn restore_onto_a_new_host_with_tablespaces() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
-    let src = Cluster::new(
-        &s,
-        "src",
-        ClusterOpts {
-            archive_to: Some(&repo),
-            ..Default::default()
-        },
-    );
+    let src = Cluster::archiving(&s, "src", &repo);
     let one = s.pg_dir("ts1");
     let two = s.pg_dir("ts2");
     src.exec(&format!(
@@ -265,20 +231,11 @@ fn restore_onto_a_new_host_with_tablespaces() {
 fn pitr_across_a_promotion_to_timeline_two() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
-    let mut a = Cluster::new(
-        &s,
-        "a",
-        ClusterOpts {
-            archive_to: Some(&repo),
-            ..Default::default()
-        },
-    );
+    let mut a = Cluster::archiving(&s, "a", &repo);
     a.exec("CREATE TABLE t (n int, tl text)");
     a.backup_ok(&repo, &["--type", "full"]);
     a.exec("INSERT INTO t SELECT g, 'one' FROM generate_series(1, 100) g;");
-    let t1 = a.query_one(
-        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
-    );
+    let t1 = a.now_utc();
     let at_t1 = a.table_hashes();
     a.exec("SELECT pg_sleep(1.2); INSERT INTO t SELECT g, 'one-late' FROM generate_series(101, 200) g;");
     a.switch_wal_and_wait(&repo);
@@ -296,9 +253,7 @@ fn pitr_across_a_promotion_to_timeline_two() {
     b.exec("INSERT INTO t SELECT g, 'two' FROM generate_series(201, 300) g;");
     b.backup_ok(&repo, &["--type", "full"]);
     b.exec("INSERT INTO t SELECT g, 'two-b' FROM generate_series(301, 350) g;");
-    let t2 = b.query_one(
-        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
-    );
+    let t2 = b.now_utc();
     let at_t2 = b.table_hashes();
     b.exec("SELECT pg_sleep(1.2); INSERT INTO t SELECT g, 'two-late' FROM generate_series(351, 400) g;");
     b.switch_wal_and_wait(&repo);
@@ -317,7 +272,7 @@ fn pitr_across_a_promotion_to_timeline_two() {
     assert!(names.contains(&"00000002.history".to_string()), "{names:?}");
 
     // A point on timeline 2, from the timeline-2 backup.
-    restored_matches(
+    restore_matches(
         &s,
         &repo,
         "r2",
@@ -325,7 +280,7 @@ fn pitr_across_a_promotion_to_timeline_two() {
         &at_t2,
     );
     // A point on timeline 1 before the switch, from the timeline-1 backup.
-    restored_matches(
+    restore_matches(
         &s,
         &repo,
         "r1",
@@ -384,14 +339,7 @@ fn tree(root: &Path) -> BTreeMap<String, (String, u32, String)> {
 fn delta_restore_rewrites_only_what_differs() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
-    let mut src = Cluster::new(
-        &s,
-        "src",
-        ClusterOpts {
-            archive_to: Some(&repo),
-            ..Default::default()
-        },
-    );
+    let mut src = Cluster::archiving(&s, "src", &repo);
     load_sample(&src, 30_000);
     src.backup_ok(&repo, &["--type", "full"]);
     let first = repo.backups()[0]["id"].as_str().unwrap().to_string();
@@ -525,14 +473,7 @@ fn delta_restore_rewrites_only_what_differs() {
 fn standby_restore_streams_from_the_primary() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
-    let primary = Cluster::new(
-        &s,
-        "primary",
-        ClusterOpts {
-            archive_to: Some(&repo),
-            ..Default::default()
-        },
-    );
+    let primary = Cluster::archiving(&s, "primary", &repo);
     primary.exec("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g;");
     primary.backup_ok(&repo, &["--type", "full"]);
     let ci = format!(
