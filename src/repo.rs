@@ -142,7 +142,7 @@ impl Repository {
         Ok(cat)
     }
 
-    fn catalog_create(&self) -> Result<Catalog> {
+    pub(crate) fn catalog_create(&self) -> Result<Catalog> {
         let cat = Catalog::open(&self.catalog_path(), true)?;
         self.fix_catalog_owner()?;
         Ok(cat)

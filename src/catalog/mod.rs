@@ -6,6 +6,7 @@
 //! is inserted as `running` and becomes `complete` in one final transaction.
 //! Readers only ever trust `complete` backups.
 
+mod integrity;
 mod model;
 mod schema;
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+pub use integrity::IndexedChunk;
 pub use model::{
     BackupRow, BackupStatus, BackupType, ChunkLoc, ClusterRow, FileKind, FileRow, PageErrorRow,
 };

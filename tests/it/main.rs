@@ -7,3 +7,4 @@ mod archive;
 mod bad_input;
 mod core;
 mod incremental;
+mod integrity;
