@@ -107,6 +107,15 @@ pub fn run(repo: &Repository, cluster: &str, opts: &CheckOptions) -> Result<Chec
             "archive_mode is off: set archive_mode = on and {wanted}, then restart PostgreSQL"
         )));
     }
+    // A switch with no WAL since the last one switches nothing, and the
+    // segment named would be an old one: write a record first.
+    server
+        .client()
+        .query_one(
+            "SELECT pg_logical_emit_message(false, 'pgstrata', 'check')::text",
+            &[],
+        )
+        .map_err(|e| Error::pg("cannot write a WAL record for the check", e))?;
     let segment = server.switch_wal()?;
     let started = Instant::now();
     let deadline = started + opts.archive_timeout;

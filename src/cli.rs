@@ -432,7 +432,8 @@ pub fn run(cli: Cli, cfg: FileConfig) -> anyhow::Result<Outcome> {
             say(
                 quiet,
                 format!(
-                    "check ok: PostgreSQL {}, system identifier {}{}; WAL segment {} reached                      the repository in {:.1} s",
+                    "check ok: PostgreSQL {}, system identifier {}{}; WAL segment {} reached \
+                     the repository in {:.1} s",
                     r.pg_version,
                     r.system_id,
                     if r.cluster_bound {
@@ -465,7 +466,8 @@ pub fn run(cli: Cli, cfg: FileConfig) -> anyhow::Result<Outcome> {
             say(
                 quiet,
                 format!(
-                    "rebuilt the catalog: {} cluster(s), {} backup(s), {} pack(s), {} chunk(s);                      run `pgstrata verify` to check it",
+                    "rebuilt the catalog: {} cluster(s), {} backup(s), {} pack(s), {} chunk(s); \
+                     run `pgstrata verify` to check it",
                     r.clusters,
                     r.backups.len(),
                     r.packs,

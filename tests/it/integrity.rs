@@ -410,3 +410,81 @@ fn rebuild_catalog_after_loss() {
     verify_ok(&repo);
     let _ = walk_files;
 }
+
+fn check_cmd(repo: &Repo, c: &Cluster, extra: &[&str]) -> Output {
+    let ci = c.conninfo();
+    let mut args = vec![
+        "--repo",
+        repo.arg(),
+        "check",
+        "--pgdata",
+        c.pgdata.to_str().unwrap(),
+        "--dbname",
+        &ci,
+    ];
+    args.extend_from_slice(extra);
+    pgstrata(&args)
+}
+
+fn fails_with(o: &Output, needle: &str) {
+    assert_eq!(o.status.code(), Some(1), "{}\n{}", out(o), err(o));
+    let e = err(o);
+    assert!(e.starts_with("pgstrata: error: "), "{e}");
+    assert!(e.contains(needle), "stderr lacks {needle:?}: {e}");
+}
+
+#[test]
+fn check_proves_the_live_setup() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let src = Cluster::new(
+        &s,
+        "src",
+        ClusterOpts {
+            archive_to: Some(&repo),
+            ..Default::default()
+        },
+    );
+    let o = check_cmd(&repo, &src, &[]);
+    check(&o, "pgstrata check");
+    assert!(out(&o).contains("reached the repository"), "{}", out(&o));
+    let sysid = src.query_one("SELECT system_identifier::text FROM pg_control_system()");
+    assert!(out(&o).contains(&sysid), "{}", out(&o));
+
+    // archive_command that does not reach the repository: a clear timeout.
+    src.exec("ALTER SYSTEM SET archive_command = 'false'");
+    src.exec("SELECT pg_reload_conf()");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let o = check_cmd(&repo, &src, &["--archive-timeout", "2"]);
+    fails_with(&o, "was not archived to this repository within 2 s");
+    assert!(err(&o).contains("archive_command"), "{}", err(&o));
+    src.exec("ALTER SYSTEM RESET archive_command");
+    src.exec("SELECT pg_reload_conf()");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    check(&check_cmd(&repo, &src, &[]), "check after the fix");
+
+    // Another cluster: its identity is not the repository's "main".
+    let other = Cluster::new(&s, "other", ClusterOpts::default());
+    fails_with(&check_cmd(&repo, &other, &[]), "system identifier");
+    // Under its own name it gets as far as archive_mode.
+    fails_with(
+        &check_cmd(&repo, &other, &["--cluster", "other"]),
+        "archive_mode is off",
+    );
+    // --pgdata of one cluster, connection to another.
+    let ci = src.conninfo();
+    fails_with(
+        &pgstrata(&[
+            "--repo",
+            repo.arg(),
+            "check",
+            "--pgdata",
+            other.pgdata.to_str().unwrap(),
+            "--dbname",
+            &ci,
+        ]),
+        "system identifier",
+    );
+    // check writes nothing but the WAL the server archives.
+    assert!(repo.backups().is_empty());
+}
