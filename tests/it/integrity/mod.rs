@@ -6,8 +6,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::bad_input::walk_files;
 use crate::harness::*;
+
+mod faults;
+mod security;
 
 pub fn out(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -408,7 +410,6 @@ fn rebuild_catalog_after_loss() {
     let o = src.backup_ok(&repo, &[]);
     assert!(o.contains("(incr of "), "{o}");
     verify_ok(&repo);
-    let _ = walk_files;
 }
 
 fn check_cmd(repo: &Repo, c: &Cluster, extra: &[&str]) -> Output {
@@ -426,7 +427,7 @@ fn check_cmd(repo: &Repo, c: &Cluster, extra: &[&str]) -> Output {
     pgstrata(&args)
 }
 
-fn fails_with(o: &Output, needle: &str) {
+pub fn fails_with(o: &Output, needle: &str) {
     assert_eq!(o.status.code(), Some(1), "{}\n{}", out(o), err(o));
     let e = err(o);
     assert!(e.starts_with("pgstrata: error: "), "{e}");
