@@ -187,3 +187,163 @@ fn integrity_commands_refuse_what_is_not_a_repository() {
         "is not a PostgreSQL data directory",
     );
 }
+
+/// A cluster listening on 127.0.0.1 with TLS on; stopped when dropped.
+struct TlsServer {
+    pgdata: std::path::PathBuf,
+    port: u16,
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = run_as_pg(
+            &pg_tool("pg_ctl"),
+            &[
+                "-D",
+                self.pgdata.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
+    }
+}
+
+fn openssl_cert(dir: &Path, name: &str, cn: &str) {
+    let key = dir.join(format!("{name}.key"));
+    let crt = dir.join(format!("{name}.crt"));
+    let o = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+        ])
+        .arg(format!("/CN={cn}"))
+        .arg("-addext")
+        .arg(format!("subjectAltName=DNS:{cn}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .expect("openssl (Debian: apt-get install openssl)");
+    check(&o, "openssl req");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&crt, std::fs::Permissions::from_mode(0o644)).unwrap();
+    give_to_pg(&key);
+    give_to_pg(&crt);
+}
+
+/// Start `c` (stopped) on TCP 127.0.0.1 with TLS. Tests share the loopback
+/// interface: the port comes from the process id, and the next one is tried
+/// when it is taken.
+fn start_tls(c: &mut Cluster) -> TlsServer {
+    let base = c.sockdir.clone();
+    for i in 0..40u32 {
+        let port = 20000 + ((std::process::id() * 7 + i * 131) % 30000) as u16;
+        let opts = format!(
+            "-c unix_socket_directories={} -c listen_addresses=127.0.0.1 -c port={port}",
+            base.display()
+        );
+        let o = run_as_pg(
+            &pg_tool("pg_ctl"),
+            &[
+                "-D",
+                c.pgdata.to_str().unwrap(),
+                "-l",
+                c.log.to_str().unwrap(),
+                "-o",
+                &opts,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        );
+        if o.status.success() {
+            return TlsServer {
+                pgdata: c.pgdata.clone(),
+                port,
+            };
+        }
+    }
+    panic!("no free port for the TLS cluster; log:\n{}", c.log_text());
+}
+
+#[test]
+fn sslmode_is_honoured_over_tcp() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let mut c = Cluster::new(
+        &s,
+        "tls",
+        ClusterOpts {
+            archive_to: Some(&repo),
+            ..Default::default()
+        },
+    );
+    c.stop();
+    openssl_cert(&c.pgdata, "server", "localhost");
+    let other = s.pg_dir("other-ca");
+    openssl_cert(&other, "other", "localhost");
+    append(
+        &c.pgdata.join("postgresql.conf"),
+        "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+    );
+    // Only TLS connections get in over TCP: a success proves TLS was used.
+    let hba = c.pgdata.join("pg_hba.conf");
+    let old = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(
+        &hba,
+        format!("hostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n{old}"),
+    )
+    .unwrap();
+    let server = start_tls(&mut c);
+    let root = c.pgdata.join("server.crt");
+    let wrong = other.join("other.crt");
+    let run = |conn: String| {
+        pgstrata(&[
+            "--repo",
+            repo.arg(),
+            "check",
+            "--pgdata",
+            c.pgdata.to_str().unwrap(),
+            "--dbname",
+            &conn,
+        ])
+    };
+    let ci = |host: &str, extra: &str| {
+        format!(
+            "host={host} port={} user=postgres dbname=postgres {extra}",
+            server.port
+        )
+    };
+    check(&run(ci("127.0.0.1", "sslmode=require")), "sslmode=require");
+    check(&run(ci("127.0.0.1", "")), "sslmode=prefer (the default)");
+    fails_with(&run(ci("127.0.0.1", "sslmode=disable")), "no encryption");
+    let full = format!("sslmode=verify-full sslrootcert={}", root.display());
+    check(&run(ci("localhost", &full)), "verify-full");
+    // verify-full checks the host name; verify-ca only the chain.
+    fails_with(&run(ci("127.0.0.1", &full)), "TLS");
+    let ca = format!("sslmode=verify-ca sslrootcert={}", root.display());
+    check(&run(ci("127.0.0.1", &ca)), "verify-ca");
+    // A server certificate from another authority is refused.
+    let bad = format!("sslmode=verify-ca sslrootcert={}", wrong.display());
+    fails_with(&run(ci("127.0.0.1", &bad)), "certificate verify failed");
+    fails_with(
+        &run(ci("127.0.0.1", "sslmode=verify-full")),
+        "needs a root certificate",
+    );
+    // A backup over verified TLS.
+    let o = pgstrata(&[
+        "--repo",
+        repo.arg(),
+        "backup",
+        "--start-fast",
+        "--pgdata",
+        c.pgdata.to_str().unwrap(),
+        "--dbname",
+        &ci("localhost", &full),
+    ]);
+    check(&o, "backup over TLS");
+    assert_eq!(repo.backups().len(), 1);
+}
