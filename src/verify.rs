@@ -413,23 +413,34 @@ fn check_manifests(
         };
         indexed.insert(bm, loc.clone());
         let what = format!("block map {bm}");
-        let decoded = read_chunk(
+        let raw = match read_chunk(
             repo.backend(),
             &loc.pack_id,
             loc.offset,
             loc.stored_len,
             &bm,
             &what,
-        )
-        .and_then(|raw| BlockMap::decode(&raw, &what));
-        let map = match decoded {
-            Ok(m) => m,
+        ) {
+            Ok(raw) => raw,
             // Unreadable chunks are reported with their pack in pass 3.
             Err(Error::Corrupt { .. }) | Err(Error::NotFound(_)) => continue,
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 continue
             }
             Err(e) => return Err(e),
+        };
+        // The bytes match their id, yet do not decode: written wrong.
+        let map = match BlockMap::decode(&raw, &what) {
+            Ok(m) => m,
+            Err(e) => {
+                report.problems.push(problem(
+                    ProblemKind::BlockMapInvalid,
+                    format!("block map {bm}"),
+                    e.to_string(),
+                    users.affected(&bm),
+                ));
+                continue;
+            }
         };
         if Some(&map.file_size) != sizes.get(&bm) {
             report.problems.push(problem(

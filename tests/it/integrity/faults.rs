@@ -237,9 +237,11 @@ fn kill_9_of_archive_push_mid_write() {
             std::thread::sleep(Duration::from_millis(delay_ms));
             child.kill().unwrap();
         } else {
-            // As soon as the object's temporary file appears.
+            // As soon as the object's temporary file appears (an earlier
+            // killed push may have left one: count new ones only).
+            let before = files_and_bytes(&tmp).0;
             let start = Instant::now();
-            while files_and_bytes(&tmp).0 == 0 && start.elapsed() < Duration::from_secs(120) {
+            while files_and_bytes(&tmp).0 <= before && start.elapsed() < Duration::from_secs(120) {
                 if child.try_wait().unwrap().is_some() {
                     break;
                 }
@@ -247,6 +249,9 @@ fn kill_9_of_archive_push_mid_write() {
             let _ = child.kill();
         }
         let st = child.wait().unwrap();
+        if delay_ms > 0 {
+            assert_eq!(st.signal(), Some(9), "the push ended before the kill: {st}");
+        }
         if st.signal() == Some(9) && delay_ms == 0 {
             killed_writing += 1;
         }
