@@ -280,7 +280,11 @@ pub fn run(
                 ));
             }
         }
-        known.clone()
+        // Chunk rows may point at a pack whose row is gone (reported by the
+        // foreign key check): stream those packs too, to name what they break.
+        let mut all: BTreeSet<String> = known.iter().cloned().collect();
+        all.extend(indexed.values().map(|l| l.pack_id.clone()));
+        all.into_iter().collect()
     };
     let pack_bytes: u64 = packs.iter().filter_map(|p| on_disk.get(p)).sum();
     let wal_bytes = wal_bytes(repo, &scope, opts.set.is_none())?;

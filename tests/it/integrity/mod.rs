@@ -257,6 +257,32 @@ fn verify_names_damage_and_spares_other_backups() {
     .unwrap();
     drop(db);
     verify_ok(&repo);
+    // A deleted pack row: the index points into a pack the catalog forgot.
+    let db = catalog(&repo);
+    let row: (i64, i64, Option<String>, i64) = db
+        .query_row(
+            "SELECT size, chunks, backup_id, created_at FROM pack WHERE id = ?1",
+            [&pack2],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    db.pragma_update(None, "foreign_keys", "OFF").unwrap();
+    db.execute("DELETE FROM pack WHERE id = ?1", [&pack2])
+        .unwrap();
+    let report = verify_fails(&repo, &[]);
+    assert!(
+        problems_with(&report, "catalog: catalog.db")
+            .iter()
+            .any(|l| l.contains("pack")),
+        "{report}"
+    );
+    db.execute(
+        "INSERT INTO pack (id, size, chunks, backup_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        rusqlite::params![pack2, row.0, row.1, row.2, row.3],
+    )
+    .unwrap();
+    drop(db);
+    verify_ok(&repo);
 
     // 5. WAL: a segment missing inside a backup's range, and a gap after it.
     for _ in 0..3 {
