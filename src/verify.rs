@@ -570,11 +570,13 @@ fn check_pack(
             continue;
         }
         bad += 1;
-        let why = scan
-            .bad
-            .get(&r.offset)
-            .cloned()
-            .unwrap_or_else(|| "no readable record at its offset".into());
+        let why = scan.bad.get(&r.offset).cloned().unwrap_or_else(|| {
+            if r.offset + u64::from(r.stored_len) > size {
+                format!("beyond the end of the pack ({size} bytes): truncated")
+            } else {
+                "no readable record at its offset".into()
+            }
+        });
         first.get_or_insert_with(|| format!("chunk {} at offset {}: {why}", r.id, r.offset));
         let (b, f) = users.affected(&r.id);
         backups.extend(b);
