@@ -14,12 +14,15 @@ use pgstrata::archive::{self, PushOutcome};
 use pgstrata::backup::{self, BackupOptions};
 use pgstrata::catalog::BackupType;
 use pgstrata::catalog::ExpireLog;
+use pgstrata::check::{self, CheckOptions};
 use pgstrata::expire::{self, ExpireOptions, ExpirePlan, Retention};
 use pgstrata::info;
 use pgstrata::progress::{Bar, Progress, Silent};
+use pgstrata::repair;
 use pgstrata::repo::{InitOutcome, Repository};
 use pgstrata::restore::target::parse_time;
 use pgstrata::restore::{self, RecoveryTarget, RestoreOptions, TargetAction, TimelineTarget};
+use pgstrata::verify::{self, VerifyOptions};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -202,6 +205,36 @@ pub enum Command {
     Info {
         #[arg(long, value_enum, default_value = "text")]
         output: OutputArg,
+    },
+    /// Prove the repository can restore what it claims: every chunk, every
+    /// manifest, WAL continuity, the catalog.
+    Verify {
+        /// Check one backup only.
+        #[arg(long)]
+        set: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        output: OutputArg,
+    },
+    /// Prove the live setup works: connection, identity, archive_command.
+    Check {
+        #[arg(long)]
+        pgdata: Option<PathBuf>,
+        /// libpq connection string (key=value or URI).
+        #[arg(long, short = 'd')]
+        dbname: Option<String>,
+        /// Seconds to wait for the switched WAL segment to arrive [default: 60].
+        #[arg(long)]
+        archive_timeout: Option<u64>,
+    },
+    /// Repair the repository.
+    Repair {
+        /// Rebuild catalog.db from the packs and manifest copies (the old
+        /// catalog is moved aside, not deleted).
+        #[arg(long)]
+        rebuild_catalog: bool,
+        /// Seconds to wait for a running backup to finish [default: 0].
+        #[arg(long)]
+        lock_wait: Option<u64>,
     },
 }
 
@@ -560,8 +593,120 @@ pub fn run(cli: Cli, cfg: FileConfig) -> anyhow::Result<Outcome> {
                 OutputArg::Text => print!("{}", info::render_text(&i)),
             }
         }
+        Command::Verify { set, output } => {
+            let repo = Repository::open(&repo_path)?;
+            let o = VerifyOptions {
+                set,
+                cluster: cli.cluster.clone().or(cfg.cluster.clone()),
+            };
+            let p = progress(quiet);
+            let r = verify::run(&repo, &o, p.as_ref())?;
+            match output {
+                OutputArg::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+                OutputArg::Text => print_verify(&r, quiet),
+            }
+            if !r.is_ok() {
+                let broken = r.backups.iter().filter(|b| !b.ok).count();
+                bail!(
+                    "verify found {} problem(s); {broken} of {} backup(s) affected",
+                    r.problems.len(),
+                    r.backups.len()
+                );
+            }
+        }
+        Command::Check {
+            pgdata,
+            dbname,
+            archive_timeout,
+        } => {
+            let repo = Repository::open(&repo_path)?;
+            let pgdata = pgdata.or(cfg.pgdata.clone()).context(
+                "no data directory given: use --pgdata DIR or pgdata in the config file",
+            )?;
+            let mut o = CheckOptions::new(pgdata);
+            o.dbname = dbname.or(cfg.dbname.clone());
+            if let Some(t) = archive_timeout.or(cfg.archive_timeout) {
+                o.archive_timeout = Duration::from_secs(t);
+            }
+            let r = check::run(&repo, &cluster, &o)?;
+            say(
+                quiet,
+                format!(
+                    "check ok: PostgreSQL {}, system identifier {}{}; WAL segment {} reached \
+                     the repository in {:.1} s",
+                    r.pg_version,
+                    r.system_id,
+                    if r.cluster_bound {
+                        format!(" (cluster {cluster:?})")
+                    } else {
+                        format!(" (cluster {cluster:?} not bound yet)")
+                    },
+                    r.segment,
+                    r.archive_wait.as_secs_f64()
+                ),
+            );
+        }
+        Command::Repair {
+            rebuild_catalog,
+            lock_wait,
+        } => {
+            if !rebuild_catalog {
+                bail!("nothing to repair: say what, e.g. --rebuild-catalog");
+            }
+            let repo = Repository::open(&repo_path)?;
+            let wait = Duration::from_secs(lock_wait.or(cfg.lock_wait).unwrap_or(0));
+            let p = progress(quiet);
+            let r = repair::rebuild_catalog(&repo, wait, p.as_ref())?;
+            if let Some(old) = &r.old_catalog {
+                say(quiet, format!("moved the old catalog to {}", old.display()));
+            }
+            for s in &r.skipped {
+                eprintln!("pgstrata: warning: skipped {s}");
+            }
+            say(
+                quiet,
+                format!(
+                    "rebuilt the catalog: {} cluster(s), {} backup(s), {} pack(s), {} chunk(s); \
+                     run `pgstrata verify` to check it",
+                    r.clusters,
+                    r.backups.len(),
+                    r.packs,
+                    r.chunks
+                ),
+            );
+        }
     }
     Ok(Outcome::Ok)
+}
+
+fn print_verify(r: &verify::VerifyReport, quiet: bool) {
+    if !quiet || !r.is_ok() {
+        println!(
+            "checked {} pack(s), {} chunk(s), {} WAL file(s), {}",
+            r.packs,
+            r.chunks,
+            r.wal_files,
+            info::human(r.bytes)
+        );
+    }
+    for b in &r.backups {
+        if !quiet || !b.ok {
+            println!(
+                "backup {} ({}): {}",
+                b.id,
+                b.cluster,
+                if b.ok { "ok" } else { "DAMAGED" }
+            );
+        }
+    }
+    if !quiet {
+        for n in &r.notes {
+            println!("note: {n}");
+        }
+    }
+    for p in &r.problems {
+        println!("problem: {p}");
+    }
 }
 
 fn say(quiet: bool, msg: String) {

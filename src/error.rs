@@ -20,7 +20,7 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
-    #[error("PostgreSQL: {context}: {source}")]
+    #[error("PostgreSQL: {context}: {}", pg_message(source))]
     Postgres {
         context: String,
         #[source]
@@ -69,6 +69,34 @@ impl Error {
         Error::Postgres {
             context: context.into(),
             source,
+        }
+    }
+}
+
+/// The server's own words for a database error (the driver's `Display`
+/// says only "db error"), else the driver's message.
+fn pg_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut m = format!("{}: {}", db.severity(), db.message());
+            if let Some(h) = db.hint() {
+                m.push_str(&format!(" (hint: {h})"));
+            }
+            m
+        }
+        None => {
+            // The cause (e.g. why a TLS handshake failed) is what the user
+            // needs; the driver does not always print it.
+            let mut m = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(c) = src {
+                let t = c.to_string();
+                if !m.contains(&t) {
+                    m.push_str(&format!(": {t}"));
+                }
+                src = c.source();
+            }
+            m
         }
     }
 }

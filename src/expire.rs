@@ -403,7 +403,7 @@ pub fn apply(repo: &Repository, cat: &mut Catalog, plan: &ExpirePlan) -> Result<
         }
         let key = pack_key(&p.id);
         let mut w = PackWriter::new(backend)?;
-        for c in cat.pack_chunks(&p.id)?.into_iter().filter(|c| c.live) {
+        for c in cat.pack_liveness(&p.id)?.into_iter().filter(|c| c.live) {
             let rec = backend.get_range(&key, c.offset, RECORD_HEADER + c.stored_len as usize)?;
             let what = format!("pack {key}");
             decode_record(&rec, &c.id, &what, &key)?;

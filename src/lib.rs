@@ -9,15 +9,18 @@
 pub mod archive;
 pub mod backup;
 pub mod catalog;
+pub mod check;
 pub mod error;
 pub mod expire;
 pub mod info;
 pub mod lock;
 pub mod pg;
 pub mod progress;
+pub mod repair;
 pub mod repo;
 pub mod restore;
 pub mod store;
+pub mod verify;
 
 pub use error::{Error, Result};
 pub use repo::Repository;

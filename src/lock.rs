@@ -7,7 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -26,9 +26,17 @@ impl RepoLock {
     /// Take the lock, waiting up to `wait` for the holder to finish.
     pub fn acquire(repo: &Repository, command: &str, wait: Duration) -> Result<Self> {
         let dir = repo.root().join("locks");
+        let own = repo.ownership();
         if !dir.exists() {
-            std::fs::create_dir_all(&dir).at(&dir)?;
-            repo.ownership().apply(&dir)?;
+            match std::fs::DirBuilder::new().mode(own.dir_mode).create(&dir) {
+                Ok(()) => {
+                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(own.dir_mode))
+                        .at(&dir)?;
+                    own.apply(&dir)?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io(&dir, e)),
+            }
         }
         let path = dir.join("repository.lock");
         let mut file = OpenOptions::new()
@@ -36,10 +44,10 @@ impl RepoLock {
             .write(true)
             .create(true)
             .truncate(false)
-            .mode(0o600)
+            .mode(own.file_mode)
             .open(&path)
             .at(&path)?;
-        repo.ownership().apply(&path)?;
+        own.apply(&path)?;
         let deadline = Instant::now() + wait;
         loop {
             match flock(&file, FlockOperation::NonBlockingLockExclusive) {

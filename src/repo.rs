@@ -10,7 +10,7 @@
 //! ```
 
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -78,6 +78,10 @@ impl Repository {
                 .create(root)
                 .at(root)?;
         }
+        // The root's mode is the repository's, whatever umask or the caller
+        // who created the empty directory chose.
+        let mode = if group_readable { 0o750 } else { 0o700 };
+        fs::set_permissions(root, fs::Permissions::from_mode(mode)).at(root)?;
         let own = Ownership::for_root(root, group_readable)?;
         let repo = Repository {
             root: root.to_path_buf(),
@@ -142,22 +146,32 @@ impl Repository {
         Ok(cat)
     }
 
-    fn catalog_create(&self) -> Result<Catalog> {
+    pub(crate) fn catalog_create(&self) -> Result<Catalog> {
         let cat = Catalog::open(&self.catalog_path(), true)?;
         self.fix_catalog_owner()?;
         Ok(cat)
     }
 
-    /// SQLite creates its files with the caller's owner; when root runs a
-    /// command, hand them to the repository's owner so the server's user can
-    /// still archive WAL.
+    /// SQLite creates its files 0644 (less the umask) with the caller's
+    /// owner: give them the repository's mode, and when root runs a command,
+    /// hand them to the repository's owner so the server's user can still
+    /// archive WAL.
     fn fix_catalog_owner(&self) -> Result<()> {
-        if self.own.chown_to.is_some() {
-            for suffix in ["", "-wal", "-shm"] {
-                let p = self.root.join(format!("{CATALOG}{suffix}"));
-                if p.exists() {
-                    self.own.apply(&p)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let p = self.root.join(format!("{CATALOG}{suffix}"));
+            let Ok(meta) = fs::metadata(&p) else {
+                continue;
+            };
+            if meta.permissions().mode() & 0o777 != self.own.file_mode {
+                match fs::set_permissions(&p, fs::Permissions::from_mode(self.own.file_mode)) {
+                    Ok(()) => {}
+                    // Not ours to change (a group member reading the repository).
+                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
+                    Err(e) => return Err(Error::io(p, e)),
                 }
+            }
+            if self.own.chown_to.is_some() {
+                self.own.apply(&p)?;
             }
         }
         Ok(())

@@ -461,6 +461,9 @@ impl Job<'_> {
             row.files = files.iter().filter(|f| f.kind == FileKind::File).count() as u64;
             row.page_errors = errors.len() as u64;
             row.status = BackupStatus::Complete;
+            // The copy records the packs' bytes; `repair` adds the copy's own
+            // size, which is only known once it is compressed.
+            row.stored_bytes = stats.pack_bytes;
             let manifest = Manifest {
                 format: 1,
                 cluster: self.cluster.clone(),

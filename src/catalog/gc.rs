@@ -115,7 +115,7 @@ impl Catalog {
     }
 
     /// The chunk rows of one pack, marked live or not (after `pack_usage`).
-    pub fn pack_chunks(&self, pack_id: &str) -> Result<Vec<PackChunk>> {
+    pub fn pack_liveness(&self, pack_id: &str) -> Result<Vec<PackChunk>> {
         let mut st = self
             .conn
             .prepare(

@@ -7,6 +7,7 @@
 //! Readers only ever trust `complete` backups.
 
 mod gc;
+mod integrity;
 mod model;
 mod schema;
 
@@ -17,6 +18,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 pub use gc::{ExpireLog, PackChunk, PackUsage};
+pub use integrity::IndexedChunk;
 pub use model::{
     BackupRow, BackupStatus, BackupType, ChunkLoc, ClusterRow, FileKind, FileRow, PageErrorRow,
 };

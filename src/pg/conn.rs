@@ -9,10 +9,10 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use postgres::{Client, Config, NoTls};
+use postgres::{Client, Config};
 
 use crate::error::{Error, Result};
-use crate::pg::Lsn;
+use crate::pg::{tls, Lsn};
 
 /// What a backup needs to know about the server.
 #[derive(Clone, Debug)]
@@ -39,11 +39,25 @@ pub struct BackupStop {
 
 /// Build a connection configuration the way libpq would.
 pub fn config(dbname: Option<&str>) -> Result<Config> {
-    let mut cfg = match dbname {
+    Ok(config_tls(dbname)?.0)
+}
+
+/// The configuration and its TLS settings (see [`crate::pg::tls`]).
+pub fn config_tls(dbname: Option<&str>) -> Result<(Config, tls::Settings)> {
+    let (rest, tls) = tls::extract(dbname)?;
+    let mut cfg = match rest.as_deref() {
         Some(s) if !s.trim().is_empty() => Config::from_str(s)
             .map_err(|e| Error::invalid(format!("invalid connection string: {e}")))?,
         _ => Config::new(),
     };
+    // A URI keeps the sslmode it names (the driver parsed it); otherwise the
+    // mode taken out of the string (or PGSSLMODE, or prefer) applies.
+    let uri_mode = rest
+        .as_deref()
+        .is_some_and(|r| tls::is_uri(r) && r.contains("sslmode="));
+    if !uri_mode {
+        cfg.ssl_mode(tls.mode.driver_mode());
+    }
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     if cfg.get_hosts().is_empty() {
         let host = env("PGHOST").unwrap_or_else(|| "/var/run/postgresql".into());
@@ -79,7 +93,7 @@ pub fn config(dbname: Option<&str>) -> Result<Config> {
     if cfg.get_connect_timeout().is_none() {
         cfg.connect_timeout(Duration::from_secs(30));
     }
-    Ok(cfg)
+    Ok((cfg, tls))
 }
 
 /// Describe where a config points, for errors (never includes the password).
@@ -107,9 +121,9 @@ pub struct Server {
 
 impl Server {
     pub fn connect(dbname: Option<&str>) -> Result<Self> {
-        let cfg = config(dbname)?;
+        let (cfg, tls) = config_tls(dbname)?;
         let mut client = cfg
-            .connect(NoTls)
+            .connect(tls::connector(&tls)?)
             .map_err(|e| Error::pg(format!("cannot connect ({})", describe(&cfg)), e))?;
         let info = server_info(&mut client)?;
         Ok(Server { client, info })

@@ -6,6 +6,7 @@ pub mod control;
 pub mod datadir;
 pub mod lsn;
 pub mod page;
+pub mod tls;
 pub mod wal;
 
 pub use lsn::{Lsn, TimelineId, WalFileName, WalSegment};

@@ -7,7 +7,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -135,6 +135,9 @@ impl LocalBackend {
         }
         match fs::DirBuilder::new().mode(self.own.dir_mode).create(dir) {
             Ok(()) => {
+                // The mode is set explicitly: the creator's umask (the
+                // server's is 0077 under archive_command) must not decide it.
+                fs::set_permissions(dir, fs::Permissions::from_mode(self.own.dir_mode)).at(dir)?;
                 self.own.apply(dir)?;
                 if let Some(parent) = dir.parent() {
                     sync_dir(parent)?;
@@ -160,6 +163,8 @@ impl LocalBackend {
             .create_new(true)
             .mode(self.own.file_mode)
             .open(&path)
+            .at(&path)?;
+        f.set_permissions(fs::Permissions::from_mode(self.own.file_mode))
             .at(&path)?;
         self.own.apply(&path)?;
         Ok((path, f))

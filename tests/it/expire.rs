@@ -355,6 +355,7 @@ fn a_crash_at_any_step_of_expire_loses_nothing_kept() {
             break;
         }
         crashed_at += 1;
+        verify_ok(&copy, &format!("budget {budget}: after the crash"));
         // Right after the crash, every kept backup restores.
         for (id, want) in kept.iter().zip(&golden) {
             assert_eq!(
@@ -380,6 +381,7 @@ fn a_crash_at_any_step_of_expire_loses_nothing_kept() {
                 "budget {budget}: {id} after the rerun"
             );
         }
+        verify_ok(&copy, &format!("budget {budget}: after the rerun"));
         let left: Vec<String> = ids_in(&copy);
         assert_eq!(left, kept.to_vec());
         std::fs::remove_dir_all(&copy).unwrap();
@@ -388,6 +390,13 @@ fn a_crash_at_any_step_of_expire_loses_nothing_kept() {
         crashed_at >= 5,
         "only {crashed_at} crash points were exercised"
     );
+}
+
+/// `verify` over the whole repository finds nothing wrong.
+fn verify_ok(repo: &Path, when: &str) {
+    let r = pgstrata::Repository::open(repo).unwrap();
+    let report = pgstrata::verify::run(&r, &Default::default(), &pgstrata::progress::Silent).unwrap();
+    assert!(report.is_ok(), "{when}: verify found problems: {:?}", report.problems);
 }
 
 fn ids_in(repo: &Path) -> Vec<String> {

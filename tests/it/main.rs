@@ -8,4 +8,5 @@ mod bad_input;
 mod core;
 mod expire;
 mod incremental;
+mod integrity;
 mod pitr;

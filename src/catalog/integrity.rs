@@ -1,0 +1,213 @@
+//! Catalog queries for `verify` and `repair`: whole-repository views of packs,
+//! chunks and block-map relations, and SQLite's own consistency checks.
+//!
+//! These only read, except [`Catalog::rebuild_backup`], which `repair` uses
+//! to insert one backup from its manifest copy in a single transaction, so a
+//! rebuilt catalog never holds half a backup.
+
+use std::collections::HashSet;
+
+use rusqlite::{params, OptionalExtension};
+
+use super::{BackupRow, BackupStatus, Catalog, FileRow, PageErrorRow};
+use crate::error::{Error, Result, SqlContext};
+use crate::store::ChunkId;
+
+/// One row of the chunk index, as `verify` checks it against a pack.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexedChunk {
+    pub id: ChunkId,
+    pub offset: u64,
+    pub stored_len: u32,
+}
+
+impl Catalog {
+    /// Every sealed pack the catalog knows: id and recorded size.
+    pub fn packs(&self) -> Result<Vec<(String, u64)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, size FROM pack ORDER BY id")
+            .ctx("list packs")?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })
+            .ctx("list packs")?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .ctx("list packs")?;
+        Ok(rows)
+    }
+
+    /// The chunk rows that point into one pack, in record order.
+    pub fn pack_chunks(&self, pack_id: &str) -> Result<Vec<IndexedChunk>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, offset, stored_len FROM chunk WHERE pack_id = ?1 ORDER BY offset")
+            .ctx("pack chunks")?;
+        let mut rows = st.query([pack_id]).ctx("pack chunks")?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().ctx("pack chunks")? {
+            let id: Vec<u8> = r.get(0).ctx("pack chunks")?;
+            let id = ChunkId::from_slice(&id).ok_or_else(|| {
+                Error::corrupt(
+                    "catalog",
+                    format!("chunk row of pack {pack_id} has a bad id"),
+                )
+            })?;
+            out.push(IndexedChunk {
+                id,
+                offset: r.get::<_, i64>(1).ctx("pack chunks")? as u64,
+                stored_len: r.get(2).ctx("pack chunks")?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The pack that holds a chunk, if the chunk is indexed.
+    pub fn chunk_pack(&self, id: &ChunkId) -> Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT pack_id FROM chunk WHERE id = ?1",
+                [id.0.as_slice()],
+                |r| r.get(0),
+            )
+            .optional()
+            .ctx("chunk pack")
+    }
+
+    /// The data chunks the catalog says a block map uses.
+    pub fn blockmap_chunk_set(&self, blockmap: &ChunkId) -> Result<HashSet<ChunkId>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT chunk FROM blockmap_chunk WHERE blockmap = ?1")
+            .ctx("blockmap chunks")?;
+        let mut rows = st.query([blockmap.0.as_slice()]).ctx("blockmap chunks")?;
+        let mut out = HashSet::new();
+        while let Some(r) = rows.next().ctx("blockmap chunks")? {
+            let b: Vec<u8> = r.get(0).ctx("blockmap chunks")?;
+            if let Some(id) = ChunkId::from_slice(&b) {
+                out.insert(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rows that break a foreign key (e.g. a chunk whose pack row is gone).
+    pub fn foreign_key_check(&self) -> Result<Vec<String>> {
+        let mut st = self
+            .conn
+            .prepare("PRAGMA foreign_key_check")
+            .ctx("foreign_key_check")?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(format!(
+                    "a row of table {} (rowid {:?}) refers to a missing row of {}",
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get::<_, String>(2)?
+                ))
+            })
+            .ctx("foreign_key_check")?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .ctx("foreign_key_check")?;
+        Ok(rows)
+    }
+
+    /// Insert a complete backup from its manifest copy, in one transaction:
+    /// the backup row, its files, the block-map relation and page errors.
+    pub fn rebuild_backup(
+        &mut self,
+        cluster_id: i64,
+        b: &BackupRow,
+        files: &[FileRow],
+        blockmap_chunks: &[(ChunkId, Vec<ChunkId>)],
+        page_errors: &[PageErrorRow],
+    ) -> Result<()> {
+        let what = format!("rebuild backup {}", b.id);
+        let tx = self.conn.transaction().ctx(&what)?;
+        tx.execute(
+            "INSERT INTO backup (id, cluster_id, type, status, reference, start_time, stop_time, \
+             start_lsn, stop_lsn, timeline, wal_start, wal_stop, pg_version, block_size, \
+             wal_seg_size, data_checksums, backup_label, tablespace_map, db_bytes, read_bytes, \
+             stored_bytes, files, page_errors, host, pid) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, \
+             ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, \
+             ?25)",
+            params![
+                b.id,
+                cluster_id,
+                b.backup_type.as_str(),
+                BackupStatus::Complete.as_str(),
+                b.reference,
+                b.start_time,
+                b.stop_time,
+                b.start_lsn.0 as i64,
+                b.stop_lsn.map(|l| l.0 as i64),
+                b.timeline,
+                b.wal_start,
+                b.wal_stop,
+                b.pg_version,
+                b.block_size,
+                b.wal_seg_size as i64,
+                b.data_checksums,
+                b.backup_label,
+                b.tablespace_map,
+                b.db_bytes as i64,
+                b.read_bytes as i64,
+                b.stored_bytes as i64,
+                b.files as i64,
+                b.page_errors as i64,
+                b.host,
+                b.pid
+            ],
+        )
+        .ctx(&what)?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO file (backup_id, path, kind, size, mtime, mode, uid, gid, link, \
+                     blockmap) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .ctx(&what)?;
+            for f in files {
+                st.execute(params![
+                    b.id,
+                    f.path,
+                    f.kind.code(),
+                    f.size as i64,
+                    f.mtime_ns,
+                    f.mode,
+                    f.uid,
+                    f.gid,
+                    f.link,
+                    f.blockmap.as_ref().map(|x| x.0.to_vec())
+                ])
+                .map_err(|e| Error::Catalog {
+                    context: format!("{what}: file {}", f.path),
+                    source: e,
+                })?;
+            }
+            let mut bc = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO blockmap_chunk (blockmap, chunk) VALUES (?1, ?2)",
+                )
+                .ctx(&what)?;
+            for (bm, chunks) in blockmap_chunks {
+                for c in chunks {
+                    bc.execute(params![bm.0.as_slice(), c.0.as_slice()])
+                        .ctx(&what)?;
+                }
+            }
+            let mut pe = tx
+                .prepare_cached(
+                    "INSERT INTO page_error (backup_id, path, block, detail) \
+                     VALUES (?1, ?2, ?3, ?4)",
+                )
+                .ctx(&what)?;
+            for e in page_errors {
+                pe.execute(params![b.id, e.path, e.block as i64, e.detail])
+                    .ctx(&what)?;
+            }
+        }
+        tx.commit().ctx(&what)
+    }
+}
