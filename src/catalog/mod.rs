@@ -177,10 +177,20 @@ impl Catalog {
                 [name],
                 |r| {
                     let sid: String = r.get(2)?;
+                    let system_id = sid.parse().map_err(|_| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            2,
+                            rusqlite::types::Type::Text,
+                            Box::new(Error::corrupt(
+                                "catalog",
+                                format!("cluster {name:?} has system identifier {sid:?}"),
+                            )),
+                        )
+                    })?;
                     Ok(ClusterRow {
                         id: r.get(0)?,
                         name: r.get(1)?,
-                        system_id: sid.parse().unwrap_or(0),
+                        system_id,
                         pg_version: r.get(3)?,
                     })
                 },
@@ -308,6 +318,29 @@ impl Catalog {
                  WHERE f.backup_id = ?1)",
             backup_id,
         )
+    }
+
+    /// Data chunks a backup's block maps use that the chunk index lacks,
+    /// with a file that needs each (at most `limit`).
+    pub fn missing_chunks(&self, backup_id: &str, limit: u32) -> Result<Vec<(String, ChunkId)>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT f.path, bc.chunk FROM file f JOIN blockmap_chunk bc ON bc.blockmap = f.blockmap \
+                 WHERE f.backup_id = ?1 AND bc.chunk NOT IN (SELECT id FROM chunk) LIMIT ?2",
+            )
+            .ctx("missing chunks")?;
+        let rows = st
+            .query_map(params![backup_id, limit], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .ctx("missing chunks")?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .ctx("missing chunks")?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(p, c)| ChunkId::from_slice(&c).map(|c| (p, c)))
+            .collect())
     }
 
     /// Locations of the block maps of a backup's files.

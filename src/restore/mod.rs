@@ -256,6 +256,14 @@ pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<R
             }
         }
     }
+    // Every data chunk must be indexed too: refuse before writing anything.
+    if let Some((path, id)) = cat.missing_chunks(&backup.id, 1)?.into_iter().next() {
+        return Err(Error::NotFound(format!(
+            "{path} (backup {}): chunk {id} is not in the chunk index; the backup cannot be \
+             restored (nothing was written; `pgstrata verify` shows what else is affected)",
+            backup.id
+        )));
+    }
     let bytes = files.iter().map(|f| f.size).sum();
     let exe = match &opts.exe {
         Some(e) => e.clone(),

@@ -217,6 +217,12 @@ pub fn read_chunk(
 
 /// Decode a record read whole (header + payload).
 pub fn decode_record(rec: &[u8], id: &ChunkId, what: &str, key: &str) -> Result<Vec<u8>> {
+    if rec.len() < RECORD_HEADER {
+        return Err(Error::corrupt(
+            what,
+            format!("chunk {id}: record in pack {key} is shorter than its header"),
+        ));
+    }
     let codec = Codec::from_u8(rec[0])?;
     let raw_len = u32_at(rec, 4) as usize;
     let stored_len = u32_at(rec, 8) as usize;

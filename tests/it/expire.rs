@@ -395,8 +395,13 @@ fn a_crash_at_any_step_of_expire_loses_nothing_kept() {
 /// `verify` over the whole repository finds nothing wrong.
 fn verify_ok(repo: &Path, when: &str) {
     let r = pgstrata::Repository::open(repo).unwrap();
-    let report = pgstrata::verify::run(&r, &Default::default(), &pgstrata::progress::Silent).unwrap();
-    assert!(report.is_ok(), "{when}: verify found problems: {:?}", report.problems);
+    let report =
+        pgstrata::verify::run(&r, &Default::default(), &pgstrata::progress::Silent).unwrap();
+    assert!(
+        report.is_ok(),
+        "{when}: verify found problems: {:?}",
+        report.problems
+    );
 }
 
 fn ids_in(repo: &Path) -> Vec<String> {
