@@ -13,9 +13,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::archive;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::pg::conn::Server;
-use crate::pg::control;
 use crate::repo::{check_cluster_name, Repository};
 
 #[derive(Clone, Debug)]
@@ -49,53 +48,12 @@ pub struct CheckReport {
 
 pub fn run(repo: &Repository, cluster: &str, opts: &CheckOptions) -> Result<CheckReport> {
     check_cluster_name(cluster)?;
-    control::require_data_directory(&opts.pgdata)?;
-    let pgdata = opts.pgdata.canonicalize().at(&opts.pgdata)?;
-    let mut server = Server::connect(opts.dbname.as_deref())?;
+    let (mut server, _) = Server::connect_for(opts.dbname.as_deref(), &opts.pgdata)?;
     let info = server.info.clone();
-    if info.in_recovery {
-        return Err(Error::refused(
-            "the server is a standby; pgstrata backs up (and checks) primaries only",
-        ));
-    }
-    let sysid = control::system_identifier(&pgdata)?;
-    if sysid != info.system_id {
-        return Err(Error::refused(format!(
-            "{} belongs to the cluster with system identifier {sysid}, but the server \
-             connected to is {} (data directory {}): check --pgdata and the connection",
-            pgdata.display(),
-            info.system_id,
-            info.data_directory
-        )));
-    }
-    // A copy of the data directory has the same identifier: compare paths too.
-    let server_dir = PathBuf::from(&info.data_directory);
-    let server_dir = server_dir.canonicalize().unwrap_or(server_dir);
-    if server_dir != pgdata {
-        return Err(Error::refused(format!(
-            "the server's data_directory is {}, not {}: --pgdata names a copy of this \
-             cluster, or the connection reaches another server",
-            server_dir.display(),
-            pgdata.display()
-        )));
-    }
     let cat = repo.catalog()?;
     let bound = cat.cluster(cluster)?;
     if let Some(c) = &bound {
-        if c.system_id != info.system_id {
-            return Err(Error::refused(format!(
-                "cluster {cluster:?} in this repository has system identifier {}, but this \
-                 server has {}: it is another PostgreSQL cluster (use another --cluster name)",
-                c.system_id, info.system_id
-            )));
-        }
-        if c.pg_version != info.major {
-            return Err(Error::refused(format!(
-                "cluster {cluster:?} in this repository is PostgreSQL {}, but this server is \
-                 {}: use another --cluster name for a new major version",
-                c.pg_version, info.major
-            )));
-        }
+        c.check_identity(info.system_id, info.major)?;
     }
     drop(cat);
     let wanted = format!(

@@ -24,10 +24,10 @@ use crate::archive;
 use crate::catalog::{
     BackupRow, BackupStatus, BackupType, Catalog, ClusterRow, FileKind, FileRow, PageErrorRow,
 };
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::lock::RepoLock;
 use crate::pg::conn::Server;
-use crate::pg::{control, datadir, Lsn, TimelineId, WalSegment};
+use crate::pg::{datadir, Lsn, TimelineId, WalSegment};
 use crate::progress::Progress;
 use crate::repo::{check_cluster_name, Repository};
 use crate::store::ChunkId;
@@ -171,26 +171,9 @@ pub fn run(
     progress: &dyn Progress,
 ) -> Result<BackupReport> {
     check_cluster_name(cluster)?;
-    control::require_data_directory(&opts.pgdata)?;
-    let pgdata = opts.pgdata.canonicalize().at(&opts.pgdata)?;
     let _lock = RepoLock::acquire(repo, "backup", opts.lock_wait)?;
-    let mut server = Server::connect(opts.dbname.as_deref())?;
+    let (mut server, pgdata) = Server::connect_for(opts.dbname.as_deref(), &opts.pgdata)?;
     let info = server.info.clone();
-    if info.in_recovery {
-        return Err(Error::refused(
-            "the server is a standby; pgstrata backs up primaries only",
-        ));
-    }
-    let pgdata_sysid = control::system_identifier(&pgdata)?;
-    if pgdata_sysid != info.system_id {
-        return Err(Error::refused(format!(
-            "{} belongs to the cluster with system identifier {pgdata_sysid}, but the server \
-             connected to is {} (data directory {}): check --pgdata and the connection",
-            pgdata.display(),
-            info.system_id,
-            info.data_directory
-        )));
-    }
     if info.archive_mode == "off" {
         return Err(Error::refused(format!(
             "archive_mode is off, so the WAL this backup needs would never reach the \

@@ -161,42 +161,8 @@ impl Catalog {
             ],
         )
         .ctx(&what)?;
+        super::write_files(&tx, &b.id, files, blockmap_chunks)?;
         {
-            let mut st = tx
-                .prepare_cached(
-                    "INSERT INTO file (backup_id, path, kind, size, mtime, mode, uid, gid, link, \
-                     blockmap) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                )
-                .ctx(&what)?;
-            for f in files {
-                st.execute(params![
-                    b.id,
-                    f.path,
-                    f.kind.code(),
-                    f.size as i64,
-                    f.mtime_ns,
-                    f.mode,
-                    f.uid,
-                    f.gid,
-                    f.link,
-                    f.blockmap.as_ref().map(|x| x.0.to_vec())
-                ])
-                .map_err(|e| Error::Catalog {
-                    context: format!("{what}: file {}", f.path),
-                    source: e,
-                })?;
-            }
-            let mut bc = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO blockmap_chunk (blockmap, chunk) VALUES (?1, ?2)",
-                )
-                .ctx(&what)?;
-            for (bm, chunks) in blockmap_chunks {
-                for c in chunks {
-                    bc.execute(params![bm.0.as_slice(), c.0.as_slice()])
-                        .ctx(&what)?;
-                }
-            }
             let mut pe = tx
                 .prepare_cached(
                     "INSERT INTO page_error (backup_id, path, block, detail) \

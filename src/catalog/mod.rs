@@ -222,7 +222,7 @@ impl Catalog {
     /// already is bound to these (invariant 5: one cluster, one identity).
     pub fn bind_cluster(&self, name: &str, system_id: u64, pg_version: u32) -> Result<ClusterRow> {
         if let Some(c) = self.cluster(name)? {
-            check_identity(&c, system_id, pg_version)?;
+            c.check_identity(system_id, pg_version)?;
             return Ok(c);
         }
         self.conn
@@ -235,7 +235,7 @@ impl Catalog {
         let c = self
             .cluster(name)?
             .ok_or_else(|| Error::corrupt("catalog", "cluster row vanished"))?;
-        check_identity(&c, system_id, pg_version)?;
+        c.check_identity(system_id, pg_version)?;
         Ok(c)
     }
 
@@ -492,43 +492,7 @@ impl Catalog {
         blockmap_chunks: &[(ChunkId, Vec<ChunkId>)],
     ) -> Result<()> {
         let tx = self.conn.transaction().ctx("insert files")?;
-        {
-            let mut st = tx
-                .prepare_cached(
-                    "INSERT INTO file (backup_id, path, kind, size, mtime, mode, uid, gid, link, \
-                     blockmap) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                )
-                .ctx("insert file")?;
-            for f in files {
-                st.execute(params![
-                    backup_id,
-                    f.path,
-                    f.kind.code(),
-                    f.size as i64,
-                    f.mtime_ns,
-                    f.mode,
-                    f.uid,
-                    f.gid,
-                    f.link,
-                    f.blockmap.as_ref().map(|b| b.0.to_vec())
-                ])
-                .map_err(|e| Error::Catalog {
-                    context: format!("insert file {}", f.path),
-                    source: e,
-                })?;
-            }
-            let mut bc = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO blockmap_chunk (blockmap, chunk) VALUES (?1, ?2)",
-                )
-                .ctx("insert blockmap chunks")?;
-            for (bm, chunks) in blockmap_chunks {
-                for c in chunks {
-                    bc.execute(params![bm.0.as_slice(), c.0.as_slice()])
-                        .ctx("insert blockmap chunk")?;
-                }
-            }
-        }
+        write_files(&tx, backup_id, files, blockmap_chunks)?;
         tx.commit().ctx("insert files")
     }
 
@@ -583,20 +547,67 @@ impl Catalog {
     }
 }
 
-fn check_identity(c: &ClusterRow, system_id: u64, pg_version: u32) -> Result<()> {
-    if c.system_id != system_id {
-        return Err(Error::refused(format!(
-            "cluster {:?} in this repository has system identifier {}, but this one has {}: \
-             it is another PostgreSQL cluster (use another --cluster name)",
-            c.name, c.system_id, system_id
-        )));
+/// Write manifest rows and the block-map → chunk relation inside `tx`.
+pub(crate) fn write_files(
+    tx: &rusqlite::Transaction<'_>,
+    backup_id: &str,
+    files: &[FileRow],
+    blockmap_chunks: &[(ChunkId, Vec<ChunkId>)],
+) -> Result<()> {
+    let mut st = tx
+        .prepare_cached(
+            "INSERT INTO file (backup_id, path, kind, size, mtime, mode, uid, gid, link, \
+             blockmap) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )
+        .ctx("insert file")?;
+    for f in files {
+        st.execute(params![
+            backup_id,
+            f.path,
+            f.kind.code(),
+            f.size as i64,
+            f.mtime_ns,
+            f.mode,
+            f.uid,
+            f.gid,
+            f.link,
+            f.blockmap.as_ref().map(|b| b.0.to_vec())
+        ])
+        .map_err(|e| Error::Catalog {
+            context: format!("backup {backup_id}: insert file {}", f.path),
+            source: e,
+        })?;
     }
-    if c.pg_version != pg_version {
-        return Err(Error::refused(format!(
-            "cluster {:?} in this repository is PostgreSQL {}, but this one is {}: \
-             use another --cluster name for a new major version",
-            c.name, c.pg_version, pg_version
-        )));
+    let mut bc = tx
+        .prepare_cached("INSERT OR IGNORE INTO blockmap_chunk (blockmap, chunk) VALUES (?1, ?2)")
+        .ctx("insert blockmap chunks")?;
+    for (bm, chunks) in blockmap_chunks {
+        for c in chunks {
+            bc.execute(params![bm.0.as_slice(), c.0.as_slice()])
+                .ctx("insert blockmap chunk")?;
+        }
     }
     Ok(())
+}
+
+impl ClusterRow {
+    /// Invariant 5: a cluster name stays bound to one system identifier and
+    /// one major version.
+    pub fn check_identity(&self, system_id: u64, pg_version: u32) -> Result<()> {
+        if self.system_id != system_id {
+            return Err(Error::refused(format!(
+                "cluster {:?} in this repository has system identifier {}, but this one has {}: \
+                 it is another PostgreSQL cluster (use another --cluster name)",
+                self.name, self.system_id, system_id
+            )));
+        }
+        if self.pg_version != pg_version {
+            return Err(Error::refused(format!(
+                "cluster {:?} in this repository is PostgreSQL {}, but this one is {}: \
+                 use another --cluster name for a new major version",
+                self.name, self.pg_version, pg_version
+            )));
+        }
+        Ok(())
+    }
 }

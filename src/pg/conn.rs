@@ -6,13 +6,14 @@
 //! backup mode is held open until it stops: if it drops, PostgreSQL ends
 //! backup mode by itself.
 
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use postgres::{Client, Config};
 
-use crate::error::{Error, Result};
-use crate::pg::{tls, Lsn};
+use crate::error::{Error, IoContext, Result};
+use crate::pg::{control, tls, Lsn};
 
 /// What a backup needs to know about the server.
 #[derive(Clone, Debug)]
@@ -127,6 +128,43 @@ impl Server {
             .map_err(|e| Error::pg(format!("cannot connect ({})", describe(&cfg)), e))?;
         let info = server_info(&mut client)?;
         Ok(Server { client, info })
+    }
+
+    /// Connect to the primary that runs the data directory `pgdata`, and
+    /// prove it: same system identifier as `pgdata`'s pg_control, and the
+    /// server's `data_directory` is `pgdata` itself (a copy of the cluster
+    /// elsewhere has the same identifier). Returns the canonical `pgdata`.
+    pub fn connect_for(dbname: Option<&str>, pgdata: &Path) -> Result<(Self, PathBuf)> {
+        control::require_data_directory(pgdata)?;
+        let pgdata = pgdata.canonicalize().at(pgdata)?;
+        let server = Server::connect(dbname)?;
+        let info = &server.info;
+        if info.in_recovery {
+            return Err(Error::refused(
+                "the server is a standby; pgstrata backs up primaries only",
+            ));
+        }
+        let sysid = control::system_identifier(&pgdata)?;
+        if sysid != info.system_id {
+            return Err(Error::refused(format!(
+                "{} belongs to the cluster with system identifier {sysid}, but the server \
+                 connected to is {} (data directory {}): check --pgdata and the connection",
+                pgdata.display(),
+                info.system_id,
+                info.data_directory
+            )));
+        }
+        let server_dir = PathBuf::from(&info.data_directory);
+        let server_dir = server_dir.canonicalize().unwrap_or(server_dir);
+        if server_dir != pgdata {
+            return Err(Error::refused(format!(
+                "the server's data_directory is {}, not {}: --pgdata names a copy of this \
+                 cluster, or the connection reaches another server",
+                server_dir.display(),
+                pgdata.display()
+            )));
+        }
+        Ok((server, pgdata))
     }
 
     pub fn client(&mut self) -> &mut Client {

@@ -119,6 +119,30 @@ fn backup_refusals() {
         ]),
         "is not a PostgreSQL data directory",
     );
+    // A copy of the connected cluster's data directory: same identifier,
+    // but not what the server runs on.
+    let copy = s.pg_dir("copy");
+    for f in ["PG_VERSION", "global"] {
+        let st = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(src.pgdata.join(f))
+            .arg(&copy)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    fails_with(
+        &pgstrata(&[
+            "--repo",
+            repo.arg(),
+            "backup",
+            "--pgdata",
+            copy.to_str().unwrap(),
+            "--dbname",
+            &ci,
+        ]),
+        "names a copy of this cluster",
+    );
     // A data directory of another cluster than the one connected to.
     let other = Cluster::new(&s, "other", ClusterOpts::default());
     fails_with(
@@ -265,18 +289,22 @@ fn damaged_packs_fail_restore_loudly() {
     let biggest = packs.last().unwrap().clone();
     let original = std::fs::read(&biggest).unwrap();
 
+    let restore_to = |name: &str| {
+        let t = s.path().join(name);
+        let o = pgstrata(&[
+            "--repo",
+            repo.arg(),
+            "restore",
+            "--pgdata",
+            t.to_str().unwrap(),
+        ]);
+        (o, t)
+    };
     // A flipped byte in the middle of a chunk.
     let mut bad = original.clone();
     bad[original.len() / 2] ^= 0x5a;
     std::fs::write(&biggest, &bad).unwrap();
-    let t = s.path().join("t-flip");
-    let o = pgstrata(&[
-        "--repo",
-        repo.arg(),
-        "restore",
-        "--pgdata",
-        t.to_str().unwrap(),
-    ]);
+    let (o, t) = restore_to("t-flip");
     fails_with(&o, "(backup ");
     assert!(
         !t.exists(),
@@ -285,43 +313,20 @@ fn damaged_packs_fail_restore_loudly() {
 
     // A truncated pack.
     std::fs::write(&biggest, &original[..original.len() / 3]).unwrap();
-    let t = s.path().join("t-trunc");
-    let o = pgstrata(&[
-        "--repo",
-        repo.arg(),
-        "restore",
-        "--pgdata",
-        t.to_str().unwrap(),
-    ]);
+    let (o, t) = restore_to("t-trunc");
     fails_with(&o, "(backup ");
     assert!(!t.exists());
 
     // A missing pack.
     std::fs::remove_file(&biggest).unwrap();
-    let t = s.path().join("t-missing");
-    let o = pgstrata(&[
-        "--repo",
-        repo.arg(),
-        "restore",
-        "--pgdata",
-        t.to_str().unwrap(),
-    ]);
+    let (o, t) = restore_to("t-missing");
     fails_with(&o, "missing");
+    assert!(!t.exists());
 
     // Put it back: the backup restores again.
     std::fs::write(&biggest, &original).unwrap();
     std::fs::set_permissions(&biggest, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let t = s.path().join("t-ok");
-    check(
-        &pgstrata(&[
-            "--repo",
-            repo.arg(),
-            "restore",
-            "--pgdata",
-            t.to_str().unwrap(),
-        ]),
-        "restore",
-    );
+    check(&restore_to("t-ok").0, "restore");
 }
 
 pub fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -249,8 +249,14 @@ impl Cluster {
     }
 
     pub fn start(&mut self) -> Output {
+        self.start_with("-c listen_addresses=''")
+    }
+
+    /// Start with extra server options (`-c name=value ...`) on top of the
+    /// private socket directory.
+    pub fn start_with(&mut self, extra: &str) -> Output {
         let opts = format!(
-            "-c unix_socket_directories={} -c listen_addresses=''",
+            "-c unix_socket_directories={} {extra}",
             self.sockdir.display()
         );
         let out = run_as_pg(

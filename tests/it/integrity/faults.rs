@@ -105,14 +105,7 @@ fn complete_backups(repo: &Repo) -> usize {
 fn kill_9_of_backup_at_any_moment_leaves_a_usable_repository() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
-    let src = Cluster::new(
-        &s,
-        "src",
-        ClusterOpts {
-            archive_to: Some(&repo),
-            ..Default::default()
-        },
-    );
+    let src = Cluster::archiving(&s, "src", &repo);
     load_sample(&src, 150_000);
     // Small packs: many seal points inside one backup.
     let config = s.path().join("small-packs.toml");
@@ -177,14 +170,7 @@ fn kill_9_of_backup_at_any_moment_leaves_a_usable_repository() {
 fn kill_9_of_archive_push_mid_write() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
-    let src = Cluster::new(
-        &s,
-        "src",
-        ClusterOpts {
-            archive_to: Some(&repo),
-            ..Default::default()
-        },
-    );
+    let src = Cluster::archiving(&s, "src", &repo);
     src.exec("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
     let seg = src.query_one("SELECT pg_walfile_name(pg_current_wal_lsn())");
     src.switch_wal_and_wait(&repo);
@@ -282,14 +268,7 @@ fn kill_9_of_archive_push_mid_write() {
 fn connection_dropped_mid_backup_is_not_committed() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
-    let src = Cluster::new(
-        &s,
-        "src",
-        ClusterOpts {
-            archive_to: Some(&repo),
-            ..Default::default()
-        },
-    );
+    let src = Cluster::archiving(&s, "src", &repo);
     load_sample(&src, 100_000);
     let config = s.path().join("c.toml");
     std::fs::write(&config, "workers = 1\n").unwrap();

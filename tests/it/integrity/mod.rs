@@ -80,14 +80,7 @@ fn restore_set(repo: &Repo, target: &Path, set: &str) -> Output {
 fn verify_names_damage_and_spares_other_backups() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
-    let src = Cluster::new(
-        &s,
-        "src",
-        ClusterOpts {
-            archive_to: Some(&repo),
-            ..Default::default()
-        },
-    );
+    let src = Cluster::archiving(&s, "src", &repo);
     load_sample(&src, 5_000);
     src.backup_ok(&repo, &["--type", "full"]);
     let at_first = src.table_hashes();
@@ -353,14 +346,7 @@ fn next_segment(name: &str) -> String {
 fn rebuild_catalog_after_loss() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
-    let src = Cluster::new(
-        &s,
-        "src",
-        ClusterOpts {
-            archive_to: Some(&repo),
-            ..Default::default()
-        },
-    );
+    let src = Cluster::archiving(&s, "src", &repo);
     load_sample(&src, 5_000);
     src.backup_ok(&repo, &["--type", "full"]);
     src.exec("UPDATE accounts SET balance = balance + 1 WHERE id % 10 = 0; CHECKPOINT;");
@@ -456,14 +442,7 @@ pub fn fails_with(o: &Output, needle: &str) {
 fn check_proves_the_live_setup() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
-    let src = Cluster::new(
-        &s,
-        "src",
-        ClusterOpts {
-            archive_to: Some(&repo),
-            ..Default::default()
-        },
-    );
+    let src = Cluster::archiving(&s, "src", &repo);
     let o = check_cmd(&repo, &src, &[]);
     check(&o, "pgstrata check");
     assert!(out(&o).contains("reached the repository"), "{}", out(&o));

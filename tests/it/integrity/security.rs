@@ -189,27 +189,6 @@ fn integrity_commands_refuse_what_is_not_a_repository() {
 }
 
 /// A cluster listening on 127.0.0.1 with TLS on; stopped when dropped.
-struct TlsServer {
-    pgdata: std::path::PathBuf,
-    port: u16,
-}
-
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        let _ = run_as_pg(
-            &pg_tool("pg_ctl"),
-            &[
-                "-D",
-                self.pgdata.to_str().unwrap(),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ],
-        );
-    }
-}
-
 fn openssl_cert(dir: &Path, name: &str, cn: &str) {
     let key = dir.join(format!("{name}.key"));
     let crt = dir.join(format!("{name}.crt"));
@@ -236,34 +215,12 @@ fn openssl_cert(dir: &Path, name: &str, cn: &str) {
 /// Start `c` (stopped) on TCP 127.0.0.1 with TLS. Tests share the loopback
 /// interface: the port comes from the process id, and the next one is tried
 /// when it is taken.
-fn start_tls(c: &mut Cluster) -> TlsServer {
-    let base = c.sockdir.clone();
+fn start_tls(c: &mut Cluster) -> u16 {
     for i in 0..40u32 {
         let port = 20000 + ((std::process::id() * 7 + i * 131) % 30000) as u16;
-        let opts = format!(
-            "-c unix_socket_directories={} -c listen_addresses=127.0.0.1 -c port={port}",
-            base.display()
-        );
-        let o = run_as_pg(
-            &pg_tool("pg_ctl"),
-            &[
-                "-D",
-                c.pgdata.to_str().unwrap(),
-                "-l",
-                c.log.to_str().unwrap(),
-                "-o",
-                &opts,
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-        );
+        let o = c.start_with(&format!("-c listen_addresses=127.0.0.1 -c port={port}"));
         if o.status.success() {
-            return TlsServer {
-                pgdata: c.pgdata.clone(),
-                port,
-            };
+            return port;
         }
     }
     panic!("no free port for the TLS cluster; log:\n{}", c.log_text());
@@ -273,14 +230,7 @@ fn start_tls(c: &mut Cluster) -> TlsServer {
 fn sslmode_is_honoured_over_tcp() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
-    let mut c = Cluster::new(
-        &s,
-        "tls",
-        ClusterOpts {
-            archive_to: Some(&repo),
-            ..Default::default()
-        },
-    );
+    let mut c = Cluster::archiving(&s, "tls", &repo);
     c.stop();
     openssl_cert(&c.pgdata, "server", "localhost");
     let other = s.pg_dir("other-ca");
@@ -297,7 +247,7 @@ fn sslmode_is_honoured_over_tcp() {
         format!("hostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n{old}"),
     )
     .unwrap();
-    let server = start_tls(&mut c);
+    let port = start_tls(&mut c);
     let root = c.pgdata.join("server.crt");
     let wrong = other.join("other.crt");
     let run = |conn: String| {
@@ -314,7 +264,7 @@ fn sslmode_is_honoured_over_tcp() {
     let ci = |host: &str, extra: &str| {
         format!(
             "host={host} port={} user=postgres dbname=postgres {extra}",
-            server.port
+            port
         )
     };
     check(&run(ci("127.0.0.1", "sslmode=require")), "sslmode=require");
