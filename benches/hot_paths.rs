@@ -4,8 +4,8 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
-use pgstrata::store::blockmap::BlockMap;
-use pgstrata::store::chunk::{compress, fingerprint, ChunkId, CHUNK_BLOCKS};
+use pgstrata::testing::BlockMap;
+use pgstrata::testing::{compress, fingerprint, ChunkId, CHUNK_BLOCKS};
 
 const BS: usize = 8192;
 
@@ -43,7 +43,7 @@ fn chunk_path(c: &mut Criterion) {
         b.iter(|| {
             data.chunks(BS)
                 .enumerate()
-                .map(|(i, p)| pgstrata::pg::page::checksum(p, i as u32))
+                .map(|(i, p)| pgstrata::testing::page_checksum(p, i as u32))
                 .fold(0u16, |a, c| a ^ c)
         })
     });

@@ -12,7 +12,6 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::archive;
 use crate::error::{Error, Result};
 use crate::pg::conn::Server;
 use crate::repo::{check_cluster_name, Repository};
@@ -78,7 +77,7 @@ pub fn run(repo: &Repository, cluster: &str, opts: &CheckOptions) -> Result<Chec
     let started = Instant::now();
     let deadline = started + opts.archive_timeout;
     loop {
-        if archive::has(repo, cluster, &segment)? {
+        if repo.wal_has(cluster, &segment)? {
             break;
         }
         if Instant::now() >= deadline {

@@ -1,5 +1,11 @@
 //! The library's error type. Every variant names what it concerns (a file, a
 //! backup, a WAL segment) so the binary can print one precise line.
+//!
+//! Kinds: user input (`Invalid`, `Refused`, `NotFound` of something the user
+//! named, `NotARepository`), damage (`Corrupt`, `NewerFormat`), a missing
+//! object (`MissingObject`, from the backend), the environment (`Io`,
+//! `Catalog`, `Postgres`, `Timeout`) and faults of pgstrata itself
+//! (`Internal`).
 
 use std::path::PathBuf;
 
@@ -28,9 +34,9 @@ pub enum Error {
     },
     #[error("{0} is not a pgstrata repository (run `pgstrata --repo {0} init` to create one)")]
     NotARepository(PathBuf),
-    #[error("repository {path} has format version {found}, this pgstrata reads up to {supported}; upgrade pgstrata")]
+    #[error("{what} was written by a newer pgstrata (format {found}; this one reads up to {supported}): upgrade pgstrata")]
     NewerFormat {
-        path: PathBuf,
+        what: String,
         found: u32,
         supported: u32,
     },
@@ -42,8 +48,15 @@ pub enum Error {
     Refused(String),
     #[error("{0}")]
     NotFound(String),
+    /// An object the repository should hold is not there (a typed not-found
+    /// from the backend; `what` says who needed it).
+    #[error("{what}: {key} is missing")]
+    MissingObject { what: String, key: String },
     #[error("{0}")]
     Timeout(String),
+    /// A fault of pgstrata itself (a panicked thread, a poisoned lock).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -64,6 +77,20 @@ impl Error {
     }
     pub fn refused(msg: impl Into<String>) -> Self {
         Error::Refused(msg.into())
+    }
+    pub fn missing(what: impl Into<String>, key: impl Into<String>) -> Self {
+        Error::MissingObject {
+            what: what.into(),
+            key: key.into(),
+        }
+    }
+    pub fn internal(msg: impl Into<String>) -> Self {
+        Error::Internal(msg.into())
+    }
+    /// Is this a user's mistake (bad input or a request that conflicts with
+    /// the repository's state), rather than damage or a failure?
+    pub fn is_user_input(&self) -> bool {
+        matches!(self, Error::Invalid(_))
     }
     pub fn pg(context: impl Into<String>, source: postgres::Error) -> Self {
         Error::Postgres {

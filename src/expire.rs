@@ -20,15 +20,15 @@ use std::collections::HashSet;
 use std::fmt::Write;
 use std::time::Duration;
 
-use crate::archive;
 use crate::catalog::{BackupRow, BackupStatus, BackupType, Catalog, ExpireLog, PackUsage};
 use crate::error::{Error, Result};
-use crate::info::{human, rfc3339};
-use crate::lock::RepoLock;
+use crate::format::keys::{self, ObjectKey};
+use crate::format::pack::RecordHeader;
 use crate::pg::{WalFileName, WalSegment};
-use crate::repo::{check_cluster_name, Repository};
-use crate::store::pack::{decode_record, pack_key, PackWriter, RECORD_HEADER};
-use crate::store::Codec;
+use crate::repo::{check_cluster_name, RepoLock, Repository};
+use crate::store::pack::decode_record;
+use crate::store::PackWriter;
+use crate::util::{human, now_us, rfc3339};
 
 /// What to keep.
 #[derive(Clone, Debug, Default)]
@@ -68,7 +68,7 @@ impl ExpireOptions {
         ExpireOptions {
             retention,
             gc_threshold: 0.5,
-            now_us: crate::catalog::now_us(),
+            now_us: now_us(),
             tmp_age: Duration::from_secs(3600),
             lock_wait: Duration::ZERO,
         }
@@ -127,59 +127,13 @@ fn by_policy(b: &[BackupRow], r: &Retention, now_us: i64) -> Result<Vec<(usize, 
     let mut proposals: Vec<HashSet<usize>> = Vec::new();
     let mut reason: Vec<String> = vec![String::new(); b.len()];
     if let Some(n) = r.full {
-        let fulls: Vec<usize> = (0..b.len())
-            .filter(|&i| b[i].backup_type == BackupType::Full)
-            .collect();
-        let mut set = HashSet::new();
-        if fulls.len() > n as usize {
-            let oldest_kept = fulls[fulls.len() - n as usize];
-            for (i, r) in reason.iter_mut().enumerate().take(oldest_kept) {
-                set.insert(i);
-                r.push_str(&format!("older than the {n} newest full backup(s); "));
-            }
-        }
-        proposals.push(set);
+        proposals.push(keep_fulls(b, n, &mut reason));
     }
     if let Some(n) = r.diff {
-        let diffs: Vec<usize> = (0..b.len())
-            .filter(|&i| b[i].backup_type == BackupType::Diff)
-            .collect();
-        let mut set = HashSet::new();
-        if diffs.len() > n as usize {
-            let expired: HashSet<usize> =
-                diffs[..diffs.len() - n as usize].iter().copied().collect();
-            // An incr goes with the diff or full it follows.
-            let mut parent_expired = false;
-            for i in 0..b.len() {
-                match b[i].backup_type {
-                    BackupType::Full => parent_expired = false,
-                    BackupType::Diff => parent_expired = expired.contains(&i),
-                    BackupType::Incr => {}
-                }
-                if parent_expired && b[i].backup_type != BackupType::Full {
-                    set.insert(i);
-                    reason[i].push_str(&format!(
-                        "older than the {n} newest differential backup(s); "
-                    ));
-                }
-            }
-        }
-        proposals.push(set);
+        proposals.push(keep_diffs(b, n, &mut reason));
     }
     if let Some(days) = r.days {
-        let cutoff = now_us - (days * 86_400e6) as i64;
-        let mut set = HashSet::new();
-        // The newest backup that ended before the window start is needed to
-        // reach it; everything older goes.
-        if let Some(anchor) = (0..b.len()).rev().find(|&i| stop_us(&b[i]) <= cutoff) {
-            for (i, r) in reason.iter_mut().enumerate().take(anchor) {
-                set.insert(i);
-                r.push_str(&format!(
-                    "not needed to restore within the last {days} day(s); "
-                ));
-            }
-        }
-        proposals.push(set);
+        proposals.push(keep_days(b, days, now_us, &mut reason));
     }
     let mut out = Vec::new();
     for (i, why) in reason.iter().enumerate().take(newest) {
@@ -188,6 +142,66 @@ fn by_policy(b: &[BackupRow], r: &Retention, now_us: i64) -> Result<Vec<(usize, 
         }
     }
     Ok(out)
+}
+
+/// Everything older than the `n`th newest full.
+fn keep_fulls(b: &[BackupRow], n: u32, reason: &mut [String]) -> HashSet<usize> {
+    let fulls: Vec<usize> = (0..b.len())
+        .filter(|&i| b[i].backup_type == BackupType::Full)
+        .collect();
+    let mut set = HashSet::new();
+    if fulls.len() > n as usize {
+        let oldest_kept = fulls[fulls.len() - n as usize];
+        for (i, r) in reason.iter_mut().enumerate().take(oldest_kept) {
+            set.insert(i);
+            r.push_str(&format!("older than the {n} newest full backup(s); "));
+        }
+    }
+    set
+}
+
+/// Diffs older than the `n` newest, with the incrs that follow them.
+fn keep_diffs(b: &[BackupRow], n: u32, reason: &mut [String]) -> HashSet<usize> {
+    let diffs: Vec<usize> = (0..b.len())
+        .filter(|&i| b[i].backup_type == BackupType::Diff)
+        .collect();
+    let mut set = HashSet::new();
+    if diffs.len() <= n as usize {
+        return set;
+    }
+    let expired: HashSet<usize> = diffs[..diffs.len() - n as usize].iter().copied().collect();
+    // An incr goes with the diff or full it follows.
+    let mut parent_expired = false;
+    for i in 0..b.len() {
+        match b[i].backup_type {
+            BackupType::Full => parent_expired = false,
+            BackupType::Diff => parent_expired = expired.contains(&i),
+            BackupType::Incr => {}
+        }
+        if parent_expired && b[i].backup_type != BackupType::Full {
+            set.insert(i);
+            reason[i].push_str(&format!(
+                "older than the {n} newest differential backup(s); "
+            ));
+        }
+    }
+    set
+}
+
+/// Everything older than the newest backup that ended before the window
+/// start (that one is needed to reach the window).
+fn keep_days(b: &[BackupRow], days: f64, now_us: i64, reason: &mut [String]) -> HashSet<usize> {
+    let cutoff = now_us - (days * 86_400e6) as i64;
+    let mut set = HashSet::new();
+    if let Some(anchor) = (0..b.len()).rev().find(|&i| stop_us(&b[i]) <= cutoff) {
+        for (i, r) in reason.iter_mut().enumerate().take(anchor) {
+            set.insert(i);
+            r.push_str(&format!(
+                "not needed to restore within the last {days} day(s); "
+            ));
+        }
+    }
+    set
 }
 
 /// Decide what to expire and collect; changes nothing.
@@ -203,56 +217,87 @@ pub fn plan(
         ..Default::default()
     };
     plan.leftovers = cat.running_backups()?;
-    let mut kept: Vec<BackupRow> = Vec::new();
-    if let Some(cl) = cat.cluster(cluster)? {
-        let complete: Vec<BackupRow> = cat
-            .backups(cl.id)?
-            .into_iter()
-            .filter(|b| b.status == BackupStatus::Complete)
-            .collect();
-        let gone = by_policy(&complete, &opts.retention, opts.now_us)?;
-        let gone_idx: HashSet<usize> = gone.iter().map(|(i, _)| *i).collect();
-        for (i, why) in gone {
-            plan.backups.push((complete[i].clone(), why));
-        }
-        kept = complete
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| !gone_idx.contains(i))
-            .map(|(_, b)| b)
-            .collect();
-    } else if opts.retention.set.is_some() {
-        return Err(Error::NotFound(format!(
-            "cluster {cluster:?} is not in this repository"
-        )));
-    }
-
-    // WAL before the oldest kept backup's start serves no backup.
-    if let Some(oldest) = kept.iter().min_by_key(|b| b.start_lsn) {
-        let seg = oldest.wal_seg_size;
-        if let Some(start) = oldest.wal_start.as_deref() {
-            let first = WalSegment::from_name(start, seg)?.segno;
-            let names = archive::list(repo, cluster)?;
-            for n in names {
-                let segno = match WalFileName::parse(&n) {
-                    Ok(WalFileName::History { .. }) | Err(_) => continue,
-                    Ok(_) => WalSegment::from_name(&n[..24], seg).map(|s| s.segno).ok(),
-                };
-                if let Some(s) = segno {
-                    if s < first {
-                        let key = archive::wal_key(cluster, &n)?;
-                        plan.bytes += repo.backend().size(&key)?.unwrap_or(0);
-                        plan.wal.push((key, n));
-                    }
-                }
-            }
-        }
-    }
-
-    // Garbage: chunks that no kept backup (of any cluster) uses.
+    let kept = plan_backups(cat, cluster, opts, &mut plan)?;
+    plan_wal(repo, cluster, &kept, &mut plan)?;
     let mut gone_ids: Vec<String> = plan.backups.iter().map(|(b, _)| b.id.clone()).collect();
     gone_ids.extend(plan.leftovers.iter().cloned());
-    for u in cat.pack_usage(&gone_ids)? {
+    plan_packs(cat, &gone_ids, opts, &mut plan)?;
+    plan_orphans(repo, cat, &gone_ids, opts, &mut plan)?;
+    Ok(plan)
+}
+
+/// Backups the retention expires; returns the complete backups kept.
+fn plan_backups(
+    cat: &Catalog,
+    cluster: &str,
+    opts: &ExpireOptions,
+    plan: &mut ExpirePlan,
+) -> Result<Vec<BackupRow>> {
+    let Some(cl) = cat.cluster(cluster)? else {
+        if opts.retention.set.is_some() {
+            return Err(Error::NotFound(format!(
+                "cluster {cluster:?} is not in this repository"
+            )));
+        }
+        return Ok(Vec::new());
+    };
+    let complete: Vec<BackupRow> = cat
+        .backups(cl.id)?
+        .into_iter()
+        .filter(|b| b.status == BackupStatus::Complete)
+        .collect();
+    let gone = by_policy(&complete, &opts.retention, opts.now_us)?;
+    let gone_idx: HashSet<usize> = gone.iter().map(|(i, _)| *i).collect();
+    for (i, why) in gone {
+        plan.backups.push((complete[i].clone(), why));
+    }
+    Ok(complete
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !gone_idx.contains(i))
+        .map(|(_, b)| b)
+        .collect())
+}
+
+/// WAL before the oldest kept backup's start serves no backup.
+fn plan_wal(
+    repo: &Repository,
+    cluster: &str,
+    kept: &[BackupRow],
+    plan: &mut ExpirePlan,
+) -> Result<()> {
+    let Some(oldest) = kept.iter().min_by_key(|b| b.start_lsn) else {
+        return Ok(());
+    };
+    let Some(start) = oldest.wal_start.as_deref() else {
+        return Ok(());
+    };
+    let seg = oldest.wal_seg_size;
+    let first = WalSegment::from_name(start, seg)?.segno;
+    for w in repo.wal_objects(cluster)? {
+        let segno = match WalFileName::parse(&w.name) {
+            Ok(WalFileName::History { .. }) | Err(_) => continue,
+            Ok(_) => WalSegment::from_name(&w.name[..24], seg)
+                .map(|s| s.segno)
+                .ok(),
+        };
+        if segno.is_some_and(|s| s < first) {
+            plan.bytes += w.size;
+            plan.wal.push((w.key, w.name));
+        }
+    }
+    Ok(())
+}
+
+/// Garbage: packs whose chunks no kept backup (of any cluster) uses, or
+/// mostly so.
+fn plan_packs(
+    cat: &Catalog,
+    gone_ids: &[String],
+    opts: &ExpireOptions,
+    plan: &mut ExpirePlan,
+) -> Result<()> {
+    for u in cat.pack_usage(gone_ids)? {
         if u.live_chunks == 0 {
             plan.bytes += u.size;
             plan.delete_packs.push(u);
@@ -261,31 +306,45 @@ pub fn plan(
             plan.rewrite_packs.push(u);
         }
     }
-    // Orphans: packs the catalog never indexed (a backup killed between
-    // sealing and indexing), manifests of unknown backups, old temp files.
+    Ok(())
+}
+
+/// Orphans: packs the catalog never indexed (a backup killed between
+/// sealing and indexing), manifests of unknown backups, old temporary
+/// files, and anything under those prefixes that is not a pgstrata key.
+fn plan_orphans(
+    repo: &Repository,
+    cat: &Catalog,
+    gone_ids: &[String],
+    opts: &ExpireOptions,
+    plan: &mut ExpirePlan,
+) -> Result<()> {
     let known = cat.pack_ids()?;
-    for (key, size) in repo.backend().list("packs/")? {
-        let id = key.rsplit('/').next().and_then(|n| n.strip_suffix(".pack"));
-        if id.is_none_or(|id| !known.contains(id)) {
-            plan.bytes += size;
-            plan.orphans.push(key);
-        }
-    }
-    let mut ids: HashSet<String> = HashSet::new();
+    let mut kept: HashSet<(String, String)> = HashSet::new();
     for c in cat.clusters()? {
         for b in cat.backups(c.id)? {
             if b.status == BackupStatus::Complete && !gone_ids.contains(&b.id) {
-                ids.insert(format!("manifests/{}/{}.json.zst", c.name, b.id));
+                kept.insert((c.name.clone(), b.id));
             }
         }
     }
-    for (key, size) in repo.backend().list("manifests/")? {
-        if !ids.contains(&key) {
+    let objects = repo
+        .backend()
+        .list(keys::PACKS)?
+        .into_iter()
+        .chain(repo.backend().list(keys::MANIFESTS)?);
+    for (key, size) in objects {
+        let orphan = match ObjectKey::parse(&key) {
+            Ok(ObjectKey::Pack(id)) => !known.contains(&id),
+            Ok(ObjectKey::Manifest { cluster, backup }) => !kept.contains(&(cluster, backup)),
+            _ => true,
+        };
+        if orphan {
             plan.bytes += size;
             plan.orphans.push(key);
         }
     }
-    for (key, size) in repo.backend().list("tmp/")? {
+    for (key, size) in repo.backend().list(keys::TMP)? {
         let old = repo
             .backend()
             .modified(&key)?
@@ -296,7 +355,7 @@ pub fn plan(
             plan.orphans.push(key);
         }
     }
-    Ok(plan)
+    Ok(())
 }
 
 impl ExpirePlan {
@@ -353,7 +412,7 @@ impl ExpirePlan {
             let _ = writeln!(
                 s,
                 "  rewrite pack {} ({} live of {})",
-                &p.id[..16],
+                &p.id.to_hex()[..16],
                 human(p.live_bytes),
                 human(p.size)
             );
@@ -374,13 +433,13 @@ impl ExpirePlan {
 pub fn apply(repo: &Repository, cat: &mut Catalog, plan: &ExpirePlan) -> Result<ExpireLog> {
     let backend = repo.backend();
     let mut log = ExpireLog {
-        time: crate::catalog::now_us(),
+        time: now_us(),
         ..Default::default()
     };
     // 1. Expired backups: manifest copies, then rows.
     let mut ids: Vec<String> = plan.backups.iter().map(|(b, _)| b.id.clone()).collect();
     for id in &ids {
-        let key = Repository::manifest_key(&plan.cluster, id);
+        let key = keys::manifest(&plan.cluster, id);
         log.bytes_freed += backend.size(&key)?.unwrap_or(0);
         backend.delete(&key)?;
     }
@@ -398,33 +457,17 @@ pub fn apply(repo: &Repository, cat: &mut Catalog, plan: &ExpirePlan) -> Result<
     // 3. Mostly dead packs: copy live chunks, verified, into a new pack.
     let live_now = cat.pack_usage(&[])?;
     for p in &plan.rewrite_packs {
-        if !live_now.iter().any(|u| u.id == p.id) {
-            continue;
+        if live_now.iter().any(|u| u.id == p.id) {
+            let new_size = rewrite_pack(backend, cat, &p.id)?;
+            log.bytes_freed += p.size.saturating_sub(new_size);
+            log.packs_rewritten += 1;
         }
-        let key = pack_key(&p.id);
-        let mut w = PackWriter::new(backend)?;
-        for c in cat.pack_liveness(&p.id)?.into_iter().filter(|c| c.live) {
-            let rec = backend.get_range(&key, c.offset, RECORD_HEADER + c.stored_len as usize)?;
-            let what = format!("pack {key}");
-            decode_record(&rec, &c.id, &what, &key)?;
-            w.add(
-                c.id,
-                Codec::from_u8(rec[0])?,
-                c.raw_len,
-                &rec[RECORD_HEADER..],
-            )?;
-        }
-        let sealed = w.seal()?;
-        cat.replace_pack(&p.id, &sealed)?;
-        backend.delete(&key)?;
-        log.bytes_freed += p.size.saturating_sub(sealed.size);
-        log.packs_rewritten += 1;
     }
 
     // 4. Dead packs.
     for p in &plan.delete_packs {
         cat.drop_pack(&p.id)?;
-        backend.delete(&pack_key(&p.id))?;
+        backend.delete(&keys::pack(&p.id))?;
         log.bytes_freed += p.size;
         log.packs_deleted += 1;
     }
@@ -440,6 +483,28 @@ pub fn apply(repo: &Repository, cat: &mut Catalog, plan: &ExpirePlan) -> Result<
         tracing::debug!("catalog checkpoint: {e}");
     }
     Ok(log)
+}
+
+/// Copy a pack's live chunks (each verified) into a new pack, move the index
+/// to it in one transaction, then delete the old one. Returns the new size.
+fn rewrite_pack(
+    backend: &dyn crate::store::Backend,
+    cat: &mut Catalog,
+    id: &crate::format::PackId,
+) -> Result<u64> {
+    let key = keys::pack(id);
+    let what = format!("pack {key}");
+    let mut w = PackWriter::new(backend)?;
+    for c in cat.pack_liveness(id)?.into_iter().filter(|c| c.live) {
+        let rec = backend.get_range(&key, c.offset, RecordHeader::LEN + c.stored_len as usize)?;
+        decode_record(&rec, &c.id, &what, &key)?;
+        let h = RecordHeader::decode(&rec, &what)?;
+        w.add(c.id, h.codec, c.raw_len, &rec[RecordHeader::LEN..])?;
+    }
+    let sealed = w.seal()?;
+    cat.replace_pack(id, &sealed)?;
+    backend.delete(&key)?;
+    Ok(sealed.size)
 }
 
 /// Take the lock, plan, and (unless `dry_run`) apply.

@@ -3,10 +3,10 @@
 
 use serde::Serialize;
 
-use crate::archive;
-use crate::catalog::BackupRow;
+use crate::catalog::{BackupRow, BackupStatus};
 use crate::error::Result;
-use crate::repo::Repository;
+use crate::repo::{segment_range, timelines, Repository};
+use crate::util::{holder_gone, human, rfc3339};
 
 #[derive(Debug, Serialize)]
 pub struct Info {
@@ -37,7 +37,8 @@ pub struct LastExpire {
 #[derive(Debug, Serialize)]
 pub struct ClusterInfo {
     pub name: String,
-    pub system_id: u64,
+    /// A string: a 64-bit number loses digits in common JSON tools.
+    pub system_id: String,
     pub pg_version: u32,
     pub backups: Vec<BackupInfo>,
     pub wal: WalInfo,
@@ -74,20 +75,21 @@ pub struct BackupInfo {
     pub page_errors: u64,
 }
 
-/// RFC 3339 UTC from unix microseconds.
-pub fn rfc3339(us: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let t = t.replace_nanosecond(0).unwrap_or(t);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+/// `aborted` for a backup still marked running whose process is gone (it
+/// was killed; `expire` removes it, and its stored chunks serve the next
+/// backup).
+pub(crate) fn status(b: &BackupRow) -> &'static str {
+    match b.status {
+        BackupStatus::Running if holder_gone(b.host.as_deref(), b.pid) => "aborted",
+        s => s.as_str(),
+    }
 }
 
 fn backup_info(b: &BackupRow) -> BackupInfo {
     BackupInfo {
         id: b.id.clone(),
         backup_type: b.backup_type.as_str().into(),
-        status: b.status.as_str().into(),
+        status: status(b).into(),
         reference: b.reference.clone(),
         start_time: rfc3339(b.start_time),
         stop_time: b.stop_time.map(rfc3339),
@@ -114,20 +116,17 @@ pub fn gather(repo: &Repository, only: Option<&str>) -> Result<Info> {
             continue;
         }
         let backups = cat.backups(c.id)?.iter().map(backup_info).collect();
-        let names = archive::list(repo, &c.name)?;
-        let range = archive::segment_range(&names);
+        let names = repo.wal_names(&c.name)?;
+        let range = segment_range(&names);
         clusters.push(ClusterInfo {
             name: c.name.clone(),
-            system_id: c.system_id,
+            system_id: c.system_id.to_string(),
             pg_version: c.pg_version,
             backups,
             wal: WalInfo {
                 min: range.as_ref().map(|r| r.0.clone()),
                 max: range.map(|r| r.1),
-                timelines: archive::timelines(&names)
-                    .into_iter()
-                    .map(|t| t.0)
-                    .collect(),
+                timelines: timelines(&names).into_iter().map(|t| t.0).collect(),
                 files: names.len(),
             },
         });
@@ -152,21 +151,6 @@ pub fn gather(repo: &Repository, only: Option<&str>) -> Result<Info> {
     })
 }
 
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 pub fn render_text(info: &Info) -> String {
     use std::fmt::Write;
     let mut s = String::new();
@@ -188,64 +172,61 @@ pub fn render_text(info: &Info) -> String {
         let _ = writeln!(s, "no clusters yet");
     }
     for c in &info.clusters {
-        let _ = writeln!(
-            s,
-            "\ncluster {} (PostgreSQL {}, system id {})",
-            c.name, c.pg_version, c.system_id
-        );
-        match (&c.wal.min, &c.wal.max) {
-            (Some(a), Some(b)) => {
-                let _ = writeln!(
-                    s,
-                    "  wal archive: {a} .. {b} ({} files, timelines {:?})",
-                    c.wal.files, c.wal.timelines
-                );
-            }
-            _ => {
-                let _ = writeln!(s, "  wal archive: empty");
-            }
-        }
-        if c.backups.is_empty() {
-            let _ = writeln!(s, "  no backups");
-            continue;
-        }
-        let _ = writeln!(
-            s,
-            "  {:<20} {:<5} {:<9} {:<20} {:<20} {:>10} {:>10} {:>10} {:>7}  wal",
-            "backup",
-            "type",
-            "status",
-            "start (UTC)",
-            "reference",
-            "size",
-            "read",
-            "stored",
-            "ratio"
-        );
-        for b in &c.backups {
-            let _ = writeln!(
-                s,
-                "  {:<20} {:<5} {:<9} {:<20} {:<20} {:>10} {:>10} {:>10} {:>7}  {}..{}{}",
-                b.id,
-                b.backup_type,
-                b.status,
-                b.start_time.trim_end_matches('Z').replace('T', " "),
-                b.reference.as_deref().unwrap_or("-"),
-                human(b.db_bytes),
-                human(b.read_bytes),
-                human(b.stored_bytes),
-                b.dedupe_ratio
-                    .map(|r| format!("{r}x"))
-                    .unwrap_or_else(|| "-".into()),
-                b.wal_start.as_deref().unwrap_or("?"),
-                b.wal_stop.as_deref().unwrap_or("?"),
-                if b.page_errors > 0 {
-                    format!("  ({} page checksum errors)", b.page_errors)
-                } else {
-                    String::new()
-                }
-            );
-        }
+        render_cluster(&mut s, c);
     }
     s
+}
+
+fn render_cluster(s: &mut String, c: &ClusterInfo) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        s,
+        "\ncluster {} (PostgreSQL {}, system id {})",
+        c.name, c.pg_version, c.system_id
+    );
+    match (&c.wal.min, &c.wal.max) {
+        (Some(a), Some(b)) => {
+            let _ = writeln!(
+                s,
+                "  wal archive: {a} .. {b} ({} files, timelines {:?})",
+                c.wal.files, c.wal.timelines
+            );
+        }
+        _ => {
+            let _ = writeln!(s, "  wal archive: empty");
+        }
+    }
+    if c.backups.is_empty() {
+        let _ = writeln!(s, "  no backups");
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "  {:<20} {:<5} {:<9} {:<20} {:<20} {:>10} {:>10} {:>10} {:>7}  wal",
+        "backup", "type", "status", "start (UTC)", "reference", "size", "read", "stored", "ratio"
+    );
+    for b in &c.backups {
+        let _ = writeln!(
+            s,
+            "  {:<20} {:<5} {:<9} {:<20} {:<20} {:>10} {:>10} {:>10} {:>7}  {}..{}{}",
+            b.id,
+            b.backup_type,
+            b.status,
+            b.start_time.trim_end_matches('Z').replace('T', " "),
+            b.reference.as_deref().unwrap_or("-"),
+            human(b.db_bytes),
+            human(b.read_bytes),
+            human(b.stored_bytes),
+            b.dedupe_ratio
+                .map(|r| format!("{r}x"))
+                .unwrap_or_else(|| "-".into()),
+            b.wal_start.as_deref().unwrap_or("?"),
+            b.wal_stop.as_deref().unwrap_or("?"),
+            if b.page_errors > 0 {
+                format!("  ({} page checksum errors)", b.page_errors)
+            } else {
+                String::new()
+            }
+        );
+    }
 }

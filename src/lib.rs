@@ -2,25 +2,56 @@
 //! repository for PostgreSQL.
 //!
 //! The library holds all logic; the `pgstrata` binary only parses arguments,
-//! sets up logging and calls in here. See `docs/design.md` for the on-disk
-//! format and the invariants every module keeps.
+//! sets up logging and calls the functions re-exported here, which are the
+//! whole public API. Modules are private and layered one way (see
+//! `docs/design.md`): `pg` → `format` → `store` → `catalog` → `repo` →
+//! commands (`archive`, `backup`, `restore`, `expire`, `verify`, `check`,
+//! `info`, `repair`), with `error`, `util` and `progress` usable by all.
 #![forbid(unsafe_code)]
 
-pub mod archive;
-pub mod backup;
-pub mod catalog;
-pub mod check;
-pub mod error;
-pub mod expire;
-pub mod info;
-pub mod lock;
-pub mod pg;
-pub mod progress;
-pub mod repair;
-pub mod repo;
-pub mod restore;
-pub mod store;
-pub mod verify;
+mod archive;
+mod backup;
+mod catalog;
+mod check;
+mod error;
+mod expire;
+mod format;
+mod info;
+mod pg;
+mod progress;
+mod repair;
+mod repo;
+mod restore;
+mod store;
+mod util;
+mod verify;
 
+pub use archive::{get as archive_get, push as archive_push, PushOutcome};
+pub use backup::{run as backup, BackupOptions, BackupReport};
+pub use catalog::ExpireLog;
+pub use check::{run as check, CheckOptions, CheckReport};
 pub use error::{Error, Result};
-pub use repo::Repository;
+pub use expire::{run as expire, ExpireOptions, ExpirePlan, Retention};
+pub use format::{BackupType, ChunkId};
+pub use info::{gather as info, render_text as render_info, Info};
+pub use pg::Lsn;
+pub use progress::{Bar, Progress, Silent};
+pub use repair::{rebuild_catalog, RepairReport};
+pub use repo::{InitOutcome, Repository};
+pub use restore::{
+    apply as apply_restore, parse_target_time, plan as plan_restore, Recovery, RecoveryTarget,
+    RestoreOptions, RestorePlan, RestoreStats, TargetAction, TimelineTarget,
+};
+pub use util::human;
+pub use verify::{run as verify, BackupVerdict, Problem, ProblemKind, VerifyOptions, VerifyReport};
+
+/// Internals for the crate's own benchmarks and crash tests; not an API.
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::format::chunk::{compress, fingerprint, ChunkId, CHUNK_BLOCKS};
+    pub use crate::format::BlockMap;
+    pub use crate::pg::page::checksum as page_checksum;
+    pub use crate::store::fault::FaultBackend;
+    pub use crate::store::Backend;
+}

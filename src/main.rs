@@ -8,39 +8,41 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
+use tracing::Level;
+
+const USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    let cfg = match cli::load_config(args.config.as_deref()) {
+    let cfg = match cli::config::load(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("pgstrata: {e:#}");
-            return ExitCode::from(2);
+            eprintln!("pgstrata: error: {e}");
+            return ExitCode::from(USAGE);
         }
     };
-    let level = args
-        .log_level
-        .clone()
-        .or(cfg.log_level.clone())
-        .unwrap_or_else(|| "warn".into());
-    let filter = match tracing_subscriber::EnvFilter::try_new(format!("pgstrata={level}")) {
-        Ok(f) if ["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) => f,
-        _ => {
-            eprintln!("pgstrata: invalid --log-level {level:?} (error, warn, info, debug, trace)");
-            return ExitCode::from(2);
+    let level = match log_level(args.log_level.as_deref().or(cfg.log_level.as_deref())) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("pgstrata: error: {e}");
+            return ExitCode::from(USAGE);
         }
     };
+    // RFC 3339 UTC timestamps: cron and systemd logs need them.
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(level)
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
-        .without_time()
         .init();
-    match cli::run(args, cfg) {
+    match cli::run(args, &cfg) {
         Ok(cli::Outcome::Ok) => ExitCode::SUCCESS,
         Ok(cli::Outcome::QuietFailure) => ExitCode::from(1),
-        Err(e) => {
+        Err(Ok(cli::Usage(msg))) => {
+            eprintln!("pgstrata: error: {msg}");
+            ExitCode::from(USAGE)
+        }
+        Err(Err(e)) => {
             eprintln!("pgstrata: error: {e}");
             let mut src = e.source();
             while let Some(s) = src {
@@ -50,4 +52,32 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The log level: `--log-level` or the config file, else `PGSTRATA_LOG`,
+/// else `RUST_LOG` (a bare level, or `pgstrata=LEVEL` among directives),
+/// else warn. Any case.
+fn log_level(given: Option<&str>) -> Result<Level, String> {
+    let parse = |s: &str, from: &str| -> Result<Level, String> {
+        s.trim().parse::<Level>().map_err(|_| {
+            format!("invalid log level {s:?} in {from} (error, warn, info, debug or trace)")
+        })
+    };
+    if let Some(l) = given {
+        return parse(l, "--log-level");
+    }
+    if let Some(l) = std::env::var("PGSTRATA_LOG").ok().filter(|v| !v.is_empty()) {
+        return parse(&l, "PGSTRATA_LOG");
+    }
+    if let Some(l) = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()) {
+        // Directives: take ours, or a bare level; ignore other crates'.
+        for d in l.split(',') {
+            match d.split_once('=') {
+                Some(("pgstrata", lvl)) => return parse(lvl, "RUST_LOG"),
+                None => return parse(d, "RUST_LOG"),
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(Level::WARN)
 }

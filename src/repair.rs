@@ -17,18 +17,15 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::archive;
-use crate::backup::Manifest;
-use crate::catalog::Catalog;
+use crate::catalog::{BackupRow, Catalog, FileRow, PageErrorRow};
 use crate::error::{Error, IoContext, Result};
-use crate::lock::RepoLock;
+use crate::format::keys::{self, ObjectKey};
+use crate::format::{BlockMap, ChunkId, Manifest};
 use crate::pg::wal::LongPageHeader;
 use crate::pg::WalFileName;
 use crate::progress::Progress;
-use crate::repo::Repository;
-use crate::store::blockmap::BlockMap;
-use crate::store::pack::{read_chunk, read_trailer, SealedPack};
-use crate::store::ChunkId;
+use crate::repo::{RepoLock, Repository};
+use crate::store::{read_chunk, read_trailer, SealedPack};
 
 #[derive(Clone, Debug, Default)]
 pub struct RepairReport {
@@ -49,28 +46,22 @@ pub fn rebuild_catalog(
     progress: &dyn Progress,
 ) -> Result<RepairReport> {
     let _lock = RepoLock::acquire(repo, "repair", lock_wait)?;
-    let mut report = RepairReport::default();
-    let path = repo.catalog_path();
-    if path.exists() {
-        let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
-        let mut aside = path.with_file_name(format!("catalog.db.old-{stamp}"));
-        let mut n = 1;
-        while aside.exists() {
-            n += 1;
-            aside = path.with_file_name(format!("catalog.db.old-{stamp}-{n}"));
-        }
-        // The -wal file holds committed transactions: it moves with the
-        // database, under the matching name, so the old catalog stays whole.
-        for suffix in ["-wal", "-shm"] {
-            let from = PathBuf::from(format!("{}{suffix}", path.display()));
-            if from.exists() {
-                let to = PathBuf::from(format!("{}{suffix}", aside.display()));
-                std::fs::rename(&from, &to).at(&from)?;
-            }
-        }
-        std::fs::rename(&path, &aside).at(&path)?;
-        report.old_catalog = Some(aside);
-    } else {
+    let mut report = RepairReport {
+        old_catalog: move_aside(&repo.catalog_path())?,
+        ..Default::default()
+    };
+    let mut cat = repo.catalog_create()?;
+    index_packs(repo, &mut cat, progress, &mut report)?;
+    insert_backups(repo, &mut cat, &mut report)?;
+    bind_wal_clusters(repo, &cat, &mut report)?;
+    report.clusters = cat.clusters()?.len() as u64;
+    Ok(report)
+}
+
+/// Move the catalog (with its `-wal`, which holds committed transactions,
+/// under the matching name) aside; returns where, if there was one.
+fn move_aside(path: &std::path::Path) -> Result<Option<PathBuf>> {
+    if !path.exists() {
         for suffix in ["-wal", "-shm"] {
             let p = PathBuf::from(format!("{}{suffix}", path.display()));
             if p.exists() {
@@ -78,115 +69,132 @@ pub fn rebuild_catalog(
                 std::fs::rename(&p, &to).at(&p)?;
             }
         }
+        return Ok(None);
     }
-    let mut cat = repo.catalog_create()?;
+    let stamp = crate::util::now_us() / 1_000_000;
+    let mut aside = path.with_file_name(format!("catalog.db.old-{stamp}"));
+    let mut n = 1;
+    while aside.exists() {
+        n += 1;
+        aside = path.with_file_name(format!("catalog.db.old-{stamp}-{n}"));
+    }
+    for suffix in ["-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", path.display()));
+        if from.exists() {
+            let to = PathBuf::from(format!("{}{suffix}", aside.display()));
+            std::fs::rename(&from, &to).at(&from)?;
+        }
+    }
+    std::fs::rename(path, &aside).at(path)?;
+    Ok(Some(aside))
+}
 
-    // 1. The chunk index, from the trailers.
-    let packs: Vec<(String, u64)> = repo.backend().list("packs/")?;
+/// Step 1: the chunk index, from the pack trailers.
+fn index_packs(
+    repo: &Repository,
+    cat: &mut Catalog,
+    progress: &dyn Progress,
+    report: &mut RepairReport,
+) -> Result<()> {
+    let packs: Vec<(String, u64)> = repo.backend().list(keys::PACKS)?;
     progress.begin("repair", packs.len() as u64);
     for (key, size) in &packs {
         progress.advance(1);
-        let Some(id) = key.rsplit('/').next().and_then(|n| n.strip_suffix(".pack")) else {
-            continue;
+        let id = match ObjectKey::parse(key) {
+            Ok(ObjectKey::Pack(id)) => id,
+            _ => {
+                report.skipped.push(format!("{key}: not a pack name"));
+                continue;
+            }
         };
-        match read_trailer(repo.backend(), id) {
+        match read_trailer(repo.backend(), &id) {
             Ok(entries) => {
                 report.chunks += entries.len() as u64;
                 report.packs += 1;
-                cat.add_pack(
-                    &SealedPack {
-                        id: id.to_string(),
-                        size: *size,
-                        entries,
-                    },
-                    None,
-                )?;
+                let sealed = SealedPack {
+                    id,
+                    size: *size,
+                    entries,
+                };
+                cat.add_pack(&sealed, None)?;
             }
-            Err(e @ (Error::Corrupt { .. } | Error::NotFound(_))) => {
-                report.skipped.push(format!("{key}: {e}"))
-            }
+            Err(
+                e @ (Error::Corrupt { .. }
+                | Error::MissingObject { .. }
+                | Error::NewerFormat { .. }),
+            ) => report.skipped.push(format!("{key}: {e}")),
             Err(e) => return Err(e),
         }
     }
     progress.end();
+    Ok(())
+}
 
-    // 2. Clusters and backups, from the manifest copies.
-    let mut manifests: Vec<String> = repo
-        .backend()
-        .list("manifests/")?
-        .into_iter()
-        .map(|(k, _)| k)
-        .filter(|k| k.ends_with(".json.zst"))
-        .collect();
-    // Backup ids sort by start time within a cluster.
+/// Step 2: clusters and backups, from the manifest copies (backup ids sort
+/// by start time within a cluster).
+fn insert_backups(repo: &Repository, cat: &mut Catalog, report: &mut RepairReport) -> Result<()> {
+    let mut manifests: Vec<String> = Vec::new();
+    for (key, _) in repo.backend().list(keys::MANIFESTS)? {
+        match ObjectKey::parse(&key) {
+            Ok(ObjectKey::Manifest { .. }) => manifests.push(key),
+            _ => report.skipped.push(format!("{key}: not a manifest name")),
+        }
+    }
     manifests.sort();
     for key in manifests {
-        match load_manifest(repo, &key) {
-            Ok(m) => match insert_backup(repo, &mut cat, &m) {
-                Ok(()) => report.backups.push(m.backup.id.clone()),
-                Err(e) => report.skipped.push(format!("{key}: {e}")),
-            },
+        match load_manifest(repo, &key).and_then(|m| insert_backup(repo, cat, m)) {
+            Ok(id) => report.backups.push(id),
             Err(e) => report.skipped.push(format!("{key}: {e}")),
         }
     }
+    Ok(())
+}
 
-    // 3. Clusters known only from their archived WAL.
-    for (key, _) in repo.backend().list("wal/")? {
-        let mut parts = key.split('/');
-        let (Some(_), Some(cluster)) = (parts.next(), parts.next()) else {
-            continue;
+/// Step 3: clusters known only from their archived WAL, bound from a
+/// segment's long page header.
+fn bind_wal_clusters(repo: &Repository, cat: &Catalog, report: &mut RepairReport) -> Result<()> {
+    for (key, _) in repo.backend().list(keys::WAL)? {
+        let (cluster, name) = match ObjectKey::parse(&key) {
+            Ok(ObjectKey::Wal { cluster, name }) => (cluster, name),
+            _ => {
+                report.skipped.push(format!("{key}: not a WAL object name"));
+                continue;
+            }
         };
-        if cat.cluster(cluster)?.is_some() {
+        if cat.cluster(&cluster)?.is_some()
+            || !WalFileName::parse(&name).is_ok_and(|w| w.is_segment_data())
+        {
             continue;
         }
-        let Some(name) = key.rsplit('/').next().and_then(|n| n.strip_suffix(".zst")) else {
-            continue;
-        };
-        if !WalFileName::parse(name).is_ok_and(|w| w.is_segment_data()) {
-            continue;
-        }
-        match archive::fetch(repo, cluster, name) {
+        match repo.wal_fetch(&cluster, &name) {
             Ok(Some(data)) => {
-                let h = LongPageHeader::parse(&data, name)?;
+                let h = LongPageHeader::parse(&data, &name)?;
                 if let Some(v) = h.major_version() {
-                    cat.bind_cluster(cluster, h.system_id, v)?;
+                    cat.bind_cluster(&cluster, h.system_id, v)?;
                 }
             }
             Ok(None) => {}
             Err(e) => report.skipped.push(format!("{key}: {e}")),
         }
     }
-    report.clusters = cat.clusters()?.len() as u64;
-    Ok(report)
+    Ok(())
 }
 
 fn load_manifest(repo: &Repository, key: &str) -> Result<Manifest> {
     let z = repo
         .backend()
         .get(key)?
-        .ok_or_else(|| Error::NotFound(format!("{key} vanished")))?;
-    let copy_bytes = z.len() as u64;
-    let json = zstd::stream::decode_all(z.as_slice())
-        .map_err(|e| Error::corrupt(key, format!("does not decompress: {e}")))?;
-    let m: Manifest = serde_json::from_slice(&json)
-        .map_err(|e| Error::corrupt(key, format!("is not a manifest: {e}")))?;
-    let mut m = m;
+        .ok_or_else(|| Error::missing("manifest copy", key))?;
+    let mut m = Manifest::decode(&z, key)?;
     // The copy holds the bytes of the packs the backup wrote; what it added
-    // to the repository also counts the copy itself (see backup::finish).
-    m.backup.stored_bytes += copy_bytes;
-    if m.format != 1 {
-        return Err(Error::NewerFormat {
-            path: PathBuf::from(key),
-            found: m.format,
-            supported: 1,
-        });
-    }
+    // to the repository also counts the copy itself (see backup's finish).
+    m.backup.stored_bytes += z.len() as u64;
     Ok(m)
 }
 
 /// Insert one backup; its block maps are decoded from the (already
 /// indexed) packs to derive the block-map relation.
-fn insert_backup(repo: &Repository, cat: &mut Catalog, m: &Manifest) -> Result<()> {
+fn insert_backup(repo: &Repository, cat: &mut Catalog, m: Manifest) -> Result<String> {
     let cl = cat.bind_cluster(&m.cluster.name, m.cluster.system_id, m.cluster.pg_version)?;
     let mut seen = std::collections::HashSet::new();
     let mut relation: Vec<(ChunkId, Vec<ChunkId>)> = Vec::new();
@@ -214,5 +222,72 @@ fn insert_backup(repo: &Repository, cat: &mut Catalog, m: &Manifest) -> Result<(
         let map = BlockMap::decode(&raw, &what)?;
         relation.push((bm, map.chunks));
     }
-    cat.rebuild_backup(cl.id, &m.backup, &m.files, &relation, &m.page_errors)
+    let backup = BackupRow::from(m.backup);
+    let files: Vec<FileRow> = m.files.into_iter().map(Into::into).collect();
+    let errors: Vec<PageErrorRow> = m.page_errors.into_iter().map(Into::into).collect();
+    cat.rebuild_backup(cl.id, &backup, &files, &relation, &errors)?;
+    Ok(backup.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::Silent;
+    use crate::repo::testkit::{content, Fixture};
+
+    fn snapshot(f: &Fixture) -> Vec<(String, Vec<FileRow>)> {
+        let cat = f.repo.catalog().unwrap();
+        let cl = cat.cluster("main").unwrap().unwrap();
+        cat.backups(cl.id)
+            .unwrap()
+            .into_iter()
+            .map(|b| {
+                let files = cat.files(&b.id).unwrap();
+                (b.id, files)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rebuilds_what_the_catalog_held() {
+        let f = Fixture::new();
+        f.backup(1, &[("a", content(1, 130, 0)), ("b", content(2, 1, 7))]);
+        f.backup(2, &[("a", content(1, 130, 0))]);
+        let before = snapshot(&f);
+        std::fs::remove_file(f.repo.catalog_path()).unwrap();
+        let r = rebuild_catalog(&f.repo, Duration::ZERO, &Silent).unwrap();
+        assert!(r.skipped.is_empty(), "{:?}", r.skipped);
+        assert_eq!((r.clusters, r.backups.len(), r.packs), (1, 2, 2));
+        assert_eq!(snapshot(&f), before);
+        // The rebuilt block-map relation is what GC needs: nothing is dead.
+        let usage = f.repo.catalog().unwrap().pack_usage(&[]).unwrap();
+        assert!(usage.iter().all(|u| u.live_chunks == u.chunks));
+    }
+
+    #[test]
+    fn skips_and_reports_damage_and_keeps_the_old_catalog() {
+        let f = Fixture::new();
+        let one = f.backup(1, &[("a", content(1, 2, 0))]);
+        let two = f.backup(2, &[("b", content(2, 2, 0))]);
+        // A truncated pack, a manifest copy that does not decode, a stray key.
+        let key = keys::pack(&one.pack);
+        let b = f.repo.backend().get(&key).unwrap().unwrap();
+        f.repo.backend().put(&key, &b[..b.len() - 5]).unwrap();
+        f.repo
+            .backend()
+            .put(&keys::manifest("main", &two.id), b"garbage")
+            .unwrap();
+        f.repo.backend().put("packs/zz/not-a-pack", b"x").unwrap();
+        let r = rebuild_catalog(&f.repo, Duration::ZERO, &Silent).unwrap();
+        assert!(r.old_catalog.as_ref().is_some_and(|p| p.exists()));
+        let skipped = r.skipped.join("\n");
+        assert!(skipped.contains(&key), "{skipped}");
+        assert!(
+            skipped.contains(&keys::manifest("main", &two.id)),
+            "{skipped}"
+        );
+        assert!(skipped.contains("not-a-pack"), "{skipped}");
+        // Backup one's manifest is fine but its block map's pack is gone.
+        assert!(r.backups.is_empty(), "{:?}", r.backups);
+    }
 }

@@ -17,15 +17,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Mutex;
 
-use crate::backup::writer::Msg;
+use super::writer::Msg;
 use crate::catalog::{ChunkLoc, FileRow, PageErrorRow};
 use crate::error::{Error, IoContext, Result};
+use crate::format::chunk::{compress, fingerprint, CHUNK_BLOCKS};
+use crate::format::{BlockMap, ChunkId, Fingerprint};
 use crate::pg::page::{self, PageCheck};
 use crate::progress::Progress;
-use crate::store::blockmap::BlockMap;
-use crate::store::chunk::{compress, fingerprint, CHUNK_BLOCKS};
-use crate::store::pack::read_chunk;
-use crate::store::{Backend, ChunkId, Fingerprint};
+use crate::store::{read_chunk, Backend};
 
 /// What every file of one backup shares.
 pub struct Ctx<'a> {
@@ -44,10 +43,10 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn send(&self, msg: Msg) -> Result<()> {
+    pub fn send(&self, msg: Msg) -> Result<()> {
         self.tx
             .send(msg)
-            .map_err(|_| Error::invalid("the backup writer stopped (see the error above)"))
+            .map_err(|_| Error::internal("the backup writer stopped (see the error above)"))
     }
 
     /// Queue a chunk for packing unless the repository (or this backup) has it.
@@ -56,7 +55,7 @@ impl Ctx<'_> {
         let new = self
             .claimed
             .lock()
-            .map_err(|_| Error::invalid("dedupe set poisoned"))?
+            .map_err(|_| Error::internal("the dedupe set's lock is poisoned"))?
             .insert(id);
         if new {
             let (codec, stored) = compress(data, self.level)?;
@@ -275,25 +274,7 @@ pub fn backup_file(
             .collect::<Result<Vec<_>>>()?
     };
 
-    let mut map = BlockMap::new(ctx.block_size);
-    let mut index: HashMap<ChunkId, u32> = HashMap::new();
-    let mut errors = Vec::new();
-    let mut total = 0u64;
-    for piece in pieces {
-        for (fp, id, cb) in piece.blocks {
-            let ci = *index.entry(id).or_insert_with(|| {
-                map.chunks.push(id);
-                (map.chunks.len() - 1) as u32
-            });
-            map.push(fp, ci, cb);
-        }
-        total += piece.bytes;
-        errors.extend(piece.errors);
-        // A file that shrank while we read it ends at its first short piece.
-        if !piece.full {
-            break;
-        }
-    }
+    let (mut map, errors, total) = assemble(pieces, ctx.block_size);
     if !errors.is_empty() {
         ctx.send(Msg::PageErrors(errors))?;
     }
@@ -315,6 +296,31 @@ pub fn backup_file(
         row,
         blockmap: Some((bm_id, used)),
     })
+}
+
+/// Merge the pieces of a file, in order, into its block map; also returns
+/// the page errors and the bytes read.
+fn assemble(pieces: Vec<Piece>, block_size: u32) -> (BlockMap, Vec<PageErrorRow>, u64) {
+    let mut map = BlockMap::new(block_size);
+    let mut index: HashMap<ChunkId, u32> = HashMap::new();
+    let mut errors = Vec::new();
+    let mut total = 0u64;
+    for piece in pieces {
+        for (fp, id, cb) in piece.blocks {
+            let ci = *index.entry(id).or_insert_with(|| {
+                map.chunks.push(id);
+                (map.chunks.len() - 1) as u32
+            });
+            map.push(fp, ci, cb);
+        }
+        total += piece.bytes;
+        errors.extend(piece.errors);
+        // A file that shrank while we read it ends at its first short piece.
+        if !piece.full {
+            break;
+        }
+    }
+    (map, errors, total)
 }
 
 /// Validate one page's checksum with the torn-page rule; re-read once

@@ -10,9 +10,9 @@
 //! when possible, or by `expire` after a crash; nothing refers to it.
 
 mod file;
-pub mod writer;
+mod writer;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -20,19 +20,22 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use crate::archive;
 use crate::catalog::{
-    BackupRow, BackupStatus, BackupType, Catalog, ClusterRow, FileKind, FileRow, PageErrorRow,
+    BackupRow, BackupStatus, BackupType, Catalog, ChunkLoc, ClusterRow, FileKind, FileRow,
+    PageErrorRow,
 };
 use crate::error::{Error, Result};
-use crate::lock::RepoLock;
-use crate::pg::conn::Server;
-use crate::pg::{datadir, Lsn, TimelineId, WalSegment};
+use crate::format::keys;
+use crate::format::manifest::{Manifest, MANIFEST_VERSION};
+use crate::format::ChunkId;
+use crate::pg::conn::{BackupStop, Server};
+use crate::pg::datadir::{self, Entry, EntryKind};
+use crate::pg::{Lsn, TimelineId, WalSegment};
 use crate::progress::Progress;
-use crate::repo::{check_cluster_name, Repository};
-use crate::store::ChunkId;
+use crate::repo::{check_cluster_name, RepoLock, Repository};
+use crate::util::{default_workers, host_name, now_us};
 
-pub use writer::WriterStats;
+use writer::WriterStats;
 
 #[derive(Clone, Debug)]
 pub struct BackupOptions {
@@ -66,13 +69,6 @@ impl BackupOptions {
             lock_wait: Duration::ZERO,
         }
     }
-}
-
-pub fn default_workers() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(1, 8)
 }
 
 #[derive(Clone, Debug)]
@@ -129,13 +125,6 @@ fn plan(asked: Option<BackupType>, complete: &[BackupRow]) -> Plan {
     }
 }
 
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
-
 /// A backup id from its start time: `YYYYMMDD-HHMMSS` and F, D or I.
 fn backup_id(cat: &Catalog, start_us: i64, t: BackupType) -> Result<String> {
     let dt = time::OffsetDateTime::from_unix_timestamp(start_us / 1_000_000)
@@ -172,18 +161,9 @@ pub fn run(
 ) -> Result<BackupReport> {
     check_cluster_name(cluster)?;
     let _lock = RepoLock::acquire(repo, "backup", opts.lock_wait)?;
-    let (mut server, pgdata) = Server::connect_for(opts.dbname.as_deref(), &opts.pgdata)?;
-    let info = server.info.clone();
-    if info.archive_mode == "off" {
-        return Err(Error::refused(format!(
-            "archive_mode is off, so the WAL this backup needs would never reach the \
-             repository: set archive_mode = on and archive_command = 'pgstrata --repo {} \
-             --cluster {cluster} archive-push %p', then restart PostgreSQL",
-            repo.root().display()
-        )));
-    }
+    let (mut server, pgdata) = connect(repo, cluster, opts)?;
     let cat = repo.catalog()?;
-    let cl = cat.bind_cluster(cluster, info.system_id, info.major)?;
+    let cl = cat.bind_cluster(cluster, server.info.system_id, server.info.major)?;
     let complete: Vec<BackupRow> = cat
         .backups(cl.id)?
         .into_iter()
@@ -193,43 +173,15 @@ pub fn run(
     if plan.became_full {
         tracing::info!("no full backup of cluster {cluster:?} yet: taking a full backup");
     }
-
     let started = Instant::now();
     let start_us = now_us();
-    let id = backup_id(&cat, start_us, plan.backup_type)?;
-    let start_lsn = server.backup_start(&format!("pgstrata {id}"), opts.start_fast)?;
+    let row = begin(&cat, &cl, &mut server, &plan, start_us, opts.start_fast)?;
     tracing::info!(
-        "backup mode started at {start_lsn} after {:?}",
+        "backup mode started at {} after {:?}",
+        row.start_lsn,
         started.elapsed()
     );
-    let row = BackupRow {
-        id: id.clone(),
-        backup_type: plan.backup_type,
-        status: BackupStatus::Running,
-        reference: plan.reference.as_ref().map(|r| r.id.clone()),
-        start_time: start_us,
-        stop_time: None,
-        start_lsn,
-        stop_lsn: None,
-        timeline: 0,
-        wal_start: None,
-        wal_stop: None,
-        pg_version: info.major,
-        block_size: info.block_size,
-        wal_seg_size: info.wal_seg_size,
-        data_checksums: info.data_checksums,
-        backup_label: None,
-        tablespace_map: None,
-        db_bytes: 0,
-        read_bytes: 0,
-        stored_bytes: 0,
-        files: 0,
-        page_errors: 0,
-        host: Some(gethostname::gethostname().to_string_lossy().into_owned()),
-        pid: Some(std::process::id()),
-    };
-    cat.insert_backup(cl.id, &row)?;
-
+    let id = row.id.clone();
     let mut job = Job {
         // Reading starts only once the clock has passed the start second, so
         // any later change gets an mtime the next backup re-reads, even with
@@ -259,6 +211,63 @@ pub fn run(
     }
 }
 
+/// Connect to the server running `opts.pgdata` and refuse one that does not
+/// archive (the backup would be unusable).
+fn connect(repo: &Repository, cluster: &str, opts: &BackupOptions) -> Result<(Server, PathBuf)> {
+    let (server, pgdata) = Server::connect_for(opts.dbname.as_deref(), &opts.pgdata)?;
+    if server.info.archive_mode == "off" {
+        return Err(Error::refused(format!(
+            "archive_mode is off, so the WAL this backup needs would never reach the \
+             repository: set archive_mode = on and archive_command = 'pgstrata --repo {} \
+             --cluster {cluster} archive-push %p', then restart PostgreSQL",
+            repo.root().display()
+        )));
+    }
+    Ok((server, pgdata))
+}
+
+/// Enter backup mode and record the backup as `running`.
+fn begin(
+    cat: &Catalog,
+    cl: &ClusterRow,
+    server: &mut Server,
+    plan: &Plan,
+    start_us: i64,
+    fast: bool,
+) -> Result<BackupRow> {
+    let info = server.info.clone();
+    let id = backup_id(cat, start_us, plan.backup_type)?;
+    let start_lsn = server.backup_start(&format!("pgstrata {id}"), fast)?;
+    let row = BackupRow {
+        id,
+        backup_type: plan.backup_type,
+        status: BackupStatus::Running,
+        reference: plan.reference.as_ref().map(|r| r.id.clone()),
+        start_time: start_us,
+        stop_time: None,
+        start_lsn,
+        stop_lsn: None,
+        timeline: 0,
+        wal_start: None,
+        wal_stop: None,
+        pg_version: info.major,
+        block_size: info.block_size,
+        wal_seg_size: info.wal_seg_size,
+        data_checksums: info.data_checksums,
+        backup_label: None,
+        tablespace_map: None,
+        db_bytes: 0,
+        read_bytes: 0,
+        stored_bytes: 0,
+        files: 0,
+        page_errors: 0,
+        host: Some(host_name()),
+        pid: Some(std::process::id()),
+    };
+    cat.insert_backup(cl.id, &row)?;
+    Ok(row)
+}
+
 struct Job<'a> {
     read_from_us: i64,
     repo: &'a Repository,
@@ -270,44 +279,99 @@ struct Job<'a> {
     progress: &'a dyn Progress,
 }
 
+/// What files are compared with: the reference's rows (timestamps) and the
+/// newest backup's rows and block-map locations (blocks).
+struct References {
+    reference: HashMap<String, FileRow>,
+    prior: HashMap<String, FileRow>,
+    prior_maps: HashMap<ChunkId, ChunkLoc>,
+}
+
+impl References {
+    fn load(cat: &Catalog, plan: &Plan) -> Result<Self> {
+        Ok(References {
+            reference: match &plan.reference {
+                Some(r) => by_path(cat.files(&r.id)?),
+                None => HashMap::new(),
+            },
+            prior: match &plan.prior {
+                Some(p) => by_path(cat.files(&p.id)?),
+                None => HashMap::new(),
+            },
+            prior_maps: match &plan.prior {
+                Some(p) => cat.blockmap_locations(&p.id)?,
+                None => HashMap::new(),
+            },
+        })
+    }
+
+    fn prior_map(&self, path: &str) -> Option<ChunkId> {
+        self.prior.get(path).and_then(|p| p.blockmap)
+    }
+}
+
+/// The data directory's entries: regular files biggest first (so the
+/// parallel tail is short), `global/pg_control` apart, and the rest.
+struct Walked {
+    files: Vec<FileRow>,
+    control: FileRow,
+    others: Vec<FileRow>,
+    db_bytes: u64,
+}
+
+fn walk(pgdata: &Path) -> Result<Walked> {
+    let t = Instant::now();
+    let entries = datadir::walk(pgdata)?;
+    tracing::info!(
+        "walked the data directory: {} entries in {:?}",
+        entries.len(),
+        t.elapsed()
+    );
+    let (mut files, others): (Vec<FileRow>, Vec<FileRow>) = entries
+        .into_iter()
+        .map(file_row)
+        .partition(|e| e.kind == FileKind::File);
+    let control = match files.iter().position(|f| f.path == "global/pg_control") {
+        Some(i) => files.remove(i),
+        None => {
+            return Err(Error::invalid(
+                "the data directory has no global/pg_control",
+            ))
+        }
+    };
+    files.sort_by_key(|f| std::cmp::Reverse(f.size));
+    let db_bytes = files.iter().map(|f| f.size).sum::<u64>() + control.size;
+    Ok(Walked {
+        files,
+        control,
+        others,
+        db_bytes,
+    })
+}
+
+fn file_row(e: Entry) -> FileRow {
+    FileRow {
+        path: e.path,
+        kind: match e.kind {
+            EntryKind::File => FileKind::File,
+            EntryKind::Dir => FileKind::Dir,
+            EntryKind::Link => FileKind::Link,
+        },
+        size: e.size,
+        mtime_ns: e.mtime_ns,
+        mode: e.mode,
+        uid: e.uid,
+        gid: e.gid,
+        link: e.link,
+        blockmap: None,
+    }
+}
+
 impl Job<'_> {
     fn copy(&mut self, cat: Catalog, mut row: BackupRow) -> Result<BackupReport> {
-        // Reference manifest (timestamps) and prior block maps.
-        let ref_files: HashMap<String, FileRow> = match &self.plan.reference {
-            Some(r) => by_path(cat.files(&r.id)?),
-            None => HashMap::new(),
-        };
-        let prior_files: HashMap<String, FileRow> = match &self.plan.prior {
-            Some(p) => by_path(cat.files(&p.id)?),
-            None => HashMap::new(),
-        };
-        let prior_maps = match &self.plan.prior {
-            Some(p) => cat.blockmap_locations(&p.id)?,
-            None => HashMap::new(),
-        };
+        let refs = References::load(&cat, self.plan)?;
         let claimed = Mutex::new(cat.chunk_ids()?);
-        let t = Instant::now();
-        let entries = datadir::walk(self.pgdata)?;
-        tracing::info!(
-            "walked the data directory: {} entries in {:?}",
-            entries.len(),
-            t.elapsed()
-        );
-        let (mut files, others): (Vec<FileRow>, Vec<FileRow>) =
-            entries.into_iter().partition(|e| e.kind == FileKind::File);
-        let control_idx = files.iter().position(|f| f.path == "global/pg_control");
-        let control = match control_idx {
-            Some(i) => files.remove(i),
-            None => {
-                return Err(Error::invalid(
-                    "the data directory has no global/pg_control",
-                ))
-            }
-        };
-        // Big files first, so the parallel tail is short.
-        files.sort_by_key(|f| std::cmp::Reverse(f.size));
-        let db_bytes: u64 = files.iter().map(|f| f.size).sum::<u64>() + control.size;
-
+        let walked = walk(self.pgdata)?;
         std::thread::sleep(Duration::from_micros(
             (self.read_from_us - now_us()).max(0) as u64
         ));
@@ -319,7 +383,6 @@ impl Job<'_> {
             .name("pgstrata-writer".into())
             .spawn(move || writer::run(rx, cat, backend, bid, pack_size))
             .map_err(|e| Error::io("writer thread", e))?;
-
         let read_bytes = AtomicU64::new(0);
         let ctx = file::Ctx {
             pgdata: self.pgdata,
@@ -330,83 +393,124 @@ impl Job<'_> {
             claimed: &claimed,
             tx: &tx,
             backend: self.repo.backend(),
-            prior_maps: &prior_maps,
+            prior_maps: &refs.prior_maps,
             read_bytes: &read_bytes,
             progress: self.progress,
         };
-        self.progress.begin("backup", db_bytes);
+        self.progress.begin("backup", walked.db_bytes);
         let t = Instant::now();
-        let ref_start = self.plan.reference.as_ref().map(|r| r.start_time);
-        let copy_result = (|| -> Result<()> {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(self.opts.workers.max(1))
-                .thread_name(|i| format!("pgstrata-worker-{i}"))
-                .build()
-                .map_err(|e| Error::invalid(format!("cannot start workers: {e}")))?;
-            pool.install(|| {
-                files.par_iter().try_for_each(|f| {
-                    let reuse = match (ref_files.get(&f.path), ref_start) {
-                        (Some(old), Some(start))
-                            if !self.opts.checksum && unchanged(f, old, start) =>
-                        {
-                            Some(old)
-                        }
-                        _ => None,
-                    };
-                    let prior = prior_files.get(&f.path).and_then(|p| p.blockmap);
-                    file::backup_file(&ctx, f.clone(), reuse, prior)
-                })
-            })?;
-            for o in &others {
-                ctx.tx
-                    .send(writer::Msg::File {
-                        row: o.clone(),
-                        blockmap: None,
-                    })
-                    .map_err(|_| Error::invalid("the backup writer stopped"))?;
-            }
-            // pg_control last: it must not be older than any data file.
-            let prior = prior_files.get(&control.path).and_then(|p| p.blockmap);
-            file::backup_file(&ctx, control.clone(), None, prior)
-        })();
+        let copy_result = self.copy_files(&ctx, &refs, &walked);
         self.progress.end();
         drop(tx);
         let (cat, wres) = writer
             .join()
-            .map_err(|_| Error::invalid("the backup writer panicked"))?;
+            .map_err(|_| Error::internal("the backup writer thread panicked"))?;
         let stats = match (copy_result, wres) {
             (Err(e), _) | (Ok(()), Err(e)) => return Err(e),
             (Ok(()), Ok(s)) => s,
         };
+        let read_bytes = read_bytes.load(Ordering::Relaxed);
         tracing::info!(
-            "copied {} files ({} bytes read, {} packs) in {:?}",
-            files.len() + 1,
-            read_bytes.load(Ordering::Relaxed),
+            "copied {} files ({read_bytes} bytes read, {} packs) in {:?}",
+            walked.files.len() + 1,
             stats.packs,
             t.elapsed()
         );
         let t = Instant::now();
         let stop = self.server.backup_stop()?;
         tracing::info!("backup mode stopped at {} in {:?}", stop.lsn, t.elapsed());
-        self.finish(
-            cat,
-            &mut row,
-            stop,
-            stats,
-            db_bytes,
-            read_bytes.load(Ordering::Relaxed),
-        )
+        row.db_bytes = walked.db_bytes;
+        row.read_bytes = read_bytes;
+        self.finish(cat, &mut row, stop, stats)
+    }
+
+    /// Every file in parallel, then the other entries, then pg_control.
+    fn copy_files(&self, ctx: &file::Ctx<'_>, refs: &References, w: &Walked) -> Result<()> {
+        let ref_start = self.plan.reference.as_ref().map(|r| r.start_time);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(self.opts.workers.max(1))
+            .thread_name(|i| format!("pgstrata-worker-{i}"))
+            .build()
+            .map_err(|e| Error::internal(format!("cannot start workers: {e}")))?;
+        pool.install(|| {
+            w.files.par_iter().try_for_each(|f| {
+                let reuse = match (refs.reference.get(&f.path), ref_start) {
+                    (Some(old), Some(start)) if !self.opts.checksum && unchanged(f, old, start) => {
+                        Some(old)
+                    }
+                    _ => None,
+                };
+                file::backup_file(ctx, f.clone(), reuse, refs.prior_map(&f.path))
+            })
+        })?;
+        for o in &w.others {
+            ctx.send(writer::Msg::File {
+                row: o.clone(),
+                blockmap: None,
+            })?;
+        }
+        // pg_control last: it must not be older than any data file.
+        let prior = refs.prior_map(&w.control.path);
+        file::backup_file(ctx, w.control.clone(), None, prior)
     }
 
     fn finish(
         &mut self,
         mut cat: Catalog,
         row: &mut BackupRow,
-        stop: crate::pg::conn::BackupStop,
+        stop: BackupStop,
         stats: WriterStats,
-        db_bytes: u64,
-        read_bytes: u64,
     ) -> Result<BackupReport> {
+        self.await_wal(row, &stop)?;
+        row.stop_time = Some(now_us());
+        row.stop_lsn = Some(stop.lsn);
+        row.backup_label = Some(stop.backup_label.clone());
+        row.tablespace_map = stop.tablespace_map.clone();
+        let files = cat.files(&row.id)?;
+        let errors = cat.page_errors(&row.id)?;
+        row.files = files.iter().filter(|f| f.kind == FileKind::File).count() as u64;
+        row.page_errors = errors.len() as u64;
+        row.status = BackupStatus::Complete;
+        // The copy records the packs' bytes; `repair` adds the copy's own
+        // size, which is only known once it is compressed.
+        row.stored_bytes = stats.pack_bytes;
+        let copy = Manifest {
+            format: MANIFEST_VERSION,
+            cluster: self.cluster.identity(),
+            backup: (&*row).into(),
+            files: files.iter().map(Into::into).collect(),
+            page_errors: errors.iter().map(Into::into).collect(),
+        }
+        .encode()?;
+        drop(files);
+        self.repo
+            .backend()
+            .put(&keys::manifest(&self.cluster.name, &row.id), &copy)?;
+        row.stored_bytes = stats.pack_bytes + copy.len() as u64;
+        cat.complete_backup(row)?;
+        // Best effort: a busy reader only delays the truncation.
+        if let Err(e) = cat.checkpoint() {
+            tracing::debug!("catalog checkpoint: {e}");
+        }
+        Ok(BackupReport {
+            id: row.id.clone(),
+            backup_type: row.backup_type,
+            reference: row.reference.clone(),
+            became_full: self.plan.became_full,
+            files: row.files,
+            db_bytes: row.db_bytes,
+            read_bytes: row.read_bytes,
+            stored_bytes: row.stored_bytes,
+            start_lsn: row.start_lsn,
+            stop_lsn: stop.lsn,
+            page_errors: errors,
+            elapsed: Duration::ZERO,
+        })
+    }
+
+    /// Wait until every segment from start to stop is archived (the backup
+    /// is useless without them), and record the range.
+    fn await_wal(&self, row: &mut BackupRow, stop: &BackupStop) -> Result<()> {
         let label = String::from_utf8_lossy(&stop.backup_label).into_owned();
         let timeline = label_timeline(&label)
             .ok_or_else(|| Error::corrupt("backup_label", "no START WAL LOCATION line"))?;
@@ -417,8 +521,7 @@ impl Job<'_> {
         wait_for_wal(
             self.repo,
             &self.cluster.name,
-            first,
-            last,
+            (first, last),
             seg,
             self.opts.archive_timeout,
             &self.server.info.archive_command,
@@ -429,62 +532,10 @@ impl Job<'_> {
             last.name(seg),
             t.elapsed()
         );
-        row.stop_time = Some(now_us());
-        row.stop_lsn = Some(stop.lsn);
         row.timeline = timeline.0;
         row.wal_start = Some(first.name(seg));
         row.wal_stop = Some(last.name(seg));
-        row.backup_label = Some(stop.backup_label.clone());
-        row.tablespace_map = stop.tablespace_map.clone();
-        row.db_bytes = db_bytes;
-        row.read_bytes = read_bytes;
-        let r = (|| -> Result<(u64, Vec<PageErrorRow>, u64)> {
-            let files = cat.files(&row.id)?;
-            let errors = cat.page_errors(&row.id)?;
-            row.files = files.iter().filter(|f| f.kind == FileKind::File).count() as u64;
-            row.page_errors = errors.len() as u64;
-            row.status = BackupStatus::Complete;
-            // The copy records the packs' bytes; `repair` adds the copy's own
-            // size, which is only known once it is compressed.
-            row.stored_bytes = stats.pack_bytes;
-            let manifest = Manifest {
-                format: 1,
-                cluster: self.cluster.clone(),
-                backup: row.clone(),
-                files,
-                page_errors: errors.clone(),
-            };
-            let json = serde_json::to_vec(&manifest)
-                .map_err(|e| Error::invalid(format!("manifest encoding: {e}")))?;
-            let z = zstd::bulk::compress(&json, 3)
-                .map_err(|e| Error::invalid(format!("manifest compression: {e}")))?;
-            self.repo
-                .backend()
-                .put(&Repository::manifest_key(&self.cluster.name, &row.id), &z)?;
-            Ok((z.len() as u64, errors, row.files))
-        })();
-        let (manifest_bytes, errors, files) = r?;
-        row.stored_bytes = stats.pack_bytes + manifest_bytes;
-        cat.complete_backup(row)?;
-        // Best effort: a busy reader only delays the truncation.
-        if let Err(e) = cat.checkpoint() {
-            tracing::debug!("catalog checkpoint: {e}");
-        }
-        let report = BackupReport {
-            id: row.id.clone(),
-            backup_type: row.backup_type,
-            reference: row.reference.clone(),
-            became_full: self.plan.became_full,
-            files,
-            db_bytes,
-            read_bytes,
-            stored_bytes: row.stored_bytes,
-            start_lsn: row.start_lsn,
-            stop_lsn: stop.lsn,
-            page_errors: errors,
-            elapsed: Duration::ZERO,
-        };
-        Ok(report)
+        Ok(())
     }
 }
 
@@ -492,18 +543,8 @@ fn by_path(files: Vec<FileRow>) -> HashMap<String, FileRow> {
     files.into_iter().map(|f| (f.path.clone(), f)).collect()
 }
 
-/// The manifest copy stored beside the packs, enough to rebuild the catalog.
-#[derive(serde::Serialize, serde::Deserialize)]
-pub struct Manifest {
-    pub format: u32,
-    pub cluster: ClusterRow,
-    pub backup: BackupRow,
-    pub files: Vec<FileRow>,
-    pub page_errors: Vec<PageErrorRow>,
-}
-
 /// The timeline of `START WAL LOCATION: 0/2000028 (file 000000010000000000000002)`.
-pub fn label_timeline(label: &str) -> Option<TimelineId> {
+fn label_timeline(label: &str) -> Option<TimelineId> {
     let line = label
         .lines()
         .find(|l| l.starts_with("START WAL LOCATION:"))?;
@@ -515,8 +556,7 @@ pub fn label_timeline(label: &str) -> Option<TimelineId> {
 fn wait_for_wal(
     repo: &Repository,
     cluster: &str,
-    first: WalSegment,
-    last: WalSegment,
+    (first, last): (WalSegment, WalSegment),
     seg_size: u64,
     timeout: Duration,
     archive_command: &str,
@@ -524,12 +564,12 @@ fn wait_for_wal(
     let deadline = Instant::now() + timeout;
     let mut segno = first.segno;
     while segno <= last.segno {
-        let s = WalSegment {
+        let name = WalSegment {
             timeline: first.timeline,
             segno,
-        };
-        let name = s.name(seg_size);
-        if archive::has(repo, cluster, &name)? {
+        }
+        .name(seg_size);
+        if repo.wal_has(cluster, &name)? {
             segno += 1;
             continue;
         }
@@ -546,11 +586,6 @@ fn wait_for_wal(
         std::thread::sleep(Duration::from_millis(10));
     }
     Ok(())
-}
-
-/// Chunk ids a set of file rows needs (for tests and verify).
-pub fn blockmaps_of(files: &[FileRow]) -> HashSet<ChunkId> {
-    files.iter().filter_map(|f| f.blockmap).collect()
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use crate::catalog::{Catalog, FileRow, PageErrorRow};
 use crate::error::Result;
-use crate::store::pack::PackWriter;
-use crate::store::{Backend, ChunkId, Codec};
+use crate::format::{ChunkId, Codec};
+use crate::store::{Backend, PackWriter};
 
 pub enum Msg {
     Chunk {

@@ -8,15 +8,17 @@ use std::collections::HashSet;
 
 use rusqlite::params;
 
-use super::{now_us, Catalog};
+use super::Catalog;
 use crate::error::{Result, SqlContext};
-use crate::store::pack::{SealedPack, RECORD_HEADER};
-use crate::store::ChunkId;
+use crate::format::pack::RecordHeader;
+use crate::format::{ChunkId, PackId};
+use crate::store::SealedPack;
+use crate::util::now_us;
 
 /// One pack's share of live data.
 #[derive(Clone, Debug)]
 pub struct PackUsage {
-    pub id: String,
+    pub id: PackId,
     pub size: u64,
     pub chunks: u64,
     pub live_chunks: u64,
@@ -84,6 +86,7 @@ impl Catalog {
     /// Per pack: size and how much of it the kept backups still use.
     pub fn pack_usage(&self, expired: &[String]) -> Result<Vec<PackUsage>> {
         self.mark_live(expired)?;
+        const RECORD_HEADER: usize = RecordHeader::LEN;
         let mut st = self
             .conn
             .prepare(&format!(
@@ -110,12 +113,12 @@ impl Catalog {
             })
             .ctx("pack usage")?
             .collect::<rusqlite::Result<Vec<_>>>()
-            .ctx("pack usage")?;
+            .ctx("a pack row")?;
         Ok(rows)
     }
 
     /// The chunk rows of one pack, marked live or not (after `pack_usage`).
-    pub fn pack_liveness(&self, pack_id: &str) -> Result<Vec<PackChunk>> {
+    pub fn pack_liveness(&self, pack_id: &PackId) -> Result<Vec<PackChunk>> {
         let mut st = self
             .conn
             .prepare(
@@ -127,29 +130,28 @@ impl Catalog {
         let mut out = Vec::new();
         let mut rows = st.query([pack_id]).ctx("pack chunks")?;
         while let Some(r) = rows.next().ctx("pack chunks")? {
-            let id: Vec<u8> = r.get(0).ctx("pack chunks")?;
-            let Some(id) = ChunkId::from_slice(&id) else {
-                continue;
-            };
-            out.push(PackChunk {
-                id,
-                offset: r.get::<_, i64>(1).ctx("pack chunks")? as u64,
-                stored_len: r.get(2).ctx("pack chunks")?,
-                raw_len: r.get(3).ctx("pack chunks")?,
-                live: r.get(4).ctx("pack chunks")?,
-            });
+            let row = (|| -> rusqlite::Result<PackChunk> {
+                Ok(PackChunk {
+                    id: r.get(0)?,
+                    offset: r.get::<_, i64>(1)? as u64,
+                    stored_len: r.get(2)?,
+                    raw_len: r.get(3)?,
+                    live: r.get(4)?,
+                })
+            })();
+            out.push(row.ctx(&format!("a chunk index row of pack {pack_id}"))?);
         }
         Ok(out)
     }
 
     /// Ids of every pack the catalog knows.
-    pub fn pack_ids(&self) -> Result<HashSet<String>> {
+    pub fn pack_ids(&self) -> Result<HashSet<PackId>> {
         let mut st = self.conn.prepare("SELECT id FROM pack").ctx("pack ids")?;
         let rows = st
-            .query_map([], |r| r.get::<_, String>(0))
+            .query_map([], |r| r.get::<_, PackId>(0))
             .ctx("pack ids")?
             .collect::<rusqlite::Result<HashSet<_>>>()
-            .ctx("pack ids")?;
+            .ctx("a pack row")?;
         Ok(rows)
     }
 
@@ -171,7 +173,7 @@ impl Catalog {
 
     /// Point the live chunks of `old` at their copies in `new` and forget
     /// `old`, in one transaction. `new` is already sealed and durable.
-    pub fn replace_pack(&mut self, old: &str, new: &SealedPack) -> Result<()> {
+    pub fn replace_pack(&mut self, old: &PackId, new: &SealedPack) -> Result<()> {
         let tx = self.conn.transaction().ctx("rewrite pack")?;
         tx.execute(
             "INSERT INTO pack (id, size, chunks, backup_id, created_at) VALUES (?1, ?2, ?3, NULL, ?4)",
@@ -181,7 +183,7 @@ impl Catalog {
         for e in &new.entries {
             tx.execute(
                 "UPDATE chunk SET pack_id = ?2, offset = ?3 WHERE id = ?1 AND pack_id = ?4",
-                params![e.id.0.as_slice(), new.id, e.offset as i64, old],
+                params![e.id, new.id, e.offset as i64, old],
             )
             .ctx("rewrite pack")?;
         }
@@ -193,7 +195,7 @@ impl Catalog {
     }
 
     /// Forget a pack and all its chunks (none of them live).
-    pub fn drop_pack(&mut self, id: &str) -> Result<()> {
+    pub fn drop_pack(&mut self, id: &PackId) -> Result<()> {
         let tx = self.conn.transaction().ctx("drop pack")?;
         tx.execute("DELETE FROM chunk WHERE pack_id = ?1", [id])
             .ctx("drop pack")?;
@@ -257,5 +259,49 @@ impl Catalog {
             .collect::<rusqlite::Result<Vec<_>>>()
             .ctx("running backups")?;
         Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::repo::testkit::{content, Fixture};
+
+    /// Chunks shared by backups stay live until the last user goes.
+    #[test]
+    fn liveness_follows_the_kept_backups() {
+        let f = Fixture::new();
+        let a = f.backup(1, &[("x", content(1, 2, 0)), ("y", content(2, 2, 0))]);
+        let b = f.backup(2, &[("x", content(1, 2, 0)), ("z", content(3, 2, 0))]);
+        let mut cat = f.repo.catalog().unwrap();
+        let usage = |cat: &crate::catalog::Catalog, gone: &[String]| {
+            let mut u: Vec<(crate::format::PackId, u64, u64)> = cat
+                .pack_usage(gone)
+                .unwrap()
+                .into_iter()
+                .map(|u| (u.id, u.chunks, u.live_chunks))
+                .collect();
+            u.sort();
+            u
+        };
+        let all = usage(&cat, &[]);
+        assert!(all.iter().all(|(_, n, live)| n == live), "{all:?}");
+        // Without a: its pack keeps x's chunk and block map (b uses them),
+        // y's are dead.
+        let without_a = usage(&cat, std::slice::from_ref(&a.id));
+        let pa = without_a.iter().find(|u| u.0 == a.pack).unwrap();
+        assert_eq!((pa.1, pa.2), (4, 2));
+        let pb = without_a.iter().find(|u| u.0 == b.pack).unwrap();
+        assert_eq!((pb.1, pb.2), (2, 2));
+        // The liveness of each chunk, after pack_usage.
+        let live = cat.pack_liveness(&a.pack).unwrap();
+        assert_eq!(live.iter().filter(|c| c.live).count(), 2);
+        // Expiring a removes its rows and its block maps' relation rows.
+        cat.expire_backups(std::slice::from_ref(&a.id)).unwrap();
+        assert!(cat.backup(&a.id).unwrap().is_none());
+        let after = usage(&cat, &[]);
+        assert_eq!(after, without_a);
+        // Dropping a dead-free pack forgets its chunks.
+        cat.drop_pack(&b.pack).unwrap();
+        assert!(!cat.pack_ids().unwrap().contains(&b.pack));
     }
 }

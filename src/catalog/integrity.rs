@@ -10,8 +10,8 @@ use std::collections::HashSet;
 use rusqlite::{params, OptionalExtension};
 
 use super::{BackupRow, BackupStatus, Catalog, FileRow, PageErrorRow};
-use crate::error::{Error, Result, SqlContext};
-use crate::store::ChunkId;
+use crate::error::{Result, SqlContext};
+use crate::format::{ChunkId, PackId};
 
 /// One row of the chunk index, as `verify` checks it against a pack.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,23 +23,23 @@ pub struct IndexedChunk {
 
 impl Catalog {
     /// Every sealed pack the catalog knows: id and recorded size.
-    pub fn packs(&self) -> Result<Vec<(String, u64)>> {
+    pub fn packs(&self) -> Result<Vec<(PackId, u64)>> {
         let mut st = self
             .conn
             .prepare("SELECT id, size FROM pack ORDER BY id")
             .ctx("list packs")?;
         let rows = st
             .query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+                Ok((r.get::<_, PackId>(0)?, r.get::<_, i64>(1)? as u64))
             })
             .ctx("list packs")?
             .collect::<rusqlite::Result<Vec<_>>>()
-            .ctx("list packs")?;
+            .ctx("a pack row")?;
         Ok(rows)
     }
 
     /// The chunk rows that point into one pack, in record order.
-    pub fn pack_chunks(&self, pack_id: &str) -> Result<Vec<IndexedChunk>> {
+    pub fn pack_chunks(&self, pack_id: &PackId) -> Result<Vec<IndexedChunk>> {
         let mut st = self
             .conn
             .prepare("SELECT id, offset, stored_len FROM chunk WHERE pack_id = ?1 ORDER BY offset")
@@ -47,30 +47,24 @@ impl Catalog {
         let mut rows = st.query([pack_id]).ctx("pack chunks")?;
         let mut out = Vec::new();
         while let Some(r) = rows.next().ctx("pack chunks")? {
-            let id: Vec<u8> = r.get(0).ctx("pack chunks")?;
-            let id = ChunkId::from_slice(&id).ok_or_else(|| {
-                Error::corrupt(
-                    "catalog",
-                    format!("chunk row of pack {pack_id} has a bad id"),
-                )
-            })?;
-            out.push(IndexedChunk {
-                id,
-                offset: r.get::<_, i64>(1).ctx("pack chunks")? as u64,
-                stored_len: r.get(2).ctx("pack chunks")?,
-            });
+            let row = (|| -> rusqlite::Result<IndexedChunk> {
+                Ok(IndexedChunk {
+                    id: r.get(0)?,
+                    offset: r.get::<_, i64>(1)? as u64,
+                    stored_len: r.get(2)?,
+                })
+            })();
+            out.push(row.ctx(&format!("a chunk index row of pack {pack_id}"))?);
         }
         Ok(out)
     }
 
     /// The pack that holds a chunk, if the chunk is indexed.
-    pub fn chunk_pack(&self, id: &ChunkId) -> Result<Option<String>> {
+    pub fn chunk_pack(&self, id: &ChunkId) -> Result<Option<PackId>> {
         self.conn
-            .query_row(
-                "SELECT pack_id FROM chunk WHERE id = ?1",
-                [id.0.as_slice()],
-                |r| r.get(0),
-            )
+            .query_row("SELECT pack_id FROM chunk WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
             .optional()
             .ctx("chunk pack")
     }
@@ -81,13 +75,13 @@ impl Catalog {
             .conn
             .prepare_cached("SELECT chunk FROM blockmap_chunk WHERE blockmap = ?1")
             .ctx("blockmap chunks")?;
-        let mut rows = st.query([blockmap.0.as_slice()]).ctx("blockmap chunks")?;
+        let mut rows = st.query([blockmap]).ctx("blockmap chunks")?;
         let mut out = HashSet::new();
         while let Some(r) = rows.next().ctx("blockmap chunks")? {
-            let b: Vec<u8> = r.get(0).ctx("blockmap chunks")?;
-            if let Some(id) = ChunkId::from_slice(&b) {
-                out.insert(id);
-            }
+            out.insert(
+                r.get(0)
+                    .ctx(&format!("a block-map relation row of block map {blockmap}"))?,
+            );
         }
         Ok(out)
     }
@@ -135,13 +129,13 @@ impl Catalog {
             params![
                 b.id,
                 cluster_id,
-                b.backup_type.as_str(),
-                BackupStatus::Complete.as_str(),
+                b.backup_type,
+                BackupStatus::Complete,
                 b.reference,
                 b.start_time,
                 b.stop_time,
-                b.start_lsn.0 as i64,
-                b.stop_lsn.map(|l| l.0 as i64),
+                b.start_lsn,
+                b.stop_lsn,
                 b.timeline,
                 b.wal_start,
                 b.wal_stop,

@@ -10,6 +10,7 @@ mod gc;
 mod integrity;
 mod model;
 mod schema;
+mod sql;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -17,16 +18,16 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-pub use gc::{ExpireLog, PackChunk, PackUsage};
-pub use integrity::IndexedChunk;
+pub use gc::{ExpireLog, PackUsage};
 pub use model::{
     BackupRow, BackupStatus, BackupType, ChunkLoc, ClusterRow, FileKind, FileRow, PageErrorRow,
 };
 
 use crate::error::{Error, Result, SqlContext};
-use crate::pg::Lsn;
-use crate::store::pack::SealedPack;
-use crate::store::ChunkId;
+use crate::format::ChunkId;
+use crate::store::SealedPack;
+use crate::util::now_us;
+use sql::u64_of;
 
 /// Schema version this binary writes (number of migrations).
 pub const SCHEMA_VERSION: u32 = schema::MIGRATIONS.len() as u32;
@@ -35,67 +36,60 @@ pub struct Catalog {
     conn: Connection,
 }
 
-pub(crate) fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
-
 const BACKUP_COLS: &str = "id, type, status, reference, start_time, stop_time, start_lsn, \
     stop_lsn, timeline, wal_start, wal_stop, pg_version, block_size, wal_seg_size, \
     data_checksums, backup_label, tablespace_map, db_bytes, read_bytes, stored_bytes, files, \
     page_errors, host, pid";
 
 fn backup_from_row(r: &Row<'_>) -> rusqlite::Result<BackupRow> {
-    let t: String = r.get(1)?;
-    let s: String = r.get(2)?;
-    let conv = |e: Error| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-    };
     Ok(BackupRow {
         id: r.get(0)?,
-        backup_type: BackupType::parse(&t).map_err(conv)?,
-        status: BackupStatus::parse(&s).map_err(conv)?,
+        backup_type: r.get(1)?,
+        status: r.get(2)?,
         reference: r.get(3)?,
         start_time: r.get(4)?,
         stop_time: r.get(5)?,
-        start_lsn: Lsn(r.get::<_, i64>(6)? as u64),
-        stop_lsn: r.get::<_, Option<i64>>(7)?.map(|v| Lsn(v as u64)),
+        start_lsn: r.get(6)?,
+        stop_lsn: r.get(7)?,
         timeline: r.get(8)?,
         wal_start: r.get(9)?,
         wal_stop: r.get(10)?,
         pg_version: r.get(11)?,
         block_size: r.get(12)?,
-        wal_seg_size: r.get::<_, i64>(13)? as u64,
+        wal_seg_size: u64_of(r.get(13)?),
         data_checksums: r.get(14)?,
         backup_label: r.get(15)?,
         tablespace_map: r.get(16)?,
-        db_bytes: r.get::<_, i64>(17)? as u64,
-        read_bytes: r.get::<_, i64>(18)? as u64,
-        stored_bytes: r.get::<_, i64>(19)? as u64,
-        files: r.get::<_, i64>(20)? as u64,
-        page_errors: r.get::<_, i64>(21)? as u64,
+        db_bytes: u64_of(r.get(17)?),
+        read_bytes: u64_of(r.get(18)?),
+        stored_bytes: u64_of(r.get(19)?),
+        files: u64_of(r.get(20)?),
+        page_errors: u64_of(r.get(21)?),
         host: r.get(22)?,
         pid: r.get(23)?,
     })
 }
 
 fn file_from_row(r: &Row<'_>) -> rusqlite::Result<FileRow> {
-    let k: String = r.get(1)?;
-    let bm: Option<Vec<u8>> = r.get(8)?;
     Ok(FileRow {
         path: r.get(0)?,
-        kind: FileKind::parse(&k).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e))
-        })?,
-        size: r.get::<_, i64>(2)? as u64,
+        kind: r.get(1)?,
+        size: u64_of(r.get(2)?),
         mtime_ns: r.get(3)?,
         mode: r.get(4)?,
         uid: r.get(5)?,
         gid: r.get(6)?,
         link: r.get(7)?,
-        blockmap: bm.as_deref().and_then(ChunkId::from_slice),
+        blockmap: r.get(8)?,
+    })
+}
+
+fn loc_from_row(r: &Row<'_>, first: usize) -> rusqlite::Result<ChunkLoc> {
+    Ok(ChunkLoc {
+        pack_id: r.get(first)?,
+        offset: u64_of(r.get(first + 1)?),
+        stored_len: r.get(first + 2)?,
+        raw_len: r.get(first + 3)?,
     })
 }
 
@@ -132,7 +126,7 @@ impl Catalog {
         let v = self.schema_version()?;
         if v > SCHEMA_VERSION {
             return Err(Error::NewerFormat {
-                path: path.to_path_buf(),
+                what: format!("catalog {}", path.display()),
                 found: v,
                 supported: SCHEMA_VERSION,
             });
@@ -247,10 +241,7 @@ impl Catalog {
         let mut out = HashSet::new();
         let mut rows = st.query([]).ctx("chunk ids")?;
         while let Some(r) = rows.next().ctx("chunk ids")? {
-            let b: Vec<u8> = r.get(0).ctx("chunk ids")?;
-            if let Some(id) = ChunkId::from_slice(&b) {
-                out.insert(id);
-            }
+            out.insert(r.get(0).ctx("a row of the chunk index")?);
         }
         Ok(out)
     }
@@ -259,18 +250,11 @@ impl Catalog {
         self.conn
             .query_row(
                 "SELECT pack_id, offset, stored_len, raw_len FROM chunk WHERE id = ?1",
-                [id.0.as_slice()],
-                |r| {
-                    Ok(ChunkLoc {
-                        pack_id: r.get(0)?,
-                        offset: r.get::<_, i64>(1)? as u64,
-                        stored_len: r.get(2)?,
-                        raw_len: r.get(3)?,
-                    })
-                },
+                [id],
+                |r| loc_from_row(r, 0),
             )
             .optional()
-            .ctx("chunk lookup")
+            .ctx(&format!("the chunk index row of chunk {id}"))
     }
 
     /// Record a sealed pack and index its chunks, in one transaction.
@@ -297,7 +281,7 @@ impl Catalog {
                 .ctx("add chunk")?;
             for e in &pack.entries {
                 st.execute(params![
-                    e.id.0.as_slice(),
+                    e.id,
                     pack.id,
                     e.offset as i64,
                     e.stored_len,
@@ -331,16 +315,11 @@ impl Catalog {
             )
             .ctx("missing chunks")?;
         let rows = st
-            .query_map(params![backup_id, limit], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })
+            .query_map(params![backup_id, limit], |r| Ok((r.get(0)?, r.get(1)?)))
             .ctx("missing chunks")?
             .collect::<rusqlite::Result<Vec<_>>>()
-            .ctx("missing chunks")?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(p, c)| ChunkId::from_slice(&c).map(|c| (p, c)))
-            .collect())
+            .ctx(&format!("the block-map relation of backup {backup_id}"))?;
+        Ok(rows)
     }
 
     /// Locations of the block maps of a backup's files.
@@ -357,19 +336,9 @@ impl Catalog {
         let mut st = self.conn.prepare(sql).ctx("chunk locations")?;
         let mut rows = st.query([arg]).ctx("chunk locations")?;
         while let Some(r) = rows.next().ctx("chunk locations")? {
-            let id: Vec<u8> = r.get(0).ctx("chunk locations")?;
-            let Some(id) = ChunkId::from_slice(&id) else {
-                continue;
-            };
-            out.insert(
-                id,
-                ChunkLoc {
-                    pack_id: r.get(1).ctx("chunk locations")?,
-                    offset: r.get::<_, i64>(2).ctx("chunk locations")? as u64,
-                    stored_len: r.get(3).ctx("chunk locations")?,
-                    raw_len: r.get(4).ctx("chunk locations")?,
-                },
-            );
+            let what = || format!("a chunk index row used by backup {arg}");
+            let id: ChunkId = r.get(0).ctx(&what())?;
+            out.insert(id, loc_from_row(r, 1).ctx(&what())?);
         }
         Ok(out)
     }
@@ -394,11 +363,11 @@ impl Catalog {
                 params![
                     b.id,
                     cluster_id,
-                    b.backup_type.as_str(),
-                    b.status.as_str(),
+                    b.backup_type,
+                    b.status,
                     b.reference,
                     b.start_time,
-                    b.start_lsn.0 as i64,
+                    b.start_lsn,
                     b.timeline,
                     b.pg_version,
                     b.block_size,
@@ -424,7 +393,7 @@ impl Catalog {
                 params![
                     b.id,
                     b.stop_time,
-                    b.stop_lsn.map(|l| l.0 as i64),
+                    b.stop_lsn,
                     b.timeline,
                     b.wal_start,
                     b.wal_stop,
@@ -479,7 +448,7 @@ impl Catalog {
             .query_map([cluster_id], backup_from_row)
             .ctx("list backups")?
             .collect::<rusqlite::Result<Vec<_>>>()
-            .ctx("list backups")?;
+            .ctx("a backup row")?;
         Ok(rows)
     }
 
@@ -509,7 +478,7 @@ impl Catalog {
             .query_map([backup_id], file_from_row)
             .ctx("read manifest")?
             .collect::<rusqlite::Result<Vec<_>>>()
-            .ctx("read manifest")?;
+            .ctx(&format!("a file row of backup {backup_id}"))?;
         Ok(rows)
     }
 
@@ -564,14 +533,14 @@ pub(crate) fn write_files(
         st.execute(params![
             backup_id,
             f.path,
-            f.kind.code(),
+            f.kind,
             f.size as i64,
             f.mtime_ns,
             f.mode,
             f.uid,
             f.gid,
             f.link,
-            f.blockmap.as_ref().map(|b| b.0.to_vec())
+            f.blockmap
         ])
         .map_err(|e| Error::Catalog {
             context: format!("backup {backup_id}: insert file {}", f.path),
@@ -583,8 +552,7 @@ pub(crate) fn write_files(
         .ctx("insert blockmap chunks")?;
     for (bm, chunks) in blockmap_chunks {
         for c in chunks {
-            bc.execute(params![bm.0.as_slice(), c.0.as_slice()])
-                .ctx("insert blockmap chunk")?;
+            bc.execute(params![bm, c]).ctx("insert blockmap chunk")?;
         }
     }
     Ok(())
@@ -609,5 +577,86 @@ impl ClusterRow {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::error::Error;
+    use crate::format::ChunkId;
+    use crate::repo::testkit::{content, Fixture, SYSTEM_ID};
+
+    #[test]
+    fn clusters_keep_their_identity() {
+        let f = Fixture::new();
+        let cat = f.repo.catalog().unwrap();
+        let c = cat.bind_cluster("main", SYSTEM_ID, 15).unwrap();
+        assert_eq!(cat.bind_cluster("main", SYSTEM_ID, 15).unwrap(), c);
+        let e = cat.bind_cluster("main", SYSTEM_ID + 1, 15).unwrap_err();
+        assert!(
+            matches!(e, Error::Refused(_)) && e.to_string().contains("another PostgreSQL cluster")
+        );
+        assert!(cat.bind_cluster("main", SYSTEM_ID, 16).is_err());
+        assert_eq!(cat.clusters().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn backups_files_and_locations() {
+        let f = Fixture::new();
+        let a = f.backup(1, &[("x", content(1, 200, 0)), ("y", content(2, 1, 0))]);
+        let b = f.backup(2, &[("x", content(1, 200, 0))]);
+        let cat = f.repo.catalog().unwrap();
+        let cl = cat.cluster("main").unwrap().unwrap();
+        let ids: Vec<String> = cat
+            .backups(cl.id)
+            .unwrap()
+            .into_iter()
+            .map(|b| b.id)
+            .collect();
+        assert_eq!(ids, vec![a.id.clone(), b.id.clone()]);
+        let files = cat.files(&a.id).unwrap();
+        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, vec![".", "x", "y"]);
+        // x: 2 data chunks and a block map; y: 1 and a block map; both
+        // backups' x is the same content, so the same chunks.
+        assert_eq!(cat.chunk_locations(&a.id).unwrap().len(), 5);
+        assert_eq!(cat.chunk_locations(&b.id).unwrap().len(), 3);
+        assert_eq!(cat.blockmap_locations(&a.id).unwrap().len(), 2);
+        assert!(cat.missing_chunks(&a.id, 10).unwrap().is_empty());
+        assert_eq!(cat.chunk_ids().unwrap().len(), 5);
+        assert_eq!(cat.running_backups().unwrap(), Vec::<String>::new());
+        drop(cat);
+        f.sql(
+            "DELETE FROM chunk WHERE id IN (SELECT chunk FROM blockmap_chunk) AND raw_len < 100000",
+        );
+        let cat = f.repo.catalog().unwrap();
+        let missing = cat.missing_chunks(&a.id, 10).unwrap();
+        assert_eq!(missing.len(), 1);
+        assert_eq!(missing[0].0, "y");
+    }
+
+    #[test]
+    fn malformed_values_are_errors_naming_the_row() {
+        let f = Fixture::new();
+        let a = f.backup(1, &[("x", content(1, 2, 0))]);
+        f.sql("UPDATE file SET size = 'many' WHERE path = 'x'");
+        let e = f.repo.catalog().unwrap().files(&a.id).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("file row of backup {}", a.id)),
+            "{e}"
+        );
+        f.sql("UPDATE file SET size = 16384 WHERE path = 'x'; PRAGMA foreign_keys = OFF; UPDATE chunk SET pack_id = 'zz'");
+        let e = f
+            .repo
+            .catalog()
+            .unwrap()
+            .chunk_locations(&a.id)
+            .unwrap_err();
+        assert!(e.to_string().contains("chunk index row"), "{e}");
+        f.sql("PRAGMA foreign_keys = OFF; INSERT INTO chunk VALUES (x'01', 'p', 0, 0, 0)");
+        assert!(f.repo.catalog().unwrap().chunk_ids().is_err());
+        let some = ChunkId([9; 32]);
+        assert!(f.repo.catalog().unwrap().chunk(&some).unwrap().is_none());
     }
 }

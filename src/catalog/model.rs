@@ -1,79 +1,23 @@
-//! Rows of the catalog, as the rest of the library sees them.
+//! Rows of the catalog, as the rest of the library sees them, and their
+//! conversion to and from the manifest copy's types (which are the on-disk
+//! format and carry no database ids).
 
-use serde::{Deserialize, Serialize};
+pub use crate::format::{BackupStatus, BackupType, FileKind};
 
-use crate::error::{Error, Result};
+use crate::format::manifest::{BackupMeta, ClusterIdentity, FileEntry, PageError};
+use crate::format::{ChunkId, PackId};
 use crate::pg::Lsn;
-use crate::store::ChunkId;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackupType {
-    Full,
-    Diff,
-    Incr,
-}
-
-impl BackupType {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            BackupType::Full => "full",
-            BackupType::Diff => "diff",
-            BackupType::Incr => "incr",
-        }
-    }
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "full" => Ok(BackupType::Full),
-            "diff" => Ok(BackupType::Diff),
-            "incr" => Ok(BackupType::Incr),
-            _ => Err(Error::invalid(format!(
-                "unknown backup type {s:?} (full, diff or incr)"
-            ))),
-        }
-    }
-    /// Suffix of backup ids of this type.
-    pub fn letter(&self) -> char {
-        match self {
-            BackupType::Full => 'F',
-            BackupType::Diff => 'D',
-            BackupType::Incr => 'I',
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackupStatus {
-    Running,
-    Complete,
-}
-
-impl BackupStatus {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            BackupStatus::Running => "running",
-            BackupStatus::Complete => "complete",
-        }
-    }
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "running" => Ok(BackupStatus::Running),
-            "complete" => Ok(BackupStatus::Complete),
-            _ => Err(Error::corrupt("catalog", format!("unknown status {s:?}"))),
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterRow {
+    /// The catalog's row id (never written to the repository's objects).
     pub id: i64,
     pub name: String,
     pub system_id: u64,
     pub pg_version: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackupRow {
     pub id: String,
     pub backup_type: BackupType,
@@ -102,39 +46,8 @@ pub struct BackupRow {
     pub pid: Option<u32>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum FileKind {
-    #[serde(rename = "f")]
-    File,
-    #[serde(rename = "d")]
-    Dir,
-    #[serde(rename = "l")]
-    Link,
-}
-
-impl FileKind {
-    pub fn code(&self) -> &'static str {
-        match self {
-            FileKind::File => "f",
-            FileKind::Dir => "d",
-            FileKind::Link => "l",
-        }
-    }
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "f" => Ok(FileKind::File),
-            "d" => Ok(FileKind::Dir),
-            "l" => Ok(FileKind::Link),
-            _ => Err(Error::corrupt(
-                "catalog",
-                format!("unknown file kind {s:?}"),
-            )),
-        }
-    }
-}
-
 /// One manifest entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileRow {
     pub path: String,
     pub kind: FileKind,
@@ -144,64 +57,145 @@ pub struct FileRow {
     pub uid: u32,
     pub gid: u32,
     pub link: Option<String>,
-    #[serde(with = "opt_chunk_hex")]
     pub blockmap: Option<ChunkId>,
 }
 
 /// Where a chunk lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChunkLoc {
-    pub pack_id: String,
+    pub pack_id: PackId,
     pub offset: u64,
     pub stored_len: u32,
     pub raw_len: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PageErrorRow {
     pub path: String,
     pub block: u64,
     pub detail: String,
 }
 
-impl Serialize for Lsn {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for Lsn {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-mod opt_chunk_hex {
-    use super::ChunkId;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &Option<ChunkId>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(id) => s.serialize_some(&id.to_hex()),
-            None => s.serialize_none(),
+impl ClusterRow {
+    pub fn identity(&self) -> ClusterIdentity {
+        ClusterIdentity {
+            name: self.name.clone(),
+            system_id: self.system_id,
+            pg_version: self.pg_version,
         }
     }
+}
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ChunkId>, D::Error> {
-        let o: Option<String> = Option::deserialize(d)?;
-        match o {
-            None => Ok(None),
-            Some(h) => {
-                let bytes = (0..h.len())
-                    .step_by(2)
-                    .map(|i| h.get(i..i + 2).and_then(|x| u8::from_str_radix(x, 16).ok()))
-                    .collect::<Option<Vec<u8>>>()
-                    .ok_or_else(|| serde::de::Error::custom("bad chunk id"))?;
-                ChunkId::from_slice(&bytes)
-                    .map(Some)
-                    .ok_or_else(|| serde::de::Error::custom("bad chunk id length"))
-            }
+impl From<&BackupRow> for BackupMeta {
+    fn from(b: &BackupRow) -> Self {
+        BackupMeta {
+            id: b.id.clone(),
+            backup_type: b.backup_type,
+            status: b.status,
+            reference: b.reference.clone(),
+            start_time: b.start_time,
+            stop_time: b.stop_time,
+            start_lsn: b.start_lsn,
+            stop_lsn: b.stop_lsn,
+            timeline: b.timeline,
+            wal_start: b.wal_start.clone(),
+            wal_stop: b.wal_stop.clone(),
+            pg_version: b.pg_version,
+            block_size: b.block_size,
+            wal_seg_size: b.wal_seg_size,
+            data_checksums: b.data_checksums,
+            backup_label: b.backup_label.clone(),
+            tablespace_map: b.tablespace_map.clone(),
+            db_bytes: b.db_bytes,
+            read_bytes: b.read_bytes,
+            stored_bytes: b.stored_bytes,
+            files: b.files,
+            page_errors: b.page_errors,
+            host: b.host.clone(),
+            pid: b.pid,
+        }
+    }
+}
+
+impl From<BackupMeta> for BackupRow {
+    fn from(b: BackupMeta) -> Self {
+        BackupRow {
+            id: b.id,
+            backup_type: b.backup_type,
+            status: b.status,
+            reference: b.reference,
+            start_time: b.start_time,
+            stop_time: b.stop_time,
+            start_lsn: b.start_lsn,
+            stop_lsn: b.stop_lsn,
+            timeline: b.timeline,
+            wal_start: b.wal_start,
+            wal_stop: b.wal_stop,
+            pg_version: b.pg_version,
+            block_size: b.block_size,
+            wal_seg_size: b.wal_seg_size,
+            data_checksums: b.data_checksums,
+            backup_label: b.backup_label,
+            tablespace_map: b.tablespace_map,
+            db_bytes: b.db_bytes,
+            read_bytes: b.read_bytes,
+            stored_bytes: b.stored_bytes,
+            files: b.files,
+            page_errors: b.page_errors,
+            host: b.host,
+            pid: b.pid,
+        }
+    }
+}
+
+impl From<&FileRow> for FileEntry {
+    fn from(f: &FileRow) -> Self {
+        FileEntry {
+            path: f.path.clone(),
+            kind: f.kind,
+            size: f.size,
+            mtime_ns: f.mtime_ns,
+            mode: f.mode,
+            uid: f.uid,
+            gid: f.gid,
+            link: f.link.clone(),
+            blockmap: f.blockmap,
+        }
+    }
+}
+
+impl From<FileEntry> for FileRow {
+    fn from(f: FileEntry) -> Self {
+        FileRow {
+            path: f.path,
+            kind: f.kind,
+            size: f.size,
+            mtime_ns: f.mtime_ns,
+            mode: f.mode,
+            uid: f.uid,
+            gid: f.gid,
+            link: f.link,
+            blockmap: f.blockmap,
+        }
+    }
+}
+
+impl From<&PageErrorRow> for PageError {
+    fn from(e: &PageErrorRow) -> Self {
+        PageError {
+            path: e.path.clone(),
+            block: e.block,
+            detail: e.detail.clone(),
+        }
+    }
+}
+
+impl From<PageError> for PageErrorRow {
+    fn from(e: PageError) -> Self {
+        PageErrorRow {
+            path: e.path,
+            block: e.block,
+            detail: e.detail,
         }
     }
 }

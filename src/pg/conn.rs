@@ -38,11 +38,6 @@ pub struct BackupStop {
     pub tablespace_map: Option<Vec<u8>>,
 }
 
-/// Build a connection configuration the way libpq would.
-pub fn config(dbname: Option<&str>) -> Result<Config> {
-    Ok(config_tls(dbname)?.0)
-}
-
 /// The configuration and its TLS settings (see [`crate::pg::tls`]).
 pub fn config_tls(dbname: Option<&str>) -> Result<(Config, tls::Settings)> {
     let (rest, tls) = tls::extract(dbname)?;
@@ -127,6 +122,11 @@ impl Server {
             .connect(tls::connector(&tls)?)
             .map_err(|e| Error::pg(format!("cannot connect ({})", describe(&cfg)), e))?;
         let info = server_info(&mut client)?;
+        tracing::debug!(
+            "connected to PostgreSQL {} ({})",
+            info.version_num,
+            describe(&cfg)
+        );
         Ok(Server { client, info })
     }
 

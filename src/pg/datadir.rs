@@ -14,8 +14,32 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::catalog::{FileKind, FileRow};
 use crate::error::{Error, IoContext, Result};
+
+/// What a data directory entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Link,
+}
+
+/// One entry of a data directory, as the walk found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Relative to the data directory, `/`-separated; `.` is the directory itself.
+    pub path: String,
+    pub kind: EntryKind,
+    /// Bytes, for files (0 otherwise).
+    pub size: u64,
+    /// Unix nanoseconds.
+    pub mtime_ns: i64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Symlink target.
+    pub link: Option<String>,
+}
 
 /// Top-level directories whose contents are never backed up.
 pub const EXCLUDED_DIR_CONTENTS: &[&str] = &[
@@ -84,26 +108,25 @@ fn is_database_dir(rel: &str) -> bool {
 /// Walk a data directory and return its backup entries, sorted by path,
 /// directories before their contents. `global/pg_control` is included; the
 /// caller reads it last.
-pub fn walk(pgdata: &Path) -> Result<Vec<FileRow>> {
+pub fn walk(pgdata: &Path) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
     let meta = fs::metadata(pgdata).at(pgdata)?;
-    out.push(row(".", FileKind::Dir, &meta, None));
+    out.push(row(".", EntryKind::Dir, &meta, None));
     walk_dir(pgdata, "", &mut out)?;
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }
 
-fn row(path: &str, kind: FileKind, m: &fs::Metadata, link: Option<String>) -> FileRow {
-    FileRow {
+fn row(path: &str, kind: EntryKind, m: &fs::Metadata, link: Option<String>) -> Entry {
+    Entry {
         path: path.to_string(),
         kind,
-        size: if kind == FileKind::File { m.len() } else { 0 },
+        size: if kind == EntryKind::File { m.len() } else { 0 },
         mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
         mode: m.mode() & 0o7777,
         uid: m.uid(),
         gid: m.gid(),
         link,
-        blockmap: None,
     }
 }
 
@@ -115,7 +138,7 @@ fn join_rel(rel: &str, name: &str) -> String {
     }
 }
 
-fn walk_dir(dir: &Path, rel: &str, out: &mut Vec<FileRow>) -> Result<()> {
+fn walk_dir(dir: &Path, rel: &str, out: &mut Vec<Entry>) -> Result<()> {
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
         // A directory dropped while we walk (DROP DATABASE): WAL replay redoes it.
@@ -181,12 +204,12 @@ fn walk_dir(dir: &Path, rel: &str, out: &mut Vec<FileRow>) -> Result<()> {
                     Err(e) => return Err(Error::io(&path, e)),
                 };
                 if top && name == "pg_wal" {
-                    out.push(row(&relpath, FileKind::Dir, &tmeta, None));
+                    out.push(row(&relpath, EntryKind::Dir, &tmeta, None));
                     continue;
                 }
                 out.push(row(
                     &relpath,
-                    FileKind::Link,
+                    EntryKind::Link,
                     &meta,
                     Some(target.to_string_lossy().into_owned()),
                 ));
@@ -196,19 +219,19 @@ fn walk_dir(dir: &Path, rel: &str, out: &mut Vec<FileRow>) -> Result<()> {
                 let target = fs::read_link(&path).at(&path)?;
                 out.push(row(
                     &relpath,
-                    FileKind::Link,
+                    EntryKind::Link,
                     &meta,
                     Some(target.to_string_lossy().into_owned()),
                 ));
             }
         } else if ft.is_dir() {
-            out.push(row(&relpath, FileKind::Dir, &meta, None));
+            out.push(row(&relpath, EntryKind::Dir, &meta, None));
             if top && EXCLUDED_DIR_CONTENTS.contains(&name.as_str()) {
                 continue;
             }
             walk_dir(&path, &relpath, out)?;
         } else if ft.is_file() {
-            out.push(row(&relpath, FileKind::File, &meta, None));
+            out.push(row(&relpath, EntryKind::File, &meta, None));
         }
         // Sockets, fifos and devices are not part of a data directory's state.
     }

@@ -14,9 +14,6 @@ const BASE_OFFSETS: [u32; N_SUMS] = [
     0x783125BB, 0x6CA8EAA2, 0xE407EAC6, 0x4B5CFC3E, 0x9FBF8C76, 0x15CA20BE, 0xF2CA9FD3, 0x959BD756,
 ];
 
-/// Blocks per relation segment file (RELSEG_SIZE, 1 GiB of 8 KiB pages).
-pub const RELSEG_BLOCKS: u32 = 131_072;
-
 #[inline]
 fn comp(sum: &mut u32, value: u32) {
     let tmp = *sum ^ value;

@@ -21,13 +21,12 @@ use rayon::prelude::*;
 use super::{recovery, RestorePlan, RestoreStats};
 use crate::catalog::{FileKind, FileRow};
 use crate::error::{Error, IoContext, Result};
+use crate::format::chunk::fingerprint;
+use crate::format::{BlockMap, ChunkId};
 use crate::pg::datadir::EXCLUDED_DIR_CONTENTS;
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::store::blockmap::BlockMap;
-use crate::store::chunk::fingerprint;
-use crate::store::pack::read_chunk;
-use crate::store::ChunkId;
+use crate::store::read_chunk;
 
 /// Files pgstrata writes itself after the manifest's files.
 const RECOVERY_FILES: &[&str] = &[
@@ -50,7 +49,7 @@ pub fn apply(
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(workers.max(1))
         .build()
-        .map_err(|e| Error::invalid(format!("cannot start workers: {e}")))?;
+        .map_err(|e| Error::internal(format!("cannot start workers: {e}")))?;
     let r = pool.install(|| apply_inner(repo, plan, progress));
     if r.is_err() && !plan.delta {
         // The targets were empty or missing: leave nothing that looks usable.
@@ -90,12 +89,37 @@ fn apply_inner(
     progress: &dyn Progress,
 ) -> Result<RestoreStats> {
     let started = Instant::now();
-    let root = &plan.target;
-    let as_root = rustix::process::geteuid().is_root();
     let removed = if plan.delta { remove_strays(plan)? } else { 0 };
+    make_layout(plan)?;
+    let files: Vec<&FileRow> = plan
+        .files
+        .iter()
+        .filter(|f| f.kind == FileKind::File)
+        .collect();
+    let written = AtomicU64::new(0);
+    progress.begin("restore", plan.bytes);
+    files
+        .par_iter()
+        .try_for_each(|f| restore_file(repo, plan, f, &written, progress))?;
+    progress.end();
+    write_recovery_files(plan)?;
+    finish_owners_and_modes(plan)?;
+    Ok(RestoreStats {
+        backup_id: plan.backup.id.clone(),
+        files: files.len() as u64,
+        bytes: plan.bytes,
+        written: written.load(Ordering::Relaxed),
+        removed,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The target, tablespaces and their links, directories, other symlinks and
+/// the directories whose contents are never backed up.
+fn make_layout(plan: &RestorePlan) -> Result<()> {
+    let root = &plan.target;
     fs::create_dir_all(root).at(root)?;
     fs::set_permissions(root, fs::Permissions::from_mode(0o700)).at(root)?;
-
     // Tablespace directories and links first, so files land through them.
     for (oid, dir) in &plan.tablespaces {
         fs::create_dir_all(dir).at(dir)?;
@@ -137,30 +161,21 @@ fn apply_inner(
         fs::create_dir_all(&p).at(&p)?;
     }
     let status = root.join("pg_wal/archive_status");
-    fs::create_dir_all(&status).at(&status)?;
+    fs::create_dir_all(&status).at(&status)
+}
 
-    let files: Vec<&FileRow> = plan
-        .files
-        .iter()
-        .filter(|f| f.kind == FileKind::File)
-        .collect();
-    let written = AtomicU64::new(0);
-    progress.begin("restore", plan.bytes);
-    files
-        .par_iter()
-        .try_for_each(|f| restore_file(repo, plan, f, &written, progress))?;
-    progress.end();
-
-    write_recovery_files(plan)?;
-
-    // Owners and modes last, directories deepest first; then make it durable.
-    let (uid, gid) = plan
-        .files
-        .iter()
-        .find(|f| f.path == ".")
-        .map(|r| (r.uid, r.gid))
-        .unwrap_or((0, 0));
+/// Owners (as root) and modes last, directories deepest first; then make
+/// the directories durable.
+fn finish_owners_and_modes(plan: &RestorePlan) -> Result<()> {
+    let root = &plan.target;
+    let as_root = rustix::process::geteuid().is_root();
     if as_root {
+        let (uid, gid) = plan
+            .files
+            .iter()
+            .find(|f| f.path == ".")
+            .map(|r| (r.uid, r.gid))
+            .unwrap_or((0, 0));
         let extra = RECOVERY_FILES
             .iter()
             .chain(["postgresql.auto.conf", "pg_wal/archive_status", "pg_tblspc"].iter())
@@ -198,14 +213,7 @@ fn apply_inner(
     for (_, dir) in &plan.tablespaces {
         File::open(dir).and_then(|d| d.sync_all()).at(dir)?;
     }
-    Ok(RestoreStats {
-        backup_id: plan.backup.id.clone(),
-        files: files.len() as u64,
-        bytes: plan.bytes,
-        written: written.load(Ordering::Relaxed),
-        removed,
-        elapsed: started.elapsed(),
-    })
+    Ok(())
 }
 
 /// Delta: remove every path in the target (and its tablespaces) that the
@@ -313,92 +321,53 @@ fn restore_file(
     if old_len != f.size {
         out.set_len(f.size).at(&path)?;
     }
-    if let Some(bm_id) = &f.blockmap {
-        let map = load_chunk(repo, plan, bm_id, &what).and_then(|b| BlockMap::decode(&b, &what))?;
-        if map.file_size != f.size {
-            return Err(Error::corrupt(
-                what,
-                format!(
-                    "block map says {} bytes, manifest {}",
-                    map.file_size, f.size
-                ),
-            ));
-        }
-        let bs = u64::from(map.block_size);
-        let block_len = |b: u64| bs.min(f.size - b * bs) as usize;
-        // Each chunk is read and verified once, then scattered to its
-        // blocks; the chunks of one file go in parallel too, so one big
-        // relation does not leave the other workers idle.
-        let mut by_chunk: Vec<Vec<usize>> = vec![Vec::new(); map.chunks.len()];
-        for (i, e) in map.extents.iter().enumerate() {
-            by_chunk[e.chunk as usize].push(i);
-        }
-        by_chunk
-            .par_iter()
-            .enumerate()
-            .try_for_each(|(ci, exts)| -> Result<()> {
-                // Delta: the blocks that differ from what the backup holds.
-                let mut todo: Vec<(u64, u64)> = Vec::new(); // (file block, chunk block)
-                let mut buf = vec![0u8; bs as usize];
-                for &ei in exts {
-                    let e = map.extents[ei];
-                    for k in 0..u64::from(e.blocks) {
-                        let b = u64::from(e.first_block) + k;
-                        let cb = u64::from(e.chunk_block) + k;
-                        if existed && b * bs < old_len.min(f.size) {
-                            let n = block_len(b);
-                            out.read_exact_at(&mut buf[..n], b * bs).at(&path)?;
-                            if fingerprint(&buf[..n]) == map.fingerprints[b as usize] {
-                                continue;
-                            }
-                        }
-                        todo.push((b, cb));
-                    }
-                }
-                if todo.is_empty() {
-                    progress.advance(
-                        exts.iter()
-                            .map(|&i| u64::from(map.extents[i].blocks) * bs)
-                            .sum(),
-                    );
-                    return Ok(());
-                }
-                let data = load_chunk(repo, plan, &map.chunks[ci], &what)?;
-                let mut n_written = 0u64;
-                // Write runs of consecutive blocks with one pwrite each.
-                let mut i = 0;
-                while i < todo.len() {
-                    let (b0, c0) = todo[i];
-                    let mut j = i + 1;
-                    while j < todo.len()
-                        && todo[j].0 == b0 + (j - i) as u64
-                        && todo[j].1 == c0 + (j - i) as u64
-                    {
-                        j += 1;
-                    }
-                    let run = (j - i) as u64;
-                    let len = (run * bs).min(f.size - b0 * bs);
-                    let from = c0 * bs;
-                    let src = data
-                        .get(from as usize..(from + len) as usize)
-                        .ok_or_else(|| {
-                            Error::corrupt(
-                                &what,
-                                format!("chunk {} is shorter than its extents", map.chunks[ci]),
-                            )
-                        })?;
-                    out.write_all_at(src, b0 * bs).at(&path)?;
-                    n_written += len;
-                    i = j;
-                }
-                written.fetch_add(n_written, Ordering::Relaxed);
+    match &f.blockmap {
+        Some(bm_id) => {
+            let map =
+                load_chunk(repo, plan, bm_id, &what).and_then(|b| BlockMap::decode(&b, &what))?;
+            if map.file_size != f.size {
+                return Err(Error::corrupt(
+                    what,
+                    format!(
+                        "block map says {} bytes, manifest {}",
+                        map.file_size, f.size
+                    ),
+                ));
+            }
+            let t = Target {
+                out: &out,
+                path: &path,
+                what: &what,
+                size: f.size,
+                old_len: if existed { old_len } else { 0 },
+            };
+            // Each chunk is read and verified once, then scattered to its
+            // blocks; the chunks of one file go in parallel too, so one big
+            // relation does not leave the other workers idle.
+            let mut by_chunk: Vec<Vec<usize>> = vec![Vec::new(); map.chunks.len()];
+            for (i, e) in map.extents.iter().enumerate() {
+                by_chunk[e.chunk as usize].push(i);
+            }
+            by_chunk.par_iter().enumerate().try_for_each(|(ci, exts)| {
+                let n = restore_chunk(repo, plan, &map, &t, ci, exts)?;
+                written.fetch_add(n, Ordering::Relaxed);
+                let bs = u64::from(map.block_size);
                 progress.advance(
                     exts.iter()
                         .map(|&i| u64::from(map.extents[i].blocks) * bs)
                         .sum(),
                 );
-                Ok(())
+                Ok::<(), Error>(())
             })?;
+        }
+        // Planning refuses this; never write zeros for a file with bytes.
+        None if f.size > 0 => {
+            return Err(Error::corrupt(
+                what,
+                format!("the manifest gives {} bytes but no block map", f.size),
+            ))
+        }
+        None => {}
     }
     out.sync_all().at(&path)?;
     drop(out);
@@ -408,6 +377,77 @@ fn restore_file(
         std::os::unix::fs::chown(&path, Some(f.uid), Some(f.gid)).at(&path)?;
     }
     Ok(())
+}
+
+/// The file being written.
+struct Target<'a> {
+    out: &'a File,
+    path: &'a Path,
+    what: &'a str,
+    size: u64,
+    /// Bytes already there (delta), compared block by block before writing.
+    old_len: u64,
+}
+
+/// Write the blocks of chunk `ci` (the extents `exts` of `map`) that differ
+/// from what the target holds. Returns the bytes written.
+fn restore_chunk(
+    repo: &Repository,
+    plan: &RestorePlan,
+    map: &BlockMap,
+    t: &Target<'_>,
+    ci: usize,
+    exts: &[usize],
+) -> Result<u64> {
+    let bs = u64::from(map.block_size);
+    let block_len = |b: u64| bs.min(t.size - b * bs) as usize;
+    // (file block, chunk block) of every block to write.
+    let mut todo: Vec<(u64, u64)> = Vec::new();
+    let mut buf = vec![0u8; bs as usize];
+    for &ei in exts {
+        let e = map.extents[ei];
+        for k in 0..u64::from(e.blocks) {
+            let b = u64::from(e.first_block) + k;
+            let cb = u64::from(e.chunk_block) + k;
+            if b * bs < t.old_len.min(t.size) {
+                let n = block_len(b);
+                t.out.read_exact_at(&mut buf[..n], b * bs).at(t.path)?;
+                if fingerprint(&buf[..n]) == map.fingerprints[b as usize] {
+                    continue;
+                }
+            }
+            todo.push((b, cb));
+        }
+    }
+    if todo.is_empty() {
+        return Ok(0);
+    }
+    let data = load_chunk(repo, plan, &map.chunks[ci], t.what)?;
+    let mut n_written = 0u64;
+    // Write runs of consecutive blocks with one pwrite each.
+    let mut i = 0;
+    while i < todo.len() {
+        let (b0, c0) = todo[i];
+        let mut j = i + 1;
+        while j < todo.len() && todo[j].0 == b0 + (j - i) as u64 && todo[j].1 == c0 + (j - i) as u64
+        {
+            j += 1;
+        }
+        let len = ((j - i) as u64 * bs).min(t.size - b0 * bs);
+        let from = c0 * bs;
+        let src = data
+            .get(from as usize..(from + len) as usize)
+            .ok_or_else(|| {
+                Error::corrupt(
+                    t.what,
+                    format!("chunk {} is shorter than its extents", map.chunks[ci]),
+                )
+            })?;
+        t.out.write_all_at(src, b0 * bs).at(t.path)?;
+        n_written += len;
+        i = j;
+    }
+    Ok(n_written)
 }
 
 fn load_chunk(repo: &Repository, plan: &RestorePlan, id: &ChunkId, what: &str) -> Result<Vec<u8>> {

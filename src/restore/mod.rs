@@ -10,8 +10,8 @@
 //! backup's manifest (invariant 1).
 
 mod apply;
-pub mod recovery;
-pub mod target;
+mod recovery;
+mod target;
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -20,15 +20,16 @@ use std::time::Duration;
 
 pub use apply::apply;
 pub use recovery::{Recovery, TargetAction};
-pub use target::{RecoveryTarget, TimelineTarget};
+pub use target::{parse_time as parse_target_time, RecoveryTarget, TimelineTarget};
 
-use crate::archive;
-use crate::catalog::{BackupRow, BackupStatus, ChunkLoc, FileKind, FileRow};
+use crate::catalog::{BackupRow, BackupStatus, Catalog, ChunkLoc, FileKind, FileRow};
 use crate::error::{Error, IoContext, Result};
+use crate::format::{BlockMap, ChunkId};
 use crate::pg::control;
 use crate::pg::datadir::check_manifest_path;
-use crate::repo::{check_cluster_name, Repository};
-use crate::store::ChunkId;
+use crate::repo::{check_cluster_name, segment_range, Repository};
+use crate::store::read_chunk;
+use crate::util::{default_workers, process_alive};
 
 #[derive(Clone, Debug)]
 pub struct RestoreOptions {
@@ -56,7 +57,7 @@ impl RestoreOptions {
             tablespace_map: Vec::new(),
             tablespace_map_all: None,
             delta: false,
-            workers: crate::backup::default_workers(),
+            workers: default_workers(),
             exe: None,
         }
     }
@@ -135,13 +136,7 @@ fn check_delta_target(p: &Path, system_id: u64) -> Result<bool> {
             .next()
             .and_then(|l| l.trim().parse::<i32>().ok())
         {
-            let alive = rustix::process::Pid::from_raw(pid).is_some_and(|pid| {
-                !matches!(
-                    rustix::process::test_kill_process(pid),
-                    Err(rustix::io::Errno::SRCH)
-                )
-            });
-            if alive {
+            if process_alive(pid) {
                 return Err(Error::refused(format!(
                     "a PostgreSQL server is running in {} (postmaster.pid, pid {pid}): stop it \
                      before a delta restore (nothing was written)",
@@ -151,6 +146,65 @@ fn check_delta_target(p: &Path, system_id: u64) -> Result<bool> {
         }
     }
     Ok(true)
+}
+
+/// Every file's data must be there before anything is written: a file with
+/// bytes has a block map, each block map is indexed, readable, decodes and
+/// describes its file, and every data chunk is indexed. Returns the
+/// locations of everything the backup uses.
+fn check_data(
+    repo: &Repository,
+    cat: &Catalog,
+    backup: &BackupRow,
+    files: &[FileRow],
+) -> Result<HashMap<ChunkId, ChunkLoc>> {
+    let chunks = cat.chunk_locations(&backup.id)?;
+    let nothing = "nothing was written; `pgstrata verify` shows what else is affected";
+    for f in files.iter().filter(|f| f.kind == FileKind::File) {
+        let what = format!("{} (backup {})", f.path, backup.id);
+        let bm = match (&f.blockmap, f.size) {
+            (Some(bm), _) => bm,
+            (None, 0) => continue,
+            (None, size) => {
+                return Err(Error::corrupt(
+                    what,
+                    format!("the manifest gives {size} bytes but no block map ({nothing})"),
+                ))
+            }
+        };
+        let loc = chunks.get(bm).ok_or_else(|| {
+            Error::NotFound(format!(
+                "{what}: its block map (chunk {bm}) is not in the chunk index ({nothing})"
+            ))
+        })?;
+        let raw = read_chunk(
+            repo.backend(),
+            &loc.pack_id,
+            loc.offset,
+            loc.stored_len,
+            bm,
+            &what,
+        )?;
+        let map = BlockMap::decode(&raw, &what)
+            .map_err(|e| Error::corrupt(&what, format!("{e} ({nothing})")))?;
+        if map.file_size != f.size {
+            return Err(Error::corrupt(
+                what,
+                format!(
+                    "its block map describes {} bytes, the manifest {} ({nothing})",
+                    map.file_size, f.size
+                ),
+            ));
+        }
+    }
+    if let Some((path, id)) = cat.missing_chunks(&backup.id, 1)?.into_iter().next() {
+        return Err(Error::NotFound(format!(
+            "{path} (backup {}): chunk {id} is not in the chunk index; the backup cannot be \
+             restored ({nothing})",
+            backup.id
+        )));
+    }
+    Ok(chunks)
 }
 
 /// Decide what to restore; writes nothing.
@@ -168,9 +222,9 @@ pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<R
         .filter(|b| b.status == BackupStatus::Complete)
         .collect();
     let seg_size = complete.last().map(|b| b.wal_seg_size).unwrap_or(16 << 20);
-    let names = archive::list(repo, cluster)?;
-    let newest_at = match archive::segment_range(&names) {
-        Some((_, newest)) => archive::archived_at(repo, cluster, &newest)?,
+    let names = repo.wal_names(cluster)?;
+    let newest_at = match segment_range(&names) {
+        Some((_, newest)) => repo.wal_archived_at(cluster, &newest)?,
         None => None,
     };
     let end = target::ArchiveEnd::from_names(&names, seg_size, newest_at);
@@ -245,25 +299,7 @@ pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<R
         }
     }
 
-    let chunks = cat.chunk_locations(&backup.id)?;
-    for f in &files {
-        if let Some(bm) = &f.blockmap {
-            if !chunks.contains_key(bm) {
-                return Err(Error::NotFound(format!(
-                    "{} (backup {}): its block map (chunk {bm}) is not in the chunk index",
-                    f.path, backup.id
-                )));
-            }
-        }
-    }
-    // Every data chunk must be indexed too: refuse before writing anything.
-    if let Some((path, id)) = cat.missing_chunks(&backup.id, 1)?.into_iter().next() {
-        return Err(Error::NotFound(format!(
-            "{path} (backup {}): chunk {id} is not in the chunk index; the backup cannot be \
-             restored (nothing was written; `pgstrata verify` shows what else is affected)",
-            backup.id
-        )));
-    }
+    let chunks = check_data(repo, &cat, &backup, &files)?;
     let bytes = files.iter().map(|f| f.size).sum();
     let exe = match &opts.exe {
         Some(e) => e.clone(),
@@ -284,4 +320,88 @@ pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<R
         signal_file: opts.recovery.signal_file(),
         delta,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::Silent;
+    use crate::repo::testkit::{content, Fixture};
+
+    fn restore_to(f: &Fixture, dir: &Path) -> Result<RestoreStats> {
+        let plan = plan(&f.repo, "main", &RestoreOptions::new(dir))?;
+        apply(&f.repo, &plan, 2, &Silent)
+    }
+
+    #[test]
+    fn restores_what_was_stored() {
+        let f = Fixture::new();
+        let m = f.backup(1, &[("a", content(1, 300, 0)), ("c", content(2, 3, 100))]);
+        let dir = f.scratch("out");
+        let s = restore_to(&f, &dir).unwrap();
+        assert_eq!(s.backup_id, m.id);
+        for (p, data) in &m.files {
+            assert_eq!(&std::fs::read(dir.join(p)).unwrap(), data, "{p}");
+        }
+        assert!(dir.join("recovery.signal").exists());
+    }
+
+    /// A file with bytes but no block map must never become a file of zeros.
+    #[test]
+    fn a_file_without_its_block_map_is_refused_before_writing() {
+        let f = Fixture::new();
+        f.backup(1, &[("a", content(1, 2, 0))]);
+        f.sql("UPDATE file SET blockmap = NULL WHERE path = 'a'");
+        let dir = f.scratch("out");
+        let e = restore_to(&f, &dir).unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+        assert!(e.to_string().contains("no block map"), "{e}");
+        assert!(e.to_string().contains("a (backup"), "{e}");
+        assert!(!dir.exists(), "nothing may be written");
+    }
+
+    /// A block map whose bytes verify but do not decode is refused too.
+    #[test]
+    fn a_block_map_that_does_not_decode_is_refused_before_writing() {
+        let f = Fixture::new();
+        let m = f.backup(1, &[("a", content(1, 2, 0)), ("b", content(2, 1, 0))]);
+        // Point a's row at b's data chunk: it is indexed and verifies, but
+        // is not a block map.
+        let cat = f.repo.catalog().unwrap();
+        let b_map = cat
+            .files(&m.id)
+            .unwrap()
+            .into_iter()
+            .find(|r| r.path == "b")
+            .and_then(|r| r.blockmap)
+            .unwrap();
+        let data_chunk = *cat
+            .blockmap_chunk_set(&b_map)
+            .unwrap()
+            .iter()
+            .next()
+            .unwrap();
+        f.sql(&format!(
+            "UPDATE file SET blockmap = x'{}' WHERE path = 'a'",
+            data_chunk.to_hex()
+        ));
+        let dir = f.scratch("out");
+        let e = restore_to(&f, &dir).unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+        assert!(e.to_string().contains("block map"), "{e}");
+        assert!(!dir.exists(), "nothing may be written");
+    }
+
+    #[test]
+    fn a_malformed_chunk_id_in_the_catalog_is_an_error_naming_the_row() {
+        let f = Fixture::new();
+        let m = f.backup(1, &[("a", content(1, 2, 0))]);
+        f.sql("UPDATE file SET blockmap = x'0102' WHERE path = 'a'");
+        let e = plan(&f.repo, "main", &RestoreOptions::new(f.scratch("out"))).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("file row of backup {}", m.id)),
+            "{e}"
+        );
+    }
 }

@@ -4,8 +4,8 @@
 
 use crate::catalog::BackupRow;
 use crate::error::{Error, Result};
-use crate::info::rfc3339;
 use crate::pg::{Lsn, WalFileName, WalSegment};
+use crate::util::rfc3339;
 
 /// Where recovery stops.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]

@@ -23,9 +23,11 @@ pub trait Backend: Send + Sync {
     fn writer(&self) -> Result<Box<dyn ObjectWriter>>;
     /// The whole object, or `None` when there is none of that name.
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;
-    /// `len` bytes at `offset`; a short object is an error naming the key.
+    /// `len` bytes at `offset`; a short object is an error naming the key, a
+    /// missing one [`Error::MissingObject`].
     fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
-    /// A sequential reader over the whole object.
+    /// A sequential reader over the whole object ([`Error::MissingObject`]
+    /// when there is none).
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>>;
     /// The object's size, or `None` when there is none of that name.
     fn size(&self, key: &str) -> Result<Option<u64>>;
@@ -97,6 +99,14 @@ fn check_key(key: &str) -> Result<()> {
     Ok(())
 }
 
+/// Open an object's file; a missing one is the backend's typed not-found.
+fn open_existing(path: &Path, key: &str) -> Result<File> {
+    File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::missing("object", key),
+        _ => Error::io(path, e),
+    })
+}
+
 /// fsync a directory so that renames and creations in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|f| f.sync_all()).at(dir)
@@ -108,14 +118,6 @@ impl LocalBackend {
             root: root.into(),
             own,
         }
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    pub fn ownership(&self) -> Ownership {
-        self.own
     }
 
     fn path(&self, key: &str) -> Result<PathBuf> {
@@ -238,7 +240,7 @@ impl Backend for LocalBackend {
 
     fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         let path = self.path(key)?;
-        let mut f = File::open(&path).at(&path)?;
+        let mut f = open_existing(&path, key)?;
         f.seek(SeekFrom::Start(offset)).at(&path)?;
         let mut buf = vec![0u8; len];
         f.read_exact(&mut buf).map_err(|e| {
@@ -256,7 +258,7 @@ impl Backend for LocalBackend {
 
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {
         let path = self.path(key)?;
-        let f = File::open(&path).at(&path)?;
+        let f = open_existing(&path, key)?;
         Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, f)))
     }
 
@@ -338,7 +340,7 @@ impl ObjectWriter for LocalWriter {
         let f = self
             .file
             .as_mut()
-            .ok_or_else(|| Error::invalid("write after finish"))?;
+            .ok_or_else(|| Error::internal("write after finish"))?;
         f.write_all(buf).at(&self.path)?;
         self.written += buf.len() as u64;
         Ok(())
@@ -352,7 +354,7 @@ impl ObjectWriter for LocalWriter {
         let file = self
             .file
             .take()
-            .ok_or_else(|| Error::invalid("finish called twice"))?;
+            .ok_or_else(|| Error::internal("finish called twice"))?;
         let file = file
             .into_inner()
             .map_err(|e| Error::io(&self.path, e.into_error()))?;
@@ -391,6 +393,11 @@ mod tests {
         assert_eq!(b.get("a/b/c.obj").unwrap().unwrap(), b"hello");
         assert_eq!(b.get_range("a/b/c.obj", 1, 3).unwrap(), b"ell");
         assert!(b.get_range("a/b/c.obj", 3, 10).is_err());
+        assert!(matches!(
+            b.get_range("nope", 0, 1),
+            Err(Error::MissingObject { .. })
+        ));
+        assert!(matches!(b.open("nope"), Err(Error::MissingObject { .. })));
         assert!(!b.put_new("a/b/c.obj", b"other").unwrap());
         assert_eq!(b.get("a/b/c.obj").unwrap().unwrap(), b"hello");
         let mut w = b.writer().unwrap();

@@ -1,12 +1,10 @@
-//! Content storage: blocks and chunks, block maps, pack files, and the
-//! backend seam they are stored through.
+//! Storage: the backend seam objects are stored through, and pack files read
+//! and written through it. Byte layouts live in [`crate::format`].
 
 pub mod backend;
-pub mod blockmap;
-pub mod chunk;
+#[cfg(any(test, feature = "testing"))]
 pub mod fault;
 pub mod pack;
 
-pub use backend::{Backend, LocalBackend, ObjectWriter, Ownership};
-pub use blockmap::{BlockMap, Extent};
-pub use chunk::{ChunkId, Codec, Fingerprint};
+pub use backend::{Backend, LocalBackend, Ownership};
+pub use pack::{read_chunk, read_trailer, PackWriter, SealedPack};

@@ -1,76 +1,31 @@
-//! Pack files: many compressed chunks appended into one object, ending with a
-//! trailer that lists them, so the chunk index can be rebuilt from packs alone.
+//! Writing and reading packs through a backend (the layout is
+//! [`crate::format::pack`]).
 //!
-//! Layout (all integers little-endian):
-//!
-//! ```text
-//! header  "PGSTRPK1"                                             8 bytes
-//! record  codec u8, 0u8 x3, raw_len u32, stored_len u32,
-//!         chunk id [32], payload [stored_len]                   44 + stored_len
-//! ...
-//! trailer one entry per record: chunk id [32], record offset u64,
-//!         raw_len u32, stored_len u32, codec u8, 0u8 x3           52 bytes each
-//! footer  entries u64, trailer offset u64, BLAKE3(trailer) [32],
-//!         "PGSTRPKE"                                             56 bytes
-//! ```
-//!
-//! A pack's name is the hex BLAKE3 of its trailer: `packs/<2 hex>/<64 hex>.pack`.
-//! A pack is written under a temporary name, fsynced, then renamed (see
+//! Durability: a pack is written under a temporary name and becomes visible
+//! under its key only once sealed, fsynced and renamed (see
 //! [`crate::store::backend`]); only then may the catalog point at its chunks.
 
 use crate::error::{Error, Result};
+use crate::format::check_magic;
+use crate::format::chunk::{decode_verified, ChunkId, Codec};
+use crate::format::keys;
+use crate::format::pack::{
+    decode_trailer, encode_trailer, Footer, PackId, RecordHeader, TrailerEntry, HEADER_MAGIC,
+};
 use crate::store::backend::{Backend, ObjectWriter};
-use crate::store::chunk::{hex, ChunkId, Codec};
-
-pub const HEADER_MAGIC: &[u8; 8] = b"PGSTRPK1";
-pub const FOOTER_MAGIC: &[u8; 8] = b"PGSTRPKE";
-pub const RECORD_HEADER: usize = 44;
-pub const ENTRY_LEN: usize = 52;
-pub const FOOTER_LEN: usize = 56;
-
-/// Where one chunk lives.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
-    pub id: ChunkId,
-    pub offset: u64,
-    pub raw_len: u32,
-    pub stored_len: u32,
-    pub codec: Codec,
-}
 
 /// A sealed pack: its name and what it holds.
 #[derive(Clone, Debug)]
 pub struct SealedPack {
-    pub id: String,
+    pub id: PackId,
     pub size: u64,
-    pub entries: Vec<Entry>,
-}
-
-pub fn pack_key(pack_id: &str) -> String {
-    format!(
-        "packs/{}/{}.pack",
-        &pack_id[..2.min(pack_id.len())],
-        pack_id
-    )
-}
-
-fn put_u32(v: &mut Vec<u8>, x: u32) {
-    v.extend_from_slice(&x.to_le_bytes());
-}
-fn put_u64(v: &mut Vec<u8>, x: u64) {
-    v.extend_from_slice(&x.to_le_bytes());
-}
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    (u64::from(u32_at(b, o + 4)) << 32) | u64::from(u32_at(b, o))
+    pub entries: Vec<TrailerEntry>,
 }
 
 /// Appends chunk records to a new pack.
 pub struct PackWriter {
     out: Box<dyn ObjectWriter>,
-    entries: Vec<Entry>,
+    entries: Vec<TrailerEntry>,
 }
 
 impl PackWriter {
@@ -94,16 +49,16 @@ impl PackWriter {
     pub fn add(&mut self, id: ChunkId, codec: Codec, raw_len: u32, stored: &[u8]) -> Result<()> {
         let offset = self.out.written();
         let stored_len =
-            u32::try_from(stored.len()).map_err(|_| Error::invalid("chunk larger than 4 GiB"))?;
-        let mut h = Vec::with_capacity(RECORD_HEADER);
-        h.push(codec as u8);
-        h.extend_from_slice(&[0, 0, 0]);
-        put_u32(&mut h, raw_len);
-        put_u32(&mut h, stored_len);
-        h.extend_from_slice(&id.0);
-        self.out.write_all(&h)?;
+            u32::try_from(stored.len()).map_err(|_| Error::internal("chunk larger than 4 GiB"))?;
+        let h = RecordHeader {
+            codec,
+            raw_len,
+            stored_len,
+            id,
+        };
+        self.out.write_all(&h.encode())?;
         self.out.write_all(stored)?;
-        self.entries.push(Entry {
+        self.entries.push(TrailerEntry {
             id,
             offset,
             raw_len,
@@ -117,17 +72,16 @@ impl PackWriter {
     pub fn seal(mut self) -> Result<SealedPack> {
         let trailer_offset = self.out.written();
         let trailer = encode_trailer(&self.entries);
-        let hash = blake3::hash(&trailer);
-        let mut footer = Vec::with_capacity(FOOTER_LEN);
-        put_u64(&mut footer, self.entries.len() as u64);
-        put_u64(&mut footer, trailer_offset);
-        footer.extend_from_slice(hash.as_bytes());
-        footer.extend_from_slice(FOOTER_MAGIC);
+        let id = PackId::of_trailer(&trailer);
+        let footer = Footer {
+            entries: self.entries.len() as u64,
+            trailer_offset,
+            trailer_hash: id.0,
+        };
         self.out.write_all(&trailer)?;
-        self.out.write_all(&footer)?;
+        self.out.write_all(&footer.encode())?;
         let size = self.out.written();
-        let id = hex(hash.as_bytes());
-        self.out.finish(&pack_key(&id))?;
+        self.out.finish(&keys::pack(&id))?;
         Ok(SealedPack {
             id,
             size,
@@ -136,76 +90,50 @@ impl PackWriter {
     }
 }
 
-fn encode_trailer(entries: &[Entry]) -> Vec<u8> {
-    let mut t = Vec::with_capacity(entries.len() * ENTRY_LEN);
-    for e in entries {
-        t.extend_from_slice(&e.id.0);
-        put_u64(&mut t, e.offset);
-        put_u32(&mut t, e.raw_len);
-        put_u32(&mut t, e.stored_len);
-        t.push(e.codec as u8);
-        t.extend_from_slice(&[0, 0, 0]);
-    }
-    t
-}
-
-/// Read and check a pack's trailer.
-pub fn read_trailer(backend: &dyn Backend, pack_id: &str) -> Result<Vec<Entry>> {
-    let key = pack_key(pack_id);
+/// Read and check a pack's trailer: the header's version first, then the
+/// footer, then the trailer against its hash and the pack's name.
+pub fn read_trailer(backend: &dyn Backend, pack: &PackId) -> Result<Vec<TrailerEntry>> {
+    let key = keys::pack(pack);
     let what = format!("pack {key}");
     let size = backend
         .size(&key)?
-        .ok_or_else(|| Error::NotFound(format!("{what} is missing")))?;
-    if size < (HEADER_MAGIC.len() + FOOTER_LEN) as u64 {
+        .ok_or_else(|| Error::missing("pack", &key))?;
+    if size < (HEADER_MAGIC.len() + Footer::LEN) as u64 {
         return Err(Error::corrupt(
             what,
             "truncated (shorter than header and footer)",
         ));
     }
-    let footer = backend.get_range(&key, size - FOOTER_LEN as u64, FOOTER_LEN)?;
-    if &footer[48..56] != FOOTER_MAGIC {
-        return Err(Error::corrupt(what, "no footer (truncated or not a pack)"));
-    }
-    let n = u64_at(&footer, 0);
-    let trailer_offset = u64_at(&footer, 8);
-    let tlen = n
-        .checked_mul(ENTRY_LEN as u64)
-        .filter(|t| trailer_offset.checked_add(*t) == Some(size - FOOTER_LEN as u64))
-        .ok_or_else(|| Error::corrupt(&what, "footer does not match the pack size"))?;
-    let trailer = backend.get_range(&key, trailer_offset, tlen as usize)?;
-    let hash = blake3::hash(&trailer);
-    if hash.as_bytes() != &footer[16..48] || hex(hash.as_bytes()) != pack_id {
+    let header = backend.get_range(&key, 0, HEADER_MAGIC.len())?;
+    check_magic(&header, HEADER_MAGIC, &what)?;
+    let fb = backend.get_range(&key, size - Footer::LEN as u64, Footer::LEN)?;
+    let footer = Footer::decode(&fb, size, &what)?;
+    let tlen = usize::try_from(footer.trailer_len())
+        .map_err(|_| Error::corrupt(&what, "trailer too large"))?;
+    let trailer = backend.get_range(&key, footer.trailer_offset, tlen)?;
+    let hash = PackId::of_trailer(&trailer);
+    if hash.0 != footer.trailer_hash || hash != *pack {
         return Err(Error::corrupt(what, "trailer does not match its hash"));
     }
-    let mut out = Vec::with_capacity(n as usize);
-    for e in trailer.chunks_exact(ENTRY_LEN) {
-        out.push(Entry {
-            id: ChunkId::from_slice(&e[..32]).ok_or_else(|| Error::corrupt(&what, "bad entry"))?,
-            offset: u64_at(e, 32),
-            raw_len: u32_at(e, 40),
-            stored_len: u32_at(e, 44),
-            codec: Codec::from_u8(e[48])?,
-        });
-    }
-    Ok(out)
+    decode_trailer(&trailer, &what)
 }
 
 /// Read one chunk record and return the chunk's verified, decoded bytes.
 /// `what` names the file being restored, for the error.
 pub fn read_chunk(
     backend: &dyn Backend,
-    pack_id: &str,
+    pack: &PackId,
     offset: u64,
     stored_len: u32,
     id: &ChunkId,
     what: &str,
 ) -> Result<Vec<u8>> {
-    let key = pack_key(pack_id);
+    let key = keys::pack(pack);
     let rec = backend
-        .get_range(&key, offset, RECORD_HEADER + stored_len as usize)
+        .get_range(&key, offset, RecordHeader::LEN + stored_len as usize)
         .map_err(|e| match e {
-            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                Error::NotFound(format!("{what}: pack {key} holding chunk {id} is missing"))
+            Error::MissingObject { key, .. } => {
+                Error::missing(format!("{what}: the pack holding chunk {id}"), key)
             }
             Error::Corrupt { detail, .. } => {
                 Error::corrupt(what, format!("chunk {id} in pack {key}: {detail}"))
@@ -215,31 +143,29 @@ pub fn read_chunk(
     decode_record(&rec, id, what, &key)
 }
 
-/// Decode a record read whole (header + payload).
+/// Decode a record read whole (header + payload) and verify it is chunk `id`.
 pub fn decode_record(rec: &[u8], id: &ChunkId, what: &str, key: &str) -> Result<Vec<u8>> {
-    if rec.len() < RECORD_HEADER {
-        return Err(Error::corrupt(
-            what,
-            format!("chunk {id}: record in pack {key} is shorter than its header"),
-        ));
-    }
-    let codec = Codec::from_u8(rec[0])?;
-    let raw_len = u32_at(rec, 4) as usize;
-    let stored_len = u32_at(rec, 8) as usize;
-    if &rec[12..44] != id.0.as_slice() || stored_len + RECORD_HEADER != rec.len() {
+    let h = RecordHeader::decode(rec, &format!("{what}: chunk {id} in pack {key}"))?;
+    if h.id != *id || h.record_len() != rec.len() as u64 {
         return Err(Error::corrupt(
             what,
             format!("chunk {id}: record header in pack {key} does not match the index"),
         ));
     }
-    crate::store::chunk::decode_verified(id, codec, &rec[RECORD_HEADER..], raw_len, what)
+    decode_verified(
+        id,
+        h.codec,
+        &rec[RecordHeader::LEN..],
+        h.raw_len as usize,
+        what,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::chunk::compress;
     use crate::store::backend::{LocalBackend, Ownership};
-    use crate::store::chunk::compress;
 
     #[test]
     fn write_seal_read() {
@@ -261,16 +187,40 @@ mod tests {
             let got = read_chunk(&b, &sealed.id, e.offset, e.stored_len, id, "t").unwrap();
             assert_eq!(&got, data);
         }
+        // The wrong id at a good offset is refused.
+        let e = &entries[0];
+        assert!(read_chunk(&b, &sealed.id, e.offset, e.stored_len, &ids[1].0, "t").is_err());
         // Truncation is detected.
-        let key = pack_key(&sealed.id);
+        let key = keys::pack(&sealed.id);
         let full = b.get(&key).unwrap().unwrap();
         b.put(&key, &full[..full.len() - 10]).unwrap();
-        assert!(read_trailer(&b, &sealed.id).is_err());
+        assert!(matches!(
+            read_trailer(&b, &sealed.id),
+            Err(Error::Corrupt { .. })
+        ));
         // A flipped payload byte is detected on read.
         let mut bad = full.clone();
-        bad[entries[2].offset as usize + RECORD_HEADER + 3] ^= 0x55;
+        bad[entries[2].offset as usize + RecordHeader::LEN + 3] ^= 0x55;
         b.put(&key, &bad).unwrap();
         let e = &entries[2];
         assert!(read_chunk(&b, &sealed.id, e.offset, e.stored_len, &ids[2].0, "t").is_err());
+        // A pack written by a newer pgstrata says so.
+        let mut newer = full.clone();
+        newer[7] = b'2';
+        b.put(&key, &newer).unwrap();
+        assert!(matches!(
+            read_trailer(&b, &sealed.id),
+            Err(Error::NewerFormat { .. })
+        ));
+        // A missing pack is the typed not-found.
+        b.delete(&key).unwrap();
+        assert!(matches!(
+            read_chunk(&b, &sealed.id, e.offset, e.stored_len, &ids[2].0, "t"),
+            Err(Error::MissingObject { .. })
+        ));
+        assert!(matches!(
+            read_trailer(&b, &sealed.id),
+            Err(Error::MissingObject { .. })
+        ));
     }
 }

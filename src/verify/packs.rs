@@ -1,4 +1,4 @@
-//! Streaming one pack: every record is read in order, once, and its bytes are
+//! Pass 3: packs. Streaming one pack: every record is read in order, once, and its bytes are
 //! checked against the chunk id in its header (and in the trailer, when the
 //! trailer itself verifies). Memory stays at one record at a time.
 //!
@@ -7,14 +7,19 @@
 //! one (a truncated pack), records are parsed from the start until the first
 //! one that cannot be parsed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
 
+use super::{problem, ProblemKind, Users, VerifyReport};
+use crate::catalog::Catalog;
 use crate::error::{Error, Result};
+use crate::format::chunk::{decode_verified, ChunkId};
+use crate::format::keys;
+use crate::format::pack::{PackId, RecordHeader, HEADER_MAGIC};
 use crate::progress::Progress;
-use crate::store::chunk::{decode_verified, ChunkId, Codec};
-use crate::store::pack::{decode_record, pack_key, read_trailer, HEADER_MAGIC, RECORD_HEADER};
-use crate::store::Backend;
+use crate::repo::Repository;
+use crate::store::pack::decode_record;
+use crate::store::{read_trailer, Backend};
 
 /// A record longer than this cannot be real (chunks are at most 128 blocks;
 /// block maps of 1 GiB segments are about 2 MiB): stop rather than allocate.
@@ -29,10 +34,6 @@ pub struct PackScan {
     pub bad: HashMap<u64, String>,
     /// A problem with the pack as a whole (truncated, trailer, header).
     pub damage: Option<String>,
-}
-
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
 }
 
 /// Read `n` bytes, or `None` at a premature end of the object.
@@ -53,11 +54,11 @@ fn skip(r: &mut dyn Read, n: u64, key: &str) -> Result<bool> {
 /// Stream pack `pack_id` (`size` bytes on disk) and check every record.
 pub fn scan(
     backend: &dyn Backend,
-    pack_id: &str,
+    pack_id: &PackId,
     size: u64,
     progress: &dyn Progress,
 ) -> Result<PackScan> {
-    let key = pack_key(pack_id);
+    let key = keys::pack(pack_id);
     let mut out = PackScan::default();
     let trailer = match read_trailer(backend, pack_id) {
         Ok(t) => Some(t),
@@ -65,13 +66,21 @@ pub fn scan(
             out.damage = Some(detail);
             None
         }
-        Err(Error::NotFound(d)) => {
-            out.damage = Some(d);
+        Err(e @ (Error::MissingObject { .. } | Error::NewerFormat { .. })) => {
+            out.damage = Some(e.to_string());
+            progress.advance(size);
             return Ok(out);
         }
         Err(e) => return Err(e),
     };
-    let mut r = backend.open(&key)?;
+    let mut r = match backend.open(&key) {
+        Ok(r) => r,
+        Err(e @ Error::MissingObject { .. }) => {
+            out.damage = Some(e.to_string());
+            return Ok(out);
+        }
+        Err(e) => return Err(e),
+    };
     match read_n(r.as_mut(), HEADER_MAGIC.len(), &key)? {
         Some(h) if h == HEADER_MAGIC => {}
         _ => {
@@ -80,73 +89,89 @@ pub fn scan(
             return Ok(out);
         }
     }
-    let mut pos = HEADER_MAGIC.len() as u64;
-    match trailer {
-        Some(entries) => {
-            for e in entries {
-                if e.offset < pos || !skip(r.as_mut(), e.offset - pos, &key)? {
-                    out.bad
-                        .insert(e.offset, "the trailer lists a record out of order".into());
-                    break;
-                }
-                pos = e.offset;
-                let len = RECORD_HEADER + e.stored_len as usize;
-                let Some(rec) = read_n(r.as_mut(), len, &key)? else {
-                    out.bad.insert(e.offset, "truncated".into());
-                    break;
-                };
-                pos += len as u64;
-                progress.advance(len as u64);
-                match decode_record(&rec, &e.id, &key, &key) {
-                    Ok(_) => {
-                        out.good.insert(e.offset, (e.id, e.stored_len));
-                    }
-                    Err(err) => {
-                        out.bad.insert(e.offset, detail_of(err));
-                    }
-                }
-            }
-            progress.advance(size.saturating_sub(pos));
+    let pos = HEADER_MAGIC.len() as u64;
+    let pos = match trailer {
+        Some(entries) => by_trailer(r.as_mut(), &key, entries, pos, progress, &mut out)?,
+        None => by_parsing(r.as_mut(), &key, size, pos, progress, &mut out)?,
+    };
+    progress.advance(size.saturating_sub(pos));
+    Ok(out)
+}
+
+/// Read the records at the offsets a verified trailer lists. Returns where
+/// reading stopped.
+fn by_trailer(
+    r: &mut dyn Read,
+    key: &str,
+    entries: Vec<crate::format::pack::TrailerEntry>,
+    mut pos: u64,
+    progress: &dyn Progress,
+    out: &mut PackScan,
+) -> Result<u64> {
+    for e in entries {
+        if e.offset < pos || !skip(r, e.offset - pos, key)? {
+            out.bad
+                .insert(e.offset, "the trailer lists a record out of order".into());
+            break;
         }
-        None => {
-            // No trustworthy trailer: parse records until one does not parse.
-            while pos + RECORD_HEADER as u64 <= size {
-                let offset = pos;
-                let Some(h) = read_n(r.as_mut(), RECORD_HEADER, &key)? else {
-                    break;
-                };
-                let raw_len = u64::from(u32_at(&h, 4));
-                let stored_len = u32_at(&h, 8);
-                let codec = Codec::from_u8(h[0]);
-                let id = ChunkId::from_slice(&h[12..44]);
-                let (Ok(codec), Some(id)) = (codec, id) else {
-                    break;
-                };
-                if h[1..4] != [0, 0, 0]
-                    || raw_len > MAX_RECORD
-                    || u64::from(stored_len) > size - offset - RECORD_HEADER as u64
-                {
-                    // The trailer (or garbage) starts here.
-                    break;
-                }
-                let Some(payload) = read_n(r.as_mut(), stored_len as usize, &key)? else {
-                    break;
-                };
-                pos += (RECORD_HEADER + stored_len as usize) as u64;
-                progress.advance(pos - offset);
-                match decode_verified(&id, codec, &payload, raw_len as usize, &key) {
-                    Ok(_) => {
-                        out.good.insert(offset, (id, stored_len));
-                    }
-                    Err(err) => {
-                        out.bad.insert(offset, detail_of(err));
-                    }
-                }
+        pos = e.offset;
+        let len = RecordHeader::LEN + e.stored_len as usize;
+        let Some(rec) = read_n(r, len, key)? else {
+            out.bad.insert(e.offset, "truncated".into());
+            break;
+        };
+        pos += len as u64;
+        progress.advance(len as u64);
+        match decode_record(&rec, &e.id, key, key) {
+            Ok(_) => {
+                out.good.insert(e.offset, (e.id, e.stored_len));
             }
-            progress.advance(size.saturating_sub(pos));
+            Err(err) => {
+                out.bad.insert(e.offset, detail_of(err));
+            }
         }
     }
-    Ok(out)
+    Ok(pos)
+}
+
+/// No trustworthy trailer: parse records from the start until one does not
+/// parse (the trailer, or garbage, starts there). Returns where it stopped.
+fn by_parsing(
+    r: &mut dyn Read,
+    key: &str,
+    size: u64,
+    mut pos: u64,
+    progress: &dyn Progress,
+    out: &mut PackScan,
+) -> Result<u64> {
+    while pos + RecordHeader::LEN as u64 <= size {
+        let offset = pos;
+        let Some(h) = read_n(r, RecordHeader::LEN, key)? else {
+            break;
+        };
+        let Ok(h) = RecordHeader::decode(&h, key) else {
+            break;
+        };
+        if u64::from(h.raw_len) > MAX_RECORD
+            || u64::from(h.stored_len) > size - offset - RecordHeader::LEN as u64
+        {
+            break;
+        }
+        let Some(payload) = read_n(r, h.stored_len as usize, key)? else {
+            break;
+        };
+        pos += h.record_len();
+        progress.advance(pos - offset);
+        match decode_verified(&h.id, h.codec, &payload, h.raw_len as usize, key) {
+            Ok(_) => {
+                out.good.insert(offset, (h.id, h.stored_len));
+            }
+            Err(err) => {
+                out.bad.insert(offset, detail_of(err));
+            }
+        }
+    }
+    Ok(pos)
 }
 
 fn detail_of(e: Error) -> String {
@@ -154,4 +179,74 @@ fn detail_of(e: Error) -> String {
         Error::Corrupt { detail, .. } => detail,
         other => other.to_string(),
     }
+}
+
+/// Check one pack against the chunk index rows that point into it.
+pub(super) fn check(
+    repo: &Repository,
+    cat: &Catalog,
+    pack_id: &PackId,
+    size: Option<u64>,
+    users: &Users,
+    progress: &dyn Progress,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    let key = keys::pack(pack_id);
+    let rows = cat.pack_chunks(pack_id)?;
+    report.packs += 1;
+    let mut backups = BTreeSet::new();
+    let mut files = BTreeSet::new();
+    let mut add = |id: &ChunkId| {
+        let (b, f) = users.affected(id);
+        backups.extend(b);
+        files.extend(f);
+    };
+    let Some(size) = size else {
+        rows.iter().for_each(|r| add(&r.id));
+        report.problems.push(problem(
+            ProblemKind::PackMissing,
+            key,
+            format!("the pack holding {} indexed chunks is missing", rows.len()),
+            (backups, files),
+        ));
+        return Ok(());
+    };
+    let scan = scan(repo.backend(), pack_id, size, progress)?;
+    let mut bad = 0usize;
+    let mut first: Option<String> = None;
+    for r in &rows {
+        if scan.good.get(&r.offset) == Some(&(r.id, r.stored_len)) {
+            continue;
+        }
+        bad += 1;
+        let why = scan.bad.get(&r.offset).cloned().unwrap_or_else(|| {
+            if r.offset + u64::from(r.stored_len) > size {
+                format!("beyond the end of the pack ({size} bytes): truncated")
+            } else {
+                "no readable record at its offset".into()
+            }
+        });
+        first.get_or_insert_with(|| format!("chunk {} at offset {}: {why}", r.id, r.offset));
+        add(&r.id);
+    }
+    if bad > 0 || scan.damage.is_some() {
+        let mut detail = scan.damage.clone().unwrap_or_default();
+        if bad > 0 {
+            if !detail.is_empty() {
+                detail.push_str("; ");
+            }
+            detail.push_str(&format!(
+                "{bad} of {} indexed chunks unreadable (first: {})",
+                rows.len(),
+                first.unwrap_or_default()
+            ));
+        }
+        report.problems.push(problem(
+            ProblemKind::PackCorrupt,
+            key,
+            detail,
+            (backups, files),
+        ));
+    }
+    Ok(())
 }

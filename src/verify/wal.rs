@@ -7,12 +7,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Problem, ProblemKind};
-use crate::archive;
 use crate::catalog::BackupRow;
 use crate::error::Result;
 use crate::pg::{TimelineId, WalFileName, WalSegment};
 use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::repo::WalStored;
 
 const DEFAULT_SEG_SIZE: u64 = 16 << 20;
 
@@ -49,6 +49,9 @@ fn gaps(present: &BTreeSet<u64>, lo: u64, hi: u64) -> Vec<(u64, u64)> {
     out
 }
 
+/// A backup and the first and last segment of its own WAL range.
+type Range<'a> = (&'a BackupRow, WalSegment, WalSegment);
+
 /// Check the WAL of one cluster for `backups` (complete ones, oldest first).
 /// `full_scan` also verifies objects no backup in scope needs.
 pub fn check(
@@ -63,17 +66,16 @@ pub fn check(
         .first()
         .map(|b| b.wal_seg_size)
         .unwrap_or(DEFAULT_SEG_SIZE);
-    let names = archive::list(repo, cluster)?;
+    let objects = repo.wal_objects(cluster)?;
     let mut present: BTreeMap<TimelineId, BTreeSet<u64>> = BTreeMap::new();
-    for n in &names {
-        if let Ok(WalFileName::Segment { .. }) = WalFileName::parse(n) {
-            if let Ok(s) = WalSegment::from_name(n, seg) {
+    for w in &objects {
+        if let Ok(WalFileName::Segment { .. }) = WalFileName::parse(&w.name) {
+            if let Ok(s) = WalSegment::from_name(&w.name, seg) {
                 present.entry(s.timeline).or_default().insert(s.segno);
             }
         }
     }
-    // Each backup's own range, as segments.
-    let ranges: Vec<(&BackupRow, WalSegment, WalSegment)> = backups
+    let ranges: Vec<Range<'_>> = backups
         .iter()
         .filter_map(|b| {
             let a = WalSegment::from_name(b.wal_start.as_deref()?, seg).ok()?;
@@ -81,7 +83,22 @@ pub fn check(
             Some((b, a, z))
         })
         .collect();
-    for (b, a, z) in &ranges {
+    own_ranges(cluster, &ranges, &present, seg, problems);
+    gaps_after(cluster, &ranges, &present, seg, problems);
+    contents(
+        repo, cluster, &objects, &ranges, seg, full_scan, progress, problems,
+    )
+}
+
+/// Every segment from a backup's start to its stop is archived.
+fn own_ranges(
+    cluster: &str,
+    ranges: &[Range<'_>],
+    present: &BTreeMap<TimelineId, BTreeSet<u64>>,
+    seg: u64,
+    problems: &mut Vec<Problem>,
+) {
+    for (b, a, z) in ranges {
         let have = present.get(&a.timeline).cloned().unwrap_or_default();
         for (x, y) in gaps(&have, a.segno, z.segno) {
             problems.push(Problem {
@@ -98,11 +115,19 @@ pub fn check(
             });
         }
     }
-    // Gaps after a backup's stop and before the newest segment of its
-    // timeline: recovery of that backup stops at the gap.
-    for (tli, have) in &present {
-        let on_tli: Vec<&(&BackupRow, WalSegment, WalSegment)> =
-            ranges.iter().filter(|r| r.1.timeline == *tli).collect();
+}
+
+/// Gaps after a backup's stop and before the newest segment of its
+/// timeline: recovery of that backup stops at the gap.
+fn gaps_after(
+    cluster: &str,
+    ranges: &[Range<'_>],
+    present: &BTreeMap<TimelineId, BTreeSet<u64>>,
+    seg: u64,
+    problems: &mut Vec<Problem>,
+) {
+    for (tli, have) in present {
+        let on_tli: Vec<&Range<'_>> = ranges.iter().filter(|r| r.1.timeline == *tli).collect();
         let Some(lo) = on_tli.iter().map(|r| r.1.segno).min() else {
             continue;
         };
@@ -136,10 +161,24 @@ pub fn check(
             });
         }
     }
-    // Contents: every object decodes and matches its hash.
+}
+
+/// Every object (that a backup in scope needs, or all) decodes and matches
+/// its hash. Returns how many were checked.
+#[allow(clippy::too_many_arguments)]
+fn contents(
+    repo: &Repository,
+    cluster: &str,
+    objects: &[WalStored],
+    ranges: &[Range<'_>],
+    seg: u64,
+    full_scan: bool,
+    progress: &dyn Progress,
+    problems: &mut Vec<Problem>,
+) -> Result<u64> {
     let mut checked = 0;
-    for n in &names {
-        let needed_by: Vec<String> = match WalSegment::from_name(n, seg) {
+    for w in objects {
+        let needed_by: Vec<String> = match WalSegment::from_name(&w.name, seg) {
             Ok(s) => ranges
                 .iter()
                 .filter(|(_, a, _)| a.timeline == s.timeline && a.segno <= s.segno)
@@ -151,18 +190,16 @@ pub fn check(
             continue;
         }
         checked += 1;
-        let key = archive::wal_key(cluster, n)?;
-        let size = repo.backend().size(&key)?.unwrap_or(0);
-        if let Err(e) = archive::fetch(repo, cluster, n) {
+        if let Err(e) = repo.wal_fetch(cluster, &w.name) {
             problems.push(Problem {
                 kind: ProblemKind::WalCorrupt,
-                object: key,
+                object: w.key.clone(),
                 detail: e.to_string(),
                 backups: needed_by,
                 files: Vec::new(),
             });
         }
-        progress.advance(size);
+        progress.advance(w.size);
     }
     Ok(checked)
 }

@@ -82,7 +82,7 @@ fn push_get_edge_cases() {
     let partial = work.join(format!("{seg}.partial"));
     std::fs::write(&partial, &bytes).unwrap();
     check(&push(&repo, &partial), "push partial");
-    let names = pgstrata::archive::list(&repo.open(), "main").unwrap();
+    let names = repo.open().wal_names("main").unwrap();
     assert!(names.contains(&format!("{seg}.partial")), "{names:?}");
 
     // Malformed names are refused with a clear error, for push and get.
@@ -128,13 +128,10 @@ fn segment_of_another_cluster_is_refused() {
         ]),
         "get from b",
     );
-    let before = pgstrata::archive::list(&repo.open(), "main").unwrap();
+    let before = repo.open().wal_names("main").unwrap();
     let o = push(&repo, &foreign);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("system identifier"), "{err}");
-    assert_eq!(
-        pgstrata::archive::list(&repo.open(), "main").unwrap(),
-        before
-    );
+    assert_eq!(repo.open().wal_names("main").unwrap(), before);
 }

@@ -142,7 +142,11 @@ pub struct Repo {
 
 impl Repo {
     pub fn new(scratch: &Scratch) -> Self {
-        let path = scratch.pg_dir("repo");
+        Repo::named(scratch, "repo")
+    }
+    /// A second repository in the same scratch directory.
+    pub fn named(scratch: &Scratch, name: &str) -> Self {
+        let path = scratch.pg_dir(name);
         pgstrata_ok(&["--repo", path.to_str().unwrap(), "init"]);
         Repo { path }
     }
@@ -377,7 +381,7 @@ impl Cluster {
         let seg = self.query_one("SELECT pg_walfile_name(pg_switch_wal())");
         let r = repo.open();
         for _ in 0..300 {
-            if pgstrata::archive::has(&r, "main", &seg).unwrap() {
+            if r.wal_has("main", &seg).unwrap() {
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));

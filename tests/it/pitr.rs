@@ -7,9 +7,18 @@ use std::path::Path;
 use crate::harness::*;
 
 fn fails(o: &std::process::Output, needle: &str) {
+    fails_code(o, 1, needle)
+}
+
+/// A usage mistake: exit status 2.
+fn misused(o: &std::process::Output, needle: &str) {
+    fails_code(o, 2, needle)
+}
+
+fn fails_code(o: &std::process::Output, code: i32, needle: &str) {
     assert_eq!(
         o.status.code(),
-        Some(1),
+        Some(code),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
@@ -121,7 +130,7 @@ fn the_classic_accident_by_time_lsn_xid_and_name() {
         ]),
         "beyond the newest archived WAL",
     );
-    fails(
+    misused(
         &pgstrata(&[
             "--repo",
             repo.arg(),
@@ -268,7 +277,7 @@ fn pitr_across_a_promotion_to_timeline_two() {
     assert_eq!(tls, vec![1, 2]);
     let backups = repo.backups();
     assert_eq!(backups[1]["timeline"].as_u64(), Some(2));
-    let names = pgstrata::archive::list(&repo.open(), "main").unwrap();
+    let names = repo.open().wal_names("main").unwrap();
     assert!(names.contains(&"00000002.history".to_string()), "{names:?}");
 
     // A point on timeline 2, from the timeline-2 backup.
@@ -328,7 +337,7 @@ fn tree(root: &Path) -> BTreeMap<String, (String, u32, String)> {
             (
                 kind,
                 m.mode() & 0o7777,
-                pgstrata::store::ChunkId::of(&data).to_hex(),
+                pgstrata::ChunkId::of(&data).to_hex(),
             ),
         );
     }
@@ -528,5 +537,5 @@ fn standby_restore_streams_from_the_primary() {
         "--primary-conninfo",
         "host=x",
     ]);
-    fails(&o, "--type standby");
+    misused(&o, "--type standby");
 }

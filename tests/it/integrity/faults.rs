@@ -148,7 +148,7 @@ fn kill_9_of_backup_at_any_moment_leaves_a_usable_repository() {
     src.exec("SELECT pg_reload_conf()");
     let report = verify_ok(&repo);
     assert!(
-        report.contains("is running"),
+        report.contains("is aborted"),
         "the interrupted backup is not noted: {report}"
     );
     assert_eq!(complete_backups(&repo), 1);
@@ -303,4 +303,86 @@ fn connection_dropped_mid_backup_is_not_committed() {
     assert_no_backup_session(&src);
     src.backup_ok(&repo, &["--type", "full"]);
     verify_ok(&repo);
+}
+
+/// Stored bytes of the newest backup, from `info --output json`.
+fn newest_stored(repo: &Repo) -> u64 {
+    repo.backups().last().unwrap()["stored_bytes"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn a_killed_full_is_shown_aborted_and_the_next_one_resumes() {
+    let s = Scratch::new();
+    let (a, b) = (Repo::named(&s, "whole"), Repo::named(&s, "resumed"));
+    // Archive into both repositories: `a` measures a whole full backup.
+    let conf = format!(
+        "archive_mode = on\narchive_command = '{} && {}'\n",
+        archive_command(&a),
+        archive_command(&b)
+    );
+    let src = Cluster::new(
+        &s,
+        "src",
+        ClusterOpts {
+            extra_conf: &conf,
+            ..Default::default()
+        },
+    );
+    load_sample(&src, 300_000);
+    src.backup_ok(&a, &["--type", "full"]);
+    let whole = newest_stored(&a);
+    let config = s.path().join("small-packs.toml");
+    std::fs::write(&config, "pack-size-mib = 1\nworkers = 2\n").unwrap();
+
+    // Kill a full into `b` once 80% of what a full stores is sealed in packs.
+    let packs = b.path.join("packs");
+    let mut child = spawn_backup(&b, &src, &config, &["--type", "full"]);
+    let mut seen = Vec::new();
+    kill_when(&mut child, "80% of the data stored", || {
+        let n = files_and_bytes(&packs).1;
+        if seen.last() != Some(&n) {
+            seen.push(n);
+        }
+        n >= whole * 8 / 10
+    });
+    assert_no_backup_session(&src);
+    let killed = b.backups();
+    assert_eq!(killed.len(), 1);
+    assert_eq!(
+        killed[0]["status"], "aborted",
+        "{killed:?}; whole {whole}, pack bytes seen {seen:?}"
+    );
+    let text = pgstrata_ok(&["--repo", b.arg(), "info"]);
+    assert!(text.contains("aborted"), "{text}");
+
+    // The rerun reuses what the killed one stored.
+    src.backup_ok(&b, &["--type", "full"]);
+    let again = newest_stored(&b);
+    assert!(
+        again * 4 <= whole,
+        "the rerun stored {again} bytes again, more than 25% of a full ({whole})"
+    );
+    // expire removes the aborted backup; the repository verifies and restores.
+    let plan = pgstrata_ok(&[
+        "--repo",
+        b.arg(),
+        "expire",
+        "--retain-full",
+        "1",
+        "--dry-run",
+    ]);
+    assert!(plan.contains("remove unfinished backup"), "{plan}");
+    pgstrata_ok(&["--repo", b.arg(), "expire", "--retain-full", "1"]);
+    let left = b.backups();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["status"], "complete");
+    verify_ok(&b);
+    src.switch_wal_and_wait(&b);
+    let want = src.table_hashes();
+    let mut dst = restore(&s, &b, "dst", &[]);
+    dst.start_ok();
+    dst.wait_for_consistency();
+    assert_eq!(dst.table_hashes(), want);
 }

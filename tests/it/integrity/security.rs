@@ -5,7 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use super::{err, fails_with, out};
+use super::{err, fails_with, misused, out};
 use crate::harness::*;
 
 fn mode(p: &Path) -> u32 {
@@ -167,7 +167,7 @@ fn integrity_commands_refuse_what_is_not_a_repository() {
 
     // repair without saying what, and verify --set of an unknown backup.
     let repo = Repo::new(&s);
-    fails_with(
+    misused(
         &pgstrata(&["--repo", repo.arg(), "repair"]),
         "--rebuild-catalog",
     );

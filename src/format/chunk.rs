@@ -25,6 +25,10 @@ impl ChunkId {
     pub fn from_slice(b: &[u8]) -> Option<Self> {
         Some(ChunkId(b.try_into().ok()?))
     }
+    /// Parse 64 hex digits.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        Some(ChunkId(unhex32(s)?))
+    }
 }
 
 impl fmt::Debug for ChunkId {
@@ -46,6 +50,18 @@ pub fn hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
     }
     s
+}
+
+/// 64 hex digits as 32 bytes.
+pub fn unhex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// A block fingerprint: 128 bits of the block's BLAKE3 hash.
@@ -71,7 +87,11 @@ impl Codec {
         match v {
             0 => Ok(Codec::Raw),
             1 => Ok(Codec::Zstd),
-            _ => Err(Error::corrupt("chunk record", format!("unknown codec {v}"))),
+            _ => Err(Error::NewerFormat {
+                what: format!("a chunk stored with codec {v}"),
+                found: u32::from(v),
+                supported: Codec::Zstd as u32,
+            }),
         }
     }
 }
@@ -85,7 +105,7 @@ thread_local! {
 
 /// Compress `data`; keep it raw when compression does not pay.
 pub fn compress(data: &[u8], level: i32) -> Result<(Codec, Vec<u8>)> {
-    let err = |e: std::io::Error| Error::corrupt("zstd compression", e.to_string());
+    let err = |e: std::io::Error| Error::internal(format!("zstd compression: {e}"));
     let z = COMPRESSOR.with(|cell| -> Result<Vec<u8>> {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().map(|(l, _)| *l) != Some(level) {
@@ -93,7 +113,7 @@ pub fn compress(data: &[u8], level: i32) -> Result<(Codec, Vec<u8>)> {
         }
         match slot.as_mut() {
             Some((_, c)) => c.compress(data).map_err(err),
-            None => Err(Error::corrupt("zstd compression", "no context")),
+            None => Err(Error::internal("zstd compression: no context")),
         }
     })?;
     if z.len() < data.len() {
@@ -129,6 +149,15 @@ pub fn decode_verified(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_round_trip() {
+        let id = ChunkId::of(b"abc");
+        assert_eq!(ChunkId::from_hex(&id.to_hex()), Some(id));
+        assert_eq!(ChunkId::from_hex("zz"), None);
+        assert_eq!(ChunkId::from_hex(&"g".repeat(64)), None);
+        assert_eq!(ChunkId::from_slice(&[0u8; 31]), None);
+    }
 
     #[test]
     fn round_trip_and_verify() {

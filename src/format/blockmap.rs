@@ -18,10 +18,11 @@
 //! Extents cover blocks 0..n exactly once, in order; `chunk` indexes the chunk
 //! table and `chunk_block` is the first block's position inside that chunk.
 
+use super::chunk::{ChunkId, Fingerprint};
+use super::{check_magic, le_u32};
 use crate::error::{Error, Result};
-use crate::store::chunk::{ChunkId, Fingerprint};
 
-const MAGIC: &[u8; 8] = b"PGSTRBM1";
+pub const MAGIC: &[u8; 8] = b"PGSTRBM1";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Extent {
@@ -71,6 +72,7 @@ impl BlockMap {
         });
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Index of `id` in the chunk table, adding it when new. Chunk tables are
     /// short (a file's chunks), and recent chunks are the likely match.
     pub fn chunk_index(&mut self, id: ChunkId) -> u32 {
@@ -107,11 +109,13 @@ impl BlockMap {
 
     /// Decode and check the structure: extents must tile the file exactly.
     pub fn decode(b: &[u8], what: &str) -> Result<Self> {
-        let bad = |d: &str| Error::corrupt(format!("block map of {what}"), d.to_string());
-        if b.len() < 32 || &b[..8] != MAGIC {
-            return Err(bad("bad header"));
+        let whom = format!("block map of {what}");
+        let bad = |d: &str| Error::corrupt(&whom, d.to_string());
+        if b.len() < 32 {
+            return Err(bad("shorter than its header"));
         }
-        let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        check_magic(&b[..8], MAGIC, &whom)?;
+        let u32_at = |o: usize| le_u32(b, o);
         let block_size = u32_at(8);
         let mut fs = [0u8; 8];
         fs.copy_from_slice(&b[16..24]);
@@ -228,6 +232,12 @@ mod tests {
         let enc = m.encode();
         let back = BlockMap::decode(&enc, "f").unwrap();
         assert_eq!(back, m);
+        let mut newer = enc.clone();
+        newer[7] = b'2';
+        assert!(matches!(
+            BlockMap::decode(&newer, "f"),
+            Err(Error::NewerFormat { .. })
+        ));
         let mut bad = enc.clone();
         bad.truncate(enc.len() - 1);
         assert!(BlockMap::decode(&bad, "f").is_err());

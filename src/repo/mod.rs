@@ -1,12 +1,11 @@
-//! A repository on disk: the format marker, the catalog and the object store.
+//! A repository: the format marker, the catalog, the object store, the
+//! repository lock and the WAL archive's objects.
 //!
 //! ```text
-//! REPO/pgstrata.repo                       format marker ("pgstrata repository format N")
-//! REPO/catalog.db                          SQLite catalog (+ -wal, -shm)
-//! REPO/packs/<2 hex>/<64 hex>.pack         pack files
-//! REPO/manifests/<cluster>/<backup>.json.zst   manifest copies
-//! REPO/wal/<cluster>/...                   archived WAL
-//! REPO/tmp/                                temporary files (never read)
+//! REPO/pgstrata.repo     format marker (see crate::format)
+//! REPO/catalog.db        SQLite catalog (+ -wal, -shm)
+//! REPO/locks/            the repository lock
+//! REPO/packs/ manifests/ wal/ tmp/   objects (keys: crate::format::keys)
 //! ```
 
 use std::fs;
@@ -14,13 +13,19 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod lock;
+#[cfg(test)]
+pub(crate) mod testkit;
+mod wal;
+
+pub use lock::RepoLock;
+pub use wal::{segment_range, timelines, WalStored};
+
 use crate::catalog::Catalog;
 use crate::error::{Error, IoContext, Result};
+use crate::format::{self, keys};
 use crate::store::{Backend, LocalBackend, Ownership};
 
-/// Repository format this binary writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
-const MARKER: &str = "pgstrata.repo";
 const CATALOG: &str = "catalog.db";
 
 #[derive(Debug, PartialEq, Eq)]
@@ -36,17 +41,14 @@ pub struct Repository {
 }
 
 fn read_marker(root: &Path) -> Result<Option<u32>> {
-    let path = root.join(MARKER);
+    let path = root.join(keys::MARKER);
     let text = match fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(path, e)),
     };
-    let v = text
-        .trim()
-        .strip_prefix("pgstrata repository format ")
-        .and_then(|v| v.parse::<u32>().ok())
-        .ok_or_else(|| Error::NotARepository(root.to_path_buf()))?;
+    let v =
+        format::decode_marker(&text).ok_or_else(|| Error::NotARepository(root.to_path_buf()))?;
     Ok(Some(v))
 }
 
@@ -90,10 +92,8 @@ impl Repository {
         };
         drop(repo.catalog_create()?);
         // The marker goes last: a repository without it was never initialised.
-        repo.backend.put(
-            MARKER,
-            format!("pgstrata repository format {FORMAT_VERSION}\n").as_bytes(),
-        )?;
+        repo.backend
+            .put(keys::MARKER, format::encode_marker().as_bytes())?;
         Ok(InitOutcome::Created)
     }
 
@@ -104,7 +104,8 @@ impl Repository {
         }
         let v = read_marker(root)?.ok_or_else(|| Error::NotARepository(root.to_path_buf()))?;
         check_version(root, v)?;
-        let meta = fs::metadata(root.join(MARKER)).at(root.join(MARKER))?;
+        let marker = root.join(keys::MARKER);
+        let meta = fs::metadata(&marker).at(&marker)?;
         let group_readable =
             std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o040 != 0;
         let own = Ownership::for_root(root, group_readable)?;
@@ -127,7 +128,8 @@ impl Repository {
         self.backend.clone()
     }
 
-    /// Swap the object store (tests use a fault-injecting one).
+    /// Swap the object store (crash tests use a fault-injecting one).
+    #[cfg(any(test, feature = "testing"))]
     pub fn set_backend(&mut self, backend: Arc<dyn Backend>) {
         self.backend = backend;
     }
@@ -176,21 +178,10 @@ impl Repository {
         }
         Ok(())
     }
-
-    pub fn manifest_key(cluster: &str, backup_id: &str) -> String {
-        format!("manifests/{cluster}/{backup_id}.json.zst")
-    }
 }
 
 fn check_version(root: &Path, v: u32) -> Result<()> {
-    if v > FORMAT_VERSION {
-        return Err(Error::NewerFormat {
-            path: root.to_path_buf(),
-            found: v,
-            supported: FORMAT_VERSION,
-        });
-    }
-    Ok(())
+    format::check_repo_format(v, &format!("repository {}", root.display()))
 }
 
 /// Check a cluster name is usable as a directory component.

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use rustix::fs::{flock, FlockOperation};
 
+use super::Repository;
 use crate::error::{Error, IoContext, Result};
-use crate::repo::Repository;
 
 /// A held lock; released when dropped.
 pub struct RepoLock {
@@ -83,7 +83,7 @@ impl RepoLock {
         let info = format!(
             "pid {}, host {}, command {command}, since {since}",
             std::process::id(),
-            gethostname::gethostname().to_string_lossy()
+            crate::util::host_name()
         );
         file.set_len(0).at(&path)?;
         file.seek(SeekFrom::Start(0)).at(&path)?;

@@ -1,0 +1,282 @@
+//! The command line, as clap definitions. Every option and argument has a
+//! help text; `pgstrata completions` and `pgstrata man` are generated from
+//! these definitions.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pgstrata",
+    version,
+    about = "Incremental, block-granular physical backups for PostgreSQL",
+    after_help = "Exit status: 0 success, 1 failure (one line on stderr says why), 2 usage error.\n\
+                  Connection settings follow libpq: --dbname CONNINFO, or PGHOST, PGPORT, \
+                  PGUSER, PGPASSWORD, PGDATABASE."
+)]
+pub struct Cli {
+    /// Repository directory [config: repo].
+    #[arg(long, global = true, env = "PGSTRATA_REPO", value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+    /// Cluster name inside the repository [default: main; config: cluster].
+    #[arg(long, global = true, value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// TOML configuration file; every option can live there (kebab-case keys).
+    #[arg(long, global = true, env = "PGSTRATA_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// error, warn, info, debug or trace, any case [default: warn; env: PGSTRATA_LOG, RUST_LOG].
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// No progress bars and no summaries.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum TypeArg {
+    /// Read every file; store only what the repository lacks.
+    Full,
+    /// Compare with the last full backup.
+    Diff,
+    /// Compare with the last backup of any type.
+    Incr,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum OutputArg {
+    /// For people.
+    Text,
+    /// For programs (a stable interface).
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum TargetArg {
+    /// Stop as soon as the backup is consistent.
+    Immediate,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum RestoreTypeArg {
+    /// Recover (to the target) and start as a primary: recovery.signal.
+    Recovery,
+    /// Start as a standby: standby.signal.
+    Standby,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ActionArg {
+    /// Pause at the target (PostgreSQL's default).
+    Pause,
+    /// End recovery at the target and accept writes.
+    Promote,
+    /// Stop the server at the target.
+    Shutdown,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ShellArg {
+    Bash,
+    Zsh,
+    Fish,
+    Elvish,
+    Powershell,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create an empty repository (says so if it already is one).
+    Init {
+        /// Make the repository readable by the owner's group.
+        #[arg(long)]
+        group_readable: bool,
+    },
+    /// Back up a running cluster.
+    Backup(BackupArgs),
+    /// Reassemble a data directory from a backup.
+    Restore(Box<RestoreArgs>),
+    /// Apply retention, remove WAL no backup needs, collect garbage.
+    Expire(ExpireArgs),
+    /// Archive a WAL file (for archive_command = '... archive-push %p').
+    ArchivePush {
+        /// The WAL file to archive (PostgreSQL's %p).
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+        /// zstd level for the archived file, 1 to 22 [default: 3; config: compress-level].
+        #[arg(long, value_name = "N")]
+        compress_level: Option<i32>,
+    },
+    /// Fetch an archived WAL file (for restore_command = '... archive-get %f "%p"').
+    ArchiveGet {
+        /// The WAL file's name (PostgreSQL's %f).
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Where to write it (PostgreSQL's %p).
+        #[arg(value_name = "DEST")]
+        dest: PathBuf,
+    },
+    /// Show backups, sizes and the WAL archive.
+    Info {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        output: OutputArg,
+    },
+    /// Prove the repository can restore what it claims: every chunk, every
+    /// manifest, WAL continuity, the catalog.
+    Verify {
+        /// Check one backup only.
+        #[arg(long, value_name = "ID")]
+        set: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        output: OutputArg,
+    },
+    /// Prove the live setup works: connection, identity, archive_command.
+    Check {
+        /// The cluster's data directory [config: pgdata].
+        #[arg(long, value_name = "DIR")]
+        pgdata: Option<PathBuf>,
+        /// libpq connection string, key=value or URI [config: dbname].
+        #[arg(long, short = 'd', value_name = "CONNINFO")]
+        dbname: Option<String>,
+        /// Seconds to wait for the switched WAL segment to arrive [default: 60; config: archive-timeout].
+        #[arg(long, value_name = "SECONDS")]
+        archive_timeout: Option<u64>,
+    },
+    /// Repair the repository.
+    Repair {
+        /// Rebuild catalog.db from the packs and manifest copies (the old
+        /// catalog is moved aside, not deleted).
+        #[arg(long)]
+        rebuild_catalog: bool,
+        /// Seconds to wait for a running backup or expire [default: 0; config: lock-wait].
+        #[arg(long, value_name = "SECONDS")]
+        lock_wait: Option<u64>,
+    },
+    /// Print shell completions for pgstrata.
+    Completions {
+        /// The shell.
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: ShellArg,
+    },
+    /// Print pgstrata's manual page (roff), e.g. `pgstrata man > pgstrata.1`.
+    Man,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BackupArgs {
+    /// The cluster's data directory [config: pgdata].
+    #[arg(long, value_name = "DIR")]
+    pub pgdata: Option<PathBuf>,
+    /// Backup type [default: incr, or full when there is none yet].
+    #[arg(long = "type", value_enum)]
+    pub backup_type: Option<TypeArg>,
+    /// libpq connection string, key=value or URI [config: dbname].
+    #[arg(long, short = 'd', value_name = "CONNINFO")]
+    pub dbname: Option<String>,
+    /// zstd level, 1 to 22 [default: 3; config: compress-level].
+    #[arg(long, value_name = "N")]
+    pub compress_level: Option<i32>,
+    /// Parallel workers [default: CPUs, at most 8; config: workers].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// Seconds to wait for the backup's WAL to be archived [default: 60; config: archive-timeout].
+    #[arg(long, value_name = "SECONDS")]
+    pub archive_timeout: Option<u64>,
+    /// Ask for an immediate checkpoint: the backup starts at once, at the cost
+    /// of a burst of writes. Without it PostgreSQL finishes a spread checkpoint
+    /// first, which can take up to checkpoint_timeout [config: start-fast].
+    #[arg(long)]
+    pub start_fast: bool,
+    /// Read every file, whatever its size and mtime [config: checksum].
+    #[arg(long)]
+    pub checksum: bool,
+    /// Seconds to wait for another backup or expire to finish [default: 0; config: lock-wait].
+    #[arg(long, value_name = "SECONDS")]
+    pub lock_wait: Option<u64>,
+    /// Size at which a pack file is sealed, in MiB [default: 32; config: pack-size-mib].
+    #[arg(long, value_name = "MIB")]
+    pub pack_size_mib: Option<u64>,
+}
+
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("recovery_target").multiple(false)
+    .args(["target", "target_time", "target_lsn", "target_xid", "target_name"])))]
+pub struct RestoreArgs {
+    /// The data directory to write: empty or missing (or, with --delta, a stopped copy).
+    #[arg(long, value_name = "DIR")]
+    pub pgdata: PathBuf,
+    /// Backup id, or `latest` [default: the newest backup that can reach the target].
+    #[arg(long, value_name = "ID")]
+    pub set: Option<String>,
+    /// Stop recovery as soon as the backup is consistent.
+    #[arg(long, value_enum)]
+    pub target: Option<TargetArg>,
+    /// Recover up to this time; a zone is required (e.g. '2026-11-21 08:30:00+00').
+    #[arg(long, value_name = "TIME")]
+    pub target_time: Option<String>,
+    /// Recover up to this LSN (e.g. 0/3000028).
+    #[arg(long, value_name = "LSN")]
+    pub target_lsn: Option<String>,
+    /// Recover up to this transaction id.
+    #[arg(long, value_name = "XID")]
+    pub target_xid: Option<String>,
+    /// Recover up to this restore point (pg_create_restore_point).
+    #[arg(long, value_name = "NAME")]
+    pub target_name: Option<String>,
+    /// Stop just before the target instead of just after it.
+    #[arg(long)]
+    pub target_exclusive: bool,
+    /// What the server does at the target.
+    #[arg(long, value_enum)]
+    pub target_action: Option<ActionArg>,
+    /// Timeline to recover along: current, latest or a number.
+    #[arg(long, value_name = "TIMELINE")]
+    pub target_timeline: Option<String>,
+    /// What the restored server starts as.
+    #[arg(long = "type", value_enum, default_value = "recovery")]
+    pub restore_type: RestoreTypeArg,
+    /// primary_conninfo for a standby (with --type standby).
+    #[arg(long, value_name = "CONNINFO")]
+    pub primary_conninfo: Option<String>,
+    /// Update a stopped copy of this cluster in place: rewrite only blocks that differ.
+    #[arg(long)]
+    pub delta: bool,
+    /// Restore tablespace OID into DIR (repeatable).
+    #[arg(long, value_name = "OID=DIR")]
+    pub tablespace_map: Vec<String>,
+    /// Restore every other tablespace into DIR/<oid>.
+    #[arg(long, value_name = "DIR")]
+    pub tablespace_map_all: Option<PathBuf>,
+    /// Parallel workers [default: CPUs, at most 8; config: workers].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExpireArgs {
+    /// Keep this many full backups (their diffs and incrs go with older fulls) [config: retain-full].
+    #[arg(long, value_name = "N")]
+    pub retain_full: Option<u32>,
+    /// Keep this many differential backups [config: retain-diff].
+    #[arg(long, value_name = "N")]
+    pub retain_diff: Option<u32>,
+    /// Keep what restores to any point in the last DAYS days [config: retain-days].
+    #[arg(long, value_name = "DAYS")]
+    pub retain_days: Option<f64>,
+    /// Expire exactly this backup.
+    #[arg(long, value_name = "ID")]
+    pub set: Option<String>,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Rewrite packs whose live share falls below PCT percent [default: 50; config: gc-threshold].
+    #[arg(long, value_name = "PCT")]
+    pub gc_threshold: Option<f64>,
+    /// Seconds to wait for a running backup or expire [default: 0; config: lock-wait].
+    #[arg(long, value_name = "SECONDS")]
+    pub lock_wait: Option<u64>,
+}

@@ -1,0 +1,40 @@
+//! The TOML configuration file: every option can live there, under its
+//! command-line name (kebab-case). Unknown keys are refused.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct FileConfig {
+    pub repo: Option<PathBuf>,
+    pub cluster: Option<String>,
+    pub log_level: Option<String>,
+    pub pgdata: Option<PathBuf>,
+    pub dbname: Option<String>,
+    pub compress_level: Option<i32>,
+    pub workers: Option<usize>,
+    pub archive_timeout: Option<u64>,
+    pub start_fast: Option<bool>,
+    pub checksum: Option<bool>,
+    pub lock_wait: Option<u64>,
+    pub pack_size_mib: Option<u64>,
+    pub retain_full: Option<u32>,
+    pub retain_diff: Option<u32>,
+    pub retain_days: Option<f64>,
+    pub gc_threshold: Option<f64>,
+}
+
+/// Read the config file, if one is named. Errors are one line.
+pub fn load(path: Option<&Path>) -> Result<FileConfig, String> {
+    let Some(p) = path else {
+        return Ok(FileConfig::default());
+    };
+    let text = std::fs::read_to_string(p)
+        .map_err(|e| format!("cannot read config file {}: {e}", p.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        let msg = e.message().to_string();
+        format!("invalid config file {}: {msg}", p.display())
+    })
+}

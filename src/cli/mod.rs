@@ -1,0 +1,319 @@
+//! The command line: arguments and the config file are resolved into one
+//! validated [`settings::Settings`], then one function per command calls the
+//! library's public API and prints the outcome.
+
+pub mod args;
+pub mod config;
+mod settings;
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use anyhow::bail;
+use clap::CommandFactory;
+
+use pgstrata::{
+    human, ExpireLog, ExpireOptions, ExpirePlan, InitOutcome, Progress, PushOutcome, Repository,
+    RestoreOptions, VerifyReport,
+};
+
+pub use args::Cli;
+pub use config::FileConfig;
+pub use settings::Usage;
+use settings::{Run, Settings, Standalone};
+
+/// What the process should exit with, when not an error.
+pub enum Outcome {
+    Ok,
+    /// archive-get of a file the repository does not have: fail quietly.
+    QuietFailure,
+}
+
+/// Resolve and run. A usage mistake is `Err(Ok(Usage))` (exit 2), a failure
+/// `Err(Err(e))` (exit 1).
+pub fn run(cli: Cli, cfg: &FileConfig) -> Result<Outcome, Result<Usage, anyhow::Error>> {
+    match Settings::resolve(cli, cfg).map_err(Ok)? {
+        Ok(s) => execute(s).map_err(Err),
+        Err(Standalone::Completions(shell)) => {
+            completions(shell);
+            Ok(Outcome::Ok)
+        }
+        Err(Standalone::Man) => man().map(|_| Outcome::Ok).map_err(Err),
+    }
+}
+
+fn execute(s: Settings) -> anyhow::Result<Outcome> {
+    let (repo, cluster, quiet) = (&s.repo, s.cluster.as_str(), s.quiet);
+    match s.command {
+        Run::Init { group_readable } => init(repo, group_readable, quiet)?,
+        Run::Backup { opts, auto_expire } => {
+            backup(&Repository::open(repo)?, cluster, &opts, auto_expire, quiet)?
+        }
+        Run::Restore { opts } => restore(&Repository::open(repo)?, cluster, &opts, quiet)?,
+        Run::Expire { opts, dry_run } => {
+            let (plan, log) = pgstrata::expire(&Repository::open(repo)?, cluster, &opts, dry_run)?;
+            match log {
+                None => print!("{}", plan.render()),
+                Some(log) => {
+                    tracing::info!("{}", plan.render());
+                    print_expire(quiet, &plan, &log);
+                }
+            }
+        }
+        Run::ArchivePush { path, level } => {
+            let r = Repository::open(repo)?;
+            if pgstrata::archive_push(&r, cluster, &path, level)? == PushOutcome::AlreadyArchived {
+                tracing::info!(
+                    "{} was already archived with the same content",
+                    path.display()
+                );
+            }
+        }
+        Run::ArchiveGet { name, dest } => {
+            if !pgstrata::archive_get(&Repository::open(repo)?, cluster, &name, &dest)? {
+                return Ok(Outcome::QuietFailure);
+            }
+        }
+        Run::Info { json } => {
+            let i = pgstrata::info(&Repository::open(repo)?, s.cluster_given.as_deref())?;
+            match json {
+                true => println!("{}", serde_json::to_string_pretty(&i)?),
+                false => print!("{}", pgstrata::render_info(&i)),
+            }
+        }
+        Run::Verify { opts, json } => {
+            let p = progress(quiet);
+            let r = pgstrata::verify(&Repository::open(repo)?, &opts, p.as_ref())?;
+            match json {
+                true => println!("{}", serde_json::to_string_pretty(&r)?),
+                false => print_verify(&r, quiet),
+            }
+            if !r.is_ok() {
+                let broken = r.backups.iter().filter(|b| !b.ok).count();
+                bail!(
+                    "verify found {} problem(s); {broken} of {} backup(s) affected",
+                    r.problems.len(),
+                    r.backups.len()
+                );
+            }
+        }
+        Run::Check { opts } => {
+            let r = pgstrata::check(&Repository::open(repo)?, cluster, &opts)?;
+            say(
+                quiet,
+                format!(
+                    "check ok: PostgreSQL {}, system identifier {}{}; WAL segment {} reached \
+                     the repository in {:.1} s",
+                    r.pg_version,
+                    r.system_id,
+                    if r.cluster_bound {
+                        format!(" (cluster {cluster:?})")
+                    } else {
+                        format!(" (cluster {cluster:?} not bound yet)")
+                    },
+                    r.segment,
+                    r.archive_wait.as_secs_f64()
+                ),
+            );
+        }
+        Run::Repair { lock_wait } => repair(&Repository::open(repo)?, lock_wait, quiet)?,
+    }
+    Ok(Outcome::Ok)
+}
+
+fn init(repo: &Path, group_readable: bool, quiet: bool) -> anyhow::Result<()> {
+    match Repository::init(repo, group_readable)? {
+        InitOutcome::Created => say(quiet, format!("created repository {}", repo.display())),
+        InitOutcome::AlreadyInitialized => say(
+            quiet,
+            format!(
+                "{} is already a pgstrata repository; nothing to do",
+                repo.display()
+            ),
+        ),
+    }
+    Ok(())
+}
+
+fn backup(
+    repo: &Repository,
+    cluster: &str,
+    opts: &pgstrata::BackupOptions,
+    auto_expire: Option<ExpireOptions>,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let p = progress(quiet);
+    let r = pgstrata::backup(repo, cluster, opts, p.as_ref())?;
+    if r.became_full {
+        eprintln!("pgstrata: no full backup of cluster {cluster:?} yet: took a full backup");
+    }
+    say(
+        quiet,
+        format!(
+            "backup {} ({}{}) complete: {} files, {} read of {}, {} stored, {:.1} s, WAL {}..{}",
+            r.id,
+            r.backup_type.as_str(),
+            r.reference
+                .as_deref()
+                .map(|x| format!(" of {x}"))
+                .unwrap_or_default(),
+            r.files,
+            human(r.read_bytes),
+            human(r.db_bytes),
+            human(r.stored_bytes),
+            r.elapsed.as_secs_f64(),
+            r.start_lsn,
+            r.stop_lsn
+        ),
+    );
+    for e in &r.page_errors {
+        eprintln!(
+            "pgstrata: warning: {} block {}: {}",
+            e.path, e.block, e.detail
+        );
+    }
+    if let Some(eo) = auto_expire {
+        let (plan, log) = pgstrata::expire(repo, cluster, &eo, false)?;
+        if let Some(log) = log {
+            print_expire(quiet, &plan, &log);
+        }
+    }
+    Ok(())
+}
+
+fn restore(
+    repo: &Repository,
+    cluster: &str,
+    opts: &RestoreOptions,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let plan = pgstrata::plan_restore(repo, cluster, opts)?;
+    let p = progress(quiet);
+    let s = pgstrata::apply_restore(repo, &plan, opts.workers, p.as_ref())?;
+    let how = if plan.delta {
+        format!(
+            "delta: {} rewritten, {} paths removed",
+            human(s.written),
+            s.removed
+        )
+    } else {
+        human(s.bytes)
+    };
+    say(
+        quiet,
+        format!(
+            "restored backup {} to {}: {} files, {how} in {:.1} s; start the server to recover",
+            s.backup_id,
+            plan.target.display(),
+            s.files,
+            s.elapsed.as_secs_f64()
+        ),
+    );
+    Ok(())
+}
+
+fn repair(repo: &Repository, lock_wait: std::time::Duration, quiet: bool) -> anyhow::Result<()> {
+    let p = progress(quiet);
+    let r = pgstrata::rebuild_catalog(repo, lock_wait, p.as_ref())?;
+    if let Some(old) = &r.old_catalog {
+        say(quiet, format!("moved the old catalog to {}", old.display()));
+    }
+    for s in &r.skipped {
+        eprintln!("pgstrata: warning: skipped {s}");
+    }
+    say(
+        quiet,
+        format!(
+            "rebuilt the catalog: {} cluster(s), {} backup(s), {} pack(s), {} chunk(s); \
+             run `pgstrata verify` to check it",
+            r.clusters,
+            r.backups.len(),
+            r.packs,
+            r.chunks
+        ),
+    );
+    Ok(())
+}
+
+fn completions(shell: args::ShellArg) {
+    use clap_complete::Shell;
+    let shell = match shell {
+        args::ShellArg::Bash => Shell::Bash,
+        args::ShellArg::Zsh => Shell::Zsh,
+        args::ShellArg::Fish => Shell::Fish,
+        args::ShellArg::Elvish => Shell::Elvish,
+        args::ShellArg::Powershell => Shell::PowerShell,
+    };
+    clap_complete::generate(
+        shell,
+        &mut Cli::command(),
+        "pgstrata",
+        &mut std::io::stdout(),
+    );
+}
+
+fn man() -> anyhow::Result<()> {
+    clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+    Ok(())
+}
+
+fn print_expire(quiet: bool, plan: &ExpirePlan, log: &ExpireLog) {
+    say(
+        quiet,
+        format!(
+            "expired {} backups of cluster {}, removed {} WAL files, deleted {} and rewrote {} packs, \
+             removed {} leftovers: {} freed",
+            log.backups,
+            plan.cluster,
+            log.wal_files,
+            log.packs_deleted,
+            log.packs_rewritten,
+            log.orphans,
+            human(log.bytes_freed)
+        ),
+    );
+}
+
+fn print_verify(r: &VerifyReport, quiet: bool) {
+    if !quiet || !r.is_ok() {
+        println!(
+            "checked {} pack(s), {} chunk(s), {} WAL file(s), {}",
+            r.packs,
+            r.chunks,
+            r.wal_files,
+            human(r.bytes)
+        );
+    }
+    for b in &r.backups {
+        if !quiet || !b.ok {
+            println!(
+                "backup {} ({}): {}",
+                b.id,
+                b.cluster,
+                if b.ok { "ok" } else { "DAMAGED" }
+            );
+        }
+    }
+    if !quiet {
+        for n in &r.notes {
+            println!("note: {n}");
+        }
+    }
+    for p in &r.problems {
+        println!("problem: {p}");
+    }
+}
+
+fn progress(quiet: bool) -> Box<dyn Progress> {
+    if !quiet && std::io::stderr().is_terminal() {
+        Box::new(pgstrata::Bar::new())
+    } else {
+        Box::new(pgstrata::Silent)
+    }
+}
+
+fn say(quiet: bool, msg: String) {
+    if !quiet {
+        println!("{msg}");
+    }
+}

@@ -1,0 +1,368 @@
+//! Options resolved into one validated value per command. Precedence:
+//! command line, then environment (`PGSTRATA_REPO`, libpq's `PG*`), then
+//! the config file, then defaults. Every usage mistake is found here, before
+//! any work, and exits with status 2.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pgstrata::{
+    parse_target_time, BackupOptions, BackupType, CheckOptions, ExpireOptions, Lsn, Recovery,
+    RecoveryTarget, RestoreOptions, Retention, TargetAction, TimelineTarget, VerifyOptions,
+};
+
+use super::args::{
+    ActionArg, BackupArgs, Cli, Command, ExpireArgs, OutputArg, RestoreArgs, RestoreTypeArg,
+    ShellArg, TargetArg, TypeArg,
+};
+use super::config::FileConfig;
+
+/// A usage mistake: exit status 2.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+type R<T> = Result<T, Usage>;
+
+fn usage<T>(msg: impl Into<String>) -> R<T> {
+    Err(Usage(msg.into()))
+}
+
+pub struct Settings {
+    pub repo: PathBuf,
+    pub cluster: String,
+    /// `--cluster` as given (info and verify show all clusters without it).
+    pub cluster_given: Option<String>,
+    pub quiet: bool,
+    pub command: Run,
+}
+
+/// What to run, validated.
+pub enum Run {
+    Init {
+        group_readable: bool,
+    },
+    Backup {
+        opts: BackupOptions,
+        auto_expire: Option<ExpireOptions>,
+    },
+    Restore {
+        opts: RestoreOptions,
+    },
+    Expire {
+        opts: ExpireOptions,
+        dry_run: bool,
+    },
+    ArchivePush {
+        path: PathBuf,
+        level: i32,
+    },
+    ArchiveGet {
+        name: String,
+        dest: PathBuf,
+    },
+    Info {
+        json: bool,
+    },
+    Verify {
+        opts: VerifyOptions,
+        json: bool,
+    },
+    Check {
+        opts: CheckOptions,
+    },
+    Repair {
+        lock_wait: Duration,
+    },
+}
+
+/// Commands that need no repository.
+pub enum Standalone {
+    Completions(ShellArg),
+    Man,
+}
+
+impl Settings {
+    /// Resolve; `Ok(Err(..))` for the commands that need no repository.
+    pub fn resolve(cli: Cli, cfg: &FileConfig) -> R<Result<Settings, Standalone>> {
+        let command = match cli.command {
+            Command::Completions { shell } => return Ok(Err(Standalone::Completions(shell))),
+            Command::Man => return Ok(Err(Standalone::Man)),
+            c => c,
+        };
+        let Some(repo) = cli.repo.clone().or(cfg.repo.clone()) else {
+            return usage(
+                "no repository given: use --repo DIR, PGSTRATA_REPO or repo in the config file",
+            );
+        };
+        let cluster = cli
+            .cluster
+            .clone()
+            .or(cfg.cluster.clone())
+            .unwrap_or_else(|| "main".into());
+        let run = match command {
+            Command::Init { group_readable } => Run::Init { group_readable },
+            Command::Backup(a) => backup(a, cfg)?,
+            Command::Restore(a) => Run::Restore {
+                opts: restore(*a, cfg)?,
+            },
+            Command::Expire(a) => expire(a, cfg)?,
+            Command::ArchivePush {
+                path,
+                compress_level,
+            } => Run::ArchivePush {
+                path,
+                level: level(compress_level.or(cfg.compress_level))?.unwrap_or(3),
+            },
+            Command::ArchiveGet { name, dest } => Run::ArchiveGet { name, dest },
+            Command::Info { output } => Run::Info {
+                json: matches!(output, OutputArg::Json),
+            },
+            Command::Verify { set, output } => Run::Verify {
+                opts: VerifyOptions {
+                    set,
+                    cluster: cli.cluster.clone().or(cfg.cluster.clone()),
+                },
+                json: matches!(output, OutputArg::Json),
+            },
+            Command::Check {
+                pgdata,
+                dbname,
+                archive_timeout,
+            } => {
+                let mut o = CheckOptions::new(pgdata_of(pgdata, cfg)?);
+                o.dbname = dbname.or(cfg.dbname.clone());
+                if let Some(t) = archive_timeout.or(cfg.archive_timeout) {
+                    o.archive_timeout = Duration::from_secs(t);
+                }
+                Run::Check { opts: o }
+            }
+            Command::Repair {
+                rebuild_catalog,
+                lock_wait,
+            } => {
+                if !rebuild_catalog {
+                    return usage("nothing to repair: say what, e.g. --rebuild-catalog");
+                }
+                Run::Repair {
+                    lock_wait: Duration::from_secs(lock_wait.or(cfg.lock_wait).unwrap_or(0)),
+                }
+            }
+            Command::Completions { .. } | Command::Man => unreachable_standalone()?,
+        };
+        Ok(Ok(Settings {
+            repo,
+            cluster,
+            cluster_given: cli.cluster,
+            quiet: cli.quiet,
+            command: run,
+        }))
+    }
+}
+
+fn unreachable_standalone() -> R<Run> {
+    usage("internal: standalone command reached the repository commands")
+}
+
+fn pgdata_of(pgdata: Option<PathBuf>, cfg: &FileConfig) -> R<PathBuf> {
+    match pgdata.or(cfg.pgdata.clone()) {
+        Some(p) => Ok(p),
+        None => usage("no data directory given: use --pgdata DIR or pgdata in the config file"),
+    }
+}
+
+fn level(l: Option<i32>) -> R<Option<i32>> {
+    match l {
+        Some(l) if !(1..=22).contains(&l) => usage("--compress-level must be between 1 and 22"),
+        l => Ok(l),
+    }
+}
+
+fn workers(w: Option<usize>) -> R<Option<usize>> {
+    match w {
+        Some(0) => usage("--workers must be at least 1"),
+        w => Ok(w),
+    }
+}
+
+fn gc_threshold(pct: Option<f64>) -> R<f64> {
+    let p = pct.unwrap_or(50.0);
+    if !(0.0..=100.0).contains(&p) {
+        return usage("--gc-threshold must be a percentage from 0 to 100");
+    }
+    Ok(p / 100.0)
+}
+
+fn retention(full: Option<u32>, diff: Option<u32>, days: Option<f64>) -> R<Retention> {
+    for (what, n) in [("--retain-full", full), ("--retain-diff", diff)] {
+        if n == Some(0) {
+            return usage(format!("{what} must be at least 1"));
+        }
+    }
+    if days.is_some_and(|d| !(d > 0.0 && d.is_finite())) {
+        return usage("--retain-days must be a positive number of days");
+    }
+    Ok(Retention {
+        full,
+        diff,
+        days,
+        set: None,
+    })
+}
+
+fn backup(a: BackupArgs, cfg: &FileConfig) -> R<Run> {
+    let mut o = BackupOptions::new(pgdata_of(a.pgdata, cfg)?);
+    o.dbname = a.dbname.or(cfg.dbname.clone());
+    o.backup_type = a.backup_type.map(|t| match t {
+        TypeArg::Full => BackupType::Full,
+        TypeArg::Diff => BackupType::Diff,
+        TypeArg::Incr => BackupType::Incr,
+    });
+    if let Some(l) = level(a.compress_level.or(cfg.compress_level))? {
+        o.compress_level = l;
+    }
+    if let Some(w) = workers(a.workers.or(cfg.workers))? {
+        o.workers = w;
+    }
+    if let Some(t) = a.archive_timeout.or(cfg.archive_timeout) {
+        o.archive_timeout = Duration::from_secs(t);
+    }
+    o.start_fast = a.start_fast || cfg.start_fast.unwrap_or(false);
+    o.checksum = a.checksum || cfg.checksum.unwrap_or(false);
+    if let Some(w) = a.lock_wait.or(cfg.lock_wait) {
+        o.lock_wait = Duration::from_secs(w);
+    }
+    match a.pack_size_mib.or(cfg.pack_size_mib) {
+        Some(m) if !(1..=4096).contains(&m) => {
+            return usage("--pack-size-mib must be between 1 and 4096")
+        }
+        Some(m) => o.pack_size = m << 20,
+        None => {}
+    }
+    // Retention in the config file: every successful backup expires.
+    let r = retention(cfg.retain_full, cfg.retain_diff, cfg.retain_days)?;
+    let auto_expire = if r.is_empty() {
+        None
+    } else {
+        let mut eo = ExpireOptions::new(r);
+        eo.gc_threshold = gc_threshold(cfg.gc_threshold)?;
+        eo.lock_wait = Duration::from_secs(cfg.lock_wait.unwrap_or(60));
+        Some(eo)
+    };
+    Ok(Run::Backup {
+        opts: o,
+        auto_expire,
+    })
+}
+
+fn expire(a: ExpireArgs, cfg: &FileConfig) -> R<Run> {
+    let on_cli = a.retain_full.is_some()
+        || a.retain_diff.is_some()
+        || a.retain_days.is_some()
+        || a.set.is_some();
+    let mut r = if on_cli {
+        retention(a.retain_full, a.retain_diff, a.retain_days)?
+    } else {
+        retention(cfg.retain_full, cfg.retain_diff, cfg.retain_days)?
+    };
+    r.set = a.set;
+    let mut o = ExpireOptions::new(r);
+    o.gc_threshold = gc_threshold(a.gc_threshold.or(cfg.gc_threshold))?;
+    if let Some(w) = a.lock_wait.or(cfg.lock_wait) {
+        o.lock_wait = Duration::from_secs(w);
+    }
+    Ok(Run::Expire {
+        opts: o,
+        dry_run: a.dry_run,
+    })
+}
+
+fn restore(a: RestoreArgs, cfg: &FileConfig) -> R<RestoreOptions> {
+    let mut o = RestoreOptions::new(a.pgdata);
+    o.set = a.set;
+    o.recovery = recovery(
+        &a.target,
+        a.target_time,
+        a.target_lsn,
+        a.target_xid,
+        a.target_name,
+    )?;
+    let r = &mut o.recovery;
+    if a.target_exclusive
+        && matches!(
+            r.target,
+            RecoveryTarget::EndOfWal | RecoveryTarget::Immediate
+        )
+    {
+        return usage(
+            "--target-exclusive needs --target-time, --target-lsn, --target-xid or --target-name",
+        );
+    }
+    r.exclusive = a.target_exclusive;
+    r.action = a.target_action.map(|x| match x {
+        ActionArg::Pause => TargetAction::Pause,
+        ActionArg::Promote => TargetAction::Promote,
+        ActionArg::Shutdown => TargetAction::Shutdown,
+    });
+    r.timeline = match a.target_timeline.as_deref().map(TimelineTarget::parse) {
+        Some(Err(e)) => return usage(e.to_string()),
+        Some(Ok(t)) => Some(t),
+        None => None,
+    };
+    r.standby = matches!(a.restore_type, RestoreTypeArg::Standby);
+    if a.primary_conninfo.is_some() && !r.standby {
+        return usage("--primary-conninfo goes with --type standby");
+    }
+    r.primary_conninfo = a.primary_conninfo;
+    o.delta = a.delta;
+    for m in a.tablespace_map {
+        let Some((oid, dir)) = m.split_once('=') else {
+            return usage(format!("--tablespace-map {m:?}: expected OID=DIR"));
+        };
+        let Ok(oid) = oid.parse::<u32>() else {
+            return usage(format!("--tablespace-map {m:?}: {oid:?} is not an oid"));
+        };
+        o.tablespace_map.push((oid, PathBuf::from(dir)));
+    }
+    o.tablespace_map_all = a.tablespace_map_all;
+    if let Some(w) = workers(a.workers.or(cfg.workers))? {
+        o.workers = w;
+    }
+    Ok(o)
+}
+
+fn recovery(
+    target: &Option<TargetArg>,
+    time: Option<String>,
+    lsn: Option<String>,
+    xid: Option<String>,
+    name: Option<String>,
+) -> R<Recovery> {
+    let target = if let Some(TargetArg::Immediate) = target {
+        RecoveryTarget::Immediate
+    } else if let Some(t) = time {
+        match parse_target_time(&t) {
+            Ok((at_us, text)) => RecoveryTarget::Time { text, at_us },
+            Err(e) => return usage(e.to_string()),
+        }
+    } else if let Some(l) = lsn {
+        match l.parse::<Lsn>() {
+            Ok(l) => RecoveryTarget::Lsn(l),
+            Err(e) => return usage(e.to_string()),
+        }
+    } else if let Some(x) = xid {
+        if x.is_empty() || !x.bytes().all(|b| b.is_ascii_digit()) {
+            return usage(format!(
+                "invalid --target-xid {x:?}: a transaction id is a number"
+            ));
+        }
+        RecoveryTarget::Xid(x)
+    } else if let Some(n) = name {
+        RecoveryTarget::Name(n)
+    } else {
+        RecoveryTarget::EndOfWal
+    };
+    Ok(Recovery {
+        target,
+        ..Default::default()
+    })
+}

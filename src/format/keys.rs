@@ -1,0 +1,200 @@
+//! Object keys: the names of everything a repository stores. Each kind is
+//! built by one function and parsed by one function, here.
+//!
+//! ```text
+//! pgstrata.repo                               the format marker
+//! packs/<2 hex>/<64 hex>.pack                 packs, named by their PackId
+//! manifests/<cluster>/<backup>.json.zst       manifest copies
+//! wal/<cluster>/<timeline+log>/<name>.zst     WAL segments, .partial, .backup
+//! wal/<cluster>/<TTTTTTTT>.history.zst        timeline history files
+//! tmp/<anything>                              temporary files, never read
+//! ```
+
+use super::pack::PackId;
+use crate::error::{Error, Result};
+use crate::pg::WalFileName;
+
+pub const MARKER: &str = "pgstrata.repo";
+pub const PACKS: &str = "packs/";
+pub const MANIFESTS: &str = "manifests/";
+pub const WAL: &str = "wal/";
+pub const TMP: &str = "tmp/";
+
+/// A parsed object key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ObjectKey {
+    Marker,
+    Pack(PackId),
+    Manifest { cluster: String, backup: String },
+    Wal { cluster: String, name: String },
+    Tmp(String),
+}
+
+pub fn pack(id: &PackId) -> String {
+    let h = id.to_hex();
+    format!("{PACKS}{}/{h}.pack", &h[..2])
+}
+
+pub fn manifest(cluster: &str, backup: &str) -> String {
+    format!("{MANIFESTS}{cluster}/{backup}.json.zst")
+}
+
+/// The key of an archived WAL file; a malformed name is an error.
+pub fn wal(cluster: &str, name: &str) -> Result<String> {
+    Ok(match WalFileName::parse(name)? {
+        WalFileName::History { .. } => format!("{WAL}{cluster}/{name}.zst"),
+        _ => format!("{WAL}{cluster}/{}/{name}.zst", &name[..16]),
+    })
+}
+
+/// The prefix under which a cluster's WAL lives.
+pub fn wal_prefix(cluster: &str) -> String {
+    format!("{WAL}{cluster}/")
+}
+
+fn bad(key: &str, why: &str) -> Error {
+    Error::corrupt(
+        format!("object {key:?}"),
+        format!("not a pgstrata object key: {why}"),
+    )
+}
+
+/// A component that may appear in a key (cluster names, backup ids).
+fn plain(c: &str) -> bool {
+    !c.is_empty() && !c.starts_with('.') && !c.contains('/')
+}
+
+impl ObjectKey {
+    /// Parse a key found in a listing.
+    pub fn parse(key: &str) -> Result<Self> {
+        if key == MARKER {
+            return Ok(ObjectKey::Marker);
+        }
+        if let Some(rest) = key.strip_prefix(TMP) {
+            return match plain(rest) {
+                true => Ok(ObjectKey::Tmp(rest.to_string())),
+                false => Err(bad(key, "bad temporary name")),
+            };
+        }
+        if let Some(rest) = key.strip_prefix(PACKS) {
+            let (dir, file) = rest
+                .split_once('/')
+                .ok_or_else(|| bad(key, "no pack directory"))?;
+            let id = file
+                .strip_suffix(".pack")
+                .and_then(PackId::from_hex)
+                .ok_or_else(|| bad(key, "not a pack name"))?;
+            if id.to_hex()[..2] != *dir {
+                return Err(bad(key, "pack in the wrong directory"));
+            }
+            return Ok(ObjectKey::Pack(id));
+        }
+        if let Some(rest) = key.strip_prefix(MANIFESTS) {
+            let (cluster, file) = rest.split_once('/').ok_or_else(|| bad(key, "no cluster"))?;
+            let backup = file
+                .strip_suffix(".json.zst")
+                .filter(|b| plain(b) && plain(cluster))
+                .ok_or_else(|| bad(key, "not a manifest name"))?;
+            return Ok(ObjectKey::Manifest {
+                cluster: cluster.to_string(),
+                backup: backup.to_string(),
+            });
+        }
+        if let Some(rest) = key.strip_prefix(WAL) {
+            let (cluster, tail) = rest.split_once('/').ok_or_else(|| bad(key, "no cluster"))?;
+            let name = tail
+                .rsplit('/')
+                .next()
+                .and_then(|n| n.strip_suffix(".zst"))
+                .filter(|_| plain(cluster))
+                .ok_or_else(|| bad(key, "not a WAL object name"))?;
+            // The one function that builds WAL keys decides where each lives.
+            if wal(cluster, name).ok().as_deref() != Some(key) {
+                return Err(bad(key, "not a WAL object name"));
+            }
+            return Ok(ObjectKey::Wal {
+                cluster: cluster.to_string(),
+                name: name.to_string(),
+            });
+        }
+        Err(bad(key, "unknown kind"))
+    }
+
+    /// The key this names (the inverse of [`ObjectKey::parse`]).
+    #[cfg(test)]
+    pub fn key(&self) -> Result<String> {
+        Ok(match self {
+            ObjectKey::Marker => MARKER.to_string(),
+            ObjectKey::Pack(id) => pack(id),
+            ObjectKey::Manifest { cluster, backup } => manifest(cluster, backup),
+            ObjectKey::Wal { cluster, name } => wal(cluster, name)?,
+            ObjectKey::Tmp(n) => format!("{TMP}{n}"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_and_parse() {
+        let id = PackId([0xab; 32]);
+        let k = pack(&id);
+        assert!(k.starts_with("packs/ab/abab"));
+        assert_eq!(ObjectKey::parse(&k).unwrap(), ObjectKey::Pack(id));
+        let cases = [
+            ObjectKey::Marker,
+            ObjectKey::Pack(id),
+            ObjectKey::Manifest {
+                cluster: "main".into(),
+                backup: "20261121-080727F".into(),
+            },
+            ObjectKey::Wal {
+                cluster: "main".into(),
+                name: "000000010000000000000003".into(),
+            },
+            ObjectKey::Wal {
+                cluster: "main".into(),
+                name: "00000002.history".into(),
+            },
+            ObjectKey::Wal {
+                cluster: "main".into(),
+                name: "000000010000000000000003.00000028.backup".into(),
+            },
+            ObjectKey::Tmp("1-2-3.tmp".into()),
+        ];
+        for c in cases {
+            let k = c.key().unwrap();
+            assert_eq!(ObjectKey::parse(&k).unwrap(), c, "{k}");
+        }
+        assert_eq!(
+            wal("main", "000000010000000000000003").unwrap(),
+            "wal/main/0000000100000000/000000010000000000000003.zst"
+        );
+        assert_eq!(
+            wal("c", "00000002.history").unwrap(),
+            "wal/c/00000002.history.zst"
+        );
+        assert_eq!(manifest("main", "X"), "manifests/main/X.json.zst");
+    }
+
+    #[test]
+    fn bad_keys() {
+        for k in [
+            "packs/ab/xyz.pack",
+            "packs/cd/".to_string().as_str(),
+            &format!("packs/cd/{}.pack", "ab".repeat(32)),
+            "manifests/main/x.json",
+            "manifests/x.json.zst",
+            "wal/main/000000010000000000000003.zst",
+            "wal/main/0000000100000000/garbage.zst",
+            "wal/main/0000000100000001/000000010000000000000003.zst",
+            "catalog.db",
+            "",
+        ] {
+            assert!(ObjectKey::parse(k).is_err(), "{k}");
+        }
+        assert!(wal("main", "../etc").is_err());
+    }
+}

@@ -1,0 +1,380 @@
+//! Manifest copies: everything the catalog knows about one complete backup,
+//! stored beside the packs (`manifests/<cluster>/<backup>.json.zst`) so that
+//! a lost catalog can be rebuilt from the repository alone.
+//!
+//! One zstd frame of JSON. The JSON names below are the on-disk format: the
+//! unit test `golden` pins them, so renaming a Rust field cannot silently
+//! change what is written. The `format` field is read first, on its own, so a
+//! newer manifest is refused as such rather than as "not a manifest".
+//!
+//! Versions: 1 also carried the catalog's row id of the cluster (ignored on
+//! read); 2 carries no database ids.
+
+use serde::{Deserialize, Serialize};
+
+use super::chunk::ChunkId;
+use crate::error::{Error, Result};
+use crate::pg::Lsn;
+
+/// Manifest version this binary writes; it reads every version up to it.
+pub const MANIFEST_VERSION: u32 = 2;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupType {
+    Full,
+    Diff,
+    Incr,
+}
+
+impl BackupType {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            BackupType::Full => "full",
+            BackupType::Diff => "diff",
+            BackupType::Incr => "incr",
+        }
+    }
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "full" => Ok(BackupType::Full),
+            "diff" => Ok(BackupType::Diff),
+            "incr" => Ok(BackupType::Incr),
+            _ => Err(Error::invalid(format!(
+                "unknown backup type {s:?} (full, diff or incr)"
+            ))),
+        }
+    }
+    /// Suffix of backup ids of this type.
+    pub fn letter(&self) -> char {
+        match self {
+            BackupType::Full => 'F',
+            BackupType::Diff => 'D',
+            BackupType::Incr => 'I',
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupStatus {
+    Running,
+    Complete,
+}
+
+impl BackupStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            BackupStatus::Running => "running",
+            BackupStatus::Complete => "complete",
+        }
+    }
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "running" => Ok(BackupStatus::Running),
+            "complete" => Ok(BackupStatus::Complete),
+            _ => Err(Error::corrupt(
+                "backup status",
+                format!("unknown status {s:?}"),
+            )),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileKind {
+    #[serde(rename = "f")]
+    File,
+    #[serde(rename = "d")]
+    Dir,
+    #[serde(rename = "l")]
+    Link,
+}
+
+impl FileKind {
+    pub fn code(&self) -> &'static str {
+        match self {
+            FileKind::File => "f",
+            FileKind::Dir => "d",
+            FileKind::Link => "l",
+        }
+    }
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "f" => Ok(FileKind::File),
+            "d" => Ok(FileKind::Dir),
+            "l" => Ok(FileKind::Link),
+            _ => Err(Error::corrupt(
+                "file kind",
+                format!("unknown file kind {s:?}"),
+            )),
+        }
+    }
+}
+
+/// Which cluster the backup belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterIdentity {
+    pub name: String,
+    pub system_id: u64,
+    pub pg_version: u32,
+}
+
+/// A backup's own fields.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupMeta {
+    pub id: String,
+    pub backup_type: BackupType,
+    pub status: BackupStatus,
+    pub reference: Option<String>,
+    /// Unix microseconds.
+    pub start_time: i64,
+    pub stop_time: Option<i64>,
+    #[serde(with = "lsn_text")]
+    pub start_lsn: Lsn,
+    #[serde(with = "opt_lsn_text")]
+    pub stop_lsn: Option<Lsn>,
+    pub timeline: u32,
+    pub wal_start: Option<String>,
+    pub wal_stop: Option<String>,
+    pub pg_version: u32,
+    pub block_size: u32,
+    pub wal_seg_size: u64,
+    pub data_checksums: bool,
+    pub backup_label: Option<Vec<u8>>,
+    pub tablespace_map: Option<Vec<u8>>,
+    pub db_bytes: u64,
+    pub read_bytes: u64,
+    pub stored_bytes: u64,
+    pub files: u64,
+    pub page_errors: u64,
+    pub host: Option<String>,
+    pub pid: Option<u32>,
+}
+
+/// One directory, file or symlink.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub path: String,
+    pub kind: FileKind,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub link: Option<String>,
+    #[serde(with = "opt_chunk_hex")]
+    pub blockmap: Option<ChunkId>,
+}
+
+/// A page that failed checksum validation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageError {
+    pub path: String,
+    pub block: u64,
+    pub detail: String,
+}
+
+/// The manifest of one complete backup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub cluster: ClusterIdentity,
+    pub backup: BackupMeta,
+    pub files: Vec<FileEntry>,
+    pub page_errors: Vec<PageError>,
+}
+
+#[derive(Deserialize)]
+struct VersionProbe {
+    format: Option<u32>,
+}
+
+impl Manifest {
+    /// JSON, compressed.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        let json = serde_json::to_vec(self)
+            .map_err(|e| Error::Internal(format!("manifest encoding: {e}")))?;
+        zstd::bulk::compress(&json, 3)
+            .map_err(|e| Error::Internal(format!("manifest compression: {e}")))
+    }
+
+    /// Decode a stored copy; `what` names it for errors.
+    pub fn decode(stored: &[u8], what: &str) -> Result<Self> {
+        let json = zstd::stream::decode_all(stored)
+            .map_err(|e| Error::corrupt(what, format!("does not decompress: {e}")))?;
+        let probe: VersionProbe = serde_json::from_slice(&json)
+            .map_err(|e| Error::corrupt(what, format!("is not a manifest: {e}")))?;
+        match probe.format {
+            Some(v) if v > MANIFEST_VERSION => {
+                return Err(Error::NewerFormat {
+                    what: what.to_string(),
+                    found: v,
+                    supported: MANIFEST_VERSION,
+                })
+            }
+            Some(v) if v >= 1 => {}
+            _ => {
+                return Err(Error::corrupt(
+                    what,
+                    "is not a manifest (no format version)",
+                ))
+            }
+        }
+        serde_json::from_slice(&json)
+            .map_err(|e| Error::corrupt(what, format!("is not a manifest: {e}")))
+    }
+}
+
+mod lsn_text {
+    use crate::pg::Lsn;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Lsn, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Lsn, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+mod opt_lsn_text {
+    use crate::pg::Lsn;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Lsn>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(l) => s.serialize_some(&l.to_string()),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Lsn>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|t| t.parse().map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+mod opt_chunk_hex {
+    use super::ChunkId;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<ChunkId>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(id) => s.serialize_some(&id.to_hex()),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ChunkId>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|h| ChunkId::from_hex(&h).ok_or_else(|| serde::de::Error::custom("bad chunk id")))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        Manifest {
+            format: MANIFEST_VERSION,
+            cluster: ClusterIdentity {
+                name: "main".into(),
+                system_id: 7_300_000_000_000_000_001,
+                pg_version: 15,
+            },
+            backup: BackupMeta {
+                id: "20261121-080727F".into(),
+                backup_type: BackupType::Full,
+                status: BackupStatus::Complete,
+                reference: None,
+                start_time: 1,
+                stop_time: Some(2),
+                start_lsn: Lsn(0x3000028),
+                stop_lsn: Some(Lsn(0x3000100)),
+                timeline: 1,
+                wal_start: Some("000000010000000000000003".into()),
+                wal_stop: Some("000000010000000000000003".into()),
+                pg_version: 15,
+                block_size: 8192,
+                wal_seg_size: 16 << 20,
+                data_checksums: true,
+                backup_label: Some(b"L".to_vec()),
+                tablespace_map: None,
+                db_bytes: 10,
+                read_bytes: 10,
+                stored_bytes: 5,
+                files: 1,
+                page_errors: 0,
+                host: Some("h".into()),
+                pid: Some(9),
+            },
+            files: vec![FileEntry {
+                path: "base/1/2".into(),
+                kind: FileKind::File,
+                size: 8192,
+                mtime_ns: 3,
+                mode: 0o600,
+                uid: 4,
+                gid: 5,
+                link: None,
+                blockmap: Some(ChunkId([1; 32])),
+            }],
+            page_errors: vec![PageError {
+                path: "base/1/2".into(),
+                block: 0,
+                detail: "d".into(),
+            }],
+        }
+    }
+
+    /// The JSON names are the on-disk format.
+    #[test]
+    fn golden() {
+        let m = sample();
+        let json = serde_json::to_string(&m).unwrap();
+        let expected = format!(
+            concat!(
+                r#"{{"format":2,"cluster":{{"name":"main","system_id":7300000000000000001,"pg_version":15}},"#,
+                r#""backup":{{"id":"20261121-080727F","backup_type":"full","status":"complete","reference":null,"#,
+                r#""start_time":1,"stop_time":2,"start_lsn":"0/3000028","stop_lsn":"0/3000100","timeline":1,"#,
+                r#""wal_start":"000000010000000000000003","wal_stop":"000000010000000000000003","pg_version":15,"#,
+                r#""block_size":8192,"wal_seg_size":16777216,"data_checksums":true,"backup_label":[76],"#,
+                r#""tablespace_map":null,"db_bytes":10,"read_bytes":10,"stored_bytes":5,"files":1,"page_errors":0,"#,
+                r#""host":"h","pid":9}},"files":[{{"path":"base/1/2","kind":"f","size":8192,"mtime_ns":3,"#,
+                r#""mode":384,"uid":4,"gid":5,"link":null,"blockmap":"{}"}}],"#,
+                r#""page_errors":[{{"path":"base/1/2","block":0,"detail":"d"}}]}}"#
+            ),
+            "01".repeat(32)
+        );
+        assert_eq!(json, expected);
+        let back = Manifest::decode(&m.encode().unwrap(), "m").unwrap();
+        assert_eq!(back, m);
+    }
+
+    #[test]
+    fn versions() {
+        let mut v: serde_json::Value = serde_json::to_value(sample()).unwrap();
+        // Version 1 carried the cluster's row id: still read.
+        v["format"] = 1.into();
+        v["cluster"]["id"] = 3.into();
+        let z = zstd::bulk::compress(&serde_json::to_vec(&v).unwrap(), 3).unwrap();
+        assert_eq!(Manifest::decode(&z, "m").unwrap().format, 1);
+        // A newer one, even structurally different, is refused as newer.
+        let newer = serde_json::json!({"format": 3, "something": "else"});
+        let z = zstd::bulk::compress(&serde_json::to_vec(&newer).unwrap(), 3).unwrap();
+        let e = Manifest::decode(&z, "m").unwrap_err();
+        assert!(matches!(e, Error::NewerFormat { found: 3, .. }), "{e}");
+        assert!(e.to_string().contains("newer pgstrata"), "{e}");
+        // Not a manifest at all.
+        let z = zstd::bulk::compress(b"[1,2]", 3).unwrap();
+        assert!(matches!(
+            Manifest::decode(&z, "m"),
+            Err(Error::Corrupt { .. })
+        ));
+        assert!(Manifest::decode(b"not zstd", "m").is_err());
+    }
+}

@@ -1,0 +1,185 @@
+//! Fixtures for unit tests: small repositories built through the real
+//! format, store and catalog code, without PostgreSQL, and ways to damage
+//! them the way disks and bugs do.
+
+use std::path::PathBuf;
+
+use super::Repository;
+use crate::catalog::{BackupRow, BackupStatus, BackupType, FileKind, FileRow};
+use crate::format::chunk::{compress, fingerprint, CHUNK_BLOCKS};
+use crate::format::manifest::{Manifest, MANIFEST_VERSION};
+use crate::format::{keys, wal as walfmt, BlockMap, ChunkId, PackId};
+use crate::pg::{Lsn, TimelineId, WalSegment};
+use crate::store::PackWriter;
+
+pub const BLOCK: usize = 8192;
+pub const SYSTEM_ID: u64 = 7_000_000_000_000_000_042;
+const SEG: u64 = 16 << 20;
+
+/// A repository in a temporary directory.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub repo: Repository,
+}
+
+/// One synthetic backup: its id, its files' contents, and its pack.
+pub struct Made {
+    pub id: String,
+    pub files: Vec<(String, Vec<u8>)>,
+    pub pack: PackId,
+}
+
+/// Deterministic file contents: `blocks` pages (the last `tail` bytes short).
+pub fn content(seed: u8, blocks: usize, tail: usize) -> Vec<u8> {
+    let len = blocks * BLOCK - tail;
+    (0..len)
+        .map(|i| {
+            (i as u32)
+                .wrapping_mul(2_654_435_761)
+                .rotate_left(u32::from(seed)) as u8
+        })
+        .collect()
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("repo");
+        Repository::init(&root, false).expect("init");
+        let repo = Repository::open(&root).expect("open");
+        Fixture { dir, repo }
+    }
+
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A complete backup of `files` (path, bytes), with its WAL archived and
+    /// its manifest copy written, as `backup` would leave it.
+    pub fn backup(&self, n: u32, files: &[(&str, Vec<u8>)]) -> Made {
+        let mut cat = self.repo.catalog().expect("catalog");
+        let cl = cat.bind_cluster("main", SYSTEM_ID, 15).expect("bind");
+        let id = format!("20260101-0000{n:02}F");
+        let mut pack = PackWriter::new(self.repo.backend()).expect("pack");
+        // Deduplicated like a real backup: a chunk the repository has is
+        // referenced, not stored again.
+        let mut known = cat.chunk_ids().expect("chunk ids");
+        let mut rows = vec![row(".", FileKind::Dir, 0, None)];
+        let mut relation = Vec::new();
+        for (path, data) in files {
+            let mut map = BlockMap::new(BLOCK as u32);
+            map.file_size = data.len() as u64;
+            for chunk in data.chunks(CHUNK_BLOCKS * BLOCK) {
+                let cid = ChunkId::of(chunk);
+                if known.insert(cid) {
+                    let (codec, stored) = compress(chunk, 3).expect("compress");
+                    pack.add(cid, codec, chunk.len() as u32, &stored)
+                        .expect("add");
+                }
+                let ci = map.chunk_index(cid);
+                for (k, b) in chunk.chunks(BLOCK).enumerate() {
+                    map.push(fingerprint(b), ci, k as u32);
+                }
+            }
+            let enc = map.encode();
+            let bm = ChunkId::of(&enc);
+            if known.insert(bm) {
+                let (codec, stored) = compress(&enc, 3).expect("compress");
+                pack.add(bm, codec, enc.len() as u32, &stored).expect("add");
+            }
+            relation.push((bm, map.chunks.clone()));
+            rows.push(row(path, FileKind::File, data.len() as u64, Some(bm)));
+        }
+        let sealed = pack.seal().expect("seal");
+        cat.add_pack(&sealed, Some(&id)).expect("add pack");
+        let seg = WalSegment::containing(TimelineId(1), Lsn(u64::from(n) * SEG), SEG);
+        let mut b = backup_row(&id, u64::from(n) * SEG, &seg.name(SEG));
+        cat.insert_backup(cl.id, &b).expect("insert");
+        cat.insert_files(&id, &rows, &relation).expect("files");
+        let wal = walfmt::encode(format!("wal of {id}").as_bytes(), 3).expect("wal");
+        self.repo
+            .wal_put_new("main", &seg.name(SEG), &wal)
+            .expect("wal");
+        b.status = BackupStatus::Complete;
+        let copy = Manifest {
+            format: MANIFEST_VERSION,
+            cluster: cl.identity(),
+            backup: (&b).into(),
+            files: rows.iter().map(Into::into).collect(),
+            page_errors: Vec::new(),
+        }
+        .encode()
+        .expect("manifest");
+        self.repo
+            .backend()
+            .put(&keys::manifest("main", &id), &copy)
+            .expect("copy");
+        cat.complete_backup(&b).expect("complete");
+        Made {
+            id,
+            files: files
+                .iter()
+                .map(|(p, d)| (p.to_string(), d.clone()))
+                .collect(),
+            pack: sealed.id,
+        }
+    }
+
+    /// Run SQL against the catalog (to damage it).
+    pub fn sql(&self, sql: &str) {
+        rusqlite::Connection::open(self.repo.catalog_path())
+            .expect("open catalog")
+            .execute_batch(sql)
+            .expect("sql");
+    }
+
+    /// Flip one byte of an object.
+    pub fn flip(&self, key: &str, at: usize) {
+        let mut b = self.repo.backend().get(key).expect("get").expect("exists");
+        b[at] ^= 0x5a;
+        self.repo.backend().put(key, &b).expect("put");
+    }
+}
+
+fn row(path: &str, kind: FileKind, size: u64, blockmap: Option<ChunkId>) -> FileRow {
+    FileRow {
+        path: path.into(),
+        kind,
+        size,
+        mtime_ns: 1_700_000_000_000_000_000,
+        mode: if kind == FileKind::Dir { 0o700 } else { 0o600 },
+        uid: rustix::process::geteuid().as_raw(),
+        gid: rustix::process::getegid().as_raw(),
+        link: None,
+        blockmap,
+    }
+}
+
+fn backup_row(id: &str, start: u64, wal: &str) -> BackupRow {
+    BackupRow {
+        id: id.into(),
+        backup_type: BackupType::Full,
+        status: BackupStatus::Running,
+        reference: None,
+        start_time: 1_700_000_000_000_000 + start as i64,
+        stop_time: Some(1_700_000_000_000_000 + start as i64 + 1),
+        start_lsn: Lsn(start + 40),
+        stop_lsn: Some(Lsn(start + 400)),
+        timeline: 1,
+        wal_start: Some(wal.into()),
+        wal_stop: Some(wal.into()),
+        pg_version: 15,
+        block_size: BLOCK as u32,
+        wal_seg_size: SEG,
+        data_checksums: false,
+        backup_label: Some(b"START WAL LOCATION: 0/0 (file x)\n".to_vec()),
+        tablespace_map: None,
+        db_bytes: 0,
+        read_bytes: 0,
+        stored_bytes: 0,
+        files: 0,
+        page_errors: 0,
+        host: None,
+        pid: None,
+    }
+}

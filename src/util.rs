@@ -1,0 +1,92 @@
+//! Small helpers every layer may use: the clock, human sizes, RFC 3339
+//! times and the default worker count. Nothing here knows PostgreSQL or the
+//! repository.
+
+/// Now, as unix microseconds (0 if the clock is before 1970).
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// Parallel workers by default: the CPUs, at most 8.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 8)
+}
+
+/// Is process `pid` alive on this machine? (A process we may not signal is.)
+pub fn process_alive(pid: i32) -> bool {
+    rustix::process::Pid::from_raw(pid).is_some_and(|pid| {
+        !matches!(
+            rustix::process::test_kill_process(pid),
+            Err(rustix::io::Errno::SRCH)
+        )
+    })
+}
+
+/// This machine's host name.
+pub fn host_name() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+/// Is the process that recorded itself as `host`/`pid` known to be gone?
+/// Only a process on this host can be checked; another host's is presumed
+/// alive.
+pub fn holder_gone(host: Option<&str>, pid: Option<u32>) -> bool {
+    match (host, pid.and_then(|p| i32::try_from(p).ok())) {
+        (Some(h), Some(pid)) if h == host_name() => !process_alive(pid),
+        _ => false,
+    }
+}
+
+/// RFC 3339 UTC, to the second, from unix microseconds.
+pub fn rfc3339(us: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let t = t.replace_nanosecond(0).unwrap_or(t);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Bytes in binary units: `512 B`, `1.5 MiB`.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(human(512), "512 B");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(3 << 30), "3.0 GiB");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000_123_456), "2023-11-14T22:13:20Z");
+        assert!(default_workers() >= 1);
+        let me = host_name();
+        assert!(!holder_gone(Some(&me), Some(std::process::id())));
+        assert!(holder_gone(Some(&me), Some(i32::MAX as u32)));
+        assert!(!holder_gone(
+            Some("elsewhere.invalid"),
+            Some(i32::MAX as u32)
+        ));
+        assert!(!holder_gone(None, None));
+    }
+}

@@ -1,0 +1,210 @@
+//! Pass 2: manifests. Every file row of every complete backup in scope: a
+//! file with bytes has a block map; each distinct block map is indexed,
+//! readable, decodes, describes its file's size, and its chunks are indexed
+//! and in the catalog's block-map relation (which garbage collection
+//! relies on). Each backup has its manifest copy.
+
+use std::collections::{BTreeSet, HashMap};
+
+use super::{one, problem, ProblemKind, Scope, Users, VerifyReport};
+use crate::catalog::{BackupRow, Catalog, ChunkLoc, ClusterRow, FileKind};
+use crate::error::{Error, Result};
+use crate::format::keys;
+use crate::format::{BlockMap, ChunkId, Manifest};
+use crate::repo::Repository;
+use crate::store::read_chunk;
+
+/// Run the pass. Returns the location of every chunk in scope that is indexed.
+pub(super) fn check(
+    repo: &Repository,
+    cat: &Catalog,
+    scope: &Scope,
+    users: &mut Users,
+    report: &mut VerifyReport,
+) -> Result<HashMap<ChunkId, ChunkLoc>> {
+    let sizes = collect_users(repo, cat, scope, users, report)?;
+    let mut indexed: HashMap<ChunkId, ChunkLoc> = HashMap::new();
+    let mut maps: Vec<ChunkId> = users.blockmaps.keys().copied().collect();
+    maps.sort();
+    for bm in maps {
+        let Some(loc) = cat.chunk(&bm)? else {
+            report.problems.push(problem(
+                ProblemKind::ChunkNotIndexed,
+                format!("block map {bm}"),
+                "the block map is not in the chunk index",
+                users.affected(&bm),
+            ));
+            continue;
+        };
+        indexed.insert(bm, loc.clone());
+        check_blockmap(repo, cat, &bm, &loc, sizes.get(&bm).copied(), users, report)?;
+    }
+    let mut data: Vec<ChunkId> = users
+        .chunks
+        .keys()
+        .filter(|c| !indexed.contains_key(c))
+        .copied()
+        .collect();
+    data.sort();
+    for id in data {
+        match cat.chunk(&id)? {
+            Some(loc) => {
+                indexed.insert(id, loc);
+            }
+            None => report.problems.push(problem(
+                ProblemKind::ChunkNotIndexed,
+                format!("chunk {id}"),
+                "a block map uses this chunk but it is not in the chunk index",
+                users.affected(&id),
+            )),
+        }
+    }
+    report.chunks = indexed.len() as u64;
+    Ok(indexed)
+}
+
+/// Record which backup and file uses each block map; report files with
+/// bytes but no block map, and block maps shared by files of different
+/// sizes. Returns each block map's file size.
+fn collect_users(
+    repo: &Repository,
+    cat: &Catalog,
+    scope: &Scope,
+    users: &mut Users,
+    report: &mut VerifyReport,
+) -> Result<HashMap<ChunkId, u64>> {
+    let mut sizes: HashMap<ChunkId, u64> = HashMap::new();
+    for (c, backups) in scope {
+        for b in backups {
+            check_copy(repo, c, b, report);
+            for f in cat.files(&b.id)? {
+                let Some(bm) = f.blockmap else {
+                    if f.kind == FileKind::File && f.size > 0 {
+                        report.problems.push(problem(
+                            ProblemKind::BlockMapInvalid,
+                            format!("file {}", f.path),
+                            format!(
+                                "the manifest gives {} bytes but no block map: the file \
+                                 cannot be restored",
+                                f.size
+                            ),
+                            (one(&b.id), one(&f.path)),
+                        ));
+                    }
+                    continue;
+                };
+                let i = users.entries.len();
+                users.entries.push((b.id.clone(), f.path.clone()));
+                users.blockmaps.entry(bm).or_default().push(i);
+                if let Some(prev) = sizes.insert(bm, f.size) {
+                    if prev != f.size {
+                        report.problems.push(problem(
+                            ProblemKind::BlockMapInvalid,
+                            format!("block map {bm}"),
+                            format!("used for files of {prev} and of {} bytes", f.size),
+                            (one(&b.id), one(&f.path)),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(sizes)
+}
+
+/// One block map: readable, decodes, describes its file, its chunks in the
+/// block-map relation.
+fn check_blockmap(
+    repo: &Repository,
+    cat: &Catalog,
+    bm: &ChunkId,
+    loc: &ChunkLoc,
+    size: Option<u64>,
+    users: &mut Users,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    let what = format!("block map {bm}");
+    let r = read_chunk(
+        repo.backend(),
+        &loc.pack_id,
+        loc.offset,
+        loc.stored_len,
+        bm,
+        &what,
+    );
+    let raw = match r {
+        Ok(raw) => raw,
+        // Unreadable chunks are reported with their pack in pass 3.
+        Err(Error::Corrupt { .. } | Error::MissingObject { .. } | Error::NewerFormat { .. }) => {
+            return Ok(())
+        }
+        Err(e) => return Err(e),
+    };
+    // The bytes match their id, yet do not decode: written wrong.
+    let map = match BlockMap::decode(&raw, &what) {
+        Ok(m) => m,
+        Err(e) => {
+            report.problems.push(problem(
+                ProblemKind::BlockMapInvalid,
+                what,
+                e.to_string(),
+                users.affected(bm),
+            ));
+            return Ok(());
+        }
+    };
+    if Some(map.file_size) != size {
+        report.problems.push(problem(
+            ProblemKind::BlockMapInvalid,
+            &what,
+            format!(
+                "describes {} bytes, the manifest says {}",
+                map.file_size,
+                size.unwrap_or(0)
+            ),
+            users.affected(bm),
+        ));
+    }
+    let relation = cat.blockmap_chunk_set(bm)?;
+    let mut unrelated = 0;
+    for id in &map.chunks {
+        users.chunks.entry(*id).or_default().push(*bm);
+        if !relation.contains(id) {
+            unrelated += 1;
+        }
+    }
+    if unrelated > 0 {
+        report.problems.push(problem(
+            ProblemKind::BlockMapRelation,
+            what,
+            format!(
+                "{unrelated} of its chunks are missing from the catalog's blockmap_chunk \
+                 table (garbage collection would not see them as used)"
+            ),
+            users.affected(bm),
+        ));
+    }
+    Ok(())
+}
+
+/// The backup's manifest copy is there, decodes and is this backup's.
+fn check_copy(repo: &Repository, c: &ClusterRow, b: &BackupRow, report: &mut VerifyReport) {
+    let key = keys::manifest(&c.name, &b.id);
+    let detail = match repo.backend().get(&key) {
+        Ok(None) => Some("missing".to_string()),
+        Err(e) => Some(e.to_string()),
+        Ok(Some(z)) => match Manifest::decode(&z, &key) {
+            Ok(m) if m.backup.id == b.id => None,
+            Ok(m) => Some(format!("holds backup {} instead", m.backup.id)),
+            Err(e) => Some(format!("does not decode: {e}")),
+        },
+    };
+    if let Some(d) = detail {
+        report.problems.push(problem(
+            ProblemKind::ManifestCopy,
+            key,
+            format!("{d} (the backup still restores, but a rebuilt catalog would lose it)"),
+            (one(&b.id), BTreeSet::new()),
+        ));
+    }
+}

@@ -1,0 +1,523 @@
+//! `verify`: prove the repository can restore what it claims.
+//!
+//! Four passes, each reporting problems with the backups and files they
+//! affect (never stopping at the first):
+//! 1. the catalog: `PRAGMA integrity_check`, foreign keys, schema version;
+//! 2. manifests: every file row of every complete backup points at an
+//!    indexed block map whose pack exists, every block map decodes, matches
+//!    its file's size, and every chunk it uses is indexed (and recorded in
+//!    `blockmap_chunk`, which garbage collection relies on); each backup has
+//!    its manifest copy (what `repair --rebuild-catalog` needs);
+//! 3. packs: every pack is streamed once and every record checked against
+//!    its chunk id; each chunk row of the index must match a good record;
+//! 4. WAL: each backup's start..stop segments, gaps across the archive, and
+//!    each archived object's hash.
+//!
+//! Verify only reads. Running backups are noted (an interrupted one leaves a
+//! `running` row and maybe an unindexed pack; `expire` collects them), never
+//! counted as problems: nothing trusts them.
+
+mod manifests;
+mod packs;
+mod wal;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::catalog::{BackupRow, BackupStatus, Catalog, ClusterRow, SCHEMA_VERSION};
+use crate::error::{Error, Result};
+use crate::format::keys::{self, ObjectKey};
+use crate::format::{ChunkId, PackId};
+use crate::progress::Progress;
+use crate::repo::Repository;
+
+/// What kind of damage a problem is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProblemKind {
+    /// SQLite reports damage, a broken foreign key, or a schema mismatch.
+    Catalog,
+    /// A pack the index points into is not there.
+    PackMissing,
+    /// A pack is truncated, or a record in it does not match its chunk id.
+    PackCorrupt,
+    /// A chunk a manifest needs is not in the chunk index.
+    ChunkNotIndexed,
+    /// A block map does not decode, or does not describe its file.
+    BlockMapInvalid,
+    /// The catalog's block-map relation lacks chunks a block map uses.
+    BlockMapRelation,
+    /// A backup has no readable manifest copy.
+    ManifestCopy,
+    /// WAL between a backup's start and stop is not archived.
+    WalMissing,
+    /// A gap in the archive after some backups' stop.
+    WalGap,
+    /// An archived WAL object does not match its hash.
+    WalCorrupt,
+}
+
+impl ProblemKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ProblemKind::Catalog => "catalog",
+            ProblemKind::PackMissing => "pack missing",
+            ProblemKind::PackCorrupt => "pack corrupt",
+            ProblemKind::ChunkNotIndexed => "chunk not indexed",
+            ProblemKind::BlockMapInvalid => "block map invalid",
+            ProblemKind::BlockMapRelation => "block map relation",
+            ProblemKind::ManifestCopy => "manifest copy",
+            ProblemKind::WalMissing => "WAL missing",
+            ProblemKind::WalGap => "WAL gap",
+            ProblemKind::WalCorrupt => "WAL corrupt",
+        }
+    }
+}
+
+/// One thing wrong, and what it breaks.
+#[derive(Clone, Debug, Serialize)]
+pub struct Problem {
+    pub kind: ProblemKind,
+    /// The object concerned: a pack key, a WAL key, `catalog.db`, ...
+    pub object: String,
+    pub detail: String,
+    /// Backups that cannot be restored (or recovered past a point) because of it.
+    pub backups: Vec<String>,
+    /// Files (paths in the data directory) of those backups that are affected.
+    pub files: Vec<String>,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {}: {}",
+            self.kind.as_str(),
+            self.object,
+            self.detail
+        )?;
+        if !self.backups.is_empty() {
+            write!(f, "; affects backup {}", self.backups.join(", "))?;
+        }
+        if !self.files.is_empty() {
+            const SHOW: usize = 8;
+            let shown: Vec<&str> = self.files.iter().take(SHOW).map(String::as_str).collect();
+            write!(f, "; files {}", shown.join(", "))?;
+            if self.files.len() > SHOW {
+                write!(f, " and {} more", self.files.len() - SHOW)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The verdict on one backup.
+#[derive(Clone, Debug, Serialize)]
+pub struct BackupVerdict {
+    pub cluster: String,
+    pub id: String,
+    pub ok: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct VerifyReport {
+    pub problems: Vec<Problem>,
+    /// Complete backups checked, each with whether any problem touches it.
+    pub backups: Vec<BackupVerdict>,
+    /// Things worth knowing that are not damage (interrupted backups, packs
+    /// no index row points to).
+    pub notes: Vec<String>,
+    pub packs: u64,
+    pub chunks: u64,
+    pub wal_files: u64,
+    pub bytes: u64,
+}
+
+impl VerifyReport {
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct VerifyOptions {
+    /// Check one backup only (its chunks, packs and WAL).
+    pub set: Option<String>,
+    /// Limit to one cluster (default: all clusters in the repository).
+    pub cluster: Option<String>,
+}
+
+/// Who uses what: for attributing damage to backups and files.
+#[derive(Default)]
+struct Users {
+    /// (backup id, path) pairs, indexed by the maps below.
+    entries: Vec<(String, String)>,
+    /// Block map id → entries whose file row points at it.
+    blockmaps: HashMap<ChunkId, Vec<usize>>,
+    /// Data chunk → block maps that use it.
+    chunks: HashMap<ChunkId, Vec<ChunkId>>,
+}
+
+impl Users {
+    fn affected(&self, id: &ChunkId) -> (BTreeSet<String>, BTreeSet<String>) {
+        let mut backups = BTreeSet::new();
+        let mut files = BTreeSet::new();
+        let mut add = |bm: &ChunkId| {
+            for &i in self.blockmaps.get(bm).into_iter().flatten() {
+                let (b, p) = &self.entries[i];
+                backups.insert(b.clone());
+                files.insert(p.clone());
+            }
+        };
+        add(id);
+        for bm in self.chunks.get(id).into_iter().flatten() {
+            add(bm);
+        }
+        (backups, files)
+    }
+}
+
+fn one(s: &str) -> BTreeSet<String> {
+    [s.to_string()].into_iter().collect()
+}
+
+fn problem(
+    kind: ProblemKind,
+    object: impl Into<String>,
+    detail: impl Into<String>,
+    affected: (BTreeSet<String>, BTreeSet<String>),
+) -> Problem {
+    Problem {
+        kind,
+        object: object.into(),
+        detail: detail.into(),
+        backups: affected.0.into_iter().collect(),
+        files: affected.1.into_iter().collect(),
+    }
+}
+
+/// The complete backups in scope, per cluster.
+type Scope = Vec<(ClusterRow, Vec<BackupRow>)>;
+
+/// Verify the repository (or one backup). Damage is reported in the
+/// returned report; an `Err` means verification itself could not run (no
+/// repository, no catalog).
+pub fn run(
+    repo: &Repository,
+    opts: &VerifyOptions,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
+    let cat = repo.catalog()?;
+    let mut report = VerifyReport::default();
+    check_catalog(&cat, &mut report)?;
+    let scope = scope(&cat, opts, &mut report)?;
+    let mut users = Users::default();
+    let indexed = manifests::check(repo, &cat, &scope, &mut users, &mut report)?;
+    let (packs, on_disk) = packs_to_scan(repo, &cat, opts, &indexed, &mut report)?;
+    let pack_bytes: u64 = packs.iter().filter_map(|p| on_disk.get(p)).sum();
+    let wal_bytes = wal_bytes(repo, &scope, opts.set.is_none())?;
+    progress.begin("verify", pack_bytes + wal_bytes);
+    report.bytes = pack_bytes + wal_bytes;
+    let r = (|| -> Result<()> {
+        for p in &packs {
+            let size = on_disk.get(p).copied();
+            packs::check(repo, &cat, p, size, &users, progress, &mut report)?;
+        }
+        for (c, backups) in &scope {
+            report.wal_files += wal::check(
+                repo,
+                &c.name,
+                backups,
+                opts.set.is_none(),
+                progress,
+                &mut report.problems,
+            )?;
+        }
+        Ok(())
+    })();
+    progress.end();
+    r?;
+    report.backups = verdicts(&scope, &report);
+    Ok(report)
+}
+
+/// Complete backups of the chosen clusters (or the one set); interrupted
+/// backups are noted.
+fn scope(cat: &Catalog, opts: &VerifyOptions, report: &mut VerifyReport) -> Result<Scope> {
+    let mut scope: Scope = Vec::new();
+    let mut found_set = false;
+    for c in cat.clusters()? {
+        if opts.cluster.as_deref().is_some_and(|n| n != c.name) {
+            continue;
+        }
+        let mut complete = Vec::new();
+        for b in cat.backups(c.id)? {
+            if b.status != BackupStatus::Complete {
+                let gone = crate::util::holder_gone(b.host.as_deref(), b.pid);
+                report.notes.push(format!(
+                    "backup {} of cluster {} is {} (started by pid {} on {}); {}: nothing \
+                     uses it, `expire` removes it, and the next backup reuses what it stored",
+                    b.id,
+                    c.name,
+                    if gone { "aborted" } else { "running" },
+                    b.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
+                    b.host.as_deref().unwrap_or("?"),
+                    if gone {
+                        "that process is gone"
+                    } else {
+                        "if that process is gone it was interrupted"
+                    }
+                ));
+                continue;
+            }
+            if opts.set.as_deref().is_some_and(|s| s != b.id) {
+                continue;
+            }
+            found_set = true;
+            complete.push(b);
+        }
+        scope.push((c, complete));
+    }
+    if let Some(id) = &opts.set {
+        if !found_set {
+            return Err(Error::NotFound(format!(
+                "backup {id:?} is not a complete backup in this repository (see `pgstrata info`)"
+            )));
+        }
+        scope.retain(|(_, b)| !b.is_empty());
+    }
+    Ok(scope)
+}
+
+/// Packs to stream: all of them (and any a chunk row names), or those
+/// holding what the one backup uses. Also the size of each pack present.
+fn packs_to_scan(
+    repo: &Repository,
+    cat: &Catalog,
+    opts: &VerifyOptions,
+    indexed: &HashMap<ChunkId, crate::catalog::ChunkLoc>,
+    report: &mut VerifyReport,
+) -> Result<(Vec<PackId>, HashMap<PackId, u64>)> {
+    let mut on_disk: HashMap<PackId, u64> = HashMap::new();
+    for (key, size) in repo.backend().list(keys::PACKS)? {
+        match ObjectKey::parse(&key) {
+            Ok(ObjectKey::Pack(id)) => {
+                on_disk.insert(id, size);
+            }
+            _ => report.notes.push(format!(
+                "{key} is not a pack name (left by something else; `expire` removes it)"
+            )),
+        }
+    }
+    let known: Vec<PackId> = cat.packs()?.into_iter().map(|(id, _)| id).collect();
+    let mut packs: BTreeSet<PackId> = indexed.values().map(|l| l.pack_id).collect();
+    if opts.set.is_none() {
+        let known_set: HashSet<&PackId> = known.iter().collect();
+        let mut unknown: Vec<&PackId> = on_disk
+            .keys()
+            .filter(|id| !known_set.contains(id))
+            .collect();
+        unknown.sort();
+        for id in unknown {
+            report.notes.push(format!(
+                "{} is not in the catalog (left by an interrupted backup; `expire` \
+                 collects it)",
+                keys::pack(id)
+            ));
+        }
+        // Chunk rows may point at a pack whose row is gone (reported by the
+        // foreign key check): those packs are streamed too, to name what
+        // they break.
+        packs.extend(known);
+    }
+    Ok((packs.into_iter().collect(), on_disk))
+}
+
+/// Whether any problem touches each backup in scope.
+fn verdicts(scope: &Scope, report: &VerifyReport) -> Vec<BackupVerdict> {
+    let broken: HashSet<&String> = report.problems.iter().flat_map(|p| &p.backups).collect();
+    let catalog_damaged = report
+        .problems
+        .iter()
+        .any(|p| p.kind == ProblemKind::Catalog);
+    let mut out = Vec::new();
+    for (c, backups) in scope {
+        for b in backups {
+            out.push(BackupVerdict {
+                cluster: c.name.clone(),
+                id: b.id.clone(),
+                ok: !broken.contains(&b.id) && !catalog_damaged,
+            });
+        }
+    }
+    out
+}
+
+fn check_catalog(cat: &Catalog, report: &mut VerifyReport) -> Result<()> {
+    for msg in cat.integrity_check()? {
+        report.problems.push(problem(
+            ProblemKind::Catalog,
+            "catalog.db",
+            format!("integrity_check: {msg}"),
+            Default::default(),
+        ));
+    }
+    for msg in cat.foreign_key_check()? {
+        report.problems.push(problem(
+            ProblemKind::Catalog,
+            "catalog.db",
+            msg,
+            Default::default(),
+        ));
+    }
+    let v = cat.schema_version()?;
+    if v != SCHEMA_VERSION {
+        report.problems.push(problem(
+            ProblemKind::Catalog,
+            "catalog.db",
+            format!("schema version {v}, expected {SCHEMA_VERSION}"),
+            Default::default(),
+        ));
+    }
+    Ok(())
+}
+
+fn wal_bytes(repo: &Repository, scope: &Scope, all: bool) -> Result<u64> {
+    let mut n = 0;
+    for (c, backups) in scope {
+        if all || !backups.is_empty() {
+            n += repo
+                .wal_objects(&c.name)?
+                .iter()
+                .map(|w| w.size)
+                .sum::<u64>();
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::Silent;
+    use crate::repo::testkit::{content, Fixture};
+
+    fn verify(f: &Fixture) -> VerifyReport {
+        run(&f.repo, &VerifyOptions::default(), &Silent).unwrap()
+    }
+
+    fn kinds(r: &VerifyReport) -> Vec<ProblemKind> {
+        let mut k: Vec<ProblemKind> = r.problems.iter().map(|p| p.kind).collect();
+        k.dedup();
+        k
+    }
+
+    fn two() -> (Fixture, String, String) {
+        let f = Fixture::new();
+        let a = f.backup(1, &[("a", content(1, 200, 0)), ("b", content(2, 2, 10))]);
+        let b = f.backup(2, &[("c", content(3, 3, 0))]);
+        (f, a.id, b.id)
+    }
+
+    #[test]
+    fn a_good_repository_verifies() {
+        let (f, a, b) = two();
+        let r = verify(&f);
+        assert!(r.is_ok(), "{:?}", r.problems);
+        assert_eq!(r.backups.len(), 2);
+        assert!(r.backups.iter().all(|v| v.ok));
+        assert_eq!(r.packs, 2);
+        assert_eq!(r.wal_files, 2);
+        let _ = (a, b);
+    }
+
+    #[test]
+    fn a_flipped_pack_byte_names_backup_and_file() {
+        let (f, a, _) = two();
+        let pack = f.repo.catalog().unwrap().packs().unwrap();
+        let a_pack = pack
+            .iter()
+            .map(|(p, _)| *p)
+            .find(|p| f.repo.catalog().unwrap().pack_chunks(p).unwrap().len() > 2)
+            .unwrap();
+        f.flip(&keys::pack(&a_pack), 100);
+        let r = verify(&f);
+        assert_eq!(kinds(&r), vec![ProblemKind::PackCorrupt]);
+        let p = &r.problems[0];
+        assert_eq!(p.backups, vec![a.clone()]);
+        assert_eq!(p.files, vec!["a".to_string()]);
+        assert!(!r.backups.iter().find(|v| v.id == a).unwrap().ok);
+    }
+
+    #[test]
+    fn a_missing_pack_and_manifest_copy() {
+        let (f, a, b) = two();
+        let made = f.repo.catalog().unwrap().packs().unwrap();
+        for (p, _) in &made {
+            if f.repo.catalog().unwrap().pack_chunks(p).unwrap().len() == 2 {
+                f.repo.backend().delete(&keys::pack(p)).unwrap();
+            }
+        }
+        f.repo
+            .backend()
+            .delete(&keys::manifest("main", &a))
+            .unwrap();
+        let r = verify(&f);
+        let k = kinds(&r);
+        assert!(k.contains(&ProblemKind::PackMissing), "{k:?}");
+        assert!(k.contains(&ProblemKind::ManifestCopy), "{k:?}");
+        let missing = r
+            .problems
+            .iter()
+            .find(|p| p.kind == ProblemKind::PackMissing)
+            .unwrap();
+        assert_eq!(missing.backups, vec![b]);
+    }
+
+    /// The zero-fill bug: a file with bytes and no block map is named.
+    #[test]
+    fn a_file_without_its_block_map_is_named() {
+        let (f, a, _) = two();
+        f.sql("UPDATE file SET blockmap = NULL WHERE path = 'b'");
+        let r = verify(&f);
+        let p = r
+            .problems
+            .iter()
+            .find(|p| p.kind == ProblemKind::BlockMapInvalid)
+            .unwrap_or_else(|| panic!("{:?}", r.problems));
+        assert_eq!(p.files, vec!["b".to_string()]);
+        assert_eq!(p.backups, vec![a]);
+    }
+
+    #[test]
+    fn unindexed_chunks_relation_and_wal() {
+        let (f, a, b) = two();
+        f.sql("DELETE FROM blockmap_chunk");
+        let r = verify(&f);
+        assert!(kinds(&r).contains(&ProblemKind::BlockMapRelation));
+
+        let (f, _, _) = two();
+        f.sql("DELETE FROM chunk WHERE id IN (SELECT chunk FROM blockmap_chunk)");
+        let r = verify(&f);
+        assert!(
+            kinds(&r).contains(&ProblemKind::ChunkNotIndexed),
+            "{:?}",
+            r.problems
+        );
+
+        let (f, _, _) = two();
+        let names = f.repo.wal_names("main").unwrap();
+        f.repo
+            .backend()
+            .delete(&keys::wal("main", &names[0]).unwrap())
+            .unwrap();
+        f.flip(&keys::wal("main", &names[1]).unwrap(), 50);
+        let r = verify(&f);
+        let k = kinds(&r);
+        assert!(k.contains(&ProblemKind::WalMissing), "{k:?}");
+        assert!(k.contains(&ProblemKind::WalCorrupt), "{k:?}");
+        let _ = (a, b);
+    }
+}

@@ -1,0 +1,120 @@
+//! The library's layers point one way: `pg` → `format` → `store` →
+//! `catalog` → `repo` → commands, and commands never use one another (see
+//! docs/design.md). This reads the sources, so it needs no PostgreSQL.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// Rank of each top-level module; `error`, `util` and `progress` (0) may be
+/// used by all, a module may use only lower ranks, and modules of the
+/// command rank may not use each other. Unit test modules are exempt.
+fn rank(module: &str) -> Option<u32> {
+    Some(match module {
+        "error" | "util" | "progress" => 0,
+        "pg" => 1,
+        "format" => 2,
+        "store" => 3,
+        "catalog" => 4,
+        "repo" => 5,
+        "archive" | "backup" | "restore" | "expire" | "verify" | "check" | "info" | "repair" => 6,
+        _ => return None,
+    })
+}
+
+fn rs_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            rs_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// Top-level modules named by `crate::` paths in `text` (including
+/// `crate::{a, b::c}` groups).
+fn used_modules(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("crate::") {
+        rest = &rest[i + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let end = group.find('}').unwrap_or(group.len());
+            for item in group[..end].split(',') {
+                let name: String = item
+                    .trim()
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                out.insert(name);
+            }
+        } else {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            out.insert(name);
+        }
+    }
+    out
+}
+
+#[test]
+fn layers_point_one_way() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rs_files(&src, &mut files);
+    let mut violations = Vec::new();
+    let mut checked = 0;
+    for f in &files {
+        let rel = f.strip_prefix(&src).unwrap();
+        let first = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
+        let module = first.trim_end_matches(".rs").to_string();
+        if matches!(module.as_str(), "lib" | "main" | "cli") {
+            continue; // the API list, and the binary (which sees only the API)
+        }
+        let Some(r) = rank(&module) else {
+            violations.push(format!("{}: module {module} has no layer", rel.display()));
+            continue;
+        };
+        checked += 1;
+        let text = std::fs::read_to_string(f).unwrap();
+        // Unit tests (the trailing `mod tests`) may use fixtures of any layer.
+        let code = match text.find("#[cfg(test)]\nmod tests") {
+            Some(i) => &text[..i],
+            None => text.as_str(),
+        };
+        for used in used_modules(code) {
+            if used == module {
+                continue;
+            }
+            let ok = match rank(&used) {
+                Some(0) => true,
+                Some(u) => u < r,
+                None => false,
+            };
+            if !ok {
+                violations.push(format!("{} ({module}) uses crate::{used}", rel.display()));
+            }
+        }
+    }
+    assert!(checked > 30, "only {checked} files checked");
+    assert!(
+        violations.is_empty(),
+        "layer violations:\n{}",
+        violations.join("\n")
+    );
+}
+
+#[test]
+fn the_checker_sees_violations() {
+    let m = used_modules("use crate::{backup::x, pg};\nlet a = crate::restore::plan();");
+    let v: Vec<&str> = m.iter().map(String::as_str).collect();
+    assert_eq!(v, ["backup", "pg", "restore"]);
+}
