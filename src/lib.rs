@@ -35,7 +35,7 @@ pub use expire::{run as expire, ExpireOptions, ExpirePlan, Retention};
 pub use format::{BackupType, ChunkId};
 pub use info::{gather as info, render_text as render_info, Info};
 pub use pg::Lsn;
-pub use progress::{Bar, Progress, Silent};
+pub use progress::{Bar, Lines, Progress, Silent};
 pub use repair::{rebuild_catalog, RepairReport};
 pub use repo::{InitOutcome, Repository};
 pub use restore::{

@@ -1,11 +1,14 @@
-//! Progress reporting seam: the library reports bytes; the binary decides
-//! whether to draw a bar (only on a terminal, never with `--quiet`).
+//! Progress reporting seam: the library reports phases and bytes; the binary
+//! decides how to show them (a bar on a terminal, one line per phase in a
+//! log, nothing with `--quiet`).
 
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub trait Progress: Send + Sync {
+    /// A wait that is not counted in bytes (e.g. a spread checkpoint).
+    fn phase(&self, _what: &str) {}
     fn begin(&self, what: &str, total_bytes: u64);
     fn advance(&self, bytes: u64);
     fn end(&self);
@@ -15,6 +18,18 @@ pub trait Progress: Send + Sync {
 pub struct Silent;
 
 impl Progress for Silent {
+    fn begin(&self, _: &str, _: u64) {}
+    fn advance(&self, _: u64) {}
+    fn end(&self) {}
+}
+
+/// For logs (cron, systemd): each phase as one line on stderr.
+pub struct Lines;
+
+impl Progress for Lines {
+    fn phase(&self, what: &str) {
+        eprintln!("pgstrata: {what}");
+    }
     fn begin(&self, _: &str, _: u64) {}
     fn advance(&self, _: u64) {}
     fn end(&self) {}
@@ -46,6 +61,11 @@ impl Default for Bar {
 }
 
 impl Progress for Bar {
+    fn phase(&self, what: &str) {
+        self.bar.set_length(0);
+        self.bar.set_message(what.to_string());
+        self.bar.enable_steady_tick(Duration::from_millis(200));
+    }
     fn begin(&self, what: &str, total_bytes: u64) {
         self.bar.set_message(what.to_string());
         self.bar.set_length(total_bytes);

@@ -175,6 +175,11 @@ pub fn run(
     }
     let started = Instant::now();
     let start_us = now_us();
+    if !opts.start_fast {
+        progress.phase(
+            "waiting for the next checkpoint (spread); --start-fast asks for an immediate one",
+        );
+    }
     let row = begin(&cat, &cl, &mut server, &plan, start_us, opts.start_fast)?;
     tracing::info!(
         "backup mode started at {} after {:?}",

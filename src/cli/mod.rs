@@ -305,10 +305,10 @@ fn print_verify(r: &VerifyReport, quiet: bool) {
 }
 
 fn progress(quiet: bool) -> Box<dyn Progress> {
-    if !quiet && std::io::stderr().is_terminal() {
-        Box::new(pgstrata::Bar::new())
-    } else {
-        Box::new(pgstrata::Silent)
+    match (quiet, std::io::stderr().is_terminal()) {
+        (true, _) => Box::new(pgstrata::Silent),
+        (false, true) => Box::new(pgstrata::Bar::new()),
+        (false, false) => Box::new(pgstrata::Lines),
     }
 }
 

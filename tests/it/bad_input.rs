@@ -347,3 +347,186 @@ pub fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         .map(|e| e.path().to_path_buf())
         .collect()
 }
+
+/// Exit status: 0 success, 1 failure, 2 usage error, for a table of cases.
+#[test]
+fn exit_status_table() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let r = repo.arg();
+    let cfg = s.path().join("bad.toml");
+    std::fs::write(&cfg, "retain-ful = 2\n").unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let t = s.path().join("t");
+    let t = t.to_str().unwrap();
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["--repo", r, "info"], 0, ""),
+        (&["--repo", r, "init"], 0, "already"),
+        (&["--version"], 0, ""),
+        (&["info"], 2, "no repository given"),
+        (&["--repo", r, "frobnicate"], 2, "unrecognized subcommand"),
+        (
+            &["--repo", r, "expire", "--retain-full", "0"],
+            2,
+            "at least 1",
+        ),
+        (
+            &["--repo", r, "expire", "--retain-diff", "0"],
+            2,
+            "at least 1",
+        ),
+        (&["--repo", r, "expire", "--retain-days=-1"], 2, "positive"),
+        (
+            &["--repo", r, "expire", "--gc-threshold", "150"],
+            2,
+            "percentage",
+        ),
+        (
+            &[
+                "--repo",
+                r,
+                "backup",
+                "--pgdata",
+                t,
+                "--compress-level",
+                "0",
+            ],
+            2,
+            "between 1 and 22",
+        ),
+        (
+            &["--repo", r, "backup", "--pgdata", t, "--workers", "0"],
+            2,
+            "at least 1",
+        ),
+        (
+            &["--repo", r, "backup", "--pgdata", t, "--pack-size-mib", "0"],
+            2,
+            "pack-size-mib",
+        ),
+        (&["--repo", r, "backup"], 2, "no data directory given"),
+        (&["--repo", r, "check"], 2, "no data directory given"),
+        (&["--repo", r, "restore"], 2, "--pgdata"),
+        (
+            &[
+                "--repo",
+                r,
+                "restore",
+                "--pgdata",
+                t,
+                "--target-time",
+                "soon",
+            ],
+            2,
+            "--target-time",
+        ),
+        (
+            &["--repo", r, "restore", "--pgdata", t, "--target-lsn", "12"],
+            2,
+            "invalid LSN",
+        ),
+        (
+            &["--repo", r, "restore", "--pgdata", t, "--target-xid", "x1"],
+            2,
+            "--target-xid",
+        ),
+        (
+            &[
+                "--repo",
+                r,
+                "restore",
+                "--pgdata",
+                t,
+                "--target-timeline",
+                "0",
+            ],
+            2,
+            "--target-timeline",
+        ),
+        (
+            &["--repo", r, "restore", "--pgdata", t, "--target-exclusive"],
+            2,
+            "--target-exclusive",
+        ),
+        (
+            &[
+                "--repo",
+                r,
+                "restore",
+                "--pgdata",
+                t,
+                "--tablespace-map",
+                "1",
+            ],
+            2,
+            "OID=DIR",
+        ),
+        (&["--repo", r, "repair"], 2, "--rebuild-catalog"),
+        (
+            &["--repo", r, "--log-level", "loud", "info"],
+            2,
+            "invalid log level",
+        ),
+        (&["--repo", r, "--config", cfg, "info"], 2, "retain-ful"),
+        (
+            &[
+                "--repo",
+                r,
+                "archive-push",
+                "/nonexistent/000000010000000000000001",
+            ],
+            1,
+            "nonexistent",
+        ),
+        (
+            &["--repo", r, "archive-get", "000000010000000000000001", t],
+            1,
+            "",
+        ),
+        (
+            &["--repo", r, "archive-get", "../../etc/passwd", t],
+            1,
+            "malformed WAL file name",
+        ),
+        (
+            &["--repo", "/nonexistent/repo", "info"],
+            1,
+            "not a pgstrata repository",
+        ),
+        (&["--repo", r, "restore", "--pgdata", t], 1, "no backups"),
+        (&["--repo", r, "verify", "--set", "nope"], 1, "nope"),
+    ];
+    for (args, code, needle) in cases {
+        let o = pgstrata(args);
+        let e = stderr(&o);
+        let said = format!("{}{e}", String::from_utf8_lossy(&o.stdout));
+        assert_eq!(o.status.code(), Some(*code), "{args:?}: {e}");
+        assert!(
+            said.contains(needle),
+            "{args:?}: output lacks {needle:?}: {said}"
+        );
+        if *code != 0 && !e.is_empty() {
+            assert!(
+                e.starts_with("pgstrata: error: ") || e.starts_with("error:"),
+                "{args:?}: {e}"
+            );
+        }
+    }
+    // Log levels are case-insensitive, and PGSTRATA_LOG / RUST_LOG are read.
+    assert!(pgstrata(&["--repo", r, "--log-level", "DEBUG", "info"])
+        .status
+        .success());
+    let o = std::process::Command::new(BIN)
+        .args(["--repo", r, "info"])
+        .env("PGSTRATA_LOG", "Info")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = std::process::Command::new(BIN)
+        .args(["--repo", r, "info"])
+        .env_remove("PGSTRATA_LOG")
+        .env("RUST_LOG", "pgstrata=nonsense")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

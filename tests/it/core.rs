@@ -233,3 +233,44 @@ fn corrupt_page_is_reported_and_recorded_and_backup_completes() {
     let text = pgstrata_ok(&["--repo", repo.arg(), "info"]);
     assert!(text.contains("1 page checksum errors"), "{text}");
 }
+
+/// A spread checkpoint is not a silent wait, and logs carry RFC 3339 times.
+#[test]
+fn spread_checkpoint_is_announced_and_logs_have_timestamps() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let src = Cluster::archiving(&s, "src", &repo);
+    let ci = src.conninfo();
+    let o = pgstrata(&[
+        "--repo",
+        repo.arg(),
+        "--log-level",
+        "info",
+        "backup",
+        "--pgdata",
+        src.pgdata.to_str().unwrap(),
+        "--dbname",
+        &ci,
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{e}");
+    assert!(
+        e.contains(
+            "waiting for the next checkpoint (spread); --start-fast asks for an immediate one"
+        ),
+        "{e}"
+    );
+    let log = e
+        .lines()
+        .find(|l| l.contains("backup mode started"))
+        .unwrap_or_else(|| panic!("no info log line: {e}"));
+    let stamp = log.split_whitespace().next().unwrap();
+    assert!(
+        stamp.len() >= 20 && stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T',
+        "not an RFC 3339 UTC timestamp: {log}"
+    );
+    // --quiet says nothing on success.
+    let o = src.backup(&repo, &["--quiet"]);
+    assert!(o.status.success());
+    assert!(o.stdout.is_empty() && o.stderr.is_empty());
+}
