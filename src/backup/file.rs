@@ -22,6 +22,7 @@ use crate::catalog::{ChunkLoc, FileRow, PageErrorRow};
 use crate::error::{Error, IoContext, Result};
 use crate::format::chunk::{compress, fingerprint, CHUNK_BLOCKS};
 use crate::format::{BlockMap, ChunkId, Fingerprint};
+use crate::pg::datadir::path_of;
 use crate::pg::page::{self, PageCheck};
 use crate::progress::Progress;
 use crate::store::{read_chunk, Backend};
@@ -238,7 +239,7 @@ pub fn backup_file(
             blockmap: None,
         });
     }
-    let path = ctx.pgdata.join(&row.path);
+    let path = ctx.pgdata.join(path_of(&row.path));
     let file = match File::open(&path) {
         Ok(f) => f,
         // Dropped while we back up: WAL replay removes it anyway.

@@ -10,7 +10,9 @@
 //! contents walked under `pg_tblspc/<oid>/`.
 
 use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
 use std::fs;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -39,6 +41,72 @@ pub struct Entry {
     pub gid: u32,
     /// Symlink target.
     pub link: Option<String>,
+}
+
+/// File names are bytes; manifests hold text. A name that is not UTF-8 is
+/// kept exactly: each byte that is not part of valid UTF-8 becomes the
+/// private-use character U+F700 + byte, and so does each byte of a valid
+/// character in U+F780..U+F7FF (so the mapping is one-to-one both ways).
+/// Every other character, and all of ASCII, is itself.
+const ESCAPE_BASE: u32 = 0xF700;
+
+fn escaped(c: char) -> bool {
+    (ESCAPE_BASE + 0x80..=ESCAPE_BASE + 0xFF).contains(&u32::from(c))
+}
+
+fn escape_byte(out: &mut String, b: u8) {
+    out.push(char::from_u32(ESCAPE_BASE + u32::from(b)).unwrap_or(char::REPLACEMENT_CHARACTER));
+}
+
+fn push_text(out: &mut String, s: &str) {
+    for c in s.chars() {
+        if escaped(c) {
+            let mut buf = [0u8; 4];
+            for &b in c.encode_utf8(&mut buf).as_bytes() {
+                escape_byte(out, b);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+/// A path or file name as manifest text (see [`ESCAPE_BASE`]).
+pub fn name_of(os: &OsStr) -> String {
+    let mut out = String::with_capacity(os.len());
+    let mut rest = os.as_bytes();
+    while !rest.is_empty() {
+        match std::str::from_utf8(rest) {
+            Ok(s) => {
+                push_text(&mut out, s);
+                break;
+            }
+            Err(e) => {
+                let (valid, after) = rest.split_at(e.valid_up_to());
+                push_text(&mut out, std::str::from_utf8(valid).unwrap_or_default());
+                let bad = e.error_len().unwrap_or(after.len());
+                for &b in &after[..bad] {
+                    escape_byte(&mut out, b);
+                }
+                rest = &after[bad..];
+            }
+        }
+    }
+    out
+}
+
+/// The exact bytes manifest text names, as a path.
+pub fn path_of(name: &str) -> PathBuf {
+    let mut bytes = Vec::with_capacity(name.len());
+    for c in name.chars() {
+        if escaped(c) {
+            bytes.push((u32::from(c) - ESCAPE_BASE) as u8);
+        } else {
+            let mut buf = [0u8; 4];
+            bytes.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+        }
+    }
+    PathBuf::from(OsString::from_vec(bytes))
 }
 
 /// Top-level directories whose contents are never backed up.
@@ -148,16 +216,7 @@ fn walk_dir(dir: &Path, rel: &str, out: &mut Vec<Entry>) -> Result<()> {
     let mut names = Vec::new();
     for ent in rd {
         let ent = ent.at(dir)?;
-        match ent.file_name().into_string() {
-            Ok(n) => names.push(n),
-            Err(n) => {
-                return Err(Error::invalid(format!(
-                    "file name {:?} in {} is not UTF-8",
-                    n,
-                    dir.display()
-                )))
-            }
-        }
+        names.push(name_of(&ent.file_name()));
     }
     // Unlogged relations: keep only their init fork.
     let unlogged: HashSet<String> = if is_database_dir(rel) {
@@ -174,7 +233,7 @@ fn walk_dir(dir: &Path, rel: &str, out: &mut Vec<Entry>) -> Result<()> {
     };
     let top = rel.is_empty();
     for name in names {
-        let path = dir.join(&name);
+        let path = dir.join(path_of(&name));
         let relpath = join_rel(rel, &name);
         if excluded_anywhere(&name) || (top && EXCLUDED_TOP_FILES.contains(&name.as_str())) {
             continue;
@@ -211,7 +270,7 @@ fn walk_dir(dir: &Path, rel: &str, out: &mut Vec<Entry>) -> Result<()> {
                     &relpath,
                     EntryKind::Link,
                     &meta,
-                    Some(target.to_string_lossy().into_owned()),
+                    Some(name_of(target.as_os_str())),
                 ));
                 walk_dir(&resolve(&path, &target), &relpath, out)?;
             } else {
@@ -221,7 +280,7 @@ fn walk_dir(dir: &Path, rel: &str, out: &mut Vec<Entry>) -> Result<()> {
                     &relpath,
                     EntryKind::Link,
                     &meta,
-                    Some(target.to_string_lossy().into_owned()),
+                    Some(name_of(target.as_os_str())),
                 ));
             }
         } else if ft.is_dir() {
@@ -334,6 +393,33 @@ mod tests {
                 "pg_xact",
                 "pg_xact/0000",
             ]
+        );
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_round_trip() {
+        let cases: Vec<Vec<u8>> = vec![
+            b"plain/ascii".to_vec(),
+            "caf\u{e9}".as_bytes().to_vec(),
+            b"caf\xe9".to_vec(),
+            b"\xff\xfe/\x80x".to_vec(),
+            "\u{f780}\u{f7ff}\u{f77f}".as_bytes().to_vec(),
+            b"\xef\x9e\x80\xef\x9e".to_vec(),
+        ];
+        for b in cases {
+            let os = OsStr::from_bytes(&b);
+            let name = name_of(os);
+            assert_eq!(
+                path_of(&name).as_os_str().as_bytes(),
+                b.as_slice(),
+                "{name:?}"
+            );
+            assert!(!name.contains('\0'));
+        }
+        assert_eq!(name_of(OsStr::new("base/1/1259")), "base/1/1259");
+        assert_ne!(
+            name_of(OsStr::from_bytes(b"\xe9")),
+            name_of(OsStr::new("\u{e9}"))
         );
     }
 

@@ -23,7 +23,7 @@ use crate::catalog::{FileKind, FileRow};
 use crate::error::{Error, IoContext, Result};
 use crate::format::chunk::fingerprint;
 use crate::format::{BlockMap, ChunkId};
-use crate::pg::datadir::EXCLUDED_DIR_CONTENTS;
+use crate::pg::datadir::{name_of, path_of, EXCLUDED_DIR_CONTENTS};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::store::read_chunk;
@@ -137,7 +137,7 @@ fn make_layout(plan: &RestorePlan) -> Result<()> {
         .iter()
         .filter(|f| f.kind == FileKind::Dir && f.path != ".")
     {
-        let p = root.join(&f.path);
+        let p = root.join(path_of(&f.path));
         if let Ok(m) = fs::symlink_metadata(&p) {
             if !m.is_dir() {
                 remove_any(&p).at(&p)?;
@@ -150,11 +150,11 @@ fn make_layout(plan: &RestorePlan) -> Result<()> {
         .iter()
         .filter(|f| f.kind == FileKind::Link && !f.path.starts_with("pg_tblspc/"))
     {
-        let p = root.join(&f.path);
+        let p = root.join(path_of(&f.path));
         if fs::symlink_metadata(&p).is_ok() {
             remove_any(&p).at(&p)?;
         }
-        std::os::unix::fs::symlink(f.link.as_deref().unwrap_or(""), &p).at(&p)?;
+        std::os::unix::fs::symlink(path_of(f.link.as_deref().unwrap_or("")), &p).at(&p)?;
     }
     for d in EXCLUDED_DIR_CONTENTS {
         let p = root.join(d);
@@ -200,7 +200,7 @@ fn finish_owners_and_modes(plan: &RestorePlan) -> Result<()> {
         let p = if f.path == "." {
             root.clone()
         } else {
-            root.join(&f.path)
+            root.join(path_of(&f.path))
         };
         if as_root {
             std::os::unix::fs::lchown(&p, Some(f.uid), Some(f.gid)).at(&p)?;
@@ -241,7 +241,7 @@ fn remove_strays(plan: &RestorePlan) -> Result<u64> {
             let rel = entry
                 .path()
                 .strip_prefix(dir)
-                .map(|r| r.to_string_lossy().into_owned())
+                .map(|r| name_of(r.as_os_str()))
                 .unwrap_or_default();
             let rel = if prefix.is_empty() {
                 rel
@@ -310,7 +310,7 @@ fn restore_file(
     written: &AtomicU64,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let path = plan.target.join(&f.path);
+    let path = plan.target.join(path_of(&f.path));
     let what = format!("{} (backup {})", f.path, plan.backup.id);
     let (out, existed) = open_target(&path, plan.delta)?;
     let old_len = if existed {

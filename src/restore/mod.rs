@@ -26,7 +26,7 @@ use crate::catalog::{BackupRow, BackupStatus, Catalog, ChunkLoc, FileKind, FileR
 use crate::error::{Error, IoContext, Result};
 use crate::format::{BlockMap, ChunkId};
 use crate::pg::control;
-use crate::pg::datadir::check_manifest_path;
+use crate::pg::datadir::{check_manifest_path, path_of};
 use crate::repo::{check_cluster_name, segment_range, Repository};
 use crate::store::read_chunk;
 use crate::util::{default_workers, process_alive};
@@ -276,7 +276,7 @@ pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<R
             Some((_, d)) => d.clone(),
             None => match &opts.tablespace_map_all {
                 Some(all) => all.join(oid),
-                None => PathBuf::from(f.link.clone().unwrap_or_default()),
+                None => path_of(f.link.as_deref().unwrap_or_default()),
             },
         };
         if !dir.is_absolute() {

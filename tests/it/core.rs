@@ -274,3 +274,53 @@ fn spread_checkpoint_is_announced_and_logs_have_timestamps() {
     assert!(o.status.success());
     assert!(o.stdout.is_empty() && o.stderr.is_empty());
 }
+
+/// File names are bytes: names that are not UTF-8 (and names using the
+/// escape range) are backed up and restored byte-exact.
+#[test]
+fn file_names_that_are_not_utf8_restore_byte_exact() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let src = Cluster::archiving(&s, "src", &repo);
+    src.exec("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
+    let name = |b: &[u8]| OsStr::from_bytes(b).to_os_string();
+    let file = name(b"notes-\xe9\xff.txt");
+    let dir = name(b"dir-\xfe");
+    let inner = name(b"inner-\x80");
+    let escape_range = name("private-\u{f780}".as_bytes());
+    let link = name(b"link-\xe9");
+    let target = name(b"target-\xff/x");
+    std::fs::write(src.pgdata.join(&file), b"latin-1 name").unwrap();
+    std::fs::create_dir(src.pgdata.join(&dir)).unwrap();
+    std::fs::write(src.pgdata.join(&dir).join(&inner), b"inside").unwrap();
+    std::fs::write(src.pgdata.join(&escape_range), b"escape range").unwrap();
+    std::os::unix::fs::symlink(&target, src.pgdata.join(&link)).unwrap();
+    give_to_pg(&src.pgdata);
+    src.backup_ok(&repo, &["--type", "full"]);
+    src.switch_wal_and_wait(&repo);
+    let want = src.table_hashes();
+    let mut dst = restore(&s, &repo, "dst", &[]);
+    assert_eq!(
+        std::fs::read(dst.pgdata.join(&file)).unwrap(),
+        b"latin-1 name"
+    );
+    assert_eq!(
+        std::fs::read(dst.pgdata.join(&dir).join(&inner)).unwrap(),
+        b"inside"
+    );
+    assert_eq!(
+        std::fs::read(dst.pgdata.join(&escape_range)).unwrap(),
+        b"escape range"
+    );
+    assert_eq!(
+        std::fs::read_link(dst.pgdata.join(&link))
+            .unwrap()
+            .as_os_str(),
+        target.as_os_str()
+    );
+    dst.start_ok();
+    dst.wait_for_consistency();
+    assert_eq!(dst.table_hashes(), want);
+}
