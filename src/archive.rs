@@ -14,10 +14,11 @@ use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::chunk::hex;
+use crate::format::keys::wal_id;
 use crate::format::wal as walfmt;
 use crate::pg::wal::LongPageHeader;
 use crate::pg::WalFileName;
-use crate::repo::Repository;
+use crate::repo::{check_cluster_name, Repository};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum PushOutcome {
@@ -34,57 +35,92 @@ fn file_name(path: &Path) -> Result<String> {
 
 /// Archive one WAL file.
 pub fn push(repo: &Repository, cluster: &str, path: &Path, level: i32) -> Result<PushOutcome> {
+    check_cluster_name(cluster)?;
     let name = file_name(path)?;
     let parsed = WalFileName::parse(&name)?;
     let data = fs::read(path).at(path)?;
-    if parsed.is_segment_data() {
-        let h = LongPageHeader::parse(&data, &name)?;
-        if h.timeline != parsed.timeline().0 {
-            return Err(Error::invalid(format!(
-                "{name}: its header says timeline {}, its name timeline {}",
-                h.timeline,
-                parsed.timeline()
-            )));
-        }
-        let cat = repo.catalog()?;
-        match (cat.cluster(cluster)?, h.major_version()) {
-            (Some(c), _) if c.system_id != h.system_id => {
+    let wal_id = if parsed.is_segment_data() {
+        segment_home(repo, cluster, &name, &parsed, &data)?
+    } else {
+        // History and .backup files carry no identity: they belong to the
+        // cluster's current one.
+        match repo.catalog()?.cluster(cluster)? {
+            Some(c) => c.wal_id(),
+            None => {
                 return Err(Error::refused(format!(
-                    "{name} belongs to the cluster with system identifier {}, but cluster {:?} \
-                     in this repository is {}: refusing to archive it",
-                    h.system_id, c.name, c.system_id
-                )));
-            }
-            (Some(_), _) => {}
-            (None, Some(v)) => {
-                cat.bind_cluster(cluster, h.system_id, v)?;
-            }
-            (None, None) => {
-                return Err(Error::refused(format!(
-                    "{name}: unknown WAL page magic {:#06x} (unsupported PostgreSQL version)",
-                    h.magic
-                )));
+                    "cluster {cluster:?} is not in this repository yet: archive a WAL segment \
+                     or take a backup first"
+                )))
             }
         }
-    } else if repo.catalog()?.cluster(cluster)?.is_none() {
-        return Err(Error::refused(format!(
-            "cluster {cluster:?} is not in this repository yet: archive a WAL segment \
-             or take a backup first"
-        )));
-    }
+    };
     let hash = blake3::hash(&data);
-    if let Some(existing) = repo.wal_hash(cluster, &name)? {
+    if let Some(existing) = repo.wal_hash(&wal_id, &name)? {
         return same_or_refuse(&name, &existing, hash.as_bytes());
     }
     let obj = walfmt::encode(&data, level)?;
-    if repo.wal_put_new(cluster, &name, &obj)? {
+    if repo.wal_put_new(&wal_id, &name, &obj)? {
         return Ok(PushOutcome::Stored);
     }
     // Lost a race with a concurrent push of the same name.
     let existing = repo
-        .wal_hash(cluster, &name)?
+        .wal_hash(&wal_id, &name)?
         .ok_or_else(|| Error::corrupt(&name, "vanished while archiving"))?;
     same_or_refuse(&name, &existing, hash.as_bytes())
+}
+
+/// Where a segment goes, from the system identifier in its long page
+/// header: the history entry of `cluster` with that identity (binding a new
+/// cluster on its first segment). A segment of another cluster is refused,
+/// naming the cluster it belongs to when the repository has it.
+fn segment_home(
+    repo: &Repository,
+    cluster: &str,
+    name: &str,
+    parsed: &WalFileName,
+    data: &[u8],
+) -> Result<String> {
+    let h = LongPageHeader::parse(data, name)?;
+    if h.timeline != parsed.timeline().0 {
+        return Err(Error::invalid(format!(
+            "{name}: its header says timeline {}, its name timeline {}",
+            h.timeline,
+            parsed.timeline()
+        )));
+    }
+    let cat = repo.catalog()?;
+    if let Some(other) = cat.cluster_of_system(h.system_id)? {
+        if other != cluster {
+            return Err(Error::refused(format!(
+                "{name} belongs to cluster {other:?} in this repository (system identifier \
+                 {}), not {cluster:?}: check --cluster in archive_command",
+                h.system_id
+            )));
+        }
+    }
+    match (cat.cluster(cluster)?, h.major_version()) {
+        (Some(c), _) => {
+            let seq = cat
+                .histories(c.id)?
+                .into_iter()
+                .find(|x| x.system_id == h.system_id)
+                .map(|x| x.seq)
+                .ok_or_else(|| {
+                    Error::refused(format!(
+                        "{name} belongs to the cluster with system identifier {}, but cluster \
+                         {:?} in this repository is {}: refusing to archive it (after \
+                         pg_upgrade, run `pgstrata upgrade` first)",
+                        h.system_id, c.name, c.system_id
+                    ))
+                })?;
+            Ok(wal_id(cluster, seq))
+        }
+        (None, Some(v)) => Ok(cat.bind_cluster(cluster, h.system_id, v)?.wal_id()),
+        (None, None) => Err(Error::refused(format!(
+            "{name}: unknown WAL page magic {:#06x} (unsupported PostgreSQL version)",
+            h.magic
+        ))),
+    }
 }
 
 fn same_or_refuse(name: &str, existing: &[u8; 32], new: &[u8; 32]) -> Result<PushOutcome> {
@@ -100,10 +136,18 @@ fn same_or_refuse(name: &str, existing: &[u8; 32], new: &[u8; 32]) -> Result<Pus
     }
 }
 
-/// Restore an archived WAL file to `dest`, atomically. `false` when the
-/// repository does not have it (PostgreSQL asks for files that do not exist).
-pub fn get(repo: &Repository, cluster: &str, name: &str, dest: &Path) -> Result<bool> {
-    let Some(data) = repo.wal_fetch(cluster, name)? else {
+/// Restore an archived WAL file of entry `history` of the cluster's history
+/// to `dest`, atomically. `false` when the repository does not have it
+/// (PostgreSQL asks for files that do not exist).
+pub fn get(
+    repo: &Repository,
+    cluster: &str,
+    history: u32,
+    name: &str,
+    dest: &Path,
+) -> Result<bool> {
+    check_cluster_name(cluster)?;
+    let Some(data) = repo.wal_fetch(&wal_id(cluster, history), name)? else {
         return Ok(false);
     };
     let dir = dest

@@ -51,6 +51,10 @@ pub fn run(repo: &Repository, cluster: &str, opts: &CheckOptions) -> Result<Chec
     let info = server.info.clone();
     let cat = repo.catalog()?;
     let bound = cat.cluster(cluster)?;
+    let wal_id = bound
+        .as_ref()
+        .map(|c| c.wal_id())
+        .unwrap_or_else(|| cluster.to_string());
     if let Some(c) = &bound {
         c.check_identity(info.system_id, info.major)?;
     }
@@ -77,7 +81,7 @@ pub fn run(repo: &Repository, cluster: &str, opts: &CheckOptions) -> Result<Chec
     let started = Instant::now();
     let deadline = started + opts.archive_timeout;
     loop {
-        if repo.wal_has(cluster, &segment)? {
+        if repo.wal_has(&wal_id, &segment)? {
             break;
         }
         if Instant::now() >= deadline {

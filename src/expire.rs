@@ -218,7 +218,7 @@ pub fn plan(
     };
     plan.leftovers = cat.running_backups()?;
     let kept = plan_backups(cat, cluster, opts, &mut plan)?;
-    plan_wal(repo, cluster, &kept, &mut plan)?;
+    plan_wal(repo, cat, cluster, &kept, &mut plan)?;
     let mut gone_ids: Vec<String> = plan.backups.iter().map(|(b, _)| b.id.clone()).collect();
     gone_ids.extend(plan.leftovers.iter().cloned());
     plan_packs(cat, &gone_ids, opts, &mut plan)?;
@@ -259,31 +259,47 @@ fn plan_backups(
         .collect())
 }
 
-/// WAL before the oldest kept backup's start serves no backup.
+/// WAL that serves no kept backup, per entry of the cluster's history: in
+/// an entry with kept backups, what precedes the oldest one's start; in a
+/// past entry (before a `pgstrata upgrade`) with no kept backup, all of it.
 fn plan_wal(
     repo: &Repository,
+    cat: &Catalog,
     cluster: &str,
     kept: &[BackupRow],
     plan: &mut ExpirePlan,
 ) -> Result<()> {
-    let Some(oldest) = kept.iter().min_by_key(|b| b.start_lsn) else {
+    let Some(cl) = cat.cluster(cluster)? else {
         return Ok(());
     };
-    let Some(start) = oldest.wal_start.as_deref() else {
-        return Ok(());
-    };
-    let seg = oldest.wal_seg_size;
-    let first = WalSegment::from_name(start, seg)?.segno;
-    for w in repo.wal_objects(cluster)? {
-        let segno = match WalFileName::parse(&w.name) {
-            Ok(WalFileName::History { .. }) | Err(_) => continue,
-            Ok(_) => WalSegment::from_name(&w.name[..24], seg)
-                .map(|s| s.segno)
-                .ok(),
+    for h in cat.histories(cl.id)? {
+        let oldest = kept
+            .iter()
+            .filter(|b| b.history == h.seq)
+            .min_by_key(|b| b.start_lsn);
+        let first = match oldest {
+            Some(b) => match b.wal_start.as_deref() {
+                Some(start) => Some((
+                    WalSegment::from_name(start, b.wal_seg_size)?,
+                    b.wal_seg_size,
+                )),
+                None => continue,
+            },
+            None if h.seq < cl.history => None,
+            None => continue,
         };
-        if segno.is_some_and(|s| s < first) {
-            plan.bytes += w.size;
-            plan.wal.push((w.key, w.name));
+        for w in repo.wal_objects(&keys::wal_id(cluster, h.seq))? {
+            let gone = match (&first, WalFileName::parse(&w.name)) {
+                (None, _) => true,
+                (Some(_), Ok(WalFileName::History { .. }) | Err(_)) => false,
+                (Some((f, seg)), Ok(_)) => {
+                    WalSegment::from_name(&w.name[..24], *seg).is_ok_and(|s| s.segno < f.segno)
+                }
+            };
+            if gone {
+                plan.bytes += w.size;
+                plan.wal.push((w.key, w.name));
+            }
         }
     }
     Ok(())
@@ -555,6 +571,7 @@ mod tests {
             page_errors: 0,
             host: None,
             pid: None,
+            history: 1,
         }
     }
 

@@ -40,8 +40,19 @@ pub struct ClusterInfo {
     /// A string: a 64-bit number loses digits in common JSON tools.
     pub system_id: String,
     pub pg_version: u32,
+    /// The identities the cluster has had, oldest first (a new one after
+    /// each `pgstrata upgrade`); `wal` is the current one's archive.
+    pub history: Vec<HistoryInfo>,
     pub backups: Vec<BackupInfo>,
     pub wal: WalInfo,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HistoryInfo {
+    pub seq: u32,
+    pub system_id: String,
+    pub pg_version: u32,
+    pub since: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -73,6 +84,10 @@ pub struct BackupInfo {
     pub dedupe_ratio: Option<f64>,
     pub files: u64,
     pub page_errors: u64,
+    /// The PostgreSQL major whose binaries start a restore of this backup.
+    pub pg_version: u32,
+    /// The entry of the cluster's history it was taken under.
+    pub history: u32,
 }
 
 /// `aborted` for a backup still marked running whose process is gone (it
@@ -105,6 +120,8 @@ fn backup_info(b: &BackupRow) -> BackupInfo {
             .then(|| (b.db_bytes as f64 / b.stored_bytes as f64 * 100.0).round() / 100.0),
         files: b.files,
         page_errors: b.page_errors,
+        pg_version: b.pg_version,
+        history: b.history,
     }
 }
 
@@ -116,12 +133,23 @@ pub fn gather(repo: &Repository, only: Option<&str>) -> Result<Info> {
             continue;
         }
         let backups = cat.backups(c.id)?.iter().map(backup_info).collect();
-        let names = repo.wal_names(&c.name)?;
+        let names = repo.wal_names(&c.wal_id())?;
+        let history = cat
+            .histories(c.id)?
+            .into_iter()
+            .map(|h| HistoryInfo {
+                seq: h.seq,
+                system_id: h.system_id.to_string(),
+                pg_version: h.pg_version,
+                since: rfc3339(h.since),
+            })
+            .collect();
         let range = segment_range(&names);
         clusters.push(ClusterInfo {
             name: c.name.clone(),
             system_id: c.system_id.to_string(),
             pg_version: c.pg_version,
+            history,
             backups,
             wal: WalInfo {
                 min: range.as_ref().map(|r| r.0.clone()),
@@ -184,6 +212,15 @@ fn render_cluster(s: &mut String, c: &ClusterInfo) {
         "\ncluster {} (PostgreSQL {}, system id {})",
         c.name, c.pg_version, c.system_id
     );
+    if c.history.len() > 1 {
+        for h in &c.history {
+            let _ = writeln!(
+                s,
+                "  history {}: PostgreSQL {}, system id {}, since {}",
+                h.seq, h.pg_version, h.system_id, h.since
+            );
+        }
+    }
     match (&c.wal.min, &c.wal.max) {
         (Some(a), Some(b)) => {
             let _ = writeln!(
@@ -202,15 +239,25 @@ fn render_cluster(s: &mut String, c: &ClusterInfo) {
     }
     let _ = writeln!(
         s,
-        "  {:<20} {:<5} {:<9} {:<20} {:<20} {:>10} {:>10} {:>10} {:>7}  wal",
-        "backup", "type", "status", "start (UTC)", "reference", "size", "read", "stored", "ratio"
+        "  {:<20} {:<5} {:>3} {:<9} {:<20} {:<20} {:>10} {:>10} {:>10} {:>7}  wal",
+        "backup",
+        "type",
+        "pg",
+        "status",
+        "start (UTC)",
+        "reference",
+        "size",
+        "read",
+        "stored",
+        "ratio"
     );
     for b in &c.backups {
         let _ = writeln!(
             s,
-            "  {:<20} {:<5} {:<9} {:<20} {:<20} {:>10} {:>10} {:>10} {:>7}  {}..{}{}",
+            "  {:<20} {:<5} {:>3} {:<9} {:<20} {:<20} {:>10} {:>10} {:>10} {:>7}  {}..{}{}",
             b.id,
             b.backup_type,
+            b.pg_version,
             b.status,
             b.start_time.trim_end_matches('Z').replace('T', " "),
             b.reference.as_deref().unwrap_or("-"),

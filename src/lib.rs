@@ -23,12 +23,13 @@ mod repair;
 mod repo;
 mod restore;
 mod store;
+mod upgrade;
 mod util;
 mod verify;
 
 pub use archive::{get as archive_get, push as archive_push, PushOutcome};
 pub use backup::{run as backup, BackupOptions, BackupReport};
-pub use catalog::ExpireLog;
+pub use catalog::{ExpireLog, HistoryRow};
 pub use check::{run as check, CheckOptions, CheckReport};
 pub use error::{Error, Result};
 pub use expire::{run as expire, ExpireOptions, ExpirePlan, Retention};
@@ -42,6 +43,7 @@ pub use restore::{
     apply as apply_restore, parse_target_time, plan as plan_restore, Recovery, RecoveryTarget,
     RestoreOptions, RestorePlan, RestoreStats, TargetAction, TimelineTarget,
 };
+pub use upgrade::{run as upgrade, UpgradeReport};
 pub use util::human;
 pub use verify::{run as verify, BackupVerdict, Problem, ProblemKind, VerifyOptions, VerifyReport};
 

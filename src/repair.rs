@@ -155,6 +155,9 @@ fn insert_backups(repo: &Repository, cat: &mut Catalog, report: &mut RepairRepor
 fn bind_wal_clusters(repo: &Repository, cat: &Catalog, report: &mut RepairReport) -> Result<()> {
     for (key, _) in repo.backend().list(keys::WAL)? {
         let (cluster, name) = match ObjectKey::parse(&key) {
+            // WAL of a later history entry belongs to a cluster its
+            // manifests bind.
+            Ok(ObjectKey::Wal { cluster, .. }) if cluster.contains('~') => continue,
             Ok(ObjectKey::Wal { cluster, name }) => (cluster, name),
             _ => {
                 report.skipped.push(format!("{key}: not a WAL object name"));
@@ -195,7 +198,14 @@ fn load_manifest(repo: &Repository, key: &str) -> Result<Manifest> {
 /// Insert one backup; its block maps are decoded from the (already
 /// indexed) packs to derive the block-map relation.
 fn insert_backup(repo: &Repository, cat: &mut Catalog, m: Manifest) -> Result<String> {
-    let cl = cat.bind_cluster(&m.cluster.name, m.cluster.system_id, m.cluster.pg_version)?;
+    let id = &m.cluster;
+    let cl = cat.restore_history(
+        &id.name,
+        id.history,
+        id.system_id,
+        id.pg_version,
+        m.backup.start_time,
+    )?;
     let mut seen = std::collections::HashSet::new();
     let mut relation: Vec<(ChunkId, Vec<ChunkId>)> = Vec::new();
     for f in &m.files {
@@ -222,7 +232,7 @@ fn insert_backup(repo: &Repository, cat: &mut Catalog, m: Manifest) -> Result<St
         let map = BlockMap::decode(&raw, &what)?;
         relation.push((bm, map.chunks));
     }
-    let backup = BackupRow::from(m.backup);
+    let backup = BackupRow::from_meta(m.backup, m.cluster.history);
     let files: Vec<FileRow> = m.files.into_iter().map(Into::into).collect();
     let errors: Vec<PageErrorRow> = m.page_errors.into_iter().map(Into::into).collect();
     cat.rebuild_backup(cl.id, &backup, &files, &relation, &errors)?;

@@ -164,10 +164,12 @@ pub fn run(
     let (mut server, pgdata) = connect(repo, cluster, opts)?;
     let cat = repo.catalog()?;
     let cl = cat.bind_cluster(cluster, server.info.system_id, server.info.major)?;
+    // Only backups of the cluster's current identity are references: after
+    // `pgstrata upgrade` the first backup is a full.
     let complete: Vec<BackupRow> = cat
         .backups(cl.id)?
         .into_iter()
-        .filter(|b| b.status == BackupStatus::Complete)
+        .filter(|b| b.status == BackupStatus::Complete && b.history == cl.history)
         .collect();
     let plan = plan(opts.backup_type, &complete);
     if plan.became_full {
@@ -268,6 +270,7 @@ fn begin(
         page_errors: 0,
         host: Some(host_name()),
         pid: Some(std::process::id()),
+        history: cl.history,
     };
     cat.insert_backup(cl.id, &row)?;
     Ok(row)
@@ -525,7 +528,7 @@ impl Job<'_> {
         let t = Instant::now();
         wait_for_wal(
             self.repo,
-            &self.cluster.name,
+            &self.cluster.wal_id(),
             (first, last),
             seg,
             self.opts.archive_timeout,
@@ -558,9 +561,11 @@ fn label_timeline(label: &str) -> Option<TimelineId> {
     Some(TimelineId(tli))
 }
 
+/// `wal_id`: where the cluster's current WAL is archived (`<name>` or
+/// `<name>~<history>`).
 fn wait_for_wal(
     repo: &Repository,
-    cluster: &str,
+    wal_id: &str,
     (first, last): (WalSegment, WalSegment),
     seg_size: u64,
     timeout: Duration,
@@ -574,11 +579,12 @@ fn wait_for_wal(
             segno,
         }
         .name(seg_size);
-        if repo.wal_has(cluster, &name)? {
+        if repo.wal_has(wal_id, &name)? {
             segno += 1;
             continue;
         }
         if Instant::now() >= deadline {
+            let cluster = wal_id.split('~').next().unwrap_or(wal_id);
             return Err(Error::Timeout(format!(
                 "WAL segment {name} was not archived to this repository within {} s; the \
                  backup is not usable without it. Set archive_mode = on and archive_command = \

@@ -123,9 +123,9 @@ impl Catalog {
             "INSERT INTO backup (id, cluster_id, type, status, reference, start_time, stop_time, \
              start_lsn, stop_lsn, timeline, wal_start, wal_stop, pg_version, block_size, \
              wal_seg_size, data_checksums, backup_label, tablespace_map, db_bytes, read_bytes, \
-             stored_bytes, files, page_errors, host, pid) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, \
-             ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, \
-             ?25)",
+             stored_bytes, files, page_errors, host, pid, history) VALUES (?1, ?2, ?3, ?4, ?5, \
+             ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, \
+             ?23, ?24, ?25, ?26)",
             params![
                 b.id,
                 cluster_id,
@@ -151,7 +151,8 @@ impl Catalog {
                 b.files as i64,
                 b.page_errors as i64,
                 b.host,
-                b.pid
+                b.pid,
+                b.history
             ],
         )
         .ctx(&what)?;

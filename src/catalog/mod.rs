@@ -6,6 +6,7 @@
 //! is inserted as `running` and becomes `complete` in one final transaction.
 //! Readers only ever trust `complete` backups.
 
+mod clusters;
 mod gc;
 mod integrity;
 mod model;
@@ -20,7 +21,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 pub use gc::{ExpireLog, PackUsage};
 pub use model::{
-    BackupRow, BackupStatus, BackupType, ChunkLoc, ClusterRow, FileKind, FileRow, PageErrorRow,
+    BackupRow, BackupStatus, BackupType, ChunkLoc, ClusterRow, FileKind, FileRow, HistoryRow,
+    PageErrorRow,
 };
 
 use crate::error::{Error, Result, SqlContext};
@@ -39,7 +41,7 @@ pub struct Catalog {
 const BACKUP_COLS: &str = "id, type, status, reference, start_time, stop_time, start_lsn, \
     stop_lsn, timeline, wal_start, wal_stop, pg_version, block_size, wal_seg_size, \
     data_checksums, backup_label, tablespace_map, db_bytes, read_bytes, stored_bytes, files, \
-    page_errors, host, pid";
+    page_errors, host, pid, history";
 
 fn backup_from_row(r: &Row<'_>) -> rusqlite::Result<BackupRow> {
     Ok(BackupRow {
@@ -67,6 +69,7 @@ fn backup_from_row(r: &Row<'_>) -> rusqlite::Result<BackupRow> {
         page_errors: u64_of(r.get(21)?),
         host: r.get(22)?,
         pid: r.get(23)?,
+        history: r.get(24)?,
     })
 }
 
@@ -160,77 +163,6 @@ impl Catalog {
             .collect::<rusqlite::Result<Vec<_>>>()
             .ctx("integrity")?;
         Ok(rows.into_iter().filter(|r| r != "ok").collect())
-    }
-
-    // ---- clusters
-
-    pub fn cluster(&self, name: &str) -> Result<Option<ClusterRow>> {
-        self.conn
-            .query_row(
-                "SELECT id, name, system_id, pg_version FROM cluster WHERE name = ?1",
-                [name],
-                |r| {
-                    let sid: String = r.get(2)?;
-                    let system_id = sid.parse().map_err(|_| {
-                        rusqlite::Error::FromSqlConversionFailure(
-                            2,
-                            rusqlite::types::Type::Text,
-                            Box::new(Error::corrupt(
-                                "catalog",
-                                format!("cluster {name:?} has system identifier {sid:?}"),
-                            )),
-                        )
-                    })?;
-                    Ok(ClusterRow {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                        system_id,
-                        pg_version: r.get(3)?,
-                    })
-                },
-            )
-            .optional()
-            .ctx("read cluster")
-    }
-
-    pub fn clusters(&self) -> Result<Vec<ClusterRow>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT name FROM cluster ORDER BY name")
-            .ctx("clusters")?;
-        let names = st
-            .query_map([], |r| r.get::<_, String>(0))
-            .ctx("clusters")?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .ctx("clusters")?;
-        let mut out = Vec::new();
-        for n in names {
-            if let Some(c) = self.cluster(&n)? {
-                out.push(c);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Bind `name` to a system identifier and major version, or check that it
-    /// already is bound to these (invariant 5: one cluster, one identity).
-    pub fn bind_cluster(&self, name: &str, system_id: u64, pg_version: u32) -> Result<ClusterRow> {
-        if let Some(c) = self.cluster(name)? {
-            c.check_identity(system_id, pg_version)?;
-            return Ok(c);
-        }
-        self.conn
-            .execute(
-                "INSERT OR IGNORE INTO cluster (name, system_id, pg_version, created_at) \
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![name, system_id.to_string(), pg_version, now_us()],
-            )
-            .ctx("bind cluster")?;
-        let c = self
-            .cluster(name)?
-            .ok_or_else(|| Error::corrupt("catalog", "cluster row vanished"))?;
-        c.check_identity(system_id, pg_version)?;
-        Ok(c)
     }
 
     // ---- chunks and packs
@@ -359,7 +291,8 @@ impl Catalog {
             .execute(
                 "INSERT INTO backup (id, cluster_id, type, status, reference, start_time, \
                  start_lsn, timeline, pg_version, block_size, wal_seg_size, data_checksums, \
-                 host, pid) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                 host, pid, history) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
+                 ?13, ?14, ?15)",
                 params![
                     b.id,
                     cluster_id,
@@ -374,7 +307,8 @@ impl Catalog {
                     b.wal_seg_size as i64,
                     b.data_checksums,
                     b.host,
-                    b.pid
+                    b.pid,
+                    b.history
                 ],
             )
             .ctx("insert backup")?;
@@ -556,28 +490,6 @@ pub(crate) fn write_files(
         }
     }
     Ok(())
-}
-
-impl ClusterRow {
-    /// Invariant 5: a cluster name stays bound to one system identifier and
-    /// one major version.
-    pub fn check_identity(&self, system_id: u64, pg_version: u32) -> Result<()> {
-        if self.system_id != system_id {
-            return Err(Error::refused(format!(
-                "cluster {:?} in this repository has system identifier {}, but this one has {}: \
-                 it is another PostgreSQL cluster (use another --cluster name)",
-                self.name, self.system_id, system_id
-            )));
-        }
-        if self.pg_version != pg_version {
-            return Err(Error::refused(format!(
-                "cluster {:?} in this repository is PostgreSQL {}, but this one is {}: \
-                 use another --cluster name for a new major version",
-                self.name, self.pg_version, pg_version
-            )));
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -13,8 +13,20 @@ pub struct ClusterRow {
     /// The catalog's row id (never written to the repository's objects).
     pub id: i64,
     pub name: String,
+    /// The current identity: that of history entry `history`.
     pub system_id: u64,
     pub pg_version: u32,
+    pub history: u32,
+}
+
+/// One identity a cluster has had (a new one after each `pgstrata upgrade`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryRow {
+    pub seq: u32,
+    pub system_id: u64,
+    pub pg_version: u32,
+    /// Unix microseconds.
+    pub since: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +56,8 @@ pub struct BackupRow {
     pub page_errors: u64,
     pub host: Option<String>,
     pub pid: Option<u32>,
+    /// The cluster history entry (identity) the backup was taken under.
+    pub history: u32,
 }
 
 /// One manifest entry.
@@ -82,7 +96,13 @@ impl ClusterRow {
             name: self.name.clone(),
             system_id: self.system_id,
             pg_version: self.pg_version,
+            history: self.history,
         }
+    }
+
+    /// Where this cluster's current WAL is archived.
+    pub fn wal_id(&self) -> String {
+        crate::format::keys::wal_id(&self.name, self.history)
     }
 }
 
@@ -117,6 +137,16 @@ impl From<&BackupRow> for BackupMeta {
     }
 }
 
+impl BackupRow {
+    /// From a manifest copy taken under cluster history entry `history`.
+    pub fn from_meta(b: BackupMeta, history: u32) -> Self {
+        BackupRow {
+            history,
+            ..b.into()
+        }
+    }
+}
+
 impl From<BackupMeta> for BackupRow {
     fn from(b: BackupMeta) -> Self {
         BackupRow {
@@ -144,6 +174,7 @@ impl From<BackupMeta> for BackupRow {
             page_errors: b.page_errors,
             host: b.host,
             pid: b.pid,
+            history: 1,
         }
     }
 }

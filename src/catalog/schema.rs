@@ -106,4 +106,20 @@ CREATE TABLE expire_log (
     bytes_freed     INTEGER NOT NULL
 );
 "#,
+    // 3: a cluster's history of identities (pg_upgrade gives a cluster a new
+    // system identifier and major under the same name).
+    r#"
+CREATE TABLE cluster_history (
+    cluster_id  INTEGER NOT NULL REFERENCES cluster(id),
+    seq         INTEGER NOT NULL,       -- 1, 2, ... ; the cluster row holds the newest
+    system_id   TEXT NOT NULL,
+    pg_version  INTEGER NOT NULL,
+    since       INTEGER NOT NULL,       -- unix microseconds
+    PRIMARY KEY (cluster_id, seq)
+);
+INSERT INTO cluster_history (cluster_id, seq, system_id, pg_version, since)
+    SELECT id, 1, system_id, pg_version, created_at FROM cluster;
+ALTER TABLE cluster ADD COLUMN history INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE backup ADD COLUMN history INTEGER NOT NULL DEFAULT 1;
+"#,
 ];

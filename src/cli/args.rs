@@ -111,6 +111,10 @@ pub enum Command {
     },
     /// Fetch an archived WAL file (for restore_command = '... archive-get %f "%p"').
     ArchiveGet {
+        /// Which entry of the cluster's history the WAL belongs to (restore
+        /// writes it for backups taken after a `pgstrata upgrade`) [default: 1].
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        history: u32,
         /// The WAL file's name (PostgreSQL's %f).
         #[arg(value_name = "NAME")]
         name: String,
@@ -152,6 +156,16 @@ pub enum Command {
         /// catalog is moved aside, not deleted).
         #[arg(long)]
         rebuild_catalog: bool,
+        /// Seconds to wait for a running backup or expire [default: 0; config: lock-wait].
+        #[arg(long, value_name = "SECONDS")]
+        lock_wait: Option<u64>,
+    },
+    /// After pg_upgrade: continue the cluster under its new system identifier
+    /// and major, as a new entry of its history (older backups stay restorable).
+    Upgrade {
+        /// The upgraded cluster's data directory [config: pgdata].
+        #[arg(long, value_name = "DIR")]
+        pgdata: Option<PathBuf>,
         /// Seconds to wait for a running backup or expire [default: 0; config: lock-wait].
         #[arg(long, value_name = "SECONDS")]
         lock_wait: Option<u64>,

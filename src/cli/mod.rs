@@ -69,10 +69,33 @@ fn execute(s: Settings) -> anyhow::Result<Outcome> {
                 );
             }
         }
-        Run::ArchiveGet { name, dest } => {
-            if !pgstrata::archive_get(&Repository::open(repo)?, cluster, &name, &dest)? {
+        Run::ArchiveGet {
+            name,
+            dest,
+            history,
+        } => {
+            let r = Repository::open(repo)?;
+            if !pgstrata::archive_get(&r, cluster, history, &name, &dest)? {
                 return Ok(Outcome::QuietFailure);
             }
+        }
+        Run::Upgrade { pgdata, lock_wait } => {
+            let r = pgstrata::upgrade(&Repository::open(repo)?, cluster, &pgdata, lock_wait)?;
+            say(
+                quiet,
+                format!(
+                    "cluster {:?} upgraded: PostgreSQL {} (system identifier {}) is now history \
+                     entry {}; entry {} (PostgreSQL {}, system identifier {}) and its backups stay \
+                     restorable. The next backup is a full.",
+                    r.cluster,
+                    r.to.pg_version,
+                    r.to.system_id,
+                    r.to.seq,
+                    r.from.seq,
+                    r.from.pg_version,
+                    r.from.system_id
+                ),
+            );
         }
         Run::Info { json } => {
             let i = pgstrata::info(&Repository::open(repo)?, s.cluster_given.as_deref())?;

@@ -59,6 +59,11 @@ pub enum Run {
     ArchiveGet {
         name: String,
         dest: PathBuf,
+        history: u32,
+    },
+    Upgrade {
+        pgdata: PathBuf,
+        lock_wait: Duration,
     },
     Info {
         json: bool,
@@ -113,7 +118,24 @@ impl Settings {
                 path,
                 level: level(compress_level.or(cfg.compress_level))?.unwrap_or(3),
             },
-            Command::ArchiveGet { name, dest } => Run::ArchiveGet { name, dest },
+            Command::ArchiveGet {
+                name,
+                dest,
+                history,
+            } => {
+                if history == 0 {
+                    return usage("--history starts at 1");
+                }
+                Run::ArchiveGet {
+                    name,
+                    dest,
+                    history,
+                }
+            }
+            Command::Upgrade { pgdata, lock_wait } => Run::Upgrade {
+                pgdata: pgdata_of(pgdata, cfg)?,
+                lock_wait: Duration::from_secs(lock_wait.or(cfg.lock_wait).unwrap_or(0)),
+            },
             Command::Info { output } => Run::Info {
                 json: matches!(output, OutputArg::Json),
             },

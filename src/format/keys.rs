@@ -47,6 +47,17 @@ pub fn wal(cluster: &str, name: &str) -> Result<String> {
     })
 }
 
+/// Where the WAL of entry `history` of a cluster's history is archived: the
+/// cluster's name for the first, `<name>~<n>` after each upgrade (`~` is not
+/// allowed in cluster names, so the two never collide).
+pub fn wal_id(cluster: &str, history: u32) -> String {
+    if history <= 1 {
+        cluster.to_string()
+    } else {
+        format!("{cluster}~{history}")
+    }
+}
+
 /// The prefix under which a cluster's WAL lives.
 pub fn wal_prefix(cluster: &str) -> String {
     format!("{WAL}{cluster}/")
@@ -196,5 +207,14 @@ mod tests {
             assert!(ObjectKey::parse(k).is_err(), "{k}");
         }
         assert!(wal("main", "../etc").is_err());
+        assert_eq!(wal_id("main", 1), "main");
+        assert_eq!(wal_id("main", 3), "main~3");
+        assert_eq!(
+            ObjectKey::parse(&wal(&wal_id("main", 2), "00000001.history").unwrap()).unwrap(),
+            ObjectKey::Wal {
+                cluster: "main~2".into(),
+                name: "00000001.history".into()
+            }
+        );
     }
 }

@@ -118,6 +118,13 @@ pub struct ClusterIdentity {
     pub name: String,
     pub system_id: u64,
     pub pg_version: u32,
+    /// Which entry of the cluster's history (1 until a `pgstrata upgrade`).
+    #[serde(default = "first_history")]
+    pub history: u32,
+}
+
+fn first_history() -> u32 {
+    1
 }
 
 /// A backup's own fields.
@@ -285,6 +292,7 @@ mod tests {
                 name: "main".into(),
                 system_id: 7_300_000_000_000_000_001,
                 pg_version: 15,
+                history: 1,
             },
             backup: BackupMeta {
                 id: "20261121-080727F".into(),
@@ -338,7 +346,7 @@ mod tests {
         let json = serde_json::to_string(&m).unwrap();
         let expected = format!(
             concat!(
-                r#"{{"format":2,"cluster":{{"name":"main","system_id":7300000000000000001,"pg_version":15}},"#,
+                r#"{{"format":2,"cluster":{{"name":"main","system_id":7300000000000000001,"pg_version":15,"history":1}},"#,
                 r#""backup":{{"id":"20261121-080727F","backup_type":"full","status":"complete","reference":null,"#,
                 r#""start_time":1,"stop_time":2,"start_lsn":"0/3000028","stop_lsn":"0/3000100","timeline":1,"#,
                 r#""wal_start":"000000010000000000000003","wal_stop":"000000010000000000000003","pg_version":15,"#,
@@ -361,6 +369,7 @@ mod tests {
         // Version 1 carried the cluster's row id: still read.
         v["format"] = 1.into();
         v["cluster"]["id"] = 3.into();
+        v["cluster"].as_object_mut().unwrap().remove("history");
         let z = zstd::bulk::compress(&serde_json::to_vec(&v).unwrap(), 3).unwrap();
         assert_eq!(Manifest::decode(&z, "m").unwrap().format, 1);
         // A newer one, even structurally different, is refused as newer.

@@ -218,36 +218,14 @@ fn walk_dir(dir: &Path, rel: &str, out: &mut Vec<Entry>) -> Result<()> {
         let ent = ent.at(dir)?;
         names.push(name_of(&ent.file_name()));
     }
-    // Unlogged relations: keep only their init fork.
-    let unlogged: HashSet<String> = if is_database_dir(rel) {
-        names
-            .iter()
-            .filter_map(|n| {
-                let stem = n.split('.').next()?;
-                let (node, fork) = stem.split_once('_')?;
-                (fork == "init").then(|| node.to_string())
-            })
-            .collect()
-    } else {
-        HashSet::new()
-    };
+    let unlogged = unlogged_relations(rel, &names);
     let top = rel.is_empty();
     for name in names {
-        let path = dir.join(path_of(&name));
-        let relpath = join_rel(rel, &name);
-        if excluded_anywhere(&name) || (top && EXCLUDED_TOP_FILES.contains(&name.as_str())) {
+        if excluded(rel, &name, &unlogged) {
             continue;
         }
-        if is_database_dir(rel) {
-            if is_temp_relation(&name) {
-                continue;
-            }
-            if let Some(node) = relfilenode(&name) {
-                if unlogged.contains(node) && !name.contains("_init") {
-                    continue;
-                }
-            }
-        }
+        let path = dir.join(path_of(&name));
+        let relpath = join_rel(rel, &name);
         let meta = match fs::symlink_metadata(&path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -255,34 +233,7 @@ fn walk_dir(dir: &Path, rel: &str, out: &mut Vec<Entry>) -> Result<()> {
         };
         let ft = meta.file_type();
         if ft.is_symlink() {
-            if rel == "pg_tblspc" || (top && name == "pg_wal") {
-                // Tablespace link (or a pg_wal moved elsewhere with initdb -X).
-                let target = fs::read_link(&path).at(&path)?;
-                let tmeta = match fs::metadata(&path) {
-                    Ok(m) => m,
-                    Err(e) => return Err(Error::io(&path, e)),
-                };
-                if top && name == "pg_wal" {
-                    out.push(row(&relpath, EntryKind::Dir, &tmeta, None));
-                    continue;
-                }
-                out.push(row(
-                    &relpath,
-                    EntryKind::Link,
-                    &meta,
-                    Some(name_of(target.as_os_str())),
-                ));
-                walk_dir(&resolve(&path, &target), &relpath, out)?;
-            } else {
-                // Other symlinks (e.g. a config file kept elsewhere) are kept as links.
-                let target = fs::read_link(&path).at(&path)?;
-                out.push(row(
-                    &relpath,
-                    EntryKind::Link,
-                    &meta,
-                    Some(name_of(target.as_os_str())),
-                ));
-            }
+            walk_link(&path, rel, &name, &relpath, &meta, out)?;
         } else if ft.is_dir() {
             out.push(row(&relpath, EntryKind::Dir, &meta, None));
             if top && EXCLUDED_DIR_CONTENTS.contains(&name.as_str()) {
@@ -293,6 +244,64 @@ fn walk_dir(dir: &Path, rel: &str, out: &mut Vec<Entry>) -> Result<()> {
             out.push(row(&relpath, EntryKind::File, &meta, None));
         }
         // Sockets, fifos and devices are not part of a data directory's state.
+    }
+    Ok(())
+}
+
+/// In a database directory, the relfilenodes that have an init fork: the
+/// unlogged relations, of which only the init fork is backed up.
+fn unlogged_relations(rel: &str, names: &[String]) -> HashSet<String> {
+    if !is_database_dir(rel) {
+        return HashSet::new();
+    }
+    names
+        .iter()
+        .filter_map(|n| {
+            let stem = n.split('.').next()?;
+            let (node, fork) = stem.split_once('_')?;
+            (fork == "init").then(|| node.to_string())
+        })
+        .collect()
+}
+
+/// Is entry `name` of directory `rel` left out of a backup?
+fn excluded(rel: &str, name: &str, unlogged: &HashSet<String>) -> bool {
+    if excluded_anywhere(name) || (rel.is_empty() && EXCLUDED_TOP_FILES.contains(&name)) {
+        return true;
+    }
+    if !is_database_dir(rel) {
+        return false;
+    }
+    is_temp_relation(name)
+        || relfilenode(name).is_some_and(|node| unlogged.contains(node) && !name.contains("_init"))
+}
+
+/// A symlink: a tablespace (recorded as a link and walked into), `pg_wal`
+/// moved elsewhere (`initdb -X`, recorded as a directory), or any other link
+/// (recorded as a link).
+fn walk_link(
+    path: &Path,
+    rel: &str,
+    name: &str,
+    relpath: &str,
+    meta: &fs::Metadata,
+    out: &mut Vec<Entry>,
+) -> Result<()> {
+    let target = fs::read_link(path).at(path)?;
+    if rel.is_empty() && name == "pg_wal" {
+        let tmeta = fs::metadata(path).at(path)?;
+        out.push(row(relpath, EntryKind::Dir, &tmeta, None));
+        return Ok(());
+    }
+    out.push(row(
+        relpath,
+        EntryKind::Link,
+        meta,
+        Some(name_of(target.as_os_str())),
+    ));
+    if rel == "pg_tblspc" {
+        fs::metadata(path).at(path)?;
+        walk_dir(&resolve(path, &target), relpath, out)?;
     }
     Ok(())
 }

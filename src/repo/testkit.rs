@@ -58,7 +58,10 @@ impl Fixture {
     /// its manifest copy written, as `backup` would leave it.
     pub fn backup(&self, n: u32, files: &[(&str, Vec<u8>)]) -> Made {
         let mut cat = self.repo.catalog().expect("catalog");
-        let cl = cat.bind_cluster("main", SYSTEM_ID, 15).expect("bind");
+        let cl = match cat.cluster("main").expect("cluster") {
+            Some(c) => c,
+            None => cat.bind_cluster("main", SYSTEM_ID, 15).expect("bind"),
+        };
         let id = format!("20260101-0000{n:02}F");
         let mut pack = PackWriter::new(self.repo.backend()).expect("pack");
         // Deduplicated like a real backup: a chunk the repository has is
@@ -94,11 +97,13 @@ impl Fixture {
         cat.add_pack(&sealed, Some(&id)).expect("add pack");
         let seg = WalSegment::containing(TimelineId(1), Lsn(u64::from(n) * SEG), SEG);
         let mut b = backup_row(&id, u64::from(n) * SEG, &seg.name(SEG));
+        b.history = cl.history;
+        b.pg_version = cl.pg_version;
         cat.insert_backup(cl.id, &b).expect("insert");
         cat.insert_files(&id, &rows, &relation).expect("files");
         let wal = walfmt::encode(format!("wal of {id}").as_bytes(), 3).expect("wal");
         self.repo
-            .wal_put_new("main", &seg.name(SEG), &wal)
+            .wal_put_new(&cl.wal_id(), &seg.name(SEG), &wal)
             .expect("wal");
         b.status = BackupStatus::Complete;
         let copy = Manifest {
@@ -181,5 +186,30 @@ fn backup_row(id: &str, start: u64, wal: &str) -> BackupRow {
         page_errors: 0,
         host: None,
         pid: None,
+        history: 1,
     }
+}
+
+/// A data directory with just what `upgrade` reads: `PG_VERSION` and the
+/// system identifier at the start of `global/pg_control`.
+pub fn fake_pgdata(dir: &std::path::Path, major: u32, system_id: u64) {
+    std::fs::create_dir_all(dir.join("global")).expect("mkdir");
+    std::fs::write(dir.join("PG_VERSION"), format!("{major}\n")).expect("PG_VERSION");
+    let mut control = system_id.to_le_bytes().to_vec();
+    control.resize(8192, 0);
+    std::fs::write(dir.join("global/pg_control"), control).expect("pg_control");
+}
+
+/// A WAL segment file whose long page header names `system_id`.
+pub fn fake_segment(dir: &std::path::Path, name: &str, magic: u16, system_id: u64) -> PathBuf {
+    let mut b = vec![0u8; 8192];
+    b[0..2].copy_from_slice(&magic.to_le_bytes());
+    b[2..4].copy_from_slice(&2u16.to_le_bytes());
+    b[4..8].copy_from_slice(&1u32.to_le_bytes());
+    b[24..32].copy_from_slice(&system_id.to_le_bytes());
+    b[32..36].copy_from_slice(&(16u32 << 20).to_le_bytes());
+    b[36..40].copy_from_slice(&8192u32.to_le_bytes());
+    let p = dir.join(name);
+    std::fs::write(&p, b).expect("segment");
+    p
 }

@@ -22,7 +22,7 @@ pub use apply::apply;
 pub use recovery::{Recovery, TargetAction};
 pub use target::{parse_time as parse_target_time, RecoveryTarget, TimelineTarget};
 
-use crate::catalog::{BackupRow, BackupStatus, Catalog, ChunkLoc, FileKind, FileRow};
+use crate::catalog::{BackupRow, BackupStatus, Catalog, ChunkLoc, ClusterRow, FileKind, FileRow};
 use crate::error::{Error, IoContext, Result};
 use crate::format::{BlockMap, ChunkId};
 use crate::pg::control;
@@ -207,6 +207,20 @@ fn check_data(
     Ok(chunks)
 }
 
+/// The system identifier the cluster had when `backup` was taken.
+fn history_system_id(cat: &Catalog, cl: &ClusterRow, backup: &BackupRow) -> Result<u64> {
+    cat.histories(cl.id)?
+        .into_iter()
+        .find(|h| h.seq == backup.history)
+        .map(|h| h.system_id)
+        .ok_or_else(|| {
+            Error::corrupt(
+                format!("backup {}", backup.id),
+                format!("cluster history entry {} is missing", backup.history),
+            )
+        })
+}
+
 /// Decide what to restore; writes nothing.
 pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<RestorePlan> {
     check_cluster_name(cluster)?;
@@ -222,9 +236,9 @@ pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<R
         .filter(|b| b.status == BackupStatus::Complete)
         .collect();
     let seg_size = complete.last().map(|b| b.wal_seg_size).unwrap_or(16 << 20);
-    let names = repo.wal_names(cluster)?;
+    let names = repo.wal_names(&cl.wal_id())?;
     let newest_at = match segment_range(&names) {
-        Some((_, newest)) => repo.wal_archived_at(cluster, &newest)?,
+        Some((_, newest)) => repo.wal_archived_at(&cl.wal_id(), &newest)?,
         None => None,
     };
     let end = target::ArchiveEnd::from_names(&names, seg_size, newest_at);
@@ -255,7 +269,7 @@ pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<R
         std::env::current_dir().at(".")?.join(&opts.pgdata)
     };
     let delta = if opts.delta {
-        check_delta_target(&target, cl.system_id)?
+        check_delta_target(&target, history_system_id(&cat, &cl, &backup)?)?
     } else {
         check_empty_target(&target, "target directory")?;
         false
@@ -306,7 +320,7 @@ pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<R
         None => std::env::current_exe().at("current executable")?,
     };
     let repo_root = repo.root().canonicalize().at(repo.root())?;
-    let cmd = recovery::restore_command(&exe, &repo_root, cluster);
+    let cmd = recovery::restore_command(&exe, &repo_root, cluster, backup.history);
     let recovery_conf = opts.recovery.settings(&cmd, &backup.id);
     Ok(RestorePlan {
         cluster: cluster.to_string(),

@@ -53,12 +53,19 @@ fn shell_word(v: &str) -> String {
 }
 
 /// The `restore_command` calling this binary with this repository.
-pub fn restore_command(exe: &Path, repo: &Path, cluster: &str) -> String {
+/// The `restore_command` calling this binary with this repository, for WAL
+/// of entry `history` of the cluster's history (named when not the first).
+pub fn restore_command(exe: &Path, repo: &Path, cluster: &str, history: u32) -> String {
     format!(
-        "{} --repo {} --cluster {} archive-get %f \"%p\"",
+        "{} --repo {} --cluster {} archive-get {}%f \"%p\"",
         shell_word(&exe.to_string_lossy()),
         shell_word(&repo.to_string_lossy()),
-        shell_word(cluster)
+        shell_word(cluster),
+        if history > 1 {
+            format!("--history {history} ")
+        } else {
+            String::new()
+        }
     )
 }
 
@@ -146,10 +153,16 @@ mod tests {
             Path::new("/usr/bin/pgstrata"),
             Path::new("/var/lib/my repo"),
             "main",
+            1,
         );
         assert_eq!(
             c,
             "/usr/bin/pgstrata --repo '/var/lib/my repo' --cluster main archive-get %f \"%p\""
+        );
+        let c2 = restore_command(Path::new("/p"), Path::new("/r"), "main", 2);
+        assert_eq!(
+            c2,
+            "/p --repo /r --cluster main archive-get --history 2 %f \"%p\""
         );
         let r = Recovery {
             target: RecoveryTarget::Immediate,

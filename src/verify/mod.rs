@@ -217,7 +217,8 @@ pub fn run(
     let indexed = manifests::check(repo, &cat, &scope, &mut users, &mut report)?;
     let (packs, on_disk) = packs_to_scan(repo, &cat, opts, &indexed, &mut report)?;
     let pack_bytes: u64 = packs.iter().filter_map(|p| on_disk.get(p)).sum();
-    let wal_bytes = wal_bytes(repo, &scope, opts.set.is_none())?;
+    let wal_scope = wal_scope(&cat, &scope)?;
+    let wal_bytes = wal_bytes(repo, &wal_scope, opts.set.is_none())?;
     progress.begin("verify", pack_bytes + wal_bytes);
     report.bytes = pack_bytes + wal_bytes;
     let r = (|| -> Result<()> {
@@ -225,10 +226,13 @@ pub fn run(
             let size = on_disk.get(p).copied();
             packs::check(repo, &cat, p, size, &users, progress, &mut report)?;
         }
-        for (c, backups) in &scope {
+        for (wal_id, backups) in &wal_scope {
+            if opts.set.is_some() && backups.is_empty() {
+                continue;
+            }
             report.wal_files += wal::check(
                 repo,
-                &c.name,
+                wal_id,
                 backups,
                 opts.set.is_none(),
                 progress,
@@ -384,12 +388,29 @@ fn check_catalog(cat: &Catalog, report: &mut VerifyReport) -> Result<()> {
     Ok(())
 }
 
-fn wal_bytes(repo: &Repository, scope: &Scope, all: bool) -> Result<u64> {
-    let mut n = 0;
+/// Where each cluster's WAL is archived, per entry of its history, with the
+/// backups in scope taken under that entry.
+fn wal_scope(cat: &Catalog, scope: &Scope) -> Result<Vec<(String, Vec<BackupRow>)>> {
+    let mut out = Vec::new();
     for (c, backups) in scope {
+        for h in cat.histories(c.id)? {
+            let of_h: Vec<BackupRow> = backups
+                .iter()
+                .filter(|b| b.history == h.seq)
+                .cloned()
+                .collect();
+            out.push((keys::wal_id(&c.name, h.seq), of_h));
+        }
+    }
+    Ok(out)
+}
+
+fn wal_bytes(repo: &Repository, scope: &[(String, Vec<BackupRow>)], all: bool) -> Result<u64> {
+    let mut n = 0;
+    for (wal_id, backups) in scope {
         if all || !backups.is_empty() {
             n += repo
-                .wal_objects(&c.name)?
+                .wal_objects(wal_id)?
                 .iter()
                 .map(|w| w.size)
                 .sum::<u64>();

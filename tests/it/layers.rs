@@ -10,13 +10,14 @@ use std::path::{Path, PathBuf};
 /// command rank may not use each other. Unit test modules are exempt.
 fn rank(module: &str) -> Option<u32> {
     Some(match module {
-        "error" | "util" | "progress" => 0,
+        "error" | "util" | "progress" | "Error" | "Result" => 0,
         "pg" => 1,
         "format" => 2,
         "store" => 3,
         "catalog" => 4,
         "repo" => 5,
-        "archive" | "backup" | "restore" | "expire" | "verify" | "check" | "info" | "repair" => 6,
+        "archive" | "backup" | "restore" | "expire" | "verify" | "check" | "info" | "repair"
+        | "upgrade" => 6,
         _ => return None,
     })
 }
