@@ -13,7 +13,23 @@ use tracing::Level;
 const USAGE: u8 = 2;
 
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    let args = match cli::Cli::try_parse() {
+        Ok(a) => a,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One prefix for every error, clap's included.
+            let text = e.render().to_string();
+            eprint!("pgstrata: {}", text.trim_start());
+            if !text.ends_with('\n') {
+                eprintln!();
+            }
+            return ExitCode::from(USAGE);
+        }
+    };
     let cfg = match cli::config::load(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
