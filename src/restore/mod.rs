@@ -360,6 +360,29 @@ mod tests {
         assert!(dir.join("recovery.signal").exists());
     }
 
+    /// Pages of zeros are restored as holes, and the file still reads back
+    /// exactly.
+    #[test]
+    fn zero_pages_become_holes() {
+        use std::os::unix::fs::MetadataExt;
+        let f = Fixture::new();
+        let mut z = vec![0u8; 64 * 8192];
+        z.extend_from_slice(&content(3, 1, 0));
+        let m = f.backup(1, &[("z", z.clone())]);
+        let dir = f.scratch("out");
+        restore_to(&f, &dir).unwrap();
+        let got = dir.join("z");
+        assert_eq!(std::fs::read(&got).unwrap(), z);
+        let meta = std::fs::metadata(&got).unwrap();
+        assert!(
+            meta.blocks() * 512 < meta.len() / 2,
+            "{} bytes allocated for {}",
+            meta.blocks() * 512,
+            meta.len()
+        );
+        let _ = m;
+    }
+
     /// A file with bytes but no block map must never become a file of zeros.
     #[test]
     fn a_file_without_its_block_map_is_refused_before_writing() {
