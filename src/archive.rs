@@ -58,6 +58,19 @@ pub fn push(repo: &Repository, cluster: &str, path: &Path, level: i32) -> Result
                 parsed.timeline()
             )));
         }
+        // Refuse WAL of an unsupported major before touching the repository.
+        match h.major_version() {
+            Some(v) => crate::pg::version::require_supported(v, &format!("WAL file {name}"))?,
+            None => {
+                return Err(Error::refused(format!(
+                    "{name}: unknown WAL page magic {:#06x}: not WAL of a supported PostgreSQL \
+                     version ({} to {}); nothing was archived",
+                    h.magic,
+                    crate::pg::version::MIN_MAJOR,
+                    crate::pg::version::MAX_MAJOR
+                )));
+            }
+        }
         let cat = repo.catalog()?;
         match (cat.cluster(cluster)?, h.major_version()) {
             (Some(c), _) if c.system_id != h.system_id => {

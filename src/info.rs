@@ -63,6 +63,8 @@ pub struct BackupInfo {
     pub start_lsn: String,
     pub stop_lsn: Option<String>,
     pub timeline: u32,
+    /// The PostgreSQL major the backup was taken from (and needs to start).
+    pub pg_version: u32,
     pub wal_start: Option<String>,
     pub wal_stop: Option<String>,
     pub db_bytes: u64,
@@ -94,6 +96,7 @@ fn backup_info(b: &BackupRow) -> BackupInfo {
         start_lsn: b.start_lsn.to_string(),
         stop_lsn: b.stop_lsn.map(|l| l.to_string()),
         timeline: b.timeline,
+        pg_version: b.pg_version,
         wal_start: b.wal_start.clone(),
         wal_stop: b.wal_stop.clone(),
         db_bytes: b.db_bytes,
@@ -211,9 +214,10 @@ pub fn render_text(info: &Info) -> String {
         }
         let _ = writeln!(
             s,
-            "  {:<20} {:<5} {:<9} {:<20} {:<20} {:>10} {:>10} {:>10} {:>7}  wal",
+            "  {:<20} {:<5} {:<3} {:<9} {:<20} {:<20} {:>10} {:>10} {:>10} {:>7}  wal",
             "backup",
             "type",
+            "pg",
             "status",
             "start (UTC)",
             "reference",
@@ -225,9 +229,10 @@ pub fn render_text(info: &Info) -> String {
         for b in &c.backups {
             let _ = writeln!(
                 s,
-                "  {:<20} {:<5} {:<9} {:<20} {:<20} {:>10} {:>10} {:>10} {:>7}  {}..{}{}",
+                "  {:<20} {:<5} {:<3} {:<9} {:<20} {:<20} {:>10} {:>10} {:>10} {:>7}  {}..{}{}",
                 b.id,
                 b.backup_type,
+                b.pg_version,
                 b.status,
                 b.start_time.trim_end_matches('Z').replace('T', " "),
                 b.reference.as_deref().unwrap_or("-"),

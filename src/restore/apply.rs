@@ -22,6 +22,7 @@ use super::{recovery, RestorePlan, RestoreStats};
 use crate::catalog::{FileKind, FileRow};
 use crate::error::{Error, IoContext, Result};
 use crate::pg::datadir::EXCLUDED_DIR_CONTENTS;
+use crate::pg::version;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::store::blockmap::BlockMap;
@@ -136,8 +137,10 @@ fn apply_inner(
         let p = root.join(d);
         fs::create_dir_all(&p).at(&p)?;
     }
-    let status = root.join("pg_wal/archive_status");
-    fs::create_dir_all(&status).at(&status)?;
+    for d in version::wal_subdirs(plan.backup.pg_version) {
+        let p = root.join(d);
+        fs::create_dir_all(&p).at(&p)?;
+    }
 
     let files: Vec<&FileRow> = plan
         .files
@@ -163,7 +166,8 @@ fn apply_inner(
     if as_root {
         let extra = RECOVERY_FILES
             .iter()
-            .chain(["postgresql.auto.conf", "pg_wal/archive_status", "pg_tblspc"].iter())
+            .chain(["postgresql.auto.conf", "pg_tblspc"].iter())
+            .chain(version::wal_subdirs(plan.backup.pg_version).iter())
             .chain(EXCLUDED_DIR_CONTENTS.iter())
             .map(|p| root.join(p));
         for p in extra {
@@ -200,6 +204,7 @@ fn apply_inner(
     }
     Ok(RestoreStats {
         backup_id: plan.backup.id.clone(),
+        pg_version: plan.backup.pg_version,
         files: files.len() as u64,
         bytes: plan.bytes,
         written: written.load(Ordering::Relaxed),
