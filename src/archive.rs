@@ -88,6 +88,19 @@ fn segment_home(
             parsed.timeline()
         )));
     }
+    // Refuse WAL of an unsupported major before touching the repository.
+    match h.major_version() {
+        Some(v) => crate::pg::version::require_supported(v, &format!("WAL file {name}"))?,
+        None => {
+            return Err(Error::refused(format!(
+                "{name}: unknown WAL page magic {:#06x}: not WAL of a supported PostgreSQL \
+                 version ({} to {}); nothing was archived",
+                h.magic,
+                crate::pg::version::MIN_MAJOR,
+                crate::pg::version::MAX_MAJOR
+            )));
+        }
+    }
     let cat = repo.catalog()?;
     if let Some(other) = cat.cluster_of_system(h.system_id)? {
         if other != cluster {

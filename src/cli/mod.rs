@@ -225,11 +225,13 @@ fn restore(
     say(
         quiet,
         format!(
-            "restored backup {} to {}: {} files, {how} in {:.1} s; start the server to recover",
+            "restored backup {} to {}: {} files, {how} in {:.1} s; PostgreSQL {} is \
+             needed to start it; start the server to recover",
             s.backup_id,
             plan.target.display(),
             s.files,
-            s.elapsed.as_secs_f64()
+            s.elapsed.as_secs_f64(),
+            s.pg_version
         ),
     );
     Ok(())

@@ -13,7 +13,7 @@ use std::time::Duration;
 use postgres::{Client, Config};
 
 use crate::error::{Error, IoContext, Result};
-use crate::pg::{control, tls, Lsn};
+use crate::pg::{control, tls, version, Lsn};
 
 /// What a backup needs to know about the server.
 #[derive(Clone, Debug)]
@@ -173,11 +173,7 @@ impl Server {
 
     /// Enter backup mode; returns the start LSN.
     pub fn backup_start(&mut self, label: &str, fast: bool) -> Result<Lsn> {
-        let sql = if self.info.major >= 15 {
-            "SELECT pg_backup_start($1, $2)::text"
-        } else {
-            "SELECT pg_start_backup($1, $2, false)::text"
-        };
+        let sql = version::backup_mode_sql(self.info.major).0;
         let row = self
             .client
             .query_one(sql, &[&label, &fast])
@@ -188,11 +184,7 @@ impl Server {
     /// Leave backup mode without waiting for archiving (pgstrata waits itself,
     /// with a timeout and a clear error).
     pub fn backup_stop(&mut self) -> Result<BackupStop> {
-        let sql = if self.info.major >= 15 {
-            "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)"
-        } else {
-            "SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, false)"
-        };
+        let sql = version::backup_mode_sql(self.info.major).1;
         let row = self
             .client
             .query_one(sql, &[])
@@ -227,11 +219,8 @@ fn server_info(c: &mut Client) -> Result<ServerInfo> {
     let version_num: u32 = q(c, "SELECT current_setting('server_version_num')")?
         .parse()
         .map_err(|_| Error::invalid("unexpected server_version_num"))?;
-    if version_num < 100_000 {
-        return Err(Error::refused(format!(
-            "PostgreSQL {version_num} is not supported (10 or newer is)"
-        )));
-    }
+    // Refuse an unsupported major before anything else is asked or done.
+    version::require_supported(version::major_of_version_num(version_num), "the server")?;
     let system_id: u64 = q(c, "SELECT system_identifier::text FROM pg_control_system()")?
         .parse()
         .map_err(|_| Error::invalid("unexpected system identifier"))?;
@@ -256,7 +245,7 @@ fn server_info(c: &mut Client) -> Result<ServerInfo> {
     let archive_command = q(c, "SELECT current_setting('archive_command')")?;
     Ok(ServerInfo {
         version_num,
-        major: version_num / 10_000,
+        major: version::major_of_version_num(version_num),
         system_id,
         block_size,
         wal_seg_size,

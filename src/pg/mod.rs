@@ -7,6 +7,7 @@ pub mod datadir;
 pub mod lsn;
 pub mod page;
 pub mod tls;
+pub mod version;
 pub mod wal;
 
 pub use lsn::{Lsn, TimelineId, WalFileName, WalSegment};

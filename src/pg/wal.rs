@@ -45,17 +45,6 @@ impl LongPageHeader {
 
     /// The PostgreSQL major version that writes this `XLOG_PAGE_MAGIC`, when known.
     pub fn major_version(&self) -> Option<u32> {
-        Some(match self.magic {
-            0xD097 => 10,
-            0xD098 => 11,
-            0xD101 => 12,
-            0xD106 => 13,
-            0xD10D => 14,
-            0xD110 => 15,
-            0xD113 => 16,
-            0xD116 => 17,
-            0xD118 => 18,
-            _ => return None,
-        })
+        crate::pg::version::major_of_wal_magic(self.magic)
     }
 }

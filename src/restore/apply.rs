@@ -25,6 +25,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::chunk::fingerprint;
 use crate::format::{BlockMap, ChunkId};
 use crate::pg::datadir::{name_of, path_of, EXCLUDED_DIR_CONTENTS};
+use crate::pg::version;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::store::read_chunk;
@@ -116,6 +117,7 @@ fn apply_inner(
     sync_filesystems(plan)?;
     Ok(RestoreStats {
         backup_id: plan.backup.id.clone(),
+        pg_version: plan.backup.pg_version,
         files: files.len() as u64,
         bytes: plan.bytes,
         written: written.load(Ordering::Relaxed),
@@ -170,8 +172,11 @@ fn make_layout(plan: &RestorePlan) -> Result<()> {
         let p = root.join(d);
         fs::create_dir_all(&p).at(&p)?;
     }
-    let status = root.join("pg_wal/archive_status");
-    fs::create_dir_all(&status).at(&status)
+    for d in version::wal_subdirs(plan.backup.pg_version) {
+        let p = root.join(d);
+        fs::create_dir_all(&p).at(&p)?;
+    }
+    Ok(())
 }
 
 /// Owners (as root) and modes last, directories deepest first; then make
@@ -188,7 +193,8 @@ fn finish_owners_and_modes(plan: &RestorePlan) -> Result<()> {
             .unwrap_or((0, 0));
         let extra = RECOVERY_FILES
             .iter()
-            .chain(["postgresql.auto.conf", "pg_wal/archive_status", "pg_tblspc"].iter())
+            .chain(["postgresql.auto.conf", "pg_tblspc"].iter())
+            .chain(version::wal_subdirs(plan.backup.pg_version).iter())
             .chain(EXCLUDED_DIR_CONTENTS.iter())
             .map(|p| root.join(p));
         for p in extra {

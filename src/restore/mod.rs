@@ -83,6 +83,9 @@ pub struct RestorePlan {
 #[derive(Debug, Clone)]
 pub struct RestoreStats {
     pub backup_id: String,
+    /// The PostgreSQL major of the backup: the restored data directory needs
+    /// that major's server binaries to start.
+    pub pg_version: u32,
     pub files: u64,
     pub bytes: u64,
     /// Bytes actually written to files (with `--delta`, only what differed).

@@ -54,6 +54,72 @@ pub fn pg_tool(name: &str) -> PathBuf {
     pg_bindir().join(name)
 }
 
+/// A client tool (psql, pg_amcheck): from `pg_bindir()` when it has it, else
+/// from Debian's newest `/usr/lib/postgresql/*/bin` (15's clients talk to
+/// every supported server).
+pub fn client_tool(name: &str) -> PathBuf {
+    let p = pg_tool(name);
+    if p.is_file() {
+        return p;
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| rd.flatten().map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    dirs.sort();
+    dirs.into_iter()
+        .rev()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} not found: install Debian's postgresql-client (apt-get install postgresql)"
+            )
+        })
+}
+
+/// Where `scripts/install-pg.sh` puts each major's server binaries
+/// (`$PGSTRATA_PG_ROOT`, default `/opt/pgstrata-pg`).
+pub fn pg_root() -> PathBuf {
+    std::env::var_os("PGSTRATA_PG_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/pgstrata-pg"))
+}
+
+/// The server binaries of one major, as installed by `scripts/install-pg.sh`.
+/// Panics with what to run when they are missing: never a skip.
+pub fn pg_bindir_for(major: u32) -> PathBuf {
+    let dir = pg_root().join(major.to_string()).join("bin");
+    for tool in ["initdb", "pg_ctl", "postgres"] {
+        assert!(
+            dir.join(tool).is_file(),
+            "PostgreSQL {major} server binaries not found ({} is missing): \
+             run scripts/install-pg.sh (as root) to install them",
+            dir.join(tool).display()
+        );
+    }
+    let v = server_major(&dir);
+    assert_eq!(
+        v,
+        major,
+        "{} holds PostgreSQL {v}, not {major}: rerun scripts/install-pg.sh",
+        dir.display()
+    );
+    dir
+}
+
+/// The major of the server binaries in `bindir` (`postgres --version`).
+pub fn server_major(bindir: &Path) -> u32 {
+    let out = run_as_pg(&bindir.join("postgres"), &["--version"]);
+    check(&out, "postgres --version");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "postgres (PostgreSQL) 17.10" or "... 15.18 (Debian 15.18-0+deb12u1)"
+    text.split_whitespace()
+        .nth(2)
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read the major from {text:?}"))
+}
+
 /// Run a server-side command, as `postgres` when we are root.
 pub fn run_as_pg(program: &Path, args: &[&str]) -> Output {
     let out = if is_root() {
@@ -173,6 +239,8 @@ pub struct Cluster {
     pub pgdata: PathBuf,
     pub sockdir: PathBuf,
     pub log: PathBuf,
+    /// The server binaries (initdb, pg_ctl, postgres) this cluster runs with.
+    pub bindir: PathBuf,
     running: bool,
 }
 
@@ -180,6 +248,8 @@ pub struct ClusterOpts<'a> {
     pub archive_to: Option<&'a Repo>,
     pub checksums: bool,
     pub extra_conf: &'a str,
+    /// Server binaries of another major (default: `pg_bindir()`).
+    pub bindir: Option<&'a Path>,
 }
 
 impl Default for ClusterOpts<'_> {
@@ -188,6 +258,7 @@ impl Default for ClusterOpts<'_> {
             archive_to: None,
             checksums: true,
             extra_conf: "",
+            bindir: None,
         }
     }
 }
@@ -210,10 +281,14 @@ impl Cluster {
             "postgres",
             "--no-sync",
         ];
+        let bindir = opts.bindir.unwrap_or(pg_bindir()).to_path_buf();
         if opts.checksums {
             args.push("-k");
+        } else if server_major(&bindir) >= 18 {
+            // 18 turns data checksums on by default.
+            args.push("--no-data-checksums");
         }
-        check(&run_as_pg(&pg_tool("initdb"), &args), "initdb");
+        check(&run_as_pg(&bindir.join("initdb"), &args), "initdb");
         let mut conf = String::from(
             "\nlisten_addresses = ''\nfsync = off\nwal_level = replica\nmax_wal_senders = 4\n",
         );
@@ -226,6 +301,7 @@ impl Cluster {
         conf.push_str(opts.extra_conf);
         append(&pgdata.join("postgresql.conf"), &conf);
         let mut c = Cluster::at(base, pgdata);
+        c.bindir = bindir;
         c.start_ok();
         c
     }
@@ -248,6 +324,7 @@ impl Cluster {
             sockdir: base.clone(),
             log: base.join("server.log"),
             pgdata,
+            bindir: pg_bindir().to_path_buf(),
             running: false,
         }
     }
@@ -264,7 +341,7 @@ impl Cluster {
             self.sockdir.display()
         );
         let out = run_as_pg(
-            &pg_tool("pg_ctl"),
+            &self.bindir.join("pg_ctl"),
             &[
                 "-D",
                 self.pgdata.to_str().unwrap(),
@@ -302,7 +379,7 @@ impl Cluster {
     pub fn stop(&mut self) {
         if self.running {
             let out = run_as_pg(
-                &pg_tool("pg_ctl"),
+                &self.bindir.join("pg_ctl"),
                 &[
                     "-D",
                     self.pgdata.to_str().unwrap(),
@@ -451,7 +528,7 @@ impl Cluster {
     /// pg_amcheck over every database (installs amcheck where missing).
     pub fn amcheck(&self) {
         let out = run_as_pg(
-            &pg_tool("pg_amcheck"),
+            &client_tool("pg_amcheck"),
             &[
                 "-h",
                 self.sockdir.to_str().unwrap(),
@@ -468,7 +545,7 @@ impl Cluster {
     /// pg_checksums --check on the stopped cluster.
     pub fn checksums_ok(&self) {
         let out = run_as_pg(
-            &pg_tool("pg_checksums"),
+            &self.bindir.join("pg_checksums"),
             &["--check", "-D", self.pgdata.to_str().unwrap()],
         );
         check(&out, "pg_checksums --check");
@@ -496,7 +573,7 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         if self.running {
             let _ = run_as_pg(
-                &pg_tool("pg_ctl"),
+                &self.bindir.join("pg_ctl"),
                 &[
                     "-D",
                     self.pgdata.to_str().unwrap(),

@@ -10,4 +10,5 @@ mod expire;
 mod incremental;
 mod integrity;
 mod layers;
+mod matrix;
 mod pitr;
