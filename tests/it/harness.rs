@@ -455,15 +455,32 @@ impl Cluster {
 
     /// Switch WAL and wait until the finished segment is archived.
     pub fn switch_wal_and_wait(&self, repo: &Repo) {
+        // A switch with no WAL since the last one is a no-op that names the
+        // next, unfinished segment: write a record first.
+        self.query_one("SELECT pg_logical_emit_message(false, 'test', 'switch')::text");
         let seg = self.query_one("SELECT pg_walfile_name(pg_switch_wal())");
         let r = repo.open();
+        // The cluster's current WAL archive: `main`, or `main~N` after
+        // `pgstrata upgrade`.
+        let history = repo.info_json()["clusters"][0]["history"]
+            .as_array()
+            .map(|h| h.len())
+            .unwrap_or(1);
+        let wal_id = match history {
+            0 | 1 => "main".to_string(),
+            n => format!("main~{n}"),
+        };
         for _ in 0..300 {
-            if r.wal_has("main", &seg).unwrap() {
+            if r.wal_has(&wal_id, &seg).unwrap() {
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        panic!("segment {seg} was not archived; log:\n{}", self.log_text());
+        panic!(
+            "segment {seg} was not archived to {wal_id} (it has {:?}); log:\n{}",
+            r.wal_names(&wal_id),
+            self.log_text()
+        );
     }
 
     pub fn backup(&self, repo: &Repo, extra: &[&str]) -> Output {

@@ -12,3 +12,4 @@ mod integrity;
 mod layers;
 mod matrix;
 mod pitr;
+mod upgrade;
