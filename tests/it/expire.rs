@@ -208,6 +208,22 @@ fn backup_and_expire_exclude_each_other_but_archiving_goes_on() {
     };
     let mut child = spawn();
     wait_locked();
+    // The backup binds the cluster just after taking the lock; the history
+    // file pushed below needs that binding, so wait for it (under load the
+    // refusals below can finish first).
+    for _ in 0..200 {
+        if repo
+            .open()
+            .catalog()
+            .unwrap()
+            .cluster("main")
+            .unwrap()
+            .is_some()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // expire and a second backup fail at once, naming the holder.
     let t = Instant::now();
