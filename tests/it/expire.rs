@@ -208,6 +208,22 @@ fn backup_and_expire_exclude_each_other_but_archiving_goes_on() {
     };
     let mut child = spawn();
     wait_locked();
+    // The backup binds the cluster just after taking the lock; the history
+    // file pushed below needs that binding, so wait for it (under load the
+    // refusals below can finish first).
+    for _ in 0..200 {
+        if repo
+            .open()
+            .catalog()
+            .unwrap()
+            .cluster("main")
+            .unwrap()
+            .is_some()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // expire and a second backup fail at once, naming the holder.
     let t = Instant::now();
@@ -233,17 +249,7 @@ fn backup_and_expire_exclude_each_other_but_archiving_goes_on() {
         "lock refusals were not fast"
     );
 
-    // archive-push is never blocked by the lock. (A history file needs its
-    // cluster bound, which the backup does once connected.)
-    for _ in 0..200 {
-        if repo.info_json()["clusters"]
-            .as_array()
-            .is_some_and(|c| !c.is_empty())
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // archive-push is never blocked by the lock.
     let hist = s.pg_dir("w").join("00000005.history");
     std::fs::write(&hist, b"4\t0/5000000\tx\n").unwrap();
     let t = Instant::now();

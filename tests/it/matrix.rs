@@ -201,6 +201,11 @@ fn run(major: u32) {
         );
         if name == "r-diff" {
             dst.amcheck();
+            assert_eq!(
+                dst.query_one("SHOW data_checksums"),
+                src.query_one("SHOW data_checksums"),
+                "the restored cluster keeps the source's data checksums"
+            );
         }
         dst.stop();
     }
@@ -303,6 +308,35 @@ fn pg17() {
 #[test]
 fn pg18() {
     run(18);
+    // 18 turns data checksums on by default; the harness turns them off with
+    // --no-data-checksums, and pgstrata reads the setting from the server.
+    let bindir = pg_bindir_for(18);
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let c = Cluster::new(
+        &s,
+        "nosums",
+        ClusterOpts {
+            archive_to: Some(&repo),
+            checksums: false,
+            bindir: Some(&bindir),
+            ..Default::default()
+        },
+    );
+    assert_eq!(c.query_one("SHOW data_checksums"), "off");
+    c.backup_ok(&repo, &["--type", "full"]);
+    let want = c.table_hashes();
+    let mut dst = restore(
+        &s,
+        &repo,
+        "r",
+        &["--target", "immediate", "--target-action", "promote"],
+    );
+    dst.bindir = bindir;
+    dst.start_ok();
+    dst.wait_for_consistency();
+    assert_eq!(dst.table_hashes(), want);
+    assert_eq!(dst.query_one("SHOW data_checksums"), "off");
 }
 
 /// Every path under `root` with its size (but the lock files): what a
