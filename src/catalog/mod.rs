@@ -225,6 +225,18 @@ impl Catalog {
             c.check_identity(system_id, pg_version)?;
             return Ok(c);
         }
+        // A typo in --cluster must not silently start a second history of a
+        // cluster the repository already knows under another name.
+        if let Some(other) = self
+            .clusters()?
+            .into_iter()
+            .find(|c| c.system_id == system_id)
+        {
+            return Err(Error::refused(format!(
+                "system identifier {system_id} already belongs to cluster {:?} in this                  repository; use --cluster {} (refusing to create cluster {name:?})",
+                other.name, other.name
+            )));
+        }
         self.conn
             .execute(
                 "INSERT OR IGNORE INTO cluster (name, system_id, pg_version, created_at) \

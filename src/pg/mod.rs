@@ -4,9 +4,11 @@
 pub mod conn;
 pub mod control;
 pub mod datadir;
+pub mod history;
 pub mod lsn;
 pub mod page;
 pub mod tls;
 pub mod wal;
+pub mod walrecord;
 
 pub use lsn::{Lsn, TimelineId, WalFileName, WalSegment};

@@ -12,6 +12,7 @@
 mod apply;
 pub mod recovery;
 pub mod target;
+pub mod timeline;
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -169,11 +170,15 @@ pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<R
         .collect();
     let seg_size = complete.last().map(|b| b.wal_seg_size).unwrap_or(16 << 20);
     let names = archive::list(repo, cluster)?;
-    let newest_at = match archive::segment_range(&names) {
-        Some((_, newest)) => archive::archived_at(repo, cluster, &newest)?,
-        None => None,
-    };
-    let end = target::ArchiveEnd::from_names(&names, seg_size, newest_at);
+    let end = timeline::archive_end(
+        repo,
+        cluster,
+        &names,
+        seg_size,
+        &complete,
+        opts.set.as_deref(),
+        &opts.recovery,
+    )?;
     let backup = target::choose(
         &complete,
         opts.set.as_deref(),

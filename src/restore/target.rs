@@ -5,6 +5,7 @@
 use crate::catalog::BackupRow;
 use crate::error::{Error, Result};
 use crate::info::rfc3339;
+use crate::pg::history::TimelinePath;
 use crate::pg::{Lsn, WalFileName, WalSegment};
 
 /// Where recovery stops.
@@ -151,28 +152,60 @@ pub fn parse_time(s: &str) -> Result<(i64, String)> {
     Ok((at_us, text))
 }
 
-/// What the archive holds, for refusing targets beyond it.
+/// What the archive holds on the target timeline's path, for refusing
+/// targets beyond it and choosing a backup that can reach them.
+#[derive(Clone, Debug)]
 pub struct ArchiveEnd {
-    /// The newest archived segment (any timeline) and where it ends.
+    /// The timelines recovery follows to the target timeline.
+    pub path: TimelinePath,
+    /// The newest archived segment on that path and where it ends.
     pub newest_segment: Option<(String, Lsn)>,
-    /// When the newest segment reached the repository (unix µs).
+    /// When the newest segment on the path reached the repository (unix µs).
     pub newest_archived_at: Option<i64>,
+    /// For `--target-name`: where the restore point is in the WAL on the path.
+    pub restore_point: Option<Lsn>,
+    /// An earlier restore point of the same name: a backup must start after
+    /// it, or recovery would stop there instead.
+    pub restore_point_floor: Option<Lsn>,
 }
 
 impl ArchiveEnd {
-    pub fn from_names(names: &[String], seg_size: u64, newest_archived_at: Option<i64>) -> Self {
-        let newest_segment = names
+    /// The segments of `names` that recovery along `path` reads, oldest first.
+    pub fn segments_on_path(
+        names: &[String],
+        seg_size: u64,
+        path: &TimelinePath,
+    ) -> Vec<WalSegment> {
+        let mut segs: Vec<WalSegment> = names
             .iter()
             .filter(|n| matches!(WalFileName::parse(n), Ok(WalFileName::Segment { .. })))
-            .filter_map(|n| {
-                let s = WalSegment::from_name(n, seg_size).ok()?;
-                Some((n.clone(), Lsn((s.segno + 1) * seg_size)))
-            })
-            .max_by_key(|(_, end)| *end);
-        ArchiveEnd {
-            newest_segment,
+            .filter_map(|n| WalSegment::from_name(n, seg_size).ok())
+            .filter(|s| path.timeline_of_segment(s.segno, seg_size) == s.timeline.0)
+            .collect();
+        segs.sort_by_key(|s| s.segno);
+        segs
+    }
+
+    pub fn on_path(
+        names: &[String],
+        seg_size: u64,
+        path: TimelinePath,
+        newest_archived_at: impl FnOnce(&str) -> Result<Option<i64>>,
+    ) -> Result<Self> {
+        let newest = Self::segments_on_path(names, seg_size, &path)
+            .last()
+            .map(|s| (s.name(seg_size), Lsn((s.segno + 1) * seg_size)));
+        let newest_archived_at = match &newest {
+            Some((n, _)) => newest_archived_at(n)?,
+            None => None,
+        };
+        Ok(ArchiveEnd {
+            path,
+            newest_segment: newest,
             newest_archived_at,
-        }
+            restore_point: None,
+            restore_point_floor: None,
+        })
     }
 }
 
@@ -189,16 +222,15 @@ pub fn choose<'a>(
     let oldest = complete
         .first()
         .ok_or_else(|| Error::NotFound(format!("cluster {cluster:?} has no complete backup")))?;
-    // A backup on a later timeline cannot reach a point on an earlier one.
-    let candidates: Vec<&BackupRow> = complete
-        .iter()
-        .filter(|b| match timeline {
-            Some(TimelineTarget::Id(n)) => b.timeline <= *n,
-            _ => true,
-        })
-        .collect();
     let stop_us = |b: &BackupRow| b.stop_time.unwrap_or(b.start_time);
     let stop_lsn = |b: &BackupRow| b.stop_lsn.unwrap_or(b.start_lsn);
+    // Only a backup on the target timeline's path, taken before the path
+    // leaves its timeline, can reach a point on the target timeline.
+    let tli = archive.path.target;
+    let candidates: Vec<&BackupRow> = complete
+        .iter()
+        .filter(|b| archive.path.reaches_from(b.timeline, stop_lsn(b)))
+        .collect();
 
     // Targets beyond the archive are impossible whichever backup we choose.
     match target {
@@ -206,8 +238,9 @@ pub fn choose<'a>(
             if let Some((seg, end)) = &archive.newest_segment {
                 if l > end {
                     return Err(Error::invalid(format!(
-                        "target LSN {l} is beyond the newest archived WAL (segment {seg} ends at {end}); \
-                         archive more WAL (SELECT pg_switch_wal()) or choose an earlier target"
+                        "target LSN {l} is beyond the newest archived WAL on timeline {tli} \
+                         (segment {seg} ends at {end}); archive more WAL (SELECT pg_switch_wal()) \
+                         or choose an earlier target"
                     )));
                 }
             }
@@ -216,8 +249,9 @@ pub fn choose<'a>(
             if let Some(last) = archive.newest_archived_at {
                 if *at_us > last {
                     return Err(Error::invalid(format!(
-                        "target time {text} is after the newest archived WAL (archived at {}); \
-                         archive more WAL (SELECT pg_switch_wal()) or choose an earlier target",
+                        "target time {text} is after the newest archived WAL on timeline {tli} \
+                         (archived at {}); archive more WAL (SELECT pg_switch_wal()) or choose an \
+                         earlier target",
                         rfc3339(last)
                     )));
                 }
@@ -239,6 +273,13 @@ pub fn choose<'a>(
             let found = match target {
                 RecoveryTarget::Time { at_us, .. } => newest_before(&|b| stop_us(b) <= *at_us),
                 RecoveryTarget::Lsn(l) => newest_before(&|b| stop_lsn(b) <= *l),
+                RecoveryTarget::Name(_) => match archive.restore_point {
+                    Some(rp) => newest_before(&|b| {
+                        stop_lsn(b) <= rp
+                            && archive.restore_point_floor.is_none_or(|f| b.start_lsn > f)
+                    }),
+                    None => candidates.last().copied(),
+                },
                 _ => candidates.last().copied(),
             };
             match (found, target) {
@@ -259,10 +300,19 @@ pub fn choose<'a>(
                         stop_lsn(oldest)
                     )))
                 }
+                (None, RecoveryTarget::Name(n)) if archive.restore_point.is_some() => {
+                    return Err(Error::invalid(format!(
+                        "restore point {n:?} (at {}) is before the end of every backup on the \
+                         path of timeline {tli}: no backup can reach it",
+                        archive.restore_point.unwrap_or_default()
+                    )))
+                }
                 (None, _) => {
                     return Err(Error::NotFound(format!(
-                        "no complete backup of cluster {cluster:?} on timeline {} or earlier",
-                        timeline.map(|t| t.setting()).unwrap_or_default()
+                        "no complete backup of cluster {cluster:?} on the path of timeline {tli}{}",
+                        timeline
+                            .map(|t| format!(" (--target-timeline {})", t.setting()))
+                            .unwrap_or_default()
                     )))
                 }
             }
@@ -283,6 +333,26 @@ pub fn choose<'a>(
             chosen.id,
             stop_lsn(chosen)
         ))),
+        RecoveryTarget::Name(n)
+            if archive
+                .restore_point
+                .is_some_and(|rp| stop_lsn(chosen) > rp) =>
+        {
+            Err(Error::invalid(format!(
+                "restore point {n:?} (at {}) is before backup {} ends ({}): choose an older \
+                 backup or leave out --set",
+                archive.restore_point.unwrap_or_default(),
+                chosen.id,
+                stop_lsn(chosen)
+            )))
+        }
+        _ if !archive.path.reaches_from(chosen.timeline, stop_lsn(chosen)) => {
+            Err(Error::invalid(format!(
+                "backup {} (timeline {}) is not on the path of timeline {tli}: choose another \
+                 backup or --target-timeline",
+                chosen.id, chosen.timeline
+            )))
+        }
         _ => Ok(chosen),
     }
 }
