@@ -5,6 +5,7 @@ pub mod conn;
 pub mod control;
 pub mod datadir;
 pub mod history;
+pub mod libpq;
 pub mod lsn;
 pub mod page;
 pub mod tls;

@@ -77,7 +77,7 @@ pub fn is_uri(s: &str) -> bool {
 
 /// Split a `key=value` connection string into pairs (libpq quoting: values
 /// in single quotes, `\` escapes). `None` when it is not one (a URI).
-fn pairs(s: &str) -> Option<Vec<(String, String)>> {
+pub(crate) fn pairs(s: &str) -> Option<Vec<(String, String)>> {
     if is_uri(s) {
         return None;
     }
@@ -134,7 +134,7 @@ fn pairs(s: &str) -> Option<Vec<(String, String)>> {
     }
 }
 
-fn quote(v: &str) -> String {
+pub(crate) fn quote(v: &str) -> String {
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 

@@ -9,4 +9,5 @@ mod core;
 mod expire;
 mod incremental;
 mod integrity;
+mod libpq;
 mod pitr;
