@@ -152,10 +152,23 @@ pub fn describe(cfg: &Config) -> String {
 /// A failed connection: where it tried, and (when nothing answered there)
 /// libpq's hint. Never includes the password.
 fn connect_error(cfg: &Config, e: postgres::Error) -> Error {
+    use std::io::ErrorKind as K;
+    // Nothing answered there (as opposed to a TLS or protocol failure).
     let mut io = false;
     let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&e);
     while let Some(c) = src {
-        io |= c.is::<std::io::Error>();
+        if let Some(ioe) = c.downcast_ref::<std::io::Error>() {
+            io |= matches!(
+                ioe.kind(),
+                K::NotFound
+                    | K::ConnectionRefused
+                    | K::TimedOut
+                    | K::AddrNotAvailable
+                    | K::HostUnreachable
+                    | K::NetworkUnreachable
+                    | K::PermissionDenied
+            );
+        }
         src = c.source();
     }
     if e.as_db_error().is_some() || !io {
