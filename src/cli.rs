@@ -168,6 +168,10 @@ pub enum Command {
         tablespace_map_all: Option<PathBuf>,
         #[arg(long)]
         workers: Option<usize>,
+        /// off (default): the copy never archives; preserve: keep the backup's
+        /// archive_mode/archive_command (a restore that replaces the primary).
+        #[arg(long, value_name = "off|preserve", default_value = "off")]
+        archive_mode: String,
     },
     /// Apply retention, remove WAL no backup needs, collect garbage.
     Expire {
@@ -443,9 +447,11 @@ pub fn run(cli: Cli, cfg: FileConfig) -> anyhow::Result<Outcome> {
             tablespace_map,
             tablespace_map_all,
             workers,
+            archive_mode,
         } => {
             let repo = Repository::open(&repo_path)?;
             let mut o = RestoreOptions::new(pgdata);
+            o.recovery.archive_mode = restore::ArchiveMode::parse(&archive_mode)?;
             o.set = set;
             let r = &mut o.recovery;
             r.target = if let Some(TargetArg::Immediate) = target {
@@ -517,11 +523,12 @@ pub fn run(cli: Cli, cfg: FileConfig) -> anyhow::Result<Outcome> {
             say(
                 quiet,
                 format!(
-                    "restored backup {} to {}: {} files, {how} in {:.1} s; start the server to recover",
+                    "restored backup {} to {}: {} files, {how} in {:.1} s; start the server to recover\n{}",
                     s.backup_id,
                     plan.target.display(),
                     s.files,
-                    s.elapsed.as_secs_f64()
+                    s.elapsed.as_secs_f64(),
+                    restore::archiving::summary(&repo, &plan, o.recovery.archive_mode)
                 ),
             );
         }

@@ -10,6 +10,7 @@
 //! backup's manifest (invariant 1).
 
 mod apply;
+pub mod archiving;
 pub mod recovery;
 pub mod target;
 pub mod timeline;
@@ -20,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use apply::apply;
-pub use recovery::{Recovery, TargetAction};
+pub use recovery::{ArchiveMode, Recovery, TargetAction};
 pub use target::{RecoveryTarget, TimelineTarget};
 
 use crate::archive;

@@ -521,7 +521,8 @@ pub fn restore(scratch: &Scratch, repo: &Repo, name: &str, extra: &[&str]) -> Cl
 }
 
 /// Like `restore`, but the restored cluster keeps the source's archiving
-/// settings (it archives into the same repository once promoted).
+/// settings (`--archive-mode preserve`: it archives into the same repository
+/// once promoted).
 pub fn restore_archiving(scratch: &Scratch, repo: &Repo, name: &str, extra: &[&str]) -> Cluster {
     let base = scratch.pg_dir(name);
     let pgdata = base.join("data");
@@ -531,6 +532,8 @@ pub fn restore_archiving(scratch: &Scratch, repo: &Repo, name: &str, extra: &[&s
         "restore",
         "--pgdata",
         pgdata.to_str().unwrap(),
+        "--archive-mode",
+        "preserve",
     ];
     args.extend_from_slice(extra);
     pgstrata_ok(&args);

@@ -714,3 +714,80 @@ fn target_name_chooses_the_backup_before_the_restore_point() {
     fails(&o, "is before backup");
     assert!(!never.exists());
 }
+
+/// `restore --archive-mode`: off (the default) keeps a promoted copy from
+/// archiving into the repository; preserve keeps the source's archiving.
+#[test]
+fn archive_mode_off_by_default_and_preserve_on_request() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let a = Cluster::archiving(&s, "a", &repo);
+    a.exec("CREATE TABLE t AS SELECT g FROM generate_series(1, 100) g;");
+    a.backup_ok(&repo, &["--type", "full"]);
+    a.switch_wal_and_wait(&repo);
+
+    let base = s.pg_dir("off");
+    let pgdata = base.join("data");
+    let out = pgstrata_ok(&[
+        "--repo",
+        repo.arg(),
+        "restore",
+        "--pgdata",
+        pgdata.to_str().unwrap(),
+    ]);
+    assert!(
+        out.contains("will NOT archive into this repository"),
+        "{out}"
+    );
+    let auto = std::fs::read_to_string(pgdata.join("postgresql.auto.conf")).unwrap();
+    assert!(auto.contains("archive_mode = 'off'"), "{auto}");
+    give_to_pg(&base);
+    let mut off = Cluster::at(base, pgdata);
+    off.start_ok();
+    off.wait_for_consistency();
+    assert_eq!(off.query_one("SHOW archive_mode"), "off");
+    off.exec("CREATE TABLE only_in_copy AS SELECT 1 AS x; SELECT pg_switch_wal();");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let names = pgstrata::archive::list(&repo.open(), "main").unwrap();
+    assert!(
+        !names.iter().any(|n| n.starts_with("00000002")),
+        "the copy archived into the repository: {names:?}"
+    );
+    off.stop();
+
+    let base = s.pg_dir("keep");
+    let pgdata = base.join("data");
+    let out = pgstrata_ok(&[
+        "--repo",
+        repo.arg(),
+        "restore",
+        "--archive-mode",
+        "preserve",
+        "--pgdata",
+        pgdata.to_str().unwrap(),
+    ]);
+    assert!(out.contains("WILL archive into this repository"), "{out}");
+    give_to_pg(&base);
+    let mut keep = Cluster::at(base, pgdata);
+    keep.start_ok();
+    keep.wait_for_consistency();
+    assert_eq!(keep.query_one("SHOW archive_mode"), "on");
+    keep.switch_wal_and_wait(&repo);
+    let names = pgstrata::archive::list(&repo.open(), "main").unwrap();
+    assert!(names.contains(&"00000002.history".to_string()), "{names:?}");
+
+    // A bad value is a usage error that writes nothing.
+    let never = s.path().join("never");
+    let o = pgstrata(&[
+        "--repo",
+        repo.arg(),
+        "restore",
+        "--archive-mode",
+        "sometimes",
+        "--pgdata",
+        never.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("sometimes"));
+    assert!(!never.exists());
+}
