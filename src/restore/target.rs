@@ -61,93 +61,131 @@ impl TimelineTarget {
     }
 }
 
-fn num<T: std::str::FromStr>(s: &str, what: &str, all: &str) -> Result<T> {
-    s.parse().map_err(|_| {
-        Error::invalid(format!(
-            "invalid --target-time {all:?}: bad {what} (expected e.g. 2026-11-21 08:30:00+00)"
-        ))
-    })
+/// Time zone abbreviations PostgreSQL's default `timezone_abbreviations` set
+/// knows and that mean one thing (fixed offsets, seconds east of UTC).
+const ABBREVIATIONS: &[(&str, i32)] = &[
+    ("UTC", 0),
+    ("UT", 0),
+    ("GMT", 0),
+    ("Z", 0),
+    ("ZULU", 0),
+    ("WET", 0),
+    ("WEST", 3600),
+    ("BST", 3600),
+    ("CET", 3600),
+    ("CEST", 7200),
+    ("MET", 3600),
+    ("MEST", 7200),
+    ("EET", 7200),
+    ("EEST", 10800),
+    ("MSK", 10800),
+    ("JST", 32400),
+    ("KST", 32400),
+    ("HKT", 28800),
+    ("AWST", 28800),
+    ("ACST", 34200),
+    ("AEST", 36000),
+    ("AEDT", 39600),
+    ("NZST", 43200),
+    ("NZDT", 46800),
+    ("AST", -14400),
+    ("ADT", -10800),
+    ("EST", -18000),
+    ("EDT", -14400),
+    ("CST", -21600),
+    ("CDT", -18000),
+    ("MST", -25200),
+    ("MDT", -21600),
+    ("PST", -28800),
+    ("PDT", -25200),
+    ("AKST", -32400),
+    ("AKDT", -28800),
+    ("HST", -36000),
+];
+
+/// A zone as PostgreSQL accepts it after a timestamp: `Z`, a numeric offset
+/// (`+HH`, `+HH:MM`, `+HHMM`, `-…`), an abbreviation (`UTC`, `GMT`, `CET`…)
+/// or a time zone name from the IANA database (`Europe/Paris`).
+fn zone(z: &str) -> Option<jiff::tz::TimeZone> {
+    use jiff::tz::{Offset, TimeZone};
+    if let Some(rest) = z.strip_prefix(['+', '-']) {
+        let sign = if z.starts_with('-') { -1 } else { 1 };
+        let digits: String = rest.chars().filter(|c| *c != ':').collect();
+        if !digits.bytes().all(|b| b.is_ascii_digit()) || rest.matches(':').count() > 1 {
+            return None;
+        }
+        let (h, m): (i32, i32) = match digits.len() {
+            1 | 2 => (digits.parse().ok()?, 0),
+            4 => (digits[..2].parse().ok()?, digits[2..].parse().ok()?),
+            _ => return None,
+        };
+        if h > 15 || m > 59 {
+            return None;
+        }
+        let off = Offset::from_seconds(sign * (h * 3600 + m * 60)).ok()?;
+        return Some(TimeZone::fixed(off));
+    }
+    if let Some((_, secs)) = ABBREVIATIONS
+        .iter()
+        .find(|(a, _)| a.eq_ignore_ascii_case(z))
+    {
+        return Some(TimeZone::fixed(Offset::from_seconds(*secs).ok()?));
+    }
+    jiff::tz::db().get(z).ok()
 }
 
-/// Parse `YYYY-MM-DD[ T]HH:MM[:SS[.ffffff]]` followed by a zone (`Z`, `+HH`,
-/// `+HH:MM`, `+HHMM`). The zone is required: the restored server would
-/// otherwise read the time in its own zone, and pgstrata could choose the
-/// wrong backup. Returns unix microseconds and PostgreSQL's spelling.
+/// Parse `--target-time` as PostgreSQL reads `recovery_target_time`:
+/// `YYYY-MM-DD[ T]HH:MM[:SS[.ffffff]]` and a zone (see [`zone`]), e.g.
+/// `2026-11-21 08:30:00+00`, `2026-11-21 09:30 Europe/Paris`,
+/// `2026-11-21T08:30:00Z`. The zone is required: without one the restored
+/// server would read the time in its own `timezone` setting, which pgstrata
+/// cannot know, and could choose the wrong backup; pgstrata refuses rather
+/// than guess. Returns unix microseconds and PostgreSQL's spelling in UTC.
 pub fn parse_time(s: &str) -> Result<(i64, String)> {
     let t = s.trim();
     let bad = |why: &str| {
         Error::invalid(format!(
-            "invalid --target-time {s:?}: {why} (expected e.g. 2026-11-21 08:30:00+00)"
+            "invalid --target-time {s:?}: {why} (expected e.g. 2026-11-21 08:30:00+00 or \
+             '2026-11-21 09:30:00 Europe/Paris')"
         ))
     };
     let (date, rest) = t
         .split_once([' ', 'T'])
         .ok_or_else(|| bad("no time of day"))?;
-    let mut d = date.splitn(3, '-');
-    let year: i32 = num(d.next().unwrap_or(""), "year", s)?;
-    let month: u8 = num(d.next().unwrap_or(""), "month", s)?;
-    let day: u8 = num(d.next().unwrap_or(""), "day", s)?;
-    // Split the clock from the zone.
-    let zpos = rest
-        .find(['Z', 'z', '+', '-'])
-        .ok_or_else(|| bad("add a time zone, e.g. +00 or Z"))?;
-    let (clock, zone) = rest.split_at(zpos);
-    let clock = clock.trim();
-    let (hms, frac) = match clock.split_once('.') {
-        Some((a, f)) => (a, f),
-        None => (clock, ""),
-    };
-    let mut c = hms.split(':');
-    let hour: u8 = num(c.next().unwrap_or(""), "hour", s)?;
-    let minute: u8 = num(c.next().unwrap_or(""), "minute", s)?;
-    let second: u8 = match c.next() {
-        Some(x) => num(x, "second", s)?,
-        None => 0,
-    };
-    if c.next().is_some() || frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad("bad time of day"));
+    let rest = rest.trim_start();
+    let clock_len = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == ':' || c == '.'))
+        .unwrap_or(rest.len());
+    let (clock, zone_text) = rest.split_at(clock_len);
+    let zone_text = zone_text.trim();
+    if clock.is_empty() {
+        return Err(bad("no time of day"));
     }
-    let micros: u32 = if frac.is_empty() {
-        0
-    } else {
-        num::<u32>(&format!("{frac:0<6}"), "fraction", s)?
-    };
-    let offset_s: i32 = match zone {
-        "Z" | "z" => 0,
-        z => {
-            let sign = if z.starts_with('-') { -1 } else { 1 };
-            let digits: String = z[1..].chars().filter(|c| *c != ':').collect();
-            let (h, m) = match digits.len() {
-                2 => (num::<i32>(&digits, "zone", s)?, 0),
-                4 => (
-                    num::<i32>(&digits[..2], "zone", s)?,
-                    num::<i32>(&digits[2..], "zone", s)?,
-                ),
-                _ => return Err(bad("bad time zone")),
-            };
-            if h > 15 || m > 59 {
-                return Err(bad("bad time zone"));
-            }
-            sign * (h * 3600 + m * 60)
-        }
-    };
-    let month = time::Month::try_from(month).map_err(|_| bad("bad month"))?;
-    let date = time::Date::from_calendar_date(year, month, day).map_err(|_| bad("bad date"))?;
-    let tod = time::Time::from_hms_micro(hour, minute, second, micros)
-        .map_err(|_| bad("bad time of day"))?;
-    let offset = time::UtcOffset::from_whole_seconds(offset_s).map_err(|_| bad("bad time zone"))?;
-    let at = time::PrimitiveDateTime::new(date, tod).assume_offset(offset);
-    let at_us = (at.unix_timestamp_nanos() / 1000) as i64;
-    let utc = at.to_offset(time::UtcOffset::UTC);
+    if zone_text.is_empty() {
+        return Err(bad(
+            "add a time zone, e.g. +00, UTC or Europe/Paris (without one PostgreSQL would use \
+             the server's timezone setting, which pgstrata cannot know)",
+        ));
+    }
+    let dt: jiff::civil::DateTime = format!("{date}T{clock}")
+        .parse()
+        .map_err(|_| bad("bad date or time of day"))?;
+    let tz = zone(zone_text).ok_or_else(|| bad(&format!("unknown time zone {zone_text:?}")))?;
+    let at = dt
+        .to_zoned(tz)
+        .map_err(|_| bad("out of range"))?
+        .timestamp();
+    let at_us = at.as_microsecond();
+    let utc = at.to_zoned(jiff::tz::TimeZone::UTC);
     let text = format!(
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}+00",
         utc.year(),
-        utc.month() as u8,
+        utc.month(),
         utc.day(),
         utc.hour(),
         utc.minute(),
         utc.second(),
-        utc.microsecond()
+        utc.subsec_nanosecond() / 1000
     );
     Ok((at_us, text))
 }
@@ -371,12 +409,39 @@ mod tests {
         assert_eq!(us3, us + 123_456);
         assert_eq!(text3, "2026-11-21 08:30:00.123456+00");
         assert_eq!(parse_time("2026-11-21 03:30:00-0500").unwrap().0, us);
+        // Named zones and abbreviations, as PostgreSQL accepts them.
+        assert_eq!(parse_time("2026-11-21 08:30:00 UTC").unwrap().0, us);
+        assert_eq!(parse_time("2026-11-21 08:30:00 gmt").unwrap().0, us);
+        assert_eq!(
+            parse_time("2026-11-21 09:30:00 Europe/Paris").unwrap().0,
+            us
+        );
+        assert_eq!(
+            parse_time("2026-11-21 03:30 America/New_York").unwrap().0,
+            us
+        );
+        assert_eq!(parse_time("2026-11-21 09:30:00 CET").unwrap().0, us);
+        assert_eq!(parse_time("2026-11-21 00:30:00 PST").unwrap().0, us);
+        assert_eq!(parse_time("2026-11-21 08:30:00+00:00").unwrap().0, us);
+        // Summer time in Paris is +02.
+        assert_eq!(
+            parse_time("2026-07-01 12:00:00 Europe/Paris").unwrap().1,
+            "2026-07-01 10:00:00.000000+00"
+        );
+        assert_eq!(
+            parse_time("2026-07-01 06:00:00 America/New_York")
+                .unwrap()
+                .1,
+            "2026-07-01 10:00:00.000000+00"
+        );
         for bad in [
             "2026-11-21 08:30:00",
+            "2026-11-21T08:30:00",
             "yesterday",
             "2026-13-01 00:00:00Z",
             "2026-11-21 25:00:00Z",
             "2026-11-21 08:30:00+99",
+            "2026-11-21 08:30:00 Mars/Olympus",
             "2026-11-21",
         ] {
             assert!(parse_time(bad).is_err(), "{bad}");
