@@ -5,6 +5,7 @@ mod harness;
 
 mod archive;
 mod bad_input;
+mod contrib;
 mod core;
 mod expire;
 mod incremental;
