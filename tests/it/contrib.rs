@@ -96,9 +96,21 @@ fn systemd_units_verify() {
     assert!(text("pgstrata-incr.timer").contains("OnCalendar=*-*-* *:00:00"));
     assert!(text("pgstrata-verify.timer").contains("Unit=pgstrata-verify.service"));
 
-    // The command lines parse with this pgstrata (clap rejects unknown options
-    // before it looks at the missing configuration file).
+    // The command lines are valid for this pgstrata: with a configuration
+    // naming a repository that does not exist, they get as far as opening it.
+    let cfg = s.path().join("pgstrata.toml");
+    let missing = s.path().join("no-repo");
+    std::fs::write(
+        &cfg,
+        format!(
+            "repo = \"{}\"\npgdata = \"{}\"\n",
+            missing.display(),
+            s.path().join("no-pgdata").display()
+        ),
+    )
+    .unwrap();
     for (unit, inst) in [
+        ("pgstrata@.service", "full"),
         ("pgstrata@.service", "incr"),
         ("pgstrata-verify.service", ""),
     ] {
@@ -106,11 +118,20 @@ fn systemd_units_verify() {
             .lines()
             .find(|l| l.starts_with("ExecStart="))
             .unwrap()
-            .replace("%i", inst);
+            .replace("%i", inst)
+            .replace("/etc/pgstrata/pgstrata.toml", cfg.to_str().unwrap());
         let words: Vec<&str> = line["ExecStart=".len()..].split_whitespace().collect();
-        let o = Command::new(BIN).args(&words[1..]).output().unwrap();
+        let o = Command::new(BIN)
+            .args(&words[1..])
+            .env_remove("PGSTRATA_REPO")
+            .env_remove("PGSTRATA_CONFIG")
+            .output()
+            .unwrap();
         let e = String::from_utf8_lossy(&o.stderr);
-        assert_ne!(o.status.code(), Some(2), "{unit}: usage error: {e}");
-        assert!(e.contains("/etc/pgstrata/pgstrata.toml"), "{unit}: {e}");
+        assert_eq!(o.status.code(), Some(1), "{unit} ({inst}): {e}");
+        assert!(
+            e.contains("not a pgstrata repository"),
+            "{unit} ({inst}): {e}"
+        );
     }
 }
