@@ -8,7 +8,10 @@
 #   WORKDIR=            scratch directory (default: a new mktemp dir under /var/tmp);
 #                       the cluster owner (postgres) must be able to traverse it
 #   PGSTRATA=           pgstrata binary (default target/release/pgstrata; built with
-#                       `cargo build --release` if missing)
+#                       `cargo build --release` if missing: the figures are for the
+#                       binary operators install; to profile, build with
+#                       `cargo build --profile profiling` and point PGSTRATA at
+#                       target/profiling/pgstrata)
 #   SKIP_PGSTRATA=1     leave pgstrata out (pgBackRest columns and ground truth only)
 #   VERIFY=1            start every restored cluster and compare row counts (0: skip)
 #   KEEP=1              keep everything in WORKDIR (default: remove the cluster, repositories

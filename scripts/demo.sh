@@ -31,15 +31,6 @@ fi
 
 # --- pgstrata
 bin=${PGSTRATA:-$here/target/release/pgstrata}
-if [ ! -x "$bin" ] && ! pkg-config --exists openssl 2>/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    say "installing OpenSSL headers for the build (apt-get install libssl-dev pkg-config)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libssl-dev pkg-config >/dev/null
-  else
-    echo "Building pgstrata needs OpenSSL headers: sudo apt-get install libssl-dev pkg-config" >&2
-    exit 1
-  fi
-fi
 if [ ! -x "$bin" ]; then
   say "building pgstrata (cargo build --release)"
   (cd "$here" && cargo build --release --quiet)

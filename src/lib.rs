@@ -40,8 +40,9 @@ pub use progress::{Bar, Lines, Progress, Silent};
 pub use repair::{rebuild_catalog, RepairReport};
 pub use repo::{InitOutcome, Repository};
 pub use restore::{
-    apply as apply_restore, parse_target_time, plan as plan_restore, Recovery, RecoveryTarget,
-    RestoreOptions, RestorePlan, RestoreStats, TargetAction, TimelineTarget,
+    apply as apply_restore, archiving_summary as restore_archiving_summary, parse_target_time,
+    plan as plan_restore, ArchiveMode, Recovery, RecoveryTarget, RestoreOptions, RestorePlan,
+    RestoreStats, TargetAction, TimelineTarget,
 };
 pub use upgrade::{run as upgrade, UpgradeReport};
 pub use util::human;

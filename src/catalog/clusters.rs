@@ -82,6 +82,14 @@ impl Catalog {
             c.check_identity(system_id, pg_version)?;
             return Ok(c);
         }
+        // A typo in --cluster must not silently start a second history of a
+        // cluster the repository already knows under another name.
+        if let Some(other) = self.cluster_of_system(system_id)? {
+            return Err(Error::refused(format!(
+                "system identifier {system_id} already belongs to cluster {other:?} in this \
+                 repository; use --cluster {other} (refusing to create cluster {name:?})"
+            )));
+        }
         let now = now_us();
         let tx = self.conn.unchecked_transaction().ctx("bind cluster")?;
         tx.execute(

@@ -268,6 +268,19 @@ pub struct RestoreArgs {
     /// Parallel workers [default: CPUs, at most 8; config: workers].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+    /// off: the copy never archives (a test copy); preserve: it keeps the
+    /// backup's archive_mode and archive_command (a restore that replaces the
+    /// primary) [default: off].
+    #[arg(long, value_enum, default_value = "off")]
+    pub archive_mode: ArchiveModeArg,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ArchiveModeArg {
+    /// The restored copy does not archive.
+    Off,
+    /// The restored copy keeps the backup's archiving settings.
+    Preserve,
 }
 
 #[derive(clap::Args, Debug)]

@@ -226,12 +226,13 @@ fn restore(
         quiet,
         format!(
             "restored backup {} to {}: {} files, {how} in {:.1} s; PostgreSQL {} is \
-             needed to start it; start the server to recover",
+             needed to start it; start the server to recover\n{}",
             s.backup_id,
             plan.target.display(),
             s.files,
             s.elapsed.as_secs_f64(),
-            s.pg_version
+            s.pg_version,
+            pgstrata::restore_archiving_summary(repo, &plan, opts.recovery.archive_mode)
         ),
     );
     Ok(())

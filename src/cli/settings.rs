@@ -7,13 +7,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use pgstrata::{
-    parse_target_time, BackupOptions, BackupType, CheckOptions, ExpireOptions, Lsn, Recovery,
-    RecoveryTarget, RestoreOptions, Retention, TargetAction, TimelineTarget, VerifyOptions,
+    parse_target_time, ArchiveMode, BackupOptions, BackupType, CheckOptions, ExpireOptions, Lsn,
+    Recovery, RecoveryTarget, RestoreOptions, Retention, TargetAction, TimelineTarget,
+    VerifyOptions,
 };
 
 use super::args::{
-    ActionArg, BackupArgs, Cli, Command, ExpireArgs, OutputArg, RestoreArgs, RestoreTypeArg,
-    ShellArg, TargetArg, TypeArg,
+    ActionArg, ArchiveModeArg, BackupArgs, Cli, Command, ExpireArgs, OutputArg, RestoreArgs,
+    RestoreTypeArg, ShellArg, TargetArg, TypeArg,
 };
 use super::config::FileConfig;
 
@@ -336,6 +337,10 @@ fn restore(a: RestoreArgs, cfg: &FileConfig) -> R<RestoreOptions> {
     }
     r.primary_conninfo = a.primary_conninfo;
     o.delta = a.delta;
+    o.recovery.archive_mode = match a.archive_mode {
+        ArchiveModeArg::Off => ArchiveMode::Off,
+        ArchiveModeArg::Preserve => ArchiveMode::Preserve,
+    };
     for m in a.tablespace_map {
         let Some((oid, dir)) = m.split_once('=') else {
             return usage(format!("--tablespace-map {m:?}: expected OID=DIR"));

@@ -1,8 +1,11 @@
 //! The connection to a running server and the backup-mode functions.
 //!
-//! Settings follow libpq: `--dbname` may be a `key=value` string or a URI,
-//! and anything it leaves unset comes from `PGHOST`, `PGPORT`, `PGUSER`,
-//! `PGPASSWORD`, `PGDATABASE`, then libpq's defaults. The session that starts
+//! Settings follow libpq: `--dbname` may be a `key=value` string or a URI;
+//! a `service=` (or `PGSERVICE`) fills what it leaves unset from
+//! `pg_service.conf`, then `PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`,
+//! `PGAPPNAME`, `PGCONNECT_TIMEOUT`, then libpq's defaults (the user is the
+//! operating-system user). The password comes from the string,
+//! `PGPASSWORD` or the password file (see [`crate::pg::libpq`]). The session that starts
 //! backup mode is held open until it stops: if it drops, PostgreSQL ends
 //! backup mode by itself.
 
@@ -13,7 +16,7 @@ use std::time::Duration;
 use postgres::{Client, Config};
 
 use crate::error::{Error, IoContext, Result};
-use crate::pg::{control, tls, version, Lsn};
+use crate::pg::{control, libpq, tls, version, Lsn};
 
 /// What a backup needs to know about the server.
 #[derive(Clone, Debug)]
@@ -40,7 +43,8 @@ pub struct BackupStop {
 
 /// The configuration and its TLS settings (see [`crate::pg::tls`]).
 pub fn config_tls(dbname: Option<&str>) -> Result<(Config, tls::Settings)> {
-    let (rest, tls) = tls::extract(dbname)?;
+    let expanded = libpq::expand(dbname)?;
+    let (rest, tls) = tls::extract(expanded.conninfo.as_deref())?;
     let mut cfg = match rest.as_deref() {
         Some(s) if !s.trim().is_empty() => Config::from_str(s)
             .map_err(|e| Error::invalid(format!("invalid connection string: {e}")))?,
@@ -70,24 +74,54 @@ pub fn config_tls(dbname: Option<&str>) -> Result<(Config, tls::Settings)> {
         }
     }
     if cfg.get_user().is_none() {
-        let user = env("PGUSER")
-            .or_else(|| env("USER"))
-            .unwrap_or_else(|| "postgres".into());
+        let user = match env("PGUSER") {
+            Some(u) => u,
+            None => libpq::os_user()?,
+        };
         cfg.user(&user);
-    }
-    if cfg.get_password().is_none() {
-        if let Some(p) = env("PGPASSWORD") {
-            cfg.password(p);
-        }
     }
     if cfg.get_dbname().is_none() {
         if let Some(d) = env("PGDATABASE") {
             cfg.dbname(&d);
         }
     }
-    cfg.application_name("pgstrata");
+    if cfg.get_password().is_none() {
+        if let Some(p) = env("PGPASSWORD") {
+            cfg.password(p);
+        } else {
+            let host = match cfg.get_hosts().first() {
+                Some(postgres::config::Host::Tcp(h)) => h.clone(),
+                Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
+                None => String::new(),
+            };
+            let port = cfg.get_ports().first().copied().unwrap_or(5432);
+            let user = cfg.get_user().unwrap_or_default().to_string();
+            let db = cfg.get_dbname().unwrap_or(&user).to_string();
+            if let Some(p) =
+                libpq::password_from_file(expanded.passfile.as_deref(), &host, port, &db, &user)?
+            {
+                cfg.password(p);
+            }
+        }
+    }
+    if cfg.get_application_name().is_none() {
+        cfg.application_name(env("PGAPPNAME").as_deref().unwrap_or("pgstrata"));
+    }
     if cfg.get_connect_timeout().is_none() {
-        cfg.connect_timeout(Duration::from_secs(30));
+        match env("PGCONNECT_TIMEOUT") {
+            Some(t) => {
+                let secs: i64 = t.trim().parse().map_err(|_| {
+                    Error::invalid(format!("invalid PGCONNECT_TIMEOUT {t:?}: whole seconds"))
+                })?;
+                // libpq: zero or negative waits forever; the minimum is 2 s.
+                if secs > 0 {
+                    cfg.connect_timeout(Duration::from_secs(secs.max(2) as u64));
+                }
+            }
+            None => {
+                cfg.connect_timeout(Duration::from_secs(30));
+            }
+        }
     }
     Ok((cfg, tls))
 }
@@ -110,6 +144,52 @@ pub fn describe(cfg: &Config) -> String {
     )
 }
 
+/// A failed connection: where it tried, and (when nothing answered there)
+/// libpq's hint. Never includes the password.
+fn connect_error(cfg: &Config, e: postgres::Error) -> Error {
+    use std::io::ErrorKind as K;
+    // Nothing answered there (as opposed to a TLS or protocol failure).
+    let mut io = false;
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&e);
+    while let Some(c) = src {
+        if let Some(ioe) = c.downcast_ref::<std::io::Error>() {
+            io |= matches!(
+                ioe.kind(),
+                K::NotFound
+                    | K::ConnectionRefused
+                    | K::TimedOut
+                    | K::AddrNotAvailable
+                    | K::HostUnreachable
+                    | K::NetworkUnreachable
+                    | K::PermissionDenied
+            );
+        }
+        src = c.source();
+    }
+    if e.as_db_error().is_some() || !io {
+        return Error::pg(format!("cannot connect ({})", describe(cfg)), e);
+    }
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    let places = cfg
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| libpq::endpoint(h, cfg.get_ports().get(i).copied().unwrap_or(port)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut cause = String::new();
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&e);
+    while let Some(c) = src {
+        cause = c.to_string();
+        src = c.source();
+    }
+    Error::Refused(format!(
+        "cannot connect to PostgreSQL on {places} as user {:?}: {cause}; is the server running \
+         and listening on {places}?",
+        cfg.get_user().unwrap_or("?")
+    ))
+}
+
 pub struct Server {
     client: Client,
     pub info: ServerInfo,
@@ -120,7 +200,7 @@ impl Server {
         let (cfg, tls) = config_tls(dbname)?;
         let mut client = cfg
             .connect(tls::connector(&tls)?)
-            .map_err(|e| Error::pg(format!("cannot connect ({})", describe(&cfg)), e))?;
+            .map_err(|e| connect_error(&cfg, e))?;
         let info = server_info(&mut client)?;
         tracing::debug!(
             "connected to PostgreSQL {} ({})",

@@ -4,10 +4,13 @@
 pub mod conn;
 pub mod control;
 pub mod datadir;
+pub mod history;
+pub mod libpq;
 pub mod lsn;
 pub mod page;
 pub mod tls;
 pub mod version;
 pub mod wal;
+pub mod walrecord;
 
 pub use lsn::{Lsn, TimelineId, WalFileName, WalSegment};

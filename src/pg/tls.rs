@@ -4,7 +4,7 @@
 //! rejects `sslrootcert`, `sslcert` and `sslkey`. pgstrata takes those (and
 //! `verify-ca` / `verify-full`) out of a `key=value` connection string
 //! itself, or from `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`,
-//! and builds the OpenSSL connector to match:
+//! and builds the rustls connector (pure Rust, ring provider) to match:
 //!
 //! | sslmode | encryption | certificate checked | host name checked |
 //! |---|---|---|---|
@@ -18,9 +18,19 @@
 
 use std::path::{Path, PathBuf};
 
-use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
+use std::sync::Arc;
+
 use postgres::config::SslMode;
-use postgres_openssl::MakeTlsConnector;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{verify_server_name, WebPkiServerVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
+use rustls::server::ParsedCertificate;
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::{Error, Result};
 
@@ -77,7 +87,7 @@ pub fn is_uri(s: &str) -> bool {
 
 /// Split a `key=value` connection string into pairs (libpq quoting: values
 /// in single quotes, `\` escapes). `None` when it is not one (a URI).
-fn pairs(s: &str) -> Option<Vec<(String, String)>> {
+pub(crate) fn pairs(s: &str) -> Option<Vec<(String, String)>> {
     if is_uri(s) {
         return None;
     }
@@ -134,7 +144,7 @@ fn pairs(s: &str) -> Option<Vec<(String, String)>> {
     }
 }
 
-fn quote(v: &str) -> String {
+pub(crate) fn quote(v: &str) -> String {
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
@@ -189,19 +199,134 @@ pub fn extract(conninfo: Option<&str>) -> Result<(Option<String>, Settings)> {
     Ok((rest, settings))
 }
 
-/// The OpenSSL connector for these settings.
-pub fn connector(s: &Settings) -> Result<MakeTlsConnector> {
-    let err = |what: &str, e: openssl::error::ErrorStack| {
-        Error::invalid(format!("TLS setup: {what}: {e}"))
-    };
-    let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(|e| err("OpenSSL", e))?;
+/// Accepts any server certificate (libpq's `prefer`, and `require` without
+/// a root certificate), but still checks the handshake signatures.
+#[derive(Debug)]
+struct NoCertCheck(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for NoCertCheck {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.0)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.0)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+/// `verify-ca` and `verify-full`: the chain must lead to the root
+/// certificate (or the server certificate is itself in the root file, as
+/// with a self-signed server certificate, which libpq accepts); the host
+/// name is checked for `verify-full` only.
+#[derive(Debug)]
+struct RootCheck {
+    webpki: Arc<WebPkiServerVerifier>,
+    roots: Vec<CertificateDer<'static>>,
+    check_name: bool,
+}
+
+impl ServerCertVerifier for RootCheck {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let name_only = |e: &rustls::Error| {
+            matches!(
+                e,
+                rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForName
+                        | CertificateError::NotValidForNameContext { .. }
+                )
+            )
+        };
+        match self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Ok(v) => Ok(v),
+            Err(e) if name_only(&e) && !self.check_name => Ok(ServerCertVerified::assertion()),
+            Err(e) if name_only(&e) => Err(e),
+            Err(e) => {
+                if !self.roots.iter().any(|r| r.as_ref() == end_entity.as_ref()) {
+                    // libpq's (OpenSSL's) words, then rustls' reason.
+                    return Err(rustls::Error::General(format!(
+                        "certificate verify failed: the server certificate does not lead to \
+                         the root certificate ({e})"
+                    )));
+                }
+                if self.check_name {
+                    let cert = ParsedCertificate::try_from(end_entity)?;
+                    verify_server_name(&cert, server_name)?;
+                }
+                Ok(ServerCertVerified::assertion())
+            }
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+/// The rustls connector for these settings.
+pub fn connector(s: &Settings) -> Result<MakeRustlsConnect> {
+    let err =
+        |what: &str, e: &dyn std::fmt::Display| Error::invalid(format!("TLS setup: {what}: {e}"));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err("TLS versions", &e))?;
     let verify = match s.mode {
         Mode::VerifyCa | Mode::VerifyFull => true,
         // libpq: with a root certificate, require behaves like verify-ca.
         Mode::Require => s.rootcert.is_some(),
         Mode::Disable | Mode::Prefer => false,
     };
-    if verify {
+    let verifier: Arc<dyn ServerCertVerifier> = if verify {
         let root = s.rootcert.as_ref().ok_or_else(|| {
             Error::invalid(
                 "sslmode verify-ca/verify-full needs a root certificate: set sslrootcert \
@@ -214,27 +339,49 @@ pub fn connector(s: &Settings) -> Result<MakeTlsConnector> {
                 root.display()
             )));
         }
-        b.set_ca_file(root)
-            .map_err(|e| err(&format!("sslrootcert {}", root.display()), e))?;
-        b.set_verify(SslVerifyMode::PEER);
+        let what = format!("sslrootcert {}", root.display());
+        let ders = CertificateDer::pem_file_iter(root)
+            .map_err(|e| err(&what, &e))?
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| err(&what, &e))?;
+        if ders.is_empty() {
+            return Err(err(&what, &"no certificate in the file"));
+        }
+        let mut roots = RootCertStore::empty();
+        for c in &ders {
+            roots.add(c.clone()).map_err(|e| err(&what, &e))?;
+        }
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| err(&what, &e))?;
+        Arc::new(RootCheck {
+            webpki,
+            roots: ders,
+            check_name: s.mode == Mode::VerifyFull,
+        })
     } else {
-        b.set_verify(SslVerifyMode::NONE);
-    }
-    if let Some(c) = &s.cert {
-        b.set_certificate_chain_file(c)
-            .map_err(|e| err(&format!("sslcert {}", c.display()), e))?;
-        let k = s.key.clone().unwrap_or_else(|| c.with_extension("key"));
-        b.set_private_key_file(&k, SslFiletype::PEM)
-            .map_err(|e| err(&format!("sslkey {}", k.display()), e))?;
-    }
-    let mut m = MakeTlsConnector::new(b.build());
-    let full = s.mode == Mode::VerifyFull;
-    m.set_callback(move |cfg, _domain| {
-        // verify-ca checks the chain only; verify-full the host name too.
-        cfg.set_verify_hostname(full);
-        Ok(())
-    });
-    Ok(m)
+        Arc::new(NoCertCheck(provider.signature_verification_algorithms))
+    };
+    let builder = builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let config = match &s.cert {
+        Some(c) => {
+            let what = format!("sslcert {}", c.display());
+            let chain = CertificateDer::pem_file_iter(c)
+                .map_err(|e| err(&what, &e))?
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| err(&what, &e))?;
+            let k = s.key.clone().unwrap_or_else(|| c.with_extension("key"));
+            let key = PrivateKeyDer::from_pem_file(&k)
+                .map_err(|e| err(&format!("sslkey {}", k.display()), &e))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| err(&what, &e))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(MakeRustlsConnect::new(config))
 }
 
 #[cfg(test)]

@@ -10,8 +10,10 @@
 //! backup's manifest (invariant 1).
 
 mod apply;
+mod archiving;
 mod recovery;
 mod target;
+mod timeline;
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -19,7 +21,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use apply::apply;
-pub use recovery::{Recovery, TargetAction};
+pub use archiving::summary as archiving_summary;
+pub use recovery::{ArchiveMode, Recovery, TargetAction};
 pub use target::{parse_time as parse_target_time, RecoveryTarget, TimelineTarget};
 
 use crate::catalog::{BackupRow, BackupStatus, Catalog, ChunkLoc, ClusterRow, FileKind, FileRow};
@@ -27,7 +30,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::{BlockMap, ChunkId};
 use crate::pg::control;
 use crate::pg::datadir::{check_manifest_path, path_of};
-use crate::repo::{check_cluster_name, segment_range, Repository};
+use crate::repo::{check_cluster_name, Repository};
 use crate::store::read_chunk;
 use crate::util::{default_workers, process_alive};
 
@@ -233,39 +236,9 @@ pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<R
             "cluster {cluster:?} has no backups in this repository"
         ))
     })?;
-    let complete: Vec<BackupRow> = cat
-        .backups(cl.id)?
-        .into_iter()
-        .filter(|b| b.status == BackupStatus::Complete)
-        .collect();
-    let seg_size = complete.last().map(|b| b.wal_seg_size).unwrap_or(16 << 20);
-    let names = repo.wal_names(&cl.wal_id())?;
-    let newest_at = match segment_range(&names) {
-        Some((_, newest)) => repo.wal_archived_at(&cl.wal_id(), &newest)?,
-        None => None,
-    };
-    let end = target::ArchiveEnd::from_names(&names, seg_size, newest_at);
-    let backup = target::choose(
-        &complete,
-        opts.set.as_deref(),
-        &opts.recovery.target,
-        opts.recovery.timeline.as_ref(),
-        &end,
-        cluster,
-    )?
-    .clone();
-
+    let backup = choose_backup(repo, &cat, &cl, opts)?;
     let files = cat.files(&backup.id)?;
-    let mut seen = HashSet::new();
-    for f in &files {
-        check_manifest_path(&f.path)?;
-        if !seen.insert(f.path.as_str()) {
-            return Err(Error::corrupt(
-                "manifest",
-                format!("path {:?} appears twice", f.path),
-            ));
-        }
-    }
+    check_manifest(&files)?;
     let target = if opts.pgdata.is_absolute() {
         opts.pgdata.clone()
     } else {
@@ -277,7 +250,127 @@ pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<R
         check_empty_target(&target, "target directory")?;
         false
     };
+    let tablespaces = plan_tablespaces(&files, opts, &backup, delta)?;
+    let chunks = check_data(repo, &cat, &backup, &files)?;
+    let bytes = files.iter().map(|f| f.size).sum();
+    let exe = match &opts.exe {
+        Some(e) => e.clone(),
+        None => std::env::current_exe().at("current executable")?,
+    };
+    let repo_root = repo.root().canonicalize().at(repo.root())?;
+    let cmd = recovery::restore_command(&exe, &repo_root, cluster, backup.history);
+    let recovery_conf = opts.recovery.settings(&cmd, &backup.id);
+    Ok(RestorePlan {
+        cluster: cluster.to_string(),
+        backup,
+        target,
+        files,
+        tablespaces,
+        chunks,
+        bytes,
+        recovery_conf,
+        signal_file: opts.recovery.signal_file(),
+        delta,
+    })
+}
 
+/// The backup to restore for the target. Each entry of the cluster's
+/// history has its own backups and WAL archive; the newest entry that can
+/// reach the target wins (an explicit `--set` names its own). When none can,
+/// the newest entry's reason is the error.
+fn choose_backup(
+    repo: &Repository,
+    cat: &Catalog,
+    cl: &ClusterRow,
+    opts: &RestoreOptions,
+) -> Result<BackupRow> {
+    let complete: Vec<BackupRow> = cat
+        .backups(cl.id)?
+        .into_iter()
+        .filter(|b| b.status == BackupStatus::Complete)
+        .collect();
+    let set = opts.set.as_deref().filter(|s| *s != "latest");
+    let mut histories: Vec<u32> = match set.and_then(|id| complete.iter().find(|b| b.id == id)) {
+        Some(b) => vec![b.history],
+        None => complete.iter().map(|b| b.history).collect(),
+    };
+    histories.sort_unstable_by(|a, b| b.cmp(a));
+    histories.dedup();
+    if histories.is_empty() {
+        histories.push(cl.history);
+    }
+    let mut first_error = None;
+    for h in histories {
+        let of_h: Vec<BackupRow> = complete
+            .iter()
+            .filter(|b| b.history == h)
+            .cloned()
+            .collect();
+        match choose_in_history(repo, &cl.name, h, &of_h, opts) {
+            Ok(b) => return Ok(b),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.unwrap_or_else(|| {
+        Error::NotFound(format!("cluster {:?} has no complete backup", cl.name))
+    }))
+}
+
+fn choose_in_history(
+    repo: &Repository,
+    cluster: &str,
+    history: u32,
+    complete: &[BackupRow],
+    opts: &RestoreOptions,
+) -> Result<BackupRow> {
+    let wal_id = crate::format::keys::wal_id(cluster, history);
+    let seg_size = complete.last().map(|b| b.wal_seg_size).unwrap_or(16 << 20);
+    let names = repo.wal_names(&wal_id)?;
+    let end = timeline::archive_end(
+        repo,
+        &wal_id,
+        &names,
+        seg_size,
+        complete,
+        opts.set.as_deref(),
+        &opts.recovery,
+    )?;
+    target::choose(
+        complete,
+        opts.set.as_deref(),
+        &opts.recovery.target,
+        opts.recovery.timeline.as_ref(),
+        &end,
+        cluster,
+    )
+    .cloned()
+}
+
+/// Every path stays inside the target, and appears once.
+fn check_manifest(files: &[FileRow]) -> Result<()> {
+    let mut seen = HashSet::new();
+    for f in files {
+        check_manifest_path(&f.path)?;
+        if !seen.insert(f.path.as_str()) {
+            return Err(Error::corrupt(
+                "manifest",
+                format!("path {:?} appears twice", f.path),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Where each tablespace goes (`--tablespace-map`, `--tablespace-map-all`,
+/// else where it was), refusing relative or non-empty directories.
+fn plan_tablespaces(
+    files: &[FileRow],
+    opts: &RestoreOptions,
+    backup: &BackupRow,
+    delta: bool,
+) -> Result<Vec<(String, PathBuf)>> {
     let mut tablespaces = Vec::new();
     for f in files.iter().filter(|f| f.kind == FileKind::Link) {
         let Some(oid) = f.path.strip_prefix("pg_tblspc/") else {
@@ -315,28 +408,7 @@ pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<R
             )));
         }
     }
-
-    let chunks = check_data(repo, &cat, &backup, &files)?;
-    let bytes = files.iter().map(|f| f.size).sum();
-    let exe = match &opts.exe {
-        Some(e) => e.clone(),
-        None => std::env::current_exe().at("current executable")?,
-    };
-    let repo_root = repo.root().canonicalize().at(repo.root())?;
-    let cmd = recovery::restore_command(&exe, &repo_root, cluster, backup.history);
-    let recovery_conf = opts.recovery.settings(&cmd, &backup.id);
-    Ok(RestorePlan {
-        cluster: cluster.to_string(),
-        backup,
-        target,
-        files,
-        tablespaces,
-        chunks,
-        bytes,
-        recovery_conf,
-        signal_file: opts.recovery.signal_file(),
-        delta,
-    })
+    Ok(tablespaces)
 }
 
 #[cfg(test)]

@@ -69,6 +69,32 @@ pub fn restore_command(exe: &Path, repo: &Path, cluster: &str, history: u32) -> 
     )
 }
 
+/// `restore --archive-mode`: whether the restored copy keeps the backup's
+/// archiving settings once it promotes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ArchiveMode {
+    /// Write `archive_mode = off`: the copy never archives (the default: a
+    /// test copy must not push its WAL and timeline history into the
+    /// repository of the cluster it was copied from).
+    #[default]
+    Off,
+    /// Keep `archive_mode` and `archive_command` from the backup (a restore
+    /// that replaces the primary).
+    Preserve,
+}
+
+impl ArchiveMode {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "off" => Ok(ArchiveMode::Off),
+            "preserve" => Ok(ArchiveMode::Preserve),
+            _ => Err(Error::invalid(format!(
+                "unknown archive mode {s:?} (off or preserve)"
+            ))),
+        }
+    }
+}
+
 /// What recovery should do, as the operator asked.
 #[derive(Clone, Debug, Default)]
 pub struct Recovery {
@@ -80,6 +106,8 @@ pub struct Recovery {
     /// Start as a standby (`standby.signal`) instead of recovering and promoting.
     pub standby: bool,
     pub primary_conninfo: Option<String>,
+    /// `--archive-mode`.
+    pub archive_mode: ArchiveMode,
 }
 
 impl Recovery {
@@ -117,6 +145,9 @@ impl Recovery {
         }
         if let Some(c) = &self.primary_conninfo {
             set("primary_conninfo", c);
+        }
+        if self.archive_mode == ArchiveMode::Off {
+            set("archive_mode", "off");
         }
         format!("{BEGIN} (backup {backup_id})\n{s}{END}\n")
     }
@@ -171,6 +202,17 @@ mod tests {
         };
         let s = r.settings(&c, "X");
         assert!(s.contains("recovery_target = 'immediate'"));
+        assert!(s.contains("archive_mode = 'off'"), "{s}");
+        let preserve = Recovery {
+            archive_mode: ArchiveMode::Preserve,
+            ..Default::default()
+        };
+        assert!(!preserve.settings("cmd", "X").contains("archive_mode"));
+        assert_eq!(
+            ArchiveMode::parse("preserve").unwrap(),
+            ArchiveMode::Preserve
+        );
+        assert!(ArchiveMode::parse("on").is_err());
         assert!(s.contains(
             "restore_command = '/usr/bin/pgstrata --repo ''/var/lib/my repo'' --cluster"
         ));

@@ -4,6 +4,7 @@
 
 use crate::catalog::BackupRow;
 use crate::error::{Error, Result};
+use crate::pg::history::TimelinePath;
 use crate::pg::{Lsn, WalFileName, WalSegment};
 use crate::util::rfc3339;
 
@@ -60,119 +61,189 @@ impl TimelineTarget {
     }
 }
 
-fn num<T: std::str::FromStr>(s: &str, what: &str, all: &str) -> Result<T> {
-    s.parse().map_err(|_| {
-        Error::invalid(format!(
-            "invalid --target-time {all:?}: bad {what} (expected e.g. 2026-11-21 08:30:00+00)"
-        ))
-    })
+/// Time zone abbreviations PostgreSQL's default `timezone_abbreviations` set
+/// knows and that mean one thing (fixed offsets, seconds east of UTC).
+const ABBREVIATIONS: &[(&str, i32)] = &[
+    ("UTC", 0),
+    ("UT", 0),
+    ("GMT", 0),
+    ("Z", 0),
+    ("ZULU", 0),
+    ("WET", 0),
+    ("WEST", 3600),
+    ("BST", 3600),
+    ("CET", 3600),
+    ("CEST", 7200),
+    ("MET", 3600),
+    ("MEST", 7200),
+    ("EET", 7200),
+    ("EEST", 10800),
+    ("MSK", 10800),
+    ("JST", 32400),
+    ("KST", 32400),
+    ("HKT", 28800),
+    ("AWST", 28800),
+    ("ACST", 34200),
+    ("AEST", 36000),
+    ("AEDT", 39600),
+    ("NZST", 43200),
+    ("NZDT", 46800),
+    ("AST", -14400),
+    ("ADT", -10800),
+    ("EST", -18000),
+    ("EDT", -14400),
+    ("CST", -21600),
+    ("CDT", -18000),
+    ("MST", -25200),
+    ("MDT", -21600),
+    ("PST", -28800),
+    ("PDT", -25200),
+    ("AKST", -32400),
+    ("AKDT", -28800),
+    ("HST", -36000),
+];
+
+/// A zone as PostgreSQL accepts it after a timestamp: `Z`, a numeric offset
+/// (`+HH`, `+HH:MM`, `+HHMM`, `-…`), an abbreviation (`UTC`, `GMT`, `CET`…)
+/// or a time zone name from the IANA database (`Europe/Paris`).
+fn zone(z: &str) -> Option<jiff::tz::TimeZone> {
+    use jiff::tz::{Offset, TimeZone};
+    if let Some(rest) = z.strip_prefix(['+', '-']) {
+        let sign = if z.starts_with('-') { -1 } else { 1 };
+        let digits: String = rest.chars().filter(|c| *c != ':').collect();
+        if !digits.bytes().all(|b| b.is_ascii_digit()) || rest.matches(':').count() > 1 {
+            return None;
+        }
+        let (h, m): (i32, i32) = match digits.len() {
+            1 | 2 => (digits.parse().ok()?, 0),
+            4 => (digits[..2].parse().ok()?, digits[2..].parse().ok()?),
+            _ => return None,
+        };
+        if h > 15 || m > 59 {
+            return None;
+        }
+        let off = Offset::from_seconds(sign * (h * 3600 + m * 60)).ok()?;
+        return Some(TimeZone::fixed(off));
+    }
+    if let Some((_, secs)) = ABBREVIATIONS
+        .iter()
+        .find(|(a, _)| a.eq_ignore_ascii_case(z))
+    {
+        return Some(TimeZone::fixed(Offset::from_seconds(*secs).ok()?));
+    }
+    jiff::tz::db().get(z).ok()
 }
 
-/// Parse `YYYY-MM-DD[ T]HH:MM[:SS[.ffffff]]` followed by a zone (`Z`, `+HH`,
-/// `+HH:MM`, `+HHMM`). The zone is required: the restored server would
-/// otherwise read the time in its own zone, and pgstrata could choose the
-/// wrong backup. Returns unix microseconds and PostgreSQL's spelling.
+/// Parse `--target-time` as PostgreSQL reads `recovery_target_time`:
+/// `YYYY-MM-DD[ T]HH:MM[:SS[.ffffff]]` and a zone (see [`zone`]), e.g.
+/// `2026-11-21 08:30:00+00`, `2026-11-21 09:30 Europe/Paris`,
+/// `2026-11-21T08:30:00Z`. The zone is required: without one the restored
+/// server would read the time in its own `timezone` setting, which pgstrata
+/// cannot know, and could choose the wrong backup; pgstrata refuses rather
+/// than guess. Returns unix microseconds and PostgreSQL's spelling in UTC.
 pub fn parse_time(s: &str) -> Result<(i64, String)> {
     let t = s.trim();
     let bad = |why: &str| {
         Error::invalid(format!(
-            "invalid --target-time {s:?}: {why} (expected e.g. 2026-11-21 08:30:00+00)"
+            "invalid --target-time {s:?}: {why} (expected e.g. 2026-11-21 08:30:00+00 or \
+             '2026-11-21 09:30:00 Europe/Paris')"
         ))
     };
     let (date, rest) = t
         .split_once([' ', 'T'])
         .ok_or_else(|| bad("no time of day"))?;
-    let mut d = date.splitn(3, '-');
-    let year: i32 = num(d.next().unwrap_or(""), "year", s)?;
-    let month: u8 = num(d.next().unwrap_or(""), "month", s)?;
-    let day: u8 = num(d.next().unwrap_or(""), "day", s)?;
-    // Split the clock from the zone.
-    let zpos = rest
-        .find(['Z', 'z', '+', '-'])
-        .ok_or_else(|| bad("add a time zone, e.g. +00 or Z"))?;
-    let (clock, zone) = rest.split_at(zpos);
-    let clock = clock.trim();
-    let (hms, frac) = match clock.split_once('.') {
-        Some((a, f)) => (a, f),
-        None => (clock, ""),
-    };
-    let mut c = hms.split(':');
-    let hour: u8 = num(c.next().unwrap_or(""), "hour", s)?;
-    let minute: u8 = num(c.next().unwrap_or(""), "minute", s)?;
-    let second: u8 = match c.next() {
-        Some(x) => num(x, "second", s)?,
-        None => 0,
-    };
-    if c.next().is_some() || frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad("bad time of day"));
+    let rest = rest.trim_start();
+    let clock_len = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == ':' || c == '.'))
+        .unwrap_or(rest.len());
+    let (clock, zone_text) = rest.split_at(clock_len);
+    let zone_text = zone_text.trim();
+    if clock.is_empty() {
+        return Err(bad("no time of day"));
     }
-    let micros: u32 = if frac.is_empty() {
-        0
-    } else {
-        num::<u32>(&format!("{frac:0<6}"), "fraction", s)?
-    };
-    let offset_s: i32 = match zone {
-        "Z" | "z" => 0,
-        z => {
-            let sign = if z.starts_with('-') { -1 } else { 1 };
-            let digits: String = z[1..].chars().filter(|c| *c != ':').collect();
-            let (h, m) = match digits.len() {
-                2 => (num::<i32>(&digits, "zone", s)?, 0),
-                4 => (
-                    num::<i32>(&digits[..2], "zone", s)?,
-                    num::<i32>(&digits[2..], "zone", s)?,
-                ),
-                _ => return Err(bad("bad time zone")),
-            };
-            if h > 15 || m > 59 {
-                return Err(bad("bad time zone"));
-            }
-            sign * (h * 3600 + m * 60)
-        }
-    };
-    let month = time::Month::try_from(month).map_err(|_| bad("bad month"))?;
-    let date = time::Date::from_calendar_date(year, month, day).map_err(|_| bad("bad date"))?;
-    let tod = time::Time::from_hms_micro(hour, minute, second, micros)
-        .map_err(|_| bad("bad time of day"))?;
-    let offset = time::UtcOffset::from_whole_seconds(offset_s).map_err(|_| bad("bad time zone"))?;
-    let at = time::PrimitiveDateTime::new(date, tod).assume_offset(offset);
-    let at_us = (at.unix_timestamp_nanos() / 1000) as i64;
-    let utc = at.to_offset(time::UtcOffset::UTC);
+    if zone_text.is_empty() {
+        return Err(bad(
+            "add a time zone, e.g. +00, UTC or Europe/Paris (without one PostgreSQL would use \
+             the server's timezone setting, which pgstrata cannot know)",
+        ));
+    }
+    let dt: jiff::civil::DateTime = format!("{date}T{clock}")
+        .parse()
+        .map_err(|_| bad("bad date or time of day"))?;
+    let tz = zone(zone_text).ok_or_else(|| bad(&format!("unknown time zone {zone_text:?}")))?;
+    let at = dt
+        .to_zoned(tz)
+        .map_err(|_| bad("out of range"))?
+        .timestamp();
+    let at_us = at.as_microsecond();
+    let utc = at.to_zoned(jiff::tz::TimeZone::UTC);
     let text = format!(
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}+00",
         utc.year(),
-        utc.month() as u8,
+        utc.month(),
         utc.day(),
         utc.hour(),
         utc.minute(),
         utc.second(),
-        utc.microsecond()
+        utc.subsec_nanosecond() / 1000
     );
     Ok((at_us, text))
 }
 
-/// What the archive holds, for refusing targets beyond it.
+/// What the archive holds on the target timeline's path, for refusing
+/// targets beyond it and choosing a backup that can reach them.
+#[derive(Clone, Debug)]
 pub struct ArchiveEnd {
-    /// The newest archived segment (any timeline) and where it ends.
+    /// The timelines recovery follows to the target timeline.
+    pub path: TimelinePath,
+    /// The newest archived segment on that path and where it ends.
     pub newest_segment: Option<(String, Lsn)>,
-    /// When the newest segment reached the repository (unix µs).
+    /// When the newest segment on the path reached the repository (unix µs).
     pub newest_archived_at: Option<i64>,
+    /// For `--target-name`: where the restore point is in the WAL on the path.
+    pub restore_point: Option<Lsn>,
+    /// An earlier restore point of the same name: a backup must start after
+    /// it, or recovery would stop there instead.
+    pub restore_point_floor: Option<Lsn>,
 }
 
 impl ArchiveEnd {
-    pub fn from_names(names: &[String], seg_size: u64, newest_archived_at: Option<i64>) -> Self {
-        let newest_segment = names
+    /// The segments of `names` that recovery along `path` reads, oldest first.
+    pub fn segments_on_path(
+        names: &[String],
+        seg_size: u64,
+        path: &TimelinePath,
+    ) -> Vec<WalSegment> {
+        let mut segs: Vec<WalSegment> = names
             .iter()
             .filter(|n| matches!(WalFileName::parse(n), Ok(WalFileName::Segment { .. })))
-            .filter_map(|n| {
-                let s = WalSegment::from_name(n, seg_size).ok()?;
-                Some((n.clone(), Lsn((s.segno + 1) * seg_size)))
-            })
-            .max_by_key(|(_, end)| *end);
-        ArchiveEnd {
-            newest_segment,
+            .filter_map(|n| WalSegment::from_name(n, seg_size).ok())
+            .filter(|s| path.timeline_of_segment(s.segno, seg_size) == s.timeline.0)
+            .collect();
+        segs.sort_by_key(|s| s.segno);
+        segs
+    }
+
+    pub fn on_path(
+        names: &[String],
+        seg_size: u64,
+        path: TimelinePath,
+        newest_archived_at: impl FnOnce(&str) -> Result<Option<i64>>,
+    ) -> Result<Self> {
+        let newest = Self::segments_on_path(names, seg_size, &path)
+            .last()
+            .map(|s| (s.name(seg_size), Lsn((s.segno + 1) * seg_size)));
+        let newest_archived_at = match &newest {
+            Some((n, _)) => newest_archived_at(n)?,
+            None => None,
+        };
+        Ok(ArchiveEnd {
+            path,
+            newest_segment: newest,
             newest_archived_at,
-        }
+            restore_point: None,
+            restore_point_floor: None,
+        })
     }
 }
 
@@ -189,16 +260,15 @@ pub fn choose<'a>(
     let oldest = complete
         .first()
         .ok_or_else(|| Error::NotFound(format!("cluster {cluster:?} has no complete backup")))?;
-    // A backup on a later timeline cannot reach a point on an earlier one.
-    let candidates: Vec<&BackupRow> = complete
-        .iter()
-        .filter(|b| match timeline {
-            Some(TimelineTarget::Id(n)) => b.timeline <= *n,
-            _ => true,
-        })
-        .collect();
     let stop_us = |b: &BackupRow| b.stop_time.unwrap_or(b.start_time);
     let stop_lsn = |b: &BackupRow| b.stop_lsn.unwrap_or(b.start_lsn);
+    // Only a backup on the target timeline's path, taken before the path
+    // leaves its timeline, can reach a point on the target timeline.
+    let tli = archive.path.target;
+    let candidates: Vec<&BackupRow> = complete
+        .iter()
+        .filter(|b| archive.path.reaches_from(b.timeline, stop_lsn(b)))
+        .collect();
 
     // Targets beyond the archive are impossible whichever backup we choose.
     match target {
@@ -206,8 +276,9 @@ pub fn choose<'a>(
             if let Some((seg, end)) = &archive.newest_segment {
                 if l > end {
                     return Err(Error::invalid(format!(
-                        "target LSN {l} is beyond the newest archived WAL (segment {seg} ends at {end}); \
-                         archive more WAL (SELECT pg_switch_wal()) or choose an earlier target"
+                        "target LSN {l} is beyond the newest archived WAL on timeline {tli} \
+                         (segment {seg} ends at {end}); archive more WAL (SELECT pg_switch_wal()) \
+                         or choose an earlier target"
                     )));
                 }
             }
@@ -216,8 +287,9 @@ pub fn choose<'a>(
             if let Some(last) = archive.newest_archived_at {
                 if *at_us > last {
                     return Err(Error::invalid(format!(
-                        "target time {text} is after the newest archived WAL (archived at {}); \
-                         archive more WAL (SELECT pg_switch_wal()) or choose an earlier target",
+                        "target time {text} is after the newest archived WAL on timeline {tli} \
+                         (archived at {}); archive more WAL (SELECT pg_switch_wal()) or choose an \
+                         earlier target",
                         rfc3339(last)
                     )));
                 }
@@ -239,6 +311,13 @@ pub fn choose<'a>(
             let found = match target {
                 RecoveryTarget::Time { at_us, .. } => newest_before(&|b| stop_us(b) <= *at_us),
                 RecoveryTarget::Lsn(l) => newest_before(&|b| stop_lsn(b) <= *l),
+                RecoveryTarget::Name(_) => match archive.restore_point {
+                    Some(rp) => newest_before(&|b| {
+                        stop_lsn(b) <= rp
+                            && archive.restore_point_floor.is_none_or(|f| b.start_lsn > f)
+                    }),
+                    None => candidates.last().copied(),
+                },
                 _ => candidates.last().copied(),
             };
             match (found, target) {
@@ -259,10 +338,19 @@ pub fn choose<'a>(
                         stop_lsn(oldest)
                     )))
                 }
+                (None, RecoveryTarget::Name(n)) if archive.restore_point.is_some() => {
+                    return Err(Error::invalid(format!(
+                        "restore point {n:?} (at {}) is before the end of every backup on the \
+                         path of timeline {tli}: no backup can reach it",
+                        archive.restore_point.unwrap_or_default()
+                    )))
+                }
                 (None, _) => {
                     return Err(Error::NotFound(format!(
-                        "no complete backup of cluster {cluster:?} on timeline {} or earlier",
-                        timeline.map(|t| t.setting()).unwrap_or_default()
+                        "no complete backup of cluster {cluster:?} on the path of timeline {tli}{}",
+                        timeline
+                            .map(|t| format!(" (--target-timeline {})", t.setting()))
+                            .unwrap_or_default()
                     )))
                 }
             }
@@ -283,6 +371,26 @@ pub fn choose<'a>(
             chosen.id,
             stop_lsn(chosen)
         ))),
+        RecoveryTarget::Name(n)
+            if archive
+                .restore_point
+                .is_some_and(|rp| stop_lsn(chosen) > rp) =>
+        {
+            Err(Error::invalid(format!(
+                "restore point {n:?} (at {}) is before backup {} ends ({}): choose an older \
+                 backup or leave out --set",
+                archive.restore_point.unwrap_or_default(),
+                chosen.id,
+                stop_lsn(chosen)
+            )))
+        }
+        _ if !archive.path.reaches_from(chosen.timeline, stop_lsn(chosen)) => {
+            Err(Error::invalid(format!(
+                "backup {} (timeline {}) is not on the path of timeline {tli}: choose another \
+                 backup or --target-timeline",
+                chosen.id, chosen.timeline
+            )))
+        }
         _ => Ok(chosen),
     }
 }
@@ -301,12 +409,39 @@ mod tests {
         assert_eq!(us3, us + 123_456);
         assert_eq!(text3, "2026-11-21 08:30:00.123456+00");
         assert_eq!(parse_time("2026-11-21 03:30:00-0500").unwrap().0, us);
+        // Named zones and abbreviations, as PostgreSQL accepts them.
+        assert_eq!(parse_time("2026-11-21 08:30:00 UTC").unwrap().0, us);
+        assert_eq!(parse_time("2026-11-21 08:30:00 gmt").unwrap().0, us);
+        assert_eq!(
+            parse_time("2026-11-21 09:30:00 Europe/Paris").unwrap().0,
+            us
+        );
+        assert_eq!(
+            parse_time("2026-11-21 03:30 America/New_York").unwrap().0,
+            us
+        );
+        assert_eq!(parse_time("2026-11-21 09:30:00 CET").unwrap().0, us);
+        assert_eq!(parse_time("2026-11-21 00:30:00 PST").unwrap().0, us);
+        assert_eq!(parse_time("2026-11-21 08:30:00+00:00").unwrap().0, us);
+        // Summer time in Paris is +02.
+        assert_eq!(
+            parse_time("2026-07-01 12:00:00 Europe/Paris").unwrap().1,
+            "2026-07-01 10:00:00.000000+00"
+        );
+        assert_eq!(
+            parse_time("2026-07-01 06:00:00 America/New_York")
+                .unwrap()
+                .1,
+            "2026-07-01 10:00:00.000000+00"
+        );
         for bad in [
             "2026-11-21 08:30:00",
+            "2026-11-21T08:30:00",
             "yesterday",
             "2026-13-01 00:00:00Z",
             "2026-11-21 25:00:00Z",
             "2026-11-21 08:30:00+99",
+            "2026-11-21 08:30:00 Mars/Olympus",
             "2026-11-21",
         ] {
             assert!(parse_time(bad).is_err(), "{bad}");

@@ -135,3 +135,38 @@ fn segment_of_another_cluster_is_refused() {
     assert!(err.contains("system identifier"), "{err}");
     assert_eq!(repo.open().wal_names("main").unwrap(), before);
 }
+
+#[test]
+fn push_with_a_mistyped_cluster_name_is_refused() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let src = Cluster::archiving(&s, "src", &repo);
+    src.exec("CREATE TABLE t AS SELECT 1 AS x");
+    let seg = src.query_one("SELECT pg_walfile_name(pg_current_wal_lsn())");
+    src.switch_wal_and_wait(&repo);
+    let work = s.pg_dir("work");
+    let file = work.join(&seg);
+    check(&get(&repo, &seg, &file), "archive-get");
+    let o = pgstrata(&[
+        "--repo",
+        repo.arg(),
+        "--cluster",
+        "mian",
+        "archive-push",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("already belongs to cluster \"main\""), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
+    // Nothing was created under the mistyped name.
+    let info = repo.info_json();
+    let names: Vec<&str> = info["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["main"]);
+    assert!(repo.open().wal_names("mian").unwrap().is_empty());
+}

@@ -613,14 +613,26 @@ pub fn append(path: &Path, text: &str) {
 /// Restore with the CLI into `scratch/name/data` and return the (stopped)
 /// cluster over it. The restored copy does not archive into the repository.
 pub fn restore(scratch: &Scratch, repo: &Repo, name: &str, extra: &[&str]) -> Cluster {
-    let c = restore_archiving(scratch, repo, name, extra);
+    // `--archive-mode off` is the default; the append keeps it so for a test
+    // that passes `--archive-mode preserve` in `extra`.
+    let c = restore_into(scratch, repo, name, extra);
     append(&c.pgdata.join("postgresql.conf"), "\narchive_mode = off\n");
     c
 }
 
 /// Like `restore`, but the restored cluster keeps the source's archiving
-/// settings (it archives into the same repository once promoted).
+/// settings (`--archive-mode preserve`: it archives into the same repository
+/// once promoted).
 pub fn restore_archiving(scratch: &Scratch, repo: &Repo, name: &str, extra: &[&str]) -> Cluster {
+    restore_into(
+        scratch,
+        repo,
+        name,
+        &[&["--archive-mode", "preserve"][..], extra].concat(),
+    )
+}
+
+fn restore_into(scratch: &Scratch, repo: &Repo, name: &str, extra: &[&str]) -> Cluster {
     let base = scratch.pg_dir(name);
     let pgdata = base.join("data");
     let mut args = vec![

@@ -5,11 +5,13 @@ mod harness;
 
 mod archive;
 mod bad_input;
+mod contrib;
 mod core;
 mod expire;
 mod incremental;
 mod integrity;
 mod layers;
+mod libpq;
 mod matrix;
 mod pitr;
 mod upgrade;

@@ -539,3 +539,264 @@ fn standby_restore_streams_from_the_primary() {
     ]);
     misused(&o, "--type standby");
 }
+
+/// Issue 14, bug 1: once a restored copy promotes and archives timeline 2
+/// into the same repository, every target on timeline 1 (and on timeline 2)
+/// must still be reachable, judged by the WAL on that timeline's path.
+#[test]
+fn targets_on_both_timelines_after_a_restored_copy_promotes() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let a = Cluster::archiving(&s, "a", &repo);
+    a.exec("CREATE TABLE t (n int, tl text); INSERT INTO t SELECT g, 'one' FROM generate_series(1, 100) g;");
+    a.backup_ok(&repo, &["--type", "full"]);
+    a.exec("INSERT INTO t SELECT g, 'one-b' FROM generate_series(101, 200) g;");
+    a.switch_wal_and_wait(&repo);
+
+    // A restored copy that keeps archiving into the repository and promotes.
+    let mut b = restore_archiving(&s, &repo, "b", &[]);
+    b.start_ok();
+    b.wait_for_consistency();
+    assert_eq!(
+        b.query_one("SELECT timeline_id::text FROM pg_control_checkpoint()"),
+        "2"
+    );
+    b.exec("INSERT INTO t SELECT g, 'two' FROM generate_series(201, 300) g;");
+    let t2 = b.now_utc();
+    let lsn2 = b.query_one("SELECT pg_current_wal_lsn()::text");
+    let at_t2 = b.table_hashes();
+    b.exec("SELECT pg_sleep(1.2); INSERT INTO t SELECT g, 'two-late' FROM generate_series(301, 400) g;");
+    b.switch_wal_and_wait(&repo);
+    let end2 = b.table_hashes();
+    let names = repo.open().wal_names("main").unwrap();
+    assert!(names.contains(&"00000002.history".to_string()), "{names:?}");
+
+    // The original primary lives on, on timeline 1, after the copy's WAL.
+    a.exec(
+        "SELECT pg_sleep(1.2); INSERT INTO t SELECT g, 'one-c' FROM generate_series(201, 250) g;",
+    );
+    let t1 = a.now_utc();
+    let lsn1 = a.query_one("SELECT pg_current_wal_lsn()::text");
+    let at_t1 = a.table_hashes();
+    a.exec("SELECT pg_sleep(1.2); INSERT INTO t SELECT g, 'one-late' FROM generate_series(251, 300) g;");
+    a.switch_wal_and_wait(&repo);
+    let end1 = a.table_hashes();
+
+    let promote = ["--target-action", "promote"];
+    let tl1 = ["--target-timeline", "1"];
+    let cases: Vec<(&str, Vec<&str>, &BTreeMap<String, String>)> = vec![
+        (
+            "t1-time",
+            [&["--target-time", &t1][..], &tl1, &promote].concat(),
+            &at_t1,
+        ),
+        (
+            "t1-lsn",
+            [&["--target-lsn", &lsn1][..], &tl1, &promote].concat(),
+            &at_t1,
+        ),
+        ("t1-latest", tl1.to_vec(), &end1),
+        (
+            "t2-time",
+            [&["--target-time", &t2][..], &promote].concat(),
+            &at_t2,
+        ),
+        (
+            "t2-lsn",
+            [&["--target-lsn", &lsn2][..], &promote].concat(),
+            &at_t2,
+        ),
+        ("t2-latest", vec![], &end2),
+    ];
+    for (name, args, want) in cases {
+        let mut r = restore_matches(&s, &repo, name, &args, want);
+        let tli = if name.starts_with("t1") { "1" } else { "2" };
+        let now = r.query_one("SELECT timeline_id::text FROM pg_control_checkpoint()");
+        // A promoted restore moves to a new timeline; its parent must be the one asked for.
+        let hist = std::fs::read_to_string(r.pgdata.join(format!(
+            "pg_wal/{:08X}.history",
+            now.parse::<u32>().unwrap()
+        )))
+        .unwrap_or_default();
+        assert!(
+            hist.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .is_some_and(|l| l.starts_with(&format!("{tli}\t"))),
+            "{name}: restored onto timeline {now} from the wrong parent:\n{hist}"
+        );
+        r.stop();
+    }
+    // A timeline nothing was archived for is refused, nothing written.
+    let never = s.path().join("never");
+    let o = pgstrata(&[
+        "--repo",
+        repo.arg(),
+        "restore",
+        "--pgdata",
+        never.to_str().unwrap(),
+        "--target-timeline",
+        "7",
+    ]);
+    fails(&o, "timeline 7 has no history file");
+    assert!(!never.exists());
+}
+
+/// Issue 14, bug 2: `--target-name` restores from the newest backup that
+/// ended before the restore point; an unknown name is refused before writing.
+#[test]
+fn target_name_chooses_the_backup_before_the_restore_point() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let a = Cluster::archiving(&s, "a", &repo);
+    a.exec("CREATE TABLE t (n int, note text); INSERT INTO t SELECT g, 'base' FROM generate_series(1, 100) g;");
+    a.backup_ok(&repo, &["--type", "full"]);
+    a.exec("INSERT INTO t SELECT g, 'p1' FROM generate_series(101, 200) g;");
+    a.exec("SELECT pg_create_restore_point('point_one')");
+    let want1 = a.table_hashes();
+    a.exec("INSERT INTO t SELECT g, 'after p1' FROM generate_series(201, 300) g;");
+    a.backup_ok(&repo, &["--type", "incr"]);
+    // A restore point whose record crosses into the next WAL segment would
+    // still be found; here: one after a large write spanning segments.
+    a.exec("INSERT INTO t SELECT g, repeat('x', 500) FROM generate_series(301, 60000) g;");
+    a.exec("SELECT pg_create_restore_point('point_two')");
+    let want2 = a.table_hashes();
+    a.exec("DELETE FROM t WHERE n % 2 = 0;");
+    a.backup_ok(&repo, &["--type", "incr"]);
+    a.exec("UPDATE t SET note = 'late' WHERE n < 50;");
+    a.switch_wal_and_wait(&repo);
+    let ids: Vec<String> = repo
+        .backups()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 3);
+
+    let promote = ["--target-action", "promote"];
+    for (name, want, backup) in [
+        ("point_one", &want1, &ids[0]),
+        ("point_two", &want2, &ids[1]),
+    ] {
+        let mut r = restore_matches(
+            &s,
+            &repo,
+            name,
+            &[&["--target-name", name][..], &promote].concat(),
+            want,
+        );
+        let conf = std::fs::read_to_string(r.pgdata.join("postgresql.auto.conf")).unwrap();
+        assert!(
+            conf.contains(&format!("(backup {backup})")),
+            "{name} should restore backup {backup}:\n{conf}"
+        );
+        r.stop();
+    }
+    // An unknown name is refused and nothing is written.
+    let never = s.path().join("never");
+    let o = pgstrata(&[
+        "--repo",
+        repo.arg(),
+        "restore",
+        "--pgdata",
+        never.to_str().unwrap(),
+        "--target-name",
+        "no_such_point",
+    ]);
+    fails(
+        &o,
+        "restore point \"no_such_point\" is not in the archived WAL",
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stderr).trim().lines().count(), 1);
+    assert!(!never.exists());
+    // --set with a backup that ends after the restore point is refused too.
+    let o = pgstrata(&[
+        "--repo",
+        repo.arg(),
+        "restore",
+        "--pgdata",
+        never.to_str().unwrap(),
+        "--target-name",
+        "point_one",
+        "--set",
+        &ids[2],
+    ]);
+    fails(&o, "is before backup");
+    assert!(!never.exists());
+}
+
+/// `restore --archive-mode`: off (the default) keeps a promoted copy from
+/// archiving into the repository; preserve keeps the source's archiving.
+#[test]
+fn archive_mode_off_by_default_and_preserve_on_request() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let a = Cluster::archiving(&s, "a", &repo);
+    a.exec("CREATE TABLE t AS SELECT g FROM generate_series(1, 100) g;");
+    a.backup_ok(&repo, &["--type", "full"]);
+    a.switch_wal_and_wait(&repo);
+
+    let base = s.pg_dir("off");
+    let pgdata = base.join("data");
+    let out = pgstrata_ok(&[
+        "--repo",
+        repo.arg(),
+        "restore",
+        "--pgdata",
+        pgdata.to_str().unwrap(),
+    ]);
+    assert!(
+        out.contains("will NOT archive into this repository"),
+        "{out}"
+    );
+    let auto = std::fs::read_to_string(pgdata.join("postgresql.auto.conf")).unwrap();
+    assert!(auto.contains("archive_mode = 'off'"), "{auto}");
+    give_to_pg(&base);
+    let mut off = Cluster::at(base, pgdata);
+    off.start_ok();
+    off.wait_for_consistency();
+    assert_eq!(off.query_one("SHOW archive_mode"), "off");
+    off.exec("CREATE TABLE only_in_copy AS SELECT 1 AS x; SELECT pg_switch_wal();");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let names = repo.open().wal_names("main").unwrap();
+    assert!(
+        !names.iter().any(|n| n.starts_with("00000002")),
+        "the copy archived into the repository: {names:?}"
+    );
+    off.stop();
+
+    let base = s.pg_dir("keep");
+    let pgdata = base.join("data");
+    let out = pgstrata_ok(&[
+        "--repo",
+        repo.arg(),
+        "restore",
+        "--archive-mode",
+        "preserve",
+        "--pgdata",
+        pgdata.to_str().unwrap(),
+    ]);
+    assert!(out.contains("WILL archive into this repository"), "{out}");
+    give_to_pg(&base);
+    let mut keep = Cluster::at(base, pgdata);
+    keep.start_ok();
+    keep.wait_for_consistency();
+    assert_eq!(keep.query_one("SHOW archive_mode"), "on");
+    keep.switch_wal_and_wait(&repo);
+    let names = repo.open().wal_names("main").unwrap();
+    assert!(names.contains(&"00000002.history".to_string()), "{names:?}");
+
+    // A bad value is a usage error that writes nothing.
+    let never = s.path().join("never");
+    let o = pgstrata(&[
+        "--repo",
+        repo.arg(),
+        "restore",
+        "--archive-mode",
+        "sometimes",
+        "--pgdata",
+        never.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("sometimes"));
+    assert!(!never.exists());
+}
