@@ -105,7 +105,7 @@ fn segment_home(
     if let Some(other) = cat.cluster_of_system(h.system_id)? {
         if other != cluster {
             return Err(Error::refused(format!(
-                "{name} belongs to cluster {other:?} in this repository (system identifier \
+                "{name} already belongs to cluster {other:?} in this repository (system identifier \
                  {}), not {cluster:?}: check --cluster in archive_command",
                 h.system_id
             )));

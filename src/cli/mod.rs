@@ -13,8 +13,8 @@ use anyhow::bail;
 use clap::CommandFactory;
 
 use pgstrata::{
-    human, ExpireLog, ExpireOptions, ExpirePlan, InitOutcome, Progress, PushOutcome, Repository,
-    RestoreOptions, VerifyReport,
+    human, CheckOptions, ExpireLog, ExpireOptions, ExpirePlan, InitOutcome, Progress, PushOutcome,
+    Repository, RestoreOptions, VerifyOptions, VerifyReport,
 };
 
 pub use args::Cli;
@@ -51,14 +51,7 @@ fn execute(s: Settings) -> anyhow::Result<Outcome> {
         }
         Run::Restore { opts } => restore(&Repository::open(repo)?, cluster, &opts, quiet)?,
         Run::Expire { opts, dry_run } => {
-            let (plan, log) = pgstrata::expire(&Repository::open(repo)?, cluster, &opts, dry_run)?;
-            match log {
-                None => print!("{}", plan.render()),
-                Some(log) => {
-                    tracing::info!("{}", plan.render());
-                    print_expire(quiet, &plan, &log);
-                }
-            }
+            expire(&Repository::open(repo)?, cluster, &opts, dry_run, quiet)?
         }
         Run::ArchivePush { path, level } => {
             let r = Repository::open(repo)?;
@@ -104,44 +97,68 @@ fn execute(s: Settings) -> anyhow::Result<Outcome> {
                 false => print!("{}", pgstrata::render_info(&i)),
             }
         }
-        Run::Verify { opts, json } => {
-            let p = progress(quiet);
-            let r = pgstrata::verify(&Repository::open(repo)?, &opts, p.as_ref())?;
-            match json {
-                true => println!("{}", serde_json::to_string_pretty(&r)?),
-                false => print_verify(&r, quiet),
-            }
-            if !r.is_ok() {
-                let broken = r.backups.iter().filter(|b| !b.ok).count();
-                bail!(
-                    "verify found {} problem(s); {broken} of {} backup(s) affected",
-                    r.problems.len(),
-                    r.backups.len()
-                );
-            }
-        }
-        Run::Check { opts } => {
-            let r = pgstrata::check(&Repository::open(repo)?, cluster, &opts)?;
-            say(
-                quiet,
-                format!(
-                    "check ok: PostgreSQL {}, system identifier {}{}; WAL segment {} reached \
-                     the repository in {:.1} s",
-                    r.pg_version,
-                    r.system_id,
-                    if r.cluster_bound {
-                        format!(" (cluster {cluster:?})")
-                    } else {
-                        format!(" (cluster {cluster:?} not bound yet)")
-                    },
-                    r.segment,
-                    r.archive_wait.as_secs_f64()
-                ),
-            );
-        }
+        Run::Verify { opts, json } => verify(&Repository::open(repo)?, &opts, json, quiet)?,
+        Run::Check { opts } => check(&Repository::open(repo)?, cluster, &opts, quiet)?,
         Run::Repair { lock_wait } => repair(&Repository::open(repo)?, lock_wait, quiet)?,
     }
     Ok(Outcome::Ok)
+}
+
+fn expire(
+    repo: &Repository,
+    cluster: &str,
+    opts: &ExpireOptions,
+    dry_run: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let (plan, log) = pgstrata::expire(repo, cluster, opts, dry_run)?;
+    match log {
+        None => print!("{}", plan.render()),
+        Some(log) => {
+            tracing::info!("{}", plan.render());
+            print_expire(quiet, &plan, &log);
+        }
+    }
+    Ok(())
+}
+
+fn verify(repo: &Repository, opts: &VerifyOptions, json: bool, quiet: bool) -> anyhow::Result<()> {
+    let p = progress(quiet);
+    let r = pgstrata::verify(repo, opts, p.as_ref())?;
+    match json {
+        true => println!("{}", serde_json::to_string_pretty(&r)?),
+        false => print_verify(&r, quiet),
+    }
+    if !r.is_ok() {
+        let broken = r.backups.iter().filter(|b| !b.ok).count();
+        bail!(
+            "verify found {} problem(s); {broken} of {} backup(s) affected",
+            r.problems.len(),
+            r.backups.len()
+        );
+    }
+    Ok(())
+}
+
+fn check(repo: &Repository, cluster: &str, opts: &CheckOptions, quiet: bool) -> anyhow::Result<()> {
+    let r = pgstrata::check(repo, cluster, opts)?;
+    say(
+        quiet,
+        format!(
+            "check ok: PostgreSQL {}, system identifier {}{}; WAL segment {} reached \
+             the repository in {:.1} s",
+            r.pg_version,
+            r.system_id,
+            if r.cluster_bound {
+                format!(" (cluster {cluster:?})")
+            } else {
+                format!(" (cluster {cluster:?} not bound yet)")
+            },
+            r.segment,
+            r.archive_wait.as_secs_f64()
+        ),
+    );
+    Ok(())
 }
 
 fn init(repo: &Path, group_readable: bool, quiet: bool) -> anyhow::Result<()> {

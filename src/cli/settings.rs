@@ -151,14 +151,7 @@ impl Settings {
                 pgdata,
                 dbname,
                 archive_timeout,
-            } => {
-                let mut o = CheckOptions::new(pgdata_of(pgdata, cfg)?);
-                o.dbname = dbname.or(cfg.dbname.clone());
-                if let Some(t) = archive_timeout.or(cfg.archive_timeout) {
-                    o.archive_timeout = Duration::from_secs(t);
-                }
-                Run::Check { opts: o }
-            }
+            } => check(pgdata, dbname, archive_timeout, cfg)?,
             Command::Repair {
                 rebuild_catalog,
                 lock_wait,
@@ -180,6 +173,20 @@ impl Settings {
             command: run,
         }))
     }
+}
+
+fn check(
+    pgdata: Option<PathBuf>,
+    dbname: Option<String>,
+    archive_timeout: Option<u64>,
+    cfg: &FileConfig,
+) -> R<Run> {
+    let mut o = CheckOptions::new(pgdata_of(pgdata, cfg)?);
+    o.dbname = dbname.or(cfg.dbname.clone());
+    if let Some(t) = archive_timeout.or(cfg.archive_timeout) {
+        o.archive_timeout = Duration::from_secs(t);
+    }
+    Ok(Run::Check { opts: o })
 }
 
 fn unreachable_standalone() -> R<Run> {

@@ -58,7 +58,21 @@ pub fn config_tls(dbname: Option<&str>) -> Result<(Config, tls::Settings)> {
     if !uri_mode {
         cfg.ssl_mode(tls.mode.driver_mode());
     }
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    defaults_from_env(&mut cfg)?;
+    if cfg.get_password().is_none() {
+        password_from_env_or_file(&mut cfg, expanded.passfile.as_deref())?;
+    }
+    timeout_from_env(&mut cfg)?;
+    Ok((cfg, tls))
+}
+
+fn env(k: &str) -> Option<String> {
+    std::env::var(k).ok().filter(|v| !v.is_empty())
+}
+
+/// What the string leaves unset, as libpq: PGHOST, PGPORT, PGUSER (else the
+/// operating-system user), PGDATABASE, PGAPPNAME.
+fn defaults_from_env(cfg: &mut Config) -> Result<()> {
     if cfg.get_hosts().is_empty() {
         let host = env("PGHOST").unwrap_or_else(|| "/var/run/postgresql".into());
         for h in host.split(',') {
@@ -85,45 +99,52 @@ pub fn config_tls(dbname: Option<&str>) -> Result<(Config, tls::Settings)> {
             cfg.dbname(&d);
         }
     }
-    if cfg.get_password().is_none() {
-        if let Some(p) = env("PGPASSWORD") {
-            cfg.password(p);
-        } else {
-            let host = match cfg.get_hosts().first() {
-                Some(postgres::config::Host::Tcp(h)) => h.clone(),
-                Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
-                None => String::new(),
-            };
-            let port = cfg.get_ports().first().copied().unwrap_or(5432);
-            let user = cfg.get_user().unwrap_or_default().to_string();
-            let db = cfg.get_dbname().unwrap_or(&user).to_string();
-            if let Some(p) =
-                libpq::password_from_file(expanded.passfile.as_deref(), &host, port, &db, &user)?
-            {
-                cfg.password(p);
-            }
-        }
-    }
     if cfg.get_application_name().is_none() {
         cfg.application_name(env("PGAPPNAME").as_deref().unwrap_or("pgstrata"));
     }
-    if cfg.get_connect_timeout().is_none() {
-        match env("PGCONNECT_TIMEOUT") {
-            Some(t) => {
-                let secs: i64 = t.trim().parse().map_err(|_| {
-                    Error::invalid(format!("invalid PGCONNECT_TIMEOUT {t:?}: whole seconds"))
-                })?;
-                // libpq: zero or negative waits forever; the minimum is 2 s.
-                if secs > 0 {
-                    cfg.connect_timeout(Duration::from_secs(secs.max(2) as u64));
-                }
-            }
-            None => {
-                cfg.connect_timeout(Duration::from_secs(30));
+    Ok(())
+}
+
+/// PGPASSWORD, else the password file (`passfile`, PGPASSFILE, ~/.pgpass).
+fn password_from_env_or_file(cfg: &mut Config, passfile: Option<&Path>) -> Result<()> {
+    if let Some(p) = env("PGPASSWORD") {
+        cfg.password(p);
+        return Ok(());
+    }
+    let host = match cfg.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => String::new(),
+    };
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    let user = cfg.get_user().unwrap_or_default().to_string();
+    let db = cfg.get_dbname().unwrap_or(&user).to_string();
+    if let Some(p) = libpq::password_from_file(passfile, &host, port, &db, &user)? {
+        cfg.password(p);
+    }
+    Ok(())
+}
+
+/// PGCONNECT_TIMEOUT as libpq reads it (zero or less waits forever, at
+/// least 2 s), else 30 s.
+fn timeout_from_env(cfg: &mut Config) -> Result<()> {
+    if cfg.get_connect_timeout().is_some() {
+        return Ok(());
+    }
+    match env("PGCONNECT_TIMEOUT") {
+        Some(t) => {
+            let secs: i64 = t.trim().parse().map_err(|_| {
+                Error::invalid(format!("invalid PGCONNECT_TIMEOUT {t:?}: whole seconds"))
+            })?;
+            if secs > 0 {
+                cfg.connect_timeout(Duration::from_secs(secs.max(2) as u64));
             }
         }
+        None => {
+            cfg.connect_timeout(Duration::from_secs(30));
+        }
     }
-    Ok((cfg, tls))
+    Ok(())
 }
 
 /// Describe where a config points, for errors (never includes the password).

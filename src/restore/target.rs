@@ -260,17 +260,42 @@ pub fn choose<'a>(
     let oldest = complete
         .first()
         .ok_or_else(|| Error::NotFound(format!("cluster {cluster:?} has no complete backup")))?;
-    let stop_us = |b: &BackupRow| b.stop_time.unwrap_or(b.start_time);
-    let stop_lsn = |b: &BackupRow| b.stop_lsn.unwrap_or(b.start_lsn);
-    // Only a backup on the target timeline's path, taken before the path
-    // leaves its timeline, can reach a point on the target timeline.
-    let tli = archive.path.target;
-    let candidates: Vec<&BackupRow> = complete
-        .iter()
-        .filter(|b| archive.path.reaches_from(b.timeline, stop_lsn(b)))
-        .collect();
+    refuse_beyond_archive(target, archive)?;
+    let chosen: &BackupRow = match set {
+        Some(id) if id != "latest" => complete.iter().find(|b| b.id == id).ok_or_else(|| {
+            Error::NotFound(format!(
+                "backup {id:?} is not a complete backup of cluster {cluster:?} (see `pgstrata info`)"
+            ))
+        })?,
+        _ => {
+            // Only a backup on the target timeline's path, taken before the
+            // path leaves its timeline, can reach a point on the target
+            // timeline.
+            let candidates: Vec<&BackupRow> = complete
+                .iter()
+                .filter(|b| archive.path.reaches_from(b.timeline, stop_lsn(b)))
+                .collect();
+            match by_target(&candidates, target, archive) {
+                Some(b) => b,
+                None => return Err(unreachable(target, archive, timeline, oldest, cluster)),
+            }
+        }
+    };
+    set_reaches(chosen, target, archive)?;
+    Ok(chosen)
+}
 
-    // Targets beyond the archive are impossible whichever backup we choose.
+fn stop_us(b: &BackupRow) -> i64 {
+    b.stop_time.unwrap_or(b.start_time)
+}
+
+fn stop_lsn(b: &BackupRow) -> Lsn {
+    b.stop_lsn.unwrap_or(b.start_lsn)
+}
+
+/// Targets beyond the archive are impossible whichever backup is chosen.
+fn refuse_beyond_archive(target: &RecoveryTarget, archive: &ArchiveEnd) -> Result<()> {
+    let tli = archive.path.target;
     match target {
         RecoveryTarget::Lsn(l) => {
             if let Some((seg, end)) = &archive.newest_segment {
@@ -297,66 +322,69 @@ pub fn choose<'a>(
         }
         _ => {}
     }
+    Ok(())
+}
 
-    let chosen: &BackupRow = match set {
-        Some(id) if id != "latest" => complete.iter().find(|b| b.id == id).ok_or_else(|| {
-            Error::NotFound(format!(
-                "backup {id:?} is not a complete backup of cluster {cluster:?} (see `pgstrata info`)"
-            ))
-        })?,
-        _ => {
-            let newest_before = |ok: &dyn Fn(&BackupRow) -> bool| {
-                candidates.iter().rev().find(|b| ok(b)).copied()
-            };
-            let found = match target {
-                RecoveryTarget::Time { at_us, .. } => newest_before(&|b| stop_us(b) <= *at_us),
-                RecoveryTarget::Lsn(l) => newest_before(&|b| stop_lsn(b) <= *l),
-                RecoveryTarget::Name(_) => match archive.restore_point {
-                    Some(rp) => newest_before(&|b| {
-                        stop_lsn(b) <= rp
-                            && archive.restore_point_floor.is_none_or(|f| b.start_lsn > f)
-                    }),
-                    None => candidates.last().copied(),
-                },
-                _ => candidates.last().copied(),
-            };
-            match (found, target) {
-                (Some(b), _) => b,
-                (None, RecoveryTarget::Time { text, .. }) => {
-                    return Err(Error::invalid(format!(
-                        "target time {text} is before the end of the oldest backup ({} finished at {}): \
-                         no backup can reach it",
-                        oldest.id,
-                        rfc3339(stop_us(oldest))
-                    )))
-                }
-                (None, RecoveryTarget::Lsn(l)) => {
-                    return Err(Error::invalid(format!(
-                        "target LSN {l} is before the end of the oldest backup ({} ends at {}): \
-                         no backup can reach it",
-                        oldest.id,
-                        stop_lsn(oldest)
-                    )))
-                }
-                (None, RecoveryTarget::Name(n)) if archive.restore_point.is_some() => {
-                    return Err(Error::invalid(format!(
-                        "restore point {n:?} (at {}) is before the end of every backup on the \
-                         path of timeline {tli}: no backup can reach it",
-                        archive.restore_point.unwrap_or_default()
-                    )))
-                }
-                (None, _) => {
-                    return Err(Error::NotFound(format!(
-                        "no complete backup of cluster {cluster:?} on the path of timeline {tli}{}",
-                        timeline
-                            .map(|t| format!(" (--target-timeline {})", t.setting()))
-                            .unwrap_or_default()
-                    )))
-                }
-            }
-        }
-    };
-    // An explicit --set must still be able to reach the target.
+/// The newest candidate (oldest first) that can reach the target.
+fn by_target<'a>(
+    candidates: &[&'a BackupRow],
+    target: &RecoveryTarget,
+    archive: &ArchiveEnd,
+) -> Option<&'a BackupRow> {
+    let newest_before =
+        |ok: &dyn Fn(&BackupRow) -> bool| candidates.iter().rev().find(|b| ok(b)).copied();
+    match target {
+        RecoveryTarget::Time { at_us, .. } => newest_before(&|b| stop_us(b) <= *at_us),
+        RecoveryTarget::Lsn(l) => newest_before(&|b| stop_lsn(b) <= *l),
+        RecoveryTarget::Name(_) => match archive.restore_point {
+            Some(rp) => newest_before(&|b| {
+                stop_lsn(b) <= rp && archive.restore_point_floor.is_none_or(|f| b.start_lsn > f)
+            }),
+            None => candidates.last().copied(),
+        },
+        _ => candidates.last().copied(),
+    }
+}
+
+/// Why no backup can reach the target.
+fn unreachable(
+    target: &RecoveryTarget,
+    archive: &ArchiveEnd,
+    timeline: Option<&TimelineTarget>,
+    oldest: &BackupRow,
+    cluster: &str,
+) -> Error {
+    let tli = archive.path.target;
+    match target {
+        RecoveryTarget::Time { text, .. } => Error::invalid(format!(
+            "target time {text} is before the end of the oldest backup ({} finished at {}): \
+             no backup can reach it",
+            oldest.id,
+            rfc3339(stop_us(oldest))
+        )),
+        RecoveryTarget::Lsn(l) => Error::invalid(format!(
+            "target LSN {l} is before the end of the oldest backup ({} ends at {}): \
+             no backup can reach it",
+            oldest.id,
+            stop_lsn(oldest)
+        )),
+        RecoveryTarget::Name(n) if archive.restore_point.is_some() => Error::invalid(format!(
+            "restore point {n:?} (at {}) is before the end of every backup on the \
+             path of timeline {tli}: no backup can reach it",
+            archive.restore_point.unwrap_or_default()
+        )),
+        _ => Error::NotFound(format!(
+            "no complete backup of cluster {cluster:?} on the path of timeline {tli}{}",
+            timeline
+                .map(|t| format!(" (--target-timeline {})", t.setting()))
+                .unwrap_or_default()
+        )),
+    }
+}
+
+/// An explicit `--set` must still be able to reach the target.
+fn set_reaches(chosen: &BackupRow, target: &RecoveryTarget, archive: &ArchiveEnd) -> Result<()> {
+    let tli = archive.path.target;
     match target {
         RecoveryTarget::Time { text, at_us } if stop_us(chosen) > *at_us => {
             Err(Error::invalid(format!(
@@ -391,7 +419,7 @@ pub fn choose<'a>(
                 chosen.id, chosen.timeline
             )))
         }
-        _ => Ok(chosen),
+        _ => Ok(()),
     }
 }
 
