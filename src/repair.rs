@@ -25,7 +25,7 @@ use crate::pg::wal::LongPageHeader;
 use crate::pg::WalFileName;
 use crate::progress::Progress;
 use crate::repo::{RepoLock, Repository};
-use crate::store::{read_chunk, read_trailer, SealedPack};
+use crate::store::{read_trailer, SealedPack};
 
 #[derive(Clone, Debug, Default)]
 pub struct RepairReport {
@@ -221,14 +221,7 @@ fn insert_backup(repo: &Repository, cat: &mut Catalog, m: Manifest) -> Result<St
                 "{what}: its block map {bm} is in no pack with a readable trailer"
             ))
         })?;
-        let raw = read_chunk(
-            repo.backend(),
-            &loc.pack_id,
-            loc.offset,
-            loc.stored_len,
-            &bm,
-            &what,
-        )?;
+        let raw = loc.read(repo.backend(), &bm, &what)?;
         let map = BlockMap::decode(&raw, &what)?;
         relation.push((bm, map.chunks));
     }

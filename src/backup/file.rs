@@ -25,7 +25,7 @@ use crate::format::{BlockMap, ChunkId, Fingerprint};
 use crate::pg::datadir::path_of;
 use crate::pg::page::{self, PageCheck};
 use crate::progress::Progress;
-use crate::store::{read_chunk, Backend};
+use crate::store::Backend;
 
 /// What every file of one backup shares.
 pub struct Ctx<'a> {
@@ -72,15 +72,9 @@ impl Ctx<'_> {
 
     fn load_blockmap(&self, id: &ChunkId, what: &str) -> Option<BlockMap> {
         let loc = self.prior_maps.get(id)?;
-        let r = read_chunk(
-            self.backend,
-            &loc.pack_id,
-            loc.offset,
-            loc.stored_len,
-            id,
-            what,
-        )
-        .and_then(|b| BlockMap::decode(&b, what));
+        let r = loc
+            .read(self.backend, id, what)
+            .and_then(|b| BlockMap::decode(&b, what));
         match r {
             Ok(m) if m.block_size == self.block_size => Some(m),
             Ok(_) => None,

@@ -90,6 +90,26 @@ pub struct PageErrorRow {
     pub detail: String,
 }
 
+impl ChunkLoc {
+    /// Read the chunk `id` stored here, verified; `what` names the file
+    /// being restored (or the object checked) for errors.
+    pub fn read(
+        &self,
+        backend: &dyn crate::store::Backend,
+        id: &ChunkId,
+        what: &str,
+    ) -> crate::error::Result<Vec<u8>> {
+        crate::store::read_chunk(
+            backend,
+            &self.pack_id,
+            self.offset,
+            self.stored_len,
+            id,
+            what,
+        )
+    }
+}
+
 impl ClusterRow {
     pub fn identity(&self) -> ClusterIdentity {
         ClusterIdentity {

@@ -123,16 +123,7 @@ impl Settings {
                 name,
                 dest,
                 history,
-            } => {
-                if history == 0 {
-                    return usage("--history starts at 1");
-                }
-                Run::ArchiveGet {
-                    name,
-                    dest,
-                    history,
-                }
-            }
+            } => archive_get(name, dest, history)?,
             Command::Upgrade { pgdata, lock_wait } => Run::Upgrade {
                 pgdata: pgdata_of(pgdata, cfg)?,
                 lock_wait: Duration::from_secs(lock_wait.or(cfg.lock_wait).unwrap_or(0)),
@@ -187,6 +178,17 @@ fn check(
         o.archive_timeout = Duration::from_secs(t);
     }
     Ok(Run::Check { opts: o })
+}
+
+fn archive_get(name: String, dest: PathBuf, history: u32) -> R<Run> {
+    if history == 0 {
+        return usage("--history starts at 1");
+    }
+    Ok(Run::ArchiveGet {
+        name,
+        dest,
+        history,
+    })
 }
 
 fn unreachable_standalone() -> R<Run> {

@@ -28,7 +28,6 @@ use crate::pg::datadir::{name_of, path_of, EXCLUDED_DIR_CONTENTS};
 use crate::pg::version;
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::store::read_chunk;
 
 /// Files pgstrata writes itself after the manifest's files.
 const RECOVERY_FILES: &[&str] = &[
@@ -488,14 +487,7 @@ fn load_chunk(repo: &Repository, plan: &RestorePlan, id: &ChunkId, what: &str) -
         .chunks
         .get(id)
         .ok_or_else(|| Error::NotFound(format!("{what}: chunk {id} is not in the chunk index")))?;
-    read_chunk(
-        repo.backend(),
-        &loc.pack_id,
-        loc.offset,
-        loc.stored_len,
-        id,
-        what,
-    )
+    loc.read(repo.backend(), id, what)
 }
 
 fn write_durably(path: &Path, data: &[u8], mode: u32) -> Result<()> {

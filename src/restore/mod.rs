@@ -31,7 +31,6 @@ use crate::format::{BlockMap, ChunkId};
 use crate::pg::control;
 use crate::pg::datadir::{check_manifest_path, path_of};
 use crate::repo::{check_cluster_name, Repository};
-use crate::store::read_chunk;
 use crate::util::{default_workers, process_alive};
 
 #[derive(Clone, Debug)]
@@ -183,14 +182,7 @@ fn check_data(
                 "{what}: its block map (chunk {bm}) is not in the chunk index ({nothing})"
             ))
         })?;
-        let raw = read_chunk(
-            repo.backend(),
-            &loc.pack_id,
-            loc.offset,
-            loc.stored_len,
-            bm,
-            &what,
-        )?;
+        let raw = loc.read(repo.backend(), bm, &what)?;
         let map = BlockMap::decode(&raw, &what)
             .map_err(|e| Error::corrupt(&what, format!("{e} ({nothing})")))?;
         if map.file_size != f.size {

@@ -12,7 +12,6 @@ use crate::error::{Error, Result};
 use crate::format::keys;
 use crate::format::{BlockMap, ChunkId, Manifest};
 use crate::repo::Repository;
-use crate::store::read_chunk;
 
 /// Run the pass. Returns the location of every chunk in scope that is indexed.
 pub(super) fn check(
@@ -124,14 +123,7 @@ fn check_blockmap(
     report: &mut VerifyReport,
 ) -> Result<()> {
     let what = format!("block map {bm}");
-    let r = read_chunk(
-        repo.backend(),
-        &loc.pack_id,
-        loc.offset,
-        loc.stored_len,
-        bm,
-        &what,
-    );
+    let r = loc.read(repo.backend(), bm, &what);
     let raw = match r {
         Ok(raw) => raw,
         // Unreadable chunks are reported with their pack in pass 3.
