@@ -1,6 +1,7 @@
 //! Criterion benches of the backup hot paths: fingerprint + chunk + compress
 //! one chunk of page-like data, and comparing a file's blocks with its
-//! previous block map. `cargo bench`.
+//! previous block map, sealing and opening objects and unlocking an encrypted
+//! repository. `cargo bench`.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
@@ -110,5 +111,29 @@ fn blockmap_compare(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, chunk_path, blockmap_compare);
+fn encryption(c: &mut Criterion) {
+    use pgstrata::testing::{KeyFile, MasterKey};
+    let master = MasterKey::generate().unwrap();
+    let sealer = master.keys().sealer;
+    let data = pagey(CHUNK_BLOCKS, 3);
+    let sealed = sealer.seal(&data).unwrap();
+    let mut g = c.benchmark_group("encryption");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.bench_function("seal_1MiB", |b| {
+        b.iter(|| sealer.seal(&data).unwrap().len())
+    });
+    g.bench_function("open_1MiB", |b| {
+        b.iter(|| sealer.open(&sealed, "bench").unwrap().len())
+    });
+    g.finish();
+    let kf = KeyFile::wrap(&master, b"bench passphrase").unwrap();
+    let mut g = c.benchmark_group("unlock");
+    g.sample_size(10);
+    g.bench_function("argon2id_unwrap", |b| {
+        b.iter(|| kf.unwrap(b"bench passphrase", "bench").is_ok())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, chunk_path, blockmap_compare, encryption);
 criterion_main!(benches);

@@ -13,6 +13,8 @@
 #                       `cargo build --profile profiling` and point PGSTRATA at
 #                       target/profiling/pgstrata)
 #   SKIP_PGSTRATA=1     leave pgstrata out (pgBackRest columns and ground truth only)
+#   ENCRYPTED=1         add a column: pgstrata on an encrypted repository (init --encrypt,
+#                       passphrase from a 0600 file), to compare with the plain one (0: skip)
 #   VERIFY=1            start every restored cluster and compare row counts (0: skip)
 #   KEEP=1              keep everything in WORKDIR (default: remove the cluster, repositories
 #                       and copies on exit; results.tsv, results.md and logs/ are kept)
@@ -35,7 +37,7 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 for arg in "$@"; do
   case $arg in
     -h|--help) usage; exit 0 ;;
-    ROWS=*|SCALE=*|TXNS=*|WORKDIR=*|PGSTRATA=*|SKIP_PGSTRATA=*|VERIFY=*|KEEP=*|PG_BIN=*)
+    ROWS=*|SCALE=*|TXNS=*|WORKDIR=*|PGSTRATA=*|SKIP_PGSTRATA=*|ENCRYPTED=*|VERIFY=*|KEEP=*|PG_BIN=*)
       export "${arg?}" ;;
     *) echo "bench.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
@@ -46,6 +48,8 @@ SCALE=${SCALE:-20}
 TXNS=${TXNS:-10000}
 CLIENTS=2
 SKIP_PGSTRATA=${SKIP_PGSTRATA:-0}
+ENCRYPTED=${ENCRYPTED:-1}
+[[ $SKIP_PGSTRATA == 1 ]] && ENCRYPTED=0
 VERIFY=${VERIFY:-1}
 KEEP=${KEEP:-0}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
@@ -117,6 +121,8 @@ PGBR_CONF=$WORKDIR/pgbackrest.conf
 PGBR_REPO1=$WORKDIR/pgbr-file    # repo1: file-level
 PGBR_REPO2=$WORKDIR/pgbr-block   # repo2: bundle + block incremental
 PGS_REPO=$WORKDIR/pgstrata-repo
+PGS_ENC_REPO=$WORKDIR/pgstrata-enc-repo
+PGS_PASS=$WORKDIR/pgstrata-enc.pass
 PGS=$WORKDIR/bin/pgstrata
 RESULTS=$WORKDIR/results.tsv
 SOCK=$WORKDIR/s                  # private socket dir: no TCP, no port clash
@@ -157,7 +163,7 @@ cleanup() {
   if [[ $KEEP == 1 ]]; then
     log "kept $WORKDIR (KEEP=1)"
   else
-    rm -rf "$PGDATA" "$PGBR_REPO1" "$PGBR_REPO2" "$PGS_REPO" "$WORKDIR"/snap-* \
+    rm -rf "$PGDATA" "$PGBR_REPO1" "$PGBR_REPO2" "$PGS_REPO" "$PGS_ENC_REPO" "$WORKDIR"/snap-* \
       "$WORKDIR"/restore-* "${WORKDIR:?}/bin" "$WORKDIR/pgbr-lock" "$WORKDIR/pgbr-spool" \
       "$SOCK" "$VSOCK" "${EXTRA_DIRS[@]}"
     log "removed the cluster, repositories and copies; results and logs are in $WORKDIR"
@@ -212,6 +218,7 @@ record() {  # step tool wall rss stored repo_delta reported note
 backup_bytes() {
   case $1 in
     pgstrata) echo $(( $(bytes_of "$PGS_REPO") - $(bytes_of "$PGS_REPO/$PGSTRATA_WAL_SUBDIR") )) ;;
+    pgstrata_enc) echo $(( $(bytes_of "$PGS_ENC_REPO") - $(bytes_of "$PGS_ENC_REPO/$PGSTRATA_WAL_SUBDIR") )) ;;
     pgbr_file) bytes_of "$PGBR_REPO1/backup" ;;
     pgbr_block) bytes_of "$PGBR_REPO2/backup" ;;
   esac
@@ -219,14 +226,17 @@ backup_bytes() {
 repo_bytes() {
   case $1 in
     pgstrata) bytes_of "$PGS_REPO" ;;
+    pgstrata_enc) bytes_of "$PGS_ENC_REPO" ;;
     pgbr_file) bytes_of "$PGBR_REPO1" ;;
     pgbr_block) bytes_of "$PGBR_REPO2" ;;
   esac
 }
 
 # pgstrata's own figure for the newest backup (info --output json: stored_bytes).
-pgstrata_reported() {
-  "${AS_PG[@]}" "$PGS" --repo "$PGS_REPO" info --output json 2>/dev/null | python3 -c '
+pgstrata_reported() {  # [repo args...]
+  local args=("$@")
+  ((${#args[@]})) || args=(--repo "$PGS_REPO")
+  "${AS_PG[@]}" "$PGS" "${args[@]}" info --output json 2>/dev/null | python3 -c '
 import json, sys
 try:
     d = json.load(sys.stdin)
@@ -238,11 +248,15 @@ except Exception:
 }
 
 TOOLS=(pgbr_file pgbr_block)
+[[ $ENCRYPTED != 1 ]] || TOOLS=(pgstrata_enc "${TOOLS[@]}")
 [[ $SKIP_PGSTRATA == 1 ]] || TOOLS=(pgstrata "${TOOLS[@]}")
+ENC_ARGS=(--repo "$PGS_ENC_REPO" --passphrase-file "$PGS_PASS")
 
 backup_cmd() {  # tool type -> sets CMD
   case $1 in
     pgstrata) CMD=("${AS_PG[@]}" "$PGS" --repo "$PGS_REPO" backup --pgdata "$PGDATA" --type "$2"
+                   --start-fast --workers 2 --compress-level 3) ;;
+    pgstrata_enc) CMD=("${AS_PG[@]}" "$PGS" "${ENC_ARGS[@]}" backup --pgdata "$PGDATA" --type "$2"
                    --start-fast --workers 2 --compress-level 3) ;;
     pgbr_file) CMD=("${AS_PG[@]}" pgbackrest --config="$PGBR_CONF" --stanza=bench --repo=1 --type="$2" backup) ;;
     pgbr_block) CMD=("${AS_PG[@]}" pgbackrest --config="$PGBR_CONF" --stanza=bench --repo=2 --type="$2" backup) ;;
@@ -260,6 +274,7 @@ run_backups() {  # step type
     b1=$(backup_bytes "$tool"); r1=$(repo_bytes "$tool")
     rep=-
     [[ $tool != pgstrata ]] || rep=$(pgstrata_reported)
+    [[ $tool != pgstrata_enc ]] || rep=$(pgstrata_reported "${ENC_ARGS[@]}")
     record "$step" "$tool" "$WALL" "$RSS" $((b1 - b0)) $((r1 - r0)) "$rep" "--type $type"
   done
 }
@@ -271,6 +286,7 @@ log "workdir $WORKDIR; ROWS=$ROWS SCALE=$SCALE TXNS=$TXNS x $CLIENTS clients; to
 
 ARCHIVE_CMD="pgbackrest --config=$PGBR_CONF --stanza=bench archive-push %p"
 [[ $SKIP_PGSTRATA == 1 ]] || ARCHIVE_CMD+=" && $PGS --repo $PGS_REPO archive-push %p"
+[[ $ENCRYPTED != 1 ]] || ARCHIVE_CMD+=" && $PGS ${ENC_ARGS[*]} archive-push %p"
 cat >>"$PGDATA/postgresql.conf" <<EOF
 
 # ---- pgstrata benchmark
@@ -318,6 +334,13 @@ EOF
 if [[ $SKIP_PGSTRATA != 1 ]]; then
   "${AS_PG[@]}" "$PGS" --repo "$PGS_REPO" init >"$LOGS/pgstrata-init.log" 2>&1 ||
     { cat "$LOGS/pgstrata-init.log" >&2; die "pgstrata init failed"; }
+fi
+if [[ $ENCRYPTED == 1 ]]; then
+  head -c 24 /dev/urandom | base64 >"$PGS_PASS"
+  chmod 600 "$PGS_PASS"
+  [[ -z ${AS_PG[*]} ]] || chown "$PGOS" "$PGS_PASS"
+  "${AS_PG[@]}" "$PGS" "${ENC_ARGS[@]}" init --encrypt >"$LOGS/pgstrata-enc-init.log" 2>&1 ||
+    { cat "$LOGS/pgstrata-enc-init.log" >&2; die "pgstrata init --encrypt failed"; }
 fi
 
 CLUSTERS_UP+=("$PGDATA")
@@ -380,6 +403,7 @@ for tool in "${TOOLS[@]}"; do
   "${AS_PG[@]}" mkdir -m 0700 "$dir"
   case $tool in
     pgstrata) CMD=("${AS_PG[@]}" "$PGS" --repo "$PGS_REPO" restore --pgdata "$dir" --workers 2) ;;
+    pgstrata_enc) CMD=("${AS_PG[@]}" "$PGS" "${ENC_ARGS[@]}" restore --pgdata "$dir" --workers 2) ;;
     pgbr_file) CMD=("${AS_PG[@]}" pgbackrest --config="$PGBR_CONF" --stanza=bench --repo=1 --pg1-path="$dir" restore) ;;
     pgbr_block) CMD=("${AS_PG[@]}" pgbackrest --config="$PGBR_CONF" --stanza=bench --repo=2 --pg1-path="$dir" restore) ;;
   esac
@@ -421,7 +445,7 @@ cell() {  # step/tool -> "wall s / peak MiB / stored MB"
     st = (s == "-") ? "-" : sprintf("%.1f MB", s / 1e6)
     printf "%.1f s / %.0f MiB / %s", w, r / 1024, st }'
 }
-declare -A HEAD=([pgstrata]=pgstrata [pgbr_file]="pgBackRest file-level" [pgbr_block]="pgBackRest bundle + block incr")
+declare -A HEAD=([pgstrata]=pgstrata [pgstrata_enc]="pgstrata encrypted" [pgbr_file]="pgBackRest file-level" [pgbr_block]="pgBackRest bundle + block incr")
 declare -A STEPNAME=([full1]="full #1" [incr]="incr (after the change)" [full2]="full #2 (no change since incr)" [restore]="restore latest")
 {
   echo

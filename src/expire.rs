@@ -474,7 +474,7 @@ pub fn apply(repo: &Repository, cat: &mut Catalog, plan: &ExpirePlan) -> Result<
     let live_now = cat.pack_usage(&[])?;
     for p in &plan.rewrite_packs {
         if live_now.iter().any(|u| u.id == p.id) {
-            let new_size = rewrite_pack(backend, cat, &p.id)?;
+            let new_size = rewrite_pack(backend, repo.ids(), cat, &p.id)?;
             log.bytes_freed += p.size.saturating_sub(new_size);
             log.packs_rewritten += 1;
         }
@@ -505,6 +505,7 @@ pub fn apply(repo: &Repository, cat: &mut Catalog, plan: &ExpirePlan) -> Result<
 /// to it in one transaction, then delete the old one. Returns the new size.
 fn rewrite_pack(
     backend: &dyn crate::store::Backend,
+    ids: &crate::format::chunk::IdKey,
     cat: &mut Catalog,
     id: &crate::format::PackId,
 ) -> Result<u64> {
@@ -513,7 +514,7 @@ fn rewrite_pack(
     let mut w = PackWriter::new(backend)?;
     for c in cat.pack_liveness(id)?.into_iter().filter(|c| c.live) {
         let rec = backend.get_range(&key, c.offset, RecordHeader::LEN + c.stored_len as usize)?;
-        decode_record(&rec, &c.id, &what, &key)?;
+        decode_record(ids, &rec, &c.id, &what, &key)?;
         let h = RecordHeader::decode(&rec, &what)?;
         w.add(c.id, h.codec, c.raw_len, &rec[RecordHeader::LEN..])?;
     }

@@ -38,7 +38,7 @@ pub use info::{gather as info, render_text as render_info, Info};
 pub use pg::Lsn;
 pub use progress::{Bar, Lines, Progress, Silent};
 pub use repair::{rebuild_catalog, RepairReport};
-pub use repo::{InitOutcome, Repository};
+pub use repo::{InitOutcome, Passphrase, PassphraseSource, Repository, PASSPHRASE_ENV};
 pub use restore::{
     apply as apply_restore, archiving_summary as restore_archiving_summary, parse_target_time,
     plan as plan_restore, ArchiveMode, Recovery, RecoveryTarget, RestoreOptions, RestorePlan,
@@ -53,6 +53,7 @@ pub use verify::{run as verify, BackupVerdict, Problem, ProblemKind, VerifyOptio
 #[doc(hidden)]
 pub mod testing {
     pub use crate::format::chunk::{compress, fingerprint, ChunkId, CHUNK_BLOCKS};
+    pub use crate::format::crypt::{KeyFile, MasterKey};
     pub use crate::format::BlockMap;
     pub use crate::pg::page::checksum as page_checksum;
     pub use crate::pg::wal::LongPageHeader;

@@ -221,7 +221,7 @@ fn insert_backup(repo: &Repository, cat: &mut Catalog, m: Manifest) -> Result<St
                 "{what}: its block map {bm} is in no pack with a readable trailer"
             ))
         })?;
-        let raw = loc.read(repo.backend(), &bm, &what)?;
+        let raw = loc.read(repo.backend(), repo.ids(), &bm, &what)?;
         let map = BlockMap::decode(&raw, &what)?;
         relation.push((bm, map.chunks));
     }
@@ -253,7 +253,15 @@ mod tests {
 
     #[test]
     fn rebuilds_what_the_catalog_held() {
-        let f = Fixture::new();
+        rebuilds(Fixture::new());
+    }
+
+    #[test]
+    fn rebuilds_an_encrypted_repository() {
+        rebuilds(Fixture::encrypted());
+    }
+
+    fn rebuilds(f: Fixture) {
         f.backup(1, &[("a", content(1, 130, 0)), ("b", content(2, 1, 7))]);
         f.backup(2, &[("a", content(1, 130, 0))]);
         let before = snapshot(&f);

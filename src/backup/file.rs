@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use super::writer::Msg;
 use crate::catalog::{ChunkLoc, FileRow, PageErrorRow};
 use crate::error::{Error, IoContext, Result};
-use crate::format::chunk::{compress, fingerprint, CHUNK_BLOCKS};
+use crate::format::chunk::{compress, IdKey, CHUNK_BLOCKS};
 use crate::format::{BlockMap, ChunkId, Fingerprint};
 use crate::pg::datadir::path_of;
 use crate::pg::page::{self, PageCheck};
@@ -37,6 +37,8 @@ pub struct Ctx<'a> {
     pub claimed: &'a Mutex<HashSet<ChunkId>>,
     pub tx: &'a SyncSender<Msg>,
     pub backend: &'a dyn Backend,
+    /// How content ids are derived in this repository.
+    pub ids: IdKey,
     /// Locations of the block maps of the previous backup's files.
     pub prior_maps: &'a HashMap<ChunkId, ChunkLoc>,
     pub read_bytes: &'a AtomicU64,
@@ -52,7 +54,7 @@ impl Ctx<'_> {
 
     /// Queue a chunk for packing unless the repository (or this backup) has it.
     fn store_chunk(&self, data: &[u8]) -> Result<ChunkId> {
-        let id = ChunkId::of(data);
+        let id = self.ids.chunk_id(data);
         let new = self
             .claimed
             .lock()
@@ -73,7 +75,7 @@ impl Ctx<'_> {
     fn load_blockmap(&self, id: &ChunkId, what: &str) -> Option<BlockMap> {
         let loc = self.prior_maps.get(id)?;
         let r = loc
-            .read(self.backend, id, what)
+            .read(self.backend, &self.ids, id, what)
             .and_then(|b| BlockMap::decode(&b, what));
         match r {
             Ok(m) if m.block_size == self.block_size => Some(m),
@@ -169,7 +171,7 @@ impl FileJob<'_> {
                         );
                     }
                 }
-                let fp = fingerprint(blk);
+                let fp = ctx.ids.fingerprint(blk);
                 let kept = match cursor.as_mut().and_then(|c| c.at(blkno)) {
                     Some((pfp, id, cb)) if *pfp == fp => Some((id, cb)),
                     _ => None,

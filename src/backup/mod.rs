@@ -401,6 +401,7 @@ impl Job<'_> {
             claimed: &claimed,
             tx: &tx,
             backend: self.repo.backend(),
+            ids: *self.repo.ids(),
             prior_maps: &refs.prior_maps,
             read_bytes: &read_bytes,
             progress: self.progress,

@@ -96,11 +96,13 @@ impl ChunkLoc {
     pub fn read(
         &self,
         backend: &dyn crate::store::Backend,
+        ids: &crate::format::chunk::IdKey,
         id: &ChunkId,
         what: &str,
     ) -> crate::error::Result<Vec<u8>> {
         crate::store::read_chunk(
             backend,
+            ids,
             &self.pack_id,
             self.offset,
             self.stored_len,

@@ -28,6 +28,18 @@ pub struct Cli {
     /// error, warn, info, debug or trace, any case [default: warn; env: PGSTRATA_LOG, RUST_LOG].
     #[arg(long, global = true, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// File holding the passphrase of an encrypted repository, mode 0600
+    /// [env: PGSTRATA_PASSPHRASE holds the passphrase itself; config: passphrase-file].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Shell command that prints the passphrase [config: passphrase-command].
+    #[arg(
+        long,
+        global = true,
+        value_name = "COMMAND",
+        conflicts_with = "passphrase_file"
+    )]
+    pub passphrase_command: Option<String>,
     /// No progress bars and no summaries.
     #[arg(long, short, global = true)]
     pub quiet: bool,
@@ -93,6 +105,21 @@ pub enum Command {
         /// Make the repository readable by the owner's group.
         #[arg(long)]
         group_readable: bool,
+        /// Encrypt the repository under the passphrase (PGSTRATA_PASSPHRASE,
+        /// --passphrase-file or --passphrase-command). Losing the passphrase
+        /// loses every backup in it.
+        #[arg(long)]
+        encrypt: bool,
+    },
+    /// Wrap an encrypted repository's key under a new passphrase (no data
+    /// is rewritten). The current passphrase is given as usual.
+    ChangePassphrase {
+        /// File holding the new passphrase, mode 0600 [env: PGSTRATA_NEW_PASSPHRASE].
+        #[arg(long, value_name = "FILE")]
+        new_passphrase_file: Option<PathBuf>,
+        /// Shell command that prints the new passphrase.
+        #[arg(long, value_name = "COMMAND", conflicts_with = "new_passphrase_file")]
+        new_passphrase_command: Option<String>,
     },
     /// Back up a running cluster.
     Backup(BackupArgs),

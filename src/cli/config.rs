@@ -24,6 +24,8 @@ pub struct FileConfig {
     pub retain_diff: Option<u32>,
     pub retain_days: Option<f64>,
     pub gc_threshold: Option<f64>,
+    pub passphrase_file: Option<PathBuf>,
+    pub passphrase_command: Option<String>,
 }
 
 /// Read the config file, if one is named. Errors are one line.

@@ -13,8 +13,8 @@ use anyhow::bail;
 use clap::CommandFactory;
 
 use pgstrata::{
-    human, CheckOptions, ExpireLog, ExpireOptions, ExpirePlan, InitOutcome, Progress, PushOutcome,
-    Repository, RestoreOptions, VerifyOptions, VerifyReport,
+    human, CheckOptions, ExpireLog, ExpireOptions, ExpirePlan, InitOutcome, PassphraseSource,
+    Progress, PushOutcome, Repository, RestoreOptions, VerifyOptions, VerifyReport,
 };
 
 pub use args::Cli;
@@ -44,17 +44,33 @@ pub fn run(cli: Cli, cfg: &FileConfig) -> Result<Outcome, Result<Usage, anyhow::
 
 fn execute(s: Settings) -> anyhow::Result<Outcome> {
     let (repo, cluster, quiet) = (&s.repo, s.cluster.as_str(), s.quiet);
+    let open = || Repository::open_with(&s.repo, s.passphrase.as_ref());
     match s.command {
-        Run::Init { group_readable } => init(repo, group_readable, quiet)?,
-        Run::Backup { opts, auto_expire } => {
-            backup(&Repository::open(repo)?, cluster, &opts, auto_expire, quiet)?
+        Run::Init {
+            group_readable,
+            encrypt,
+        } => init(
+            repo,
+            group_readable,
+            s.passphrase.as_ref().filter(|_| encrypt),
+            quiet,
+        )?,
+        Run::ChangePassphrase { ref new } => {
+            let r = open()?;
+            if !r.is_encrypted() {
+                bail!("repository {} is not encrypted", repo.display());
+            }
+            r.change_passphrase(&new.read()?)?;
+            say(
+                quiet,
+                "passphrase changed: the repository's key is wrapped under the new one".into(),
+            );
         }
-        Run::Restore { opts } => restore(&Repository::open(repo)?, cluster, &opts, quiet)?,
-        Run::Expire { opts, dry_run } => {
-            expire(&Repository::open(repo)?, cluster, &opts, dry_run, quiet)?
-        }
+        Run::Backup { opts, auto_expire } => backup(&open()?, cluster, &opts, auto_expire, quiet)?,
+        Run::Restore { opts } => restore(&open()?, cluster, &opts, quiet)?,
+        Run::Expire { opts, dry_run } => expire(&open()?, cluster, &opts, dry_run, quiet)?,
         Run::ArchivePush { path, level } => {
-            let r = Repository::open(repo)?;
+            let r = open()?;
             if pgstrata::archive_push(&r, cluster, &path, level)? == PushOutcome::AlreadyArchived {
                 tracing::info!(
                     "{} was already archived with the same content",
@@ -67,13 +83,13 @@ fn execute(s: Settings) -> anyhow::Result<Outcome> {
             dest,
             history,
         } => {
-            let r = Repository::open(repo)?;
+            let r = open()?;
             if !pgstrata::archive_get(&r, cluster, history, &name, &dest)? {
                 return Ok(Outcome::QuietFailure);
             }
         }
         Run::Upgrade { pgdata, lock_wait } => {
-            let r = pgstrata::upgrade(&Repository::open(repo)?, cluster, &pgdata, lock_wait)?;
+            let r = pgstrata::upgrade(&open()?, cluster, &pgdata, lock_wait)?;
             say(
                 quiet,
                 format!(
@@ -91,15 +107,15 @@ fn execute(s: Settings) -> anyhow::Result<Outcome> {
             );
         }
         Run::Info { json } => {
-            let i = pgstrata::info(&Repository::open(repo)?, s.cluster_given.as_deref())?;
+            let i = pgstrata::info(&open()?, s.cluster_given.as_deref())?;
             match json {
                 true => println!("{}", serde_json::to_string_pretty(&i)?),
                 false => print!("{}", pgstrata::render_info(&i)),
             }
         }
-        Run::Verify { opts, json } => verify(&Repository::open(repo)?, &opts, json, quiet)?,
-        Run::Check { opts } => check(&Repository::open(repo)?, cluster, &opts, quiet)?,
-        Run::Repair { lock_wait } => repair(&Repository::open(repo)?, lock_wait, quiet)?,
+        Run::Verify { opts, json } => verify(&open()?, &opts, json, quiet)?,
+        Run::Check { opts } => check(&open()?, cluster, &opts, quiet)?,
+        Run::Repair { lock_wait } => repair(&open()?, lock_wait, quiet)?,
     }
     Ok(Outcome::Ok)
 }
@@ -161,8 +177,14 @@ fn check(repo: &Repository, cluster: &str, opts: &CheckOptions, quiet: bool) -> 
     Ok(())
 }
 
-fn init(repo: &Path, group_readable: bool, quiet: bool) -> anyhow::Result<()> {
-    match Repository::init(repo, group_readable)? {
+fn init(
+    repo: &Path,
+    group_readable: bool,
+    encrypt: Option<&PassphraseSource>,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let pass = encrypt.map(PassphraseSource::read).transpose()?;
+    match Repository::init(repo, group_readable, pass.as_ref())? {
         InitOutcome::Created => say(quiet, format!("created repository {}", repo.display())),
         InitOutcome::AlreadyInitialized => say(
             quiet,

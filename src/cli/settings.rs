@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use pgstrata::{
     parse_target_time, ArchiveMode, BackupOptions, BackupType, CheckOptions, ExpireOptions, Lsn,
-    Recovery, RecoveryTarget, RestoreOptions, Retention, TargetAction, TimelineTarget,
-    VerifyOptions,
+    PassphraseSource, Recovery, RecoveryTarget, RestoreOptions, Retention, TargetAction,
+    TimelineTarget, VerifyOptions, PASSPHRASE_ENV,
 };
 
 use super::args::{
@@ -34,6 +34,8 @@ pub struct Settings {
     /// `--cluster` as given (info and verify show all clusters without it).
     pub cluster_given: Option<String>,
     pub quiet: bool,
+    /// Where an encrypted repository's passphrase comes from, if anywhere.
+    pub passphrase: Option<PassphraseSource>,
     pub command: Run,
 }
 
@@ -41,6 +43,10 @@ pub struct Settings {
 pub enum Run {
     Init {
         group_readable: bool,
+        encrypt: bool,
+    },
+    ChangePassphrase {
+        new: PassphraseSource,
     },
     Backup {
         opts: BackupOptions,
@@ -90,6 +96,7 @@ pub enum Standalone {
 impl Settings {
     /// Resolve; `Ok(Err(..))` for the commands that need no repository.
     pub fn resolve(cli: Cli, cfg: &FileConfig) -> R<Result<Settings, Standalone>> {
+        let passphrase = passphrase_source(&cli, cfg)?;
         let command = match cli.command {
             Command::Completions { shell } => return Ok(Err(Standalone::Completions(shell))),
             Command::Man => return Ok(Err(Standalone::Man)),
@@ -106,7 +113,27 @@ impl Settings {
             .or(cfg.cluster.clone())
             .unwrap_or_else(|| "main".into());
         let run = match command {
-            Command::Init { group_readable } => Run::Init { group_readable },
+            Command::Init {
+                group_readable,
+                encrypt,
+            } => {
+                if encrypt && passphrase.is_none() {
+                    return usage(format!(
+                        "--encrypt needs a passphrase: set {PASSPHRASE_ENV}, or use \
+                         --passphrase-file or --passphrase-command"
+                    ));
+                }
+                Run::Init {
+                    group_readable,
+                    encrypt,
+                }
+            }
+            Command::ChangePassphrase {
+                new_passphrase_file,
+                new_passphrase_command,
+            } => Run::ChangePassphrase {
+                new: new_passphrase(new_passphrase_file, new_passphrase_command)?,
+            },
             Command::Backup(a) => backup(a, cfg)?,
             Command::Restore(a) => Run::Restore {
                 opts: restore(*a, cfg)?,
@@ -161,8 +188,45 @@ impl Settings {
             cluster,
             cluster_given: cli.cluster,
             quiet: cli.quiet,
+            passphrase,
             command: run,
         }))
+    }
+}
+
+/// The command line first, then the environment, then the config file.
+fn passphrase_source(cli: &Cli, cfg: &FileConfig) -> R<Option<PassphraseSource>> {
+    if let Some(f) = &cli.passphrase_file {
+        return Ok(Some(PassphraseSource::File(f.clone())));
+    }
+    if let Some(c) = &cli.passphrase_command {
+        return Ok(Some(PassphraseSource::Command(c.clone())));
+    }
+    if std::env::var_os(PASSPHRASE_ENV).is_some() {
+        return Ok(Some(PassphraseSource::Env(PASSPHRASE_ENV.into())));
+    }
+    match (&cfg.passphrase_file, &cfg.passphrase_command) {
+        (Some(_), Some(_)) => {
+            usage("the config file names both passphrase-file and passphrase-command: keep one")
+        }
+        (Some(f), None) => Ok(Some(PassphraseSource::File(f.clone()))),
+        (None, Some(c)) => Ok(Some(PassphraseSource::Command(c.clone()))),
+        (None, None) => Ok(None),
+    }
+}
+
+fn new_passphrase(file: Option<PathBuf>, command: Option<String>) -> R<PassphraseSource> {
+    const NEW_ENV: &str = "PGSTRATA_NEW_PASSPHRASE";
+    match (file, command) {
+        (Some(f), _) => Ok(PassphraseSource::File(f)),
+        (None, Some(c)) => Ok(PassphraseSource::Command(c)),
+        (None, None) if std::env::var_os(NEW_ENV).is_some() => {
+            Ok(PassphraseSource::Env(NEW_ENV.into()))
+        }
+        (None, None) => usage(format!(
+            "no new passphrase: set {NEW_ENV}, or use --new-passphrase-file or \
+             --new-passphrase-command"
+        )),
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! A chunk is addressed by the BLAKE3 hash of its uncompressed bytes, so any
 //! reader can verify what it got. A block's fingerprint is the first 128 bits
-//! of the BLAKE3 hash of the block alone.
+//! of the BLAKE3 hash of the block alone. In an encrypted repository both are
+//! keyed BLAKE3 hashes ([`IdKey`]), so they reveal nothing about content.
 
 use std::fmt;
 
@@ -16,8 +17,11 @@ pub const CHUNK_BLOCKS: usize = 128;
 pub struct ChunkId(pub [u8; 32]);
 
 impl ChunkId {
+    /// The plain (unkeyed) id: for tests; the code asks the repository's
+    /// [`IdKey`].
+    #[cfg(any(test, feature = "testing"))]
     pub fn of(data: &[u8]) -> Self {
-        ChunkId(*blake3::hash(data).as_bytes())
+        IdKey::Plain.chunk_id(data)
     }
     pub fn to_hex(&self) -> String {
         hex(&self.0)
@@ -67,11 +71,48 @@ pub fn unhex32(s: &str) -> Option<[u8; 32]> {
 /// A block fingerprint: 128 bits of the block's BLAKE3 hash.
 pub type Fingerprint = [u8; 16];
 
+/// The plain (unkeyed) fingerprint, for tests and benchmarks.
+#[cfg(any(test, feature = "testing"))]
 pub fn fingerprint(block: &[u8]) -> Fingerprint {
-    let h = blake3::hash(block);
-    let mut f = [0u8; 16];
-    f.copy_from_slice(&h.as_bytes()[..16]);
-    f
+    IdKey::Plain.fingerprint(block)
+}
+
+/// How a repository derives content ids: plain BLAKE3, or BLAKE3 keyed with
+/// a key of the repository's (encrypted repositories).
+#[derive(Clone, Copy)]
+pub enum IdKey {
+    Plain,
+    Keyed([u8; 32]),
+}
+
+impl fmt::Debug for IdKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the key.
+        f.write_str(match self {
+            IdKey::Plain => "IdKey::Plain",
+            IdKey::Keyed(_) => "IdKey::Keyed(..)",
+        })
+    }
+}
+
+impl IdKey {
+    pub fn hash(&self, data: &[u8]) -> [u8; 32] {
+        match self {
+            IdKey::Plain => *blake3::hash(data).as_bytes(),
+            IdKey::Keyed(k) => *blake3::keyed_hash(k, data).as_bytes(),
+        }
+    }
+
+    pub fn chunk_id(&self, data: &[u8]) -> ChunkId {
+        ChunkId(self.hash(data))
+    }
+
+    pub fn fingerprint(&self, block: &[u8]) -> Fingerprint {
+        let h = self.hash(block);
+        let mut f = [0u8; 16];
+        f.copy_from_slice(&h[..16]);
+        f
+    }
 }
 
 /// How a chunk's bytes are stored in a pack.
@@ -126,6 +167,7 @@ pub fn compress(data: &[u8], level: i32) -> Result<(Codec, Vec<u8>)> {
 /// Decode stored bytes and check them against `id`. `what` names the file or
 /// object the caller is restoring, for the error.
 pub fn decode_verified(
+    ids: &IdKey,
     id: &ChunkId,
     codec: Codec,
     stored: &[u8],
@@ -137,7 +179,7 @@ pub fn decode_verified(
         Codec::Zstd => zstd::bulk::decompress(stored, raw_len)
             .map_err(|e| Error::corrupt(what, format!("chunk {id} does not decompress: {e}")))?,
     };
-    if raw.len() != raw_len || ChunkId::of(&raw) != *id {
+    if raw.len() != raw_len || ids.chunk_id(&raw) != *id {
         return Err(Error::corrupt(
             what,
             format!("chunk {id} does not match its hash"),
@@ -169,15 +211,15 @@ mod tests {
         assert_eq!(codec, Codec::Zstd);
         assert!(stored.len() < data.len());
         assert_eq!(
-            decode_verified(&id, codec, &stored, data.len(), "t").unwrap(),
+            decode_verified(&IdKey::Plain, &id, codec, &stored, data.len(), "t").unwrap(),
             data
         );
         let other = ChunkId::of(b"x");
-        assert!(decode_verified(&other, codec, &stored, data.len(), "t").is_err());
+        assert!(decode_verified(&IdKey::Plain, &other, codec, &stored, data.len(), "t").is_err());
         let mut bad = stored.clone();
         let n = bad.len() / 2;
         bad[n] ^= 0xff;
-        assert!(decode_verified(&id, codec, &bad, data.len(), "t").is_err());
+        assert!(decode_verified(&IdKey::Plain, &id, codec, &bad, data.len(), "t").is_err());
     }
 
     #[test]

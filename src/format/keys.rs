@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! pgstrata.repo                               the format marker
+//! pgstrata.key                                the wrapped master key (encrypted repositories)
 //! packs/<2 hex>/<64 hex>.pack                 packs, named by their PackId
 //! manifests/<cluster>/<backup>.json.zst       manifest copies
 //! wal/<cluster>/<timeline+log>/<name>.zst     WAL segments, .partial, .backup
@@ -15,10 +16,19 @@ use crate::error::{Error, Result};
 use crate::pg::WalFileName;
 
 pub const MARKER: &str = "pgstrata.repo";
+pub const KEY_FILE: &str = "pgstrata.key";
 pub const PACKS: &str = "packs/";
 pub const MANIFESTS: &str = "manifests/";
 pub const WAL: &str = "wal/";
 pub const TMP: &str = "tmp/";
+
+/// Whether an object of this key is sealed in an encrypted repository: every
+/// object but the marker and the key file, which must be read before the
+/// repository is unlocked, and temporary files (sealed as they are written,
+/// but never read).
+pub fn is_sealed(key: &str) -> bool {
+    [PACKS, MANIFESTS, WAL].iter().any(|p| key.starts_with(p))
+}
 
 /// A parsed object key.
 #[derive(Clone, Debug, PartialEq, Eq)]

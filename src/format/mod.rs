@@ -2,7 +2,8 @@
 //!
 //! | what | where | version |
 //! |---|---|---|
-//! | repository marker | `pgstrata.repo` | [`REPO_FORMAT`] |
+//! | repository marker | `pgstrata.repo` | [`REPO_FORMAT`] (1 plain, 2 encrypted) |
+//! | key file, sealed objects | [`crypt`] (`pgstrata.key`) | `format` field; last byte of `PGSTREN1` |
 //! | chunk ids, codecs, compression | [`chunk`] | codec byte |
 //! | pack records, trailers, footers | [`pack`] | last byte of `PGSTRPK1` |
 //! | block maps | [`blockmap`] | last byte of `PGSTRBM1` |
@@ -16,6 +17,7 @@
 
 pub mod blockmap;
 pub mod chunk;
+pub mod crypt;
 pub mod keys;
 pub mod manifest;
 pub mod pack;
@@ -28,13 +30,24 @@ pub use pack::PackId;
 
 use crate::error::{Error, Result};
 
-/// Repository layout version this binary writes and the newest it reads.
-pub const REPO_FORMAT: u32 = 1;
+/// The newest repository layout this binary reads.
+pub const REPO_FORMAT: u32 = 2;
+/// The layout of a plain repository (what pgstrata wrote before encryption,
+/// so older binaries still read plain repositories).
+pub const REPO_FORMAT_PLAIN: u32 = 1;
+/// An encrypted repository: a key file, and every object sealed. Binaries
+/// older than encryption refuse it as written by a newer pgstrata.
+pub const REPO_FORMAT_ENCRYPTED: u32 = 2;
 const MARKER_PREFIX: &str = "pgstrata repository format ";
 
 /// The text of the repository marker object.
-pub fn encode_marker() -> String {
-    format!("{MARKER_PREFIX}{REPO_FORMAT}\n")
+pub fn encode_marker(encrypted: bool) -> String {
+    let v = if encrypted {
+        REPO_FORMAT_ENCRYPTED
+    } else {
+        REPO_FORMAT_PLAIN
+    };
+    format!("{MARKER_PREFIX}{v}\n")
 }
 
 /// The format version a marker names, or `None` when it is not a marker.
@@ -87,7 +100,8 @@ mod tests {
 
     #[test]
     fn marker() {
-        assert_eq!(decode_marker(&encode_marker()), Some(REPO_FORMAT));
+        assert_eq!(decode_marker(&encode_marker(false)), Some(1));
+        assert_eq!(decode_marker(&encode_marker(true)), Some(2));
         assert_eq!(decode_marker("hello"), None);
         assert!(check_repo_format(REPO_FORMAT, "r").is_ok());
         assert!(matches!(

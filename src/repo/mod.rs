@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! REPO/pgstrata.repo     format marker (see crate::format)
+//! REPO/pgstrata.key      the wrapped master key, in an encrypted repository
 //! REPO/catalog.db        SQLite catalog (+ -wal, -shm)
 //! REPO/locks/            the repository lock
 //! REPO/packs/ manifests/ wal/ tmp/   objects (keys: crate::format::keys)
@@ -13,18 +14,21 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod key;
 mod lock;
 #[cfg(test)]
 pub(crate) mod testkit;
 mod wal;
 
+pub use key::{Passphrase, PassphraseSource, PASSPHRASE_ENV};
 pub use lock::RepoLock;
 pub use wal::{segment_range, timelines, WalStored};
 
 use crate::catalog::Catalog;
 use crate::error::{Error, IoContext, Result};
+use crate::format::chunk::IdKey;
 use crate::format::{self, keys};
-use crate::store::{Backend, LocalBackend, Ownership};
+use crate::store::{Backend, LocalBackend, Ownership, SealedBackend};
 
 const CATALOG: &str = "catalog.db";
 
@@ -38,6 +42,10 @@ pub struct Repository {
     root: PathBuf,
     own: Ownership,
     backend: Arc<dyn Backend>,
+    ids: IdKey,
+    /// How the passphrase was given, for commands this one hands on
+    /// (`restore_command`); `None` for a plain repository.
+    unlocked_by: Option<PassphraseSource>,
 }
 
 fn read_marker(root: &Path) -> Result<Option<u32>> {
@@ -53,8 +61,13 @@ fn read_marker(root: &Path) -> Result<Option<u32>> {
 }
 
 impl Repository {
-    /// Create an empty repository (or say it already is one).
-    pub fn init(root: &Path, group_readable: bool) -> Result<InitOutcome> {
+    /// Create an empty repository (or say it already is one). With a
+    /// passphrase, the repository is encrypted under a new master key.
+    pub fn init(
+        root: &Path,
+        group_readable: bool,
+        encrypt: Option<&Passphrase>,
+    ) -> Result<InitOutcome> {
         if root.exists() {
             if !root.is_dir() {
                 return Err(Error::invalid(format!(
@@ -85,20 +98,36 @@ impl Repository {
         let mode = if group_readable { 0o750 } else { 0o700 };
         fs::set_permissions(root, fs::Permissions::from_mode(mode)).at(root)?;
         let own = Ownership::for_root(root, group_readable)?;
+        let raw = LocalBackend::new(root, own);
+        if let Some(p) = encrypt {
+            key::create(&raw, p)?;
+        }
         let repo = Repository {
             root: root.to_path_buf(),
             own,
             backend: Arc::new(LocalBackend::new(root, own)),
+            ids: IdKey::Plain,
+            unlocked_by: None,
         };
         drop(repo.catalog_create()?);
         // The marker goes last: a repository without it was never initialised.
-        repo.backend
-            .put(keys::MARKER, format::encode_marker().as_bytes())?;
+        raw.put(
+            keys::MARKER,
+            format::encode_marker(encrypt.is_some()).as_bytes(),
+        )?;
         Ok(InitOutcome::Created)
     }
 
-    /// Open an existing repository.
+    /// Open an existing plain repository (an encrypted one is refused:
+    /// see [`Repository::open_with`]).
     pub fn open(root: &Path) -> Result<Self> {
+        Self::open_with(root, None)
+    }
+
+    /// Open an existing repository, unlocking it with the passphrase from
+    /// `source` when it is encrypted (the passphrase is read only then).
+    /// A wrong passphrase is refused here, before any work.
+    pub fn open_with(root: &Path, source: Option<&PassphraseSource>) -> Result<Self> {
         if !root.is_dir() {
             return Err(Error::NotARepository(root.to_path_buf()));
         }
@@ -109,11 +138,65 @@ impl Repository {
         let group_readable =
             std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o040 != 0;
         let own = Ownership::for_root(root, group_readable)?;
-        Ok(Repository {
+        let raw = Arc::new(LocalBackend::new(root, own));
+        let mut repo = Repository {
             root: root.to_path_buf(),
             own,
-            backend: Arc::new(LocalBackend::new(root, own)),
-        })
+            backend: raw.clone(),
+            ids: IdKey::Plain,
+            unlocked_by: None,
+        };
+        let has_key = raw.size(keys::KEY_FILE)?.is_some();
+        match (v == format::REPO_FORMAT_ENCRYPTED, has_key) {
+            (false, false) => {}
+            (true, true) => {
+                let src = source.ok_or_else(|| key::no_passphrase(root))?;
+                let keys = key::unlock(raw.as_ref(), &src.read()?, root)?;
+                repo.backend = Arc::new(SealedBackend::new(raw, keys.sealer));
+                repo.ids = keys.ids;
+                repo.unlocked_by = Some(src.clone());
+            }
+            (true, false) => {
+                return Err(Error::corrupt(
+                    format!("repository {}", root.display()),
+                    format!("it is encrypted but its key file {} is missing: without it nothing in it can be read", keys::KEY_FILE),
+                ))
+            }
+            (false, true) => {
+                return Err(Error::corrupt(
+                    format!("repository {}", root.display()),
+                    format!("its marker says plain but it has a key file {}", keys::KEY_FILE),
+                ))
+            }
+        }
+        Ok(repo)
+    }
+
+    /// How content ids are derived here (keyed in an encrypted repository).
+    pub fn ids(&self) -> &IdKey {
+        &self.ids
+    }
+
+    pub fn is_encrypted(&self) -> bool {
+        self.unlocked_by.is_some()
+    }
+
+    /// How the passphrase was given, for a command run later (`None` for a
+    /// plain repository).
+    pub fn passphrase_source(&self) -> Option<&PassphraseSource> {
+        self.unlocked_by.as_ref()
+    }
+
+    /// Wrap the master key under a new passphrase; no object changes.
+    pub fn change_passphrase(&self, new: &Passphrase) -> Result<()> {
+        let src = self.unlocked_by.as_ref().ok_or_else(|| {
+            Error::refused(format!(
+                "repository {} is not encrypted",
+                self.root.display()
+            ))
+        })?;
+        let raw = LocalBackend::new(&self.root, self.own);
+        key::rewrap(&raw, &src.read()?, new, &self.root)
     }
 
     pub fn root(&self) -> &Path {

@@ -2,11 +2,12 @@
 //! format, store and catalog code, without PostgreSQL, and ways to damage
 //! them the way disks and bugs do.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use super::Repository;
 use crate::catalog::{BackupRow, BackupStatus, BackupType, FileKind, FileRow};
-use crate::format::chunk::{compress, fingerprint, CHUNK_BLOCKS};
+use crate::format::chunk::{compress, CHUNK_BLOCKS};
 use crate::format::manifest::{Manifest, MANIFEST_VERSION};
 use crate::format::{keys, wal as walfmt, BlockMap, ChunkId, PackId};
 use crate::pg::{Lsn, TimelineId, WalSegment};
@@ -45,9 +46,27 @@ impl Fixture {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("repo");
-        Repository::init(&root, false).expect("init");
+        Repository::init(&root, false, None).expect("init");
         let repo = Repository::open(&root).expect("open");
         Fixture { dir, repo }
+    }
+
+    /// An encrypted repository, unlocked with the passphrase in the file
+    /// [`Fixture::passphrase_file`].
+    pub fn encrypted() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("repo");
+        let pass = dir.path().join("pass");
+        std::fs::write(&pass, "fixture passphrase\n").expect("write");
+        std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let src = super::PassphraseSource::File(pass.clone());
+        Repository::init(&root, false, Some(&src.read().expect("read"))).expect("init");
+        let repo = Repository::open_with(&root, Some(&src)).expect("open");
+        Fixture { dir, repo }
+    }
+
+    pub fn passphrase_file(&self) -> PathBuf {
+        self.dir.path().join("pass")
     }
 
     pub fn scratch(&self, name: &str) -> PathBuf {
@@ -67,13 +86,14 @@ impl Fixture {
         // Deduplicated like a real backup: a chunk the repository has is
         // referenced, not stored again.
         let mut known = cat.chunk_ids().expect("chunk ids");
+        let ids = *self.repo.ids();
         let mut rows = vec![row(".", FileKind::Dir, 0, None)];
         let mut relation = Vec::new();
         for (path, data) in files {
             let mut map = BlockMap::new(BLOCK as u32);
             map.file_size = data.len() as u64;
             for chunk in data.chunks(CHUNK_BLOCKS * BLOCK) {
-                let cid = ChunkId::of(chunk);
+                let cid = ids.chunk_id(chunk);
                 if known.insert(cid) {
                     let (codec, stored) = compress(chunk, 3).expect("compress");
                     pack.add(cid, codec, chunk.len() as u32, &stored)
@@ -81,11 +101,11 @@ impl Fixture {
                 }
                 let ci = map.chunk_index(cid);
                 for (k, b) in chunk.chunks(BLOCK).enumerate() {
-                    map.push(fingerprint(b), ci, k as u32);
+                    map.push(ids.fingerprint(b), ci, k as u32);
                 }
             }
             let enc = map.encode();
-            let bm = ChunkId::of(&enc);
+            let bm = ids.chunk_id(&enc);
             if known.insert(bm) {
                 let (codec, stored) = compress(&enc, 3).expect("compress");
                 pack.add(bm, codec, enc.len() as u32, &stored).expect("add");
@@ -138,11 +158,13 @@ impl Fixture {
             .expect("sql");
     }
 
-    /// Flip one byte of an object.
+    /// Flip one byte of an object as stored (sealed, in an encrypted
+    /// repository), the way a disk would.
     pub fn flip(&self, key: &str, at: usize) {
-        let mut b = self.repo.backend().get(key).expect("get").expect("exists");
+        let path = self.repo.root().join(key);
+        let mut b = std::fs::read(&path).expect("read");
         b[at] ^= 0x5a;
-        self.repo.backend().put(key, &b).expect("put");
+        std::fs::write(&path, &b).expect("write");
     }
 }
 

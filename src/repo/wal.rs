@@ -133,7 +133,7 @@ mod tests {
     fn store_and_read() {
         let d = tempfile::tempdir().unwrap();
         let root = d.path().join("r");
-        Repository::init(&root, false).unwrap();
+        Repository::init(&root, false, None).unwrap();
         let repo = Repository::open(&root).unwrap();
         let name = "000000010000000000000005";
         assert!(!repo.wal_has("main", name).unwrap());

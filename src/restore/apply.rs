@@ -22,7 +22,6 @@ use rayon::prelude::*;
 use super::{recovery, RestorePlan, RestoreStats};
 use crate::catalog::{FileKind, FileRow};
 use crate::error::{Error, IoContext, Result};
-use crate::format::chunk::fingerprint;
 use crate::format::{BlockMap, ChunkId};
 use crate::pg::datadir::{name_of, path_of, EXCLUDED_DIR_CONTENTS};
 use crate::pg::version;
@@ -432,7 +431,7 @@ fn restore_chunk(
             if b * bs < t.old_len.min(t.size) {
                 let n = block_len(b);
                 t.out.read_exact_at(&mut buf[..n], b * bs).at(t.path)?;
-                if fingerprint(&buf[..n]) == map.fingerprints[b as usize] {
+                if repo.ids().fingerprint(&buf[..n]) == map.fingerprints[b as usize] {
                     continue;
                 }
             }
@@ -487,7 +486,7 @@ fn load_chunk(repo: &Repository, plan: &RestorePlan, id: &ChunkId, what: &str) -
         .chunks
         .get(id)
         .ok_or_else(|| Error::NotFound(format!("{what}: chunk {id} is not in the chunk index")))?;
-    loc.read(repo.backend(), id, what)
+    loc.read(repo.backend(), repo.ids(), id, what)
 }
 
 fn write_durably(path: &Path, data: &[u8], mode: u32) -> Result<()> {

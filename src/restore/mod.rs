@@ -182,7 +182,7 @@ fn check_data(
                 "{what}: its block map (chunk {bm}) is not in the chunk index ({nothing})"
             ))
         })?;
-        let raw = loc.read(repo.backend(), bm, &what)?;
+        let raw = loc.read(repo.backend(), repo.ids(), bm, &what)?;
         let map = BlockMap::decode(&raw, &what)
             .map_err(|e| Error::corrupt(&what, format!("{e} ({nothing})")))?;
         if map.file_size != f.size {
@@ -250,7 +250,14 @@ pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<R
         None => std::env::current_exe().at("current executable")?,
     };
     let repo_root = repo.root().canonicalize().at(repo.root())?;
-    let cmd = recovery::restore_command(&exe, &repo_root, cluster, backup.history);
+    let pass = repo.passphrase_source();
+    if let Some(crate::repo::PassphraseSource::Env(var)) = pass {
+        tracing::warn!(
+            "restore_command cannot carry the passphrase from {var}: the restored server's \
+             environment must set {var}, or use passphrase-file or passphrase-command"
+        );
+    }
+    let cmd = recovery::restore_command(&exe, &repo_root, pass, cluster, backup.history);
     let recovery_conf = opts.recovery.settings(&cmd, &backup.id);
     Ok(RestorePlan {
         cluster: cluster.to_string(),
@@ -425,6 +432,27 @@ mod tests {
             assert_eq!(&std::fs::read(dir.join(p)).unwrap(), data, "{p}");
         }
         assert!(dir.join("recovery.signal").exists());
+    }
+
+    #[test]
+    fn restores_an_encrypted_repository_and_refuses_a_flipped_byte() {
+        let f = Fixture::encrypted();
+        let m = f.backup(1, &[("a", content(1, 300, 0)), ("c", content(2, 3, 100))]);
+        let dir = f.scratch("out");
+        restore_to(&f, &dir).unwrap();
+        for (p, data) in &m.files {
+            assert_eq!(&std::fs::read(dir.join(p)).unwrap(), data, "{p}");
+        }
+        // The restore_command hands the passphrase file on.
+        let conf = std::fs::read_to_string(dir.join("postgresql.auto.conf")).unwrap();
+        assert!(conf.contains("--passphrase-file"), "{conf}");
+        // A byte flipped on disk in the middle of the pack.
+        let key = crate::format::keys::pack(&m.pack);
+        let size = std::fs::metadata(f.repo.root().join(&key)).unwrap().len();
+        f.flip(&key, (size / 2) as usize);
+        let again = f.scratch("again");
+        let e = restore_to(&f, &again).unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
     }
 
     /// Pages of zeros are restored as holes, and the file still reads back

@@ -4,6 +4,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::repo::PassphraseSource;
 use crate::restore::target::{RecoveryTarget, TimelineTarget};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,12 +53,29 @@ fn shell_word(v: &str) -> String {
     }
 }
 
-/// The `restore_command` calling this binary with this repository.
 /// The `restore_command` calling this binary with this repository, for WAL
-/// of entry `history` of the cluster's history (named when not the first).
-pub fn restore_command(exe: &Path, repo: &Path, cluster: &str, history: u32) -> String {
+/// of entry `history` of the cluster's history (named when not the first),
+/// unlocking an encrypted repository as this run did (a passphrase in the
+/// environment cannot be handed on: the server's environment must have it).
+pub fn restore_command(
+    exe: &Path,
+    repo: &Path,
+    passphrase: Option<&PassphraseSource>,
+    cluster: &str,
+    history: u32,
+) -> String {
+    let unlock = match passphrase {
+        Some(PassphraseSource::File(f)) => {
+            let f = f.canonicalize().unwrap_or_else(|_| f.clone());
+            format!("--passphrase-file {} ", shell_word(&f.to_string_lossy()))
+        }
+        Some(PassphraseSource::Command(c)) => {
+            format!("--passphrase-command {} ", shell_word(c))
+        }
+        Some(PassphraseSource::Env(_)) | None => String::new(),
+    };
     format!(
-        "{} --repo {} --cluster {} archive-get {}%f \"%p\"",
+        "{} --repo {} {unlock}--cluster {} archive-get {}%f \"%p\"",
         shell_word(&exe.to_string_lossy()),
         shell_word(&repo.to_string_lossy()),
         shell_word(cluster),
@@ -183,6 +201,7 @@ mod tests {
         let c = restore_command(
             Path::new("/usr/bin/pgstrata"),
             Path::new("/var/lib/my repo"),
+            None,
             "main",
             1,
         );
@@ -190,11 +209,20 @@ mod tests {
             c,
             "/usr/bin/pgstrata --repo '/var/lib/my repo' --cluster main archive-get %f \"%p\""
         );
-        let c2 = restore_command(Path::new("/p"), Path::new("/r"), "main", 2);
+        let c2 = restore_command(Path::new("/p"), Path::new("/r"), None, "main", 2);
         assert_eq!(
             c2,
             "/p --repo /r --cluster main archive-get --history 2 %f \"%p\""
         );
+        let cmd = PassphraseSource::Command("pass show 'db backup'".into());
+        let c3 = restore_command(Path::new("/p"), Path::new("/r"), Some(&cmd), "main", 1);
+        assert_eq!(
+            c3,
+            r#"/p --repo /r --passphrase-command 'pass show '\''db backup'\''' --cluster main archive-get %f "%p""#
+        );
+        let env = PassphraseSource::Env("PGSTRATA_PASSPHRASE".into());
+        let c4 = restore_command(Path::new("/p"), Path::new("/r"), Some(&env), "main", 1);
+        assert_eq!(c4, "/p --repo /r --cluster main archive-get %f \"%p\"");
         let r = Recovery {
             target: RecoveryTarget::Immediate,
             action: Some(TargetAction::Promote),

@@ -2,9 +2,11 @@
 //! and written through it. Byte layouts live in [`crate::format`].
 
 pub mod backend;
+pub mod crypt;
 #[cfg(any(test, feature = "testing"))]
 pub mod fault;
 pub mod pack;
 
 pub use backend::{Backend, LocalBackend, Ownership};
+pub use crypt::SealedBackend;
 pub use pack::{read_chunk, read_trailer, PackWriter, SealedPack};

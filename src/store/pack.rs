@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::check_magic;
-use crate::format::chunk::{decode_verified, ChunkId, Codec};
+use crate::format::chunk::{decode_verified, ChunkId, Codec, IdKey};
 use crate::format::keys;
 use crate::format::pack::{
     decode_trailer, encode_trailer, Footer, PackId, RecordHeader, TrailerEntry, HEADER_MAGIC,
@@ -122,6 +122,7 @@ pub fn read_trailer(backend: &dyn Backend, pack: &PackId) -> Result<Vec<TrailerE
 /// `what` names the file being restored, for the error.
 pub fn read_chunk(
     backend: &dyn Backend,
+    ids: &IdKey,
     pack: &PackId,
     offset: u64,
     stored_len: u32,
@@ -140,11 +141,17 @@ pub fn read_chunk(
             }
             other => other,
         })?;
-    decode_record(&rec, id, what, &key)
+    decode_record(ids, &rec, id, what, &key)
 }
 
 /// Decode a record read whole (header + payload) and verify it is chunk `id`.
-pub fn decode_record(rec: &[u8], id: &ChunkId, what: &str, key: &str) -> Result<Vec<u8>> {
+pub fn decode_record(
+    ids: &IdKey,
+    rec: &[u8],
+    id: &ChunkId,
+    what: &str,
+    key: &str,
+) -> Result<Vec<u8>> {
     let h = RecordHeader::decode(rec, &format!("{what}: chunk {id} in pack {key}"))?;
     if h.id != *id || h.record_len() != rec.len() as u64 {
         return Err(Error::corrupt(
@@ -153,6 +160,7 @@ pub fn decode_record(rec: &[u8], id: &ChunkId, what: &str, key: &str) -> Result<
         ));
     }
     decode_verified(
+        ids,
         id,
         h.codec,
         &rec[RecordHeader::LEN..],
@@ -182,14 +190,25 @@ mod tests {
         }
         let sealed = w.seal().unwrap();
         let entries = read_trailer(&b, &sealed.id).unwrap();
+        let read = |e: &TrailerEntry, id: &ChunkId| {
+            read_chunk(
+                &b,
+                &IdKey::Plain,
+                &sealed.id,
+                e.offset,
+                e.stored_len,
+                id,
+                "t",
+            )
+        };
         assert_eq!(entries, sealed.entries);
         for (e, (id, data)) in entries.iter().zip(&ids) {
-            let got = read_chunk(&b, &sealed.id, e.offset, e.stored_len, id, "t").unwrap();
+            let got = read(e, id).unwrap();
             assert_eq!(&got, data);
         }
         // The wrong id at a good offset is refused.
         let e = &entries[0];
-        assert!(read_chunk(&b, &sealed.id, e.offset, e.stored_len, &ids[1].0, "t").is_err());
+        assert!(read(e, &ids[1].0).is_err());
         // Truncation is detected.
         let key = keys::pack(&sealed.id);
         let full = b.get(&key).unwrap().unwrap();
@@ -203,7 +222,7 @@ mod tests {
         bad[entries[2].offset as usize + RecordHeader::LEN + 3] ^= 0x55;
         b.put(&key, &bad).unwrap();
         let e = &entries[2];
-        assert!(read_chunk(&b, &sealed.id, e.offset, e.stored_len, &ids[2].0, "t").is_err());
+        assert!(read(e, &ids[2].0).is_err());
         // A pack written by a newer pgstrata says so.
         let mut newer = full.clone();
         newer[7] = b'2';
@@ -215,7 +234,7 @@ mod tests {
         // A missing pack is the typed not-found.
         b.delete(&key).unwrap();
         assert!(matches!(
-            read_chunk(&b, &sealed.id, e.offset, e.stored_len, &ids[2].0, "t"),
+            read(e, &ids[2].0),
             Err(Error::MissingObject { .. })
         ));
         assert!(matches!(

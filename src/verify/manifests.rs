@@ -123,7 +123,7 @@ fn check_blockmap(
     report: &mut VerifyReport,
 ) -> Result<()> {
     let what = format!("block map {bm}");
-    let r = loc.read(repo.backend(), bm, &what);
+    let r = loc.read(repo.backend(), repo.ids(), bm, &what);
     let raw = match r {
         Ok(raw) => raw,
         // Unreadable chunks are reported with their pack in pass 3.

@@ -443,6 +443,31 @@ mod tests {
     }
 
     #[test]
+    fn an_encrypted_repository_verifies_and_names_every_flipped_object() {
+        let f = Fixture::encrypted();
+        let a = f.backup(1, &[("a", content(1, 200, 0)), ("b", content(2, 2, 10))]);
+        f.backup(2, &[("c", content(3, 3, 0))]);
+        let r = verify(&f);
+        assert!(r.is_ok(), "{:?}", r.problems);
+        let key = keys::pack(&a.pack);
+        let size = std::fs::metadata(f.repo.root().join(&key)).unwrap().len();
+        // The header, a segment in the middle, the last tag.
+        for at in [9, size as usize / 2, size as usize - 1] {
+            f.flip(&key, at);
+            let r = verify(&f);
+            assert_eq!(kinds(&r), vec![ProblemKind::PackCorrupt], "at {at}");
+            assert_eq!(r.problems[0].backups, vec![a.id.clone()]);
+            f.flip(&key, at);
+        }
+        f.flip(&keys::manifest("main", &a.id), 30);
+        assert_eq!(kinds(&verify(&f)), vec![ProblemKind::ManifestCopy]);
+        f.flip(&keys::manifest("main", &a.id), 30);
+        let wal = f.repo.backend().list(keys::WAL).unwrap();
+        f.flip(&wal[0].0, 40);
+        assert_eq!(kinds(&verify(&f)), vec![ProblemKind::WalCorrupt]);
+    }
+
+    #[test]
     fn a_good_repository_verifies() {
         let (f, a, b) = two();
         let r = verify(&f);

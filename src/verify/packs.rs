@@ -13,7 +13,7 @@ use std::io::Read;
 use super::{problem, ProblemKind, Users, VerifyReport};
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
-use crate::format::chunk::{decode_verified, ChunkId};
+use crate::format::chunk::{decode_verified, ChunkId, IdKey};
 use crate::format::keys;
 use crate::format::pack::{PackId, RecordHeader, HEADER_MAGIC};
 use crate::progress::Progress;
@@ -42,6 +42,10 @@ fn read_n(r: &mut dyn Read, n: usize, key: &str) -> Result<Option<Vec<u8>>> {
     match r.read_exact(&mut buf) {
         Ok(()) => Ok(Some(buf)),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        // A sealed segment that does not authenticate.
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            Err(Error::corrupt(key, e.to_string()))
+        }
         Err(e) => Err(Error::io(key, e)),
     }
 }
@@ -54,6 +58,7 @@ fn skip(r: &mut dyn Read, n: u64, key: &str) -> Result<bool> {
 /// Stream pack `pack_id` (`size` bytes on disk) and check every record.
 pub fn scan(
     backend: &dyn Backend,
+    ids: &IdKey,
     pack_id: &PackId,
     size: u64,
     progress: &dyn Progress,
@@ -81,27 +86,49 @@ pub fn scan(
         }
         Err(e) => return Err(e),
     };
-    match read_n(r.as_mut(), HEADER_MAGIC.len(), &key)? {
-        Some(h) if h == HEADER_MAGIC => {}
-        _ => {
-            out.damage.get_or_insert_with(|| "no pack header".into());
-            progress.advance(size);
-            return Ok(out);
+    let pos = match stream(r.as_mut(), ids, &key, size, trailer, progress, &mut out) {
+        Ok(pos) => pos,
+        // An encrypted pack's damaged segment ends the stream; the records
+        // not reached are reported as unreadable.
+        Err(Error::Corrupt { detail, .. }) => {
+            out.damage.get_or_insert(detail);
+            0
         }
-    }
-    let pos = HEADER_MAGIC.len() as u64;
-    let pos = match trailer {
-        Some(entries) => by_trailer(r.as_mut(), &key, entries, pos, progress, &mut out)?,
-        None => by_parsing(r.as_mut(), &key, size, pos, progress, &mut out)?,
+        Err(e) => return Err(e),
     };
     progress.advance(size.saturating_sub(pos));
     Ok(out)
+}
+
+/// Check the header, then every record. Returns where reading stopped.
+fn stream(
+    r: &mut dyn Read,
+    ids: &IdKey,
+    key: &str,
+    size: u64,
+    trailer: Option<Vec<crate::format::pack::TrailerEntry>>,
+    progress: &dyn Progress,
+    out: &mut PackScan,
+) -> Result<u64> {
+    match read_n(r, HEADER_MAGIC.len(), key)? {
+        Some(h) if h == HEADER_MAGIC => {}
+        _ => {
+            out.damage.get_or_insert_with(|| "no pack header".into());
+            return Ok(0);
+        }
+    }
+    let pos = HEADER_MAGIC.len() as u64;
+    match trailer {
+        Some(entries) => by_trailer(r, ids, key, entries, pos, progress, out),
+        None => by_parsing(r, ids, key, size, pos, progress, out),
+    }
 }
 
 /// Read the records at the offsets a verified trailer lists. Returns where
 /// reading stopped.
 fn by_trailer(
     r: &mut dyn Read,
+    ids: &IdKey,
     key: &str,
     entries: Vec<crate::format::pack::TrailerEntry>,
     mut pos: u64,
@@ -122,7 +149,7 @@ fn by_trailer(
         };
         pos += len as u64;
         progress.advance(len as u64);
-        match decode_record(&rec, &e.id, key, key) {
+        match decode_record(ids, &rec, &e.id, key, key) {
             Ok(_) => {
                 out.good.insert(e.offset, (e.id, e.stored_len));
             }
@@ -138,6 +165,7 @@ fn by_trailer(
 /// parse (the trailer, or garbage, starts there). Returns where it stopped.
 fn by_parsing(
     r: &mut dyn Read,
+    ids: &IdKey,
     key: &str,
     size: u64,
     mut pos: u64,
@@ -162,7 +190,7 @@ fn by_parsing(
         };
         pos += h.record_len();
         progress.advance(pos - offset);
-        match decode_verified(&h.id, h.codec, &payload, h.raw_len as usize, key) {
+        match decode_verified(ids, &h.id, h.codec, &payload, h.raw_len as usize, key) {
             Ok(_) => {
                 out.good.insert(offset, (h.id, h.stored_len));
             }
@@ -211,7 +239,7 @@ pub(super) fn check(
         ));
         return Ok(());
     };
-    let scan = scan(repo.backend(), pack_id, size, progress)?;
+    let scan = scan(repo.backend(), repo.ids(), pack_id, size, progress)?;
     let mut bad = 0usize;
     let mut first: Option<String> = None;
     for r in &rows {

@@ -204,6 +204,8 @@ pub fn pgstrata_ok(args: &[&str]) -> String {
 /// A repository owned by postgres (so the server's archive_command can write).
 pub struct Repo {
     pub path: PathBuf,
+    /// The passphrase file of an encrypted repository.
+    pub pass: Option<PathBuf>,
 }
 
 impl Repo {
@@ -214,16 +216,48 @@ impl Repo {
     pub fn named(scratch: &Scratch, name: &str) -> Self {
         let path = scratch.pg_dir(name);
         pgstrata_ok(&["--repo", path.to_str().unwrap(), "init"]);
-        Repo { path }
+        Repo { path, pass: None }
+    }
+    /// An encrypted repository; its passphrase file (mode 0600, the
+    /// server's user's, for archive_command) is `scratch/<name>.pass`.
+    pub fn encrypted(scratch: &Scratch, name: &str) -> Self {
+        let path = scratch.pg_dir(name);
+        let pass = scratch.path().join(format!("{name}.pass"));
+        std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+        std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+        give_to_pg(&pass);
+        pgstrata_ok(&[
+            "--repo",
+            path.to_str().unwrap(),
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+            "init",
+            "--encrypt",
+        ]);
+        Repo {
+            path,
+            pass: Some(pass),
+        }
+    }
+    /// The arguments that unlock this repository (none for a plain one).
+    pub fn unlock(&self) -> Vec<&str> {
+        match &self.pass {
+            Some(p) => vec!["--passphrase-file", p.to_str().unwrap()],
+            None => vec![],
+        }
     }
     pub fn arg(&self) -> &str {
         self.path.to_str().unwrap()
     }
     pub fn open(&self) -> pgstrata::Repository {
-        pgstrata::Repository::open(&self.path).expect("open repo")
+        let src = self.pass.clone().map(pgstrata::PassphraseSource::File);
+        pgstrata::Repository::open_with(&self.path, src.as_ref()).expect("open repo")
     }
     pub fn info_json(&self) -> serde_json::Value {
-        let out = pgstrata_ok(&["--repo", self.arg(), "info", "--output", "json"]);
+        let mut args = vec!["--repo", self.arg()];
+        args.extend(self.unlock());
+        args.extend(["info", "--output", "json"]);
+        let out = pgstrata_ok(&args);
         serde_json::from_str(&out).expect("info json")
     }
     pub fn backups(&self) -> Vec<serde_json::Value> {
@@ -264,7 +298,14 @@ impl Default for ClusterOpts<'_> {
 }
 
 pub fn archive_command(repo: &Repo) -> String {
-    format!("{BIN} --repo {} archive-push %p", repo.arg())
+    format!(
+        "{BIN} --repo {} {}archive-push %p",
+        repo.arg(),
+        repo.unlock()
+            .iter()
+            .map(|a| format!("{a} "))
+            .collect::<String>()
+    )
 }
 
 impl Cluster {
@@ -485,16 +526,16 @@ impl Cluster {
 
     pub fn backup(&self, repo: &Repo, extra: &[&str]) -> Output {
         let ci = self.conninfo();
-        let mut args = vec![
-            "--repo",
-            repo.arg(),
+        let mut args = vec!["--repo", repo.arg()];
+        args.extend(repo.unlock());
+        args.extend([
             "backup",
             "--pgdata",
             self.pgdata.to_str().unwrap(),
             "--dbname",
             &ci,
             "--start-fast",
-        ];
+        ]);
         args.extend_from_slice(extra);
         pgstrata(&args)
     }
@@ -635,13 +676,9 @@ pub fn restore_archiving(scratch: &Scratch, repo: &Repo, name: &str, extra: &[&s
 fn restore_into(scratch: &Scratch, repo: &Repo, name: &str, extra: &[&str]) -> Cluster {
     let base = scratch.pg_dir(name);
     let pgdata = base.join("data");
-    let mut args = vec![
-        "--repo",
-        repo.arg(),
-        "restore",
-        "--pgdata",
-        pgdata.to_str().unwrap(),
-    ];
+    let mut args = vec!["--repo", repo.arg()];
+    args.extend(repo.unlock());
+    args.extend(["restore", "--pgdata", pgdata.to_str().unwrap()]);
     args.extend_from_slice(extra);
     pgstrata_ok(&args);
     give_to_pg(&base);

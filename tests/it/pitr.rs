@@ -197,7 +197,10 @@ fn restore_onto_a_new_host_with_tablespaces() {
         .unwrap();
     assert!(st.success());
     std::fs::rename(&repo.path, s.path().join("repo-gone")).unwrap();
-    let repo2 = Repo { path: copy.clone() };
+    let repo2 = Repo {
+        path: copy.clone(),
+        pass: None,
+    };
 
     let new_one = host2.join("one-here");
     let all = host2.join("all-tablespaces");

@@ -1,0 +1,424 @@
+//! A backend that seals objects on the way out and opens them on the way in
+//! (the envelope is [`crate::format::crypt`]). It wraps any backend, so
+//! everything above it sees plaintext objects, sizes and offsets.
+//!
+//! Only keys that [`keys::is_sealed`] names are sealed: the marker and the key
+//! file stay readable before the repository is unlocked. Streaming writers
+//! are for packs only and always seal. An object that does not authenticate
+//! is [`Error::Corrupt`] naming its key; nothing unauthenticated is returned.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::format::crypt::{
+    self, parse_header, plain_len, segment_offset, segments, Sealer, HEADER_LEN, PREFIX_LEN,
+    SEALED_SEGMENT, SEGMENT,
+};
+use crate::format::keys;
+use crate::store::backend::{Backend, ObjectWriter};
+
+/// Seals what it stores in `inner`.
+pub struct SealedBackend {
+    inner: Arc<dyn Backend>,
+    sealer: Sealer,
+    /// Nonce prefix and stored size of objects read by range: objects are
+    /// immutable once named, and a range read should not cost two more.
+    headers: Mutex<HashMap<String, ([u8; PREFIX_LEN], u64)>>,
+}
+
+const HEADER_CACHE: usize = 4096;
+
+fn what(key: &str) -> String {
+    format!("object {key}")
+}
+
+impl SealedBackend {
+    pub fn new(inner: Arc<dyn Backend>, sealer: Sealer) -> Self {
+        SealedBackend {
+            inner,
+            sealer,
+            headers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn forget(&self, key: &str) {
+        if let Ok(mut h) = self.headers.lock() {
+            h.remove(key);
+        }
+    }
+
+    fn header(&self, key: &str) -> Result<([u8; PREFIX_LEN], u64)> {
+        if let Some(h) = self.headers.lock().ok().and_then(|m| m.get(key).copied()) {
+            return Ok(h);
+        }
+        let size = self
+            .inner
+            .size(key)?
+            .ok_or_else(|| Error::missing("object", key))?;
+        let prefix = parse_header(&self.inner.get_range(key, 0, HEADER_LEN)?, &what(key))?;
+        if let Ok(mut m) = self.headers.lock() {
+            if m.len() >= HEADER_CACHE {
+                m.clear();
+            }
+            m.insert(key.to_string(), (prefix, size));
+        }
+        Ok((prefix, size))
+    }
+
+    fn read_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let w = what(key);
+        let (prefix, size) = self.header(key)?;
+        let plain = plain_len(size)
+            .ok_or_else(|| Error::corrupt(&w, "truncated (size fits no sealed object)"))?;
+        let end = offset + len as u64;
+        if end > plain {
+            return Err(Error::corrupt(
+                &w,
+                format!("truncated: cannot read {len} bytes at offset {offset}"),
+            ));
+        }
+        let first = offset / SEGMENT as u64;
+        let last = (end - 1) / SEGMENT as u64;
+        let from = segment_offset(first);
+        let to = segment_offset(last + 1).min(size);
+        let sealed = self.inner.get_range(key, from, (to - from) as usize)?;
+        let opened =
+            self.sealer
+                .open_segments(&prefix, first, &sealed, Some(segments(plain)), &w)?;
+        let skip = (offset - first * SEGMENT as u64) as usize;
+        opened
+            .get(skip..skip + len)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| Error::corrupt(&w, "truncated"))
+    }
+}
+
+impl Backend for SealedBackend {
+    fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.forget(key);
+        if keys::is_sealed(key) {
+            self.inner.put(key, &self.sealer.seal(data)?)
+        } else {
+            self.inner.put(key, data)
+        }
+    }
+
+    fn put_new(&self, key: &str, data: &[u8]) -> Result<bool> {
+        if keys::is_sealed(key) {
+            self.inner.put_new(key, &self.sealer.seal(data)?)
+        } else {
+            self.inner.put_new(key, data)
+        }
+    }
+
+    fn writer(&self) -> Result<Box<dyn ObjectWriter>> {
+        let (header, prefix) = crypt::new_header()?;
+        let mut inner = self.inner.writer()?;
+        inner.write_all(&header)?;
+        Ok(Box::new(SealedWriter {
+            inner,
+            sealer: self.sealer.clone(),
+            prefix,
+            pending: Vec::with_capacity(SEGMENT),
+            out: Vec::with_capacity(SEALED_SEGMENT),
+            index: 0,
+            written: 0,
+        }))
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        match self.inner.get(key)? {
+            Some(d) if keys::is_sealed(key) => Ok(Some(self.sealer.open(&d, &what(key))?)),
+            other => Ok(other),
+        }
+    }
+
+    fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        if !keys::is_sealed(key) {
+            return self.inner.get_range(key, offset, len);
+        }
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        match self.read_range(key, offset, len) {
+            // A cached header may be of an object since replaced under the
+            // same name: read it afresh once before calling it damage.
+            Err(Error::Corrupt { .. }) => {
+                self.forget(key);
+                self.read_range(key, offset, len)
+            }
+            r => r,
+        }
+    }
+
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {
+        let r = self.inner.open(key)?;
+        if !keys::is_sealed(key) {
+            return Ok(r);
+        }
+        Ok(Box::new(SealedReader {
+            inner: r,
+            sealer: self.sealer.clone(),
+            what: what(key),
+            prefix: None,
+            index: 0,
+            next: Vec::new(),
+            plain: Vec::new(),
+            pos: 0,
+            done: false,
+        }))
+    }
+
+    fn size(&self, key: &str) -> Result<Option<u64>> {
+        match self.inner.size(key)? {
+            Some(n) if keys::is_sealed(key) => plain_len(n)
+                .map(Some)
+                .ok_or_else(|| Error::corrupt(what(key), "truncated (size fits no sealed object)")),
+            other => Ok(other),
+        }
+    }
+
+    fn modified(&self, key: &str) -> Result<Option<std::time::SystemTime>> {
+        self.inner.modified(key)
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        // Plaintext sizes, as `size` gives; a damaged size lists as 0 and is
+        // for `verify` to report when it reads the object.
+        Ok(self
+            .inner
+            .list(prefix)?
+            .into_iter()
+            .map(|(k, n)| {
+                let n = if keys::is_sealed(&k) {
+                    plain_len(n).unwrap_or(0)
+                } else {
+                    n
+                };
+                (k, n)
+            })
+            .collect())
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        self.forget(key);
+        self.inner.delete(key)
+    }
+}
+
+/// Seals a streamed object segment by segment. A segment is sealed only
+/// once more data follows it, so the last one is known at `finish`.
+struct SealedWriter {
+    inner: Box<dyn ObjectWriter>,
+    sealer: Sealer,
+    prefix: [u8; PREFIX_LEN],
+    pending: Vec<u8>,
+    out: Vec<u8>,
+    index: u64,
+    written: u64,
+}
+
+impl SealedWriter {
+    fn flush_segment(&mut self, last: bool) -> Result<()> {
+        self.out.clear();
+        self.sealer
+            .seal_segment(&self.prefix, self.index, last, &self.pending, &mut self.out)?;
+        self.inner.write_all(&self.out)?;
+        self.pending.clear();
+        self.index += 1;
+        Ok(())
+    }
+}
+
+impl ObjectWriter for SealedWriter {
+    fn write_all(&mut self, mut buf: &[u8]) -> Result<()> {
+        self.written += buf.len() as u64;
+        while !buf.is_empty() {
+            if self.pending.len() == SEGMENT {
+                self.flush_segment(false)?;
+            }
+            let take = (SEGMENT - self.pending.len()).min(buf.len());
+            self.pending.extend_from_slice(&buf[..take]);
+            buf = &buf[take..];
+        }
+        Ok(())
+    }
+
+    fn written(&self) -> u64 {
+        self.written
+    }
+
+    fn finish(mut self: Box<Self>, key: &str) -> Result<()> {
+        if !keys::is_sealed(key) {
+            return Err(Error::internal(format!(
+                "a streamed object must be sealed, not {key}"
+            )));
+        }
+        self.flush_segment(true)?;
+        let SealedWriter { inner, .. } = *self;
+        inner.finish(key)
+    }
+}
+
+/// Opens a sealed object as it streams: each segment is authenticated
+/// before any of its bytes are handed out, and the segment after it is read
+/// first, to know whether it is the last.
+struct SealedReader {
+    inner: Box<dyn Read + Send>,
+    sealer: Sealer,
+    what: String,
+    prefix: Option<[u8; PREFIX_LEN]>,
+    index: u64,
+    next: Vec<u8>,
+    plain: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+fn read_up_to(r: &mut dyn Read, n: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(n);
+    r.take(n as u64).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+impl SealedReader {
+    fn advance(&mut self) -> Result<()> {
+        let io = |e| Error::io(&self.what, e);
+        let prefix = match self.prefix {
+            Some(p) => p,
+            None => {
+                let h = read_up_to(&mut self.inner, HEADER_LEN).map_err(io)?;
+                let p = parse_header(&h, &self.what)?;
+                self.next = read_up_to(&mut self.inner, SEALED_SEGMENT).map_err(io)?;
+                self.prefix = Some(p);
+                p
+            }
+        };
+        let current = std::mem::take(&mut self.next);
+        self.next = read_up_to(&mut self.inner, SEALED_SEGMENT).map_err(io)?;
+        if current.len() < crypt::TAG_LEN {
+            return Err(Error::corrupt(&self.what, "truncated"));
+        }
+        let last = self.next.is_empty();
+        let total = last.then_some(self.index + 1);
+        self.plain = self
+            .sealer
+            .open_segments(&prefix, self.index, &current, total, &self.what)?;
+        self.pos = 0;
+        self.index += 1;
+        self.done = last;
+        Ok(())
+    }
+}
+
+impl Read for SealedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.plain.len() {
+            if self.done {
+                return Ok(0);
+            }
+            self.advance()
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+        }
+        let n = (self.plain.len() - self.pos).min(buf.len());
+        buf[..n].copy_from_slice(&self.plain[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::crypt::MasterKey;
+    use crate::store::{LocalBackend, Ownership};
+
+    fn backends() -> (tempfile::TempDir, Arc<LocalBackend>, SealedBackend) {
+        let d = tempfile::tempdir().unwrap();
+        let own = Ownership::for_root(d.path(), false).unwrap();
+        let raw = Arc::new(LocalBackend::new(d.path(), own));
+        let sealed = SealedBackend::new(raw.clone(), MasterKey::generate().unwrap().keys().sealer);
+        (d, raw, sealed)
+    }
+
+    #[test]
+    fn round_trips_and_hides() {
+        let (_d, raw, b) = backends();
+        let data: Vec<u8> = b"MARKER-STRING "
+            .iter()
+            .copied()
+            .cycle()
+            .take(3 * SEGMENT + 99)
+            .collect();
+        b.put("manifests/c/x.json.zst", &data).unwrap();
+        let stored = raw.get("manifests/c/x.json.zst").unwrap().unwrap();
+        assert!(!stored.windows(6).any(|w| w == b"MARKER"));
+        assert_eq!(b.get("manifests/c/x.json.zst").unwrap().unwrap(), data);
+        assert_eq!(
+            b.size("manifests/c/x.json.zst").unwrap(),
+            Some(data.len() as u64)
+        );
+        let mut w = b.writer().unwrap();
+        w.write_all(&data[..1000]).unwrap();
+        w.write_all(&data[1000..]).unwrap();
+        assert_eq!(w.written(), data.len() as u64);
+        w.finish("packs/ab/p.pack").unwrap();
+        for (off, len) in [(0, 1), (5, SEGMENT), (SEGMENT - 1, 2), (3 * SEGMENT, 99)] {
+            let got = b.get_range("packs/ab/p.pack", off as u64, len).unwrap();
+            assert_eq!(got, &data[off..off + len]);
+        }
+        assert!(b
+            .get_range("packs/ab/p.pack", 3 * SEGMENT as u64, 100)
+            .is_err());
+        let mut all = Vec::new();
+        b.open("packs/ab/p.pack")
+            .unwrap()
+            .read_to_end(&mut all)
+            .unwrap();
+        assert_eq!(all, data);
+        let listed = b.list(keys::PACKS).unwrap();
+        assert_eq!(listed, vec![("packs/ab/p.pack".into(), data.len() as u64)]);
+        // Unsealed keys pass through.
+        b.put(keys::MARKER, b"plain").unwrap();
+        assert_eq!(raw.get(keys::MARKER).unwrap().unwrap(), b"plain");
+    }
+
+    #[test]
+    fn flipped_byte_is_corrupt_everywhere() {
+        let (d, _raw, b) = backends();
+        let data = vec![7u8; 2 * SEGMENT + 5];
+        b.put("wal/c/x.zst", &data).unwrap();
+        let path = d.path().join("wal/c/x.zst");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[HEADER_LEN + SEALED_SEGMENT + 3] ^= 0x10;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(b.get("wal/c/x.zst"), Err(Error::Corrupt { .. })));
+        assert!(b.get_range("wal/c/x.zst", SEGMENT as u64, 10).is_err());
+        assert!(b.get_range("wal/c/x.zst", 0, 10).is_ok());
+        let mut out = Vec::new();
+        assert!(b
+            .open("wal/c/x.zst")
+            .unwrap()
+            .read_to_end(&mut out)
+            .is_err());
+    }
+
+    #[test]
+    fn empty_and_exact_segment_objects() {
+        let (_d, _raw, b) = backends();
+        for n in [0, SEGMENT, 2 * SEGMENT] {
+            let mut w = b.writer().unwrap();
+            w.write_all(&vec![1u8; n]).unwrap();
+            w.finish("packs/00/e.pack").unwrap();
+            let mut all = Vec::new();
+            b.open("packs/00/e.pack")
+                .unwrap()
+                .read_to_end(&mut all)
+                .unwrap();
+            assert_eq!(all.len(), n);
+            assert_eq!(b.get("packs/00/e.pack").unwrap().unwrap().len(), n);
+        }
+    }
+}
