@@ -27,7 +27,12 @@ mod upgrade;
 mod util;
 mod verify;
 
-pub use archive::{get as archive_get, push as archive_push, PushOutcome};
+pub use archive::{
+    get as archive_get, get_prefetched as archive_get_prefetched, push as archive_push,
+    push_async as archive_push_async, run_prefetcher as archive_prefetcher,
+    run_pusher as archive_pusher, AsyncOutcome, AsyncPush, Prefetch, PushOutcome, PusherStats,
+    QueueFull,
+};
 pub use backup::{run as backup, BackupOptions, BackupReport};
 pub use catalog::{ExpireLog, HistoryRow};
 pub use check::{run as check, CheckOptions, CheckReport};

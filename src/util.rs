@@ -68,6 +68,37 @@ pub fn human(bytes: u64) -> String {
     }
 }
 
+/// Take an exclusive `flock` on `path` (created 0600 if missing) without
+/// waiting: `None` when another process holds it. The kernel releases it
+/// when the returned file is dropped or the process dies.
+pub fn try_flock(path: &std::path::Path) -> crate::error::Result<Option<std::fs::File>> {
+    use crate::error::IoContext;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .at(path)?;
+    match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(f)),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK || e == rustix::io::Errno::INTR => Ok(None),
+        Err(e) => Err(crate::error::Error::io(path, e.into())),
+    }
+}
+
+/// Write `data` to `path` through a temporary file and a rename, so that a
+/// reader sees all of it or nothing. Not fsynced: for files whose loss only
+/// costs a retry.
+pub fn write_replace(path: &std::path::Path, data: &[u8]) -> crate::error::Result<()> {
+    use crate::error::IoContext;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, data).at(&tmp)?;
+    std::fs::rename(&tmp, path).at(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -135,6 +135,27 @@ pub enum Command {
         /// zstd level for the archived file, 1 to 22 [default: 3; config: compress-level].
         #[arg(long, value_name = "N")]
         compress_level: Option<i32>,
+        /// Hand the file to a background pusher that reads ahead through
+        /// pg_wal/archive_status and pushes several files at once; exit 0
+        /// once this file is durable in the repository [config: archive-async].
+        #[arg(long = "async")]
+        async_push: bool,
+        /// Where the pusher keeps its state [default: /var/spool/pgstrata; config: spool-dir].
+        #[arg(long, value_name = "DIR")]
+        spool_dir: Option<PathBuf>,
+        /// Seconds to wait for the pusher [default: 60; config: archive-timeout].
+        #[arg(long, value_name = "SECONDS")]
+        archive_timeout: Option<u64>,
+        /// MiB of WAL waiting in pg_wal beyond which the queue is full; 0 for
+        /// no limit [default: 4096; config: archive-queue-max-mib].
+        #[arg(long, value_name = "MIB")]
+        archive_queue_max_mib: Option<u64>,
+        /// What a full queue does [default: retry; config: archive-queue-full].
+        #[arg(long, value_enum)]
+        archive_queue_full: Option<QueueFullArg>,
+        /// Files the pusher pushes at once [default: CPUs, at most 8; config: workers].
+        #[arg(long, value_name = "N")]
+        workers: Option<usize>,
     },
     /// Fetch an archived WAL file (for restore_command = '... archive-get %f "%p"').
     ArchiveGet {
@@ -148,6 +169,39 @@ pub enum Command {
         /// Where to write it (PostgreSQL's %p).
         #[arg(value_name = "DEST")]
         dest: PathBuf,
+        /// Keep this many segments fetched ahead for recovery, in the spool
+        /// directory; 0: no prefetching [default: 0; config: archive-get-prefetch].
+        #[arg(long, value_name = "N")]
+        prefetch: Option<usize>,
+        /// Where prefetched segments wait [default: /var/spool/pgstrata; config: spool-dir].
+        #[arg(long, value_name = "DIR")]
+        spool_dir: Option<PathBuf>,
+    },
+    /// The background pusher of `archive-push --async` (started by it).
+    #[command(hide = true)]
+    ArchivePushWorker {
+        #[arg(long)]
+        pg_wal: PathBuf,
+        #[arg(long)]
+        spool_dir: PathBuf,
+        #[arg(long)]
+        workers: usize,
+        #[arg(long)]
+        compress_level: i32,
+    },
+    /// The background fetcher of `archive-get --prefetch` (started by it).
+    #[command(hide = true)]
+    ArchiveGetWorker {
+        #[arg(long)]
+        history: u32,
+        #[arg(long)]
+        spool_dir: PathBuf,
+        #[arg(long)]
+        prefetch: usize,
+        #[arg(long)]
+        workers: usize,
+        #[arg(long)]
+        segment_size: u64,
     },
     /// Show backups, sizes and the WAL archive.
     Info {
@@ -250,6 +304,14 @@ pub struct RestoreArgs {
     /// The data directory to write: empty or missing (or, with --delta, a stopped copy).
     #[arg(long, value_name = "DIR")]
     pub pgdata: PathBuf,
+    /// restore_command keeps this many WAL segments fetched ahead
+    /// (`archive-get --prefetch`) [default: 0; config: archive-get-prefetch].
+    #[arg(long, value_name = "N")]
+    pub prefetch: Option<usize>,
+    /// The spool directory restore_command prefetches into [default:
+    /// /var/spool/pgstrata; config: spool-dir].
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
     /// Backup id, or `latest` [default: the newest backup that can reach the target].
     #[arg(long, value_name = "ID")]
     pub set: Option<String>,
@@ -300,6 +362,15 @@ pub struct RestoreArgs {
     /// primary) [default: off].
     #[arg(long, value_enum, default_value = "off")]
     pub archive_mode: ArchiveModeArg,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum QueueFullArg {
+    /// Fail: PostgreSQL keeps the WAL and retries (pg_wal grows).
+    Retry,
+    /// Acknowledge without archiving, loudly: pg_wal stops growing, but
+    /// point-in-time recovery across the dropped WAL is lost.
+    Drop,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

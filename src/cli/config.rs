@@ -26,6 +26,11 @@ pub struct FileConfig {
     pub gc_threshold: Option<f64>,
     pub passphrase_file: Option<PathBuf>,
     pub passphrase_command: Option<String>,
+    pub archive_async: Option<bool>,
+    pub spool_dir: Option<PathBuf>,
+    pub archive_queue_max_mib: Option<u64>,
+    pub archive_queue_full: Option<String>,
+    pub archive_get_prefetch: Option<usize>,
 }
 
 /// Read the config file, if one is named. Errors are one line.

@@ -2,21 +2,25 @@
 //! validated [`settings::Settings`], then one function per command calls the
 //! library's public API and prints the outcome.
 
+mod archiving;
 pub mod args;
 pub mod config;
 mod settings;
 
+use std::ffi::OsString;
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use clap::CommandFactory;
 
 use pgstrata::{
-    human, CheckOptions, ExpireLog, ExpireOptions, ExpirePlan, InitOutcome, PassphraseSource,
-    Progress, PushOutcome, Repository, RestoreOptions, VerifyOptions, VerifyReport,
+    human, AsyncPush, CheckOptions, ExpireLog, ExpireOptions, ExpirePlan, InitOutcome,
+    PassphraseSource, Prefetch, Progress, PushOutcome, Repository, RestoreOptions, VerifyOptions,
+    VerifyReport,
 };
 
+use archiving::AsyncSettings;
 pub use args::Cli;
 pub use config::FileConfig;
 pub use settings::Usage;
@@ -69,24 +73,47 @@ fn execute(s: Settings) -> anyhow::Result<Outcome> {
         Run::Backup { opts, auto_expire } => backup(&open()?, cluster, &opts, auto_expire, quiet)?,
         Run::Restore { opts } => restore(&open()?, cluster, &opts, quiet)?,
         Run::Expire { opts, dry_run } => expire(&open()?, cluster, &opts, dry_run, quiet)?,
-        Run::ArchivePush { path, level } => {
-            let r = open()?;
-            if pgstrata::archive_push(&r, cluster, &path, level)? == PushOutcome::AlreadyArchived {
-                tracing::info!(
-                    "{} was already archived with the same content",
-                    path.display()
-                );
-            }
-        }
+        Run::ArchivePush {
+            path,
+            level,
+            async_push,
+        } => archive_push(&s.global_args, cluster, &path, level, async_push, &open)?,
         Run::ArchiveGet {
             name,
             dest,
             history,
+            prefetch,
         } => {
-            let r = open()?;
-            if !pgstrata::archive_get(&r, cluster, history, &name, &dest)? {
+            let found = match prefetch {
+                None => pgstrata::archive_get(&open()?, cluster, history, &name, &dest)?,
+                Some((spool, count)) => {
+                    let p = prefetcher(&s.global_args, cluster, history, spool, count)?;
+                    pgstrata::archive_get_prefetched(&p, &name, &dest, open)?
+                }
+            };
+            if !found {
                 return Ok(Outcome::QuietFailure);
             }
+        }
+        Run::ArchivePushWorker {
+            pg_wal,
+            spool,
+            workers,
+            level,
+        } => {
+            let st = pgstrata::archive_pusher(&open()?, cluster, &pg_wal, &spool, workers, level)?;
+            tracing::info!("WAL pusher done: {st:?}");
+        }
+        Run::ArchiveGetWorker {
+            history,
+            spool,
+            count,
+            workers,
+            seg_size,
+        } => {
+            let p = prefetcher(&s.global_args, cluster, history, spool, count)?;
+            let n = pgstrata::archive_prefetcher(&open()?, &p, seg_size, workers)?;
+            tracing::info!("WAL prefetcher done: {n} segments fetched");
         }
         Run::Upgrade { pgdata, lock_wait } => {
             let r = pgstrata::upgrade(&open()?, cluster, &pgdata, lock_wait)?;
@@ -154,6 +181,79 @@ fn verify(repo: &Repository, opts: &VerifyOptions, json: bool, quiet: bool) -> a
         );
     }
     Ok(())
+}
+
+fn archive_push(
+    global: &[OsString],
+    cluster: &str,
+    path: &Path,
+    level: i32,
+    async_push: Option<AsyncSettings>,
+    open: &dyn Fn() -> pgstrata::Result<Repository>,
+) -> anyhow::Result<()> {
+    let Some(a) = async_push else {
+        if pgstrata::archive_push(&open()?, cluster, path, level)? == PushOutcome::AlreadyArchived {
+            tracing::info!(
+                "{} was already archived with the same content",
+                path.display()
+            );
+        }
+        return Ok(());
+    };
+    // %p is relative to the data directory: the pusher gets pg_wal's full path.
+    let pg_wal = std::env::current_dir()?.join(path.parent().unwrap_or(Path::new("")));
+    let mut worker = vec![std::env::current_exe()?.into_os_string()];
+    worker.extend_from_slice(global);
+    worker.extend([
+        "archive-push-worker".into(),
+        "--pg-wal".into(),
+        pg_wal.into_os_string(),
+        "--spool-dir".into(),
+        a.spool.clone().into_os_string(),
+        "--workers".into(),
+        a.workers.to_string().into(),
+        "--compress-level".into(),
+        level.to_string().into(),
+    ]);
+    let opts = AsyncPush {
+        spool: a.spool,
+        cluster: cluster.to_string(),
+        timeout: a.timeout,
+        queue_max: a.queue_max,
+        queue_full: a.queue_full,
+        worker,
+    };
+    pgstrata::archive_push_async(&opts, path)?;
+    Ok(())
+}
+
+fn prefetcher(
+    global: &[OsString],
+    cluster: &str,
+    history: u32,
+    spool: PathBuf,
+    count: usize,
+) -> anyhow::Result<Prefetch> {
+    let mut worker = vec![std::env::current_exe()?.into_os_string()];
+    worker.extend_from_slice(global);
+    worker.extend([
+        "archive-get-worker".into(),
+        "--history".into(),
+        history.to_string().into(),
+        "--spool-dir".into(),
+        spool.clone().into_os_string(),
+        "--prefetch".into(),
+        count.to_string().into(),
+        "--workers".into(),
+        "2".into(),
+    ]);
+    Ok(Prefetch {
+        spool,
+        cluster: cluster.to_string(),
+        history,
+        count,
+        worker,
+    })
 }
 
 fn check(repo: &Repository, cluster: &str, opts: &CheckOptions, quiet: bool) -> anyhow::Result<()> {

@@ -12,6 +12,7 @@ use pgstrata::{
     TimelineTarget, VerifyOptions, PASSPHRASE_ENV,
 };
 
+use super::archiving::{self, AsyncSettings, PushArgs};
 use super::args::{
     ActionArg, ArchiveModeArg, BackupArgs, Cli, Command, ExpireArgs, OutputArg, RestoreArgs,
     RestoreTypeArg, ShellArg, TargetArg, TypeArg,
@@ -22,9 +23,9 @@ use super::config::FileConfig;
 #[derive(Debug)]
 pub struct Usage(pub String);
 
-type R<T> = Result<T, Usage>;
+pub type R<T> = Result<T, Usage>;
 
-fn usage<T>(msg: impl Into<String>) -> R<T> {
+pub fn usage<T>(msg: impl Into<String>) -> R<T> {
     Err(Usage(msg.into()))
 }
 
@@ -36,6 +37,8 @@ pub struct Settings {
     pub quiet: bool,
     /// Where an encrypted repository's passphrase comes from, if anywhere.
     pub passphrase: Option<PassphraseSource>,
+    /// The global options background workers are started with.
+    pub global_args: Vec<std::ffi::OsString>,
     pub command: Run,
 }
 
@@ -62,11 +65,27 @@ pub enum Run {
     ArchivePush {
         path: PathBuf,
         level: i32,
+        async_push: Option<AsyncSettings>,
     },
     ArchiveGet {
         name: String,
         dest: PathBuf,
         history: u32,
+        /// (spool, segments ahead) when prefetching.
+        prefetch: Option<(PathBuf, usize)>,
+    },
+    ArchivePushWorker {
+        pg_wal: PathBuf,
+        spool: PathBuf,
+        workers: usize,
+        level: i32,
+    },
+    ArchiveGetWorker {
+        history: u32,
+        spool: PathBuf,
+        count: usize,
+        workers: usize,
+        seg_size: u64,
     },
     Upgrade {
         pgdata: PathBuf,
@@ -97,6 +116,13 @@ impl Settings {
     /// Resolve; `Ok(Err(..))` for the commands that need no repository.
     pub fn resolve(cli: Cli, cfg: &FileConfig) -> R<Result<Settings, Standalone>> {
         let passphrase = passphrase_source(&cli, cfg)?;
+        let global_args = match (&cli.repo, &cfg.repo) {
+            (Some(r), _) | (None, Some(r)) => {
+                let cl = cli.cluster.clone().or(cfg.cluster.clone());
+                archiving::global_args(&cli, r, cl.as_deref().unwrap_or("main"))
+            }
+            (None, None) => Vec::new(),
+        };
         let command = match cli.command {
             Command::Completions { shell } => return Ok(Err(Standalone::Completions(shell))),
             Command::Man => return Ok(Err(Standalone::Man)),
@@ -142,15 +168,61 @@ impl Settings {
             Command::ArchivePush {
                 path,
                 compress_level,
-            } => Run::ArchivePush {
-                path,
-                level: level(compress_level.or(cfg.compress_level))?.unwrap_or(3),
-            },
+                async_push,
+                spool_dir,
+                archive_timeout,
+                archive_queue_max_mib,
+                archive_queue_full,
+                workers,
+            } => archiving::push(
+                PushArgs {
+                    path,
+                    level: level(compress_level.or(cfg.compress_level))?.unwrap_or(3),
+                    async_push,
+                    spool_dir,
+                    archive_timeout,
+                    queue_max_mib: archive_queue_max_mib,
+                    queue_full: archive_queue_full,
+                    workers,
+                },
+                cfg,
+            )?,
             Command::ArchiveGet {
                 name,
                 dest,
                 history,
-            } => archive_get(name, dest, history)?,
+                prefetch,
+                spool_dir,
+            } => archive_get(
+                name,
+                dest,
+                history,
+                archiving::prefetch(prefetch, spool_dir, cfg),
+            )?,
+            Command::ArchivePushWorker {
+                pg_wal,
+                spool_dir,
+                workers,
+                compress_level,
+            } => Run::ArchivePushWorker {
+                pg_wal,
+                spool: spool_dir,
+                workers,
+                level: compress_level,
+            },
+            Command::ArchiveGetWorker {
+                history,
+                spool_dir,
+                prefetch,
+                workers,
+                segment_size,
+            } => Run::ArchiveGetWorker {
+                history,
+                spool: spool_dir,
+                count: prefetch,
+                workers,
+                seg_size: segment_size,
+            },
             Command::Upgrade { pgdata, lock_wait } => Run::Upgrade {
                 pgdata: pgdata_of(pgdata, cfg)?,
                 lock_wait: Duration::from_secs(lock_wait.or(cfg.lock_wait).unwrap_or(0)),
@@ -189,6 +261,7 @@ impl Settings {
             cluster_given: cli.cluster,
             quiet: cli.quiet,
             passphrase,
+            global_args,
             command: run,
         }))
     }
@@ -244,7 +317,12 @@ fn check(
     Ok(Run::Check { opts: o })
 }
 
-fn archive_get(name: String, dest: PathBuf, history: u32) -> R<Run> {
+fn archive_get(
+    name: String,
+    dest: PathBuf,
+    history: u32,
+    prefetch: Option<(PathBuf, usize)>,
+) -> R<Run> {
     if history == 0 {
         return usage("--history starts at 1");
     }
@@ -252,6 +330,7 @@ fn archive_get(name: String, dest: PathBuf, history: u32) -> R<Run> {
         name,
         dest,
         history,
+        prefetch,
     })
 }
 
@@ -374,6 +453,14 @@ fn expire(a: ExpireArgs, cfg: &FileConfig) -> R<Run> {
 
 fn restore(a: RestoreArgs, cfg: &FileConfig) -> R<RestoreOptions> {
     let mut o = RestoreOptions::new(a.pgdata);
+    if let Some((spool, n)) = archiving::prefetch(a.prefetch, a.spool_dir, cfg) {
+        o.archive_get_args = vec![
+            "--prefetch".into(),
+            n.to_string(),
+            "--spool-dir".into(),
+            spool.to_string_lossy().into_owned(),
+        ];
+    }
     o.set = a.set;
     o.recovery = recovery(
         &a.target,

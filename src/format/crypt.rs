@@ -228,15 +228,28 @@ impl Sealer {
         total: Option<u64>,
         what: &str,
     ) -> Result<Vec<u8>> {
-        let mut buf = sealed.to_vec();
-        let mut out = Vec::with_capacity(sealed.len());
+        self.open_segments_owned(prefix, first, sealed.to_vec(), total, what)
+    }
+
+    /// [`Sealer::open_segments`] in place: the buffer becomes the plaintext.
+    pub fn open_segments_owned(
+        &self,
+        prefix: &[u8; PREFIX_LEN],
+        first: u64,
+        mut buf: Vec<u8>,
+        total: Option<u64>,
+        what: &str,
+    ) -> Result<Vec<u8>> {
         let count = buf.len().div_ceil(SEALED_SEGMENT);
-        for (k, seg) in buf.chunks_mut(SEALED_SEGMENT).enumerate() {
+        let mut plain_end = 0;
+        for k in 0..count {
+            let start = k * SEALED_SEGMENT;
+            let end = (start + SEALED_SEGMENT).min(buf.len());
             let i = first + k as u64;
-            let is_last_given = k + 1 == count;
+            let seg = &mut buf[start..end];
             let ok = match total {
                 Some(t) => self.open_in_place(prefix, i, i + 1 == t, seg)?,
-                None if is_last_given => {
+                None if k + 1 == count => {
                     // Poly1305 is checked before anything is decrypted, so a
                     // failed try leaves the bytes as they were.
                     self.open_in_place(prefix, i, false, seg)?
@@ -250,9 +263,13 @@ impl Sealer {
                     format!("encrypted segment {i} does not authenticate (damaged, or sealed with another key)"),
                 ));
             }
-            out.extend_from_slice(&seg[..seg.len() - TAG_LEN]);
+            // Close the gap the tags leave.
+            let body = end - start - TAG_LEN;
+            buf.copy_within(start..start + body, plain_end);
+            plain_end += body;
         }
-        Ok(out)
+        buf.truncate(plain_end);
+        Ok(buf)
     }
 }
 

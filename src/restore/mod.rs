@@ -48,6 +48,9 @@ pub struct RestoreOptions {
     pub workers: usize,
     /// The binary `restore_command` calls (default: this executable).
     pub exe: Option<PathBuf>,
+    /// Options `restore_command` passes to `archive-get` (e.g. prefetching:
+    /// `--prefetch 8 --spool-dir DIR`).
+    pub archive_get_args: Vec<String>,
 }
 
 impl RestoreOptions {
@@ -61,8 +64,22 @@ impl RestoreOptions {
             delta: false,
             workers: default_workers(),
             exe: None,
+            archive_get_args: Vec::new(),
         }
     }
+}
+
+/// Insert `args` after `archive-get` in a restore_command.
+fn with_get_args(cmd: String, args: &[String]) -> String {
+    if args.is_empty() {
+        return cmd;
+    }
+    let extra: Vec<String> = args.iter().map(|a| recovery::shell_word(a)).collect();
+    cmd.replacen(
+        " archive-get ",
+        &format!(" archive-get {} ", extra.join(" ")),
+        1,
+    )
 }
 
 /// Everything a restore will do, decided before anything is written.
@@ -258,6 +275,7 @@ pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<R
         );
     }
     let cmd = recovery::restore_command(&exe, &repo_root, pass, cluster, backup.history);
+    let cmd = with_get_args(cmd, &opts.archive_get_args);
     let recovery_conf = opts.recovery.settings(&cmd, &backup.id);
     Ok(RestorePlan {
         cluster: cluster.to_string(),

@@ -43,7 +43,7 @@ pub fn quote(v: &str) -> String {
 }
 
 /// Quote a word for the shell that runs `restore_command`.
-fn shell_word(v: &str) -> String {
+pub fn shell_word(v: &str) -> String {
     if v.bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@".contains(&b))
     {

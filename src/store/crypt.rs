@@ -7,8 +7,10 @@
 //! are for packs only and always seal. An object that does not authenticate
 //! is [`Error::Corrupt`] naming its key; nothing unauthenticated is returned.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
@@ -21,6 +23,8 @@ use crate::store::backend::{Backend, ObjectWriter};
 
 /// Seals what it stores in `inner`.
 pub struct SealedBackend {
+    /// Tells this backend's cached segments from another's.
+    id: u64,
     inner: Arc<dyn Backend>,
     sealer: Sealer,
     /// Nonce prefix and stored size of objects read by range: objects are
@@ -30,6 +34,16 @@ pub struct SealedBackend {
 
 const HEADER_CACHE: usize = 4096;
 
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// An opened segment: (backend id, key, segment index, plaintext).
+type OpenedSegment = (u64, String, u64, Vec<u8>);
+
+thread_local! {
+    /// The segment this thread opened last.
+    static LAST_SEGMENT: RefCell<Option<OpenedSegment>> = const { RefCell::new(None) };
+}
+
 fn what(key: &str) -> String {
     format!("object {key}")
 }
@@ -37,6 +51,7 @@ fn what(key: &str) -> String {
 impl SealedBackend {
     pub fn new(inner: Arc<dyn Backend>, sealer: Sealer) -> Self {
         SealedBackend {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             inner,
             sealer,
             headers: Mutex::new(HashMap::new()),
@@ -47,6 +62,7 @@ impl SealedBackend {
         if let Ok(mut h) = self.headers.lock() {
             h.remove(key);
         }
+        LAST_SEGMENT.with(|c| *c.borrow_mut() = None);
     }
 
     fn header(&self, key: &str) -> Result<([u8; PREFIX_LEN], u64)> {
@@ -81,17 +97,39 @@ impl SealedBackend {
         }
         let first = offset / SEGMENT as u64;
         let last = (end - 1) / SEGMENT as u64;
-        let from = segment_offset(first);
-        let to = segment_offset(last + 1).min(size);
-        let sealed = self.inner.get_range(key, from, (to - from) as usize)?;
-        let opened =
-            self.sealer
-                .open_segments(&prefix, first, &sealed, Some(segments(plain)), &w)?;
+        // Consecutive records share a segment at their boundary: the one
+        // this thread opened last is not opened again.
+        let cached = LAST_SEGMENT.with(|c| match &*c.borrow() {
+            Some((id, k, i, p)) if *id == self.id && k == key && *i == first => Some(p.clone()),
+            _ => None,
+        });
+        let mut opened = cached.clone().unwrap_or_default();
+        let from_seg = first + u64::from(cached.is_some());
+        if from_seg <= last {
+            let from = segment_offset(from_seg);
+            let to = segment_offset(last + 1).min(size);
+            let sealed = self.inner.get_range(key, from, (to - from) as usize)?;
+            let more = self.sealer.open_segments_owned(
+                &prefix,
+                from_seg,
+                sealed,
+                Some(segments(plain)),
+                &w,
+            )?;
+            opened.extend_from_slice(&more);
+        }
+        let last_start = ((last - first) as usize) * SEGMENT;
+        if let Some(tail) = opened.get(last_start..) {
+            let entry = (self.id, key.to_string(), last, tail.to_vec());
+            LAST_SEGMENT.with(|c| *c.borrow_mut() = Some(entry));
+        }
         let skip = (offset - first * SEGMENT as u64) as usize;
-        opened
-            .get(skip..skip + len)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| Error::corrupt(&w, "truncated"))
+        if opened.len() < skip + len {
+            return Err(Error::corrupt(&w, "truncated"));
+        }
+        opened.truncate(skip + len);
+        opened.drain(..skip);
+        Ok(opened)
     }
 }
 
@@ -305,7 +343,7 @@ impl SealedReader {
         let total = last.then_some(self.index + 1);
         self.plain = self
             .sealer
-            .open_segments(&prefix, self.index, &current, total, &self.what)?;
+            .open_segments_owned(&prefix, self.index, current, total, &self.what)?;
         self.pos = 0;
         self.index += 1;
         self.done = last;
@@ -365,7 +403,15 @@ mod tests {
         w.write_all(&data[1000..]).unwrap();
         assert_eq!(w.written(), data.len() as u64);
         w.finish("packs/ab/p.pack").unwrap();
-        for (off, len) in [(0, 1), (5, SEGMENT), (SEGMENT - 1, 2), (3 * SEGMENT, 99)] {
+        // The third and fifth reads start in the segment the one before ended in.
+        for (off, len) in [
+            (0, 1),
+            (5, SEGMENT),
+            (SEGMENT + 7, 50),
+            (SEGMENT - 1, 2),
+            (SEGMENT + 1, 2 * SEGMENT),
+            (3 * SEGMENT, 99),
+        ] {
             let got = b.get_range("packs/ab/p.pack", off as u64, len).unwrap();
             assert_eq!(got, &data[off..off + len]);
         }

@@ -4,6 +4,7 @@
 mod harness;
 
 mod archive;
+mod archive_async;
 mod bad_input;
 mod contrib;
 mod core;

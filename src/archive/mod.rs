@@ -2,6 +2,10 @@
 //! (objects are stored and read by [`crate::repo`], laid out by
 //! [`crate::format::wal`]).
 //!
+//! Asynchronous archiving (a background pusher reading ahead through
+//! `pg_wal/archive_status`) is [`spool`]; prefetching for recovery is
+//! [`prefetch`].
+//!
 //! A repeated push of identical content succeeds; a different one is refused.
 //! A segment's system identifier (from its long page header) must match the
 //! cluster's. Neither command needs a database connection nor the backup
@@ -20,6 +24,12 @@ use crate::pg::wal::LongPageHeader;
 use crate::pg::WalFileName;
 use crate::repo::{check_cluster_name, Repository};
 
+mod prefetch;
+mod spool;
+
+pub use prefetch::{get_prefetched, run_prefetcher, Prefetch};
+pub use spool::{push_async, run_pusher, AsyncOutcome, AsyncPush, PusherStats, QueueFull};
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum PushOutcome {
     Stored,
@@ -37,10 +47,22 @@ fn file_name(path: &Path) -> Result<String> {
 pub fn push(repo: &Repository, cluster: &str, path: &Path, level: i32) -> Result<PushOutcome> {
     check_cluster_name(cluster)?;
     let name = file_name(path)?;
-    let parsed = WalFileName::parse(&name)?;
     let data = fs::read(path).at(path)?;
+    push_data(repo, cluster, &name, &data, level)
+}
+
+/// Archive the bytes of WAL file `name`.
+fn push_data(
+    repo: &Repository,
+    cluster: &str,
+    name: &str,
+    data: &[u8],
+    level: i32,
+) -> Result<PushOutcome> {
+    let name = name.to_string();
+    let parsed = WalFileName::parse(&name)?;
     let wal_id = if parsed.is_segment_data() {
-        segment_home(repo, cluster, &name, &parsed, &data)?
+        segment_home(repo, cluster, &name, &parsed, data)?
     } else {
         // History and .backup files carry no identity: they belong to the
         // cluster's current one.
@@ -54,11 +76,11 @@ pub fn push(repo: &Repository, cluster: &str, path: &Path, level: i32) -> Result
             }
         }
     };
-    let hash = blake3::hash(&data);
+    let hash = blake3::hash(data);
     if let Some(existing) = repo.wal_hash(&wal_id, &name)? {
         return same_or_refuse(&name, &existing, hash.as_bytes());
     }
-    let obj = walfmt::encode(&data, level)?;
+    let obj = walfmt::encode(data, level)?;
     if repo.wal_put_new(&wal_id, &name, &obj)? {
         return Ok(PushOutcome::Stored);
     }

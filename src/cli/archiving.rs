@@ -1,0 +1,121 @@
+//! Settings of `archive-push` and `archive-get`, synchronous or through the
+//! background pusher and prefetcher, and the command line those workers are
+//! started with.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pgstrata::QueueFull;
+
+use super::args::{Cli, QueueFullArg};
+use super::config::FileConfig;
+use super::settings::{usage, Run, R};
+
+const DEFAULT_SPOOL: &str = "/var/spool/pgstrata";
+
+/// How `archive-push --async` waits and queues.
+pub struct AsyncSettings {
+    pub spool: PathBuf,
+    pub timeout: Duration,
+    pub queue_max: u64,
+    pub queue_full: QueueFull,
+    pub workers: usize,
+}
+
+pub fn spool_dir(arg: Option<PathBuf>, cfg: &FileConfig) -> PathBuf {
+    arg.or(cfg.spool_dir.clone())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SPOOL))
+}
+
+/// The arguments of `archive-push`, as the command line gave them.
+pub struct PushArgs {
+    pub path: PathBuf,
+    pub level: i32,
+    pub async_push: bool,
+    pub spool_dir: Option<PathBuf>,
+    pub archive_timeout: Option<u64>,
+    pub queue_max_mib: Option<u64>,
+    pub queue_full: Option<QueueFullArg>,
+    pub workers: Option<usize>,
+}
+
+pub fn push(a: PushArgs, cfg: &FileConfig) -> R<Run> {
+    if !(a.async_push || cfg.archive_async == Some(true)) {
+        return Ok(Run::ArchivePush {
+            path: a.path,
+            level: a.level,
+            async_push: None,
+        });
+    }
+    let queue_full = match (a.queue_full, cfg.archive_queue_full.as_deref()) {
+        (Some(QueueFullArg::Drop), _) | (None, Some("drop")) => QueueFull::Drop,
+        (Some(QueueFullArg::Retry), _) | (None, Some("retry") | None) => QueueFull::Retry,
+        (None, Some(other)) => {
+            return usage(format!(
+                "archive-queue-full must be retry or drop, not {other:?}"
+            ))
+        }
+    };
+    let workers = a.workers.or(cfg.workers).unwrap_or_else(pgstrata_workers);
+    if workers == 0 {
+        return usage("--workers must be at least 1");
+    }
+    let mib = a
+        .queue_max_mib
+        .or(cfg.archive_queue_max_mib)
+        .unwrap_or(4096);
+    Ok(Run::ArchivePush {
+        path: a.path,
+        level: a.level,
+        async_push: Some(AsyncSettings {
+            spool: spool_dir(a.spool_dir, cfg),
+            timeout: Duration::from_secs(a.archive_timeout.or(cfg.archive_timeout).unwrap_or(60)),
+            queue_max: mib.saturating_mul(1 << 20),
+            queue_full,
+            workers,
+        }),
+    })
+}
+
+fn pgstrata_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get().min(8))
+        .unwrap_or(2)
+}
+
+/// `archive-get`'s prefetching: (spool, segments ahead), if asked for.
+pub fn prefetch(
+    count: Option<usize>,
+    spool: Option<PathBuf>,
+    cfg: &FileConfig,
+) -> Option<(PathBuf, usize)> {
+    match count.or(cfg.archive_get_prefetch).unwrap_or(0) {
+        0 => None,
+        n => Some((spool_dir(spool, cfg), n)),
+    }
+}
+
+/// The global options a worker needs to open the same repository as this
+/// command (a passphrase in the environment is inherited).
+pub fn global_args(cli: &Cli, repo: &std::path::Path, cluster: &str) -> Vec<OsString> {
+    let mut g: Vec<OsString> = vec![
+        "--repo".into(),
+        repo.into(),
+        "--cluster".into(),
+        cluster.into(),
+    ];
+    if let Some(c) = &cli.config {
+        g.extend(["--config".into(), c.into()]);
+    }
+    if let Some(l) = &cli.log_level {
+        g.extend(["--log-level".into(), l.into()]);
+    }
+    if let Some(f) = &cli.passphrase_file {
+        g.extend(["--passphrase-file".into(), f.into()]);
+    }
+    if let Some(c) = &cli.passphrase_command {
+        g.extend(["--passphrase-command".into(), c.into()]);
+    }
+    g
+}
