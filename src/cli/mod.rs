@@ -100,6 +100,7 @@ fn execute(s: Settings) -> anyhow::Result<Outcome> {
         Run::Verify { opts, json } => verify(&Repository::open(repo)?, &opts, json, quiet)?,
         Run::Check { opts } => check(&Repository::open(repo)?, cluster, &opts, quiet)?,
         Run::Repair { lock_wait } => repair(&Repository::open(repo)?, lock_wait, quiet)?,
+        Run::Drill { opts, json } => drill(&Repository::open(repo)?, cluster, &opts, json, quiet)?,
     }
     Ok(Outcome::Ok)
 }
@@ -275,6 +276,26 @@ fn repair(repo: &Repository, lock_wait: std::time::Duration, quiet: bool) -> any
             r.chunks
         ),
     );
+    Ok(())
+}
+
+fn drill(
+    repo: &Repository,
+    cluster: &str,
+    opts: &pgstrata::DrillOptions,
+    json: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let p = progress(quiet || json);
+    let r = pgstrata::drill(repo, cluster, opts, p.as_ref())?;
+    match json {
+        true => println!("{}", serde_json::to_string_pretty(&r)?),
+        false if !quiet || !r.ok => print!("{}", r.render_text()),
+        false => {}
+    }
+    if let Some(f) = &r.failure {
+        bail!("drill of backup {} failed: {f}", r.backup);
+    }
     Ok(())
 }
 

@@ -7,6 +7,7 @@ mod archive;
 mod bad_input;
 mod contrib;
 mod core;
+mod drill;
 mod expire;
 mod incremental;
 mod integrity;

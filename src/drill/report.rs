@@ -1,0 +1,160 @@
+//! A drill's report: per step and per check, passed or failed with the
+//! reason. Its JSON form (`--output json`) is a stable interface, like
+//! `info`'s: field names and meanings only ever grow.
+
+use std::fmt::Write;
+
+use serde::Serialize;
+
+/// One step of the drill (`restore`, `recovery`, `stop`, `cleanup`).
+#[derive(Clone, Debug, Serialize)]
+pub struct StepResult {
+    pub step: String,
+    pub ok: bool,
+    pub seconds: f64,
+    pub detail: String,
+}
+
+/// One check (`amcheck`, or a configured SQL check).
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckResult {
+    pub name: String,
+    /// The database of a SQL check (`amcheck` checks them all).
+    pub database: Option<String>,
+    pub ok: bool,
+    pub seconds: f64,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DrillReport {
+    pub cluster: String,
+    /// The backup restored.
+    pub backup: String,
+    /// The PostgreSQL major of the backup (and of the binaries used).
+    pub pg_version: u32,
+    /// The recovery target, in words (`end of WAL`, `time 2026-…`, …).
+    pub target: String,
+    /// When the drill started, RFC 3339 UTC.
+    pub time: String,
+    /// The same instant in unix microseconds, for the catalog.
+    #[serde(skip)]
+    pub(super) started_us: i64,
+    /// Every step and every check passed.
+    pub ok: bool,
+    /// The first failure, in one line (none when `ok`).
+    pub failure: Option<String>,
+    /// Where the copy was restored; gone unless `kept`.
+    pub scratch: String,
+    pub kept: bool,
+    pub restore_seconds: Option<f64>,
+    /// From the server's start to a consistent state (connections accepted).
+    pub consistent_seconds: Option<f64>,
+    /// From the server's start to the end of recovery (promotion).
+    pub promoted_seconds: Option<f64>,
+    pub checks_passed: u32,
+    pub checks_total: u32,
+    pub steps: Vec<StepResult>,
+    pub checks: Vec<CheckResult>,
+}
+
+impl DrillReport {
+    /// Record a step; the first failure becomes the report's `failure`.
+    pub(super) fn step(&mut self, step: &str, seconds: f64, outcome: Result<String, String>) {
+        let ok = outcome.is_ok();
+        let detail = match outcome {
+            Ok(d) | Err(d) => d,
+        };
+        if !ok {
+            self.fail(format!("{step}: {}", first_line(&detail)));
+        }
+        self.steps.push(StepResult {
+            step: step.into(),
+            ok,
+            seconds,
+            detail,
+        });
+    }
+
+    pub(super) fn check(&mut self, c: CheckResult) {
+        if c.ok {
+            self.checks_passed += 1;
+        } else {
+            self.fail(format!("check {:?}: {}", c.name, first_line(&c.detail)));
+        }
+        self.checks.push(c);
+    }
+
+    fn fail(&mut self, why: String) {
+        self.ok = false;
+        self.failure.get_or_insert(why);
+    }
+
+    /// For people: one line per step and check.
+    pub fn render_text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "drill of cluster {}: backup {} (PostgreSQL {}), target {}, started {}",
+            self.cluster, self.backup, self.pg_version, self.target, self.time
+        );
+        for st in &self.steps {
+            let _ = writeln!(
+                s,
+                "  {:<10} {:<6} {:>7.1} s  {}",
+                st.step,
+                verdict(st.ok),
+                st.seconds,
+                indent(&st.detail)
+            );
+        }
+        for c in &self.checks {
+            let _ = writeln!(
+                s,
+                "  check {:<20} {:<6} {:>7.1} s  {}{}",
+                format!("{:?}", c.name),
+                verdict(c.ok),
+                c.seconds,
+                c.database
+                    .as_deref()
+                    .map(|d| format!("[{d}] "))
+                    .unwrap_or_default(),
+                indent(&c.detail)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "drill {}: {}/{} checks passed{}{}",
+            if self.ok { "passed" } else { "FAILED" },
+            self.checks_passed,
+            self.checks_total,
+            self.restore_seconds
+                .map(|r| format!(", restore {r:.1} s"))
+                .unwrap_or_default(),
+            self.consistent_seconds
+                .map(|c| format!(", consistent after {c:.1} s"))
+                .unwrap_or_default(),
+        );
+        if self.kept {
+            let _ = writeln!(s, "the restored copy is kept in {}", self.scratch);
+        }
+        s
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "ok"
+    } else {
+        "FAILED"
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+/// Multi-line details (a server log's tail) stay under their step.
+fn indent(s: &str) -> String {
+    s.replace('\n', "\n      ")
+}
