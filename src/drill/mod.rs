@@ -136,6 +136,10 @@ impl Scratch {
         self.root.join("data")
     }
 
+    fn sockdir(&self) -> PathBuf {
+        self.root.join("sock")
+    }
+
     fn remove(&self) -> Result<()> {
         if self.created {
             return fs::remove_dir_all(&self.root).at(&self.root);
@@ -200,6 +204,10 @@ pub fn run(
         )));
     }
     let scratch = Scratch::create(opts.scratch.as_deref())?;
+    if let Err(e) = server::check_socket_dir(&scratch.sockdir()) {
+        let _ = scratch.remove();
+        return Err(e);
+    }
     let mut report = new_report(cluster, &backup, opts, &scratch);
     let ropts = restore_options(opts, &scratch.data());
     let restored = restore_step(repo, cluster, &ropts, &mut report, progress);
@@ -343,7 +351,7 @@ fn start_server(
     let spec = Spec {
         bindir: bindir.to_path_buf(),
         major: backup.pg_version,
-        sockdir: scratch.root.join("sock"),
+        sockdir: scratch.sockdir(),
         log: scratch.root.join("server.log"),
         port: server::free_port()?,
         user: opts

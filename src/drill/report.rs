@@ -98,29 +98,38 @@ impl DrillReport {
             "drill of cluster {}: backup {} (PostgreSQL {}), target {}, started {}",
             self.cluster, self.backup, self.pg_version, self.target, self.time
         );
-        for st in &self.steps {
+        // In the order things happened: restore and recovery, the checks,
+        // then stop and cleanup.
+        let (before, after): (Vec<&StepResult>, Vec<&StepResult>) = self
+            .steps
+            .iter()
+            .partition(|st| st.step == "restore" || st.step == "recovery");
+        let line = |s: &mut String, label: String, ok: bool, secs: f64, detail: &str| {
             let _ = writeln!(
                 s,
-                "  {:<10} {:<6} {:>7.1} s  {}",
-                st.step,
-                verdict(st.ok),
-                st.seconds,
-                indent(&st.detail)
+                "  {label:<28} {:<6} {secs:>7.1} s  {}",
+                verdict(ok),
+                indent(detail)
             );
+        };
+        for st in before {
+            line(&mut s, st.step.clone(), st.ok, st.seconds, &st.detail);
         }
         for c in &self.checks {
-            let _ = writeln!(
-                s,
-                "  check {:<20} {:<6} {:>7.1} s  {}{}",
-                format!("{:?}", c.name),
-                verdict(c.ok),
+            let detail = match &c.database {
+                Some(d) => format!("[{d}] {}", c.detail),
+                None => c.detail.clone(),
+            };
+            line(
+                &mut s,
+                format!("check {:?}", c.name),
+                c.ok,
                 c.seconds,
-                c.database
-                    .as_deref()
-                    .map(|d| format!("[{d}] "))
-                    .unwrap_or_default(),
-                indent(&c.detail)
+                &detail,
             );
+        }
+        for st in after {
+            line(&mut s, st.step.clone(), st.ok, st.seconds, &st.detail);
         }
         let _ = writeln!(
             s,
@@ -156,5 +165,5 @@ fn first_line(s: &str) -> &str {
 
 /// Multi-line details (a server log's tail) stay under their step.
 fn indent(s: &str) -> String {
-    s.replace('\n', "\n      ")
+    s.replace('\n', "\n        ")
 }

@@ -154,6 +154,20 @@ pub fn default_user(pgdata: &Path) -> String {
         .unwrap_or_else(|| "postgres".into())
 }
 
+/// A socket path longer than `sun_path` (108 bytes with its NUL) cannot
+/// be bound: refuse such a socket directory before anything is done.
+pub fn check_socket_dir(dir: &Path) -> Result<()> {
+    let len = dir.as_os_str().len() + "/.s.PGSQL.65535.lock".len();
+    if len > 107 {
+        return Err(Error::invalid(format!(
+            "{}: too long a path for a Unix socket directory; use a shorter --scratch \
+             directory (nothing was done)",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
 /// How to start the private server.
 #[derive(Debug, Clone)]
 pub struct Spec {
@@ -211,14 +225,7 @@ impl Server {
     /// Prepare the socket directory and start `postgres` in the background.
     pub fn start(spec: Spec) -> Result<Server> {
         let owner = run_as(&spec.pgdata)?;
-        // A socket path longer than sun_path (108 bytes) cannot be bound.
-        let sock_len = spec.sockdir.as_os_str().len() + ".s.PGSQL.65535.lock".len() + 1;
-        if sock_len > 107 {
-            return Err(Error::invalid(format!(
-                "{}: too long a path for a Unix socket; use a shorter --scratch directory",
-                spec.sockdir.display()
-            )));
-        }
+        check_socket_dir(&spec.sockdir)?;
         fs::create_dir_all(&spec.sockdir).at(&spec.sockdir)?;
         fs::set_permissions(&spec.sockdir, fs::Permissions::from_mode(0o700)).at(&spec.sockdir)?;
         let hba = spec.sockdir.join("pg_hba.drill.conf");
