@@ -167,3 +167,79 @@ fn first_line(s: &str) -> &str {
 fn indent(s: &str) -> String {
     s.replace('\n', "\n        ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> DrillReport {
+        DrillReport {
+            cluster: "main".into(),
+            backup: "B".into(),
+            pg_version: 15,
+            target: "end of WAL".into(),
+            time: "2026-11-22T06:00:00Z".into(),
+            started_us: 0,
+            ok: true,
+            failure: None,
+            scratch: "/tmp/x".into(),
+            kept: false,
+            restore_seconds: Some(3.14),
+            consistent_seconds: Some(2.0),
+            promoted_seconds: Some(2.5),
+            checks_passed: 0,
+            checks_total: 2,
+            steps: Vec::new(),
+            checks: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_first_failure_is_kept_and_steps_come_in_order() {
+        let mut r = report();
+        r.step("restore", 3.14, Ok("9 files".into()));
+        r.step("recovery", 2.5, Ok("consistent".into()));
+        r.step("stop", 0.1, Ok("fast shutdown".into()));
+        r.check(CheckResult {
+            name: "amcheck".into(),
+            database: None,
+            ok: true,
+            seconds: 1.0,
+            detail: "no corruption".into(),
+        });
+        r.check(CheckResult {
+            name: "rows".into(),
+            database: Some("shop".into()),
+            ok: false,
+            seconds: 0.0,
+            detail: "returned \"0\"\nsecond line".into(),
+        });
+        r.step("cleanup", 0.1, Err("cannot remove".into()));
+        assert!(!r.ok);
+        assert_eq!(r.checks_passed, 1);
+        assert_eq!(r.failure.as_deref(), Some("check \"rows\": returned \"0\""));
+        let text = r.render_text();
+        let order: Vec<usize> = [
+            "restore",
+            "recovery",
+            "check \"amcheck\"",
+            "check \"rows\"",
+            "stop",
+            "cleanup",
+        ]
+        .iter()
+        .map(|w| {
+            text.find(&format!("  {w} "))
+                .unwrap_or_else(|| panic!("{w}: {text}"))
+        })
+        .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+        assert!(text.contains("[shop] returned \"0\"\n"), "{text}");
+        assert!(
+            text.contains("drill FAILED: 1/2 checks passed, restore 3.1 s, consistent after 2.0 s")
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert!(json.get("started_us").is_none());
+        assert_eq!(json["steps"][3]["ok"], false);
+    }
+}

@@ -301,7 +301,7 @@ impl Server {
     fn check_alive(&mut self, waiting_for: &str) -> Result<()> {
         if let Some(st) = self.child.try_wait().at(&self.spec.pgdata)? {
             self.stopped = true;
-            return Err(Error::refused(format!(
+            return Err(Error::ServerFailed(format!(
                 "the server stopped ({st}) before {waiting_for}; its log ({}) ends:\n{}",
                 self.spec.log.display(),
                 self.log_tail(8)
