@@ -184,7 +184,7 @@ mod tests {
             failure: None,
             scratch: "/tmp/x".into(),
             kept: false,
-            restore_seconds: Some(3.14),
+            restore_seconds: Some(3.12),
             consistent_seconds: Some(2.0),
             promoted_seconds: Some(2.5),
             checks_passed: 0,
@@ -197,7 +197,7 @@ mod tests {
     #[test]
     fn the_first_failure_is_kept_and_steps_come_in_order() {
         let mut r = report();
-        r.step("restore", 3.14, Ok("9 files".into()));
+        r.step("restore", 3.12, Ok("9 files".into()));
         r.step("recovery", 2.5, Ok("consistent".into()));
         r.step("stop", 0.1, Ok("fast shutdown".into()));
         r.check(CheckResult {
