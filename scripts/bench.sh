@@ -2,6 +2,8 @@
 # End-to-end benchmark: pgstrata side by side with pgBackRest on one throwaway cluster.
 #
 # usage: scripts/bench.sh [NAME=VALUE ...]        (settings as arguments or environment)
+#   PROFILE=default     default: the steps below. archive: WAL burst archiving and replay
+#                       (scripts/bench/archive.sh; SEGMENTS=100)
 #   ROWS=2000000        rows of scripts/bench/dataset.sql (events; docs gets ROWS/4)
 #   SCALE=20            pgbench scale (pgbench -i -s SCALE)
 #   TXNS=10000          workload transactions per client (2 clients): the "hour of change"
@@ -37,11 +39,17 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 for arg in "$@"; do
   case $arg in
     -h|--help) usage; exit 0 ;;
-    ROWS=*|SCALE=*|TXNS=*|WORKDIR=*|PGSTRATA=*|SKIP_PGSTRATA=*|ENCRYPTED=*|VERIFY=*|KEEP=*|PG_BIN=*)
+    PROFILE=*|SEGMENTS=*|ROWS=*|SCALE=*|TXNS=*|WORKDIR=*|PGSTRATA=*|SKIP_PGSTRATA=*|ENCRYPTED=*|VERIFY=*|KEEP=*|PG_BIN=*)
       export "${arg?}" ;;
     *) echo "bench.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
 done
+
+case ${PROFILE:-default} in
+  default) ;;
+  archive) exec "$(dirname "${BASH_SOURCE[0]}")/bench/archive.sh" ;;
+  *) echo "bench.sh: unknown PROFILE '$PROFILE' (default, archive)" >&2; exit 2 ;;
+esac
 
 ROWS=${ROWS:-2000000}
 SCALE=${SCALE:-20}

@@ -4,7 +4,7 @@
 //! Kinds: user input (`Invalid`, `Refused`, `NotFound` of something the user
 //! named, `NotARepository`), damage (`Corrupt`, `NewerFormat`), a missing
 //! object (`MissingObject`, from the backend), the environment (`Io`,
-//! `Catalog`, `Postgres`, `Timeout`) and faults of pgstrata itself
+//! `Catalog`, `Postgres`, `Timeout`, `ServerFailed`) and faults of pgstrata itself
 //! (`Internal`).
 
 use std::path::PathBuf;
@@ -54,6 +54,10 @@ pub enum Error {
     MissingObject { what: String, key: String },
     #[error("{0}")]
     Timeout(String),
+    /// A PostgreSQL server that pgstrata started (a drill's) failed: it
+    /// stopped, or did not come up; the message carries the end of its log.
+    #[error("{0}")]
+    ServerFailed(String),
     /// A fault of pgstrata itself (a panicked thread, a poisoned lock).
     #[error("internal error: {0}")]
     Internal(String),

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::catalog::{BackupRow, BackupStatus};
+use crate::catalog::{BackupRow, BackupStatus, DrillRow};
 use crate::error::Result;
 use crate::repo::{segment_range, timelines, Repository};
 use crate::util::{holder_gone, human, rfc3339};
@@ -45,6 +45,45 @@ pub struct ClusterInfo {
     pub history: Vec<HistoryInfo>,
     pub backups: Vec<BackupInfo>,
     pub wal: WalInfo,
+    /// The newest `pgstrata drill` of this cluster.
+    pub last_drill: Option<LastDrill>,
+}
+
+/// What the last drill found (its full report is in the catalog's `drill`
+/// table).
+#[derive(Debug, Serialize)]
+pub struct LastDrill {
+    /// When it started, RFC 3339 UTC.
+    pub time: String,
+    pub ok: bool,
+    pub backup: Option<String>,
+    pub target: String,
+    pub restore_seconds: Option<f64>,
+    pub consistent_seconds: Option<f64>,
+    pub promoted_seconds: Option<f64>,
+    pub checks_passed: u32,
+    pub checks_total: u32,
+    /// The first failure, when it failed.
+    pub failure: Option<String>,
+}
+
+fn last_drill(d: DrillRow) -> LastDrill {
+    let secs = |us: Option<i64>| us.map(|u| (u as f64 / 1e5).round() / 10.0);
+    let failure = serde_json::from_str::<serde_json::Value>(&d.report)
+        .ok()
+        .and_then(|v| v["failure"].as_str().map(str::to_string));
+    LastDrill {
+        time: rfc3339(d.time),
+        ok: d.ok,
+        backup: d.backup_id,
+        target: d.target,
+        restore_seconds: secs(d.restore_us),
+        consistent_seconds: secs(d.consistent_us),
+        promoted_seconds: secs(d.promoted_us),
+        checks_passed: d.checks_passed,
+        checks_total: d.checks_total,
+        failure,
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -157,6 +196,7 @@ pub fn gather(repo: &Repository, only: Option<&str>) -> Result<Info> {
                 timelines: timelines(&names).into_iter().map(|t| t.0).collect(),
                 files: names.len(),
             },
+            last_drill: cat.last_drill(c.id)?.map(last_drill),
         });
     }
     let bytes = repo.backend().list("")?.iter().map(|(_, n)| n).sum();
@@ -233,6 +273,9 @@ fn render_cluster(s: &mut String, c: &ClusterInfo) {
             let _ = writeln!(s, "  wal archive: empty");
         }
     }
+    if let Some(d) = &c.last_drill {
+        render_drill(s, d);
+    }
     if c.backups.is_empty() {
         let _ = writeln!(s, "  no backups");
         return;
@@ -276,4 +319,32 @@ fn render_cluster(s: &mut String, c: &ClusterInfo) {
             }
         );
     }
+}
+
+/// "last drill: <when> passed (backup X, restore 3.1 s, consistent after
+/// 2.0 s, 2/2 checks)".
+fn render_drill(s: &mut String, d: &LastDrill) {
+    use std::fmt::Write;
+    let mut parts = vec![format!("backup {}", d.backup.as_deref().unwrap_or("-"))];
+    if d.target != "end of WAL" {
+        parts.push(format!("target {}", d.target));
+    }
+    if let Some(r) = d.restore_seconds {
+        parts.push(format!("restore {r:.1} s"));
+    }
+    if let Some(c) = d.consistent_seconds {
+        parts.push(format!("consistent after {c:.1} s"));
+    }
+    parts.push(format!("{}/{} checks", d.checks_passed, d.checks_total));
+    let _ = writeln!(
+        s,
+        "  last drill: {} {} ({}){}",
+        d.time,
+        if d.ok { "passed" } else { "FAILED" },
+        parts.join(", "),
+        d.failure
+            .as_deref()
+            .map(|f| format!(": {f}"))
+            .unwrap_or_default()
+    );
 }

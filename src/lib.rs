@@ -6,13 +6,15 @@
 //! whole public API. Modules are private and layered one way (see
 //! `docs/design.md`): `pg` → `format` → `store` → `catalog` → `repo` →
 //! commands (`archive`, `backup`, `restore`, `expire`, `verify`, `check`,
-//! `info`, `repair`), with `error`, `util` and `progress` usable by all.
+//! `info`, `repair`) → `drill` (which composes restore and a private
+//! server), with `error`, `util` and `progress` usable by all.
 #![forbid(unsafe_code)]
 
 mod archive;
 mod backup;
 mod catalog;
 mod check;
+mod drill;
 mod error;
 mod expire;
 mod format;
@@ -36,6 +38,11 @@ pub use archive::{
 pub use backup::{run as backup, BackupOptions, BackupReport};
 pub use catalog::{ExpireLog, HistoryRow};
 pub use check::{run as check, CheckOptions, CheckReport};
+pub use drill::{
+    describe_target as describe_drill_target, run as drill, CheckResult as DrillCheckResult,
+    DrillCheck, DrillOptions, DrillReport, Expectation as DrillExpectation,
+    StepResult as DrillStepResult,
+};
 pub use error::{Error, Result};
 pub use expire::{run as expire, ExpireOptions, ExpirePlan, Retention};
 pub use format::{BackupType, ChunkId};

@@ -45,7 +45,11 @@ pub struct Prefetch {
 const IDLE: Duration = Duration::from_secs(5);
 
 fn in_dir(spool: &Path, cluster: &str, history: u32) -> Result<PathBuf> {
-    spool_dir(spool, cluster, &Path::new("in").join(wal_id(cluster, history)))
+    spool_dir(
+        spool,
+        cluster,
+        &Path::new("in").join(wal_id(cluster, history)),
+    )
 }
 
 fn lock_path(spool: &Path, cluster: &str, history: u32) -> PathBuf {

@@ -7,6 +7,7 @@
 //! Readers only ever trust `complete` backups.
 
 mod clusters;
+mod drills;
 mod gc;
 mod integrity;
 mod model;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+pub use drills::DrillRow;
 pub use gc::{ExpireLog, PackUsage};
 pub use model::{
     BackupRow, BackupStatus, BackupType, ChunkLoc, ClusterRow, FileKind, FileRow, HistoryRow,

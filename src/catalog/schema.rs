@@ -122,4 +122,24 @@ INSERT INTO cluster_history (cluster_id, seq, system_id, pg_version, since)
 ALTER TABLE cluster ADD COLUMN history INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE backup ADD COLUMN history INTEGER NOT NULL DEFAULT 1;
 "#,
+    // 4: restore drills (`pgstrata drill`): what each one found, for `info`.
+    // `backup_id` is not a foreign key: a drilled backup may expire later,
+    // and its drill's record stays.
+    r#"
+CREATE TABLE drill (
+    id              INTEGER PRIMARY KEY,
+    cluster_id      INTEGER NOT NULL REFERENCES cluster(id),
+    time            INTEGER NOT NULL,   -- start, unix microseconds
+    backup_id       TEXT,               -- NULL when no backup could be restored
+    target          TEXT NOT NULL,      -- the recovery target, as words
+    ok              INTEGER NOT NULL,   -- 1 passed, 0 failed
+    restore_us      INTEGER,            -- restore duration
+    consistent_us   INTEGER,            -- server start to consistency
+    promoted_us     INTEGER,            -- server start to promotion
+    checks_passed   INTEGER NOT NULL,
+    checks_total    INTEGER NOT NULL,
+    report          TEXT NOT NULL       -- the JSON report, as printed
+);
+CREATE INDEX drill_cluster ON drill(cluster_id, time);
+"#,
 ];

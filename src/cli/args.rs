@@ -251,6 +251,10 @@ pub enum Command {
         #[arg(long, value_name = "SECONDS")]
         lock_wait: Option<u64>,
     },
+    /// Restore drill: restore a backup into a scratch directory, start
+    /// PostgreSQL there privately, recover to the target, run pg_amcheck and
+    /// the configured SQL checks, report, clean up. Exit status 1 on any failure.
+    Drill(Box<DrillArgs>),
     /// Print shell completions for pgstrata.
     Completions {
         /// The shell.
@@ -404,4 +408,61 @@ pub struct ExpireArgs {
     /// Seconds to wait for a running backup or expire [default: 0; config: lock-wait].
     #[arg(long, value_name = "SECONDS")]
     pub lock_wait: Option<u64>,
+}
+
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("drill_target").multiple(false)
+    .args(["target", "target_time", "target_lsn", "target_xid", "target_name"])))]
+pub struct DrillArgs {
+    /// Backup id, or `latest` [default: the newest backup that can reach the target].
+    #[arg(long, value_name = "ID")]
+    pub set: Option<String>,
+    /// Stop recovery as soon as the backup is consistent.
+    #[arg(long, value_enum)]
+    pub target: Option<TargetArg>,
+    /// Recover up to this time; a zone is required (e.g. '2026-11-21 08:30:00+00').
+    #[arg(long, value_name = "TIME")]
+    pub target_time: Option<String>,
+    /// Recover up to this LSN (e.g. 0/3000028).
+    #[arg(long, value_name = "LSN")]
+    pub target_lsn: Option<String>,
+    /// Recover up to this transaction id.
+    #[arg(long, value_name = "XID")]
+    pub target_xid: Option<String>,
+    /// Recover up to this restore point (pg_create_restore_point).
+    #[arg(long, value_name = "NAME")]
+    pub target_name: Option<String>,
+    /// Stop just before the target instead of just after it.
+    #[arg(long)]
+    pub target_exclusive: bool,
+    /// Timeline to recover along: current, latest or a number.
+    #[arg(long, value_name = "TIMELINE")]
+    pub target_timeline: Option<String>,
+    /// Restore here: an empty or missing directory [default: a new one under
+    /// $TMPDIR; config: drill.scratch].
+    #[arg(long, value_name = "DIR")]
+    pub scratch: Option<PathBuf>,
+    /// Keep the restored copy (stopped) instead of removing it.
+    #[arg(long)]
+    pub keep: bool,
+    /// PostgreSQL server binaries of the backup's major [default: pg_config
+    /// --bindir or /usr/lib/postgresql/MAJOR/bin; config: drill.pg-bindir].
+    #[arg(long, value_name = "DIR")]
+    pub pg_bindir: Option<PathBuf>,
+    /// Database user for the checks [default: the data directory's owner; config: drill.db-user].
+    #[arg(long, value_name = "NAME")]
+    pub db_user: Option<String>,
+    /// Seconds recovery may take, from the server's start to promotion
+    /// [default: 3600; config: drill.timeout].
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+    /// Parallel restore workers [default: CPUs, at most 8; config: workers].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// Output format of the report.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputArg,
+    /// Same as --output json.
+    #[arg(long)]
+    pub json: bool,
 }

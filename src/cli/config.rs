@@ -31,6 +31,26 @@ pub struct FileConfig {
     pub archive_queue_max_mib: Option<u64>,
     pub archive_queue_full: Option<String>,
     pub archive_get_prefetch: Option<usize>,
+    /// `[drill]`: options and checks of `pgstrata drill`.
+    pub drill: Option<DrillConfig>,
+}
+
+/// The `[drill]` table: the drill's options (under their command-line
+/// names), server settings for the copy, and `[[drill.check]]` SQL checks.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DrillConfig {
+    pub scratch: Option<PathBuf>,
+    pub pg_bindir: Option<PathBuf>,
+    pub db_user: Option<String>,
+    pub timeout: Option<u64>,
+    /// Run pg_amcheck [default: true].
+    pub amcheck: Option<bool>,
+    /// Server settings for the copy, e.g. `shared_buffers = "128MB"`.
+    #[serde(default)]
+    pub settings: std::collections::BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    pub check: Vec<pgstrata::DrillCheck>,
 }
 
 /// Read the config file, if one is named. Errors are one line.

@@ -143,6 +143,7 @@ fn execute(s: Settings) -> anyhow::Result<Outcome> {
         Run::Verify { opts, json } => verify(&open()?, &opts, json, quiet)?,
         Run::Check { opts } => check(&open()?, cluster, &opts, quiet)?,
         Run::Repair { lock_wait } => repair(&open()?, lock_wait, quiet)?,
+        Run::Drill { opts, json } => drill(&open()?, cluster, &opts, json, quiet)?,
     }
     Ok(Outcome::Ok)
 }
@@ -397,6 +398,26 @@ fn repair(repo: &Repository, lock_wait: std::time::Duration, quiet: bool) -> any
             r.chunks
         ),
     );
+    Ok(())
+}
+
+fn drill(
+    repo: &Repository,
+    cluster: &str,
+    opts: &pgstrata::DrillOptions,
+    json: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let p = progress(quiet || json);
+    let r = pgstrata::drill(repo, cluster, opts, p.as_ref())?;
+    match json {
+        true => println!("{}", serde_json::to_string_pretty(&r)?),
+        false if !quiet || !r.ok => print!("{}", r.render_text()),
+        false => {}
+    }
+    if let Some(f) = &r.failure {
+        bail!("drill of backup {} failed: {f}", r.backup);
+    }
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use pgstrata::DrillOptions;
 use pgstrata::{
     parse_target_time, ArchiveMode, BackupOptions, BackupType, CheckOptions, ExpireOptions, Lsn,
     PassphraseSource, Recovery, RecoveryTarget, RestoreOptions, Retention, TargetAction,
@@ -13,6 +14,7 @@ use pgstrata::{
 };
 
 use super::archiving::{self, AsyncSettings, PushArgs};
+use super::args::DrillArgs;
 use super::args::{
     ActionArg, ArchiveModeArg, BackupArgs, Cli, Command, ExpireArgs, OutputArg, RestoreArgs,
     RestoreTypeArg, ShellArg, TargetArg, TypeArg,
@@ -103,6 +105,10 @@ pub enum Run {
     },
     Repair {
         lock_wait: Duration,
+    },
+    Drill {
+        opts: Box<DrillOptions>,
+        json: bool,
     },
 }
 
@@ -253,6 +259,7 @@ impl Settings {
                     lock_wait: Duration::from_secs(lock_wait.or(cfg.lock_wait).unwrap_or(0)),
                 }
             }
+            Command::Drill(a) => drill(*a, cfg)?,
             Command::Completions { .. } | Command::Man => unreachable_standalone()?,
         };
         Ok(Ok(Settings {
@@ -552,4 +559,84 @@ fn recovery(
         target,
         ..Default::default()
     })
+}
+
+fn drill(a: DrillArgs, cfg: &FileConfig) -> R<Run> {
+    let dc = cfg.drill.as_ref();
+    let mut o = DrillOptions {
+        set: a.set,
+        recovery: recovery(
+            &a.target,
+            a.target_time,
+            a.target_lsn,
+            a.target_xid,
+            a.target_name,
+        )?,
+        scratch: a.scratch.or(dc.and_then(|d| d.scratch.clone())),
+        keep: a.keep,
+        pg_bindir: a.pg_bindir.or(dc.and_then(|d| d.pg_bindir.clone())),
+        db_user: a.db_user.or(dc.and_then(|d| d.db_user.clone())),
+        amcheck: dc.and_then(|d| d.amcheck).unwrap_or(true),
+        checks: dc.map(|d| d.check.clone()).unwrap_or_default(),
+        ..Default::default()
+    };
+    if a.target_exclusive
+        && matches!(
+            o.recovery.target,
+            RecoveryTarget::EndOfWal | RecoveryTarget::Immediate
+        )
+    {
+        return usage(
+            "--target-exclusive needs --target-time, --target-lsn, --target-xid or --target-name",
+        );
+    }
+    o.recovery.exclusive = a.target_exclusive;
+    o.recovery.timeline = match a.target_timeline.as_deref().map(TimelineTarget::parse) {
+        Some(Err(e)) => return usage(e.to_string()),
+        Some(Ok(t)) => Some(t),
+        None => None,
+    };
+    match a.timeout.or(dc.and_then(|d| d.timeout)) {
+        Some(0) => return usage("--timeout must be at least 1 second"),
+        Some(t) => o.timeout = Duration::from_secs(t),
+        None => {}
+    }
+    if let Some(w) = workers(a.workers.or(cfg.workers))? {
+        o.workers = w;
+    }
+    o.settings = drill_settings(dc)?;
+    let mut names = std::collections::HashSet::new();
+    for c in &o.checks {
+        if c.name.trim().is_empty() || !names.insert(c.name.as_str()) {
+            return usage(format!(
+                "[[drill.check]] names must be unique and not empty: {:?}",
+                c.name
+            ));
+        }
+    }
+    Ok(Run::Drill {
+        opts: Box::new(o),
+        json: a.json || matches!(a.output, OutputArg::Json),
+    })
+}
+
+/// `[drill.settings]`: strings as they are, numbers and booleans as TOML
+/// writes them.
+fn drill_settings(dc: Option<&super::config::DrillConfig>) -> R<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for (k, v) in dc.map(|d| &d.settings).into_iter().flatten() {
+        let v = match v {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => {
+                v.to_string()
+            }
+            _ => {
+                return usage(format!(
+                    "[drill.settings] {k}: expected a string or a number"
+                ))
+            }
+        };
+        out.push((k.clone(), v));
+    }
+    Ok(out)
 }

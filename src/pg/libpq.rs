@@ -80,7 +80,15 @@ fn home() -> Option<PathBuf> {
 /// The user name and home directory of the effective uid, from /etc/passwd
 /// (libpq asks getpwuid for the same).
 fn os_user_entry() -> Option<(String, String)> {
-    let uid = rustix::process::geteuid().as_raw();
+    passwd_entry(rustix::process::geteuid().as_raw())
+}
+
+/// The user name of `uid`, from /etc/passwd.
+pub fn user_name(uid: u32) -> Option<String> {
+    passwd_entry(uid).map(|(n, _)| n)
+}
+
+fn passwd_entry(uid: u32) -> Option<(String, String)> {
     let text = std::fs::read_to_string("/etc/passwd").ok()?;
     text.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();

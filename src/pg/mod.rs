@@ -1,5 +1,6 @@
 //! PostgreSQL knowledge: connections and backup mode, the control file, data
-//! directory rules, LSNs and WAL names, data pages.
+//! directory rules, LSNs and WAL names, data pages, and a private server
+//! over a restored copy (for drills).
 
 pub mod conn;
 pub mod control;
@@ -8,6 +9,7 @@ pub mod history;
 pub mod libpq;
 pub mod lsn;
 pub mod page;
+pub mod server;
 pub mod tls;
 pub mod version;
 pub mod wal;

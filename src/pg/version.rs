@@ -85,6 +85,15 @@ pub fn wal_subdirs(major: u32) -> &'static [&'static str] {
     }
 }
 
+/// Does the major have `stats_temp_directory`? (Only 14: 15 keeps
+/// statistics in shared memory.) A private server over a restored copy
+/// points it back inside its own data directory, so that it never shares a
+/// directory (Debian: /var/run/postgresql/NN-main.pg_stat_tmp) with the
+/// production server.
+pub fn has_stats_temp_directory(major: u32) -> bool {
+    major < 15
+}
+
 #[cfg(test)]
 /// Does `initdb` turn data checksums on unless told otherwise? (18 does.)
 pub fn initdb_checksums_by_default(major: u32) -> bool {

@@ -236,15 +236,34 @@ fn history_system_id(cat: &Catalog, cl: &ClusterRow, backup: &BackupRow) -> Resu
         })
 }
 
-/// Decide what to restore; writes nothing.
-pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<RestorePlan> {
+fn cluster_row(cat: &Catalog, cluster: &str) -> Result<ClusterRow> {
     check_cluster_name(cluster)?;
-    let cat = repo.catalog()?;
-    let cl = cat.cluster(cluster)?.ok_or_else(|| {
+    cat.cluster(cluster)?.ok_or_else(|| {
         Error::NotFound(format!(
             "cluster {cluster:?} has no backups in this repository"
         ))
-    })?;
+    })
+}
+
+/// The backup a restore with `opts` would start from, and its cluster's
+/// catalog row; writes nothing and reads no manifest. Its errors are about
+/// what was asked (an unknown `--set`, an unreachable target), not about
+/// the backup's data, which [`plan`] checks.
+pub fn chosen_backup(
+    repo: &Repository,
+    cluster: &str,
+    opts: &RestoreOptions,
+) -> Result<(ClusterRow, BackupRow)> {
+    let cat = repo.catalog()?;
+    let cl = cluster_row(&cat, cluster)?;
+    let b = choose_backup(repo, &cat, &cl, opts)?;
+    Ok((cl, b))
+}
+
+/// Decide what to restore; writes nothing.
+pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<RestorePlan> {
+    let cat = repo.catalog()?;
+    let cl = cluster_row(&cat, cluster)?;
     let backup = choose_backup(repo, &cat, &cl, opts)?;
     let files = cat.files(&backup.id)?;
     check_manifest(&files)?;

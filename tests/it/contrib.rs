@@ -13,6 +13,8 @@ const UNITS: &[&str] = &[
     "pgstrata-full.timer",
     "pgstrata-incr.timer",
     "pgstrata-verify.timer",
+    "pgstrata-drill.service",
+    "pgstrata-drill.timer",
 ];
 
 fn contrib() -> &'static Path {
@@ -55,6 +57,8 @@ fn systemd_units_verify() {
         "pgstrata-full.timer",
         "pgstrata-incr.timer",
         "pgstrata-verify.timer",
+        "pgstrata-drill.service",
+        "pgstrata-drill.timer",
     ]
     .iter()
     .map(|u| format!("/etc/systemd/system/{u}"))
@@ -95,6 +99,9 @@ fn systemd_units_verify() {
     assert!(text("pgstrata-incr.timer").contains("Unit=pgstrata@incr.service"));
     assert!(text("pgstrata-incr.timer").contains("OnCalendar=*-*-* *:00:00"));
     assert!(text("pgstrata-verify.timer").contains("Unit=pgstrata-verify.service"));
+    assert!(text("pgstrata-drill.service").contains("ExecStart=/usr/local/bin/pgstrata "));
+    assert!(text("pgstrata-drill.timer").contains("Unit=pgstrata-drill.service"));
+    assert!(text("pgstrata-drill.timer").contains("OnCalendar=Sun "));
 
     // The command lines are valid for this pgstrata: with a configuration
     // naming a repository that does not exist, they get as far as opening it.
@@ -113,6 +120,7 @@ fn systemd_units_verify() {
         ("pgstrata@.service", "full"),
         ("pgstrata@.service", "incr"),
         ("pgstrata-verify.service", ""),
+        ("pgstrata-drill.service", ""),
     ] {
         let line = text(unit)
             .lines()

@@ -8,6 +8,7 @@ mod archive_async;
 mod bad_input;
 mod contrib;
 mod core;
+mod drill;
 mod encryption;
 mod expire;
 mod incremental;

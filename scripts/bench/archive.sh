@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# The `archive` profile of scripts/bench.sh: WAL archiving at burst rate, and
+# replay through restore_command, pgstrata side by side with pgBackRest.
+#
+#   SEGMENTS=100   WAL segments in the burst
+#   WORKDIR=...    scratch directory (default: a new mktemp dir under /var/tmp)
+#   PGSTRATA=...   binary (default target/release/pgstrata)
+#   PG_BIN=/usr/lib/postgresql/15/bin
+#
+# 1. archive: a backlog of SEGMENTS segments piles up in pg_wal (archive_command
+#    fails), then archive_command is set to each tool and mode, and the time
+#    until pg_wal/archive_status holds no .ready file is the drain time:
+#    pgstrata sync, pgstrata --async, pgBackRest sync, pgBackRest archive-async.
+# 2. replay: a backup, then SEGMENTS segments of changes archived; restore and
+#    time from server start to the end of recovery, with restore_command
+#    `archive-get` and `archive-get --prefetch 8`.
+# Output: a markdown table on stdout and WORKDIR/archive.md.
+set -euo pipefail
+
+SEGMENTS=${SEGMENTS:-100}
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+PGSTRATA=${PGSTRATA:-$REPO_ROOT/target/release/pgstrata}
+[[ -x $PGSTRATA ]] || (cd "$REPO_ROOT" && cargo build --release)
+WORKDIR=${WORKDIR:-$(mktemp -d /var/tmp/pgstrata-bench-archive.XXXXXX)}
+mkdir -p "$WORKDIR"
+AS_PG=()
+[[ $EUID -ne 0 ]] || AS_PG=(runuser -u postgres --)
+[[ $EUID -ne 0 ]] || chown postgres "$WORKDIR"
+PGS=$WORKDIR/pgstrata
+cp "$PGSTRATA" "$PGS"; chmod 755 "$PGS"
+PGDATA=$WORKDIR/data
+SOCK=$WORKDIR
+log() { printf '[archive %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+pg() { "${AS_PG[@]}" "$@"; }
+sql() { pg "$PG_BIN/psql" -h "$SOCK" -U postgres -At -c "$1" postgres; }
+now() { date +%s.%N; }
+stop_all() { pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m immediate -w stop >/dev/null 2>&1 || true
+             pg "$PG_BIN/pg_ctl" -D "$WORKDIR/restored" -m immediate -w stop >/dev/null 2>&1 || true; }
+trap stop_all EXIT
+
+PGBR_CONF=$WORKDIR/pgbackrest.conf
+pg tee "$PGBR_CONF" >/dev/null <<EOF
+[global]
+repo1-path=$WORKDIR/pgbr-repo
+compress-type=zst
+compress-level=3
+process-max=2
+spool-path=$WORKDIR/pgbr-spool
+lock-path=$WORKDIR/pgbr-lock
+log-path=$WORKDIR/pgbr-log
+log-level-console=warn
+[bench]
+pg1-path=$PGDATA
+pg1-socket-path=$SOCK
+pg1-user=postgres
+EOF
+
+set_archive() {  # archive_command
+  sql "ALTER SYSTEM SET archive_command = '$1'" >/dev/null
+  sql "SELECT pg_reload_conf()" >/dev/null
+}
+
+burst() {  # SEGMENTS segments of WAL, each ~16 MiB of inserts
+  sql "CREATE TABLE IF NOT EXISTS burst (id bigint, pad text)" >/dev/null
+  for ((i = 0; i < SEGMENTS; i++)); do
+    sql "INSERT INTO burst SELECT g, md5(g::text) || md5((g+1)::text) FROM generate_series(1, 120000) g; SELECT pg_switch_wal();" >/dev/null
+  done
+}
+
+ready() { find "$PGDATA/pg_wal/archive_status" -name '*.ready' | wc -l; }
+
+drain() {  # name archive_command -> seconds until nothing is ready
+  local t0 t1
+  t0=$(now)
+  set_archive "$2"
+  while (( $(ready) > 0 )); do sleep 0.1; done
+  t1=$(now)
+  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }'
+}
+
+log "cluster"
+rm -rf "$PGDATA"
+pg "$PG_BIN/initdb" -D "$PGDATA" -U postgres -A trust --no-sync >/dev/null
+cat >>"$PGDATA/postgresql.conf" <<EOF
+listen_addresses = ''
+unix_socket_directories = '$SOCK'
+archive_mode = on
+archive_command = 'false'
+max_wal_size = 4GB
+EOF
+pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$WORKDIR/pg.log" -w start >/dev/null
+pg "$PGS" --repo "$WORKDIR/pgs-repo" init >/dev/null
+pg pgbackrest --config="$PGBR_CONF" --stanza=bench stanza-create >/dev/null
+
+declare -A DRAIN
+for mode in pgstrata pgstrata_async pgbr pgbr_async; do
+  set_archive false
+  log "$mode: backlog of $SEGMENTS segments"
+  burst
+  case $mode in
+    pgstrata) cmd="$PGS --repo $WORKDIR/pgs-repo archive-push %p" ;;
+    pgstrata_async) cmd="$PGS --repo $WORKDIR/pgs-repo archive-push --async --spool-dir $WORKDIR/pgs-spool --workers 2 %p" ;;
+    pgbr) cmd="pgbackrest --config=$PGBR_CONF --stanza=bench archive-push %p" ;;
+    pgbr_async) cmd="pgbackrest --config=$PGBR_CONF --stanza=bench --archive-async archive-push %p" ;;
+  esac
+  DRAIN[$mode]=$(drain "$mode" "$cmd")
+  log "$mode: drained in ${DRAIN[$mode]} s"
+done
+
+log "replay: backup, then $SEGMENTS segments"
+set_archive "$PGS --repo $WORKDIR/pgs-repo archive-push --async --spool-dir $WORKDIR/pgs-spool --workers 2 %p"
+pg "$PGS" --repo "$WORKDIR/pgs-repo" backup --pgdata "$PGDATA" --dbname "host=$SOCK user=postgres" --start-fast --type full -q
+burst
+sql "SELECT pg_switch_wal()" >/dev/null
+while (( $(ready) > 0 )); do sleep 0.2; done
+declare -A REPLAY
+for mode in plain prefetch; do
+  rm -rf "$WORKDIR/restored" "$WORKDIR/get-spool"
+  extra=()
+  [[ $mode == plain ]] || extra=(--prefetch 8 --spool-dir "$WORKDIR/get-spool")
+  pg "$PGS" --repo "$WORKDIR/pgs-repo" restore --pgdata "$WORKDIR/restored" -q "${extra[@]}" \
+    --target-action promote
+  t0=$(now)
+  pg "$PG_BIN/pg_ctl" -D "$WORKDIR/restored" -l "$WORKDIR/restored.log" -w -t 900 \
+    -o "-c port=5499 -c archive_mode=off" start >/dev/null
+  until [[ $(pg "$PG_BIN/psql" -h "$SOCK" -p 5499 -U postgres -At -c "SELECT pg_is_in_recovery()" postgres 2>/dev/null) == f ]]; do sleep 0.1; done
+  t1=$(now)
+  REPLAY[$mode]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+  pg "$PG_BIN/pg_ctl" -D "$WORKDIR/restored" -m fast -w stop >/dev/null
+  log "replay $mode: ${REPLAY[$mode]} s"
+done
+
+{
+  echo
+  echo "archive profile $(date -u +%Y-%m-%dT%H:%M:%SZ): $SEGMENTS segments of 16 MiB, zstd -3, 2 workers/processes"
+  echo
+  echo "| step | pgstrata | pgstrata async | pgBackRest | pgBackRest archive-async |"
+  echo "|---|---|---|---|---|"
+  echo "| drain a backlog of $SEGMENTS segments | ${DRAIN[pgstrata]} s | ${DRAIN[pgstrata_async]} s | ${DRAIN[pgbr]} s | ${DRAIN[pgbr_async]} s |"
+  echo
+  echo "| step | archive-get | archive-get --prefetch 8 |"
+  echo "|---|---|---|"
+  echo "| replay $SEGMENTS segments (server start to promoted) | ${REPLAY[plain]} s | ${REPLAY[prefetch]} s |"
+} | tee "$WORKDIR/archive.md"

@@ -1,0 +1,322 @@
+//! `pgstrata drill`: a restore drill on real clusters. The drill restores
+//! into a scratch directory, starts its own private server there, runs
+//! pg_amcheck and the configured SQL checks, reports, and records the
+//! outcome for `info`.
+
+use std::path::Path;
+use std::process::Output;
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+/// A cluster with table `t` (5000 rows, indexed) in a full backup, then
+/// 1000 more rows in archived WAL only.
+fn setup(s: &Scratch) -> (Repo, Cluster) {
+    let repo = Repo::new(s);
+    let src = Cluster::archiving(s, "src", &repo);
+    src.exec(
+        "CREATE TABLE t (g int PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 5000) g;",
+    );
+    src.backup_ok(&repo, &["--type", "full"]);
+    src.exec("INSERT INTO t SELECT g, 'late' FROM generate_series(5001, 6000) g;");
+    src.switch_wal_and_wait(&repo);
+    (repo, src)
+}
+
+/// A config file naming the repository, with `extra` appended.
+fn config(s: &Scratch, name: &str, repo: &Repo, extra: &str) -> String {
+    let p = s.path().join(name);
+    std::fs::write(&p, format!("repo = \"{}\"\n{extra}", repo.arg())).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+fn drill(cfg: &str, args: &[&str]) -> Output {
+    let mut all = vec!["--config", cfg, "drill"];
+    all.extend_from_slice(args);
+    pgstrata(&all)
+}
+
+fn report(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "drill printed no JSON report ({e}):\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
+}
+
+fn step<'a>(r: &'a Value, name: &str) -> &'a Value {
+    r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == name)
+        .unwrap_or_else(|| panic!("no step {name} in {r:#}"))
+}
+
+fn check_named<'a>(r: &'a Value, name: &str) -> &'a Value {
+    r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name} in {r:#}"))
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const CHECKS: &str = r#"
+[[drill.check]]
+name = "rows"
+sql = "SELECT count(*) FROM t"
+expect = "positive"
+
+[[drill.check]]
+name = "all rows replayed"
+sql = "SELECT count(*) = 6000 FROM t"
+"#;
+
+#[test]
+fn a_drill_passes_and_info_shows_it() {
+    let s = Scratch::new();
+    let (repo, src) = setup(&s);
+    let cfg = config(&s, "drill.toml", &repo, CHECKS);
+    let scratch = s.path().join("d1");
+    let o = drill(
+        &cfg,
+        &["--output", "json", "--scratch", scratch.to_str().unwrap()],
+    );
+    let r = report(&o);
+    assert_eq!(o.status.code(), Some(0), "{r:#}\n{}", stderr(&o));
+    assert_eq!(r["ok"], true);
+    assert_eq!(r["failure"], Value::Null);
+    assert_eq!(r["cluster"], "main");
+    assert_eq!(r["target"], "end of WAL");
+    assert_eq!(
+        r["pg_version"].as_u64(),
+        Some(u64::from(server_major(&src.bindir)))
+    );
+    assert_eq!(r["checks_total"], 3);
+    assert_eq!(r["checks_passed"], 3);
+    for st in ["restore", "recovery", "stop", "cleanup"] {
+        assert_eq!(step(&r, st)["ok"], true, "{st}: {r:#}");
+    }
+    assert!(r["restore_seconds"].as_f64().unwrap() > 0.0);
+    let consistent = r["consistent_seconds"].as_f64().unwrap();
+    assert!(consistent > 0.0 && consistent <= r["promoted_seconds"].as_f64().unwrap());
+    assert_eq!(check_named(&r, "amcheck")["ok"], true);
+    assert_eq!(check_named(&r, "all rows replayed")["database"], "postgres");
+    assert_eq!(check_named(&r, "rows")["detail"], "returned \"6000\"");
+    assert!(!scratch.exists(), "the scratch copy was not removed");
+
+    // info shows it, in JSON and as text.
+    let backup = repo.backups()[0]["id"].as_str().unwrap().to_string();
+    let last = &repo.info_json()["clusters"][0]["last_drill"];
+    assert_eq!(last["ok"], true, "{last:#}");
+    assert_eq!(last["backup"], backup.as_str());
+    assert_eq!(last["checks_passed"], 3);
+    assert_eq!(last["checks_total"], 3);
+    let text = pgstrata_ok(&["--repo", repo.arg(), "info"]);
+    let line = text.lines().find(|l| l.contains("last drill:")).unwrap();
+    assert!(
+        line.contains("passed (backup ") && line.contains("3/3 checks"),
+        "{line}"
+    );
+    assert!(line.contains("consistent after"), "{line}");
+
+    // A PITR drill: stop where the backup became consistent. The late rows
+    // are not there, so "all rows replayed" fails, and the report says so.
+    let o = drill(
+        &cfg,
+        &[
+            "--target",
+            "immediate",
+            "--json",
+            "--scratch",
+            scratch.to_str().unwrap(),
+        ],
+    );
+    let r = report(&o);
+    assert_eq!(o.status.code(), Some(1), "{r:#}");
+    assert_eq!(r["target"], "immediate (consistency)");
+    assert_eq!(check_named(&r, "rows")["detail"], "returned \"5000\"");
+    let failed = check_named(&r, "all rows replayed");
+    assert_eq!(failed["ok"], false);
+    assert_eq!(failed["detail"], "returned \"f\", expected true");
+    assert!(
+        stderr(&o).contains("check \"all rows replayed\""),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!scratch.exists());
+}
+
+#[test]
+fn a_damaged_pack_fails_the_drill_naming_the_file() {
+    let s = Scratch::new();
+    let (repo, _src) = setup(&s);
+    let mut packs = crate::bad_input::walk_files(&repo.path.join("packs"));
+    packs.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+    let biggest = packs.last().unwrap().clone();
+    let mut bytes = std::fs::read(&biggest).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    std::fs::write(&biggest, &bytes).unwrap();
+
+    let cfg = config(&s, "drill.toml", &repo, CHECKS);
+    let o = drill(&cfg, &["--json"]);
+    let r = report(&o);
+    assert_eq!(o.status.code(), Some(1), "{r:#}");
+    assert_eq!(r["ok"], false);
+    let restore = step(&r, "restore");
+    assert_eq!(restore["ok"], false);
+    let detail = restore["detail"].as_str().unwrap();
+    // The damaged relation file (and its backup) is named.
+    assert!(
+        detail.contains("(backup ") && (detail.contains("base/") || detail.contains("global/")),
+        "{detail}"
+    );
+    assert!(
+        r["failure"].as_str().unwrap().starts_with("restore: "),
+        "{r:#}"
+    );
+    assert_eq!(r["checks_passed"], 0);
+    assert_eq!(r["checks_total"], 3);
+    assert!(check_named(&r, "amcheck")["detail"]
+        .as_str()
+        .unwrap()
+        .starts_with("not run"));
+    assert!(stderr(&o).contains("failed: restore: "), "{}", stderr(&o));
+    assert!(
+        !Path::new(r["scratch"].as_str().unwrap()).exists(),
+        "the failed copy was not removed"
+    );
+    let last = &repo.info_json()["clusters"][0]["last_drill"];
+    assert_eq!(last["ok"], false, "{last:#}");
+    let text = pgstrata_ok(&["--repo", repo.arg(), "info"]);
+    assert!(text.contains("FAILED (backup "), "{text}");
+}
+
+#[test]
+fn a_failing_sql_check_fails_the_drill_and_keep_keeps_the_copy() {
+    let s = Scratch::new();
+    let (repo, _src) = setup(&s);
+    let cfg = config(
+        &s,
+        "drill.toml",
+        &repo,
+        r#"
+[drill.settings]
+shared_buffers = "16MB"
+work_mem = 8192
+
+[[drill.check]]
+name = "no late rows"
+sql = "SELECT g FROM t WHERE g > 5990 ORDER BY g"
+expect = "empty"
+
+[[drill.check]]
+name = "orders exist"
+database = "postgres"
+sql = "SELECT count(*) FROM orders"
+expect = "positive"
+"#,
+    );
+    let scratch = s.path().join("kept");
+    let o = drill(&cfg, &["--scratch", scratch.to_str().unwrap(), "--keep"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{text}\n{}", stderr(&o));
+    assert!(text.contains("drill FAILED: 1/3 checks passed"), "{text}");
+    assert!(
+        text.contains("check \"no late rows\"")
+            && text.contains("returned 10 row(s), expected none"),
+        "{text}"
+    );
+    assert!(
+        text.contains("relation \"orders\" does not exist"),
+        "{text}"
+    );
+    assert!(
+        stderr(&o).contains("check \"no late rows\""),
+        "{}",
+        stderr(&o)
+    );
+    // Kept, and stopped: a restorable copy to look at.
+    let data = scratch.join("data");
+    assert!(data.join("PG_VERSION").exists());
+    assert!(
+        !data.join("postmaster.pid").exists(),
+        "the server was not stopped"
+    );
+    assert!(scratch.join("server.log").exists());
+}
+
+#[test]
+fn drill_bad_input_loses_nothing() {
+    let s = Scratch::new();
+    let (repo, _src) = setup(&s);
+    let cfg = config(&s, "drill.toml", &repo, "");
+    let busy = s.path().join("busy");
+    std::fs::create_dir(&busy).unwrap();
+    std::fs::write(busy.join("precious"), "x").unwrap();
+    let o = drill(&cfg, &["--scratch", busy.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is not empty"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(busy.join("precious")).unwrap(), "x");
+
+    let fresh = s.path().join("fresh");
+    let o = drill(
+        &cfg,
+        &[
+            "--set",
+            "20000101-000000F",
+            "--scratch",
+            fresh.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("\"20000101-000000F\" is not a complete backup"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!fresh.exists());
+
+    // Server binaries of another major.
+    let other = pg_root().join("16/bin");
+    if other.join("postgres").is_file() {
+        let o = drill(
+            &cfg,
+            &[
+                "--pg-bindir",
+                other.to_str().unwrap(),
+                "--scratch",
+                fresh.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("holds PostgreSQL 16, but backup"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(!fresh.exists());
+    }
+    // A malformed check is a usage error.
+    let bad = config(
+        &s,
+        "bad.toml",
+        &repo,
+        "[[drill.check]]\nname = \"x\"\nsql = \"SELECT 1\"\nexpect = \"lots\"\n",
+    );
+    let o = drill(&bad, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("lots"), "{}", stderr(&o));
+    // Nothing was recorded.
+    assert_eq!(repo.info_json()["clusters"][0]["last_drill"], Value::Null);
+}
