@@ -48,17 +48,17 @@ pub fn push(repo: &Repository, cluster: &str, path: &Path, level: i32) -> Result
     check_cluster_name(cluster)?;
     let name = file_name(path)?;
     let data = fs::read(path).at(path)?;
-    push_data(repo, cluster, &name, &data, level)
+    push_data(repo, cluster, &name, &data, level).map(|(o, _)| o)
 }
 
-/// Archive the bytes of WAL file `name`.
+/// Archive the bytes of WAL file `name`; also returns their BLAKE3 hash.
 fn push_data(
     repo: &Repository,
     cluster: &str,
     name: &str,
     data: &[u8],
     level: i32,
-) -> Result<PushOutcome> {
+) -> Result<(PushOutcome, [u8; 32])> {
     let name = name.to_string();
     let parsed = WalFileName::parse(&name)?;
     let wal_id = if parsed.is_segment_data() {
@@ -76,19 +76,19 @@ fn push_data(
             }
         }
     };
-    let hash = blake3::hash(data);
+    let hash = *blake3::hash(data).as_bytes();
     if let Some(existing) = repo.wal_hash(&wal_id, &name)? {
-        return same_or_refuse(&name, &existing, hash.as_bytes());
+        return same_or_refuse(&name, &existing, &hash).map(|o| (o, hash));
     }
-    let obj = walfmt::encode(data, level)?;
+    let obj = walfmt::encode_hashed(data, hash, level)?;
     if repo.wal_put_new(&wal_id, &name, &obj)? {
-        return Ok(PushOutcome::Stored);
+        return Ok((PushOutcome::Stored, hash));
     }
     // Lost a race with a concurrent push of the same name.
     let existing = repo
         .wal_hash(&wal_id, &name)?
         .ok_or_else(|| Error::corrupt(&name, "vanished while archiving"))?;
-    same_or_refuse(&name, &existing, hash.as_bytes())
+    same_or_refuse(&name, &existing, &hash).map(|o| (o, hash))
 }
 
 /// Where a segment goes, from the system identifier in its long page

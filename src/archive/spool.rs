@@ -321,10 +321,9 @@ fn push_one(
     let path = pg_wal.join(name);
     let r = std::fs::read(&path)
         .at(&path)
-        .and_then(|data| Ok((push_data(repo, cluster, name, &data, level)?, data)))
-        .and_then(|(outcome, data)| {
-            let h = hex(blake3::hash(&data).as_bytes());
-            write_replace(&out.join(format!("{name}.ok")), h.as_bytes())?;
+        .and_then(|data| push_data(repo, cluster, name, &data, level))
+        .and_then(|(outcome, hash)| {
+            write_replace(&out.join(format!("{name}.ok")), hex(&hash).as_bytes())?;
             Ok(outcome)
         });
     let (Ok(mut st), Ok(mut b)) = (stats.lock(), backoff.lock()) else {

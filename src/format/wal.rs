@@ -55,10 +55,15 @@ impl WalHeader {
 
 /// Compress a WAL file into its object.
 pub fn encode(data: &[u8], level: i32) -> Result<Vec<u8>> {
+    encode_hashed(data, *blake3::hash(data).as_bytes(), level)
+}
+
+/// [`encode`], for a caller that already has the data's BLAKE3 `hash`.
+pub fn encode_hashed(data: &[u8], hash: [u8; 32], level: i32) -> Result<Vec<u8>> {
     let z = zstd::bulk::compress(data, level)
         .map_err(|e| Error::Internal(format!("zstd compression: {e}")))?;
     let h = WalHeader {
-        hash: *blake3::hash(data).as_bytes(),
+        hash,
         len: data.len() as u64,
     };
     let mut obj = Vec::with_capacity(WalHeader::LEN + z.len());
