@@ -19,6 +19,8 @@ pub struct RepoInfo {
     pub path: String,
     pub bytes: u64,
     pub pack_bytes: u64,
+    /// Whether everything stored is encrypted (`init --encrypt`).
+    pub encrypted: bool,
     /// What the last `expire` did (time as RFC 3339 UTC).
     pub last_expire: Option<LastExpire>,
 }
@@ -206,6 +208,7 @@ pub fn gather(repo: &Repository, only: Option<&str>) -> Result<Info> {
             path: repo.root().display().to_string(),
             bytes,
             pack_bytes: cat.pack_bytes()?,
+            encrypted: repo.is_encrypted(),
             last_expire: cat.last_expire()?.map(|l| LastExpire {
                 time: rfc3339(l.time),
                 backups: l.backups,
@@ -224,10 +227,11 @@ pub fn render_text(info: &Info) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "repository {}: {} ({} in packs)",
+        "repository {}: {} ({} in packs){}",
         info.repo.path,
         human(info.repo.bytes),
-        human(info.repo.pack_bytes)
+        human(info.repo.pack_bytes),
+        if info.repo.encrypted { ", encrypted" } else { "" }
     );
     if let Some(l) = &info.repo.last_expire {
         let _ = writeln!(

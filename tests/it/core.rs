@@ -130,6 +130,7 @@ fn info_json_follows_the_contract() {
     assert!(b["stored_bytes"].as_u64().unwrap() > 0);
     assert!(c["wal"]["min"].is_string() && c["wal"]["max"].is_string());
     assert!(info["repo"]["bytes"].as_u64().unwrap() > 0);
+    assert_eq!(info["repo"]["encrypted"], false);
     // Text output names the backup too.
     let text = pgstrata_ok(&["--repo", repo.arg(), "info"]);
     assert!(text.contains(b["id"].as_str().unwrap()), "{text}");

@@ -76,6 +76,7 @@ fn an_encrypted_repository_restores_exactly_with_pitr_and_hides_every_byte() {
     args.extend(repo.unlock());
     args.push("verify");
     pgstrata_ok(&args);
+    assert_eq!(repo.info_json()["repo"]["encrypted"], true);
 }
 
 #[test]
