@@ -294,7 +294,10 @@ log "workdir $WORKDIR; ROWS=$ROWS SCALE=$SCALE TXNS=$TXNS x $CLIENTS clients; to
 
 ARCHIVE_CMD="pgbackrest --config=$PGBR_CONF --stanza=bench archive-push %p"
 [[ $SKIP_PGSTRATA == 1 ]] || ARCHIVE_CMD+=" && $PGS --repo $PGS_REPO archive-push %p"
-[[ $ENCRYPTED != 1 ]] || ARCHIVE_CMD+=" && $PGS ${ENC_ARGS[*]} archive-push %p"
+# The two pgstrata repositories get each segment at the same moment (pushed in
+# parallel), so that neither column's backups wait longer for their WAL.
+[[ $ENCRYPTED != 1 ]] ||
+  ARCHIVE_CMD="pgbackrest --config=$PGBR_CONF --stanza=bench archive-push %p && { $PGS --repo $PGS_REPO archive-push %p & p=\$!; $PGS ${ENC_ARGS[*]} archive-push %p && wait \$p; }"
 cat >>"$PGDATA/postgresql.conf" <<EOF
 
 # ---- pgstrata benchmark

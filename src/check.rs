@@ -47,7 +47,7 @@ pub struct CheckReport {
 
 pub fn run(repo: &Repository, cluster: &str, opts: &CheckOptions) -> Result<CheckReport> {
     check_cluster_name(cluster)?;
-    let (mut server, _) = Server::connect_for(opts.dbname.as_deref(), &opts.pgdata)?;
+    let (mut server, _) = Server::connect_for(opts.dbname.as_deref(), &opts.pgdata, false)?;
     let info = server.info.clone();
     let cat = repo.catalog()?;
     let bound = cat.cluster(cluster)?;

@@ -129,6 +129,8 @@ pub struct BackupInfo {
     pub pg_version: u32,
     /// The entry of the cluster's history it was taken under.
     pub history: u32,
+    /// Taken from a standby (its backup_label says `BACKUP FROM: standby`).
+    pub from_standby: bool,
 }
 
 /// `aborted` for a backup still marked running whose process is gone (it
@@ -163,6 +165,10 @@ fn backup_info(b: &BackupRow) -> BackupInfo {
         page_errors: b.page_errors,
         pg_version: b.pg_version,
         history: b.history,
+        from_standby: b
+            .backup_label
+            .as_deref()
+            .is_some_and(|l| String::from_utf8_lossy(l).contains("BACKUP FROM: standby")),
     }
 }
 
@@ -231,7 +237,11 @@ pub fn render_text(info: &Info) -> String {
         info.repo.path,
         human(info.repo.bytes),
         human(info.repo.pack_bytes),
-        if info.repo.encrypted { ", encrypted" } else { "" }
+        if info.repo.encrypted {
+            ", encrypted"
+        } else {
+            ""
+        }
     );
     if let Some(l) = &info.repo.last_expire {
         let _ = writeln!(
@@ -301,7 +311,7 @@ fn render_cluster(s: &mut String, c: &ClusterInfo) {
     for b in &c.backups {
         let _ = writeln!(
             s,
-            "  {:<20} {:<5} {:>3} {:<9} {:<20} {:<20} {:>10} {:>10} {:>10} {:>7}  {}..{}{}",
+            "  {:<20} {:<5} {:>3} {:<9} {:<20} {:<20} {:>10} {:>10} {:>10} {:>7}  {}..{}{}{}",
             b.id,
             b.backup_type,
             b.pg_version,
@@ -316,6 +326,11 @@ fn render_cluster(s: &mut String, c: &ClusterInfo) {
                 .unwrap_or_else(|| "-".into()),
             b.wal_start.as_deref().unwrap_or("?"),
             b.wal_stop.as_deref().unwrap_or("?"),
+            if b.from_standby {
+                "  (from a standby)"
+            } else {
+                ""
+            },
             if b.page_errors > 0 {
                 format!("  ({} page checksum errors)", b.page_errors)
             } else {

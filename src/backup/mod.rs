@@ -10,7 +10,10 @@
 //! when possible, or by `expire` after a crash; nothing refers to it.
 
 mod file;
+mod standby;
 mod writer;
+
+use standby::Standby;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -52,6 +55,11 @@ pub struct BackupOptions {
     pub checksum: bool,
     pub pack_size: u64,
     pub lock_wait: Duration,
+    /// A backup from a standby: the primary, asked to switch WAL after
+    /// backup mode stops (else its archive_timeout bounds the wait).
+    pub primary_dbname: Option<String>,
+    /// A standby replaying further behind than this (bytes) is refused.
+    pub standby_max_lag: u64,
 }
 
 impl BackupOptions {
@@ -67,6 +75,8 @@ impl BackupOptions {
             checksum: false,
             pack_size: 32 << 20,
             lock_wait: Duration::ZERO,
+            primary_dbname: None,
+            standby_max_lag: 1 << 30,
         }
     }
 }
@@ -162,6 +172,19 @@ pub fn run(
     check_cluster_name(cluster)?;
     let _lock = RepoLock::acquire(repo, "backup", opts.lock_wait)?;
     let (mut server, pgdata) = connect(repo, cluster, opts)?;
+    let standby = match server.info.in_recovery {
+        true => Some(Standby::check(
+            &mut server,
+            opts.primary_dbname.as_deref(),
+            opts.standby_max_lag,
+        )?),
+        false if opts.primary_dbname.is_some() => {
+            return Err(Error::invalid(
+                "--primary-dbname is for backups from a standby, and this server is a primary",
+            ))
+        }
+        false => None,
+    };
     let cat = repo.catalog()?;
     let cl = cat.bind_cluster(cluster, server.info.system_id, server.info.major)?;
     // Only backups of the cluster's current identity are references: after
@@ -200,6 +223,7 @@ pub fn run(
         opts,
         pgdata: &pgdata,
         server: &mut server,
+        standby,
         plan: &plan,
         progress,
     };
@@ -221,8 +245,9 @@ pub fn run(
 /// Connect to the server running `opts.pgdata` and refuse one that does not
 /// archive (the backup would be unusable).
 fn connect(repo: &Repository, cluster: &str, opts: &BackupOptions) -> Result<(Server, PathBuf)> {
-    let (server, pgdata) = Server::connect_for(opts.dbname.as_deref(), &opts.pgdata)?;
-    if server.info.archive_mode == "off" {
+    let (server, pgdata) = Server::connect_for(opts.dbname.as_deref(), &opts.pgdata, true)?;
+    // A standby's WAL is archived by its primary.
+    if !server.info.in_recovery && server.info.archive_mode == "off" {
         return Err(Error::refused(format!(
             "archive_mode is off, so the WAL this backup needs would never reach the \
              repository: set archive_mode = on and archive_command = 'pgstrata --repo {} \
@@ -283,6 +308,7 @@ struct Job<'a> {
     opts: &'a BackupOptions,
     pgdata: &'a Path,
     server: &'a mut Server,
+    standby: Option<Standby>,
     plan: &'a Plan,
     progress: &'a dyn Progress,
 }
@@ -428,6 +454,9 @@ impl Job<'_> {
         let t = Instant::now();
         let stop = self.server.backup_stop()?;
         tracing::info!("backup mode stopped at {} in {:?}", stop.lsn, t.elapsed());
+        if let Some(s) = self.standby.as_mut() {
+            s.complete_segment()?;
+        }
         row.db_bytes = walked.db_bytes;
         row.read_bytes = read_bytes;
         self.finish(cat, &mut row, stop, stats)
@@ -534,7 +563,11 @@ impl Job<'_> {
             seg,
             self.opts.archive_timeout,
             &self.server.info.archive_command,
-        )?;
+        )
+        .map_err(|e| match (e, &self.standby) {
+            (Error::Timeout(m), Some(s)) => Error::Timeout(format!("{m}.{}", s.wal_hint())),
+            (e, _) => e,
+        })?;
         tracing::info!(
             "WAL {} to {} archived after {:?}",
             first.name(seg),

@@ -299,6 +299,15 @@ pub struct BackupArgs {
     /// Size at which a pack file is sealed, in MiB [default: 32; config: pack-size-mib].
     #[arg(long, value_name = "MIB")]
     pub pack_size_mib: Option<u64>,
+    /// Backing up a standby: libpq connection string of its primary, used only
+    /// to check it and to switch WAL when backup mode stops (without it the
+    /// primary's archive_timeout bounds the wait) [config: primary-dbname].
+    #[arg(long, value_name = "CONNINFO")]
+    pub primary_dbname: Option<String>,
+    /// Backing up a standby: refuse one whose replay is further behind than
+    /// this [default: 1024; config: standby-max-lag-mib].
+    #[arg(long, value_name = "MIB")]
+    pub standby_max_lag_mib: Option<u64>,
 }
 
 #[derive(clap::Args, Debug)]

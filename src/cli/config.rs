@@ -31,6 +31,8 @@ pub struct FileConfig {
     pub archive_queue_max_mib: Option<u64>,
     pub archive_queue_full: Option<String>,
     pub archive_get_prefetch: Option<usize>,
+    pub primary_dbname: Option<String>,
+    pub standby_max_lag_mib: Option<u64>,
     /// `[drill]`: options and checks of `pgstrata drill`.
     pub drill: Option<DrillConfig>,
 }

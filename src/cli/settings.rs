@@ -409,6 +409,10 @@ fn backup(a: BackupArgs, cfg: &FileConfig) -> R<Run> {
         o.archive_timeout = Duration::from_secs(t);
     }
     o.start_fast = a.start_fast || cfg.start_fast.unwrap_or(false);
+    o.primary_dbname = a.primary_dbname.or(cfg.primary_dbname.clone());
+    if let Some(m) = a.standby_max_lag_mib.or(cfg.standby_max_lag_mib) {
+        o.standby_max_lag = m.saturating_mul(1 << 20);
+    }
     o.checksum = a.checksum || cfg.checksum.unwrap_or(false);
     if let Some(w) = a.lock_wait.or(cfg.lock_wait) {
         o.lock_wait = Duration::from_secs(w);

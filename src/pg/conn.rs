@@ -231,18 +231,23 @@ impl Server {
         Ok(Server { client, info })
     }
 
-    /// Connect to the primary that runs the data directory `pgdata`, and
+    /// Connect to the server that runs the data directory `pgdata`, and
     /// prove it: same system identifier as `pgdata`'s pg_control, and the
     /// server's `data_directory` is `pgdata` itself (a copy of the cluster
-    /// elsewhere has the same identifier). Returns the canonical `pgdata`.
-    pub fn connect_for(dbname: Option<&str>, pgdata: &Path) -> Result<(Self, PathBuf)> {
+    /// elsewhere has the same identifier). A standby is refused unless
+    /// `standby_ok`. Returns the canonical `pgdata`.
+    pub fn connect_for(
+        dbname: Option<&str>,
+        pgdata: &Path,
+        standby_ok: bool,
+    ) -> Result<(Self, PathBuf)> {
         control::require_data_directory(pgdata)?;
         let pgdata = pgdata.canonicalize().at(pgdata)?;
         let server = Server::connect(dbname)?;
         let info = &server.info;
-        if info.in_recovery {
+        if info.in_recovery && !standby_ok {
             return Err(Error::refused(
-                "the server is a standby; pgstrata backs up primaries only",
+                "the server is a standby: connect to the primary (it switches WAL)",
             ));
         }
         let sysid = control::system_identifier(&pgdata)?;

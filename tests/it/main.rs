@@ -17,4 +17,5 @@ mod layers;
 mod libpq;
 mod matrix;
 mod pitr;
+mod standby;
 mod upgrade;
