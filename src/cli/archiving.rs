@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use pgstrata::QueueFull;
 
-use super::args::{Cli, QueueFullArg};
+use super::args::{
+    ArchiveGetArgs, ArchivePushArgs, Cli, GetWorkerArgs, PushWorkerArgs, QueueFullArg,
+};
 use super::config::FileConfig;
-use super::settings::{usage, Run, R};
+use super::settings::{level, usage, Run, R};
 
 const DEFAULT_SPOOL: &str = "/var/spool/pgstrata";
 
@@ -28,27 +30,16 @@ pub fn spool_dir(arg: Option<PathBuf>, cfg: &FileConfig) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_SPOOL))
 }
 
-/// The arguments of `archive-push`, as the command line gave them.
-pub struct PushArgs {
-    pub path: PathBuf,
-    pub level: i32,
-    pub async_push: bool,
-    pub spool_dir: Option<PathBuf>,
-    pub archive_timeout: Option<u64>,
-    pub queue_max_mib: Option<u64>,
-    pub queue_full: Option<QueueFullArg>,
-    pub workers: Option<usize>,
-}
-
-pub fn push(a: PushArgs, cfg: &FileConfig) -> R<Run> {
+pub fn push(a: ArchivePushArgs, cfg: &FileConfig) -> R<Run> {
+    let level = level(a.compress_level.or(cfg.compress_level))?.unwrap_or(3);
     if !(a.async_push || cfg.archive_async == Some(true)) {
         return Ok(Run::ArchivePush {
             path: a.path,
-            level: a.level,
+            level,
             async_push: None,
         });
     }
-    let queue_full = match (a.queue_full, cfg.archive_queue_full.as_deref()) {
+    let queue_full = match (a.archive_queue_full, cfg.archive_queue_full.as_deref()) {
         (Some(QueueFullArg::Drop), _) | (None, Some("drop")) => QueueFull::Drop,
         (Some(QueueFullArg::Retry), _) | (None, Some("retry") | None) => QueueFull::Retry,
         (None, Some(other)) => {
@@ -62,12 +53,12 @@ pub fn push(a: PushArgs, cfg: &FileConfig) -> R<Run> {
         return usage("--workers must be at least 1");
     }
     let mib = a
-        .queue_max_mib
+        .archive_queue_max_mib
         .or(cfg.archive_queue_max_mib)
         .unwrap_or(4096);
     Ok(Run::ArchivePush {
         path: a.path,
-        level: a.level,
+        level,
         async_push: Some(AsyncSettings {
             spool: spool_dir(a.spool_dir, cfg),
             timeout: Duration::from_secs(a.archive_timeout.or(cfg.archive_timeout).unwrap_or(60)),
@@ -82,6 +73,37 @@ fn pgstrata_workers() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get().min(8))
         .unwrap_or(2)
+}
+
+pub fn get(a: ArchiveGetArgs, cfg: &FileConfig) -> R<Run> {
+    if a.history == 0 {
+        return usage("--history starts at 1");
+    }
+    Ok(Run::ArchiveGet {
+        name: a.name,
+        dest: a.dest,
+        history: a.history,
+        prefetch: prefetch(a.prefetch, a.spool_dir, cfg),
+    })
+}
+
+pub fn push_worker(a: PushWorkerArgs) -> Run {
+    Run::ArchivePushWorker {
+        pg_wal: a.pg_wal,
+        spool: a.spool_dir,
+        workers: a.workers,
+        level: a.compress_level,
+    }
+}
+
+pub fn get_worker(a: GetWorkerArgs) -> Run {
+    Run::ArchiveGetWorker {
+        history: a.history,
+        spool: a.spool_dir,
+        count: a.prefetch,
+        workers: a.workers,
+        seg_size: a.segment_size,
+    }
 }
 
 /// `archive-get`'s prefetching: (spool, segments ahead), if asked for.

@@ -128,81 +128,15 @@ pub enum Command {
     /// Apply retention, remove WAL no backup needs, collect garbage.
     Expire(ExpireArgs),
     /// Archive a WAL file (for archive_command = '... archive-push %p').
-    ArchivePush {
-        /// The WAL file to archive (PostgreSQL's %p).
-        #[arg(value_name = "PATH")]
-        path: PathBuf,
-        /// zstd level for the archived file, 1 to 22 [default: 3; config: compress-level].
-        #[arg(long, value_name = "N")]
-        compress_level: Option<i32>,
-        /// Hand the file to a background pusher that reads ahead through
-        /// pg_wal/archive_status and pushes several files at once; exit 0
-        /// once this file is durable in the repository [config: archive-async].
-        #[arg(long = "async")]
-        async_push: bool,
-        /// Where the pusher keeps its state [default: /var/spool/pgstrata; config: spool-dir].
-        #[arg(long, value_name = "DIR")]
-        spool_dir: Option<PathBuf>,
-        /// Seconds to wait for the pusher [default: 60; config: archive-timeout].
-        #[arg(long, value_name = "SECONDS")]
-        archive_timeout: Option<u64>,
-        /// MiB of WAL waiting in pg_wal beyond which the queue is full; 0 for
-        /// no limit [default: 4096; config: archive-queue-max-mib].
-        #[arg(long, value_name = "MIB")]
-        archive_queue_max_mib: Option<u64>,
-        /// What a full queue does [default: retry; config: archive-queue-full].
-        #[arg(long, value_enum)]
-        archive_queue_full: Option<QueueFullArg>,
-        /// Files the pusher pushes at once [default: CPUs, at most 8; config: workers].
-        #[arg(long, value_name = "N")]
-        workers: Option<usize>,
-    },
+    ArchivePush(ArchivePushArgs),
     /// Fetch an archived WAL file (for restore_command = '... archive-get %f "%p"').
-    ArchiveGet {
-        /// Which entry of the cluster's history the WAL belongs to (restore
-        /// writes it for backups taken after a `pgstrata upgrade`) [default: 1].
-        #[arg(long, value_name = "N", default_value_t = 1)]
-        history: u32,
-        /// The WAL file's name (PostgreSQL's %f).
-        #[arg(value_name = "NAME")]
-        name: String,
-        /// Where to write it (PostgreSQL's %p).
-        #[arg(value_name = "DEST")]
-        dest: PathBuf,
-        /// Keep this many segments fetched ahead for recovery, in the spool
-        /// directory; 0: no prefetching [default: 0; config: archive-get-prefetch].
-        #[arg(long, value_name = "N")]
-        prefetch: Option<usize>,
-        /// Where prefetched segments wait [default: /var/spool/pgstrata; config: spool-dir].
-        #[arg(long, value_name = "DIR")]
-        spool_dir: Option<PathBuf>,
-    },
+    ArchiveGet(ArchiveGetArgs),
     /// The background pusher of `archive-push --async` (started by it).
     #[command(hide = true)]
-    ArchivePushWorker {
-        #[arg(long)]
-        pg_wal: PathBuf,
-        #[arg(long)]
-        spool_dir: PathBuf,
-        #[arg(long)]
-        workers: usize,
-        #[arg(long)]
-        compress_level: i32,
-    },
+    ArchivePushWorker(PushWorkerArgs),
     /// The background fetcher of `archive-get --prefetch` (started by it).
     #[command(hide = true)]
-    ArchiveGetWorker {
-        #[arg(long)]
-        history: u32,
-        #[arg(long)]
-        spool_dir: PathBuf,
-        #[arg(long)]
-        prefetch: usize,
-        #[arg(long)]
-        workers: usize,
-        #[arg(long)]
-        segment_size: u64,
-    },
+    ArchiveGetWorker(GetWorkerArgs),
     /// Show backups, sizes and the WAL archive.
     Info {
         /// Output format.
@@ -474,4 +408,84 @@ pub struct DrillArgs {
     /// Same as --output json.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ArchivePushArgs {
+    /// The WAL file to archive (PostgreSQL's %p).
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// zstd level for the archived file, 1 to 22 [default: 3; config: compress-level].
+    #[arg(long, value_name = "N")]
+    pub compress_level: Option<i32>,
+    /// Hand the file to a background pusher that reads ahead through
+    /// pg_wal/archive_status and pushes several files at once; exit 0
+    /// once this file is durable in the repository [config: archive-async].
+    #[arg(long = "async")]
+    pub async_push: bool,
+    /// Where the pusher keeps its state [default: /var/spool/pgstrata; config: spool-dir].
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Seconds to wait for the pusher [default: 60; config: archive-timeout].
+    #[arg(long, value_name = "SECONDS")]
+    pub archive_timeout: Option<u64>,
+    /// MiB of WAL waiting in pg_wal beyond which the queue is full; 0 for
+    /// no limit [default: 4096; config: archive-queue-max-mib].
+    #[arg(long, value_name = "MIB")]
+    pub archive_queue_max_mib: Option<u64>,
+    /// What a full queue does [default: retry; config: archive-queue-full].
+    #[arg(long, value_enum)]
+    pub archive_queue_full: Option<QueueFullArg>,
+    /// Files the pusher pushes at once [default: CPUs, at most 8; config: workers].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ArchiveGetArgs {
+    /// Which entry of the cluster's history the WAL belongs to (restore
+    /// writes it for backups taken after a `pgstrata upgrade`) [default: 1].
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub history: u32,
+    /// The WAL file's name (PostgreSQL's %f).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Where to write it (PostgreSQL's %p).
+    #[arg(value_name = "DEST")]
+    pub dest: PathBuf,
+    /// Keep this many segments fetched ahead for recovery, in the spool
+    /// directory; 0: no prefetching [default: 0; config: archive-get-prefetch].
+    #[arg(long, value_name = "N")]
+    pub prefetch: Option<usize>,
+    /// Where prefetched segments wait [default: /var/spool/pgstrata; config: spool-dir].
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+/// The background pusher's arguments (set by `archive-push --async`).
+pub struct PushWorkerArgs {
+    #[arg(long)]
+    pub pg_wal: PathBuf,
+    #[arg(long)]
+    pub spool_dir: PathBuf,
+    #[arg(long)]
+    pub workers: usize,
+    #[arg(long)]
+    pub compress_level: i32,
+}
+
+#[derive(clap::Args, Debug)]
+/// The background fetcher's arguments (set by `archive-get --prefetch`).
+pub struct GetWorkerArgs {
+    #[arg(long)]
+    pub history: u32,
+    #[arg(long)]
+    pub spool_dir: PathBuf,
+    #[arg(long)]
+    pub prefetch: usize,
+    #[arg(long)]
+    pub workers: usize,
+    #[arg(long)]
+    pub segment_size: u64,
 }

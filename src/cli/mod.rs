@@ -59,17 +59,7 @@ fn execute(s: Settings) -> anyhow::Result<Outcome> {
             s.passphrase.as_ref().filter(|_| encrypt),
             quiet,
         )?,
-        Run::ChangePassphrase { ref new } => {
-            let r = open()?;
-            if !r.is_encrypted() {
-                bail!("repository {} is not encrypted", repo.display());
-            }
-            r.change_passphrase(&new.read()?)?;
-            say(
-                quiet,
-                "passphrase changed: the repository's key is wrapped under the new one".into(),
-            );
-        }
+        Run::ChangePassphrase { ref new } => change_passphrase(&open()?, new, quiet)?,
         Run::Backup { opts, auto_expire } => backup(&open()?, cluster, &opts, auto_expire, quiet)?,
         Run::Restore { opts } => restore(&open()?, cluster, &opts, quiet)?,
         Run::Expire { opts, dry_run } => expire(&open()?, cluster, &opts, dry_run, quiet)?,
@@ -95,43 +85,11 @@ fn execute(s: Settings) -> anyhow::Result<Outcome> {
                 return Ok(Outcome::QuietFailure);
             }
         }
-        Run::ArchivePushWorker {
-            pg_wal,
-            spool,
-            workers,
-            level,
-        } => {
-            let st = pgstrata::archive_pusher(&open()?, cluster, &pg_wal, &spool, workers, level)?;
-            tracing::info!("WAL pusher done: {st:?}");
-        }
-        Run::ArchiveGetWorker {
-            history,
-            spool,
-            count,
-            workers,
-            seg_size,
-        } => {
-            let p = prefetcher(&s.global_args, cluster, history, spool, count)?;
-            let n = pgstrata::archive_prefetcher(&open()?, &p, seg_size, workers)?;
-            tracing::info!("WAL prefetcher done: {n} segments fetched");
+        run @ (Run::ArchivePushWorker { .. } | Run::ArchiveGetWorker { .. }) => {
+            worker(run, &s.global_args, cluster, &open()?)?
         }
         Run::Upgrade { pgdata, lock_wait } => {
-            let r = pgstrata::upgrade(&open()?, cluster, &pgdata, lock_wait)?;
-            say(
-                quiet,
-                format!(
-                    "cluster {:?} upgraded: PostgreSQL {} (system identifier {}) is now history \
-                     entry {}; entry {} (PostgreSQL {}, system identifier {}) and its backups stay \
-                     restorable. The next backup is a full.",
-                    r.cluster,
-                    r.to.pg_version,
-                    r.to.system_id,
-                    r.to.seq,
-                    r.from.seq,
-                    r.from.pg_version,
-                    r.from.system_id
-                ),
-            );
+            upgrade(&open()?, cluster, &pgdata, lock_wait, quiet)?
         }
         Run::Info { json } => {
             let i = pgstrata::info(&open()?, s.cluster_given.as_deref())?;
@@ -146,6 +104,73 @@ fn execute(s: Settings) -> anyhow::Result<Outcome> {
         Run::Drill { opts, json } => drill(&open()?, cluster, &opts, json, quiet)?,
     }
     Ok(Outcome::Ok)
+}
+
+fn change_passphrase(r: &Repository, new: &PassphraseSource, quiet: bool) -> anyhow::Result<()> {
+    if !r.is_encrypted() {
+        bail!("repository {} is not encrypted", r.root().display());
+    }
+    r.change_passphrase(&new.read()?)?;
+    say(
+        quiet,
+        "passphrase changed: the repository's key is wrapped under the new one".into(),
+    );
+    Ok(())
+}
+
+fn upgrade(
+    repo: &Repository,
+    cluster: &str,
+    pgdata: &Path,
+    lock_wait: std::time::Duration,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let r = pgstrata::upgrade(repo, cluster, pgdata, lock_wait)?;
+    say(
+        quiet,
+        format!(
+            "cluster {:?} upgraded: PostgreSQL {} (system identifier {}) is now history entry {}; \
+             entry {} (PostgreSQL {}, system identifier {}) and its backups stay restorable. The \
+             next backup is a full.",
+            r.cluster,
+            r.to.pg_version,
+            r.to.system_id,
+            r.to.seq,
+            r.from.seq,
+            r.from.pg_version,
+            r.from.system_id
+        ),
+    );
+    Ok(())
+}
+
+/// The background pusher and prefetcher, started by archive-push and
+/// archive-get.
+fn worker(run: Run, global: &[OsString], cluster: &str, r: &Repository) -> anyhow::Result<()> {
+    match run {
+        Run::ArchivePushWorker {
+            pg_wal,
+            spool,
+            workers,
+            level,
+        } => {
+            let st = pgstrata::archive_pusher(r, cluster, &pg_wal, &spool, workers, level)?;
+            tracing::info!("WAL pusher done: {st:?}");
+        }
+        Run::ArchiveGetWorker {
+            history,
+            spool,
+            count,
+            workers,
+            seg_size,
+        } => {
+            let p = prefetcher(global, cluster, history, spool, count)?;
+            let n = pgstrata::archive_prefetcher(r, &p, seg_size, workers)?;
+            tracing::info!("WAL prefetcher done: {n} segments fetched");
+        }
+        _ => bail!("internal: not a worker"),
+    }
+    Ok(())
 }
 
 fn expire(

@@ -13,7 +13,7 @@ use pgstrata::{
     TimelineTarget, VerifyOptions, PASSPHRASE_ENV,
 };
 
-use super::archiving::{self, AsyncSettings, PushArgs};
+use super::archiving::{self, AsyncSettings};
 use super::args::DrillArgs;
 use super::args::{
     ActionArg, ArchiveModeArg, BackupArgs, Cli, Command, ExpireArgs, OutputArg, RestoreArgs,
@@ -144,124 +144,7 @@ impl Settings {
             .clone()
             .or(cfg.cluster.clone())
             .unwrap_or_else(|| "main".into());
-        let run = match command {
-            Command::Init {
-                group_readable,
-                encrypt,
-            } => {
-                if encrypt && passphrase.is_none() {
-                    return usage(format!(
-                        "--encrypt needs a passphrase: set {PASSPHRASE_ENV}, or use \
-                         --passphrase-file or --passphrase-command"
-                    ));
-                }
-                Run::Init {
-                    group_readable,
-                    encrypt,
-                }
-            }
-            Command::ChangePassphrase {
-                new_passphrase_file,
-                new_passphrase_command,
-            } => Run::ChangePassphrase {
-                new: new_passphrase(new_passphrase_file, new_passphrase_command)?,
-            },
-            Command::Backup(a) => backup(a, cfg)?,
-            Command::Restore(a) => Run::Restore {
-                opts: restore(*a, cfg)?,
-            },
-            Command::Expire(a) => expire(a, cfg)?,
-            Command::ArchivePush {
-                path,
-                compress_level,
-                async_push,
-                spool_dir,
-                archive_timeout,
-                archive_queue_max_mib,
-                archive_queue_full,
-                workers,
-            } => archiving::push(
-                PushArgs {
-                    path,
-                    level: level(compress_level.or(cfg.compress_level))?.unwrap_or(3),
-                    async_push,
-                    spool_dir,
-                    archive_timeout,
-                    queue_max_mib: archive_queue_max_mib,
-                    queue_full: archive_queue_full,
-                    workers,
-                },
-                cfg,
-            )?,
-            Command::ArchiveGet {
-                name,
-                dest,
-                history,
-                prefetch,
-                spool_dir,
-            } => archive_get(
-                name,
-                dest,
-                history,
-                archiving::prefetch(prefetch, spool_dir, cfg),
-            )?,
-            Command::ArchivePushWorker {
-                pg_wal,
-                spool_dir,
-                workers,
-                compress_level,
-            } => Run::ArchivePushWorker {
-                pg_wal,
-                spool: spool_dir,
-                workers,
-                level: compress_level,
-            },
-            Command::ArchiveGetWorker {
-                history,
-                spool_dir,
-                prefetch,
-                workers,
-                segment_size,
-            } => Run::ArchiveGetWorker {
-                history,
-                spool: spool_dir,
-                count: prefetch,
-                workers,
-                seg_size: segment_size,
-            },
-            Command::Upgrade { pgdata, lock_wait } => Run::Upgrade {
-                pgdata: pgdata_of(pgdata, cfg)?,
-                lock_wait: Duration::from_secs(lock_wait.or(cfg.lock_wait).unwrap_or(0)),
-            },
-            Command::Info { output } => Run::Info {
-                json: matches!(output, OutputArg::Json),
-            },
-            Command::Verify { set, output } => Run::Verify {
-                opts: VerifyOptions {
-                    set,
-                    cluster: cli.cluster.clone().or(cfg.cluster.clone()),
-                },
-                json: matches!(output, OutputArg::Json),
-            },
-            Command::Check {
-                pgdata,
-                dbname,
-                archive_timeout,
-            } => check(pgdata, dbname, archive_timeout, cfg)?,
-            Command::Repair {
-                rebuild_catalog,
-                lock_wait,
-            } => {
-                if !rebuild_catalog {
-                    return usage("nothing to repair: say what, e.g. --rebuild-catalog");
-                }
-                Run::Repair {
-                    lock_wait: Duration::from_secs(lock_wait.or(cfg.lock_wait).unwrap_or(0)),
-                }
-            }
-            Command::Drill(a) => drill(*a, cfg)?,
-            Command::Completions { .. } | Command::Man => unreachable_standalone()?,
-        };
+        let run = run_of(command, cli.cluster.clone(), cfg, passphrase.is_some())?;
         Ok(Ok(Settings {
             repo,
             cluster,
@@ -272,6 +155,81 @@ impl Settings {
             command: run,
         }))
     }
+}
+
+/// What to run, from the command's own arguments.
+fn run_of(
+    command: Command,
+    cluster: Option<String>,
+    cfg: &FileConfig,
+    has_passphrase: bool,
+) -> R<Run> {
+    Ok(match command {
+        Command::Init {
+            group_readable,
+            encrypt,
+        } => init(group_readable, encrypt, has_passphrase)?,
+        Command::ChangePassphrase {
+            new_passphrase_file,
+            new_passphrase_command,
+        } => Run::ChangePassphrase {
+            new: new_passphrase(new_passphrase_file, new_passphrase_command)?,
+        },
+        Command::Backup(a) => backup(a, cfg)?,
+        Command::Restore(a) => Run::Restore {
+            opts: restore(*a, cfg)?,
+        },
+        Command::Expire(a) => expire(a, cfg)?,
+        Command::ArchivePush(a) => archiving::push(a, cfg)?,
+        Command::ArchiveGet(a) => archiving::get(a, cfg)?,
+        Command::ArchivePushWorker(a) => archiving::push_worker(a),
+        Command::ArchiveGetWorker(a) => archiving::get_worker(a),
+        Command::Upgrade { pgdata, lock_wait } => Run::Upgrade {
+            pgdata: pgdata_of(pgdata, cfg)?,
+            lock_wait: Duration::from_secs(lock_wait.or(cfg.lock_wait).unwrap_or(0)),
+        },
+        Command::Info { output } => Run::Info {
+            json: matches!(output, OutputArg::Json),
+        },
+        Command::Verify { set, output } => Run::Verify {
+            opts: VerifyOptions {
+                set,
+                cluster: cluster.or(cfg.cluster.clone()),
+            },
+            json: matches!(output, OutputArg::Json),
+        },
+        Command::Check {
+            pgdata,
+            dbname,
+            archive_timeout,
+        } => check(pgdata, dbname, archive_timeout, cfg)?,
+        Command::Repair {
+            rebuild_catalog,
+            lock_wait,
+        } => {
+            if !rebuild_catalog {
+                return usage("nothing to repair: say what, e.g. --rebuild-catalog");
+            }
+            Run::Repair {
+                lock_wait: Duration::from_secs(lock_wait.or(cfg.lock_wait).unwrap_or(0)),
+            }
+        }
+        Command::Drill(a) => drill(*a, cfg)?,
+        Command::Completions { .. } | Command::Man => unreachable_standalone()?,
+    })
+}
+
+fn init(group_readable: bool, encrypt: bool, has_passphrase: bool) -> R<Run> {
+    if encrypt && !has_passphrase {
+        return usage(format!(
+            "--encrypt needs a passphrase: set {PASSPHRASE_ENV}, or use --passphrase-file or \
+             --passphrase-command"
+        ));
+    }
+    Ok(Run::Init {
+        group_readable,
+        encrypt,
+    })
 }
 
 /// The command line first, then the environment, then the config file.
@@ -324,23 +282,6 @@ fn check(
     Ok(Run::Check { opts: o })
 }
 
-fn archive_get(
-    name: String,
-    dest: PathBuf,
-    history: u32,
-    prefetch: Option<(PathBuf, usize)>,
-) -> R<Run> {
-    if history == 0 {
-        return usage("--history starts at 1");
-    }
-    Ok(Run::ArchiveGet {
-        name,
-        dest,
-        history,
-        prefetch,
-    })
-}
-
 fn unreachable_standalone() -> R<Run> {
     usage("internal: standalone command reached the repository commands")
 }
@@ -352,7 +293,7 @@ fn pgdata_of(pgdata: Option<PathBuf>, cfg: &FileConfig) -> R<PathBuf> {
     }
 }
 
-fn level(l: Option<i32>) -> R<Option<i32>> {
+pub fn level(l: Option<i32>) -> R<Option<i32>> {
     match l {
         Some(l) if !(1..=22).contains(&l) => usage("--compress-level must be between 1 and 22"),
         l => Ok(l),
