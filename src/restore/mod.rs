@@ -182,7 +182,15 @@ fn check_data(
 ) -> Result<HashMap<ChunkId, ChunkLoc>> {
     let chunks = cat.chunk_locations(&backup.id)?;
     let nothing = "nothing was written; `pgstrata verify` shows what else is affected";
-    for f in files.iter().filter(|f| f.kind == FileKind::File) {
+    // In pack order: neighbouring block maps share reads (and, encrypted,
+    // opened segments).
+    let mut order: Vec<&FileRow> = files.iter().filter(|f| f.kind == FileKind::File).collect();
+    order.sort_by_key(|f| {
+        f.blockmap
+            .and_then(|b| chunks.get(&b))
+            .map(|l| (l.pack_id.0, l.offset))
+    });
+    for f in order {
         let what = format!("{} (backup {})", f.path, backup.id);
         let bm = match (&f.blockmap, f.size) {
             (Some(bm), _) => bm,

@@ -8,7 +8,7 @@
 //! is [`Error::Corrupt`] naming its key; nothing unauthenticated is returned.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,9 +39,35 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 /// An opened segment: (backend id, key, segment index, plaintext).
 type OpenedSegment = (u64, String, u64, Vec<u8>);
 
+/// Segments a thread keeps opened: enough for the records of small files
+/// (a chunk and a block map a few hundred bytes apart) read one after the
+/// other.
+const RECENT: usize = 16;
+
 thread_local! {
-    /// The segment this thread opened last.
-    static LAST_SEGMENT: RefCell<Option<OpenedSegment>> = const { RefCell::new(None) };
+    /// The segments this thread opened last, newest at the back.
+    static RECENT_SEGMENTS: RefCell<VecDeque<OpenedSegment>> =
+        const { RefCell::new(VecDeque::new()) };
+}
+
+fn recent(id: u64, key: &str, index: u64) -> Option<Vec<u8>> {
+    RECENT_SEGMENTS.with(|c| {
+        c.borrow()
+            .iter()
+            .rev()
+            .find(|(i, k, x, _)| *i == id && k == key && *x == index)
+            .map(|e| e.3.clone())
+    })
+}
+
+fn remember(entry: OpenedSegment) {
+    RECENT_SEGMENTS.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= RECENT {
+            c.pop_front();
+        }
+        c.push_back(entry);
+    });
 }
 
 fn what(key: &str) -> String {
@@ -62,7 +88,7 @@ impl SealedBackend {
         if let Ok(mut h) = self.headers.lock() {
             h.remove(key);
         }
-        LAST_SEGMENT.with(|c| *c.borrow_mut() = None);
+        RECENT_SEGMENTS.with(|c| c.borrow_mut().clear());
     }
 
     fn header(&self, key: &str) -> Result<([u8; PREFIX_LEN], u64)> {
@@ -97,14 +123,17 @@ impl SealedBackend {
         }
         let first = offset / SEGMENT as u64;
         let last = (end - 1) / SEGMENT as u64;
-        // Consecutive records share a segment at their boundary: the one
-        // this thread opened last is not opened again.
-        let cached = LAST_SEGMENT.with(|c| match &*c.borrow() {
-            Some((id, k, i, p)) if *id == self.id && k == key && *i == first => Some(p.clone()),
-            _ => None,
-        });
-        let mut opened = cached.clone().unwrap_or_default();
-        let from_seg = first + u64::from(cached.is_some());
+        // Neighbouring records share segments: those this thread opened
+        // lately are not read and opened again.
+        let mut opened = Vec::new();
+        let mut from_seg = first;
+        while from_seg <= last {
+            match recent(self.id, key, from_seg) {
+                Some(p) => opened.extend_from_slice(&p),
+                None => break,
+            }
+            from_seg += 1;
+        }
         if from_seg <= last {
             let from = segment_offset(from_seg);
             let to = segment_offset(last + 1).min(size);
@@ -119,9 +148,10 @@ impl SealedBackend {
             opened.extend_from_slice(&more);
         }
         let last_start = ((last - first) as usize) * SEGMENT;
-        if let Some(tail) = opened.get(last_start..) {
-            let entry = (self.id, key.to_string(), last, tail.to_vec());
-            LAST_SEGMENT.with(|c| *c.borrow_mut() = Some(entry));
+        if from_seg <= last {
+            if let Some(tail) = opened.get(last_start..) {
+                remember((self.id, key.to_string(), last, tail.to_vec()));
+            }
         }
         let skip = (offset - first * SEGMENT as u64) as usize;
         if opened.len() < skip + len {
