@@ -317,7 +317,8 @@ struct Job<'a> {
 /// newest backup's rows and block-map locations (blocks).
 struct References {
     reference: HashMap<String, FileRow>,
-    prior: HashMap<String, FileRow>,
+    /// `None` when the newest backup is the reference (an incr): one map.
+    prior: Option<HashMap<String, FileRow>>,
     prior_maps: HashMap<ChunkId, ChunkLoc>,
 }
 
@@ -328,9 +329,10 @@ impl References {
                 Some(r) => by_path(cat.files(&r.id)?),
                 None => HashMap::new(),
             },
-            prior: match &plan.prior {
-                Some(p) => by_path(cat.files(&p.id)?),
-                None => HashMap::new(),
+            prior: match (&plan.prior, &plan.reference) {
+                (Some(p), Some(r)) if p.id == r.id => None,
+                (Some(p), _) => Some(by_path(cat.files(&p.id)?)),
+                (None, _) => Some(HashMap::new()),
             },
             prior_maps: match &plan.prior {
                 Some(p) => cat.blockmap_locations(&p.id)?,
@@ -340,7 +342,11 @@ impl References {
     }
 
     fn prior_map(&self, path: &str) -> Option<ChunkId> {
-        self.prior.get(path).and_then(|p| p.blockmap)
+        self.prior
+            .as_ref()
+            .unwrap_or(&self.reference)
+            .get(path)
+            .and_then(|p| p.blockmap)
     }
 }
 
@@ -437,6 +443,9 @@ impl Job<'_> {
         let copy_result = self.copy_files(&ctx, &refs, &walked);
         self.progress.end();
         drop(tx);
+        // What the copy needed goes before the manifest is assembled.
+        let (files, db_bytes) = (walked.files.len() + 1, walked.db_bytes);
+        drop((refs, walked, claimed));
         let (cat, wres) = writer
             .join()
             .map_err(|_| Error::internal("the backup writer thread panicked"))?;
@@ -446,8 +455,7 @@ impl Job<'_> {
         };
         let read_bytes = read_bytes.load(Ordering::Relaxed);
         tracing::info!(
-            "copied {} files ({read_bytes} bytes read, {} packs) in {:?}",
-            walked.files.len() + 1,
+            "copied {files} files ({read_bytes} bytes read, {} packs) in {:?}",
             stats.packs,
             t.elapsed()
         );
@@ -457,7 +465,7 @@ impl Job<'_> {
         if let Some(s) = self.standby.as_mut() {
             s.complete_segment()?;
         }
-        row.db_bytes = walked.db_bytes;
+        row.db_bytes = db_bytes;
         row.read_bytes = read_bytes;
         self.finish(cat, &mut row, stop, stats)
     }
@@ -516,11 +524,10 @@ impl Job<'_> {
             format: MANIFEST_VERSION,
             cluster: self.cluster.identity(),
             backup: (&*row).into(),
-            files: files.iter().map(Into::into).collect(),
+            files: files.into_iter().map(|f| (&f).into()).collect(),
             page_errors: errors.iter().map(Into::into).collect(),
         }
         .encode()?;
-        drop(files);
         self.repo
             .backend()
             .put(&keys::manifest(&self.cluster.name, &row.id), &copy)?;

@@ -200,10 +200,12 @@ struct VersionProbe {
 impl Manifest {
     /// JSON, compressed.
     pub fn encode(&self) -> Result<Vec<u8>> {
-        let json = serde_json::to_vec(self)
+        // Streamed into the compressor: no whole JSON text in memory.
+        let err = |e: std::io::Error| Error::Internal(format!("manifest compression: {e}"));
+        let mut z = zstd::stream::Encoder::new(Vec::new(), 3).map_err(err)?;
+        serde_json::to_writer(&mut z, self)
             .map_err(|e| Error::Internal(format!("manifest encoding: {e}")))?;
-        zstd::bulk::compress(&json, 3)
-            .map_err(|e| Error::Internal(format!("manifest compression: {e}")))
+        z.finish().map_err(err)
     }
 
     /// Decode a stored copy; `what` names it for errors.
