@@ -418,6 +418,20 @@ impl Catalog {
         Ok(rows)
     }
 
+    /// The (backup id, path) of every file row whose block map is `bm`.
+    pub fn files_with_blockmap(&self, bm: &ChunkId) -> Result<Vec<(String, String)>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT backup_id, path FROM file WHERE blockmap = ?1")
+            .ctx("find the files of a block map")?;
+        let rows = st
+            .query_map([bm], |r| Ok((r.get(0)?, r.get(1)?)))
+            .ctx("find the files of a block map")?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .ctx(&format!("a file row using block map {bm}"))?;
+        Ok(rows)
+    }
+
     pub fn add_page_errors(&self, backup_id: &str, errs: &[PageErrorRow]) -> Result<()> {
         let mut st = self
             .conn

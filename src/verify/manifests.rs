@@ -21,7 +21,7 @@ pub(super) fn check(
     users: &mut Users,
     report: &mut VerifyReport,
 ) -> Result<HashMap<ChunkId, ChunkLoc>> {
-    let sizes = collect_users(repo, cat, scope, users, report)?;
+    collect_users(repo, cat, scope, users, report)?;
     let mut indexed: HashMap<ChunkId, ChunkLoc> = HashMap::new();
     let mut maps: Vec<ChunkId> = users.blockmaps.keys().copied().collect();
     maps.sort();
@@ -36,7 +36,8 @@ pub(super) fn check(
             continue;
         };
         indexed.insert(bm, loc.clone());
-        check_blockmap(repo, cat, &bm, &loc, sizes.get(&bm).copied(), users, report)?;
+        let size = users.blockmaps.get(&bm).copied();
+        check_blockmap(repo, cat, &bm, &loc, size, users, report)?;
     }
     let mut data: Vec<ChunkId> = users
         .chunks
@@ -62,17 +63,16 @@ pub(super) fn check(
     Ok(indexed)
 }
 
-/// Record which backup and file uses each block map; report files with
+/// Record each block map in use with its file's size; report files with
 /// bytes but no block map, and block maps shared by files of different
-/// sizes. Returns each block map's file size.
+/// sizes.
 fn collect_users(
     repo: &Repository,
     cat: &Catalog,
     scope: &Scope,
     users: &mut Users,
     report: &mut VerifyReport,
-) -> Result<HashMap<ChunkId, u64>> {
-    let mut sizes: HashMap<ChunkId, u64> = HashMap::new();
+) -> Result<()> {
     for (c, backups) in scope {
         for b in backups {
             check_copy(repo, c, b, report);
@@ -92,10 +92,7 @@ fn collect_users(
                     }
                     continue;
                 };
-                let i = users.entries.len();
-                users.entries.push((b.id.clone(), f.path.clone()));
-                users.blockmaps.entry(bm).or_default().push(i);
-                if let Some(prev) = sizes.insert(bm, f.size) {
+                if let Some(prev) = users.blockmaps.insert(bm, f.size) {
                     if prev != f.size {
                         report.problems.push(problem(
                             ProblemKind::BlockMapInvalid,
@@ -108,7 +105,7 @@ fn collect_users(
             }
         }
     }
-    Ok(sizes)
+    Ok(())
 }
 
 /// One block map: readable, decodes, describes its file, its chunks in the

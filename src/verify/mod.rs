@@ -149,27 +149,43 @@ pub struct VerifyOptions {
     pub cluster: Option<String>,
 }
 
-/// Who uses what: for attributing damage to backups and files.
-#[derive(Default)]
-struct Users {
-    /// (backup id, path) pairs, indexed by the maps below.
-    entries: Vec<(String, String)>,
-    /// Block map id → entries whose file row points at it.
-    blockmaps: HashMap<ChunkId, Vec<usize>>,
+/// Who uses what: for attributing damage to backups and files. The files
+/// of a block map are looked up in the catalog when damage is found, so
+/// memory does not grow with files × backups.
+struct Users<'a> {
+    cat: &'a Catalog,
+    /// The backups in scope.
+    backups: HashSet<String>,
+    /// Every block map the backups in scope use, with its file's size.
+    blockmaps: HashMap<ChunkId, u64>,
     /// Data chunk → block maps that use it.
     chunks: HashMap<ChunkId, Vec<ChunkId>>,
 }
 
-impl Users {
+impl<'a> Users<'a> {
+    fn new(cat: &'a Catalog, scope: &Scope) -> Self {
+        Users {
+            cat,
+            backups: scope
+                .iter()
+                .flat_map(|(_, bs)| bs.iter().map(|b| b.id.clone()))
+                .collect(),
+            blockmaps: HashMap::new(),
+            chunks: HashMap::new(),
+        }
+    }
+
     fn affected(&self, id: &ChunkId) -> (BTreeSet<String>, BTreeSet<String>) {
         let mut backups = BTreeSet::new();
         let mut files = BTreeSet::new();
-        let mut add = |bm: &ChunkId| {
-            for &i in self.blockmaps.get(bm).into_iter().flatten() {
-                let (b, p) = &self.entries[i];
-                backups.insert(b.clone());
-                files.insert(p.clone());
+        let mut add = |bm: &ChunkId| match self.cat.files_with_blockmap(bm) {
+            Ok(rows) => {
+                for (b, p) in rows.into_iter().filter(|(b, _)| self.backups.contains(b)) {
+                    backups.insert(b);
+                    files.insert(p);
+                }
             }
+            Err(e) => tracing::warn!("cannot tell which files use block map {bm}: {e}"),
         };
         add(id);
         for bm in self.chunks.get(id).into_iter().flatten() {
@@ -213,7 +229,7 @@ pub fn run(
     let mut report = VerifyReport::default();
     check_catalog(&cat, &mut report)?;
     let scope = scope(&cat, opts, &mut report)?;
-    let mut users = Users::default();
+    let mut users = Users::new(&cat, &scope);
     let indexed = manifests::check(repo, &cat, &scope, &mut users, &mut report)?;
     let (packs, on_disk) = packs_to_scan(repo, &cat, opts, &indexed, &mut report)?;
     let pack_bytes: u64 = packs.iter().filter_map(|p| on_disk.get(p)).sum();
