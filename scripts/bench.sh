@@ -30,7 +30,8 @@
 #   change    pgbench workload.sql (2 clients), CHECKPOINT; ground truth: pagediff.py OLD NEW
 #   incr      each tool
 #   full #2   each tool, no change since the incr
-#   restore   latest backup into an empty directory; floor: cp -a PGDATA/base
+#   restore   latest backup into an empty directory, after a sync; floor: cp -a PGDATA/base
+#             (which, unlike a restore, does not make what it wrote durable)
 # Output: one markdown table on stdout (also WORKDIR/results.md) and WORKDIR/results.tsv.
 set -euo pipefail
 
@@ -418,10 +419,15 @@ for tool in "${TOOLS[@]}"; do
     pgbr_file) CMD=("${AS_PG[@]}" pgbackrest --config="$PGBR_CONF" --stanza=bench --repo=1 --pg1-path="$dir" restore) ;;
     pgbr_block) CMD=("${AS_PG[@]}" pgbackrest --config="$PGBR_CONF" --stanza=bench --repo=2 --pg1-path="$dir" restore) ;;
   esac
+  # Every restore (and the floor) starts with nothing dirty in the page cache:
+  # a restore ends with syncfs, which would otherwise also pay for the
+  # writes of the steps before it.
+  sync
   measure restore "$tool" "${CMD[@]}"
   record restore "$tool" "$WALL" "$RSS" - - - "$(bytes_of "$dir") bytes restored"
 done
 "${AS_PG[@]}" mkdir -m 0700 "$WORKDIR/restore-floor"
+sync
 measure restore floor cp -a "$PGDATA/base" "$WORKDIR/restore-floor/"
 record restore floor "$WALL" "$RSS" - - - "cp -a PGDATA/base"
 
