@@ -27,6 +27,8 @@
 # step added to the repository's backup area, measured with du -sb before and after,
 # WAL archive excluded; the whole-repository delta is in results.tsv too):
 #   full #1   pgstrata, pgBackRest file-level, pgBackRest bundle+block; floor: tar | zstd -3 -T2
+#             (every backup is started at .85 s past a second: the wait for the start
+#             second to pass, which both tools have, is then the same for all)
 #   change    pgbench workload.sql (2 clients), CHECKPOINT; ground truth: pagediff.py OLD NEW
 #   incr      each tool
 #   full #2   each tool, no change since the incr
@@ -278,6 +280,11 @@ run_backups() {  # step type
     wait_archive
     backup_cmd "$tool" "$type"
     b0=$(backup_bytes "$tool"); r0=$(repo_bytes "$tool")
+    # Both tools let a backup read only once the clock has left the second it
+    # started in (so that a later write changes a timestamp the next backup
+    # sees): started at a random moment that costs 0 to 1 s. Every backup
+    # starts at .85 s past a second, so the columns pay the same.
+    sleep "$(date +%N | awk '{ d = 0.85 - $1 / 1e9; if (d < 0) d += 1; printf "%.3f", d }')"
     measure "$step" "$tool" "${CMD[@]}"
     wait_archive
     b1=$(backup_bytes "$tool"); r1=$(repo_bytes "$tool")
