@@ -164,6 +164,26 @@ pub fn compress(data: &[u8], level: i32) -> Result<(Codec, Vec<u8>)> {
     }
 }
 
+thread_local! {
+    // One zstd decompression context per thread: creating one per chunk
+    // was 6% of a restore's CPU time.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn decompress(stored: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match slot.as_mut() {
+            Some(d) => d.decompress(stored, raw_len),
+            None => zstd::bulk::decompress(stored, raw_len),
+        }
+    })
+}
+
 /// Decode stored bytes and check them against `id`. `what` names the file or
 /// object the caller is restoring, for the error.
 pub fn decode_verified(
@@ -176,7 +196,7 @@ pub fn decode_verified(
 ) -> Result<Vec<u8>> {
     let raw = match codec {
         Codec::Raw => stored.to_vec(),
-        Codec::Zstd => zstd::bulk::decompress(stored, raw_len)
+        Codec::Zstd => decompress(stored, raw_len)
             .map_err(|e| Error::corrupt(what, format!("chunk {id} does not decompress: {e}")))?,
     };
     if raw.len() != raw_len || ids.chunk_id(&raw) != *id {

@@ -189,7 +189,7 @@ impl Backend for SealedBackend {
             inner,
             sealer: self.sealer.clone(),
             prefix,
-            pending: Vec::with_capacity(SEGMENT),
+            pending: Vec::with_capacity((SEAL_BATCH + 1) * SEGMENT),
             out: Vec::with_capacity(SEALED_SEGMENT),
             index: 0,
             written: 0,
@@ -288,28 +288,54 @@ struct SealedWriter {
     written: u64,
 }
 
+/// Segments sealed together, in parallel: the pack writer is one thread,
+/// and sealing one segment after another there would make it the
+/// bottleneck of a backup.
+const SEAL_BATCH: usize = 32;
+
 impl SealedWriter {
-    fn flush_segment(&mut self, last: bool) -> Result<()> {
+    /// Seal and write the pending bytes as the final segment.
+    fn flush_last(&mut self) -> Result<()> {
         self.out.clear();
         self.sealer
-            .seal_segment(&self.prefix, self.index, last, &self.pending, &mut self.out)?;
+            .seal_segment(&self.prefix, self.index, true, &self.pending, &mut self.out)?;
         self.inner.write_all(&self.out)?;
         self.pending.clear();
         self.index += 1;
         Ok(())
     }
+
+    /// Seal and write the first `n` full pending segments (never the last
+    /// pending bytes: they may be the final segment).
+    fn flush_full(&mut self, n: usize) -> Result<()> {
+        use rayon::prelude::*;
+        let (sealer, prefix, first) = (&self.sealer, &self.prefix, self.index);
+        let sealed: Vec<Vec<u8>> = self.pending[..n * SEGMENT]
+            .par_chunks(SEGMENT)
+            .enumerate()
+            .map(|(k, seg)| {
+                let mut out = Vec::with_capacity(SEALED_SEGMENT);
+                sealer.seal_segment(prefix, first + k as u64, false, seg, &mut out)?;
+                Ok(out)
+            })
+            .collect::<Result<_>>()?;
+        for seg in &sealed {
+            self.inner.write_all(seg)?;
+        }
+        self.pending.drain(..n * SEGMENT);
+        self.index += n as u64;
+        Ok(())
+    }
 }
 
 impl ObjectWriter for SealedWriter {
-    fn write_all(&mut self, mut buf: &[u8]) -> Result<()> {
+    fn write_all(&mut self, buf: &[u8]) -> Result<()> {
         self.written += buf.len() as u64;
-        while !buf.is_empty() {
-            if self.pending.len() == SEGMENT {
-                self.flush_segment(false)?;
-            }
-            let take = (SEGMENT - self.pending.len()).min(buf.len());
-            self.pending.extend_from_slice(&buf[..take]);
-            buf = &buf[take..];
+        self.pending.extend_from_slice(buf);
+        // Full segments with more bytes after them are not the last one.
+        let full = self.pending.len().saturating_sub(1) / SEGMENT;
+        if full >= SEAL_BATCH {
+            self.flush_full(full)?;
         }
         Ok(())
     }
@@ -324,7 +350,11 @@ impl ObjectWriter for SealedWriter {
                 "a streamed object must be sealed, not {key}"
             )));
         }
-        self.flush_segment(true)?;
+        let full = self.pending.len().saturating_sub(1) / SEGMENT;
+        if full > 0 {
+            self.flush_full(full)?;
+        }
+        self.flush_last()?;
         let SealedWriter { inner, .. } = *self;
         inner.finish(key)
     }
