@@ -266,7 +266,9 @@ impl Sealer {
             }
             // Close the gap the tags leave.
             let body = end - start - TAG_LEN;
-            buf.copy_within(start..start + body, plain_end);
+            if start != plain_end {
+                buf.copy_within(start..start + body, plain_end);
+            }
             plain_end += body;
         }
         buf.truncate(plain_end);

@@ -145,7 +145,11 @@ impl SealedBackend {
                 Some(segments(plain)),
                 &w,
             )?;
-            opened.extend_from_slice(&more);
+            if opened.is_empty() {
+                opened = more;
+            } else {
+                opened.extend_from_slice(&more);
+            }
         }
         let last_start = ((last - first) as usize) * SEGMENT;
         if from_seg <= last {
