@@ -14,20 +14,26 @@
 //! object prefix):
 //!
 //! ```text
-//! "PGSTREN1" | nonce prefix (16 random bytes) | segment 0 | segment 1 | ...
-//! segment i = XChaCha20-Poly1305(object key, nonce_i, plaintext[i*16 KiB ..]) | tag (16)
-//! nonce_i   = prefix | i (u32 LE) | final flag (1 on the last segment, else 0) | 0 0 0
+//! "PGSTREN2" | nonce prefix (16 random bytes) | segment 0 | segment 1 | ...
+//! key       = BLAKE3-keyed(object key, nonce prefix)
+//! segment i = AES-256-GCM(key, nonce_i, plaintext[i*16 KiB ..]) | tag (16)
+//! nonce_i   = i (u32 LE) | final flag (1 on the last segment, else 0) | 0 x 7
 //! ```
 //!
 //! Every segment holds 16 KiB of plaintext but the last, which holds 1 to
 //! 16 KiB (0 for an empty object). 16 KiB keeps the tags at 0.1% and what a
 //! small range read (a block map) opens beyond what it asked for small. The index in the nonce stops segments from
 //! being reordered, the final flag stops truncation at a segment boundary,
-//! the random prefix makes every object's nonces unique. A range read opens
+//! the random prefix gives every object its own key, so
+//! no (key, nonce) pair repeats. AES-256-GCM rather than XChaCha20-Poly1305:
+//! with AES-NI it opens about twice as fast here, and restore is bound by
+//! it. A range read opens
 //! only the segments it covers. Nothing here does I/O.
 
-use chacha20poly1305::aead::{AeadInOut, KeyInit};
-use chacha20poly1305::{Key, Tag, XChaCha20Poly1305, XNonce};
+use aes_gcm::aead::{AeadInOut, KeyInit};
+use aes_gcm::{Aes256Gcm, Key, Tag};
+type Nonce = aes_gcm::aead::Nonce<Aes256Gcm>;
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -35,7 +41,7 @@ use super::check_magic;
 use super::chunk::{hex, IdKey};
 use crate::error::{Error, Result};
 
-pub const MAGIC: &[u8; 8] = b"PGSTREN1";
+pub const MAGIC: &[u8; 8] = b"PGSTREN2";
 pub const PREFIX_LEN: usize = 16;
 pub const HEADER_LEN: usize = MAGIC.len() + PREFIX_LEN;
 /// Plaintext bytes per segment.
@@ -90,9 +96,7 @@ impl MasterKey {
         let object = Zeroizing::new(blake3::derive_key(OBJECT_KEY_CONTEXT, self.0.as_ref()));
         let ids = blake3::derive_key(ID_KEY_CONTEXT, self.0.as_ref());
         Keys {
-            sealer: Sealer {
-                cipher: XChaCha20Poly1305::new(&Key::from(*object)),
-            },
+            sealer: Sealer { object },
             ids: IdKey::Keyed(ids),
         }
     }
@@ -110,20 +114,27 @@ pub fn random(buf: &mut [u8]) -> Result<()> {
     getrandom::fill(buf).map_err(|e| Error::internal(format!("no random numbers: {e}")))
 }
 
-/// Seals and opens segments under the object key.
+/// Holds the object key; hands out an [`ObjectCipher`] per object.
 #[derive(Clone)]
 pub struct Sealer {
-    cipher: XChaCha20Poly1305,
+    object: Zeroizing<[u8; 32]>,
 }
 
-fn nonce(prefix: &[u8; PREFIX_LEN], index: u64, last: bool) -> Result<XNonce> {
+/// The AEAD of one object: AES-256-GCM under a key derived from the object
+/// key and the object's random nonce prefix, so that nonces (segment index
+/// and final flag) never repeat under one key.
+#[derive(Clone)]
+pub struct ObjectCipher {
+    cipher: Aes256Gcm,
+}
+
+fn nonce(index: u64, last: bool) -> Result<Nonce> {
     let index = u32::try_from(index)
         .map_err(|_| Error::invalid("object too large to seal (more than 2^32 segments)"))?;
-    let mut n = [0u8; 24];
-    n[..PREFIX_LEN].copy_from_slice(prefix);
-    n[PREFIX_LEN..PREFIX_LEN + 4].copy_from_slice(&index.to_le_bytes());
-    n[PREFIX_LEN + 4] = u8::from(last);
-    Ok(XNonce::from(n))
+    let mut n = [0u8; 12];
+    n[..4].copy_from_slice(&index.to_le_bytes());
+    n[4] = u8::from(last);
+    Ok(Nonce::from(n))
 }
 
 /// A new object's header: the magic and a fresh random nonce prefix.
@@ -148,16 +159,54 @@ pub fn parse_header(h: &[u8], what: &str) -> Result<[u8; PREFIX_LEN]> {
 }
 
 impl Sealer {
-    /// Append segment `index` of an object, sealed, to `out`.
+    /// The cipher of the object whose header carries `prefix`.
+    pub fn object(&self, prefix: &[u8; PREFIX_LEN]) -> ObjectCipher {
+        let k = Zeroizing::new(*blake3::keyed_hash(&self.object, prefix).as_bytes());
+        ObjectCipher {
+            cipher: Aes256Gcm::new(&Key::<Aes256Gcm>::from(*k)),
+        }
+    }
+
+    /// Seal a whole object.
+    pub fn seal(&self, data: &[u8]) -> Result<Vec<u8>> {
+        let (h, prefix) = new_header()?;
+        let c = self.object(&prefix);
+        let mut out = Vec::with_capacity(sealed_len(data.len() as u64) as usize);
+        out.extend_from_slice(&h);
+        let n = segments(data.len() as u64);
+        for i in 0..n {
+            let s = (i as usize) * SEGMENT;
+            let e = (s + SEGMENT).min(data.len());
+            c.seal_segment(i, i + 1 == n, &data[s..e], &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Open a whole sealed object; any change, truncation or extension is an
+    /// error naming `what`.
+    pub fn open(&self, sealed: &[u8], what: &str) -> Result<Vec<u8>> {
+        let prefix = parse_header(sealed, what)?;
+        let plain = plain_len(sealed.len() as u64)
+            .ok_or_else(|| Error::corrupt(what, "truncated (size fits no sealed object)"))?;
+        self.object(&prefix).open_segments(
+            0,
+            sealed[HEADER_LEN..].to_vec(),
+            Some(segments(plain)),
+            what,
+        )
+    }
+}
+
+impl ObjectCipher {
+    /// Append segment `index` of the object, sealed, to `out`.
     pub fn seal_segment(
         &self,
-        prefix: &[u8; PREFIX_LEN],
         index: u64,
         last: bool,
         plain: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<()> {
-        let n = nonce(prefix, index, last)?;
+        let n = nonce(index, last)?;
         let start = out.len();
         out.extend_from_slice(plain);
         let tag = self
@@ -170,17 +219,11 @@ impl Sealer {
 
     /// Open one sealed segment in place; `false` when it does not
     /// authenticate as segment `index` with that final flag.
-    fn open_in_place(
-        &self,
-        prefix: &[u8; PREFIX_LEN],
-        index: u64,
-        last: bool,
-        seg: &mut [u8],
-    ) -> Result<bool> {
+    fn open_in_place(&self, index: u64, last: bool, seg: &mut [u8]) -> Result<bool> {
         let Some(body_len) = seg.len().checked_sub(TAG_LEN) else {
             return Ok(false);
         };
-        let n = nonce(prefix, index, last)?;
+        let n = nonce(index, last)?;
         let (body, tag) = seg.split_at_mut(body_len);
         let tag = Tag::try_from(&*tag).map_err(|_| Error::internal("tag length"))?;
         Ok(self
@@ -189,59 +232,35 @@ impl Sealer {
             .is_ok())
     }
 
-    /// Seal a whole object.
-    pub fn seal(&self, data: &[u8]) -> Result<Vec<u8>> {
-        let (h, prefix) = new_header()?;
-        let mut out = Vec::with_capacity(sealed_len(data.len() as u64) as usize);
-        out.extend_from_slice(&h);
-        let n = segments(data.len() as u64);
-        for i in 0..n {
-            let s = (i as usize) * SEGMENT;
-            let e = (s + SEGMENT).min(data.len());
-            self.seal_segment(&prefix, i, i + 1 == n, &data[s..e], &mut out)?;
-        }
-        Ok(out)
-    }
-
-    /// Open a whole sealed object; any change, truncation or extension is an
-    /// error naming `what`.
-    pub fn open(&self, sealed: &[u8], what: &str) -> Result<Vec<u8>> {
-        let prefix = parse_header(sealed, what)?;
-        let plain = plain_len(sealed.len() as u64)
-            .ok_or_else(|| Error::corrupt(what, "truncated (size fits no sealed object)"))?;
-        self.open_segments(
-            &prefix,
-            0,
-            &sealed[HEADER_LEN..],
-            Some(segments(plain)),
-            what,
-        )
-    }
-
-    /// Open consecutive sealed segments starting at segment `first`.
-    /// `total` is the object's segment count when known; otherwise the last
-    /// segment given may be either final or not, and both are tried.
+    /// Open consecutive sealed segments starting at segment `first`, in
+    /// place: the buffer becomes the plaintext. `total` is the object's
+    /// segment count when known; otherwise the last segment given may be
+    /// either final or not, and both are tried.
     pub fn open_segments(
         &self,
-        prefix: &[u8; PREFIX_LEN],
         first: u64,
-        sealed: &[u8],
+        buf: Vec<u8>,
         total: Option<u64>,
         what: &str,
     ) -> Result<Vec<u8>> {
-        self.open_segments_owned(prefix, first, sealed.to_vec(), total, what)
+        self.open_range(first, buf, total, (0, usize::MAX), None, what)
     }
 
-    /// [`Sealer::open_segments`] in place: the buffer becomes the plaintext.
-    pub fn open_segments_owned(
+    /// [`ObjectCipher::open_segments`], keeping only `len` plaintext bytes
+    /// from `skip` bytes into the first segment: the tags' gaps and the skip
+    /// are closed in one pass. `last_segment`, when given, receives the whole
+    /// plaintext of the last segment opened (for a cache of neighbours).
+    pub fn open_range(
         &self,
-        prefix: &[u8; PREFIX_LEN],
         first: u64,
         mut buf: Vec<u8>,
         total: Option<u64>,
+        (skip, len): (usize, usize),
+        last_segment: Option<&mut Vec<u8>>,
         what: &str,
     ) -> Result<Vec<u8>> {
         let count = buf.len().div_ceil(SEALED_SEGMENT);
+        let mut last_segment = last_segment;
         let mut plain_end = 0;
         for k in 0..count {
             let start = k * SEALED_SEGMENT;
@@ -249,14 +268,13 @@ impl Sealer {
             let i = first + k as u64;
             let seg = &mut buf[start..end];
             let ok = match total {
-                Some(t) => self.open_in_place(prefix, i, i + 1 == t, seg)?,
+                Some(t) => self.open_in_place(i, i + 1 == t, seg)?,
                 None if k + 1 == count => {
-                    // Poly1305 is checked before anything is decrypted, so a
+                    // The tag is checked before anything is decrypted, so a
                     // failed try leaves the bytes as they were.
-                    self.open_in_place(prefix, i, false, seg)?
-                        || self.open_in_place(prefix, i, true, seg)?
+                    self.open_in_place(i, false, seg)? || self.open_in_place(i, true, seg)?
                 }
-                None => self.open_in_place(prefix, i, false, seg)?,
+                None => self.open_in_place(i, false, seg)?,
             };
             if !ok {
                 return Err(Error::corrupt(
@@ -264,14 +282,26 @@ impl Sealer {
                     format!("encrypted segment {i} does not authenticate (damaged, or sealed with another key)"),
                 ));
             }
-            // Close the gap the tags leave.
-            let body = end - start - TAG_LEN;
-            if start != plain_end {
-                buf.copy_within(start..start + body, plain_end);
+            let mut from = start;
+            let body_end = end - TAG_LEN;
+            if k + 1 == count {
+                if let Some(tail) = last_segment.as_deref_mut() {
+                    tail.clear();
+                    tail.extend_from_slice(&buf[start..body_end]);
+                }
             }
-            plain_end += body;
+            if k == 0 {
+                from = (start + skip).min(body_end);
+            }
+            if from != plain_end {
+                buf.copy_within(from..body_end, plain_end);
+            }
+            plain_end += body_end - from;
         }
-        buf.truncate(plain_end);
+        if plain_end < len && len != usize::MAX {
+            return Err(Error::corrupt(what, "truncated"));
+        }
+        buf.truncate(plain_end.min(len));
         Ok(buf)
     }
 }
@@ -332,7 +362,7 @@ impl KeyFile {
         let mut n = [0u8; 24];
         random(&mut n)?;
         let k = kek(passphrase, &salt, M_COST_KIB, T_COST, P_COST)?;
-        let cipher = XChaCha20Poly1305::new(&Key::from(*k));
+        let cipher = XChaCha20Poly1305::new(&chacha20poly1305::Key::from(*k));
         let mut buf = master.0.to_vec();
         let tag = cipher
             .encrypt_inout_detached(&XNonce::from(n), WRAP_AAD, buf.as_mut_slice().into())
@@ -361,7 +391,7 @@ impl KeyFile {
             return Err(Error::corrupt(what, "wrapped key is not 48 bytes"));
         }
         let k = kek(passphrase, &salt, self.m_cost_kib, self.t_cost, self.p_cost)?;
-        let cipher = XChaCha20Poly1305::new(&Key::from(*k));
+        let cipher = XChaCha20Poly1305::new(&chacha20poly1305::Key::from(*k));
         let (body, tag) = wrapped.split_at_mut(32);
         let tag = Tag::try_from(&*tag).map_err(|_| Error::internal("tag length"))?;
         if cipher
@@ -455,19 +485,36 @@ mod tests {
         let s = sealer();
         let data: Vec<u8> = (0..4 * SEGMENT + 100).map(|i| (i % 251) as u8).collect();
         let sealed = s.seal(&data).unwrap();
-        let prefix = parse_header(&sealed, "x").unwrap();
+        let c = s.object(&parse_header(&sealed, "x").unwrap());
         let (a, b) = (segment_offset(1) as usize, segment_offset(3) as usize);
-        let got = s
-            .open_segments(&prefix, 1, &sealed[a..b], None, "x")
+        let got = c
+            .open_segments(1, sealed[a..b].to_vec(), None, "x")
             .unwrap();
         assert_eq!(got, &data[SEGMENT..3 * SEGMENT]);
-        let tail = s
-            .open_segments(&prefix, 3, &sealed[b..], None, "x")
-            .unwrap();
+        let tail = c.open_segments(3, sealed[b..].to_vec(), None, "x").unwrap();
         assert_eq!(tail, &data[3 * SEGMENT..]);
+        // A range with a skip, and the last segment handed back whole.
+        let mut last = Vec::new();
+        let part = c
+            .open_range(
+                1,
+                sealed[a..b].to_vec(),
+                Some(5),
+                (10, SEGMENT),
+                Some(&mut last),
+                "x",
+            )
+            .unwrap();
+        assert_eq!(part, &data[SEGMENT + 10..2 * SEGMENT + 10]);
+        assert_eq!(last, &data[2 * SEGMENT..3 * SEGMENT]);
         // Segments presented under the wrong index do not open.
-        assert!(s
-            .open_segments(&prefix, 2, &sealed[a..b], None, "x")
+        assert!(c
+            .open_segments(2, sealed[a..b].to_vec(), None, "x")
+            .is_err());
+        // Nor under another object's key.
+        let other = s.object(&[7; PREFIX_LEN]);
+        assert!(other
+            .open_segments(1, sealed[a..b].to_vec(), None, "x")
             .is_err());
     }
 
