@@ -61,7 +61,7 @@ pub fn run(repo: &Repository, cluster: &str, opts: &CheckOptions) -> Result<Chec
     drop(cat);
     let wanted = format!(
         "archive_command = 'pgstrata --repo {} --cluster {cluster} archive-push %p'",
-        repo.root().display()
+        repo.name()
     );
     if info.archive_mode == "off" {
         return Err(Error::refused(format!(

@@ -531,13 +531,15 @@ pub fn run(
     opts: &ExpireOptions,
     dry_run: bool,
 ) -> Result<(ExpirePlan, Option<ExpireLog>)> {
-    let _lock = RepoLock::acquire(repo, "expire", opts.lock_wait)?;
+    let lock = RepoLock::acquire(repo, "expire", opts.lock_wait)?;
     let mut cat = repo.catalog()?;
     let plan = plan(repo, &cat, cluster, opts)?;
     if dry_run {
         return Ok((plan, None));
     }
     let log = apply(repo, &mut cat, &plan)?;
+    drop(cat);
+    lock.release()?;
     Ok((plan, Some(log)))
 }
 

@@ -211,7 +211,7 @@ pub fn gather(repo: &Repository, only: Option<&str>) -> Result<Info> {
     Ok(Info {
         clusters,
         repo: RepoInfo {
-            path: repo.root().display().to_string(),
+            path: repo.name().to_string(),
             bytes,
             pack_bytes: cat.pack_bytes()?,
             encrypted: repo.is_encrypted(),

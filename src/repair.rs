@@ -45,9 +45,9 @@ pub fn rebuild_catalog(
     lock_wait: Duration,
     progress: &dyn Progress,
 ) -> Result<RepairReport> {
-    let _lock = RepoLock::acquire(repo, "repair", lock_wait)?;
+    let lock = RepoLock::acquire(repo, "repair", lock_wait)?;
     let mut report = RepairReport {
-        old_catalog: move_aside(&repo.catalog_path())?,
+        old_catalog: move_aside(&repo.catalog_path()?)?,
         ..Default::default()
     };
     let mut cat = repo.catalog_create()?;
@@ -55,6 +55,8 @@ pub fn rebuild_catalog(
     insert_backups(repo, &mut cat, &mut report)?;
     bind_wal_clusters(repo, &cat, &mut report)?;
     report.clusters = cat.clusters()?.len() as u64;
+    drop(cat);
+    lock.release()?;
     Ok(report)
 }
 
@@ -265,7 +267,7 @@ mod tests {
         f.backup(1, &[("a", content(1, 130, 0)), ("b", content(2, 1, 7))]);
         f.backup(2, &[("a", content(1, 130, 0))]);
         let before = snapshot(&f);
-        std::fs::remove_file(f.repo.catalog_path()).unwrap();
+        std::fs::remove_file(f.repo.catalog_path().unwrap()).unwrap();
         let r = rebuild_catalog(&f.repo, Duration::ZERO, &Silent).unwrap();
         assert!(r.skipped.is_empty(), "{:?}", r.skipped);
         assert_eq!((r.clusters, r.backups.len(), r.packs), (1, 2, 2));

@@ -37,7 +37,7 @@ pub fn run(
     control::require_data_directory(pgdata)?;
     let system_id = control::system_identifier(pgdata)?;
     let major = control::major_version(pgdata)?;
-    let _lock = RepoLock::acquire(repo, "upgrade", lock_wait)?;
+    let lock = RepoLock::acquire(repo, "upgrade", lock_wait)?;
     let cat = repo.catalog()?;
     let before = cat.cluster(cluster)?;
     let after = cat.upgrade_cluster(cluster, system_id, major)?;
@@ -52,6 +52,8 @@ pub fn run(
             ))
         }
     };
+    drop(cat);
+    lock.release()?;
     Ok(UpgradeReport {
         cluster: cluster.to_string(),
         from,
@@ -146,7 +148,7 @@ mod tests {
         assert!(!f.repo.wal_names("main~2").unwrap().is_empty());
 
         // A rebuilt catalog has the history and each backup's entry.
-        std::fs::remove_file(f.repo.catalog_path()).unwrap();
+        std::fs::remove_file(f.repo.catalog_path().unwrap()).unwrap();
         crate::repair::rebuild_catalog(&f.repo, Duration::ZERO, &crate::progress::Silent).unwrap();
         let cat = f.repo.catalog().unwrap();
         let c = cat.cluster("main").unwrap().unwrap();

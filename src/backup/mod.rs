@@ -170,7 +170,7 @@ pub fn run(
     progress: &dyn Progress,
 ) -> Result<BackupReport> {
     check_cluster_name(cluster)?;
-    let _lock = RepoLock::acquire(repo, "backup", opts.lock_wait)?;
+    let lock = RepoLock::acquire(repo, "backup", opts.lock_wait)?;
     let (mut server, pgdata) = connect(repo, cluster, opts)?;
     let standby = match server.info.in_recovery {
         true => Some(Standby::check(
@@ -228,10 +228,15 @@ pub fn run(
         progress,
     };
     match job.copy(cat, row) {
-        Ok(report) => Ok(BackupReport {
-            elapsed: started.elapsed(),
-            ..report
-        }),
+        Ok(report) => {
+            // In object storage the backup exists once the catalog naming
+            // it is published.
+            lock.release()?;
+            Ok(BackupReport {
+                elapsed: started.elapsed(),
+                ..report
+            })
+        }
         Err(e) => {
             // Best effort: the running row goes; its packs are garbage for expire.
             if let Ok(cat) = repo.catalog() {
@@ -252,7 +257,7 @@ fn connect(repo: &Repository, cluster: &str, opts: &BackupOptions) -> Result<(Se
             "archive_mode is off, so the WAL this backup needs would never reach the \
              repository: set archive_mode = on and archive_command = 'pgstrata --repo {} \
              --cluster {cluster} archive-push %p', then restart PostgreSQL",
-            repo.root().display()
+            repo.name()
         )));
     }
     Ok((server, pgdata))
@@ -631,7 +636,7 @@ fn wait_for_wal(
                  backup is not usable without it. Set archive_mode = on and archive_command = \
                  'pgstrata --repo {} --cluster {cluster} archive-push %p' (now: {:?})",
                 timeout.as_secs(),
-                repo.root().display(),
+                repo.name(),
                 archive_command
             )));
         }

@@ -108,7 +108,7 @@ fn execute(s: Settings) -> anyhow::Result<Outcome> {
 
 fn change_passphrase(r: &Repository, new: &PassphraseSource, quiet: bool) -> anyhow::Result<()> {
     if !r.is_encrypted() {
-        bail!("repository {} is not encrypted", r.root().display());
+        bail!("repository {} is not encrypted", r.name());
     }
     r.change_passphrase(&new.read()?)?;
     say(

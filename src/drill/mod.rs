@@ -230,7 +230,21 @@ pub fn run(
         report: serde_json::to_string(&report)
             .map_err(|e| Error::internal(format!("drill report as JSON: {e}")))?,
     };
+    // In object storage the record is a catalog change like any other:
+    // made by the lock holder and published (after a running backup, if
+    // one holds the lock).
+    let lock = match repo.is_remote() {
+        true => Some(crate::repo::RepoLock::acquire(
+            repo,
+            "drill",
+            std::time::Duration::from_secs(3600),
+        )?),
+        false => None,
+    };
     repo.catalog()?.record_drill(cl.id, &row)?;
+    if let Some(l) = lock {
+        l.release()?;
+    }
     Ok(report)
 }
 

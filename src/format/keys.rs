@@ -9,6 +9,8 @@
 //! wal/<cluster>/<timeline+log>/<name>.zst     WAL segments, .partial, .backup
 //! wal/<cluster>/<TTTTTTTT>.history.zst        timeline history files
 //! tmp/<anything>                              temporary files, never read
+//! catalog/<generation, 20 digits>.db.zst      catalog snapshots (object storage only)
+//! locks/repository.lock                       the repository lock (object storage only)
 //! ```
 
 use super::pack::PackId;
@@ -21,13 +23,17 @@ pub const PACKS: &str = "packs/";
 pub const MANIFESTS: &str = "manifests/";
 pub const WAL: &str = "wal/";
 pub const TMP: &str = "tmp/";
+pub const CATALOG: &str = "catalog/";
+pub const LOCK: &str = "locks/repository.lock";
 
 /// Whether an object of this key is sealed in an encrypted repository: every
 /// object but the marker and the key file, which must be read before the
-/// repository is unlocked, and temporary files (sealed as they are written,
-/// but never read).
+/// repository is unlocked, the lock (who holds it is no secret), and
+/// temporary files (sealed as they are written, but never read).
 pub fn is_sealed(key: &str) -> bool {
-    [PACKS, MANIFESTS, WAL].iter().any(|p| key.starts_with(p))
+    [PACKS, MANIFESTS, WAL, CATALOG]
+        .iter()
+        .any(|p| key.starts_with(p))
 }
 
 /// A parsed object key.
@@ -43,6 +49,19 @@ pub enum ObjectKey {
 pub fn pack(id: &PackId) -> String {
     let h = id.to_hex();
     format!("{PACKS}{}/{h}.pack", &h[..2])
+}
+
+/// A catalog snapshot of generation `generation` (they sort by generation).
+pub fn catalog_snapshot(generation: u64) -> String {
+    format!("{CATALOG}{generation:020}.db.zst")
+}
+
+/// The generation a catalog snapshot's key names, if it names one.
+pub fn parse_catalog_snapshot(key: &str) -> Option<u64> {
+    let digits = key.strip_prefix(CATALOG)?.strip_suffix(".db.zst")?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
 }
 
 pub fn manifest(cluster: &str, backup: &str) -> String {
@@ -198,6 +217,14 @@ mod tests {
             "wal/c/00000002.history.zst"
         );
         assert_eq!(manifest("main", "X"), "manifests/main/X.json.zst");
+        assert_eq!(parse_catalog_snapshot(&catalog_snapshot(42)), Some(42));
+        for k in [
+            "catalog/42.db.zst",
+            "catalog/x.db.zst",
+            "wal/00000000000000000001.db.zst",
+        ] {
+            assert_eq!(parse_catalog_snapshot(k), None, "{k}");
+        }
     }
 
     #[test]

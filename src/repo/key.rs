@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 use crate::error::{Error, IoContext, Result};
 use crate::format::crypt::{KeyFile, Keys, MasterKey};
 use crate::format::keys;
-use crate::store::{Backend, LocalBackend};
+use crate::store::Backend;
 
 /// The environment variable a passphrase may come from.
 pub const PASSPHRASE_ENV: &str = "PGSTRATA_PASSPHRASE";
@@ -104,39 +104,38 @@ fn run_command(cmd: &str) -> Result<Passphrase> {
         .map_err(|_| Error::invalid("passphrase command printed nothing"))
 }
 
-fn what(root: &Path) -> String {
-    format!("the key of repository {}", root.display())
+fn what(repo: &str) -> String {
+    format!("the key of repository {repo}")
 }
 
 /// The error for an encrypted repository opened without a passphrase.
-pub fn no_passphrase(root: &Path) -> Error {
+pub fn no_passphrase(repo: &str) -> Error {
     Error::invalid(format!(
-        "repository {} is encrypted: give its passphrase in {PASSPHRASE_ENV}, or with passphrase-file or passphrase-command",
-        root.display()
+        "repository {repo} is encrypted: give its passphrase in {PASSPHRASE_ENV}, or with passphrase-file or passphrase-command"
     ))
 }
 
 /// Write the key file of a new encrypted repository.
-pub fn create(raw: &LocalBackend, p: &Passphrase) -> Result<()> {
+pub fn create(raw: &dyn Backend, p: &Passphrase) -> Result<()> {
     let kf = KeyFile::wrap(&MasterKey::generate()?, p.bytes())?;
     raw.put(keys::KEY_FILE, &kf.encode()?)
 }
 
-fn load(raw: &dyn Backend, root: &Path) -> Result<KeyFile> {
+fn load(raw: &dyn Backend, repo: &str) -> Result<KeyFile> {
     let bytes = raw
         .get(keys::KEY_FILE)?
         .ok_or_else(|| Error::missing("repository key", keys::KEY_FILE))?;
-    KeyFile::decode(&bytes, &what(root))
+    KeyFile::decode(&bytes, &what(repo))
 }
 
 /// Unwrap the master key: the keys to work with, or a refusal.
-pub fn unlock(raw: &dyn Backend, p: &Passphrase, root: &Path) -> Result<Keys> {
-    Ok(load(raw, root)?.unwrap(p.bytes(), &what(root))?.keys())
+pub fn unlock(raw: &dyn Backend, p: &Passphrase, repo: &str) -> Result<Keys> {
+    Ok(load(raw, repo)?.unwrap(p.bytes(), &what(repo))?.keys())
 }
 
 /// Wrap the master key under `new` in place of `old`.
-pub fn rewrap(raw: &LocalBackend, old: &Passphrase, new: &Passphrase, root: &Path) -> Result<()> {
-    let master = load(raw, root)?.unwrap(old.bytes(), &what(root))?;
+pub fn rewrap(raw: &dyn Backend, old: &Passphrase, new: &Passphrase, repo: &str) -> Result<()> {
+    let master = load(raw, repo)?.unwrap(old.bytes(), &what(repo))?;
     let kf = KeyFile::wrap(&master, new.bytes())?;
     raw.put(keys::KEY_FILE, &kf.encode()?)
 }

@@ -152,7 +152,7 @@ impl Fixture {
 
     /// Run SQL against the catalog (to damage it).
     pub fn sql(&self, sql: &str) {
-        rusqlite::Connection::open(self.repo.catalog_path())
+        rusqlite::Connection::open(self.repo.catalog_path().expect("catalog path"))
             .expect("open catalog")
             .execute_batch(sql)
             .expect("sql");

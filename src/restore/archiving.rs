@@ -51,10 +51,14 @@ pub fn summary(repo: &Repository, plan: &RestorePlan, mode: ArchiveMode) -> Stri
         )
     });
     let cmd = setting(&plan.target, "archive_command").unwrap_or_default();
-    let root = repo.root();
-    let canon = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
     let here = cmd.contains("archive-push")
-        && (cmd.contains(&*root.to_string_lossy()) || cmd.contains(&*canon.to_string_lossy()));
+        && if repo.is_remote() {
+            cmd.contains(repo.name())
+        } else {
+            let root = repo.root();
+            let canon = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+            cmd.contains(&*root.to_string_lossy()) || cmd.contains(&*canon.to_string_lossy())
+        };
     if !on {
         "archiving: preserved, but archive_mode is off in the backup's configuration — this \
          copy will not archive when it promotes"

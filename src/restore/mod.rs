@@ -51,6 +51,9 @@ pub struct RestoreOptions {
     /// Options `restore_command` passes to `archive-get` (e.g. prefetching:
     /// `--prefetch 8 --spool-dir DIR`).
     pub archive_get_args: Vec<String>,
+    /// How `restore_command` names the repository (e.g. `--repo s3://b/p
+    /// --s3-endpoint URL`); empty: `--repo` and its directory or URL.
+    pub repo_args: Vec<String>,
 }
 
 impl RestoreOptions {
@@ -65,6 +68,7 @@ impl RestoreOptions {
             workers: default_workers(),
             exe: None,
             archive_get_args: Vec::new(),
+            repo_args: Vec::new(),
         }
     }
 }
@@ -293,7 +297,14 @@ pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<R
         Some(e) => e.clone(),
         None => std::env::current_exe().at("current executable")?,
     };
-    let repo_root = repo.root().canonicalize().at(repo.root())?;
+    let repo_words = match (&opts.repo_args, repo.is_remote()) {
+        (a, _) if !a.is_empty() => a.clone(),
+        (_, true) => vec!["--repo".into(), repo.name().to_string()],
+        (_, false) => {
+            let root = repo.root().canonicalize().at(repo.root())?;
+            vec!["--repo".into(), root.to_string_lossy().into_owned()]
+        }
+    };
     let pass = repo.passphrase_source();
     if let Some(crate::repo::PassphraseSource::Env(var)) = pass {
         tracing::warn!(
@@ -301,7 +312,7 @@ pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<R
              environment must set {var}, or use passphrase-file or passphrase-command"
         );
     }
-    let cmd = recovery::restore_command(&exe, &repo_root, pass, cluster, backup.history);
+    let cmd = recovery::restore_command(&exe, &repo_words, pass, cluster, backup.history);
     let cmd = with_get_args(cmd, &opts.archive_get_args);
     let recovery_conf = opts.recovery.settings(&cmd, &backup.id);
     Ok(RestorePlan {

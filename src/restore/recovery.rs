@@ -59,7 +59,7 @@ pub fn shell_word(v: &str) -> String {
 /// environment cannot be handed on: the server's environment must have it).
 pub fn restore_command(
     exe: &Path,
-    repo: &Path,
+    repo: &[String],
     passphrase: Option<&PassphraseSource>,
     cluster: &str,
     history: u32,
@@ -75,9 +75,12 @@ pub fn restore_command(
         Some(PassphraseSource::Env(_)) | None => String::new(),
     };
     format!(
-        "{} --repo {} {unlock}--cluster {} archive-get {}%f \"%p\"",
+        "{} {} {unlock}--cluster {} archive-get {}%f \"%p\"",
         shell_word(&exe.to_string_lossy()),
-        shell_word(&repo.to_string_lossy()),
+        repo.iter()
+            .map(|w| shell_word(w))
+            .collect::<Vec<_>>()
+            .join(" "),
         shell_word(cluster),
         if history > 1 {
             format!("--history {history} ")
@@ -196,11 +199,15 @@ pub fn strip_previous(conf: &str) -> String {
 mod tests {
     use super::*;
 
+    fn words(repo: &str) -> Vec<String> {
+        vec!["--repo".into(), repo.into()]
+    }
+
     #[test]
     fn command_and_block() {
         let c = restore_command(
             Path::new("/usr/bin/pgstrata"),
-            Path::new("/var/lib/my repo"),
+            &words("/var/lib/my repo"),
             None,
             "main",
             1,
@@ -209,19 +216,19 @@ mod tests {
             c,
             "/usr/bin/pgstrata --repo '/var/lib/my repo' --cluster main archive-get %f \"%p\""
         );
-        let c2 = restore_command(Path::new("/p"), Path::new("/r"), None, "main", 2);
+        let c2 = restore_command(Path::new("/p"), &words("/r"), None, "main", 2);
         assert_eq!(
             c2,
             "/p --repo /r --cluster main archive-get --history 2 %f \"%p\""
         );
         let cmd = PassphraseSource::Command("pass show 'db backup'".into());
-        let c3 = restore_command(Path::new("/p"), Path::new("/r"), Some(&cmd), "main", 1);
+        let c3 = restore_command(Path::new("/p"), &words("/r"), Some(&cmd), "main", 1);
         assert_eq!(
             c3,
             r#"/p --repo /r --passphrase-command 'pass show '\''db backup'\''' --cluster main archive-get %f "%p""#
         );
         let env = PassphraseSource::Env("PGSTRATA_PASSPHRASE".into());
-        let c4 = restore_command(Path::new("/p"), Path::new("/r"), Some(&env), "main", 1);
+        let c4 = restore_command(Path::new("/p"), &words("/r"), Some(&env), "main", 1);
         assert_eq!(c4, "/p --repo /r --cluster main archive-get %f \"%p\"");
         let r = Recovery {
             target: RecoveryTarget::Immediate,

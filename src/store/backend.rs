@@ -59,6 +59,15 @@ pub struct Ownership {
 }
 
 impl Ownership {
+    /// Owner-only modes, no change of owner (a cache directory).
+    pub fn private() -> Self {
+        Ownership {
+            file_mode: 0o600,
+            dir_mode: 0o700,
+            chown_to: None,
+        }
+    }
+
     pub fn for_root(root: &Path, group_readable: bool) -> Result<Self> {
         let meta = fs::metadata(root).at(root)?;
         let euid = rustix::process::geteuid().as_raw();

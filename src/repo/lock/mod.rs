@@ -1,0 +1,174 @@
+//! The repository lock that keeps backup and expire from running at once.
+//!
+//! Local repositories: an exclusive `flock` on `locks/repository.lock`: the
+//! kernel drops it when the holder dies, so a killed process never blocks
+//! the next run. The file records who holds it (pid, host, command, since
+//! when) for the error message of whoever finds it taken.
+//!
+//! Remote repositories: the object `locks/repository.lock`, created with a
+//! conditional write (only if absent) and naming its holder and a lease that
+//! a thread of the holder renews. A lock whose lease ran out, or whose holder
+//! is a dead process of this host, is taken over (with a warning). The
+//! holder is the catalog's writer: it publishes the catalog before the lock
+//! goes (see `cache`). WAL archiving never takes the lock.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::time::{Duration, Instant};
+
+use rustix::fs::{flock, FlockOperation};
+
+mod remote;
+
+use super::Repository;
+use crate::error::{Error, IoContext, Result};
+
+/// A held lock; released when dropped (call [`RepoLock::release`] to see
+/// whether the catalog of a remote repository was published).
+pub struct RepoLock<'r> {
+    repo: &'r Repository,
+    held: Held,
+    released: bool,
+}
+
+enum Held {
+    Local { file: File },
+    Remote(remote::ObjectLock),
+}
+
+impl<'r> RepoLock<'r> {
+    /// Take the lock, waiting up to `wait` for the holder to finish.
+    pub fn acquire(repo: &'r Repository, command: &str, wait: Duration) -> Result<Self> {
+        let held = if repo.is_remote() {
+            Held::Remote(remote::ObjectLock::acquire(
+                repo.raw(),
+                repo.name(),
+                command,
+                wait,
+            )?)
+        } else {
+            Held::Local {
+                file: acquire_local(repo, command, wait)?,
+            }
+        };
+        let lock = RepoLock {
+            repo,
+            held,
+            released: false,
+        };
+        // Dropping `lock` on error lets the lock go.
+        repo.begin_catalog_write()?;
+        Ok(lock)
+    }
+
+    /// Publish the catalog's changes (remote repositories) and let the lock
+    /// go.
+    pub fn release(mut self) -> Result<()> {
+        self.released = true;
+        let published = self.check_held().and_then(|_| self.repo.publish_catalog());
+        if published.is_err() {
+            self.repo.abandon_catalog_write();
+        }
+        published
+    }
+
+    /// Is the lock still ours? (A remote lock can be lost when its lease
+    /// could not be renewed.)
+    fn check_held(&self) -> Result<()> {
+        match &self.held {
+            Held::Local { .. } => Ok(()),
+            Held::Remote(l) => l.check(),
+        }
+    }
+}
+
+fn acquire_local(repo: &Repository, command: &str, wait: Duration) -> Result<File> {
+    {
+        let dir = repo.root().join("locks");
+        let own = repo.ownership();
+        if !dir.exists() {
+            match std::fs::DirBuilder::new().mode(own.dir_mode).create(&dir) {
+                Ok(()) => {
+                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(own.dir_mode))
+                        .at(&dir)?;
+                    own.apply(&dir)?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io(&dir, e)),
+            }
+        }
+        let path = dir.join("repository.lock");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(own.file_mode)
+            .open(&path)
+            .at(&path)?;
+        own.apply(&path)?;
+        let deadline = Instant::now() + wait;
+        loop {
+            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => break,
+                Err(e) if e == rustix::io::Errno::WOULDBLOCK || e == rustix::io::Errno::INTR => {
+                    if Instant::now() >= deadline {
+                        let mut holder = String::new();
+                        let _ = file.seek(SeekFrom::Start(0));
+                        let _ = file.read_to_string(&mut holder);
+                        let holder = holder.trim();
+                        return Err(Error::refused(format!(
+                            "the repository is locked by another pgstrata ({}){}",
+                            if holder.is_empty() {
+                                "unknown holder"
+                            } else {
+                                holder
+                            },
+                            if wait.is_zero() {
+                                "; use --lock-wait SECONDS to wait for it"
+                            } else {
+                                ""
+                            }
+                        )));
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(Error::io(&path, e.into())),
+            }
+        }
+        let since = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let info = format!(
+            "pid {}, host {}, command {command}, since {since}",
+            std::process::id(),
+            crate::util::host_name()
+        );
+        file.set_len(0).at(&path)?;
+        file.seek(SeekFrom::Start(0)).at(&path)?;
+        file.write_all(info.as_bytes()).at(&path)?;
+        Ok(file)
+    }
+}
+
+impl Drop for RepoLock<'_> {
+    fn drop(&mut self) {
+        if !self.released {
+            // A command that failed: what it committed to the catalog is
+            // kept, as in a local repository; a remote one's is published
+            // if it can be.
+            if let Err(e) = self.check_held().and_then(|_| self.repo.publish_catalog()) {
+                tracing::warn!("catalog changes of {} not published: {e}", self.repo.name());
+                self.repo.abandon_catalog_write();
+            }
+        }
+        match &mut self.held {
+            Held::Local { file } => {
+                let _ = file.set_len(0);
+                let _ = flock(&*file, FlockOperation::Unlock);
+            }
+            Held::Remote(l) => l.release(),
+        }
+    }
+}
