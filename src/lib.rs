@@ -50,7 +50,9 @@ pub use info::{gather as info, render_text as render_info, Info};
 pub use pg::Lsn;
 pub use progress::{Bar, Lines, Progress, Silent};
 pub use repair::{rebuild_catalog, RepairReport};
-pub use repo::{InitOutcome, Passphrase, PassphraseSource, Repository, PASSPHRASE_ENV};
+pub use repo::{InitOutcome, Location, Passphrase, PassphraseSource, Repository, PASSPHRASE_ENV};
+pub use store::s3::{S3Backend, S3Config, S3Credentials};
+pub use store::{Backend, RequestCounts};
 pub use restore::{
     apply as apply_restore, archiving_summary as restore_archiving_summary, parse_target_time,
     plan as plan_restore, ArchiveMode, Recovery, RecoveryTarget, RestoreOptions, RestorePlan,

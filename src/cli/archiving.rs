@@ -120,13 +120,12 @@ pub fn prefetch(
 
 /// The global options a worker needs to open the same repository as this
 /// command (a passphrase in the environment is inherited).
-pub fn global_args(cli: &Cli, repo: &std::path::Path, cluster: &str) -> Vec<OsString> {
-    let mut g: Vec<OsString> = vec![
-        "--repo".into(),
-        repo.into(),
-        "--cluster".into(),
-        cluster.into(),
-    ];
+pub fn global_args(cli: &Cli, repo: Vec<OsString>, cluster: &str) -> Vec<OsString> {
+    let mut g = repo;
+    g.extend(["--cluster".into(), cluster.into()]);
+    if let Some(d) = &cli.cache_dir {
+        g.extend(["--cache-dir".into(), d.into()]);
+    }
     if let Some(c) = &cli.config {
         g.extend(["--config".into(), c.into()]);
     }

@@ -16,8 +16,9 @@ use clap::{Parser, Subcommand, ValueEnum};
                   PGUSER, PGPASSWORD, PGDATABASE."
 )]
 pub struct Cli {
-    /// Repository directory [config: repo].
-    #[arg(long, global = true, env = "PGSTRATA_REPO", value_name = "DIR")]
+    /// Repository: a directory, or s3://BUCKET/PREFIX in S3-compatible object
+    /// storage [config: repo].
+    #[arg(long, global = true, env = "PGSTRATA_REPO", value_name = "DIR|URL")]
     pub repo: Option<PathBuf>,
     /// Cluster name inside the repository [default: main; config: cluster].
     #[arg(long, global = true, value_name = "NAME")]
@@ -43,6 +44,28 @@ pub struct Cli {
     /// No progress bars and no summaries.
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    /// S3 endpoint URL, for S3-compatible servers (MinIO, Ceph RGW, R2, ...)
+    /// [default: AWS's for the region; config: s3-endpoint].
+    #[arg(long, global = true, env = "PGSTRATA_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region [default: AWS_REGION, else us-east-1; config: s3-region].
+    #[arg(long, global = true, env = "PGSTRATA_S3_REGION", value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// S3 addressing: `host` (BUCKET.endpoint) or `path` (endpoint/BUCKET)
+    /// [default: path with --s3-endpoint, else host; config: s3-uri-style].
+    #[arg(long, global = true, env = "PGSTRATA_S3_URI_STYLE", value_enum)]
+    pub s3_uri_style: Option<UriStyleArg>,
+    /// CA certificates (PEM) for an S3 endpoint with a private CA [config: s3-ca-file].
+    #[arg(long, global = true, env = "PGSTRATA_S3_CA_FILE", value_name = "FILE")]
+    pub s3_ca_file: Option<PathBuf>,
+    /// S3 storage class of new objects, e.g. STANDARD_IA [config: s3-storage-class].
+    #[arg(long, global = true, env = "PGSTRATA_S3_STORAGE_CLASS", value_name = "CLASS")]
+    pub s3_storage_class: Option<String>,
+    /// Where the catalog of a repository in object storage is cached
+    /// [default: $XDG_CACHE_HOME/pgstrata, ~/.cache/pgstrata, or
+    /// /var/cache/pgstrata for root; config: cache-dir].
+    #[arg(long, global = true, env = "PGSTRATA_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -55,6 +78,15 @@ pub enum TypeArg {
     Diff,
     /// Compare with the last backup of any type.
     Incr,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UriStyleArg {
+    /// https://BUCKET.endpoint/KEY (AWS's default).
+    Host,
+    /// https://endpoint/BUCKET/KEY (most S3-compatible servers).
+    Path,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

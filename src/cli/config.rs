@@ -33,6 +33,12 @@ pub struct FileConfig {
     pub archive_get_prefetch: Option<usize>,
     pub primary_dbname: Option<String>,
     pub standby_max_lag_mib: Option<u64>,
+    pub s3_endpoint: Option<String>,
+    pub s3_region: Option<String>,
+    pub s3_uri_style: Option<super::args::UriStyleArg>,
+    pub s3_ca_file: Option<PathBuf>,
+    pub s3_storage_class: Option<String>,
+    pub cache_dir: Option<PathBuf>,
     /// `[drill]`: options and checks of `pgstrata drill`.
     pub drill: Option<DrillConfig>,
 }

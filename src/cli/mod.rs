@@ -5,6 +5,7 @@
 mod archiving;
 pub mod args;
 pub mod config;
+mod remote;
 mod settings;
 
 use std::ffi::OsString;
@@ -47,8 +48,10 @@ pub fn run(cli: Cli, cfg: &FileConfig) -> Result<Outcome, Result<Usage, anyhow::
 }
 
 fn execute(s: Settings) -> anyhow::Result<Outcome> {
-    let (repo, cluster, quiet) = (&s.repo, s.cluster.as_str(), s.quiet);
-    let open = || Repository::open_with(&s.repo, s.passphrase.as_ref());
+    let (cluster, quiet) = (s.cluster.as_str(), s.quiet);
+    let loc = s.repo.location()?;
+    let repo = &loc;
+    let open = || Repository::open_at(&loc, s.passphrase.as_ref());
     match s.command {
         Run::Init {
             group_readable,
@@ -304,19 +307,19 @@ fn check(repo: &Repository, cluster: &str, opts: &CheckOptions, quiet: bool) -> 
 }
 
 fn init(
-    repo: &Path,
+    repo: &pgstrata::Location,
     group_readable: bool,
     encrypt: Option<&PassphraseSource>,
     quiet: bool,
 ) -> anyhow::Result<()> {
     let pass = encrypt.map(PassphraseSource::read).transpose()?;
-    match Repository::init(repo, group_readable, pass.as_ref())? {
-        InitOutcome::Created => say(quiet, format!("created repository {}", repo.display())),
+    match Repository::init_at(repo, group_readable, pass.as_ref())? {
+        InitOutcome::Created => say(quiet, format!("created repository {}", repo.name())),
         InitOutcome::AlreadyInitialized => say(
             quiet,
             format!(
                 "{} is already a pgstrata repository; nothing to do",
-                repo.display()
+                repo.name()
             ),
         ),
     }

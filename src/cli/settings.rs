@@ -20,6 +20,7 @@ use super::args::{
     RestoreTypeArg, ShellArg, TargetArg, TypeArg,
 };
 use super::config::FileConfig;
+use super::remote::{self, RepoSpec};
 
 /// A usage mistake: exit status 2.
 #[derive(Debug)]
@@ -32,7 +33,7 @@ pub fn usage<T>(msg: impl Into<String>) -> R<T> {
 }
 
 pub struct Settings {
-    pub repo: PathBuf,
+    pub repo: RepoSpec,
     pub cluster: String,
     /// `--cluster` as given (info and verify show all clusters without it).
     pub cluster_given: Option<String>,
@@ -122,29 +123,43 @@ impl Settings {
     /// Resolve; `Ok(Err(..))` for the commands that need no repository.
     pub fn resolve(cli: Cli, cfg: &FileConfig) -> R<Result<Settings, Standalone>> {
         let passphrase = passphrase_source(&cli, cfg)?;
-        let global_args = match (&cli.repo, &cfg.repo) {
-            (Some(r), _) | (None, Some(r)) => {
-                let cl = cli.cluster.clone().or(cfg.cluster.clone());
-                archiving::global_args(&cli, r, cl.as_deref().unwrap_or("main"))
-            }
-            (None, None) => Vec::new(),
-        };
+        let repo = remote::resolve(&cli, cfg)?;
+        let cl = cli.cluster.clone().or(cfg.cluster.clone());
+        let global_args = repo.as_ref().map(|r| {
+            archiving::global_args(&cli, r.args(), cl.as_deref().unwrap_or("main"))
+        });
         let command = match cli.command {
             Command::Completions { shell } => return Ok(Err(Standalone::Completions(shell))),
             Command::Man => return Ok(Err(Standalone::Man)),
             c => c,
         };
-        let Some(repo) = cli.repo.clone().or(cfg.repo.clone()) else {
+        let (Some(repo), Some(global_args)) = (repo, global_args) else {
             return usage(
-                "no repository given: use --repo DIR, PGSTRATA_REPO or repo in the config file",
+                "no repository given: use --repo DIR|s3://BUCKET/PREFIX, PGSTRATA_REPO or repo \
+                 in the config file",
             );
         };
+
         let cluster = cli
             .cluster
             .clone()
             .or(cfg.cluster.clone())
             .unwrap_or_else(|| "main".into());
-        let run = run_of(command, cli.cluster.clone(), cfg, passphrase.is_some())?;
+        let mut run = run_of(command, cli.cluster.clone(), cfg, passphrase.is_some())?;
+        if let Run::Restore { opts } = &mut run {
+            // restore_command opens the same repository.
+            let mut words = repo.args();
+            if let Some(c) = &cli.config {
+                words.extend(["--config".into(), c.canonicalize().unwrap_or(c.clone()).into()]);
+            }
+            opts.repo_args = match &repo {
+                RepoSpec::Local(_) => Vec::new(),
+                RepoSpec::S3(_) => words
+                    .into_iter()
+                    .map(|w| w.to_string_lossy().into_owned())
+                    .collect(),
+            };
+        }
         Ok(Ok(Settings {
             repo,
             cluster,

@@ -243,15 +243,15 @@ impl Repository {
             }
             Location::Remote {
                 store, cache_dir, ..
-            } => (
-                store.clone(),
-                cache_dir.clone(),
-                Ownership::private(),
-                Some(CatalogCache::new(cache_dir, &name)?),
-            ),
+            } => (store.clone(), cache_dir.clone(), Ownership::private(), None),
         };
         let v = read_marker(raw.as_ref(), &name)?.ok_or_else(not_repo)?;
         format::check_repo_format(v, &format!("repository {name}"))?;
+        // The cache directory is made only for a repository.
+        let cache = match (loc, cache) {
+            (Location::Remote { cache_dir, .. }, _) => Some(CatalogCache::new(cache_dir, &name)?),
+            (_, c) => c,
+        };
         let mut repo = Repository {
             name: name.clone(),
             root,

@@ -38,6 +38,25 @@ pub trait Backend: Send + Sync {
     fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>>;
     /// Remove an object; removing a missing one is not an error.
     fn delete(&self, key: &str) -> Result<()>;
+    /// Abort uploads started more than `older_than` ago and never finished
+    /// (an object store's multipart uploads of a killed process); how many.
+    fn collect_abandoned(&self, _older_than: std::time::Duration) -> Result<u64> {
+        Ok(0)
+    }
+    /// Requests sent so far, for a store that bills them.
+    fn request_counts(&self) -> Option<RequestCounts> {
+        None
+    }
+}
+
+/// Requests sent to an object store, by kind (retries included).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RequestCounts {
+    pub put: u64,
+    pub get: u64,
+    pub head: u64,
+    pub list: u64,
+    pub delete: u64,
 }
 
 /// A streaming object upload.

@@ -289,6 +289,14 @@ impl Backend for SealedBackend {
         self.forget(key);
         self.inner.delete(key)
     }
+
+    fn collect_abandoned(&self, older_than: std::time::Duration) -> Result<u64> {
+        self.inner.collect_abandoned(older_than)
+    }
+
+    fn request_counts(&self) -> Option<crate::store::backend::RequestCounts> {
+        self.inner.request_counts()
+    }
 }
 
 /// Seals a streamed object segment by segment. A segment is sealed only

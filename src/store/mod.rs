@@ -6,7 +6,8 @@ pub mod crypt;
 #[cfg(any(test, feature = "testing"))]
 pub mod fault;
 pub mod pack;
+pub mod s3;
 
-pub use backend::{Backend, LocalBackend, Ownership};
+pub use backend::{Backend, LocalBackend, Ownership, RequestCounts};
 pub use crypt::SealedBackend;
 pub use pack::{read_chunk, read_trailer, PackWriter, SealedPack};

@@ -5,8 +5,17 @@ use crate::harness::*;
 
 #[test]
 fn full_backup_restores_exactly_with_later_writes() {
+    full_backup_restores_exactly_with_later_writes_in(Kind::Local);
+}
+
+#[test]
+fn full_backup_restores_exactly_with_later_writes_on_s3() {
+    full_backup_restores_exactly_with_later_writes_in(Kind::S3);
+}
+
+fn full_backup_restores_exactly_with_later_writes_in(kind: Kind) {
     let s = Scratch::new();
-    let repo = Repo::new(&s);
+    let repo = kind.repo(&s);
     let mut src = Cluster::archiving(&s, "src", &repo);
     load_sample(&src, 20_000);
 

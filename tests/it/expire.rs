@@ -14,19 +14,19 @@ fn ids(repo: &Repo) -> Vec<String> {
         .collect()
 }
 
-fn dir_bytes(p: &Path) -> u64 {
-    walkdir::WalkDir::new(p)
-        .into_iter()
-        .flatten()
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.metadata().unwrap().len())
-        .sum()
+#[test]
+fn a_simulated_week_keeps_two_fulls() {
+    a_simulated_week_keeps_two_fulls_in(Kind::Local);
 }
 
 #[test]
-fn a_simulated_week_keeps_two_fulls() {
+fn a_simulated_week_keeps_two_fulls_on_s3() {
+    a_simulated_week_keeps_two_fulls_in(Kind::S3);
+}
+
+fn a_simulated_week_keeps_two_fulls_in(kind: Kind) {
     let s = Scratch::new();
-    let repo = Repo::new(&s);
+    let repo = kind.repo(&s);
     let src = Cluster::archiving(&s, "src", &repo);
     load_sample(&src, 20_000);
     let mut states: Vec<(String, BTreeMap<String, String>)> = Vec::new();
@@ -47,13 +47,13 @@ fn a_simulated_week_keeps_two_fulls() {
         }
     }
     assert_eq!(ids(&repo).len(), 9);
-    let before = dir_bytes(&repo.path);
+    let before = repo.stored_bytes();
     let out = pgstrata_ok(&["--repo", repo.arg(), "expire", "--retain-full", "2"]);
     assert!(out.contains("expired 3 backups"), "{out}");
     let kept = ids(&repo);
     let want: Vec<String> = states[3..].iter().map(|(id, _)| id.clone()).collect();
     assert_eq!(kept, want, "the oldest full and its incrs should be gone");
-    let after = dir_bytes(&repo.path);
+    let after = repo.stored_bytes();
     assert!(
         after < before,
         "repository did not shrink: {before} -> {after}"

@@ -203,9 +203,28 @@ pub fn pgstrata_ok(args: &[&str]) -> String {
 
 /// A repository owned by postgres (so the server's archive_command can write).
 pub struct Repo {
+    /// The directory; for a repository in object storage, an unused one.
     pub path: PathBuf,
     /// The passphrase file of an encrypted repository.
     pub pass: Option<PathBuf>,
+    /// `s3://...` for a repository in the test S3 server.
+    pub url: Option<String>,
+}
+
+/// Where a test's repository lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Local,
+    S3,
+}
+
+impl Kind {
+    pub fn repo(self, scratch: &Scratch) -> Repo {
+        match self {
+            Kind::Local => Repo::new(scratch),
+            Kind::S3 => Repo::s3(scratch, "repo"),
+        }
+    }
 }
 
 impl Repo {
@@ -216,7 +235,21 @@ impl Repo {
     pub fn named(scratch: &Scratch, name: &str) -> Self {
         let path = scratch.pg_dir(name);
         pgstrata_ok(&["--repo", path.to_str().unwrap(), "init"]);
-        Repo { path, pass: None }
+        Repo {
+            path,
+            pass: None,
+            url: None,
+        }
+    }
+    /// A repository under a new prefix of the test S3 server's bucket.
+    pub fn s3(scratch: &Scratch, name: &str) -> Self {
+        let url = crate::objstore::new_url(name);
+        pgstrata_ok(&["--repo", &url, "init"]);
+        Repo {
+            path: scratch.path().join(name),
+            pass: None,
+            url: Some(url),
+        }
     }
     /// An encrypted repository; its passphrase file (mode 0600, the
     /// server's user's, for archive_command) is `scratch/<name>.pass`.
@@ -237,6 +270,7 @@ impl Repo {
         Repo {
             path,
             pass: Some(pass),
+            url: None,
         }
     }
     /// The arguments that unlock this repository (none for a plain one).
@@ -247,11 +281,37 @@ impl Repo {
         }
     }
     pub fn arg(&self) -> &str {
-        self.path.to_str().unwrap()
+        match &self.url {
+            Some(u) => u,
+            None => self.path.to_str().unwrap(),
+        }
     }
     pub fn open(&self) -> pgstrata::Repository {
         let src = self.pass.clone().map(pgstrata::PassphraseSource::File);
-        pgstrata::Repository::open_with(&self.path, src.as_ref()).expect("open repo")
+        let loc = match &self.url {
+            None => pgstrata::Location::Local(self.path.clone()),
+            Some(u) => crate::objstore::location(u, &self.path.with_extension("cache")),
+        };
+        pgstrata::Repository::open_at(&loc, src.as_ref()).expect("open repo")
+    }
+    /// Bytes the repository holds (every object; for a local one, every file).
+    pub fn stored_bytes(&self) -> u64 {
+        match &self.url {
+            None => walkdir::WalkDir::new(&self.path)
+                .into_iter()
+                .flatten()
+                .filter(|e| e.file_type().is_file())
+                .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+                .sum(),
+            Some(_) => self
+                .open()
+                .backend()
+                .list("")
+                .expect("list")
+                .iter()
+                .map(|(_, n)| n)
+                .sum(),
+        }
     }
     pub fn info_json(&self) -> serde_json::Value {
         let mut args = vec!["--repo", self.arg()];

@@ -28,8 +28,17 @@ fn restore_and_compare(
 
 #[test]
 fn diff_and_incr_restore_exactly_after_every_kind_of_change() {
+    diff_and_incr_restore_exactly_after_every_kind_of_change_in(Kind::Local);
+}
+
+#[test]
+fn diff_and_incr_restore_exactly_after_every_kind_of_change_on_s3() {
+    diff_and_incr_restore_exactly_after_every_kind_of_change_in(Kind::S3);
+}
+
+fn diff_and_incr_restore_exactly_after_every_kind_of_change_in(kind: Kind) {
     let s = Scratch::new();
-    let repo = Repo::new(&s);
+    let repo = kind.repo(&s);
     let src = Cluster::archiving(&s, "src", &repo);
     load_sample(&src, 20_000);
     src.exec(

@@ -2,6 +2,7 @@
 //! per area, one shared harness.
 
 mod harness;
+mod objstore;
 
 mod archive;
 mod archive_async;
@@ -17,5 +18,6 @@ mod layers;
 mod libpq;
 mod matrix;
 mod pitr;
+mod remote;
 mod standby;
 mod upgrade;

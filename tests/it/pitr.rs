@@ -28,8 +28,17 @@ fn fails_code(o: &std::process::Output, code: i32, needle: &str) {
 
 #[test]
 fn the_classic_accident_by_time_lsn_xid_and_name() {
+    the_classic_accident_by_time_lsn_xid_and_name_in(Kind::Local);
+}
+
+#[test]
+fn the_classic_accident_by_time_lsn_xid_and_name_on_s3() {
+    the_classic_accident_by_time_lsn_xid_and_name_in(Kind::S3);
+}
+
+fn the_classic_accident_by_time_lsn_xid_and_name_in(kind: Kind) {
     let s = Scratch::new();
-    let repo = Repo::new(&s);
+    let repo = kind.repo(&s);
     let src = Cluster::archiving(&s, "src", &repo);
     src.exec(
         "CREATE TABLE keep (id int, note text);
@@ -200,6 +209,7 @@ fn restore_onto_a_new_host_with_tablespaces() {
     let repo2 = Repo {
         path: copy.clone(),
         pass: None,
+        url: None,
     };
 
     let new_one = host2.join("one-here");

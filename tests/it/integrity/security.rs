@@ -33,7 +33,11 @@ fn backed_up_repo(s: &Scratch, group_readable: bool) -> (Repo, Cluster) {
         args.push("--group-readable");
     }
     pgstrata_ok(&args);
-    let repo = Repo { path, pass: None };
+    let repo = Repo {
+        path,
+        pass: None,
+        url: None,
+    };
     let src = Cluster::new(
         s,
         "src",

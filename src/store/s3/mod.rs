@@ -1,0 +1,771 @@
+//! The S3 backend: a repository's objects under a prefix of a bucket in any
+//! S3-compatible store, over HTTPS (or HTTP to a local server), with SigV4
+//! presigned requests (`rusty-s3`) sent by `ureq`.
+//!
+//! Durability: S3 makes an object visible, whole, when its PUT (or the
+//! completion of its multipart upload) succeeds, and never partially. A
+//! streamed object is buffered up to [`BUFFER_MAX`] and sent at `finish`
+//! (its name is known only then: packs are named by their content); a larger
+//! one goes up as a multipart upload under `tmp/` and is copied to its name
+//! at `finish`, server side. Uploads of a killed process stay invisible and
+//! are aborted by `expire` ([`Backend::collect_abandoned`]).
+//!
+//! Conditional writes (`If-None-Match: *`) make `put_new`; a retry that
+//! finds the object already there reads it back to tell its own earlier
+//! attempt from another writer's object.
+
+mod config;
+mod http;
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
+
+pub use config::{S3Config, S3Credentials};
+use http::{Client, Kind, Method, Req, Resp, Retry, StreamOrResp};
+pub use http::RequestCounts;
+
+use crate::error::{Error, Result};
+use crate::store::backend::{Backend, ObjectWriter};
+
+/// Objects up to this size are sent from memory at `finish`.
+pub const BUFFER_MAX: usize = 64 << 20;
+/// Multipart part size (S3's minimum is 5 MiB but for the last).
+pub const PART: usize = 16 << 20;
+/// Parts uploaded at once.
+const PARALLEL_PARTS: usize = 4;
+/// How long a signed request stays valid (retries sign afresh).
+const SIGNED_FOR: Duration = Duration::from_secs(15 * 60);
+
+struct Inner {
+    name: String,
+    bucket: Bucket,
+    creds: Credentials,
+    /// "" or "prefix/".
+    prefix: String,
+    storage_class: Option<String>,
+    client: Client,
+}
+
+/// Objects in an S3 bucket under a prefix.
+#[derive(Clone)]
+pub struct S3Backend(Arc<Inner>);
+
+/// A multipart upload found in the bucket.
+#[derive(Clone, Debug)]
+pub struct Upload {
+    pub key: String,
+    pub upload_id: String,
+    pub initiated: Option<SystemTime>,
+}
+
+fn parse_http_date(s: &str) -> Option<SystemTime> {
+    let fmt = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let t = time::PrimitiveDateTime::parse(s.trim(), &fmt).ok()?;
+    Some(t.assume_utc().into())
+}
+
+fn parse_iso(s: &str) -> Option<SystemTime> {
+    time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(Into::into)
+}
+
+impl S3Backend {
+    /// A client for `config` (credentials are resolved now; no request is
+    /// sent).
+    pub fn new(config: S3Config) -> Result<Self> {
+        let name = config.url();
+        let endpoint = config.endpoint_url();
+        let url = url::Url::parse(&endpoint)
+            .map_err(|e| Error::invalid(format!("S3 endpoint {endpoint:?}: {e}")))?;
+        let style = match config.path_style {
+            true => UrlStyle::Path,
+            false => UrlStyle::VirtualHost,
+        };
+        let bucket = Bucket::new(url, style, config.bucket.clone(), config.region.clone())
+            .map_err(|e| {
+                Error::invalid(format!(
+                    "S3 endpoint {endpoint} with bucket {}: {e} (an IP address or localhost needs --s3-uri-style path)",
+                    config.bucket
+                ))
+            })?;
+        let c = config.resolve_credentials()?;
+        let creds = match &c.token {
+            Some(t) => Credentials::new_with_token(c.key.clone(), c.secret.as_str(), t.as_str()),
+            None => Credentials::new(c.key.clone(), c.secret.as_str()),
+        };
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(f) = &config.ca_file {
+            let pem = std::fs::read(f).map_err(|e| Error::io(f, e))?;
+            let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+                .filter_map(|i| match i {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            if certs.is_empty() {
+                return Err(Error::invalid(format!(
+                    "--s3-ca-file {}: no PEM certificate in it",
+                    f.display()
+                )));
+            }
+            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+        }
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .tls_config(tls.build())
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .timeout_recv_response(Some(Duration::from_secs(120)))
+            .timeout_recv_body(Some(Duration::from_secs(300)))
+            .timeout_send_body(Some(Duration::from_secs(300)))
+            .max_idle_connections_per_host(16)
+            .build()
+            .new_agent();
+        let prefix = match config.prefix.is_empty() {
+            true => String::new(),
+            false => format!("{}/", config.prefix),
+        };
+        Ok(S3Backend(Arc::new(Inner {
+            name,
+            bucket,
+            creds,
+            prefix,
+            storage_class: config.storage_class,
+            client: Client {
+                agent,
+                counts: Default::default(),
+                retry: Retry::default(),
+            },
+        })))
+    }
+
+    /// Requests sent so far.
+    pub fn requests(&self) -> RequestCounts {
+        self.0.client.counts.snapshot()
+    }
+
+    /// Multipart uploads under the prefix started before `older_than` ago.
+    pub fn stale_uploads(&self, older_than: Duration) -> Result<Vec<Upload>> {
+        self.0.stale_uploads(older_than)
+    }
+
+    pub fn abort_upload(&self, u: &Upload) -> Result<()> {
+        self.0.abort(&u.key, &u.upload_id)
+    }
+}
+
+impl Inner {
+    fn full(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    fn what(&self, key: &str) -> String {
+        format!("{}/{key}", self.name)
+    }
+
+    /// A one-line error for an unexpected answer about `key`.
+    fn fail(&self, key: &str, r: &Resp) -> Error {
+        let (code, msg) = http::s3_error(&r.body);
+        match (r.status, code.as_str()) {
+            (404, "NoSuchBucket") => Error::NotFound(format!(
+                "bucket {} does not exist (at {}): create it, or fix the bucket in --repo",
+                self.bucket.name(),
+                self.bucket.base_url()
+            )),
+            (403, _) | (401, _) => Error::Refused(format!(
+                "access denied to {} ({}{}): check the credentials and the bucket's policy",
+                self.name,
+                if code.is_empty() { "HTTP 403".into() } else { code.clone() },
+                if msg.is_empty() { String::new() } else { format!(": {msg}") }
+            )),
+            (301, _) | (307, _) => Error::invalid(format!(
+                "bucket {} is in another region ({code}): set --s3-region",
+                self.bucket.name()
+            )),
+            (s, _) => Error::io(
+                self.what(key),
+                std::io::Error::other(format!("HTTP {s} {code} {msg}").trim().to_string()),
+            ),
+        }
+    }
+
+    fn headers_for_put(&self) -> Vec<(&'static str, String)> {
+        match &self.storage_class {
+            Some(c) => vec![("x-amz-storage-class", c.clone())],
+            None => Vec::new(),
+        }
+    }
+
+    fn put_url(&self, full: &str) -> String {
+        let mut a = self.bucket.put_object(Some(&self.creds), full);
+        if let Some(c) = &self.storage_class {
+            a.headers_mut().insert("x-amz-storage-class", c.clone());
+        }
+        a.sign(SIGNED_FOR).to_string()
+    }
+
+    fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        let full = self.full(key);
+        let r = self.client.send(Kind::Put, &self.what(key), &|| Req {
+            method: Method::Put,
+            url: self.put_url(&full),
+            headers: self.headers_for_put(),
+            body: data,
+        })?;
+        match r.status {
+            200 | 201 | 204 => Ok(()),
+            _ => Err(self.fail(key, &r)),
+        }
+    }
+
+    fn put_new(&self, key: &str, data: &[u8]) -> Result<bool> {
+        let full = self.full(key);
+        let attempts = std::cell::Cell::new(0u32);
+        let r = self.client.send(Kind::Put, &self.what(key), &|| {
+            attempts.set(attempts.get() + 1);
+            let mut headers = self.headers_for_put();
+            headers.push(("if-none-match", "*".into()));
+            Req {
+                method: Method::Put,
+                url: self.put_url(&full),
+                headers,
+                body: data,
+            }
+        })?;
+        match r.status {
+            200 | 201 | 204 => Ok(true),
+            // 409: a conditional write of the same name was in progress.
+            412 | 409 => {
+                // After a retry, the object may be this call's own first
+                // attempt, whose answer was lost.
+                if attempts.get() > 1 && self.get(key)?.as_deref() == Some(data) {
+                    return Ok(true);
+                }
+                Ok(false)
+            }
+            _ => Err(self.fail(key, &r)),
+        }
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let full = self.full(key);
+        let r = self.client.send(Kind::Get, &self.what(key), &|| Req {
+            method: Method::Get,
+            url: self.bucket.get_object(Some(&self.creds), &full).sign(SIGNED_FOR).to_string(),
+            headers: Vec::new(),
+            body: &[],
+        })?;
+        match r.status {
+            200 => Ok(Some(r.body)),
+            404 if http::s3_error(&r.body).0 != "NoSuchBucket" => Ok(None),
+            _ => Err(self.fail(key, &r)),
+        }
+    }
+
+    fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let full = self.full(key);
+        let range = format!("bytes={}-{}", offset, offset + len as u64 - 1);
+        let r = self.client.send(Kind::Get, &self.what(key), &|| Req {
+            method: Method::Get,
+            url: self.bucket.get_object(Some(&self.creds), &full).sign(SIGNED_FOR).to_string(),
+            headers: vec![("range", range.clone())],
+            body: &[],
+        })?;
+        let body = match r.status {
+            206 => r.body,
+            // A server that ignores ranges sends it all.
+            200 => r
+                .body
+                .get(offset as usize..)
+                .map(|b| b[..b.len().min(len)].to_vec())
+                .unwrap_or_default(),
+            404 if http::s3_error(&r.body).0 != "NoSuchBucket" => {
+                return Err(Error::missing("object", key))
+            }
+            416 => Vec::new(),
+            _ => return Err(self.fail(key, &r)),
+        };
+        if body.len() != len {
+            return Err(Error::corrupt(
+                format!("object {key}"),
+                format!("truncated: cannot read {len} bytes at offset {offset}"),
+            ));
+        }
+        Ok(body)
+    }
+
+    fn head(&self, key: &str) -> Result<Option<Resp>> {
+        let full = self.full(key);
+        let r = self.client.send(Kind::Head, &self.what(key), &|| Req {
+            method: Method::Head,
+            url: self.bucket.head_object(Some(&self.creds), &full).sign(SIGNED_FOR).to_string(),
+            headers: Vec::new(),
+            body: &[],
+        })?;
+        match r.status {
+            200 => Ok(Some(r)),
+            404 => Ok(None),
+            _ => Err(self.fail(key, &r)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let full = self.full(prefix);
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let r = self.client.send(Kind::List, &self.what(prefix), &|| {
+                let mut a = self.bucket.list_objects_v2(Some(&self.creds));
+                a.with_prefix(full.as_str());
+                if let Some(t) = &token {
+                    a.with_continuation_token(t.as_str());
+                }
+                Req {
+                    method: Method::Get,
+                    url: a.sign(SIGNED_FOR).to_string(),
+                    headers: Vec::new(),
+                    body: &[],
+                }
+            })?;
+            if r.status != 200 {
+                return Err(self.fail(prefix, &r));
+            }
+            let text = String::from_utf8_lossy(&r.body);
+            let parsed = rusty_s3::actions::ListObjectsV2::parse_response(&text).map_err(|e| {
+                Error::io(
+                    self.what(prefix),
+                    std::io::Error::other(format!("unreadable listing: {e}")),
+                )
+            })?;
+            for c in parsed.contents {
+                if let Some(k) = c.key.strip_prefix(&self.prefix) {
+                    out.push((k.to_string(), c.size.unwrap_or(0)));
+                }
+            }
+            match parsed.next_continuation_token {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let full = self.full(key);
+        let r = self.client.send(Kind::Delete, &self.what(key), &|| Req {
+            method: Method::Delete,
+            url: self.bucket.delete_object(Some(&self.creds), &full).sign(SIGNED_FOR).to_string(),
+            headers: Vec::new(),
+            body: &[],
+        })?;
+        match r.status {
+            200 | 202 | 204 => Ok(()),
+            404 if http::s3_error(&r.body).0 != "NoSuchBucket" => Ok(()),
+            _ => Err(self.fail(key, &r)),
+        }
+    }
+
+    fn create_upload(&self, key: &str) -> Result<String> {
+        let full = self.full(key);
+        let r = self.client.send(Kind::Put, &self.what(key), &|| {
+            let mut a = self.bucket.create_multipart_upload(Some(&self.creds), &full);
+            if let Some(c) = &self.storage_class {
+                a.headers_mut().insert("x-amz-storage-class", c.clone());
+            }
+            Req {
+                method: Method::Post,
+                url: a.sign(SIGNED_FOR).to_string(),
+                headers: self.headers_for_put(),
+                body: &[],
+            }
+        })?;
+        if r.status != 200 {
+            return Err(self.fail(key, &r));
+        }
+        let text = String::from_utf8_lossy(&r.body);
+        http::tag(&text, "UploadId").map(http::unescape).ok_or_else(|| {
+            Error::io(
+                self.what(key),
+                std::io::Error::other("multipart upload started without an UploadId"),
+            )
+        })
+    }
+
+    fn upload_part(&self, key: &str, id: &str, n: u16, data: &[u8]) -> Result<String> {
+        let full = self.full(key);
+        let r = self.client.send(Kind::Put, &self.what(key), &|| Req {
+            method: Method::Put,
+            url: self
+                .bucket
+                .upload_part(Some(&self.creds), &full, n, id)
+                .sign(SIGNED_FOR)
+                .to_string(),
+            headers: Vec::new(),
+            body: data,
+        })?;
+        if r.status != 200 {
+            return Err(self.fail(key, &r));
+        }
+        r.headers.get("etag").map(str::to_string).ok_or_else(|| {
+            Error::io(
+                self.what(key),
+                std::io::Error::other(format!("part {n} stored without an ETag")),
+            )
+        })
+    }
+
+    fn complete(&self, key: &str, id: &str, etags: &[String], total: u64) -> Result<()> {
+        let full = self.full(key);
+        let action = self.bucket.complete_multipart_upload(
+            Some(&self.creds),
+            &full,
+            id,
+            etags.iter().map(String::as_str),
+        );
+        let url = action.sign(SIGNED_FOR).to_string();
+        let body = action.body();
+        let attempts = std::cell::Cell::new(0u32);
+        let r = self.client.send(Kind::Put, &self.what(key), &|| {
+            attempts.set(attempts.get() + 1);
+            Req {
+                method: Method::Post,
+                url: url.clone(),
+                headers: Vec::new(),
+                body: body.as_bytes(),
+            }
+        })?;
+        let text = String::from_utf8_lossy(&r.body);
+        // S3 may answer 200 and then an error in the body.
+        if r.status == 200 && !text.contains("<Error>") {
+            return Ok(());
+        }
+        // A retry of a completion that went through: the upload is gone and
+        // the object is there, whole.
+        if attempts.get() > 1 && http::s3_error(&r.body).0 == "NoSuchUpload" {
+            if let Some(h) = self.head(key)? {
+                if h.headers.get("content-length").and_then(|v| v.parse().ok()) == Some(total) {
+                    return Ok(());
+                }
+            }
+        }
+        Err(self.fail(key, &r))
+    }
+
+    fn abort(&self, key: &str, id: &str) -> Result<()> {
+        let full = self.full(key);
+        let r = self.client.send(Kind::Delete, &self.what(key), &|| Req {
+            method: Method::Delete,
+            url: self
+                .bucket
+                .abort_multipart_upload(Some(&self.creds), &full, id)
+                .sign(SIGNED_FOR)
+                .to_string(),
+            headers: Vec::new(),
+            body: &[],
+        })?;
+        match r.status {
+            200 | 204 | 404 => Ok(()),
+            _ => Err(self.fail(key, &r)),
+        }
+    }
+
+    /// Server-side copy (objects up to 5 GiB; packs are at most 4 GiB).
+    fn copy(&self, from: &str, to: &str) -> Result<()> {
+        let (src, dst) = (self.full(from), self.full(to));
+        let source = format!("/{}/{}", self.bucket.name(), src);
+        let r = self.client.send(Kind::Put, &self.what(to), &|| {
+            let mut a = self.bucket.put_object(Some(&self.creds), &dst);
+            a.headers_mut().insert("x-amz-copy-source", source.clone());
+            let mut headers = vec![("x-amz-copy-source", source.clone())];
+            if let Some(c) = &self.storage_class {
+                a.headers_mut().insert("x-amz-storage-class", c.clone());
+                headers.push(("x-amz-storage-class", c.clone()));
+            }
+            Req {
+                method: Method::Put,
+                url: a.sign(SIGNED_FOR).to_string(),
+                headers,
+                body: &[],
+            }
+        })?;
+        let text = String::from_utf8_lossy(&r.body);
+        match r.status {
+            200 if !text.contains("<Error>") => Ok(()),
+            _ => Err(self.fail(to, &r)),
+        }
+    }
+
+    /// Upload `data` to `key` as a multipart upload, parts in parallel.
+    fn put_multipart(&self, key: &str, data: &[u8]) -> Result<()> {
+        let id = self.create_upload(key)?;
+        let parts: Vec<&[u8]> = data.chunks(PART).collect();
+        let result = (|| {
+            let mut etags = vec![String::new(); parts.len()];
+            for (batch_no, batch) in parts.chunks(PARALLEL_PARTS).enumerate() {
+                let got: Vec<Result<String>> = std::thread::scope(|s| {
+                    let handles: Vec<_> = batch
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| {
+                            let n = (batch_no * PARALLEL_PARTS + i + 1) as u16;
+                            let id = id.as_str();
+                            s.spawn(move || self.upload_part(key, id, n, p))
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| {
+                            h.join()
+                                .unwrap_or_else(|_| Err(Error::internal("upload thread panicked")))
+                        })
+                        .collect()
+                });
+                for (i, e) in got.into_iter().enumerate() {
+                    etags[batch_no * PARALLEL_PARTS + i] = e?;
+                }
+            }
+            self.complete(key, &id, &etags, data.len() as u64)
+        })();
+        if result.is_err() {
+            let _ = self.abort(key, &id);
+        }
+        result
+    }
+
+    fn stale_uploads(&self, older_than: Duration) -> Result<Vec<Upload>> {
+        let full = self.full("");
+        let r = self.client.send(Kind::List, &self.what(""), &|| {
+            // ListMultipartUploads: the bucket's URL with `?uploads`.
+            let mut a = self.bucket.list_objects_v2(Some(&self.creds));
+            a.query_mut().remove("list-type");
+            a.query_mut().remove("encoding-type");
+            a.query_mut().insert("uploads", "");
+            a.query_mut().insert("prefix", full.clone());
+            Req {
+                method: Method::Get,
+                url: a.sign(SIGNED_FOR).to_string(),
+                headers: Vec::new(),
+                body: &[],
+            }
+        })?;
+        if r.status != 200 {
+            return Err(self.fail("", &r));
+        }
+        let text = String::from_utf8_lossy(&r.body);
+        let now = SystemTime::now();
+        Ok(http::blocks(&text, "Upload")
+            .into_iter()
+            .filter_map(|b| {
+                let key = http::unescape(http::tag(b, "Key")?);
+                let key = key.strip_prefix(&self.prefix)?.to_string();
+                let initiated = http::tag(b, "Initiated").and_then(parse_iso);
+                Some(Upload {
+                    key,
+                    upload_id: http::unescape(http::tag(b, "UploadId")?),
+                    initiated,
+                })
+            })
+            .filter(|u| {
+                u.initiated
+                    .and_then(|t| now.duration_since(t).ok())
+                    .is_none_or(|age| age >= older_than)
+            })
+            .collect())
+    }
+}
+
+impl Backend for S3Backend {
+    fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.0.put(key, data)
+    }
+
+    fn put_new(&self, key: &str, data: &[u8]) -> Result<bool> {
+        self.0.put_new(key, data)
+    }
+
+    fn writer(&self) -> Result<Box<dyn ObjectWriter>> {
+        Ok(Box::new(S3Writer {
+            inner: self.0.clone(),
+            buf: Vec::new(),
+            written: 0,
+            spill: None,
+        }))
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.0.get(key)
+    }
+
+    fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        self.0.get_range(key, offset, len)
+    }
+
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {
+        let i = &self.0;
+        let full = i.full(key);
+        match i.client.open(&i.what(key), &|| {
+            i.bucket
+                .get_object(Some(&i.creds), &full)
+                .sign(SIGNED_FOR)
+                .to_string()
+        })? {
+            StreamOrResp::Stream(r) => Ok(r),
+            StreamOrResp::Resp(r) if r.status == 404 && http::s3_error(&r.body).0 != "NoSuchBucket" => {
+                Err(Error::missing("object", key))
+            }
+            StreamOrResp::Resp(r) => Err(i.fail(key, &r)),
+        }
+    }
+
+    fn size(&self, key: &str) -> Result<Option<u64>> {
+        Ok(self.0.head(key)?.and_then(|r| {
+            r.headers
+                .get("content-length")
+                .and_then(|v| v.parse().ok())
+        }))
+    }
+
+    fn modified(&self, key: &str) -> Result<Option<SystemTime>> {
+        Ok(self
+            .0
+            .head(key)?
+            .and_then(|r| r.headers.get("last-modified").and_then(parse_http_date)))
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        self.0.list(prefix)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        self.0.delete(key)
+    }
+
+    fn collect_abandoned(&self, older_than: Duration) -> Result<u64> {
+        let stale = self.0.stale_uploads(older_than)?;
+        for u in &stale {
+            self.0.abort(&u.key, &u.upload_id)?;
+        }
+        Ok(stale.len() as u64)
+    }
+
+    fn request_counts(&self) -> Option<RequestCounts> {
+        Some(self.requests())
+    }
+}
+
+/// A multipart upload under a temporary name, for an object larger than
+/// [`BUFFER_MAX`].
+struct Spill {
+    key: String,
+    id: String,
+    etags: Vec<String>,
+}
+
+struct S3Writer {
+    inner: Arc<Inner>,
+    buf: Vec<u8>,
+    written: u64,
+    spill: Option<Spill>,
+}
+
+impl S3Writer {
+    fn flush_parts(&mut self, keep_last: bool) -> Result<()> {
+        if self.spill.is_none() {
+            let mut r = [0u8; 12];
+            crate::format::crypt::random(&mut r)?;
+            let key = format!(
+                "{}upload-{}",
+                crate::format::keys::TMP,
+                crate::format::chunk::hex(&r)
+            );
+            let id = self.inner.create_upload(&key)?;
+            self.spill = Some(Spill {
+                key,
+                id,
+                etags: Vec::new(),
+            });
+        }
+        let Some(sp) = self.spill.as_mut() else {
+            return Err(Error::internal("no upload"));
+        };
+        while self.buf.len() >= PART && !(keep_last && self.buf.len() == PART) {
+            let n = u16::try_from(sp.etags.len() + 1)
+                .map_err(|_| Error::invalid("object too large for a multipart upload"))?;
+            let e = self.inner.upload_part(&sp.key, &sp.id, n, &self.buf[..PART])?;
+            sp.etags.push(e);
+            self.buf.drain(..PART);
+        }
+        Ok(())
+    }
+}
+
+impl ObjectWriter for S3Writer {
+    fn write_all(&mut self, buf: &[u8]) -> Result<()> {
+        self.buf.extend_from_slice(buf);
+        self.written += buf.len() as u64;
+        if self.buf.len() > BUFFER_MAX || (self.spill.is_some() && self.buf.len() > PART) {
+            self.flush_parts(true)?;
+        }
+        Ok(())
+    }
+
+    fn written(&self) -> u64 {
+        self.written
+    }
+
+    fn finish(mut self: Box<Self>, key: &str) -> Result<()> {
+        let inner = self.inner.clone();
+        let Some(mut sp) = self.spill.take() else {
+            let data = std::mem::take(&mut self.buf);
+            return match data.len() > PART {
+                true => inner.put_multipart(key, &data),
+                false => inner.put(key, &data),
+            };
+        };
+        let result = (|| {
+            let n = u16::try_from(sp.etags.len() + 1)
+                .map_err(|_| Error::invalid("object too large for a multipart upload"))?;
+            let e = inner.upload_part(&sp.key, &sp.id, n, &self.buf)?;
+            sp.etags.push(e);
+            inner.complete(&sp.key, &sp.id, &sp.etags, self.written)?;
+            inner.copy(&sp.key, key)?;
+            inner.delete(&sp.key)
+        })();
+        if result.is_err() {
+            let _ = inner.abort(&sp.key, &sp.id);
+            let _ = inner.delete(&sp.key);
+        }
+        result
+    }
+}
+
+impl Drop for S3Writer {
+    fn drop(&mut self) {
+        // An abandoned upload: best effort; `expire` collects what remains.
+        if let Some(sp) = self.spill.take() {
+            let _ = self.inner.abort(&sp.key, &sp.id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        let t = parse_http_date("Sun, 22 Nov 2026 15:00:00 GMT").unwrap();
+        let i = parse_iso("2026-11-22T15:00:00.000Z").unwrap();
+        assert_eq!(t, i);
+        assert!(parse_http_date("yesterday").is_none());
+    }
+}

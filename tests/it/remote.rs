@@ -1,0 +1,239 @@
+//! Repositories in object storage, end to end against the test S3 server
+//! (`objstore`): a new host restores from the bucket alone, two hosts see
+//! each other's work, damage in the bucket is found, the catalog is rebuilt
+//! from the bucket, a dead host's lock is taken over, and bad settings get
+//! one clear line. (Full, diff, incr, PITR and expire run on S3 too: the
+//! `_on_s3` variants in their modules.)
+
+use std::process::{Command, Output};
+
+use crate::harness::*;
+use crate::objstore;
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// pgstrata as another host: its own catalog cache.
+fn on_host(cache: &std::path::Path, args: &[&str]) -> Output {
+    let mut a = vec!["--cache-dir", cache.to_str().unwrap()];
+    a.extend_from_slice(args);
+    pgstrata(&a)
+}
+
+fn on_host_ok(cache: &std::path::Path, args: &[&str]) -> String {
+    let o = on_host(cache, args);
+    check(&o, &format!("pgstrata {}", args.join(" ")));
+    out(&o)
+}
+
+#[test]
+fn a_new_host_restores_from_the_bucket_alone_and_hosts_share_one_repository() {
+    let s = Scratch::new();
+    let repo = Repo::s3(&s, "repo");
+    let src = Cluster::archiving(&s, "src", &repo);
+    load_sample(&src, 10_000);
+    src.backup_ok(&repo, &["--type", "full"]);
+    src.exec("UPDATE accounts SET balance = balance + 1 WHERE id % 10 = 0; CHECKPOINT;");
+    src.backup_ok(&repo, &["--type", "incr"]);
+    src.exec("INSERT INTO accounts SELECT g, 1, 'late' FROM generate_series(10001, 11000) g;");
+    src.switch_wal_and_wait(&repo);
+    let want = src.table_hashes();
+
+    // Host B: nothing local but the bucket's settings.
+    let host_b = s.path().join("host-b-cache");
+    let info = on_host_ok(&host_b, &["--repo", repo.arg(), "info"]);
+    assert!(info.contains("incr"), "{info}");
+    assert!(info.contains(repo.arg()), "{info}");
+    on_host_ok(&host_b, &["--repo", repo.arg(), "verify"]);
+    let base = s.pg_dir("dst");
+    let pgdata = base.join("data");
+    on_host_ok(
+        &host_b,
+        &["--repo", repo.arg(), "restore", "--pgdata", pgdata.to_str().unwrap()],
+    );
+    give_to_pg(&base);
+    let mut dst = Cluster::at(base, pgdata);
+    append(&dst.pgdata.join("postgresql.conf"), "\narchive_mode = off\n");
+    dst.start_ok();
+    dst.wait_for_consistency();
+    assert_eq!(dst.table_hashes(), want, "restore on a new host differs");
+    dst.amcheck();
+    dst.stop();
+
+    // Host B expires; host A (the default cache) sees it, and backs up on top.
+    let before = repo.backups().len();
+    src.backup_ok(&repo, &["--type", "full"]);
+    on_host_ok(
+        &host_b,
+        &["--repo", repo.arg(), "expire", "--retain-full", "1"],
+    );
+    let after: Vec<String> = repo
+        .backups()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(after.len(), 1, "{after:?} (had {before} + 1)");
+    let o = src.backup_ok(&repo, &["--type", "incr"]);
+    assert!(o.contains(&format!("(incr of {})", after[0])), "{o}");
+    // The cache is a cache: removing it loses nothing.
+    std::fs::remove_dir_all(&host_b).unwrap();
+    let info = on_host_ok(&host_b, &["--repo", repo.arg(), "info", "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(v["clusters"][0]["backups"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn damage_in_the_bucket_is_found_and_the_catalog_rebuilt_from_it() {
+    let s = Scratch::new();
+    let repo = Repo::s3(&s, "repo");
+    let src = Cluster::archiving(&s, "src", &repo);
+    load_sample(&src, 5_000);
+    src.backup_ok(&repo, &["--type", "full"]);
+    src.exec("UPDATE accounts SET balance = balance + 1 WHERE id % 10 = 0; CHECKPOINT;");
+    src.backup_ok(&repo, &[]);
+    src.switch_wal_and_wait(&repo);
+    let want = src.table_hashes();
+    let before = repo.info_json();
+
+    // The catalog snapshots gone, and a new host: refused, saying what to do.
+    let r = repo.open();
+    let store = r.backend();
+    for (k, _) in store.list("catalog/").unwrap() {
+        store.delete(&k).unwrap();
+    }
+    let host = s.path().join("fresh-cache");
+    let o = on_host(&host, &["--repo", repo.arg(), "info"]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(err(&o).contains("repair --rebuild-catalog"), "{}", err(&o));
+    let o = on_host_ok(&host, &["--repo", repo.arg(), "repair", "--rebuild-catalog"]);
+    assert!(o.contains("2 backup(s)"), "{o}");
+    let after = repo.info_json();
+    assert_eq!(
+        after["clusters"][0]["backups"].as_array().unwrap().len(),
+        before["clusters"][0]["backups"].as_array().unwrap().len()
+    );
+    on_host_ok(&host, &["--repo", repo.arg(), "verify"]);
+    let mut dst = restore(&s, &repo, "dst", &[]);
+    dst.start_ok();
+    dst.wait_for_consistency();
+    assert_eq!(dst.table_hashes(), want);
+    dst.stop();
+
+    // A flipped byte in a pack: verify names it, restore refuses.
+    let (key, _) = store
+        .list("packs/")
+        .unwrap()
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .unwrap();
+    let mut bytes = store.get(&key).unwrap().unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    store.put(&key, &bytes).unwrap();
+    let o = pgstrata(&["--repo", repo.arg(), "verify"]);
+    assert_ne!(o.status.code(), Some(0));
+    let report = format!("{}{}", out(&o), err(&o));
+    assert!(report.contains(&key), "{report}");
+    // The full reads every chunk of its packs (the incr may not need the
+    // damaged one).
+    let full = repo.backups()[0]["id"].as_str().unwrap().to_string();
+    let base = s.pg_dir("dst2");
+    let o = pgstrata(&[
+        "--repo",
+        repo.arg(),
+        "restore",
+        "--set",
+        &full,
+        "--pgdata",
+        base.join("data").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+}
+
+#[test]
+fn a_dead_hosts_lock_is_taken_over_and_a_live_one_waited_for() {
+    let s = Scratch::new();
+    let repo = Repo::s3(&s, "repo");
+    let src = Cluster::archiving(&s, "src", &repo);
+    load_sample(&src, 2_000);
+    let r = repo.open();
+    let store = r.backend();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let holder = |renewed: i64| {
+        serde_json::json!({
+            "id": "dead", "host": "db-host-that-burned", "pid": 4242,
+            "command": "backup", "since": renewed - 60, "renewed": renewed,
+            "lease_seconds": 60
+        })
+        .to_string()
+    };
+    // A live holder (renewed just now): refused at once, naming it.
+    store
+        .put("locks/repository.lock", holder(now).as_bytes())
+        .unwrap();
+    let o = src.backup(&repo, &["--type", "full"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err(&o).contains("db-host-that-burned") && err(&o).contains("--lock-wait"),
+        "{}",
+        err(&o)
+    );
+    // Its lease long run out: taken over, with a warning.
+    store
+        .put("locks/repository.lock", holder(now - 3600).as_bytes())
+        .unwrap();
+    let o = src.backup(&repo, &["--type", "full"]);
+    check(&o, "backup over a stale lock");
+    assert!(err(&o).contains("stale lock"), "{}", err(&o));
+    assert!(store.get("locks/repository.lock").unwrap().is_none());
+    assert_eq!(repo.backups().len(), 1);
+    verify_ok(&repo);
+}
+
+fn verify_ok(repo: &Repo) {
+    let o = pgstrata(&["--repo", repo.arg(), "verify"]);
+    check(&o, "verify");
+}
+
+#[test]
+fn bad_object_store_settings_get_one_clear_line() {
+    let server = objstore::server();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env_remove("PGSTRATA_REPO")
+            .env_remove("PGSTRATA_CONFIG");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let one_line = |o: &Output, code: i32, needle: &str| {
+        assert_eq!(o.status.code(), Some(code), "{}", err(o));
+        let e = err(o);
+        assert_eq!(e.trim().lines().count(), 1, "{e}");
+        assert!(e.contains(needle), "{e}");
+        assert!(!e.contains(objstore::SECRET_KEY), "secret printed: {e}");
+    };
+    let missing = run(&["--repo", "s3://no-such-bucket-here/x", "init"], &[]);
+    one_line(&missing, 1, "no-such-bucket-here");
+    let scheme = run(&["--repo", "gs://bucket/x", "info"], &[]);
+    one_line(&scheme, 2, "s3://BUCKET/PREFIX");
+    let unreachable = run(
+        &["--repo", "s3://bucket-x/x", "--s3-endpoint", "http://127.0.0.1:9", "info"],
+        &[],
+    );
+    one_line(&unreachable, 1, "127.0.0.1:9");
+    let url = objstore::new_url("never-made");
+    let not_repo = run(&["--repo", &url, "info"], &[]);
+    one_line(&not_repo, 1, "not a pgstrata repository");
+    // Nothing was created by the failures.
+    let _ = server;
+}
