@@ -8,11 +8,14 @@ for the S3 tests and the S3 benchmark profile.
   they reach the server, as an overloaded S3 does;
 - terminates TLS with --cert/--key (pgBackRest speaks only HTTPS to S3), so
   clients can be pointed at https://127.0.0.1:PORT with a private CA;
+- with --require-key, answers 403 InvalidAccessKeyId to requests signed
+  with another access key (moto checks no signature of presigned requests);
 - being a separate process, it can be killed mid-request and started again
   to play a server that goes away, while the data stays in moto.
 
 usage: s3proxy.py --listen PORT --upstream http://127.0.0.1:UPSTREAM
-                  [--log FILE] [--fail-share F] [--seed N] [--cert C --key K]
+                  [--log FILE] [--fail-share F] [--seed N] [--require-key KEY]
+                  [--cert C --key K]
 """
 
 import argparse
@@ -59,6 +62,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if cfg["log"]:
                 cfg["log"].write(f"{k} {self.command} {'503' if fail else '-'} {self.path}\n")
                 cfg["log"].flush()
+        if cfg["require_key"]:
+            q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            cred = (q.get("X-Amz-Credential") or [""])[0]
+            if cred.split("/")[0] != cfg["require_key"]:
+                msg = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InvalidAccessKeyId</Code>'
+                       b'<Message>The AWS Access Key Id you provided does not exist in our records.'
+                       b'</Message></Error>')
+                self.send_response(403)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(msg)))
+                self.end_headers()
+                self.wfile.write(msg)
+                return
         if fail:
             msg = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
                    b'<Message>Please reduce your request rate.</Message></Error>')
@@ -102,6 +118,7 @@ def main():
     ap.add_argument("--log")
     ap.add_argument("--fail-share", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--require-key")
     ap.add_argument("--cert")
     ap.add_argument("--key")
     a = ap.parse_args()
@@ -111,6 +128,7 @@ def main():
         "host": u.hostname,
         "port": u.port or 80,
         "fail_share": a.fail_share,
+        "require_key": a.require_key,
         "rng": random.Random(a.seed),
         "lock": threading.Lock(),
         "log": open(a.log, "a", buffering=1) if a.log else None,

@@ -89,6 +89,9 @@ pub struct ExpirePlan {
     pub rewrite_packs: Vec<PackUsage>,
     /// Object keys of leftovers: unknown packs, manifests, temporary files.
     pub orphans: Vec<String>,
+    /// Unfinished uploads older than this are aborted (an object store's
+    /// multipart uploads of a killed process).
+    pub upload_age: Duration,
     /// Bytes the plan frees, at most.
     pub bytes: u64,
 }
@@ -214,6 +217,7 @@ pub fn plan(
     check_cluster_name(cluster)?;
     let mut plan = ExpirePlan {
         cluster: cluster.to_string(),
+        upload_age: opts.tmp_age,
         ..Default::default()
     };
     plan.leftovers = cat.running_backups()?;
@@ -493,6 +497,11 @@ pub fn apply(repo: &Repository, cat: &mut Catalog, plan: &ExpirePlan) -> Result<
         log.bytes_freed += backend.size(key)?.unwrap_or(0);
         backend.delete(key)?;
         log.orphans += 1;
+    }
+    let aborted = backend.collect_abandoned(plan.upload_age)?;
+    if aborted > 0 {
+        tracing::info!("aborted {aborted} unfinished upload(s) of interrupted commands");
+        log.orphans += aborted;
     }
     cat.log_expire(&log)?;
     if let Err(e) = cat.checkpoint() {

@@ -51,13 +51,13 @@ pub use pg::Lsn;
 pub use progress::{Bar, Lines, Progress, Silent};
 pub use repair::{rebuild_catalog, RepairReport};
 pub use repo::{InitOutcome, Location, Passphrase, PassphraseSource, Repository, PASSPHRASE_ENV};
-pub use store::s3::{S3Backend, S3Config, S3Credentials};
-pub use store::{Backend, RequestCounts};
 pub use restore::{
     apply as apply_restore, archiving_summary as restore_archiving_summary, parse_target_time,
     plan as plan_restore, ArchiveMode, Recovery, RecoveryTarget, RestoreOptions, RestorePlan,
     RestoreStats, TargetAction, TimelineTarget,
 };
+pub use store::s3::{S3Backend, S3Config, S3Credentials};
+pub use store::{Backend, RequestCounts};
 pub use upgrade::{run as upgrade, UpgradeReport};
 pub use util::human;
 pub use verify::{run as verify, BackupVerdict, Problem, ProblemKind, VerifyOptions, VerifyReport};

@@ -59,7 +59,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "PGSTRATA_S3_CA_FILE", value_name = "FILE")]
     pub s3_ca_file: Option<PathBuf>,
     /// S3 storage class of new objects, e.g. STANDARD_IA [config: s3-storage-class].
-    #[arg(long, global = true, env = "PGSTRATA_S3_STORAGE_CLASS", value_name = "CLASS")]
+    #[arg(
+        long,
+        global = true,
+        env = "PGSTRATA_S3_STORAGE_CLASS",
+        value_name = "CLASS"
+    )]
     pub s3_storage_class: Option<String>,
     /// Where the catalog of a repository in object storage is cached
     /// [default: $XDG_CACHE_HOME/pgstrata, ~/.cache/pgstrata, or

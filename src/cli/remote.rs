@@ -108,7 +108,10 @@ pub fn resolve(cli: &Cli, cfg: &FileConfig) -> R<Option<RepoSpec>> {
         .into(),
     ]);
     if let Some(f) = &ca_file {
-        args.extend(["--s3-ca-file".into(), f.canonicalize().unwrap_or(f.clone()).into()]);
+        args.extend([
+            "--s3-ca-file".into(),
+            f.canonicalize().unwrap_or(f.clone()).into(),
+        ]);
     }
     if let Some(c) = &storage_class {
         args.extend(["--s3-storage-class".into(), c.into()]);
@@ -143,12 +146,20 @@ fn default_cache_base() -> PathBuf {
 /// One directory per repository: readable, and unique per endpoint, bucket
 /// and prefix.
 fn cache_name(url: &str, endpoint: Option<&str>) -> String {
-    let id = blake3::hash(format!("{}|{}", endpoint.unwrap_or(""), url.trim_end_matches('/')).as_bytes());
+    let id = blake3::hash(
+        format!("{}|{}", endpoint.unwrap_or(""), url.trim_end_matches('/')).as_bytes(),
+    );
     let readable: String = url
         .trim_start_matches("s3://")
         .trim_end_matches('/')
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(60)
         .collect();
     format!("{readable}-{}", &id.to_hex()[..12])

@@ -125,9 +125,9 @@ impl Settings {
         let passphrase = passphrase_source(&cli, cfg)?;
         let repo = remote::resolve(&cli, cfg)?;
         let cl = cli.cluster.clone().or(cfg.cluster.clone());
-        let global_args = repo.as_ref().map(|r| {
-            archiving::global_args(&cli, r.args(), cl.as_deref().unwrap_or("main"))
-        });
+        let global_args = repo
+            .as_ref()
+            .map(|r| archiving::global_args(&cli, r.args(), cl.as_deref().unwrap_or("main")));
         let command = match cli.command {
             Command::Completions { shell } => return Ok(Err(Standalone::Completions(shell))),
             Command::Man => return Ok(Err(Standalone::Man)),
@@ -150,7 +150,10 @@ impl Settings {
             // restore_command opens the same repository.
             let mut words = repo.args();
             if let Some(c) = &cli.config {
-                words.extend(["--config".into(), c.canonicalize().unwrap_or(c.clone()).into()]);
+                words.extend([
+                    "--config".into(),
+                    c.canonicalize().unwrap_or(c.clone()).into(),
+                ]);
             }
             opts.repo_args = match &repo {
                 RepoSpec::Local(_) => Vec::new(),

@@ -61,7 +61,10 @@ pub fn create_bucket(endpoint: &str, bucket: &str) {
         "import boto3; boto3.client('s3', endpoint_url='{endpoint}', aws_access_key_id='{ACCESS_KEY}', \
          aws_secret_access_key='{SECRET_KEY}', region_name='us-east-1').create_bucket(Bucket='{bucket}')"
     );
-    let o = Command::new("python3").args(["-c", &py]).output().expect("python3");
+    let o = Command::new("python3")
+        .args(["-c", &py])
+        .output()
+        .expect("python3");
     assert!(
         o.status.success(),
         "cannot create bucket {bucket}: {}",
@@ -112,7 +115,6 @@ pub fn new_url(name: &str) -> String {
     )
 }
 
-
 /// The library's view of a repository in the test server (for tests that
 /// call the library directly).
 pub fn location(url: &str, cache_dir: &std::path::Path) -> pgstrata::Location {
@@ -126,4 +128,80 @@ pub fn location(url: &str, cache_dir: &std::path::Path) -> pgstrata::Location {
         name: url.to_string(),
         cache_dir: cache_dir.to_path_buf(),
     }
+}
+
+/// `scripts/s3proxy.py` in front of the shared server: counts requests,
+/// answers a share of them 503 SlowDown, or checks the access key; being a
+/// process of its own, it can be killed mid-request and started again.
+pub struct Proxy {
+    pub port: u16,
+    pub log: std::path::PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Proxy {
+    pub fn start(log: std::path::PathBuf, args: &[&str]) -> Proxy {
+        let mut p = Proxy {
+            port: free_port(),
+            log,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            child: None,
+        };
+        p.restart();
+        p
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Start it (again) on its port.
+    pub fn restart(&mut self) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/s3proxy.py");
+        let child = Command::new("python3")
+            .arg(script)
+            .args(["--listen", &self.port.to_string()])
+            .args(["--upstream", &server().endpoint])
+            .args(["--log", self.log.to_str().unwrap()])
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start s3proxy.py");
+        self.child = Some(child);
+        wait_listening(self.port);
+    }
+
+    /// Kill it at once (requests in flight break off).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Request lines logged so far (`KIND METHOD STATUS PATH`).
+    pub fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The S3 backend of a repository in the test server.
+pub fn backend(url: &str) -> pgstrata::S3Backend {
+    let s = server();
+    let mut c = pgstrata::S3Config::from_url(url).expect("s3 url");
+    c.endpoint = Some(s.endpoint.clone());
+    c.path_style = true;
+    pgstrata::S3Backend::new(c).expect("s3 backend")
 }

@@ -53,11 +53,20 @@ fn a_new_host_restores_from_the_bucket_alone_and_hosts_share_one_repository() {
     let pgdata = base.join("data");
     on_host_ok(
         &host_b,
-        &["--repo", repo.arg(), "restore", "--pgdata", pgdata.to_str().unwrap()],
+        &[
+            "--repo",
+            repo.arg(),
+            "restore",
+            "--pgdata",
+            pgdata.to_str().unwrap(),
+        ],
     );
     give_to_pg(&base);
     let mut dst = Cluster::at(base, pgdata);
-    append(&dst.pgdata.join("postgresql.conf"), "\narchive_mode = off\n");
+    append(
+        &dst.pgdata.join("postgresql.conf"),
+        "\narchive_mode = off\n",
+    );
     dst.start_ok();
     dst.wait_for_consistency();
     assert_eq!(dst.table_hashes(), want, "restore on a new host differs");
@@ -109,7 +118,10 @@ fn damage_in_the_bucket_is_found_and_the_catalog_rebuilt_from_it() {
     let o = on_host(&host, &["--repo", repo.arg(), "info"]);
     assert_eq!(o.status.code(), Some(1), "{}", err(&o));
     assert!(err(&o).contains("repair --rebuild-catalog"), "{}", err(&o));
-    let o = on_host_ok(&host, &["--repo", repo.arg(), "repair", "--rebuild-catalog"]);
+    let o = on_host_ok(
+        &host,
+        &["--repo", repo.arg(), "repair", "--rebuild-catalog"],
+    );
     assert!(o.contains("2 backup(s)"), "{o}");
     let after = repo.info_json();
     assert_eq!(
@@ -227,7 +239,13 @@ fn bad_object_store_settings_get_one_clear_line() {
     let scheme = run(&["--repo", "gs://bucket/x", "info"], &[]);
     one_line(&scheme, 2, "s3://BUCKET/PREFIX");
     let unreachable = run(
-        &["--repo", "s3://bucket-x/x", "--s3-endpoint", "http://127.0.0.1:9", "info"],
+        &[
+            "--repo",
+            "s3://bucket-x/x",
+            "--s3-endpoint",
+            "http://127.0.0.1:9",
+            "info",
+        ],
         &[],
     );
     one_line(&unreachable, 1, "127.0.0.1:9");
@@ -236,4 +254,162 @@ fn bad_object_store_settings_get_one_clear_line() {
     one_line(&not_repo, 1, "not a pgstrata repository");
     // Nothing was created by the failures.
     let _ = server;
+}
+
+/// A pgstrata command through `endpoint` instead of the server.
+fn via(endpoint: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env_remove("PGSTRATA_REPO")
+        .env_remove("PGSTRATA_CONFIG")
+        .env("PGSTRATA_S3_ENDPOINT", endpoint);
+    c
+}
+
+#[test]
+fn throttling_and_a_server_gone_mid_upload_are_survived() {
+    let s = Scratch::new();
+    let repo = Repo::s3(&s, "repo");
+    let src = Cluster::archiving(&s, "src", &repo);
+    load_sample(&src, 20_000);
+
+    // A quarter of the requests answered 503 SlowDown: retried, and the
+    // backup completes.
+    let throttled =
+        objstore::Proxy::start(s.path().join("throttle.log"), &["--fail-share", "0.25"]);
+    let ci = src.conninfo();
+    let pgdata = src.pgdata.to_str().unwrap().to_string();
+    let backup = |endpoint: &str| {
+        via(
+            endpoint,
+            &[
+                "--repo",
+                repo.arg(),
+                "backup",
+                "--type",
+                "full",
+                "--dbname",
+                &ci,
+                "--pgdata",
+                &pgdata,
+                "--start-fast",
+                "--pack-size-mib",
+                "1",
+            ],
+        )
+    };
+    let o = backup(&throttled.endpoint()).output().unwrap();
+    check(&o, "backup through a throttling server");
+    let refused = throttled
+        .lines()
+        .iter()
+        .filter(|l| l.contains(" 503 "))
+        .count();
+    assert!(refused > 3, "the proxy refused only {refused} requests");
+    drop(throttled);
+
+    // The server gone in the middle of the uploads, and back 3 s later.
+    let mut flaky = objstore::Proxy::start(s.path().join("flaky.log"), &[]);
+    src.exec("UPDATE accounts SET balance = balance + 7 WHERE id % 3 = 0; CHECKPOINT;");
+    let mut child = backup(&flaky.endpoint())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !flaky
+        .lines()
+        .iter()
+        .any(|l| l.starts_with("PUT") && l.contains("/packs/"))
+    {
+        assert!(std::time::Instant::now() < deadline, "no pack upload seen");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "backup ended before a pack upload"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    flaky.kill();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    flaky.restart();
+    let o = child.wait_with_output().unwrap();
+    check(&o, "backup across a server restart");
+    src.switch_wal_and_wait(&repo);
+    let want = src.table_hashes();
+
+    // Nothing damaged, nothing duplicated: verify passes, the backup restores.
+    verify_ok(&repo);
+    let mut dst = restore(&s, &repo, "dst", &[]);
+    dst.start_ok();
+    dst.wait_for_consistency();
+    assert_eq!(dst.table_hashes(), want);
+    dst.stop();
+}
+
+#[test]
+fn wrong_credentials_and_abandoned_uploads() {
+    let s = Scratch::new();
+    let repo = Repo::s3(&s, "repo");
+    // A server that knows only the test's key (moto checks no signature of
+    // presigned requests, so the proxy answers as S3 does).
+    let strict = objstore::Proxy::start(
+        s.path().join("strict.log"),
+        &["--require-key", objstore::ACCESS_KEY],
+    );
+    let o = via(&strict.endpoint(), &["--repo", repo.arg(), "info"])
+        .output()
+        .unwrap();
+    check(&o, "info with the right key");
+    let o = via(&strict.endpoint(), &["--repo", repo.arg(), "info"])
+        .env("AWS_ACCESS_KEY_ID", "AKIAWRONGKEY")
+        .env("AWS_SECRET_ACCESS_KEY", "wrong-secret-do-not-print")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let e = err(&o);
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(
+        e.contains("access denied") && e.contains("InvalidAccessKeyId"),
+        "{e}"
+    );
+    assert!(!e.contains("wrong-secret-do-not-print"), "{e}");
+    let o = via(&strict.endpoint(), &["--repo", repo.arg(), "info"])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("HOME", s.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("no S3 credentials"), "{}", err(&o));
+
+    // An upload a killed process left behind is aborted by expire.
+    let url = repo.arg().to_string();
+    let prefix = url.trim_start_matches(&format!("s3://{}/", objstore::BUCKET));
+    let py = format!(
+        "import boto3; c = boto3.client('s3', endpoint_url='{}', aws_access_key_id='{}', \
+         aws_secret_access_key='{}', region_name='us-east-1'); \
+         c.create_multipart_upload(Bucket='{}', Key='{prefix}/tmp/upload-left-behind')",
+        objstore::server().endpoint,
+        objstore::ACCESS_KEY,
+        objstore::SECRET_KEY,
+        objstore::BUCKET
+    );
+    let o = Command::new("python3").args(["-c", &py]).output().unwrap();
+    check(&o, "create a multipart upload");
+    let backend = objstore::backend(&url);
+    assert_eq!(
+        backend
+            .stale_uploads(std::time::Duration::ZERO)
+            .unwrap()
+            .len(),
+        1
+    );
+    let r = repo.open();
+    let mut opts = pgstrata::ExpireOptions::new(pgstrata::Retention::default());
+    opts.tmp_age = std::time::Duration::ZERO;
+    pgstrata::expire(&r, "main", &opts, false).unwrap();
+    assert!(backend
+        .stale_uploads(std::time::Duration::ZERO)
+        .unwrap()
+        .is_empty());
 }

@@ -113,7 +113,8 @@ impl S3Config {
             return Ok(c.clone());
         }
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        if let (Some(key), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+        if let (Some(key), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"))
+        {
             return Ok(S3Credentials {
                 key,
                 secret: Zeroizing::new(secret),
@@ -181,10 +182,20 @@ mod tests {
     #[test]
     fn urls() {
         let c = S3Config::from_url("s3://my-bucket/pg/main/").unwrap();
-        assert_eq!((c.bucket.as_str(), c.prefix.as_str()), ("my-bucket", "pg/main"));
+        assert_eq!(
+            (c.bucket.as_str(), c.prefix.as_str()),
+            ("my-bucket", "pg/main")
+        );
         assert_eq!(c.url(), "s3://my-bucket/pg/main");
         assert_eq!(S3Config::from_url("s3://b12").unwrap().prefix, "");
-        for bad in ["s3://", "s3://A_B/x", "s3://ab", "http://b/x", "s3://bucket/a//b", "s3://bucket/../x"] {
+        for bad in [
+            "s3://",
+            "s3://A_B/x",
+            "s3://ab",
+            "http://b/x",
+            "s3://bucket/a//b",
+            "s3://bucket/../x",
+        ] {
             assert!(S3Config::from_url(bad).is_err(), "{bad}");
         }
         let mut c = S3Config::from_url("s3://bucket").unwrap();
@@ -203,6 +214,9 @@ mod tests {
         assert_eq!(o.token.as_deref().map(String::as_str), Some("T2"));
         assert!(shared_profile(text, "none").is_none());
         let shown = format!("{o:?}");
-        assert!(shown.contains("AK2") && !shown.contains("S2") && !shown.contains("T2"), "{shown}");
+        assert!(
+            shown.contains("AK2") && !shown.contains("S2") && !shown.contains("T2"),
+            "{shown}"
+        );
     }
 }

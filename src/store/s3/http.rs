@@ -101,7 +101,10 @@ impl Default for Retry {
 
 impl Retry {
     fn delay(&self, attempt: u32) -> Duration {
-        let exp = self.base.saturating_mul(1u32 << attempt.min(16)).min(self.cap);
+        let exp = self
+            .base
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.cap);
         // Full jitter between half and all of it: clients that failed
         // together do not come back together.
         let mut r = [0u8; 2];
@@ -171,6 +174,8 @@ fn transport(e: impl std::fmt::Display) -> String {
 }
 
 pub struct Client {
+    /// Where requests go, for messages.
+    pub endpoint: String,
     pub agent: ureq::Agent,
     pub counts: Counters,
     pub retry: Retry,
@@ -224,12 +229,7 @@ impl Client {
 
     /// Send the request `make` builds (afresh for each attempt), retrying
     /// what may be retried. `what` names the object for messages.
-    pub fn send<'b>(
-        &self,
-        kind: Kind,
-        what: &str,
-        make: &dyn Fn() -> Req<'b>,
-    ) -> Result<Resp> {
+    pub fn send<'b>(&self, kind: Kind, what: &str, make: &dyn Fn() -> Req<'b>) -> Result<Resp> {
         let mut last = String::new();
         for attempt in 0..self.retry.attempts {
             if attempt > 0 {
@@ -250,8 +250,8 @@ impl Client {
         Err(Error::io(
             what,
             std::io::Error::other(format!(
-                "gave up after {} attempts: {last}",
-                self.retry.attempts
+                "gave up after {} attempts at {}: {last}",
+                self.retry.attempts, self.endpoint
             )),
         ))
     }
@@ -269,7 +269,9 @@ impl Client {
             self.counts.add(Kind::Get);
             match self.agent.get(url()).call() {
                 Ok(resp) if resp.status().as_u16() == 200 => {
-                    return Ok(StreamOrResp::Stream(Box::new(resp.into_body().into_reader())))
+                    return Ok(StreamOrResp::Stream(Box::new(
+                        resp.into_body().into_reader(),
+                    )))
                 }
                 Ok(mut resp) => {
                     let status = resp.status().as_u16();
@@ -296,8 +298,8 @@ impl Client {
         Err(Error::io(
             what,
             std::io::Error::other(format!(
-                "gave up after {} attempts: {last}",
-                self.retry.attempts
+                "gave up after {} attempts at {}: {last}",
+                self.retry.attempts, self.endpoint
             )),
         ))
     }
@@ -317,10 +319,16 @@ mod tests {
         let x = "<Error><Code>SlowDown</Code><Message>a &amp; b</Message></Error>";
         assert_eq!(s3_error(x.as_bytes()), ("SlowDown".into(), "a & b".into()));
         assert!(retryable(503, b""));
-        assert!(retryable(400, b"<Error><Code>RequestTimeout</Code></Error>"));
+        assert!(retryable(
+            400,
+            b"<Error><Code>RequestTimeout</Code></Error>"
+        ));
         assert!(!retryable(403, b""));
         let l = "<R><Upload><Key>a</Key></Upload><Upload><Key>b</Key></Upload></R>";
-        let keys: Vec<_> = blocks(l, "Upload").iter().map(|b| tag(b, "Key").unwrap()).collect();
+        let keys: Vec<_> = blocks(l, "Upload")
+            .iter()
+            .map(|b| tag(b, "Key").unwrap())
+            .collect();
         assert_eq!(keys, ["a", "b"]);
         let r = Retry::default();
         assert!(r.delay(0) <= Duration::from_millis(200));

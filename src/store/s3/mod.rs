@@ -24,8 +24,8 @@ use std::time::{Duration, SystemTime};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
 pub use config::{S3Config, S3Credentials};
-use http::{Client, Kind, Method, Req, Resp, Retry, StreamOrResp};
 pub use http::RequestCounts;
+use http::{Client, Kind, Method, Req, Resp, Retry, StreamOrResp};
 
 use crate::error::{Error, Result};
 use crate::store::backend::{Backend, ObjectWriter};
@@ -137,6 +137,7 @@ impl S3Backend {
             prefix,
             storage_class: config.storage_class,
             client: Client {
+                endpoint,
                 agent,
                 counts: Default::default(),
                 retry: Retry::default(),
@@ -180,8 +181,16 @@ impl Inner {
             (403, _) | (401, _) => Error::Refused(format!(
                 "access denied to {} ({}{}): check the credentials and the bucket's policy",
                 self.name,
-                if code.is_empty() { "HTTP 403".into() } else { code.clone() },
-                if msg.is_empty() { String::new() } else { format!(": {msg}") }
+                if code.is_empty() {
+                    "HTTP 403".into()
+                } else {
+                    code.clone()
+                },
+                if msg.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {msg}")
+                }
             )),
             (301, _) | (307, _) => Error::invalid(format!(
                 "bucket {} is in another region ({code}): set --s3-region",
@@ -256,7 +265,11 @@ impl Inner {
         let full = self.full(key);
         let r = self.client.send(Kind::Get, &self.what(key), &|| Req {
             method: Method::Get,
-            url: self.bucket.get_object(Some(&self.creds), &full).sign(SIGNED_FOR).to_string(),
+            url: self
+                .bucket
+                .get_object(Some(&self.creds), &full)
+                .sign(SIGNED_FOR)
+                .to_string(),
             headers: Vec::new(),
             body: &[],
         })?;
@@ -275,7 +288,11 @@ impl Inner {
         let range = format!("bytes={}-{}", offset, offset + len as u64 - 1);
         let r = self.client.send(Kind::Get, &self.what(key), &|| Req {
             method: Method::Get,
-            url: self.bucket.get_object(Some(&self.creds), &full).sign(SIGNED_FOR).to_string(),
+            url: self
+                .bucket
+                .get_object(Some(&self.creds), &full)
+                .sign(SIGNED_FOR)
+                .to_string(),
             headers: vec![("range", range.clone())],
             body: &[],
         })?;
@@ -306,7 +323,11 @@ impl Inner {
         let full = self.full(key);
         let r = self.client.send(Kind::Head, &self.what(key), &|| Req {
             method: Method::Head,
-            url: self.bucket.head_object(Some(&self.creds), &full).sign(SIGNED_FOR).to_string(),
+            url: self
+                .bucket
+                .head_object(Some(&self.creds), &full)
+                .sign(SIGNED_FOR)
+                .to_string(),
             headers: Vec::new(),
             body: &[],
         })?;
@@ -363,7 +384,11 @@ impl Inner {
         let full = self.full(key);
         let r = self.client.send(Kind::Delete, &self.what(key), &|| Req {
             method: Method::Delete,
-            url: self.bucket.delete_object(Some(&self.creds), &full).sign(SIGNED_FOR).to_string(),
+            url: self
+                .bucket
+                .delete_object(Some(&self.creds), &full)
+                .sign(SIGNED_FOR)
+                .to_string(),
             headers: Vec::new(),
             body: &[],
         })?;
@@ -377,7 +402,9 @@ impl Inner {
     fn create_upload(&self, key: &str) -> Result<String> {
         let full = self.full(key);
         let r = self.client.send(Kind::Put, &self.what(key), &|| {
-            let mut a = self.bucket.create_multipart_upload(Some(&self.creds), &full);
+            let mut a = self
+                .bucket
+                .create_multipart_upload(Some(&self.creds), &full);
             if let Some(c) = &self.storage_class {
                 a.headers_mut().insert("x-amz-storage-class", c.clone());
             }
@@ -392,12 +419,14 @@ impl Inner {
             return Err(self.fail(key, &r));
         }
         let text = String::from_utf8_lossy(&r.body);
-        http::tag(&text, "UploadId").map(http::unescape).ok_or_else(|| {
-            Error::io(
-                self.what(key),
-                std::io::Error::other("multipart upload started without an UploadId"),
-            )
-        })
+        http::tag(&text, "UploadId")
+            .map(http::unescape)
+            .ok_or_else(|| {
+                Error::io(
+                    self.what(key),
+                    std::io::Error::other("multipart upload started without an UploadId"),
+                )
+            })
     }
 
     fn upload_part(&self, key: &str, id: &str, n: u16, data: &[u8]) -> Result<String> {
@@ -619,7 +648,9 @@ impl Backend for S3Backend {
                 .to_string()
         })? {
             StreamOrResp::Stream(r) => Ok(r),
-            StreamOrResp::Resp(r) if r.status == 404 && http::s3_error(&r.body).0 != "NoSuchBucket" => {
+            StreamOrResp::Resp(r)
+                if r.status == 404 && http::s3_error(&r.body).0 != "NoSuchBucket" =>
+            {
                 Err(Error::missing("object", key))
             }
             StreamOrResp::Resp(r) => Err(i.fail(key, &r)),
@@ -627,11 +658,10 @@ impl Backend for S3Backend {
     }
 
     fn size(&self, key: &str) -> Result<Option<u64>> {
-        Ok(self.0.head(key)?.and_then(|r| {
-            r.headers
-                .get("content-length")
-                .and_then(|v| v.parse().ok())
-        }))
+        Ok(self
+            .0
+            .head(key)?
+            .and_then(|r| r.headers.get("content-length").and_then(|v| v.parse().ok())))
     }
 
     fn modified(&self, key: &str) -> Result<Option<SystemTime>> {
@@ -700,7 +730,9 @@ impl S3Writer {
         while self.buf.len() >= PART && !(keep_last && self.buf.len() == PART) {
             let n = u16::try_from(sp.etags.len() + 1)
                 .map_err(|_| Error::invalid("object too large for a multipart upload"))?;
-            let e = self.inner.upload_part(&sp.key, &sp.id, n, &self.buf[..PART])?;
+            let e = self
+                .inner
+                .upload_part(&sp.key, &sp.id, n, &self.buf[..PART])?;
             sp.etags.push(e);
             self.buf.drain(..PART);
         }
