@@ -3,7 +3,10 @@
 #
 # usage: scripts/bench.sh [NAME=VALUE ...]        (settings as arguments or environment)
 #   PROFILE=default     default: the steps below. archive: WAL burst archiving and replay
-#                       (scripts/bench/archive.sh; SEGMENTS=100)
+#                       (scripts/bench/archive.sh; SEGMENTS=100). s3: the steps below with
+#                       every repository in a local S3-compatible server (moto_server behind
+#                       scripts/s3proxy.py, over TLS); adds request counts per step
+#                       (PUT/GET/LIST/HEAD/DELETE, WAL archiving left out)
 #   ROWS=2000000        rows of scripts/bench/dataset.sql (events; docs gets ROWS/4)
 #   SCALE=20            pgbench scale (pgbench -i -s SCALE)
 #   TXNS=10000          workload transactions per client (2 clients): the "hour of change"
@@ -49,10 +52,12 @@ for arg in "$@"; do
   esac
 done
 
+S3=0
 case ${PROFILE:-default} in
   default) ;;
   archive) exec "$(dirname "${BASH_SOURCE[0]}")/bench/archive.sh" ;;
-  *) echo "bench.sh: unknown PROFILE '$PROFILE' (default, archive)" >&2; exit 2 ;;
+  s3) S3=1; ENCRYPTED=${ENCRYPTED:-0} ;;
+  *) echo "bench.sh: unknown PROFILE '$PROFILE' (default, archive, s3)" >&2; exit 2 ;;
 esac
 
 ROWS=${ROWS:-2000000}
@@ -136,6 +141,7 @@ PGS_REPO=$WORKDIR/pgstrata-repo
 PGS_ENC_REPO=$WORKDIR/pgstrata-enc-repo
 PGS_PASS=$WORKDIR/pgstrata-enc.pass
 PGS=$WORKDIR/bin/pgstrata
+PGS_ARGS=(--repo "$PGS_REPO")
 RESULTS=$WORKDIR/results.tsv
 SOCK=$WORKDIR/s                  # private socket dir: no TCP, no port clash
 VSOCK=$WORKDIR/v                 # socket dir for verifying restored clusters
@@ -172,6 +178,7 @@ cleanup() {
     "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$d" -m fast -w -t 60 stop >/dev/null 2>&1 ||
       "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1 || true
   done
+  [[ $S3 != 1 ]] || s3_stop
   if [[ $KEEP == 1 ]]; then
     log "kept $WORKDIR (KEEP=1)"
   else
@@ -228,6 +235,14 @@ record() {  # step tool wall rss stored repo_delta reported note
 
 # Size of a repository's backup area (WAL archive excluded) and of the whole repository.
 backup_bytes() {
+  if [[ $S3 == 1 ]]; then
+    case $1 in
+      pgstrata) s3_bytes pgstrata wal ;;
+      pgbr_file) s3_bytes pgbr-file/backup ;;
+      pgbr_block) s3_bytes pgbr-block/backup ;;
+    esac
+    return
+  fi
   case $1 in
     pgstrata) echo $(( $(bytes_of "$PGS_REPO") - $(bytes_of "$PGS_REPO/$PGSTRATA_WAL_SUBDIR") )) ;;
     pgstrata_enc) echo $(( $(bytes_of "$PGS_ENC_REPO") - $(bytes_of "$PGS_ENC_REPO/$PGSTRATA_WAL_SUBDIR") )) ;;
@@ -236,6 +251,14 @@ backup_bytes() {
   esac
 }
 repo_bytes() {
+  if [[ $S3 == 1 ]]; then
+    case $1 in
+      pgstrata) s3_bytes pgstrata ;;
+      pgbr_file) s3_bytes pgbr-file ;;
+      pgbr_block) s3_bytes pgbr-block ;;
+    esac
+    return
+  fi
   case $1 in
     pgstrata) bytes_of "$PGS_REPO" ;;
     pgstrata_enc) bytes_of "$PGS_ENC_REPO" ;;
@@ -247,7 +270,7 @@ repo_bytes() {
 # pgstrata's own figure for the newest backup (info --output json: stored_bytes).
 pgstrata_reported() {  # [repo args...]
   local args=("$@")
-  ((${#args[@]})) || args=(--repo "$PGS_REPO")
+  ((${#args[@]})) || args=("${PGS_ARGS[@]}")
   "${AS_PG[@]}" "$PGS" "${args[@]}" info --output json 2>/dev/null | python3 -c '
 import json, sys
 try:
@@ -266,7 +289,7 @@ ENC_ARGS=(--repo "$PGS_ENC_REPO" --passphrase-file "$PGS_PASS")
 
 backup_cmd() {  # tool type -> sets CMD
   case $1 in
-    pgstrata) CMD=("${AS_PG[@]}" "$PGS" --repo "$PGS_REPO" backup --pgdata "$PGDATA" --type "$2"
+    pgstrata) CMD=("${AS_PG[@]}" "$PGS" "${PGS_ARGS[@]}" backup --pgdata "$PGDATA" --type "$2"
                    --start-fast --workers 2 --compress-level 3) ;;
     pgstrata_enc) CMD=("${AS_PG[@]}" "$PGS" "${ENC_ARGS[@]}" backup --pgdata "$PGDATA" --type "$2"
                    --start-fast --workers 2 --compress-level 3) ;;
@@ -274,6 +297,11 @@ backup_cmd() {  # tool type -> sets CMD
     pgbr_block) CMD=("${AS_PG[@]}" pgbackrest --config="$PGBR_CONF" --stanza=bench --repo=2 --type="$2" backup) ;;
   esac
 }
+
+# Where each tool keeps its repository and its WAL archive in the bucket.
+s3_prefix() { case $1 in pgstrata) echo pgstrata ;; pgbr_file) echo pgbr-file ;; pgbr_block) echo pgbr-block ;; esac; }
+s3_wal() { case $1 in pgstrata) echo wal ;; *) echo archive ;; esac; }
+declare -A REQ
 
 run_backups() {  # step type
   local step=$1 type=$2 tool b0 r0 b1 r1 rep
@@ -286,7 +314,9 @@ run_backups() {  # step type
     # sees): started at a random moment that costs 0 to 1 s. Every backup
     # starts at .85 s past a second, so the columns pay the same.
     sleep "$(date +%N | awk '{ d = 0.85 - $1 / 1e9; if (d < 0) d += 1; printf "%.3f", d }')"
+    [[ $S3 != 1 ]] || s3_mark
     measure "$step" "$tool" "${CMD[@]}"
+    [[ $S3 != 1 ]] || REQ[$step/$tool]=$(s3_requests "$(s3_prefix "$tool")" "$(s3_wal "$tool")")
     wait_archive
     b1=$(backup_bytes "$tool"); r1=$(repo_bytes "$tool")
     rep=-
@@ -297,16 +327,25 @@ run_backups() {  # step type
 }
 
 # ---------------------------------------------------------------- cluster
+if [[ $S3 == 1 ]]; then
+  # shellcheck source=bench/s3lib.sh
+  source "$SRC_BENCH/s3lib.sh"
+  s3_start "$WORKDIR"
+  log "S3: moto_server behind a TLS proxy on 127.0.0.1:$S3_PORT, bucket $S3_BUCKET"
+  "${AS_PG[@]}" mkdir -p "$WORKDIR/pgs-cache"
+  PGS_ARGS=(--repo "s3://$S3_BUCKET/pgstrata" --s3-endpoint "https://127.0.0.1:$S3_PORT"
+            --s3-ca-file "$S3_CA" --s3-uri-style path --cache-dir "$WORKDIR/pgs-cache")
+fi
 log "workdir $WORKDIR; ROWS=$ROWS SCALE=$SCALE TXNS=$TXNS x $CLIENTS clients; tools: ${TOOLS[*]}"
 "${AS_PG[@]}" "$PG_BIN/initdb" -D "$PGDATA" -k -U postgres -A trust -E UTF8 --locale=C \
   >"$LOGS/initdb.log" 2>&1 || { cat "$LOGS/initdb.log" >&2; die "initdb failed"; }
 
 ARCHIVE_CMD="pgbackrest --config=$PGBR_CONF --stanza=bench archive-push %p"
-[[ $SKIP_PGSTRATA == 1 ]] || ARCHIVE_CMD+=" && $PGS --repo $PGS_REPO archive-push %p"
+[[ $SKIP_PGSTRATA == 1 ]] || ARCHIVE_CMD+=" && $PGS ${PGS_ARGS[*]} archive-push %p"
 # The two pgstrata repositories get each segment at the same moment (pushed in
 # parallel), so that neither column's backups wait longer for their WAL.
 [[ $ENCRYPTED != 1 ]] ||
-  ARCHIVE_CMD="pgbackrest --config=$PGBR_CONF --stanza=bench archive-push %p && { $PGS --repo $PGS_REPO archive-push %p & p=\$!; $PGS ${ENC_ARGS[*]} archive-push %p && wait \$p; }"
+  ARCHIVE_CMD="pgbackrest --config=$PGBR_CONF --stanza=bench archive-push %p && { $PGS ${PGS_ARGS[*]} archive-push %p & p=\$!; $PGS ${ENC_ARGS[*]} archive-push %p && wait \$p; }"
 cat >>"$PGDATA/postgresql.conf" <<EOF
 
 # ---- pgstrata benchmark
@@ -324,9 +363,25 @@ EOF
 # Two pgBackRest repositories in one stanza: repo1 stores whole files, repo2 bundles files
 # and stores block-incremental maps (repo-block is a beta feature in 2.45: beta=y).
 # archive-push pushes every segment to both repositories.
+PGBR_S3=
+if [[ $S3 == 1 ]]; then
+  for r in 1 2; do
+    PGBR_S3+="repo$r-type=s3
+repo$r-s3-bucket=$S3_BUCKET
+repo$r-s3-endpoint=127.0.0.1
+repo$r-storage-port=$S3_PORT
+repo$r-s3-region=us-east-1
+repo$r-s3-key=$S3_KEY
+repo$r-s3-key-secret=$S3_SECRET
+repo$r-s3-uri-style=path
+repo$r-storage-ca-file=$S3_CA
+"
+  done
+  PGBR_REPO1=/pgbr-file PGBR_REPO2=/pgbr-block
+fi
 "${AS_PG[@]}" tee "$PGBR_CONF" >/dev/null <<EOF
 [global]
-repo1-path=$PGBR_REPO1
+${PGBR_S3}repo1-path=$PGBR_REPO1
 repo1-retention-full=99
 repo2-path=$PGBR_REPO2
 repo2-retention-full=99
@@ -352,7 +407,7 @@ pg1-user=postgres
 EOF
 
 if [[ $SKIP_PGSTRATA != 1 ]]; then
-  "${AS_PG[@]}" "$PGS" --repo "$PGS_REPO" init >"$LOGS/pgstrata-init.log" 2>&1 ||
+  "${AS_PG[@]}" "$PGS" "${PGS_ARGS[@]}" init >"$LOGS/pgstrata-init.log" 2>&1 ||
     { cat "$LOGS/pgstrata-init.log" >&2; die "pgstrata init failed"; }
 fi
 if [[ $ENCRYPTED == 1 ]]; then
@@ -423,7 +478,10 @@ restore_median() {  # tool dir; runs CMD three times into an emptied dir
     if ((k > 1)); then
       "${AS_PG[@]}" find "$dir" -mindepth 1 -delete
     fi
+    [[ $S3 != 1 || $tool == floor ]] || s3_mark
     measure restore "$tool" "${CMD[@]}"
+    [[ $S3 != 1 || $tool == floor ]] ||
+      REQ[restore/$tool]=$(s3_requests "$(s3_prefix "$tool")" "$(s3_wal "$tool")")
     walls+=("$WALL")
     ((RSS > rss)) && rss=$RSS
   done
@@ -436,7 +494,7 @@ for tool in "${TOOLS[@]}"; do
   dir=$WORKDIR/restore-$tool
   "${AS_PG[@]}" mkdir -m 0700 "$dir"
   case $tool in
-    pgstrata) CMD=("${AS_PG[@]}" "$PGS" --repo "$PGS_REPO" restore --pgdata "$dir" --workers 2) ;;
+    pgstrata) CMD=("${AS_PG[@]}" "$PGS" "${PGS_ARGS[@]}" restore --pgdata "$dir" --workers 2) ;;
     pgstrata_enc) CMD=("${AS_PG[@]}" "$PGS" "${ENC_ARGS[@]}" restore --pgdata "$dir" --workers 2) ;;
     pgbr_file) CMD=("${AS_PG[@]}" pgbackrest --config="$PGBR_CONF" --stanza=bench --repo=1 --pg1-path="$dir" restore) ;;
     pgbr_block) CMD=("${AS_PG[@]}" pgbackrest --config="$PGBR_CONF" --stanza=bench --repo=2 --pg1-path="$dir" restore) ;;
@@ -509,6 +567,23 @@ declare -A STEPNAME=([full1]="full #1" [incr]="incr (after the change)" [full2]=
   echo "ground truth (pagediff.py): ${T[changed_pages]} of $(( T[total_bytes] / 8192 )) pages changed" \
        "(${T[changed_pct]}%): $(mb "${T[changed_bytes]}") MB of $(mb "${T[total_bytes]}") MB, zstd-3 $(mb "${T[changed_zstd3_bytes]}") MB"
   echo "workload: $((TXNS * CLIENTS)) transactions at ${TPS:-?} tps"
+  if [[ $S3 == 1 ]]; then
+    echo
+    echo "S3 requests per step (PUT / GET / LIST / HEAD / DELETE; WAL archiving left out; restore: one of its three runs):"
+    echo
+    printf '| step |'; for t in "${TOOLS[@]}"; do printf ' %s |' "${HEAD[$t]}"; done; echo
+    printf '|---|'; for _ in "${TOOLS[@]}"; do printf -- '---|'; done; echo
+    for step in full1 incr full2 restore; do
+      printf '| %s |' "${STEPNAME[$step]}"
+      for t in "${TOOLS[@]}"; do printf ' %s |' "$(tr ' ' / <<<"${REQ[$step/$t]:--}")"; done
+      echo
+    done
+    for t in "${TOOLS[@]}"; do
+      for step in full1 incr full2 restore; do
+        printf 'requests\t%s\t-\t-\t-\t-\t-\t%s %s\n' "$t" "$step" "${REQ[$step/$t]:--}" >>"$RESULTS"
+      done
+    done
+  fi
   if [[ $VERIFY == 1 ]]; then
     printf 'restore check (start restored cluster, compare row counts):'
     for t in "${TOOLS[@]}"; do printf ' %s %s;' "$t" "${VERIFIED[$t]}"; done; echo
