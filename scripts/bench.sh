@@ -368,7 +368,7 @@ if [[ $S3 == 1 ]]; then
   for r in 1 2; do
     PGBR_S3+="repo$r-type=s3
 repo$r-s3-bucket=$S3_BUCKET
-repo$r-s3-endpoint=127.0.0.1
+repo$r-s3-endpoint=localhost
 repo$r-storage-port=$S3_PORT
 repo$r-s3-region=us-east-1
 repo$r-s3-key=$S3_KEY

@@ -27,10 +27,18 @@ s3_start() {  # dir
     die "moto_server is missing (pip install 'moto[server]')"
   S3_MOTO_PORT=$(s3_free_port)
   S3_PORT=$(s3_free_port)
-  S3_CA=$dir/s3-cert.pem
-  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
-    -addext subjectAltName=IP:127.0.0.1 -keyout "$dir/s3-key.pem" -out "$S3_CA" 2>/dev/null ||
-    die "openssl could not make the test certificate"
+  S3_CA=$dir/s3-ca.pem
+  # A private CA and a server certificate it signs (rustls refuses a CA
+  # certificate used as the server's own).
+  {
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=pgstrata bench CA" \
+      -keyout "$dir/s3-ca-key.pem" -out "$S3_CA" &&
+    openssl req -newkey rsa:2048 -nodes -subj /CN=localhost \
+      -keyout "$dir/s3-key.pem" -out "$dir/s3.csr" &&
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$dir/s3.ext" &&
+    openssl x509 -req -in "$dir/s3.csr" -CA "$S3_CA" -CAkey "$dir/s3-ca-key.pem" \
+      -CAcreateserial -days 2 -extfile "$dir/s3.ext" -out "$dir/s3-cert.pem"
+  } >/dev/null 2>&1 || die "openssl could not make the test certificates"
   chmod 644 "$S3_CA"
   moto_server -H 127.0.0.1 -p "$S3_MOTO_PORT" >"$LOGS/moto.log" 2>&1 &
   S3_MOTO_PID=$!
@@ -39,7 +47,7 @@ s3_start() {  # dir
   : >"$S3_LOG"
   python3 "$REPO_ROOT/scripts/s3proxy.py" --listen "$S3_PORT" \
     --upstream "http://127.0.0.1:$S3_MOTO_PORT" --log "$S3_LOG" \
-    --cert "$S3_CA" --key "$dir/s3-key.pem" 2>"$LOGS/s3proxy.log" &
+    --cert "$dir/s3-cert.pem" --key "$dir/s3-key.pem" 2>"$LOGS/s3proxy.log" &
   S3_PROXY_PID=$!
   s3_wait "$S3_PORT"
   export AWS_ACCESS_KEY_ID=$S3_KEY AWS_SECRET_ACCESS_KEY=$S3_SECRET AWS_REGION=us-east-1

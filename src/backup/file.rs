@@ -54,6 +54,11 @@ impl Ctx<'_> {
 
     /// Queue a chunk for packing unless the repository (or this backup) has it.
     fn store_chunk(&self, data: &[u8]) -> Result<ChunkId> {
+        self.store(data, false)
+    }
+
+    /// Queue a chunk; `meta`: a block map, which goes to packs of block maps.
+    fn store(&self, data: &[u8], meta: bool) -> Result<ChunkId> {
         let id = self.ids.chunk_id(data);
         let new = self
             .claimed
@@ -67,6 +72,7 @@ impl Ctx<'_> {
                 codec,
                 raw_len: data.len() as u32,
                 data: stored,
+                meta,
             })?;
         }
         Ok(id)
@@ -287,7 +293,7 @@ pub fn backup_file(
     let mut used: Vec<ChunkId> = map.chunks.clone();
     used.sort();
     used.dedup();
-    let bm_id = ctx.store_chunk(&map.encode())?;
+    let bm_id = ctx.store(&map.encode(), true)?;
     row.blockmap = Some(bm_id);
     ctx.send(Msg::File {
         row,

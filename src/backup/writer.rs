@@ -1,9 +1,16 @@
 //! The single writer of a backup: appends chunks to packs, seals them, and
 //! records packs, chunks and manifest rows in the catalog.
 //!
-//! Order of durability: a pack is sealed (fsynced, renamed) before its chunk
-//! rows are committed, so the chunk index never points at data that could
-//! vanish in a crash. Manifest rows of a `running` backup may precede their
+//! Order of durability: a pack is sealed (fsynced, renamed; uploaded) before
+//! its chunk rows are committed, so the chunk index never points at data that
+//! could vanish in a crash. Sealing runs on a thread of its own while the next
+//! pack fills (one pack in flight): an upload to object storage, or an fsync,
+//! then overlaps the work of the backup instead of stopping it.
+//!
+//! Block maps go to packs of their own: the next backup reads every block map
+//! of the files it re-reads, and from object storage a few packs of block
+//! maps read in order cost a few requests, where block maps spread among the
+//! data would cost one per file or the whole data set. Manifest rows of a `running` backup may precede their
 //! chunks' packs; nobody trusts a backup until it is `complete`.
 
 use std::sync::mpsc::Receiver;
@@ -12,7 +19,7 @@ use std::sync::Arc;
 use crate::catalog::{Catalog, FileRow, PageErrorRow};
 use crate::error::Result;
 use crate::format::{ChunkId, Codec};
-use crate::store::{Backend, PackWriter};
+use crate::store::{Backend, PackWriter, SealedPack};
 
 pub enum Msg {
     Chunk {
@@ -20,6 +27,8 @@ pub enum Msg {
         codec: Codec,
         raw_len: u32,
         data: Vec<u8>,
+        /// A block map (packed apart from the data).
+        meta: bool,
     },
     File {
         row: FileRow,
@@ -60,16 +69,37 @@ fn write_all(
 ) -> Result<WriterStats> {
     let mut stats = WriterStats::default();
     let mut pack: Option<PackWriter> = None;
+    let mut meta_pack: Option<PackWriter> = None;
     let mut rows: Vec<FileRow> = Vec::new();
     let mut maps: Vec<(ChunkId, Vec<ChunkId>)> = Vec::new();
     let mut errors: Vec<PageErrorRow> = Vec::new();
-    let seal = |pack: &mut Option<PackWriter>, cat: &mut Catalog, stats: &mut WriterStats| {
+    let mut inflight: Option<std::thread::JoinHandle<Result<SealedPack>>> = None;
+    // Record the pack sealing in the background once it is durable.
+    let settle = |inflight: &mut Option<std::thread::JoinHandle<Result<SealedPack>>>,
+                  cat: &mut Catalog,
+                  stats: &mut WriterStats| {
+        if let Some(h) = inflight.take() {
+            let sealed = h
+                .join()
+                .map_err(|_| crate::error::Error::internal("pack sealing thread panicked"))??;
+            stats.packs += 1;
+            stats.pack_bytes += sealed.size;
+            cat.add_pack(&sealed, Some(backup_id))?;
+        }
+        Ok::<(), crate::error::Error>(())
+    };
+    let mut seal = |pack: &mut Option<PackWriter>, cat: &mut Catalog, stats: &mut WriterStats| {
+        settle(&mut inflight, cat, stats)?;
         if let Some(p) = pack.take() {
             if !p.is_empty() {
-                let sealed = p.seal()?;
-                stats.packs += 1;
-                stats.pack_bytes += sealed.size;
-                cat.add_pack(&sealed, Some(backup_id))?;
+                inflight = Some(
+                    std::thread::Builder::new()
+                        .name("pack-seal".into())
+                        .spawn(move || p.seal())
+                        .map_err(|e| {
+                            crate::error::Error::internal(format!("cannot start a thread: {e}"))
+                        })?,
+                );
             }
         }
         Ok::<(), crate::error::Error>(())
@@ -81,15 +111,17 @@ fn write_all(
                 codec,
                 raw_len,
                 data,
+                meta,
             } => {
-                if pack.is_none() {
-                    pack = Some(PackWriter::new(backend)?);
+                let target = if meta { &mut meta_pack } else { &mut pack };
+                if target.is_none() {
+                    *target = Some(PackWriter::new(backend)?);
                 }
-                if let Some(p) = pack.as_mut() {
+                if let Some(p) = target.as_mut() {
                     p.add(id, codec, raw_len, &data)?;
                     stats.chunks += 1;
                     if p.len() >= pack_size {
-                        seal(&mut pack, cat, &mut stats)?;
+                        seal(target, cat, &mut stats)?;
                     }
                 }
             }
@@ -108,6 +140,9 @@ fn write_all(
         }
     }
     seal(&mut pack, cat, &mut stats)?;
+    seal(&mut meta_pack, cat, &mut stats)?;
+    // And the last one.
+    seal(&mut None, cat, &mut stats)?;
     cat.insert_files(backup_id, &rows, &maps)?;
     cat.add_page_errors(backup_id, &errors)?;
     Ok(stats)

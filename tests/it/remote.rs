@@ -36,6 +36,18 @@ fn a_new_host_restores_from_the_bucket_alone_and_hosts_share_one_repository() {
     let repo = Repo::s3(&s, "repo");
     let src = Cluster::archiving(&s, "src", &repo);
     load_sample(&src, 10_000);
+    // The live setup reaches the bucket: check switches WAL and waits for it.
+    let ci = src.conninfo();
+    let o = pgstrata(&[
+        "--repo",
+        repo.arg(),
+        "check",
+        "--pgdata",
+        src.pgdata.to_str().unwrap(),
+        "--dbname",
+        &ci,
+    ]);
+    check(&o, "check against S3");
     src.backup_ok(&repo, &["--type", "full"]);
     src.exec("UPDATE accounts SET balance = balance + 1 WHERE id % 10 = 0; CHECKPOINT;");
     src.backup_ok(&repo, &["--type", "incr"]);

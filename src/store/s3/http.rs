@@ -173,6 +173,28 @@ fn transport(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
+/// A transport error that no retry can cure: a bad URL, a host that does
+/// not resolve, a certificate that is not trusted.
+fn fatal(e: &ureq::Error) -> bool {
+    match e {
+        ureq::Error::BadUri(_)
+        | ureq::Error::HostNotFound
+        | ureq::Error::Tls(_)
+        | ureq::Error::Pem(_)
+        | ureq::Error::Rustls(_)
+        | ureq::Error::RequireHttpsOnly(_)
+        | ureq::Error::TlsRequired => true,
+        ureq::Error::Io(io) => io.to_string().contains("certificate"),
+        _ => false,
+    }
+}
+
+/// Why a request failed: retry it, or give up at once.
+enum Failure {
+    Retry(String),
+    Fatal(String),
+}
+
 pub struct Client {
     /// Where requests go, for messages.
     pub endpoint: String,
@@ -182,7 +204,7 @@ pub struct Client {
 }
 
 impl Client {
-    fn once(&self, req: &Req<'_>) -> std::result::Result<Resp, String> {
+    fn once(&self, req: &Req<'_>) -> std::result::Result<Resp, Failure> {
         let hdr = |mut b: ureq::RequestBuilder<ureq::typestate::WithoutBody>| {
             for (k, v) in &req.headers {
                 b = b.header(*k, v.as_str());
@@ -203,7 +225,10 @@ impl Client {
             Method::Put => hdr_body(a.put(&req.url)).send(req.body),
             Method::Post => hdr_body(a.post(&req.url)).send(req.body),
         };
-        let mut resp = r.map_err(transport)?;
+        let mut resp = r.map_err(|e| match fatal(&e) {
+            true => Failure::Fatal(transport(e)),
+            false => Failure::Retry(transport(e)),
+        })?;
         let status = resp.status().as_u16();
         let headers = http_headers::Headers(
             resp.headers()
@@ -218,7 +243,7 @@ impl Client {
                 .with_config()
                 .limit(u64::MAX)
                 .read_to_vec()
-                .map_err(transport)?,
+                .map_err(|e| Failure::Retry(transport(e)))?,
         };
         Ok(Resp {
             status,
@@ -244,7 +269,13 @@ impl Client {
                     last = format!("HTTP {} {code} {msg}", r.status).trim().to_string();
                 }
                 Ok(r) => return Ok(r),
-                Err(e) => last = e,
+                Err(Failure::Retry(e)) => last = e,
+                Err(Failure::Fatal(e)) => {
+                    return Err(Error::io(
+                        what,
+                        std::io::Error::other(format!("{e} (at {})", self.endpoint)),
+                    ))
+                }
             }
         }
         Err(Error::io(
@@ -291,6 +322,12 @@ impl Client {
                         headers: Default::default(),
                         body,
                     }));
+                }
+                Err(e) if fatal(&e) => {
+                    return Err(Error::io(
+                        what,
+                        std::io::Error::other(format!("{e} (at {})", self.endpoint)),
+                    ))
                 }
                 Err(e) => last = transport(e),
             }

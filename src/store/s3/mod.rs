@@ -38,6 +38,40 @@ pub const PART: usize = 16 << 20;
 const PARALLEL_PARTS: usize = 4;
 /// How long a signed request stays valid (retries sign afresh).
 const SIGNED_FOR: Duration = Duration::from_secs(15 * 60);
+/// Small range reads are served from aligned windows of this size, kept in a
+/// small cache: restore and block-map reads walk packs in order, one record
+/// at a time, and one request per record would make them latency-bound.
+pub const WINDOW: u64 = 8 << 20;
+/// Windows kept (memory: `WINDOWS` x `WINDOW`).
+const WINDOWS: usize = 8;
+
+/// Recently read windows: (key, window index, bytes), newest at the back.
+#[derive(Default)]
+struct Windows(std::sync::Mutex<std::collections::VecDeque<(String, u64, Arc<Vec<u8>>)>>);
+
+impl Windows {
+    fn get(&self, key: &str, w: u64) -> Option<Arc<Vec<u8>>> {
+        let mut c = self.0.lock().ok()?;
+        let i = c.iter().position(|(k, x, _)| *x == w && k == key)?;
+        let e = c.remove(i)?;
+        let data = e.2.clone();
+        c.push_back(e);
+        Some(data)
+    }
+    fn put(&self, key: &str, w: u64, data: Arc<Vec<u8>>) {
+        if let Ok(mut c) = self.0.lock() {
+            if c.len() >= WINDOWS {
+                c.pop_front();
+            }
+            c.push_back((key.to_string(), w, data));
+        }
+    }
+    fn forget(&self, key: &str) {
+        if let Ok(mut c) = self.0.lock() {
+            c.retain(|(k, _, _)| k != key);
+        }
+    }
+}
 
 struct Inner {
     name: String,
@@ -47,6 +81,7 @@ struct Inner {
     prefix: String,
     storage_class: Option<String>,
     client: Client,
+    windows: Windows,
 }
 
 /// Objects in an S3 bucket under a prefix.
@@ -142,6 +177,7 @@ impl S3Backend {
                 counts: Default::default(),
                 retry: Retry::default(),
             },
+            windows: Windows::default(),
         })))
     }
 
@@ -276,6 +312,67 @@ impl Inner {
         match r.status {
             200 => Ok(Some(r.body)),
             404 if http::s3_error(&r.body).0 != "NoSuchBucket" => Ok(None),
+            _ => Err(self.fail(key, &r)),
+        }
+    }
+
+    /// `get_range` through the window cache for small reads.
+    fn get_range_cached(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let (w0, w1) = (offset / WINDOW, (offset + len as u64 - 1) / WINDOW);
+        if len as u64 > WINDOW / 2 || w1 > w0 + 1 {
+            return self.get_range(key, offset, len);
+        }
+        let mut out = Vec::with_capacity(len);
+        for w in w0..=w1 {
+            let data = match self.windows.get(key, w) {
+                Some(d) => d,
+                None => {
+                    let d = Arc::new(self.get_window(key, w)?);
+                    self.windows.put(key, w, d.clone());
+                    d
+                }
+            };
+            let start = offset.max(w * WINDOW) - w * WINDOW;
+            let end = (offset + len as u64).min((w + 1) * WINDOW) - w * WINDOW;
+            let part = data.get(start as usize..end as usize).ok_or_else(|| {
+                Error::corrupt(
+                    format!("object {key}"),
+                    format!("truncated: cannot read {len} bytes at offset {offset}"),
+                )
+            })?;
+            out.extend_from_slice(part);
+        }
+        Ok(out)
+    }
+
+    /// Window `w` of an object (shorter at its end).
+    fn get_window(&self, key: &str, w: u64) -> Result<Vec<u8>> {
+        let full = self.full(key);
+        let range = format!("bytes={}-{}", w * WINDOW, (w + 1) * WINDOW - 1);
+        let r = self.client.send(Kind::Get, &self.what(key), &|| Req {
+            method: Method::Get,
+            url: self
+                .bucket
+                .get_object(Some(&self.creds), &full)
+                .sign(SIGNED_FOR)
+                .to_string(),
+            headers: vec![("range", range.clone())],
+            body: &[],
+        })?;
+        match r.status {
+            206 => Ok(r.body),
+            200 => Ok(r
+                .body
+                .get((w * WINDOW) as usize..)
+                .map(|b| b[..b.len().min(WINDOW as usize)].to_vec())
+                .unwrap_or_default()),
+            404 if http::s3_error(&r.body).0 != "NoSuchBucket" => {
+                Err(Error::missing("object", key))
+            }
+            416 => Ok(Vec::new()),
             _ => Err(self.fail(key, &r)),
         }
     }
@@ -614,6 +711,7 @@ impl Inner {
 
 impl Backend for S3Backend {
     fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.0.windows.forget(key);
         self.0.put(key, data)
     }
 
@@ -635,7 +733,7 @@ impl Backend for S3Backend {
     }
 
     fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
-        self.0.get_range(key, offset, len)
+        self.0.get_range_cached(key, offset, len)
     }
 
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {
@@ -676,6 +774,7 @@ impl Backend for S3Backend {
     }
 
     fn delete(&self, key: &str) -> Result<()> {
+        self.0.windows.forget(key);
         self.0.delete(key)
     }
 
