@@ -45,9 +45,12 @@ pub const WINDOW: u64 = 8 << 20;
 /// Windows kept (memory: `WINDOWS` x `WINDOW`).
 const WINDOWS: usize = 8;
 
-/// Recently read windows: (key, window index, bytes), newest at the back.
+/// A window read: (key, window index, bytes).
+type Window = (String, u64, Arc<Vec<u8>>);
+
+/// Recently read windows, newest at the back.
 #[derive(Default)]
-struct Windows(std::sync::Mutex<std::collections::VecDeque<(String, u64, Arc<Vec<u8>>)>>);
+struct Windows(std::sync::Mutex<std::collections::VecDeque<Window>>);
 
 impl Windows {
     fn get(&self, key: &str, w: u64) -> Option<Arc<Vec<u8>>> {
