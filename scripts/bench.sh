@@ -6,7 +6,9 @@
 #                       (scripts/bench/archive.sh; SEGMENTS=100). s3: the steps below with
 #                       every repository in a local S3-compatible server (moto_server behind
 #                       scripts/s3proxy.py, over TLS); adds request counts per step
-#                       (PUT/GET/LIST/HEAD/DELETE, WAL archiving left out)
+#                       (PUT/GET/LIST/HEAD/DELETE, WAL archiving left out). month: a month
+#                       of hourly backups of ~60,000 files, catalog and copies per backup,
+#                       info/verify/expire with 720 backups (scripts/bench/month.sh)
 #   ROWS=2000000        rows of scripts/bench/dataset.sql (events; docs gets ROWS/4)
 #   SCALE=20            pgbench scale (pgbench -i -s SCALE)
 #   TXNS=10000          workload transactions per client (2 clients): the "hour of change"
@@ -46,7 +48,7 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 for arg in "$@"; do
   case $arg in
     -h|--help) usage; exit 0 ;;
-    PROFILE=*|SEGMENTS=*|ROWS=*|SCALE=*|TXNS=*|WORKDIR=*|PGSTRATA=*|SKIP_PGSTRATA=*|ENCRYPTED=*|VERIFY=*|KEEP=*|PG_BIN=*)
+    PROFILE=*|SEGMENTS=*|TABLES=*|BACKUPS=*|CHANGED=*|KEEP_DAYS=*|PGBR=*|ROWS=*|SCALE=*|TXNS=*|WORKDIR=*|PGSTRATA=*|SKIP_PGSTRATA=*|ENCRYPTED=*|VERIFY=*|KEEP=*|PG_BIN=*)
       export "${arg?}" ;;
     *) echo "bench.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
@@ -56,8 +58,9 @@ S3=0
 case ${PROFILE:-default} in
   default) ;;
   archive) exec "$(dirname "${BASH_SOURCE[0]}")/bench/archive.sh" ;;
+  month) exec "$(dirname "${BASH_SOURCE[0]}")/bench/month.sh" ;;
   s3) S3=1; ENCRYPTED=${ENCRYPTED:-0} ;;
-  *) echo "bench.sh: unknown PROFILE '$PROFILE' (default, archive, s3)" >&2; exit 2 ;;
+  *) echo "bench.sh: unknown PROFILE '$PROFILE' (default, archive, s3, month)" >&2; exit 2 ;;
 esac
 
 ROWS=${ROWS:-2000000}
@@ -340,12 +343,15 @@ log "workdir $WORKDIR; ROWS=$ROWS SCALE=$SCALE TXNS=$TXNS x $CLIENTS clients; to
 "${AS_PG[@]}" "$PG_BIN/initdb" -D "$PGDATA" -k -U postgres -A trust -E UTF8 --locale=C \
   >"$LOGS/initdb.log" 2>&1 || { cat "$LOGS/initdb.log" >&2; die "initdb failed"; }
 
-ARCHIVE_CMD="pgbackrest --config=$PGBR_CONF --stanza=bench archive-push %p"
-[[ $SKIP_PGSTRATA == 1 ]] || ARCHIVE_CMD+=" && $PGS ${PGS_ARGS[*]} archive-push %p"
-# The two pgstrata repositories get each segment at the same moment (pushed in
-# parallel), so that neither column's backups wait longer for their WAL.
+# Every repository gets each segment at the same moment (the pushes run in
+# parallel), so that no column's backups wait longer for their WAL: each
+# backup waits for its stop segment to be archived into its own repository.
+PGBR_PUSH="pgbackrest --config=$PGBR_CONF --stanza=bench archive-push %p"
+ARCHIVE_CMD=$PGBR_PUSH
+[[ $SKIP_PGSTRATA == 1 ]] ||
+  ARCHIVE_CMD="{ $PGBR_PUSH & p=\$!; $PGS ${PGS_ARGS[*]} archive-push %p && wait \$p; }"
 [[ $ENCRYPTED != 1 ]] ||
-  ARCHIVE_CMD="pgbackrest --config=$PGBR_CONF --stanza=bench archive-push %p && { $PGS ${PGS_ARGS[*]} archive-push %p & p=\$!; $PGS ${ENC_ARGS[*]} archive-push %p && wait \$p; }"
+  ARCHIVE_CMD="{ $PGBR_PUSH & p=\$!; $PGS ${PGS_ARGS[*]} archive-push %p & q=\$!; $PGS ${ENC_ARGS[*]} archive-push %p && wait \$p && wait \$q; }"
 cat >>"$PGDATA/postgresql.conf" <<EOF
 
 # ---- pgstrata benchmark

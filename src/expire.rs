@@ -456,15 +456,18 @@ pub fn apply(repo: &Repository, cat: &mut Catalog, plan: &ExpirePlan) -> Result<
         time: now_us(),
         ..Default::default()
     };
-    // 1. Expired backups: manifest copies, then rows.
+    // 1. Expired backups: rows; then the copies that listed changes since
+    // an expired backup are rewritten against their new predecessor, and
+    // only then are the expired backups' copies deleted (repo::copies).
     let mut ids: Vec<String> = plan.backups.iter().map(|(b, _)| b.id.clone()).collect();
-    for id in &ids {
-        let key = keys::manifest(&plan.cluster, id);
+    ids.extend(plan.leftovers.iter().cloned());
+    cat.expire_backups(&ids)?;
+    repo.rewrite_stale_copies(cat)?;
+    for (b, _) in &plan.backups {
+        let key = keys::manifest(&plan.cluster, &b.id);
         log.bytes_freed += backend.size(&key)?.unwrap_or(0);
         backend.delete(&key)?;
     }
-    ids.extend(plan.leftovers.iter().cloned());
-    cat.expire_backups(&ids)?;
     log.backups = plan.backups.len() as u64;
 
     // 2. WAL nobody needs.

@@ -4,7 +4,8 @@
 //! Sources, in order: the pack trailers (the chunk index; each trailer is
 //! verified against the pack's name), the manifest copies
 //! (`manifests/<cluster>/<backup>.json.zst`: clusters, backups, files, page
-//! errors), and the block maps in packs (decoded to derive
+//! errors; a copy that lists changes since the backup before it is applied
+//! to that backup's rebuilt rows), and the block maps in packs (decoded to derive
 //! `blockmap_chunk`). Clusters that only archived WAL are bound from a
 //! segment's long page header.
 //!
@@ -17,7 +18,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::catalog::{BackupRow, Catalog, FileRow, PageErrorRow};
+use crate::catalog::{BackupRow, Catalog, ManifestDelta, PageErrorRow};
 use crate::error::{Error, IoContext, Result};
 use crate::format::keys::{self, ObjectKey};
 use crate::format::{BlockMap, ChunkId, Manifest};
@@ -228,15 +229,26 @@ fn insert_backup(repo: &Repository, cat: &mut Catalog, m: Manifest) -> Result<St
         relation.push((bm, map.chunks));
     }
     let backup = BackupRow::from_meta(m.backup, m.cluster.history);
-    let files: Vec<FileRow> = m.files.into_iter().map(Into::into).collect();
+    let delta = ManifestDelta {
+        changed: m.files.into_iter().map(Into::into).collect(),
+        removed: m.removed,
+    };
     let errors: Vec<PageErrorRow> = m.page_errors.into_iter().map(Into::into).collect();
-    cat.rebuild_backup(cl.id, &backup, &files, &relation, &errors)?;
+    cat.rebuild_backup(
+        cl.id,
+        &backup,
+        m.prev.as_deref(),
+        &delta,
+        &relation,
+        &errors,
+    )?;
     Ok(backup.id)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::FileRow;
     use crate::progress::Silent;
     use crate::repo::testkit::{content, Fixture};
 
@@ -275,6 +287,57 @@ mod tests {
         // The rebuilt block-map relation is what GC needs: nothing is dead.
         let usage = f.repo.catalog().unwrap().pack_usage(&[]).unwrap();
         assert!(usage.iter().all(|u| u.live_chunks == u.chunks));
+    }
+
+    #[test]
+    fn delta_copies_rebuild_each_backup_after_a_middle_one_expired() {
+        let f = Fixture::new();
+        let a = f.backup(1, &[("a", content(1, 3, 0)), ("b", content(2, 1, 7))]);
+        let b = f.backup(2, &[("a", content(1, 3, 0)), ("c", content(3, 1, 0))]);
+        let c = f.backup(3, &[("a", content(4, 3, 0)), ("c", content(3, 1, 0))]);
+        let d = f.backup(4, &[("a", content(4, 3, 0))]);
+        let copy = |id: &str| {
+            let key = keys::manifest("main", id);
+            Manifest::decode(&f.repo.backend().get(&key).unwrap().unwrap(), &key).unwrap()
+        };
+        // Only the first copy is whole; the others list what changed.
+        assert_eq!(copy(&a.id).prev, None);
+        let cd = copy(&d.id);
+        assert_eq!(cd.prev.as_deref(), Some(&*c.id));
+        assert_eq!(cd.removed, ["c"]);
+        assert!(cd.files.iter().all(|e| e.path != "a"), "{:?}", cd.files);
+        // Expire b as `expire` does: rows, rewrite, then b's copy.
+        {
+            let mut cat = f.repo.catalog().unwrap();
+            cat.expire_backups(std::slice::from_ref(&b.id)).unwrap();
+            assert_eq!(f.repo.rewrite_stale_copies(&cat).unwrap(), 1);
+            assert_eq!(f.repo.rewrite_stale_copies(&cat).unwrap(), 0);
+        }
+        f.repo
+            .backend()
+            .delete(&keys::manifest("main", &b.id))
+            .unwrap();
+        assert_eq!(copy(&c.id).prev.as_deref(), Some(&*a.id));
+        let before = snapshot(&f);
+        std::fs::remove_file(f.repo.catalog_path().unwrap()).unwrap();
+        let r = rebuild_catalog(&f.repo, Duration::ZERO, &Silent).unwrap();
+        assert!(r.skipped.is_empty(), "{:?}", r.skipped);
+        assert_eq!(r.backups, [a.id.clone(), c.id.clone(), d.id.clone()]);
+        assert_eq!(snapshot(&f), before);
+
+        // A damaged copy: the deltas after it cannot be rebuilt, and say so.
+        f.repo
+            .backend()
+            .put(&keys::manifest("main", &c.id), b"garbage")
+            .unwrap();
+        std::fs::remove_file(f.repo.catalog_path().unwrap()).unwrap();
+        let r = rebuild_catalog(&f.repo, Duration::ZERO, &Silent).unwrap();
+        assert_eq!(r.backups, std::slice::from_ref(&a.id));
+        let skipped = r.skipped.join("\n");
+        assert!(
+            skipped.contains(&format!("lists changes since backup {}", c.id)),
+            "{skipped}"
+        );
     }
 
     #[test]

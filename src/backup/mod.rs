@@ -28,8 +28,6 @@ use crate::catalog::{
     PageErrorRow,
 };
 use crate::error::{Error, Result};
-use crate::format::keys;
-use crate::format::manifest::{Manifest, MANIFEST_VERSION};
 use crate::format::ChunkId;
 use crate::pg::conn::{BackupStop, Server};
 use crate::pg::datadir::{self, Entry, EntryKind};
@@ -517,26 +515,17 @@ impl Job<'_> {
         row.stop_lsn = Some(stop.lsn);
         row.backup_label = Some(stop.backup_label.clone());
         row.tablespace_map = stop.tablespace_map.clone();
-        let files = cat.files(&row.id)?;
         let errors = cat.page_errors(&row.id)?;
-        row.files = files.iter().filter(|f| f.kind == FileKind::File).count() as u64;
+        row.files = cat.file_count(&row.id)?;
         row.page_errors = errors.len() as u64;
         row.status = BackupStatus::Complete;
         // The copy records the packs' bytes; `repair` adds the copy's own
         // size, which is only known once it is compressed.
         row.stored_bytes = stats.pack_bytes;
-        let copy = Manifest {
-            format: MANIFEST_VERSION,
-            cluster: self.cluster.identity(),
-            backup: (&*row).into(),
-            files: files.into_iter().map(|f| (&f).into()).collect(),
-            page_errors: errors.iter().map(Into::into).collect(),
-        }
-        .encode()?;
-        self.repo
-            .backend()
-            .put(&keys::manifest(&self.cluster.name, &row.id), &copy)?;
-        row.stored_bytes = stats.pack_bytes + copy.len() as u64;
+        let copy = self
+            .repo
+            .put_manifest_copy(&cat, self.cluster.identity(), row)?;
+        row.stored_bytes = stats.pack_bytes + copy;
         cat.complete_backup(row)?;
         // Best effort: a busy reader only delays the truncation.
         if let Err(e) = cat.checkpoint() {

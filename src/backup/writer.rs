@@ -3,8 +3,8 @@
 //!
 //! Order of durability: a pack is sealed (fsynced, renamed; uploaded) before
 //! its chunk rows are committed, so the chunk index never points at data that
-//! could vanish in a crash. Sealing runs on a thread of its own while the next
-//! pack fills (one pack in flight): an upload to object storage, or an fsync,
+//! could vanish in a crash. Sealing runs on threads of their own while the
+//! next pack fills (two packs in flight, in order): an upload to object storage, or an fsync,
 //! then overlaps the work of the backup instead of stopping it.
 //!
 //! Block maps go to packs of their own: the next backup reads every block map
@@ -13,8 +13,10 @@
 //! data would cost one per file or the whole data set. Manifest rows of a `running` backup may precede their
 //! chunks' packs; nobody trusts a backup until it is `complete`.
 
+use std::collections::VecDeque;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use crate::catalog::{Catalog, FileRow, PageErrorRow};
 use crate::error::Result;
@@ -46,6 +48,8 @@ pub struct WriterStats {
 }
 
 const ROW_BATCH: usize = 2000;
+/// Packs sealing (uploading) at once while the next fills.
+const IN_FLIGHT: usize = 2;
 
 pub fn run(
     rx: Receiver<Msg>,
@@ -73,12 +77,12 @@ fn write_all(
     let mut rows: Vec<FileRow> = Vec::new();
     let mut maps: Vec<(ChunkId, Vec<ChunkId>)> = Vec::new();
     let mut errors: Vec<PageErrorRow> = Vec::new();
-    let mut inflight: Option<std::thread::JoinHandle<Result<SealedPack>>> = None;
-    // Record the pack sealing in the background once it is durable.
-    let settle = |inflight: &mut Option<std::thread::JoinHandle<Result<SealedPack>>>,
+    let mut inflight: VecDeque<JoinHandle<Result<SealedPack>>> = VecDeque::new();
+    // Record the oldest pack sealing in the background once it is durable.
+    let settle = |inflight: &mut VecDeque<JoinHandle<Result<SealedPack>>>,
                   cat: &mut Catalog,
                   stats: &mut WriterStats| {
-        if let Some(h) = inflight.take() {
+        if let Some(h) = inflight.pop_front() {
             let sealed = h
                 .join()
                 .map_err(|_| crate::error::Error::internal("pack sealing thread panicked"))??;
@@ -88,11 +92,19 @@ fn write_all(
         }
         Ok::<(), crate::error::Error>(())
     };
-    let mut seal = |pack: &mut Option<PackWriter>, cat: &mut Catalog, stats: &mut WriterStats| {
-        settle(&mut inflight, cat, stats)?;
-        if let Some(p) = pack.take() {
-            if !p.is_empty() {
-                inflight = Some(
+    // Seal `pack` in the background; with `all`, wait for every pack. Packs
+    // whose sealing finished are recorded at once: a killed backup then leaves
+    // few sealed packs unindexed, and the next one reuses the rest.
+    let mut seal =
+        |pack: Option<PackWriter>, cat: &mut Catalog, stats: &mut WriterStats, all: bool| {
+            while inflight.front().is_some_and(|h| h.is_finished()) {
+                settle(&mut inflight, cat, stats)?;
+            }
+            if let Some(p) = pack.filter(|p| !p.is_empty()) {
+                while inflight.len() >= IN_FLIGHT {
+                    settle(&mut inflight, cat, stats)?;
+                }
+                inflight.push_back(
                     std::thread::Builder::new()
                         .name("pack-seal".into())
                         .spawn(move || p.seal())
@@ -101,9 +113,11 @@ fn write_all(
                         })?,
                 );
             }
-        }
-        Ok::<(), crate::error::Error>(())
-    };
+            while all && !inflight.is_empty() {
+                settle(&mut inflight, cat, stats)?;
+            }
+            Ok::<(), crate::error::Error>(())
+        };
     while let Ok(msg) = rx.recv() {
         match msg {
             Msg::Chunk {
@@ -121,9 +135,11 @@ fn write_all(
                     p.add(id, codec, raw_len, &data)?;
                     stats.chunks += 1;
                     if p.len() >= pack_size {
-                        seal(target, cat, &mut stats)?;
+                        seal(target.take(), cat, &mut stats, false)?;
+                        continue;
                     }
                 }
+                seal(None, cat, &mut stats, false)?;
             }
             Msg::File { row, blockmap } => {
                 rows.push(row);
@@ -139,10 +155,8 @@ fn write_all(
             Msg::PageErrors(mut e) => errors.append(&mut e),
         }
     }
-    seal(&mut pack, cat, &mut stats)?;
-    seal(&mut meta_pack, cat, &mut stats)?;
-    // And the last one.
-    seal(&mut None, cat, &mut stats)?;
+    seal(pack, cat, &mut stats, false)?;
+    seal(meta_pack, cat, &mut stats, true)?;
     cat.insert_files(backup_id, &rows, &maps)?;
     cat.add_page_errors(backup_id, &errors)?;
     Ok(stats)

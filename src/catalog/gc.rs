@@ -74,8 +74,10 @@ impl Catalog {
         self.conn
             .execute_batch(
                 "INSERT OR IGNORE INTO live (id)
-                   SELECT blockmap FROM file
-                    WHERE blockmap IS NOT NULL AND backup_id NOT IN (SELECT id FROM gone);
+                   SELECT v.blockmap FROM file_version v
+                    WHERE v.blockmap IS NOT NULL AND EXISTS (SELECT 1 FROM backup b
+                      WHERE b.cluster_id = v.cluster_id AND b.seq BETWEEN v.first_seq AND v.last_seq
+                        AND b.id NOT IN (SELECT id FROM gone));
                  INSERT OR IGNORE INTO live (id)
                    SELECT bc.chunk FROM blockmap_chunk bc JOIN live l ON l.id = bc.blockmap;",
             )
@@ -162,12 +164,7 @@ impl Catalog {
             tx.execute("DELETE FROM backup WHERE id = ?1", [id])
                 .ctx("expire backup")?;
         }
-        tx.execute(
-            "DELETE FROM blockmap_chunk WHERE blockmap NOT IN
-               (SELECT blockmap FROM file WHERE blockmap IS NOT NULL)",
-            [],
-        )
-        .ctx("expire block maps")?;
+        super::versions::collect(&tx)?;
         tx.commit().ctx("expire backups")
     }
 

@@ -9,8 +9,8 @@ use std::collections::HashSet;
 
 use rusqlite::{params, OptionalExtension};
 
-use super::{BackupRow, BackupStatus, Catalog, FileRow, PageErrorRow};
-use crate::error::{Result, SqlContext};
+use super::{BackupRow, BackupStatus, Catalog, ManifestDelta, PageErrorRow};
+use crate::error::{Error, Result, SqlContext};
 use crate::format::{ChunkId, PackId};
 
 /// One row of the chunk index, as `verify` checks it against a pack.
@@ -109,23 +109,28 @@ impl Catalog {
 
     /// Insert a complete backup from its manifest copy, in one transaction:
     /// the backup row, its files, the block-map relation and page errors.
+    /// A copy that is a delta against `prev` needs `prev` rebuilt just
+    /// before it (the cluster's newest backup): the rows of `prev` that the
+    /// delta does not name carry over.
     pub fn rebuild_backup(
         &mut self,
         cluster_id: i64,
         b: &BackupRow,
-        files: &[FileRow],
+        prev: Option<&str>,
+        delta: &ManifestDelta,
         blockmap_chunks: &[(ChunkId, Vec<ChunkId>)],
         page_errors: &[PageErrorRow],
     ) -> Result<()> {
         let what = format!("rebuild backup {}", b.id);
         let tx = self.conn.transaction().ctx(&what)?;
+        let seq = super::versions::next_seq(&tx, cluster_id)?;
         tx.execute(
             "INSERT INTO backup (id, cluster_id, type, status, reference, start_time, stop_time, \
              start_lsn, stop_lsn, timeline, wal_start, wal_stop, pg_version, block_size, \
              wal_seg_size, data_checksums, backup_label, tablespace_map, db_bytes, read_bytes, \
-             stored_bytes, files, page_errors, host, pid, history) VALUES (?1, ?2, ?3, ?4, ?5, \
-             ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, \
-             ?23, ?24, ?25, ?26)",
+             stored_bytes, files, page_errors, host, pid, history, seq, copy_prev) VALUES (?1, \
+             ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
+             ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
             params![
                 b.id,
                 cluster_id,
@@ -152,11 +157,17 @@ impl Catalog {
                 b.page_errors as i64,
                 b.host,
                 b.pid,
-                b.history
+                b.history,
+                seq,
+                prev
             ],
         )
         .ctx(&what)?;
-        super::write_files(&tx, &b.id, files, blockmap_chunks)?;
+        if let Some(prev) = prev {
+            super::versions::carry_over(&tx, cluster_id, prev, seq, delta)
+                .map_err(|e| Error::NotFound(format!("backup {}: {e}", b.id)))?;
+        }
+        super::write_files(&tx, &b.id, &delta.changed, blockmap_chunks)?;
         {
             let mut pe = tx
                 .prepare_cached(

@@ -13,6 +13,7 @@ mod integrity;
 mod model;
 mod schema;
 mod sql;
+mod versions;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -26,6 +27,8 @@ pub use model::{
     BackupRow, BackupStatus, BackupType, ChunkLoc, ClusterRow, FileKind, FileRow, HistoryRow,
     PageErrorRow,
 };
+pub(crate) use versions::write_files;
+pub use versions::ManifestDelta;
 
 use crate::error::{Error, Result, SqlContext};
 use crate::format::ChunkId;
@@ -289,12 +292,14 @@ impl Catalog {
     // ---- backups
 
     pub fn insert_backup(&self, cluster_id: i64, b: &BackupRow) -> Result<()> {
-        self.conn
+        let tx = self.conn.unchecked_transaction().ctx("insert backup")?;
+        let seq = versions::next_seq(&tx, cluster_id)?;
+        tx
             .execute(
                 "INSERT INTO backup (id, cluster_id, type, status, reference, start_time, \
                  start_lsn, timeline, pg_version, block_size, wal_seg_size, data_checksums, \
-                 host, pid, history) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
-                 ?13, ?14, ?15)",
+                 host, pid, history, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
+                 ?13, ?14, ?15, ?16)",
                 params![
                     b.id,
                     cluster_id,
@@ -310,11 +315,12 @@ impl Catalog {
                     b.data_checksums,
                     b.host,
                     b.pid,
-                    b.history
+                    b.history,
+                    seq
                 ],
             )
             .ctx("insert backup")?;
-        Ok(())
+        tx.commit().ctx("insert backup")
     }
 
     /// Write a backup's final fields and mark it complete, in one transaction.
@@ -466,48 +472,6 @@ impl Catalog {
     }
 }
 
-/// Write manifest rows and the block-map → chunk relation inside `tx`.
-pub(crate) fn write_files(
-    tx: &rusqlite::Transaction<'_>,
-    backup_id: &str,
-    files: &[FileRow],
-    blockmap_chunks: &[(ChunkId, Vec<ChunkId>)],
-) -> Result<()> {
-    let mut st = tx
-        .prepare_cached(
-            "INSERT INTO file (backup_id, path, kind, size, mtime, mode, uid, gid, link, \
-             blockmap) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )
-        .ctx("insert file")?;
-    for f in files {
-        st.execute(params![
-            backup_id,
-            f.path,
-            f.kind,
-            f.size as i64,
-            f.mtime_ns,
-            f.mode,
-            f.uid,
-            f.gid,
-            f.link,
-            f.blockmap
-        ])
-        .map_err(|e| Error::Catalog {
-            context: format!("backup {backup_id}: insert file {}", f.path),
-            source: e,
-        })?;
-    }
-    let mut bc = tx
-        .prepare_cached("INSERT OR IGNORE INTO blockmap_chunk (blockmap, chunk) VALUES (?1, ?2)")
-        .ctx("insert blockmap chunks")?;
-    for (bm, chunks) in blockmap_chunks {
-        for c in chunks {
-            bc.execute(params![bm, c]).ctx("insert blockmap chunk")?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use crate::error::Error;
@@ -567,14 +531,14 @@ mod tests {
     fn malformed_values_are_errors_naming_the_row() {
         let f = Fixture::new();
         let a = f.backup(1, &[("x", content(1, 2, 0))]);
-        f.sql("UPDATE file SET size = 'many' WHERE path = 'x'");
+        f.sql("UPDATE file_version SET size = 'many' WHERE path = 'x'");
         let e = f.repo.catalog().unwrap().files(&a.id).unwrap_err();
         assert!(
             e.to_string()
                 .contains(&format!("file row of backup {}", a.id)),
             "{e}"
         );
-        f.sql("UPDATE file SET size = 16384 WHERE path = 'x'; PRAGMA foreign_keys = OFF; UPDATE chunk SET pack_id = 'zz'");
+        f.sql("UPDATE file_version SET size = 16384 WHERE path = 'x'; PRAGMA foreign_keys = OFF; UPDATE chunk SET pack_id = 'zz'");
         let e = f
             .repo
             .catalog()

@@ -142,4 +142,47 @@ CREATE TABLE drill (
 );
 CREATE INDEX drill_cluster ON drill(cluster_id, time);
 "#,
+    // 5: file rows become versions shared by consecutive backups. Each
+    // backup of a cluster gets the next sequence number; a version holds
+    // one path's row for the backups with seq in [first_seq, last_seq].
+    // A backup's manifest is every version covering its seq (the `file`
+    // view), so an unchanged file costs an update, not a row per backup.
+    // Existing rows become one version per backup (not merged).
+    r#"
+ALTER TABLE cluster ADD COLUMN last_seq INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE backup ADD COLUMN seq INTEGER;
+-- The backup this one's manifest copy is a delta against (NULL: whole).
+ALTER TABLE backup ADD COLUMN copy_prev TEXT;
+UPDATE backup SET seq = (SELECT COUNT(*) FROM backup b2
+                          WHERE b2.cluster_id = backup.cluster_id AND b2.id <= backup.id);
+UPDATE cluster SET last_seq = (SELECT COALESCE(MAX(seq), 0) FROM backup WHERE cluster_id = cluster.id);
+CREATE UNIQUE INDEX backup_seq ON backup(cluster_id, seq);
+CREATE TABLE file_version (
+    cluster_id  INTEGER NOT NULL REFERENCES cluster(id),
+    path        TEXT NOT NULL,
+    first_seq   INTEGER NOT NULL,
+    last_seq    INTEGER NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('f', 'd', 'l')),
+    size        INTEGER NOT NULL,
+    mtime       INTEGER NOT NULL,
+    mode        INTEGER NOT NULL,
+    uid         INTEGER NOT NULL,
+    gid         INTEGER NOT NULL,
+    link        TEXT,
+    blockmap    BLOB,
+    PRIMARY KEY (cluster_id, path, first_seq)
+) WITHOUT ROWID;
+INSERT INTO file_version (cluster_id, path, first_seq, last_seq, kind, size, mtime, mode, uid,
+                          gid, link, blockmap)
+    SELECT b.cluster_id, f.path, b.seq, b.seq, f.kind, f.size, f.mtime, f.mode, f.uid, f.gid,
+           f.link, f.blockmap
+      FROM file f JOIN backup b ON b.id = f.backup_id;
+DROP TABLE file;
+CREATE INDEX file_version_blockmap ON file_version(blockmap) WHERE blockmap IS NOT NULL;
+CREATE VIEW file AS
+    SELECT b.id AS backup_id, v.path, v.kind, v.size, v.mtime, v.mode, v.uid, v.gid, v.link,
+           v.blockmap
+      FROM backup b JOIN file_version v
+        ON v.cluster_id = b.cluster_id AND b.seq BETWEEN v.first_seq AND v.last_seq;
+"#,
 ];

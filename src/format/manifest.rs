@@ -8,7 +8,11 @@
 //! newer manifest is refused as such rather than as "not a manifest".
 //!
 //! Versions: 1 also carried the catalog's row id of the cluster (ignored on
-//! read); 2 carries no database ids.
+//! read); 2 carries no database ids; 3 may be a delta: with `prev`, `files`
+//! holds only the rows that are new or changed since backup `prev` (the
+//! cluster's complete backup just before) and `removed` the paths gone since.
+//! A copy without `prev` is whole. `expire` rewrites a delta whose `prev`
+//! it removes against the new predecessor, before removing `prev`'s copy.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::pg::Lsn;
 
 /// Manifest version this binary writes; it reads every version up to it.
-pub const MANIFEST_VERSION: u32 = 2;
+pub const MANIFEST_VERSION: u32 = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -188,7 +192,13 @@ pub struct Manifest {
     pub format: u32,
     pub cluster: ClusterIdentity,
     pub backup: BackupMeta,
+    /// The backup this copy lists changes since (None: the whole manifest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<String>,
     pub files: Vec<FileEntry>,
+    /// Paths `prev` had that this backup has not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
     pub page_errors: Vec<PageError>,
 }
 
@@ -322,6 +332,7 @@ mod tests {
                 host: Some("h".into()),
                 pid: Some(9),
             },
+            prev: None,
             files: vec![FileEntry {
                 path: "base/1/2".into(),
                 kind: FileKind::File,
@@ -333,6 +344,7 @@ mod tests {
                 link: None,
                 blockmap: Some(ChunkId([1; 32])),
             }],
+            removed: Vec::new(),
             page_errors: vec![PageError {
                 path: "base/1/2".into(),
                 block: 0,
@@ -348,7 +360,7 @@ mod tests {
         let json = serde_json::to_string(&m).unwrap();
         let expected = format!(
             concat!(
-                r#"{{"format":2,"cluster":{{"name":"main","system_id":7300000000000000001,"pg_version":15,"history":1}},"#,
+                r#"{{"format":3,"cluster":{{"name":"main","system_id":7300000000000000001,"pg_version":15,"history":1}},"#,
                 r#""backup":{{"id":"20261121-080727F","backup_type":"full","status":"complete","reference":null,"#,
                 r#""start_time":1,"stop_time":2,"start_lsn":"0/3000028","stop_lsn":"0/3000100","timeline":1,"#,
                 r#""wal_start":"000000010000000000000003","wal_stop":"000000010000000000000003","pg_version":15,"#,
@@ -363,6 +375,19 @@ mod tests {
         assert_eq!(json, expected);
         let back = Manifest::decode(&m.encode().unwrap(), "m").unwrap();
         assert_eq!(back, m);
+        // A delta names its base and what went away.
+        let d = Manifest {
+            prev: Some("20261121-070000F".into()),
+            removed: vec!["base/1/3".into()],
+            ..sample()
+        };
+        let json = serde_json::to_string(&d).unwrap();
+        assert!(
+            json.contains(r#""prev":"20261121-070000F","files":"#)
+                && json.contains(r#""removed":["base/1/3"],"page_errors""#),
+            "{json}"
+        );
+        assert_eq!(Manifest::decode(&d.encode().unwrap(), "m").unwrap(), d);
     }
 
     #[test]
@@ -375,10 +400,10 @@ mod tests {
         let z = zstd::bulk::compress(&serde_json::to_vec(&v).unwrap(), 3).unwrap();
         assert_eq!(Manifest::decode(&z, "m").unwrap().format, 1);
         // A newer one, even structurally different, is refused as newer.
-        let newer = serde_json::json!({"format": 3, "something": "else"});
+        let newer = serde_json::json!({"format": 4, "something": "else"});
         let z = zstd::bulk::compress(&serde_json::to_vec(&newer).unwrap(), 3).unwrap();
         let e = Manifest::decode(&z, "m").unwrap_err();
-        assert!(matches!(e, Error::NewerFormat { found: 3, .. }), "{e}");
+        assert!(matches!(e, Error::NewerFormat { found: 4, .. }), "{e}");
         assert!(e.to_string().contains("newer pgstrata"), "{e}");
         // Not a manifest at all.
         let z = zstd::bulk::compress(b"[1,2]", 3).unwrap();

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 mod cache;
+mod copies;
 mod key;
 mod lock;
 #[cfg(test)]
@@ -548,6 +549,59 @@ mod tests {
         assert!(e.to_string().contains("not empty"), "{e}");
         let e = Repository::open_at(&other, None).err().unwrap();
         assert!(matches!(e, Error::NotARepository(_)), "{e}");
+    }
+
+    /// A store that ignores `If-None-Match` (writes always succeed).
+    struct Careless(LocalBackend);
+    impl Backend for Careless {
+        fn put(&self, k: &str, d: &[u8]) -> Result<()> {
+            self.0.put(k, d)
+        }
+        fn put_new(&self, k: &str, d: &[u8]) -> Result<bool> {
+            self.0.put(k, d).map(|_| true)
+        }
+        fn writer(&self) -> Result<Box<dyn crate::store::backend::ObjectWriter>> {
+            self.0.writer()
+        }
+        fn get(&self, k: &str) -> Result<Option<Vec<u8>>> {
+            self.0.get(k)
+        }
+        fn get_range(&self, k: &str, o: u64, l: usize) -> Result<Vec<u8>> {
+            self.0.get_range(k, o, l)
+        }
+        fn open(&self, k: &str) -> Result<Box<dyn std::io::Read + Send>> {
+            self.0.open(k)
+        }
+        fn size(&self, k: &str) -> Result<Option<u64>> {
+            self.0.size(k)
+        }
+        fn modified(&self, k: &str) -> Result<Option<std::time::SystemTime>> {
+            self.0.modified(k)
+        }
+        fn list(&self, p: &str) -> Result<Vec<(String, u64)>> {
+            self.0.list(p)
+        }
+        fn delete(&self, k: &str) -> Result<()> {
+            self.0.delete(k)
+        }
+    }
+
+    #[test]
+    fn a_store_without_conditional_writes_is_refused_at_init() {
+        let d = tempfile::tempdir().unwrap();
+        let loc = Location::Remote {
+            store: Arc::new(Careless(LocalBackend::new(d.path(), Ownership::private()))),
+            name: "s3://careless/p".into(),
+            cache_dir: d.path().join("cache"),
+        };
+        let e = Repository::init_at(&loc, false, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not honour conditional writes"), "{e}");
+        assert!(fs::read_dir(d.path())
+            .unwrap()
+            .flatten()
+            .all(|e| e.file_name() != keys::MARKER));
     }
 
     #[test]

@@ -8,8 +8,7 @@ use std::path::PathBuf;
 use super::Repository;
 use crate::catalog::{BackupRow, BackupStatus, BackupType, FileKind, FileRow};
 use crate::format::chunk::{compress, CHUNK_BLOCKS};
-use crate::format::manifest::{Manifest, MANIFEST_VERSION};
-use crate::format::{keys, wal as walfmt, BlockMap, ChunkId, PackId};
+use crate::format::{wal as walfmt, BlockMap, ChunkId, PackId};
 use crate::pg::{Lsn, TimelineId, WalSegment};
 use crate::store::PackWriter;
 
@@ -126,18 +125,8 @@ impl Fixture {
             .wal_put_new(&cl.wal_id(), &seg.name(SEG), &wal)
             .expect("wal");
         b.status = BackupStatus::Complete;
-        let copy = Manifest {
-            format: MANIFEST_VERSION,
-            cluster: cl.identity(),
-            backup: (&b).into(),
-            files: rows.iter().map(Into::into).collect(),
-            page_errors: Vec::new(),
-        }
-        .encode()
-        .expect("manifest");
         self.repo
-            .backend()
-            .put(&keys::manifest("main", &id), &copy)
+            .put_manifest_copy(&cat, cl.identity(), &b)
             .expect("copy");
         cat.complete_backup(&b).expect("complete");
         Made {

@@ -539,7 +539,7 @@ mod tests {
     fn a_file_without_its_block_map_is_refused_before_writing() {
         let f = Fixture::new();
         f.backup(1, &[("a", content(1, 2, 0))]);
-        f.sql("UPDATE file SET blockmap = NULL WHERE path = 'a'");
+        f.sql("UPDATE file_version SET blockmap = NULL WHERE path = 'a'");
         let dir = f.scratch("out");
         let e = restore_to(&f, &dir).unwrap_err();
         assert!(matches!(e, Error::Corrupt { .. }), "{e}");
@@ -570,7 +570,7 @@ mod tests {
             .next()
             .unwrap();
         f.sql(&format!(
-            "UPDATE file SET blockmap = x'{}' WHERE path = 'a'",
+            "UPDATE file_version SET blockmap = x'{}' WHERE path = 'a'",
             data_chunk.to_hex()
         ));
         let dir = f.scratch("out");
@@ -584,7 +584,7 @@ mod tests {
     fn a_malformed_chunk_id_in_the_catalog_is_an_error_naming_the_row() {
         let f = Fixture::new();
         let m = f.backup(1, &[("a", content(1, 2, 0))]);
-        f.sql("UPDATE file SET blockmap = x'0102' WHERE path = 'a'");
+        f.sql("UPDATE file_version SET blockmap = x'0102' WHERE path = 'a'");
         let e = plan(&f.repo, "main", &RestoreOptions::new(f.scratch("out"))).unwrap_err();
         assert!(
             e.to_string()

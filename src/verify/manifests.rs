@@ -75,35 +75,38 @@ fn collect_users(
 ) -> Result<()> {
     for (c, backups) in scope {
         for b in backups {
-            check_copy(repo, c, b, report);
-            for f in cat.files(&b.id)? {
-                let Some(bm) = f.blockmap else {
-                    if f.kind == FileKind::File && f.size > 0 {
-                        report.problems.push(problem(
-                            ProblemKind::BlockMapInvalid,
-                            format!("file {}", f.path),
-                            format!(
-                                "the manifest gives {} bytes but no block map: the file \
-                                 cannot be restored",
-                                f.size
-                            ),
-                            (one(&b.id), one(&f.path)),
-                        ));
-                    }
-                    continue;
-                };
-                if let Some(prev) = users.blockmaps.insert(bm, f.size) {
-                    if prev != f.size {
-                        report.problems.push(problem(
-                            ProblemKind::BlockMapInvalid,
-                            format!("block map {bm}"),
-                            format!("used for files of {prev} and of {} bytes", f.size),
-                            (one(&b.id), one(&f.path)),
-                        ));
-                    }
+            check_copy(repo, cat, c, b, report)?;
+        }
+        // Each file version once, however many backups share it.
+        let ids: Vec<String> = backups.iter().map(|b| b.id.clone()).collect();
+        cat.for_each_version_in(c.id, &ids, |b, f| {
+            let Some(bm) = f.blockmap else {
+                if f.kind == FileKind::File && f.size > 0 {
+                    report.problems.push(problem(
+                        ProblemKind::BlockMapInvalid,
+                        format!("file {}", f.path),
+                        format!(
+                            "the manifest gives {} bytes but no block map: the file \
+                             cannot be restored",
+                            f.size
+                        ),
+                        (one(b), one(&f.path)),
+                    ));
+                }
+                return Ok(());
+            };
+            if let Some(prev) = users.blockmaps.insert(bm, f.size) {
+                if prev != f.size {
+                    report.problems.push(problem(
+                        ProblemKind::BlockMapInvalid,
+                        format!("block map {bm}"),
+                        format!("used for files of {prev} and of {} bytes", f.size),
+                        (one(b), one(&f.path)),
+                    ));
                 }
             }
-        }
+            Ok(())
+        })?;
     }
     Ok(())
 }
@@ -177,14 +180,31 @@ fn check_blockmap(
 }
 
 /// The backup's manifest copy is there, decodes and is this backup's.
-fn check_copy(repo: &Repository, c: &ClusterRow, b: &BackupRow, report: &mut VerifyReport) {
+fn check_copy(
+    repo: &Repository,
+    cat: &Catalog,
+    c: &ClusterRow,
+    b: &BackupRow,
+    report: &mut VerifyReport,
+) -> Result<()> {
     let key = keys::manifest(&c.name, &b.id);
     let detail = match repo.backend().get(&key) {
         Ok(None) => Some("missing".to_string()),
         Err(e) => Some(e.to_string()),
         Ok(Some(z)) => match Manifest::decode(&z, &key) {
-            Ok(m) if m.backup.id == b.id => None,
-            Ok(m) => Some(format!("holds backup {} instead", m.backup.id)),
+            Ok(m) if m.backup.id != b.id => Some(format!("holds backup {} instead", m.backup.id)),
+            // A delta must be against the backup just before (repo::copies).
+            Ok(Manifest { prev: Some(p), .. }) => {
+                let pred = cat.predecessor(&b.id)?;
+                (pred.as_deref() != Some(&*p)).then(|| {
+                    format!(
+                        "lists changes since backup {p}, but the backup before it is {} \
+                         (run expire to rewrite it)",
+                        pred.as_deref().unwrap_or("none")
+                    )
+                })
+            }
+            Ok(_) => None,
             Err(e) => Some(format!("does not decode: {e}")),
         },
     };
@@ -196,4 +216,5 @@ fn check_copy(repo: &Repository, c: &ClusterRow, b: &BackupRow, report: &mut Ver
             (one(&b.id), BTreeSet::new()),
         ));
     }
+    Ok(())
 }

@@ -542,7 +542,7 @@ mod tests {
     #[test]
     fn a_file_without_its_block_map_is_named() {
         let (f, a, _) = two();
-        f.sql("UPDATE file SET blockmap = NULL WHERE path = 'b'");
+        f.sql("UPDATE file_version SET blockmap = NULL WHERE path = 'b'");
         let r = verify(&f);
         let p = r
             .problems

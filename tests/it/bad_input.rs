@@ -270,8 +270,9 @@ fn restore_refusals_change_nothing() {
     // A manifest path that would escape the target.
     let db = rusqlite::Connection::open(repo.path.join("catalog.db")).unwrap();
     db.execute(
-        "INSERT INTO file (backup_id, path, kind, size, mtime, mode, uid, gid) \
-         SELECT id, '../escaped', 'd', 0, 0, 448, 0, 0 FROM backup",
+        "INSERT INTO file_version (cluster_id, path, first_seq, last_seq, kind, size, mtime, \
+         mode, uid, gid) SELECT cluster_id, '../escaped', seq, seq, 'd', 0, 0, 448, 0, 0 \
+         FROM backup",
         [],
     )
     .unwrap();

@@ -137,6 +137,15 @@ fn incr_restores_after_its_full_manifest_is_gone() {
         )
         .unwrap();
     assert_eq!(left, 0);
+    // And every file version only the full used (rows are shared versions).
+    let gone = db
+        .execute(
+            "DELETE FROM file_version WHERE NOT EXISTS (SELECT 1 FROM backup b \
+             WHERE b.seq BETWEEN first_seq AND last_seq)",
+            [],
+        )
+        .unwrap();
+    assert!(gone > 0, "the full had rows of its own");
     drop(db);
     restore_and_compare(&s, &repo, "r", b[1]["id"].as_str().unwrap(), &want);
 }

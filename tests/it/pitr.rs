@@ -359,8 +359,17 @@ fn tree(root: &Path) -> BTreeMap<String, (String, u32, String)> {
 
 #[test]
 fn delta_restore_rewrites_only_what_differs() {
+    delta_restore_rewrites_only_what_differs_in(Kind::Local);
+}
+
+#[test]
+fn delta_restore_rewrites_only_what_differs_on_s3() {
+    delta_restore_rewrites_only_what_differs_in(Kind::S3);
+}
+
+fn delta_restore_rewrites_only_what_differs_in(kind: Kind) {
     let s = Scratch::new();
-    let repo = Repo::new(&s);
+    let repo = kind.repo(&s);
     let mut src = Cluster::archiving(&s, "src", &repo);
     load_sample(&src, 30_000);
     src.backup_ok(&repo, &["--type", "full"]);
@@ -493,8 +502,17 @@ fn delta_restore_rewrites_only_what_differs() {
 
 #[test]
 fn standby_restore_streams_from_the_primary() {
+    standby_restore_streams_from_the_primary_in(Kind::Local);
+}
+
+#[test]
+fn standby_restore_streams_from_the_primary_on_s3() {
+    standby_restore_streams_from_the_primary_in(Kind::S3);
+}
+
+fn standby_restore_streams_from_the_primary_in(kind: Kind) {
     let s = Scratch::new();
-    let repo = Repo::new(&s);
+    let repo = kind.repo(&s);
     let primary = Cluster::archiving(&s, "primary", &repo);
     primary.exec("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g;");
     primary.backup_ok(&repo, &["--type", "full"]);

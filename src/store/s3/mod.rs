@@ -33,7 +33,7 @@ use crate::store::backend::{Backend, ObjectWriter};
 /// Objects up to this size are sent from memory at `finish`.
 pub const BUFFER_MAX: usize = 64 << 20;
 /// Multipart part size (S3's minimum is 5 MiB but for the last).
-pub const PART: usize = 16 << 20;
+pub const PART: usize = 8 << 20;
 /// Parts uploaded at once.
 const PARALLEL_PARTS: usize = 4;
 /// How long a signed request stays valid (retries sign afresh).

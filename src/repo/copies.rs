@@ -1,0 +1,67 @@
+//! Manifest copies: each complete backup's manifest as an object, so that a
+//! lost catalog can be rebuilt from the repository (`repair`).
+//!
+//! A copy lists the changes since the cluster's complete backup just before
+//! it (its predecessor), or the whole manifest when it has none, so an
+//! hourly incr's copy costs what changed, not a row per file. Invariant: a
+//! delta copy's base is its current predecessor. `expire` keeps it so:
+//! after the catalog forgets backups, every copy whose base went is
+//! rewritten against its new predecessor, and only then are the expired
+//! backups' copies deleted. A crash in between leaves copies that still
+//! chain (through copies not yet deleted); the next `expire` finishes.
+
+use super::Repository;
+use crate::catalog::{BackupRow, Catalog};
+use crate::error::Result;
+use crate::format::keys;
+use crate::format::manifest::{ClusterIdentity, Manifest, MANIFEST_VERSION};
+
+impl Repository {
+    /// Store the copy of `row` (about to complete) against its predecessor
+    /// and record that base. Returns the copy's size.
+    pub fn put_manifest_copy(
+        &self,
+        cat: &Catalog,
+        cluster: ClusterIdentity,
+        row: &BackupRow,
+    ) -> Result<u64> {
+        let prev = cat.predecessor(&row.id)?;
+        let delta = cat.delta(&row.id, prev.as_deref())?;
+        let copy = Manifest {
+            format: MANIFEST_VERSION,
+            backup: row.into(),
+            files: delta.changed.iter().map(Into::into).collect(),
+            removed: delta.removed,
+            page_errors: cat.page_errors(&row.id)?.iter().map(Into::into).collect(),
+            prev,
+            cluster,
+        };
+        let name = copy.cluster.name.clone();
+        let z = copy.encode()?;
+        self.backend().put(&keys::manifest(&name, &row.id), &z)?;
+        cat.set_copy_prev(&row.id, copy.prev.as_deref())?;
+        Ok(z.len() as u64)
+    }
+
+    /// Rewrite every copy whose base is no longer its predecessor. Returns
+    /// how many were rewritten.
+    pub fn rewrite_stale_copies(&self, cat: &Catalog) -> Result<u64> {
+        let stale = cat.stale_copies()?;
+        for (cluster, id, pred) in &stale {
+            let key = keys::manifest(cluster, id);
+            let z = self
+                .backend()
+                .get(&key)?
+                .ok_or_else(|| crate::error::Error::missing("manifest copy", &key))?;
+            let mut m = Manifest::decode(&z, &key)?;
+            let delta = cat.delta(id, pred.as_deref())?;
+            m.format = MANIFEST_VERSION;
+            m.prev = pred.clone();
+            m.files = delta.changed.iter().map(Into::into).collect();
+            m.removed = delta.removed;
+            self.backend().put(&key, &m.encode()?)?;
+            cat.set_copy_prev(id, pred.as_deref())?;
+        }
+        Ok(stale.len() as u64)
+    }
+}
