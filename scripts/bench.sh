@@ -48,7 +48,7 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 for arg in "$@"; do
   case $arg in
     -h|--help) usage; exit 0 ;;
-    PROFILE=*|SEGMENTS=*|TABLES=*|BACKUPS=*|CHANGED=*|KEEP_DAYS=*|PGBR=*|ROWS=*|SCALE=*|TXNS=*|WORKDIR=*|PGSTRATA=*|SKIP_PGSTRATA=*|ENCRYPTED=*|VERIFY=*|KEEP=*|PG_BIN=*)
+    PROFILE=*|SEGMENTS=*|TABLES=*|BACKUPS=*|CHANGED=*|KEEP_BACKUPS=*|PGBR=*|ROWS=*|SCALE=*|TXNS=*|WORKDIR=*|PGSTRATA=*|SKIP_PGSTRATA=*|ENCRYPTED=*|VERIFY=*|KEEP=*|PG_BIN=*)
       export "${arg?}" ;;
     *) echo "bench.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac

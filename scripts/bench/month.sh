@@ -3,13 +3,13 @@
 # of many files, to show what the catalog and the manifest copies cost per backup,
 # and how long `info`, `verify` and `expire` take with a month of backups.
 #
-#   TABLES=15000   tables (id int primary key, v text): 4 files each (heap, primary key,
-#                  TOAST table and its index), so 15,000 tables are ~60,000 files
+#   TABLES=10000   tables (id int primary key, v text): 6 files each after VACUUM (heap,
+#                  its free space and visibility maps, primary key, TOAST table and its
+#                  index), so 10,000 tables are ~61,000 files
 #   BACKUPS=720    backups: one full, then incrs (an hour's change between each)
-#   CHANGED=300    tables updated between backups (heap + index: 2 files each, so
-#                  300 tables change 1% of 60,000 files)
-#   KEEP_DAYS=7    `expire --keep-days` at the end (backups are spaced as hours by
-#                  their count, not by the clock: see below)
+#   CHANGED=300    tables updated between backups (heap, index and visibility map: 2 to
+#                  3 files each, so 300 tables change 1 to 1.5% of 61,000 files)
+#   KEEP_BACKUPS=168  the expire step keeps the newest this many (a week of hours)
 #   PGBR=3         pgBackRest (file-level, bundle+block) takes a full and this many incrs
 #                  of the same cluster, for its manifest size per backup (0: skip)
 #   WORKDIR=...    scratch directory (default: a new mktemp dir under /var/tmp)
@@ -19,16 +19,16 @@
 # Every backup is real (backup mode, WAL archived by archive_command, catalog and
 # packs in a local repository); what is sped up is the hour: the change is made
 # at once and the next backup starts right after it. The expire step keeps the
-# newest 24 * KEEP_DAYS backups: `expire --retain-days` with the days that reach
+# newest KEEP_BACKUPS backups: `expire --retain-days` with the days that reach
 # back to the first of them by the clock (the backups are seconds apart, not hours).
 # Output: a markdown table on stdout and WORKDIR/month.md; per-backup figures in
 # WORKDIR/month.tsv.
 set -euo pipefail
 
-TABLES=${TABLES:-15000}
+TABLES=${TABLES:-10000}
 BACKUPS=${BACKUPS:-720}
 CHANGED=${CHANGED:-300}
-KEEP_DAYS=${KEEP_DAYS:-7}
+KEEP_BACKUPS=${KEEP_BACKUPS:-168}
 PGBR=${PGBR:-3}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -56,7 +56,7 @@ timed() {  # name cmd... -> "wall_s rss_mib" on stdout; output in WORKDIR/logs/n
   mkdir -p "$WORKDIR/logs"
   /usr/bin/time -f '%e %M' -o "$WORKDIR/logs/$1.time" "${@:2}" >"$WORKDIR/logs/$1.log" 2>&1 ||
     { cat "$WORKDIR/logs/$1.log" >&2; log "$1 failed"; exit 1; }
-  awk '{ printf "%s %.0f", $1, $2 / 1024 }' "$WORKDIR/logs/$1.time"
+  awk '{ printf "%s %.0f\n", $1, $2 / 1024 }' "$WORKDIR/logs/$1.time"
 }
 bytes() { du -sb "$1" | cut -f1; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
@@ -82,7 +82,7 @@ for ((lo = 0; lo < TABLES; lo += 500)); do
          EXECUTE format('CREATE TABLE t%s (id int PRIMARY KEY, v text); INSERT INTO t%s VALUES (1, %L)', i, i, md5(i::text));
        END LOOP; END \$\$" >/dev/null
 done
-sql "VACUUM; CHECKPOINT" >/dev/null
+sql "VACUUM" >/dev/null; sql "CHECKPOINT" >/dev/null
 FILES=$(find "$PGDATA" -type f | wc -l)
 log "$FILES files in the cluster"
 
@@ -98,9 +98,11 @@ catalog_bytes() { stat -c %s "$REPO/catalog.db"; }
 copies_bytes() { bytes "$REPO/manifests"; }
 for ((n = 1; n <= BACKUPS; n++)); do
   if ((n == 1)); then type=full; else type=incr; change; fi
-  read -r wall rss < <(timed "backup.$n" "${PGSCMD[@]}" backup --pgdata "$PGDATA" --dbname "host=$SOCK user=postgres dbname=postgres" --type "$type")
+  read -r wall rss < <(timed "backup.$n" "${PGSCMD[@]}" backup --pgdata "$PGDATA" --dbname "host=$SOCK user=postgres dbname=postgres" --type "$type" --start-fast)
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$type" "$wall" "$rss" "$(catalog_bytes)" "$(copies_bytes)" >>"$TSV"
-  ((n % 24 == 0 || n == 1)) && log "backup $n: $wall s, catalog $(mib "$(catalog_bytes)") MiB, copies $(mib "$(copies_bytes)") MiB"
+  if ((n % 24 == 0 || n == 1)); then
+    log "backup $n: $wall s, catalog $(mib "$(catalog_bytes)") MiB, copies $(mib "$(copies_bytes)") MiB"
+  fi
 done
 
 # The footprint of the full and the mean footprint an incr added.
@@ -108,11 +110,11 @@ read -r full_cat full_copy < <(awk -F'\t' 'NR == 2 { print $5, $6 }' "$TSV")
 read -r last_cat last_copy < <(awk -F'\t' 'END { print $5, $6 }' "$TSV")
 full_fp=$((full_cat + full_copy))
 incr_fp=$(( (last_cat + last_copy - full_fp) / (BACKUPS - 1) ))
-read -r incr_wall incr_rss < <(awk -F'\t' 'NR > 2 { w += $3; if ($4 > r) r = $4; n++ } END { printf "%.2f %d", w / n, r }' "$TSV")
+read -r incr_wall incr_rss < <(awk -F'\t' 'NR > 2 { w += $3; if ($4 > r) r = $4; n++ } END { printf "%.2f %d\n", w / n, r }' "$TSV")
 
 read -r info_wall info_rss < <(timed info "${PGSCMD[@]}" info)
 read -r verify_wall verify_rss < <(timed verify "${PGSCMD[@]}" verify)
-keep=$((24 * KEEP_DAYS))
+keep=$KEEP_BACKUPS
 days=$(pgs info --output json | python3 -c "
 import json, sys, datetime
 b = [x for c in json.load(sys.stdin)['clusters'] for x in c['backups']]
@@ -129,7 +131,7 @@ if ((PGBR > 0)); then
   for mode in file block; do
     conf=$WORKDIR/pgbr-$mode.conf
     extra=""
-    [[ $mode == block ]] && extra=$'repo1-bundle=y\nrepo1-block=y'
+    [[ $mode == block ]] && extra=$'repo1-bundle=y\nrepo1-block=y\nbeta=y'
     pg tee "$conf" >/dev/null <<EOF
 [global]
 repo1-path=$WORKDIR/pgbr-$mode
@@ -147,6 +149,7 @@ pg1-path=$PGDATA
 pg1-socket-path=$SOCK
 pg1-user=postgres
 EOF
+    pg mkdir -p "$WORKDIR/pgbr-log"
     pg pgbackrest --config="$conf" --stanza=bench stanza-create >/dev/null
     for ((i = 0; i <= PGBR; i++)); do
       t=incr; ((i == 0)) && t=full
