@@ -7,7 +7,7 @@
 //! each at 8 KiB pages); per file, 52 bytes a block while its block map is
 //! assembled, whatever the file's size.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use rayon::prelude::*;
 use std::fs::File;
@@ -15,8 +15,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
-use std::sync::Mutex;
 
+use super::refs::Refs;
 use super::writer::Msg;
 use crate::catalog::{ChunkLoc, FileRow, PageErrorRow};
 use crate::error::{Error, IoContext, Result};
@@ -34,13 +34,11 @@ pub struct Ctx<'a> {
     pub check_pages: bool,
     pub start_lsn: u64,
     pub level: i32,
-    pub claimed: &'a Mutex<HashSet<ChunkId>>,
+    pub refs: &'a Refs,
     pub tx: &'a SyncSender<Msg>,
     pub backend: &'a dyn Backend,
     /// How content ids are derived in this repository.
     pub ids: IdKey,
-    /// Locations of the block maps of the previous backup's files.
-    pub prior_maps: &'a HashMap<ChunkId, ChunkLoc>,
     pub read_bytes: &'a AtomicU64,
     pub progress: &'a dyn Progress,
 }
@@ -60,12 +58,7 @@ impl Ctx<'_> {
     /// Queue a chunk; `meta`: a block map, which goes to packs of block maps.
     fn store(&self, data: &[u8], meta: bool) -> Result<ChunkId> {
         let id = self.ids.chunk_id(data);
-        let new = self
-            .claimed
-            .lock()
-            .map_err(|_| Error::internal("the dedupe set's lock is poisoned"))?
-            .insert(id);
-        if new {
+        if !self.refs.has_chunk(&id)? {
             let (codec, stored) = compress(data, self.level)?;
             self.send(Msg::Chunk {
                 id,
@@ -78,8 +71,7 @@ impl Ctx<'_> {
         Ok(id)
     }
 
-    fn load_blockmap(&self, id: &ChunkId, what: &str) -> Option<BlockMap> {
-        let loc = self.prior_maps.get(id)?;
+    fn load_blockmap(&self, id: &ChunkId, loc: &ChunkLoc, what: &str) -> Option<BlockMap> {
         let r = loc
             .read(self.backend, &self.ids, id, what)
             .and_then(|b| BlockMap::decode(&b, what));
@@ -230,7 +222,7 @@ pub fn backup_file(
     ctx: &Ctx<'_>,
     mut row: FileRow,
     reuse: Option<&FileRow>,
-    prior: Option<ChunkId>,
+    prior: Option<(ChunkId, ChunkLoc)>,
 ) -> Result<()> {
     if let Some(r) = reuse {
         row.blockmap = r.blockmap;
@@ -249,7 +241,7 @@ pub fn backup_file(
         Err(e) => return Err(Error::io(&path, e)),
     };
     let size = file.metadata().at(&path)?.len();
-    let prior = prior.and_then(|id| ctx.load_blockmap(&id, &row.path));
+    let prior = prior.and_then(|(id, loc)| ctx.load_blockmap(&id, &loc, &row.path));
     let name = row.path.rsplit('/').next().unwrap_or("");
     let job = FileJob {
         ctx,

@@ -10,25 +10,24 @@
 //! when possible, or by `expire` after a crash; nothing refers to it.
 
 mod file;
+mod refs;
 mod standby;
 mod writer;
 
+use refs::Refs;
+
 use standby::Standby;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
 use crate::catalog::{
-    BackupRow, BackupStatus, BackupType, Catalog, ChunkLoc, ClusterRow, FileKind, FileRow,
-    PageErrorRow,
+    BackupRow, BackupStatus, BackupType, Catalog, ClusterRow, FileKind, FileRow, PageErrorRow,
 };
 use crate::error::{Error, Result};
-use crate::format::ChunkId;
 use crate::pg::conn::{BackupStop, Server};
 use crate::pg::datadir::{self, Entry, EntryKind};
 use crate::pg::{Lsn, TimelineId, WalSegment};
@@ -316,43 +315,6 @@ struct Job<'a> {
     progress: &'a dyn Progress,
 }
 
-/// What files are compared with: the reference's rows (timestamps) and the
-/// newest backup's rows and block-map locations (blocks).
-struct References {
-    reference: HashMap<String, FileRow>,
-    /// `None` when the newest backup is the reference (an incr): one map.
-    prior: Option<HashMap<String, FileRow>>,
-    prior_maps: HashMap<ChunkId, ChunkLoc>,
-}
-
-impl References {
-    fn load(cat: &Catalog, plan: &Plan) -> Result<Self> {
-        Ok(References {
-            reference: match &plan.reference {
-                Some(r) => by_path(cat.files(&r.id)?),
-                None => HashMap::new(),
-            },
-            prior: match (&plan.prior, &plan.reference) {
-                (Some(p), Some(r)) if p.id == r.id => None,
-                (Some(p), _) => Some(by_path(cat.files(&p.id)?)),
-                (None, _) => Some(HashMap::new()),
-            },
-            prior_maps: match &plan.prior {
-                Some(p) => cat.blockmap_locations(&p.id)?,
-                None => HashMap::new(),
-            },
-        })
-    }
-
-    fn prior_map(&self, path: &str) -> Option<ChunkId> {
-        self.prior
-            .as_ref()
-            .unwrap_or(&self.reference)
-            .get(path)
-            .and_then(|p| p.blockmap)
-    }
-}
-
 /// The data directory's entries: regular files biggest first (so the
 /// parallel tail is short), `global/pg_control` apart, and the rest.
 struct Walked {
@@ -412,8 +374,12 @@ fn file_row(e: Entry) -> FileRow {
 
 impl Job<'_> {
     fn copy(&mut self, cat: Catalog, mut row: BackupRow) -> Result<BackupReport> {
-        let refs = References::load(&cat, self.plan)?;
-        let claimed = Mutex::new(cat.chunk_ids()?);
+        let refs = Refs::open(
+            &self.repo.catalog_path()?,
+            self.plan.reference.as_ref().map(|r| r.id.clone()),
+            self.plan.prior.as_ref().map(|p| p.id.clone()),
+            self.opts.workers.max(1),
+        )?;
         let walked = walk(self.pgdata)?;
         std::thread::sleep(Duration::from_micros(
             (self.read_from_us - now_us()).max(0) as u64
@@ -433,11 +399,10 @@ impl Job<'_> {
             check_pages: row.data_checksums,
             start_lsn: row.start_lsn.0,
             level: self.opts.compress_level,
-            claimed: &claimed,
+            refs: &refs,
             tx: &tx,
             backend: self.repo.backend(),
             ids: *self.repo.ids(),
-            prior_maps: &refs.prior_maps,
             read_bytes: &read_bytes,
             progress: self.progress,
         };
@@ -448,7 +413,7 @@ impl Job<'_> {
         drop(tx);
         // What the copy needed goes before the manifest is assembled.
         let (files, db_bytes) = (walked.files.len() + 1, walked.db_bytes);
-        drop((refs, walked, claimed));
+        drop((refs, walked));
         let (cat, wres) = writer
             .join()
             .map_err(|_| Error::internal("the backup writer thread panicked"))?;
@@ -474,7 +439,7 @@ impl Job<'_> {
     }
 
     /// Every file in parallel, then the other entries, then pg_control.
-    fn copy_files(&self, ctx: &file::Ctx<'_>, refs: &References, w: &Walked) -> Result<()> {
+    fn copy_files(&self, ctx: &file::Ctx<'_>, refs: &Refs, w: &Walked) -> Result<()> {
         let ref_start = self.plan.reference.as_ref().map(|r| r.start_time);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(self.opts.workers.max(1))
@@ -483,13 +448,19 @@ impl Job<'_> {
             .map_err(|e| Error::internal(format!("cannot start workers: {e}")))?;
         pool.install(|| {
             w.files.par_iter().try_for_each(|f| {
-                let reuse = match (refs.reference.get(&f.path), ref_start) {
-                    (Some(old), Some(start)) if !self.opts.checksum && unchanged(f, old, start) => {
+                let reuse = match (refs.reference(&f.path)?, ref_start) {
+                    (Some(old), Some(start))
+                        if !self.opts.checksum && unchanged(f, &old, start) =>
+                    {
                         Some(old)
                     }
                     _ => None,
                 };
-                file::backup_file(ctx, f.clone(), reuse, refs.prior_map(&f.path))
+                let prior = match reuse {
+                    Some(_) => None,
+                    None => refs.prior_map(&f.path)?,
+                };
+                file::backup_file(ctx, f.clone(), reuse.as_ref(), prior)
             })
         })?;
         for o in &w.others {
@@ -499,7 +470,7 @@ impl Job<'_> {
             })?;
         }
         // pg_control last: it must not be older than any data file.
-        let prior = refs.prior_map(&w.control.path);
+        let prior = refs.prior_map(&w.control.path)?;
         file::backup_file(ctx, w.control.clone(), None, prior)
     }
 
@@ -582,10 +553,6 @@ impl Job<'_> {
     }
 }
 
-fn by_path(files: Vec<FileRow>) -> HashMap<String, FileRow> {
-    files.into_iter().map(|f| (f.path.clone(), f)).collect()
-}
-
 /// The timeline of `START WAL LOCATION: 0/2000028 (file 000000010000000000000002)`.
 fn label_timeline(label: &str) -> Option<TimelineId> {
     let line = label
@@ -637,6 +604,7 @@ fn wait_for_wal(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::ChunkId;
 
     #[test]
     fn timeline_from_label() {

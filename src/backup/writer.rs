@@ -13,7 +13,8 @@
 //! data would cost one per file or the whole data set. Manifest rows of a `running` backup may precede their
 //! chunks' packs; nobody trusts a backup until it is `complete`.
 
-use std::collections::VecDeque;
+use std::cell::RefCell;
+use std::collections::{HashSet, VecDeque};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -78,6 +79,9 @@ fn write_all(
     let mut maps: Vec<(ChunkId, Vec<ChunkId>)> = Vec::new();
     let mut errors: Vec<PageErrorRow> = Vec::new();
     let mut inflight: VecDeque<JoinHandle<Result<SealedPack>>> = VecDeque::new();
+    // Chunks in packs not yet indexed: workers cannot see them in the
+    // catalog, so two may send one chunk; the second copy is dropped here.
+    let pending: RefCell<HashSet<ChunkId>> = RefCell::new(HashSet::new());
     // Record the oldest pack sealing in the background once it is durable.
     let settle = |inflight: &mut VecDeque<JoinHandle<Result<SealedPack>>>,
                   cat: &mut Catalog,
@@ -89,6 +93,10 @@ fn write_all(
             stats.packs += 1;
             stats.pack_bytes += sealed.size;
             cat.add_pack(&sealed, Some(backup_id))?;
+            let mut p = pending.borrow_mut();
+            for e in &sealed.entries {
+                p.remove(&e.id);
+            }
         }
         Ok::<(), crate::error::Error>(())
     };
@@ -127,6 +135,10 @@ fn write_all(
                 data,
                 meta,
             } => {
+                // Sent twice by workers that raced (see `pending`).
+                if !pending.borrow_mut().insert(id) || cat.has_chunk(&id)? {
+                    continue;
+                }
                 let target = if meta { &mut meta_pack } else { &mut pack };
                 if target.is_none() {
                     *target = Some(PackWriter::new(backend)?);

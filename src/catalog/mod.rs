@@ -124,6 +124,36 @@ impl Catalog {
         Ok(cat)
     }
 
+    /// A read-only connection to an existing catalog, for lookups beside
+    /// the writer (WAL mode: readers see committed rows and never block it).
+    pub fn open_reader(path: &Path) -> Result<Self> {
+        use rusqlite::OpenFlags;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .ctx("open a reader")?;
+        conn.busy_timeout(Duration::from_secs(60))
+            .ctx("busy_timeout")?;
+        let cat = Catalog { conn };
+        let v = cat.schema_version()?;
+        if v != SCHEMA_VERSION {
+            return Err(Error::internal(format!(
+                "catalog {} is of schema {v}, not {SCHEMA_VERSION}",
+                path.display()
+            )));
+        }
+        Ok(cat)
+    }
+
+    /// Whether the chunk index has `id`.
+    pub fn has_chunk(&self, id: &ChunkId) -> Result<bool> {
+        self.conn
+            .prepare_cached("SELECT 1 FROM chunk WHERE id = ?1")
+            .and_then(|mut st| st.exists([id]))
+            .ctx(&format!("the chunk index row of chunk {id}"))
+    }
+
     pub fn schema_version(&self) -> Result<u32> {
         self.conn
             .pragma_query_value(None, "user_version", |r| r.get(0))

@@ -21,7 +21,7 @@
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::{file_from_row, Catalog};
-use crate::catalog::FileRow;
+use crate::catalog::{ChunkLoc, FileRow};
 use crate::error::{Error, Result, SqlContext};
 use crate::format::ChunkId;
 
@@ -306,6 +306,33 @@ impl Catalog {
             )
             .ctx(&format!("the manifest copy of backup {backup_id}"))?;
         Ok(())
+    }
+
+    /// One path's row in a backup's manifest.
+    pub fn file_row(&self, backup_id: &str, path: &str) -> Result<Option<FileRow>> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {VERSION_COLS} FROM file WHERE backup_id = ?1 AND path = ?2"
+            ))
+            .and_then(|mut st| st.query_row([backup_id, path], file_from_row).optional())
+            .ctx(&format!("backup {backup_id}: the row of {path}"))
+    }
+
+    /// The block map of one path in a backup, with where it is stored.
+    pub fn blockmap_at(&self, backup_id: &str, path: &str) -> Result<Option<(ChunkId, ChunkLoc)>> {
+        self.conn
+            .prepare_cached(
+                "SELECT c.id, c.pack_id, c.offset, c.stored_len, c.raw_len \
+                 FROM file f JOIN chunk c ON c.id = f.blockmap \
+                 WHERE f.backup_id = ?1 AND f.path = ?2",
+            )
+            .and_then(|mut st| {
+                st.query_row([backup_id, path], |r| {
+                    Ok((r.get(0)?, super::loc_from_row(r, 1)?))
+                })
+                .optional()
+            })
+            .ctx(&format!("backup {backup_id}: the block map of {path}"))
     }
 
     /// Regular files in a backup's manifest.

@@ -194,15 +194,27 @@ fn check_copy(
         Ok(Some(z)) => match Manifest::decode(&z, &key) {
             Ok(m) if m.backup.id != b.id => Some(format!("holds backup {} instead", m.backup.id)),
             // A delta must be against the backup just before (repo::copies).
+            // One against an expired backup whose copy is still there is an
+            // expire that stopped half-way: it still chains, and the next
+            // expire rewrites it.
             Ok(Manifest { prev: Some(p), .. }) => {
                 let pred = cat.predecessor(&b.id)?;
-                (pred.as_deref() != Some(&*p)).then(|| {
-                    format!(
-                        "lists changes since backup {p}, but the backup before it is {} \
-                         (run expire to rewrite it)",
+                let base_copy = repo.backend().size(&keys::manifest(&c.name, &p));
+                match base_copy {
+                    _ if pred.as_deref() == Some(&*p) => None,
+                    Ok(Some(_)) => {
+                        report.notes.push(format!(
+                            "{key} lists changes since expired backup {p}: the next expire \
+                             rewrites it"
+                        ));
+                        None
+                    }
+                    _ => Some(format!(
+                        "lists changes since backup {p}, whose copy is gone, but the backup \
+                         before it is {} (run expire to rewrite it)",
                         pred.as_deref().unwrap_or("none")
-                    )
-                })
+                    )),
+                }
             }
             Ok(_) => None,
             Err(e) => Some(format!("does not decode: {e}")),

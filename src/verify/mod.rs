@@ -538,6 +538,47 @@ mod tests {
         assert_eq!(missing.backups, vec![b]);
     }
 
+    /// A delta copy against an expired backup: a note while the expired
+    /// backup's copy is there (an expire stopped half-way), a problem once
+    /// it is gone; rewriting the copy clears both.
+    #[test]
+    fn a_delta_copy_whose_base_expired() {
+        let (f, a, b) = two();
+        let c = f.backup(3, &[("c", content(3, 3, 0)), ("d", content(4, 1, 0))]);
+        f.repo
+            .catalog()
+            .unwrap()
+            .expire_backups(std::slice::from_ref(&b))
+            .unwrap();
+        let r = verify(&f);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert!(
+            r.notes.iter().any(|n| n.contains(&c.id) && n.contains(&b)),
+            "{:?}",
+            r.notes
+        );
+        f.repo
+            .backend()
+            .delete(&keys::manifest("main", &b))
+            .unwrap();
+        let r = verify(&f);
+        let p = r
+            .problems
+            .iter()
+            .find(|p| p.kind == ProblemKind::ManifestCopy)
+            .unwrap_or_else(|| panic!("{:?}", r.problems));
+        assert!(
+            p.detail.contains(&format!("the backup before it is {a}")),
+            "{}",
+            p.detail
+        );
+        assert_eq!(p.backups, vec![c.id.clone()]);
+        let cat = f.repo.catalog().unwrap();
+        assert_eq!(f.repo.rewrite_stale_copies(&cat).unwrap(), 1);
+        drop(cat);
+        assert!(verify(&f).problems.is_empty());
+    }
+
     /// The zero-fill bug: a file with bytes and no block map is named.
     #[test]
     fn a_file_without_its_block_map_is_named() {

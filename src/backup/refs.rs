@@ -1,0 +1,75 @@
+//! What a backup looks up while it copies: the reference backup's row of a
+//! path (is the file unchanged?), the newest backup's block map of a path
+//! (which blocks changed?), and whether the repository has a chunk already.
+//!
+//! Each is a query on a read-only catalog connection of the worker's own, not
+//! a map loaded up front, so memory does not grow with the number of files,
+//! chunks or backups. The writer thread keeps the one writing connection;
+//! readers in WAL mode see what it committed and never block it. A chunk
+//! that a reader does not find yet may be in a pack still filling: the writer
+//! drops such duplicates (`writer.rs`), so a race costs a compression, not
+//! space.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use crate::catalog::{Catalog, ChunkLoc, FileRow};
+use crate::error::{Error, Result};
+use crate::format::ChunkId;
+
+pub struct Refs {
+    readers: Vec<Mutex<Catalog>>,
+    /// The backup whose unchanged files are reused without reading.
+    reference: Option<String>,
+    /// The newest backup, whose block maps blocks are compared with.
+    prior: Option<String>,
+}
+
+impl Refs {
+    /// One reader per worker, and one for the calling thread.
+    pub fn open(
+        catalog: &Path,
+        reference: Option<String>,
+        prior: Option<String>,
+        workers: usize,
+    ) -> Result<Self> {
+        let readers = (0..=workers)
+            .map(|_| Catalog::open_reader(catalog).map(Mutex::new))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Refs {
+            readers,
+            reference,
+            prior,
+        })
+    }
+
+    fn reader(&self) -> Result<MutexGuard<'_, Catalog>> {
+        // Workers have indexes 0..workers; other threads share the last.
+        let i = rayon::current_thread_index()
+            .unwrap_or(self.readers.len() - 1)
+            .min(self.readers.len() - 1);
+        self.readers[i]
+            .lock()
+            .map_err(|_| Error::internal("a catalog reader's lock is poisoned"))
+    }
+
+    /// The reference backup's row of `path`.
+    pub fn reference(&self, path: &str) -> Result<Option<FileRow>> {
+        match &self.reference {
+            Some(r) => self.reader()?.file_row(r, path),
+            None => Ok(None),
+        }
+    }
+
+    /// The newest backup's block map of `path`, with its location.
+    pub fn prior_map(&self, path: &str) -> Result<Option<(ChunkId, ChunkLoc)>> {
+        match &self.prior {
+            Some(p) => self.reader()?.blockmap_at(p, path),
+            None => Ok(None),
+        }
+    }
+
+    pub fn has_chunk(&self, id: &ChunkId) -> Result<bool> {
+        self.reader()?.has_chunk(id)
+    }
+}
