@@ -315,44 +315,37 @@ struct Job<'a> {
     progress: &'a dyn Progress,
 }
 
-/// The data directory's entries: regular files biggest first (so the
-/// parallel tail is short), `global/pg_control` apart, and the rest.
-struct Walked {
-    files: Vec<FileRow>,
-    control: FileRow,
-    others: Vec<FileRow>,
-    db_bytes: u64,
-}
+/// Files handed to the workers at once, biggest first (so the parallel tail
+/// of a batch is short). The walk streams: memory holds one batch and one
+/// directory's names, whatever the number of files.
+const BATCH: usize = 4096;
 
-fn walk(pgdata: &Path) -> Result<Walked> {
+/// A first pass over the data directory, for the progress total: bytes of
+/// its regular files. Checks that `global/pg_control` is there.
+fn measure(pgdata: &Path) -> Result<u64> {
     let t = Instant::now();
-    let entries = datadir::walk(pgdata)?;
+    let (mut files, mut bytes, mut control) = (0u64, 0u64, false);
+    datadir::walk_each(pgdata, &mut |e| {
+        if e.kind == EntryKind::File {
+            files += 1;
+            bytes += e.size;
+            control |= e.path == CONTROL;
+        }
+        Ok(())
+    })?;
+    if !control {
+        return Err(Error::invalid(
+            "the data directory has no global/pg_control",
+        ));
+    }
     tracing::info!(
-        "walked the data directory: {} entries in {:?}",
-        entries.len(),
+        "walked the data directory: {files} files, {bytes} bytes in {:?}",
         t.elapsed()
     );
-    let (mut files, others): (Vec<FileRow>, Vec<FileRow>) = entries
-        .into_iter()
-        .map(file_row)
-        .partition(|e| e.kind == FileKind::File);
-    let control = match files.iter().position(|f| f.path == "global/pg_control") {
-        Some(i) => files.remove(i),
-        None => {
-            return Err(Error::invalid(
-                "the data directory has no global/pg_control",
-            ))
-        }
-    };
-    files.sort_by_key(|f| std::cmp::Reverse(f.size));
-    let db_bytes = files.iter().map(|f| f.size).sum::<u64>() + control.size;
-    Ok(Walked {
-        files,
-        control,
-        others,
-        db_bytes,
-    })
+    Ok(bytes)
 }
+
+const CONTROL: &str = "global/pg_control";
 
 fn file_row(e: Entry) -> FileRow {
     FileRow {
@@ -380,7 +373,7 @@ impl Job<'_> {
             self.plan.prior.as_ref().map(|p| p.id.clone()),
             self.opts.workers.max(1),
         )?;
-        let walked = walk(self.pgdata)?;
+        let total = measure(self.pgdata)?;
         std::thread::sleep(Duration::from_micros(
             (self.read_from_us - now_us()).max(0) as u64
         ));
@@ -406,20 +399,18 @@ impl Job<'_> {
             read_bytes: &read_bytes,
             progress: self.progress,
         };
-        self.progress.begin("backup", walked.db_bytes);
+        self.progress.begin("backup", total);
         let t = Instant::now();
-        let copy_result = self.copy_files(&ctx, &refs, &walked);
+        let copy_result = self.copy_files(&ctx, &refs);
         self.progress.end();
         drop(tx);
-        // What the copy needed goes before the manifest is assembled.
-        let (files, db_bytes) = (walked.files.len() + 1, walked.db_bytes);
-        drop((refs, walked));
+        drop(refs);
         let (cat, wres) = writer
             .join()
             .map_err(|_| Error::internal("the backup writer thread panicked"))?;
-        let stats = match (copy_result, wres) {
-            (Err(e), _) | (Ok(()), Err(e)) => return Err(e),
-            (Ok(()), Ok(s)) => s,
+        let (stats, (files, db_bytes)) = match (copy_result, wres) {
+            (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
+            (Ok(c), Ok(s)) => (s, c),
         };
         let read_bytes = read_bytes.load(Ordering::Relaxed);
         tracing::info!(
@@ -438,40 +429,63 @@ impl Job<'_> {
         self.finish(cat, &mut row, stop, stats)
     }
 
-    /// Every file in parallel, then the other entries, then pg_control.
-    fn copy_files(&self, ctx: &file::Ctx<'_>, refs: &Refs, w: &Walked) -> Result<()> {
+    /// Every file, in parallel batches as the walk finds them, then
+    /// pg_control. Returns the number of regular files and their bytes.
+    fn copy_files(&self, ctx: &file::Ctx<'_>, refs: &Refs) -> Result<(u64, u64)> {
         let ref_start = self.plan.reference.as_ref().map(|r| r.start_time);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(self.opts.workers.max(1))
             .thread_name(|i| format!("pgstrata-worker-{i}"))
             .build()
             .map_err(|e| Error::internal(format!("cannot start workers: {e}")))?;
-        pool.install(|| {
-            w.files.par_iter().try_for_each(|f| {
-                let reuse = match (refs.reference(&f.path)?, ref_start) {
-                    (Some(old), Some(start))
-                        if !self.opts.checksum && unchanged(f, &old, start) =>
-                    {
-                        Some(old)
-                    }
-                    _ => None,
-                };
-                let prior = match reuse {
-                    Some(_) => None,
-                    None => refs.prior_map(&f.path)?,
-                };
-                file::backup_file(ctx, f.clone(), reuse.as_ref(), prior)
-            })
+        let one = |f: &FileRow| -> Result<()> {
+            let reuse = match (refs.reference(&f.path)?, ref_start) {
+                (Some(old), Some(start)) if !self.opts.checksum && unchanged(f, &old, start) => {
+                    Some(old)
+                }
+                _ => None,
+            };
+            let prior = match reuse {
+                Some(_) => None,
+                None => refs.prior_map(&f.path)?,
+            };
+            file::backup_file(ctx, f.clone(), reuse.as_ref(), prior)
+        };
+        let run = |batch: &mut Vec<FileRow>| -> Result<()> {
+            batch.sort_by_key(|f| std::cmp::Reverse(f.size));
+            pool.install(|| batch.par_iter().try_for_each(one))?;
+            batch.clear();
+            Ok(())
+        };
+        let mut batch: Vec<FileRow> = Vec::with_capacity(BATCH);
+        let (mut files, mut bytes, mut control) = (0u64, 0u64, None);
+        datadir::walk_each(self.pgdata, &mut |e| {
+            let row = file_row(e);
+            if row.kind != FileKind::File {
+                return ctx.send(writer::Msg::File {
+                    row,
+                    blockmap: None,
+                });
+            }
+            files += 1;
+            bytes += row.size;
+            if row.path == CONTROL {
+                control = Some(row);
+            } else {
+                batch.push(row);
+                if batch.len() >= BATCH {
+                    run(&mut batch)?;
+                }
+            }
+            Ok(())
         })?;
-        for o in &w.others {
-            ctx.send(writer::Msg::File {
-                row: o.clone(),
-                blockmap: None,
-            })?;
-        }
+        run(&mut batch)?;
+        let control =
+            control.ok_or_else(|| Error::invalid("the data directory has no global/pg_control"))?;
         // pg_control last: it must not be older than any data file.
-        let prior = refs.prior_map(&w.control.path)?;
-        file::backup_file(ctx, w.control.clone(), None, prior)
+        let prior = refs.prior_map(&control.path)?;
+        file::backup_file(ctx, control, None, prior)?;
+        Ok((files, bytes))
     }
 
     fn finish(

@@ -229,6 +229,17 @@ impl Catalog {
     /// What changed from `prev` (of the same cluster, earlier in sequence)
     /// to `backup_id`; with no `prev`, every row is changed.
     pub fn delta(&self, backup_id: &str, prev: Option<&str>) -> Result<ManifestDelta> {
+        let mut changed = Vec::new();
+        self.for_each_changed(backup_id, prev, &mut |r| {
+            changed.push(r);
+            Ok(())
+        })?;
+        let removed = self.removed_since(backup_id, prev)?;
+        Ok(ManifestDelta { changed, removed })
+    }
+
+    /// Sequence numbers of a backup, its cluster, and of `prev` (0: none).
+    fn delta_span(&self, backup_id: &str, prev: Option<&str>) -> Result<(i64, i64, i64)> {
         let (cluster, seq) = position(&self.conn, backup_id)?;
         let pseq = match prev {
             Some(p) => {
@@ -242,6 +253,18 @@ impl Catalog {
             }
             None => 0,
         };
+        Ok((cluster, pseq, seq))
+    }
+
+    /// The changed rows of [`Catalog::delta`], handed to `each` in path
+    /// order one at a time.
+    pub fn for_each_changed(
+        &self,
+        backup_id: &str,
+        prev: Option<&str>,
+        each: &mut dyn FnMut(FileRow) -> Result<()>,
+    ) -> Result<()> {
+        let (cluster, pseq, seq) = self.delta_span(backup_id, prev)?;
         let what = format!("the manifest delta of backup {backup_id}");
         let mut st = self
             .conn
@@ -250,11 +273,17 @@ impl Catalog {
                  AND first_seq > ?2 AND first_seq <= ?3 AND last_seq >= ?3 ORDER BY path"
             ))
             .ctx(&what)?;
-        let changed = st
-            .query_map(params![cluster, pseq, seq], file_from_row)
-            .ctx(&what)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .ctx(&what)?;
+        let mut rows = st.query(params![cluster, pseq, seq]).ctx(&what)?;
+        while let Some(r) = rows.next().ctx(&what)? {
+            each(file_from_row(r).ctx(&what)?)?;
+        }
+        Ok(())
+    }
+
+    /// The removed paths of [`Catalog::delta`].
+    pub fn removed_since(&self, backup_id: &str, prev: Option<&str>) -> Result<Vec<String>> {
+        let (cluster, pseq, seq) = self.delta_span(backup_id, prev)?;
+        let what = format!("the manifest delta of backup {backup_id}");
         let mut st = self
             .conn
             .prepare(
@@ -270,7 +299,7 @@ impl Catalog {
             .ctx(&what)?
             .collect::<rusqlite::Result<Vec<_>>>()
             .ctx(&what)?;
-        Ok(ManifestDelta { changed, removed })
+        Ok(removed)
     }
 
     /// Complete backups whose manifest copy is a delta against a backup

@@ -186,6 +186,9 @@ pub struct PageError {
     pub detail: String,
 }
 
+/// Where [`Manifest::encode_streamed`] takes rows.
+pub type EntrySink<'a> = &'a mut dyn FnMut(&FileEntry) -> Result<()>;
+
 /// The manifest of one complete backup.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -208,7 +211,9 @@ struct VersionProbe {
 }
 
 impl Manifest {
-    /// JSON, compressed.
+    /// JSON, compressed, from rows in memory (writers stream instead:
+    /// [`Manifest::encode_streamed`] gives the same bytes).
+    #[cfg(test)]
     pub fn encode(&self) -> Result<Vec<u8>> {
         // Streamed into the compressor: no whole JSON text in memory.
         let err = |e: std::io::Error| Error::Internal(format!("manifest compression: {e}"));
@@ -216,6 +221,46 @@ impl Manifest {
         serde_json::to_writer(&mut z, self)
             .map_err(|e| Error::Internal(format!("manifest encoding: {e}")))?;
         z.finish().map_err(err)
+    }
+
+    /// The same bytes as [`Manifest::encode`], with `self.files` replaced by
+    /// the rows `files` hands out one at a time (to its sink), so that a
+    /// whole copy of a large cluster is never a vector of rows.
+    pub fn encode_streamed(
+        &self,
+        files: &mut dyn FnMut(EntrySink<'_>) -> Result<()>,
+    ) -> Result<Vec<u8>> {
+        use std::io::Write;
+        let io = |e: std::io::Error| Error::Internal(format!("manifest compression: {e}"));
+        let json = |e: serde_json::Error| Error::Internal(format!("manifest encoding: {e}"));
+        let mut z = zstd::stream::Encoder::new(Vec::new(), 3).map_err(io)?;
+        // Field order is the struct's (see `golden`).
+        write!(z, "{{\"format\":{},\"cluster\":", self.format).map_err(io)?;
+        serde_json::to_writer(&mut z, &self.cluster).map_err(json)?;
+        z.write_all(b",\"backup\":").map_err(io)?;
+        serde_json::to_writer(&mut z, &self.backup).map_err(json)?;
+        if let Some(p) = &self.prev {
+            z.write_all(b",\"prev\":").map_err(io)?;
+            serde_json::to_writer(&mut z, p).map_err(json)?;
+        }
+        z.write_all(b",\"files\":[").map_err(io)?;
+        let mut first = true;
+        files(&mut |e| {
+            if !first {
+                z.write_all(b",").map_err(io)?;
+            }
+            first = false;
+            serde_json::to_writer(&mut z, e).map_err(json)
+        })?;
+        z.write_all(b"]").map_err(io)?;
+        if !self.removed.is_empty() {
+            z.write_all(b",\"removed\":").map_err(io)?;
+            serde_json::to_writer(&mut z, &self.removed).map_err(json)?;
+        }
+        z.write_all(b",\"page_errors\":").map_err(io)?;
+        serde_json::to_writer(&mut z, &self.page_errors).map_err(json)?;
+        z.write_all(b"}").map_err(io)?;
+        z.finish().map_err(io)
     }
 
     /// Decode a stored copy; `what` names it for errors.
@@ -388,6 +433,22 @@ mod tests {
             "{json}"
         );
         assert_eq!(Manifest::decode(&d.encode().unwrap(), "m").unwrap(), d);
+        // Streamed rows give the same bytes, with and without a delta.
+        let mut two = sample();
+        two.files.push(FileEntry {
+            path: "base/1/3".into(),
+            ..two.files[0].clone()
+        });
+        for m in [sample(), d, two] {
+            let head = Manifest {
+                files: Vec::new(),
+                ..m.clone()
+            };
+            let streamed = head
+                .encode_streamed(&mut |sink| m.files.iter().try_for_each(&mut *sink))
+                .unwrap();
+            assert_eq!(streamed, m.encode().unwrap());
+        }
     }
 
     #[test]

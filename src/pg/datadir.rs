@@ -174,15 +174,25 @@ fn is_database_dir(rel: &str) -> bool {
 }
 
 /// Walk a data directory and return its backup entries, sorted by path,
-/// directories before their contents. `global/pg_control` is included; the
-/// caller reads it last.
+/// directories before their contents. `global/pg_control` is included.
+#[cfg(test)]
 pub fn walk(pgdata: &Path) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
-    let meta = fs::metadata(pgdata).at(pgdata)?;
-    out.push(row(".", EntryKind::Dir, &meta, None));
-    walk_dir(pgdata, "", &mut out)?;
+    walk_each(pgdata, &mut |e| {
+        out.push(e);
+        Ok(())
+    })?;
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
+}
+
+/// Walk a data directory, handing each backup entry to `each` as it is
+/// found (a directory before its contents; otherwise in no set order), so
+/// that nothing but one directory's names is held.
+pub fn walk_each(pgdata: &Path, each: &mut dyn FnMut(Entry) -> Result<()>) -> Result<()> {
+    let meta = fs::metadata(pgdata).at(pgdata)?;
+    each(row(".", EntryKind::Dir, &meta, None))?;
+    walk_dir(pgdata, "", each)
 }
 
 fn row(path: &str, kind: EntryKind, m: &fs::Metadata, link: Option<String>) -> Entry {
@@ -206,7 +216,7 @@ fn join_rel(rel: &str, name: &str) -> String {
     }
 }
 
-fn walk_dir(dir: &Path, rel: &str, out: &mut Vec<Entry>) -> Result<()> {
+fn walk_dir(dir: &Path, rel: &str, out: &mut dyn FnMut(Entry) -> Result<()>) -> Result<()> {
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
         // A directory dropped while we walk (DROP DATABASE): WAL replay redoes it.
@@ -235,13 +245,13 @@ fn walk_dir(dir: &Path, rel: &str, out: &mut Vec<Entry>) -> Result<()> {
         if ft.is_symlink() {
             walk_link(&path, rel, &name, &relpath, &meta, out)?;
         } else if ft.is_dir() {
-            out.push(row(&relpath, EntryKind::Dir, &meta, None));
+            out(row(&relpath, EntryKind::Dir, &meta, None))?;
             if top && EXCLUDED_DIR_CONTENTS.contains(&name.as_str()) {
                 continue;
             }
             walk_dir(&path, &relpath, out)?;
         } else if ft.is_file() {
-            out.push(row(&relpath, EntryKind::File, &meta, None));
+            out(row(&relpath, EntryKind::File, &meta, None))?;
         }
         // Sockets, fifos and devices are not part of a data directory's state.
     }
@@ -285,20 +295,20 @@ fn walk_link(
     name: &str,
     relpath: &str,
     meta: &fs::Metadata,
-    out: &mut Vec<Entry>,
+    out: &mut dyn FnMut(Entry) -> Result<()>,
 ) -> Result<()> {
     let target = fs::read_link(path).at(path)?;
     if rel.is_empty() && name == "pg_wal" {
         let tmeta = fs::metadata(path).at(path)?;
-        out.push(row(relpath, EntryKind::Dir, &tmeta, None));
+        out(row(relpath, EntryKind::Dir, &tmeta, None))?;
         return Ok(());
     }
-    out.push(row(
+    out(row(
         relpath,
         EntryKind::Link,
         meta,
         Some(name_of(target.as_os_str())),
-    ));
+    ))?;
     if rel == "pg_tblspc" {
         fs::metadata(path).at(path)?;
         walk_dir(&resolve(path, &target), relpath, out)?;

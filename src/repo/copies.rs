@@ -26,20 +26,19 @@ impl Repository {
         row: &BackupRow,
     ) -> Result<u64> {
         let prev = cat.predecessor(&row.id)?;
-        let delta = cat.delta(&row.id, prev.as_deref())?;
-        let copy = Manifest {
+        let head = Manifest {
             format: MANIFEST_VERSION,
             backup: row.into(),
-            files: delta.changed.iter().map(Into::into).collect(),
-            removed: delta.removed,
+            files: Vec::new(),
+            removed: cat.removed_since(&row.id, prev.as_deref())?,
             page_errors: cat.page_errors(&row.id)?.iter().map(Into::into).collect(),
             prev,
             cluster,
         };
-        let name = copy.cluster.name.clone();
-        let z = copy.encode()?;
-        self.backend().put(&keys::manifest(&name, &row.id), &z)?;
-        cat.set_copy_prev(&row.id, copy.prev.as_deref())?;
+        let z = encode(cat, &row.id, &head)?;
+        self.backend()
+            .put(&keys::manifest(&head.cluster.name, &row.id), &z)?;
+        cat.set_copy_prev(&row.id, head.prev.as_deref())?;
         Ok(z.len() as u64)
     }
 
@@ -54,14 +53,20 @@ impl Repository {
                 .get(&key)?
                 .ok_or_else(|| crate::error::Error::missing("manifest copy", &key))?;
             let mut m = Manifest::decode(&z, &key)?;
-            let delta = cat.delta(id, pred.as_deref())?;
             m.format = MANIFEST_VERSION;
             m.prev = pred.clone();
-            m.files = delta.changed.iter().map(Into::into).collect();
-            m.removed = delta.removed;
-            self.backend().put(&key, &m.encode()?)?;
+            m.files = Vec::new();
+            m.removed = cat.removed_since(id, pred.as_deref())?;
+            self.backend().put(&key, &encode(cat, id, &m)?)?;
             cat.set_copy_prev(id, pred.as_deref())?;
         }
         Ok(stale.len() as u64)
     }
+}
+
+/// `head` with the changed rows since `head.prev` streamed from the catalog.
+fn encode(cat: &Catalog, backup_id: &str, head: &Manifest) -> Result<Vec<u8>> {
+    head.encode_streamed(&mut |sink| {
+        cat.for_each_changed(backup_id, head.prev.as_deref(), &mut |r| sink(&(&r).into()))
+    })
 }
