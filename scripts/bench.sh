@@ -8,7 +8,9 @@
 #                       scripts/s3proxy.py, over TLS); adds request counts per step
 #                       (PUT/GET/LIST/HEAD/DELETE, WAL archiving left out). month: a month
 #                       of hourly backups of ~60,000 files, catalog and copies per backup,
-#                       info/verify/expire with 720 backups (scripts/bench/month.sh)
+#                       info/verify/expire with 720 backups (scripts/bench/month.sh).
+#                       many-files: every command's memory and time on clusters of
+#                       ~12,000 and ~200,000 files (SIZES=tables; scripts/bench/many-files.sh)
 #   ROWS=2000000        rows of scripts/bench/dataset.sql (events; docs gets ROWS/4)
 #   SCALE=20            pgbench scale (pgbench -i -s SCALE)
 #   TXNS=10000          workload transactions per client (2 clients): the "hour of change"
@@ -48,7 +50,7 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 for arg in "$@"; do
   case $arg in
     -h|--help) usage; exit 0 ;;
-    PROFILE=*|SEGMENTS=*|TABLES=*|BACKUPS=*|CHANGED=*|KEEP_BACKUPS=*|PGBR=*|ROWS=*|SCALE=*|TXNS=*|WORKDIR=*|PGSTRATA=*|SKIP_PGSTRATA=*|ENCRYPTED=*|VERIFY=*|KEEP=*|PG_BIN=*)
+    PROFILE=*|SEGMENTS=*|SIZES=*|TABLES=*|BACKUPS=*|CHANGED=*|KEEP_BACKUPS=*|PGBR=*|ROWS=*|SCALE=*|TXNS=*|WORKDIR=*|PGSTRATA=*|SKIP_PGSTRATA=*|ENCRYPTED=*|VERIFY=*|KEEP=*|PG_BIN=*)
       export "${arg?}" ;;
     *) echo "bench.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
@@ -59,8 +61,9 @@ case ${PROFILE:-default} in
   default) ;;
   archive) exec "$(dirname "${BASH_SOURCE[0]}")/bench/archive.sh" ;;
   month) exec "$(dirname "${BASH_SOURCE[0]}")/bench/month.sh" ;;
+  many-files) exec "$(dirname "${BASH_SOURCE[0]}")/bench/many-files.sh" ;;
   s3) S3=1; ENCRYPTED=${ENCRYPTED:-0} ;;
-  *) echo "bench.sh: unknown PROFILE '$PROFILE' (default, archive, s3, month)" >&2; exit 2 ;;
+  *) echo "bench.sh: unknown PROFILE '$PROFILE' (default, archive, s3, month, many-files)" >&2; exit 2 ;;
 esac
 
 ROWS=${ROWS:-2000000}

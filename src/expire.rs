@@ -24,6 +24,7 @@ use crate::catalog::{BackupRow, BackupStatus, BackupType, Catalog, ExpireLog, Pa
 use crate::error::{Error, Result};
 use crate::format::keys::{self, ObjectKey};
 use crate::format::pack::RecordHeader;
+use crate::format::PackId;
 use crate::pg::{WalFileName, WalSegment};
 use crate::repo::{check_cluster_name, RepoLock, Repository};
 use crate::store::pack::decode_record;
@@ -477,15 +478,16 @@ pub fn apply(repo: &Repository, cat: &mut Catalog, plan: &ExpirePlan) -> Result<
         log.wal_files += 1;
     }
 
-    // 3. Mostly dead packs: copy live chunks, verified, into a new pack.
-    let live_now = cat.pack_usage(&[])?;
-    for p in &plan.rewrite_packs {
-        if live_now.iter().any(|u| u.id == p.id) {
-            let new_size = rewrite_pack(backend, repo.ids(), cat, &p.id)?;
-            log.bytes_freed += p.size.saturating_sub(new_size);
-            log.packs_rewritten += 1;
-        }
-    }
+    // 3. Mostly dead packs: copy live chunks, verified, into new packs.
+    let live_now: HashSet<PackId> = cat.pack_usage(&[])?.into_iter().map(|u| u.id).collect();
+    let todo: Vec<&PackUsage> = plan
+        .rewrite_packs
+        .iter()
+        .filter(|p| live_now.contains(&p.id))
+        .collect();
+    let (old_bytes, new_bytes) = rewrite_packs(backend, repo.ids(), cat, &todo)?;
+    log.bytes_freed += old_bytes.saturating_sub(new_bytes);
+    log.packs_rewritten += todo.len() as u64;
 
     // 4. Dead packs.
     for p in &plan.delete_packs {
@@ -513,28 +515,63 @@ pub fn apply(repo: &Repository, cat: &mut Catalog, plan: &ExpirePlan) -> Result<
     Ok(log)
 }
 
-/// Copy a pack's live chunks (each verified) into a new pack, move the index
-/// to it in one transaction, then delete the old one. Returns the new size.
-fn rewrite_pack(
+/// Copy the live chunks (each verified) of `packs` into new packs of up to
+/// [`REWRITE_PACK`] bytes; as each new pack is sealed, one transaction moves
+/// the index to it and forgets the old packs it emptied, which are then
+/// deleted. Many small, mostly dead packs (an hourly incr's) become few.
+/// Returns the old and the new packs' bytes.
+fn rewrite_packs(
     backend: &dyn crate::store::Backend,
     ids: &crate::format::chunk::IdKey,
     cat: &mut Catalog,
-    id: &crate::format::PackId,
-) -> Result<u64> {
-    let key = keys::pack(id);
-    let what = format!("pack {key}");
-    let mut w = PackWriter::new(backend)?;
-    for c in cat.pack_liveness(id)?.into_iter().filter(|c| c.live) {
-        let rec = backend.get_range(&key, c.offset, RecordHeader::LEN + c.stored_len as usize)?;
-        decode_record(ids, &rec, &c.id, &what, &key)?;
-        let h = RecordHeader::decode(&rec, &what)?;
-        w.add(c.id, h.codec, c.raw_len, &rec[RecordHeader::LEN..])?;
+    packs: &[&PackUsage],
+) -> Result<(u64, u64)> {
+    let (mut old_bytes, mut new_bytes) = (0u64, 0u64);
+    let mut w: Option<PackWriter> = None;
+    let mut emptied: Vec<PackId> = Vec::new();
+    let mut flush = |w: &mut Option<PackWriter>, emptied: &mut Vec<PackId>, cat: &mut Catalog| {
+        if let Some(p) = w.take() {
+            let sealed = p.seal()?;
+            new_bytes += sealed.size;
+            cat.replace_packs(emptied, &sealed)?;
+        } else if !emptied.is_empty() {
+            // Nothing live was left in them after all.
+            for o in emptied.iter() {
+                cat.drop_pack(o)?;
+            }
+        }
+        for o in emptied.drain(..) {
+            backend.delete(&keys::pack(&o))?;
+        }
+        Ok::<(), crate::error::Error>(())
+    };
+    for p in packs {
+        let key = keys::pack(&p.id);
+        let what = format!("pack {key}");
+        for c in cat.pack_liveness(&p.id)?.into_iter().filter(|c| c.live) {
+            let rec =
+                backend.get_range(&key, c.offset, RecordHeader::LEN + c.stored_len as usize)?;
+            decode_record(ids, &rec, &c.id, &what, &key)?;
+            let h = RecordHeader::decode(&rec, &what)?;
+            if w.is_none() {
+                w = Some(PackWriter::new(backend)?);
+            }
+            if let Some(w) = w.as_mut() {
+                w.add(c.id, h.codec, c.raw_len, &rec[RecordHeader::LEN..])?;
+            }
+        }
+        old_bytes += p.size;
+        emptied.push(p.id);
+        if w.as_ref().is_some_and(|w| w.len() >= REWRITE_PACK) {
+            flush(&mut w, &mut emptied, cat)?;
+        }
     }
-    let sealed = w.seal()?;
-    cat.replace_pack(id, &sealed)?;
-    backend.delete(&key)?;
-    Ok(sealed.size)
+    flush(&mut w, &mut emptied, cat)?;
+    Ok((old_bytes, new_bytes))
 }
+
+/// Size of the packs `expire` rewrites into (a backup's default).
+const REWRITE_PACK: u64 = 32 << 20;
 
 /// Take the lock, plan, and (unless `dry_run`) apply.
 pub fn run(

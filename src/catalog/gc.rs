@@ -168,27 +168,32 @@ impl Catalog {
         tx.commit().ctx("expire backups")
     }
 
-    /// Point the live chunks of `old` at their copies in `new` and forget
-    /// `old`, in one transaction. `new` is already sealed and durable.
-    pub fn replace_pack(&mut self, old: &PackId, new: &SealedPack) -> Result<()> {
-        let tx = self.conn.transaction().ctx("rewrite pack")?;
+    /// Point the live chunks of the `old` packs at their copies in `new`
+    /// and forget the old packs, in one transaction. `new` is already sealed
+    /// and durable, and holds every live chunk of every old pack.
+    pub fn replace_packs(&mut self, old: &[PackId], new: &SealedPack) -> Result<()> {
+        let tx = self.conn.transaction().ctx("rewrite packs")?;
         tx.execute(
             "INSERT INTO pack (id, size, chunks, backup_id, created_at) VALUES (?1, ?2, ?3, NULL, ?4)",
             params![new.id, new.size as i64, new.entries.len() as i64, now_us()],
         )
-        .ctx("rewrite pack")?;
-        for e in &new.entries {
-            tx.execute(
-                "UPDATE chunk SET pack_id = ?2, offset = ?3 WHERE id = ?1 AND pack_id = ?4",
-                params![e.id, new.id, e.offset as i64, old],
-            )
-            .ctx("rewrite pack")?;
+        .ctx("rewrite packs")?;
+        {
+            let mut st = tx
+                .prepare_cached("UPDATE chunk SET pack_id = ?2, offset = ?3 WHERE id = ?1")
+                .ctx("rewrite packs")?;
+            for e in &new.entries {
+                st.execute(params![e.id, new.id, e.offset as i64])
+                    .ctx("rewrite packs")?;
+            }
         }
-        tx.execute("DELETE FROM chunk WHERE pack_id = ?1", [old])
-            .ctx("rewrite pack")?;
-        tx.execute("DELETE FROM pack WHERE id = ?1", [old])
-            .ctx("rewrite pack")?;
-        tx.commit().ctx("rewrite pack")
+        for o in old {
+            tx.execute("DELETE FROM chunk WHERE pack_id = ?1", [o])
+                .ctx("rewrite packs")?;
+            tx.execute("DELETE FROM pack WHERE id = ?1", [o])
+                .ctx("rewrite packs")?;
+        }
+        tx.commit().ctx("rewrite packs")
     }
 
     /// Forget a pack and all its chunks (none of them live).
