@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use rusqlite::{params, OptionalExtension};
 
-use super::{BackupRow, BackupStatus, Catalog, ManifestDelta, PageErrorRow};
+use super::{BackupRow, BackupStatus, Catalog, ChunkLoc, ManifestDelta, PageErrorRow};
 use crate::error::{Error, Result, SqlContext};
 use crate::format::{ChunkId, PackId};
 
@@ -70,6 +70,40 @@ impl Catalog {
     }
 
     /// The data chunks the catalog says a block map uses.
+    /// Chunk index rows with ids in `[lo, hi]`, in id order: a window of a
+    /// sorted walk over the index, one query instead of one per chunk.
+    pub fn chunks_between(&self, lo: &ChunkId, hi: &ChunkId) -> Result<Vec<(ChunkId, ChunkLoc)>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT id, pack_id, offset, stored_len, raw_len FROM chunk \
+                 WHERE id BETWEEN ?1 AND ?2 ORDER BY id",
+            )
+            .ctx("chunk index")?;
+        let rows = st
+            .query_map([lo, hi], |r| Ok((r.get(0)?, super::loc_from_row(r, 1)?)))
+            .ctx("chunk index")?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .ctx("a row of the chunk index")?;
+        Ok(rows)
+    }
+
+    /// Block-map relation rows of block maps with ids in `[lo, hi]`.
+    pub fn relation_between(&self, lo: &ChunkId, hi: &ChunkId) -> Result<Vec<(ChunkId, ChunkId)>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT blockmap, chunk FROM blockmap_chunk WHERE blockmap BETWEEN ?1 AND ?2",
+            )
+            .ctx("blockmap chunks")?;
+        let rows = st
+            .query_map([lo, hi], |r| Ok((r.get(0)?, r.get(1)?)))
+            .ctx("blockmap chunks")?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .ctx("a block-map relation row")?;
+        Ok(rows)
+    }
+
     pub fn blockmap_chunk_set(&self, blockmap: &ChunkId) -> Result<HashSet<ChunkId>> {
         let mut st = self
             .conn

@@ -4,7 +4,9 @@
 //! and in the catalog's block-map relation (which garbage collection
 //! relies on). Each backup has its manifest copy.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use rayon::prelude::*;
 
 use super::{one, problem, ProblemKind, Scope, Users, VerifyReport};
 use crate::catalog::{BackupRow, Catalog, ChunkLoc, ClusterRow, FileKind};
@@ -12,6 +14,10 @@ use crate::error::{Error, Result};
 use crate::format::keys;
 use crate::format::{BlockMap, ChunkId, Manifest};
 use crate::repo::Repository;
+
+/// Block maps (and data chunks) looked up per catalog query, and read and
+/// decoded in parallel, at once.
+const WINDOW: usize = 1024;
 
 /// Run the pass. Returns the location of every chunk in scope that is indexed.
 pub(super) fn check(
@@ -25,19 +31,36 @@ pub(super) fn check(
     let mut indexed: HashMap<ChunkId, ChunkLoc> = HashMap::new();
     let mut maps: Vec<ChunkId> = users.blockmaps.keys().copied().collect();
     maps.sort();
-    for bm in maps {
-        let Some(loc) = cat.chunk(&bm)? else {
-            report.problems.push(problem(
-                ProblemKind::ChunkNotIndexed,
-                format!("block map {bm}"),
-                "the block map is not in the chunk index",
-                users.affected(&bm),
-            ));
-            continue;
-        };
-        indexed.insert(bm, loc.clone());
-        let size = users.blockmaps.get(&bm).copied();
-        check_blockmap(repo, cat, &bm, &loc, size, users, report)?;
+    for window in maps.chunks(WINDOW) {
+        let (lo, hi) = (window[0], window[window.len() - 1]);
+        let locs: HashMap<ChunkId, ChunkLoc> = cat.chunks_between(&lo, &hi)?.into_iter().collect();
+        let mut relation: HashMap<ChunkId, HashSet<ChunkId>> = HashMap::new();
+        for (bm, c) in cat.relation_between(&lo, &hi)? {
+            relation.entry(bm).or_default().insert(c);
+        }
+        // Reading, verifying and decoding is the work: in parallel.
+        let read: Vec<(ChunkId, Option<Result<Read>>)> = window
+            .par_iter()
+            .map(|bm| (*bm, locs.get(bm).map(|loc| read_blockmap(repo, bm, loc))))
+            .collect();
+        for (bm, r) in read {
+            let Some(r) = r else {
+                report.problems.push(problem(
+                    ProblemKind::ChunkNotIndexed,
+                    format!("block map {bm}"),
+                    "the block map is not in the chunk index",
+                    users.affected(&bm),
+                ));
+                continue;
+            };
+            if let Some(loc) = locs.get(&bm) {
+                indexed.insert(bm, loc.clone());
+            }
+            let size = users.blockmaps.get(&bm).copied();
+            let empty = HashSet::new();
+            let rel = relation.get(&bm).unwrap_or(&empty);
+            judge_blockmap(&bm, r?, size, rel, users, report);
+        }
     }
     let mut data: Vec<ChunkId> = users
         .chunks
@@ -46,17 +69,21 @@ pub(super) fn check(
         .copied()
         .collect();
     data.sort();
-    for id in data {
-        match cat.chunk(&id)? {
-            Some(loc) => {
-                indexed.insert(id, loc);
+    for window in data.chunks(WINDOW) {
+        let (lo, hi) = (window[0], window[window.len() - 1]);
+        let locs: HashMap<ChunkId, ChunkLoc> = cat.chunks_between(&lo, &hi)?.into_iter().collect();
+        for id in window {
+            match locs.get(id) {
+                Some(loc) => {
+                    indexed.insert(*id, loc.clone());
+                }
+                None => report.problems.push(problem(
+                    ProblemKind::ChunkNotIndexed,
+                    format!("chunk {id}"),
+                    "a block map uses this chunk but it is not in the chunk index",
+                    users.affected(id),
+                )),
             }
-            None => report.problems.push(problem(
-                ProblemKind::ChunkNotIndexed,
-                format!("chunk {id}"),
-                "a block map uses this chunk but it is not in the chunk index",
-                users.affected(&id),
-            )),
         }
     }
     report.chunks = indexed.len() as u64;
@@ -111,44 +138,58 @@ fn collect_users(
     Ok(())
 }
 
-/// One block map: readable, decodes, describes its file, its chunks in the
-/// block-map relation.
-fn check_blockmap(
-    repo: &Repository,
-    cat: &Catalog,
+/// What reading one block map gave.
+enum Read {
+    /// Unreadable: reported with its pack in pass 3.
+    Unreadable,
+    /// The bytes match their id, yet do not decode: written wrong.
+    Invalid(String),
+    Map(BlockMap),
+}
+
+fn read_blockmap(repo: &Repository, bm: &ChunkId, loc: &ChunkLoc) -> Result<Read> {
+    // Errors name the block map where they are reported (`judge_blockmap`);
+    // formatting its id for every read is a measurable share of verify.
+    match loc.read(repo.backend(), repo.ids(), bm, "a block map") {
+        Ok(raw) => Ok(match BlockMap::decode(&raw, "the block map") {
+            Ok(m) => Read::Map(m),
+            Err(e) => Read::Invalid(e.to_string()),
+        }),
+        Err(Error::Corrupt { .. } | Error::MissingObject { .. } | Error::NewerFormat { .. }) => {
+            Ok(Read::Unreadable)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// One block map read: describes its file, its chunks in the block-map
+/// relation `rel`.
+fn judge_blockmap(
     bm: &ChunkId,
-    loc: &ChunkLoc,
+    r: Read,
     size: Option<u64>,
+    rel: &HashSet<ChunkId>,
     users: &mut Users,
     report: &mut VerifyReport,
-) -> Result<()> {
-    let what = format!("block map {bm}");
-    let r = loc.read(repo.backend(), repo.ids(), bm, &what);
-    let raw = match r {
-        Ok(raw) => raw,
-        // Unreadable chunks are reported with their pack in pass 3.
-        Err(Error::Corrupt { .. } | Error::MissingObject { .. } | Error::NewerFormat { .. }) => {
-            return Ok(())
-        }
-        Err(e) => return Err(e),
-    };
-    // The bytes match their id, yet do not decode: written wrong.
-    let map = match BlockMap::decode(&raw, &what) {
-        Ok(m) => m,
-        Err(e) => {
+) {
+    let what = || format!("block map {bm}");
+    let map = match r {
+        Read::Unreadable => return,
+        Read::Invalid(e) => {
             report.problems.push(problem(
                 ProblemKind::BlockMapInvalid,
-                what,
-                e.to_string(),
+                what(),
+                e,
                 users.affected(bm),
             ));
-            return Ok(());
+            return;
         }
+        Read::Map(m) => m,
     };
     if Some(map.file_size) != size {
         report.problems.push(problem(
             ProblemKind::BlockMapInvalid,
-            &what,
+            what(),
             format!(
                 "describes {} bytes, the manifest says {}",
                 map.file_size,
@@ -157,18 +198,17 @@ fn check_blockmap(
             users.affected(bm),
         ));
     }
-    let relation = cat.blockmap_chunk_set(bm)?;
     let mut unrelated = 0;
     for id in &map.chunks {
         users.chunks.entry(*id).or_default().push(*bm);
-        if !relation.contains(id) {
+        if !rel.contains(id) {
             unrelated += 1;
         }
     }
     if unrelated > 0 {
         report.problems.push(problem(
             ProblemKind::BlockMapRelation,
-            what,
+            what(),
             format!(
                 "{unrelated} of its chunks are missing from the catalog's blockmap_chunk \
                  table (garbage collection would not see them as used)"
@@ -176,7 +216,6 @@ fn check_blockmap(
             users.affected(bm),
         ));
     }
-    Ok(())
 }
 
 /// The backup's manifest copy is there, decodes and is this backup's.

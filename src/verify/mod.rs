@@ -238,10 +238,7 @@ pub fn run(
     progress.begin("verify", pack_bytes + wal_bytes);
     report.bytes = pack_bytes + wal_bytes;
     let r = (|| -> Result<()> {
-        for p in &packs {
-            let size = on_disk.get(p).copied();
-            packs::check(repo, &cat, p, size, &users, progress, &mut report)?;
-        }
+        packs::check_all(repo, &cat, &packs, &on_disk, &users, progress, &mut report)?;
         for (wal_id, backups) in &wal_scope {
             if opts.set.is_some() && backups.is_empty() {
                 continue;

@@ -10,6 +10,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
 
+use rayon::prelude::*;
+
 use super::{problem, ProblemKind, Users, VerifyReport};
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
@@ -209,14 +211,44 @@ fn detail_of(e: Error) -> String {
     }
 }
 
-/// Check one pack against the chunk index rows that point into it.
-pub(super) fn check(
+/// Packs streamed in parallel at once (their scans are held until judged).
+const WINDOW: usize = 4;
+
+/// Check every pack of `packs` (`on_disk`: the size of each present):
+/// streamed and verified in parallel, then judged against the chunk index.
+pub(super) fn check_all(
     repo: &Repository,
+    cat: &Catalog,
+    packs: &[PackId],
+    on_disk: &HashMap<PackId, u64>,
+    users: &Users,
+    progress: &dyn Progress,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    for window in packs.chunks(WINDOW) {
+        let scans: Vec<Result<Option<PackScan>>> = window
+            .par_iter()
+            .map(|p| {
+                on_disk
+                    .get(p)
+                    .map(|&size| scan(repo.backend(), repo.ids(), p, size, progress))
+                    .transpose()
+            })
+            .collect();
+        for (p, sc) in window.iter().zip(scans) {
+            judge(cat, p, on_disk.get(p).copied(), sc?, users, report)?;
+        }
+    }
+    Ok(())
+}
+
+/// Judge one pack's scan against the chunk index rows that point into it.
+fn judge(
     cat: &Catalog,
     pack_id: &PackId,
     size: Option<u64>,
+    scan: Option<PackScan>,
     users: &Users,
-    progress: &dyn Progress,
     report: &mut VerifyReport,
 ) -> Result<()> {
     let key = keys::pack(pack_id);
@@ -229,7 +261,7 @@ pub(super) fn check(
         backups.extend(b);
         files.extend(f);
     };
-    let Some(size) = size else {
+    let (Some(size), Some(scan)) = (size, scan) else {
         rows.iter().for_each(|r| add(&r.id));
         report.problems.push(problem(
             ProblemKind::PackMissing,
@@ -239,7 +271,6 @@ pub(super) fn check(
         ));
         return Ok(());
     };
-    let scan = scan(repo.backend(), repo.ids(), pack_id, size, progress)?;
     let mut bad = 0usize;
     let mut first: Option<String> = None;
     for r in &rows {
