@@ -562,7 +562,7 @@ fn rewrite_packs(
         }
         old_bytes += p.size;
         emptied.push(p.id);
-        if w.as_ref().is_some_and(|w| w.len() >= REWRITE_PACK) {
+        if w.as_ref().is_some_and(|w| w.full(REWRITE_PACK)) {
             flush(&mut w, &mut emptied, cat)?;
         }
     }

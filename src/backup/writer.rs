@@ -146,7 +146,7 @@ fn write_all(
                 if let Some(p) = target.as_mut() {
                     p.add(id, codec, raw_len, &data)?;
                     stats.chunks += 1;
-                    if p.len() >= pack_size {
+                    if p.full(pack_size) {
                         seal(target.take(), cat, &mut stats, false)?;
                         continue;
                     }

@@ -22,6 +22,9 @@ pub struct SealedPack {
     pub entries: Vec<TrailerEntry>,
 }
 
+/// Records at most in one pack.
+pub const MAX_RECORDS: usize = 32 * 1024;
+
 /// Appends chunk records to a new pack.
 pub struct PackWriter {
     out: Box<dyn ObjectWriter>,
@@ -44,6 +47,14 @@ impl PackWriter {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Whether the pack should be sealed: `size` bytes reached, or so many
+    /// records that its trailer (held in memory until sealing) and the
+    /// bookkeeping of its chunks would grow with the data set: chunks of
+    /// nearly empty pages compress to a few bytes each.
+    pub fn full(&self, size: u64) -> bool {
+        self.len() >= size || self.entries.len() >= MAX_RECORDS
     }
 
     pub fn add(&mut self, id: ChunkId, codec: Codec, raw_len: u32, stored: &[u8]) -> Result<()> {
