@@ -13,16 +13,16 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use crate::catalog::{Catalog, ChunkLoc, FileRow};
+use crate::catalog::{Catalog, ChunkLoc, FileRow, Position};
 use crate::error::{Error, Result};
 use crate::format::ChunkId;
 
 pub struct Refs {
     readers: Vec<Mutex<Catalog>>,
     /// The backup whose unchanged files are reused without reading.
-    reference: Option<String>,
+    reference: Option<Position>,
     /// The newest backup, whose block maps blocks are compared with.
-    prior: Option<String>,
+    prior: Option<Position>,
 }
 
 impl Refs {
@@ -36,10 +36,14 @@ impl Refs {
         let readers = (0..=workers)
             .map(|_| Catalog::open_reader(catalog).map(Mutex::new))
             .collect::<Result<Vec<_>>>()?;
+        let at = |id: Option<String>| -> Result<Option<Position>> {
+            id.map(|id| readers[0].lock().map_err(|_| poisoned())?.position(&id))
+                .transpose()
+        };
         Ok(Refs {
+            reference: at(reference)?,
+            prior: at(prior)?,
             readers,
-            reference,
-            prior,
         })
     }
 
@@ -48,15 +52,13 @@ impl Refs {
         let i = rayon::current_thread_index()
             .unwrap_or(self.readers.len() - 1)
             .min(self.readers.len() - 1);
-        self.readers[i]
-            .lock()
-            .map_err(|_| Error::internal("a catalog reader's lock is poisoned"))
+        self.readers[i].lock().map_err(|_| poisoned())
     }
 
     /// The reference backup's row of `path`.
     pub fn reference(&self, path: &str) -> Result<Option<FileRow>> {
         match &self.reference {
-            Some(r) => self.reader()?.file_row(r, path),
+            Some(r) => self.reader()?.file_row(*r, path),
             None => Ok(None),
         }
     }
@@ -64,7 +66,7 @@ impl Refs {
     /// The newest backup's block map of `path`, with its location.
     pub fn prior_map(&self, path: &str) -> Result<Option<(ChunkId, ChunkLoc)>> {
         match &self.prior {
-            Some(p) => self.reader()?.blockmap_at(p, path),
+            Some(p) => self.reader()?.blockmap_at(*p, path),
             None => Ok(None),
         }
     }
@@ -72,4 +74,8 @@ impl Refs {
     pub fn has_chunk(&self, id: &ChunkId) -> Result<bool> {
         self.reader()?.has_chunk(id)
     }
+}
+
+fn poisoned() -> Error {
+    Error::internal("a catalog reader's lock is poisoned")
 }

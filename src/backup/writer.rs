@@ -48,7 +48,8 @@ pub struct WriterStats {
     pub chunks: u64,
 }
 
-const ROW_BATCH: usize = 2000;
+/// Manifest rows per transaction (each commit is an fsync of the catalog).
+const ROW_BATCH: usize = 16_384;
 /// Packs sealing (uploading) at once while the next fills.
 const IN_FLIGHT: usize = 2;
 

@@ -28,7 +28,7 @@ pub use model::{
     PageErrorRow,
 };
 pub(crate) use versions::write_files;
-pub use versions::ManifestDelta;
+pub use versions::{ManifestDelta, Position};
 
 use crate::error::{Error, Result, SqlContext};
 use crate::format::ChunkId;
