@@ -11,14 +11,14 @@
 //! space.
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::MutexGuard;
 
-use crate::catalog::{Catalog, ChunkLoc, FileRow, Position};
-use crate::error::{Error, Result};
+use crate::catalog::{Catalog, ChunkLoc, FileRow, Position, Readers};
+use crate::error::Result;
 use crate::format::ChunkId;
 
 pub struct Refs {
-    readers: Vec<Mutex<Catalog>>,
+    readers: Readers,
     /// The backup whose unchanged files are reused without reading.
     reference: Option<Position>,
     /// The newest backup, whose block maps blocks are compared with.
@@ -33,12 +33,9 @@ impl Refs {
         prior: Option<String>,
         workers: usize,
     ) -> Result<Self> {
-        let readers = (0..=workers)
-            .map(|_| Catalog::open_reader(catalog).map(Mutex::new))
-            .collect::<Result<Vec<_>>>()?;
+        let readers = Readers::open(catalog, workers)?;
         let at = |id: Option<String>| -> Result<Option<Position>> {
-            id.map(|id| readers[0].lock().map_err(|_| poisoned())?.position(&id))
-                .transpose()
+            id.map(|id| readers.get()?.position(&id)).transpose()
         };
         Ok(Refs {
             reference: at(reference)?,
@@ -48,11 +45,7 @@ impl Refs {
     }
 
     fn reader(&self) -> Result<MutexGuard<'_, Catalog>> {
-        // Workers have indexes 0..workers; other threads share the last.
-        let i = rayon::current_thread_index()
-            .unwrap_or(self.readers.len() - 1)
-            .min(self.readers.len() - 1);
-        self.readers[i].lock().map_err(|_| poisoned())
+        self.readers.get()
     }
 
     /// The reference backup's row of `path`.
@@ -74,8 +67,4 @@ impl Refs {
     pub fn has_chunk(&self, id: &ChunkId) -> Result<bool> {
         self.reader()?.has_chunk(id)
     }
-}
-
-fn poisoned() -> Error {
-    Error::internal("a catalog reader's lock is poisoned")
 }

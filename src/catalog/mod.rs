@@ -11,6 +11,7 @@ mod drills;
 mod gc;
 mod integrity;
 mod model;
+mod scan;
 mod schema;
 mod sql;
 mod versions;
@@ -27,6 +28,7 @@ pub use model::{
     BackupRow, BackupStatus, BackupType, ChunkLoc, ClusterRow, FileKind, FileRow, HistoryRow,
     PageErrorRow,
 };
+pub use scan::{FileOrder, Readers};
 pub(crate) use versions::write_files;
 pub use versions::{ManifestDelta, Position};
 

@@ -25,13 +25,13 @@ use crate::catalog::{ChunkLoc, FileRow};
 use crate::error::{Error, Result, SqlContext};
 use crate::format::ChunkId;
 
-const VERSION_COLS: &str = "path, kind, size, mtime, mode, uid, gid, link, blockmap";
+pub(super) const VERSION_COLS: &str = "path, kind, size, mtime, mode, uid, gid, link, blockmap";
 
 /// A backup's place: its cluster and sequence number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Position {
-    cluster: i64,
-    seq: i64,
+    pub(super) cluster: i64,
+    pub(super) seq: i64,
 }
 
 /// The difference between a backup's manifest and its predecessor's.
@@ -144,7 +144,7 @@ pub(crate) fn write_files(
     Ok(())
 }
 
-fn file_from_row_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<FileRow> {
+pub(super) fn file_from_row_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<FileRow> {
     Ok(FileRow {
         path: r.get(first)?,
         kind: r.get(first + 1)?,

@@ -362,11 +362,17 @@ impl Repository {
     }
 
     pub fn catalog(&self) -> Result<Catalog> {
-        let cat = Catalog::open(&self.catalog_path()?, false)?;
+        self.catalog_with_path().map(|(cat, _)| cat)
+    }
+
+    /// The catalog and its file, for read-only connections beside it.
+    pub fn catalog_with_path(&self) -> Result<(Catalog, PathBuf)> {
+        let path = self.catalog_path()?;
+        let cat = Catalog::open(&path, false)?;
         if self.cache.is_none() {
             self.fix_catalog_owner()?;
         }
-        Ok(cat)
+        Ok((cat, path))
     }
 
     /// Retry once when a snapshot listed a moment ago was removed by a

@@ -10,7 +10,6 @@
 //! backup has is compared block by block with its block map (fingerprints),
 //! and only differing blocks are read from the repository and rewritten.
 
-use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -20,13 +19,17 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use rayon::prelude::*;
 
 use super::{recovery, RestorePlan, RestoreStats};
-use crate::catalog::{FileKind, FileRow};
+use crate::catalog::{Catalog, ChunkLoc, FileKind, FileOrder, FileRow, Readers};
 use crate::error::{Error, IoContext, Result};
 use crate::format::{BlockMap, ChunkId};
 use crate::pg::datadir::{name_of, path_of, EXCLUDED_DIR_CONTENTS};
 use crate::pg::version;
 use crate::progress::Progress;
 use crate::repo::Repository;
+
+/// Files handed to the workers at a time, read from the catalog in path
+/// order (memory is bounded by this, not by the number of files).
+const BATCH: usize = 2048;
 
 /// Files pgstrata writes itself after the manifest's files.
 const RECOVERY_FILES: &[&str] = &[
@@ -89,18 +92,38 @@ fn apply_inner(
     progress: &dyn Progress,
 ) -> Result<RestoreStats> {
     let started = Instant::now();
-    let removed = if plan.delta { remove_strays(plan)? } else { 0 };
+    let cat = Catalog::open_reader(&plan.catalog)?;
+    let removed = if plan.delta {
+        remove_strays(plan, &cat)?
+    } else {
+        0
+    };
     make_layout(plan)?;
-    let files: Vec<&FileRow> = plan
-        .files
-        .iter()
-        .filter(|f| f.kind == FileKind::File)
-        .collect();
-    let written = AtomicU64::new(0);
+    let readers = Readers::open(&plan.catalog, rayon::current_num_threads())?;
+    let w = Worker {
+        repo,
+        plan,
+        readers: &readers,
+        written: AtomicU64::new(0),
+        progress,
+    };
     progress.begin("restore", plan.bytes);
-    files
-        .par_iter()
-        .try_for_each(|f| restore_file(repo, plan, f, &written, progress))?;
+    let mut batch: Vec<(FileRow, Option<ChunkLoc>)> = Vec::with_capacity(BATCH);
+    let run = |batch: &mut Vec<(FileRow, Option<ChunkLoc>)>| {
+        let r = batch
+            .par_iter()
+            .try_for_each(|(f, loc)| w.restore_file(f, loc.as_ref()));
+        batch.clear();
+        r
+    };
+    cat.for_each_file(&plan.backup.id, FileOrder::Path, |f, loc| {
+        batch.push((f, loc));
+        if batch.len() == BATCH {
+            run(&mut batch)?;
+        }
+        Ok(())
+    })?;
+    run(&mut batch)?;
     progress.end();
     // Durability: one syncfs per file system once every file is written
     // (instead of an fsync per file, which serialises the workers on the
@@ -116,9 +139,9 @@ fn apply_inner(
     Ok(RestoreStats {
         backup_id: plan.backup.id.clone(),
         pg_version: plan.backup.pg_version,
-        files: files.len() as u64,
+        files: plan.files,
         bytes: plan.bytes,
-        written: written.load(Ordering::Relaxed),
+        written: w.written.load(Ordering::Relaxed),
         removed,
         elapsed: started.elapsed(),
     })
@@ -143,7 +166,7 @@ fn make_layout(plan: &RestorePlan) -> Result<()> {
         std::os::unix::fs::symlink(dir, &link).at(&link)?;
     }
     for f in plan
-        .files
+        .layout
         .iter()
         .filter(|f| f.kind == FileKind::Dir && f.path != ".")
     {
@@ -156,7 +179,7 @@ fn make_layout(plan: &RestorePlan) -> Result<()> {
         fs::create_dir_all(&p).at(&p)?;
     }
     for f in plan
-        .files
+        .layout
         .iter()
         .filter(|f| f.kind == FileKind::Link && !f.path.starts_with("pg_tblspc/"))
     {
@@ -184,7 +207,7 @@ fn finish_owners_and_modes(plan: &RestorePlan) -> Result<()> {
     let as_root = rustix::process::geteuid().is_root();
     if as_root {
         let (uid, gid) = plan
-            .files
+            .layout
             .iter()
             .find(|f| f.path == ".")
             .map(|r| (r.uid, r.gid))
@@ -204,11 +227,7 @@ fn finish_owners_and_modes(plan: &RestorePlan) -> Result<()> {
             std::os::unix::fs::chown(dir, Some(uid), Some(gid)).at(dir)?;
         }
     }
-    let mut dirs: Vec<&FileRow> = plan
-        .files
-        .iter()
-        .filter(|f| f.kind != FileKind::File)
-        .collect();
+    let mut dirs: Vec<&FileRow> = plan.layout.iter().collect();
     dirs.sort_by_key(|f| std::cmp::Reverse(f.path.len()));
     for f in dirs {
         let p = if f.path == "." {
@@ -237,9 +256,9 @@ fn sync_filesystems(plan: &RestorePlan) -> Result<()> {
 }
 
 /// Delta: remove every path in the target (and its tablespaces) that the
-/// backup does not have. Returns how many were removed.
-fn remove_strays(plan: &RestorePlan) -> Result<u64> {
-    let keep: HashSet<&str> = plan.files.iter().map(|f| f.path.as_str()).collect();
+/// backup does not have (asked of the catalog path by path, not a set of
+/// every path). Returns how many were removed.
+fn remove_strays(plan: &RestorePlan, cat: &Catalog) -> Result<u64> {
     let mut roots: Vec<(PathBuf, String)> = vec![(plan.target.clone(), String::new())];
     for (oid, dir) in &plan.tablespaces {
         roots.push((dir.clone(), format!("pg_tblspc/{oid}")));
@@ -273,7 +292,7 @@ fn remove_strays(plan: &RestorePlan) -> Result<u64> {
                 it.skip_current_dir();
                 continue;
             }
-            if !keep.contains(rel.as_str()) {
+            if !cat.has_path(plan.at, &rel)? {
                 strays.push(entry.path().to_path_buf());
                 if entry.file_type().is_dir() {
                     it.skip_current_dir();
@@ -323,81 +342,6 @@ fn open_target(path: &Path, delta: bool) -> Result<(File, bool)> {
     Ok((f, false))
 }
 
-fn restore_file(
-    repo: &Repository,
-    plan: &RestorePlan,
-    f: &FileRow,
-    written: &AtomicU64,
-    progress: &dyn Progress,
-) -> Result<()> {
-    let path = plan.target.join(path_of(&f.path));
-    let what = format!("{} (backup {})", f.path, plan.backup.id);
-    let (out, existed) = open_target(&path, plan.delta)?;
-    let old_len = if existed {
-        out.metadata().at(&path)?.len()
-    } else {
-        0
-    };
-    if old_len != f.size {
-        out.set_len(f.size).at(&path)?;
-    }
-    match &f.blockmap {
-        Some(bm_id) => {
-            let map =
-                load_chunk(repo, plan, bm_id, &what).and_then(|b| BlockMap::decode(&b, &what))?;
-            if map.file_size != f.size {
-                return Err(Error::corrupt(
-                    what,
-                    format!(
-                        "block map says {} bytes, manifest {}",
-                        map.file_size, f.size
-                    ),
-                ));
-            }
-            let t = Target {
-                out: &out,
-                path: &path,
-                what: &what,
-                size: f.size,
-                old_len: if existed { old_len } else { 0 },
-            };
-            // Each chunk is read and verified once, then scattered to its
-            // blocks; the chunks of one file go in parallel too, so one big
-            // relation does not leave the other workers idle.
-            let mut by_chunk: Vec<Vec<usize>> = vec![Vec::new(); map.chunks.len()];
-            for (i, e) in map.extents.iter().enumerate() {
-                by_chunk[e.chunk as usize].push(i);
-            }
-            by_chunk.par_iter().enumerate().try_for_each(|(ci, exts)| {
-                let n = restore_chunk(repo, plan, &map, &t, ci, exts)?;
-                written.fetch_add(n, Ordering::Relaxed);
-                let bs = u64::from(map.block_size);
-                progress.advance(
-                    exts.iter()
-                        .map(|&i| u64::from(map.extents[i].blocks) * bs)
-                        .sum(),
-                );
-                Ok::<(), Error>(())
-            })?;
-        }
-        // Planning refuses this; never write zeros for a file with bytes.
-        None if f.size > 0 => {
-            return Err(Error::corrupt(
-                what,
-                format!("the manifest gives {} bytes but no block map", f.size),
-            ))
-        }
-        None => {}
-    }
-    drop(out);
-    set_mtime(&path, f.mtime_ns)?;
-    fs::set_permissions(&path, fs::Permissions::from_mode(f.mode)).at(&path)?;
-    if rustix::process::geteuid().is_root() {
-        std::os::unix::fs::chown(&path, Some(f.uid), Some(f.gid)).at(&path)?;
-    }
-    Ok(())
-}
-
 /// The file being written.
 struct Target<'a> {
     out: &'a File,
@@ -408,85 +352,181 @@ struct Target<'a> {
     old_len: u64,
 }
 
-/// Write the blocks of chunk `ci` (the extents `exts` of `map`) that differ
-/// from what the target holds. Returns the bytes written.
-fn restore_chunk(
-    repo: &Repository,
-    plan: &RestorePlan,
-    map: &BlockMap,
-    t: &Target<'_>,
-    ci: usize,
-    exts: &[usize],
-) -> Result<u64> {
-    let bs = u64::from(map.block_size);
-    let block_len = |b: u64| bs.min(t.size - b * bs) as usize;
-    // (file block, chunk block) of every block to write.
-    let mut todo: Vec<(u64, u64)> = Vec::new();
-    let mut buf = vec![0u8; bs as usize];
-    for &ei in exts {
-        let e = map.extents[ei];
-        for k in 0..u64::from(e.blocks) {
-            let b = u64::from(e.first_block) + k;
-            let cb = u64::from(e.chunk_block) + k;
-            if b * bs < t.old_len.min(t.size) {
-                let n = block_len(b);
-                t.out.read_exact_at(&mut buf[..n], b * bs).at(t.path)?;
-                if repo.ids().fingerprint(&buf[..n]) == map.fingerprints[b as usize] {
-                    continue;
-                }
-            }
-            todo.push((b, cb));
-        }
-    }
-    if todo.is_empty() {
-        return Ok(0);
-    }
-    let data = load_chunk(repo, plan, &map.chunks[ci], t.what)?;
-    // Blocks of zeros past the old end of the file are already zeros (the
-    // file was extended to its size): leaving them unwritten keeps them holes.
-    if t.old_len < t.size {
-        todo.retain(|&(b, cb)| {
-            let from = (cb * bs) as usize;
-            let n = block_len(b);
-            b * bs < t.old_len
-                || data
-                    .get(from..from + n)
-                    .is_none_or(|blk| blk.iter().any(|&x| x != 0))
-        });
-    }
-    let mut n_written = 0u64;
-    // Write runs of consecutive blocks with one pwrite each.
-    let mut i = 0;
-    while i < todo.len() {
-        let (b0, c0) = todo[i];
-        let mut j = i + 1;
-        while j < todo.len() && todo[j].0 == b0 + (j - i) as u64 && todo[j].1 == c0 + (j - i) as u64
-        {
-            j += 1;
-        }
-        let len = ((j - i) as u64 * bs).min(t.size - b0 * bs);
-        let from = c0 * bs;
-        let src = data
-            .get(from as usize..(from + len) as usize)
-            .ok_or_else(|| {
-                Error::corrupt(
-                    t.what,
-                    format!("chunk {} is shorter than its extents", map.chunks[ci]),
-                )
-            })?;
-        t.out.write_all_at(src, b0 * bs).at(t.path)?;
-        n_written += len;
-        i = j;
-    }
-    Ok(n_written)
+/// What the workers share.
+struct Worker<'a> {
+    repo: &'a Repository,
+    plan: &'a RestorePlan,
+    readers: &'a Readers,
+    written: AtomicU64,
+    progress: &'a dyn Progress,
 }
 
-fn load_chunk(repo: &Repository, plan: &RestorePlan, id: &ChunkId, what: &str) -> Result<Vec<u8>> {
-    let loc = plan
-        .chunks
-        .get(id)
-        .ok_or_else(|| Error::NotFound(format!("{what}: chunk {id} is not in the chunk index")))?;
-    loc.read(repo.backend(), repo.ids(), id, what)
+impl Worker<'_> {
+    /// Read and verify a chunk; data chunks are looked up on this worker's
+    /// catalog connection.
+    fn load_chunk(&self, id: &ChunkId, loc: Option<&ChunkLoc>, what: &str) -> Result<Vec<u8>> {
+        let found;
+        let loc = match loc {
+            Some(l) => l,
+            None => {
+                found = self.readers.get()?.chunk(id)?.ok_or_else(|| {
+                    Error::NotFound(format!("{what}: chunk {id} is not in the chunk index"))
+                })?;
+                &found
+            }
+        };
+        loc.read(self.repo.backend(), self.repo.ids(), id, what)
+    }
+
+    fn restore_file(&self, f: &FileRow, bm_loc: Option<&ChunkLoc>) -> Result<()> {
+        let (plan, written, progress) = (self.plan, &self.written, self.progress);
+        let path = plan.target.join(path_of(&f.path));
+        let what = format!("{} (backup {})", f.path, plan.backup.id);
+        let (out, existed) = open_target(&path, plan.delta)?;
+        let old_len = if existed {
+            out.metadata().at(&path)?.len()
+        } else {
+            0
+        };
+        if old_len != f.size {
+            out.set_len(f.size).at(&path)?;
+        }
+        match &f.blockmap {
+            Some(bm_id) => {
+                let bm_loc = bm_loc.ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "{what}: its block map (chunk {bm_id}) is not in the chunk index"
+                    ))
+                })?;
+                let map = self
+                    .load_chunk(bm_id, Some(bm_loc), &what)
+                    .and_then(|b| BlockMap::decode(&b, &what))?;
+                if map.file_size != f.size {
+                    return Err(Error::corrupt(
+                        what,
+                        format!(
+                            "block map says {} bytes, manifest {}",
+                            map.file_size, f.size
+                        ),
+                    ));
+                }
+                let t = Target {
+                    out: &out,
+                    path: &path,
+                    what: &what,
+                    size: f.size,
+                    old_len: if existed { old_len } else { 0 },
+                };
+                // Each chunk is read and verified once, then scattered to its
+                // blocks; the chunks of one file go in parallel too, so one big
+                // relation does not leave the other workers idle.
+                let mut by_chunk: Vec<Vec<usize>> = vec![Vec::new(); map.chunks.len()];
+                for (i, e) in map.extents.iter().enumerate() {
+                    by_chunk[e.chunk as usize].push(i);
+                }
+                by_chunk.par_iter().enumerate().try_for_each(|(ci, exts)| {
+                    let n = self.restore_chunk(&map, &t, ci, exts)?;
+                    written.fetch_add(n, Ordering::Relaxed);
+                    let bs = u64::from(map.block_size);
+                    progress.advance(
+                        exts.iter()
+                            .map(|&i| u64::from(map.extents[i].blocks) * bs)
+                            .sum(),
+                    );
+                    Ok::<(), Error>(())
+                })?;
+            }
+            // Planning refuses this; never write zeros for a file with bytes.
+            None if f.size > 0 => {
+                return Err(Error::corrupt(
+                    what,
+                    format!("the manifest gives {} bytes but no block map", f.size),
+                ))
+            }
+            None => {}
+        }
+        drop(out);
+        set_mtime(&path, f.mtime_ns)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(f.mode)).at(&path)?;
+        if rustix::process::geteuid().is_root() {
+            std::os::unix::fs::chown(&path, Some(f.uid), Some(f.gid)).at(&path)?;
+        }
+        Ok(())
+    }
+
+    /// Write the blocks of chunk `ci` (the extents `exts` of `map`) that differ
+    /// from what the target holds. Returns the bytes written.
+    fn restore_chunk(
+        &self,
+        map: &BlockMap,
+        t: &Target<'_>,
+        ci: usize,
+        exts: &[usize],
+    ) -> Result<u64> {
+        let bs = u64::from(map.block_size);
+        let block_len = |b: u64| bs.min(t.size - b * bs) as usize;
+        // (file block, chunk block) of every block to write.
+        let mut todo: Vec<(u64, u64)> = Vec::new();
+        let mut buf = vec![0u8; bs as usize];
+        for &ei in exts {
+            let e = map.extents[ei];
+            for k in 0..u64::from(e.blocks) {
+                let b = u64::from(e.first_block) + k;
+                let cb = u64::from(e.chunk_block) + k;
+                if b * bs < t.old_len.min(t.size) {
+                    let n = block_len(b);
+                    t.out.read_exact_at(&mut buf[..n], b * bs).at(t.path)?;
+                    if self.repo.ids().fingerprint(&buf[..n]) == map.fingerprints[b as usize] {
+                        continue;
+                    }
+                }
+                todo.push((b, cb));
+            }
+        }
+        if todo.is_empty() {
+            return Ok(0);
+        }
+        let data = self.load_chunk(&map.chunks[ci], None, t.what)?;
+        // Blocks of zeros past the old end of the file are already zeros (the
+        // file was extended to its size): leaving them unwritten keeps them holes.
+        if t.old_len < t.size {
+            todo.retain(|&(b, cb)| {
+                let from = (cb * bs) as usize;
+                let n = block_len(b);
+                b * bs < t.old_len
+                    || data
+                        .get(from..from + n)
+                        .is_none_or(|blk| blk.iter().any(|&x| x != 0))
+            });
+        }
+        let mut n_written = 0u64;
+        // Write runs of consecutive blocks with one pwrite each.
+        let mut i = 0;
+        while i < todo.len() {
+            let (b0, c0) = todo[i];
+            let mut j = i + 1;
+            while j < todo.len()
+                && todo[j].0 == b0 + (j - i) as u64
+                && todo[j].1 == c0 + (j - i) as u64
+            {
+                j += 1;
+            }
+            let len = ((j - i) as u64 * bs).min(t.size - b0 * bs);
+            let from = c0 * bs;
+            let src = data
+                .get(from as usize..(from + len) as usize)
+                .ok_or_else(|| {
+                    Error::corrupt(
+                        t.what,
+                        format!("chunk {} is shorter than its extents", map.chunks[ci]),
+                    )
+                })?;
+            t.out.write_all_at(src, b0 * bs).at(t.path)?;
+            n_written += len;
+            i = j;
+        }
+        Ok(n_written)
+    }
 }
 
 fn write_durably(path: &Path, data: &[u8], mode: u32) -> Result<()> {

@@ -15,7 +15,6 @@ mod recovery;
 mod target;
 mod timeline;
 
-use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,9 +24,11 @@ pub use archiving::summary as archiving_summary;
 pub use recovery::{ArchiveMode, Recovery, TargetAction};
 pub use target::{parse_time as parse_target_time, RecoveryTarget, TimelineTarget};
 
-use crate::catalog::{BackupRow, BackupStatus, Catalog, ChunkLoc, ClusterRow, FileKind, FileRow};
+use crate::catalog::{
+    BackupRow, BackupStatus, Catalog, ClusterRow, FileKind, FileOrder, FileRow, Position,
+};
 use crate::error::{Error, IoContext, Result};
-use crate::format::{BlockMap, ChunkId};
+use crate::format::BlockMap;
 use crate::pg::control;
 use crate::pg::datadir::{check_manifest_path, path_of};
 use crate::repo::{check_cluster_name, Repository};
@@ -87,15 +88,24 @@ fn with_get_args(cmd: String, args: &[String]) -> String {
 }
 
 /// Everything a restore will do, decided before anything is written.
+///
+/// The files themselves are not held: there may be hundreds of thousands.
+/// Apply reads them again from the catalog the plan checked, a batch at a
+/// time, so memory does not grow with the number of files.
 #[derive(Debug)]
 pub struct RestorePlan {
     pub cluster: String,
     pub backup: BackupRow,
     pub target: PathBuf,
-    pub files: Vec<FileRow>,
+    /// The catalog file the plan was made from, and the backup's place in it.
+    catalog: PathBuf,
+    at: Position,
+    /// Directories and links, in path order.
+    pub layout: Vec<FileRow>,
+    /// Regular files.
+    pub files: u64,
     /// Tablespace oid → directory the link will point to.
     pub tablespaces: Vec<(String, PathBuf)>,
-    pub chunks: HashMap<ChunkId, ChunkLoc>,
     pub bytes: u64,
     pub recovery_conf: String,
     pub signal_file: &'static str,
@@ -176,29 +186,16 @@ fn check_delta_target(p: &Path, system_id: u64) -> Result<bool> {
 
 /// Every file's data must be there before anything is written: a file with
 /// bytes has a block map, each block map is indexed, readable, decodes and
-/// describes its file, and every data chunk is indexed. Returns the
-/// locations of everything the backup uses.
-fn check_data(
-    repo: &Repository,
-    cat: &Catalog,
-    backup: &BackupRow,
-    files: &[FileRow],
-) -> Result<HashMap<ChunkId, ChunkLoc>> {
-    let chunks = cat.chunk_locations(&backup.id)?;
+/// describes its file, and every data chunk is indexed. Block maps are read
+/// in the order they are stored: neighbours share reads (and, encrypted,
+/// opened segments).
+fn check_data(repo: &Repository, cat: &Catalog, backup: &BackupRow) -> Result<()> {
     let nothing = "nothing was written; `pgstrata verify` shows what else is affected";
-    // In pack order: neighbouring block maps share reads (and, encrypted,
-    // opened segments).
-    let mut order: Vec<&FileRow> = files.iter().filter(|f| f.kind == FileKind::File).collect();
-    order.sort_by_key(|f| {
-        f.blockmap
-            .and_then(|b| chunks.get(&b))
-            .map(|l| (l.pack_id.0, l.offset))
-    });
-    for f in order {
+    cat.for_each_file(&backup.id, FileOrder::BlockMap, |f, loc| {
         let what = format!("{} (backup {})", f.path, backup.id);
         let bm = match (&f.blockmap, f.size) {
             (Some(bm), _) => bm,
-            (None, 0) => continue,
+            (None, 0) => return Ok(()),
             (None, size) => {
                 return Err(Error::corrupt(
                     what,
@@ -206,7 +203,7 @@ fn check_data(
                 ))
             }
         };
-        let loc = chunks.get(bm).ok_or_else(|| {
+        let loc = loc.ok_or_else(|| {
             Error::NotFound(format!(
                 "{what}: its block map (chunk {bm}) is not in the chunk index ({nothing})"
             ))
@@ -223,7 +220,8 @@ fn check_data(
                 ),
             ));
         }
-    }
+        Ok(())
+    })?;
     if let Some((path, id)) = cat.missing_chunks(&backup.id, 1)?.into_iter().next() {
         return Err(Error::NotFound(format!(
             "{path} (backup {}): chunk {id} is not in the chunk index; the backup cannot be \
@@ -231,7 +229,7 @@ fn check_data(
             backup.id
         )));
     }
-    Ok(chunks)
+    Ok(())
 }
 
 /// The system identifier the cluster had when `backup` was taken.
@@ -274,11 +272,11 @@ pub fn chosen_backup(
 
 /// Decide what to restore; writes nothing.
 pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<RestorePlan> {
-    let cat = repo.catalog()?;
+    let (cat, catalog) = repo.catalog_with_path()?;
     let cl = cluster_row(&cat, cluster)?;
     let backup = choose_backup(repo, &cat, &cl, opts)?;
-    let files = cat.files(&backup.id)?;
-    check_manifest(&files)?;
+    let at = cat.position(&backup.id)?;
+    let (layout, files, bytes) = scan_manifest(&cat, &backup.id)?;
     let target = if opts.pgdata.is_absolute() {
         opts.pgdata.clone()
     } else {
@@ -290,9 +288,8 @@ pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<R
         check_empty_target(&target, "target directory")?;
         false
     };
-    let tablespaces = plan_tablespaces(&files, opts, &backup, delta)?;
-    let chunks = check_data(repo, &cat, &backup, &files)?;
-    let bytes = files.iter().map(|f| f.size).sum();
+    let tablespaces = plan_tablespaces(&layout, opts, &backup, delta)?;
+    check_data(repo, &cat, &backup)?;
     let exe = match &opts.exe {
         Some(e) => e.clone(),
         None => std::env::current_exe().at("current executable")?,
@@ -319,9 +316,11 @@ pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<R
         cluster: cluster.to_string(),
         backup,
         target,
+        catalog,
+        at,
+        layout,
         files,
         tablespaces,
-        chunks,
         bytes,
         recovery_conf,
         signal_file: opts.recovery.signal_file(),
@@ -403,31 +402,42 @@ fn choose_in_history(
     .cloned()
 }
 
-/// Every path stays inside the target, and appears once.
-fn check_manifest(files: &[FileRow]) -> Result<()> {
-    let mut seen = HashSet::new();
-    for f in files {
+/// Every path stays inside the target, and appears once (rows come in
+/// path order: a repeat is the previous path). Returns the directories and
+/// links, the number of regular files and the bytes of the backup.
+fn scan_manifest(cat: &Catalog, backup_id: &str) -> Result<(Vec<FileRow>, u64, u64)> {
+    let (mut layout, mut files, mut bytes) = (Vec::new(), 0u64, 0u64);
+    let mut prev = String::new();
+    cat.for_each_row(backup_id, |f| {
         check_manifest_path(&f.path)?;
-        if !seen.insert(f.path.as_str()) {
+        if f.path == prev {
             return Err(Error::corrupt(
                 "manifest",
                 format!("path {:?} appears twice", f.path),
             ));
         }
-    }
-    Ok(())
+        prev.clone_from(&f.path);
+        bytes += f.size;
+        if f.kind == FileKind::File {
+            files += 1;
+        } else {
+            layout.push(f);
+        }
+        Ok(())
+    })?;
+    Ok((layout, files, bytes))
 }
 
 /// Where each tablespace goes (`--tablespace-map`, `--tablespace-map-all`,
 /// else where it was), refusing relative or non-empty directories.
 fn plan_tablespaces(
-    files: &[FileRow],
+    layout: &[FileRow],
     opts: &RestoreOptions,
     backup: &BackupRow,
     delta: bool,
 ) -> Result<Vec<(String, PathBuf)>> {
     let mut tablespaces = Vec::new();
-    for f in files.iter().filter(|f| f.kind == FileKind::Link) {
+    for f in layout.iter().filter(|f| f.kind == FileKind::Link) {
         let Some(oid) = f.path.strip_prefix("pg_tblspc/") else {
             continue;
         };
