@@ -13,6 +13,7 @@ mod integrity;
 mod model;
 mod scan;
 mod schema;
+mod scope;
 mod sql;
 mod versions;
 
@@ -29,6 +30,7 @@ pub use model::{
     PageErrorRow,
 };
 pub use scan::{FileOrder, Readers};
+pub use scope::ScopedMap;
 pub(crate) use versions::write_files;
 pub use versions::{ManifestDelta, Position};
 

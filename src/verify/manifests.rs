@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use rayon::prelude::*;
 
 use super::{one, problem, ProblemKind, Scope, Users, VerifyReport};
-use crate::catalog::{BackupRow, Catalog, ChunkLoc, ClusterRow, FileKind};
+use crate::catalog::{BackupRow, Catalog, ChunkLoc, ClusterRow, FileKind, ScopedMap};
 use crate::error::{Error, Result};
 use crate::format::keys;
 use crate::format::{BlockMap, ChunkId, Manifest};
@@ -19,118 +19,118 @@ use crate::repo::Repository;
 /// decoded in parallel, at once.
 const WINDOW: usize = 1024;
 
-/// Run the pass. Returns the location of every chunk in scope that is indexed.
+/// Damaged chunks reported one by one, at most (more are summed up).
+const MAX_REPORTED: usize = 10_000;
+
+/// Run the pass. The block maps in scope are walked in id order a window
+/// at a time from a temporary table (`catalog::scope`), never held all at
+/// once.
 pub(super) fn check(
     repo: &Repository,
     cat: &Catalog,
     scope: &Scope,
-    users: &mut Users,
+    users: &Users,
     report: &mut VerifyReport,
-) -> Result<HashMap<ChunkId, ChunkLoc>> {
-    collect_users(repo, cat, scope, users, report)?;
-    let mut indexed: HashMap<ChunkId, ChunkLoc> = HashMap::new();
-    let mut maps: Vec<ChunkId> = users.blockmaps.keys().copied().collect();
-    maps.sort();
-    for window in maps.chunks(WINDOW) {
-        let (lo, hi) = (window[0], window[window.len() - 1]);
+) -> Result<()> {
+    check_rows(repo, cat, scope, report)?;
+    let ids: Vec<String> = scope
+        .iter()
+        .flat_map(|(_, bs)| bs.iter().map(|b| b.id.clone()))
+        .collect();
+    cat.set_scope(&ids)?;
+    let mut after: Option<ChunkId> = None;
+    loop {
+        let window = cat.scoped_maps_after(after.as_ref(), WINDOW)?;
+        let (Some(first), Some(last)) = (window.first(), window.last()) else {
+            break;
+        };
+        let (lo, hi) = (first.id, last.id);
+        after = Some(hi);
         let locs: HashMap<ChunkId, ChunkLoc> = cat.chunks_between(&lo, &hi)?.into_iter().collect();
         let mut relation: HashMap<ChunkId, HashSet<ChunkId>> = HashMap::new();
         for (bm, c) in cat.relation_between(&lo, &hi)? {
             relation.entry(bm).or_default().insert(c);
         }
         // Reading, verifying and decoding is the work: in parallel.
-        let read: Vec<(ChunkId, Option<Result<Read>>)> = window
+        let read: Vec<Option<Result<Read>>> = window
             .par_iter()
-            .map(|bm| (*bm, locs.get(bm).map(|loc| read_blockmap(repo, bm, loc))))
+            .map(|m| locs.get(&m.id).map(|loc| read_blockmap(repo, &m.id, loc)))
             .collect();
-        for (bm, r) in read {
+        for (m, r) in window.iter().zip(read) {
+            let bm = m.id;
+            if m.min_size != m.max_size {
+                report.problems.push(problem(
+                    ProblemKind::BlockMapInvalid,
+                    format!("block map {bm}"),
+                    format!(
+                        "used for files of {} and of {} bytes",
+                        m.min_size, m.max_size
+                    ),
+                    users.of_maps(&[bm]),
+                ));
+            }
             let Some(r) = r else {
                 report.problems.push(problem(
                     ProblemKind::ChunkNotIndexed,
                     format!("block map {bm}"),
                     "the block map is not in the chunk index",
-                    users.affected(&bm),
+                    users.of_maps(&[bm]),
                 ));
                 continue;
             };
-            if let Some(loc) = locs.get(&bm) {
-                indexed.insert(bm, loc.clone());
-            }
-            let size = users.blockmaps.get(&bm).copied();
             let empty = HashSet::new();
             let rel = relation.get(&bm).unwrap_or(&empty);
-            judge_blockmap(&bm, r?, size, rel, users, report);
+            judge_blockmap(m, r?, rel, users, report)?;
         }
     }
-    let mut data: Vec<ChunkId> = users
-        .chunks
-        .keys()
-        .filter(|c| !indexed.contains_key(c))
-        .copied()
-        .collect();
-    data.sort();
-    for window in data.chunks(WINDOW) {
-        let (lo, hi) = (window[0], window[window.len() - 1]);
-        let locs: HashMap<ChunkId, ChunkLoc> = cat.chunks_between(&lo, &hi)?.into_iter().collect();
-        for id in window {
-            match locs.get(id) {
-                Some(loc) => {
-                    indexed.insert(*id, loc.clone());
-                }
-                None => report.problems.push(problem(
-                    ProblemKind::ChunkNotIndexed,
-                    format!("chunk {id}"),
-                    "a block map uses this chunk but it is not in the chunk index",
-                    users.affected(id),
-                )),
-            }
-        }
+    let missing = cat.scoped_unindexed(MAX_REPORTED + 1)?;
+    for id in missing.iter().take(MAX_REPORTED) {
+        not_indexed(id, users, report);
     }
-    report.chunks = indexed.len() as u64;
-    Ok(indexed)
+    if missing.len() > MAX_REPORTED {
+        report.notes.push(format!(
+            "more than {MAX_REPORTED} chunks are not in the chunk index; only the first \
+             {MAX_REPORTED} are listed"
+        ));
+    }
+    report.chunks = cat.scoped_chunk_count()?;
+    Ok(())
 }
 
-/// Record each block map in use with its file's size; report files with
-/// bytes but no block map, and block maps shared by files of different
-/// sizes.
-fn collect_users(
+fn not_indexed(id: &ChunkId, users: &Users, report: &mut VerifyReport) {
+    report.problems.push(problem(
+        ProblemKind::ChunkNotIndexed,
+        format!("chunk {id}"),
+        "a block map uses this chunk but it is not in the chunk index",
+        users.of_chunks(&[*id]),
+    ));
+}
+
+/// Check each backup's manifest copy, and report files with bytes but no
+/// block map (each file version once, however many backups share it).
+fn check_rows(
     repo: &Repository,
     cat: &Catalog,
     scope: &Scope,
-    users: &mut Users,
     report: &mut VerifyReport,
 ) -> Result<()> {
     for (c, backups) in scope {
         for b in backups {
             check_copy(repo, cat, c, b, report)?;
         }
-        // Each file version once, however many backups share it.
         let ids: Vec<String> = backups.iter().map(|b| b.id.clone()).collect();
         cat.for_each_version_in(c.id, &ids, |b, f| {
-            let Some(bm) = f.blockmap else {
-                if f.kind == FileKind::File && f.size > 0 {
-                    report.problems.push(problem(
-                        ProblemKind::BlockMapInvalid,
-                        format!("file {}", f.path),
-                        format!(
-                            "the manifest gives {} bytes but no block map: the file \
-                             cannot be restored",
-                            f.size
-                        ),
-                        (one(b), one(&f.path)),
-                    ));
-                }
-                return Ok(());
-            };
-            if let Some(prev) = users.blockmaps.insert(bm, f.size) {
-                if prev != f.size {
-                    report.problems.push(problem(
-                        ProblemKind::BlockMapInvalid,
-                        format!("block map {bm}"),
-                        format!("used for files of {prev} and of {} bytes", f.size),
-                        (one(b), one(&f.path)),
-                    ));
-                }
+            if f.blockmap.is_none() && f.kind == FileKind::File && f.size > 0 {
+                report.problems.push(problem(
+                    ProblemKind::BlockMapInvalid,
+                    format!("file {}", f.path),
+                    format!(
+                        "the manifest gives {} bytes but no block map: the file cannot be \
+                         restored",
+                        f.size
+                    ),
+                    (one(b), one(&f.path)),
+                ));
             }
             Ok(())
         })?;
@@ -163,59 +163,65 @@ fn read_blockmap(repo: &Repository, bm: &ChunkId, loc: &ChunkLoc) -> Result<Read
 }
 
 /// One block map read: describes its file, its chunks in the block-map
-/// relation `rel`.
+/// relation `rel` (a chunk missing from it is also looked up in the index,
+/// which the relation-wide check cannot see).
 fn judge_blockmap(
-    bm: &ChunkId,
+    m: &ScopedMap,
     r: Read,
-    size: Option<u64>,
     rel: &HashSet<ChunkId>,
-    users: &mut Users,
+    users: &Users,
     report: &mut VerifyReport,
-) {
+) -> Result<()> {
+    let bm = &m.id;
     let what = || format!("block map {bm}");
     let map = match r {
-        Read::Unreadable => return,
+        Read::Unreadable => return Ok(()),
         Read::Invalid(e) => {
             report.problems.push(problem(
                 ProblemKind::BlockMapInvalid,
                 what(),
                 e,
-                users.affected(bm),
+                users.of_maps(&[*bm]),
             ));
-            return;
+            return Ok(());
         }
         Read::Map(m) => m,
     };
-    if Some(map.file_size) != size {
+    if map.file_size != m.min_size && map.file_size != m.max_size {
         report.problems.push(problem(
             ProblemKind::BlockMapInvalid,
             what(),
             format!(
                 "describes {} bytes, the manifest says {}",
-                map.file_size,
-                size.unwrap_or(0)
+                map.file_size, m.max_size
             ),
-            users.affected(bm),
+            users.of_maps(&[*bm]),
         ));
     }
-    let mut unrelated = 0;
-    for id in &map.chunks {
-        users.chunks.entry(*id).or_default().push(*bm);
-        if !rel.contains(id) {
-            unrelated += 1;
-        }
-    }
-    if unrelated > 0 {
+    let unrelated: Vec<&ChunkId> = map.chunks.iter().filter(|id| !rel.contains(id)).collect();
+    if !unrelated.is_empty() {
         report.problems.push(problem(
             ProblemKind::BlockMapRelation,
             what(),
             format!(
-                "{unrelated} of its chunks are missing from the catalog's blockmap_chunk \
-                 table (garbage collection would not see them as used)"
+                "{} of its chunks are missing from the catalog's blockmap_chunk table \
+                 (garbage collection would not see them as used)",
+                unrelated.len()
             ),
-            users.affected(bm),
+            users.of_maps(&[*bm]),
         ));
+        for id in unrelated {
+            if !users.cat.has_chunk(id)? {
+                report.problems.push(problem(
+                    ProblemKind::ChunkNotIndexed,
+                    format!("chunk {id}"),
+                    "a block map uses this chunk but it is not in the chunk index",
+                    users.of_maps(&[*bm]),
+                ));
+            }
+        }
     }
+    Ok(())
 }
 
 /// The backup's manifest copy is there, decodes and is this backup's.

@@ -149,17 +149,13 @@ pub struct VerifyOptions {
     pub cluster: Option<String>,
 }
 
-/// Who uses what: for attributing damage to backups and files. The files
-/// of a block map are looked up in the catalog when damage is found, so
-/// memory does not grow with files × backups.
+/// Who uses what: for attributing damage to backups and files. Worked out
+/// in the catalog when damage is found, so memory does not grow with files,
+/// chunks or backups.
 struct Users<'a> {
     cat: &'a Catalog,
     /// The backups in scope.
     backups: HashSet<String>,
-    /// Every block map the backups in scope use, with its file's size.
-    blockmaps: HashMap<ChunkId, u64>,
-    /// Data chunk → block maps that use it.
-    chunks: HashMap<ChunkId, Vec<ChunkId>>,
 }
 
 impl<'a> Users<'a> {
@@ -170,28 +166,38 @@ impl<'a> Users<'a> {
                 .iter()
                 .flat_map(|(_, bs)| bs.iter().map(|b| b.id.clone()))
                 .collect(),
-            blockmaps: HashMap::new(),
-            chunks: HashMap::new(),
         }
     }
 
-    fn affected(&self, id: &ChunkId) -> (BTreeSet<String>, BTreeSet<String>) {
+    /// The backups in scope, and their files, that use the block maps `maps`.
+    fn of_maps(&self, maps: &[ChunkId]) -> (BTreeSet<String>, BTreeSet<String>) {
         let mut backups = BTreeSet::new();
         let mut files = BTreeSet::new();
-        let mut add = |bm: &ChunkId| match self.cat.files_with_blockmap(bm) {
-            Ok(rows) => {
-                for (b, p) in rows.into_iter().filter(|(b, _)| self.backups.contains(b)) {
-                    backups.insert(b);
-                    files.insert(p);
+        for bm in maps {
+            match self.cat.files_with_blockmap(bm) {
+                Ok(rows) => {
+                    for (b, p) in rows.into_iter().filter(|(b, _)| self.backups.contains(b)) {
+                        backups.insert(b);
+                        files.insert(p);
+                    }
                 }
+                Err(e) => tracing::warn!("cannot tell which files use block map {bm}: {e}"),
             }
-            Err(e) => tracing::warn!("cannot tell which files use block map {bm}: {e}"),
-        };
-        add(id);
-        for bm in self.chunks.get(id).into_iter().flatten() {
-            add(bm);
         }
         (backups, files)
+    }
+
+    /// The same for chunks of any kind: block maps themselves, and data
+    /// chunks through the block maps that use them.
+    fn of_chunks(&self, ids: &[ChunkId]) -> (BTreeSet<String>, BTreeSet<String>) {
+        let mut maps = ids.to_vec();
+        match self.cat.blockmaps_using(ids) {
+            Ok(m) => maps.extend(m),
+            Err(e) => tracing::warn!("cannot tell which block maps use damaged chunks: {e}"),
+        }
+        maps.sort_unstable();
+        maps.dedup();
+        self.of_maps(&maps)
     }
 }
 
@@ -229,9 +235,9 @@ pub fn run(
     let mut report = VerifyReport::default();
     check_catalog(&cat, &mut report)?;
     let scope = scope(&cat, opts, &mut report)?;
-    let mut users = Users::new(&cat, &scope);
-    let indexed = manifests::check(repo, &cat, &scope, &mut users, &mut report)?;
-    let (packs, on_disk) = packs_to_scan(repo, &cat, opts, &indexed, &mut report)?;
+    let users = Users::new(&cat, &scope);
+    manifests::check(repo, &cat, &scope, &users, &mut report)?;
+    let (packs, on_disk) = packs_to_scan(repo, &cat, opts, &mut report)?;
     let pack_bytes: u64 = packs.iter().filter_map(|p| on_disk.get(p)).sum();
     let wal_scope = wal_scope(&cat, &scope)?;
     let wal_bytes = wal_bytes(repo, &wal_scope, opts.set.is_none())?;
@@ -314,7 +320,6 @@ fn packs_to_scan(
     repo: &Repository,
     cat: &Catalog,
     opts: &VerifyOptions,
-    indexed: &HashMap<ChunkId, crate::catalog::ChunkLoc>,
     report: &mut VerifyReport,
 ) -> Result<(Vec<PackId>, HashMap<PackId, u64>)> {
     let mut on_disk: HashMap<PackId, u64> = HashMap::new();
@@ -329,8 +334,10 @@ fn packs_to_scan(
         }
     }
     let known: Vec<PackId> = cat.packs()?.into_iter().map(|(id, _)| id).collect();
-    let mut packs: BTreeSet<PackId> = indexed.values().map(|l| l.pack_id).collect();
-    if opts.set.is_none() {
+    let mut packs: BTreeSet<PackId> = BTreeSet::new();
+    if opts.set.is_some() {
+        packs.extend(cat.scoped_packs()?);
+    } else {
         let known_set: HashSet<&PackId> = known.iter().collect();
         let mut unknown: Vec<&PackId> = on_disk
             .keys()

@@ -7,7 +7,7 @@
 //! one (a truncated pack), records are parsed from the start until the first
 //! one that cannot be parsed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::io::Read;
 
 use rayon::prelude::*;
@@ -254,23 +254,17 @@ fn judge(
     let key = keys::pack(pack_id);
     let rows = cat.pack_chunks(pack_id)?;
     report.packs += 1;
-    let mut backups = BTreeSet::new();
-    let mut files = BTreeSet::new();
-    let mut add = |id: &ChunkId| {
-        let (b, f) = users.affected(id);
-        backups.extend(b);
-        files.extend(f);
-    };
     let (Some(size), Some(scan)) = (size, scan) else {
-        rows.iter().for_each(|r| add(&r.id));
+        let ids: Vec<ChunkId> = rows.iter().map(|r| r.id).collect();
         report.problems.push(problem(
             ProblemKind::PackMissing,
             key,
             format!("the pack holding {} indexed chunks is missing", rows.len()),
-            (backups, files),
+            users.of_chunks(&ids),
         ));
         return Ok(());
     };
+    let mut damaged: Vec<ChunkId> = Vec::new();
     let mut bad = 0usize;
     let mut first: Option<String> = None;
     for r in &rows {
@@ -286,7 +280,7 @@ fn judge(
             }
         });
         first.get_or_insert_with(|| format!("chunk {} at offset {}: {why}", r.id, r.offset));
-        add(&r.id);
+        damaged.push(r.id);
     }
     if bad > 0 || scan.damage.is_some() {
         let mut detail = scan.damage.clone().unwrap_or_default();
@@ -304,7 +298,7 @@ fn judge(
             ProblemKind::PackCorrupt,
             key,
             detail,
-            (backups, files),
+            users.of_chunks(&damaged),
         ));
     }
     Ok(())

@@ -1,0 +1,188 @@
+//! What a set of backups uses, worked out in SQL for `verify`.
+//!
+//! The block maps of the backups in scope go into a temporary table (on
+//! this connection only, spilled to disk by SQLite when large), and the
+//! queries below walk it in id order or join it with the chunk index and
+//! the block-map relation, so verify's memory does not grow with the number
+//! of files, chunks or backups. Nothing here writes the catalog itself.
+
+use rusqlite::params;
+
+use super::Catalog;
+use crate::error::{Result, SqlContext};
+use crate::format::{ChunkId, PackId};
+
+/// A block map in scope, with the least and greatest size of the files
+/// that use it (they differ only when the catalog is damaged).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScopedMap {
+    pub id: ChunkId,
+    pub min_size: u64,
+    pub max_size: u64,
+}
+
+impl Catalog {
+    /// Put the block maps used by the backups `ids` into the scope table.
+    /// Returns how many distinct block maps there are.
+    pub fn set_scope(&self, ids: &[String]) -> Result<u64> {
+        let what = "the backups to verify";
+        self.conn
+            .execute_batch(
+                "DROP TABLE IF EXISTS temp.scope_seq; DROP TABLE IF EXISTS temp.scope_map;
+                 CREATE TEMP TABLE scope_seq (cluster_id INTEGER NOT NULL, seq INTEGER NOT NULL,
+                     PRIMARY KEY (cluster_id, seq)) WITHOUT ROWID;
+                 CREATE TEMP TABLE scope_map (id BLOB PRIMARY KEY, min_size INTEGER NOT NULL,
+                     max_size INTEGER NOT NULL) WITHOUT ROWID;",
+            )
+            .ctx(what)?;
+        for id in ids {
+            let at = self.position(id)?;
+            self.conn
+                .execute(
+                    "INSERT OR IGNORE INTO temp.scope_seq VALUES (?1, ?2)",
+                    params![at.cluster, at.seq],
+                )
+                .ctx(what)?;
+        }
+        // EXISTS, not a join: a version shared by hundreds of backups is
+        // counted once.
+        let n = self
+            .conn
+            .execute(
+                "INSERT INTO temp.scope_map
+                 SELECT v.blockmap, MIN(v.size), MAX(v.size) FROM file_version v
+                  WHERE v.blockmap IS NOT NULL AND EXISTS (SELECT 1 FROM temp.scope_seq s
+                        WHERE s.cluster_id = v.cluster_id AND s.seq BETWEEN v.first_seq AND v.last_seq)
+                  GROUP BY v.blockmap",
+                [],
+            )
+            .ctx(what)?;
+        Ok(n as u64)
+    }
+
+    /// Up to `limit` block maps in scope with ids above `after`, in order.
+    pub fn scoped_maps_after(
+        &self,
+        after: Option<&ChunkId>,
+        limit: usize,
+    ) -> Result<Vec<ScopedMap>> {
+        let zero = ChunkId([0; 32]);
+        let (from, op) = match after {
+            Some(a) => (a, ">"),
+            None => (&zero, ">="),
+        };
+        let what = "the block maps to verify";
+        let mut st = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT id, min_size, max_size FROM temp.scope_map WHERE id {op} ?1 \
+                 ORDER BY id LIMIT ?2"
+            ))
+            .ctx(what)?;
+        let rows = st
+            .query_map(params![from, limit as i64], |r| {
+                Ok(ScopedMap {
+                    id: r.get(0)?,
+                    min_size: super::sql::u64_of(r.get(1)?),
+                    max_size: super::sql::u64_of(r.get(2)?),
+                })
+            })
+            .ctx(what)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .ctx(what)?;
+        Ok(rows)
+    }
+
+    /// Data chunks that block maps in scope use (by the block-map relation)
+    /// and the chunk index lacks, at most `limit`.
+    pub fn scoped_unindexed(&self, limit: usize) -> Result<Vec<ChunkId>> {
+        let what = "the chunks the verified backups use";
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT DISTINCT bc.chunk FROM temp.scope_map m
+                   JOIN blockmap_chunk bc ON bc.blockmap = m.id
+                  WHERE NOT EXISTS (SELECT 1 FROM chunk c WHERE c.id = bc.chunk) LIMIT ?1",
+            )
+            .ctx(what)?;
+        let rows = st
+            .query_map([limit as i64], |r| r.get(0))
+            .ctx(what)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .ctx(what)?;
+        Ok(rows)
+    }
+
+    /// Distinct indexed chunks in scope: block maps and the data chunks of
+    /// the block-map relation.
+    pub fn scoped_chunk_count(&self) -> Result<u64> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM (
+                   SELECT m.id FROM temp.scope_map m JOIN chunk c ON c.id = m.id
+                   UNION SELECT bc.chunk FROM temp.scope_map m
+                     JOIN blockmap_chunk bc ON bc.blockmap = m.id
+                     JOIN chunk c ON c.id = bc.chunk)",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .ctx("count the chunks the verified backups use")
+    }
+
+    /// The packs holding what the backups in scope use.
+    pub fn scoped_packs(&self) -> Result<Vec<PackId>> {
+        let what = "the packs the verified backups use";
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT DISTINCT c.pack_id FROM chunk c WHERE c.id IN (
+                   SELECT id FROM temp.scope_map
+                   UNION SELECT bc.chunk FROM temp.scope_map m
+                     JOIN blockmap_chunk bc ON bc.blockmap = m.id)
+                 ORDER BY c.pack_id",
+            )
+            .ctx(what)?;
+        let rows = st
+            .query_map([], |r| r.get(0))
+            .ctx(what)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .ctx(what)?;
+        Ok(rows)
+    }
+
+    /// The block maps in scope that use any of `chunks` (by the relation):
+    /// one pass over it, for naming what damage affects.
+    pub fn blockmaps_using(&self, chunks: &[ChunkId]) -> Result<Vec<ChunkId>> {
+        let what = "the block maps using damaged chunks";
+        self.conn
+            .execute_batch(
+                "DROP TABLE IF EXISTS temp.asked;
+                 CREATE TEMP TABLE asked (id BLOB PRIMARY KEY) WITHOUT ROWID;",
+            )
+            .ctx(what)?;
+        {
+            let mut ins = self
+                .conn
+                .prepare_cached("INSERT OR IGNORE INTO temp.asked VALUES (?1)")
+                .ctx(what)?;
+            for c in chunks {
+                ins.execute([c]).ctx(what)?;
+            }
+        }
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT DISTINCT bc.blockmap FROM blockmap_chunk bc \
+                 WHERE bc.chunk IN (SELECT id FROM temp.asked) \
+                   AND bc.blockmap IN (SELECT id FROM temp.scope_map)",
+            )
+            .ctx(what)?;
+        let rows = st
+            .query_map([], |r| r.get(0))
+            .ctx(what)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .ctx(what)?;
+        Ok(rows)
+    }
+}
