@@ -1,7 +1,7 @@
 //! What a set of backups uses, worked out in SQL for `verify`.
 //!
 //! The block maps of the backups in scope go into a temporary table (on
-//! this connection only, spilled to disk by SQLite when large), and the
+//! this connection only, in a temporary file: `temp_store = FILE`), and the
 //! queries below walk it in id order or join it with the chunk index and
 //! the block-map relation, so verify's memory does not grow with the number
 //! of files, chunks or backups. Nothing here writes the catalog itself.
@@ -26,9 +26,11 @@ impl Catalog {
     /// Returns how many distinct block maps there are.
     pub fn set_scope(&self, ids: &[String]) -> Result<u64> {
         let what = "the backups to verify";
+        // The bundled SQLite keeps temporary tables in memory by default.
         self.conn
             .execute_batch(
-                "DROP TABLE IF EXISTS temp.scope_seq; DROP TABLE IF EXISTS temp.scope_map;
+                "PRAGMA temp_store = FILE;
+                 DROP TABLE IF EXISTS temp.scope_seq; DROP TABLE IF EXISTS temp.scope_map;
                  CREATE TEMP TABLE scope_seq (cluster_id INTEGER NOT NULL, seq INTEGER NOT NULL,
                      PRIMARY KEY (cluster_id, seq)) WITHOUT ROWID;
                  CREATE TEMP TABLE scope_map (id BLOB PRIMARY KEY, min_size INTEGER NOT NULL,
@@ -111,23 +113,6 @@ impl Catalog {
             .collect::<rusqlite::Result<Vec<_>>>()
             .ctx(what)?;
         Ok(rows)
-    }
-
-    /// Distinct indexed chunks in scope: block maps and the data chunks of
-    /// the block-map relation.
-    pub fn scoped_chunk_count(&self) -> Result<u64> {
-        self.conn
-            .query_row(
-                "SELECT COUNT(*) FROM (
-                   SELECT m.id FROM temp.scope_map m JOIN chunk c ON c.id = m.id
-                   UNION SELECT bc.chunk FROM temp.scope_map m
-                     JOIN blockmap_chunk bc ON bc.blockmap = m.id
-                     JOIN chunk c ON c.id = bc.chunk)",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n as u64)
-            .ctx("count the chunks the verified backups use")
     }
 
     /// The packs holding what the backups in scope use.

@@ -269,24 +269,122 @@ impl Manifest {
             .map_err(|e| Error::corrupt(what, format!("does not decompress: {e}")))?;
         let probe: VersionProbe = serde_json::from_slice(&json)
             .map_err(|e| Error::corrupt(what, format!("is not a manifest: {e}")))?;
-        match probe.format {
-            Some(v) if v > MANIFEST_VERSION => {
-                return Err(Error::NewerFormat {
-                    what: what.to_string(),
-                    found: v,
-                    supported: MANIFEST_VERSION,
-                })
-            }
-            Some(v) if v >= 1 => {}
-            _ => {
-                return Err(Error::corrupt(
-                    what,
-                    "is not a manifest (no format version)",
-                ))
-            }
-        }
+        check_version(probe.format, what)?;
         serde_json::from_slice(&json)
             .map_err(|e| Error::corrupt(what, format!("is not a manifest: {e}")))
+    }
+
+    /// Check a stored copy as [`Manifest::decode`] does, decoding it as a
+    /// stream: every row is decoded and counted, none is kept, so memory
+    /// does not grow with the number of files.
+    pub fn summary(stored: &[u8], what: &str) -> Result<ManifestSummary> {
+        let bad = |e: serde_json::Error| match e.io_error_kind() {
+            Some(_) => Error::corrupt(what, format!("does not decompress: {e}")),
+            None => Error::corrupt(what, format!("is not a manifest: {e}")),
+        };
+        let reader = || {
+            zstd::stream::read::Decoder::new(stored)
+                .map_err(|e| Error::corrupt(what, format!("does not decompress: {e}")))
+        };
+        // Writers put `format` first: read it from the head when it is
+        // there, else from a pass of its own.
+        let format = match leading_format(reader()?) {
+            Some(v) => Some(v),
+            None => {
+                let probe: VersionProbe = serde_json::from_reader(reader()?).map_err(bad)?;
+                probe.format
+            }
+        };
+        check_version(format, what)?;
+        let s: Summary = serde_json::from_reader(reader()?).map_err(bad)?;
+        Ok(ManifestSummary {
+            backup_id: s.backup.id,
+            prev: s.prev,
+            files: s.files.0,
+        })
+    }
+}
+
+/// `N` of a JSON text that starts `{"format":N,`.
+fn leading_format(mut r: impl std::io::Read) -> Option<u32> {
+    let mut head = [0u8; 32];
+    let mut n = 0;
+    while n < head.len() {
+        match r.read(&mut head[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    let rest = head[..n].strip_prefix(b"{\"format\":")?;
+    let end = rest.iter().position(|b| !b.is_ascii_digit())?;
+    if end == 0 || rest[end] != b',' {
+        return None;
+    }
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}
+
+fn check_version(format: Option<u32>, what: &str) -> Result<()> {
+    match format {
+        Some(v) if v > MANIFEST_VERSION => Err(Error::NewerFormat {
+            what: what.to_string(),
+            found: v,
+            supported: MANIFEST_VERSION,
+        }),
+        Some(v) if v >= 1 => Ok(()),
+        _ => Err(Error::corrupt(
+            what,
+            "is not a manifest (no format version)",
+        )),
+    }
+}
+
+/// What [`Manifest::summary`] gives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestSummary {
+    pub backup_id: String,
+    pub prev: Option<String>,
+    /// Rows in the copy (a delta's: the changed ones).
+    pub files: u64,
+}
+
+/// A manifest with its rows counted, not kept.
+#[derive(Deserialize)]
+struct Summary {
+    #[allow(dead_code)]
+    cluster: ClusterIdentity,
+    backup: BackupMeta,
+    #[serde(default)]
+    prev: Option<String>,
+    files: Counted,
+    #[allow(dead_code)]
+    #[serde(default)]
+    removed: Vec<String>,
+    #[allow(dead_code)]
+    page_errors: Vec<PageError>,
+}
+
+struct Counted(u64);
+
+impl<'de> Deserialize<'de> for Counted {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Rows;
+        impl<'de> serde::de::Visitor<'de> for Rows {
+            type Value = Counted;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of files")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Counted, A::Error> {
+                let mut n = 0;
+                while seq.next_element::<FileEntry>()?.is_some() {
+                    n += 1;
+                }
+                Ok(Counted(n))
+            }
+        }
+        d.deserialize_seq(Rows)
     }
 }
 
@@ -399,6 +497,26 @@ mod tests {
     }
 
     /// The JSON names are the on-disk format.
+    #[test]
+    fn summary_checks_what_decode_checks() {
+        let m = sample();
+        let z = m.encode().unwrap();
+        let s = Manifest::summary(&z, "m").unwrap();
+        assert_eq!(s.backup_id, m.backup.id);
+        assert_eq!(s.prev, m.prev);
+        assert_eq!(s.files, m.files.len() as u64);
+        let mut bad = z.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0xff;
+        assert!(Manifest::summary(&bad, "m").is_err());
+        let not = zstd::encode_all(&b"{\"format\":1,\"files\":3}"[..], 3).unwrap();
+        let e = Manifest::summary(&not, "m").unwrap_err();
+        assert!(e.to_string().contains("is not a manifest"), "{e}");
+        let newer = zstd::encode_all(&b"{\"format\":99}"[..], 3).unwrap();
+        let e = Manifest::summary(&newer, "m").unwrap_err();
+        assert!(matches!(e, Error::NewerFormat { .. }), "{e}");
+    }
+
     #[test]
     fn golden() {
         let m = sample();

@@ -25,7 +25,7 @@ pub mod wal;
 
 pub use blockmap::BlockMap;
 pub use chunk::{ChunkId, Codec, Fingerprint};
-pub use manifest::{BackupStatus, BackupType, FileKind, Manifest};
+pub use manifest::{BackupStatus, BackupType, FileKind, Manifest, ManifestSummary};
 pub use pack::PackId;
 
 use crate::error::{Error, Result};

@@ -12,7 +12,7 @@ use super::{one, problem, ProblemKind, Scope, Users, VerifyReport};
 use crate::catalog::{BackupRow, Catalog, ChunkLoc, ClusterRow, FileKind, ScopedMap};
 use crate::error::{Error, Result};
 use crate::format::keys;
-use crate::format::{BlockMap, ChunkId, Manifest};
+use crate::format::{BlockMap, ChunkId, Manifest, ManifestSummary};
 use crate::repo::Repository;
 
 /// Block maps (and data chunks) looked up per catalog query, and read and
@@ -93,7 +93,6 @@ pub(super) fn check(
              {MAX_REPORTED} are listed"
         ));
     }
-    report.chunks = cat.scoped_chunk_count()?;
     Ok(())
 }
 
@@ -236,13 +235,13 @@ fn check_copy(
     let detail = match repo.backend().get(&key) {
         Ok(None) => Some("missing".to_string()),
         Err(e) => Some(e.to_string()),
-        Ok(Some(z)) => match Manifest::decode(&z, &key) {
-            Ok(m) if m.backup.id != b.id => Some(format!("holds backup {} instead", m.backup.id)),
+        Ok(Some(z)) => match Manifest::summary(&z, &key) {
+            Ok(m) if m.backup_id != b.id => Some(format!("holds backup {} instead", m.backup_id)),
             // A delta must be against the backup just before (repo::copies).
             // One against an expired backup whose copy is still there is an
             // expire that stopped half-way: it still chains, and the next
             // expire rewrites it.
-            Ok(Manifest { prev: Some(p), .. }) => {
+            Ok(ManifestSummary { prev: Some(p), .. }) => {
                 let pred = cat.predecessor(&b.id)?;
                 let base_copy = repo.backend().size(&keys::manifest(&c.name, &p));
                 match base_copy {

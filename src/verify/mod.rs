@@ -130,6 +130,7 @@ pub struct VerifyReport {
     /// no index row points to).
     pub notes: Vec<String>,
     pub packs: u64,
+    /// Chunk index rows checked against the packs streamed.
     pub chunks: u64,
     pub wal_files: u64,
     pub bytes: u64,

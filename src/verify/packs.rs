@@ -254,6 +254,7 @@ fn judge(
     let key = keys::pack(pack_id);
     let rows = cat.pack_chunks(pack_id)?;
     report.packs += 1;
+    report.chunks += rows.len() as u64;
     let (Some(size), Some(scan)) = (size, scan) else {
         let ids: Vec<ChunkId> = rows.iter().map(|r| r.id).collect();
         report.problems.push(problem(
