@@ -146,12 +146,22 @@ impl<T> IoContext<T> for std::io::Result<T> {
 /// Attach context to a rusqlite result.
 pub trait SqlContext<T> {
     fn ctx(self, context: &str) -> Result<T>;
+    /// The same, with the context made only on error (for lookups done
+    /// once per file or chunk).
+    fn ctx_with(self, context: impl FnOnce() -> String) -> Result<T>;
 }
 
 impl<T> SqlContext<T> for rusqlite::Result<T> {
     fn ctx(self, context: &str) -> Result<T> {
         self.map_err(|source| Error::Catalog {
             context: context.to_string(),
+            source,
+        })
+    }
+
+    fn ctx_with(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Catalog {
+            context: context(),
             source,
         })
     }

@@ -155,7 +155,7 @@ impl Catalog {
         self.conn
             .prepare_cached("SELECT 1 FROM chunk WHERE id = ?1")
             .and_then(|mut st| st.exists([id]))
-            .ctx(&format!("the chunk index row of chunk {id}"))
+            .ctx_with(|| format!("the chunk index row of chunk {id}"))
     }
 
     pub fn schema_version(&self) -> Result<u32> {
@@ -217,15 +217,13 @@ impl Catalog {
         Ok(out)
     }
 
+    /// Where a chunk is stored (restore looks up every data chunk here:
+    /// the statement is cached, and the id formatted only for an error).
     pub fn chunk(&self, id: &ChunkId) -> Result<Option<ChunkLoc>> {
         self.conn
-            .query_row(
-                "SELECT pack_id, offset, stored_len, raw_len FROM chunk WHERE id = ?1",
-                [id],
-                |r| loc_from_row(r, 0),
-            )
-            .optional()
-            .ctx(&format!("the chunk index row of chunk {id}"))
+            .prepare_cached("SELECT pack_id, offset, stored_len, raw_len FROM chunk WHERE id = ?1")
+            .and_then(|mut st| st.query_row([id], |r| loc_from_row(r, 0)).optional())
+            .ctx_with(|| format!("the chunk index row of chunk {id}"))
     }
 
     /// Record a sealed pack and index its chunks, in one transaction.

@@ -78,13 +78,13 @@ impl Catalog {
         let mut rows = st.query(params![at.cluster, at.seq]).ctx(what)?;
         while let Some(r) = rows.next().ctx(what)? {
             let f = file_from_row_at(r, 0).ctx(what)?;
-            let loc = match r.get::<_, Option<String>>(9).ctx(what)? {
-                Some(_) => Some(loc_from_row(r, 9).ctx(&format!(
-                    "the chunk index row of the block map of {}",
-                    f.path
-                ))?),
-                None => None,
-            };
+            let loc =
+                match r.get_ref(9).ctx(what)? {
+                    rusqlite::types::ValueRef::Null => None,
+                    _ => Some(loc_from_row(r, 9).ctx_with(|| {
+                        format!("the chunk index row of the block map of {}", f.path)
+                    })?),
+                };
             each(f, loc)?;
         }
         Ok(())
@@ -98,7 +98,7 @@ impl Catalog {
                  AND first_seq <= ?3 AND last_seq >= ?3",
             )
             .and_then(|mut st| st.exists(params![at.cluster, path, at.seq]))
-            .ctx(&format!("the manifest row of {path}"))
+            .ctx_with(|| format!("the manifest row of {path}"))
     }
 }
 

@@ -363,7 +363,7 @@ impl Catalog {
                 st.query_row(params![at.cluster, path, at.seq], file_from_row)
                     .optional()
             })
-            .ctx(&format!("the manifest row of {path}"))
+            .ctx_with(|| format!("the manifest row of {path}"))
     }
 
     /// The block map of one path in the backup at `at`, with where it is
@@ -382,7 +382,7 @@ impl Catalog {
                 })
                 .optional()
             })
-            .ctx(&format!("the block map of {path}"))
+            .ctx_with(|| format!("the block map of {path}"))
     }
 
     /// Regular files in a backup's manifest.

@@ -24,8 +24,10 @@ pub use archiving::summary as archiving_summary;
 pub use recovery::{ArchiveMode, Recovery, TargetAction};
 pub use target::{parse_time as parse_target_time, RecoveryTarget, TimelineTarget};
 
+use rayon::prelude::*;
+
 use crate::catalog::{
-    BackupRow, BackupStatus, Catalog, ClusterRow, FileKind, FileOrder, FileRow, Position,
+    BackupRow, BackupStatus, Catalog, ChunkLoc, ClusterRow, FileKind, FileOrder, FileRow, Position,
 };
 use crate::error::{Error, IoContext, Result};
 use crate::format::BlockMap;
@@ -184,50 +186,78 @@ fn check_delta_target(p: &Path, system_id: u64) -> Result<bool> {
     Ok(true)
 }
 
+/// Block maps read and decoded in parallel at once by [`check_data`].
+const CHECK_WINDOW: usize = 1024;
+
 /// Every file's data must be there before anything is written: a file with
 /// bytes has a block map, each block map is indexed, readable, decodes and
-/// describes its file, and every data chunk is indexed. Block maps are read
-/// in the order they are stored: neighbours share reads (and, encrypted,
-/// opened segments).
+/// describes its file, and every data chunk is indexed. Block maps are taken
+/// in the order they are stored (neighbours share reads and, encrypted,
+/// opened segments), a window at a time, read and decoded in parallel.
 fn check_data(repo: &Repository, cat: &Catalog, backup: &BackupRow) -> Result<()> {
     let nothing = "nothing was written; `pgstrata verify` shows what else is affected";
+    let mut window: Vec<(FileRow, Option<ChunkLoc>)> = Vec::with_capacity(CHECK_WINDOW);
+    let check = |window: &mut Vec<(FileRow, Option<ChunkLoc>)>| -> Result<()> {
+        let results: Vec<Result<()>> = window
+            .par_iter()
+            .map(|(f, loc)| check_file(repo, backup, f, loc.as_ref(), nothing))
+            .collect();
+        window.clear();
+        results.into_iter().collect()
+    };
     cat.for_each_file(&backup.id, FileOrder::BlockMap, |f, loc| {
-        let what = format!("{} (backup {})", f.path, backup.id);
-        let bm = match (&f.blockmap, f.size) {
-            (Some(bm), _) => bm,
-            (None, 0) => return Ok(()),
-            (None, size) => {
-                return Err(Error::corrupt(
-                    what,
-                    format!("the manifest gives {size} bytes but no block map ({nothing})"),
-                ))
-            }
-        };
-        let loc = loc.ok_or_else(|| {
-            Error::NotFound(format!(
-                "{what}: its block map (chunk {bm}) is not in the chunk index ({nothing})"
-            ))
-        })?;
-        let raw = loc.read(repo.backend(), repo.ids(), bm, &what)?;
-        let map = BlockMap::decode(&raw, &what)
-            .map_err(|e| Error::corrupt(&what, format!("{e} ({nothing})")))?;
-        if map.file_size != f.size {
-            return Err(Error::corrupt(
-                what,
-                format!(
-                    "its block map describes {} bytes, the manifest {} ({nothing})",
-                    map.file_size, f.size
-                ),
-            ));
+        window.push((f, loc));
+        if window.len() == CHECK_WINDOW {
+            check(&mut window)?;
         }
         Ok(())
     })?;
+    check(&mut window)?;
     if let Some((path, id)) = cat.missing_chunks(&backup.id, 1)?.into_iter().next() {
         return Err(Error::NotFound(format!(
             "{path} (backup {}): chunk {id} is not in the chunk index; the backup cannot be \
              restored ({nothing})",
             backup.id
         )));
+    }
+    Ok(())
+}
+
+fn check_file(
+    repo: &Repository,
+    backup: &BackupRow,
+    f: &FileRow,
+    loc: Option<&ChunkLoc>,
+    nothing: &str,
+) -> Result<()> {
+    let what = || format!("{} (backup {})", f.path, backup.id);
+    let bm = match (&f.blockmap, f.size) {
+        (Some(bm), _) => bm,
+        (None, 0) => return Ok(()),
+        (None, size) => {
+            return Err(Error::corrupt(
+                what(),
+                format!("the manifest gives {size} bytes but no block map ({nothing})"),
+            ))
+        }
+    };
+    let loc = loc.ok_or_else(|| {
+        Error::NotFound(format!(
+            "{}: its block map (chunk {bm}) is not in the chunk index ({nothing})",
+            what()
+        ))
+    })?;
+    let raw = loc.read(repo.backend(), repo.ids(), bm, &what())?;
+    let map = BlockMap::decode(&raw, &what())
+        .map_err(|e| Error::corrupt(what(), format!("{e} ({nothing})")))?;
+    if map.file_size != f.size {
+        return Err(Error::corrupt(
+            what(),
+            format!(
+                "its block map describes {} bytes, the manifest {} ({nothing})",
+                map.file_size, f.size
+            ),
+        ));
     }
     Ok(())
 }
