@@ -23,7 +23,7 @@ pub struct SealedPack {
 }
 
 /// Records at most in one pack.
-pub const MAX_RECORDS: usize = 32 * 1024;
+pub const MAX_RECORDS: usize = 8 * 1024;
 
 /// Appends chunk records to a new pack.
 pub struct PackWriter {
