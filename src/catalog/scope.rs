@@ -23,8 +23,7 @@ pub struct ScopedMap {
 
 impl Catalog {
     /// Put the block maps used by the backups `ids` into the scope table.
-    /// Returns how many distinct block maps there are.
-    pub fn set_scope(&self, ids: &[String]) -> Result<u64> {
+    pub fn set_scope(&self, ids: &[String]) -> Result<()> {
         let what = "the backups to verify";
         // The bundled SQLite keeps temporary tables in memory by default.
         self.conn
@@ -48,8 +47,7 @@ impl Catalog {
         }
         // EXISTS, not a join: a version shared by hundreds of backups is
         // counted once.
-        let n = self
-            .conn
+        self.conn
             .execute(
                 "INSERT INTO temp.scope_map
                  SELECT v.blockmap, MIN(v.size), MAX(v.size) FROM file_version v
@@ -59,7 +57,7 @@ impl Catalog {
                 [],
             )
             .ctx(what)?;
-        Ok(n as u64)
+        Ok(())
     }
 
     /// Up to `limit` block maps in scope with ids above `after`, in order.
@@ -96,44 +94,45 @@ impl Catalog {
     }
 
     /// Data chunks that block maps in scope use (by the block-map relation)
-    /// and the chunk index lacks, at most `limit`.
-    pub fn scoped_unindexed(&self, limit: usize) -> Result<Vec<ChunkId>> {
-        let what = "the chunks the verified backups use";
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT DISTINCT bc.chunk FROM temp.scope_map m
-                   JOIN blockmap_chunk bc ON bc.blockmap = m.id
-                  WHERE NOT EXISTS (SELECT 1 FROM chunk c WHERE c.id = bc.chunk) LIMIT ?1",
-            )
-            .ctx(what)?;
-        let rows = st
-            .query_map([limit as i64], |r| r.get(0))
-            .ctx(what)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .ctx(what)?;
-        Ok(rows)
+    /// and the chunk index lacks, at most `limit`, each with the block maps
+    /// in scope that use it.
+    pub fn scoped_unindexed(&self, limit: usize) -> Result<Vec<(ChunkId, Vec<ChunkId>)>> {
+        let pairs: Vec<(ChunkId, ChunkId)> = self.collect(
+            "WITH missing AS (
+               SELECT DISTINCT bc.chunk FROM temp.scope_map m
+                 JOIN blockmap_chunk bc ON bc.blockmap = m.id
+                WHERE NOT EXISTS (SELECT 1 FROM chunk c WHERE c.id = bc.chunk)
+                ORDER BY bc.chunk LIMIT ?1)
+             SELECT bc.chunk, bc.blockmap FROM missing
+               JOIN blockmap_chunk bc ON bc.chunk = missing.chunk
+               JOIN temp.scope_map m ON m.id = bc.blockmap
+              ORDER BY bc.chunk",
+            [limit as i64],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+            "the chunks the verified backups use",
+        )?;
+        let mut out: Vec<(ChunkId, Vec<ChunkId>)> = Vec::new();
+        for (chunk, bm) in pairs {
+            match out.last_mut() {
+                Some((c, maps)) if *c == chunk => maps.push(bm),
+                _ => out.push((chunk, vec![bm])),
+            }
+        }
+        Ok(out)
     }
 
     /// The packs holding what the backups in scope use.
     pub fn scoped_packs(&self) -> Result<Vec<PackId>> {
-        let what = "the packs the verified backups use";
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT DISTINCT c.pack_id FROM chunk c WHERE c.id IN (
-                   SELECT id FROM temp.scope_map
-                   UNION SELECT bc.chunk FROM temp.scope_map m
-                     JOIN blockmap_chunk bc ON bc.blockmap = m.id)
-                 ORDER BY c.pack_id",
-            )
-            .ctx(what)?;
-        let rows = st
-            .query_map([], |r| r.get(0))
-            .ctx(what)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .ctx(what)?;
-        Ok(rows)
+        self.collect(
+            "SELECT DISTINCT c.pack_id FROM chunk c WHERE c.id IN (
+               SELECT id FROM temp.scope_map
+               UNION SELECT bc.chunk FROM temp.scope_map m
+                 JOIN blockmap_chunk bc ON bc.blockmap = m.id)
+             ORDER BY c.pack_id",
+            [],
+            |r| r.get(0),
+            "the packs the verified backups use",
+        )
     }
 
     /// The block maps in scope that use any of `chunks` (by the relation):
@@ -155,19 +154,30 @@ impl Catalog {
                 ins.execute([c]).ctx(what)?;
             }
         }
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT DISTINCT bc.blockmap FROM blockmap_chunk bc \
-                 WHERE bc.chunk IN (SELECT id FROM temp.asked) \
-                   AND bc.blockmap IN (SELECT id FROM temp.scope_map)",
-            )
-            .ctx(what)?;
+        self.collect(
+            "SELECT DISTINCT bc.blockmap FROM blockmap_chunk bc \
+             WHERE bc.chunk IN (SELECT id FROM temp.asked) \
+               AND bc.blockmap IN (SELECT id FROM temp.scope_map)",
+            [],
+            |r| r.get(0),
+            what,
+        )
+    }
+
+    /// Every row of a query, mapped.
+    fn collect<T, P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+        what: &str,
+    ) -> Result<Vec<T>> {
+        let mut st = self.conn.prepare(sql).ctx(what)?;
         let rows = st
-            .query_map([], |r| r.get(0))
+            .query_map(params, map)
             .ctx(what)?
             .collect::<rusqlite::Result<Vec<_>>>()
-            .ctx(what)?;
-        Ok(rows)
+            .ctx(what);
+        rows
     }
 }

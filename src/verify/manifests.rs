@@ -84,8 +84,15 @@ pub(super) fn check(
         }
     }
     let missing = cat.scoped_unindexed(MAX_REPORTED + 1)?;
-    for id in missing.iter().take(MAX_REPORTED) {
-        not_indexed(id, users, report);
+    // The relation names the block maps that use each: no pass over it
+    // per chunk to find them.
+    for (id, maps) in missing.iter().take(MAX_REPORTED) {
+        report.problems.push(problem(
+            ProblemKind::ChunkNotIndexed,
+            format!("chunk {id}"),
+            "a block map uses this chunk but it is not in the chunk index",
+            users.of_maps(maps),
+        ));
     }
     if missing.len() > MAX_REPORTED {
         report.notes.push(format!(
@@ -94,15 +101,6 @@ pub(super) fn check(
         ));
     }
     Ok(())
-}
-
-fn not_indexed(id: &ChunkId, users: &Users, report: &mut VerifyReport) {
-    report.problems.push(problem(
-        ProblemKind::ChunkNotIndexed,
-        format!("chunk {id}"),
-        "a block map uses this chunk but it is not in the chunk index",
-        users.of_chunks(&[*id]),
-    ));
 }
 
 /// Check each backup's manifest copy, and report files with bytes but no

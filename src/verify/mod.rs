@@ -191,6 +191,9 @@ impl<'a> Users<'a> {
     /// The same for chunks of any kind: block maps themselves, and data
     /// chunks through the block maps that use them.
     fn of_chunks(&self, ids: &[ChunkId]) -> (BTreeSet<String>, BTreeSet<String>) {
+        if ids.is_empty() {
+            return (BTreeSet::new(), BTreeSet::new());
+        }
         let mut maps = ids.to_vec();
         match self.cat.blockmaps_using(ids) {
             Ok(m) => maps.extend(m),
