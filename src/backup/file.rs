@@ -152,8 +152,14 @@ impl FileJob<'_> {
             }
             let want = want_blocks * bs;
             let n = read_full_at(self.file, &mut buf[..want], block * bs as u64).at(self.path)?;
-            for blk in buf[..n].chunks_mut(bs) {
+            // A whole chunk of new blocks is stored straight from the read
+            // buffer (a full reads nothing else); blocks are copied aside
+            // only once a kept block breaks the run.
+            let mut direct = pending_at.is_empty() && n == CHUNK_BLOCKS * bs;
+            for i in 0..n.div_ceil(bs) {
+                let range = i * bs..((i + 1) * bs).min(n);
                 let blkno = block as u32;
+                let blk = &mut buf[range.clone()];
                 if let Some(seg) = self.segment {
                     if blk.len() == bs {
                         let abs = seg.wrapping_mul(blocks_per_seg).wrapping_add(blkno);
@@ -175,18 +181,29 @@ impl FileJob<'_> {
                     _ => None,
                 };
                 match kept {
-                    Some((id, cb)) => out.blocks.push((fp, id, cb)),
+                    Some((id, cb)) => {
+                        if direct {
+                            pending.extend_from_slice(&buf[..range.start]);
+                            direct = false;
+                        }
+                        out.blocks.push((fp, id, cb));
+                    }
                     None => {
                         pending_at.push(out.blocks.len());
                         out.blocks
                             .push((fp, ChunkId([0; 32]), (pending_at.len() - 1) as u32));
-                        pending.extend_from_slice(blk);
-                        if pending_at.len() == CHUNK_BLOCKS {
-                            flush(ctx, &mut out, &mut pending, &mut pending_at)?;
+                        if !direct {
+                            pending.extend_from_slice(&buf[range]);
+                            if pending_at.len() == CHUNK_BLOCKS {
+                                flush(ctx, &mut out, &mut pending, &mut pending_at)?;
+                            }
                         }
                     }
                 }
                 block += 1;
+            }
+            if direct {
+                store_pending(ctx, &mut out, &buf[..n], &mut pending_at)?;
             }
             out.bytes += n as u64;
             ctx.read_bytes.fetch_add(n as u64, Ordering::Relaxed);
@@ -203,13 +220,19 @@ impl FileJob<'_> {
 
 /// Store the pending chunk and point its blocks at it.
 fn flush(ctx: &Ctx<'_>, out: &mut Piece, pending: &mut Vec<u8>, at: &mut Vec<usize>) -> Result<()> {
+    store_pending(ctx, out, pending, at)?;
+    pending.clear();
+    Ok(())
+}
+
+/// Store `data`, the blocks `at` of `out` in order, as one chunk.
+fn store_pending(ctx: &Ctx<'_>, out: &mut Piece, data: &[u8], at: &mut Vec<usize>) -> Result<()> {
     if !at.is_empty() {
-        let id = ctx.store_chunk(pending)?;
+        let id = ctx.store_chunk(data)?;
         for &i in at.iter() {
             out.blocks[i].1 = id;
         }
     }
-    pending.clear();
     at.clear();
     Ok(())
 }

@@ -4,8 +4,10 @@
 //! in a session held open; wait for the clock to pass the next second;
 //! walk the data directory; back files up in parallel (one writer thread owns
 //! the catalog and the packs); read `global/pg_control` last; stop backup
-//! mode; wait until every WAL segment from start to stop is archived; write
-//! the manifest copy; then mark the backup `complete` in one transaction.
+//! mode and wait until every WAL segment from start to stop is archived,
+//! while the writer seals its last packs; once they are durable and indexed,
+//! write the manifest copy; then mark the backup `complete` in one
+//! transaction.
 //! Any failure before that leaves a `running` backup that is removed here
 //! when possible, or by `expire` after a crash; nothing refers to it.
 
@@ -19,7 +21,8 @@ use refs::Refs;
 use standby::Standby;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -381,9 +384,11 @@ impl Job<'_> {
         let backend = self.repo.backend_arc();
         let pack_size = self.opts.pack_size;
         let bid = row.id.clone();
+        let failed = Arc::new(AtomicBool::new(false));
+        let writer_failed = failed.clone();
         let writer = std::thread::Builder::new()
             .name("pgstrata-writer".into())
-            .spawn(move || writer::run(rx, cat, backend, bid, pack_size))
+            .spawn(move || writer::run(rx, cat, backend, bid, pack_size, writer_failed))
             .map_err(|e| Error::io("writer thread", e))?;
         let read_bytes = AtomicU64::new(0);
         let ctx = file::Ctx {
@@ -401,32 +406,44 @@ impl Job<'_> {
         };
         self.progress.begin("backup", total);
         let t = Instant::now();
-        let copy_result = self.copy_files(&ctx, &refs);
+        let copied = self.copy_files(&ctx, &refs);
         self.progress.end();
         drop(tx);
         drop(refs);
+        // Every file is read: backup mode stops, and its WAL is awaited,
+        // while the writer seals and uploads the last packs.
+        let stopped = match copied {
+            Ok(_) => Some(self.stop(&mut row, &failed)),
+            Err(_) => None,
+        };
         let (cat, wres) = writer
             .join()
             .map_err(|_| Error::internal("the backup writer thread panicked"))?;
-        let (stats, (files, db_bytes)) = match (copy_result, wres) {
-            (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
-            (Ok(c), Ok(s)) => (s, c),
-        };
+        let (files, db_bytes) = copied?;
+        let stats = wres?;
+        let stop = stopped.ok_or_else(|| Error::internal("backup mode was not stopped"))??;
         let read_bytes = read_bytes.load(Ordering::Relaxed);
         tracing::info!(
             "copied {files} files ({read_bytes} bytes read, {} packs) in {:?}",
             stats.packs,
             t.elapsed()
         );
+        row.db_bytes = db_bytes;
+        row.read_bytes = read_bytes;
+        self.finish(cat, &mut row, stop, stats)
+    }
+
+    /// Stop backup mode and wait for its WAL (unless the writer failed
+    /// meanwhile: its error is the one to report).
+    fn stop(&mut self, row: &mut BackupRow, writer_failed: &AtomicBool) -> Result<BackupStop> {
         let t = Instant::now();
         let stop = self.server.backup_stop()?;
         tracing::info!("backup mode stopped at {} in {:?}", stop.lsn, t.elapsed());
         if let Some(s) = self.standby.as_mut() {
             s.complete_segment()?;
         }
-        row.db_bytes = db_bytes;
-        row.read_bytes = read_bytes;
-        self.finish(cat, &mut row, stop, stats)
+        self.await_wal(row, &stop, writer_failed)?;
+        Ok(stop)
     }
 
     /// Every file, in parallel batches as the walk finds them, then
@@ -495,7 +512,6 @@ impl Job<'_> {
         stop: BackupStop,
         stats: WriterStats,
     ) -> Result<BackupReport> {
-        self.await_wal(row, &stop)?;
         row.stop_time = Some(now_us());
         row.stop_lsn = Some(stop.lsn);
         row.backup_label = Some(stop.backup_label.clone());
@@ -534,7 +550,12 @@ impl Job<'_> {
 
     /// Wait until every segment from start to stop is archived (the backup
     /// is useless without them), and record the range.
-    fn await_wal(&self, row: &mut BackupRow, stop: &BackupStop) -> Result<()> {
+    fn await_wal(
+        &self,
+        row: &mut BackupRow,
+        stop: &BackupStop,
+        writer_failed: &AtomicBool,
+    ) -> Result<()> {
         let label = String::from_utf8_lossy(&stop.backup_label).into_owned();
         let timeline = label_timeline(&label)
             .ok_or_else(|| Error::corrupt("backup_label", "no START WAL LOCATION line"))?;
@@ -549,6 +570,7 @@ impl Job<'_> {
             seg,
             self.opts.archive_timeout,
             &self.server.info.archive_command,
+            writer_failed,
         )
         .map_err(|e| match (e, &self.standby) {
             (Error::Timeout(m), Some(s)) => Error::Timeout(format!("{m}.{}", s.wal_hint())),
@@ -586,10 +608,14 @@ fn wait_for_wal(
     seg_size: u64,
     timeout: Duration,
     archive_command: &str,
+    give_up: &AtomicBool,
 ) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let mut segno = first.segno;
     while segno <= last.segno {
+        if give_up.load(Ordering::Relaxed) {
+            return Err(Error::internal("stopped waiting for WAL"));
+        }
         let name = WalSegment {
             timeline: first.timeline,
             segno,

@@ -15,6 +15,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -53,14 +54,20 @@ const ROW_BATCH: usize = 16_384;
 /// Packs sealing (uploading) at once while the next fills.
 const IN_FLIGHT: usize = 2;
 
+/// `failed` is set as soon as the writer gives up, so that the backup stops
+/// waiting (for its WAL) and reports the writer's error.
 pub fn run(
     rx: Receiver<Msg>,
     mut cat: Catalog,
     backend: Arc<dyn Backend>,
     backup_id: String,
     pack_size: u64,
+    failed: Arc<AtomicBool>,
 ) -> (Catalog, Result<WriterStats>) {
     let r = write_all(&rx, &mut cat, backend.as_ref(), &backup_id, pack_size);
+    if r.is_err() {
+        failed.store(true, Ordering::Relaxed);
+    }
     // Drain so that no worker blocks on a full channel after an error.
     while rx.recv().is_ok() {}
     (cat, r)

@@ -4,8 +4,9 @@
 //!
 //! Durability: S3 makes an object visible, whole, when its PUT (or the
 //! completion of its multipart upload) succeeds, and never partially. A
-//! streamed object is buffered up to [`BUFFER_MAX`] and sent at `finish`
-//! (its name is known only then: packs are named by their content); a larger
+//! streamed object is buffered up to [`BUFFER_MAX`] and sent in one PUT at
+//! `finish` (its name is known only then: packs are named by their content;
+//! packs upload two at a time, see `backup::writer`); a larger
 //! one goes up as a multipart upload under `tmp/` and is copied to its name
 //! at `finish`, server side. Uploads of a killed process stay invisible and
 //! are aborted by `expire` ([`Backend::collect_abandoned`]).
@@ -36,8 +37,6 @@ use crate::store::backend::{Backend, ObjectWriter};
 pub const BUFFER_MAX: usize = 64 << 20;
 /// Multipart part size (S3's minimum is 5 MiB but for the last).
 pub const PART: usize = 8 << 20;
-/// Parts uploaded at once.
-const PARALLEL_PARTS: usize = 4;
 /// How long a signed request stays valid (retries sign afresh).
 const SIGNED_FOR: Duration = Duration::from_secs(15 * 60);
 /// Small range reads are served from aligned windows of this size, kept in a

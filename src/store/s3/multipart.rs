@@ -1,5 +1,5 @@
-//! Multipart uploads: objects sent in parts (in parallel), objects larger
-//! than [`BUFFER_MAX`](super::BUFFER_MAX) spilled under `tmp/` and copied,
+//! Multipart uploads: objects larger than [`BUFFER_MAX`](super::BUFFER_MAX)
+//! spilled in parts under `tmp/` and copied,
 //! and the listing of uploads a killed process left behind.
 
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use rusty_s3::S3Action;
 
 use super::http::{self, Kind, Method, Req};
-use super::{parse_iso, Inner, Upload, BUFFER_MAX, PARALLEL_PARTS, PART, SIGNED_FOR};
+use super::{parse_iso, Inner, Upload, BUFFER_MAX, PART, SIGNED_FOR};
 use crate::error::{Error, Result};
 use crate::store::backend::ObjectWriter;
 
@@ -147,43 +147,6 @@ impl Inner {
         }
     }
 
-    /// Upload `data` to `key` as a multipart upload, parts in parallel.
-    pub(super) fn put_multipart(&self, key: &str, data: &[u8]) -> Result<()> {
-        let id = self.create_upload(key)?;
-        let parts: Vec<&[u8]> = data.chunks(PART).collect();
-        let result = (|| {
-            let mut etags = vec![String::new(); parts.len()];
-            for (batch_no, batch) in parts.chunks(PARALLEL_PARTS).enumerate() {
-                let got: Vec<Result<String>> = std::thread::scope(|s| {
-                    let handles: Vec<_> = batch
-                        .iter()
-                        .enumerate()
-                        .map(|(i, p)| {
-                            let n = (batch_no * PARALLEL_PARTS + i + 1) as u16;
-                            let id = id.as_str();
-                            s.spawn(move || self.upload_part(key, id, n, p))
-                        })
-                        .collect();
-                    handles
-                        .into_iter()
-                        .map(|h| {
-                            h.join()
-                                .unwrap_or_else(|_| Err(Error::internal("upload thread panicked")))
-                        })
-                        .collect()
-                });
-                for (i, e) in got.into_iter().enumerate() {
-                    etags[batch_no * PARALLEL_PARTS + i] = e?;
-                }
-            }
-            self.complete(key, &id, &etags, data.len() as u64)
-        })();
-        if result.is_err() {
-            let _ = self.abort(key, &id);
-        }
-        result
-    }
-
     pub(super) fn stale_uploads(&self, older_than: Duration) -> Result<Vec<Upload>> {
         let full = self.full("");
         let r = self.client.send(Kind::List, &self.what(""), &|| {
@@ -291,11 +254,11 @@ impl ObjectWriter for S3Writer {
     fn finish(mut self: Box<Self>, key: &str) -> Result<()> {
         let inner = self.inner.clone();
         let Some(mut sp) = self.spill.take() else {
+            // One PUT for all that was buffered: S3 takes up to 5 GiB so,
+            // and a multipart upload of a pack would cost the server a
+            // second pass over its bytes (joining the parts) and 5 requests.
             let data = std::mem::take(&mut self.buf);
-            return match data.len() > PART {
-                true => inner.put_multipart(key, &data),
-                false => inner.put(key, &data),
-            };
+            return inner.put(key, &data);
         };
         let result = (|| {
             let n = u16::try_from(sp.etags.len() + 1)

@@ -386,3 +386,58 @@ fn a_killed_full_is_shown_aborted_and_the_next_one_resumes() {
     dst.wait_for_consistency();
     assert_eq!(dst.table_hashes(), want);
 }
+
+/// A repository that fails at every step of a backup's writes (the lock,
+/// each pack, the catalog): each time the backup reports the failure, does
+/// not wait for WAL that will never come (archiving is off), and leaves the
+/// server out of backup mode. With every write allowed, the same backup
+/// waits for its WAL and times out: the wait is real.
+#[test]
+fn a_failed_write_is_reported_at_once_even_while_waiting_for_wal() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let src = Cluster::new(
+        &s,
+        "src",
+        ClusterOpts {
+            extra_conf: "archive_mode = on\narchive_command = 'false'\n",
+            ..Default::default()
+        },
+    );
+    load_sample(&src, 20_000);
+    let timeout = Duration::from_secs(10);
+    let mut opts = pgstrata::BackupOptions::new(&src.pgdata);
+    opts.dbname = Some(src.conninfo());
+    opts.start_fast = true;
+    opts.archive_timeout = timeout;
+    opts.pack_size = 1 << 20;
+    let mut budget = 0;
+    loop {
+        let mut r = repo.open();
+        let inner = r.backend_arc();
+        r.set_backend(std::sync::Arc::new(pgstrata::testing::FaultBackend::new(
+            inner, budget,
+        )));
+        let t = Instant::now();
+        let e = pgstrata::backup(&r, "main", &opts, &pgstrata::Silent)
+            .expect_err("a backup without archived WAL succeeded");
+        let took = t.elapsed();
+        assert_no_backup_session(&src);
+        let msg = e.to_string();
+        if msg.contains("was not archived") {
+            assert!(took >= timeout, "budget {budget}: timed out after {took:?}");
+            assert!(
+                budget > 1,
+                "fewer than two packs: no pack sealed during the WAL wait"
+            );
+            break;
+        }
+        assert!(msg.contains("injected fault"), "budget {budget}: {msg}");
+        assert!(
+            took < timeout / 2,
+            "budget {budget}: the failed write was reported after {took:?}"
+        );
+        budget += 1;
+        assert!(budget < 200, "the backup never reached its WAL wait");
+    }
+}
