@@ -14,6 +14,9 @@
 #   ROWS=2000000        rows of scripts/bench/dataset.sql (events; docs gets ROWS/4)
 #   SCALE=20            pgbench scale (pgbench -i -s SCALE)
 #   TXNS=10000          workload transactions per client (2 clients): the "hour of change"
+#   FULL_RUNS=3         full #1 is timed this many times, the median reported (one run on
+#                       this shared machine can be 20% off): the extra runs come first,
+#                       each tool backing up into a scratch repository of its own
 #   WORKDIR=            scratch directory (default: a new mktemp dir under /var/tmp);
 #                       the cluster owner (postgres) must be able to traverse it
 #   PGSTRATA=           pgstrata binary (default target/release/pgstrata; built with
@@ -50,7 +53,7 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 for arg in "$@"; do
   case $arg in
     -h|--help) usage; exit 0 ;;
-    PROFILE=*|SEGMENTS=*|SIZES=*|TABLES=*|BACKUPS=*|CHANGED=*|KEEP_BACKUPS=*|PGBR=*|ROWS=*|SCALE=*|TXNS=*|WORKDIR=*|PGSTRATA=*|SKIP_PGSTRATA=*|ENCRYPTED=*|VERIFY=*|KEEP=*|PG_BIN=*)
+    PROFILE=*|FULL_RUNS=*|SEGMENTS=*|SIZES=*|TABLES=*|BACKUPS=*|CHANGED=*|KEEP_BACKUPS=*|PGBR=*|ROWS=*|SCALE=*|TXNS=*|WORKDIR=*|PGSTRATA=*|SKIP_PGSTRATA=*|ENCRYPTED=*|VERIFY=*|KEEP=*|PG_BIN=*)
       export "${arg?}" ;;
     *) echo "bench.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
@@ -69,6 +72,7 @@ esac
 ROWS=${ROWS:-2000000}
 SCALE=${SCALE:-20}
 TXNS=${TXNS:-10000}
+FULL_RUNS=${FULL_RUNS:-3}
 CLIENTS=2
 SKIP_PGSTRATA=${SKIP_PGSTRATA:-0}
 ENCRYPTED=${ENCRYPTED:-1}
@@ -81,7 +85,7 @@ REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PGSTRATA=${PGSTRATA:-$REPO_ROOT/target/release/pgstrata}
 SRC_BENCH=$REPO_ROOT/scripts/bench
 
-for v in ROWS SCALE TXNS; do
+for v in ROWS SCALE TXNS FULL_RUNS; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: $v must be a positive integer" >&2; exit 2; }
 done
 
@@ -141,13 +145,18 @@ PGDATA=$WORKDIR/pgdata
 LOGS=$WORKDIR/logs
 BENCH=$WORKDIR/bench             # private copy of the generator, readable by postgres
 PGBR_CONF=$WORKDIR/pgbackrest.conf
-PGBR_REPO1=$WORKDIR/pgbr-file    # repo1: file-level
-PGBR_REPO2=$WORKDIR/pgbr-block   # repo2: bundle + block incremental
-PGS_REPO=$WORKDIR/pgstrata-repo
-PGS_ENC_REPO=$WORKDIR/pgstrata-enc-repo
+PGBR_BASE1=$WORKDIR/pgbr-file    # repo1: file-level
+PGBR_BASE2=$WORKDIR/pgbr-block   # repo2: bundle + block incremental
+PGS_BASE=$WORKDIR/pgstrata-repo
+PGS_ENC_BASE=$WORKDIR/pgstrata-enc-repo
 PGS_PASS=$WORKDIR/pgstrata-enc.pass
 PGS=$WORKDIR/bin/pgstrata
-PGS_ARGS=(--repo "$PGS_REPO")
+# pgstrata's settings (repository, S3) live in config files, so that the extra
+# full #1 runs can point every command, archive_command too, at scratch repositories.
+PGS_CONF=$WORKDIR/pgstrata.toml
+PGS_ENC_CONF=$WORKDIR/pgstrata-enc.toml
+PGS_ARGS=(--config "$PGS_CONF")
+SUFFIX=                          # "" for the repositories of record, "-runK" for scratch ones
 RESULTS=$WORKDIR/results.tsv
 SOCK=$WORKDIR/s                  # private socket dir: no TCP, no port clash
 VSOCK=$WORKDIR/v                 # socket dir for verifying restored clusters
@@ -160,8 +169,11 @@ fi
 EXTRA_DIRS=()
 [[ $SOCK == "$WORKDIR"/* ]] || EXTRA_DIRS+=("$SOCK")
 
-"${AS_PG[@]}" mkdir -p "$LOGS" "$BENCH" "$SOCK" "$VSOCK" "$PGBR_REPO1" "$PGBR_REPO2" \
+"${AS_PG[@]}" mkdir -p "$LOGS" "$BENCH" "$SOCK" "$VSOCK" \
   "$WORKDIR/pgbr-lock" "$WORKDIR/pgbr-spool" "$LOGS/pgbackrest"
+for ((k = 2; k <= FULL_RUNS; k++)); do
+  EXTRA_DIRS+=("$PGBR_BASE1-run$k" "$PGBR_BASE2-run$k" "$PGS_BASE-run$k" "$PGS_ENC_BASE-run$k" "$WORKDIR/pgs-cache-run$k")
+done
 cp "$SRC_BENCH"/{dataset.sql,workload.sql,pagediff.py} "$BENCH"/
 chmod a+r "$BENCH"/*
 if [[ $SKIP_PGSTRATA != 1 ]]; then
@@ -188,7 +200,7 @@ cleanup() {
   if [[ $KEEP == 1 ]]; then
     log "kept $WORKDIR (KEEP=1)"
   else
-    rm -rf "$PGDATA" "$PGBR_REPO1" "$PGBR_REPO2" "$PGS_REPO" "$PGS_ENC_REPO" "$WORKDIR"/snap-* \
+    rm -rf "$PGDATA" "$PGBR_BASE1" "$PGBR_BASE2" "$PGS_BASE" "$PGS_ENC_BASE" "$WORKDIR"/snap-* \
       "$WORKDIR"/restore-* "${WORKDIR:?}/bin" "$WORKDIR/pgbr-lock" "$WORKDIR/pgbr-spool" \
       "$SOCK" "$VSOCK" "${EXTRA_DIRS[@]}"
     log "removed the cluster, repositories and copies; results and logs are in $WORKDIR"
@@ -243,9 +255,8 @@ record() {  # step tool wall rss stored repo_delta reported note
 backup_bytes() {
   if [[ $S3 == 1 ]]; then
     case $1 in
-      pgstrata) s3_bytes pgstrata wal ;;
-      pgbr_file) s3_bytes pgbr-file/backup ;;
-      pgbr_block) s3_bytes pgbr-block/backup ;;
+      pgstrata) s3_bytes "$(s3_prefix pgstrata)" wal ;;
+      pgbr_file|pgbr_block) s3_bytes "$(s3_prefix "$1")/backup" ;;
     esac
     return
   fi
@@ -259,9 +270,7 @@ backup_bytes() {
 repo_bytes() {
   if [[ $S3 == 1 ]]; then
     case $1 in
-      pgstrata) s3_bytes pgstrata ;;
-      pgbr_file) s3_bytes pgbr-file ;;
-      pgbr_block) s3_bytes pgbr-block ;;
+      pgstrata|pgbr_file|pgbr_block) s3_bytes "$(s3_prefix "$1")" ;;
     esac
     return
   fi
@@ -291,7 +300,7 @@ except Exception:
 TOOLS=(pgbr_file pgbr_block)
 [[ $ENCRYPTED != 1 ]] || TOOLS=(pgstrata_enc "${TOOLS[@]}")
 [[ $SKIP_PGSTRATA == 1 ]] || TOOLS=(pgstrata "${TOOLS[@]}")
-ENC_ARGS=(--repo "$PGS_ENC_REPO" --passphrase-file "$PGS_PASS")
+ENC_ARGS=(--config "$PGS_ENC_CONF")
 
 backup_cmd() {  # tool type -> sets CMD
   case $1 in
@@ -305,7 +314,7 @@ backup_cmd() {  # tool type -> sets CMD
 }
 
 # Where each tool keeps its repository and its WAL archive in the bucket.
-s3_prefix() { case $1 in pgstrata) echo pgstrata ;; pgbr_file) echo pgbr-file ;; pgbr_block) echo pgbr-block ;; esac; }
+s3_prefix() { case $1 in pgstrata) echo "pgstrata$SUFFIX" ;; pgbr_file) echo "pgbr-file$SUFFIX" ;; pgbr_block) echo "pgbr-block$SUFFIX" ;; esac; }
 s3_wal() { case $1 in pgstrata) echo wal ;; *) echo archive ;; esac; }
 declare -A REQ
 
@@ -338,9 +347,6 @@ if [[ $S3 == 1 ]]; then
   source "$SRC_BENCH/s3lib.sh"
   s3_start "$WORKDIR"
   log "S3: moto_server behind a TLS proxy on 127.0.0.1:$S3_PORT, bucket $S3_BUCKET"
-  "${AS_PG[@]}" mkdir -p "$WORKDIR/pgs-cache"
-  PGS_ARGS=(--repo "s3://$S3_BUCKET/pgstrata" --s3-endpoint "https://127.0.0.1:$S3_PORT"
-            --s3-ca-file "$S3_CA" --s3-uri-style path --cache-dir "$WORKDIR/pgs-cache")
 fi
 log "workdir $WORKDIR; ROWS=$ROWS SCALE=$SCALE TXNS=$TXNS x $CLIENTS clients; tools: ${TOOLS[*]}"
 "${AS_PG[@]}" "$PG_BIN/initdb" -D "$PGDATA" -k -U postgres -A trust -E UTF8 --locale=C \
@@ -386,9 +392,36 @@ repo$r-s3-uri-style=path
 repo$r-storage-ca-file=$S3_CA
 "
   done
-  PGBR_REPO1=/pgbr-file PGBR_REPO2=/pgbr-block
 fi
-"${AS_PG[@]}" tee "$PGBR_CONF" >/dev/null <<EOF
+if [[ $ENCRYPTED == 1 ]]; then
+  head -c 24 /dev/urandom | base64 >"$PGS_PASS"
+  chmod 600 "$PGS_PASS"
+  [[ -z ${AS_PG[*]} ]] || chown "$PGOS" "$PGS_PASS"
+fi
+
+# use_repos SUFFIX [init]: point every tool, archive_command included (it reads the
+# same config files), at the repositories named with SUFFIX; with init, create them.
+use_repos() {
+  SUFFIX=$1
+  PGS_REPO=$PGS_BASE$SUFFIX PGS_ENC_REPO=$PGS_ENC_BASE$SUFFIX
+  PGBR_REPO1=$PGBR_BASE1$SUFFIX PGBR_REPO2=$PGBR_BASE2$SUFFIX
+  if [[ $S3 == 1 ]]; then
+    PGBR_REPO1=/pgbr-file$SUFFIX PGBR_REPO2=/pgbr-block$SUFFIX
+    "${AS_PG[@]}" mkdir -p "$WORKDIR/pgs-cache$SUFFIX"
+    "${AS_PG[@]}" tee "$PGS_CONF" >/dev/null <<EOF
+repo = "s3://$S3_BUCKET/pgstrata$SUFFIX"
+s3-endpoint = "https://127.0.0.1:$S3_PORT"
+s3-ca-file = "$S3_CA"
+s3-uri-style = "path"
+cache-dir = "$WORKDIR/pgs-cache$SUFFIX"
+EOF
+  else
+    "${AS_PG[@]}" mkdir -p "$PGBR_REPO1" "$PGBR_REPO2"
+    printf 'repo = "%s"\n' "$PGS_REPO" | "${AS_PG[@]}" tee "$PGS_CONF" >/dev/null
+  fi
+  printf 'repo = "%s"\npassphrase-file = "%s"\n' "$PGS_ENC_REPO" "$PGS_PASS" |
+    "${AS_PG[@]}" tee "$PGS_ENC_CONF" >/dev/null
+  "${AS_PG[@]}" tee "$PGBR_CONF" >/dev/null <<EOF
 [global]
 ${PGBR_S3}repo1-path=$PGBR_REPO1
 repo1-retention-full=99
@@ -414,25 +447,27 @@ pg1-socket-path=$SOCK
 pg1-port=$PORT
 pg1-user=postgres
 EOF
-
-if [[ $SKIP_PGSTRATA != 1 ]]; then
-  "${AS_PG[@]}" "$PGS" "${PGS_ARGS[@]}" init >"$LOGS/pgstrata-init.log" 2>&1 ||
-    { cat "$LOGS/pgstrata-init.log" >&2; die "pgstrata init failed"; }
-fi
-if [[ $ENCRYPTED == 1 ]]; then
-  head -c 24 /dev/urandom | base64 >"$PGS_PASS"
-  chmod 600 "$PGS_PASS"
-  [[ -z ${AS_PG[*]} ]] || chown "$PGOS" "$PGS_PASS"
-  "${AS_PG[@]}" "$PGS" "${ENC_ARGS[@]}" init --encrypt >"$LOGS/pgstrata-enc-init.log" 2>&1 ||
-    { cat "$LOGS/pgstrata-enc-init.log" >&2; die "pgstrata init --encrypt failed"; }
-fi
+  [[ ${2:-} == init ]] || return 0
+  if [[ $SKIP_PGSTRATA != 1 ]]; then
+    "${AS_PG[@]}" "$PGS" "${PGS_ARGS[@]}" init >"$LOGS/pgstrata-init$SUFFIX.log" 2>&1 ||
+      { cat "$LOGS/pgstrata-init$SUFFIX.log" >&2; die "pgstrata init failed"; }
+  fi
+  if [[ $ENCRYPTED == 1 ]]; then
+    "${AS_PG[@]}" "$PGS" "${ENC_ARGS[@]}" init --encrypt >"$LOGS/pgstrata-enc-init$SUFFIX.log" 2>&1 ||
+      { cat "$LOGS/pgstrata-enc-init$SUFFIX.log" >&2; die "pgstrata init --encrypt failed"; }
+  fi
+}
+stanza_create() {
+  "${AS_PG[@]}" pgbackrest --config="$PGBR_CONF" --stanza=bench stanza-create >"$LOGS/stanza-create$SUFFIX.log" 2>&1 ||
+    { cat "$LOGS/stanza-create$SUFFIX.log" >&2; die "pgbackrest stanza-create failed"; }
+}
+use_repos "" init
 
 CLUSTERS_UP+=("$PGDATA")
 "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$LOGS/postgres.log" -w -t 120 start >/dev/null ||
   { tail -20 "$LOGS/postgres.log" >&2; die "the cluster did not start"; }
 
-"${AS_PG[@]}" pgbackrest --config="$PGBR_CONF" --stanza=bench stanza-create >"$LOGS/stanza-create.log" 2>&1 ||
-  { cat "$LOGS/stanza-create.log" >&2; die "pgbackrest stanza-create failed"; }
+stanza_create
 "${AS_PG[@]}" pgbackrest --config="$PGBR_CONF" --stanza=bench check >"$LOGS/check.log" 2>&1 ||
   { cat "$LOGS/check.log" >&2; die "pgbackrest check failed (archive_command?)"; }
 
@@ -448,11 +483,34 @@ DATA_BYTES=$(( $(bytes_of "$PGDATA") - $(bytes_of "$PGDATA/pg_wal") ))
 log "data set: base/ $BASE_BYTES bytes, data directory without pg_wal $DATA_BYTES bytes"
 
 # ---------------------------------------------------------------- full #1
+# The extra runs first, each into scratch repositories (WAL archived meanwhile goes
+# there too: the repositories of record miss only segments older than their first backup).
+for ((k = 2; k <= FULL_RUNS; k++)); do
+  use_repos "-run$k" init
+  stanza_create
+  run_backups "full1-run$k" full
+done
+use_repos ""
 run_backups full1 full
-# Floor: read and compress the data directory once (pg_wal contents left out, as the
+# Floor: read and compress the data directory (pg_wal contents left out, as the
 # backups leave them out). tar may warn that live files changed: ignored.
-measure full1 floor bash -c "tar -cf - -C '$PGDATA' --exclude='./pg_wal/*' . 2>/dev/null | zstd -3 -T2 -q | wc -c > '$LOGS/floor.tarzst.bytes'"
-record full1 floor "$WALL" "$RSS" "$(cat "$LOGS/floor.tarzst.bytes")" - - "tar | zstd -3 -T2"
+for ((k = 1; k <= FULL_RUNS; k++)); do
+  step=full1; ((k == 1)) || step=full1-run$k
+  measure "$step" floor bash -c "tar -cf - -C '$PGDATA' --exclude='./pg_wal/*' . 2>/dev/null | zstd -3 -T2 -q | wc -c > '$LOGS/floor.tarzst.bytes'"
+  record "$step" floor "$WALL" "$RSS" "$(cat "$LOGS/floor.tarzst.bytes")" - - "tar | zstd -3 -T2"
+done
+# The full #1 cells: median wall time, highest peak RSS, bytes of the run of record.
+for tool in "${TOOLS[@]}" floor; do
+  walls=("${CELL_WALL[full1/$tool]}") rss=${CELL_RSS[full1/$tool]}
+  for ((k = 2; k <= FULL_RUNS; k++)); do
+    walls+=("${CELL_WALL[full1-run$k/$tool]}")
+    ((CELL_RSS[full1-run$k/$tool] > rss)) && rss=${CELL_RSS[full1-run$k/$tool]}
+  done
+  CELL_WALL[full1/$tool]=$(printf '%s\n' "${walls[@]}" | sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }')
+  CELL_RSS[full1/$tool]=$rss
+  printf 'full1-median\t%s\t%s\t%s\t-\t-\t-\tmedian of %s: %s\n' "$tool" "${CELL_WALL[full1/$tool]}" "$rss" \
+    "$FULL_RUNS" "${walls[*]}" >>"$RESULTS"
+done
 
 # ---------------------------------------------------------------- one hour of change
 sql CHECKPOINT
@@ -573,6 +631,7 @@ declare -A STEPNAME=([full1]="full #1" [incr]="incr (after the change)" [full2]=
   done
   echo
   echo "cells: wall s / peak RSS MiB / stored MB (what the step added to the repository's backup area; WAL archive excluded)"
+  echo "full #1: median wall of $FULL_RUNS runs and their highest peak RSS (runs in results.tsv, full1-median); restore: median of 3"
   echo "ground truth (pagediff.py): ${T[changed_pages]} of $(( T[total_bytes] / 8192 )) pages changed" \
        "(${T[changed_pct]}%): $(mb "${T[changed_bytes]}") MB of $(mb "${T[total_bytes]}") MB, zstd-3 $(mb "${T[changed_zstd3_bytes]}") MB"
   echo "workload: $((TXNS * CLIENTS)) transactions at ${TPS:-?} tps"
