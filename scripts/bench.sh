@@ -11,6 +11,10 @@
 #                       info/verify/expire with 720 backups (scripts/bench/month.sh).
 #                       many-files: every command's memory and time on clusters of
 #                       ~12,000 and ~200,000 files (SIZES=tables; scripts/bench/many-files.sh)
+#                       big: the steps below on ~20 GB (ROWS=44000000 SCALE=440, 22x the
+#                       default), to compare per-GB times and peak memory with the default
+#                       profile's; one run per step, no page-level ground truth (two 20 GB
+#                       snapshots), the data load not archived (no backup needs it)
 #   ROWS=2000000        rows of scripts/bench/dataset.sql (events; docs gets ROWS/4)
 #   SCALE=20            pgbench scale (pgbench -i -s SCALE)
 #   TXNS=10000          workload transactions per client (2 clients): the "hour of change"
@@ -59,14 +63,16 @@ for arg in "$@"; do
   esac
 done
 
-S3=0
+S3=0 BIG=0
 case ${PROFILE:-default} in
   default) ;;
   archive) exec "$(dirname "${BASH_SOURCE[0]}")/bench/archive.sh" ;;
   month) exec "$(dirname "${BASH_SOURCE[0]}")/bench/month.sh" ;;
   many-files) exec "$(dirname "${BASH_SOURCE[0]}")/bench/many-files.sh" ;;
   s3) S3=1; ENCRYPTED=${ENCRYPTED:-0} ;;
-  *) echo "bench.sh: unknown PROFILE '$PROFILE' (default, archive, s3, month, many-files)" >&2; exit 2 ;;
+  big) BIG=1; ROWS=${ROWS:-44000000}; SCALE=${SCALE:-440}; FULL_RUNS=${FULL_RUNS:-1}
+       ENCRYPTED=${ENCRYPTED:-0} ;;
+  *) echo "bench.sh: unknown PROFILE '$PROFILE' (default, archive, s3, month, many-files, big)" >&2; exit 2 ;;
 esac
 
 ROWS=${ROWS:-2000000}
@@ -472,12 +478,22 @@ stanza_create
   { cat "$LOGS/check.log" >&2; die "pgbackrest check failed (archive_command?)"; }
 
 # ---------------------------------------------------------------- data set
+# big: the load's ~20 GB of WAL would fill the disk three times over (one archive per
+# repository), and no backup needs WAL from before its start.
+if ((BIG == 1)); then sql "ALTER SYSTEM SET archive_command = 'true'"; sql "SELECT pg_reload_conf()" >/dev/null; fi
 measure load dataset "${PSQL[@]}" -v rows="$ROWS" -f "$BENCH/dataset.sql"
 record load dataset.sql "$WALL" "$RSS" - - - "rows=$ROWS"
 measure load pgbench_init "${AS_PG[@]}" pgbench -i -q -s "$SCALE"
 record load pgbench-init "$WALL" "$RSS" - - - "scale=$SCALE"
 sql CHECKPOINT
 wait_archive
+if ((BIG == 1)); then
+  sql "ALTER SYSTEM RESET archive_command"
+  sql "SELECT pg_reload_conf()" >/dev/null
+  sleep 1
+  sql "SELECT pg_switch_wal()" >/dev/null
+  wait_archive
+fi
 BASE_BYTES=$(bytes_of "$PGDATA/base")
 DATA_BYTES=$(( $(bytes_of "$PGDATA") - $(bytes_of "$PGDATA/pg_wal") ))
 log "data set: base/ $BASE_BYTES bytes, data directory without pg_wal $DATA_BYTES bytes"
@@ -515,20 +531,22 @@ done
 # ---------------------------------------------------------------- one hour of change
 sql CHECKPOINT
 wait_archive
-measure change snap_old cp -a "$PGDATA" "$WORKDIR/snap-old"
+declare -A T
+((BIG == 1)) || measure change snap_old cp -a "$PGDATA" "$WORKDIR/snap-old"
 measure change pgbench "${AS_PG[@]}" pgbench -n -f "$BENCH/workload.sql" -t "$TXNS" -c "$CLIENTS" -j "$CLIENTS" -D scale="$SCALE"
 TPS=$(sed -n 's/^tps = \([0-9]*\).*/\1/p' "$LOGS/change.pgbench.log" | tail -n 1)
 record change pgbench "$WALL" "$RSS" - - - "tps=${TPS:-?} txns=$((TXNS * CLIENTS))"
 sql CHECKPOINT
 wait_archive
-measure change snap_new cp -a "$PGDATA" "$WORKDIR/snap-new"
-measure change pagediff python3 "$BENCH/pagediff.py" --top 20 "$WORKDIR/snap-old" "$WORKDIR/snap-new"
-TRUTH_LINE=$(tail -n 1 "$LOGS/change.pagediff.log")
-declare -A T
-for kv in $TRUTH_LINE; do T[${kv%%=*}]=${kv#*=}; done
-[[ -n ${T[changed_zstd3_bytes]:-} ]] || die "pagediff printed nothing usable: $TRUTH_LINE"
-record change pagediff "$WALL" "$RSS" "${T[changed_zstd3_bytes]}" - - "$TRUTH_LINE"
-[[ $KEEP == 1 ]] || rm -rf "$WORKDIR/snap-old" "$WORKDIR/snap-new"
+if ((BIG == 0)); then
+  measure change snap_new cp -a "$PGDATA" "$WORKDIR/snap-new"
+  measure change pagediff python3 "$BENCH/pagediff.py" --top 20 "$WORKDIR/snap-old" "$WORKDIR/snap-new"
+  TRUTH_LINE=$(tail -n 1 "$LOGS/change.pagediff.log")
+  for kv in $TRUTH_LINE; do T[${kv%%=*}]=${kv#*=}; done
+  [[ -n ${T[changed_zstd3_bytes]:-} ]] || die "pagediff printed nothing usable: $TRUTH_LINE"
+  record change pagediff "$WALL" "$RSS" "${T[changed_zstd3_bytes]}" - - "$TRUTH_LINE"
+  [[ $KEEP == 1 ]] || rm -rf "$WORKDIR/snap-old" "$WORKDIR/snap-new"
+fi
 
 # Row counts the restored clusters must reproduce (nothing changes the data after this).
 CHECK_SQL="SELECT (SELECT count(*) FROM events) || ' ' || (SELECT count(*) FROM docs) || ' ' || (SELECT sum(abalance) FROM pgbench_accounts) || ' ' || (SELECT count(*) FROM pgbench_accounts)"
@@ -539,9 +557,11 @@ run_backups incr incr
 run_backups full2 full
 
 # ---------------------------------------------------------------- restore
-restore_median() {  # tool dir; runs CMD three times into an emptied dir
+RESTORE_RUNS=3
+((BIG == 0)) || RESTORE_RUNS=1
+restore_median() {  # tool dir; runs CMD RESTORE_RUNS times into an emptied dir
   local tool=$1 dir=$2 walls=() rss=0 k
-  for k in 1 2 3; do
+  for ((k = 1; k <= RESTORE_RUNS; k++)); do
     if ((k > 1)); then
       "${AS_PG[@]}" find "$dir" -mindepth 1 -delete
     fi
@@ -553,10 +573,31 @@ restore_median() {  # tool dir; runs CMD three times into an emptied dir
     ((RSS > rss)) && rss=$RSS
   done
   RUNS="${walls[*]}"
-  WALL=$(printf '%s\n' "${walls[@]}" | sort -n | sed -n 2p)
+  WALL=$(printf '%s\n' "${walls[@]}" | sort -n | sed -n "$(((RESTORE_RUNS + 1) / 2))p")
   RSS=$rss
 }
+# Start a restored cluster (recovery from its own archive), compare the row counts;
+# then remove it (a big profile's restores would not fit the disk side by side).
 declare -A VERIFIED
+verify_restored() {  # tool
+  local tool=$1 dir=$WORKDIR/restore-$1 got=
+  if [[ $VERIFY == 1 ]]; then
+    log "verify: starting the cluster restored by $tool"
+    CLUSTERS_UP+=("$dir")
+    if "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$dir" -l "$LOGS/verify.$tool.postgres.log" -w -t 600 \
+         -o "-c unix_socket_directories=$VSOCK -c port=$PORT -c archive_mode=off" start >/dev/null; then
+      for _ in {1..600}; do   # wait until recovery has ended and the cluster is promoted
+        [[ $(PGHOST=$VSOCK sql "SELECT pg_is_in_recovery()" 2>/dev/null) == f ]] && break
+        sleep 0.5
+      done
+      got=$(PGHOST=$VSOCK sql "$CHECK_SQL" 2>>"$LOGS/verify.$tool.log") || true
+      "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$dir" -m fast -w stop >/dev/null || true
+    fi
+    if [[ $got == "$EXPECT" ]]; then VERIFIED[$tool]=ok; else VERIFIED[$tool]="FAILED (got '$got', want '$EXPECT')"; fi
+    printf 'verify\t%s\t-\t-\t-\t-\t-\t%s\n' "$tool" "${VERIFIED[$tool]}" >>"$RESULTS"
+  fi
+  [[ $KEEP == 1 ]] || rm -rf "$dir"
+}
 for tool in "${TOOLS[@]}"; do
   dir=$WORKDIR/restore-$tool
   "${AS_PG[@]}" mkdir -m 0700 "$dir"
@@ -570,35 +611,14 @@ for tool in "${TOOLS[@]}"; do
   # quarter between runs on a shared machine. measure() syncs first, so a
   # restore's syncfs does not pay for the writes of the steps before it.
   restore_median "$tool" "$dir"
-  record restore "$tool" "$WALL" "$RSS" - - - "$(bytes_of "$dir") bytes restored; median of 3: $RUNS"
+  record restore "$tool" "$WALL" "$RSS" - - - "$(bytes_of "$dir") bytes restored; median of $RESTORE_RUNS: $RUNS"
+  verify_restored "$tool"
 done
 dir=$WORKDIR/restore-floor
 "${AS_PG[@]}" mkdir -m 0700 "$dir"
 CMD=(cp -a "$PGDATA/base" "$dir/")
 restore_median floor "$dir"
-record restore floor "$WALL" "$RSS" - - - "cp -a PGDATA/base; median of 3: $RUNS"
-
-# Start each restored cluster (recovery from its own archive), compare the row counts.
-if [[ $VERIFY == 1 ]]; then
-  for tool in "${TOOLS[@]}"; do
-    dir=$WORKDIR/restore-$tool
-    log "verify: starting the cluster restored by $tool"
-    CLUSTERS_UP+=("$dir")
-    got=
-    if "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$dir" -l "$LOGS/verify.$tool.postgres.log" -w -t 600 \
-         -o "-c unix_socket_directories=$VSOCK -c port=$PORT -c archive_mode=off" start >/dev/null; then
-      for _ in {1..600}; do   # wait until recovery has ended and the cluster is promoted
-        [[ $(PGHOST=$VSOCK sql "SELECT pg_is_in_recovery()" 2>/dev/null) == f ]] && break
-        sleep 0.5
-      done
-      got=$(PGHOST=$VSOCK sql "$CHECK_SQL" 2>>"$LOGS/verify.$tool.log") || true
-      "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$dir" -m fast -w stop >/dev/null || true
-    fi
-    if [[ $got == "$EXPECT" ]]; then VERIFIED[$tool]=ok; else VERIFIED[$tool]="FAILED (got '$got', want '$EXPECT')"; fi
-    printf 'verify\t%s\t-\t-\t-\t-\t-\t%s\n' "$tool" "${VERIFIED[$tool]}" >>"$RESULTS"
-    [[ $KEEP == 1 ]] || rm -rf "$dir"
-  done
-fi
+record restore floor "$WALL" "$RSS" - - - "cp -a PGDATA/base; median of $RESTORE_RUNS: $RUNS"
 
 # ---------------------------------------------------------------- report
 mb() { [[ $1 == - || -z $1 ]] && { echo -; return; }; awk -v b="$1" 'BEGIN { printf "%.1f", b / 1e6 }'; }
@@ -624,7 +644,7 @@ declare -A STEPNAME=([full1]="full #1" [incr]="incr (after the change)" [full2]=
     for t in "${TOOLS[@]}"; do printf ' %s |' "$(cell "$step/$t")"; done
     case $step in
       full1) printf ' tar \\| zstd -3 -T2: %s |\n' "$(cell full1/floor)" ;;
-      incr) printf ' changed pages, zstd-3: %s MB |\n' "$(mb "${T[changed_zstd3_bytes]}")" ;;
+      incr) printf ' changed pages, zstd-3: %s MB |\n' "$(mb "${T[changed_zstd3_bytes]:-}")" ;;
       full2) printf ' ~0 |\n' ;;
       restore) printf ' cp -a base: %s |\n' "$(cell restore/floor | sed 's| / - *$||')" ;;
     esac
@@ -632,8 +652,10 @@ declare -A STEPNAME=([full1]="full #1" [incr]="incr (after the change)" [full2]=
   echo
   echo "cells: wall s / peak RSS MiB / stored MB (what the step added to the repository's backup area; WAL archive excluded)"
   echo "full #1: median wall of $FULL_RUNS runs and their highest peak RSS (runs in results.tsv, full1-median); restore: median of 3"
-  echo "ground truth (pagediff.py): ${T[changed_pages]} of $(( T[total_bytes] / 8192 )) pages changed" \
-       "(${T[changed_pct]}%): $(mb "${T[changed_bytes]}") MB of $(mb "${T[total_bytes]}") MB, zstd-3 $(mb "${T[changed_zstd3_bytes]}") MB"
+  if ((BIG == 0)); then
+    echo "ground truth (pagediff.py): ${T[changed_pages]} of $(( T[total_bytes] / 8192 )) pages changed" \
+         "(${T[changed_pct]}%): $(mb "${T[changed_bytes]}") MB of $(mb "${T[total_bytes]}") MB, zstd-3 $(mb "${T[changed_zstd3_bytes]}") MB"
+  fi
   echo "workload: $((TXNS * CLIENTS)) transactions at ${TPS:-?} tps"
   if [[ $S3 == 1 ]]; then
     echo
