@@ -13,7 +13,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use rayon::prelude::*;
@@ -116,14 +116,21 @@ fn apply_inner(
         batch.clear();
         r
     };
-    cat.for_each_file(&plan.backup.id, FileOrder::Path, |f, loc| {
-        batch.push((f, loc));
-        if batch.len() == BATCH {
-            run(&mut batch)?;
-        }
-        Ok(())
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| flush_behind(plan, &w.written, &done));
+        let r = cat
+            .for_each_file(&plan.backup.id, FileOrder::Path, |f, loc| {
+                batch.push((f, loc));
+                if batch.len() == BATCH {
+                    run(&mut batch)?;
+                }
+                Ok(())
+            })
+            .and_then(|()| run(&mut batch));
+        done.store(true, Ordering::Relaxed);
+        r
     })?;
-    run(&mut batch)?;
     progress.end();
     // Durability: one syncfs per file system once every file is written
     // (instead of an fsync per file, which serialises the workers on the
@@ -243,6 +250,28 @@ fn finish_owners_and_modes(plan: &RestorePlan) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Bytes written between two write-behind `syncfs` calls.
+const FLUSH_EVERY: u64 = 128 << 20;
+
+/// Write-behind: while the workers write, a `syncfs` for each
+/// [`FLUSH_EVERY`] bytes written puts the disk to work on what is already
+/// written, off the workers' path, so that the final `syncfs` waits for the
+/// tail only instead of every byte of the restore. Its errors are left to the
+/// final `syncfs`, which reports them.
+fn flush_behind(plan: &RestorePlan, written: &AtomicU64, done: &AtomicBool) {
+    let mut flushed = 0;
+    while !done.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let now = written.load(Ordering::Relaxed);
+        if now.saturating_sub(flushed) >= FLUSH_EVERY {
+            flushed = now;
+            if let Err(e) = sync_filesystems(plan) {
+                tracing::debug!("write-behind syncfs: {e}");
+            }
+        }
+    }
 }
 
 /// `syncfs` the file system of the target and of each tablespace.
