@@ -79,6 +79,8 @@ ROWS=${ROWS:-2000000}
 SCALE=${SCALE:-20}
 TXNS=${TXNS:-10000}
 FULL_RUNS=${FULL_RUNS:-3}
+RESTORE_RUNS=3
+((BIG == 0)) || RESTORE_RUNS=1
 CLIENTS=2
 SKIP_PGSTRATA=${SKIP_PGSTRATA:-0}
 ENCRYPTED=${ENCRYPTED:-1}
@@ -220,6 +222,8 @@ trap 'exit 143' TERM
 # ---------------------------------------------------------------- helpers
 PSQL=("${AS_PG[@]}" psql -X -q -v ON_ERROR_STOP=1)
 sql() { "${PSQL[@]}" -At -c "$1"; }
+
+median() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 bytes_of() { if [[ -e $1 ]]; then du -sb "$1" | cut -f1; else echo 0; fi; }
 
@@ -522,7 +526,7 @@ for tool in "${TOOLS[@]}" floor; do
     walls+=("${CELL_WALL[full1-run$k/$tool]}")
     ((CELL_RSS[full1-run$k/$tool] > rss)) && rss=${CELL_RSS[full1-run$k/$tool]}
   done
-  CELL_WALL[full1/$tool]=$(printf '%s\n' "${walls[@]}" | sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }')
+  CELL_WALL[full1/$tool]=$(median "${walls[@]}")
   CELL_RSS[full1/$tool]=$rss
   printf 'full1-median\t%s\t%s\t%s\t-\t-\t-\tmedian of %s: %s\n' "$tool" "${CELL_WALL[full1/$tool]}" "$rss" \
     "$FULL_RUNS" "${walls[*]}" >>"$RESULTS"
@@ -557,8 +561,6 @@ run_backups incr incr
 run_backups full2 full
 
 # ---------------------------------------------------------------- restore
-RESTORE_RUNS=3
-((BIG == 0)) || RESTORE_RUNS=1
 restore_median() {  # tool dir; runs CMD RESTORE_RUNS times into an emptied dir
   local tool=$1 dir=$2 walls=() rss=0 k
   for ((k = 1; k <= RESTORE_RUNS; k++)); do
@@ -573,7 +575,7 @@ restore_median() {  # tool dir; runs CMD RESTORE_RUNS times into an emptied dir
     ((RSS > rss)) && rss=$RSS
   done
   RUNS="${walls[*]}"
-  WALL=$(printf '%s\n' "${walls[@]}" | sort -n | sed -n "$(((RESTORE_RUNS + 1) / 2))p")
+  WALL=$(median "${walls[@]}")
   RSS=$rss
 }
 # Start a restored cluster (recovery from its own archive), compare the row counts;
@@ -651,7 +653,7 @@ declare -A STEPNAME=([full1]="full #1" [incr]="incr (after the change)" [full2]=
   done
   echo
   echo "cells: wall s / peak RSS MiB / stored MB (what the step added to the repository's backup area; WAL archive excluded)"
-  echo "full #1: median wall of $FULL_RUNS runs and their highest peak RSS (runs in results.tsv, full1-median); restore: median of 3"
+  echo "full #1: median wall of $FULL_RUNS run(s) and their highest peak RSS (runs in results.tsv, full1-median); restore: median of $RESTORE_RUNS"
   if ((BIG == 0)); then
     echo "ground truth (pagediff.py): ${T[changed_pages]} of $(( T[total_bytes] / 8192 )) pages changed" \
          "(${T[changed_pct]}%): $(mb "${T[changed_bytes]}") MB of $(mb "${T[total_bytes]}") MB, zstd-3 $(mb "${T[changed_zstd3_bytes]}") MB"

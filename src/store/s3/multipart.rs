@@ -1,6 +1,6 @@
 //! Multipart uploads: objects larger than [`BUFFER_MAX`](super::BUFFER_MAX)
-//! spilled in parts under `tmp/` and copied,
-//! and the listing of uploads a killed process left behind.
+//! spilled in parts under `tmp/` and copied, and the listing of uploads a
+//! killed process left behind.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
