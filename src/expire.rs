@@ -226,7 +226,9 @@ pub fn plan(
     plan_wal(repo, cat, cluster, &kept, &mut plan)?;
     let mut gone_ids: Vec<String> = plan.backups.iter().map(|(b, _)| b.id.clone()).collect();
     gone_ids.extend(plan.leftovers.iter().cloned());
+    let t = std::time::Instant::now();
     plan_packs(cat, &gone_ids, opts, &mut plan)?;
+    tracing::debug!("expire: pack usage worked out in {:?}", t.elapsed());
     plan_orphans(repo, cat, &gone_ids, opts, &mut plan)?;
     Ok(plan)
 }
@@ -349,6 +351,7 @@ fn plan_orphans(
             }
         }
     }
+    let expiring: HashSet<String> = plan.backups.iter().map(|(b, _)| b.id.clone()).collect();
     let objects = repo
         .backend()
         .list(keys::PACKS)?
@@ -357,7 +360,10 @@ fn plan_orphans(
     for (key, size) in objects {
         let orphan = match ObjectKey::parse(&key) {
             Ok(ObjectKey::Pack(id)) => !known.contains(&id),
-            Ok(ObjectKey::Manifest { cluster, backup }) => !kept.contains(&(cluster, backup)),
+            // An expired backup's copy goes in step 1, not as a leftover.
+            Ok(ObjectKey::Manifest { cluster, backup }) => {
+                !kept.contains(&(cluster, backup.clone())) && !expiring.contains(&backup)
+            }
             _ => true,
         };
         if orphan {
@@ -462,8 +468,12 @@ pub fn apply(repo: &Repository, cat: &mut Catalog, plan: &ExpirePlan) -> Result<
     // only then are the expired backups' copies deleted (repo::copies).
     let mut ids: Vec<String> = plan.backups.iter().map(|(b, _)| b.id.clone()).collect();
     ids.extend(plan.leftovers.iter().cloned());
+    let t = std::time::Instant::now();
     cat.expire_backups(&ids)?;
+    tracing::debug!("expire: backup rows removed in {:?}", t.elapsed());
+    let t = std::time::Instant::now();
     repo.rewrite_stale_copies(cat)?;
+    tracing::debug!("expire: manifest copies rewritten in {:?}", t.elapsed());
     for (b, _) in &plan.backups {
         let key = keys::manifest(&plan.cluster, &b.id);
         log.bytes_freed += backend.size(&key)?.unwrap_or(0);
@@ -479,15 +489,23 @@ pub fn apply(repo: &Repository, cat: &mut Catalog, plan: &ExpirePlan) -> Result<
     }
 
     // 3. Mostly dead packs: copy live chunks, verified, into new packs.
-    let live_now: HashSet<PackId> = cat.pack_usage(&[])?.into_iter().map(|u| u.id).collect();
+    let t = std::time::Instant::now();
+    cat.mark_live_now()?;
+    tracing::debug!("expire: liveness worked out again in {:?}", t.elapsed());
+    let known = cat.pack_ids()?;
     let todo: Vec<&PackUsage> = plan
         .rewrite_packs
         .iter()
-        .filter(|p| live_now.contains(&p.id))
+        .filter(|p| known.contains(&p.id))
         .collect();
     let (old_bytes, new_bytes) = rewrite_packs(backend, repo.ids(), cat, &todo)?;
     log.bytes_freed += old_bytes.saturating_sub(new_bytes);
     log.packs_rewritten += todo.len() as u64;
+    tracing::debug!(
+        "expire: {} packs rewritten in {:?}",
+        todo.len(),
+        t.elapsed()
+    );
 
     // 4. Dead packs.
     for p in &plan.delete_packs {
@@ -531,9 +549,16 @@ fn rewrite_packs(
     let mut emptied: Vec<PackId> = Vec::new();
     let mut flush = |w: &mut Option<PackWriter>, emptied: &mut Vec<PackId>, cat: &mut Catalog| {
         if let Some(p) = w.take() {
+            let t = std::time::Instant::now();
             let sealed = p.seal()?;
             new_bytes += sealed.size;
             cat.replace_packs(emptied, &sealed)?;
+            tracing::debug!(
+                "expire: {} packs' live chunks ({}) sealed and indexed in {:?}",
+                emptied.len(),
+                sealed.entries.len(),
+                t.elapsed()
+            );
         } else if !emptied.is_empty() {
             // Nothing live was left in them after all.
             for o in emptied.iter() {
@@ -548,11 +573,23 @@ fn rewrite_packs(
     for p in packs {
         let key = keys::pack(&p.id);
         let what = format!("pack {key}");
+        // Read whole: it is mostly dead, but small, and one read beats a
+        // request per live chunk.
+        let whole = backend
+            .get(&key)?
+            .ok_or_else(|| Error::missing(what.clone(), key.clone()))?;
         for c in cat.pack_liveness(&p.id)?.into_iter().filter(|c| c.live) {
-            let rec =
-                backend.get_range(&key, c.offset, RecordHeader::LEN + c.stored_len as usize)?;
-            decode_record(ids, &rec, &c.id, &what, &key)?;
-            let h = RecordHeader::decode(&rec, &what)?;
+            let rec = usize::try_from(c.offset)
+                .ok()
+                .and_then(|a| whole.get(a..a + RecordHeader::LEN + c.stored_len as usize))
+                .ok_or_else(|| {
+                    Error::corrupt(
+                        &what,
+                        format!("chunk {} at offset {} is beyond its end", c.id, c.offset),
+                    )
+                })?;
+            decode_record(ids, rec, &c.id, &what, &key)?;
+            let h = RecordHeader::decode(rec, &what)?;
             if w.is_none() {
                 w = Some(PackWriter::new(backend)?);
             }
@@ -570,6 +607,10 @@ fn rewrite_packs(
     Ok((old_bytes, new_bytes))
 }
 
+/// Catalog pages `expire` keeps in memory: liveness is worked out over the
+/// whole catalog, then looked up pack by pack.
+const EXPIRE_CACHE_MIB: u32 = 24;
+
 /// Size of the packs `expire` rewrites into (a backup's default).
 const REWRITE_PACK: u64 = 32 << 20;
 
@@ -582,6 +623,7 @@ pub fn run(
 ) -> Result<(ExpirePlan, Option<ExpireLog>)> {
     let lock = RepoLock::acquire(repo, "expire", opts.lock_wait)?;
     let mut cat = repo.catalog()?;
+    cat.set_cache_mib(EXPIRE_CACHE_MIB)?;
     let plan = plan(repo, &cat, cluster, opts)?;
     if dry_run {
         return Ok((plan, None));

@@ -14,6 +14,8 @@
 #                  of the same cluster, for its manifest size per backup (0: skip)
 #   WORKDIR=...    scratch directory (default: a new mktemp dir under /var/tmp)
 #   PGSTRATA=...   binary (default target/release/pgstrata)
+#   SNAPSHOT=0     1: copy the repository to WORKDIR/repo.snapshot after the last backup,
+#                  before info/verify/expire, to time those steps again on the same state
 #   PG_BIN=/usr/lib/postgresql/15/bin
 #
 # Every backup is real (backup mode, WAL archived by archive_command, catalog and
@@ -112,6 +114,10 @@ full_fp=$((full_cat + full_copy))
 incr_fp=$(( (last_cat + last_copy - full_fp) / (BACKUPS - 1) ))
 read -r incr_wall incr_rss < <(awk -F'\t' 'NR > 2 { w += $3; if ($4 > r) r = $4; n++ } END { printf "%.2f %d\n", w / n, r }' "$TSV")
 
+if [[ ${SNAPSHOT:-0} == 1 ]]; then
+  log "copying the repository to $WORKDIR/repo.snapshot"
+  rm -rf "$WORKDIR/repo.snapshot"; cp -a "$REPO" "$WORKDIR/repo.snapshot"
+fi
 read -r info_wall info_rss < <(timed info "${PGSCMD[@]}" info)
 read -r verify_wall verify_rss < <(timed verify "${PGSCMD[@]}" verify)
 keep=$KEEP_BACKUPS

@@ -76,7 +76,7 @@ fn push_data(
             }
         }
     };
-    let hash = *blake3::hash(data).as_bytes();
+    let hash = *crate::format::tailhash::hash(data).as_bytes();
     if let Some(existing) = repo.wal_hash(&wal_id, &name)? {
         return same_or_refuse(&name, &existing, &hash).map(|o| (o, hash));
     }

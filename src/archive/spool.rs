@@ -101,7 +101,7 @@ pub fn push_async(opts: &AsyncPush, path: &Path) -> Result<AsyncOutcome> {
     WalFileName::parse(&name)?;
     let dir = cluster_dir(&opts.spool, &opts.cluster)?;
     let out = dir.join("out");
-    let hash = hex(blake3::hash(&std::fs::read(path).at(path)?).as_bytes());
+    let hash = hex(crate::format::tailhash::hash(&std::fs::read(path).at(path)?).as_bytes());
     let pg_wal = path.parent().filter(|p| !p.as_os_str().is_empty());
     let pg_wal = pg_wal.unwrap_or(Path::new("."));
     let deadline = Instant::now() + opts.timeout;

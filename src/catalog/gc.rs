@@ -53,13 +53,17 @@ pub struct ExpireLog {
 
 impl Catalog {
     /// Fill the temporary `live` table with every chunk the backups other than
-    /// `expired` use.
+    /// `expired` use. The kept backups' positions go into a table of their
+    /// own, so each file version is one index probe, however many expired
+    /// backups it spans.
     fn mark_live(&self, expired: &[String]) -> Result<()> {
         self.conn
             .execute_batch(
                 "CREATE TEMP TABLE IF NOT EXISTS gone (id TEXT PRIMARY KEY);
+                 CREATE TEMP TABLE IF NOT EXISTS kept_seq (cluster_id INTEGER NOT NULL,
+                     seq INTEGER NOT NULL, PRIMARY KEY (cluster_id, seq)) WITHOUT ROWID;
                  CREATE TEMP TABLE IF NOT EXISTS live (id BLOB PRIMARY KEY) WITHOUT ROWID;
-                 DELETE FROM gone; DELETE FROM live;",
+                 DELETE FROM gone; DELETE FROM kept_seq; DELETE FROM live;",
             )
             .ctx("gc temp tables")?;
         {
@@ -73,16 +77,23 @@ impl Catalog {
         }
         self.conn
             .execute_batch(
-                "INSERT OR IGNORE INTO live (id)
+                "INSERT INTO kept_seq SELECT cluster_id, seq FROM backup
+                   WHERE seq IS NOT NULL AND id NOT IN (SELECT id FROM gone);
+                 INSERT OR IGNORE INTO live (id)
                    SELECT v.blockmap FROM file_version v
-                    WHERE v.blockmap IS NOT NULL AND EXISTS (SELECT 1 FROM backup b
-                      WHERE b.cluster_id = v.cluster_id AND b.seq BETWEEN v.first_seq AND v.last_seq
-                        AND b.id NOT IN (SELECT id FROM gone));
+                    WHERE v.blockmap IS NOT NULL AND EXISTS (SELECT 1 FROM kept_seq k
+                      WHERE k.cluster_id = v.cluster_id AND k.seq BETWEEN v.first_seq AND v.last_seq);
                  INSERT OR IGNORE INTO live (id)
                    SELECT bc.chunk FROM blockmap_chunk bc JOIN live l ON l.id = bc.blockmap;",
             )
             .ctx("gc mark live")?;
         Ok(())
+    }
+
+    /// Work out again which chunks are live (for `pack_liveness`), after
+    /// backups are gone.
+    pub fn mark_live_now(&self) -> Result<()> {
+        self.mark_live(&[])
     }
 
     /// Per pack: size and how much of it the kept backups still use.

@@ -191,6 +191,15 @@ impl Catalog {
             .ctx("checkpoint")
     }
 
+    /// Let this connection keep up to `mib` MiB of catalog pages (SQLite's
+    /// default is 2 MiB), for a command that walks most of the catalog
+    /// more than once: its memory grows by at most that much.
+    pub fn set_cache_mib(&self, mib: u32) -> Result<()> {
+        self.conn
+            .pragma_update(None, "cache_size", -(i64::from(mib) * 1024))
+            .ctx("cache_size")
+    }
+
     pub fn integrity_check(&self) -> Result<Vec<String>> {
         let mut st = self
             .conn

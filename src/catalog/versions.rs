@@ -397,10 +397,11 @@ impl Catalog {
             .ctx(&format!("the files of backup {backup_id}"))
     }
 
-    /// Every version used by a backup in `scope` (ids of one cluster's
-    /// backups), once, with one backup that uses it; in path order. Reads
-    /// a row at a time.
-    pub fn for_each_version_in(
+    /// Every version of a file with bytes but no block map (a file that
+    /// cannot be restored) used by a backup in `scope` (ids of one cluster's
+    /// backups), once, with one backup that uses it; in path order. The
+    /// filter is in SQL: a healthy catalog returns no row at all.
+    pub fn for_each_unrestorable_in(
         &self,
         cluster_id: i64,
         scope: &[String],
@@ -419,7 +420,8 @@ impl Catalog {
             .conn
             .prepare(&format!(
                 "SELECT first_seq, last_seq, {VERSION_COLS} FROM file_version \
-                 WHERE cluster_id = ?1 ORDER BY path, first_seq"
+                 WHERE cluster_id = ?1 AND blockmap IS NULL AND kind = 'f' AND size > 0 \
+                 ORDER BY path, first_seq"
             ))
             .ctx(what)?;
         let mut rows = st.query([cluster_id]).ctx(what)?;

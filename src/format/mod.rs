@@ -21,6 +21,7 @@ pub mod crypt;
 pub mod keys;
 pub mod manifest;
 pub mod pack;
+pub mod tailhash;
 pub mod wal;
 
 pub use blockmap::BlockMap;

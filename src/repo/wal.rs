@@ -70,6 +70,16 @@ impl Repository {
         }
     }
 
+    /// Verify an archived WAL file without keeping its bytes; `false` when
+    /// it is not archived.
+    pub fn wal_check(&self, cluster: &str, name: &str) -> Result<bool> {
+        let key = keys::wal(cluster, name)?;
+        match self.backend().get(&key)? {
+            Some(obj) => walfmt::check(&obj, &key).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
     /// When an archived WAL file reached the repository (unix µs).
     pub fn wal_archived_at(&self, cluster: &str, name: &str) -> Result<Option<i64>> {
         Ok(self

@@ -163,7 +163,13 @@ pub fn decode_record(
     what: &str,
     key: &str,
 ) -> Result<Vec<u8>> {
-    let h = RecordHeader::decode(rec, &format!("{what}: chunk {id} in pack {key}"))?;
+    // The context is formatted only on failure: this runs for every chunk read.
+    let h = RecordHeader::decode(rec, key).map_err(|e| match e {
+        Error::Corrupt { detail, .. } => {
+            Error::corrupt(what, format!("chunk {id} in pack {key}: {detail}"))
+        }
+        other => other,
+    })?;
     if h.id != *id || h.record_len() != rec.len() as u64 {
         return Err(Error::corrupt(
             what,

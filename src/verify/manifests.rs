@@ -8,8 +8,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use rayon::prelude::*;
 
-use super::{one, problem, ProblemKind, Scope, Users, VerifyReport};
-use crate::catalog::{BackupRow, Catalog, ChunkLoc, ClusterRow, FileKind, ScopedMap};
+use super::{one, problem, scope_ids, ProblemKind, Scope, Users, VerifyReport};
+use crate::catalog::{BackupRow, Catalog, ChunkLoc, ClusterRow, ScopedMap};
 use crate::error::{Error, Result};
 use crate::format::keys;
 use crate::format::{BlockMap, ChunkId, Manifest, ManifestSummary};
@@ -29,15 +29,19 @@ pub(super) fn check(
     repo: &Repository,
     cat: &Catalog,
     scope: &Scope,
-    users: &Users,
     report: &mut VerifyReport,
 ) -> Result<()> {
+    let t = std::time::Instant::now();
     check_rows(repo, cat, scope, report)?;
-    let ids: Vec<String> = scope
-        .iter()
-        .flat_map(|(_, bs)| bs.iter().map(|b| b.id.clone()))
-        .collect();
-    cat.set_scope(&ids)?;
+    tracing::debug!(
+        "verify: manifest rows and copies checked in {:?}",
+        t.elapsed()
+    );
+    let t = std::time::Instant::now();
+    cat.set_scope(&scope_ids(scope))?;
+    let users = &Users::new(cat, scope, true);
+    tracing::debug!("verify: block maps in scope found in {:?}", t.elapsed());
+    let t = std::time::Instant::now();
     let mut after: Option<ChunkId> = None;
     loop {
         let window = cat.scoped_maps_after(after.as_ref(), WINDOW)?;
@@ -83,7 +87,13 @@ pub(super) fn check(
             judge_blockmap(m, r?, rel, users, report)?;
         }
     }
+    tracing::debug!("verify: block maps read and checked in {:?}", t.elapsed());
+    let t = std::time::Instant::now();
     let missing = cat.scoped_unindexed(MAX_REPORTED + 1)?;
+    tracing::debug!(
+        "verify: chunks in scope checked in the index in {:?}",
+        t.elapsed()
+    );
     // The relation names the block maps that use each: no pass over it
     // per chunk to find them.
     for (id, maps) in missing.iter().take(MAX_REPORTED) {
@@ -112,23 +122,22 @@ fn check_rows(
     report: &mut VerifyReport,
 ) -> Result<()> {
     for (c, backups) in scope {
-        for b in backups {
-            check_copy(repo, cat, c, b, report)?;
+        let copies: Vec<Copy> = backups.par_iter().map(|b| read_copy(repo, c, b)).collect();
+        for (b, copy) in backups.iter().zip(copies) {
+            judge_copy(cat, c, b, copy, report)?;
         }
         let ids: Vec<String> = backups.iter().map(|b| b.id.clone()).collect();
-        cat.for_each_version_in(c.id, &ids, |b, f| {
-            if f.blockmap.is_none() && f.kind == FileKind::File && f.size > 0 {
-                report.problems.push(problem(
-                    ProblemKind::BlockMapInvalid,
-                    format!("file {}", f.path),
-                    format!(
-                        "the manifest gives {} bytes but no block map: the file cannot be \
-                         restored",
-                        f.size
-                    ),
-                    (one(b), one(&f.path)),
-                ));
-            }
+        cat.for_each_unrestorable_in(c.id, &ids, |b, f| {
+            report.problems.push(problem(
+                ProblemKind::BlockMapInvalid,
+                format!("file {}", f.path),
+                format!(
+                    "the manifest gives {} bytes but no block map: the file cannot be \
+                     restored",
+                    f.size
+                ),
+                (one(b), one(&f.path)),
+            ));
             Ok(())
         })?;
     }
@@ -221,46 +230,71 @@ fn judge_blockmap(
     Ok(())
 }
 
-/// The backup's manifest copy is there, decodes and is this backup's.
-fn check_copy(
-    repo: &Repository,
+/// The backup's manifest copy is there, decodes and is this backup's:
+/// what reading it found (catalog lookups come after, in [`judge_copy`]).
+enum Copy {
+    Bad(String),
+    Whole,
+    /// A delta against this backup, whose own copy is (or is not) there.
+    Delta(String, bool),
+}
+
+/// Read and decode one copy (in parallel with the others).
+fn read_copy(repo: &Repository, c: &ClusterRow, b: &BackupRow) -> Copy {
+    let key = keys::manifest(&c.name, &b.id);
+    match repo.backend().get(&key) {
+        Ok(None) => Copy::Bad("missing".to_string()),
+        Err(e) => Copy::Bad(e.to_string()),
+        Ok(Some(z)) => match Manifest::summary(&z, &key) {
+            Ok(m) if m.backup_id != b.id => {
+                Copy::Bad(format!("holds backup {} instead", m.backup_id))
+            }
+            Ok(ManifestSummary { prev: Some(p), .. }) => {
+                let there = matches!(
+                    repo.backend().size(&keys::manifest(&c.name, &p)),
+                    Ok(Some(_))
+                );
+                Copy::Delta(p, there)
+            }
+            Ok(_) => Copy::Whole,
+            Err(e) => Copy::Bad(format!("does not decode: {e}")),
+        },
+    }
+}
+
+fn judge_copy(
     cat: &Catalog,
     c: &ClusterRow,
     b: &BackupRow,
+    copy: Copy,
     report: &mut VerifyReport,
 ) -> Result<()> {
     let key = keys::manifest(&c.name, &b.id);
-    let detail = match repo.backend().get(&key) {
-        Ok(None) => Some("missing".to_string()),
-        Err(e) => Some(e.to_string()),
-        Ok(Some(z)) => match Manifest::summary(&z, &key) {
-            Ok(m) if m.backup_id != b.id => Some(format!("holds backup {} instead", m.backup_id)),
-            // A delta must be against the backup just before (repo::copies).
-            // One against an expired backup whose copy is still there is an
-            // expire that stopped half-way: it still chains, and the next
-            // expire rewrites it.
-            Ok(ManifestSummary { prev: Some(p), .. }) => {
-                let pred = cat.predecessor(&b.id)?;
-                let base_copy = repo.backend().size(&keys::manifest(&c.name, &p));
-                match base_copy {
-                    _ if pred.as_deref() == Some(&*p) => None,
-                    Ok(Some(_)) => {
-                        report.notes.push(format!(
-                            "{key} lists changes since expired backup {p}: the next expire \
-                             rewrites it"
-                        ));
-                        None
-                    }
-                    _ => Some(format!(
-                        "lists changes since backup {p}, whose copy is gone, but the backup \
-                         before it is {} (run expire to rewrite it)",
-                        pred.as_deref().unwrap_or("none")
-                    )),
-                }
+    let detail = match copy {
+        Copy::Bad(d) => Some(d),
+        Copy::Whole => None,
+        // A delta must be against the backup just before (repo::copies).
+        // One against an expired backup whose copy is still there is an
+        // expire that stopped half-way: it still chains, and the next
+        // expire rewrites it.
+        Copy::Delta(p, base_there) => {
+            let pred = cat.predecessor(&b.id)?;
+            if pred.as_deref() == Some(&*p) {
+                None
+            } else if base_there {
+                report.notes.push(format!(
+                    "{key} lists changes since expired backup {p}: the next expire \
+                     rewrites it"
+                ));
+                None
+            } else {
+                Some(format!(
+                    "lists changes since backup {p}, whose copy is gone, but the backup \
+                     before it is {} (run expire to rewrite it)",
+                    pred.as_deref().unwrap_or("none")
+                ))
             }
-            Ok(_) => None,
-            Err(e) => Some(format!("does not decode: {e}")),
-        },
+        }
     };
     if let Some(d) = detail {
         report.problems.push(problem(

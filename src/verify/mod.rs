@@ -157,17 +157,28 @@ struct Users<'a> {
     cat: &'a Catalog,
     /// The backups in scope.
     backups: HashSet<String>,
+    /// Whether `cat` has the scope table (`Catalog::set_scope`) yet: made
+    /// on this connection when first needed.
+    scoped: std::cell::Cell<bool>,
 }
 
 impl<'a> Users<'a> {
-    fn new(cat: &'a Catalog, scope: &Scope) -> Self {
+    /// `scoped`: `set_scope` has been run on `cat` for this scope.
+    fn new(cat: &'a Catalog, scope: &Scope, scoped: bool) -> Self {
         Users {
             cat,
-            backups: scope
-                .iter()
-                .flat_map(|(_, bs)| bs.iter().map(|b| b.id.clone()))
-                .collect(),
+            backups: scope_ids(scope).into_iter().collect(),
+            scoped: std::cell::Cell::new(scoped),
         }
+    }
+
+    fn ensure_scope(&self) -> Result<()> {
+        if !self.scoped.get() {
+            let ids: Vec<String> = self.backups.iter().cloned().collect();
+            self.cat.set_scope(&ids)?;
+            self.scoped.set(true);
+        }
+        Ok(())
     }
 
     /// The backups in scope, and their files, that use the block maps `maps`.
@@ -195,7 +206,10 @@ impl<'a> Users<'a> {
             return (BTreeSet::new(), BTreeSet::new());
         }
         let mut maps = ids.to_vec();
-        match self.cat.blockmaps_using(ids) {
+        match self
+            .ensure_scope()
+            .and_then(|()| self.cat.blockmaps_using(ids))
+        {
             Ok(m) => maps.extend(m),
             Err(e) => tracing::warn!("cannot tell which block maps use damaged chunks: {e}"),
         }
@@ -235,20 +249,81 @@ pub fn run(
     opts: &VerifyOptions,
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
-    let cat = repo.catalog()?;
+    let (cat, path) = repo.catalog_with_path()?;
     let mut report = VerifyReport::default();
-    check_catalog(&cat, &mut report)?;
     let scope = scope(&cat, opts, &mut report)?;
-    let users = Users::new(&cat, &scope);
-    manifests::check(repo, &cat, &scope, &users, &mut report)?;
-    let (packs, on_disk) = packs_to_scan(repo, &cat, opts, &mut report)?;
+    // Three passes at once, each on a connection of its own: SQLite's
+    // integrity check and the manifest pass are mostly one core each, the
+    // pack and WAL passes use the rest.
+    std::thread::scope(|s| {
+        let integrity = s.spawn(|| -> Result<(Vec<String>, Vec<String>)> {
+            let t = std::time::Instant::now();
+            let reader = Catalog::open_reader(&path)?;
+            let found = (reader.integrity_check()?, reader.foreign_key_check()?);
+            tracing::debug!("verify: catalog checked in {:?}", t.elapsed());
+            Ok(found)
+        });
+        let manifests = s.spawn(|| -> Result<VerifyReport> {
+            let t = std::time::Instant::now();
+            let cat = Catalog::open(&path, false)?;
+            let mut out = VerifyReport::default();
+            manifests::check(repo, &cat, &scope, &mut out)?;
+            tracing::debug!("verify: manifests checked in {:?}", t.elapsed());
+            Ok(out)
+        });
+        let mut data = VerifyReport::default();
+        let r = data_passes(repo, &cat, opts, &scope, progress, &mut data);
+        let joined = |e| Error::internal(format!("a verify pass panicked: {e:?}"));
+        let (damage, keys) = integrity.join().map_err(joined)??;
+        let mut listed = manifests.join().map_err(joined)??;
+        r?;
+        report.problems = catalog_problems(&cat, damage, keys)?;
+        for part in [&mut listed, &mut data] {
+            report.problems.append(&mut part.problems);
+            report.notes.append(&mut part.notes);
+        }
+        report.packs = data.packs;
+        report.chunks = data.chunks;
+        report.wal_files = data.wal_files;
+        report.bytes = data.bytes;
+        report.backups = verdicts(&scope, &report);
+        Ok(report)
+    })
+}
+
+fn scope_ids(scope: &Scope) -> Vec<String> {
+    scope
+        .iter()
+        .flat_map(|(_, bs)| bs.iter().map(|b| b.id.clone()))
+        .collect()
+}
+
+/// The pack and WAL passes.
+fn data_passes(
+    repo: &Repository,
+    cat: &Catalog,
+    opts: &VerifyOptions,
+    scope: &Scope,
+    progress: &dyn Progress,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    // One backup's packs are found through the scope table.
+    let scoped = opts.set.is_some();
+    if scoped {
+        cat.set_scope(&scope_ids(scope))?;
+    }
+    let users = Users::new(cat, scope, scoped);
+    let (packs, on_disk) = packs_to_scan(repo, cat, opts, report)?;
     let pack_bytes: u64 = packs.iter().filter_map(|p| on_disk.get(p)).sum();
-    let wal_scope = wal_scope(&cat, &scope)?;
+    let wal_scope = wal_scope(cat, scope)?;
     let wal_bytes = wal_bytes(repo, &wal_scope, opts.set.is_none())?;
     progress.begin("verify", pack_bytes + wal_bytes);
     report.bytes = pack_bytes + wal_bytes;
     let r = (|| -> Result<()> {
-        packs::check_all(repo, &cat, &packs, &on_disk, &users, progress, &mut report)?;
+        let t = std::time::Instant::now();
+        packs::check_all(repo, cat, &packs, &on_disk, &users, progress, report)?;
+        tracing::debug!("verify: {} packs checked in {:?}", packs.len(), t.elapsed());
+        let t = std::time::Instant::now();
         for (wal_id, backups) in &wal_scope {
             if opts.set.is_some() && backups.is_empty() {
                 continue;
@@ -262,12 +337,11 @@ pub fn run(
                 &mut report.problems,
             )?;
         }
+        tracing::debug!("verify: WAL checked in {:?}", t.elapsed());
         Ok(())
     })();
     progress.end();
-    r?;
-    report.backups = verdicts(&scope, &report);
-    Ok(report)
+    r
 }
 
 /// Complete backups of the chosen clusters (or the one set); interrupted
@@ -383,33 +457,29 @@ fn verdicts(scope: &Scope, report: &VerifyReport) -> Vec<BackupVerdict> {
     out
 }
 
-fn check_catalog(cat: &Catalog, report: &mut VerifyReport) -> Result<()> {
-    for msg in cat.integrity_check()? {
-        report.problems.push(problem(
+/// What the catalog checks found (SQLite's integrity check, foreign keys),
+/// and the schema version, as problems.
+fn catalog_problems(cat: &Catalog, damage: Vec<String>, keys: Vec<String>) -> Result<Vec<Problem>> {
+    let as_problem = |detail: String| {
+        problem(
             ProblemKind::Catalog,
             "catalog.db",
-            format!("integrity_check: {msg}"),
+            detail,
             Default::default(),
-        ));
-    }
-    for msg in cat.foreign_key_check()? {
-        report.problems.push(problem(
-            ProblemKind::Catalog,
-            "catalog.db",
-            msg,
-            Default::default(),
-        ));
-    }
+        )
+    };
+    let mut out: Vec<Problem> = damage
+        .into_iter()
+        .map(|m| as_problem(format!("integrity_check: {m}")))
+        .chain(keys.into_iter().map(as_problem))
+        .collect();
     let v = cat.schema_version()?;
     if v != SCHEMA_VERSION {
-        report.problems.push(problem(
-            ProblemKind::Catalog,
-            "catalog.db",
-            format!("schema version {v}, expected {SCHEMA_VERSION}"),
-            Default::default(),
-        ));
+        out.push(as_problem(format!(
+            "schema version {v}, expected {SCHEMA_VERSION}"
+        )));
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Where each cluster's WAL is archived, per entry of its history, with the

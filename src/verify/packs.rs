@@ -211,8 +211,10 @@ fn detail_of(e: Error) -> String {
     }
 }
 
-/// Packs streamed in parallel at once (their scans are held until judged).
-const WINDOW: usize = 4;
+/// Packs streamed in parallel at once (their scans are held until judged:
+/// a record's offset, id and length each). An hourly incr's packs are
+/// small, so a window of a few would leave a core idle at each barrier.
+const WINDOW: usize = 16;
 
 /// Check every pack of `packs` (`on_disk`: the size of each present):
 /// streamed and verified in parallel, then judged against the chunk index.
