@@ -474,19 +474,18 @@ pub fn apply(repo: &Repository, cat: &mut Catalog, plan: &ExpirePlan) -> Result<
     let t = std::time::Instant::now();
     repo.rewrite_stale_copies(cat)?;
     tracing::debug!("expire: manifest copies rewritten in {:?}", t.elapsed());
-    for (b, _) in &plan.backups {
-        let key = keys::manifest(&plan.cluster, &b.id);
-        log.bytes_freed += backend.size(&key)?.unwrap_or(0);
-        backend.delete(&key)?;
-    }
+    let copies: Vec<String> = plan
+        .backups
+        .iter()
+        .map(|(b, _)| keys::manifest(&plan.cluster, &b.id))
+        .collect();
+    log.bytes_freed += delete_all(backend, &copies)?;
     log.backups = plan.backups.len() as u64;
 
     // 2. WAL nobody needs.
-    for (key, _) in &plan.wal {
-        log.bytes_freed += backend.size(key)?.unwrap_or(0);
-        backend.delete(key)?;
-        log.wal_files += 1;
-    }
+    let wal: Vec<String> = plan.wal.iter().map(|(key, _)| key.clone()).collect();
+    log.bytes_freed += delete_all(backend, &wal)?;
+    log.wal_files += wal.len() as u64;
 
     // 3. Mostly dead packs: copy live chunks, verified, into new packs.
     let t = std::time::Instant::now();
@@ -507,20 +506,17 @@ pub fn apply(repo: &Repository, cat: &mut Catalog, plan: &ExpirePlan) -> Result<
         t.elapsed()
     );
 
-    // 4. Dead packs.
-    for p in &plan.delete_packs {
-        cat.drop_pack(&p.id)?;
-        backend.delete(&keys::pack(&p.id))?;
-        log.bytes_freed += p.size;
-        log.packs_deleted += 1;
-    }
+    // 4. Dead packs: their rows in one transaction, then the files.
+    let dead: Vec<PackId> = plan.delete_packs.iter().map(|p| p.id).collect();
+    cat.drop_packs(&dead)?;
+    let dead: Vec<String> = dead.iter().map(keys::pack).collect();
+    backend.delete_many(&dead)?;
+    log.bytes_freed += plan.delete_packs.iter().map(|p| p.size).sum::<u64>();
+    log.packs_deleted += dead.len() as u64;
 
     // 5. Leftovers of interrupted work.
-    for key in &plan.orphans {
-        log.bytes_freed += backend.size(key)?.unwrap_or(0);
-        backend.delete(key)?;
-        log.orphans += 1;
-    }
+    log.bytes_freed += delete_all(backend, &plan.orphans)?;
+    log.orphans += plan.orphans.len() as u64;
     let aborted = backend.collect_abandoned(plan.upload_age)?;
     if aborted > 0 {
         tracing::info!("aborted {aborted} unfinished upload(s) of interrupted commands");
@@ -531,6 +527,17 @@ pub fn apply(repo: &Repository, cat: &mut Catalog, plan: &ExpirePlan) -> Result<
         tracing::debug!("catalog checkpoint: {e}");
     }
     Ok(log)
+}
+
+/// Delete objects (a removal lost in a crash leaves garbage the next expire
+/// finds); returns the bytes they held.
+fn delete_all(backend: &dyn crate::store::Backend, keys: &[String]) -> Result<u64> {
+    let mut bytes = 0;
+    for key in keys {
+        bytes += backend.size(key)?.unwrap_or(0);
+    }
+    backend.delete_many(keys)?;
+    Ok(bytes)
 }
 
 /// Copy the live chunks (each verified) of `packs` into new packs of up to
@@ -561,13 +568,10 @@ fn rewrite_packs(
             );
         } else if !emptied.is_empty() {
             // Nothing live was left in them after all.
-            for o in emptied.iter() {
-                cat.drop_pack(o)?;
-            }
+            cat.drop_packs(emptied)?;
         }
-        for o in emptied.drain(..) {
-            backend.delete(&keys::pack(&o))?;
-        }
+        let gone: Vec<String> = emptied.drain(..).map(|o| keys::pack(&o)).collect();
+        backend.delete_many(&gone)?;
         Ok::<(), crate::error::Error>(())
     };
     for p in packs {

@@ -185,4 +185,12 @@ CREATE VIEW file AS
       FROM backup b JOIN file_version v
         ON v.cluster_id = b.cluster_id AND b.seq BETWEEN v.first_seq AND v.last_seq;
 "#,
+    // 6: the chunks of a pack, in record order, from the index alone:
+    // `verify` and `expire` read them pack by pack, and a lookup of every
+    // row in the table was most of that (3.9 s against 0.6 s at 550,000
+    // chunks).
+    r#"
+DROP INDEX chunk_pack;
+CREATE INDEX chunk_pack ON chunk(pack_id, offset, stored_len, raw_len);
+"#,
 ];

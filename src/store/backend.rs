@@ -38,6 +38,13 @@ pub trait Backend: Send + Sync {
     fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>>;
     /// Remove an object; removing a missing one is not an error.
     fn delete(&self, key: &str) -> Result<()>;
+    /// Remove many objects (missing ones are not an error). A backend may
+    /// make the removals durable together rather than one by one: callers
+    /// use it only where a removal lost in a crash is found and redone
+    /// later (garbage, expired objects).
+    fn delete_many(&self, keys: &[String]) -> Result<()> {
+        keys.iter().try_for_each(|k| self.delete(k))
+    }
     /// Abort uploads started more than `older_than` ago and never finished
     /// (an object store's multipart uploads of a killed process); how many.
     fn collect_abandoned(&self, _older_than: std::time::Duration) -> Result<u64> {
@@ -341,17 +348,25 @@ impl Backend for LocalBackend {
     }
 
     fn delete(&self, key: &str) -> Result<()> {
-        let path = self.path(key)?;
-        match fs::remove_file(&path) {
-            Ok(()) => {
-                if let Some(p) = path.parent() {
-                    sync_dir(p)?;
+        self.delete_many(std::slice::from_ref(&key.to_string()))
+    }
+
+    /// Each directory is synced once, after all its removals.
+    fn delete_many(&self, keys: &[String]) -> Result<()> {
+        let mut dirs = std::collections::BTreeSet::new();
+        for key in keys {
+            let path = self.path(key)?;
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    if let Some(p) = path.parent() {
+                        dirs.insert(p.to_path_buf());
+                    }
                 }
-                Ok(())
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(path, e)),
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(path, e)),
         }
+        dirs.iter().try_for_each(|d| sync_dir(d))
     }
 }
 

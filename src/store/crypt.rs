@@ -290,6 +290,11 @@ impl Backend for SealedBackend {
         self.inner.delete(key)
     }
 
+    fn delete_many(&self, keys: &[String]) -> Result<()> {
+        keys.iter().for_each(|k| self.forget(k));
+        self.inner.delete_many(keys)
+    }
+
     fn collect_abandoned(&self, older_than: std::time::Duration) -> Result<u64> {
         self.inner.collect_abandoned(older_than)
     }
