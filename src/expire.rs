@@ -20,7 +20,9 @@ use std::collections::HashSet;
 use std::fmt::Write;
 use std::time::Duration;
 
-use crate::catalog::{BackupRow, BackupStatus, BackupType, Catalog, ExpireLog, PackUsage};
+use crate::catalog::{
+    BackupRow, BackupStatus, BackupType, Catalog, ExpireLog, PackChunk, PackUsage,
+};
 use crate::error::{Error, Result};
 use crate::format::keys::{self, ObjectKey};
 use crate::format::pack::RecordHeader;
@@ -577,23 +579,14 @@ fn rewrite_packs(
     for p in packs {
         let key = keys::pack(&p.id);
         let what = format!("pack {key}");
-        // Read whole: it is mostly dead, but small, and one read beats a
-        // request per live chunk.
-        let whole = backend
-            .get(&key)?
-            .ok_or_else(|| Error::missing(what.clone(), key.clone()))?;
+        // Streamed front to back, skipping the dead records: one request
+        // (not one per live chunk), one record in memory.
+        let mut r = backend.open(&key)?;
+        let mut pos = 0u64;
         for c in cat.pack_liveness(&p.id)?.into_iter().filter(|c| c.live) {
-            let rec = usize::try_from(c.offset)
-                .ok()
-                .and_then(|a| whole.get(a..a + RecordHeader::LEN + c.stored_len as usize))
-                .ok_or_else(|| {
-                    Error::corrupt(
-                        &what,
-                        format!("chunk {} at offset {} is beyond its end", c.id, c.offset),
-                    )
-                })?;
-            decode_record(ids, rec, &c.id, &what, &key)?;
-            let h = RecordHeader::decode(rec, &what)?;
+            let rec = next_record(r.as_mut(), &mut pos, &c, &what)?;
+            decode_record(ids, &rec, &c.id, &what, &key)?;
+            let h = RecordHeader::decode(&rec, &what)?;
             if w.is_none() {
                 w = Some(PackWriter::new(backend)?);
             }
@@ -609,6 +602,43 @@ fn rewrite_packs(
     }
     flush(&mut w, &mut emptied, cat)?;
     Ok((old_bytes, new_bytes))
+}
+
+/// Read the record of chunk `c` from a pack streamed from offset `pos`
+/// (chunks come in offset order), and move `pos` past it.
+fn next_record(
+    r: &mut dyn std::io::Read,
+    pos: &mut u64,
+    c: &PackChunk,
+    what: &str,
+) -> Result<Vec<u8>> {
+    use std::io::{ErrorKind, Read};
+    let bad = |detail: String| {
+        Error::corrupt(
+            what,
+            format!("chunk {} at offset {}: {detail}", c.id, c.offset),
+        )
+    };
+    let gap = c
+        .offset
+        .checked_sub(*pos)
+        .ok_or_else(|| bad("overlaps the record before it".into()))?;
+    let read_err = |e: std::io::Error| match e.kind() {
+        // A sealed segment of an encrypted pack that does not authenticate.
+        ErrorKind::InvalidData => bad(e.to_string()),
+        _ => Error::io(what, e),
+    };
+    let skipped = std::io::copy(&mut r.take(gap), &mut std::io::sink()).map_err(read_err)?;
+    let mut rec = vec![0u8; RecordHeader::LEN + c.stored_len as usize];
+    if skipped < gap {
+        return Err(bad("beyond the end of the pack".into()));
+    }
+    r.read_exact(&mut rec).map_err(|e| match e.kind() {
+        ErrorKind::UnexpectedEof => bad("beyond the end of the pack".into()),
+        _ => read_err(e),
+    })?;
+    *pos = c.offset + rec.len() as u64;
+    Ok(rec)
 }
 
 /// Catalog pages `expire` keeps in memory: liveness is worked out over the

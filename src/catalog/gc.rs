@@ -243,11 +243,6 @@ impl Catalog {
         tx.commit().ctx("rewrite packs")
     }
 
-    /// Forget a pack and all its chunks (none of them live).
-    pub fn drop_pack(&mut self, id: &PackId) -> Result<()> {
-        self.drop_packs(std::slice::from_ref(id))
-    }
-
     /// Forget packs and all their chunks (none of them live), in one
     /// transaction.
     pub fn drop_packs(&mut self, ids: &[PackId]) -> Result<()> {
@@ -358,7 +353,7 @@ mod tests {
         let after = usage(&cat, &[]);
         assert_eq!(after, without_a);
         // Dropping a dead-free pack forgets its chunks.
-        cat.drop_pack(&b.pack).unwrap();
+        cat.drop_packs(std::slice::from_ref(&b.pack)).unwrap();
         assert!(!cat.pack_ids().unwrap().contains(&b.pack));
     }
 }

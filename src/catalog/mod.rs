@@ -24,7 +24,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 pub use drills::DrillRow;
-pub use gc::{ExpireLog, PackUsage};
+pub use gc::{ExpireLog, PackChunk, PackUsage};
 pub use model::{
     BackupRow, BackupStatus, BackupType, ChunkLoc, ClusterRow, FileKind, FileRow, HistoryRow,
     PageErrorRow,

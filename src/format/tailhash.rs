@@ -6,9 +6,11 @@
 //! hashed on push and again on every read and verify. BLAKE3 is a tree:
 //! the chaining value of a subtree depends only on its bytes and its
 //! offset, so the value of an all-zero subtree at a given offset is the
-//! same in every such segment. Those values are computed once per process
-//! and kept; only the part before the tail is hashed each time. The result
-//! is exactly `blake3::hash` (tests compare the two).
+//! same in every such segment. The input is hashed in pieces of [`PIECE`]
+//! bytes, each a subtree of its own; the values of all-zero pieces are
+//! computed once per process and kept, so only the pieces with data are
+//! hashed each time. The result is exactly `blake3::hash` (tests compare the
+//! two).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -18,78 +20,28 @@ use blake3::hazmat::{
 };
 use blake3::Hasher;
 
-/// Subtrees this long or shorter are hashed from the bytes (zeros included).
+/// All-zero subtrees this long or shorter are hashed, not looked up.
 const LEAF: u64 = 64 << 10;
-
-/// Tails shorter than this are not worth the tree walk.
-const MIN_TAIL: u64 = 256 << 10;
 
 static ZEROS: [u8; LEAF as usize] = [0; LEAF as usize];
 
-/// The chaining values of all-zero subtrees, by (offset, length). Bounded:
-/// only subtrees of the trees of the buffer lengths seen (a few thousand
-/// entries for 16 MiB segments).
+/// The chaining values of all-zero subtrees longer than [`LEAF`], by
+/// (offset, length). Bounded: a piece's offsets and the halves of pieces and
+/// of short last pieces (under 200 entries for 16 MiB segments).
 fn memo() -> &'static Mutex<HashMap<(u64, u64), ChainingValue>> {
     static MEMO: OnceLock<Mutex<HashMap<(u64, u64), ChainingValue>>> = OnceLock::new();
     MEMO.get_or_init(Default::default)
 }
 
-/// BLAKE3 of `data`, the same as `blake3::hash(data)`.
+/// BLAKE3 of `data`, the same as `blake3::hash(data)`: hashed as
+/// [`Pieces`], so a zero tail costs a lookup per piece.
 pub fn hash(data: &[u8]) -> blake3::Hash {
-    hash_parts(&data[..zero_tail_start(data)], data.len() as u64)
-}
-
-/// BLAKE3 of `prefix` followed by zeros up to `len` bytes in all (`len` is
-/// at least `prefix.len()`; a shorter one is taken as `prefix.len()`).
-pub fn hash_parts(prefix: &[u8], len: u64) -> blake3::Hash {
-    let zero_from = prefix.len() as u64;
-    let len = len.max(zero_from);
-    if len - zero_from < MIN_TAIL {
-        let mut h = Hasher::new();
-        h.update(prefix);
-        let mut left = len - zero_from;
-        while left > 0 {
-            let n = left.min(LEAF);
-            h.update(&ZEROS[..n as usize]);
-            left -= n;
-        }
-        return h.finalize();
+    if data.len() <= PIECE {
+        return blake3::hash(data);
     }
-    // Longer than MIN_TAIL, so more than one chunk: the root is a parent.
-    let left = left_subtree_len(len);
-    merge_subtrees_root(
-        &subtree(prefix, 0, left, zero_from),
-        &subtree(prefix, left, len - left, zero_from),
-        Mode::Hash,
-    )
-}
-
-/// The chaining value of the subtree of `len` bytes at `offset` of
-/// `prefix` and the zeros after it (from `zero_from`, its length).
-fn subtree(prefix: &[u8], offset: u64, len: u64, zero_from: u64) -> ChainingValue {
-    if offset >= zero_from {
-        return zero_subtree(offset, len);
-    }
-    let a = offset as usize;
-    if offset + len <= zero_from {
-        return Hasher::new()
-            .set_input_offset(offset)
-            .update(&prefix[a..a + len as usize])
-            .finalize_non_root();
-    }
-    if len <= LEAF {
-        return Hasher::new()
-            .set_input_offset(offset)
-            .update(&prefix[a..])
-            .update(&ZEROS[..(offset + len - zero_from) as usize])
-            .finalize_non_root();
-    }
-    let left = left_subtree_len(len);
-    merge_subtrees_non_root(
-        &subtree(prefix, offset, left, zero_from),
-        &subtree(prefix, offset + left, len - left, zero_from),
-        Mode::Hash,
-    )
+    let mut p = Pieces::default();
+    data.chunks(PIECE).for_each(|piece| p.add(piece));
+    p.finish()
 }
 
 /// Bytes per piece fed to [`Pieces`].
@@ -217,20 +169,6 @@ fn zero_subtree(offset: u64, len: u64) -> ChainingValue {
     cv
 }
 
-/// Where the run of zeros that ends `data` starts (`data.len()` if none).
-fn zero_tail_start(data: &[u8]) -> usize {
-    const STEP: usize = 4096;
-    let mut end = data.len();
-    // A block compare is a vectorised memcmp.
-    while end >= STEP && data[end - STEP..end] == ZEROS[..STEP] {
-        end -= STEP;
-    }
-    while end > 0 && data[end - 1] == 0 {
-        end -= 1;
-    }
-    end
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,8 +193,8 @@ mod tests {
             (8 << 20) - 1,
             8 << 20,
             (8 << 20) + 4097,
-            seg - MIN_TAIL as usize,
-            seg - MIN_TAIL as usize + 1,
+            seg - PIECE,
+            seg - PIECE + 1,
             seg,
         ] {
             let mut d = data.clone();
@@ -268,10 +206,10 @@ mod tests {
             let mut d = data[..len].to_vec();
             d[len / 3..].fill(0);
             assert_eq!(hash(&d), blake3::hash(&d), "len {len}");
-            // A prefix that itself ends in zeros.
+            // A shorter input, its zeros starting later.
             assert_eq!(
-                hash_parts(&d[..len / 2], len as u64),
-                blake3::hash(&d),
+                hash(&d[..len / 2]),
+                blake3::hash(&d[..len / 2]),
                 "len {len}"
             );
         }
@@ -307,13 +245,13 @@ mod tests {
 
     #[test]
     fn zero_tail() {
-        assert_eq!(zero_tail_start(&[]), 0);
-        assert_eq!(zero_tail_start(&[0; 9000]), 0);
+        assert!(is_zero(&[]));
+        assert!(is_zero(&[0; 9000]));
         let mut d = vec![0u8; 9000];
         d[4500] = 1;
-        assert_eq!(zero_tail_start(&d), 4501);
+        assert!(is_zero(&d[4501..]) && !is_zero(&d[4500..]));
         d[8999] = 2;
-        assert_eq!(zero_tail_start(&d), 9000);
+        assert!(!is_zero(&d[4501..]));
         assert!(is_zero(&[0; 100_000]) && is_zero(&[]));
         assert!(!is_zero(&d));
     }

@@ -166,9 +166,8 @@ fn gaps_after(
 }
 
 /// Every object (that a backup in scope needs, or all) decodes and matches
-/// its hash, checked in parallel (each is decompressed and hashed whole: with
-/// a month of backups this is most of verify's work). Returns how many were
-/// checked.
+/// its hash, checked in parallel, each streamed a piece at a time
+/// (`format::wal::check`). Returns how many were checked.
 #[allow(clippy::too_many_arguments)]
 fn contents(
     repo: &Repository,
@@ -181,13 +180,19 @@ fn contents(
     problems: &mut Vec<Problem>,
 ) -> Result<u64> {
     // The backups whose recovery reads segment `w`.
-    let needs = |w: &WalStored, b: &Range<'_>| {
-        WalSegment::from_name(&w.name, seg)
-            .is_ok_and(|s| b.1.timeline == s.timeline && b.1.segno <= s.segno)
+    let needed_by = |w: &WalStored| -> Vec<String> {
+        let Ok(s) = WalSegment::from_name(&w.name, seg) else {
+            return Vec::new();
+        };
+        ranges
+            .iter()
+            .filter(|(_, a, _)| a.timeline == s.timeline && a.segno <= s.segno)
+            .map(|(b, _, _)| b.id.clone())
+            .collect()
     };
     let todo: Vec<&WalStored> = objects
         .iter()
-        .filter(|w| full_scan || ranges.iter().any(|r| needs(w, r)))
+        .filter(|w| full_scan || !needed_by(w).is_empty())
         .collect();
     let found: Vec<Problem> = todo
         .par_iter()
@@ -199,11 +204,7 @@ fn contents(
                 kind: ProblemKind::WalCorrupt,
                 object: w.key.clone(),
                 detail: e.to_string(),
-                backups: ranges
-                    .iter()
-                    .filter(|r| needs(w, r))
-                    .map(|r| r.0.id.clone())
-                    .collect(),
+                backups: needed_by(w),
                 files: Vec::new(),
             })
         })
