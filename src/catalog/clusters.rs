@@ -40,7 +40,7 @@ impl Catalog {
                 },
             )
             .optional()
-            .ctx(&format!("the row of cluster {name:?}"))
+            .ctx_with(|| format!("the row of cluster {name:?}"))
     }
 
     pub fn clusters(&self) -> Result<Vec<ClusterRow>> {

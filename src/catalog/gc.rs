@@ -188,7 +188,7 @@ impl Catalog {
                     live: r.get(4)?,
                 })
             })();
-            out.push(row.ctx(&format!("a chunk index row of pack {pack_id}"))?);
+            out.push(row.ctx_with(|| format!("a chunk index row of pack {pack_id}"))?);
         }
         Ok(out)
     }

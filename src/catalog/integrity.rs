@@ -54,7 +54,7 @@ impl Catalog {
                     stored_len: r.get(2)?,
                 })
             })();
-            out.push(row.ctx(&format!("a chunk index row of pack {pack_id}"))?);
+            out.push(row.ctx_with(|| format!("a chunk index row of pack {pack_id}"))?);
         }
         Ok(out)
     }
@@ -114,7 +114,7 @@ impl Catalog {
         while let Some(r) = rows.next().ctx("blockmap chunks")? {
             out.insert(
                 r.get(0)
-                    .ctx(&format!("a block-map relation row of block map {blockmap}"))?,
+                    .ctx_with(|| format!("a block-map relation row of block map {blockmap}"))?,
             );
         }
         Ok(out)

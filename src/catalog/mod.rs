@@ -296,7 +296,7 @@ impl Catalog {
             .query_map(params![backup_id, limit], |r| Ok((r.get(0)?, r.get(1)?)))
             .ctx("missing chunks")?
             .collect::<rusqlite::Result<Vec<_>>>()
-            .ctx(&format!("the block-map relation of backup {backup_id}"))?;
+            .ctx_with(|| format!("the block-map relation of backup {backup_id}"))?;
         Ok(rows)
     }
 
@@ -461,7 +461,7 @@ impl Catalog {
             .query_map([backup_id], file_from_row)
             .ctx("read manifest")?
             .collect::<rusqlite::Result<Vec<_>>>()
-            .ctx(&format!("a file row of backup {backup_id}"))?;
+            .ctx_with(|| format!("a file row of backup {backup_id}"))?;
         Ok(rows)
     }
 
@@ -475,7 +475,7 @@ impl Catalog {
             .query_map([bm], |r| Ok((r.get(0)?, r.get(1)?)))
             .ctx("find the files of a block map")?
             .collect::<rusqlite::Result<Vec<_>>>()
-            .ctx(&format!("a file row using block map {bm}"))?;
+            .ctx_with(|| format!("a file row using block map {bm}"))?;
         Ok(rows)
     }
 

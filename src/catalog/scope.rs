@@ -93,34 +93,6 @@ impl Catalog {
         Ok(rows)
     }
 
-    /// Data chunks that block maps in scope use (by the block-map relation)
-    /// and the chunk index lacks, at most `limit`, each with the block maps
-    /// in scope that use it.
-    pub fn scoped_unindexed(&self, limit: usize) -> Result<Vec<(ChunkId, Vec<ChunkId>)>> {
-        let pairs: Vec<(ChunkId, ChunkId)> = self.collect(
-            "WITH missing AS (
-               SELECT DISTINCT bc.chunk FROM temp.scope_map m
-                 JOIN blockmap_chunk bc ON bc.blockmap = m.id
-                WHERE NOT EXISTS (SELECT 1 FROM chunk c WHERE c.id = bc.chunk)
-                ORDER BY bc.chunk LIMIT ?1)
-             SELECT bc.chunk, bc.blockmap FROM missing
-               JOIN blockmap_chunk bc ON bc.chunk = missing.chunk
-               JOIN temp.scope_map m ON m.id = bc.blockmap
-              ORDER BY bc.chunk",
-            [limit as i64],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-            "the chunks the verified backups use",
-        )?;
-        let mut out: Vec<(ChunkId, Vec<ChunkId>)> = Vec::new();
-        for (chunk, bm) in pairs {
-            match out.last_mut() {
-                Some((c, maps)) if *c == chunk => maps.push(bm),
-                _ => out.push((chunk, vec![bm])),
-            }
-        }
-        Ok(out)
-    }
-
     /// The packs holding what the backups in scope use.
     pub fn scoped_packs(&self) -> Result<Vec<PackId>> {
         self.collect(

@@ -51,7 +51,7 @@ fn position(tx: &rusqlite::Connection, backup_id: &str) -> Result<(i64, i64)> {
         |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?)),
     )
     .optional()
-    .ctx(&format!("the position of backup {backup_id}"))?
+    .ctx_with(|| format!("the position of backup {backup_id}"))?
     .and_then(|(c, s)| s.map(|s| (c, s)))
     .ok_or_else(|| Error::NotFound(format!("backup {backup_id} (no sequence number)")))
 }
@@ -230,7 +230,7 @@ impl Catalog {
                 |r| r.get(0),
             )
             .optional()
-            .ctx(&format!("the predecessor of backup {backup_id}"))
+            .ctx_with(|| format!("the predecessor of backup {backup_id}"))
     }
 
     /// What changed from `prev` (of the same cluster, earlier in sequence)
@@ -340,7 +340,7 @@ impl Catalog {
                 "UPDATE backup SET copy_prev = ?2 WHERE id = ?1",
                 params![backup_id, prev],
             )
-            .ctx(&format!("the manifest copy of backup {backup_id}"))?;
+            .ctx_with(|| format!("the manifest copy of backup {backup_id}"))?;
         Ok(())
     }
 
@@ -394,7 +394,7 @@ impl Catalog {
                 |r| r.get::<_, i64>(0),
             )
             .map(|n| n as u64)
-            .ctx(&format!("the files of backup {backup_id}"))
+            .ctx_with(|| format!("the files of backup {backup_id}"))
     }
 
     /// Every version of a file with bytes but no block map (a file that

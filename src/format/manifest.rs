@@ -282,8 +282,11 @@ impl Manifest {
             Some(_) => Error::corrupt(what, format!("does not decompress: {e}")),
             None => Error::corrupt(what, format!("is not a manifest: {e}")),
         };
+        // serde_json reads a byte at a time: buffered, or each byte would be
+        // a call into the decompressor.
         let reader = || {
             zstd::stream::read::Decoder::new(stored)
+                .map(|d| std::io::BufReader::with_capacity(64 << 10, d))
                 .map_err(|e| Error::corrupt(what, format!("does not decompress: {e}")))
         };
         // Writers put `format` first: read it from the head when it is

@@ -84,6 +84,24 @@ impl Pieces {
         self.len += piece.len() as u64;
     }
 
+    /// Add a piece of `n` zeros (as [`Pieces::add`] would), without a
+    /// buffer of them: a lookup.
+    pub fn add_zeros(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        if self.len == 0 || self.len % PIECE as u64 != 0 || self.misfed {
+            // A first piece may be the whole input, hashed as a root.
+            self.add(&vec![0u8; n]);
+            return;
+        }
+        if let Some(first) = self.first.take() {
+            self.cvs.push(piece_cv(&first, 0));
+        }
+        self.cvs.push(zero_subtree(self.len, n as u64));
+        self.len += n as u64;
+    }
+
     /// Bytes added so far.
     pub fn bytes(&self) -> u64 {
         self.len
@@ -240,7 +258,21 @@ mod tests {
             }
             assert_eq!(p.bytes(), len as u64);
             assert_eq!(p.finish(), blake3::hash(d), "len {len}");
+            // Zero pieces given as counts, not bytes.
+            let mut p = Pieces::default();
+            for piece in d.chunks(PIECE) {
+                if is_zero(piece) {
+                    p.add_zeros(piece.len());
+                } else {
+                    p.add(piece);
+                }
+            }
+            assert_eq!(p.finish(), blake3::hash(d), "len {len}, zeros as counts");
         }
+        let mut p = Pieces::default();
+        p.add_zeros(PIECE);
+        p.add_zeros(7);
+        assert_eq!(p.finish(), blake3::hash(&[0u8; PIECE + 7]));
     }
 
     #[test]

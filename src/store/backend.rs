@@ -6,7 +6,7 @@
 //! a temporary file and rename it into place.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +26,15 @@ pub trait Backend: Send + Sync {
     /// `len` bytes at `offset`; a short object is an error naming the key, a
     /// missing one [`Error::MissingObject`].
     fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
+    /// Several ranges of one object, each as [`Self::get_range`] returns it,
+    /// in the order asked. A backend may serve them from one opened object
+    /// (a local file is opened once, not once per range).
+    fn get_ranges(&self, key: &str, ranges: &[(u64, usize)]) -> Vec<Result<Vec<u8>>> {
+        ranges
+            .iter()
+            .map(|&(offset, len)| self.get_range(key, offset, len))
+            .collect()
+    }
     /// A sequential reader over the whole object ([`Error::MissingObject`]
     /// when there is none).
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>>;
@@ -140,6 +149,23 @@ fn open_existing(path: &Path, key: &str) -> Result<File> {
         std::io::ErrorKind::NotFound => Error::missing("object", key),
         _ => Error::io(path, e),
     })
+}
+
+/// `len` bytes of `f` (at `path`) at `offset`; a short file is damage.
+fn read_at(f: &File, path: &Path, offset: u64, len: usize) -> Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len];
+    f.read_exact_at(&mut buf, offset).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Error::corrupt(
+                path.display().to_string(),
+                format!("truncated: cannot read {len} bytes at offset {offset}"),
+            )
+        } else {
+            Error::io(path, e)
+        }
+    })?;
+    Ok(buf)
 }
 
 /// fsync a directory so that renames and creations in it are durable.
@@ -275,20 +301,24 @@ impl Backend for LocalBackend {
 
     fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         let path = self.path(key)?;
-        let mut f = open_existing(&path, key)?;
-        f.seek(SeekFrom::Start(offset)).at(&path)?;
-        let mut buf = vec![0u8; len];
-        f.read_exact(&mut buf).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                Error::corrupt(
-                    path.display().to_string(),
-                    format!("truncated: cannot read {len} bytes at offset {offset}"),
-                )
-            } else {
-                Error::io(&path, e)
-            }
-        })?;
-        Ok(buf)
+        read_at(&open_existing(&path, key)?, &path, offset, len)
+    }
+
+    fn get_ranges(&self, key: &str, ranges: &[(u64, usize)]) -> Vec<Result<Vec<u8>>> {
+        let opened = self
+            .path(key)
+            .and_then(|path| open_existing(&path, key).map(|f| (f, path)));
+        match opened {
+            Ok((f, path)) => ranges
+                .iter()
+                .map(|&(offset, len)| read_at(&f, &path, offset, len))
+                .collect(),
+            // Each range gets the error, as `get_range` would have given it.
+            Err(_) => ranges
+                .iter()
+                .map(|&(offset, len)| self.get_range(key, offset, len))
+                .collect(),
+        }
     }
 
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {

@@ -143,16 +143,47 @@ pub fn read_chunk(
     let key = keys::pack(pack);
     let rec = backend
         .get_range(&key, offset, RecordHeader::LEN + stored_len as usize)
-        .map_err(|e| match e {
-            Error::MissingObject { key, .. } => {
-                Error::missing(format!("{what}: the pack holding chunk {id}"), key)
-            }
-            Error::Corrupt { detail, .. } => {
-                Error::corrupt(what, format!("chunk {id} in pack {key}: {detail}"))
-            }
-            other => other,
-        })?;
+        .map_err(|e| read_error(e, &key, id, what))?;
     decode_record(ids, &rec, id, what, &key)
+}
+
+/// [`read_chunk`] for several chunks of one pack, `(offset, stored_len,
+/// id)` each, read through one opened pack where the backend can; each
+/// result as `read_chunk` gives it, in the order asked.
+pub fn read_chunks(
+    backend: &dyn Backend,
+    ids: &IdKey,
+    pack: &PackId,
+    chunks: &[(u64, u32, ChunkId)],
+    what: &str,
+) -> Vec<Result<Vec<u8>>> {
+    let key = keys::pack(pack);
+    let ranges: Vec<(u64, usize)> = chunks
+        .iter()
+        .map(|&(offset, stored_len, _)| (offset, RecordHeader::LEN + stored_len as usize))
+        .collect();
+    backend
+        .get_ranges(&key, &ranges)
+        .into_iter()
+        .zip(chunks)
+        .map(|(rec, (_, _, id))| {
+            let rec = rec.map_err(|e| read_error(e, &key, id, what))?;
+            decode_record(ids, &rec, id, what, &key)
+        })
+        .collect()
+}
+
+/// A failed record read, naming the chunk and what needed it.
+fn read_error(e: Error, key: &str, id: &ChunkId, what: &str) -> Error {
+    match e {
+        Error::MissingObject { key, .. } => {
+            Error::missing(format!("{what}: the pack holding chunk {id}"), key)
+        }
+        Error::Corrupt { detail, .. } => {
+            Error::corrupt(what, format!("chunk {id} in pack {key}: {detail}"))
+        }
+        other => other,
+    }
 }
 
 /// Decode a record read whole (header + payload) and verify it is chunk `id`.

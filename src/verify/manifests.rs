@@ -4,7 +4,7 @@
 //! and in the catalog's block-map relation (which garbage collection
 //! relies on). Each backup has its manifest copy.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use rayon::prelude::*;
 
@@ -12,12 +12,18 @@ use super::{one, problem, scope_ids, ProblemKind, Scope, Users, VerifyReport};
 use crate::catalog::{BackupRow, Catalog, ChunkLoc, ClusterRow, ScopedMap};
 use crate::error::{Error, Result};
 use crate::format::keys;
-use crate::format::{BlockMap, ChunkId, Manifest, ManifestSummary};
+use crate::format::{BlockMap, ChunkId, Manifest, ManifestSummary, PackId};
 use crate::repo::Repository;
+use crate::store::read_chunks;
 
-/// Block maps (and data chunks) looked up per catalog query, and read and
-/// decoded in parallel, at once.
-const WINDOW: usize = 1024;
+/// Block maps looked up per catalog query, and read and decoded in
+/// parallel, at once: enough that a window holds several of each pack's,
+/// read through one opened pack.
+const WINDOW: usize = 8192;
+
+/// A window is cut short where its block maps' decoded bytes pass this
+/// (maps of 1 GiB files are 2 MiB each): what is held is a map's chunk ids.
+const WINDOW_BYTES: u64 = 32 << 20;
 
 /// Damaged chunks reported one by one, at most (more are summed up).
 const MAX_REPORTED: usize = 10_000;
@@ -32,35 +38,56 @@ pub(super) fn check(
     report: &mut VerifyReport,
 ) -> Result<()> {
     let t = std::time::Instant::now();
-    check_rows(repo, cat, scope, report)?;
-    tracing::debug!(
-        "verify: manifest rows and copies checked in {:?}",
-        t.elapsed()
-    );
-    let t = std::time::Instant::now();
     cat.set_scope(&scope_ids(scope))?;
     let users = &Users::new(cat, scope, true);
     tracing::debug!("verify: block maps in scope found in {:?}", t.elapsed());
     let t = std::time::Instant::now();
     let mut after: Option<ChunkId> = None;
+    // Chunks block maps use (by the relation) that the index lacks, each
+    // with the block maps that use it; at most MAX_REPORTED.
+    let mut missing: BTreeMap<ChunkId, Vec<ChunkId>> = BTreeMap::new();
+    let mut more_missing = false;
     loop {
-        let window = cat.scoped_maps_after(after.as_ref(), WINDOW)?;
-        let (Some(first), Some(last)) = (window.first(), window.last()) else {
+        let mut window = cat.scoped_maps_after(after.as_ref(), WINDOW)?;
+        let Some(lo) = window.first().map(|m| m.id) else {
             break;
         };
-        let (lo, hi) = (first.id, last.id);
-        after = Some(hi);
+        let hi = window.last().map_or(lo, |m| m.id);
         let locs: HashMap<ChunkId, ChunkLoc> = cat.chunks_between(&lo, &hi)?.into_iter().collect();
+        window.truncate(within_bytes(&window, &locs));
+        let hi = window.last().map_or(lo, |m| m.id);
+        after = Some(hi);
         let mut relation: HashMap<ChunkId, HashSet<ChunkId>> = HashMap::new();
         for (bm, c) in cat.relation_between(&lo, &hi)? {
             relation.entry(bm).or_default().insert(c);
         }
-        // Reading, verifying and decoding is the work: in parallel.
-        let read: Vec<Option<Result<Read>>> = window
-            .par_iter()
-            .map(|m| locs.get(&m.id).map(|loc| read_blockmap(repo, &m.id, loc)))
+        // The index lookups of the chunks the window's maps use run here,
+        // on this connection, while the pool reads the maps.
+        let mut used: Vec<(ChunkId, ChunkId)> = window
+            .iter()
+            .flat_map(|m| {
+                let rel = relation.get(&m.id).into_iter().flatten();
+                rel.map(move |c| (*c, m.id))
+            })
             .collect();
-        for (m, r) in window.iter().zip(read) {
+        used.sort_unstable();
+        let (read, unindexed) = std::thread::scope(|s| {
+            let reader = s.spawn(|| read_window(repo, &window, &locs));
+            let unindexed = unindexed_of(cat, &used);
+            (reader.join(), unindexed)
+        });
+        let mut read =
+            read.map_err(|e| Error::internal(format!("reading block maps panicked: {e:?}")))?;
+        for (c, bm) in unindexed? {
+            if let Some(maps) = missing.get_mut(&c) {
+                maps.push(bm);
+            } else if missing.len() < MAX_REPORTED {
+                missing.insert(c, vec![bm]);
+            } else {
+                more_missing = true;
+            }
+        }
+        for (m, r) in window.iter().zip(read.iter_mut()) {
             let bm = m.id;
             if m.min_size != m.max_size {
                 report.problems.push(problem(
@@ -73,7 +100,7 @@ pub(super) fn check(
                     users.of_maps(&[bm]),
                 ));
             }
-            let Some(r) = r else {
+            let Some(r) = r.take() else {
                 report.problems.push(problem(
                     ProblemKind::ChunkNotIndexed,
                     format!("block map {bm}"),
@@ -88,15 +115,7 @@ pub(super) fn check(
         }
     }
     tracing::debug!("verify: block maps read and checked in {:?}", t.elapsed());
-    let t = std::time::Instant::now();
-    let missing = cat.scoped_unindexed(MAX_REPORTED + 1)?;
-    tracing::debug!(
-        "verify: chunks in scope checked in the index in {:?}",
-        t.elapsed()
-    );
-    // The relation names the block maps that use each: no pass over it
-    // per chunk to find them.
-    for (id, maps) in missing.iter().take(MAX_REPORTED) {
+    for (id, maps) in &missing {
         report.problems.push(problem(
             ProblemKind::ChunkNotIndexed,
             format!("chunk {id}"),
@@ -104,7 +123,7 @@ pub(super) fn check(
             users.of_maps(maps),
         ));
     }
-    if missing.len() > MAX_REPORTED {
+    if more_missing {
         report.notes.push(format!(
             "more than {MAX_REPORTED} chunks are not in the chunk index; only the first \
              {MAX_REPORTED} are listed"
@@ -113,9 +132,27 @@ pub(super) fn check(
     Ok(())
 }
 
+/// The `(chunk, block map)` pairs of `used` (sorted by chunk) whose chunk
+/// the index lacks. Sorted, the lookups walk the index in order.
+fn unindexed_of(cat: &Catalog, used: &[(ChunkId, ChunkId)]) -> Result<Vec<(ChunkId, ChunkId)>> {
+    let mut out = Vec::new();
+    let mut last: Option<(ChunkId, bool)> = None;
+    for &(c, bm) in used {
+        let indexed = match last {
+            Some((l, indexed)) if l == c => indexed,
+            _ => cat.has_chunk(&c)?,
+        };
+        last = Some((c, indexed));
+        if !indexed {
+            out.push((c, bm));
+        }
+    }
+    Ok(out)
+}
+
 /// Check each backup's manifest copy, and report files with bytes but no
 /// block map (each file version once, however many backups share it).
-fn check_rows(
+pub(super) fn check_rows(
     repo: &Repository,
     cat: &Catalog,
     scope: &Scope,
@@ -150,15 +187,74 @@ enum Read {
     Unreadable,
     /// The bytes match their id, yet do not decode: written wrong.
     Invalid(String),
-    Map(BlockMap),
+    /// It decodes: the file size it describes and its chunks.
+    Map {
+        file_size: u64,
+        chunks: Vec<ChunkId>,
+    },
 }
 
-fn read_blockmap(repo: &Repository, bm: &ChunkId, loc: &ChunkLoc) -> Result<Read> {
-    // Errors name the block map where they are reported (`judge_blockmap`);
-    // formatting its id for every read is a measurable share of verify.
-    match loc.read(repo.backend(), repo.ids(), bm, "a block map") {
+/// How many of `window`'s block maps to take so that their decoded bytes
+/// stay within [`WINDOW_BYTES`] (at least one).
+fn within_bytes(window: &[ScopedMap], locs: &HashMap<ChunkId, ChunkLoc>) -> usize {
+    let mut bytes = 0u64;
+    for (i, m) in window.iter().enumerate() {
+        bytes += locs.get(&m.id).map_or(0, |l| u64::from(l.raw_len));
+        if bytes > WINDOW_BYTES && i > 0 {
+            return i;
+        }
+    }
+    window.len()
+}
+
+/// Read and decode a window's block maps: one task per pack, each opening
+/// its pack once. `None` for a map the chunk index lacks.
+fn read_window(
+    repo: &Repository,
+    window: &[ScopedMap],
+    locs: &HashMap<ChunkId, ChunkLoc>,
+) -> Vec<Option<Result<Read>>> {
+    // Per pack: each map's place in the window, offset, stored length, id.
+    type Wanted = Vec<(usize, u64, u32, ChunkId)>;
+    let mut by_pack: HashMap<&PackId, Wanted> = HashMap::new();
+    for (i, m) in window.iter().enumerate() {
+        if let Some(loc) = locs.get(&m.id) {
+            by_pack
+                .entry(&loc.pack_id)
+                .or_default()
+                .push((i, loc.offset, loc.stored_len, m.id));
+        }
+    }
+    let groups: Vec<(&PackId, Wanted)> = by_pack.into_iter().collect();
+    let read: Vec<Vec<(usize, Result<Read>)>> = groups
+        .into_par_iter()
+        .map(|(pack, mut maps)| {
+            maps.sort_unstable_by_key(|&(_, offset, _, _)| offset);
+            let chunks: Vec<(u64, u32, ChunkId)> =
+                maps.iter().map(|&(_, o, l, id)| (o, l, id)).collect();
+            // Errors name the block map where they are reported
+            // (`judge_blockmap`), not here: formatting every id is costly.
+            read_chunks(repo.backend(), repo.ids(), pack, &chunks, "a block map")
+                .into_iter()
+                .zip(&maps)
+                .map(|(raw, &(i, ..))| (i, classify(raw)))
+                .collect()
+        })
+        .collect();
+    let mut out: Vec<Option<Result<Read>>> = window.iter().map(|_| None).collect();
+    for (i, r) in read.into_iter().flatten() {
+        out[i] = Some(r);
+    }
+    out
+}
+
+fn classify(raw: Result<Vec<u8>>) -> Result<Read> {
+    match raw {
         Ok(raw) => Ok(match BlockMap::decode(&raw, "the block map") {
-            Ok(m) => Read::Map(m),
+            Ok(m) => Read::Map {
+                file_size: m.file_size,
+                chunks: m.chunks,
+            },
             Err(e) => Read::Invalid(e.to_string()),
         }),
         Err(Error::Corrupt { .. } | Error::MissingObject { .. } | Error::NewerFormat { .. }) => {
@@ -191,20 +287,21 @@ fn judge_blockmap(
             ));
             return Ok(());
         }
-        Read::Map(m) => m,
+        Read::Map { file_size, chunks } => (file_size, chunks),
     };
-    if map.file_size != m.min_size && map.file_size != m.max_size {
+    let (file_size, chunks) = map;
+    if file_size != m.min_size && file_size != m.max_size {
         report.problems.push(problem(
             ProblemKind::BlockMapInvalid,
             what(),
             format!(
                 "describes {} bytes, the manifest says {}",
-                map.file_size, m.max_size
+                file_size, m.max_size
             ),
             users.of_maps(&[*bm]),
         ));
     }
-    let unrelated: Vec<&ChunkId> = map.chunks.iter().filter(|id| !rel.contains(id)).collect();
+    let unrelated: Vec<&ChunkId> = chunks.iter().filter(|id| !rel.contains(id)).collect();
     if !unrelated.is_empty() {
         report.problems.push(problem(
             ProblemKind::BlockMapRelation,

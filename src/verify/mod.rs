@@ -263,22 +263,34 @@ pub fn run(
             tracing::debug!("verify: catalog checked in {:?}", t.elapsed());
             Ok(found)
         });
+        let copies = s.spawn(|| -> Result<VerifyReport> {
+            let t = std::time::Instant::now();
+            let cat = Catalog::open_reader(&path)?;
+            let mut out = VerifyReport::default();
+            manifests::check_rows(repo, &cat, &scope, &mut out)?;
+            tracing::debug!(
+                "verify: manifest rows and copies checked in {:?}",
+                t.elapsed()
+            );
+            Ok(out)
+        });
         let manifests = s.spawn(|| -> Result<VerifyReport> {
             let t = std::time::Instant::now();
             let cat = Catalog::open(&path, false)?;
             let mut out = VerifyReport::default();
             manifests::check(repo, &cat, &scope, &mut out)?;
-            tracing::debug!("verify: manifests checked in {:?}", t.elapsed());
+            tracing::debug!("verify: block maps checked in {:?}", t.elapsed());
             Ok(out)
         });
         let mut data = VerifyReport::default();
         let r = data_passes(repo, &cat, opts, &scope, progress, &mut data);
         let joined = |e| Error::internal(format!("a verify pass panicked: {e:?}"));
         let (damage, keys) = integrity.join().map_err(joined)??;
+        let mut rows = copies.join().map_err(joined)??;
         let mut listed = manifests.join().map_err(joined)??;
         r?;
         report.problems = catalog_problems(&cat, damage, keys)?;
-        for part in [&mut listed, &mut data] {
+        for part in [&mut rows, &mut listed, &mut data] {
             report.problems.append(&mut part.problems);
             report.notes.append(&mut part.notes);
         }
