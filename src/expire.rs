@@ -30,7 +30,7 @@ use crate::format::PackId;
 use crate::pg::{WalFileName, WalSegment};
 use crate::repo::{check_cluster_name, RepoLock, Repository};
 use crate::store::pack::decode_record;
-use crate::store::PackWriter;
+use crate::store::{PackWriter, SealedPack};
 use crate::util::{human, now_us, rfc3339};
 
 /// What to keep.
@@ -499,22 +499,19 @@ pub fn apply(repo: &Repository, cat: &mut Catalog, plan: &ExpirePlan) -> Result<
         .iter()
         .filter(|p| known.contains(&p.id))
         .collect();
-    let (old_bytes, new_bytes) = rewrite_packs(backend, repo.ids(), cat, &todo)?;
+    // 4. Dead packs: their rows go with the last rewrite's, then the files.
+    let dead: Vec<PackId> = plan.delete_packs.iter().map(|p| p.id).collect();
+    let (old_bytes, new_bytes) = rewrite_packs(backend, repo.ids(), cat, &todo, &dead)?;
     log.bytes_freed += old_bytes.saturating_sub(new_bytes);
     log.packs_rewritten += todo.len() as u64;
-    tracing::debug!(
-        "expire: {} packs rewritten in {:?}",
-        todo.len(),
-        t.elapsed()
-    );
-
-    // 4. Dead packs: their rows in one transaction, then the files.
-    let dead: Vec<PackId> = plan.delete_packs.iter().map(|p| p.id).collect();
-    cat.drop_packs(&dead)?;
-    let dead: Vec<String> = dead.iter().map(keys::pack).collect();
-    backend.delete_many(&dead)?;
     log.bytes_freed += plan.delete_packs.iter().map(|p| p.size).sum::<u64>();
     log.packs_deleted += dead.len() as u64;
+    tracing::debug!(
+        "expire: {} packs rewritten and {} dropped in {:?}",
+        todo.len(),
+        dead.len(),
+        t.elapsed()
+    );
 
     // 5. Leftovers of interrupted work.
     log.bytes_freed += delete_all(backend, &plan.orphans)?;
@@ -543,38 +540,64 @@ fn delete_all(backend: &dyn crate::store::Backend, keys: &[String]) -> Result<u6
 }
 
 /// Copy the live chunks (each verified) of `packs` into new packs of up to
-/// [`REWRITE_PACK`] bytes; as each new pack is sealed, one transaction moves
-/// the index to it and forgets the old packs it emptied, which are then
-/// deleted. Many small, mostly dead packs (an hourly incr's) become few.
-/// Returns the old and the new packs' bytes.
+/// [`REWRITE_PACK`] bytes, and forget the `dead` packs. New packs are sealed
+/// (durable) as they fill; their index rows move in one transaction per
+/// [`MOVE_BATCH`] chunks (and the last one also forgets `dead`), after which
+/// the old packs it emptied are deleted. A crash before a commit leaves
+/// sealed new packs no row names: garbage the next expire collects. Many
+/// small, mostly dead packs (an hourly incr's) become few. Returns the old
+/// and the new packs' bytes.
 fn rewrite_packs(
     backend: &dyn crate::store::Backend,
     ids: &crate::format::chunk::IdKey,
     cat: &mut Catalog,
     packs: &[&PackUsage],
+    dead: &[PackId],
 ) -> Result<(u64, u64)> {
     let (mut old_bytes, mut new_bytes) = (0u64, 0u64);
     let mut w: Option<PackWriter> = None;
+    // Old packs whose live chunks are in `w`.
     let mut emptied: Vec<PackId> = Vec::new();
-    let mut flush = |w: &mut Option<PackWriter>, emptied: &mut Vec<PackId>, cat: &mut Catalog| {
-        if let Some(p) = w.take() {
-            let t = std::time::Instant::now();
-            let sealed = p.seal()?;
-            new_bytes += sealed.size;
-            cat.replace_packs(emptied, &sealed)?;
-            tracing::debug!(
-                "expire: {} packs' live chunks ({}) sealed and indexed in {:?}",
-                emptied.len(),
-                sealed.entries.len(),
-                t.elapsed()
-            );
-        } else if !emptied.is_empty() {
+    // Sealed, not yet indexed; and old packs that had nothing live.
+    let mut moves: Vec<(Vec<PackId>, SealedPack)> = Vec::new();
+    let mut nothing_live: Vec<PackId> = Vec::new();
+    let mut seal = |w: &mut Option<PackWriter>,
+                    emptied: &mut Vec<PackId>,
+                    moves: &mut Vec<_>,
+                    nothing_live: &mut Vec<PackId>| {
+        match w.take() {
+            Some(p) => {
+                let sealed = p.seal()?;
+                new_bytes += sealed.size;
+                moves.push((std::mem::take(emptied), sealed));
+            }
             // Nothing live was left in them after all.
-            cat.drop_packs(emptied)?;
+            None => nothing_live.append(emptied),
         }
-        let gone: Vec<String> = emptied.drain(..).map(|o| keys::pack(&o)).collect();
-        backend.delete_many(&gone)?;
-        Ok::<(), crate::error::Error>(())
+        Ok::<(), Error>(())
+    };
+    let commit = |moves: &mut Vec<(Vec<PackId>, SealedPack)>,
+                  nothing_live: &mut Vec<PackId>,
+                  dead: &[PackId],
+                  cat: &mut Catalog| {
+        let t = std::time::Instant::now();
+        let forgotten: Vec<PackId> = nothing_live.iter().chain(dead).copied().collect();
+        cat.replace_packs(moves, &forgotten)?;
+        tracing::debug!(
+            "expire: {} new packs ({} chunks) indexed, {} packs forgotten, in {:?}",
+            moves.len(),
+            moves.iter().map(|(_, s)| s.entries.len()).sum::<usize>(),
+            moves.iter().map(|(o, _)| o.len()).sum::<usize>() + forgotten.len(),
+            t.elapsed()
+        );
+        let gone: Vec<String> = moves
+            .drain(..)
+            .flat_map(|(old, _)| old)
+            .chain(nothing_live.drain(..))
+            .chain(dead.iter().copied())
+            .map(|o| keys::pack(&o))
+            .collect();
+        backend.delete_many(&gone)
     };
     for p in packs {
         let key = keys::pack(&p.id);
@@ -597,12 +620,21 @@ fn rewrite_packs(
         old_bytes += p.size;
         emptied.push(p.id);
         if w.as_ref().is_some_and(|w| w.full(REWRITE_PACK)) {
-            flush(&mut w, &mut emptied, cat)?;
+            seal(&mut w, &mut emptied, &mut moves, &mut nothing_live)?;
+            let pending: usize = moves.iter().map(|(_, s)| s.entries.len()).sum();
+            if pending >= MOVE_BATCH {
+                commit(&mut moves, &mut nothing_live, &[], cat)?;
+            }
         }
     }
-    flush(&mut w, &mut emptied, cat)?;
+    seal(&mut w, &mut emptied, &mut moves, &mut nothing_live)?;
+    commit(&mut moves, &mut nothing_live, dead, cat)?;
     Ok((old_bytes, new_bytes))
 }
+
+/// Chunk rows moved to new packs per transaction, at most about (a sealed
+/// pack's entries are held until then: some 50 bytes each).
+const MOVE_BATCH: usize = 100_000;
 
 /// Read the record of chunk `c` from a pack streamed from offset `pos`
 /// (chunks come in offset order), and move `pos` past it.
@@ -658,6 +690,7 @@ pub fn run(
     let lock = RepoLock::acquire(repo, "expire", opts.lock_wait)?;
     let mut cat = repo.catalog()?;
     cat.set_cache_mib(EXPIRE_CACHE_MIB)?;
+    cat.temp_on_disk()?;
     let plan = plan(repo, &cat, cluster, opts)?;
     if dry_run {
         return Ok((plan, None));

@@ -215,45 +215,70 @@ impl Catalog {
         tx.commit().ctx("expire backups")
     }
 
-    /// Point the live chunks of the `old` packs at their copies in `new`
-    /// and forget the old packs, in one transaction. `new` is already sealed
-    /// and durable, and holds every live chunk of every old pack.
-    pub fn replace_packs(&mut self, old: &[PackId], new: &SealedPack) -> Result<()> {
-        let tx = self.conn.transaction().ctx("rewrite packs")?;
-        tx.execute(
-            "INSERT INTO pack (id, size, chunks, backup_id, created_at) VALUES (?1, ?2, ?3, NULL, ?4)",
-            params![new.id, new.size as i64, new.entries.len() as i64, now_us()],
-        )
-        .ctx("rewrite packs")?;
-        {
+    /// For each `(old, new)`: point the live chunks of the `old` packs at
+    /// their copies in `new` and forget the old packs; and forget the packs
+    /// `dead` with all their chunks (none live). One transaction: the rows
+    /// moved and deleted are spread over the whole chunk index, and each
+    /// transaction writes every page it touched once more. Each `new` is
+    /// already sealed and durable, and holds every live chunk of its `old`.
+    pub fn replace_packs(
+        &mut self,
+        moves: &[(Vec<PackId>, SealedPack)],
+        dead: &[PackId],
+    ) -> Result<()> {
+        let what = "rewrite packs";
+        let tx = self.conn.transaction().ctx(what)?;
+        let old = moves.iter().flat_map(|(old, _)| old);
+        let rebuild = mark_forgotten(&tx, old.chain(dead))?;
+        if rebuild {
+            tx.execute_batch("DROP INDEX chunk_pack").ctx(what)?;
+        }
+        for (_, new) in moves {
+            tx.execute(
+                "INSERT INTO pack (id, size, chunks, backup_id, created_at) VALUES (?1, ?2, ?3, NULL, ?4)",
+                params![new.id, new.size as i64, new.entries.len() as i64, now_us()],
+            )
+            .ctx(what)?;
+            // In key order: neighbouring rows share pages.
+            let mut entries: Vec<&crate::format::pack::TrailerEntry> = new.entries.iter().collect();
+            entries.sort_unstable_by_key(|e| e.id);
             let mut st = tx
                 .prepare_cached("UPDATE chunk SET pack_id = ?2, offset = ?3 WHERE id = ?1")
-                .ctx("rewrite packs")?;
-            for e in &new.entries {
+                .ctx(what)?;
+            for e in entries {
                 st.execute(params![e.id, new.id, e.offset as i64])
-                    .ctx("rewrite packs")?;
+                    .ctx(what)?;
             }
         }
-        for o in old {
-            tx.execute("DELETE FROM chunk WHERE pack_id = ?1", [o])
-                .ctx("rewrite packs")?;
-            tx.execute("DELETE FROM pack WHERE id = ?1", [o])
-                .ctx("rewrite packs")?;
-        }
-        tx.commit().ctx("rewrite packs")
-    }
-
-    /// Forget packs and all their chunks (none of them live), in one
-    /// transaction.
-    pub fn drop_packs(&mut self, ids: &[PackId]) -> Result<()> {
-        let tx = self.conn.transaction().ctx("drop pack")?;
-        for id in ids {
-            tx.execute("DELETE FROM chunk WHERE pack_id = ?1", [id])
-                .ctx("drop pack")?;
-            tx.execute("DELETE FROM pack WHERE id = ?1", [id])
-                .ctx("drop pack")?;
-        }
-        tx.commit().ctx("drop pack")
+        // The chunk rows to delete are spread over the whole table. In key
+        // order, each table page is visited once, but their entries in the
+        // pack index are at random; when they are many, deleting them from
+        // the table alone and rebuilding the index (one sort) is cheaper.
+        let delete = if rebuild {
+            // The sort that builds the index may hold as much as the page
+            // cache: a small one for it keeps expire's memory where it was.
+            let cache: i64 = tx
+                .pragma_query_value(None, "cache_size", |r| r.get(0))
+                .ctx(what)?;
+            format!(
+                "DELETE FROM chunk WHERE pack_id IN (SELECT id FROM temp.forget);
+                 PRAGMA cache_size = {SORT_CACHE};
+                 {};
+                 PRAGMA cache_size = {cache};",
+                super::schema::CHUNK_PACK_INDEX
+            )
+        } else {
+            "DELETE FROM chunk WHERE id IN (SELECT c.id FROM temp.forget f
+                 JOIN chunk c ON c.pack_id = f.id ORDER BY c.id);"
+                .to_string()
+        };
+        tx.execute_batch(&format!(
+            "{delete}
+             DELETE FROM pack WHERE id IN (SELECT id FROM temp.forget);
+             DROP TABLE temp.forget;"
+        ))
+        .ctx(what)?;
+        tx.commit().ctx(what)
     }
 
     pub fn log_expire(&self, log: &ExpireLog) -> Result<()> {
@@ -314,6 +339,43 @@ impl Catalog {
     }
 }
 
+/// Page cache (as `PRAGMA cache_size`: negative is KiB) while the pack
+/// index is rebuilt.
+const SORT_CACHE: i64 = -4096;
+
+/// Put the packs `ids` in the temporary table `forget`; whether their
+/// chunk rows are a large share of the index (a quarter or more, by the
+/// packs' record counts).
+fn mark_forgotten<'a>(
+    tx: &rusqlite::Transaction<'_>,
+    ids: impl Iterator<Item = &'a PackId>,
+) -> Result<bool> {
+    let what = "forget packs";
+    tx.execute_batch(
+        "DROP TABLE IF EXISTS temp.forget;
+         CREATE TEMP TABLE forget (id TEXT PRIMARY KEY) WITHOUT ROWID;",
+    )
+    .ctx(what)?;
+    {
+        let mut st = tx
+            .prepare_cached("INSERT OR IGNORE INTO temp.forget VALUES (?1)")
+            .ctx(what)?;
+        for id in ids {
+            st.execute([id]).ctx(what)?;
+        }
+    }
+    let (going, all): (i64, i64) = tx
+        .query_row(
+            "SELECT (SELECT COALESCE(SUM(chunks), 0) FROM pack
+                      WHERE id IN (SELECT id FROM temp.forget)),
+                    (SELECT COALESCE(SUM(chunks), 0) FROM pack)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .ctx(what)?;
+    Ok(going > 0 && going * 4 >= all)
+}
+
 #[cfg(test)]
 mod tests {
     use crate::repo::testkit::{content, Fixture};
@@ -353,7 +415,58 @@ mod tests {
         let after = usage(&cat, &[]);
         assert_eq!(after, without_a);
         // Dropping a dead-free pack forgets its chunks.
-        cat.drop_packs(std::slice::from_ref(&b.pack)).unwrap();
+        cat.replace_packs(&[], std::slice::from_ref(&b.pack))
+            .unwrap();
         assert!(!cat.pack_ids().unwrap().contains(&b.pack));
+    }
+
+    /// Forgetting a few packs deletes their rows in key order; forgetting
+    /// many rebuilds the pack index. Either way the index stays whole and
+    /// names exactly the rows left.
+    #[test]
+    fn forgetting_few_or_many_packs_keeps_the_index_whole() {
+        let f = Fixture::new();
+        let made: Vec<_> = (0..8)
+            .map(|i: u8| f.backup(u32::from(i) + 1, &[("x", content(i + 1, 3, 0))]))
+            .collect();
+        let mut cat = f.repo.catalog().unwrap();
+        let rows = |cat: &crate::catalog::Catalog| -> usize {
+            cat.packs()
+                .unwrap()
+                .iter()
+                .map(|(p, _)| cat.pack_chunks(p).unwrap().len())
+                .sum()
+        };
+        let before = rows(&cat);
+        for (gone, expect_rebuild) in [(&made[..1], false), (&made[1..5], true)] {
+            let ids: Vec<_> = gone.iter().map(|m| m.pack).collect();
+            let n: usize = ids.iter().map(|p| cat.pack_chunks(p).unwrap().len()).sum();
+            assert!(n > 0);
+            let left = rows(&cat) - n;
+            {
+                let tx = cat.conn.transaction().unwrap();
+                assert_eq!(
+                    super::mark_forgotten(&tx, ids.iter()).unwrap(),
+                    expect_rebuild
+                );
+            }
+            cat.replace_packs(&[], &ids).unwrap();
+            assert!(cat.integrity_check().unwrap().is_empty());
+            assert_eq!(rows(&cat), left);
+            for p in &ids {
+                assert!(cat.pack_chunks(p).unwrap().is_empty());
+                assert!(!cat.pack_ids().unwrap().contains(p));
+            }
+            let index: i64 = cat
+                .conn
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE name = 'chunk_pack'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(index, 1);
+        }
+        assert!(rows(&cat) < before);
     }
 }

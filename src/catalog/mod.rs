@@ -200,6 +200,15 @@ impl Catalog {
             .ctx("cache_size")
     }
 
+    /// Keep this connection's temporary tables and sorts in a temporary
+    /// file (spilled past the page cache), not in memory, which is where
+    /// the bundled SQLite keeps them by default.
+    pub fn temp_on_disk(&self) -> Result<()> {
+        self.conn
+            .pragma_update(None, "temp_store", "FILE")
+            .ctx("temp_store")
+    }
+
     pub fn integrity_check(&self) -> Result<Vec<String>> {
         let mut st = self
             .conn

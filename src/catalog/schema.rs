@@ -194,3 +194,8 @@ DROP INDEX chunk_pack;
 CREATE INDEX chunk_pack ON chunk(pack_id, offset, stored_len, raw_len);
 "#,
 ];
+
+/// The chunk index's pack index as the last migration defines it: `expire`
+/// drops and rebuilds it when it forgets a large share of the chunk rows.
+pub const CHUNK_PACK_INDEX: &str =
+    "CREATE INDEX chunk_pack ON chunk(pack_id, offset, stored_len, raw_len)";
