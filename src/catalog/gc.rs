@@ -207,11 +207,15 @@ impl Catalog {
     /// Delete backups and the derived rows only they used, in one transaction.
     pub fn expire_backups(&mut self, ids: &[String]) -> Result<()> {
         let tx = self.conn.transaction().ctx("expire backups")?;
+        let all: i64 = tx
+            .query_row("SELECT count(*) FROM backup", [], |r| r.get(0))
+            .ctx("expire backups")?;
         for id in ids {
             tx.execute("DELETE FROM backup WHERE id = ?1", [id])
                 .ctx("expire backup")?;
         }
-        super::versions::collect(&tx)?;
+        // A quarter of the backups or more: most of their file versions go.
+        super::versions::collect(&tx, ids.len() as i64 * 4 >= all)?;
         tx.commit().ctx("expire backups")
     }
 
@@ -262,9 +266,10 @@ impl Catalog {
                 .ctx(what)?;
             format!(
                 "DELETE FROM chunk WHERE pack_id IN (SELECT id FROM temp.forget);
-                 PRAGMA cache_size = {SORT_CACHE};
+                 PRAGMA cache_size = {};
                  {};
                  PRAGMA cache_size = {cache};",
+                super::SORT_CACHE,
                 super::schema::CHUNK_PACK_INDEX
             )
         } else {
@@ -338,10 +343,6 @@ impl Catalog {
         Ok(rows)
     }
 }
-
-/// Page cache (as `PRAGMA cache_size`: negative is KiB) while the pack
-/// index is rebuilt.
-const SORT_CACHE: i64 = -4096;
 
 /// Put the packs `ids` in the temporary table `forget`; whether their
 /// chunk rows are a large share of the index (a quarter or more, by the

@@ -105,6 +105,10 @@ fn loc_from_row(r: &Row<'_>, first: usize) -> rusqlite::Result<ChunkLoc> {
     })
 }
 
+/// Page cache (as `PRAGMA cache_size`: negative is KiB) while an index is
+/// rebuilt: the sort may hold as much as the cache, on top of it.
+const SORT_CACHE: i64 = -4096;
+
 impl Catalog {
     /// Open (and migrate) the catalog. `create` allows making a new file.
     pub fn open(path: &Path, create: bool) -> Result<Self> {

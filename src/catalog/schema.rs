@@ -195,7 +195,9 @@ CREATE INDEX chunk_pack ON chunk(pack_id, offset, stored_len, raw_len);
 "#,
 ];
 
-/// The chunk index's pack index as the last migration defines it: `expire`
-/// drops and rebuilds it when it forgets a large share of the chunk rows.
+/// Indexes as the last migration that touched them defines them: `expire`
+/// drops and rebuilds them when it deletes a large share of their rows.
 pub const CHUNK_PACK_INDEX: &str =
     "CREATE INDEX chunk_pack ON chunk(pack_id, offset, stored_len, raw_len)";
+pub const FILE_VERSION_BLOCKMAP_INDEX: &str =
+    "CREATE INDEX file_version_blockmap ON file_version(blockmap) WHERE blockmap IS NOT NULL";

@@ -200,17 +200,35 @@ pub(super) fn carry_over(
 
 /// Delete versions no backup's seq lies in, and block-map relations no
 /// version uses. Inside the caller's transaction.
-pub(super) fn collect(tx: &rusqlite::Connection) -> Result<()> {
-    tx.execute(
-        "DELETE FROM file_version WHERE NOT EXISTS (SELECT 1 FROM backup b \
+pub(super) fn collect(tx: &rusqlite::Connection, many: bool) -> Result<()> {
+    let versions = "DELETE FROM file_version WHERE NOT EXISTS (SELECT 1 FROM backup b \
            WHERE b.cluster_id = file_version.cluster_id \
-             AND b.seq BETWEEN file_version.first_seq AND file_version.last_seq)",
-        [],
-    )
-    .ctx("collect file versions")?;
+             AND b.seq BETWEEN file_version.first_seq AND file_version.last_seq)";
+    if many {
+        // Many versions go: their entries in the block-map index are at
+        // random, so deleting from the table alone and rebuilding the index
+        // (one sort, with a small cache: the sort may hold as much) is
+        // cheaper.
+        let cache: i64 = tx
+            .pragma_query_value(None, "cache_size", |r| r.get(0))
+            .ctx("collect file versions")?;
+        tx.execute_batch(&format!(
+            "DROP INDEX file_version_blockmap;
+             {versions};
+             PRAGMA cache_size = {};
+             {};
+             PRAGMA cache_size = {cache};",
+            super::SORT_CACHE,
+            super::schema::FILE_VERSION_BLOCKMAP_INDEX
+        ))
+        .ctx("collect file versions")?;
+    } else {
+        tx.execute(versions, []).ctx("collect file versions")?;
+    }
+    // In key order, each probing the block-map index in the same order.
     tx.execute(
-        "DELETE FROM blockmap_chunk WHERE blockmap NOT IN \
-           (SELECT blockmap FROM file_version WHERE blockmap IS NOT NULL)",
+        "DELETE FROM blockmap_chunk WHERE NOT EXISTS \
+           (SELECT 1 FROM file_version v WHERE v.blockmap = blockmap_chunk.blockmap)",
         [],
     )
     .ctx("collect block maps")?;
