@@ -13,7 +13,10 @@
 #    pgstrata sync, pgstrata --async, pgBackRest sync, pgBackRest archive-async.
 # 2. replay: a backup, then SEGMENTS segments of changes archived; restore and
 #    time from server start to the end of recovery, with restore_command
-#    `archive-get` and `archive-get --prefetch 8`.
+#    `archive-get` and `archive-get --prefetch 8`, and the floor: every
+#    segment already in pg_wal (restore_command `false`), which is
+#    PostgreSQL's own replay and end-of-recovery checkpoint, what no
+#    restore_command can go below.
 # Output: a markdown table on stdout and WORKDIR/archive.md.
 set -euo pipefail
 
@@ -115,15 +118,27 @@ burst
 sql "SELECT pg_switch_wal()" >/dev/null
 while (( $(ready) > 0 )); do sleep 0.2; done
 declare -A REPLAY
-for mode in plain prefetch; do
+for mode in plain prefetch floor; do
   rm -rf "$WORKDIR/restored" "$WORKDIR/get-spool"
-  extra=()
-  [[ $mode == plain ]] || extra=(--prefetch 8 --spool-dir "$WORKDIR/get-spool")
+  extra=() opts="-c port=5499 -c archive_mode=off"
+  [[ $mode != prefetch ]] || extra=(--prefetch 8 --spool-dir "$WORKDIR/get-spool")
   pg "$PGS" --repo "$WORKDIR/pgs-repo" restore --pgdata "$WORKDIR/restored" -q "${extra[@]}" \
     --target-action promote
+  if [[ $mode == floor ]]; then
+    # Every segment from the backup's start on, fetched into pg_wal beforehand.
+    first=$(sed -n 's/^START WAL LOCATION: .* (file \([0-9A-F]*\))$/\1/p' "$WORKDIR/restored/backup_label")
+    [[ -n $first ]] || { echo "archive.sh: no START WAL LOCATION in backup_label" >&2; exit 1; }
+    for obj in "$WORKDIR"/pgs-repo/wal/main/*/*.zst; do
+      name=$(basename "$obj" .zst)
+      [[ $name =~ ^[0-9A-F]{24}$ && ! $name < $first ]] || continue
+      pg "$PGS" --repo "$WORKDIR/pgs-repo" archive-get "$name" "$WORKDIR/restored/pg_wal/$name"
+    done
+    sync
+    opts+=" -c restore_command=false"
+  fi
   t0=$(now)
   pg "$PG_BIN/pg_ctl" -D "$WORKDIR/restored" -l "$WORKDIR/restored.log" -w -t 900 \
-    -o "-c port=5499 -c archive_mode=off" start >/dev/null
+    -o "$opts" start >/dev/null
   until [[ $(pg "$PG_BIN/psql" -h "$SOCK" -p 5499 -U postgres -At -c "SELECT pg_is_in_recovery()" postgres 2>/dev/null) == f ]]; do sleep 0.1; done
   t1=$(now)
   REPLAY[$mode]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
@@ -139,7 +154,7 @@ done
   echo "|---|---|---|---|---|"
   echo "| drain a backlog of $SEGMENTS segments | ${DRAIN[pgstrata]} s | ${DRAIN[pgstrata_async]} s | ${DRAIN[pgbr]} s | ${DRAIN[pgbr_async]} s |"
   echo
-  echo "| step | archive-get | archive-get --prefetch 8 |"
-  echo "|---|---|---|"
-  echo "| replay $SEGMENTS segments (server start to promoted) | ${REPLAY[plain]} s | ${REPLAY[prefetch]} s |"
+  echo "| step | archive-get | archive-get --prefetch 8 | floor: segments already in pg_wal |"
+  echo "|---|---|---|---|"
+  echo "| replay $SEGMENTS segments (server start to promoted) | ${REPLAY[plain]} s | ${REPLAY[prefetch]} s | ${REPLAY[floor]} s |"
 } | tee "$WORKDIR/archive.md"

@@ -5,7 +5,8 @@
 //! ```text
 //! SPOOL/<cluster>/pusher.lock      flock held by the running pusher
 //! SPOOL/<cluster>/out/<name>.ok    <name> is durable in the repository; holds the
-//!                                  BLAKE3 (hex) of the bytes pushed
+//!                                  BLAKE3 (hex) of the bytes pushed, then the
+//!                                  file's identity when it was read (below)
 //! SPOOL/<cluster>/out/<name>.error the pusher's last failure for <name>, one line
 //! ```
 //!
@@ -14,6 +15,13 @@
 //!   is durable in the repository *and* its hash is the hash of the file
 //!   PostgreSQL asks about now; a stale `.ok` is removed and the file pushed
 //!   again (which the repository refuses if the archived content differs).
+//!   The hash is compared without reading the file when the `.ok` names the
+//!   file's identity (device, inode, size, modification and change times in
+//!   nanoseconds), the same before and after the pusher read it, and the file
+//!   still has it: the file is then the one that was read, because PostgreSQL
+//!   never rewrites a segment it marked ready, and a new life of the name
+//!   (a recycled or restored file) is a new inode or a new change time. Any
+//!   difference, or an `.ok` without identity, falls back to hashing the file.
 //! - The pusher writes `.ok` only after `push` returned, and `push` is atomic
 //!   and duplicate-safe. Killing either process at any point therefore loses
 //!   nothing: PostgreSQL keeps the file until acknowledged, the next call
@@ -101,13 +109,17 @@ pub fn push_async(opts: &AsyncPush, path: &Path) -> Result<AsyncOutcome> {
     WalFileName::parse(&name)?;
     let dir = cluster_dir(&opts.spool, &opts.cluster)?;
     let out = dir.join("out");
-    let hash = hex(crate::format::tailhash::hash(&std::fs::read(path).at(path)?).as_bytes());
+    let mut file = ThisFile {
+        path,
+        identity: Identity::of(path)?,
+        hash: None,
+    };
     let pg_wal = path.parent().filter(|p| !p.as_os_str().is_empty());
     let pg_wal = pg_wal.unwrap_or(Path::new("."));
     let deadline = Instant::now() + opts.timeout;
     let mut last_spawn: Option<Instant> = None;
     loop {
-        if let Some(r) = take_result(&out, &name, &hash)? {
+        if let Some(r) = take_result(&out, &name, &mut file)? {
             return r.map(|()| AsyncOutcome::Pushed);
         }
         if opts.queue_max > 0 {
@@ -131,11 +143,75 @@ pub fn push_async(opts: &AsyncPush, path: &Path) -> Result<AsyncOutcome> {
     }
 }
 
+/// A file's identity: (device, inode, size, mtime ns, ctime ns).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Identity([i128; 5]);
+
+impl Identity {
+    fn of(path: &Path) -> Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).at(path)?;
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        Ok(Identity([
+            i128::from(m.dev()),
+            i128::from(m.ino()),
+            i128::from(m.size()),
+            ns(m.mtime(), m.mtime_nsec()),
+            ns(m.ctime(), m.ctime_nsec()),
+        ]))
+    }
+
+    fn encode(&self) -> String {
+        let f = self.0.map(|v| v.to_string());
+        f.join(" ")
+    }
+
+    fn decode(s: &str) -> Option<Self> {
+        let v: Vec<i128> = s
+            .split(' ')
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        Some(Identity(v.try_into().ok()?))
+    }
+}
+
+/// The `.ok` a pusher writes: the hash, and the identity when it held
+/// still while the file was read.
+fn ok_record(hash: &[u8; 32], identity: Option<Identity>) -> String {
+    match identity {
+        Some(i) => format!("{}\n{}\n", hex(hash), i.encode()),
+        None => format!("{}\n", hex(hash)),
+    }
+}
+
+/// The file PostgreSQL asks about now; hashed only when needed.
+struct ThisFile<'a> {
+    path: &'a Path,
+    identity: Identity,
+    hash: Option<String>,
+}
+
+impl ThisFile<'_> {
+    /// Is the file the one an `.ok` record describes?
+    fn matches(&mut self, record: &str) -> Result<bool> {
+        let mut lines = record.lines();
+        let hash = lines.next().unwrap_or("").trim();
+        if lines.next().and_then(Identity::decode) == Some(self.identity) {
+            return Ok(true);
+        }
+        if self.hash.is_none() {
+            let data = std::fs::read(self.path).at(self.path)?;
+            self.hash = Some(hex(crate::format::tailhash::hash(&data).as_bytes()));
+        }
+        Ok(self.hash.as_deref() == Some(hash))
+    }
+}
+
 /// The pusher's verdict on `name`, if it has one.
-fn take_result(out: &Path, name: &str, hash: &str) -> Result<Option<Result<()>>> {
+fn take_result(out: &Path, name: &str, file: &mut ThisFile) -> Result<Option<Result<()>>> {
     let ok = out.join(format!("{name}.ok"));
     match std::fs::read_to_string(&ok) {
-        Ok(h) if h.trim() == hash => {
+        Ok(record) if file.matches(&record)? => {
             std::fs::remove_file(&ok).at(&ok)?;
             return Ok(Some(Ok(())));
         }
@@ -319,13 +395,16 @@ fn push_one(
     backoff: &Mutex<HashMap<String, (u32, Instant)>>,
 ) {
     let path = pg_wal.join(name);
-    let r = std::fs::read(&path)
-        .at(&path)
-        .and_then(|data| push_data(repo, cluster, name, &data, level))
-        .and_then(|(outcome, hash)| {
-            write_replace(&out.join(format!("{name}.ok")), hex(&hash).as_bytes())?;
-            Ok(outcome)
-        });
+    let r = Identity::of(&path).and_then(|before| {
+        let data = std::fs::read(&path).at(&path)?;
+        let held = Identity::of(&path).ok().filter(|after| *after == before);
+        let (outcome, hash) = push_data(repo, cluster, name, &data, level)?;
+        write_replace(
+            &out.join(format!("{name}.ok")),
+            ok_record(&hash, held).as_bytes(),
+        )?;
+        Ok(outcome)
+    });
     let (Ok(mut st), Ok(mut b)) = (stats.lock(), backoff.lock()) else {
         return;
     };
@@ -400,6 +479,47 @@ mod tests {
         // A second pusher over the same files: duplicate-safe.
         let st = run_pusher(&f.repo, "main", &wal, &spool, 2, 1).unwrap();
         assert_eq!((st.pushed, st.already, st.failed), (0, 5, 0));
+    }
+
+    #[test]
+    fn an_ok_vouches_only_for_the_file_the_pusher_read() {
+        let f = Fixture::new();
+        let (wal, names) = pg_wal(&f, 2);
+        let spool = f.scratch("spool");
+        run_pusher(&f.repo, "main", &wal, &spool, 2, 1).unwrap();
+        let out = spool.join("main/out");
+        let record = std::fs::read_to_string(out.join(format!("{}.ok", names[0]))).unwrap();
+        let identity = record.lines().nth(1).and_then(Identity::decode);
+        assert_eq!(identity, Some(Identity::of(&wal.join(&names[0])).unwrap()));
+        // Another life of names[1]: the same name and size, other bytes.
+        let p = wal.join(&names[1]);
+        let mut data = std::fs::read(&p).unwrap();
+        let last = data.len() - 1;
+        data[last] ^= 1;
+        std::fs::remove_file(&p).unwrap();
+        std::fs::write(&p, &data).unwrap();
+        let o = AsyncPush {
+            timeout: Duration::from_millis(200),
+            ..opts(&spool, vec!["false".into()])
+        };
+        assert_eq!(
+            push_async(&o, &wal.join(&names[0])).unwrap(),
+            AsyncOutcome::Pushed
+        );
+        // Its .ok is stale: dropped, and nothing acknowledges the new bytes.
+        let e = push_async(&o, &p).unwrap_err();
+        assert!(matches!(e, Error::Timeout(_)), "{e}");
+        assert!(!out.join(format!("{}.ok", names[1])).exists());
+        // An .ok without identity (from an older pusher) is checked by hash.
+        std::fs::write(
+            out.join(format!("{}.ok", names[1])),
+            ok_record(&[0; 32], None),
+        )
+        .unwrap();
+        assert!(matches!(push_async(&o, &p).unwrap_err(), Error::Timeout(_)));
+        let hash = *crate::format::tailhash::hash(&data).as_bytes();
+        std::fs::write(out.join(format!("{}.ok", names[1])), ok_record(&hash, None)).unwrap();
+        assert_eq!(push_async(&o, &p).unwrap(), AsyncOutcome::Pushed);
     }
 
     #[test]

@@ -1,8 +1,7 @@
 //! `backup`: a base backup of a running cluster in backup mode.
 //!
 //! Order: bind the cluster identity; note the start time; start backup mode
-//! in a session held open; wait for the clock to pass the next second;
-//! walk the data directory; back files up in parallel (one writer thread owns
+//! in a session held open; walk the data directory; back files up in parallel (one writer thread owns
 //! the catalog and the packs); read `global/pg_control` last; stop backup
 //! mode and wait until every WAL segment from start to stop is archived,
 //! while the writer seals its last packs; once they are durable and indexed,
@@ -153,12 +152,21 @@ fn backup_id(cat: &Catalog, start_us: i64, t: BackupType) -> Result<String> {
 }
 
 /// A file may be skipped when size and mtime match the reference and it was
-/// last modified before the second in which the reference started.
+/// last modified before the whole second that precedes the reference's
+/// start by at least a second.
+///
+/// The reference read every file after its start time, so a write it missed
+/// came later, and its mtime is at or after that bound: with one-second
+/// timestamps it is the write's second, not earlier than the start's; with a
+/// kernel clock that stamps files up to a tick behind (a second is ample
+/// margin) it is later than a second before the start. No backup needs to
+/// wait for the clock to leave its start second (as pgBackRest does);
+/// files written in the two seconds before a start are read again next time.
 fn unchanged(cur: &FileRow, old: &FileRow, reference_start_us: i64) -> bool {
-    let start_second_ns = (reference_start_us / 1_000_000) * 1_000_000_000;
+    let bound_ns = (reference_start_us - 1_000_000).div_euclid(1_000_000) * 1_000_000_000;
     cur.size == old.size
         && cur.mtime_ns == old.mtime_ns
-        && cur.mtime_ns < start_second_ns
+        && cur.mtime_ns < bound_ns
         && (old.blockmap.is_some() || old.size == 0)
 }
 
@@ -213,11 +221,6 @@ pub fn run(
     );
     let id = row.id.clone();
     let mut job = Job {
-        // Reading starts only once the clock has passed the start second, so
-        // any later change gets an mtime the next backup re-reads, even with
-        // one-second timestamps or a coarse kernel clock. The checkpoint,
-        // catalog reads and the directory walk happen inside that wait.
-        read_from_us: (start_us / 1_000_000 + 1) * 1_000_000,
         repo,
         cluster: &cl,
         opts,
@@ -307,7 +310,6 @@ fn begin(
 }
 
 struct Job<'a> {
-    read_from_us: i64,
     repo: &'a Repository,
     cluster: &'a ClusterRow,
     opts: &'a BackupOptions,
@@ -377,9 +379,6 @@ impl Job<'_> {
             self.opts.workers.max(1),
         )?;
         let total = measure(self.pgdata)?;
-        std::thread::sleep(Duration::from_micros(
-            (self.read_from_us - now_us()).max(0) as u64
-        ));
         let (tx, rx) = std::sync::mpsc::sync_channel(16);
         let backend = self.repo.backend_arc();
         let pack_size = self.opts.pack_size;
@@ -666,12 +665,16 @@ mod tests {
             link: None,
             blockmap: Some(ChunkId([1; 32])),
         };
-        // Reference started at 6.5 s: an mtime of 5 s is safely older.
-        assert!(unchanged(&f, &f, 6_500_000));
-        // Same second as the reference start: re-read.
+        // Reference started at 7.0 s or later: an mtime of 5 s is safely older.
+        assert!(unchanged(&f, &f, 7_000_000));
+        assert!(unchanged(&f, &f, 7_500_000));
+        // Less than a whole second between them: re-read (a coarse clock may
+        // stamp a later write a tick early).
+        assert!(!unchanged(&f, &f, 6_999_999));
+        assert!(!unchanged(&f, &f, 6_000_000));
         assert!(!unchanged(&f, &f, 5_900_000));
         let mut g = f.clone();
         g.size = 11;
-        assert!(!unchanged(&g, &f, 6_500_000));
+        assert!(!unchanged(&g, &f, 7_500_000));
     }
 }

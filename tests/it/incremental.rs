@@ -164,35 +164,50 @@ fn change_in_the_reference_second_and_checksum_mode() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
     let src = Cluster::archiving(&s, "src", &repo);
-    // Two extra files in PGDATA: one whose mtime is at/after the backup's
-    // start (so a same-size change keeping that mtime must still be seen),
-    // and one with an old mtime that only --checksum can catch.
+    // Three extra files in PGDATA: one whose mtime is after the backup's
+    // start and one stamped a moment before it (as a coarse kernel clock may
+    // stamp a write made just after the start), so that a same-size change
+    // keeping that mtime must still be seen; and one with an old mtime that
+    // only --checksum can catch.
     let recent = src.pgdata.join("recent.dat");
+    let lagging = src.pgdata.join("lagging.dat");
     let old = src.pgdata.join("old.dat");
-    std::fs::write(&recent, vec![b'a'; 10_000]).unwrap();
-    std::fs::write(&old, vec![b'a'; 10_000]).unwrap();
     let recent_mtime = SystemTime::now() + Duration::from_secs(2);
+    // (A tenth of a second: the backup below starts well within a second.)
+    let lagging_mtime = SystemTime::now() - Duration::from_millis(100);
     let old_mtime = SystemTime::now() - Duration::from_secs(86_400);
-    set_mtime(&recent, recent_mtime);
-    set_mtime(&old, old_mtime);
-    give_to_pg(&recent);
-    give_to_pg(&old);
+    for (f, m) in [
+        (&recent, recent_mtime),
+        (&lagging, lagging_mtime),
+        (&old, old_mtime),
+    ] {
+        std::fs::write(f, vec![b'a'; 10_000]).unwrap();
+        set_mtime(f, m);
+        give_to_pg(f);
+    }
     src.backup_ok(&repo, &["--type", "full"]);
 
-    std::fs::write(&recent, vec![b'b'; 10_000]).unwrap();
-    set_mtime(&recent, recent_mtime);
-    std::fs::write(&old, vec![b'b'; 10_000]).unwrap();
-    set_mtime(&old, old_mtime);
+    for (f, m) in [
+        (&recent, recent_mtime),
+        (&lagging, lagging_mtime),
+        (&old, old_mtime),
+    ] {
+        std::fs::write(f, vec![b'b'; 10_000]).unwrap();
+        set_mtime(f, m);
+    }
 
-    // Plain incr: the file in the reference's second is re-read; the old one,
-    // same size and mtime, is trusted as unchanged (as in every tool that
-    // uses timestamps).
+    // Plain incr: the files stamped near or after the reference's start are
+    // re-read; the old one, same size and mtime, is trusted as unchanged (as
+    // in every tool that uses timestamps).
     src.backup_ok(&repo, &["--type", "incr"]);
     let r1 = restore(&s, &repo, "r1", &[]);
-    assert_eq!(
-        std::fs::read(r1.pgdata.join("recent.dat")).unwrap(),
-        vec![b'b'; 10_000]
-    );
+    for f in ["recent.dat", "lagging.dat"] {
+        assert_eq!(
+            std::fs::read(r1.pgdata.join(f)).unwrap(),
+            vec![b'b'; 10_000],
+            "{f}"
+        );
+    }
     assert_eq!(
         std::fs::read(r1.pgdata.join("old.dat")).unwrap(),
         vec![b'a'; 10_000]
