@@ -91,6 +91,16 @@ impl Error {
     pub fn internal(msg: impl Into<String>) -> Self {
         Error::Internal(msg.into())
     }
+    /// An I/O error from a writer: the repository's own error when the
+    /// writer was an object (see `store::WriteObject`), else `what` and
+    /// the error, as an internal one.
+    pub fn from_io(e: std::io::Error, what: &str) -> Self {
+        match e.into_inner().map(|inner| inner.downcast::<Error>()) {
+            Some(Ok(ours)) => *ours,
+            Some(Err(other)) => Error::Internal(format!("{what}: {other}")),
+            None => Error::Internal(format!("{what}: I/O error")),
+        }
+    }
     /// Is this a user's mistake (bad input or a request that conflicts with
     /// the repository's state), rather than damage or a failure?
     pub fn is_user_input(&self) -> bool {

@@ -10,6 +10,7 @@
 #   WORKDIR=...         scratch directory (default: a new mktemp dir under /var/tmp)
 #   PGSTRATA=...        binary (default target/release/pgstrata)
 #   PG_BIN=/usr/lib/postgresql/15/bin
+#   KEEP=1              keep each cluster's data directory (stopped) in WORKDIR/<size>/data
 #
 # Per size: create the tables, VACUUM, CHECKPOINT; full; update CHANGED% of the
 # tables; incr; info; verify; restore (into an empty directory); full #2; expire
@@ -134,7 +135,8 @@ EOF
   fi
   stop_all
   PGDATA=
-  pg rm -rf "$D/data" "$D/pgbr-file" "$D/pgbr-block"
+  pg rm -rf "$D/pgbr-file" "$D/pgbr-block"
+  [[ ${KEEP:-0} == 1 ]] || pg rm -rf "$D/data"
 done
 
 {

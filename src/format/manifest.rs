@@ -223,17 +223,22 @@ impl Manifest {
         z.finish().map_err(err)
     }
 
-    /// The same bytes as [`Manifest::encode`], with `self.files` replaced by
-    /// the rows `files` hands out one at a time (to its sink), so that a
-    /// whole copy of a large cluster is never a vector of rows.
-    pub fn encode_streamed(
+    /// The same bytes as [`Manifest::encode`], written to `out`, with
+    /// `self.files` replaced by the rows `files` hands out one at a time (to
+    /// its sink), so that a whole copy of a large cluster is never a vector
+    /// of rows, nor (streamed into an object) its compressed bytes.
+    pub fn encode_streamed<W: std::io::Write>(
         &self,
+        out: W,
         files: &mut dyn FnMut(EntrySink<'_>) -> Result<()>,
-    ) -> Result<Vec<u8>> {
+    ) -> Result<W> {
         use std::io::Write;
-        let io = |e: std::io::Error| Error::Internal(format!("manifest compression: {e}"));
-        let json = |e: serde_json::Error| Error::Internal(format!("manifest encoding: {e}"));
-        let mut z = zstd::stream::Encoder::new(Vec::new(), 3).map_err(io)?;
+        let io = |e: std::io::Error| Error::from_io(e, "manifest compression");
+        let json = |e: serde_json::Error| match e.io_error_kind() {
+            Some(_) => Error::from_io(e.into(), "manifest encoding"),
+            None => Error::Internal(format!("manifest encoding: {e}")),
+        };
+        let mut z = zstd::stream::Encoder::new(out, 3).map_err(io)?;
         // Field order is the struct's (see `golden`).
         write!(z, "{{\"format\":{},\"cluster\":", self.format).map_err(io)?;
         serde_json::to_writer(&mut z, &self.cluster).map_err(json)?;
@@ -276,16 +281,21 @@ impl Manifest {
 
     /// Check a stored copy as [`Manifest::decode`] does, decoding it as a
     /// stream: every row is decoded and counted, none is kept, so memory
-    /// does not grow with the number of files.
-    pub fn summary(stored: &[u8], what: &str) -> Result<ManifestSummary> {
+    /// does not grow with the number of files. `open` opens the stored
+    /// bytes, once or twice (the version is read first); its errors are
+    /// returned as they are.
+    pub fn summary<R: std::io::Read>(
+        mut open: impl FnMut() -> Result<R>,
+        what: &str,
+    ) -> Result<ManifestSummary> {
         let bad = |e: serde_json::Error| match e.io_error_kind() {
             Some(_) => Error::corrupt(what, format!("does not decompress: {e}")),
             None => Error::corrupt(what, format!("is not a manifest: {e}")),
         };
         // serde_json reads a byte at a time: buffered, or each byte would be
         // a call into the decompressor.
-        let reader = || {
-            zstd::stream::read::Decoder::new(stored)
+        let mut reader = || {
+            zstd::stream::read::Decoder::new(open()?)
                 .map(|d| std::io::BufReader::with_capacity(64 << 10, d))
                 .map_err(|e| Error::corrupt(what, format!("does not decompress: {e}")))
         };
@@ -504,19 +514,20 @@ mod tests {
     fn summary_checks_what_decode_checks() {
         let m = sample();
         let z = m.encode().unwrap();
-        let s = Manifest::summary(&z, "m").unwrap();
+        let summary = |z: &[u8]| Manifest::summary(|| Ok(z), "m");
+        let s = summary(&z).unwrap();
         assert_eq!(s.backup_id, m.backup.id);
         assert_eq!(s.prev, m.prev);
         assert_eq!(s.files, m.files.len() as u64);
         let mut bad = z.clone();
         let mid = bad.len() / 2;
         bad[mid] ^= 0xff;
-        assert!(Manifest::summary(&bad, "m").is_err());
+        assert!(summary(&bad).is_err());
         let not = zstd::encode_all(&b"{\"format\":1,\"files\":3}"[..], 3).unwrap();
-        let e = Manifest::summary(&not, "m").unwrap_err();
+        let e = summary(&not).unwrap_err();
         assert!(e.to_string().contains("is not a manifest"), "{e}");
         let newer = zstd::encode_all(&b"{\"format\":99}"[..], 3).unwrap();
-        let e = Manifest::summary(&newer, "m").unwrap_err();
+        let e = summary(&newer).unwrap_err();
         assert!(matches!(e, Error::NewerFormat { .. }), "{e}");
     }
 
@@ -566,7 +577,9 @@ mod tests {
                 ..m.clone()
             };
             let streamed = head
-                .encode_streamed(&mut |sink| m.files.iter().try_for_each(&mut *sink))
+                .encode_streamed(Vec::new(), &mut |sink| {
+                    m.files.iter().try_for_each(&mut *sink)
+                })
                 .unwrap();
             assert_eq!(streamed, m.encode().unwrap());
         }

@@ -187,8 +187,10 @@ pub fn walk(pgdata: &Path) -> Result<Vec<Entry>> {
 }
 
 /// Walk a data directory, handing each backup entry to `each` as it is
-/// found (a directory before its contents; otherwise in no set order), so
-/// that nothing but one directory's names is held.
+/// found (a directory before its contents; otherwise in no set order).
+/// Memory does not grow with the number of files: directories are read as
+/// they are listed, not collected; only the unlogged relations of the
+/// database directory being walked are held.
 pub fn walk_each(pgdata: &Path, each: &mut dyn FnMut(Entry) -> Result<()>) -> Result<()> {
     let meta = fs::metadata(pgdata).at(pgdata)?;
     each(row(".", EntryKind::Dir, &meta, None))?;
@@ -217,20 +219,23 @@ fn join_rel(rel: &str, name: &str) -> String {
 }
 
 fn walk_dir(dir: &Path, rel: &str, out: &mut dyn FnMut(Entry) -> Result<()>) -> Result<()> {
-    let rd = match fs::read_dir(dir) {
-        Ok(rd) => rd,
-        // A directory dropped while we walk (DROP DATABASE): WAL replay redoes it.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !rel.is_empty() => return Ok(()),
+    // A directory dropped while we walk (DROP DATABASE): WAL replay redoes it.
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound && !rel.is_empty();
+    let unlogged = match unlogged_relations(dir, rel) {
+        Ok(u) => u,
+        Err(e) if gone(&e) => return Ok(()),
         Err(e) => return Err(Error::io(dir, e)),
     };
-    let mut names = Vec::new();
-    for ent in rd {
-        let ent = ent.at(dir)?;
-        names.push(name_of(&ent.file_name()));
-    }
-    let unlogged = unlogged_relations(rel, &names);
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if gone(&e) => return Ok(()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
     let top = rel.is_empty();
-    for name in names {
+    // Entries are handled as they are listed, never collected: one database
+    // directory holds every relation file of its database.
+    for ent in rd {
+        let name = name_of(&ent.at(dir)?.file_name());
         if excluded(rel, &name, &unlogged) {
             continue;
         }
@@ -259,19 +264,25 @@ fn walk_dir(dir: &Path, rel: &str, out: &mut dyn FnMut(Entry) -> Result<()>) -> 
 }
 
 /// In a database directory, the relfilenodes that have an init fork: the
-/// unlogged relations, of which only the init fork is backed up.
-fn unlogged_relations(rel: &str, names: &[String]) -> HashSet<String> {
+/// unlogged relations, of which only the init fork is backed up. A listing
+/// of its own, before the walk's, because an init fork may be listed after
+/// the other forks of its relation. (A relation made unlogged between the
+/// two listings keeps its other forks in the backup: harmless, recovery
+/// resets them from the init fork.)
+fn unlogged_relations(dir: &Path, rel: &str) -> std::io::Result<HashSet<String>> {
+    let mut set = HashSet::new();
     if !is_database_dir(rel) {
-        return HashSet::new();
+        return Ok(set);
     }
-    names
-        .iter()
-        .filter_map(|n| {
-            let stem = n.split('.').next()?;
-            let (node, fork) = stem.split_once('_')?;
-            (fork == "init").then(|| node.to_string())
-        })
-        .collect()
+    for ent in fs::read_dir(dir)? {
+        let name = ent?.file_name();
+        let Some(n) = name.to_str() else { continue };
+        let stem = n.split('.').next().unwrap_or(n);
+        if let Some((node, "init")) = stem.split_once('_') {
+            set.insert(node.to_string());
+        }
+    }
+    Ok(set)
 }
 
 /// Is entry `name` of directory `rel` left out of a backup?

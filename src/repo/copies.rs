@@ -15,6 +15,7 @@ use crate::catalog::{BackupRow, Catalog};
 use crate::error::Result;
 use crate::format::keys;
 use crate::format::manifest::{ClusterIdentity, Manifest, MANIFEST_VERSION};
+use crate::store::WriteObject;
 
 impl Repository {
     /// Store the copy of `row` (about to complete) against its predecessor
@@ -35,11 +36,9 @@ impl Repository {
             prev,
             cluster,
         };
-        let z = encode(cat, &row.id, &head)?;
-        self.backend()
-            .put(&keys::manifest(&head.cluster.name, &row.id), &z)?;
+        let size = self.put_copy(cat, &row.id, &head)?;
         cat.set_copy_prev(&row.id, head.prev.as_deref())?;
-        Ok(z.len() as u64)
+        Ok(size)
     }
 
     /// Rewrite every copy whose base is no longer its predecessor. Returns
@@ -57,16 +56,25 @@ impl Repository {
             m.prev = pred.clone();
             m.files = Vec::new();
             m.removed = cat.removed_since(id, pred.as_deref())?;
-            self.backend().put(&key, &encode(cat, id, &m)?)?;
+            self.put_copy(cat, id, &m)?;
             cat.set_copy_prev(id, pred.as_deref())?;
         }
         Ok(stale.len() as u64)
     }
 }
 
-/// `head` with the changed rows since `head.prev` streamed from the catalog.
-fn encode(cat: &Catalog, backup_id: &str, head: &Manifest) -> Result<Vec<u8>> {
-    head.encode_streamed(&mut |sink| {
-        cat.for_each_changed(backup_id, head.prev.as_deref(), &mut |r| sink(&(&r).into()))
-    })
+impl Repository {
+    /// Store `head` with the changed rows since `head.prev`, streamed from
+    /// the catalog through the compressor into the object (a copy of a
+    /// cluster of many files is never in memory). Returns its size.
+    fn put_copy(&self, cat: &Catalog, backup_id: &str, head: &Manifest) -> Result<u64> {
+        let out = WriteObject(self.backend().writer()?);
+        let out = head.encode_streamed(out, &mut |sink| {
+            cat.for_each_changed(backup_id, head.prev.as_deref(), &mut |r| sink(&(&r).into()))
+        })?;
+        let size = out.0.written();
+        out.0
+            .finish(&keys::manifest(&head.cluster.name, backup_id))?;
+        Ok(size)
+    }
 }

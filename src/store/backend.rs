@@ -83,6 +83,22 @@ pub trait ObjectWriter: Send {
     fn finish(self: Box<Self>, key: &str) -> Result<()>;
 }
 
+/// An [`ObjectWriter`] as an [`std::io::Write`], for encoders that stream
+/// into an object; [`crate::error::Error::from_io`] gets a failure's
+/// error back.
+pub struct WriteObject(pub Box<dyn ObjectWriter>);
+
+impl std::io::Write for WriteObject {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write_all(buf).map_err(std::io::Error::other)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Permission and ownership policy for what the repository creates.
 #[derive(Clone, Copy, Debug)]
 pub struct Ownership {

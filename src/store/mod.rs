@@ -8,6 +8,6 @@ pub mod fault;
 pub mod pack;
 pub mod s3;
 
-pub use backend::{Backend, LocalBackend, Ownership, RequestCounts};
+pub use backend::{Backend, LocalBackend, Ownership, RequestCounts, WriteObject};
 pub use crypt::SealedBackend;
 pub use pack::{read_chunk, read_chunks, read_trailer, PackWriter, SealedPack};

@@ -339,23 +339,30 @@ enum Copy {
 /// Read and decode one copy (in parallel with the others).
 fn read_copy(repo: &Repository, c: &ClusterRow, b: &BackupRow) -> Copy {
     let key = keys::manifest(&c.name, &b.id);
-    match repo.backend().get(&key) {
-        Ok(None) => Copy::Bad("missing".to_string()),
-        Err(e) => Copy::Bad(e.to_string()),
-        Ok(Some(z)) => match Manifest::summary(&z, &key) {
-            Ok(m) if m.backup_id != b.id => {
-                Copy::Bad(format!("holds backup {} instead", m.backup_id))
-            }
-            Ok(ManifestSummary { prev: Some(p), .. }) => {
-                let there = matches!(
-                    repo.backend().size(&keys::manifest(&c.name, &p)),
-                    Ok(Some(_))
-                );
-                Copy::Delta(p, there)
-            }
-            Ok(_) => Copy::Whole,
-            Err(e) => Copy::Bad(format!("does not decode: {e}")),
+    // Streamed from the store: a copy of a cluster of many files is never
+    // in memory whole.
+    let mut opened = false;
+    let summary = Manifest::summary(
+        || {
+            let r = repo.backend().open(&key);
+            opened |= r.is_ok();
+            r
         },
+        &key,
+    );
+    match summary {
+        Err(Error::MissingObject { .. }) if !opened => Copy::Bad("missing".to_string()),
+        Err(e) if !opened => Copy::Bad(e.to_string()),
+        Err(e) => Copy::Bad(format!("does not decode: {e}")),
+        Ok(m) if m.backup_id != b.id => Copy::Bad(format!("holds backup {} instead", m.backup_id)),
+        Ok(ManifestSummary { prev: Some(p), .. }) => {
+            let there = matches!(
+                repo.backend().size(&keys::manifest(&c.name, &p)),
+                Ok(Some(_))
+            );
+            Copy::Delta(p, there)
+        }
+        Ok(_) => Copy::Whole,
     }
 }
 
