@@ -95,10 +95,12 @@ impl Error {
     /// writer was an object (see `store::WriteObject`), else `what` and
     /// the error, as an internal one.
     pub fn from_io(e: std::io::Error, what: &str) -> Self {
+        if !e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+            return Error::Internal(format!("{what}: {e}"));
+        }
         match e.into_inner().map(|inner| inner.downcast::<Error>()) {
             Some(Ok(ours)) => *ours,
-            Some(Err(other)) => Error::Internal(format!("{what}: {other}")),
-            None => Error::Internal(format!("{what}: I/O error")),
+            _ => Error::Internal(format!("{what}: I/O error")),
         }
     }
     /// Is this a user's mistake (bad input or a request that conflicts with
@@ -174,5 +176,23 @@ impl<T> SqlContext<T> for rusqlite::Result<T> {
             context: context(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_io_gives_back_our_error_or_keeps_the_os_one() {
+        let ours = Error::missing("object", "packs/ab");
+        let back = Error::from_io(std::io::Error::other(ours), "manifest compression");
+        assert!(matches!(back, Error::MissingObject { .. }), "{back}");
+        let os = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let e = Error::from_io(os, "manifest compression").to_string();
+        assert!(
+            e.contains("manifest compression") && e.contains("storage"),
+            "{e}"
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! `backup`: a base backup of a running cluster in backup mode.
 //!
 //! Order: bind the cluster identity; note the start time; start backup mode
-//! in a session held open; walk the data directory; back files up in parallel (one writer thread owns
-//! the catalog and the packs); read `global/pg_control` last; stop backup
+//! in a session held open; walk the data directory; back files up in
+//! parallel (one writer thread owns the catalog and the packs); read `global/pg_control` last; stop backup
 //! mode and wait until every WAL segment from start to stop is archived,
 //! while the writer seals its last packs; once they are durable and indexed,
 //! write the manifest copy; then mark the backup `complete` in one

@@ -282,8 +282,8 @@ impl Manifest {
     /// Check a stored copy as [`Manifest::decode`] does, decoding it as a
     /// stream: every row is decoded and counted, none is kept, so memory
     /// does not grow with the number of files. `open` opens the stored
-    /// bytes, once or twice (the version is read first); its errors are
-    /// returned as they are.
+    /// bytes once (twice for a copy whose `format` is not its first field);
+    /// its errors are returned as they are.
     pub fn summary<R: std::io::Read>(
         mut open: impl FnMut() -> Result<R>,
         what: &str,
@@ -300,8 +300,12 @@ impl Manifest {
                 .map_err(|e| Error::corrupt(what, format!("does not decompress: {e}")))
         };
         // Writers put `format` first: read it from the head when it is
-        // there, else from a pass of its own.
-        let format = match leading_format(reader()?) {
+        // there (and go on from the same stream), else from a pass of its own.
+        let mut first = reader()?;
+        let mut head = Vec::with_capacity(32);
+        std::io::Read::read_to_end(&mut std::io::Read::take(&mut first, 32), &mut head)
+            .map_err(|e| Error::corrupt(what, format!("does not decompress: {e}")))?;
+        let format = match leading_format(&head) {
             Some(v) => Some(v),
             None => {
                 let probe: VersionProbe = serde_json::from_reader(reader()?).map_err(bad)?;
@@ -309,7 +313,8 @@ impl Manifest {
             }
         };
         check_version(format, what)?;
-        let s: Summary = serde_json::from_reader(reader()?).map_err(bad)?;
+        let rest = std::io::Read::chain(std::io::Cursor::new(head), first);
+        let s: Summary = serde_json::from_reader(rest).map_err(bad)?;
         Ok(ManifestSummary {
             backup_id: s.backup.id,
             prev: s.prev,
@@ -319,16 +324,8 @@ impl Manifest {
 }
 
 /// `N` of a JSON text that starts `{"format":N,`.
-fn leading_format(mut r: impl std::io::Read) -> Option<u32> {
-    let mut head = [0u8; 32];
-    let mut n = 0;
-    while n < head.len() {
-        match r.read(&mut head[n..]) {
-            Ok(0) | Err(_) => break,
-            Ok(k) => n += k,
-        }
-    }
-    let rest = head[..n].strip_prefix(b"{\"format\":")?;
+fn leading_format(head: &[u8]) -> Option<u32> {
+    let rest = head.strip_prefix(b"{\"format\":")?;
     let end = rest.iter().position(|b| !b.is_ascii_digit())?;
     if end == 0 || rest[end] != b',' {
         return None;
@@ -515,7 +512,16 @@ mod tests {
         let m = sample();
         let z = m.encode().unwrap();
         let summary = |z: &[u8]| Manifest::summary(|| Ok(z), "m");
-        let s = summary(&z).unwrap();
+        let mut opens = 0;
+        let s = Manifest::summary(
+            || {
+                opens += 1;
+                Ok(&z[..])
+            },
+            "m",
+        )
+        .unwrap();
+        assert_eq!(opens, 1, "a copy that starts with its format is read once");
         assert_eq!(s.backup_id, m.backup.id);
         assert_eq!(s.prev, m.prev);
         assert_eq!(s.files, m.files.len() as u64);

@@ -61,9 +61,7 @@ impl Repository {
         }
         Ok(stale.len() as u64)
     }
-}
 
-impl Repository {
     /// Store `head` with the changed rows since `head.prev`, streamed from
     /// the catalog through the compressor into the object (a copy of a
     /// cluster of many files is never in memory). Returns its size.
