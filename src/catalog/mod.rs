@@ -25,6 +25,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 pub use drills::DrillRow;
 pub use gc::{ExpireLog, PackChunk, PackUsage};
+pub use integrity::IndexedChunk;
 pub use model::{
     BackupRow, BackupStatus, BackupType, ChunkLoc, ClusterRow, FileKind, FileRow, HistoryRow,
     PageErrorRow,

@@ -23,6 +23,7 @@ mod wal;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -283,7 +284,7 @@ pub fn run(
             Ok(out)
         });
         let mut data = VerifyReport::default();
-        let r = data_passes(repo, &cat, opts, &scope, progress, &mut data);
+        let r = data_passes(repo, &cat, &path, opts, &scope, progress, &mut data);
         let joined = |e| Error::internal(format!("a verify pass panicked: {e:?}"));
         let (damage, keys) = integrity.join().map_err(joined)??;
         let mut rows = copies.join().map_err(joined)??;
@@ -314,6 +315,7 @@ fn scope_ids(scope: &Scope) -> Vec<String> {
 fn data_passes(
     repo: &Repository,
     cat: &Catalog,
+    catalog: &Path,
     opts: &VerifyOptions,
     scope: &Scope,
     progress: &dyn Progress,
@@ -333,7 +335,7 @@ fn data_passes(
     report.bytes = pack_bytes + wal_bytes;
     let r = (|| -> Result<()> {
         let t = std::time::Instant::now();
-        packs::check_all(repo, cat, &packs, &on_disk, &users, progress, report)?;
+        packs::check_all(repo, catalog, &packs, &on_disk, &users, progress, report)?;
         tracing::debug!("verify: {} packs checked in {:?}", packs.len(), t.elapsed());
         let t = std::time::Instant::now();
         for (wal_id, backups) in &wal_scope {

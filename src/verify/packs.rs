@@ -9,11 +9,12 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::path::Path;
 
 use rayon::prelude::*;
 
 use super::{problem, ProblemKind, Users, VerifyReport};
-use crate::catalog::Catalog;
+use crate::catalog::{IndexedChunk, Readers};
 use crate::error::{Error, Result};
 use crate::format::chunk::{decode_verified, ChunkId, IdKey};
 use crate::format::keys;
@@ -211,70 +212,84 @@ fn detail_of(e: Error) -> String {
     }
 }
 
-/// Packs streamed in parallel at once (their scans are held until judged:
-/// a record's offset, id and length each). An hourly incr's packs are
-/// small, so a window of a few would leave a core idle at each barrier.
-const WINDOW: usize = 16;
+/// What one pack's scan came to, judged against its chunk index rows: small
+/// unless the pack is damaged (then the ids of what it breaks).
+enum Verdict {
+    Fine,
+    Missing {
+        ids: Vec<ChunkId>,
+    },
+    Corrupt {
+        detail: String,
+        damaged: Vec<ChunkId>,
+    },
+}
 
-/// Check every pack of `packs` (`on_disk`: the size of each present):
-/// streamed and verified in parallel, then judged against the chunk index.
+/// Check every pack of `packs` (`on_disk`: the size of each present). Each
+/// worker streams a pack and judges it against the chunk index on a
+/// read-only connection of its own (`catalog`) before it takes the next, so
+/// at most one scan per worker is held (a record's offset, id and length
+/// each: about 50 bytes a record, a few hundred KiB for a pack of small
+/// files). Who uses damaged chunks is worked out after, on `cat`.
 pub(super) fn check_all(
     repo: &Repository,
-    cat: &Catalog,
+    catalog: &Path,
     packs: &[PackId],
     on_disk: &HashMap<PackId, u64>,
     users: &Users,
     progress: &dyn Progress,
     report: &mut VerifyReport,
 ) -> Result<()> {
-    for window in packs.chunks(WINDOW) {
-        let scans: Vec<Result<Option<PackScan>>> = window
-            .par_iter()
-            .map(|p| {
-                on_disk
-                    .get(p)
-                    .map(|&size| scan(repo.backend(), repo.ids(), p, size, progress))
-                    .transpose()
-            })
-            .collect();
-        for (p, sc) in window.iter().zip(scans) {
-            judge(cat, p, on_disk.get(p).copied(), sc?, users, report)?;
+    let readers = Readers::open(catalog, rayon::current_num_threads())?;
+    let verdicts: Vec<Result<(u64, Verdict)>> = packs
+        .par_iter()
+        .map(|p| {
+            let size = on_disk.get(p).copied();
+            let sc = size
+                .map(|size| scan(repo.backend(), repo.ids(), p, size, progress))
+                .transpose()?;
+            let rows = readers.get()?.pack_chunks(p)?;
+            Ok((rows.len() as u64, judge(&rows, size, sc)))
+        })
+        .collect();
+    for (p, v) in packs.iter().zip(verdicts) {
+        let (chunks, verdict) = v?;
+        report.packs += 1;
+        report.chunks += chunks;
+        let key = keys::pack(p);
+        match verdict {
+            Verdict::Fine => {}
+            Verdict::Missing { ids } => report.problems.push(problem(
+                ProblemKind::PackMissing,
+                key,
+                format!("the pack holding {} indexed chunks is missing", ids.len()),
+                users.of_chunks(&ids),
+            )),
+            Verdict::Corrupt { detail, damaged } => report.problems.push(problem(
+                ProblemKind::PackCorrupt,
+                key,
+                detail,
+                users.of_chunks(&damaged),
+            )),
         }
     }
     Ok(())
 }
 
-/// Judge one pack's scan against the chunk index rows that point into it.
-fn judge(
-    cat: &Catalog,
-    pack_id: &PackId,
-    size: Option<u64>,
-    scan: Option<PackScan>,
-    users: &Users,
-    report: &mut VerifyReport,
-) -> Result<()> {
-    let key = keys::pack(pack_id);
-    let rows = cat.pack_chunks(pack_id)?;
-    report.packs += 1;
-    report.chunks += rows.len() as u64;
+/// Judge one pack's scan (`None`: the pack is absent) against the chunk
+/// index rows that point into it.
+fn judge(rows: &[IndexedChunk], size: Option<u64>, scan: Option<PackScan>) -> Verdict {
     let (Some(size), Some(scan)) = (size, scan) else {
-        let ids: Vec<ChunkId> = rows.iter().map(|r| r.id).collect();
-        report.problems.push(problem(
-            ProblemKind::PackMissing,
-            key,
-            format!("the pack holding {} indexed chunks is missing", rows.len()),
-            users.of_chunks(&ids),
-        ));
-        return Ok(());
+        return Verdict::Missing {
+            ids: rows.iter().map(|r| r.id).collect(),
+        };
     };
     let mut damaged: Vec<ChunkId> = Vec::new();
-    let mut bad = 0usize;
     let mut first: Option<String> = None;
-    for r in &rows {
+    for r in rows {
         if scan.good.get(&r.offset) == Some(&(r.id, r.stored_len)) {
             continue;
         }
-        bad += 1;
         let why = scan.bad.get(&r.offset).cloned().unwrap_or_else(|| {
             if r.offset + u64::from(r.stored_len) > size {
                 format!("beyond the end of the pack ({size} bytes): truncated")
@@ -285,24 +300,20 @@ fn judge(
         first.get_or_insert_with(|| format!("chunk {} at offset {}: {why}", r.id, r.offset));
         damaged.push(r.id);
     }
-    if bad > 0 || scan.damage.is_some() {
-        let mut detail = scan.damage.clone().unwrap_or_default();
-        if bad > 0 {
-            if !detail.is_empty() {
-                detail.push_str("; ");
-            }
-            detail.push_str(&format!(
-                "{bad} of {} indexed chunks unreadable (first: {})",
-                rows.len(),
-                first.unwrap_or_default()
-            ));
+    if damaged.is_empty() && scan.damage.is_none() {
+        return Verdict::Fine;
+    }
+    let mut detail = scan.damage.unwrap_or_default();
+    if !damaged.is_empty() {
+        if !detail.is_empty() {
+            detail.push_str("; ");
         }
-        report.problems.push(problem(
-            ProblemKind::PackCorrupt,
-            key,
-            detail,
-            users.of_chunks(&damaged),
+        detail.push_str(&format!(
+            "{} of {} indexed chunks unreadable (first: {})",
+            damaged.len(),
+            rows.len(),
+            first.unwrap_or_default()
         ));
     }
-    Ok(())
+    Verdict::Corrupt { detail, damaged }
 }
