@@ -116,6 +116,17 @@ impl Readers {
         Ok(Readers { readers })
     }
 
+    /// Cap each connection's page cache (SQLite's default is 2 MiB), for
+    /// readers that only walk index ranges in order.
+    pub fn set_cache_mib(&self, mib: u32) -> Result<()> {
+        for r in &self.readers {
+            r.lock()
+                .map_err(|_| Error::internal("a catalog reader's lock is poisoned"))?
+                .set_cache_mib(mib)?;
+        }
+        Ok(())
+    }
+
     /// This thread's connection: rayon workers 0..workers have their own;
     /// other threads share the last.
     pub fn get(&self) -> Result<MutexGuard<'_, Catalog>> {

@@ -241,6 +241,8 @@ pub(super) fn check_all(
     report: &mut VerifyReport,
 ) -> Result<()> {
     let readers = Readers::open(catalog, rayon::current_num_threads())?;
+    // Each reads one pack's rows of the pack index, in order: a page at a time.
+    readers.set_cache_mib(1)?;
     let verdicts: Vec<Result<(u64, Verdict)>> = packs
         .par_iter()
         .map(|p| {
