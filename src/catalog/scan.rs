@@ -119,12 +119,9 @@ impl Readers {
     /// Cap each connection's page cache (SQLite's default is 2 MiB), for
     /// readers that only walk index ranges in order.
     pub fn set_cache_mib(&self, mib: u32) -> Result<()> {
-        for r in &self.readers {
-            r.lock()
-                .map_err(|_| Error::internal("a catalog reader's lock is poisoned"))?
-                .set_cache_mib(mib)?;
-        }
-        Ok(())
+        self.readers
+            .iter()
+            .try_for_each(|r| lock(r)?.set_cache_mib(mib))
     }
 
     /// This thread's connection: rayon workers 0..workers have their own;
@@ -132,8 +129,12 @@ impl Readers {
     pub fn get(&self) -> Result<MutexGuard<'_, Catalog>> {
         let last = self.readers.len() - 1;
         let i = rayon::current_thread_index().unwrap_or(last).min(last);
-        self.readers[i]
-            .lock()
-            .map_err(|_| Error::internal("a catalog reader's lock is poisoned"))
+        lock(&self.readers[i])
     }
+}
+
+fn lock(reader: &Mutex<Catalog>) -> Result<MutexGuard<'_, Catalog>> {
+    reader
+        .lock()
+        .map_err(|_| Error::internal("a catalog reader's lock is poisoned"))
 }

@@ -212,6 +212,11 @@ fn detail_of(e: Error) -> String {
     }
 }
 
+/// Packs judged between two attributions of damage: what a window's
+/// verdicts hold (the ids of damaged chunks) stays bounded however much of
+/// the repository is damaged.
+const WINDOW: usize = 16;
+
 /// What one pack's scan came to, judged against its chunk index rows: small
 /// unless the pack is damaged (then the ids of what it breaks).
 enum Verdict {
@@ -230,7 +235,8 @@ enum Verdict {
 /// read-only connection of its own (`catalog`) before it takes the next, so
 /// at most one scan per worker is held (a record's offset, id and length
 /// each: about 50 bytes a record, a few hundred KiB for a pack of small
-/// files). Who uses damaged chunks is worked out after, on `cat`.
+/// files). Who uses damaged chunks is worked out after each window of
+/// packs, on the caller's connection.
 pub(super) fn check_all(
     repo: &Repository,
     catalog: &Path,
@@ -243,36 +249,38 @@ pub(super) fn check_all(
     let readers = Readers::open(catalog, rayon::current_num_threads())?;
     // Each reads one pack's rows of the pack index, in order: a page at a time.
     readers.set_cache_mib(1)?;
-    let verdicts: Vec<Result<(u64, Verdict)>> = packs
-        .par_iter()
-        .map(|p| {
-            let size = on_disk.get(p).copied();
-            let sc = size
-                .map(|size| scan(repo.backend(), repo.ids(), p, size, progress))
-                .transpose()?;
-            let rows = readers.get()?.pack_chunks(p)?;
-            Ok((rows.len() as u64, judge(&rows, size, sc)))
-        })
-        .collect();
-    for (p, v) in packs.iter().zip(verdicts) {
-        let (chunks, verdict) = v?;
-        report.packs += 1;
-        report.chunks += chunks;
-        let key = keys::pack(p);
-        match verdict {
-            Verdict::Fine => {}
-            Verdict::Missing { ids } => report.problems.push(problem(
-                ProblemKind::PackMissing,
-                key,
-                format!("the pack holding {} indexed chunks is missing", ids.len()),
-                users.of_chunks(&ids),
-            )),
-            Verdict::Corrupt { detail, damaged } => report.problems.push(problem(
-                ProblemKind::PackCorrupt,
-                key,
-                detail,
-                users.of_chunks(&damaged),
-            )),
+    for window in packs.chunks(WINDOW) {
+        let verdicts: Vec<Result<(u64, Verdict)>> = window
+            .par_iter()
+            .map(|p| {
+                let size = on_disk.get(p).copied();
+                let sc = size
+                    .map(|size| scan(repo.backend(), repo.ids(), p, size, progress))
+                    .transpose()?;
+                let rows = readers.get()?.pack_chunks(p)?;
+                Ok((rows.len() as u64, judge(&rows, size, sc)))
+            })
+            .collect();
+        for (p, v) in window.iter().zip(verdicts) {
+            let (chunks, verdict) = v?;
+            report.packs += 1;
+            report.chunks += chunks;
+            let key = keys::pack(p);
+            match verdict {
+                Verdict::Fine => {}
+                Verdict::Missing { ids } => report.problems.push(problem(
+                    ProblemKind::PackMissing,
+                    key,
+                    format!("the pack holding {} indexed chunks is missing", ids.len()),
+                    users.of_chunks(&ids),
+                )),
+                Verdict::Corrupt { detail, damaged } => report.problems.push(problem(
+                    ProblemKind::PackCorrupt,
+                    key,
+                    detail,
+                    users.of_chunks(&damaged),
+                )),
+            }
         }
     }
     Ok(())
