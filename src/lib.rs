@@ -71,6 +71,6 @@ pub mod testing {
     pub use crate::format::BlockMap;
     pub use crate::pg::page::checksum as page_checksum;
     pub use crate::pg::wal::LongPageHeader;
-    pub use crate::store::fault::FaultBackend;
+    pub use crate::store::fault::{FaultBackend, HookBackend};
     pub use crate::store::Backend;
 }

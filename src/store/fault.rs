@@ -1,10 +1,13 @@
-//! A fault-injecting backend for crash tests: after a set number of
-//! successful mutating operations (put, put_new, finish, delete), every further
-//! one fails as if the process had died at that moment. Reads keep working.
+//! Backends for tests. [`FaultBackend`] injects faults for crash tests:
+//! after a set number of successful mutating operations (put, put_new,
+//! finish, delete), every further one fails as if the process had died at
+//! that moment. Reads keep working. [`HookBackend`] runs something of the
+//! test's the first time a prefix is listed, to put another command's work
+//! at a chosen point of this one (an `expire` in the middle of a `verify`).
 
 use std::io::Read;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::store::backend::{Backend, ObjectWriter};
@@ -93,5 +96,73 @@ impl ObjectWriter for FaultWriter {
     fn finish(self: Box<Self>, key: &str) -> Result<()> {
         FaultBackend::spend(&self.budget, key)?;
         self.inner.finish(key)
+    }
+}
+
+/// The action a [`HookBackend`] runs once.
+type Hook = Box<dyn FnOnce() + Send>;
+
+pub struct HookBackend {
+    inner: Arc<dyn Backend>,
+    prefix: String,
+    hook: Mutex<Option<Hook>>,
+}
+
+impl HookBackend {
+    /// Run `hook` the first time `prefix` is listed, before listing it.
+    pub fn new(
+        inner: Arc<dyn Backend>,
+        prefix: &str,
+        hook: impl FnOnce() + Send + 'static,
+    ) -> Self {
+        HookBackend {
+            inner,
+            prefix: prefix.to_string(),
+            hook: Mutex::new(Some(Box::new(hook))),
+        }
+    }
+
+    /// Whether the hook has run.
+    pub fn fired(&self) -> bool {
+        self.hook.lock().map(|h| h.is_none()).unwrap_or(true)
+    }
+}
+
+impl Backend for HookBackend {
+    fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.inner.put(key, data)
+    }
+    fn put_new(&self, key: &str, data: &[u8]) -> Result<bool> {
+        self.inner.put_new(key, data)
+    }
+    fn writer(&self) -> Result<Box<dyn ObjectWriter>> {
+        self.inner.writer()
+    }
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.inner.get(key)
+    }
+    fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        self.inner.get_range(key, offset, len)
+    }
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {
+        self.inner.open(key)
+    }
+    fn size(&self, key: &str) -> Result<Option<u64>> {
+        self.inner.size(key)
+    }
+    fn modified(&self, key: &str) -> Result<Option<std::time::SystemTime>> {
+        self.inner.modified(key)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        if prefix == self.prefix {
+            let hook = self.hook.lock().ok().and_then(|mut h| h.take());
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
+        self.inner.list(prefix)
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        self.inner.delete(key)
     }
 }

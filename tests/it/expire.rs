@@ -462,3 +462,68 @@ fn retention_in_the_config_file_expires_after_each_backup() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// An expire that runs while verify is under way (cron jobs overlap) removes
+/// packs and rows verify was about to read: that is not damage. Verify sees
+/// what was removed under it and checks again.
+#[test]
+fn an_expire_in_the_middle_of_verify_is_not_reported_as_damage() {
+    an_expire_in_the_middle_of_verify_in(Kind::Local);
+}
+
+#[test]
+fn an_expire_in_the_middle_of_verify_is_not_reported_as_damage_on_s3() {
+    an_expire_in_the_middle_of_verify_in(Kind::S3);
+}
+
+fn an_expire_in_the_middle_of_verify_in(kind: Kind) {
+    let s = Scratch::new();
+    let repo = kind.repo(&s);
+    let src = Cluster::archiving(&s, "src", &repo);
+    load_sample(&src, 20_000);
+    src.backup_ok(&repo, &["--type", "full"]);
+    src.exec("TRUNCATE events; INSERT INTO events SELECT now(), 'y', decode(md5(g::text), 'hex') FROM generate_series(1, 20000) g;");
+    src.backup_ok(&repo, &["--type", "full"]);
+    let all = ids(&repo);
+    let other = repo.open();
+    let mut r = repo.open();
+    let hook = Arc::new(pgstrata::testing::HookBackend::new(
+        r.backend_arc(),
+        "packs/",
+        move || {
+            // verify has read the catalog's packs and is about to list the store's.
+            let mut opts = pgstrata::ExpireOptions::new(pgstrata::Retention {
+                full: Some(1),
+                ..Default::default()
+            });
+            opts.gc_threshold = 0.99;
+            let (plan, _) = pgstrata::expire(&other, "main", &opts, false).unwrap();
+            assert!(
+                plan.delete_packs.len() + plan.rewrite_packs.len() > 0,
+                "the expire removes no pack: {}",
+                plan.render()
+            );
+        },
+    ));
+    r.set_backend(hook.clone());
+    let report = pgstrata::verify(&r, &Default::default(), &pgstrata::Silent).unwrap();
+    assert!(hook.fired(), "verify never listed the packs");
+    assert!(
+        report.is_ok(),
+        "verify reported the expire as damage: {:?}",
+        report.problems
+    );
+    let checked: Vec<&str> = report.backups.iter().map(|b| b.id.as_str()).collect();
+    assert_eq!(
+        checked,
+        [all[1].as_str()],
+        "the verdicts are of what is left"
+    );
+    assert!(
+        report.notes.iter().any(|n| n.contains("verified again")),
+        "no note says verify ran again: {:?}",
+        report.notes
+    );
+    let out = pgstrata_ok(&["--repo", repo.arg(), "verify"]);
+    assert!(!out.contains("verified again"), "{out}");
+}
