@@ -10,11 +10,14 @@ for the S3 tests and the S3 benchmark profile.
   clients can be pointed at https://127.0.0.1:PORT with a private CA;
 - with --require-key, answers 403 InvalidAccessKeyId to requests signed
   with another access key (moto checks no signature of presigned requests);
+- with --no-multi-delete, answers 501 NotImplemented to DeleteObjects
+  (POST ?delete), as stores without multi-object delete do;
 - being a separate process, it can be killed mid-request and started again
   to play a server that goes away, while the data stays in moto.
 
 usage: s3proxy.py --listen PORT --upstream http://127.0.0.1:UPSTREAM
                   [--log FILE] [--fail-share F] [--seed N] [--require-key KEY]
+                  [--no-multi-delete]
                   [--cert C --key K]
 """
 
@@ -75,6 +78,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.end_headers()
                 self.wfile.write(msg)
                 return
+        if cfg["no_multi_delete"] and self.command == "POST" and k == "DELETE":
+            msg = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>NotImplemented</Code>'
+                   b'<Message>A header you provided implies functionality that is not '
+                   b'implemented.</Message></Error>')
+            self.send_response(501)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(msg)))
+            self.end_headers()
+            self.wfile.write(msg)
+            return
         if fail:
             msg = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
                    b'<Message>Please reduce your request rate.</Message></Error>')
@@ -119,6 +132,7 @@ def main():
     ap.add_argument("--fail-share", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--require-key")
+    ap.add_argument("--no-multi-delete", action="store_true")
     ap.add_argument("--cert")
     ap.add_argument("--key")
     a = ap.parse_args()
@@ -129,6 +143,7 @@ def main():
         "port": u.port or 80,
         "fail_share": a.fail_share,
         "require_key": a.require_key,
+        "no_multi_delete": a.no_multi_delete,
         "rng": random.Random(a.seed),
         "lock": threading.Lock(),
         "log": open(a.log, "a", buffering=1) if a.log else None,

@@ -96,6 +96,12 @@ pub struct ExpirePlan {
     pub upload_age: Duration,
     /// Bytes the plan frees, at most.
     pub bytes: u64,
+    /// Bytes of the WAL objects, of the expired backups' manifest copies
+    /// and of the leftovers, from the listings (so that deleting them takes
+    /// no request per object to learn its size).
+    pub wal_bytes: u64,
+    pub copy_bytes: u64,
+    pub orphan_bytes: u64,
 }
 
 fn stop_us(b: &BackupRow) -> i64 {
@@ -306,6 +312,7 @@ fn plan_wal(
             };
             if gone {
                 plan.bytes += w.size;
+                plan.wal_bytes += w.size;
                 plan.wal.push((w.key, w.name));
             }
         }
@@ -363,12 +370,17 @@ fn plan_orphans(
             Ok(ObjectKey::Pack(id)) => !known.contains(&id),
             // An expired backup's copy goes in step 1, not as a leftover.
             Ok(ObjectKey::Manifest { cluster, backup }) => {
+                if expiring.contains(&backup) {
+                    plan.bytes += size;
+                    plan.copy_bytes += size;
+                }
                 !kept.contains(&(cluster, backup.clone())) && !expiring.contains(&backup)
             }
             _ => true,
         };
         if orphan {
             plan.bytes += size;
+            plan.orphan_bytes += size;
             plan.orphans.push(key);
         }
     }
@@ -380,6 +392,7 @@ fn plan_orphans(
             .is_some_and(|age| age >= opts.tmp_age);
         if old {
             plan.bytes += size;
+            plan.orphan_bytes += size;
             plan.orphans.push(key);
         }
     }
@@ -480,12 +493,16 @@ pub fn apply(repo: &Repository, cat: &mut Catalog, plan: &ExpirePlan) -> Result<
         .iter()
         .map(|(b, _)| keys::manifest(&plan.cluster, &b.id))
         .collect();
-    log.bytes_freed += delete_all(backend, &copies)?;
+    // Objects go in batches (one request per thousand in object storage):
+    // a removal lost in a crash leaves garbage the next expire finds.
+    backend.delete_many(&copies)?;
+    log.bytes_freed += plan.copy_bytes;
     log.backups = plan.backups.len() as u64;
 
     // 2. WAL nobody needs.
     let wal: Vec<String> = plan.wal.iter().map(|(key, _)| key.clone()).collect();
-    log.bytes_freed += delete_all(backend, &wal)?;
+    backend.delete_many(&wal)?;
+    log.bytes_freed += plan.wal_bytes;
     log.wal_files += wal.len() as u64;
 
     // 3. Mostly dead packs: copy live chunks, verified, into new packs.
@@ -513,7 +530,8 @@ pub fn apply(repo: &Repository, cat: &mut Catalog, plan: &ExpirePlan) -> Result<
     );
 
     // 5. Leftovers of interrupted work.
-    log.bytes_freed += delete_all(backend, &plan.orphans)?;
+    backend.delete_many(&plan.orphans)?;
+    log.bytes_freed += plan.orphan_bytes;
     log.orphans += plan.orphans.len() as u64;
     let aborted = backend.collect_abandoned(plan.upload_age)?;
     if aborted > 0 {
@@ -525,17 +543,6 @@ pub fn apply(repo: &Repository, cat: &mut Catalog, plan: &ExpirePlan) -> Result<
         tracing::debug!("catalog checkpoint: {e}");
     }
     Ok(log)
-}
-
-/// Delete objects (a removal lost in a crash leaves garbage the next expire
-/// finds); returns the bytes they held.
-fn delete_all(backend: &dyn crate::store::Backend, keys: &[String]) -> Result<u64> {
-    let mut bytes = 0;
-    for key in keys {
-        bytes += backend.size(key)?.unwrap_or(0);
-    }
-    backend.delete_many(keys)?;
-    Ok(bytes)
 }
 
 /// Catalog pages `expire` keeps in memory. Liveness is worked out over the

@@ -425,3 +425,79 @@ fn wrong_credentials_and_abandoned_uploads() {
         .unwrap()
         .is_empty());
 }
+
+/// An expire in object storage deletes the copies and WAL it no longer
+/// needs in multi-object requests, and sends no request per object to learn
+/// its size (a month's expire removes thousands: one round trip each made
+/// it latency-bound). A store without multi-object delete gets one request
+/// per object.
+#[test]
+fn expire_in_object_storage_deletes_in_batches() {
+    let s = Scratch::new();
+    let repo = Repo::s3(&s, "repo");
+    let src = Cluster::archiving(&s, "src", &repo);
+    load_sample(&src, 5_000);
+    // Three fulls, each followed by incrs and WAL switches.
+    for full in 0..3 {
+        src.backup_ok(&repo, &["--type", "full"]);
+        for i in 0..6 {
+            src.exec(&format!(
+                "UPDATE accounts SET balance = balance + {i} WHERE id % 10 = {full}; SELECT pg_switch_wal();"
+            ));
+            if i % 3 == 0 {
+                src.backup_ok(&repo, &["--type", "incr"]);
+            }
+        }
+        src.switch_wal_and_wait(&repo);
+    }
+    let want = src.table_hashes();
+    let bucket = objstore::backend(repo.arg());
+    let objects = || {
+        let n = |p| pgstrata::Backend::list(&bucket, p).unwrap().len();
+        n("wal/") + n("manifests/")
+    };
+    let expire = |log: &str, args: &[&str], full: &str| {
+        let mut before = objects();
+        let proxy = objstore::Proxy::start(s.path().join(log), args);
+        let o = via(
+            &proxy.endpoint(),
+            &["--repo", repo.arg(), "expire", "--retain-full", full],
+        )
+        .output()
+        .unwrap();
+        check(&o, log);
+        assert!(out(&o).contains("expired 3 backups"), "{}", out(&o));
+        before -= objects();
+        let lines = proxy.lines();
+        let heads: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.starts_with("HEAD") && (l.contains("/wal/") || l.contains("/manifests/")))
+            .collect();
+        assert!(
+            heads.is_empty(),
+            "{log}: a HEAD per deleted object: {heads:?}"
+        );
+        let deletes = lines.iter().filter(|l| l.starts_with("DELETE")).count();
+        (before, deletes)
+    };
+    // A store without DeleteObjects: refused once per batch, then one by one.
+    let (removed, deletes) = expire("one-by-one.log", &["--no-multi-delete"], "2");
+    assert!(removed >= 8, "only {removed} WAL files and copies removed");
+    assert!(
+        deletes > removed,
+        "{deletes} DELETE requests for {removed} objects"
+    );
+    verify_ok(&repo);
+    let (removed, deletes) = expire("batches.log", &[], "1");
+    assert!(removed >= 8, "only {removed} WAL files and copies removed");
+    assert!(
+        deletes < removed / 2,
+        "{deletes} DELETE requests for {removed} objects"
+    );
+    verify_ok(&repo);
+    let mut dst = restore(&s, &repo, "dst", &[]);
+    dst.start_ok();
+    dst.wait_for_consistency();
+    assert_eq!(dst.table_hashes(), want);
+    dst.stop();
+}

@@ -24,6 +24,7 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use rusty_s3::actions::{DeleteObjectsResponse, ObjectIdentifier};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
 pub use config::{S3Config, S3Credentials};
@@ -501,6 +502,63 @@ impl Inner {
     }
 }
 
+/// Keys one `DeleteObjects` request may name (S3's limit).
+const DELETE_BATCH: usize = 1000;
+
+impl Inner {
+    /// Delete up to [`DELETE_BATCH`] objects with one `DeleteObjects`
+    /// request (an expire removes thousands of WAL files and copies: one
+    /// request each would make it latency-bound). `false` when the store
+    /// does not implement the request; a key already gone is no error.
+    fn delete_batch(&self, keys: &[String]) -> Result<bool> {
+        let ids: Vec<ObjectIdentifier> = keys
+            .iter()
+            .map(|k| ObjectIdentifier::new(self.full(k)))
+            .collect();
+        let action = |quiet| {
+            let mut a = self.bucket.delete_objects(Some(&self.creds), ids.iter());
+            a.set_quiet(quiet);
+            a
+        };
+        let (body, md5) = action(true).body_with_md5();
+        let first = keys.first().map(String::as_str).unwrap_or("");
+        let what = format!("{} ({} objects)", self.what(first), keys.len());
+        let r = self.client.send(Kind::Delete, &what, &|| Req {
+            method: Method::Post,
+            url: action(true).sign(SIGNED_FOR).to_string(),
+            headers: vec![("content-md5", md5.clone())],
+            body: body.as_bytes(),
+        })?;
+        match r.status {
+            200 => {}
+            // Stores without multi-object delete answer 501 NotImplemented
+            // (some 400 or 405); S3 itself answers 400 MalformedXML or
+            // InvalidRequest only to a bad body, which this never sends.
+            501 | 405 => return Ok(false),
+            400 if http::s3_error(&r.body).0 == "NotImplemented" => return Ok(false),
+            _ => return Err(self.fail(first, &r)),
+        }
+        let text = String::from_utf8_lossy(&r.body);
+        let parsed = DeleteObjectsResponse::parse(&text).map_err(|e| {
+            Error::io(
+                what.clone(),
+                std::io::Error::other(format!("unreadable answer to a multi-object delete: {e}")),
+            )
+        })?;
+        match parsed.errors.iter().find(|e| e.code != "NoSuchKey") {
+            None => Ok(true),
+            Some(e) => Err(Error::io(
+                format!(
+                    "{}/{}",
+                    self.name,
+                    e.key.strip_prefix(&self.prefix).unwrap_or(&e.key)
+                ),
+                std::io::Error::other(format!("not deleted: {} {}", e.code, e.message)),
+            )),
+        }
+    }
+}
+
 impl Backend for S3Backend {
     fn put(&self, key: &str, data: &[u8]) -> Result<()> {
         self.0.windows.forget(key);
@@ -568,6 +626,20 @@ impl Backend for S3Backend {
     fn delete(&self, key: &str) -> Result<()> {
         self.0.windows.forget(key);
         self.0.delete(key)
+    }
+
+    fn delete_many(&self, keys: &[String]) -> Result<()> {
+        keys.iter().for_each(|k| self.0.windows.forget(k));
+        for batch in keys.chunks(DELETE_BATCH) {
+            if !self.0.delete_batch(batch)? {
+                tracing::debug!(
+                    "{}: no multi-object delete; one request per object",
+                    self.0.name
+                );
+                batch.iter().try_for_each(|k| self.0.delete(k))?;
+            }
+        }
+        Ok(())
     }
 
     fn collect_abandoned(&self, older_than: Duration) -> Result<u64> {
