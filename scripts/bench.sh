@@ -49,7 +49,8 @@
 #   full #2   each tool, no change since the incr
 #   restore   latest backup into an empty directory, after a sync, three times (the median
 #             is reported); floor: cp -a PGDATA/base
-#             (which, unlike a restore, does not make what it wrote durable)
+#             (which, unlike a restore, does not make what it wrote durable), and
+#             cp -a PGDATA/base && sync -f (which does, as a restore's syncfs)
 # Output: one markdown table on stdout (also WORKDIR/results.md) and WORKDIR/results.tsv.
 set -euo pipefail
 
@@ -569,9 +570,9 @@ restore_median() {  # tool dir; runs CMD RESTORE_RUNS times into an emptied dir
     if ((k > 1)); then
       "${AS_PG[@]}" find "$dir" -mindepth 1 -delete
     fi
-    [[ $S3 != 1 || $tool == floor ]] || s3_mark
+    [[ $S3 != 1 || $tool == floor* ]] || s3_mark
     measure restore "$tool" "${CMD[@]}"
-    [[ $S3 != 1 || $tool == floor ]] ||
+    [[ $S3 != 1 || $tool == floor* ]] ||
       REQ[restore/$tool]=$(s3_requests "$(s3_prefix "$tool")" "$(s3_wal "$tool")")
     walls+=("$WALL")
     ((RSS > rss)) && rss=$RSS
@@ -623,6 +624,11 @@ dir=$WORKDIR/restore-floor
 CMD=(cp -a "$PGDATA/base" "$dir/")
 restore_median floor "$dir"
 record restore floor "$WALL" "$RSS" - - - "cp -a PGDATA/base; median of $RESTORE_RUNS: $RUNS"
+# The same copy made durable, as a restore's is (syncfs of the file system).
+"${AS_PG[@]}" find "$dir" -mindepth 1 -delete
+CMD=(sh -c 'cp -a "$1" "$2/" && sync -f "$2"' sh "$PGDATA/base" "$dir")
+restore_median floor_sync "$dir"
+record restore floor_sync "$WALL" "$RSS" - - - "cp -a PGDATA/base && sync -f; median of $RESTORE_RUNS: $RUNS"
 
 # ---------------------------------------------------------------- report
 mb() { [[ $1 == - || -z $1 ]] && { echo -; return; }; awk -v b="$1" 'BEGIN { printf "%.1f", b / 1e6 }'; }
@@ -650,7 +656,8 @@ declare -A STEPNAME=([full1]="full #1" [incr]="incr (after the change)" [full2]=
       full1) printf ' tar \\| zstd -3 -T2: %s |\n' "$(cell full1/floor)" ;;
       incr) printf ' changed pages, zstd-3: %s MB |\n' "$(mb "${T[changed_zstd3_bytes]:-}")" ;;
       full2) printf ' ~0 |\n' ;;
-      restore) printf ' cp -a base: %s |\n' "$(cell restore/floor | sed 's| / - *$||')" ;;
+      restore) printf ' cp -a base: %s; with sync -f: %s |\n' "$(cell restore/floor | sed 's| / - *$||')" \
+                 "$(cell restore/floor_sync | sed 's| / - *$||')" ;;
     esac
   done
   echo
