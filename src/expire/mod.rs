@@ -517,7 +517,11 @@ pub fn apply(repo: &Repository, cat: &mut Catalog, plan: &ExpirePlan) -> Result<
         .collect();
     // 4. Dead packs: their rows go with the last rewrite's, then the files.
     let dead: Vec<PackId> = plan.delete_packs.iter().map(|p| p.id).collect();
-    let (old_bytes, new_bytes) = rewrite::rewrite_packs(backend, repo.ids(), cat, &todo, &dead)?;
+    let deleter = PackDeleter {
+        repo,
+        left: Default::default(),
+    };
+    let (old_bytes, new_bytes) = rewrite::rewrite_packs(&deleter, repo.ids(), cat, &todo, &dead)?;
     log.bytes_freed += old_bytes.saturating_sub(new_bytes);
     log.packs_rewritten += todo.len() as u64;
     log.bytes_freed += plan.delete_packs.iter().map(|p| p.size).sum::<u64>();
@@ -530,8 +534,28 @@ pub fn apply(repo: &Repository, cat: &mut Catalog, plan: &ExpirePlan) -> Result<
     );
 
     // 5. Leftovers of interrupted work.
-    backend.delete_many(&plan.orphans)?;
+    let (packs, others): (Vec<String>, Vec<String>) = plan
+        .orphans
+        .iter()
+        .cloned()
+        .partition(|k| k.starts_with(keys::PACKS));
+    backend.delete_many(&others)?;
+    deleter.delete(&packs)?;
     log.bytes_freed += plan.orphan_bytes;
+    let left = deleter.left.into_inner();
+    if !left.is_empty() {
+        let mut bytes = 0;
+        for key in &left {
+            bytes += backend.size(key)?.unwrap_or(0);
+        }
+        log.bytes_freed = log.bytes_freed.saturating_sub(bytes);
+        tracing::warn!(
+            "{} packs no longer used ({}) are left for the next expire: a restore or verify \
+             was reading the repository",
+            left.len(),
+            human(bytes)
+        );
+    }
     log.orphans += plan.orphans.len() as u64;
     let aborted = backend.collect_abandoned(plan.upload_age)?;
     if aborted > 0 {
@@ -543,6 +567,29 @@ pub fn apply(repo: &Repository, cat: &mut Catalog, plan: &ExpirePlan) -> Result<
         tracing::debug!("catalog checkpoint: {e}");
     }
     Ok(log)
+}
+
+/// Deletes packs the catalog no longer names, unless a restore or verify
+/// reads the repository (`Repository::delete_packs_unless_read`): from the
+/// first refusal on, every pack of this run is left, an orphan that a later
+/// expire collects.
+pub(super) struct PackDeleter<'a> {
+    repo: &'a Repository,
+    left: std::cell::RefCell<Vec<String>>,
+}
+
+impl PackDeleter<'_> {
+    pub(super) fn delete(&self, keys: &[String]) -> Result<()> {
+        if self.left.borrow().is_empty() && self.repo.delete_packs_unless_read(keys)? {
+            return Ok(());
+        }
+        self.left.borrow_mut().extend_from_slice(keys);
+        Ok(())
+    }
+
+    pub(super) fn backend(&self) -> &dyn crate::store::Backend {
+        self.repo.backend()
+    }
 }
 
 /// Catalog pages `expire` keeps in memory. Liveness is worked out over the

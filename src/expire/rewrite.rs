@@ -23,12 +23,13 @@ const REWRITE_PACK: u64 = 32 << 20;
 /// small, mostly dead packs (an hourly incr's) become few. Returns the old
 /// and the new packs' bytes.
 pub(super) fn rewrite_packs(
-    backend: &dyn crate::store::Backend,
+    deleter: &super::PackDeleter<'_>,
     ids: &crate::format::chunk::IdKey,
     cat: &mut Catalog,
     packs: &[&PackUsage],
     dead: &[PackId],
 ) -> Result<(u64, u64)> {
+    let backend = deleter.backend();
     let (mut old_bytes, mut new_bytes) = (0u64, 0u64);
     let mut w: Option<PackWriter> = None;
     // Old packs whose live chunks are in `w`.
@@ -72,7 +73,7 @@ pub(super) fn rewrite_packs(
             .chain(dead.iter().copied())
             .map(|o| keys::pack(&o))
             .collect();
-        backend.delete_many(&gone)
+        deleter.delete(&gone)
     };
     for p in packs {
         let key = keys::pack(&p.id);

@@ -302,6 +302,9 @@ pub fn chosen_backup(
 
 /// Decide what to restore; writes nothing.
 pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<RestorePlan> {
+    // Block maps are read (checked) here: an expire must not delete their
+    // packs meanwhile (`apply` registers again for its own reads).
+    let _reading = repo.register_reader();
     let (cat, catalog) = repo.catalog_with_path()?;
     let cl = cluster_row(&cat, cluster)?;
     let backup = choose_backup(repo, &cat, &cl, opts)?;

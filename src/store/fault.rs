@@ -2,8 +2,9 @@
 //! after a set number of successful mutating operations (put, put_new,
 //! finish, delete), every further one fails as if the process had died at
 //! that moment. Reads keep working. [`HookBackend`] runs something of the
-//! test's the first time a prefix is listed, to put another command's work
-//! at a chosen point of this one (an `expire` in the middle of a `verify`).
+//! test's the first time a prefix is listed (or an object under it read),
+//! to put another command's work at a chosen point of this one (an `expire`
+//! in the middle of a `verify` or a `restore`).
 
 use std::io::Read;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -105,6 +106,7 @@ type Hook = Box<dyn FnOnce() + Send>;
 pub struct HookBackend {
     inner: Arc<dyn Backend>,
     prefix: String,
+    on_read: bool,
     hook: Mutex<Option<Hook>>,
 }
 
@@ -118,7 +120,34 @@ impl HookBackend {
         HookBackend {
             inner,
             prefix: prefix.to_string(),
+            on_read: false,
             hook: Mutex::new(Some(Box::new(hook))),
+        }
+    }
+
+    /// Run `hook` the first time an object under `prefix` is read, before
+    /// reading it.
+    pub fn on_read(
+        inner: Arc<dyn Backend>,
+        prefix: &str,
+        hook: impl FnOnce() + Send + 'static,
+    ) -> Self {
+        HookBackend {
+            on_read: true,
+            ..HookBackend::new(inner, prefix, hook)
+        }
+    }
+
+    fn fire(&self, key: &str, read: bool) {
+        let due = match read {
+            true => self.on_read && key.starts_with(&self.prefix),
+            false => !self.on_read && key == self.prefix,
+        };
+        if due {
+            let hook = self.hook.lock().ok().and_then(|mut h| h.take());
+            if let Some(hook) = hook {
+                hook();
+            }
         }
     }
 
@@ -139,12 +168,19 @@ impl Backend for HookBackend {
         self.inner.writer()
     }
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.fire(key, true);
         self.inner.get(key)
     }
     fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        self.fire(key, true);
         self.inner.get_range(key, offset, len)
     }
+    fn get_ranges(&self, key: &str, ranges: &[(u64, usize)]) -> Vec<Result<Vec<u8>>> {
+        self.fire(key, true);
+        self.inner.get_ranges(key, ranges)
+    }
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {
+        self.fire(key, true);
         self.inner.open(key)
     }
     fn size(&self, key: &str) -> Result<Option<u64>> {
@@ -154,12 +190,7 @@ impl Backend for HookBackend {
         self.inner.modified(key)
     }
     fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
-        if prefix == self.prefix {
-            let hook = self.hook.lock().ok().and_then(|mut h| h.take());
-            if let Some(hook) = hook {
-                hook();
-            }
-        }
+        self.fire(prefix, false);
         self.inner.list(prefix)
     }
     fn delete(&self, key: &str) -> Result<()> {

@@ -256,6 +256,9 @@ pub fn run(
     opts: &VerifyOptions,
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
+    // An expire beside verify leaves the packs it replaces (local
+    // repositories), but its catalog changes are still seen: see `concurrent`.
+    let _reading = repo.register_reader();
     let mut again = 0;
     loop {
         let before = concurrent::Before::read(&repo.catalog()?)?;

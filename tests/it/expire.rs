@@ -527,3 +527,76 @@ fn an_expire_in_the_middle_of_verify_in(kind: Kind) {
     let out = pgstrata_ok(&["--repo", repo.arg(), "verify"]);
     assert!(!out.contains("verified again"), "{out}");
 }
+
+/// A restore that an expire overtakes (the expire rewrites the packs the
+/// restored backup's chunks are in, and deletes the old ones) still restores
+/// the backup whole: a restore registers as a reader, and expire leaves the
+/// packs it replaced for a later run while a reader is there.
+/// (Local repositories: in object storage a reader on another host reads
+/// the catalog an expire publishes only when it ends.)
+#[test]
+fn an_expire_in_the_middle_of_a_restore_takes_nothing_it_reads() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let src = Cluster::archiving(&s, "src", &repo);
+    load_sample(&src, 20_000);
+    src.backup_ok(&repo, &["--type", "full"]);
+    src.exec("TRUNCATE events; INSERT INTO events SELECT now(), 'y', decode(md5(g::text), 'hex') FROM generate_series(1, 20000) g;");
+    src.backup_ok(&repo, &["--type", "full"]);
+    let latest = ids(&repo)[1].clone();
+    let work = s.pg_dir("work");
+    let restore = |r: &pgstrata::Repository, dest: &Path| {
+        let mut o = pgstrata::RestoreOptions::new(dest);
+        o.set = Some(latest.clone());
+        o.exe = Some(PathBuf::from(BIN));
+        let plan = pgstrata::plan_restore(r, "main", &o).unwrap();
+        pgstrata::apply_restore(r, &plan, 2, &pgstrata::Silent).map(|_| tree(dest))
+    };
+    let other = repo.open();
+    let mut r = repo.open();
+    let hook = Arc::new(pgstrata::testing::HookBackend::on_read(
+        r.backend_arc(),
+        "packs/",
+        move || {
+            // The restore has its plan and reads its first chunk.
+            let mut opts = pgstrata::ExpireOptions::new(pgstrata::Retention {
+                full: Some(1),
+                ..Default::default()
+            });
+            opts.gc_threshold = 0.99;
+            let (plan, _) = pgstrata::expire(&other, "main", &opts, false).unwrap();
+            assert!(
+                !plan.rewrite_packs.is_empty(),
+                "the expire rewrites no pack: {}",
+                plan.render()
+            );
+        },
+    ));
+    r.set_backend(hook.clone());
+    let during = restore(&r, &work.join("during"))
+        .unwrap_or_else(|e| panic!("the restore an expire overtook failed: {e}"));
+    assert!(hook.fired(), "the restore read no pack");
+    // The packs left behind go with the next expire, when no reader is there.
+    let before = repo.stored_bytes();
+    let out = pgstrata_ok(&["--repo", repo.arg(), "expire", "--retain-full", "1"]);
+    assert!(repo.stored_bytes() < before, "nothing collected: {out}");
+    let after = restore(&repo.open(), &work.join("after")).unwrap();
+    assert_eq!(during, after, "the restore an expire overtook differs");
+    let report = pgstrata::verify(&repo.open(), &Default::default(), &pgstrata::Silent).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+}
+
+/// Every file under `dir` with its BLAKE3, but `postgresql.auto.conf`.
+fn tree(dir: &Path) -> BTreeMap<String, String> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.path().strip_prefix(dir).unwrap().display().to_string())
+        .filter(|rel| rel != "postgresql.auto.conf")
+        .map(|rel| {
+            let hash = pgstrata::ChunkId::of(&std::fs::read(dir.join(&rel)).unwrap()).to_hex();
+            (rel, hash)
+        })
+        .collect()
+}

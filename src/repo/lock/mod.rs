@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use rustix::fs::{flock, FlockOperation};
 
+mod readers;
 mod remote;
 
 use super::Repository;
@@ -83,31 +84,39 @@ impl<'r> RepoLock<'r> {
     }
 }
 
+/// `locks/NAME` of a local repository, opened (made with the repository's
+/// owner and modes when missing).
+fn lock_file(repo: &Repository, name: &str) -> Result<File> {
+    let dir = repo.root().join("locks");
+    let own = repo.ownership();
+    if !dir.exists() {
+        match std::fs::DirBuilder::new().mode(own.dir_mode).create(&dir) {
+            Ok(()) => {
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(own.dir_mode))
+                    .at(&dir)?;
+                own.apply(&dir)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io(&dir, e)),
+        }
+    }
+    let path = dir.join(name);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(own.file_mode)
+        .open(&path)
+        .at(&path)?;
+    own.apply(&path)?;
+    Ok(file)
+}
+
 fn acquire_local(repo: &Repository, command: &str, wait: Duration) -> Result<File> {
     {
-        let dir = repo.root().join("locks");
-        let own = repo.ownership();
-        if !dir.exists() {
-            match std::fs::DirBuilder::new().mode(own.dir_mode).create(&dir) {
-                Ok(()) => {
-                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(own.dir_mode))
-                        .at(&dir)?;
-                    own.apply(&dir)?;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Error::io(&dir, e)),
-            }
-        }
-        let path = dir.join("repository.lock");
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(own.file_mode)
-            .open(&path)
-            .at(&path)?;
-        own.apply(&path)?;
+        let path = repo.root().join("locks").join("repository.lock");
+        let mut file = lock_file(repo, "repository.lock")?;
         let deadline = Instant::now() + wait;
         loop {
             match flock(&file, FlockOperation::NonBlockingLockExclusive) {
