@@ -18,7 +18,7 @@
 //! The repository lock is held throughout, so no backup runs meanwhile and a
 //! `running` backup row is a leftover of a killed one.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -102,6 +102,8 @@ pub struct ExpirePlan {
     pub wal_bytes: u64,
     pub copy_bytes: u64,
     pub orphan_bytes: u64,
+    /// The size of each pack the plan deletes, rewrites or finds orphaned.
+    pack_bytes: HashMap<String, u64>,
 }
 
 fn stop_us(b: &BackupRow) -> i64 {
@@ -329,6 +331,7 @@ fn plan_packs(
     plan: &mut ExpirePlan,
 ) -> Result<()> {
     for u in cat.pack_usage(gone_ids)? {
+        plan.pack_bytes.insert(keys::pack(&u.id), u.size);
         if u.live_chunks == 0 {
             plan.bytes += u.size;
             plan.delete_packs.push(u);
@@ -381,6 +384,7 @@ fn plan_orphans(
         if orphan {
             plan.bytes += size;
             plan.orphan_bytes += size;
+            plan.pack_bytes.insert(key.clone(), size);
             plan.orphans.push(key);
         }
     }
@@ -520,6 +524,7 @@ pub fn apply(repo: &Repository, cat: &mut Catalog, plan: &ExpirePlan) -> Result<
     let deleter = PackDeleter {
         repo,
         left: Default::default(),
+        read: Default::default(),
     };
     let (old_bytes, new_bytes) = rewrite::rewrite_packs(&deleter, repo.ids(), cat, &todo, &dead)?;
     log.bytes_freed += old_bytes.saturating_sub(new_bytes);
@@ -544,17 +549,21 @@ pub fn apply(repo: &Repository, cat: &mut Catalog, plan: &ExpirePlan) -> Result<
     log.bytes_freed += plan.orphan_bytes;
     let left = deleter.left.into_inner();
     if !left.is_empty() {
-        let mut bytes = 0;
-        for key in &left {
-            bytes += backend.size(key)?.unwrap_or(0);
-        }
+        let bytes: u64 = left.iter().filter_map(|k| plan.pack_bytes.get(k)).sum();
         log.bytes_freed = log.bytes_freed.saturating_sub(bytes);
-        tracing::warn!(
-            "{} packs no longer used ({}) are left for the next expire: a restore or verify \
-             was reading the repository",
+        let why = match deleter.read.get() {
+            true => "a restore or verify was reading the repository",
+            false => "in object storage, this expire's catalog is published when it ends",
+        };
+        let line = format!(
+            "{} packs no longer used ({}) are left for the next expire: {why}",
             left.len(),
             human(bytes)
         );
+        match deleter.read.get() {
+            true => tracing::warn!("{line}"),
+            false => tracing::info!("{line}"),
+        }
     }
     log.orphans += plan.orphans.len() as u64;
     let aborted = backend.collect_abandoned(plan.upload_age)?;
@@ -570,19 +579,36 @@ pub fn apply(repo: &Repository, cat: &mut Catalog, plan: &ExpirePlan) -> Result<
 }
 
 /// Deletes packs the catalog no longer names, unless a restore or verify
-/// reads the repository (`Repository::delete_packs_unless_read`): from the
-/// first refusal on, every pack of this run is left, an orphan that a later
-/// expire collects.
+/// reads the repository (`Repository::delete_packs_unless_read`, which
+/// explains why): from the first refusal on, every pack of this run is
+/// left, an orphan that a later expire collects.
 pub(super) struct PackDeleter<'a> {
     repo: &'a Repository,
     left: std::cell::RefCell<Vec<String>>,
+    /// A reader was registered.
+    read: std::cell::Cell<bool>,
 }
 
 impl PackDeleter<'_> {
+    /// Packs this run dropped from the catalog. In object storage, readers
+    /// see that catalog only when this run publishes it, at its end: the
+    /// packs stay for the next run.
+    pub(super) fn dropped(&self, keys: &[String]) -> Result<()> {
+        match self.repo.is_remote() {
+            true => {
+                self.left.borrow_mut().extend_from_slice(keys);
+                Ok(())
+            }
+            false => self.delete(keys),
+        }
+    }
+
+    /// Packs no catalog readers can see names (orphans).
     pub(super) fn delete(&self, keys: &[String]) -> Result<()> {
-        if self.left.borrow().is_empty() && self.repo.delete_packs_unless_read(keys)? {
+        if !self.read.get() && self.repo.delete_packs_unless_read(keys)? {
             return Ok(());
         }
+        self.read.set(true);
         self.left.borrow_mut().extend_from_slice(keys);
         Ok(())
     }

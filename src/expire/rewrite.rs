@@ -73,7 +73,7 @@ pub(super) fn rewrite_packs(
             .chain(dead.iter().copied())
             .map(|o| keys::pack(&o))
             .collect();
-        deleter.delete(&gone)
+        deleter.dropped(&gone)
     };
     for p in packs {
         let key = keys::pack(&p.id);

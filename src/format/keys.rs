@@ -11,6 +11,7 @@
 //! tmp/<anything>                              temporary files, never read
 //! catalog/<generation, 20 digits>.db.zst      catalog snapshots (object storage only)
 //! locks/repository.lock                       the repository lock (object storage only)
+//! locks/readers/<id>                          a restore's or verify's lease (object storage only)
 //! ```
 
 use super::pack::PackId;
@@ -25,6 +26,12 @@ pub const WAL: &str = "wal/";
 pub const TMP: &str = "tmp/";
 pub const CATALOG: &str = "catalog/";
 pub const LOCK: &str = "locks/repository.lock";
+pub const READERS: &str = "locks/readers/";
+
+/// The lease object of one reader (a random id).
+pub fn reader(id: &str) -> String {
+    format!("{READERS}{id}")
+}
 
 /// Whether an object of this key is sealed in an encrypted repository: every
 /// object but the marker and the key file, which must be read before the

@@ -529,15 +529,25 @@ fn an_expire_in_the_middle_of_verify_in(kind: Kind) {
 }
 
 /// A restore that an expire overtakes (the expire rewrites the packs the
-/// restored backup's chunks are in, and deletes the old ones) still restores
-/// the backup whole: a restore registers as a reader, and expire leaves the
-/// packs it replaced for a later run while a reader is there.
-/// (Local repositories: in object storage a reader on another host reads
-/// the catalog an expire publishes only when it ends.)
+/// restored backup's chunks are in, and drops the old ones), and then
+/// another expire that would collect the old packs, still restores the
+/// backup whole: the restore is registered as a reader, and expire leaves
+/// packs a reader may still read. In object storage the expire runs as
+/// another host would (a cache of its own), so the restore goes on with the
+/// catalog it began with.
 #[test]
 fn an_expire_in_the_middle_of_a_restore_takes_nothing_it_reads() {
+    an_expire_in_the_middle_of_a_restore_in(Kind::Local);
+}
+
+#[test]
+fn an_expire_in_the_middle_of_a_restore_takes_nothing_it_reads_on_s3() {
+    an_expire_in_the_middle_of_a_restore_in(Kind::S3);
+}
+
+fn an_expire_in_the_middle_of_a_restore_in(kind: Kind) {
     let s = Scratch::new();
-    let repo = Repo::new(&s);
+    let repo = kind.repo(&s);
     let src = Cluster::archiving(&s, "src", &repo);
     load_sample(&src, 20_000);
     src.backup_ok(&repo, &["--type", "full"]);
@@ -552,7 +562,14 @@ fn an_expire_in_the_middle_of_a_restore_takes_nothing_it_reads() {
         let plan = pgstrata::plan_restore(r, "main", &o).unwrap();
         pgstrata::apply_restore(r, &plan, 2, &pgstrata::Silent).map(|_| tree(dest))
     };
-    let other = repo.open();
+    let other = match repo.url.as_deref() {
+        None => repo.open(),
+        Some(url) => pgstrata::Repository::open_at(
+            &crate::objstore::location(url, &s.path().join("other-host-cache")),
+            None,
+        )
+        .unwrap(),
+    };
     let mut r = repo.open();
     let hook = Arc::new(pgstrata::testing::HookBackend::on_read(
         r.backend_arc(),
@@ -570,12 +587,20 @@ fn an_expire_in_the_middle_of_a_restore_takes_nothing_it_reads() {
                 "the expire rewrites no pack: {}",
                 plan.render()
             );
+            // The next one finds the replaced packs orphaned, and leaves them.
+            let (plan, _) = pgstrata::expire(&other, "main", &opts, false).unwrap();
+            assert!(
+                plan.orphans.iter().any(|k| k.starts_with("packs/")),
+                "no pack left for the second expire: {}",
+                plan.render()
+            );
         },
     ));
     r.set_backend(hook.clone());
     let during = restore(&r, &work.join("during"))
         .unwrap_or_else(|e| panic!("the restore an expire overtook failed: {e}"));
     assert!(hook.fired(), "the restore read no pack");
+    drop(r);
     // The packs left behind go with the next expire, when no reader is there.
     let before = repo.stored_bytes();
     let out = pgstrata_ok(&["--repo", repo.arg(), "expire", "--retain-full", "1"]);

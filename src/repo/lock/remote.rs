@@ -23,7 +23,7 @@ use crate::util;
 /// How long a lock stays valid unrenewed.
 pub const LEASE: Duration = Duration::from_secs(60);
 /// Allowance for clocks that disagree and renewals that are late.
-const GRACE: Duration = Duration::from_secs(30);
+pub const GRACE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Holder {
