@@ -23,7 +23,7 @@ pub(crate) mod testkit;
 mod wal;
 
 pub use key::{Passphrase, PassphraseSource, PASSPHRASE_ENV};
-pub use lock::RepoLock;
+pub use lock::{ReaderGuard, RepoLock};
 pub use wal::{segment_range, timelines, WalStored};
 
 use crate::catalog::Catalog;

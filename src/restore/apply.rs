@@ -46,9 +46,6 @@ pub fn apply(
     workers: usize,
     progress: &dyn Progress,
 ) -> Result<RestoreStats> {
-    // Registered before the catalog is read: an expire beside this restore
-    // leaves the packs it replaces for a later run.
-    let _reading = repo.register_reader();
     let mut targets = vec![plan.target.clone()];
     targets.extend(plan.tablespaces.iter().map(|(_, d)| d.clone()));
     let existed: Vec<bool> = targets.iter().map(|t| t.exists()).collect();

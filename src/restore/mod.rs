@@ -33,7 +33,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::BlockMap;
 use crate::pg::control;
 use crate::pg::datadir::{check_manifest_path, path_of};
-use crate::repo::{check_cluster_name, Repository};
+use crate::repo::{check_cluster_name, ReaderGuard, Repository};
 use crate::util::{default_workers, process_alive};
 
 #[derive(Clone, Debug)]
@@ -113,6 +113,9 @@ pub struct RestorePlan {
     pub signal_file: &'static str,
     /// Rewrite in place: the target holds a stopped copy of this cluster.
     pub delta: bool,
+    /// Registered as a reader from before the catalog was read until the
+    /// plan is dropped, so that `apply` reads packs an expire left.
+    _reading: ReaderGuard,
 }
 
 #[derive(Debug, Clone)]
@@ -302,9 +305,9 @@ pub fn chosen_backup(
 
 /// Decide what to restore; writes nothing.
 pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<RestorePlan> {
-    // Block maps are read (checked) here: an expire must not delete their
-    // packs meanwhile (`apply` registers again for its own reads).
-    let _reading = repo.register_reader();
+    // Before the catalog is read: an expire beside this restore then leaves
+    // every pack this catalog names until the plan (and its apply) is done.
+    let reading = repo.register_reader();
     let (cat, catalog) = repo.catalog_with_path()?;
     let cl = cluster_row(&cat, cluster)?;
     let backup = choose_backup(repo, &cat, &cl, opts)?;
@@ -358,6 +361,7 @@ pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<R
         recovery_conf,
         signal_file: opts.recovery.signal_file(),
         delta,
+        _reading: reading,
     })
 }
 

@@ -248,51 +248,12 @@ type Scope = Vec<(ClusterRow, Vec<BackupRow>)>;
 /// Verify the repository (or one backup). Damage is reported in the
 /// returned report; an `Err` means verification itself could not run (no
 /// repository, no catalog).
-/// Runs of verify when backups or packs are removed under it each time.
-const ATTEMPTS: u32 = 3;
-
 pub fn run(
     repo: &Repository,
     opts: &VerifyOptions,
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
-    // An expire beside verify leaves the packs it replaces (local
-    // repositories), but its catalog changes are still seen: see `concurrent`.
-    let _reading = repo.register_reader();
-    let mut again = 0;
-    loop {
-        let before = concurrent::Before::read(&repo.catalog()?)?;
-        let r = run_once(repo, opts, progress);
-        if matches!(&r, Ok(report) if report.is_ok()) && again == 0 {
-            return r;
-        }
-        let removed = !matches!(&r, Ok(report) if report.is_ok())
-            && before.removed_since(&repo.catalog()?)?;
-        if removed && again + 1 < ATTEMPTS {
-            again += 1;
-            tracing::info!(
-                "verify: backups or packs were removed while it ran (an expire?); checking again"
-            );
-            continue;
-        }
-        return r.map(|mut report| {
-            if removed {
-                report.notes.push(
-                    "backups or packs were removed while verify ran, each of the last \
-                     three times (an expire or repair running beside it): run verify again \
-                     when nothing else runs before trusting the problems above"
-                        .into(),
-                );
-            } else if again > 0 {
-                report.notes.push(format!(
-                    "backups or packs were removed while verify ran (an expire or repair \
-                     beside it): verified again ({} run(s)), after they were gone",
-                    again + 1
-                ));
-            }
-            report
-        });
-    }
+    concurrent::run(repo, || run_once(repo, opts, progress))
 }
 
 fn run_once(
@@ -491,8 +452,9 @@ fn packs_to_scan(
         unknown.sort();
         for id in unknown {
             report.notes.push(format!(
-                "{} is not in the catalog (written by a backup running now, or left by an \
-                 interrupted one; `expire` collects it)",
+                "{} is not in the catalog (written by a backup running now, left by an \
+                 interrupted one, or replaced by an expire that leaves it to the next; \
+                 `expire` collects it)",
                 keys::pack(id)
             ));
         }

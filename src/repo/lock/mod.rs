@@ -22,6 +22,8 @@ use rustix::fs::{flock, FlockOperation};
 mod readers;
 mod remote;
 
+pub use readers::ReaderGuard;
+
 use super::Repository;
 use crate::error::{Error, IoContext, Result};
 

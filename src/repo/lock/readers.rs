@@ -44,6 +44,16 @@ const ABANDONED: Duration = Duration::from_secs(3600);
 #[allow(dead_code)]
 pub struct ReaderGuard(Option<Held>);
 
+impl std::fmt::Debug for ReaderGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match &self.0 {
+            None => "ReaderGuard(not registered)",
+            Some(Held::Local(_)) => "ReaderGuard(flock)",
+            Some(Held::Remote(_)) => "ReaderGuard(lease)",
+        })
+    }
+}
+
 #[allow(dead_code)]
 enum Held {
     Local(File),
@@ -80,7 +90,10 @@ impl Repository {
         match held {
             Ok(h) => ReaderGuard(Some(h)),
             Err(e) => {
-                tracing::debug!("not registered as a reader: {e}");
+                tracing::warn!(
+                    "not registered as a reader ({e}): an expire running meanwhile may delete \
+                     packs this command reads"
+                );
                 ReaderGuard(None)
             }
         }
@@ -138,8 +151,13 @@ impl Repository {
             return Ok(true);
         }
         if self.is_remote() {
-            if self.leases_held()? > 0 {
-                return Ok(false);
+            match self.leases_held() {
+                Ok(0) => {}
+                Ok(_) => return Ok(false),
+                Err(e) => {
+                    tracing::warn!("cannot tell whether a restore or verify is reading: {e}");
+                    return Ok(false);
+                }
             }
             self.backend().delete_many(keys)?;
             return Ok(true);
@@ -157,15 +175,55 @@ impl Repository {
         r.map(|()| true)
     }
 
-    /// Readers whose lease is current; abandoned leases are removed.
+    /// In object storage, whether an `expire` or `repair` holds the lock
+    /// (its catalog is published only when it ends, so a reader elsewhere
+    /// cannot see what it removed yet); if so, wait up to `max` for it to
+    /// end. Always `false` for a local repository, whose catalog shows
+    /// every commit at once.
+    pub(crate) fn waited_for_removal(&self, max: Duration) -> Result<bool> {
+        if !self.is_remote() {
+            return Ok(false);
+        }
+        let store = self.raw();
+        let removing = |h: &super::remote::Holder| {
+            matches!(h.command.as_str(), "expire" | "repair") && !h.stale(super::remote::now())
+        };
+        let Some(holder) = super::remote::holder(store.as_ref())?.filter(removing) else {
+            return Ok(false);
+        };
+        tracing::info!(
+            "verify: waiting for the {} running on {} to publish its catalog",
+            holder.command,
+            holder.host
+        );
+        let deadline = std::time::Instant::now() + max;
+        while std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_secs(2));
+            match super::remote::holder(store.as_ref())? {
+                Some(h) if h.id == holder.id => {}
+                _ => break,
+            }
+        }
+        Ok(true)
+    }
+
+    /// Readers whose lease is current; abandoned leases are removed. Ages
+    /// are taken on the store's clock: against the time the repository
+    /// lock, which the caller holds and renews every 20 s, was last written
+    /// (so a lease looks younger, never older, than it is).
     fn leases_held(&self) -> Result<usize> {
         let store = self.raw();
+        let leases = store.list(keys::READERS)?;
+        if leases.is_empty() {
+            return Ok(0);
+        }
+        let now = store.modified(keys::LOCK)?.unwrap_or_else(SystemTime::now);
         let mut held = 0;
-        for (key, _) in store.list(keys::READERS)? {
+        for (key, _) in leases {
             let Some(at) = store.modified(&key)? else {
                 continue;
             };
-            let age = SystemTime::now().duration_since(at).unwrap_or_default();
+            let age = now.duration_since(at).unwrap_or_default();
             if age < LEASE + GRACE {
                 held += 1;
             } else if age > ABANDONED {
@@ -178,7 +236,55 @@ impl Repository {
 
 #[cfg(test)]
 mod tests {
-    use crate::repo::Repository;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use crate::repo::{Location, RepoLock, Repository};
+    use crate::store::{LocalBackend, Ownership};
+
+    fn remote(dir: &std::path::Path, cache: &str) -> Repository {
+        let bucket = dir.join("bucket");
+        std::fs::create_dir_all(&bucket).unwrap();
+        let loc = Location::Remote {
+            store: Arc::new(LocalBackend::new(bucket, Ownership::private())),
+            name: "s3://bucket/prefix".into(),
+            cache_dir: dir.join(cache),
+        };
+        if Repository::open_at(&loc, None).is_err() {
+            Repository::init_at(&loc, false, None).unwrap();
+        }
+        Repository::open_at(&loc, None).unwrap()
+    }
+
+    #[test]
+    fn in_object_storage_a_lease_keeps_packs_and_an_expire_is_waited_for() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (remote(d.path(), "cache-a"), remote(d.path(), "cache-b"));
+        let key = "packs/ab/ab.pack".to_string();
+        a.backend().put(&key, b"x").unwrap();
+        let one = std::slice::from_ref(&key);
+        // A reader's lease keeps the pack; once it is gone, the pack goes.
+        let reader = a.register_reader();
+        let lock = RepoLock::acquire(&b, "expire", Duration::ZERO).unwrap();
+        assert!(!b.delete_packs_unless_read(one).unwrap());
+        drop(reader);
+        assert!(b.delete_packs_unless_read(one).unwrap());
+        assert!(a.backend().size(&key).unwrap().is_none());
+        // An expire holding the lock is waited for, until it lets it go.
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                std::thread::sleep(Duration::from_secs(3));
+                lock.release().unwrap();
+            });
+            assert!(a.waited_for_removal(Duration::from_secs(30)).unwrap());
+        });
+        assert!(t.elapsed() >= Duration::from_secs(2), "{:?}", t.elapsed());
+        assert!(!a.waited_for_removal(Duration::from_secs(30)).unwrap());
+        // A backup holding it is not.
+        let _backup = RepoLock::acquire(&b, "backup", Duration::ZERO).unwrap();
+        assert!(!a.waited_for_removal(Duration::from_secs(30)).unwrap());
+    }
 
     #[test]
     fn a_registered_reader_keeps_packs_from_deletion() {

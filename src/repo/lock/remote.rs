@@ -49,13 +49,13 @@ impl Holder {
         )
     }
 
-    fn stale(&self, now: i64) -> bool {
+    pub fn stale(&self, now: i64) -> bool {
         let limit = self.lease_seconds.min(3600) as i64 + GRACE.as_secs() as i64;
         now > self.renewed + limit || util::holder_gone(Some(&self.host), Some(self.pid))
     }
 }
 
-fn now() -> i64 {
+pub fn now() -> i64 {
     util::now_us() / 1_000_000
 }
 
@@ -67,6 +67,11 @@ fn read(store: &dyn Backend) -> Result<Option<std::result::Result<Holder, String
     Ok(store
         .get(keys::LOCK)?
         .map(|b| serde_json::from_slice::<Holder>(&b).map_err(|e| e.to_string())))
+}
+
+/// Who holds the lock, if anyone (an unreadable record counts as nobody).
+pub fn holder(store: &dyn Backend) -> Result<Option<Holder>> {
+    Ok(read(store)?.and_then(|h| h.ok()))
 }
 
 pub struct ObjectLock {

@@ -539,12 +539,15 @@ impl Inner {
             _ => return Err(self.fail(first, &r)),
         }
         let text = String::from_utf8_lossy(&r.body);
-        let parsed = DeleteObjectsResponse::parse(&text).map_err(|e| {
-            Error::io(
-                what.clone(),
-                std::io::Error::other(format!("unreadable answer to a multi-object delete: {e}")),
-            )
-        })?;
+        let parsed = match DeleteObjectsResponse::parse(&text) {
+            Ok(p) => p,
+            Err(e) => {
+                // Some stores leave out the namespace: the objects are then
+                // deleted one by one, which is safe to repeat.
+                tracing::debug!("{what}: unreadable answer to a multi-object delete: {e}");
+                return Ok(false);
+            }
+        };
         match parsed.errors.iter().find(|e| e.code != "NoSuchKey") {
             None => Ok(true),
             Some(e) => Err(Error::io(
@@ -630,8 +633,10 @@ impl Backend for S3Backend {
 
     fn delete_many(&self, keys: &[String]) -> Result<()> {
         keys.iter().for_each(|k| self.0.windows.forget(k));
+        let mut multi = true;
         for batch in keys.chunks(DELETE_BATCH) {
-            if !self.0.delete_batch(batch)? {
+            multi = multi && self.0.delete_batch(batch)?;
+            if !multi {
                 tracing::debug!(
                     "{}: no multi-object delete; one request per object",
                     self.0.name
