@@ -551,18 +551,17 @@ pub fn apply(repo: &Repository, cat: &mut Catalog, plan: &ExpirePlan) -> Result<
     if !left.is_empty() {
         let bytes: u64 = left.iter().filter_map(|k| plan.pack_bytes.get(k)).sum();
         log.bytes_freed = log.bytes_freed.saturating_sub(bytes);
-        let why = match deleter.read.get() {
-            true => "a restore or verify was reading the repository",
-            false => "in object storage, this expire's catalog is published when it ends",
-        };
         let line = format!(
-            "{} packs no longer used ({}) are left for the next expire: {why}",
+            "{} packs no longer used ({}) are left for the next expire",
             left.len(),
             human(bytes)
         );
-        match deleter.read.get() {
-            true => tracing::warn!("{line}"),
-            false => tracing::info!("{line}"),
+        if deleter.read.get() {
+            tracing::warn!("{line}: a restore or verify was reading the repository");
+        } else {
+            tracing::info!(
+                "{line}: in object storage, this expire's catalog is published when it ends"
+            );
         }
     }
     log.orphans += plan.orphans.len() as u64;

@@ -479,34 +479,18 @@ fn an_expire_in_the_middle_of_verify_is_not_reported_as_damage_on_s3() {
 fn an_expire_in_the_middle_of_verify_in(kind: Kind) {
     let s = Scratch::new();
     let repo = kind.repo(&s);
-    let src = Cluster::archiving(&s, "src", &repo);
-    load_sample(&src, 20_000);
-    src.backup_ok(&repo, &["--type", "full"]);
-    src.exec("TRUNCATE events; INSERT INTO events SELECT now(), 'y', decode(md5(g::text), 'hex') FROM generate_series(1, 20000) g;");
-    src.backup_ok(&repo, &["--type", "full"]);
+    let _src = two_fulls_of_different_data(&s, &repo);
     let all = ids(&repo);
     // In object storage the expire runs as another host would (a cache of
     // its own): verify's catalog does not see its changes until it ends.
-    let other = match repo.url.as_deref() {
-        None => repo.open(),
-        Some(url) => pgstrata::Repository::open_at(
-            &crate::objstore::location(url, &s.path().join("other-host-cache")),
-            None,
-        )
-        .unwrap(),
-    };
+    let other = another_host(&s, &repo);
     let mut r = repo.open();
     let hook = Arc::new(pgstrata::testing::HookBackend::new(
         r.backend_arc(),
         "packs/",
         move || {
             // verify has read the catalog's packs and is about to list the store's.
-            let mut opts = pgstrata::ExpireOptions::new(pgstrata::Retention {
-                full: Some(1),
-                ..Default::default()
-            });
-            opts.gc_threshold = 0.99;
-            let (plan, _) = pgstrata::expire(&other, "main", &opts, false).unwrap();
+            let plan = keep_the_newest_full(&other);
             assert!(
                 plan.delete_packs.len() + plan.rewrite_packs.len() > 0,
                 "the expire removes no pack: {}",
@@ -557,11 +541,7 @@ fn an_expire_in_the_middle_of_a_restore_takes_nothing_it_reads_on_s3() {
 fn an_expire_in_the_middle_of_a_restore_in(kind: Kind) {
     let s = Scratch::new();
     let repo = kind.repo(&s);
-    let src = Cluster::archiving(&s, "src", &repo);
-    load_sample(&src, 20_000);
-    src.backup_ok(&repo, &["--type", "full"]);
-    src.exec("TRUNCATE events; INSERT INTO events SELECT now(), 'y', decode(md5(g::text), 'hex') FROM generate_series(1, 20000) g;");
-    src.backup_ok(&repo, &["--type", "full"]);
+    let _src = two_fulls_of_different_data(&s, &repo);
     let latest = ids(&repo)[1].clone();
     let work = s.pg_dir("work");
     let plan = |r: &pgstrata::Repository, dest: &Path| {
@@ -573,33 +553,21 @@ fn an_expire_in_the_middle_of_a_restore_in(kind: Kind) {
     let apply = |r: &pgstrata::Repository, p: &pgstrata::RestorePlan| {
         pgstrata::apply_restore(r, p, 2, &pgstrata::Silent).map(|_| tree(&p.target))
     };
-    let other = match repo.url.as_deref() {
-        None => repo.open(),
-        Some(url) => pgstrata::Repository::open_at(
-            &crate::objstore::location(url, &s.path().join("other-host-cache")),
-            None,
-        )
-        .unwrap(),
-    };
+    let other = another_host(&s, &repo);
     let mut r = repo.open();
     let hook = Arc::new(pgstrata::testing::HookBackend::on_read(
         r.backend_arc(),
         "packs/",
         move || {
             // The restore has made its plan and reads its first chunk.
-            let mut opts = pgstrata::ExpireOptions::new(pgstrata::Retention {
-                full: Some(1),
-                ..Default::default()
-            });
-            opts.gc_threshold = 0.99;
-            let (plan, _) = pgstrata::expire(&other, "main", &opts, false).unwrap();
+            let plan = keep_the_newest_full(&other);
             assert!(
                 !plan.rewrite_packs.is_empty(),
                 "the expire rewrites no pack: {}",
                 plan.render()
             );
             // The next one finds the replaced packs orphaned, and leaves them.
-            let (plan, _) = pgstrata::expire(&other, "main", &opts, false).unwrap();
+            let plan = keep_the_newest_full(&other);
             assert!(
                 plan.orphans.iter().any(|k| k.starts_with("packs/")),
                 "no pack left for the second expire: {}",
@@ -631,6 +599,41 @@ fn an_expire_in_the_middle_of_a_restore_in(kind: Kind) {
     assert_eq!(during, after, "the restore an expire overtook differs");
     let report = pgstrata::verify(&repo.open(), &Default::default(), &pgstrata::Silent).unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
+}
+
+/// A cluster backed up twice in full, with most of a table rewritten in
+/// between (so that expiring the first full drops and rewrites packs).
+fn two_fulls_of_different_data(s: &Scratch, repo: &Repo) -> Cluster {
+    let src = Cluster::archiving(s, "src", repo);
+    load_sample(&src, 20_000);
+    src.backup_ok(repo, &["--type", "full"]);
+    src.exec("TRUNCATE events; INSERT INTO events SELECT now(), 'y', decode(md5(g::text), 'hex') FROM generate_series(1, 20000) g;");
+    src.backup_ok(repo, &["--type", "full"]);
+    src
+}
+
+/// The repository as another host opens it: in object storage, with a
+/// catalog cache of its own, so its changes reach this host's commands
+/// only once published.
+fn another_host(s: &Scratch, repo: &Repo) -> pgstrata::Repository {
+    match repo.url.as_deref() {
+        None => repo.open(),
+        Some(url) => pgstrata::Repository::open_at(
+            &crate::objstore::location(url, &s.path().join("other-host-cache")),
+            None,
+        )
+        .unwrap(),
+    }
+}
+
+/// Expire all but the newest full, rewriting every pack that is partly dead.
+fn keep_the_newest_full(r: &pgstrata::Repository) -> pgstrata::ExpirePlan {
+    let mut opts = pgstrata::ExpireOptions::new(pgstrata::Retention {
+        full: Some(1),
+        ..Default::default()
+    });
+    opts.gc_threshold = 0.99;
+    pgstrata::expire(r, "main", &opts, false).unwrap().0
 }
 
 /// Every file under `dir` with its BLAKE3, but `postgresql.auto.conf`.

@@ -18,7 +18,7 @@
 //!   [`LEASE`] + [`GRACE`]. Leases older than an hour (killed readers) go.
 //!
 //! Registration is best effort: a reader that cannot register (a repository
-//! it may only read) goes on, with a note in the debug log.
+//! it may only read) goes on, with a warning.
 
 use std::fs::File;
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
