@@ -205,7 +205,7 @@ impl Catalog {
         {
             let mut pe = tx
                 .prepare_cached(
-                    "INSERT INTO page_error (backup_id, path, block, detail) \
+                    "INSERT OR IGNORE INTO page_error (backup_id, path, block, detail) \
                      VALUES (?1, ?2, ?3, ?4)",
                 )
                 .ctx(&what)?;

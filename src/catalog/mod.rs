@@ -6,6 +6,7 @@
 //! is inserted as `running` and becomes `complete` in one final transaction.
 //! Readers only ever trust `complete` backups.
 
+mod capture;
 mod clusters;
 mod drills;
 mod gc;
@@ -153,6 +154,12 @@ impl Catalog {
             )));
         }
         Ok(cat)
+    }
+
+    /// The connection, for tests that write what no command does.
+    #[cfg(test)]
+    pub(crate) fn conn_for_tests(&self) -> &Connection {
+        &self.conn
     }
 
     /// Whether the chunk index has `id`.
@@ -497,7 +504,8 @@ impl Catalog {
         let mut st = self
             .conn
             .prepare_cached(
-                "INSERT INTO page_error (backup_id, path, block, detail) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT OR IGNORE INTO page_error (backup_id, path, block, detail) \
+                 VALUES (?1, ?2, ?3, ?4)",
             )
             .ctx("page errors")?;
         for e in errs {

@@ -193,6 +193,21 @@ CREATE VIEW file AS
 DROP INDEX chunk_pack;
 CREATE INDEX chunk_pack ON chunk(pack_id, offset, stored_len, raw_len);
 "#,
+    // 7: every table has a primary key, so that a change can name its row
+    // (catalog deltas in object storage, `catalog/capture.rs`). A page is
+    // reported once per backup.
+    r#"
+CREATE TABLE page_error_new (
+    backup_id   TEXT NOT NULL REFERENCES backup(id) ON DELETE CASCADE,
+    path        TEXT NOT NULL,
+    block       INTEGER NOT NULL,
+    detail      TEXT NOT NULL,
+    PRIMARY KEY (backup_id, path, block)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO page_error_new SELECT backup_id, path, block, detail FROM page_error;
+DROP TABLE page_error;
+ALTER TABLE page_error_new RENAME TO page_error;
+"#,
 ];
 
 /// Indexes as the last migration that touched them defines them: `expire`

@@ -9,6 +9,7 @@
 //! | block maps | [`blockmap`] | last byte of `PGSTRBM1` |
 //! | archived WAL objects | [`wal`] | last byte of `PGSTRWL1` |
 //! | manifest copies | [`manifest`] | `format` field |
+//! | catalog deltas (object storage) | [`catalog_delta`] | last byte of `PGSTRCD1` |
 //! | object keys | [`keys`] | (part of the repository format) |
 //!
 //! Rules: every decoder checks the version before it decodes anything else,
@@ -16,6 +17,7 @@
 //! pgstrata"); an older one is read. Nothing here does I/O.
 
 pub mod blockmap;
+pub mod catalog_delta;
 pub mod chunk;
 pub mod crypt;
 pub mod keys;

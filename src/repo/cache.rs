@@ -1,27 +1,39 @@
 //! The catalog of a repository in object storage: a local working copy of
-//! the newest snapshot in the bucket.
+//! the newest generation in the bucket.
 //!
 //! ```text
-//! CACHE/state.json            {"generation": G, "file": "catalog-G0.db", "dirty": false}
+//! CACHE/state.json            {"generation": G, "file": "catalog-G0.db", "dirty": false, "chain": …}
 //! CACHE/catalog-<G0>.db       the working copy (+ -wal, -shm)
 //! CACHE/writer.lock           flock held by the process that holds the repository lock
-//! BUCKET/catalog/<G>.db.zst   snapshot G (zstd; sealed in an encrypted repository)
+//! BUCKET/catalog/<G>.db.zst   generation G (zstd; sealed in an encrypted repository):
+//!                             a full snapshot, or a delta on G-1 (`format::catalog_delta`)
 //! ```
 //!
 //! Rules:
 //! - The bucket is the truth. Before reading, a command lists `catalog/` and
-//!   downloads the newest snapshot unless the working copy is of that
-//!   generation and clean. A missing or damaged working copy is fetched again.
+//!   brings its copy up to the newest generation unless the copy is of that
+//!   generation and clean: by applying the deltas after its own generation
+//!   to a copy of it, or else from the newest full snapshot and the deltas
+//!   after it. A missing or damaged working copy is fetched again.
 //! - Only the holder of the repository lock writes: it marks the copy dirty
 //!   before its first change and publishes generation G+1 (a conditional
 //!   write, so two writers can never both publish one generation) when it
 //!   lets the lock go. A dirty copy whose writer is gone is never trusted: the
-//!   bucket's snapshot replaces it.
-//! - A downloaded snapshot gets a new file, never replacing one that another
+//!   bucket's generation replaces it.
+//! - G+1 is a delta of the rows the copy changed (`catalog::capture`) when
+//!   the copy captured every change since it equalled G, the chain since
+//!   the last full stays under [`MAX_CHAIN_LENGTH`] deltas and its deltas
+//!   under half the full's size; otherwise the whole file. A copy holding
+//!   changes of its own that were never published (a cluster `archive-push`
+//!   bound) is no base for later deltas: the next generation comes from the
+//!   bucket alone.
+//! - A new generation gets a new file, never changing one that another
 //!   process may have open (SQLite's `-wal` and `-shm` go by the file's
-//!   name). Old files are removed once two generations newer exist.
-//! - Published objects are referenced only by snapshots written after them:
-//!   a snapshot names packs and manifests already durable in the bucket.
+//!   name). Old files are removed once two generations newer exist; old
+//!   objects once no reader of the last three generations needs them.
+//! - Published objects are referenced only by generations written after
+//!   them: a generation names packs and manifests already durable in the
+//!   bucket.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -32,7 +44,9 @@ use std::sync::Mutex;
 use rustix::fs::{flock, FlockOperation};
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::Catalog;
 use crate::error::{Error, IoContext, Result};
+use crate::format::catalog_delta::{CatalogDelta, CatalogObject, Chain};
 use crate::format::keys;
 use crate::store::Backend;
 
@@ -46,7 +60,60 @@ struct State {
     generation: u64,
     file: String,
     dirty: bool,
+    /// The chain the copy's generation ends, when the copy captures its
+    /// changes since (absent: the next publish is a full snapshot).
+    #[serde(default)]
+    chain: Option<ChainState>,
 }
+
+/// A generation's place after the newest full snapshot.
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+struct ChainState {
+    full: u64,
+    full_bytes: u64,
+    /// Object bytes of the deltas since the full, up to this generation.
+    chain_bytes: u64,
+    length: u32,
+}
+
+impl ChainState {
+    fn of_full(generation: u64, bytes: u64) -> Self {
+        ChainState {
+            full: generation,
+            full_bytes: bytes,
+            chain_bytes: 0,
+            length: 0,
+        }
+    }
+
+    /// Where the delta `d`, of `bytes` in the bucket, leaves the chain.
+    fn after(d: &Chain, bytes: u64) -> Self {
+        ChainState {
+            full: d.full,
+            full_bytes: d.full_bytes,
+            chain_bytes: d.chain_bytes + bytes,
+            length: d.length,
+        }
+    }
+
+    /// The chain a delta published on top of this generation extends.
+    fn next(&self, base: u64) -> Chain {
+        Chain {
+            base,
+            full: self.full,
+            full_bytes: self.full_bytes,
+            chain_bytes: self.chain_bytes,
+            length: self.length + 1,
+        }
+    }
+}
+
+/// How a generation is published: a delta while the chain since the last
+/// full stays short and small, else the whole file.
+const MAX_CHAIN_LENGTH: u32 = 48;
+/// The deltas of a chain stay under this share of its full's size, so a
+/// host without a copy fetches at most 1.5 times a full snapshot.
+const MAX_CHAIN_SHARE: u64 = 2;
 
 /// A catalog cache directory for one repository.
 pub(crate) struct CatalogCache {
@@ -157,6 +224,7 @@ impl CatalogCache {
                 keys::CATALOG
             ))
         })?;
+        let mut base = None;
         if let Some(s) = &state {
             let path = self.dir.join(&s.file);
             if !s.dirty && s.generation == newest && path.is_file() {
@@ -170,24 +238,69 @@ impl CatalogCache {
                     s.generation
                 );
             }
+            if !s.dirty && s.generation < newest && s.chain.is_some() && path.is_file() {
+                base = Some(s.clone());
+            }
         }
-        self.download(backend, newest)
+        self.download(backend, newest, base)
     }
 
-    /// Fetch snapshot `generation` into a file of its own and make it current.
-    fn download(&self, backend: &dyn Backend, generation: u64) -> Result<PathBuf> {
-        let key = keys::catalog_snapshot(generation);
-        let packed = backend.get(&key)?.ok_or_else(|| {
-            // Removed by a newer publish since the listing: the caller retries.
-            Error::missing("catalog snapshot", key.clone())
-        })?;
-        let db = zstd::decode_all(packed.as_slice())
-            .map_err(|e| Error::corrupt(format!("object {key}"), format!("not zstd: {e}")))?;
-        if !db.starts_with(b"SQLite format 3\0") {
-            return Err(Error::corrupt(
-                format!("object {key}"),
-                "not an SQLite database",
-            ));
+    /// Bring generation `generation` into a file of its own and make it
+    /// current: from the clean copy `base` (of an older generation) and
+    /// the deltas after it, or from the newest full snapshot and the
+    /// deltas after that.
+    fn download(
+        &self,
+        backend: &dyn Backend,
+        generation: u64,
+        base: Option<State>,
+    ) -> Result<PathBuf> {
+        // A copy holding changes of its own (a cluster `archive-push` bound)
+        // is not the bucket's generation: it is no base.
+        let base = match base {
+            Some(b)
+                if !Catalog::open(&self.dir.join(&b.file), false)?.has_captured_changes()? =>
+            {
+                Some(b)
+            }
+            _ => None,
+        };
+        let mut deltas: Vec<(String, CatalogDelta, u64)> = Vec::new();
+        let mut g = generation;
+        let (start, mut chain) = loop {
+            if let Some(b) = base.as_ref().filter(|b| b.generation == g) {
+                break (
+                    Start::Copy(self.dir.join(&b.file)),
+                    b.chain.unwrap_or_default(),
+                );
+            }
+            let key = keys::catalog_snapshot(g);
+            let packed = backend.get(&key)?.ok_or_else(|| {
+                // Removed by a newer publish since the listing: the caller retries.
+                Error::missing("catalog snapshot", key.clone())
+            })?;
+            let bytes = packed.len() as u64;
+            let raw = zstd::decode_all(packed.as_slice())
+                .map_err(|e| Error::corrupt(format!("object {key}"), format!("not zstd: {e}")))?;
+            match CatalogObject::decode(raw, &format!("object {key}"))? {
+                CatalogObject::Full(db) => break (Start::Full(db), ChainState::of_full(g, bytes)),
+                CatalogObject::Delta(d) => {
+                    if d.chain.base + 1 != g || d.chain.full > d.chain.base {
+                        return Err(Error::corrupt(
+                            format!("object {key}"),
+                            format!(
+                                "a catalog delta on generation {} in generation {g}",
+                                d.chain.base
+                            ),
+                        ));
+                    }
+                    g = d.chain.base;
+                    deltas.push((key, d, bytes));
+                }
+            }
+        };
+        if let Some((_, d, bytes)) = deltas.first() {
+            chain = ChainState::after(&d.chain, *bytes);
         }
         let mut file = format!("catalog-{generation:020}.db");
         // A dead writer's copy of this generation holds changes that were
@@ -205,14 +318,30 @@ impl CatalogCache {
         }
         let path = self.dir.join(&file);
         let tmp = self.dir.join(format!("{file}.{}.tmp", std::process::id()));
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .at(&tmp)?;
-        f.write_all(&db).and_then(|_| f.sync_all()).at(&tmp)?;
+        let _ = fs::remove_file(&tmp);
+        match start {
+            Start::Full(db) => {
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)
+                    .at(&tmp)?;
+                f.write_all(&db).at(&tmp)?;
+            }
+            // The base may be open elsewhere: it is copied, never changed.
+            Start::Copy(from) => vacuum_into(&from, &tmp)?,
+        }
+        {
+            let mut cat = Catalog::open(&tmp, false)?;
+            cat.start_capture()?;
+            for (key, d, _) in deltas.iter().rev() {
+                cat.apply_delta(d, &format!("object {key}"))?;
+            }
+            cat.checkpoint()?;
+        }
+        File::open(&tmp).and_then(|f| f.sync_all()).at(&tmp)?;
         // A file another process already made (and may have open) is kept.
         for suffix in ["-wal", "-shm"] {
             let side = self.dir.join(format!("{file}{suffix}"));
@@ -225,11 +354,14 @@ impl CatalogCache {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::io(&path, e)),
         }
-        let _ = fs::remove_file(&tmp);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = fs::remove_file(format!("{}{suffix}", tmp.display()));
+        }
         self.write_state(&State {
             generation,
             file,
             dirty: false,
+            chain: Some(chain),
         })?;
         self.remove_old(generation);
         Ok(path)
@@ -284,6 +416,7 @@ impl CatalogCache {
                 generation: 0,
                 file: format!("catalog-{:020}-{}.db", 0, std::process::id()),
                 dirty: true,
+                chain: None,
             },
         };
         s.dirty = true;
@@ -304,25 +437,11 @@ impl CatalogCache {
             .read_state()?
             .ok_or_else(|| Error::internal("catalog cache without a state"))?;
         let path = self.dir.join(&s.file);
-        let snap = self.dir.join(format!("publish-{}.db", std::process::id()));
-        let _ = fs::remove_file(&snap);
-        {
-            let conn = rusqlite::Connection::open(&path).map_err(|e| {
-                Error::corrupt(format!("catalog {}", path.display()), e.to_string())
-            })?;
-            conn.execute("VACUUM INTO ?1", [snap.to_string_lossy().as_ref()])
-                .map_err(|e| {
-                    Error::corrupt(
-                        format!("catalog {}", path.display()),
-                        format!("cannot snapshot it: {e}"),
-                    )
-                })?;
-        }
-        let db = fs::read(&snap).at(&snap)?;
-        let _ = fs::remove_file(&snap);
-        let packed = zstd::bulk::compress(&db, ZSTD_LEVEL)
-            .map_err(|e| Error::internal(format!("zstd: {e}")))?;
         let next = s.generation + 1;
+        let (packed, chain) = match self.delta(&path, &s)? {
+            Some(d) => d,
+            None => self.full(&path, next)?,
+        };
         let key = keys::catalog_snapshot(next);
         if !backend.put_new(&key, &packed)? {
             return Err(Error::refused(format!(
@@ -336,16 +455,59 @@ impl CatalogCache {
             generation: next,
             file: s.file,
             dirty: false,
+            chain: Some(chain),
         })?;
         if let Ok(mut w) = self.writer.lock() {
             *w = None;
         }
+        // Keep the chain a reader of one of the last generations needs.
+        let keep_from = s
+            .chain
+            .map_or(u64::MAX, |c| c.full)
+            .min(next.saturating_sub(KEEP_SNAPSHOTS));
         for (k, _) in backend.list(keys::CATALOG)? {
-            if keys::parse_catalog_snapshot(&k).is_some_and(|g| g + KEEP_SNAPSHOTS < next) {
+            if keys::parse_catalog_snapshot(&k).is_some_and(|g| g < keep_from) {
                 backend.delete(&k)?;
             }
         }
         Ok(())
+    }
+
+    /// The copy's changes as a delta object, when the copy captured them
+    /// all and the chain stays short and small with it. The capture is
+    /// emptied either way: a full snapshot holds everything.
+    fn delta(&self, path: &Path, s: &State) -> Result<Option<(Vec<u8>, ChainState)>> {
+        let Some(c) = s.chain.filter(|c| c.length < MAX_CHAIN_LENGTH) else {
+            return Ok(None);
+        };
+        let Some(mut d) = Catalog::open(path, false)?.take_delta()? else {
+            return Ok(None);
+        };
+        d.chain = c.next(s.generation);
+        let packed = zstd::bulk::compress(&d.encode(), ZSTD_LEVEL)
+            .map_err(|e| Error::internal(format!("zstd: {e}")))?;
+        let bytes = packed.len() as u64;
+        if (c.chain_bytes + bytes) * MAX_CHAIN_SHARE > c.full_bytes {
+            return Ok(None);
+        }
+        tracing::debug!(rows = d.rows(), bytes, "catalog delta");
+        Ok(Some((packed, ChainState::after(&d.chain, bytes))))
+    }
+
+    /// The whole copy as a full snapshot object, capturing afresh.
+    fn full(&self, path: &Path, generation: u64) -> Result<(Vec<u8>, ChainState)> {
+        let snap = self.dir.join(format!("publish-{}.db", std::process::id()));
+        let _ = fs::remove_file(&snap);
+        // Cleared first: a change made after the clear is captured again,
+        // whether or not the snapshot holds it.
+        Catalog::open(path, false)?.start_capture()?;
+        vacuum_into(path, &snap)?;
+        let db = fs::read(&snap).at(&snap)?;
+        let _ = fs::remove_file(&snap);
+        let packed = zstd::bulk::compress(&db, ZSTD_LEVEL)
+            .map_err(|e| Error::internal(format!("zstd: {e}")))?;
+        let bytes = packed.len() as u64;
+        Ok((packed, ChainState::of_full(generation, bytes)))
     }
 
     /// Create generation 1 from a new, empty catalog at `init`.
@@ -358,6 +520,7 @@ impl CatalogCache {
             generation: 0,
             file,
             dirty: true,
+            chain: None,
         })?;
         let f = self.open_writer_lock()?;
         if let Ok(mut w) = self.writer.lock() {
@@ -378,6 +541,29 @@ impl CatalogCache {
             *w = None;
         }
     }
+}
+
+/// Where a generation's file starts.
+enum Start {
+    Full(Vec<u8>),
+    Copy(PathBuf),
+}
+
+/// A consistent copy of the catalog at `from` (its `-wal` included), in a
+/// new file `to`.
+fn vacuum_into(from: &Path, to: &Path) -> Result<()> {
+    let conn = rusqlite::Connection::open(from)
+        .map_err(|e| Error::corrupt(format!("catalog {}", from.display()), e.to_string()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(60))
+        .map_err(|e| Error::corrupt(format!("catalog {}", from.display()), e.to_string()))?;
+    conn.execute("VACUUM INTO ?1", [to.to_string_lossy().as_ref()])
+        .map_err(|e| {
+            Error::corrupt(
+                format!("catalog {}", from.display()),
+                format!("cannot copy it: {e}"),
+            )
+        })?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -464,5 +650,124 @@ mod tests {
         let a = CatalogCache::new(&d.path().join("a"), "r").unwrap();
         let e = a.current(&bucket).unwrap_err().to_string();
         assert!(e.contains("catalog/00000000000000000003.db.zst"), "{e}");
+    }
+
+    fn object(bucket: &LocalBackend, generation: u64) -> CatalogObject {
+        let packed = bucket
+            .get(&keys::catalog_snapshot(generation))
+            .unwrap()
+            .unwrap();
+        CatalogObject::decode(zstd::decode_all(packed.as_slice()).unwrap(), "o").unwrap()
+    }
+
+    fn generations(bucket: &LocalBackend) -> Vec<u64> {
+        bucket
+            .list(keys::CATALOG)
+            .unwrap()
+            .iter()
+            .filter_map(|(k, _)| keys::parse_catalog_snapshot(k))
+            .collect()
+    }
+
+    fn write(cache: &CatalogCache, bucket: &LocalBackend, sql: &str) {
+        cache.begin_write(bucket).unwrap();
+        let p = cache.current(bucket).unwrap();
+        let cat = Catalog::open(&p, false).unwrap();
+        cat.conn_for_tests().execute_batch(sql).unwrap();
+        drop(cat);
+        cache.publish(bucket).unwrap();
+    }
+
+    #[test]
+    fn hosts_follow_by_deltas_and_chains_stay_short() {
+        let (d, bucket) = setup();
+        let a = CatalogCache::new(&d.path().join("a"), "r").unwrap();
+        {
+            let cat = Catalog::open(&a.first_file(), true).unwrap();
+            // A catalog of some size, so that small changes go as deltas.
+            cat.conn_for_tests()
+                .execute_batch(
+                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) \
+                     INSERT INTO expire_log SELECT i, random(), i, i, i, i, i, random() FROM n",
+                )
+                .unwrap();
+        }
+        a.publish_first(&bucket, &a.first_file()).unwrap();
+        assert!(matches!(object(&bucket, 1), CatalogObject::Full(_)));
+        let b = CatalogCache::new(&d.path().join("b"), "r").unwrap();
+        assert_eq!(clusters(&b.current(&bucket).unwrap()), 0);
+
+        write(
+            &a,
+            &bucket,
+            "INSERT INTO cluster (id, name, system_id, pg_version, created_at) \
+                             VALUES (1, 'main', '42', 15, 0)",
+        );
+        let CatalogObject::Delta(d2) = object(&bucket, 2) else {
+            panic!("generation 2 is not a delta");
+        };
+        assert_eq!(d2.chain.base, 1);
+        assert_eq!(d2.rows(), 1);
+        // B applies it to its copy; C, a new host, to the full.
+        assert_eq!(clusters(&b.current(&bucket).unwrap()), 1);
+        let c = CatalogCache::new(&d.path().join("c"), "r").unwrap();
+        assert_eq!(clusters(&c.current(&bucket).unwrap()), 1);
+
+        // B binds a cluster in its copy without the lock (as archive-push
+        // may): that copy is no base for the next generation.
+        Catalog::open(&b.current(&bucket).unwrap(), false)
+            .unwrap()
+            .bind_cluster("other", 43, 150000)
+            .unwrap();
+        write(&a, &bucket, "DELETE FROM expire_log WHERE id <= 10");
+        let p = b.current(&bucket).unwrap();
+        assert_eq!(clusters(&p), 1);
+        let count = |p: &Path| -> i64 {
+            Catalog::open(p, false)
+                .unwrap()
+                .conn_for_tests()
+                .query_row("SELECT count(*) FROM expire_log", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(count(&p), 2990);
+
+        // Deltas until the chain is long: then a full, and the older chain
+        // goes once three generations are past it.
+        let mut fulls = vec![1];
+        for i in 0..MAX_CHAIN_LENGTH + 3 {
+            write(
+                &a,
+                &bucket,
+                &format!("UPDATE expire_log SET backups = {i} WHERE id = 100"),
+            );
+            let g = a.read_state().unwrap().unwrap().generation;
+            if matches!(object(&bucket, g), CatalogObject::Full(_)) {
+                fulls.push(g);
+            }
+        }
+        assert_eq!(fulls, vec![1, u64::from(MAX_CHAIN_LENGTH) + 2]);
+        let newest = a.read_state().unwrap().unwrap().generation;
+        assert_eq!(
+            generations(&bucket),
+            (fulls[1]..=newest).collect::<Vec<_>>()
+        );
+        // B, two chains behind, and C catch up.
+        for host in [&b, &c] {
+            let p = host.current(&bucket).unwrap();
+            assert_eq!(count(&p), 2990);
+            assert_eq!(clusters(&p), 1);
+        }
+
+        // A delta that does not decode is an error naming it.
+        a.begin_write(&bucket).unwrap();
+        a.abandon();
+        bucket
+            .put(
+                &keys::catalog_snapshot(newest + 1),
+                &zstd::encode_all(&b"PGSTRCD1xx"[..], 3).unwrap(),
+            )
+            .unwrap();
+        let e = c.current(&bucket).unwrap_err().to_string();
+        assert!(e.contains(&keys::catalog_snapshot(newest + 1)), "{e}");
     }
 }

@@ -51,6 +51,26 @@ fn a_new_host_restores_from_the_bucket_alone_and_hosts_share_one_repository() {
     src.backup_ok(&repo, &["--type", "full"]);
     src.exec("UPDATE accounts SET balance = balance + 1 WHERE id % 10 = 0; CHECKPOINT;");
     src.backup_ok(&repo, &["--type", "incr"]);
+    // The incr's catalog changes went to the bucket as a delta, a small
+    // share of the whole catalog, which went as a full snapshot before.
+    let store = repo.open().backend_arc();
+    let objects = store.list("catalog/").unwrap();
+    let body = |k: &str| zstd::decode_all(store.get(k).unwrap().unwrap().as_slice()).unwrap();
+    let (newest, delta_bytes) = objects.last().unwrap().clone();
+    assert!(
+        body(&newest).starts_with(b"PGSTRCD1"),
+        "{newest} is no delta"
+    );
+    let full_bytes = objects
+        .iter()
+        .filter(|(k, _)| body(k).starts_with(b"SQLite format 3"))
+        .map(|(_, n)| *n)
+        .max()
+        .unwrap();
+    assert!(
+        delta_bytes * 5 < full_bytes,
+        "{delta_bytes} against {full_bytes}"
+    );
     src.exec("INSERT INTO accounts SELECT g, 1, 'late' FROM generate_series(10001, 11000) g;");
     src.switch_wal_and_wait(&repo);
     let want = src.table_hashes();

@@ -1,0 +1,357 @@
+//! Catalog deltas: the rows one published catalog generation changed
+//! against the generation before it (object storage only).
+//!
+//! An object `catalog/<G>.db.zst` holds, once zstd-decoded, either a whole
+//! SQLite database (it starts `SQLite format 3\0`: a *full* snapshot) or a
+//! delta:
+//!
+//! ```text
+//! "PGSTRCD1"                                        8 bytes
+//! base generation u64, full generation u64          the generation this applies
+//!                                                   to, and its chain's full
+//! full's object size u64, chain bytes u64           the full's size; the deltas'
+//!                                                   sizes between it and this one
+//! chain length u32, catalog schema u32              deltas since the full, this
+//!                                                   one included; user_version
+//! tables u32, then per table:
+//!   name str, columns u32 + names str, key columns u32 (the first ones)
+//!   rows after u64                                  the table's row count once
+//!                                                   applied
+//!   upserts u64 + rows (every column)               rows inserted or changed
+//!   deletes u64 + keys (the key columns)            rows removed
+//!   narrow column str ("" for none)                 a column set alone, then
+//!   narrowed u64 + rows (the key columns, its value)  rows where only it changed
+//! str = u32 length + UTF-8; value = tag u8 (0 null, 1 integer i64, 2 real
+//! f64, 3 text str, 4 blob u32 length + bytes); all integers little-endian
+//! ```
+//!
+//! Rules: a delta names rows by their table's primary key, so it applies to
+//! any file holding its base generation's rows, whatever the file's page
+//! layout. Decoding checks every length against the bytes there are.
+
+use super::{check_magic, le_u32, le_u64};
+use crate::error::{Error, Result};
+
+pub const MAGIC: &[u8; 8] = b"PGSTRCD1";
+/// How a whole SQLite database starts.
+pub const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// One column value, as SQLite stores it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+/// What a delta changes in one table.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TableDelta {
+    pub name: String,
+    pub columns: Vec<String>,
+    /// The first `key_columns` columns are the primary key.
+    pub key_columns: usize,
+    /// The table's row count once the delta is applied (a check).
+    pub rows_after: u64,
+    pub upserts: Vec<Vec<Value>>,
+    pub deletes: Vec<Vec<Value>>,
+    /// A column that often changes alone (a file version extended to the
+    /// next backup), and the rows where only it changed: key, then value.
+    pub narrow: String,
+    pub narrowed: Vec<Vec<Value>>,
+}
+
+/// Where a delta sits in its chain.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Chain {
+    /// The generation the delta applies to.
+    pub base: u64,
+    /// The full snapshot the chain starts from.
+    pub full: u64,
+    /// The full snapshot's object size.
+    pub full_bytes: u64,
+    /// Object bytes of the chain's deltas before this one.
+    pub chain_bytes: u64,
+    /// Deltas since the full, this one included.
+    pub length: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CatalogDelta {
+    pub chain: Chain,
+    /// The catalog's schema version (`PRAGMA user_version`).
+    pub schema: u32,
+    pub tables: Vec<TableDelta>,
+}
+
+/// What a decoded catalog object is.
+pub enum CatalogObject {
+    Full(Vec<u8>),
+    Delta(CatalogDelta),
+}
+
+impl CatalogObject {
+    /// Sort out a zstd-decoded catalog object.
+    pub fn decode(b: Vec<u8>, what: &str) -> Result<Self> {
+        if b.starts_with(SQLITE_MAGIC) {
+            return Ok(CatalogObject::Full(b));
+        }
+        if b.len() >= 8 && b[..7] == MAGIC[..7] {
+            return CatalogDelta::decode(&b, what).map(CatalogObject::Delta);
+        }
+        Err(Error::corrupt(
+            what,
+            "neither an SQLite database nor a catalog delta",
+        ))
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_value(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::Null => out.push(0),
+        Value::Integer(i) => {
+            out.push(1);
+            out.extend_from_slice(&i.to_le_bytes());
+        }
+        Value::Real(f) => {
+            out.push(2);
+            out.extend_from_slice(&f.to_bits().to_le_bytes());
+        }
+        Value::Text(s) => {
+            out.push(3);
+            put_str(out, s);
+        }
+        Value::Blob(b) => {
+            out.push(4);
+            out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            out.extend_from_slice(b);
+        }
+    }
+}
+
+impl CatalogDelta {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 << 16);
+        out.extend_from_slice(MAGIC);
+        let c = &self.chain;
+        for n in [c.base, c.full, c.full_bytes, c.chain_bytes] {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        out.extend_from_slice(&c.length.to_le_bytes());
+        out.extend_from_slice(&self.schema.to_le_bytes());
+        out.extend_from_slice(&(self.tables.len() as u32).to_le_bytes());
+        for t in &self.tables {
+            put_str(&mut out, &t.name);
+            out.extend_from_slice(&(t.columns.len() as u32).to_le_bytes());
+            for c in &t.columns {
+                put_str(&mut out, c);
+            }
+            out.extend_from_slice(&(t.key_columns as u32).to_le_bytes());
+            out.extend_from_slice(&t.rows_after.to_le_bytes());
+            put_str(&mut out, &t.narrow);
+            for rows in [&t.upserts, &t.deletes, &t.narrowed] {
+                out.extend_from_slice(&(rows.len() as u64).to_le_bytes());
+                for r in rows {
+                    r.iter().for_each(|v| put_value(&mut out, v));
+                }
+            }
+        }
+        out
+    }
+
+    pub fn decode(b: &[u8], what: &str) -> Result<Self> {
+        let mut r = Reader { b, at: 0, what };
+        check_magic(r.take(8)?, MAGIC, what)?;
+        let chain = Chain {
+            base: r.u64()?,
+            full: r.u64()?,
+            full_bytes: r.u64()?,
+            chain_bytes: r.u64()?,
+            length: r.u32()?,
+        };
+        let schema = r.u32()?;
+        let n = r.u32()?;
+        let mut tables = Vec::new();
+        for _ in 0..n {
+            let name = r.str()?;
+            let ncols = r.u32()? as usize;
+            let columns = (0..ncols).map(|_| r.str()).collect::<Result<Vec<_>>>()?;
+            let key_columns = r.u32()? as usize;
+            if key_columns == 0 || key_columns > ncols {
+                return Err(r.bad(&format!("table {name} has {key_columns} key columns")));
+            }
+            let rows_after = r.u64()?;
+            let narrow = r.str()?;
+            let upserts = r.rows(ncols)?;
+            let deletes = r.rows(key_columns)?;
+            let narrowed = r.rows(key_columns + 1)?;
+            tables.push(TableDelta {
+                name,
+                columns,
+                key_columns,
+                rows_after,
+                upserts,
+                deletes,
+                narrow,
+                narrowed,
+            });
+        }
+        if r.at != b.len() {
+            return Err(r.bad("bytes after the last table"));
+        }
+        Ok(CatalogDelta {
+            chain,
+            schema,
+            tables,
+        })
+    }
+
+    /// Rows the delta writes or removes.
+    pub fn rows(&self) -> usize {
+        self.tables
+            .iter()
+            .map(|t| t.upserts.len() + t.deletes.len() + t.narrowed.len())
+            .sum()
+    }
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+    what: &'a str,
+}
+
+impl<'a> Reader<'a> {
+    fn bad(&self, detail: &str) -> Error {
+        Error::corrupt(
+            self.what,
+            format!("catalog delta: {detail} (at byte {})", self.at),
+        )
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or_else(|| self.bad("truncated"))?;
+        let s = &self.b[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+
+    fn u32(&mut self) -> Result<u32> {
+        self.take(4).map(|s| le_u32(s, 0))
+    }
+
+    fn u64(&mut self) -> Result<u64> {
+        self.take(8).map(|s| le_u64(s, 0))
+    }
+
+    fn str(&mut self) -> Result<String> {
+        let n = self.u32()? as usize;
+        let s = self.take(n)?;
+        String::from_utf8(s.to_vec()).map_err(|_| self.bad("text that is not UTF-8"))
+    }
+
+    fn value(&mut self) -> Result<Value> {
+        Ok(match self.take(1)?[0] {
+            0 => Value::Null,
+            1 => Value::Integer(self.u64()? as i64),
+            2 => Value::Real(f64::from_bits(self.u64()?)),
+            3 => Value::Text(self.str()?),
+            4 => {
+                let n = self.u32()? as usize;
+                Value::Blob(self.take(n)?.to_vec())
+            }
+            t => return Err(self.bad(&format!("unknown value tag {t}"))),
+        })
+    }
+
+    fn rows(&mut self, width: usize) -> Result<Vec<Vec<Value>>> {
+        let n = self.u64()?;
+        // Every value takes a byte at least: a count beyond that is damage,
+        // not a reason to reserve memory.
+        if n.saturating_mul(width as u64) > (self.b.len() - self.at) as u64 {
+            return Err(self.bad("more rows than bytes"));
+        }
+        (0..n)
+            .map(|_| (0..width).map(|_| self.value()).collect())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> CatalogDelta {
+        CatalogDelta {
+            chain: Chain {
+                base: 7,
+                full: 5,
+                full_bytes: 1000,
+                chain_bytes: 300,
+                length: 2,
+            },
+            schema: 7,
+            tables: vec![TableDelta {
+                name: "chunk".into(),
+                columns: vec!["id".into(), "pack_id".into(), "ratio".into()],
+                key_columns: 1,
+                rows_after: 42,
+                upserts: vec![vec![
+                    Value::Blob(vec![1; 32]),
+                    Value::Text("p".into()),
+                    Value::Real(0.5),
+                ]],
+                deletes: vec![vec![Value::Blob(vec![2; 32])], vec![Value::Integer(-3)]],
+                narrow: "ratio".into(),
+                narrowed: vec![vec![Value::Null, Value::Real(1.5)]],
+            }],
+        }
+    }
+
+    #[test]
+    fn round_trip_and_sorting_out() {
+        let d = sample();
+        let b = d.encode();
+        assert_eq!(CatalogDelta::decode(&b, "o").unwrap(), d);
+        assert!(matches!(
+            CatalogObject::decode(b, "o").unwrap(),
+            CatalogObject::Delta(x) if x == d
+        ));
+        let mut db = SQLITE_MAGIC.to_vec();
+        db.extend_from_slice(&[0; 100]);
+        assert!(matches!(
+            CatalogObject::decode(db, "o").unwrap(),
+            CatalogObject::Full(_)
+        ));
+        assert!(CatalogObject::decode(b"garbage".to_vec(), "o").is_err());
+    }
+
+    #[test]
+    fn damage_is_an_error_naming_the_object() {
+        let b = sample().encode();
+        for cut in [3, 20, 60, b.len() - 1] {
+            let e = CatalogDelta::decode(&b[..cut], "catalog/9").unwrap_err();
+            assert!(e.to_string().contains("catalog/9"), "{e}");
+        }
+        let mut longer = b.clone();
+        longer.push(0);
+        assert!(CatalogDelta::decode(&longer, "o").is_err());
+        let mut newer = b.clone();
+        newer[7] = b'2';
+        assert!(matches!(
+            CatalogDelta::decode(&newer, "o"),
+            Err(Error::NewerFormat { .. })
+        ));
+    }
+}
