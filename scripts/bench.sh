@@ -11,6 +11,9 @@
 #                       info/verify/expire with 720 backups (scripts/bench/month.sh).
 #                       many-files: every command's memory and time on clusters of
 #                       ~12,000 and ~200,000 files (SIZES=tables; scripts/bench/many-files.sh)
+#                       s3-catalog: the catalog object each backup publishes to object
+#                       storage (a delta or a full) against the whole catalog, hourly-like
+#                       incrs of ~61,000 files (TABLES, BACKUPS; scripts/bench/s3-catalog.sh)
 #                       big: the steps below on ~20 GB (ROWS=44000000 SCALE=440, 22x the
 #                       default), to compare per-GB times and peak memory with the default
 #                       profile's; one run per step, no page-level ground truth (two 20 GB
@@ -71,10 +74,11 @@ case ${PROFILE:-default} in
   archive) exec "$(dirname "${BASH_SOURCE[0]}")/bench/archive.sh" ;;
   month) exec "$(dirname "${BASH_SOURCE[0]}")/bench/month.sh" ;;
   many-files) exec "$(dirname "${BASH_SOURCE[0]}")/bench/many-files.sh" ;;
+  s3-catalog) exec "$(dirname "${BASH_SOURCE[0]}")/bench/s3-catalog.sh" ;;
   s3) S3=1; ENCRYPTED=${ENCRYPTED:-0} ;;
   big) BIG=1; ROWS=${ROWS:-44000000}; SCALE=${SCALE:-440}; FULL_RUNS=${FULL_RUNS:-1}
        ENCRYPTED=${ENCRYPTED:-0} ;;
-  *) echo "bench.sh: unknown PROFILE '$PROFILE' (default, archive, s3, month, many-files, big)" >&2; exit 2 ;;
+  *) echo "bench.sh: unknown PROFILE '$PROFILE' (default, archive, s3, s3-catalog, month, many-files, big)" >&2; exit 2 ;;
 esac
 
 ROWS=${ROWS:-2000000}
