@@ -20,7 +20,9 @@
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params_from_iter, OptionalExtension};
 
-use super::Catalog;
+use std::path::Path;
+
+use super::{Catalog, SCHEMA_VERSION};
 use crate::error::{Error, Result, SqlContext};
 use crate::format::catalog_delta::{CatalogDelta, TableDelta, Value};
 
@@ -80,7 +82,7 @@ impl Table {
             out.push((
                 format!("{PREFIX}{}_n", self.name),
                 format!(
-                    "CREATE TRIGGER IF NOT EXISTS \"{PREFIX}{t}_n\" AFTER UPDATE ON \"{t}\" \
+                    "CREATE TRIGGER \"{PREFIX}{t}_n\" AFTER UPDATE ON \"{t}\" \
                      WHEN {} BEGIN INSERT OR IGNORE INTO \"{PREFIX}n_{t}\" VALUES ({}); END",
                     self.narrow_update(n),
                     Table::list(self.key_cols(), "NEW."),
@@ -123,7 +125,7 @@ impl Table {
             _ => String::new(),
         };
         format!(
-            "CREATE TRIGGER IF NOT EXISTS \"{PREFIX}{t}_{op}\" AFTER {verb} ON \"{t}\" {when} \
+            "CREATE TRIGGER \"{PREFIX}{t}_{op}\" AFTER {verb} ON \"{t}\" {when} \
              BEGIN INSERT OR IGNORE INTO \"{PREFIX}{t}\" VALUES {rows}; END",
             t = self.name
         )
@@ -189,9 +191,11 @@ impl Catalog {
         Ok(out)
     }
 
-    /// Capture changes of every table from now on (tables and triggers made
-    /// where missing), starting empty.
+    /// Capture changes of every table from now on (capture tables made
+    /// where missing, triggers made afresh for the columns there are),
+    /// starting empty.
     pub fn start_capture(&mut self) -> Result<()> {
+        self.stop_capture()?;
         let tables = self.tables()?;
         let tx = self.conn.transaction().ctx("start change capture")?;
         for t in tables.iter().filter(|t| t.key > 0) {
@@ -209,6 +213,49 @@ impl Catalog {
             }
         }
         tx.commit().ctx("start change capture")
+    }
+
+    /// Stop capturing (the triggers dropped; the capture tables stay): a
+    /// private copy being brought up to a published generation.
+    pub fn stop_capture(&mut self) -> Result<()> {
+        let names: Vec<String> = self
+            .conn
+            .prepare(
+                "SELECT name FROM sqlite_schema WHERE type = 'trigger' \
+                 AND name LIKE 'capture\\_%' ESCAPE '\\'",
+            )
+            .and_then(|mut st| {
+                st.query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()
+            })
+            .ctx("list the capture triggers")?;
+        let tx = self.conn.transaction().ctx("stop change capture")?;
+        for n in names {
+            tx.execute_batch(&format!("DROP TRIGGER \"{n}\""))
+                .ctx("stop change capture")?;
+        }
+        tx.commit().ctx("stop change capture")
+    }
+
+    /// Whether rows were captured (narrowed updates left out) for more than
+    /// a quarter of the catalog's rows: a delta would not be worth making.
+    pub fn captured_much(&self) -> Result<bool> {
+        let count = |table: &str| -> Result<i64> {
+            self.conn
+                .query_row(&format!("SELECT count(*) FROM \"{table}\""), [], |r| {
+                    r.get(0)
+                })
+                .ctx_with(|| format!("count the rows of {table}"))
+        };
+        let (mut captured, mut rows) = (0, 0);
+        for t in self.tables()? {
+            rows += count(&t.name)?;
+            let capture = format!("{PREFIX}{}", t.name);
+            if self.schema_object_exists("table", &capture)? {
+                captured += count(&capture)?;
+            }
+        }
+        Ok(captured * 4 > rows)
     }
 
     /// Whether changes were captured that are not published (for instance
@@ -261,8 +308,19 @@ impl Catalog {
                     return Ok(None);
                 }
             }
-            for (name, _) in t.triggers() {
-                if !self.schema_object_exists("trigger", &name)? {
+            // Made for these columns: a trigger older than a migration that
+            // added one would narrow an update of it.
+            for (name, sql) in t.triggers() {
+                let made: Option<String> = self
+                    .conn
+                    .query_row(
+                        "SELECT sql FROM sqlite_schema WHERE type = 'trigger' AND name = ?1",
+                        [&name],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .ctx("read the capture triggers")?;
+                if made.as_deref() != Some(sql.as_str()) {
                     return Ok(None);
                 }
             }
@@ -360,18 +418,49 @@ impl Catalog {
     /// empty. A row count that differs afterwards is damage, and nothing is
     /// applied.
     pub fn apply_delta(&mut self, delta: &CatalogDelta, what: &str) -> Result<()> {
+        if delta.schema > SCHEMA_VERSION {
+            return Err(Error::NewerFormat {
+                what: what.to_string(),
+                found: delta.schema,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        // Deltas apply at the schema they were taken at: the copy follows.
+        self.migrate_to(delta.schema, Path::new(what))?;
         let schema = self.schema_version()?;
         if schema != delta.schema {
             return Err(Error::corrupt(
                 what,
                 format!(
-                    "a delta of catalog schema {} for a base of schema {schema}",
+                    "a delta of catalog schema {} for a copy of schema {schema}",
                     delta.schema
                 ),
             ));
         }
-        // The writer's rows were consistent; applied in table order, they
-        // are not in between.
+        // Names go into SQL: only this catalog's own tables and columns.
+        let local = self.tables()?;
+        for t in &delta.tables {
+            let fits = local
+                .iter()
+                .any(|l| l.name == t.name && l.columns == t.columns && l.key == t.key_columns);
+            if !fits {
+                return Err(Error::corrupt(
+                    what,
+                    format!("its table {:?} is not this catalog's", t.name),
+                ));
+            }
+        }
+        // The applied changes' own capture, emptied at the end.
+        let mut captures = Vec::new();
+        for t in self.tables()? {
+            for name in t.capture_tables() {
+                if self.schema_object_exists("table", &name)? {
+                    captures.push(name);
+                }
+            }
+        }
+        // The writer's rows were consistent, but a delta applies one table
+        // after another: a row may come before the row it refers to.
         self.conn
             .pragma_update(None, "foreign_keys", "OFF")
             .ctx("foreign_keys")?;
@@ -457,16 +546,9 @@ impl Catalog {
                 ));
             }
         }
-        for t in &delta.tables {
-            let table = Table {
-                name: t.name.clone(),
-                columns: t.columns.clone(),
-                key: t.key_columns,
-            };
-            for name in table.capture_tables() {
-                tx.execute(&format!("DELETE FROM \"{name}\""), [])
-                    .ctx("clear captured changes")?;
-            }
+        for name in &captures {
+            tx.execute(&format!("DELETE FROM \"{name}\""), [])
+                .ctx("clear captured changes")?;
         }
         tx.commit().ctx("apply a catalog delta")?;
         self.conn
@@ -593,5 +675,42 @@ mod tests {
             .execute_batch("DROP TABLE extra; DROP TRIGGER capture_drill_u")
             .unwrap();
         assert!(a.take_delta().unwrap().is_none());
+        // A migration that adds a column: the triggers made before it would
+        // narrow an update of the new column with last_seq.
+        a.start_capture().unwrap();
+        assert!(a.take_delta().unwrap().is_some());
+        a.conn
+            .execute_batch("ALTER TABLE file_version ADD COLUMN extra")
+            .unwrap();
+        assert!(a.take_delta().unwrap().is_none());
+        a.start_capture().unwrap();
+        assert!(a.take_delta().unwrap().is_some());
+    }
+
+    #[test]
+    fn a_delta_not_of_this_catalog_is_refused() {
+        let (f, mut a, mut b) = two_copies();
+        f.backup(2, &[("x", content(1, 3, 0))]);
+        let good = a.take_delta().unwrap().unwrap();
+        let before = dump(&b);
+        let mut newer = good.clone();
+        newer.schema = SCHEMA_VERSION + 1;
+        assert!(matches!(
+            b.apply_delta(&newer, "o"),
+            Err(Error::NewerFormat { .. })
+        ));
+        let mut named = good.clone();
+        named.tables[0].name = "cluster\"; DROP TABLE chunk; --".into();
+        let e = b.apply_delta(&named, "object 9").unwrap_err().to_string();
+        assert!(
+            e.contains("object 9") && e.contains("not this catalog's"),
+            "{e}"
+        );
+        let mut columns = good.clone();
+        columns.tables[0].columns.swap(1, 2);
+        assert!(b.apply_delta(&columns, "o").is_err());
+        assert_eq!(dump(&b), before);
+        b.apply_delta(&good, "o").unwrap();
+        assert_eq!(dump(&a), dump(&b));
     }
 }

@@ -120,6 +120,14 @@ impl Catalog {
                 path.display()
             )));
         }
+        let mut cat = Catalog::open_unmigrated(path)?;
+        cat.migrate_to(SCHEMA_VERSION, path)?;
+        Ok(cat)
+    }
+
+    /// Open an existing catalog at the schema it has (a copy being brought
+    /// up to a published generation migrates delta by delta).
+    pub fn open_unmigrated(path: &Path) -> Result<Self> {
         let conn = Connection::open(path).ctx("open")?;
         conn.busy_timeout(Duration::from_secs(60))
             .ctx("busy_timeout")?;
@@ -129,9 +137,7 @@ impl Catalog {
             .ctx("synchronous")?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .ctx("foreign_keys")?;
-        let mut cat = Catalog { conn };
-        cat.migrate(path)?;
-        Ok(cat)
+        Ok(Catalog { conn })
     }
 
     /// A read-only connection to an existing catalog, for lookups beside
@@ -176,7 +182,10 @@ impl Catalog {
             .ctx("user_version")
     }
 
-    fn migrate(&mut self, path: &Path) -> Result<()> {
+    /// Apply the migrations up to schema `target`. Change capture stops
+    /// first: a migration's changes are not captured, and a trigger made
+    /// for the old columns would capture the new ones wrongly.
+    pub(crate) fn migrate_to(&mut self, target: u32, path: &Path) -> Result<()> {
         let v = self.schema_version()?;
         if v > SCHEMA_VERSION {
             return Err(Error::NewerFormat {
@@ -185,7 +194,16 @@ impl Catalog {
                 supported: SCHEMA_VERSION,
             });
         }
-        for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(v as usize) {
+        if v >= target {
+            return Ok(());
+        }
+        self.stop_capture()?;
+        for (i, sql) in schema::MIGRATIONS
+            .iter()
+            .enumerate()
+            .take(target as usize)
+            .skip(v as usize)
+        {
             let tx = self.conn.transaction().ctx("migration")?;
             tx.execute_batch(sql).ctx("migration")?;
             tx.pragma_update(None, "user_version", (i + 1) as u32)

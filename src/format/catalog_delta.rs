@@ -7,27 +7,31 @@
 //!
 //! ```text
 //! "PGSTRCD1"                                        8 bytes
-//! base generation u64, full generation u64          the generation this applies
-//!                                                   to, and its chain's full
-//! full's object size u64, chain bytes u64           the full's size; the deltas'
-//!                                                   sizes between it and this one
+//! base generation u64                               the generation this applies to
+//! base hash [32]                                    BLAKE3 of that generation's object
+//! full generation u64, full's object size u64       the chain's full snapshot
+//! chain bytes u64                                   the deltas' sizes between the
+//!                                                   full and this one
 //! chain length u32, catalog schema u32              deltas since the full, this
 //!                                                   one included; user_version
 //! tables u32, then per table:
 //!   name str, columns u32 + names str, key columns u32 (the first ones)
 //!   rows after u64                                  the table's row count once
 //!                                                   applied
+//!   narrow column str ("" for none)                 a column often set alone
 //!   upserts u64 + rows (every column)               rows inserted or changed
 //!   deletes u64 + keys (the key columns)            rows removed
-//!   narrow column str ("" for none)                 a column set alone, then
-//!   narrowed u64 + rows (the key columns, its value)  rows where only it changed
+//!   narrowed u64 + rows (the key columns, then the narrow column)
+//!                                                   rows where only it changed
 //! str = u32 length + UTF-8; value = tag u8 (0 null, 1 integer i64, 2 real
 //! f64, 3 text str, 4 blob u32 length + bytes); all integers little-endian
 //! ```
 //!
 //! Rules: a delta names rows by their table's primary key, so it applies to
 //! any file holding its base generation's rows, whatever the file's page
-//! layout. Decoding checks every length against the bytes there are.
+//! layout; the base hash chains each delta to the object before it, so a
+//! copy of another history is never taken for its base. Decoding checks
+//! every length against the bytes there are.
 
 use super::{check_magic, le_u32, le_u64};
 use crate::error::{Error, Result};
@@ -68,6 +72,8 @@ pub struct TableDelta {
 pub struct Chain {
     /// The generation the delta applies to.
     pub base: u64,
+    /// BLAKE3 of the base generation's object, as stored.
+    pub base_hash: [u8; 32],
     /// The full snapshot the chain starts from.
     pub full: u64,
     /// The full snapshot's object size.
@@ -141,7 +147,9 @@ impl CatalogDelta {
         let mut out = Vec::with_capacity(1 << 16);
         out.extend_from_slice(MAGIC);
         let c = &self.chain;
-        for n in [c.base, c.full, c.full_bytes, c.chain_bytes] {
+        out.extend_from_slice(&c.base.to_le_bytes());
+        out.extend_from_slice(&c.base_hash);
+        for n in [c.full, c.full_bytes, c.chain_bytes] {
             out.extend_from_slice(&n.to_le_bytes());
         }
         out.extend_from_slice(&c.length.to_le_bytes());
@@ -169,8 +177,12 @@ impl CatalogDelta {
     pub fn decode(b: &[u8], what: &str) -> Result<Self> {
         let mut r = Reader { b, at: 0, what };
         check_magic(r.take(8)?, MAGIC, what)?;
+        let base = r.u64()?;
+        let mut base_hash = [0u8; 32];
+        base_hash.copy_from_slice(r.take(32)?);
         let chain = Chain {
-            base: r.u64()?,
+            base,
+            base_hash,
             full: r.u64()?,
             full_bytes: r.u64()?,
             chain_bytes: r.u64()?,
@@ -296,6 +308,7 @@ mod tests {
         CatalogDelta {
             chain: Chain {
                 base: 7,
+                base_hash: [3; 32],
                 full: 5,
                 full_bytes: 1000,
                 chain_bytes: 300,

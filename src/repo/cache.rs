@@ -44,7 +44,7 @@ use std::sync::Mutex;
 use rustix::fs::{flock, FlockOperation};
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, SCHEMA_VERSION};
 use crate::error::{Error, IoContext, Result};
 use crate::format::catalog_delta::{CatalogDelta, CatalogObject, Chain};
 use crate::format::keys;
@@ -74,25 +74,30 @@ struct ChainState {
     /// Object bytes of the deltas since the full, up to this generation.
     chain_bytes: u64,
     length: u32,
+    /// BLAKE3 of this generation's object: the next delta names it.
+    hash: [u8; 32],
 }
 
 impl ChainState {
-    fn of_full(generation: u64, bytes: u64) -> Self {
+    fn of_full(generation: u64, object: &[u8]) -> Self {
         ChainState {
             full: generation,
-            full_bytes: bytes,
+            full_bytes: object.len() as u64,
             chain_bytes: 0,
             length: 0,
+            hash: *blake3::hash(object).as_bytes(),
         }
     }
 
-    /// Where the delta `d`, of `bytes` in the bucket, leaves the chain.
-    fn after(d: &Chain, bytes: u64) -> Self {
+    /// Where the delta `d`, stored as `object`, leaves the chain. (Header
+    /// values are added saturating: a damaged one must not overflow.)
+    fn after(d: &Chain, object: &[u8]) -> Self {
         ChainState {
             full: d.full,
             full_bytes: d.full_bytes,
-            chain_bytes: d.chain_bytes + bytes,
+            chain_bytes: d.chain_bytes.saturating_add(object.len() as u64),
             length: d.length,
+            hash: *blake3::hash(object).as_bytes(),
         }
     }
 
@@ -100,10 +105,11 @@ impl ChainState {
     fn next(&self, base: u64) -> Chain {
         Chain {
             base,
+            base_hash: self.hash,
             full: self.full,
             full_bytes: self.full_bytes,
             chain_bytes: self.chain_bytes,
-            length: self.length + 1,
+            length: self.length.saturating_add(1),
         }
     }
 }
@@ -247,7 +253,7 @@ impl CatalogCache {
 
     /// Bring generation `generation` into a file of its own and make it
     /// current: from the clean copy `base` (of an older generation) and
-    /// the deltas after it, or from the newest full snapshot and the
+    /// the deltas after it, or else from the newest full snapshot and the
     /// deltas after that.
     fn download(
         &self,
@@ -255,39 +261,54 @@ impl CatalogCache {
         generation: u64,
         base: Option<State>,
     ) -> Result<PathBuf> {
-        // A copy holding changes of its own (a cluster `archive-push` bound)
-        // is not the bucket's generation: it is no base.
-        let base = match base {
-            Some(b)
-                if !Catalog::open(&self.dir.join(&b.file), false)?.has_captured_changes()? =>
-            {
-                Some(b)
+        if let Some(b) = base {
+            match self.bring_up(backend, generation, Some(&b)) {
+                Ok(p) => return Ok(p),
+                // A cluster `archive-push` bound in the copy: expected.
+                Err(e @ Error::Refused(_)) => tracing::info!("{e}: fetching a full snapshot"),
+                Err(e) => tracing::warn!(
+                    "the catalog copy {} of generation {} could not be brought up to generation \
+                     {generation} ({e}): fetching a full snapshot",
+                    b.file,
+                    b.generation
+                ),
             }
-            _ => None,
-        };
-        let mut deltas: Vec<(String, CatalogDelta, u64)> = Vec::new();
+        }
+        self.bring_up(backend, generation, None)
+    }
+
+    fn bring_up(
+        &self,
+        backend: &dyn Backend,
+        generation: u64,
+        base: Option<&State>,
+    ) -> Result<PathBuf> {
+        // Newest first, down to the base or a full: (key, delta, its place).
+        let mut deltas: Vec<(String, CatalogDelta, ChainState)> = Vec::new();
         let mut g = generation;
-        let (start, mut chain) = loop {
-            if let Some(b) = base.as_ref().filter(|b| b.generation == g) {
-                break (
-                    Start::Copy(self.dir.join(&b.file)),
-                    b.chain.unwrap_or_default(),
-                );
+        let (start, start_chain) = loop {
+            if let Some(b) = base.filter(|b| b.generation == g) {
+                let c = b
+                    .chain
+                    .ok_or_else(|| Error::internal("a base copy without its chain"))?;
+                break (Start::Copy(self.dir.join(&b.file)), c);
             }
             let key = keys::catalog_snapshot(g);
+            let what = format!("object {key}");
             let packed = backend.get(&key)?.ok_or_else(|| {
                 // Removed by a newer publish since the listing: the caller retries.
                 Error::missing("catalog snapshot", key.clone())
             })?;
-            let bytes = packed.len() as u64;
             let raw = zstd::decode_all(packed.as_slice())
-                .map_err(|e| Error::corrupt(format!("object {key}"), format!("not zstd: {e}")))?;
-            match CatalogObject::decode(raw, &format!("object {key}"))? {
-                CatalogObject::Full(db) => break (Start::Full(db), ChainState::of_full(g, bytes)),
+                .map_err(|e| Error::corrupt(&what, format!("not zstd: {e}")))?;
+            match CatalogObject::decode(raw, &what)? {
+                CatalogObject::Full(db) => {
+                    break (Start::Full(db), ChainState::of_full(g, &packed));
+                }
                 CatalogObject::Delta(d) => {
-                    if d.chain.base + 1 != g || d.chain.full > d.chain.base {
+                    if d.chain.base.checked_add(1) != Some(g) || d.chain.full > d.chain.base {
                         return Err(Error::corrupt(
-                            format!("object {key}"),
+                            &what,
                             format!(
                                 "a catalog delta on generation {} in generation {g}",
                                 d.chain.base
@@ -295,13 +316,26 @@ impl CatalogCache {
                         ));
                     }
                     g = d.chain.base;
-                    deltas.push((key, d, bytes));
+                    let place = ChainState::after(&d.chain, &packed);
+                    deltas.push((key, d, place));
                 }
             }
         };
-        if let Some((_, d, bytes)) = deltas.first() {
-            chain = ChainState::after(&d.chain, *bytes);
+        // Each delta names the object it applies to.
+        let mut prev = start_chain.hash;
+        for (key, d, place) in deltas.iter().rev() {
+            if d.chain.base_hash != prev {
+                return Err(Error::corrupt(
+                    format!("object {key}"),
+                    format!(
+                        "its base is not generation {} as this host has it (another history?)",
+                        d.chain.base
+                    ),
+                ));
+            }
+            prev = place.hash;
         }
+        let chain = deltas.first().map_or(start_chain, |(_, _, c)| *c);
         let mut file = format!("catalog-{generation:020}.db");
         // A dead writer's copy of this generation holds changes that were
         // never published: the fresh copy takes another name.
@@ -317,46 +351,31 @@ impl CatalogCache {
             );
         }
         let path = self.dir.join(&file);
-        let tmp = self.dir.join(format!("{file}.{}.tmp", std::process::id()));
-        let _ = fs::remove_file(&tmp);
-        match start {
-            Start::Full(db) => {
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)
-                    .at(&tmp)?;
-                f.write_all(&db).at(&tmp)?;
-            }
-            // The base may be open elsewhere: it is copied, never changed.
-            Start::Copy(from) => vacuum_into(&from, &tmp)?,
-        }
-        {
-            let mut cat = Catalog::open(&tmp, false)?;
-            cat.start_capture()?;
-            for (key, d, _) in deltas.iter().rev() {
-                cat.apply_delta(d, &format!("object {key}"))?;
-            }
-            cat.checkpoint()?;
-        }
-        File::open(&tmp).and_then(|f| f.sync_all()).at(&tmp)?;
-        // A file another process already made (and may have open) is kept.
-        for suffix in ["-wal", "-shm"] {
-            let side = self.dir.join(format!("{file}{suffix}"));
-            if !path.exists() && side.exists() {
-                let _ = fs::remove_file(&side);
+        // Unique, so that no -wal of a crashed attempt is ever replayed.
+        let tmp = self.dir.join(format!(
+            "{file}.{}-{}.tmp",
+            std::process::id(),
+            crate::util::now_us()
+        ));
+        let made = self.make_copy(&tmp, start, &deltas);
+        if made.is_ok() {
+            // A file another process already made (and may have open) is kept.
+            for suffix in ["-wal", "-shm"] {
+                let side = self.dir.join(format!("{file}{suffix}"));
+                if !path.exists() && side.exists() {
+                    let _ = fs::remove_file(&side);
+                }
             }
         }
-        match fs::hard_link(&tmp, &path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(Error::io(&path, e)),
-        }
-        for suffix in ["", "-wal", "-shm"] {
+        let linked = made.and_then(|()| match fs::hard_link(&tmp, &path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(Error::io(&path, e)),
+        });
+        for suffix in ["", "-wal", "-shm", "-journal"] {
             let _ = fs::remove_file(format!("{}{suffix}", tmp.display()));
         }
+        linked?;
         self.write_state(&State {
             generation,
             file,
@@ -365,6 +384,52 @@ impl CatalogCache {
         })?;
         self.remove_old(generation);
         Ok(path)
+    }
+
+    /// Make `tmp` from `start` and the deltas (newest first), capturing
+    /// from the generation they reach on, and make it durable.
+    fn make_copy(
+        &self,
+        tmp: &Path,
+        start: Start,
+        deltas: &[(String, CatalogDelta, ChainState)],
+    ) -> Result<()> {
+        let from_copy = matches!(start, Start::Copy(_));
+        match start {
+            Start::Full(db) => {
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(tmp)
+                    .at(tmp)?;
+                f.write_all(&db).at(tmp)?;
+            }
+            // The base may be open elsewhere: it is copied, never changed.
+            Start::Copy(from) => vacuum_into(&from, tmp)?,
+        }
+        {
+            let mut cat = Catalog::open_unmigrated(tmp)?;
+            // Checked on the copy: a change made in the base meanwhile is
+            // either in it, and seen, or not in it.
+            if from_copy && cat.has_captured_changes()? {
+                return Err(Error::refused(format!(
+                    "the catalog copy of {} holds changes never published",
+                    self.name
+                )));
+            }
+            // Applied without triggers (a delta's narrowed updates are most
+            // of its rows), each at its own schema; then migrated, and
+            // captured from this generation on.
+            cat.stop_capture()?;
+            for (key, d, _) in deltas.iter().rev() {
+                cat.apply_delta(d, &format!("object {key}"))?;
+            }
+            cat.migrate_to(SCHEMA_VERSION, tmp)?;
+            cat.start_capture()?;
+            cat.checkpoint()?;
+        }
+        File::open(tmp).and_then(|f| f.sync_all()).at(tmp)
     }
 
     /// Remove working copies two or more generations old.
@@ -480,18 +545,27 @@ impl CatalogCache {
         let Some(c) = s.chain.filter(|c| c.length < MAX_CHAIN_LENGTH) else {
             return Ok(None);
         };
-        let Some(mut d) = Catalog::open(path, false)?.take_delta()? else {
+        let mut cat = Catalog::open(path, false)?;
+        if cat.captured_much()? {
+            return Ok(None);
+        }
+        let Some(mut d) = cat.take_delta()? else {
             return Ok(None);
         };
         d.chain = c.next(s.generation);
         let packed = zstd::bulk::compress(&d.encode(), ZSTD_LEVEL)
             .map_err(|e| Error::internal(format!("zstd: {e}")))?;
         let bytes = packed.len() as u64;
-        if (c.chain_bytes + bytes) * MAX_CHAIN_SHARE > c.full_bytes {
+        if c.chain_bytes
+            .saturating_add(bytes)
+            .saturating_mul(MAX_CHAIN_SHARE)
+            > c.full_bytes
+        {
             return Ok(None);
         }
         tracing::debug!(rows = d.rows(), bytes, "catalog delta");
-        Ok(Some((packed, ChainState::after(&d.chain, bytes))))
+        let place = ChainState::after(&d.chain, &packed);
+        Ok(Some((packed, place)))
     }
 
     /// The whole copy as a full snapshot object, capturing afresh.
@@ -506,8 +580,8 @@ impl CatalogCache {
         let _ = fs::remove_file(&snap);
         let packed = zstd::bulk::compress(&db, ZSTD_LEVEL)
             .map_err(|e| Error::internal(format!("zstd: {e}")))?;
-        let bytes = packed.len() as u64;
-        Ok((packed, ChainState::of_full(generation, bytes)))
+        let place = ChainState::of_full(generation, &packed);
+        Ok((packed, place))
     }
 
     /// Create generation 1 from a new, empty catalog at `init`.
@@ -552,8 +626,10 @@ enum Start {
 /// A consistent copy of the catalog at `from` (its `-wal` included), in a
 /// new file `to`.
 fn vacuum_into(from: &Path, to: &Path) -> Result<()> {
-    let conn = rusqlite::Connection::open(from)
-        .map_err(|e| Error::corrupt(format!("catalog {}", from.display()), e.to_string()))?;
+    // Read-only: a file removed meanwhile is an error, not a new database.
+    let conn =
+        rusqlite::Connection::open_with_flags(from, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| Error::corrupt(format!("catalog {}", from.display()), e.to_string()))?;
     conn.busy_timeout(std::time::Duration::from_secs(60))
         .map_err(|e| Error::corrupt(format!("catalog {}", from.display()), e.to_string()))?;
     conn.execute("VACUUM INTO ?1", [to.to_string_lossy().as_ref()])
@@ -569,7 +645,6 @@ fn vacuum_into(from: &Path, to: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::Catalog;
     use crate::store::{LocalBackend, Ownership};
 
     fn setup() -> (tempfile::TempDir, LocalBackend) {
@@ -628,18 +703,14 @@ mod tests {
         let a2 = CatalogCache::new(&d.path().join("a"), "s3://b/p").unwrap();
         assert_eq!(clusters(&a2.current(&bucket).unwrap()), 1);
 
-        // Old snapshots are removed, the newest kept.
+        // Old generations are removed (the chain of the newest is kept; see
+        // the next test), the newest kept.
         for _ in 0..4 {
             b.begin_write(&bucket).unwrap();
             b.publish(&bucket).unwrap();
         }
-        let gens: Vec<u64> = bucket
-            .list(keys::CATALOG)
-            .unwrap()
-            .iter()
-            .filter_map(|(k, _)| keys::parse_catalog_snapshot(k))
-            .collect();
-        assert_eq!(gens, vec![4, 5, 6]);
+        let gens = generations(&bucket);
+        assert!(!gens.contains(&1) && gens.ends_with(&[4, 5, 6]), "{gens:?}");
         assert_eq!(clusters(&a2.current(&bucket).unwrap()), 1);
     }
 
@@ -731,9 +802,42 @@ mod tests {
         };
         assert_eq!(count(&p), 2990);
 
+        // A change of most of the catalog goes whole, without a delta made.
+        write(
+            &a,
+            &bucket,
+            "UPDATE expire_log SET wal_files = wal_files + 1",
+        );
+        assert!(matches!(object(&bucket, 4), CatalogObject::Full(_)));
+        assert_eq!(count(&b.current(&bucket).unwrap()), 2990);
+
+        // A copy that went its own way without capturing it, and a copy
+        // whose generation came from another history: neither is a base,
+        // and neither host is stuck.
+        let p = b.current(&bucket).unwrap();
+        {
+            let mut cat = Catalog::open(&p, false).unwrap();
+            cat.stop_capture().unwrap();
+            cat.conn_for_tests()
+                .execute_batch("DELETE FROM expire_log WHERE id = 11")
+                .unwrap();
+        }
+        let p = c.current(&bucket).unwrap();
+        assert_eq!(count(&p), 2990);
+        let mut st = c.read_state().unwrap().unwrap();
+        st.chain.as_mut().unwrap().hash = [7; 32];
+        c.write_state(&st).unwrap();
+        write(&a, &bucket, "DELETE FROM expire_log WHERE id = 12");
+        assert!(matches!(object(&bucket, 5), CatalogObject::Delta(_)));
+        for host in [&b, &c] {
+            let q = host.current(&bucket).unwrap();
+            assert_ne!(q, p);
+            assert_eq!(count(&q), 2989);
+        }
+
         // Deltas until the chain is long: then a full, and the older chain
         // goes once three generations are past it.
-        let mut fulls = vec![1];
+        let mut fulls = vec![4];
         for i in 0..MAX_CHAIN_LENGTH + 3 {
             write(
                 &a,
@@ -745,7 +849,7 @@ mod tests {
                 fulls.push(g);
             }
         }
-        assert_eq!(fulls, vec![1, u64::from(MAX_CHAIN_LENGTH) + 2]);
+        assert_eq!(fulls, vec![4, 4 + u64::from(MAX_CHAIN_LENGTH) + 1]);
         let newest = a.read_state().unwrap().unwrap().generation;
         assert_eq!(
             generations(&bucket),
@@ -754,7 +858,7 @@ mod tests {
         // B, two chains behind, and C catch up.
         for host in [&b, &c] {
             let p = host.current(&bucket).unwrap();
-            assert_eq!(count(&p), 2990);
+            assert_eq!(count(&p), 2989);
             assert_eq!(clusters(&p), 1);
         }
 

@@ -71,6 +71,9 @@ fn a_new_host_restores_from_the_bucket_alone_and_hosts_share_one_repository() {
         delta_bytes * 5 < full_bytes,
         "{delta_bytes} against {full_bytes}"
     );
+    // Host C keeps a copy of this generation, to bring up by deltas later.
+    let host_c = s.path().join("host-c-cache");
+    on_host_ok(&host_c, &["--repo", repo.arg(), "info"]);
     src.exec("INSERT INTO accounts SELECT g, 1, 'late' FROM generate_series(10001, 11000) g;");
     src.switch_wal_and_wait(&repo);
     let want = src.table_hashes();
@@ -120,11 +123,67 @@ fn a_new_host_restores_from_the_bucket_alone_and_hosts_share_one_repository() {
     assert_eq!(after.len(), 1, "{after:?} (had {before} + 1)");
     let o = src.backup_ok(&repo, &["--type", "incr"]);
     assert!(o.contains(&format!("(incr of {})", after[0])), "{o}");
+    // Host W takes the next backup.
+    let host_w = s.path().join("host-w-cache");
+    src.exec("UPDATE accounts SET balance = balance - 1 WHERE id % 7 = 0; CHECKPOINT;");
+    src.backup_ok(
+        &repo,
+        &["--type", "incr", "--cache-dir", host_w.to_str().unwrap()],
+    );
     // The cache is a cache: removing it loses nothing.
     std::fs::remove_dir_all(&host_b).unwrap();
     let info = on_host_ok(&host_b, &["--repo", repo.arg(), "info", "--output", "json"]);
     let v: serde_json::Value = serde_json::from_str(&info).unwrap();
-    assert_eq!(v["clusters"][0]["backups"].as_array().unwrap().len(), 2);
+    assert_eq!(v["clusters"][0]["backups"].as_array().unwrap().len(), 3);
+    // Every host holds the same catalog: the writer's copy, B's made from
+    // the full and the deltas since, and C's brought up from its own copy
+    // across backups and an expire.
+    on_host_ok(&host_c, &["--repo", repo.arg(), "info"]);
+    let written = catalog_rows(&host_w);
+    assert!(written.len() > 100, "{}", written.len());
+    assert!(catalog_rows(&host_b) == written, "host B's catalog differs");
+    assert!(catalog_rows(&host_c) == written, "host C's catalog differs");
+}
+
+/// Every row of every table of the catalog copy in a cache directory (the
+/// change capture left out), in order.
+fn catalog_rows(cache: &std::path::Path) -> Vec<String> {
+    let state = walkdir::WalkDir::new(cache)
+        .into_iter()
+        .map(|e| e.unwrap().into_path())
+        .find(|p| p.ends_with("state.json"))
+        .expect("a state.json");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let db = state.with_file_name(v["file"].as_str().unwrap());
+    let c = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap();
+    let tables: Vec<String> = c
+        .prepare(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite%' \
+             AND name NOT LIKE 'capture%' ORDER BY name",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    let mut out = Vec::new();
+    for t in tables {
+        let mut st = c.prepare(&format!("SELECT * FROM \"{t}\"")).unwrap();
+        let n = st.column_count();
+        let mut rows: Vec<String> = st
+            .query_map([], |r| {
+                (0..n)
+                    .map(|i| r.get::<_, rusqlite::types::Value>(i))
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .unwrap()
+            .map(|r| format!("{t}: {:?}", r.unwrap()))
+            .collect();
+        rows.sort();
+        out.extend(rows);
+    }
+    out
 }
 
 #[test]
