@@ -258,6 +258,15 @@ impl Catalog {
         Ok(captured * 4 > rows)
     }
 
+    /// Whether any backup, complete or not, is recorded.
+    pub fn has_backups(&self) -> Result<bool> {
+        self.conn
+            .query_row("SELECT 1 FROM backup LIMIT 1", [], |_| Ok(()))
+            .optional()
+            .ctx("look for backups")
+            .map(|r| r.is_some())
+    }
+
     /// Whether changes were captured that are not published (for instance
     /// a cluster that `archive-push` bound in this copy).
     pub fn has_captured_changes(&self) -> Result<bool> {

@@ -484,6 +484,15 @@ impl CatalogCache {
                 chain: None,
             },
         };
+        // A repository's first backup goes whole: capturing every row it
+        // adds (a trigger run each) would cost more than publishing them.
+        if s.chain.is_some() {
+            let mut cat = Catalog::open(&self.dir.join(&s.file), false)?;
+            if !cat.has_backups()? {
+                cat.stop_capture()?;
+                s.chain = None;
+            }
+        }
         s.dirty = true;
         self.write_state(&s)?;
         if let Ok(mut w) = self.writer.lock() {
@@ -759,14 +768,19 @@ mod tests {
             cat.conn_for_tests()
                 .execute_batch(
                     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) \
-                     INSERT INTO expire_log SELECT i, random(), i, i, i, i, i, random() FROM n",
+                     INSERT INTO expire_log SELECT i, random(), i, i, i, i, i, random() FROM n; \
+                     INSERT INTO cluster (id, name, system_id, pg_version, created_at) \
+                     VALUES (9, 'seed', '9', 15, 0); \
+                     INSERT INTO backup (id, cluster_id, type, status, start_time, start_lsn, \
+                     timeline, pg_version, block_size, wal_seg_size, data_checksums, seq) \
+                     VALUES ('b', 9, 'full', 'complete', 0, 0, 1, 15, 8192, 16777216, 1, 1)",
                 )
                 .unwrap();
         }
         a.publish_first(&bucket, &a.first_file()).unwrap();
         assert!(matches!(object(&bucket, 1), CatalogObject::Full(_)));
         let b = CatalogCache::new(&d.path().join("b"), "r").unwrap();
-        assert_eq!(clusters(&b.current(&bucket).unwrap()), 0);
+        assert_eq!(clusters(&b.current(&bucket).unwrap()), 1);
 
         write(
             &a,
@@ -780,9 +794,9 @@ mod tests {
         assert_eq!(d2.chain.base, 1);
         assert_eq!(d2.rows(), 1);
         // B applies it to its copy; C, a new host, to the full.
-        assert_eq!(clusters(&b.current(&bucket).unwrap()), 1);
+        assert_eq!(clusters(&b.current(&bucket).unwrap()), 2);
         let c = CatalogCache::new(&d.path().join("c"), "r").unwrap();
-        assert_eq!(clusters(&c.current(&bucket).unwrap()), 1);
+        assert_eq!(clusters(&c.current(&bucket).unwrap()), 2);
 
         // B binds a cluster in its copy without the lock (as archive-push
         // may): that copy is no base for the next generation.
@@ -792,7 +806,7 @@ mod tests {
             .unwrap();
         write(&a, &bucket, "DELETE FROM expire_log WHERE id <= 10");
         let p = b.current(&bucket).unwrap();
-        assert_eq!(clusters(&p), 1);
+        assert_eq!(clusters(&p), 2);
         let count = |p: &Path| -> i64 {
             Catalog::open(p, false)
                 .unwrap()
@@ -859,7 +873,7 @@ mod tests {
         for host in [&b, &c] {
             let p = host.current(&bucket).unwrap();
             assert_eq!(count(&p), 2989);
-            assert_eq!(clusters(&p), 1);
+            assert_eq!(clusters(&p), 2);
         }
 
         // A delta that does not decode is an error naming it.
