@@ -1,6 +1,6 @@
 //! Change capture: which rows a copy of the catalog changed since it was
 //! last equal to a published generation, so that object storage gets a
-//! delta of those rows instead of the whole file (`repo/cache.rs`).
+//! delta of those rows instead of the whole file (`repo/cache/mod.rs`).
 //!
 //! Each table `t` gets a table `capture_t` of primary keys and three
 //! triggers that put there the key of every row inserted, updated or

@@ -1,0 +1,237 @@
+//! The catalog cache's tests: two hosts on one bucket (a local directory).
+
+use super::*;
+use crate::store::{LocalBackend, Ownership};
+
+fn setup() -> (tempfile::TempDir, LocalBackend) {
+    let d = tempfile::tempdir().unwrap();
+    let bucket = d.path().join("bucket");
+    fs::create_dir(&bucket).unwrap();
+    let own = Ownership {
+        file_mode: 0o600,
+        dir_mode: 0o700,
+        chown_to: None,
+    };
+    (d, LocalBackend::new(bucket, own))
+}
+
+fn clusters(path: &Path) -> usize {
+    Catalog::open(path, false)
+        .unwrap()
+        .clusters()
+        .unwrap()
+        .len()
+}
+
+#[test]
+fn two_hosts_see_each_others_work_and_dead_writers_are_not_trusted() {
+    let (d, bucket) = setup();
+    let a = CatalogCache::new(&d.path().join("a"), "s3://b/p").unwrap();
+    let e = a.current(&bucket).unwrap_err();
+    assert!(e.to_string().contains("repair --rebuild-catalog"), "{e}");
+    drop(Catalog::open(&a.first_file(), true).unwrap());
+    a.publish_first(&bucket, &a.first_file()).unwrap();
+    assert!(bucket.get(&keys::catalog_snapshot(1)).unwrap().is_some());
+
+    // Host B reads what A made, and writes.
+    let b = CatalogCache::new(&d.path().join("b"), "s3://b/p").unwrap();
+    assert_eq!(clusters(&b.current(&bucket).unwrap()), 0);
+    b.begin_write(&bucket).unwrap();
+    let p = b.current(&bucket).unwrap();
+    Catalog::open(&p, false)
+        .unwrap()
+        .bind_cluster("main", 42, 150000)
+        .unwrap();
+    b.publish(&bucket).unwrap();
+
+    // A sees it; its old copy is not trusted.
+    assert_eq!(clusters(&a.current(&bucket).unwrap()), 1);
+
+    // A writer that dies before publishing: its change is not seen,
+    // even by the next command on its own host.
+    a.begin_write(&bucket).unwrap();
+    let p = a.current(&bucket).unwrap();
+    Catalog::open(&p, false)
+        .unwrap()
+        .bind_cluster("other", 43, 150000)
+        .unwrap();
+    a.abandon();
+    let a2 = CatalogCache::new(&d.path().join("a"), "s3://b/p").unwrap();
+    assert_eq!(clusters(&a2.current(&bucket).unwrap()), 1);
+
+    // Old generations are removed (the chain of the newest is kept; see
+    // the next test), the newest kept.
+    for _ in 0..4 {
+        b.begin_write(&bucket).unwrap();
+        b.publish(&bucket).unwrap();
+    }
+    let gens = generations(&bucket);
+    assert!(!gens.contains(&1) && gens.ends_with(&[4, 5, 6]), "{gens:?}");
+    assert_eq!(clusters(&a2.current(&bucket).unwrap()), 1);
+}
+
+#[test]
+fn a_damaged_snapshot_is_an_error_naming_it() {
+    let (d, bucket) = setup();
+    bucket.put(&keys::catalog_snapshot(3), b"garbage").unwrap();
+    let a = CatalogCache::new(&d.path().join("a"), "r").unwrap();
+    let e = a.current(&bucket).unwrap_err().to_string();
+    assert!(e.contains("catalog/00000000000000000003.db.zst"), "{e}");
+}
+
+fn object(bucket: &LocalBackend, generation: u64) -> CatalogObject {
+    let packed = bucket
+        .get(&keys::catalog_snapshot(generation))
+        .unwrap()
+        .unwrap();
+    CatalogObject::decode(zstd::decode_all(packed.as_slice()).unwrap(), "o").unwrap()
+}
+
+fn generations(bucket: &LocalBackend) -> Vec<u64> {
+    bucket
+        .list(keys::CATALOG)
+        .unwrap()
+        .iter()
+        .filter_map(|(k, _)| keys::parse_catalog_snapshot(k))
+        .collect()
+}
+
+fn write(cache: &CatalogCache, bucket: &LocalBackend, sql: &str) {
+    cache.begin_write(bucket).unwrap();
+    let p = cache.current(bucket).unwrap();
+    let cat = Catalog::open(&p, false).unwrap();
+    cat.conn_for_tests().execute_batch(sql).unwrap();
+    drop(cat);
+    cache.publish(bucket).unwrap();
+}
+
+#[test]
+fn hosts_follow_by_deltas_and_chains_stay_short() {
+    let (d, bucket) = setup();
+    let a = CatalogCache::new(&d.path().join("a"), "r").unwrap();
+    {
+        let cat = Catalog::open(&a.first_file(), true).unwrap();
+        // A catalog of some size, so that small changes go as deltas.
+        cat.conn_for_tests()
+            .execute_batch(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) \
+                 INSERT INTO expire_log SELECT i, random(), i, i, i, i, i, random() FROM n; \
+                 INSERT INTO cluster (id, name, system_id, pg_version, created_at) \
+                 VALUES (9, 'seed', '9', 15, 0); \
+                 INSERT INTO backup (id, cluster_id, type, status, start_time, start_lsn, \
+                 timeline, pg_version, block_size, wal_seg_size, data_checksums, seq) \
+                 VALUES ('b', 9, 'full', 'complete', 0, 0, 1, 15, 8192, 16777216, 1, 1)",
+            )
+            .unwrap();
+    }
+    a.publish_first(&bucket, &a.first_file()).unwrap();
+    assert!(matches!(object(&bucket, 1), CatalogObject::Full(_)));
+    let b = CatalogCache::new(&d.path().join("b"), "r").unwrap();
+    assert_eq!(clusters(&b.current(&bucket).unwrap()), 1);
+
+    write(
+        &a,
+        &bucket,
+        "INSERT INTO cluster (id, name, system_id, pg_version, created_at) \
+                         VALUES (1, 'main', '42', 15, 0)",
+    );
+    let CatalogObject::Delta(d2) = object(&bucket, 2) else {
+        panic!("generation 2 is not a delta");
+    };
+    assert_eq!(d2.chain.base, 1);
+    assert_eq!(d2.rows(), 1);
+    // B applies it to its copy; C, a new host, to the full.
+    assert_eq!(clusters(&b.current(&bucket).unwrap()), 2);
+    let c = CatalogCache::new(&d.path().join("c"), "r").unwrap();
+    assert_eq!(clusters(&c.current(&bucket).unwrap()), 2);
+
+    // B binds a cluster in its copy without the lock (as archive-push
+    // may): that copy is no base for the next generation.
+    Catalog::open(&b.current(&bucket).unwrap(), false)
+        .unwrap()
+        .bind_cluster("other", 43, 150000)
+        .unwrap();
+    write(&a, &bucket, "DELETE FROM expire_log WHERE id <= 10");
+    let p = b.current(&bucket).unwrap();
+    assert_eq!(clusters(&p), 2);
+    let count = |p: &Path| -> i64 {
+        Catalog::open(p, false)
+            .unwrap()
+            .conn_for_tests()
+            .query_row("SELECT count(*) FROM expire_log", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(count(&p), 2990);
+
+    // A change of most of the catalog goes whole, without a delta made.
+    write(
+        &a,
+        &bucket,
+        "UPDATE expire_log SET wal_files = wal_files + 1",
+    );
+    assert!(matches!(object(&bucket, 4), CatalogObject::Full(_)));
+    assert_eq!(count(&b.current(&bucket).unwrap()), 2990);
+
+    // A copy that went its own way without capturing it, and a copy
+    // whose generation came from another history: neither is a base,
+    // and neither host is stuck.
+    let p = b.current(&bucket).unwrap();
+    {
+        let mut cat = Catalog::open(&p, false).unwrap();
+        cat.stop_capture().unwrap();
+        cat.conn_for_tests()
+            .execute_batch("DELETE FROM expire_log WHERE id = 11")
+            .unwrap();
+    }
+    let p = c.current(&bucket).unwrap();
+    assert_eq!(count(&p), 2990);
+    let mut st = c.read_state().unwrap().unwrap();
+    st.chain.as_mut().unwrap().hash = [7; 32];
+    c.write_state(&st).unwrap();
+    write(&a, &bucket, "DELETE FROM expire_log WHERE id = 12");
+    assert!(matches!(object(&bucket, 5), CatalogObject::Delta(_)));
+    for host in [&b, &c] {
+        let q = host.current(&bucket).unwrap();
+        assert_ne!(q, p);
+        assert_eq!(count(&q), 2989);
+    }
+
+    // Deltas until the chain is long: then a full, and the older chain
+    // goes once three generations are past it.
+    let mut fulls = vec![4];
+    for i in 0..MAX_CHAIN_LENGTH + 3 {
+        write(
+            &a,
+            &bucket,
+            &format!("UPDATE expire_log SET backups = {i} WHERE id = 100"),
+        );
+        let g = a.read_state().unwrap().unwrap().generation;
+        if matches!(object(&bucket, g), CatalogObject::Full(_)) {
+            fulls.push(g);
+        }
+    }
+    assert_eq!(fulls, vec![4, 4 + u64::from(MAX_CHAIN_LENGTH) + 1]);
+    let newest = a.read_state().unwrap().unwrap().generation;
+    assert_eq!(
+        generations(&bucket),
+        (fulls[1]..=newest).collect::<Vec<_>>()
+    );
+    // B, two chains behind, and C catch up.
+    for host in [&b, &c] {
+        let p = host.current(&bucket).unwrap();
+        assert_eq!(count(&p), 2989);
+        assert_eq!(clusters(&p), 2);
+    }
+
+    // A delta that does not decode is an error naming it.
+    a.begin_write(&bucket).unwrap();
+    a.abandon();
+    bucket
+        .put(
+            &keys::catalog_snapshot(newest + 1),
+            &zstd::encode_all(&b"PGSTRCD1xx"[..], 3).unwrap(),
+        )
+        .unwrap();
+    let e = c.current(&bucket).unwrap_err().to_string();
+    assert!(e.contains(&keys::catalog_snapshot(newest + 1)), "{e}");
+}
