@@ -13,14 +13,17 @@
 //! - the capture tables are empty whenever a copy equals a published
 //!   generation (made from a download, a delta applied, or just published),
 //!   so a delta taken later holds every row that differs;
-//! - changes of schema are not captured: a table without a primary key or
-//!   without its triggers (a migration rebuilt it) makes [`Catalog::take_delta`]
-//!   answer `None`, and the writer publishes the whole file.
+//! - changes of schema are not captured: a migration drops the triggers,
+//!   and a table without a primary key, or without its triggers as its
+//!   columns make them now, makes [`Catalog::take_delta`] answer `None`: the
+//!   writer publishes the whole file;
+//! - a delta applies at the schema it was taken at, and names only this
+//!   catalog's tables and columns.
+
+use std::path::Path;
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params_from_iter, OptionalExtension};
-
-use std::path::Path;
 
 use super::{Catalog, SCHEMA_VERSION};
 use crate::error::{Error, Result, SqlContext};
