@@ -234,6 +234,36 @@ impl CatalogDelta {
     }
 }
 
+/// Drop, from a chain of deltas (oldest first) that apply one after the
+/// other, every narrowed row whose key a later delta of the chain writes
+/// again: only the last narrow value of a row counts, and a later upsert or
+/// delete replaces the row whole. Row counts are not changed by narrowed
+/// rows, so every delta's check still holds. (A chain of 48 hourly deltas
+/// of 61,000 files would otherwise set each file's `last_seq` 48 times.)
+pub fn collapse_narrowed(chain: &mut [CatalogDelta]) {
+    let mut later: std::collections::HashSet<(String, Vec<u8>)> = Default::default();
+    let key = |name: &str, columns: usize, row: &[Value]| {
+        let mut b = Vec::new();
+        row.iter().take(columns).for_each(|v| put_value(&mut b, v));
+        (name.to_string(), b)
+    };
+    for d in chain.iter_mut().rev() {
+        for t in &mut d.tables {
+            let (name, columns) = (t.name.clone(), t.key_columns);
+            let mine: Vec<(String, Vec<u8>)> = t
+                .upserts
+                .iter()
+                .chain(&t.deletes)
+                .chain(&t.narrowed)
+                .map(|r| key(&name, columns, r))
+                .collect();
+            t.narrowed
+                .retain(|r| !later.contains(&key(&name, columns, r)));
+            later.extend(mine);
+        }
+    }
+}
+
 struct Reader<'a> {
     b: &'a [u8],
     at: usize,
@@ -348,6 +378,48 @@ mod tests {
             CatalogObject::Full(_)
         ));
         assert!(CatalogObject::decode(b"garbage".to_vec(), "o").is_err());
+    }
+
+    #[test]
+    fn a_chain_keeps_each_rows_last_narrow_value_only() {
+        let t = |upserts: Vec<i64>, deletes: Vec<i64>, narrowed: Vec<(i64, i64)>| TableDelta {
+            name: "v".into(),
+            columns: vec!["k".into(), "n".into()],
+            key_columns: 1,
+            narrow: "n".into(),
+            upserts: upserts
+                .into_iter()
+                .map(|k| vec![Value::Integer(k), Value::Integer(0)])
+                .collect(),
+            deletes: deletes
+                .into_iter()
+                .map(|k| vec![Value::Integer(k)])
+                .collect(),
+            narrowed: narrowed
+                .into_iter()
+                .map(|(k, n)| vec![Value::Integer(k), Value::Integer(n)])
+                .collect(),
+            ..Default::default()
+        };
+        let d = |t| CatalogDelta {
+            tables: vec![t],
+            ..Default::default()
+        };
+        // 1 is narrowed thrice, 2 narrowed then upserted, 3 narrowed then
+        // deleted, 4 upserted then narrowed, 5 narrowed once.
+        let mut chain = vec![
+            d(t(vec![4], vec![], vec![(1, 1), (2, 1), (3, 1), (5, 1)])),
+            d(t(vec![2], vec![3], vec![(1, 2), (4, 2)])),
+            d(t(vec![], vec![], vec![(1, 3)])),
+        ];
+        collapse_narrowed(&mut chain);
+        let narrowed = |i: usize| -> Vec<Vec<Value>> { chain[i].tables[0].narrowed.clone() };
+        let row = |k, n| vec![Value::Integer(k), Value::Integer(n)];
+        assert_eq!(narrowed(0), vec![row(5, 1)]);
+        assert_eq!(narrowed(1), vec![row(4, 2)]);
+        assert_eq!(narrowed(2), vec![row(1, 3)]);
+        assert_eq!(chain[1].tables[0].upserts.len(), 1);
+        assert_eq!(chain[1].tables[0].deletes.len(), 1);
     }
 
     #[test]

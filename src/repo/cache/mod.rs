@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Catalog, SCHEMA_VERSION};
 use crate::error::{Error, IoContext, Result};
-use crate::format::catalog_delta::{CatalogDelta, CatalogObject, Chain};
+use crate::format::catalog_delta::{collapse_narrowed, CatalogDelta, CatalogObject, Chain};
 use crate::format::keys;
 use crate::store::Backend;
 
@@ -336,6 +336,10 @@ impl CatalogCache {
             prev = place.hash;
         }
         let chain = deltas.first().map_or(start_chain, |(_, _, c)| *c);
+        // Oldest first, each row's last narrow value only.
+        let (keys, mut deltas): (Vec<String>, Vec<CatalogDelta>) =
+            deltas.into_iter().rev().map(|(k, d, _)| (k, d)).unzip();
+        collapse_narrowed(&mut deltas);
         let mut file = format!("catalog-{generation:020}.db");
         // A dead writer's copy of this generation holds changes that were
         // never published: the fresh copy takes another name.
@@ -357,7 +361,7 @@ impl CatalogCache {
             std::process::id(),
             crate::util::now_us()
         ));
-        let made = self.make_copy(&tmp, start, &deltas);
+        let made = self.make_copy(&tmp, start, &keys, &deltas);
         if made.is_ok() {
             // A file another process already made (and may have open) is kept.
             for suffix in ["-wal", "-shm"] {
@@ -386,13 +390,15 @@ impl CatalogCache {
         Ok(path)
     }
 
-    /// Make `tmp` from `start` and the deltas (newest first), capturing
-    /// from the generation they reach on, and make it durable.
+    /// Make `tmp` from `start` and the deltas (oldest first, from the
+    /// objects `keys`), capturing from the generation they reach on, and
+    /// make it durable.
     fn make_copy(
         &self,
         tmp: &Path,
         start: Start,
-        deltas: &[(String, CatalogDelta, ChainState)],
+        keys: &[String],
+        deltas: &[CatalogDelta],
     ) -> Result<()> {
         let from_copy = matches!(start, Start::Copy(_));
         match start {
@@ -422,7 +428,7 @@ impl CatalogCache {
             // of its rows), each at its own schema; then migrated, and
             // captured from this generation on.
             cat.stop_capture()?;
-            for (key, d, _) in deltas.iter().rev() {
+            for (key, d) in keys.iter().zip(deltas) {
                 cat.apply_delta(d, &format!("object {key}"))?;
             }
             cat.migrate_to(SCHEMA_VERSION, tmp)?;
