@@ -213,6 +213,14 @@ impl Catalog {
         Ok(())
     }
 
+    /// Commit without waiting for the disk: for a private copy that is
+    /// made durable whole (one `fsync`) before anyone may open it.
+    pub fn unsynced(&self) -> Result<()> {
+        self.conn
+            .pragma_update(None, "synchronous", "OFF")
+            .ctx("synchronous")
+    }
+
     /// Fold the write-ahead log into the database file and truncate it, so
     /// the catalog's footprint is its real size between commands.
     pub fn checkpoint(&self) -> Result<()> {

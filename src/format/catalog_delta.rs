@@ -241,25 +241,31 @@ impl CatalogDelta {
 /// rows, so every delta's check still holds. (A chain of 48 hourly deltas
 /// of 61,000 files would otherwise set each file's `last_seq` 48 times.)
 pub fn collapse_narrowed(chain: &mut [CatalogDelta]) {
-    let mut later: std::collections::HashSet<(String, Vec<u8>)> = Default::default();
-    let key = |name: &str, columns: usize, row: &[Value]| {
-        let mut b = Vec::new();
-        row.iter().take(columns).for_each(|v| put_value(&mut b, v));
-        (name.to_string(), b)
+    use std::collections::{HashMap, HashSet};
+    // Per table, the keys the later deltas write (encoded as in a delta).
+    let mut later: HashMap<String, HashSet<Vec<u8>>> = HashMap::new();
+    let mut buf = Vec::new();
+    let encode = |buf: &mut Vec<u8>, row: &[Value], columns: usize| {
+        buf.clear();
+        row.iter().take(columns).for_each(|v| put_value(buf, v));
     };
     for d in chain.iter_mut().rev() {
         for t in &mut d.tables {
-            let (name, columns) = (t.name.clone(), t.key_columns);
-            let mine: Vec<(String, Vec<u8>)> = t
-                .upserts
-                .iter()
-                .chain(&t.deletes)
-                .chain(&t.narrowed)
-                .map(|r| key(&name, columns, r))
-                .collect();
-            t.narrowed
-                .retain(|r| !later.contains(&key(&name, columns, r)));
-            later.extend(mine);
+            if t.upserts.is_empty() && t.deletes.is_empty() && t.narrowed.is_empty() {
+                continue;
+            }
+            let seen = later.entry(t.name.clone()).or_default();
+            let columns = t.key_columns;
+            t.narrowed.retain(|r| {
+                encode(&mut buf, r, columns);
+                !seen.contains(buf.as_slice())
+            });
+            for r in t.upserts.iter().chain(&t.deletes).chain(&t.narrowed) {
+                encode(&mut buf, r, columns);
+                if !seen.contains(buf.as_slice()) {
+                    seen.insert(buf.clone());
+                }
+            }
         }
     }
 }

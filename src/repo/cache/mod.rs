@@ -416,6 +416,8 @@ impl CatalogCache {
         }
         {
             let mut cat = Catalog::open_unmigrated(tmp)?;
+            // Synced once, whole, below: a commit per delta need not wait.
+            cat.unsynced()?;
             // Checked on the copy: a change made in the base meanwhile is
             // either in it, and seen, or not in it.
             if from_copy && cat.has_captured_changes()? {
