@@ -39,6 +39,8 @@ SOCK=$WORKDIR
 log() { printf '[many-files %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 pg() { "${AS_PG[@]}" "$@"; }
 sql() { pg "$PG_BIN/psql" -h "$SOCK" -U postgres -At -v ON_ERROR_STOP=1 -c "$1" postgres; }
+# shellcheck source=tables.sh
+source "$REPO_ROOT/scripts/bench/tables.sh"
 PGDATA=
 stop_all() { [[ -z $PGDATA ]] || pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m immediate -w stop >/dev/null 2>&1 || true; }
 trap stop_all EXIT
@@ -69,21 +71,11 @@ EOF
   "${PGSC[@]}" init >/dev/null
   pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$D/server.log" -w start >/dev/null
   log "$n tables: creating"
-  for ((lo = 0; lo < n; lo += 500)); do
-    hi=$((lo + 499 < n - 1 ? lo + 499 : n - 1))
-    sql "DO \$\$ BEGIN FOR i IN $lo..$hi LOOP
-           EXECUTE format('CREATE TABLE t%s (id int PRIMARY KEY, v text); INSERT INTO t%s VALUES (1, %L)', i, i, md5(i::text));
-         END LOOP; END \$\$" >/dev/null
-  done
-  sql "VACUUM" >/dev/null; sql "CHECKPOINT" >/dev/null
+  make_tables "$n"
   files=$(find "$PGDATA" -type f | wc -l)
   log "$n tables: $files files"
   conn="host=$SOCK user=postgres dbname=postgres"
-  change() {
-    sql "DO \$\$ DECLARE k int; BEGIN FOR k IN SELECT (random() * ($n - 1))::int FROM generate_series(1, greatest(1, $n * $CHANGED / 100)) LOOP
-           EXECUTE format('UPDATE t%s SET v = md5(random()::text) WHERE id = 1', k);
-         END LOOP; END \$\$" >/dev/null
-  }
+  change() { change_tables "$n" $((n * CHANGED / 100)); }
   full=$(timed "$n.pgs.full" "${PGSC[@]}" backup --pgdata "$PGDATA" --dbname "$conn" --type full --start-fast)
   change
   incr=$(timed "$n.pgs.incr" "${PGSC[@]}" backup --pgdata "$PGDATA" --dbname "$conn" --type incr --start-fast)

@@ -50,6 +50,8 @@ REPO=$WORKDIR/repo
 log() { printf '[month %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 pg() { "${AS_PG[@]}" "$@"; }
 sql() { pg "$PG_BIN/psql" -h "$SOCK" -U postgres -At -v ON_ERROR_STOP=1 -c "$1" postgres; }
+# shellcheck source=tables.sh
+source "$REPO_ROOT/scripts/bench/tables.sh"
 PGSCMD=("${AS_PG[@]}" "$PGS" --repo "$REPO")
 pgs() { "${PGSCMD[@]}" "$@"; }
 stop_all() { pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m immediate -w stop >/dev/null 2>&1 || true; }
@@ -79,20 +81,11 @@ pgs init >/dev/null
 pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$WORKDIR/server.log" -w start >/dev/null
 
 log "creating $TABLES tables"
-for ((lo = 0; lo < TABLES; lo += 500)); do
-  sql "DO \$\$ BEGIN FOR i IN $lo..$((lo + 499 < TABLES - 1 ? lo + 499 : TABLES - 1)) LOOP
-         EXECUTE format('CREATE TABLE t%s (id int PRIMARY KEY, v text); INSERT INTO t%s VALUES (1, %L)', i, i, md5(i::text));
-       END LOOP; END \$\$" >/dev/null
-done
-sql "VACUUM" >/dev/null; sql "CHECKPOINT" >/dev/null
+make_tables "$TABLES"
 FILES=$(find "$PGDATA" -type f | wc -l)
 log "$FILES files in the cluster"
 
-change() {
-  sql "DO \$\$ DECLARE n int; BEGIN FOR n IN SELECT (random() * ($TABLES - 1))::int FROM generate_series(1, $CHANGED) LOOP
-         EXECUTE format('UPDATE t%s SET v = md5(random()::text) WHERE id = 1', n);
-       END LOOP; END \$\$" >/dev/null
-}
+change() { change_tables "$TABLES" "$CHANGED"; }
 
 TSV=$WORKDIR/month.tsv
 printf 'n\ttype\twall_s\trss_mib\tcatalog_bytes\tcopies_bytes\n' >"$TSV"

@@ -55,6 +55,8 @@ ENV=(env "AWS_ACCESS_KEY_ID=$S3_KEY" "AWS_SECRET_ACCESS_KEY=$S3_SECRET" AWS_REGI
 PGS="$PGS_BIN --repo $URL --s3-endpoint $ENDPOINT --cache-dir $CACHE"
 pgs() { "${AS_PG[@]}" "${ENV[@]}" $PGS "$@"; }
 sql() { "${AS_PG[@]}" "$PG_BIN/psql" -h "$WORKDIR" -U postgres -At -v ON_ERROR_STOP=1 -c "$1" postgres; }
+# shellcheck source=tables.sh
+source "$REPO_ROOT/scripts/bench/tables.sh"
 
 PGDATA=$WORKDIR/data
 pgs init >/dev/null
@@ -69,13 +71,7 @@ max_wal_size = 4GB
 EOF
 "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$LOGS/server.log" -w start >/dev/null
 log "$TABLES tables: creating"
-for ((lo = 0; lo < TABLES; lo += 500)); do
-  hi=$((lo + 499 < TABLES - 1 ? lo + 499 : TABLES - 1))
-  sql "DO \$\$ BEGIN FOR i IN $lo..$hi LOOP
-         EXECUTE format('CREATE TABLE t%s (id int PRIMARY KEY, v text); INSERT INTO t%s VALUES (1, %L)', i, i, md5(i::text));
-       END LOOP; END \$\$" >/dev/null
-done
-sql "VACUUM" >/dev/null; sql "CHECKPOINT" >/dev/null
+make_tables "$TABLES"
 files=$(find "$PGDATA" -type f | wc -l)
 log "$TABLES tables: $files files"
 conn="host=$WORKDIR user=postgres dbname=postgres"
@@ -111,9 +107,7 @@ sum_new=0 sum_old=0
 for ((i = 0; i <= BACKUPS; i++)); do
   type=incr; [[ $i -gt 0 ]] || type=full
   if [[ $i -gt 0 ]]; then
-    sql "DO \$\$ DECLARE k int; BEGIN FOR k IN SELECT (random() * ($TABLES - 1))::int FROM generate_series(1, greatest(1, $TABLES * $CHANGED / 100)) LOOP
-           EXECUTE format('UPDATE t%s SET v = md5(random()::text) WHERE id = 1', k);
-         END LOOP; END \$\$" >/dev/null
+    change_tables "$TABLES" $((TABLES * CHANGED / 100))
   fi
   /usr/bin/time -f '%e' -o "$LOGS/backup-$i.time" "${AS_PG[@]}" "${ENV[@]}" $PGS backup \
     --pgdata "$PGDATA" --dbname "$conn" --type $type --start-fast >"$LOGS/backup-$i.log" 2>&1 ||
