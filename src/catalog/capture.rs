@@ -240,27 +240,6 @@ impl Catalog {
         tx.commit().ctx("stop change capture")
     }
 
-    /// Whether rows were captured (narrowed updates left out) for more than
-    /// a quarter of the catalog's rows: a delta would not be worth making.
-    pub fn captured_much(&self) -> Result<bool> {
-        let count = |table: &str| -> Result<i64> {
-            self.conn
-                .query_row(&format!("SELECT count(*) FROM \"{table}\""), [], |r| {
-                    r.get(0)
-                })
-                .ctx_with(|| format!("count the rows of {table}"))
-        };
-        let (mut captured, mut rows) = (0, 0);
-        for t in self.tables()? {
-            rows += count(&t.name)?;
-            let capture = format!("{PREFIX}{}", t.name);
-            if self.schema_object_exists("table", &capture)? {
-                captured += count(&capture)?;
-            }
-        }
-        Ok(captured * 4 > rows)
-    }
-
     /// Whether any backup, complete or not, is recorded.
     pub fn has_backups(&self) -> Result<bool> {
         self.conn
@@ -307,9 +286,11 @@ impl Catalog {
     }
 
     /// The captured changes as a delta (its chain left for the caller),
-    /// and the capture emptied in the same transaction; or `None` when some
-    /// table's changes were not captured.
-    pub fn take_delta(&mut self) -> Result<Option<CatalogDelta>> {
+    /// and the capture emptied in the same transaction; or `None`, taking
+    /// nothing, when some table's changes were not captured, or when the
+    /// capture holds more than one key for every `one_in` rows of the
+    /// catalog (narrowed updates left out): such a delta is not worth making.
+    pub fn take_delta(&mut self, one_in: Option<i64>) -> Result<Option<CatalogDelta>> {
         let all = self.tables()?;
         for t in &all {
             if t.key == 0 {
@@ -344,8 +325,23 @@ impl Catalog {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .ctx("take the captured changes")?;
+        // Each table's rows (the delta's check), and the keys captured.
+        let count = |table: &str| -> Result<i64> {
+            tx.query_row(&format!("SELECT count(*) FROM \"{table}\""), [], |r| {
+                r.get(0)
+            })
+            .ctx_with(|| format!("count the rows of {table}"))
+        };
+        let (mut counts, mut captured) = (Vec::with_capacity(all.len()), 0);
+        for t in &all {
+            counts.push(count(&t.name)?);
+            captured += count(&format!("{PREFIX}{}", t.name))?;
+        }
+        if one_in.is_some_and(|n| captured.saturating_mul(n) > counts.iter().sum::<i64>()) {
+            return Ok(None);
+        }
         let mut tables = Vec::new();
-        for t in all {
+        for (t, rows_after) in all.into_iter().zip(counts) {
             let ctx = || format!("the captured changes of table {}", t.name);
             let rows = |sql: &str, width: usize| -> Result<Vec<Vec<Value>>> {
                 let mut st = tx.prepare(sql).ctx_with(ctx)?;
@@ -380,11 +376,6 @@ impl Catalog {
                 ),
                 t.key,
             )?;
-            let rows_after: i64 = tx
-                .query_row(&format!("SELECT count(*) FROM \"{}\"", t.name), [], |r| {
-                    r.get(0)
-                })
-                .ctx_with(ctx)?;
             let (narrow, narrowed) = match t.narrow() {
                 Some(n) => (
                     n.to_string(),
@@ -479,11 +470,7 @@ impl Catalog {
         let tx = self.conn.transaction().ctx("apply a catalog delta")?;
         for t in &delta.tables {
             let ctx = || format!("apply {what} to table {}", t.name);
-            let table = Table {
-                name: t.name.clone(),
-                columns: t.columns.clone(),
-                key: t.key_columns,
-            };
+            let key_cols = &t.columns[..t.key_columns];
             let holes = |n: usize| {
                 (1..=n)
                     .map(|i| format!("?{i}"))
@@ -493,7 +480,7 @@ impl Catalog {
             let mut del = tx
                 .prepare(&format!(
                     "DELETE FROM \"{n}\" WHERE ({}) = ({})",
-                    Table::list(table.key_cols(), ""),
+                    Table::list(key_cols, ""),
                     holes(t.key_columns),
                     n = t.name
                 ))
@@ -520,7 +507,7 @@ impl Catalog {
                         "UPDATE \"{n}\" SET \"{}\" = ?{} WHERE ({}) = ({})",
                         t.narrow,
                         t.key_columns + 1,
-                        Table::list(table.key_cols(), ""),
+                        Table::list(key_cols, ""),
                         holes(t.key_columns),
                         n = t.name
                     ))
@@ -579,11 +566,9 @@ mod tests {
     fn two_copies() -> (Fixture, Catalog, Catalog) {
         let f = Fixture::new();
         f.backup(1, &[("x", content(1, 3, 0)), ("y", content(2, 1, 0))]);
-        let mut a = f.repo.catalog().unwrap();
+        let (mut a, path) = f.repo.catalog_with_path().unwrap();
         let copy = f.dir.path().join("copy.db");
-        a.conn
-            .execute("VACUUM INTO ?1", [copy.to_string_lossy().as_ref()])
-            .unwrap();
+        Catalog::copy_file(&path, &copy).unwrap();
         a.start_capture().unwrap();
         let mut b = Catalog::open(&copy, false).unwrap();
         b.start_capture().unwrap();
@@ -628,7 +613,10 @@ mod tests {
             detail: "checksum".into(),
         };
         a.add_page_errors(&m3.id, &[err.clone(), err]).unwrap();
-        let d1 = a.take_delta().unwrap().unwrap();
+        // Too many keys for the limit: nothing is taken.
+        assert!(a.take_delta(Some(1000)).unwrap().is_none());
+        assert!(a.has_captured_changes().unwrap());
+        let d1 = a.take_delta(None).unwrap().unwrap();
         let versions = d1.tables.iter().find(|t| t.name == "file_version").unwrap();
         // "." was extended to backups 2 and 3, and changed in nothing else.
         assert_eq!(versions.narrow, "last_seq");
@@ -658,7 +646,7 @@ mod tests {
             )
             .unwrap();
         assert!(a.has_captured_changes().unwrap());
-        let d2 = a.take_delta().unwrap().unwrap();
+        let d2 = a.take_delta(None).unwrap().unwrap();
         let errors = d2.tables.iter().find(|t| t.name == "page_error").unwrap();
         assert_eq!(errors.deletes.len(), 1, "the cascade was captured");
         let again = CatalogDelta::decode(&d2.encode(), "x").unwrap();
@@ -667,7 +655,7 @@ mod tests {
 
         // A copy that is not the delta's base is refused, and unchanged.
         f.backup(4, &[("x", content(5, 1, 0))]);
-        let d3 = a.take_delta().unwrap().unwrap();
+        let d3 = a.take_delta(None).unwrap().unwrap();
         b.conn
             .execute("INSERT INTO expire_log VALUES (1, 0, 0, 0, 0, 0, 0, 0)", [])
             .unwrap();
@@ -680,30 +668,30 @@ mod tests {
     #[test]
     fn a_table_not_captured_makes_no_delta() {
         let (_f, mut a, _b) = two_copies();
-        assert!(a.take_delta().unwrap().is_some());
+        assert!(a.take_delta(None).unwrap().is_some());
         a.conn.execute_batch("CREATE TABLE extra (x)").unwrap();
-        assert!(a.take_delta().unwrap().is_none());
+        assert!(a.take_delta(None).unwrap().is_none());
         a.conn
             .execute_batch("DROP TABLE extra; DROP TRIGGER capture_drill_u")
             .unwrap();
-        assert!(a.take_delta().unwrap().is_none());
+        assert!(a.take_delta(None).unwrap().is_none());
         // A migration that adds a column: the triggers made before it would
         // narrow an update of the new column with last_seq.
         a.start_capture().unwrap();
-        assert!(a.take_delta().unwrap().is_some());
+        assert!(a.take_delta(None).unwrap().is_some());
         a.conn
             .execute_batch("ALTER TABLE file_version ADD COLUMN extra")
             .unwrap();
-        assert!(a.take_delta().unwrap().is_none());
+        assert!(a.take_delta(None).unwrap().is_none());
         a.start_capture().unwrap();
-        assert!(a.take_delta().unwrap().is_some());
+        assert!(a.take_delta(None).unwrap().is_some());
     }
 
     #[test]
     fn a_delta_not_of_this_catalog_is_refused() {
         let (f, mut a, mut b) = two_copies();
         f.backup(2, &[("x", content(1, 3, 0))]);
-        let good = a.take_delta().unwrap().unwrap();
+        let good = a.take_delta(None).unwrap().unwrap();
         let before = dump(&b);
         let mut newer = good.clone();
         newer.schema = SCHEMA_VERSION + 1;

@@ -168,6 +168,19 @@ impl Catalog {
         &self.conn
     }
 
+    /// A consistent copy of the catalog at `from` (its `-wal` included) in
+    /// the new file `to`. Read-only: a file removed meanwhile is an error,
+    /// not a new database, and another process may have it open.
+    pub fn copy_file(from: &Path, to: &Path) -> Result<()> {
+        let what = || format!("copy catalog {} to {}", from.display(), to.display());
+        let conn = Connection::open_with_flags(from, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .ctx_with(what)?;
+        conn.busy_timeout(Duration::from_secs(60)).ctx_with(what)?;
+        conn.execute("VACUUM INTO ?1", [to.to_string_lossy().as_ref()])
+            .ctx_with(what)?;
+        Ok(())
+    }
+
     /// Whether the chunk index has `id`.
     pub fn has_chunk(&self, id: &ChunkId) -> Result<bool> {
         self.conn

@@ -117,6 +117,9 @@ impl ChainState {
 /// How a generation is published: a delta while the chain since the last
 /// full stays short and small, else the whole file.
 const MAX_CHAIN_LENGTH: u32 = 48;
+/// A command that changed more than one row in this many of the catalog's
+/// (an expire that removes much) publishes it whole, without a delta made.
+const CAPTURED_ONE_IN: i64 = 4;
 /// The deltas of a chain stay under this share of its full's size, so a
 /// host without a copy fetches at most 1.5 times a full snapshot.
 const MAX_CHAIN_SHARE: u64 = 2;
@@ -412,7 +415,7 @@ impl CatalogCache {
                 f.write_all(&db).at(tmp)?;
             }
             // The base may be open elsewhere: it is copied, never changed.
-            Start::Copy(from) => vacuum_into(&from, tmp)?,
+            Start::Copy(from) => Catalog::copy_file(&from, tmp)?,
         }
         {
             let mut cat = Catalog::open_unmigrated(tmp)?;
@@ -562,11 +565,7 @@ impl CatalogCache {
         let Some(c) = s.chain.filter(|c| c.length < MAX_CHAIN_LENGTH) else {
             return Ok(None);
         };
-        let mut cat = Catalog::open(path, false)?;
-        if cat.captured_much()? {
-            return Ok(None);
-        }
-        let Some(mut d) = cat.take_delta()? else {
+        let Some(mut d) = Catalog::open(path, false)?.take_delta(Some(CAPTURED_ONE_IN))? else {
             return Ok(None);
         };
         d.chain = c.next(s.generation);
@@ -592,7 +591,7 @@ impl CatalogCache {
         // Cleared first: a change made after the clear is captured again,
         // whether or not the snapshot holds it.
         Catalog::open(path, false)?.start_capture()?;
-        vacuum_into(path, &snap)?;
+        Catalog::copy_file(path, &snap)?;
         let db = fs::read(&snap).at(&snap)?;
         let _ = fs::remove_file(&snap);
         let packed = zstd::bulk::compress(&db, ZSTD_LEVEL)
@@ -638,25 +637,6 @@ impl CatalogCache {
 enum Start {
     Full(Vec<u8>),
     Copy(PathBuf),
-}
-
-/// A consistent copy of the catalog at `from` (its `-wal` included), in a
-/// new file `to`.
-fn vacuum_into(from: &Path, to: &Path) -> Result<()> {
-    // Read-only: a file removed meanwhile is an error, not a new database.
-    let conn =
-        rusqlite::Connection::open_with_flags(from, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|e| Error::corrupt(format!("catalog {}", from.display()), e.to_string()))?;
-    conn.busy_timeout(std::time::Duration::from_secs(60))
-        .map_err(|e| Error::corrupt(format!("catalog {}", from.display()), e.to_string()))?;
-    conn.execute("VACUUM INTO ?1", [to.to_string_lossy().as_ref()])
-        .map_err(|e| {
-            Error::corrupt(
-                format!("catalog {}", from.display()),
-                format!("cannot copy it: {e}"),
-            )
-        })?;
-    Ok(())
 }
 
 #[cfg(test)]
