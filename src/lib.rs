@@ -36,7 +36,7 @@ pub use archive::{
     QueueFull,
 };
 pub use backup::{run as backup, BackupOptions, BackupReport};
-pub use catalog::{ExpireLog, HistoryRow};
+pub use catalog::{Compacted, ExpireLog, HistoryRow};
 pub use check::{run as check, CheckOptions, CheckReport};
 pub use drill::{
     describe_target as describe_drill_target, run as drill, CheckResult as DrillCheckResult,

@@ -32,6 +32,8 @@ BACKUPS=${BACKUPS:-720}
 CHANGED=${CHANGED:-300}
 KEEP_BACKUPS=${KEEP_BACKUPS:-168}
 PGBR=${PGBR:-3}
+((KEEP_BACKUPS >= 1 && KEEP_BACKUPS <= BACKUPS)) ||
+  { echo "month.sh: KEEP_BACKUPS=$KEEP_BACKUPS must be from 1 to BACKUPS=$BACKUPS" >&2; exit 2; }
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 PGSTRATA=${PGSTRATA:-$REPO_ROOT/target/release/pgstrata}

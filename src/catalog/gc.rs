@@ -49,7 +49,26 @@ pub struct ExpireLog {
     pub packs_rewritten: u64,
     pub orphans: u64,
     pub bytes_freed: u64,
+    /// Bytes the catalog file gave back when it was compacted (not kept in
+    /// `expire_log`: a later `info` reports the file's size as it is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catalog_compacted: Option<Compacted>,
 }
+
+/// The catalog's size before and after [`Catalog::compact`], in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Compacted {
+    pub before: u64,
+    pub after: u64,
+}
+
+/// `expire` compacts the catalog when at least this share of its pages is
+/// free: SQLite reuses free pages but never returns them, so without it the
+/// file keeps the size of the largest repository it ever described.
+pub const COMPACT_FREE_SHARE: f64 = 0.25;
+
+/// ... and at least this many bytes are free (not worth a rewrite below).
+const COMPACT_MIN_FREE: u64 = 4 << 20;
 
 impl Catalog {
     /// Fill the temporary `live` table with every chunk the backups other than
@@ -286,6 +305,35 @@ impl Catalog {
         tx.commit().ctx(what)
     }
 
+    /// Rewrite the catalog file without its free pages (`VACUUM`), when at
+    /// least `share` of them (and [`COMPACT_MIN_FREE`] bytes) are free.
+    /// Returns the sizes before and after, or `None` when nothing was done.
+    ///
+    /// Durability: `VACUUM` is one transaction, like any other write: a
+    /// crash leaves the old file or the new one. It changes no row, so in
+    /// object storage it captures nothing and the next generation stays a
+    /// delta.
+    pub fn compact(&self, share: f64) -> Result<Option<Compacted>> {
+        let what = "catalog compaction";
+        let pragma = |name: &str| -> Result<u64> {
+            let v: i64 = self
+                .conn
+                .pragma_query_value(None, name, |r| r.get(0))
+                .ctx(what)?;
+            Ok(v.max(0) as u64)
+        };
+        let page = pragma("page_size")?;
+        let (pages, free) = (pragma("page_count")?, pragma("freelist_count")?);
+        if pages == 0 || (free as f64) < share * pages as f64 || free * page < COMPACT_MIN_FREE {
+            return Ok(None);
+        }
+        self.conn.execute_batch("VACUUM").ctx(what)?;
+        Ok(Some(Compacted {
+            before: pages * page,
+            after: pragma("page_count")? * pragma("page_size")?,
+        }))
+    }
+
     pub fn log_expire(&self, log: &ExpireLog) -> Result<()> {
         self.conn
             .execute(
@@ -321,6 +369,7 @@ impl Catalog {
                         packs_rewritten: r.get::<_, i64>(4)? as u64,
                         orphans: r.get::<_, i64>(5)? as u64,
                         bytes_freed: r.get::<_, i64>(6)? as u64,
+                        catalog_compacted: None,
                     })
                 },
             )
@@ -469,5 +518,48 @@ mod tests {
             assert_eq!(index, 1);
         }
         assert!(rows(&cat) < before);
+    }
+
+    /// Compaction gives free pages back once enough are free, keeps every
+    /// row, and does nothing when little is free.
+    #[test]
+    fn compaction_returns_free_pages_and_keeps_the_rows() {
+        let f = Fixture::new();
+        let a = f.backup(1, &[("x", content(1, 2, 0))]);
+        let cat = f.repo.catalog().unwrap();
+        assert_eq!(cat.compact(super::COMPACT_FREE_SHARE).unwrap(), None);
+        // Two tables of 8 MiB, one dropped: its pages stay in the file, free.
+        cat.conn
+            .execute_batch(
+                "CREATE TABLE kept (b BLOB); CREATE TABLE scratch (b BLOB);
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2048)
+                 INSERT INTO scratch SELECT randomblob(4096) FROM n;
+                 INSERT INTO kept SELECT b FROM scratch;
+                 DROP TABLE scratch;",
+            )
+            .unwrap();
+        let size = || {
+            std::fs::metadata(f.repo.root().join("catalog.db"))
+                .unwrap()
+                .len()
+        };
+        cat.checkpoint().unwrap();
+        let file_before = size();
+        assert!(file_before > 16 << 20, "{file_before}");
+        // Not when less than the share asked for is free (about half is).
+        assert_eq!(cat.compact(0.75).unwrap(), None);
+        let c = cat.compact(super::COMPACT_FREE_SHARE).unwrap().unwrap();
+        assert!(c.before >= 16 << 20, "{c:?}");
+        assert!((8 << 20..10 << 20).contains(&c.after), "{c:?}");
+        let kept: i64 = cat
+            .conn
+            .query_row("SELECT count(*) FROM kept", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, 2048);
+        cat.checkpoint().unwrap();
+        assert_eq!(size(), c.after);
+        assert!(cat.backup(&a.id).unwrap().is_some());
+        assert!(cat.integrity_check().unwrap().is_empty());
+        assert_eq!(cat.compact(super::COMPACT_FREE_SHARE).unwrap(), None);
     }
 }

@@ -25,7 +25,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 pub use drills::DrillRow;
-pub use gc::{ExpireLog, PackChunk, PackUsage};
+pub use gc::{Compacted, ExpireLog, PackChunk, PackUsage, COMPACT_FREE_SHARE};
 pub use integrity::IndexedChunk;
 pub use model::{
     BackupRow, BackupStatus, BackupType, ChunkLoc, ClusterRow, FileKind, FileRow, HistoryRow,

@@ -486,6 +486,16 @@ fn print_expire(quiet: bool, plan: &ExpirePlan, log: &ExpireLog) {
             human(log.bytes_freed)
         ),
     );
+    if let Some(c) = log.catalog_compacted {
+        say(
+            quiet,
+            format!(
+                "compacted the catalog from {} to {}",
+                human(c.before),
+                human(c.after)
+            ),
+        );
+    }
 }
 
 fn print_verify(r: &VerifyReport, quiet: bool) {

@@ -24,7 +24,9 @@ use std::time::Duration;
 
 mod rewrite;
 
-use crate::catalog::{BackupRow, BackupStatus, BackupType, Catalog, ExpireLog, PackUsage};
+use crate::catalog::{
+    BackupRow, BackupStatus, BackupType, Catalog, ExpireLog, PackUsage, COMPACT_FREE_SHARE,
+};
 use crate::error::{Error, Result};
 use crate::format::keys::{self, ObjectKey};
 use crate::format::PackId;
@@ -571,6 +573,16 @@ pub fn apply(repo: &Repository, cat: &mut Catalog, plan: &ExpirePlan) -> Result<
         log.orphans += aborted;
     }
     cat.log_expire(&log)?;
+    let t = std::time::Instant::now();
+    log.catalog_compacted = cat.compact(COMPACT_FREE_SHARE)?;
+    if let Some(c) = log.catalog_compacted {
+        tracing::debug!(
+            "expire: catalog compacted from {} to {} in {:?}",
+            human(c.before),
+            human(c.after),
+            t.elapsed()
+        );
+    }
     if let Err(e) = cat.checkpoint() {
         tracing::debug!("catalog checkpoint: {e}");
     }
