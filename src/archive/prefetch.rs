@@ -41,6 +41,9 @@ pub struct Prefetch {
     pub worker: Vec<OsString>,
 }
 
+/// The fetcher's nice value (see [`run_prefetcher`]).
+const FETCHER_NICE: i32 = 10;
+
 /// A fetcher with nothing to do for this long exits.
 const IDLE: Duration = Duration::from_secs(5);
 
@@ -134,6 +137,14 @@ pub fn run_prefetcher(
     let Some(_lock) = try_flock(&lock_path(&opts.spool, &opts.cluster, opts.history))? else {
         return Ok(0);
     };
+    // The startup process replays on one core and waits for nothing the
+    // fetcher has already spooled; the fetcher has slack (`count` segments
+    // ahead). Running it at a lower priority leaves the startup process its
+    // core: 100 segments replayed 0.3-1.3 s faster in 4 of 5 pairs. Threads
+    // spawned afterwards inherit it; a refusal changes nothing else.
+    if let Err(e) = rustix::process::setpriority_process(None, FETCHER_NICE) {
+        tracing::debug!("prefetcher priority: {e}");
+    }
     let wal = wal_id(&opts.cluster, opts.history);
     let (mut fetched, mut idle_since, mut last_want) = (0usize, Instant::now(), String::new());
     while idle_since.elapsed() < IDLE {
