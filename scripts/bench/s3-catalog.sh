@@ -101,7 +101,7 @@ whole() {
 }
 mb() { awk -v b="$1" 'BEGIN { printf "%.2f", b / 1e6 }'; }
 
-rows="| backup | wall | catalog object | kind | bytes | whole catalog as a snapshot | share |"$'\n'
+rows="| backup | wall / peak RSS | catalog object | kind | bytes | whole catalog as a snapshot | share |"$'\n'
 rows+="|---|---|---|---|---|---|---|"$'\n'
 sum_new=0 sum_old=0
 for ((i = 0; i <= BACKUPS; i++)); do
@@ -109,21 +109,22 @@ for ((i = 0; i <= BACKUPS; i++)); do
   if [[ $i -gt 0 ]]; then
     change_tables "$TABLES" $((TABLES * CHANGED / 100))
   fi
-  /usr/bin/time -f '%e' -o "$LOGS/backup-$i.time" "${AS_PG[@]}" "${ENV[@]}" $PGS backup \
+  /usr/bin/time -f '%e s / %M' -o "$LOGS/backup-$i.time" "${AS_PG[@]}" "${ENV[@]}" $PGS backup \
     --pgdata "$PGDATA" --dbname "$conn" --type $type --start-fast >"$LOGS/backup-$i.log" 2>&1 ||
     { cat "$LOGS/backup-$i.log" >&2; die "backup $i failed"; }
   read -r gen kind bytes < <(newest)
   old=$(whole)
   sum_new=$((sum_new + bytes)) sum_old=$((sum_old + old))
-  rows+="| $type $i | $(cat "$LOGS/backup-$i.time") s | $gen | $kind | $(mb "$bytes") MB | $(mb "$old") MB | $(awk -v a="$bytes" -v b="$old" 'BEGIN { printf "%.1f%%", 100 * a / b }') |"$'\n'
+  read -r wall_s _ _ rss_k <"$LOGS/backup-$i.time"
+  rows+="| $type $i | $wall_s s / $((rss_k / 1024)) MiB | $gen | $kind | $(mb "$bytes") MB | $(mb "$old") MB | $(awk -v a="$bytes" -v b="$old" 'BEGIN { printf "%.1f%%", 100 * a / b }') |"$'\n'
   log "$type $i: generation $gen, $kind, $bytes bytes (whole: $old)"
 done
 rows+="| all | | | | $(mb $sum_new) MB | $(mb $sum_old) MB | $(awk -v a=$sum_new -v b=$sum_old 'BEGIN { printf "%.1f%%", 100 * a / b }') |"$'\n'
 fresh=$WORKDIR/fresh-cache
-/usr/bin/time -f '%e' -o "$LOGS/fresh-info.time" "${ENV[@]}" $PGS_BIN --repo "$URL" \
+/usr/bin/time -f '%e s, peak RSS %M KiB' -o "$LOGS/fresh-info.time" "${ENV[@]}" $PGS_BIN --repo "$URL" \
   --s3-endpoint "$ENDPOINT" --cache-dir "$fresh" info >"$LOGS/fresh-info.log" 2>&1 ||
   { cat "$LOGS/fresh-info.log" >&2; die "info on a new host failed"; }
 pgs verify >"$LOGS/verify.log" 2>&1 || { cat "$LOGS/verify.log" >&2; die "verify failed"; }
 out="$files files, $CHANGED% of $TABLES tables changed before each incr"$'\n\n'"$rows"$'\n'
-out+="info on a host with an empty cache (full + deltas fetched and applied): $(cat "$LOGS/fresh-info.time") s; verify: ok"$'\n'
+out+="info on a host with an empty cache (full + deltas fetched and applied): $(cat "$LOGS/fresh-info.time"); verify: ok"$'\n'
 printf '%s' "$out" | tee "$WORKDIR/s3-catalog.md"

@@ -27,7 +27,7 @@ use rusqlite::{params_from_iter, OptionalExtension};
 
 use super::{Catalog, SCHEMA_VERSION};
 use crate::error::{Error, Result, SqlContext};
-use crate::format::catalog_delta::{CatalogDelta, TableDelta, Value};
+use crate::format::catalog_delta::{CatalogDelta, DeltaView, Keep, TableDelta, Value};
 
 const PREFIX: &str = "capture_";
 const OPS: [(&str, &str); 3] = [("i", "INSERT"), ("u", "UPDATE"), ("d", "DELETE")];
@@ -420,7 +420,14 @@ impl Catalog {
     /// its base generation, in one transaction; the capture tables end
     /// empty. A row count that differs afterwards is damage, and nothing is
     /// applied.
-    pub fn apply_delta(&mut self, delta: &CatalogDelta, what: &str) -> Result<()> {
+    /// `keep` says, per table, which narrowed rows to apply (all without
+    /// it): see [`crate::format::catalog_delta::Collapse`].
+    pub fn apply_delta(
+        &mut self,
+        delta: &DeltaView<'_>,
+        keep: Option<&Keep>,
+        what: &str,
+    ) -> Result<()> {
         if delta.schema > SCHEMA_VERSION {
             return Err(Error::NewerFormat {
                 what: what.to_string(),
@@ -468,7 +475,7 @@ impl Catalog {
             .pragma_update(None, "foreign_keys", "OFF")
             .ctx("foreign_keys")?;
         let tx = self.conn.transaction().ctx("apply a catalog delta")?;
-        for t in &delta.tables {
+        for (ti, t) in delta.tables.iter().enumerate() {
             let ctx = || format!("apply {what} to table {}", t.name);
             let key_cols = &t.columns[..t.key_columns];
             let holes = |n: usize| {
@@ -485,10 +492,11 @@ impl Catalog {
                     n = t.name
                 ))
                 .ctx_with(ctx)?;
-            for k in &t.deletes {
+            t.deletes.each(|k, _| {
                 del.execute(params_from_iter(k.iter().map(to_sql)))
                     .ctx_with(ctx)?;
-            }
+                Ok(())
+            })?;
             let mut up = tx
                 .prepare(&format!(
                     "INSERT OR REPLACE INTO \"{n}\" ({}) VALUES ({})",
@@ -497,10 +505,11 @@ impl Catalog {
                     n = t.name
                 ))
                 .ctx_with(ctx)?;
-            for r in &t.upserts {
+            t.upserts.each(|r, _| {
                 up.execute(params_from_iter(r.iter().map(to_sql)))
                     .ctx_with(ctx)?;
-            }
+                Ok(())
+            })?;
             if !t.narrowed.is_empty() {
                 let mut set = tx
                     .prepare(&format!(
@@ -512,7 +521,13 @@ impl Catalog {
                         n = t.name
                     ))
                     .ctx_with(ctx)?;
-                for r in &t.narrowed {
+                let keep = keep.and_then(|k| k.get(ti));
+                let mut i = 0;
+                t.narrowed.each(|r, _| {
+                    i += 1;
+                    if keep.is_some_and(|k| !k.get(i - 1).copied().unwrap_or(true)) {
+                        return Ok(());
+                    }
                     if set
                         .execute(params_from_iter(r.iter().map(to_sql)))
                         .ctx_with(ctx)?
@@ -527,7 +542,8 @@ impl Catalog {
                             ),
                         ));
                     }
-                }
+                    Ok(())
+                })?;
             }
             let n: i64 = tx
                 .query_row(&format!("SELECT count(*) FROM \"{}\"", t.name), [], |r| {
@@ -601,6 +617,12 @@ mod tests {
         out
     }
 
+    /// Apply `d` as a reader does: encoded, then parsed.
+    fn apply(b: &mut Catalog, d: &CatalogDelta, what: &str) -> Result<()> {
+        let bytes = d.encode();
+        b.apply_delta(&DeltaView::parse(&bytes, what)?, None, what)
+    }
+
     #[test]
     fn a_delta_makes_the_other_copy_equal_cascades_included() {
         let (f, mut a, mut b) = two_copies();
@@ -628,7 +650,7 @@ mod tests {
             "{versions:?}"
         );
         assert!(!versions.upserts.is_empty());
-        b.apply_delta(&d1, "delta 1").unwrap();
+        apply(&mut b, &d1, "delta 1").unwrap();
         assert_eq!(dump(&a), dump(&b));
         assert!(!b.has_captured_changes().unwrap());
         assert_eq!(b.page_errors(&m3.id).unwrap().len(), 1);
@@ -650,7 +672,7 @@ mod tests {
         let errors = d2.tables.iter().find(|t| t.name == "page_error").unwrap();
         assert_eq!(errors.deletes.len(), 1, "the cascade was captured");
         let again = CatalogDelta::decode(&d2.encode(), "x").unwrap();
-        b.apply_delta(&again, "delta 2").unwrap();
+        apply(&mut b, &again, "delta 2").unwrap();
         assert_eq!(dump(&a), dump(&b));
 
         // A copy that is not the delta's base is refused, and unchanged.
@@ -660,7 +682,7 @@ mod tests {
             .execute("INSERT INTO expire_log VALUES (1, 0, 0, 0, 0, 0, 0, 0)", [])
             .unwrap();
         let before = dump(&b);
-        let e = b.apply_delta(&d3, "delta 3").unwrap_err().to_string();
+        let e = apply(&mut b, &d3, "delta 3").unwrap_err().to_string();
         assert!(e.contains("delta 3") && e.contains("expire_log"), "{e}");
         assert_eq!(dump(&b), before);
     }
@@ -696,21 +718,21 @@ mod tests {
         let mut newer = good.clone();
         newer.schema = SCHEMA_VERSION + 1;
         assert!(matches!(
-            b.apply_delta(&newer, "o"),
+            apply(&mut b, &newer, "o"),
             Err(Error::NewerFormat { .. })
         ));
         let mut named = good.clone();
         named.tables[0].name = "cluster\"; DROP TABLE chunk; --".into();
-        let e = b.apply_delta(&named, "object 9").unwrap_err().to_string();
+        let e = apply(&mut b, &named, "object 9").unwrap_err().to_string();
         assert!(
             e.contains("object 9") && e.contains("not this catalog's"),
             "{e}"
         );
         let mut columns = good.clone();
         columns.tables[0].columns.swap(1, 2);
-        assert!(b.apply_delta(&columns, "o").is_err());
+        assert!(apply(&mut b, &columns, "o").is_err());
         assert_eq!(dump(&b), before);
-        b.apply_delta(&good, "o").unwrap();
+        apply(&mut b, &good, "o").unwrap();
         assert_eq!(dump(&a), dump(&b));
     }
 }

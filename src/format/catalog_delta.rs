@@ -92,17 +92,20 @@ pub struct CatalogDelta {
     pub tables: Vec<TableDelta>,
 }
 
-/// What a decoded catalog object is.
+/// What a decoded catalog object is (readers sniff the first bytes
+/// instead: `repo::cache`).
+#[cfg(test)]
 pub enum CatalogObject {
-    Full(Vec<u8>),
+    Full,
     Delta(CatalogDelta),
 }
 
+#[cfg(test)]
 impl CatalogObject {
     /// Sort out a zstd-decoded catalog object.
     pub fn decode(b: Vec<u8>, what: &str) -> Result<Self> {
         if b.starts_with(SQLITE_MAGIC) {
-            return Ok(CatalogObject::Full(b));
+            return Ok(CatalogObject::Full);
         }
         if b.len() >= 8 && b[..7] == MAGIC[..7] {
             return CatalogDelta::decode(&b, what).map(CatalogObject::Delta);
@@ -174,53 +177,37 @@ impl CatalogDelta {
         out
     }
 
+    /// Decode the whole delta into owned rows (see [`DeltaView`] for a
+    /// reader that keeps them encoded).
     pub fn decode(b: &[u8], what: &str) -> Result<Self> {
-        let mut r = Reader { b, at: 0, what };
-        check_magic(r.take(8)?, MAGIC, what)?;
-        let base = r.u64()?;
-        let mut base_hash = [0u8; 32];
-        base_hash.copy_from_slice(r.take(32)?);
-        let chain = Chain {
-            base,
-            base_hash,
-            full: r.u64()?,
-            full_bytes: r.u64()?,
-            chain_bytes: r.u64()?,
-            length: r.u32()?,
+        let v = DeltaView::parse(b, what)?;
+        let owned = |rows: &Rows<'_>| -> Result<Vec<Vec<Value>>> {
+            let mut out = Vec::new();
+            rows.each(|r, _| {
+                out.push(r.to_vec());
+                Ok(())
+            })?;
+            Ok(out)
         };
-        let schema = r.u32()?;
-        let n = r.u32()?;
-        let mut tables = Vec::new();
-        for _ in 0..n {
-            let name = r.str()?;
-            let ncols = r.u32()? as usize;
-            let columns = (0..ncols).map(|_| r.str()).collect::<Result<Vec<_>>>()?;
-            let key_columns = r.u32()? as usize;
-            if key_columns == 0 || key_columns > ncols {
-                return Err(r.bad(&format!("table {name} has {key_columns} key columns")));
-            }
-            let rows_after = r.u64()?;
-            let narrow = r.str()?;
-            let upserts = r.rows(ncols)?;
-            let deletes = r.rows(key_columns)?;
-            let narrowed = r.rows(key_columns + 1)?;
-            tables.push(TableDelta {
-                name,
-                columns,
-                key_columns,
-                rows_after,
-                upserts,
-                deletes,
-                narrow,
-                narrowed,
-            });
-        }
-        if r.at != b.len() {
-            return Err(r.bad("bytes after the last table"));
-        }
+        let tables = v
+            .tables
+            .iter()
+            .map(|t| {
+                Ok(TableDelta {
+                    name: t.name.clone(),
+                    columns: t.columns.clone(),
+                    key_columns: t.key_columns,
+                    rows_after: t.rows_after,
+                    upserts: owned(&t.upserts)?,
+                    deletes: owned(&t.deletes)?,
+                    narrow: t.narrow.clone(),
+                    narrowed: owned(&t.narrowed)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(CatalogDelta {
-            chain,
-            schema,
+            chain: v.chain,
+            schema: v.schema,
             tables,
         })
     }
@@ -234,39 +221,167 @@ impl CatalogDelta {
     }
 }
 
-/// Drop, from a chain of deltas (oldest first) that apply one after the
-/// other, every narrowed row whose key a later delta of the chain writes
-/// again: only the last narrow value of a row counts, and a later upsert or
+/// A delta whose rows stay encoded until they are applied, one at a time:
+/// a reader's memory is the delta's bytes, not its rows decoded.
+#[derive(Debug)]
+pub struct DeltaView<'a> {
+    pub chain: Chain,
+    pub schema: u32,
+    pub tables: Vec<TableView<'a>>,
+}
+
+/// One table of a [`DeltaView`].
+#[derive(Debug)]
+pub struct TableView<'a> {
+    pub name: String,
+    pub columns: Vec<String>,
+    pub key_columns: usize,
+    pub rows_after: u64,
+    pub narrow: String,
+    pub upserts: Rows<'a>,
+    pub deletes: Rows<'a>,
+    pub narrowed: Rows<'a>,
+}
+
+/// One section of rows, still encoded (every value checked when parsed).
+#[derive(Clone, Copy, Debug)]
+pub struct Rows<'a> {
+    bytes: &'a [u8],
+    count: u64,
+    width: usize,
+    /// The leading values that make up a row's primary key.
+    key: usize,
+    what: &'a str,
+}
+
+impl Rows<'_> {
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Call `f` with each row in turn (decoded into one reused buffer) and
+    /// its key as encoded, which names the row within its table.
+    pub fn each(&self, mut f: impl FnMut(&[Value], &[u8]) -> Result<()>) -> Result<()> {
+        let mut r = Reader {
+            b: self.bytes,
+            at: 0,
+            what: self.what,
+        };
+        let mut row = Vec::with_capacity(self.width);
+        for _ in 0..self.count {
+            row.clear();
+            let start = r.at;
+            let mut key_end = start;
+            for i in 0..self.width {
+                row.push(r.value()?);
+                if i + 1 == self.key {
+                    key_end = r.at;
+                }
+            }
+            f(&row, &self.bytes[start..key_end])?;
+        }
+        Ok(())
+    }
+}
+
+impl<'a> DeltaView<'a> {
+    /// Parse and check a zstd-decoded delta (`what` names it in errors).
+    pub fn parse(b: &'a [u8], what: &'a str) -> Result<Self> {
+        let mut r = Reader { b, at: 0, what };
+        let (chain, schema) = r.header()?;
+        let n = r.u32()?;
+        let mut tables = Vec::new();
+        for _ in 0..n {
+            let name = r.str()?;
+            let ncols = r.u32()? as usize;
+            let columns = (0..ncols).map(|_| r.str()).collect::<Result<Vec<_>>>()?;
+            let key_columns = r.u32()? as usize;
+            if key_columns == 0 || key_columns > ncols {
+                return Err(r.bad(&format!("table {name} has {key_columns} key columns")));
+            }
+            let rows_after = r.u64()?;
+            let narrow = r.str()?;
+            let upserts = r.rows(ncols, key_columns)?;
+            let deletes = r.rows(key_columns, key_columns)?;
+            let narrowed = r.rows(key_columns + 1, key_columns)?;
+            tables.push(TableView {
+                name,
+                columns,
+                key_columns,
+                rows_after,
+                narrow,
+                upserts,
+                deletes,
+                narrowed,
+            });
+        }
+        if r.at != b.len() {
+            return Err(r.bad("bytes after the last table"));
+        }
+        Ok(DeltaView {
+            chain,
+            schema,
+            tables,
+        })
+    }
+}
+
+/// Where a delta sits in its chain and its schema, read from the first
+/// [`HEADER_LEN`] bytes of a zstd-decoded delta.
+pub fn header(b: &[u8], what: &str) -> Result<(Chain, u32)> {
+    Reader { b, at: 0, what }.header()
+}
+
+/// Bytes of a delta before its tables.
+pub const HEADER_LEN: usize = 8 + 8 + 32 + 3 * 8 + 4 + 4;
+
+/// Per table of one delta, which of its narrowed rows to apply.
+pub type Keep = Vec<Vec<bool>>;
+
+/// Works out, over a chain of deltas fed newest first, which narrowed rows
+/// count: only the last narrow value of a row does, and a later upsert or
 /// delete replaces the row whole. Row counts are not changed by narrowed
 /// rows, so every delta's check still holds. (A chain of 48 hourly deltas
 /// of 61,000 files would otherwise set each file's `last_seq` 48 times.)
-pub fn collapse_narrowed(chain: &mut [CatalogDelta]) {
-    use std::collections::{HashMap, HashSet};
-    // Per table, the keys the later deltas write (encoded as in a delta).
-    let mut later: HashMap<String, HashSet<Vec<u8>>> = HashMap::new();
-    let mut buf = Vec::new();
-    let encode = |buf: &mut Vec<u8>, row: &[Value], columns: usize| {
-        buf.clear();
-        row.iter().take(columns).for_each(|v| put_value(buf, v));
-    };
-    for d in chain.iter_mut().rev() {
-        for t in &mut d.tables {
-            if t.upserts.is_empty() && t.deletes.is_empty() && t.narrowed.is_empty() {
-                continue;
+/// It remembers a 128-bit hash of each key seen (table and key), not the
+/// deltas: a chain is walked twice, one delta in memory at a time.
+#[derive(Debug, Default)]
+pub struct Collapse {
+    seen: std::collections::HashSet<u128>,
+}
+
+impl Collapse {
+    /// The narrowed rows of `d` to apply, given every delta after it.
+    pub fn newer_first(&mut self, d: &DeltaView<'_>) -> Result<Keep> {
+        let mut keep = Vec::with_capacity(d.tables.len());
+        for t in &d.tables {
+            let id = |key: &[u8]| -> u128 {
+                let mut h = blake3::Hasher::new();
+                h.update(&(t.name.len() as u64).to_le_bytes());
+                h.update(t.name.as_bytes());
+                h.update(key);
+                let mut a = [0u8; 16];
+                a.copy_from_slice(&h.finalize().as_bytes()[..16]);
+                u128::from_le_bytes(a)
+            };
+            let mut k = Vec::with_capacity(t.narrowed.len() as usize);
+            t.narrowed.each(|_, key| {
+                k.push(!self.seen.contains(&id(key)));
+                Ok(())
+            })?;
+            for rows in [&t.upserts, &t.deletes, &t.narrowed] {
+                rows.each(|_, key| {
+                    self.seen.insert(id(key));
+                    Ok(())
+                })?;
             }
-            let seen = later.entry(t.name.clone()).or_default();
-            let columns = t.key_columns;
-            t.narrowed.retain(|r| {
-                encode(&mut buf, r, columns);
-                !seen.contains(buf.as_slice())
-            });
-            for r in t.upserts.iter().chain(&t.deletes).chain(&t.narrowed) {
-                encode(&mut buf, r, columns);
-                if !seen.contains(buf.as_slice()) {
-                    seen.insert(buf.clone());
-                }
-            }
+            keep.push(k);
         }
+        Ok(keep)
     }
 }
 
@@ -323,16 +438,40 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn rows(&mut self, width: usize) -> Result<Vec<Vec<Value>>> {
+    /// A section of `n` rows of `width` values, each checked, kept encoded.
+    fn rows(&mut self, width: usize, key: usize) -> Result<Rows<'a>> {
         let n = self.u64()?;
-        // Every value takes a byte at least: a count beyond that is damage,
-        // not a reason to reserve memory.
+        // Every value takes a byte at least: a count beyond that is damage.
         if n.saturating_mul(width as u64) > (self.b.len() - self.at) as u64 {
             return Err(self.bad("more rows than bytes"));
         }
-        (0..n)
-            .map(|_| (0..width).map(|_| self.value()).collect())
-            .collect()
+        let start = self.at;
+        for _ in 0..n.saturating_mul(width as u64) {
+            self.value()?;
+        }
+        Ok(Rows {
+            bytes: &self.b[start..self.at],
+            count: n,
+            width,
+            key,
+            what: self.what,
+        })
+    }
+
+    fn header(&mut self) -> Result<(Chain, u32)> {
+        check_magic(self.take(8)?, MAGIC, self.what)?;
+        let base = self.u64()?;
+        let mut base_hash = [0u8; 32];
+        base_hash.copy_from_slice(self.take(32)?);
+        let chain = Chain {
+            base,
+            base_hash,
+            full: self.u64()?,
+            full_bytes: self.u64()?,
+            chain_bytes: self.u64()?,
+            length: self.u32()?,
+        };
+        Ok((chain, self.u32()?))
     }
 }
 
@@ -381,7 +520,7 @@ mod tests {
         db.extend_from_slice(&[0; 100]);
         assert!(matches!(
             CatalogObject::decode(db, "o").unwrap(),
-            CatalogObject::Full(_)
+            CatalogObject::Full
         ));
         assert!(CatalogObject::decode(b"garbage".to_vec(), "o").is_err());
     }
@@ -413,19 +552,44 @@ mod tests {
         };
         // 1 is narrowed thrice, 2 narrowed then upserted, 3 narrowed then
         // deleted, 4 upserted then narrowed, 5 narrowed once.
-        let mut chain = vec![
+        let chain = [
             d(t(vec![4], vec![], vec![(1, 1), (2, 1), (3, 1), (5, 1)])),
             d(t(vec![2], vec![3], vec![(1, 2), (4, 2)])),
             d(t(vec![], vec![], vec![(1, 3)])),
         ];
-        collapse_narrowed(&mut chain);
-        let narrowed = |i: usize| -> Vec<Vec<Value>> { chain[i].tables[0].narrowed.clone() };
+        let bytes: Vec<Vec<u8>> = chain.iter().map(|d| d.encode()).collect();
+        let mut collapse = Collapse::default();
+        let mut keep: Vec<Keep> = bytes
+            .iter()
+            .rev()
+            .map(|b| {
+                collapse
+                    .newer_first(&DeltaView::parse(b, "o").unwrap())
+                    .unwrap()
+            })
+            .collect();
+        keep.reverse();
+        let narrowed = |i: usize| -> Vec<Vec<Value>> {
+            let t = &chain[i].tables[0];
+            t.narrowed
+                .iter()
+                .zip(&keep[i][0])
+                .filter(|(_, k)| **k)
+                .map(|(r, _)| r.clone())
+                .collect()
+        };
         let row = |k, n| vec![Value::Integer(k), Value::Integer(n)];
         assert_eq!(narrowed(0), vec![row(5, 1)]);
         assert_eq!(narrowed(1), vec![row(4, 2)]);
         assert_eq!(narrowed(2), vec![row(1, 3)]);
-        assert_eq!(chain[1].tables[0].upserts.len(), 1);
-        assert_eq!(chain[1].tables[0].deletes.len(), 1);
+        // The same key in another table is another row.
+        let mut other = chain[2].clone();
+        other.tables[0].name = "w".into();
+        let b = other.encode();
+        let k = collapse
+            .newer_first(&DeltaView::parse(&b, "o").unwrap())
+            .unwrap();
+        assert_eq!(k, vec![vec![true]]);
     }
 
     #[test]

@@ -36,7 +36,7 @@
 //!   bucket.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -46,9 +46,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Catalog, SCHEMA_VERSION};
 use crate::error::{Error, IoContext, Result};
-use crate::format::catalog_delta::{collapse_narrowed, CatalogDelta, CatalogObject, Chain};
+use crate::format::catalog_delta::{Chain, Collapse, DeltaView};
 use crate::format::keys;
 use crate::store::Backend;
+use fetch::{Fetched, Sniffed, FETCH_PREFIX};
 
 /// Snapshots kept in the bucket besides the newest (a reader that listed
 /// one a moment ago can still fetch it).
@@ -80,24 +81,36 @@ struct ChainState {
 
 impl ChainState {
     fn of_full(generation: u64, object: &[u8]) -> Self {
+        Self::of_full_object(
+            generation,
+            object.len() as u64,
+            *blake3::hash(object).as_bytes(),
+        )
+    }
+
+    fn of_full_object(generation: u64, bytes: u64, hash: [u8; 32]) -> Self {
         ChainState {
             full: generation,
-            full_bytes: object.len() as u64,
+            full_bytes: bytes,
             chain_bytes: 0,
             length: 0,
-            hash: *blake3::hash(object).as_bytes(),
+            hash,
         }
     }
 
     /// Where the delta `d`, stored as `object`, leaves the chain. (Header
     /// values are added saturating: a damaged one must not overflow.)
     fn after(d: &Chain, object: &[u8]) -> Self {
+        Self::after_object(d, object.len() as u64, *blake3::hash(object).as_bytes())
+    }
+
+    fn after_object(d: &Chain, bytes: u64, hash: [u8; 32]) -> Self {
         ChainState {
             full: d.full,
             full_bytes: d.full_bytes,
-            chain_bytes: d.chain_bytes.saturating_add(object.len() as u64),
+            chain_bytes: d.chain_bytes.saturating_add(bytes),
             length: d.length,
-            hash: *blake3::hash(object).as_bytes(),
+            hash,
         }
     }
 
@@ -286,8 +299,10 @@ impl CatalogCache {
         generation: u64,
         base: Option<&State>,
     ) -> Result<PathBuf> {
-        // Newest first, down to the base or a full: (key, delta, its place).
-        let mut deltas: Vec<(String, CatalogDelta, ChainState)> = Vec::new();
+        // Newest first, down to the base or a full: (key, fetched object,
+        // its header, its place). Objects go to files, not memory: a chain
+        // may hold tens of megabytes of deltas, and a full, the catalog.
+        let mut deltas: Vec<(String, Fetched, Chain, ChainState)> = Vec::new();
         let mut g = generation;
         let (start, start_chain) = loop {
             if let Some(b) = base.filter(|b| b.generation == g) {
@@ -298,51 +313,48 @@ impl CatalogCache {
             }
             let key = keys::catalog_snapshot(g);
             let what = format!("object {key}");
-            let packed = backend.get(&key)?.ok_or_else(|| {
-                // Removed by a newer publish since the listing: the caller retries.
-                Error::missing("catalog snapshot", key.clone())
-            })?;
-            let raw = zstd::decode_all(packed.as_slice())
-                .map_err(|e| Error::corrupt(&what, format!("not zstd: {e}")))?;
-            match CatalogObject::decode(raw, &what)? {
-                CatalogObject::Full(db) => {
-                    break (Start::Full(db), ChainState::of_full(g, &packed));
+            let (object, bytes, hash) = Fetched::fetch(&self.dir, backend, &key)?;
+            match object.sniff(&what)? {
+                Sniffed::Full => {
+                    break (
+                        Start::Full(object),
+                        ChainState::of_full_object(g, bytes, hash),
+                    );
                 }
-                CatalogObject::Delta(d) => {
-                    if d.chain.base.checked_add(1) != Some(g) || d.chain.full > d.chain.base {
+                Sniffed::Delta(d) => {
+                    if d.base.checked_add(1) != Some(g) || d.full > d.base {
                         return Err(Error::corrupt(
                             &what,
-                            format!(
-                                "a catalog delta on generation {} in generation {g}",
-                                d.chain.base
-                            ),
+                            format!("a catalog delta on generation {} in generation {g}", d.base),
                         ));
                     }
-                    g = d.chain.base;
-                    let place = ChainState::after(&d.chain, &packed);
-                    deltas.push((key, d, place));
+                    g = d.base;
+                    let place = ChainState::after_object(&d, bytes, hash);
+                    deltas.push((key, object, d, place));
                 }
             }
         };
         // Each delta names the object it applies to.
         let mut prev = start_chain.hash;
-        for (key, d, place) in deltas.iter().rev() {
-            if d.chain.base_hash != prev {
+        for (key, _, d, place) in deltas.iter().rev() {
+            if d.base_hash != prev {
                 return Err(Error::corrupt(
                     format!("object {key}"),
                     format!(
                         "its base is not generation {} as this host has it (another history?)",
-                        d.chain.base
+                        d.base
                     ),
                 ));
             }
             prev = place.hash;
         }
-        let chain = deltas.first().map_or(start_chain, |(_, _, c)| *c);
-        // Oldest first, each row's last narrow value only.
-        let (keys, mut deltas): (Vec<String>, Vec<CatalogDelta>) =
-            deltas.into_iter().rev().map(|(k, d, _)| (k, d)).unzip();
-        collapse_narrowed(&mut deltas);
+        let chain = deltas.first().map_or(start_chain, |(_, _, _, c)| *c);
+        // Oldest first.
+        let deltas: Vec<(String, Fetched)> = deltas
+            .into_iter()
+            .rev()
+            .map(|(k, o, _, _)| (k, o))
+            .collect();
         let mut file = format!("catalog-{generation:020}.db");
         // A dead writer's copy of this generation holds changes that were
         // never published: the fresh copy takes another name.
@@ -364,7 +376,7 @@ impl CatalogCache {
             std::process::id(),
             crate::util::now_us()
         ));
-        let made = self.make_copy(&tmp, start, &keys, &deltas);
+        let made = self.make_copy(&tmp, start, &deltas);
         if made.is_ok() {
             // A file another process already made (and may have open) is kept.
             for suffix in ["-wal", "-shm"] {
@@ -393,30 +405,44 @@ impl CatalogCache {
         Ok(path)
     }
 
-    /// Make `tmp` from `start` and the deltas (oldest first, from the
-    /// objects `keys`), capturing from the generation they reach on, and
+    /// Make `tmp` from `start` and the deltas (oldest first, with the keys
+    /// of their objects), capturing from the generation they reach on, and
     /// make it durable.
-    fn make_copy(
-        &self,
-        tmp: &Path,
-        start: Start,
-        keys: &[String],
-        deltas: &[CatalogDelta],
-    ) -> Result<()> {
+    fn make_copy(&self, tmp: &Path, start: Start, deltas: &[(String, Fetched)]) -> Result<()> {
         let from_copy = matches!(start, Start::Copy(_));
         match start {
-            Start::Full(db) => {
+            Start::Full(object) => {
                 let mut f = OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .mode(0o600)
                     .open(tmp)
                     .at(tmp)?;
-                f.write_all(&db).at(tmp)?;
+                let mut z = object.decoder()?;
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    let n = z
+                        .read(&mut buf)
+                        .map_err(|e| Error::corrupt(object.what(), format!("not zstd: {e}")))?;
+                    if n == 0 {
+                        break;
+                    }
+                    f.write_all(&buf[..n]).at(tmp)?;
+                }
             }
             // The base may be open elsewhere: it is copied, never changed.
             Start::Copy(from) => Catalog::copy_file(&from, tmp)?,
         }
+        // Which narrowed rows count, newest first, one delta in memory.
+        let mut collapse = Collapse::default();
+        let mut keep = Vec::with_capacity(deltas.len());
+        for (key, object) in deltas.iter().rev() {
+            let raw = object.decoded()?;
+            let what = format!("object {key}");
+            keep.push(collapse.newer_first(&DeltaView::parse(&raw, &what)?)?);
+        }
+        drop(collapse);
+        keep.reverse();
         {
             let mut cat = Catalog::open_unmigrated(tmp)?;
             // Synced once, whole, below: a commit per delta need not wait.
@@ -433,8 +459,10 @@ impl CatalogCache {
             // of its rows), each at its own schema; then migrated, and
             // captured from this generation on.
             cat.stop_capture()?;
-            for (key, d) in keys.iter().zip(deltas) {
-                cat.apply_delta(d, &format!("object {key}"))?;
+            for ((key, object), keep) in deltas.iter().zip(&keep) {
+                let raw = object.decoded()?;
+                let what = format!("object {key}");
+                cat.apply_delta(&DeltaView::parse(&raw, &what)?, Some(keep), &what)?;
             }
             cat.migrate_to(SCHEMA_VERSION, tmp)?;
             cat.start_capture()?;
@@ -450,6 +478,19 @@ impl CatalogCache {
         };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
+            // Objects a killed process fetched (a running one's are younger).
+            if name.starts_with(FETCH_PREFIX) {
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > std::time::Duration::from_secs(3600));
+                if old {
+                    let _ = fs::remove_file(e.path());
+                }
+                continue;
+            }
             let Some(g) = name
                 .strip_prefix("catalog-")
                 .and_then(|r| r.get(..20))
@@ -635,9 +676,10 @@ impl CatalogCache {
 
 /// Where a generation's file starts.
 enum Start {
-    Full(Vec<u8>),
+    Full(Fetched),
     Copy(PathBuf),
 }
 
+mod fetch;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 //! The catalog cache's tests: two hosts on one bucket (a local directory).
 
 use super::*;
+use crate::format::catalog_delta::CatalogObject;
 use crate::store::{LocalBackend, Ownership};
 
 fn setup() -> (tempfile::TempDir, LocalBackend) {
@@ -76,7 +77,7 @@ fn two_hosts_see_each_others_work_and_dead_writers_are_not_trusted() {
         assert_eq!(triggers, 0);
         b.publish(&bucket).unwrap();
         let g = b.read_state().unwrap().unwrap().generation;
-        assert!(matches!(object(&bucket, g), CatalogObject::Full(_)));
+        assert!(matches!(object(&bucket, g), CatalogObject::Full));
     }
     let gens = generations(&bucket);
     assert!(!gens.contains(&1) && gens.ends_with(&[4, 5, 6]), "{gens:?}");
@@ -138,7 +139,7 @@ fn hosts_follow_by_deltas_and_chains_stay_short() {
             .unwrap();
     }
     a.publish_first(&bucket, &a.first_file()).unwrap();
-    assert!(matches!(object(&bucket, 1), CatalogObject::Full(_)));
+    assert!(matches!(object(&bucket, 1), CatalogObject::Full));
     let b = CatalogCache::new(&d.path().join("b"), "r").unwrap();
     assert_eq!(clusters(&b.current(&bucket).unwrap()), 1);
 
@@ -182,7 +183,7 @@ fn hosts_follow_by_deltas_and_chains_stay_short() {
         &bucket,
         "UPDATE expire_log SET wal_files = wal_files + 1",
     );
-    assert!(matches!(object(&bucket, 4), CatalogObject::Full(_)));
+    assert!(matches!(object(&bucket, 4), CatalogObject::Full));
     assert_eq!(count(&b.current(&bucket).unwrap()), 2990);
 
     // A copy that went its own way without capturing it, and a copy
@@ -219,7 +220,7 @@ fn hosts_follow_by_deltas_and_chains_stay_short() {
             &format!("UPDATE expire_log SET backups = {i} WHERE id = 100"),
         );
         let g = a.read_state().unwrap().unwrap().generation;
-        if matches!(object(&bucket, g), CatalogObject::Full(_)) {
+        if matches!(object(&bucket, g), CatalogObject::Full) {
             fulls.push(g);
         }
     }
@@ -247,4 +248,81 @@ fn hosts_follow_by_deltas_and_chains_stay_short() {
         .unwrap();
     let e = c.current(&bucket).unwrap_err().to_string();
     assert!(e.contains(&keys::catalog_snapshot(newest + 1)), "{e}");
+}
+
+/// A row's narrow value set over several deltas, with upserts and deletes
+/// in between, comes out as the writer left it on a new host (full and
+/// chain) and on a host with a copy; nothing fetched stays behind.
+#[test]
+fn a_chain_of_narrowed_updates_lands_as_the_writer_left_it() {
+    let (d, bucket) = setup();
+    let a = CatalogCache::new(&d.path().join("a"), "r").unwrap();
+    let version = "INSERT INTO file_version (cluster_id, path, first_seq, last_seq, kind, size, \
+                   mtime, mode, uid, gid)";
+    {
+        let cat = Catalog::open(&a.first_file(), true).unwrap();
+        cat.conn_for_tests()
+            .execute_batch(&format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) \
+                 INSERT INTO expire_log SELECT i, random(), i, i, i, i, i, random() FROM n; \
+                 INSERT INTO cluster (id, name, system_id, pg_version, created_at) \
+                 VALUES (9, 'seed', '9', 15, 0); \
+                 INSERT INTO backup (id, cluster_id, type, status, start_time, start_lsn, \
+                 timeline, pg_version, block_size, wal_seg_size, data_checksums, seq) \
+                 VALUES ('b', 9, 'full', 'complete', 0, 0, 1, 15, 8192, 16777216, 1, 1); \
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200) \
+                 {version} SELECT 9, 'p' || i, 1, 1, 'f', i, 0, 384, 0, 0 FROM n"
+            ))
+            .unwrap();
+    }
+    a.publish_first(&bucket, &a.first_file()).unwrap();
+    let b = CatalogCache::new(&d.path().join("b"), "r").unwrap();
+    b.current(&bucket).unwrap();
+    for sql in [
+        "UPDATE file_version SET last_seq = last_seq + 1".to_string(),
+        "UPDATE file_version SET size = size + 1000, last_seq = last_seq + 1 \
+         WHERE path IN ('p1', 'p2')"
+            .into(),
+        "DELETE FROM file_version WHERE path IN ('p3', 'p4')".into(),
+        "UPDATE file_version SET last_seq = last_seq + 1 WHERE path <> 'p5'".into(),
+        format!("{version} VALUES (9, 'p3', 1, 7, 'f', 3, 0, 384, 0, 0)"),
+        "UPDATE file_version SET last_seq = 9 WHERE path = 'p3'".into(),
+    ] {
+        write(&a, &bucket, &sql);
+    }
+    let newest = a.read_state().unwrap().unwrap().generation;
+    for g in 2..=newest {
+        assert!(matches!(object(&bucket, g), CatalogObject::Delta(_)), "{g}");
+    }
+    let rows = |p: &Path| -> Vec<(String, i64, i64)> {
+        let cat = Catalog::open(p, false).unwrap();
+        let mut st = cat
+            .conn_for_tests()
+            .prepare("SELECT path, last_seq, size FROM file_version ORDER BY path")
+            .unwrap();
+        let v = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap();
+        v
+    };
+    let want = rows(&a.current(&bucket).unwrap());
+    let find = |p: &str| want.iter().find(|r| r.0 == p).cloned();
+    assert_eq!(find("p1"), Some(("p1".into(), 4, 1001)));
+    assert_eq!(find("p3"), Some(("p3".into(), 9, 3)));
+    assert_eq!(find("p4"), None);
+    assert_eq!(find("p5"), Some(("p5".into(), 2, 5)));
+    assert_eq!(find("p6"), Some(("p6".into(), 3, 6)));
+    let c = CatalogCache::new(&d.path().join("c"), "r").unwrap();
+    assert_eq!(rows(&c.current(&bucket).unwrap()), want);
+    assert_eq!(rows(&b.current(&bucket).unwrap()), want);
+    for host in ["b", "c"] {
+        let left: Vec<_> = walkdir::WalkDir::new(d.path().join(host))
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(FETCH_PREFIX))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
 }
