@@ -27,7 +27,7 @@ use rusqlite::{params_from_iter, OptionalExtension};
 
 use super::{Catalog, SCHEMA_VERSION};
 use crate::error::{Error, Result, SqlContext};
-use crate::format::catalog_delta::{CatalogDelta, DeltaView, Keep, TableDelta, Value};
+use crate::format::catalog_delta::{Chain, DeltaView, DeltaWriter, Keep, Value};
 
 const PREFIX: &str = "capture_";
 const OPS: [(&str, &str); 3] = [("i", "INSERT"), ("u", "UPDATE"), ("d", "DELETE")];
@@ -133,6 +133,15 @@ impl Table {
             t = self.name
         )
     }
+}
+
+/// A delta taken from the capture: encoded, with its chain left to set
+/// ([`crate::format::catalog_delta::set_chain`]).
+#[derive(Debug)]
+pub struct TakenDelta {
+    pub bytes: Vec<u8>,
+    /// Rows it writes or removes.
+    pub rows: u64,
 }
 
 fn to_format(v: SqlValue) -> Value {
@@ -290,7 +299,7 @@ impl Catalog {
     /// nothing, when some table's changes were not captured, or when the
     /// capture holds more than one key for every `one_in` rows of the
     /// catalog (narrowed updates left out): such a delta is not worth making.
-    pub fn take_delta(&mut self, one_in: Option<i64>) -> Result<Option<CatalogDelta>> {
+    pub fn take_delta(&mut self, one_in: Option<i64>) -> Result<Option<TakenDelta>> {
         let all = self.tables()?;
         for t in &all {
             if t.key == 0 {
@@ -340,25 +349,29 @@ impl Catalog {
         if one_in.is_some_and(|n| captured.saturating_mul(n) > counts.iter().sum::<i64>()) {
             return Ok(None);
         }
-        let mut tables = Vec::new();
+        // Encoded as read: the writer holds the delta's bytes, not its rows.
+        let mut w = DeltaWriter::new(&Chain::default(), schema, all.len());
         for (t, rows_after) in all.into_iter().zip(counts) {
             let ctx = || format!("the captured changes of table {}", t.name);
-            let rows = |sql: &str, width: usize| -> Result<Vec<Vec<Value>>> {
+            let rows = |w: &mut DeltaWriter, sql: &str, width: usize| -> Result<()> {
                 let mut st = tx.prepare(sql).ctx_with(ctx)?;
                 let mut rows = st.query([]).ctx_with(ctx)?;
-                let mut out = Vec::new();
-                while let Some(r) = rows.next().ctx_with(ctx)? {
-                    out.push(
-                        (0..width)
-                            .map(|i| r.get::<_, SqlValue>(i).map(to_format))
-                            .collect::<rusqlite::Result<Vec<_>>>()
-                            .ctx_with(ctx)?,
-                    );
-                }
-                Ok(out)
+                w.section(|w| {
+                    let mut n = 0;
+                    while let Some(r) = rows.next().ctx_with(ctx)? {
+                        for i in 0..width {
+                            w.value(&to_format(r.get::<_, SqlValue>(i).ctx_with(ctx)?));
+                        }
+                        n += 1;
+                    }
+                    Ok(n)
+                })
             };
+            let narrow = t.narrow().unwrap_or_default();
+            w.table(&t.name, &t.columns, t.key, rows_after as u64, narrow);
             let keys = Table::list(t.key_cols(), "c.");
-            let upserts = rows(
+            rows(
+                &mut w,
                 &format!(
                     "SELECT {} FROM \"{PREFIX}{n}\" c JOIN \"{n}\" t ON {} ORDER BY {keys}",
                     Table::list(&t.columns, "t."),
@@ -367,7 +380,8 @@ impl Catalog {
                 ),
                 t.columns.len(),
             )?;
-            let deletes = rows(
+            rows(
+                &mut w,
                 &format!(
                     "SELECT {keys} FROM \"{PREFIX}{n}\" c WHERE NOT EXISTS \
                      (SELECT 1 FROM \"{n}\" t WHERE {}) ORDER BY {keys}",
@@ -376,43 +390,31 @@ impl Catalog {
                 ),
                 t.key,
             )?;
-            let (narrow, narrowed) = match t.narrow() {
-                Some(n) => (
-                    n.to_string(),
-                    rows(
-                        &format!(
-                            "SELECT {keys}, t.\"{n}\" FROM \"{PREFIX}n_{name}\" c \
-                             JOIN \"{name}\" t ON {} WHERE NOT EXISTS \
-                             (SELECT 1 FROM \"{PREFIX}{name}\" x WHERE {}) ORDER BY {keys}",
-                            t.key_match("t", "c"),
-                            t.key_match("x", "c"),
-                            name = t.name
-                        ),
-                        t.key + 1,
-                    )?,
-                ),
-                None => (String::new(), Vec::new()),
-            };
+            match t.narrow() {
+                Some(n) => rows(
+                    &mut w,
+                    &format!(
+                        "SELECT {keys}, t.\"{n}\" FROM \"{PREFIX}n_{name}\" c \
+                         JOIN \"{name}\" t ON {} WHERE NOT EXISTS \
+                         (SELECT 1 FROM \"{PREFIX}{name}\" x WHERE {}) ORDER BY {keys}",
+                        t.key_match("t", "c"),
+                        t.key_match("x", "c"),
+                        name = t.name
+                    ),
+                    t.key + 1,
+                )?,
+                None => w.section(|_| Ok::<u64, Error>(0))?,
+            }
             for table in t.capture_tables() {
                 tx.execute(&format!("DELETE FROM \"{table}\""), [])
                     .ctx_with(ctx)?;
             }
-            tables.push(TableDelta {
-                name: t.name,
-                columns: t.columns,
-                key_columns: t.key,
-                rows_after: rows_after as u64,
-                upserts,
-                deletes,
-                narrow,
-                narrowed,
-            });
         }
         tx.commit().ctx("take the captured changes")?;
-        Ok(Some(CatalogDelta {
-            chain: Default::default(),
-            schema,
-            tables,
+        let rows = w.rows();
+        Ok(Some(TakenDelta {
+            bytes: w.finish(),
+            rows,
         }))
     }
 
@@ -576,6 +578,7 @@ impl Catalog {
 mod tests {
     use super::*;
     use crate::catalog::PageErrorRow;
+    use crate::format::catalog_delta::CatalogDelta;
     use crate::repo::testkit::{content, Fixture};
 
     /// A repository with a backup, and a copy of its catalog; both capture.
@@ -617,6 +620,13 @@ mod tests {
         out
     }
 
+    /// Take a delta, decoded.
+    fn take(a: &mut Catalog, one_in: Option<i64>) -> Result<Option<CatalogDelta>> {
+        a.take_delta(one_in)?
+            .map(|t| CatalogDelta::decode(&t.bytes, "taken"))
+            .transpose()
+    }
+
     /// Apply `d` as a reader does: encoded, then parsed.
     fn apply(b: &mut Catalog, d: &CatalogDelta, what: &str) -> Result<()> {
         let bytes = d.encode();
@@ -636,9 +646,9 @@ mod tests {
         };
         a.add_page_errors(&m3.id, &[err.clone(), err]).unwrap();
         // Too many keys for the limit: nothing is taken.
-        assert!(a.take_delta(Some(1000)).unwrap().is_none());
+        assert!(take(&mut a, Some(1000)).unwrap().is_none());
         assert!(a.has_captured_changes().unwrap());
-        let d1 = a.take_delta(None).unwrap().unwrap();
+        let d1 = take(&mut a, None).unwrap().unwrap();
         let versions = d1.tables.iter().find(|t| t.name == "file_version").unwrap();
         // "." was extended to backups 2 and 3, and changed in nothing else.
         assert_eq!(versions.narrow, "last_seq");
@@ -668,7 +678,7 @@ mod tests {
             )
             .unwrap();
         assert!(a.has_captured_changes().unwrap());
-        let d2 = a.take_delta(None).unwrap().unwrap();
+        let d2 = take(&mut a, None).unwrap().unwrap();
         let errors = d2.tables.iter().find(|t| t.name == "page_error").unwrap();
         assert_eq!(errors.deletes.len(), 1, "the cascade was captured");
         let again = CatalogDelta::decode(&d2.encode(), "x").unwrap();
@@ -677,7 +687,7 @@ mod tests {
 
         // A copy that is not the delta's base is refused, and unchanged.
         f.backup(4, &[("x", content(5, 1, 0))]);
-        let d3 = a.take_delta(None).unwrap().unwrap();
+        let d3 = take(&mut a, None).unwrap().unwrap();
         b.conn
             .execute("INSERT INTO expire_log VALUES (1, 0, 0, 0, 0, 0, 0, 0)", [])
             .unwrap();
@@ -690,30 +700,30 @@ mod tests {
     #[test]
     fn a_table_not_captured_makes_no_delta() {
         let (_f, mut a, _b) = two_copies();
-        assert!(a.take_delta(None).unwrap().is_some());
+        assert!(take(&mut a, None).unwrap().is_some());
         a.conn.execute_batch("CREATE TABLE extra (x)").unwrap();
-        assert!(a.take_delta(None).unwrap().is_none());
+        assert!(take(&mut a, None).unwrap().is_none());
         a.conn
             .execute_batch("DROP TABLE extra; DROP TRIGGER capture_drill_u")
             .unwrap();
-        assert!(a.take_delta(None).unwrap().is_none());
+        assert!(take(&mut a, None).unwrap().is_none());
         // A migration that adds a column: the triggers made before it would
         // narrow an update of the new column with last_seq.
         a.start_capture().unwrap();
-        assert!(a.take_delta(None).unwrap().is_some());
+        assert!(take(&mut a, None).unwrap().is_some());
         a.conn
             .execute_batch("ALTER TABLE file_version ADD COLUMN extra")
             .unwrap();
-        assert!(a.take_delta(None).unwrap().is_none());
+        assert!(take(&mut a, None).unwrap().is_none());
         a.start_capture().unwrap();
-        assert!(a.take_delta(None).unwrap().is_some());
+        assert!(take(&mut a, None).unwrap().is_some());
     }
 
     #[test]
     fn a_delta_not_of_this_catalog_is_refused() {
         let (f, mut a, mut b) = two_copies();
         f.backup(2, &[("x", content(1, 3, 0))]);
-        let good = a.take_delta(None).unwrap().unwrap();
+        let good = take(&mut a, None).unwrap().unwrap();
         let before = dump(&b);
         let mut newer = good.clone();
         newer.schema = SCHEMA_VERSION + 1;

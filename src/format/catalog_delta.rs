@@ -50,7 +50,9 @@ pub enum Value {
     Blob(Vec<u8>),
 }
 
-/// What a delta changes in one table.
+/// What a delta changes in one table, decoded (the owned form, for tests:
+/// writers encode with [`DeltaWriter`], readers parse with [`DeltaView`]).
+#[cfg(test)]
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TableDelta {
     pub name: String,
@@ -84,6 +86,7 @@ pub struct Chain {
     pub length: u32,
 }
 
+#[cfg(test)]
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CatalogDelta {
     pub chain: Chain,
@@ -145,36 +148,105 @@ fn put_value(out: &mut Vec<u8>, v: &Value) {
     }
 }
 
-impl CatalogDelta {
-    pub fn encode(&self) -> Vec<u8> {
+/// Encodes a delta as its rows are read, so that a writer holds the
+/// encoded bytes only, never the rows decoded.
+pub struct DeltaWriter {
+    out: Vec<u8>,
+    rows: u64,
+}
+
+/// Where a delta's chain is in its encoding (after the magic).
+const CHAIN_AT: std::ops::Range<usize> = 8..76;
+
+impl DeltaWriter {
+    pub fn new(chain: &Chain, schema: u32, tables: usize) -> Self {
         let mut out = Vec::with_capacity(1 << 16);
         out.extend_from_slice(MAGIC);
-        let c = &self.chain;
-        out.extend_from_slice(&c.base.to_le_bytes());
-        out.extend_from_slice(&c.base_hash);
-        for n in [c.full, c.full_bytes, c.chain_bytes] {
-            out.extend_from_slice(&n.to_le_bytes());
+        out.resize(CHAIN_AT.end, 0);
+        set_chain(&mut out, chain);
+        out.extend_from_slice(&schema.to_le_bytes());
+        out.extend_from_slice(&(tables as u32).to_le_bytes());
+        DeltaWriter { out, rows: 0 }
+    }
+
+    /// Start the next table; its three sections (upserts, deletes,
+    /// narrowed) follow, in that order.
+    pub fn table(
+        &mut self,
+        name: &str,
+        columns: &[String],
+        key_columns: usize,
+        rows_after: u64,
+        narrow: &str,
+    ) {
+        let out = &mut self.out;
+        put_str(out, name);
+        out.extend_from_slice(&(columns.len() as u32).to_le_bytes());
+        for c in columns {
+            put_str(out, c);
         }
-        out.extend_from_slice(&c.length.to_le_bytes());
-        out.extend_from_slice(&self.schema.to_le_bytes());
-        out.extend_from_slice(&(self.tables.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(key_columns as u32).to_le_bytes());
+        out.extend_from_slice(&rows_after.to_le_bytes());
+        put_str(out, narrow);
+    }
+
+    /// One section: `fill` writes each row's values in turn with
+    /// [`DeltaWriter::value`] and returns how many rows it wrote.
+    pub fn section<E>(
+        &mut self,
+        fill: impl FnOnce(&mut Self) -> std::result::Result<u64, E>,
+    ) -> std::result::Result<(), E> {
+        let at = self.out.len();
+        self.out.extend_from_slice(&0u64.to_le_bytes());
+        let n = fill(self)?;
+        self.out[at..at + 8].copy_from_slice(&n.to_le_bytes());
+        self.rows += n;
+        Ok(())
+    }
+
+    pub fn value(&mut self, v: &Value) {
+        put_value(&mut self.out, v);
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        self.out
+    }
+}
+
+/// Set the chain of an encoded delta (a writer learns it last).
+pub fn set_chain(encoded: &mut [u8], c: &Chain) {
+    let mut b = Vec::with_capacity(CHAIN_AT.len());
+    b.extend_from_slice(&c.base.to_le_bytes());
+    b.extend_from_slice(&c.base_hash);
+    for n in [c.full, c.full_bytes, c.chain_bytes] {
+        b.extend_from_slice(&n.to_le_bytes());
+    }
+    b.extend_from_slice(&c.length.to_le_bytes());
+    if let Some(at) = encoded.get_mut(CHAIN_AT) {
+        at.copy_from_slice(&b);
+    }
+}
+
+#[cfg(test)]
+impl CatalogDelta {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = DeltaWriter::new(&self.chain, self.schema, self.tables.len());
         for t in &self.tables {
-            put_str(&mut out, &t.name);
-            out.extend_from_slice(&(t.columns.len() as u32).to_le_bytes());
-            for c in &t.columns {
-                put_str(&mut out, c);
-            }
-            out.extend_from_slice(&(t.key_columns as u32).to_le_bytes());
-            out.extend_from_slice(&t.rows_after.to_le_bytes());
-            put_str(&mut out, &t.narrow);
+            w.table(&t.name, &t.columns, t.key_columns, t.rows_after, &t.narrow);
             for rows in [&t.upserts, &t.deletes, &t.narrowed] {
-                out.extend_from_slice(&(rows.len() as u64).to_le_bytes());
-                for r in rows {
-                    r.iter().for_each(|v| put_value(&mut out, v));
-                }
+                let r: std::result::Result<(), std::convert::Infallible> = w.section(|w| {
+                    rows.iter().flatten().for_each(|v| w.value(v));
+                    Ok(rows.len() as u64)
+                });
+                let Ok(()) = r;
             }
         }
-        out
+        w.finish()
     }
 
     /// Decode the whole delta into owned rows (see [`DeltaView`] for a

@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Catalog, SCHEMA_VERSION};
 use crate::error::{Error, IoContext, Result};
-use crate::format::catalog_delta::{Chain, Collapse, DeltaView};
+use crate::format::catalog_delta::{self, Chain, Collapse, DeltaView};
 use crate::format::keys;
 use crate::store::Backend;
 use fetch::{Fetched, Sniffed, FETCH_PREFIX};
@@ -609,9 +609,11 @@ impl CatalogCache {
         let Some(mut d) = Catalog::open(path, false)?.take_delta(Some(CAPTURED_ONE_IN))? else {
             return Ok(None);
         };
-        d.chain = c.next(s.generation);
-        let packed = zstd::bulk::compress(&d.encode(), ZSTD_LEVEL)
+        let chain = c.next(s.generation);
+        catalog_delta::set_chain(&mut d.bytes, &chain);
+        let packed = zstd::bulk::compress(&d.bytes, ZSTD_LEVEL)
             .map_err(|e| Error::internal(format!("zstd: {e}")))?;
+        drop(d.bytes);
         let bytes = packed.len() as u64;
         if c.chain_bytes
             .saturating_add(bytes)
@@ -620,8 +622,8 @@ impl CatalogCache {
         {
             return Ok(None);
         }
-        tracing::debug!(rows = d.rows(), bytes, "catalog delta");
-        let place = ChainState::after(&d.chain, &packed);
+        tracing::debug!(rows = d.rows, bytes, "catalog delta");
+        let place = ChainState::after(&chain, &packed);
         Ok(Some((packed, place)))
     }
 
@@ -633,10 +635,13 @@ impl CatalogCache {
         // whether or not the snapshot holds it.
         Catalog::open(path, false)?.start_capture()?;
         Catalog::copy_file(path, &snap)?;
-        let db = fs::read(&snap).at(&snap)?;
+        // Streamed from the file: only the compressed object is in memory.
+        let mut packed = Vec::new();
+        let r = File::open(&snap)
+            .and_then(|f| zstd::stream::copy_encode(f, &mut packed, ZSTD_LEVEL))
+            .at(&snap);
         let _ = fs::remove_file(&snap);
-        let packed = zstd::bulk::compress(&db, ZSTD_LEVEL)
-            .map_err(|e| Error::internal(format!("zstd: {e}")))?;
+        r?;
         let place = ChainState::of_full(generation, &packed);
         Ok((packed, place))
     }
