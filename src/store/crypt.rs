@@ -479,6 +479,16 @@ mod tests {
         let stored = raw.get("manifests/c/x.json.zst").unwrap().unwrap();
         assert!(!stored.windows(6).any(|w| w == b"MARKER"));
         assert_eq!(b.get("manifests/c/x.json.zst").unwrap().unwrap(), data);
+        // What put sealed whole reads back as a stream too (catalog objects
+        // are fetched that way).
+        let catalog = keys::catalog_snapshot(2);
+        assert!(b.put_new(&catalog, &data).unwrap());
+        let mut streamed = Vec::new();
+        b.open(&catalog)
+            .unwrap()
+            .read_to_end(&mut streamed)
+            .unwrap();
+        assert_eq!(streamed, data);
         assert_eq!(
             b.size("manifests/c/x.json.zst").unwrap(),
             Some(data.len() as u64)
