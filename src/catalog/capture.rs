@@ -527,7 +527,7 @@ impl Catalog {
                 let mut i = 0;
                 t.narrowed.each(|r, _| {
                     i += 1;
-                    if keep.is_some_and(|k| !k.get(i - 1).copied().unwrap_or(true)) {
+                    if keep.is_some_and(|k| k.get(i - 1) == Some(false)) {
                         return Ok(());
                     }
                     if set

@@ -412,7 +412,37 @@ pub fn header(b: &[u8], what: &str) -> Result<(Chain, u32)> {
 pub const HEADER_LEN: usize = 8 + 8 + 32 + 3 * 8 + 4 + 4;
 
 /// Per table of one delta, which of its narrowed rows to apply.
-pub type Keep = Vec<Vec<bool>>;
+pub type Keep = Vec<Bits>;
+
+/// A bit per row.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Bits {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl Bits {
+    pub fn push(&mut self, bit: bool) {
+        if self.len % 64 == 0 {
+            self.words.push(0);
+        }
+        if bit {
+            if let Some(w) = self.words.last_mut() {
+                *w |= 1 << (self.len % 64);
+            }
+        }
+        self.len += 1;
+    }
+
+    /// Bit `i`, or `None` past the end.
+    pub fn get(&self, i: usize) -> Option<bool> {
+        (i < self.len).then(|| {
+            self.words
+                .get(i / 64)
+                .is_some_and(|w| w >> (i % 64) & 1 == 1)
+        })
+    }
+}
 
 /// Works out, over a chain of deltas fed newest first, which narrowed rows
 /// count: only the last narrow value of a row does, and a later upsert or
@@ -440,7 +470,7 @@ impl Collapse {
                 a.copy_from_slice(&h.finalize().as_bytes()[..16]);
                 u128::from_le_bytes(a)
             };
-            let mut k = Vec::with_capacity(t.narrowed.len() as usize);
+            let mut k = Bits::default();
             t.narrowed.each(|_, key| {
                 k.push(!self.seen.contains(&id(key)));
                 Ok(())
@@ -645,9 +675,9 @@ mod tests {
             let t = &chain[i].tables[0];
             t.narrowed
                 .iter()
-                .zip(&keep[i][0])
-                .filter(|(_, k)| **k)
-                .map(|(r, _)| r.clone())
+                .enumerate()
+                .filter(|(j, _)| keep[i][0].get(*j).unwrap())
+                .map(|(_, r)| r.clone())
                 .collect()
         };
         let row = |k, n| vec![Value::Integer(k), Value::Integer(n)];
@@ -661,7 +691,14 @@ mod tests {
         let k = collapse
             .newer_first(&DeltaView::parse(&b, "o").unwrap())
             .unwrap();
-        assert_eq!(k, vec![vec![true]]);
+        let mut one = Bits::default();
+        one.push(true);
+        assert_eq!(k, vec![one]);
+        // Bits past a word.
+        let mut b = Bits::default();
+        (0..130).for_each(|i| b.push(i % 3 == 0));
+        assert!((0..130).all(|i| b.get(i) == Some(i % 3 == 0)));
+        assert_eq!(b.get(130), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! (`CatalogCache::remove_old`).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -24,9 +24,12 @@ pub(super) enum Sniffed {
 }
 
 /// A catalog object fetched into a file of the cache directory, as stored
-/// (zstd); the file goes when this is dropped.
+/// (zstd); the file goes when this is dropped. It is read through the
+/// handle it was written with, so a cleaner that removes the name
+/// meanwhile takes nothing from under it.
 pub(super) struct Fetched {
     path: PathBuf,
+    file: File,
     what: String,
 }
 
@@ -35,6 +38,10 @@ impl Drop for Fetched {
         let _ = fs::remove_file(&self.path);
     }
 }
+
+/// Attempts at a download whose body breaks off (each starts the object
+/// again); the request itself is retried by the backend.
+pub(super) const ATTEMPTS: u32 = 3;
 
 impl Fetched {
     /// Fetch the object `key` into a file of the cache directory, as
@@ -51,13 +58,32 @@ impl Fetched {
             std::process::id(),
             crate::util::now_us()
         ));
-        let mut out = OpenOptions::new()
+        let file = OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&path)
             .at(&path)?;
-        let object = Fetched { path, what };
+        let object = Fetched { path, file, what };
+        let mut attempt = 1;
+        loop {
+            match object.download(backend, key) {
+                // The object's body, not the local file.
+                Err(Error::Io { source, path }) if attempt < ATTEMPTS && path == Path::new(key) => {
+                    tracing::warn!("{key}: the download broke off ({source}): again");
+                    attempt += 1;
+                }
+                r => return r.map(|(bytes, hash)| (object, bytes, hash)),
+            }
+        }
+    }
+
+    /// One download into the file, from its start.
+    fn download(&self, backend: &dyn Backend, key: &str) -> Result<(u64, [u8; 32])> {
+        let mut out = &self.file;
+        out.set_len(0).at(&self.path)?;
+        out.seek(SeekFrom::Start(0)).at(&self.path)?;
         let mut from = backend.open(key)?;
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; 1 << 16];
@@ -67,13 +93,17 @@ impl Fetched {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                // A sealed object that does not open (crypt) is damage.
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    return Err(Error::corrupt(&self.what, e.to_string()))
+                }
                 Err(e) => return Err(Error::io(key, e)),
             };
             hasher.update(&buf[..n]);
-            out.write_all(&buf[..n]).at(&object.path)?;
+            out.write_all(&buf[..n]).at(&self.path)?;
             bytes += n as u64;
         }
-        Ok((object, bytes, *hasher.finalize().as_bytes()))
+        Ok((bytes, *hasher.finalize().as_bytes()))
     }
 
     pub(super) fn what(&self) -> &str {
@@ -81,7 +111,8 @@ impl Fetched {
     }
 
     pub(super) fn decoder(&self) -> Result<zstd::Decoder<'static, std::io::BufReader<File>>> {
-        let f = File::open(&self.path).at(&self.path)?;
+        let mut f = self.file.try_clone().at(&self.path)?;
+        f.seek(SeekFrom::Start(0)).at(&self.path)?;
         zstd::Decoder::new(f).map_err(|e| Error::corrupt(&self.what, format!("not zstd: {e}")))
     }
 
