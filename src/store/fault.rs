@@ -1,13 +1,14 @@
 //! Backends for tests. [`FaultBackend`] injects faults for crash tests:
 //! after a set number of successful mutating operations (put, put_new,
 //! finish, delete), every further one fails as if the process had died at
-//! that moment. Reads keep working. [`HookBackend`] runs something of the
+//! that moment. Reads keep working, except the bodies it is told to break
+//! off ([`FaultBackend::break_bodies`]), as a network may. [`HookBackend`] runs something of the
 //! test's the first time a prefix is listed (or an object under it read),
 //! to put another command's work at a chosen point of this one (an `expire`
 //! in the middle of a `verify` or a `restore`).
 
 use std::io::Read;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
@@ -16,6 +17,32 @@ use crate::store::backend::{Backend, ObjectWriter};
 pub struct FaultBackend {
     inner: Arc<dyn Backend>,
     budget: Arc<AtomicI64>,
+    /// Bodies still to break off.
+    broken: AtomicU32,
+}
+
+/// Bytes a broken body gives before the reset.
+const BROKEN_AFTER: usize = 100;
+
+/// A body that breaks off after [`BROKEN_AFTER`] bytes.
+struct BrokenBody {
+    inner: Box<dyn Read + Send>,
+    read: usize,
+}
+
+impl Read for BrokenBody {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.read >= BROKEN_AFTER {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "connection reset (injected)",
+            ));
+        }
+        let room = buf.len().min(BROKEN_AFTER - self.read);
+        let n = self.inner.read(&mut buf[..room])?;
+        self.read += n;
+        Ok(n)
+    }
 }
 
 impl FaultBackend {
@@ -24,7 +51,14 @@ impl FaultBackend {
         FaultBackend {
             inner,
             budget: Arc::new(AtomicI64::new(ops)),
+            broken: AtomicU32::new(0),
         }
+    }
+
+    /// Break off the next `n` object bodies read through `open` after a
+    /// few bytes, as a connection reset does.
+    pub fn break_bodies(&self, n: u32) {
+        self.broken.store(n, Ordering::SeqCst);
     }
 
     /// Mutating operations still allowed (negative once faults have begun).
@@ -65,7 +99,15 @@ impl Backend for FaultBackend {
         self.inner.get_range(key, offset, len)
     }
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {
-        self.inner.open(key)
+        let inner = self.inner.open(key)?;
+        let broken = self
+            .broken
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        Ok(match broken {
+            true => Box::new(BrokenBody { inner, read: 0 }),
+            false => inner,
+        })
     }
     fn size(&self, key: &str) -> Result<Option<u64>> {
         self.inner.size(key)

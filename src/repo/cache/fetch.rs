@@ -125,20 +125,20 @@ impl Fetched {
         Ok(out)
     }
 
-    pub(super) fn sniff(&self, what: &str) -> Result<Sniffed> {
+    pub(super) fn sniff(&self) -> Result<Sniffed> {
         let mut head = Vec::with_capacity(HEADER_LEN);
         self.decoder()?
             .take(HEADER_LEN as u64)
             .read_to_end(&mut head)
-            .map_err(|e| Error::corrupt(what, format!("not zstd: {e}")))?;
+            .map_err(|e| Error::corrupt(&self.what, format!("not zstd: {e}")))?;
         if head.starts_with(SQLITE_MAGIC) {
             return Ok(Sniffed::Full);
         }
         if head.len() >= 8 && head[..7] == MAGIC[..7] {
-            return catalog_delta::header(&head, what).map(|(c, _)| Sniffed::Delta(c));
+            return catalog_delta::header(&head, &self.what).map(|(c, _)| Sniffed::Delta(c));
         }
         Err(Error::corrupt(
-            what,
+            &self.what,
             "neither an SQLite database nor a catalog delta",
         ))
     }

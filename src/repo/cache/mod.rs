@@ -299,10 +299,10 @@ impl CatalogCache {
         generation: u64,
         base: Option<&State>,
     ) -> Result<PathBuf> {
-        // Newest first, down to the base or a full: (key, fetched object,
-        // its header, its place). Objects go to files, not memory: a chain
+        // Newest first, down to the base or a full: (fetched object, its
+        // header, its place). Objects go to files, not memory: a chain
         // may hold tens of megabytes of deltas, and a full, the catalog.
-        let mut deltas: Vec<(String, Fetched, Chain, ChainState)> = Vec::new();
+        let mut deltas: Vec<(Fetched, Chain, ChainState)> = Vec::new();
         let mut g = generation;
         let (start, start_chain) = loop {
             if let Some(b) = base.filter(|b| b.generation == g) {
@@ -314,7 +314,7 @@ impl CatalogCache {
             let key = keys::catalog_snapshot(g);
             let what = format!("object {key}");
             let (object, bytes, hash) = Fetched::fetch(&self.dir, backend, &key)?;
-            match object.sniff(&what)? {
+            match object.sniff()? {
                 Sniffed::Full => {
                     break (
                         Start::Full(object),
@@ -330,16 +330,16 @@ impl CatalogCache {
                     }
                     g = d.base;
                     let place = ChainState::after_object(&d, bytes, hash);
-                    deltas.push((key, object, d, place));
+                    deltas.push((object, d, place));
                 }
             }
         };
         // Each delta names the object it applies to.
         let mut prev = start_chain.hash;
-        for (key, _, d, place) in deltas.iter().rev() {
+        for (object, d, place) in deltas.iter().rev() {
             if d.base_hash != prev {
                 return Err(Error::corrupt(
-                    format!("object {key}"),
+                    object.what(),
                     format!(
                         "its base is not generation {} as this host has it (another history?)",
                         d.base
@@ -348,13 +348,9 @@ impl CatalogCache {
             }
             prev = place.hash;
         }
-        let chain = deltas.first().map_or(start_chain, |(_, _, _, c)| *c);
+        let chain = deltas.first().map_or(start_chain, |(_, _, c)| *c);
         // Oldest first.
-        let deltas: Vec<(String, Fetched)> = deltas
-            .into_iter()
-            .rev()
-            .map(|(k, o, _, _)| (k, o))
-            .collect();
+        let deltas: Vec<Fetched> = deltas.into_iter().rev().map(|(o, _, _)| o).collect();
         let mut file = format!("catalog-{generation:020}.db");
         // A dead writer's copy of this generation holds changes that were
         // never published: the fresh copy takes another name.
@@ -405,10 +401,9 @@ impl CatalogCache {
         Ok(path)
     }
 
-    /// Make `tmp` from `start` and the deltas (oldest first, with the keys
-    /// of their objects), capturing from the generation they reach on, and
+    /// Make `tmp` from `start` and the deltas (oldest first), capturing from the generation they reach on, and
     /// make it durable.
-    fn make_copy(&self, tmp: &Path, start: Start, deltas: &[(String, Fetched)]) -> Result<()> {
+    fn make_copy(&self, tmp: &Path, start: Start, deltas: &[Fetched]) -> Result<()> {
         let from_copy = matches!(start, Start::Copy(_));
         match start {
             Start::Full(object) => {
@@ -436,10 +431,9 @@ impl CatalogCache {
         // Which narrowed rows count, newest first, one delta in memory.
         let mut collapse = Collapse::default();
         let mut keep = Vec::with_capacity(deltas.len());
-        for (key, object) in deltas.iter().rev() {
+        for object in deltas.iter().rev() {
             let raw = object.decoded()?;
-            let what = format!("object {key}");
-            keep.push(collapse.newer_first(&DeltaView::parse(&raw, &what)?)?);
+            keep.push(collapse.newer_first(&DeltaView::parse(&raw, object.what())?)?);
         }
         drop(collapse);
         keep.reverse();
@@ -459,10 +453,10 @@ impl CatalogCache {
             // of its rows), each at its own schema; then migrated, and
             // captured from this generation on.
             cat.stop_capture()?;
-            for ((key, object), keep) in deltas.iter().zip(&keep) {
+            for (object, keep) in deltas.iter().zip(&keep) {
                 let raw = object.decoded()?;
-                let what = format!("object {key}");
-                cat.apply_delta(&DeltaView::parse(&raw, &what)?, Some(keep), &what)?;
+                let what = object.what();
+                cat.apply_delta(&DeltaView::parse(&raw, what)?, Some(keep), what)?;
             }
             cat.migrate_to(SCHEMA_VERSION, tmp)?;
             cat.start_capture()?;

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::format::catalog_delta::CatalogObject;
+use crate::store::fault::FaultBackend;
 use crate::store::{LocalBackend, Ownership};
 
 fn setup() -> (tempfile::TempDir, LocalBackend) {
@@ -327,72 +328,6 @@ fn a_chain_of_narrowed_updates_lands_as_the_writer_left_it() {
     }
 }
 
-/// A bucket whose next `breaks` object bodies break off after 100 bytes.
-struct Breaking {
-    inner: LocalBackend,
-    breaks: std::sync::atomic::AtomicU32,
-}
-
-struct BrokenBody(Box<dyn std::io::Read + Send>, usize);
-
-impl std::io::Read for BrokenBody {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.1 >= 100 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::ConnectionReset,
-                "connection reset",
-            ));
-        }
-        let room = buf.len().min(100 - self.1);
-        let n = self.0.read(&mut buf[..room])?;
-        self.1 += n;
-        Ok(n)
-    }
-}
-
-impl Backend for Breaking {
-    fn put(&self, key: &str, data: &[u8]) -> Result<()> {
-        self.inner.put(key, data)
-    }
-    fn put_new(&self, key: &str, data: &[u8]) -> Result<bool> {
-        self.inner.put_new(key, data)
-    }
-    fn writer(&self) -> Result<Box<dyn crate::store::backend::ObjectWriter>> {
-        self.inner.writer()
-    }
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.inner.get(key)
-    }
-    fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
-        self.inner.get_range(key, offset, len)
-    }
-    fn open(&self, key: &str) -> Result<Box<dyn std::io::Read + Send>> {
-        use std::sync::atomic::Ordering;
-        let r = self.inner.open(key)?;
-        let broken = self
-            .breaks
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        Ok(if broken {
-            Box::new(BrokenBody(r, 0))
-        } else {
-            r
-        })
-    }
-    fn size(&self, key: &str) -> Result<Option<u64>> {
-        self.inner.size(key)
-    }
-    fn modified(&self, key: &str) -> Result<Option<std::time::SystemTime>> {
-        self.inner.modified(key)
-    }
-    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
-        self.inner.list(prefix)
-    }
-    fn delete(&self, key: &str) -> Result<()> {
-        self.inner.delete(key)
-    }
-}
-
 /// A download that breaks off is started again, a few times; then the
 /// error names the object. Nothing fetched stays behind either way.
 #[test]
@@ -401,15 +336,11 @@ fn a_download_that_breaks_off_is_fetched_again() {
     let a = CatalogCache::new(&d.path().join("a"), "r").unwrap();
     drop(Catalog::open(&a.first_file(), true).unwrap());
     a.publish_first(&bucket, &a.first_file()).unwrap();
-    let breaking = Breaking {
-        inner: bucket,
-        breaks: (fetch::ATTEMPTS - 1).into(),
-    };
+    let breaking = FaultBackend::new(std::sync::Arc::new(bucket), i64::MAX);
+    breaking.break_bodies(fetch::ATTEMPTS - 1);
     let b = CatalogCache::new(&d.path().join("b"), "r").unwrap();
     assert_eq!(clusters(&b.current(&breaking).unwrap()), 0);
-    breaking
-        .breaks
-        .store(fetch::ATTEMPTS, std::sync::atomic::Ordering::SeqCst);
+    breaking.break_bodies(fetch::ATTEMPTS);
     let c = CatalogCache::new(&d.path().join("c"), "r").unwrap();
     let e = c.current(&breaking).unwrap_err().to_string();
     assert!(
