@@ -12,12 +12,16 @@ for the S3 tests and the S3 benchmark profile.
   with another access key (moto checks no signature of presigned requests);
 - with --no-multi-delete, answers 501 NotImplemented to DeleteObjects
   (POST ?delete), as stores without multi-object delete do;
+- with --lose-created, passes conditional writes (If-None-Match) on but
+  hangs up instead of answering one that created its object, as a network
+  that fails after the server acted does (logged as `lost`): the client's
+  retry then finds the object there;
 - being a separate process, it can be killed mid-request and started again
   to play a server that goes away, while the data stays in moto.
 
 usage: s3proxy.py --listen PORT --upstream http://127.0.0.1:UPSTREAM
                   [--log FILE] [--fail-share F] [--seed N] [--require-key KEY]
-                  [--no-multi-delete]
+                  [--no-multi-delete] [--lose-created]
                   [--cert C --key K]
 """
 
@@ -103,6 +107,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         up.request(self.command, self.path, body=body, headers=headers)
         r = up.getresponse()
         data = r.read()
+        if cfg["lose_created"] and self.headers.get("If-None-Match") and r.status in (200, 201):
+            with cfg["lock"]:
+                if cfg["log"]:
+                    cfg["log"].write(f"{k} {self.command} lost {self.path}\n")
+            up.close()
+            self.close_connection = True
+            return
         self.send_response(r.status, r.reason)
         for h, v in r.getheaders():
             if h.lower() not in HOP and h.lower() != "content-length":
@@ -133,6 +144,7 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--require-key")
     ap.add_argument("--no-multi-delete", action="store_true")
+    ap.add_argument("--lose-created", action="store_true")
     ap.add_argument("--cert")
     ap.add_argument("--key")
     a = ap.parse_args()
@@ -144,6 +156,7 @@ def main():
         "fail_share": a.fail_share,
         "require_key": a.require_key,
         "no_multi_delete": a.no_multi_delete,
+        "lose_created": a.lose_created,
         "rng": random.Random(a.seed),
         "lock": threading.Lock(),
         "log": open(a.log, "a", buffering=1) if a.log else None,

@@ -563,8 +563,10 @@ mod tests {
         fn put(&self, k: &str, d: &[u8]) -> Result<()> {
             self.0.put(k, d)
         }
-        fn put_new(&self, k: &str, d: &[u8]) -> Result<bool> {
-            self.0.put(k, d).map(|_| true)
+        fn put_new_from(&self, k: &str, d: &dyn crate::store::backend::Source) -> Result<bool> {
+            let mut all = Vec::new();
+            std::io::Read::read_to_end(&mut d.reader()?, &mut all).unwrap();
+            self.0.put(k, &all).map(|_| true)
         }
         fn writer(&self) -> Result<Box<dyn crate::store::backend::ObjectWriter>> {
             self.0.writer()

@@ -18,7 +18,12 @@ pub trait Backend: Send + Sync {
     /// Store `data` under `key`, atomically and durably, replacing any object.
     fn put(&self, key: &str, data: &[u8]) -> Result<()>;
     /// Store `data` under `key` only if no object has that name; `false` if one does.
-    fn put_new(&self, key: &str, data: &[u8]) -> Result<bool>;
+    fn put_new(&self, key: &str, data: &[u8]) -> Result<bool> {
+        self.put_new_from(key, &data)
+    }
+    /// [`Self::put_new`] of a body read as it is sent (a file, say), so
+    /// that a large object is never whole in memory.
+    fn put_new_from(&self, key: &str, body: &dyn Source) -> Result<bool>;
     /// Stream a new object; it gets its name (and becomes visible) at `finish`.
     fn writer(&self) -> Result<Box<dyn ObjectWriter>>;
     /// The whole object, or `None` when there is none of that name.
@@ -73,6 +78,109 @@ pub struct RequestCounts {
     pub head: u64,
     pub list: u64,
     pub delete: u64,
+}
+
+/// A body to store whose length is known and that can be read again from
+/// its start, once for each attempt to send it.
+pub trait Source: Sync {
+    fn len(&self) -> u64;
+    fn reader(&self) -> Result<Box<dyn Read + Send + '_>>;
+}
+
+impl Source for &[u8] {
+    fn len(&self) -> u64 {
+        <[u8]>::len(self) as u64
+    }
+    fn reader(&self) -> Result<Box<dyn Read + Send + '_>> {
+        Ok(Box::new(*self))
+    }
+}
+
+impl Source for Vec<u8> {
+    fn len(&self) -> u64 {
+        Vec::len(self) as u64
+    }
+    fn reader(&self) -> Result<Box<dyn Read + Send + '_>> {
+        Ok(Box::new(self.as_slice()))
+    }
+}
+
+/// A file as a [`Source`], read through its handle at positions, so
+/// readers of it never share an offset.
+pub struct FileSource {
+    file: File,
+    len: u64,
+}
+
+impl FileSource {
+    /// The file (at `path`) as it is now: its length is fixed here.
+    pub fn new(file: File, path: &Path) -> Result<Self> {
+        let len = file.metadata().at(path)?.len();
+        Ok(FileSource { file, len })
+    }
+}
+
+impl Source for FileSource {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn reader(&self) -> Result<Box<dyn Read + Send + '_>> {
+        Ok(Box::new(ReadAt {
+            file: &self.file,
+            pos: 0,
+            end: self.len,
+        }))
+    }
+}
+
+struct ReadAt<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let want = (self.end - self.pos).min(buf.len() as u64) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Whether two streams hold the same bytes.
+pub fn same_bytes(a: &mut dyn Read, b: &mut dyn Read) -> std::io::Result<bool> {
+    let (mut x, mut y) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    loop {
+        let n = read_full(a, &mut x)?;
+        if read_full(b, &mut y[..n.max(1)])? != n || x[..n] != y[..n] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// Read until `buf` is full or the stream ends; how many bytes.
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// A streaming object upload.
@@ -271,9 +379,9 @@ impl LocalBackend {
         Ok(created)
     }
 
-    fn write_tmp(&self, data: &[u8]) -> Result<PathBuf> {
+    fn write_tmp(&self, data: &mut dyn Read) -> Result<PathBuf> {
         let (path, mut f) = self.tmp_file()?;
-        let r = f.write_all(data).and_then(|_| f.sync_all());
+        let r = std::io::copy(data, &mut f).and_then(|_| f.sync_all());
         if let Err(e) = r {
             let _ = fs::remove_file(&path);
             return Err(Error::io(&path, e));
@@ -285,13 +393,13 @@ impl LocalBackend {
 impl Backend for LocalBackend {
     fn put(&self, key: &str, data: &[u8]) -> Result<()> {
         self.path(key)?;
-        let tmp = self.write_tmp(data)?;
+        let tmp = self.write_tmp(&mut { data })?;
         self.publish(&tmp, key, true).map(|_| ())
     }
 
-    fn put_new(&self, key: &str, data: &[u8]) -> Result<bool> {
+    fn put_new_from(&self, key: &str, body: &dyn Source) -> Result<bool> {
         self.path(key)?;
-        let tmp = self.write_tmp(data)?;
+        let tmp = self.write_tmp(&mut body.reader()?)?;
         self.publish(&tmp, key, false)
     }
 
@@ -508,5 +616,30 @@ mod tests {
         w.write_all(b"partial").unwrap();
         drop(w);
         assert!(b.list("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn file_sources_stream_and_compare() {
+        let (d, b) = backend();
+        let path = d.path().join("body");
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        fs::write(&path, &data).unwrap();
+        let src = FileSource::new(File::open(&path).unwrap(), &path).unwrap();
+        assert_eq!(src.len(), data.len() as u64);
+        // Each reader starts at the beginning, whatever another one read.
+        let mut first = src.reader().unwrap();
+        let mut some = [0u8; 1000];
+        first.read_exact(&mut some).unwrap();
+        assert!(same_bytes(&mut src.reader().unwrap(), &mut data.as_slice()).unwrap());
+        assert!(b.put_new_from("o/big", &src).unwrap());
+        assert!(!b.put_new_from("o/big", &src).unwrap());
+        assert_eq!(b.get("o/big").unwrap().unwrap(), data);
+        let mut shorter = &data[..data.len() - 1];
+        assert!(!same_bytes(&mut src.reader().unwrap(), &mut shorter).unwrap());
+        let mut changed = data.clone();
+        changed[150_000] ^= 1;
+        assert!(!same_bytes(&mut src.reader().unwrap(), &mut changed.as_slice()).unwrap());
+        assert!(!same_bytes(&mut src.reader().unwrap(), &mut &b""[..]).unwrap());
+        assert!(same_bytes(&mut &b""[..], &mut &b""[..]).unwrap());
     }
 }

@@ -19,7 +19,7 @@ use crate::format::crypt::{
     SEALED_SEGMENT, SEGMENT,
 };
 use crate::format::keys;
-use crate::store::backend::{Backend, ObjectWriter};
+use crate::store::backend::{Backend, ObjectWriter, Source};
 
 /// Seals what it stores in `inner`.
 pub struct SealedBackend {
@@ -189,11 +189,18 @@ impl Backend for SealedBackend {
         }
     }
 
-    fn put_new(&self, key: &str, data: &[u8]) -> Result<bool> {
+    fn put_new_from(&self, key: &str, body: &dyn Source) -> Result<bool> {
         if keys::is_sealed(key) {
-            self.inner.put_new(key, &self.sealer.seal(data)?)
+            let (header, prefix) = crypt::new_header()?;
+            let sealed = SealedSource {
+                plain: body,
+                sealer: &self.sealer,
+                header,
+                prefix,
+            };
+            self.inner.put_new_from(key, &sealed)
         } else {
-            self.inner.put_new(key, data)
+            self.inner.put_new_from(key, body)
         }
     }
 
@@ -387,6 +394,67 @@ impl ObjectWriter for SealedWriter {
     }
 }
 
+/// A body sealed as it is read. The header is chosen once, so every
+/// reading gives the same bytes (a retried upload compares them).
+struct SealedSource<'a> {
+    plain: &'a dyn Source,
+    sealer: &'a Sealer,
+    header: [u8; HEADER_LEN],
+    prefix: [u8; crypt::PREFIX_LEN],
+}
+
+impl Source for SealedSource<'_> {
+    fn len(&self) -> u64 {
+        crypt::sealed_len(self.plain.len())
+    }
+
+    fn reader(&self) -> Result<Box<dyn Read + Send + '_>> {
+        Ok(Box::new(SealingReader {
+            plain: self.plain.reader()?,
+            cipher: self.sealer.object(&self.prefix),
+            segments: segments(self.plain.len()),
+            index: 0,
+            out: self.header.to_vec(),
+            pos: 0,
+        }))
+    }
+}
+
+struct SealingReader<'a> {
+    plain: Box<dyn Read + Send + 'a>,
+    cipher: ObjectCipher,
+    segments: u64,
+    index: u64,
+    out: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for SealingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos == self.out.len() {
+            if self.index == self.segments {
+                return Ok(0);
+            }
+            let seg = read_up_to(&mut self.plain, SEGMENT)?;
+            let last = self.index + 1 == self.segments;
+            // The length was promised: a body that changed size is an error.
+            if seg.len() != SEGMENT && !last {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.out.clear();
+            self.pos = 0;
+            self.cipher
+                .seal_segment(self.index, last, &seg, &mut self.out)
+                .map_err(std::io::Error::other)?;
+            self.index += 1;
+        }
+        let n = (self.out.len() - self.pos).min(buf.len());
+        buf[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 /// Opens a sealed object as it streams: each segment is authenticated
 /// before any of its bytes are handed out, and the segment after it is read
 /// first, to know whether it is the last.
@@ -572,6 +640,37 @@ mod tests {
                 .unwrap();
             assert_eq!(all.len(), n);
             assert_eq!(b.get("packs/00/e.pack").unwrap().unwrap().len(), n);
+        }
+    }
+
+    #[test]
+    fn streamed_conditional_puts_seal() {
+        let (d, raw, b) = backends();
+        for n in [0, 1, SEGMENT, SEGMENT + 1, 3 * SEGMENT] {
+            let data: Vec<u8> = (0..n).map(|i| (i % 253) as u8).collect();
+            let path = d.path().join(format!("body-{n}"));
+            std::fs::write(&path, &data).unwrap();
+            let file = std::fs::File::open(&path).unwrap();
+            let src = crate::store::backend::FileSource::new(file, &path).unwrap();
+            let key = format!("catalog/{n:020}.zst");
+            assert!(b.put_new_from(&key, &src).unwrap());
+            assert!(!b.put_new_from(&key, &src).unwrap());
+            assert_eq!(b.get(&key).unwrap().unwrap(), data, "{n} bytes");
+            let stored = raw.get(&key).unwrap().unwrap();
+            assert_eq!(stored.len() as u64, crypt::sealed_len(n as u64));
+            assert!(!stored.windows(8).any(|w| n > 8 && w == &data[..8]));
+            // The same body reads the same each time: a retried upload is
+            // recognised by its bytes.
+            let sealed = SealedSource {
+                plain: &src,
+                sealer: &b.sealer,
+                header: crypt::new_header().unwrap().0,
+                prefix: [3; crypt::PREFIX_LEN],
+            };
+            let (mut x, mut y) = (Vec::new(), Vec::new());
+            sealed.reader().unwrap().read_to_end(&mut x).unwrap();
+            sealed.reader().unwrap().read_to_end(&mut y).unwrap();
+            assert_eq!((x.len() as u64, &x), (sealed.len(), &y));
         }
     }
 }

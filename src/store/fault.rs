@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-use crate::store::backend::{Backend, ObjectWriter};
+use crate::store::backend::{Backend, ObjectWriter, Source};
 
 pub struct FaultBackend {
     inner: Arc<dyn Backend>,
@@ -82,9 +82,9 @@ impl Backend for FaultBackend {
         Self::spend(&self.budget, key)?;
         self.inner.put(key, data)
     }
-    fn put_new(&self, key: &str, data: &[u8]) -> Result<bool> {
+    fn put_new_from(&self, key: &str, body: &dyn Source) -> Result<bool> {
         Self::spend(&self.budget, key)?;
-        self.inner.put_new(key, data)
+        self.inner.put_new_from(key, body)
     }
     fn writer(&self) -> Result<Box<dyn ObjectWriter>> {
         Ok(Box::new(FaultWriter {
@@ -203,8 +203,8 @@ impl Backend for HookBackend {
     fn put(&self, key: &str, data: &[u8]) -> Result<()> {
         self.inner.put(key, data)
     }
-    fn put_new(&self, key: &str, data: &[u8]) -> Result<bool> {
-        self.inner.put_new(key, data)
+    fn put_new_from(&self, key: &str, body: &dyn Source) -> Result<bool> {
+        self.inner.put_new_from(key, body)
     }
     fn writer(&self) -> Result<Box<dyn ObjectWriter>> {
         self.inner.writer()

@@ -1,8 +1,9 @@
 //! Catalog objects fetched from the bucket into files of the cache
 //! directory, as stored (zstd), so that a reader never holds a chain of
-//! deltas or a full snapshot in memory. A file goes when its [`Fetched`]
-//! is dropped; those of a killed process are removed an hour later
-//! (`CatalogCache::remove_old`).
+//! deltas or a full snapshot in memory; and full snapshots staged there to
+//! be uploaded from the file. A file goes when its [`Fetched`] or
+//! [`Staged`] is dropped; those of a killed process are removed an hour
+//! later (`CatalogCache::remove_old`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -11,10 +12,13 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::catalog_delta::{self, Chain, HEADER_LEN, MAGIC, SQLITE_MAGIC};
+use crate::store::backend::{FileSource, Source};
 use crate::store::Backend;
 
 /// How the files of objects being fetched start.
 pub(super) const FETCH_PREFIX: &str = "fetch-";
+/// How the files of full snapshots being published start.
+pub(super) const PUBLISH_PREFIX: &str = "publish-";
 
 /// What a catalog object holds, by its first bytes.
 pub(super) enum Sniffed {
@@ -141,5 +145,81 @@ impl Fetched {
             &self.what,
             "neither an SQLite database nor a catalog delta",
         ))
+    }
+}
+
+/// A file of the cache directory, removed when this goes.
+struct Removed(PathBuf);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// A full snapshot compressed into a file of the cache directory, to be
+/// uploaded from there: only a buffer of it is ever in memory.
+pub(super) struct Staged {
+    source: FileSource,
+    _file: Removed,
+}
+
+/// Hashes what it passes on.
+struct Hashing<W> {
+    inner: W,
+    hasher: blake3::Hasher,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl Staged {
+    /// Compress the file `from` (zstd at `level`) into a new file `path`;
+    /// returns it with its BLAKE3.
+    pub(super) fn compress(from: &Path, path: PathBuf, level: i32) -> Result<(Staged, [u8; 32])> {
+        let _ = fs::remove_file(&path);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .at(&path)?;
+        let removed = Removed(path);
+        let mut out = Hashing {
+            inner: std::io::BufWriter::with_capacity(1 << 20, &file),
+            hasher: blake3::Hasher::new(),
+        };
+        File::open(from)
+            .and_then(|f| zstd::stream::copy_encode(f, &mut out, level))
+            .and_then(|()| out.flush())
+            .at(from)?;
+        let hash = *out.hasher.finalize().as_bytes();
+        drop(out);
+        let source = FileSource::new(file, &removed.0)?;
+        Ok((
+            Staged {
+                source,
+                _file: removed,
+            },
+            hash,
+        ))
+    }
+}
+
+impl Source for Staged {
+    fn len(&self) -> u64 {
+        self.source.len()
+    }
+    fn reader(&self) -> Result<Box<dyn Read + Send + '_>> {
+        self.source.reader()
     }
 }

@@ -48,8 +48,9 @@ use crate::catalog::{Catalog, SCHEMA_VERSION};
 use crate::error::{Error, IoContext, Result};
 use crate::format::catalog_delta::{self, Chain, Collapse, DeltaView};
 use crate::format::keys;
+use crate::store::backend::Source;
 use crate::store::Backend;
-use fetch::{Fetched, Sniffed, FETCH_PREFIX};
+use fetch::{Fetched, Sniffed, Staged, FETCH_PREFIX, PUBLISH_PREFIX};
 
 /// Snapshots kept in the bucket besides the newest (a reader that listed
 /// one a moment ago can still fetch it).
@@ -80,14 +81,6 @@ struct ChainState {
 }
 
 impl ChainState {
-    fn of_full(generation: u64, object: &[u8]) -> Self {
-        Self::of_full_object(
-            generation,
-            object.len() as u64,
-            *blake3::hash(object).as_bytes(),
-        )
-    }
-
     fn of_full_object(generation: u64, bytes: u64, hash: [u8; 32]) -> Self {
         ChainState {
             full: generation,
@@ -473,7 +466,7 @@ impl CatalogCache {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             // Objects a killed process fetched (a running one's are younger).
-            if name.starts_with(FETCH_PREFIX) {
+            if name.starts_with(FETCH_PREFIX) || name.starts_with(PUBLISH_PREFIX) {
                 let old = e
                     .metadata()
                     .and_then(|m| m.modified())
@@ -558,12 +551,15 @@ impl CatalogCache {
             .ok_or_else(|| Error::internal("catalog cache without a state"))?;
         let path = self.dir.join(&s.file);
         let next = s.generation + 1;
-        let (packed, chain) = match self.delta(&path, &s)? {
-            Some(d) => d,
-            None => self.full(&path, next)?,
+        let (packed, chain): (Box<dyn Source>, _) = match self.delta(&path, &s)? {
+            Some((d, c)) => (Box::new(d), c),
+            None => {
+                let (f, c) = self.full(&path, next)?;
+                (Box::new(f), c)
+            }
         };
         let key = keys::catalog_snapshot(next);
-        if !backend.put_new(&key, &packed)? {
+        if !backend.put_new_from(&key, packed.as_ref())? {
             return Err(Error::refused(format!(
                 "catalog generation {next} of {} was published by another process while this one \
                  held the repository lock (was the lock taken over?): this command's catalog \
@@ -621,22 +617,24 @@ impl CatalogCache {
         Ok(Some((packed, place)))
     }
 
-    /// The whole copy as a full snapshot object, capturing afresh.
-    fn full(&self, path: &Path, generation: u64) -> Result<(Vec<u8>, ChainState)> {
-        let snap = self.dir.join(format!("publish-{}.db", std::process::id()));
+    /// The whole copy as a full snapshot object, capturing afresh. It is
+    /// staged in a file: a catalog of many files is too big to hold.
+    fn full(&self, path: &Path, generation: u64) -> Result<(Staged, ChainState)> {
+        let pid = std::process::id();
+        let snap = self.dir.join(format!("{PUBLISH_PREFIX}{pid}.db"));
         let _ = fs::remove_file(&snap);
         // Cleared first: a change made after the clear is captured again,
         // whether or not the snapshot holds it.
         Catalog::open(path, false)?.start_capture()?;
         Catalog::copy_file(path, &snap)?;
-        // Streamed from the file: only the compressed object is in memory.
-        let mut packed = Vec::new();
-        let r = File::open(&snap)
-            .and_then(|f| zstd::stream::copy_encode(f, &mut packed, ZSTD_LEVEL))
-            .at(&snap);
+        let packed = Staged::compress(
+            &snap,
+            self.dir.join(format!("{PUBLISH_PREFIX}{pid}.zst")),
+            ZSTD_LEVEL,
+        );
         let _ = fs::remove_file(&snap);
-        r?;
-        let place = ChainState::of_full(generation, &packed);
+        let (packed, hash) = packed?;
+        let place = ChainState::of_full_object(generation, packed.len(), hash);
         Ok((packed, place))
     }
 

@@ -17,6 +17,19 @@ fn setup() -> (tempfile::TempDir, LocalBackend) {
     (d, LocalBackend::new(bucket, own))
 }
 
+/// No object fetched or staged stays in a host's cache directory.
+fn assert_nothing_left(dir: &Path) {
+    let left: Vec<_> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy();
+            n.starts_with(FETCH_PREFIX) || n.starts_with(PUBLISH_PREFIX)
+        })
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 fn clusters(path: &Path) -> usize {
     Catalog::open(path, false)
         .unwrap()
@@ -318,13 +331,8 @@ fn a_chain_of_narrowed_updates_lands_as_the_writer_left_it() {
     let c = CatalogCache::new(&d.path().join("c"), "r").unwrap();
     assert_eq!(rows(&c.current(&bucket).unwrap()), want);
     assert_eq!(rows(&b.current(&bucket).unwrap()), want);
-    for host in ["b", "c"] {
-        let left: Vec<_> = walkdir::WalkDir::new(d.path().join(host))
-            .into_iter()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with(FETCH_PREFIX))
-            .collect();
-        assert!(left.is_empty(), "{left:?}");
+    for host in ["a", "b", "c"] {
+        assert_nothing_left(&d.path().join(host));
     }
 }
 
@@ -347,12 +355,7 @@ fn a_download_that_breaks_off_is_fetched_again() {
         e.contains(&keys::catalog_snapshot(1)) && e.contains("connection reset"),
         "{e}"
     );
-    for host in ["b", "c"] {
-        let left: Vec<_> = walkdir::WalkDir::new(d.path().join(host))
-            .into_iter()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with(FETCH_PREFIX))
-            .collect();
-        assert!(left.is_empty(), "{left:?}");
+    for host in ["a", "b", "c"] {
+        assert_nothing_left(&d.path().join(host));
     }
 }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::store::backend::Source;
 
 /// Request kinds, as S3 bills them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,8 +58,19 @@ pub struct Req<'a> {
     pub method: Method,
     pub url: String,
     pub headers: Vec<(&'static str, String)>,
-    pub body: &'a [u8],
+    pub body: Payload<'a>,
 }
+
+/// What a request sends.
+#[derive(Clone, Copy)]
+pub enum Payload<'a> {
+    Bytes(&'a [u8]),
+    /// Streamed, with its length as `Content-Length` (S3 takes no
+    /// chunked uploads).
+    Stream(&'a dyn Source),
+}
+
+pub const EMPTY: Payload<'static> = Payload::Bytes(&[]);
 
 pub struct Resp {
     pub status: u16,
@@ -222,8 +234,21 @@ impl Client {
             Method::Get => hdr(a.get(&req.url)).call(),
             Method::Head => hdr(a.head(&req.url)).call(),
             Method::Delete => hdr(a.delete(&req.url)).call(),
-            Method::Put => hdr_body(a.put(&req.url)).send(req.body),
-            Method::Post => hdr_body(a.post(&req.url)).send(req.body),
+            Method::Put | Method::Post => {
+                let b = match req.method {
+                    Method::Put => hdr_body(a.put(&req.url)),
+                    _ => hdr_body(a.post(&req.url)),
+                };
+                match req.body {
+                    Payload::Bytes(d) => b.send(d),
+                    Payload::Stream(s) => {
+                        // A local file that cannot be read will not be by trying again.
+                        let mut r = s.reader().map_err(|e| Failure::Fatal(e.to_string()))?;
+                        b.header("content-length", s.len())
+                            .send(ureq::SendBody::from_reader(&mut r))
+                    }
+                }
+            }
         };
         let mut resp = r.map_err(|e| match fatal(&e) {
             true => Failure::Fatal(transport(e)),

@@ -29,10 +29,10 @@ use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
 pub use config::{S3Config, S3Credentials};
 pub use http::RequestCounts;
-use http::{Client, Kind, Method, Req, Resp, Retry, StreamOrResp};
+use http::{Client, Kind, Method, Payload, Req, Resp, Retry, StreamOrResp, EMPTY};
 
 use crate::error::{Error, Result};
-use crate::store::backend::{Backend, ObjectWriter};
+use crate::store::backend::{same_bytes, Backend, ObjectWriter, Source};
 
 /// Objects up to this size are sent from memory at `finish`.
 pub const BUFFER_MAX: usize = 64 << 20;
@@ -265,7 +265,7 @@ impl Inner {
             method: Method::Put,
             url: self.put_url(&full),
             headers: self.headers_for_put(),
-            body: data,
+            body: Payload::Bytes(data),
         })?;
         match r.status {
             200 | 201 | 204 => Ok(()),
@@ -273,7 +273,7 @@ impl Inner {
         }
     }
 
-    fn put_new(&self, key: &str, data: &[u8]) -> Result<bool> {
+    fn put_new_from(&self, key: &str, body: &dyn Source) -> Result<bool> {
         let full = self.full(key);
         let attempts = std::cell::Cell::new(0u32);
         let r = self.client.send(Kind::Put, &self.what(key), &|| {
@@ -284,7 +284,7 @@ impl Inner {
                 method: Method::Put,
                 url: self.put_url(&full),
                 headers,
-                body: data,
+                body: Payload::Stream(body),
             }
         })?;
         match r.status {
@@ -293,13 +293,41 @@ impl Inner {
             412 | 409 => {
                 // After a retry, the object may be this call's own first
                 // attempt, whose answer was lost.
-                if attempts.get() > 1 && self.get(key)?.as_deref() == Some(data) {
+                if attempts.get() > 1 && self.holds(key, body)? {
                     return Ok(true);
                 }
                 Ok(false)
             }
             _ => Err(self.fail(key, &r)),
         }
+    }
+
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {
+        let full = self.full(key);
+        match self.client.open(&self.what(key), &|| {
+            self.bucket
+                .get_object(Some(&self.creds), &full)
+                .sign(SIGNED_FOR)
+                .to_string()
+        })? {
+            StreamOrResp::Stream(r) => Ok(r),
+            StreamOrResp::Resp(r)
+                if r.status == 404 && http::s3_error(&r.body).0 != "NoSuchBucket" =>
+            {
+                Err(Error::missing("object", key))
+            }
+            StreamOrResp::Resp(r) => Err(self.fail(key, &r)),
+        }
+    }
+
+    /// Whether the object `key` holds exactly `body`.
+    fn holds(&self, key: &str, body: &dyn Source) -> Result<bool> {
+        let mut stored = match self.open(key) {
+            Ok(r) => r,
+            Err(Error::MissingObject { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        same_bytes(&mut stored, &mut body.reader()?).map_err(|e| Error::io(self.what(key), e))
     }
 
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -312,7 +340,7 @@ impl Inner {
                 .sign(SIGNED_FOR)
                 .to_string(),
             headers: Vec::new(),
-            body: &[],
+            body: EMPTY,
         })?;
         match r.status {
             200 => Ok(Some(r.body)),
@@ -365,7 +393,7 @@ impl Inner {
                 .sign(SIGNED_FOR)
                 .to_string(),
             headers: vec![("range", range.clone())],
-            body: &[],
+            body: EMPTY,
         })?;
         match r.status {
             206 => Ok(r.body),
@@ -396,7 +424,7 @@ impl Inner {
                 .sign(SIGNED_FOR)
                 .to_string(),
             headers: vec![("range", range.clone())],
-            body: &[],
+            body: EMPTY,
         })?;
         let body = match r.status {
             206 => r.body,
@@ -431,7 +459,7 @@ impl Inner {
                 .sign(SIGNED_FOR)
                 .to_string(),
             headers: Vec::new(),
-            body: &[],
+            body: EMPTY,
         })?;
         match r.status {
             200 => Ok(Some(r)),
@@ -455,7 +483,7 @@ impl Inner {
                     method: Method::Get,
                     url: a.sign(SIGNED_FOR).to_string(),
                     headers: Vec::new(),
-                    body: &[],
+                    body: EMPTY,
                 }
             })?;
             if r.status != 200 {
@@ -492,7 +520,7 @@ impl Inner {
                 .sign(SIGNED_FOR)
                 .to_string(),
             headers: Vec::new(),
-            body: &[],
+            body: EMPTY,
         })?;
         match r.status {
             200 | 202 | 204 => Ok(()),
@@ -527,7 +555,7 @@ impl Inner {
             method: Method::Post,
             url: action(true).sign(SIGNED_FOR).to_string(),
             headers: vec![("content-md5", md5.clone())],
-            body: body.as_bytes(),
+            body: Payload::Bytes(body.as_bytes()),
         })?;
         match r.status {
             200 => {}
@@ -568,8 +596,8 @@ impl Backend for S3Backend {
         self.0.put(key, data)
     }
 
-    fn put_new(&self, key: &str, data: &[u8]) -> Result<bool> {
-        self.0.put_new(key, data)
+    fn put_new_from(&self, key: &str, body: &dyn Source) -> Result<bool> {
+        self.0.put_new_from(key, body)
     }
 
     fn writer(&self) -> Result<Box<dyn ObjectWriter>> {
@@ -590,22 +618,7 @@ impl Backend for S3Backend {
     }
 
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {
-        let i = &self.0;
-        let full = i.full(key);
-        match i.client.open(&i.what(key), &|| {
-            i.bucket
-                .get_object(Some(&i.creds), &full)
-                .sign(SIGNED_FOR)
-                .to_string()
-        })? {
-            StreamOrResp::Stream(r) => Ok(r),
-            StreamOrResp::Resp(r)
-                if r.status == 404 && http::s3_error(&r.body).0 != "NoSuchBucket" =>
-            {
-                Err(Error::missing("object", key))
-            }
-            StreamOrResp::Resp(r) => Err(i.fail(key, &r)),
-        }
+        self.0.open(key)
     }
 
     fn size(&self, key: &str) -> Result<Option<u64>> {

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use rusty_s3::S3Action;
 
-use super::http::{self, Kind, Method, Req};
+use super::http::{self, Kind, Method, Payload, Req, EMPTY};
 use super::{parse_iso, Inner, Upload, BUFFER_MAX, PART, SIGNED_FOR};
 use crate::error::{Error, Result};
 use crate::store::backend::ObjectWriter;
@@ -26,7 +26,7 @@ impl Inner {
                 method: Method::Post,
                 url: a.sign(SIGNED_FOR).to_string(),
                 headers: self.headers_for_put(),
-                body: &[],
+                body: EMPTY,
             }
         })?;
         if r.status != 200 {
@@ -53,7 +53,7 @@ impl Inner {
                 .sign(SIGNED_FOR)
                 .to_string(),
             headers: Vec::new(),
-            body: data,
+            body: Payload::Bytes(data),
         })?;
         if r.status != 200 {
             return Err(self.fail(key, &r));
@@ -83,7 +83,7 @@ impl Inner {
                 method: Method::Post,
                 url: url.clone(),
                 headers: Vec::new(),
-                body: body.as_bytes(),
+                body: Payload::Bytes(body.as_bytes()),
             }
         })?;
         let text = String::from_utf8_lossy(&r.body);
@@ -113,7 +113,7 @@ impl Inner {
                 .sign(SIGNED_FOR)
                 .to_string(),
             headers: Vec::new(),
-            body: &[],
+            body: EMPTY,
         })?;
         match r.status {
             200 | 204 | 404 => Ok(()),
@@ -137,7 +137,7 @@ impl Inner {
                 method: Method::Put,
                 url: a.sign(SIGNED_FOR).to_string(),
                 headers,
-                body: &[],
+                body: EMPTY,
             }
         })?;
         let text = String::from_utf8_lossy(&r.body);
@@ -160,7 +160,7 @@ impl Inner {
                 method: Method::Get,
                 url: a.sign(SIGNED_FOR).to_string(),
                 headers: Vec::new(),
-                body: &[],
+                body: EMPTY,
             }
         })?;
         if r.status != 200 {
