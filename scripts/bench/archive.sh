@@ -3,6 +3,15 @@
 # replay through restore_command, pgstrata side by side with pgBackRest.
 #
 #   SEGMENTS=100   WAL segments in the burst
+#   BURST=rows     how the burst writes: rows (an INSERT ... SELECT per segment,
+#                  one WAL record per row) or copy (a COPY per segment, as a bulk
+#                  load does: one multi-insert record per heap page, which
+#                  PostgreSQL replays with less CPU)
+#   STEPS="drain replay"   which of the two steps below to run
+#   RECOVERY_OPTS=...      server options of the restored cluster, e.g.
+#                  "-c shared_buffers=4GB" (default: initdb's 128 MB, with which
+#                  the startup process spends most of the replay writing out
+#                  the buffers it evicts)
 #   WORKDIR=...    scratch directory (default: a new mktemp dir under /var/tmp)
 #   PGSTRATA=...   binary (default target/release/pgstrata)
 #   PG_BIN=/usr/lib/postgresql/15/bin
@@ -68,10 +77,21 @@ set_archive() {  # archive_command
   sql "SELECT pg_reload_conf()" >/dev/null
 }
 
+BURST=${BURST:-rows}
+ROWS_SQL="SELECT g, md5(g::text) || md5((g+1)::text) FROM generate_series(1, %d) g"
+case $BURST in
+  # Rows per segment: 128 bytes of WAL a row inserted alone, 83 in a COPY.
+  rows) burst_sql() { printf "INSERT INTO burst $ROWS_SQL" 120000; } ;;
+  copy) burst_sql() { echo "COPY burst FROM '$WORKDIR/burst.copy'"; } ;;
+  *) echo "archive.sh: BURST must be rows or copy, not '$BURST'" >&2; exit 2 ;;
+esac
+
 burst() {  # SEGMENTS segments of WAL, each ~16 MiB of inserts
   sql "CREATE TABLE IF NOT EXISTS burst (id bigint, pad text)" >/dev/null
+  [[ $BURST != copy || -e $WORKDIR/burst.copy ]] ||
+    sql "COPY ($(printf "$ROWS_SQL" 200000)) TO '$WORKDIR/burst.copy'" >/dev/null
   for ((i = 0; i < SEGMENTS; i++)); do
-    sql "INSERT INTO burst SELECT g, md5(g::text) || md5((g+1)::text) FROM generate_series(1, 120000) g; SELECT pg_switch_wal();" >/dev/null
+    sql "$(burst_sql); SELECT pg_switch_wal();" >/dev/null
   done
 }
 
@@ -100,8 +120,12 @@ pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$WORKDIR/pg.log" -w start >/dev/null
 pg "$PGS" --repo "$WORKDIR/pgs-repo" init >/dev/null
 pg pgbackrest --config="$PGBR_CONF" --stanza=bench stanza-create >/dev/null
 
-declare -A DRAIN
-for mode in pgstrata pgstrata_async pgbr pgbr_async; do
+STEPS=${STEPS:-drain replay}
+step() { [[ " $STEPS " == *" $1 "* ]]; }
+declare -A DRAIN REPLAY REDO
+DRAIN_MODES=()
+! step drain || DRAIN_MODES=(pgstrata pgstrata_async pgbr pgbr_async)
+for mode in "${DRAIN_MODES[@]}"; do
   set_archive false
   log "$mode: backlog of $SEGMENTS segments"
   burst
@@ -115,16 +139,19 @@ for mode in pgstrata pgstrata_async pgbr pgbr_async; do
   log "$mode: drained in ${DRAIN[$mode]} s"
 done
 
+REPLAY_MODES=()
+if step replay; then
+REPLAY_MODES=(plain prefetch floor)
 log "replay: backup, then $SEGMENTS segments"
 set_archive "$PGS --repo $WORKDIR/pgs-repo archive-push --async --spool-dir $WORKDIR/pgs-spool --workers 2 %p"
 pg "$PGS" --repo "$WORKDIR/pgs-repo" backup --pgdata "$PGDATA" --dbname "host=$SOCK user=postgres" --start-fast --type full -q
 burst
 sql "SELECT pg_switch_wal()" >/dev/null
 while (( $(ready) > 0 )); do sleep 0.2; done
-declare -A REPLAY REDO
-for mode in plain prefetch floor; do
+fi
+for mode in "${REPLAY_MODES[@]}"; do
   rm -rf "$WORKDIR/restored" "$WORKDIR/get-spool"
-  extra=() opts="-c port=5499 -c archive_mode=off"
+  extra=() opts="-c port=5499 -c archive_mode=off ${RECOVERY_OPTS:-}"
   [[ $mode != prefetch ]] || extra=(--prefetch 8 --spool-dir "$WORKDIR/get-spool")
   pg "$PGS" --repo "$WORKDIR/pgs-repo" restore --pgdata "$WORKDIR/restored" -q "${extra[@]}" \
     --target-action promote
@@ -156,14 +183,18 @@ done
 
 {
   echo
-  echo "archive profile $(date -u +%Y-%m-%dT%H:%M:%SZ): $SEGMENTS segments of 16 MiB, zstd -3, 2 workers/processes"
-  echo
-  echo "| step | pgstrata | pgstrata async | pgBackRest | pgBackRest archive-async |"
-  echo "|---|---|---|---|---|"
-  echo "| drain a backlog of $SEGMENTS segments | ${DRAIN[pgstrata]} s | ${DRAIN[pgstrata_async]} s | ${DRAIN[pgbr]} s | ${DRAIN[pgbr_async]} s |"
-  echo
-  echo "| step | archive-get | archive-get --prefetch 8 | floor: segments already in pg_wal |"
-  echo "|---|---|---|---|"
-  echo "| replay $SEGMENTS segments (server start to promoted) | ${REPLAY[plain]} s | ${REPLAY[prefetch]} s | ${REPLAY[floor]} s |"
-  echo "| of which redo (PostgreSQL's \"redo done\" elapsed) | ${REDO[plain]} s | ${REDO[prefetch]} s | ${REDO[floor]} s |"
+  echo "archive profile $(date -u +%Y-%m-%dT%H:%M:%SZ): $SEGMENTS segments of 16 MiB written by $BURST, zstd -3, 2 workers/processes${RECOVERY_OPTS:+, recovery with $RECOVERY_OPTS}"
+  if step drain; then
+    echo
+    echo "| step | pgstrata | pgstrata async | pgBackRest | pgBackRest archive-async |"
+    echo "|---|---|---|---|---|"
+    echo "| drain a backlog of $SEGMENTS segments | ${DRAIN[pgstrata]} s | ${DRAIN[pgstrata_async]} s | ${DRAIN[pgbr]} s | ${DRAIN[pgbr_async]} s |"
+  fi
+  if step replay; then
+    echo
+    echo "| step | archive-get | archive-get --prefetch 8 | floor: segments already in pg_wal |"
+    echo "|---|---|---|---|"
+    echo "| replay $SEGMENTS segments (server start to promoted) | ${REPLAY[plain]} s | ${REPLAY[prefetch]} s | ${REPLAY[floor]} s |"
+    echo "| of which redo (PostgreSQL's \"redo done\" elapsed) | ${REDO[plain]} s | ${REDO[prefetch]} s | ${REDO[floor]} s |"
+  fi
 } | tee "$WORKDIR/archive.md"

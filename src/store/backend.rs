@@ -155,6 +155,56 @@ impl Read for ReadAt<'_> {
     }
 }
 
+/// A [`Source`]'s reader held to its length: ending early or going on
+/// past it is an error, and the first error is kept, so that an upload
+/// that fails can tell a local failure (not worth retrying) from the
+/// network's.
+pub struct Exact<'a> {
+    inner: Box<dyn Read + Send + 'a>,
+    left: u64,
+    pub failed: Option<String>,
+}
+
+impl<'a> Exact<'a> {
+    pub fn new(body: &'a dyn Source) -> Result<Self> {
+        Ok(Exact {
+            inner: body.reader()?,
+            left: body.len(),
+            failed: None,
+        })
+    }
+
+    fn fail(&mut self, e: std::io::Error) -> std::io::Error {
+        let msg = format!("reading the body to store: {e}");
+        self.failed.get_or_insert(msg.clone());
+        std::io::Error::new(e.kind(), msg)
+    }
+}
+
+impl Read for Exact<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // One byte more than is left, to see a body that grew.
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left + 1).unwrap_or(usize::MAX));
+        match self.inner.read(&mut buf[..want]) {
+            Ok(0) if self.left > 0 => Err(self.fail(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("it ended {} bytes short of its length", self.left),
+            ))),
+            Ok(n) if n as u64 > self.left => {
+                Err(self.fail(std::io::Error::other("it is longer than its length")))
+            }
+            Ok(n) => {
+                self.left -= n as u64;
+                Ok(n)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Err(e),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+}
+
 /// Whether two streams hold the same bytes.
 pub fn same_bytes(a: &mut dyn Read, b: &mut dyn Read) -> std::io::Result<bool> {
     let (mut x, mut y) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
@@ -399,7 +449,9 @@ impl Backend for LocalBackend {
 
     fn put_new_from(&self, key: &str, body: &dyn Source) -> Result<bool> {
         self.path(key)?;
-        let tmp = self.write_tmp(&mut body.reader()?)?;
+        let mut r = Exact::new(body)?;
+        // Reads to the end: a body longer than its length is refused.
+        let tmp = self.write_tmp(&mut r)?;
         self.publish(&tmp, key, false)
     }
 
@@ -573,7 +625,7 @@ impl Drop for LocalWriter {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn backend() -> (tempfile::TempDir, LocalBackend) {
@@ -641,5 +693,27 @@ mod tests {
         assert!(!same_bytes(&mut src.reader().unwrap(), &mut changed.as_slice()).unwrap());
         assert!(!same_bytes(&mut src.reader().unwrap(), &mut &b""[..]).unwrap());
         assert!(same_bytes(&mut &b""[..], &mut &b""[..]).unwrap());
+    }
+
+    /// A body whose length is not what it says.
+    pub(crate) struct Lying(pub u64, pub Vec<u8>);
+    impl Source for Lying {
+        fn len(&self) -> u64 {
+            self.0
+        }
+        fn reader(&self) -> Result<Box<dyn Read + Send + '_>> {
+            Ok(Box::new(self.1.as_slice()))
+        }
+    }
+
+    #[test]
+    fn a_body_of_another_length_than_promised_stores_nothing() {
+        let (_d, b) = backend();
+        for (len, data) in [(10, vec![1u8; 5]), (3, vec![1u8; 5])] {
+            let e = b.put_new_from("o/x", &Lying(len, data)).unwrap_err();
+            assert!(e.to_string().contains("reading the body to store"), "{e}");
+            assert!(b.list("o/").unwrap().is_empty());
+        }
+        assert!(b.put_new_from("o/x", &Lying(5, vec![1u8; 5])).unwrap());
     }
 }

@@ -411,6 +411,7 @@ impl Source for SealedSource<'_> {
     fn reader(&self) -> Result<Box<dyn Read + Send + '_>> {
         Ok(Box::new(SealingReader {
             plain: self.plain.reader()?,
+            left: self.plain.len(),
             cipher: self.sealer.object(&self.prefix),
             segments: segments(self.plain.len()),
             index: 0,
@@ -422,6 +423,8 @@ impl Source for SealedSource<'_> {
 
 struct SealingReader<'a> {
     plain: Box<dyn Read + Send + 'a>,
+    /// Plain bytes still to read.
+    left: u64,
     cipher: ObjectCipher,
     segments: u64,
     index: u64,
@@ -435,12 +438,16 @@ impl Read for SealingReader<'_> {
             if self.index == self.segments {
                 return Ok(0);
             }
-            let seg = read_up_to(&mut self.plain, SEGMENT)?;
-            let last = self.index + 1 == self.segments;
-            // The length was promised: a body that changed size is an error.
-            if seg.len() != SEGMENT && !last {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            let want = self.left.min(SEGMENT as u64) as usize;
+            let seg = read_up_to(&mut self.plain, want)?;
+            if seg.len() < want {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the body ended short of its length",
+                ));
             }
+            self.left -= want as u64;
+            let last = self.index + 1 == self.segments;
             self.out.clear();
             self.pos = 0;
             self.cipher
@@ -672,5 +679,13 @@ mod tests {
             sealed.reader().unwrap().read_to_end(&mut y).unwrap();
             assert_eq!((x.len() as u64, &x), (sealed.len(), &y));
         }
+    }
+
+    #[test]
+    fn a_sealed_body_shorter_than_promised_stores_nothing() {
+        let (_d, raw, b) = backends();
+        let lying = crate::store::backend::tests::Lying(3 * SEGMENT as u64, vec![7u8; SEGMENT + 5]);
+        assert!(b.put_new_from("catalog/x.zst", &lying).is_err());
+        assert!(raw.list("catalog/").unwrap().is_empty());
     }
 }

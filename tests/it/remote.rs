@@ -5,6 +5,7 @@
 //! one clear line. (Full, diff, incr, PITR and expire run on S3 too: the
 //! `_on_s3` variants in their modules.)
 
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
 
 use crate::harness::*;
@@ -439,7 +440,41 @@ fn throttling_and_a_server_gone_mid_upload_are_survived() {
         lost.iter().any(|l| l.contains("/catalog/")),
         "no catalog write lost its answer: {lost:?}"
     );
+    // An encrypted repository made through it: its first catalog, a full
+    // snapshot sealed as it streams from a file, is recognised too.
+    let sealed = objstore::new_url("sealed");
+    let pass = s.path().join("sealed.pass");
+    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let unlock = [
+        "--repo",
+        &sealed,
+        "--passphrase-file",
+        pass.to_str().unwrap(),
+    ];
+    let o = via(
+        &lossy.endpoint(),
+        &[&unlock[..], &["init", "--encrypt"]].concat(),
+    )
+    .output()
+    .unwrap();
+    check(&o, "init of an encrypted repository whose answers are lost");
+    let prefix = sealed.rsplit('/').next().unwrap();
+    assert!(
+        lossy
+            .lines()
+            .iter()
+            .any(|l| l.contains(" lost ") && l.contains(prefix) && l.contains("/catalog/")),
+        "the encrypted repository's catalog did not lose its answer"
+    );
     drop(lossy);
+    let o = via(
+        &objstore::server().endpoint,
+        &[&unlock[..], &["info"]].concat(),
+    )
+    .output()
+    .unwrap();
+    check(&o, "info of the encrypted repository");
     src.switch_wal_and_wait(&repo);
     let want = src.table_hashes();
 

@@ -149,7 +149,7 @@ impl Fetched {
 }
 
 /// A file of the cache directory, removed when this goes.
-struct Removed(PathBuf);
+pub(super) struct Removed(pub(super) PathBuf);
 
 impl Drop for Removed {
     fn drop(&mut self) {
@@ -164,20 +164,22 @@ pub(super) struct Staged {
     _file: Removed,
 }
 
-/// Hashes what it passes on.
+/// Hashes what it passes on, and remembers whether passing it on failed
+/// (to name the file that failed).
 struct Hashing<W> {
     inner: W,
     hasher: blake3::Hasher,
+    failed: bool,
 }
 
 impl<W: Write> Write for Hashing<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
+        let n = self.inner.write(buf).inspect_err(|_| self.failed = true)?;
         self.hasher.update(&buf[..n]);
         Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
+        self.inner.flush().inspect_err(|_| self.failed = true)
     }
 }
 
@@ -197,11 +199,15 @@ impl Staged {
         let mut out = Hashing {
             inner: std::io::BufWriter::with_capacity(1 << 20, &file),
             hasher: blake3::Hasher::new(),
+            failed: false,
         };
-        File::open(from)
+        let r = File::open(from)
             .and_then(|f| zstd::stream::copy_encode(f, &mut out, level))
-            .and_then(|()| out.flush())
-            .at(from)?;
+            .and_then(|()| out.flush());
+        match out.failed {
+            true => r.at(&removed.0)?,
+            false => r.at(from)?,
+        }
         let hash = *out.hasher.finalize().as_bytes();
         drop(out);
         let source = FileSource::new(file, &removed.0)?;

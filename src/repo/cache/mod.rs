@@ -50,7 +50,7 @@ use crate::format::catalog_delta::{self, Chain, Collapse, DeltaView};
 use crate::format::keys;
 use crate::store::backend::Source;
 use crate::store::Backend;
-use fetch::{Fetched, Sniffed, Staged, FETCH_PREFIX, PUBLISH_PREFIX};
+use fetch::{Fetched, Removed, Sniffed, Staged, FETCH_PREFIX, PUBLISH_PREFIX};
 
 /// Snapshots kept in the bucket besides the newest (a reader that listed
 /// one a moment ago can still fetch it).
@@ -465,7 +465,8 @@ impl CatalogCache {
         };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            // Objects a killed process fetched (a running one's are younger).
+            // Objects a killed process fetched or staged (a running one's
+            // are younger).
             if name.starts_with(FETCH_PREFIX) || name.starts_with(PUBLISH_PREFIX) {
                 let old = e
                     .metadata()
@@ -559,7 +560,9 @@ impl CatalogCache {
             }
         };
         let key = keys::catalog_snapshot(next);
-        if !backend.put_new_from(&key, packed.as_ref())? {
+        let created = backend.put_new_from(&key, packed.as_ref())?;
+        drop(packed);
+        if !created {
             return Err(Error::refused(format!(
                 "catalog generation {next} of {} was published by another process while this one \
                  held the repository lock (was the lock taken over?): this command's catalog \
@@ -621,19 +624,17 @@ impl CatalogCache {
     /// staged in a file: a catalog of many files is too big to hold.
     fn full(&self, path: &Path, generation: u64) -> Result<(Staged, ChainState)> {
         let pid = std::process::id();
-        let snap = self.dir.join(format!("{PUBLISH_PREFIX}{pid}.db"));
-        let _ = fs::remove_file(&snap);
+        let snap = Removed(self.dir.join(format!("{PUBLISH_PREFIX}{pid}.db")));
+        let _ = fs::remove_file(&snap.0);
         // Cleared first: a change made after the clear is captured again,
         // whether or not the snapshot holds it.
         Catalog::open(path, false)?.start_capture()?;
-        Catalog::copy_file(path, &snap)?;
-        let packed = Staged::compress(
-            &snap,
+        Catalog::copy_file(path, &snap.0)?;
+        let (packed, hash) = Staged::compress(
+            &snap.0,
             self.dir.join(format!("{PUBLISH_PREFIX}{pid}.zst")),
             ZSTD_LEVEL,
-        );
-        let _ = fs::remove_file(&snap);
-        let (packed, hash) = packed?;
+        )?;
         let place = ChainState::of_full_object(generation, packed.len(), hash);
         Ok((packed, place))
     }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::store::backend::Source;
+use crate::store::backend::{Exact, Source};
 
 /// Request kinds, as S3 bills them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -242,10 +242,16 @@ impl Client {
                 match req.body {
                     Payload::Bytes(d) => b.send(d),
                     Payload::Stream(s) => {
-                        // A local file that cannot be read will not be by trying again.
-                        let mut r = s.reader().map_err(|e| Failure::Fatal(e.to_string()))?;
-                        b.header("content-length", s.len())
-                            .send(ureq::SendBody::from_reader(&mut r))
+                        // A body that cannot be read will not be by trying
+                        // again: its failure is not the network's.
+                        let mut r = Exact::new(s).map_err(|e| Failure::Fatal(e.to_string()))?;
+                        let sent = b
+                            .header("content-length", s.len())
+                            .send(ureq::SendBody::from_reader(&mut r));
+                        if let Some(e) = r.failed.take() {
+                            return Err(Failure::Fatal(e));
+                        }
+                        sent
                     }
                 }
             }

@@ -32,12 +32,15 @@ pub use http::RequestCounts;
 use http::{Client, Kind, Method, Payload, Req, Resp, Retry, StreamOrResp, EMPTY};
 
 use crate::error::{Error, Result};
-use crate::store::backend::{same_bytes, Backend, ObjectWriter, Source};
+use crate::store::backend::{same_bytes, Backend, Exact, ObjectWriter, Source};
 
 /// Objects up to this size are sent from memory at `finish`.
 pub const BUFFER_MAX: usize = 64 << 20;
 /// Multipart part size (S3's minimum is 5 MiB but for the last).
 pub const PART: usize = 8 << 20;
+/// Downloads of an object to compare with a body (each from its start).
+const HOLDS_ATTEMPTS: u32 = 3;
+
 /// How long a signed request stays valid (retries sign afresh).
 const SIGNED_FOR: Duration = Duration::from_secs(15 * 60);
 /// Small range reads are served from aligned windows of this size, kept in a
@@ -320,14 +323,27 @@ impl Inner {
         }
     }
 
-    /// Whether the object `key` holds exactly `body`.
+    /// Whether the object `key` holds exactly `body`. A download that
+    /// breaks off is started again (`open` retries only until the answer
+    /// starts): the object is most likely this process's own.
     fn holds(&self, key: &str, body: &dyn Source) -> Result<bool> {
-        let mut stored = match self.open(key) {
-            Ok(r) => r,
-            Err(Error::MissingObject { .. }) => return Ok(false),
-            Err(e) => return Err(e),
-        };
-        same_bytes(&mut stored, &mut body.reader()?).map_err(|e| Error::io(self.what(key), e))
+        let mut attempt = 1;
+        loop {
+            let mut stored = match self.open(key) {
+                Ok(r) => r,
+                Err(Error::MissingObject { .. }) => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            let mut mine = Exact::new(body)?;
+            match same_bytes(&mut stored, &mut mine) {
+                Ok(same) => return Ok(same),
+                Err(e) if mine.failed.is_some() || attempt == HOLDS_ATTEMPTS => {
+                    return Err(Error::io(self.what(key), e))
+                }
+                Err(e) => tracing::info!("{}: {e}; comparing again", self.what(key)),
+            }
+            attempt += 1;
+        }
     }
 
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
