@@ -5,13 +5,10 @@
 #   SEGMENTS=100   WAL segments in the burst
 #   BURST=rows     how the burst writes: rows (an INSERT ... SELECT per segment,
 #                  one WAL record per row) or copy (a COPY per segment, as a bulk
-#                  load does: one multi-insert record per heap page, which
-#                  PostgreSQL replays with less CPU)
+#                  load does: one multi-insert record per heap page)
 #   STEPS="drain replay"   which of the two steps below to run
 #   RECOVERY_OPTS=...      server options of the restored cluster, e.g.
-#                  "-c shared_buffers=4GB" (default: initdb's 128 MB, with which
-#                  the startup process spends most of the replay writing out
-#                  the buffers it evicts)
+#                  "-c shared_buffers=4GB" (default: none, initdb's 128 MB)
 #   WORKDIR=...    scratch directory (default: a new mktemp dir under /var/tmp)
 #   PGSTRATA=...   binary (default target/release/pgstrata)
 #   PG_BIN=/usr/lib/postgresql/15/bin
