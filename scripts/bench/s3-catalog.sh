@@ -15,8 +15,9 @@
 # and the size the whole catalog would have had as a zstd snapshot (the
 # working copy through VACUUM INTO and zstd -3, as pgstrata published it
 # before deltas). Last, `info` on a host with an empty cache, which fetches
-# the full and the deltas since. Output: a markdown table on stdout and
-# WORKDIR/s3-catalog.md.
+# the full and the deltas since; `verify`; and a restore of the newest incr on
+# a host with an empty cache (the source server stopped first). Each with its
+# peak RSS. Output: a markdown table on stdout and WORKDIR/s3-catalog.md.
 set -euo pipefail
 
 TABLES=${TABLES:-10000}
@@ -124,7 +125,16 @@ fresh=$WORKDIR/fresh-cache
 /usr/bin/time -f '%e s, peak RSS %M KiB' -o "$LOGS/fresh-info.time" "${ENV[@]}" $PGS_BIN --repo "$URL" \
   --s3-endpoint "$ENDPOINT" --cache-dir "$fresh" info >"$LOGS/fresh-info.log" 2>&1 ||
   { cat "$LOGS/fresh-info.log" >&2; die "info on a new host failed"; }
-pgs verify >"$LOGS/verify.log" 2>&1 || { cat "$LOGS/verify.log" >&2; die "verify failed"; }
+/usr/bin/time -f '%e s, peak RSS %M KiB' -o "$LOGS/verify.time" "${AS_PG[@]}" "${ENV[@]}" $PGS verify \
+  >"$LOGS/verify.log" 2>&1 || { cat "$LOGS/verify.log" >&2; die "verify failed"; }
+# The newest incr restored by a host with no cache at all, as after losing the server.
+"${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null
+/usr/bin/time -f '%e s, peak RSS %M KiB' -o "$LOGS/restore.time" "${ENV[@]}" $PGS_BIN --repo "$URL" \
+  --s3-endpoint "$ENDPOINT" --cache-dir "$WORKDIR/restore-cache" restore --pgdata "$WORKDIR/restored" \
+  >"$LOGS/restore.log" 2>&1 || { cat "$LOGS/restore.log" >&2; die "restore on a new host failed"; }
+restored=$(find "$WORKDIR/restored" -type f | wc -l)
 out="$files files, $CHANGED% of $TABLES tables changed before each incr"$'\n\n'"$rows"$'\n'
-out+="info on a host with an empty cache (full + deltas fetched and applied): $(cat "$LOGS/fresh-info.time"); verify: ok"$'\n'
+out+="info on a host with an empty cache (full + deltas fetched and applied): $(cat "$LOGS/fresh-info.time")"$'\n'
+out+="verify (the writer's host): $(cat "$LOGS/verify.time")"$'\n'
+out+="restore of incr $BACKUPS on a host with an empty cache ($restored files): $(cat "$LOGS/restore.time")"$'\n'
 printf '%s' "$out" | tee "$WORKDIR/s3-catalog.md"
