@@ -129,12 +129,16 @@ fresh=$WORKDIR/fresh-cache
   >"$LOGS/verify.log" 2>&1 || { cat "$LOGS/verify.log" >&2; die "verify failed"; }
 # The newest incr restored by a host with no cache at all, as after losing the server.
 "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null
+# Through the counting TLS proxy, as a remote store is reached.
+s3_mark
 /usr/bin/time -f '%e s, peak RSS %M KiB' -o "$LOGS/restore.time" "${ENV[@]}" $PGS_BIN --repo "$URL" \
-  --s3-endpoint "$ENDPOINT" --cache-dir "$WORKDIR/restore-cache" restore --pgdata "$WORKDIR/restored" \
+  --s3-endpoint "https://127.0.0.1:$S3_PORT" --s3-ca-file "$S3_CA" \
+  --cache-dir "$WORKDIR/restore-cache" restore --pgdata "$WORKDIR/restored" \
   >"$LOGS/restore.log" 2>&1 || { cat "$LOGS/restore.log" >&2; die "restore on a new host failed"; }
+read -r _ gets _ _ _ < <(s3_requests catalog-bench wal)
 restored=$(find "$WORKDIR/restored" -type f | wc -l)
 out="$files files, $CHANGED% of $TABLES tables changed before each incr"$'\n\n'"$rows"$'\n'
 out+="info on a host with an empty cache (full + deltas fetched and applied): $(cat "$LOGS/fresh-info.time")"$'\n'
 out+="verify (the writer's host): $(cat "$LOGS/verify.time")"$'\n'
-out+="restore of incr $BACKUPS on a host with an empty cache ($restored files): $(cat "$LOGS/restore.time")"$'\n'
+out+="restore of incr $BACKUPS on a host with an empty cache ($restored files): $(cat "$LOGS/restore.time"), $gets GETs"$'\n'
 printf '%s' "$out" | tee "$WORKDIR/s3-catalog.md"

@@ -1,8 +1,9 @@
 //! Carrying out a restore plan.
 //!
-//! Fresh restore: directories, links, then files in parallel (each chunk read
-//! and verified once, scattered to its blocks with `pwrite`; blocks of zeros
-//! stay holes), then one `syncfs` per file system, then the recovery files
+//! Fresh restore: directories, links, then files in parallel, in the order
+//! their block maps were packed (each chunk read and verified once,
+//! scattered to its blocks with `pwrite`; blocks of zeros stay holes), then
+//! one `syncfs` per file system, then the recovery files
 //! (fsynced), owners and modes, deepest first, and a last `syncfs`. If it
 //! fails, what it wrote is removed again: the targets were empty or missing.
 //!
@@ -119,8 +120,13 @@ fn apply_inner(
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| flush_behind(plan, &w.written, &done));
+        // In the order the files' block maps were stored, which is the
+        // order their data was packed: an object store's reads then walk
+        // each pack once, front to back. (In path order, the files of one
+        // directory come from every pack of the backup at once; a 61,000-file
+        // restore from S3 fetched each 8 MiB window about 1,000 times.)
         let r = cat
-            .for_each_file(&plan.backup.id, FileOrder::Path, |f, loc| {
+            .for_each_file(&plan.backup.id, FileOrder::BlockMap, |f, loc| {
                 batch.push((f, loc));
                 if batch.len() == BATCH {
                     run(&mut batch)?;

@@ -46,8 +46,10 @@ const SIGNED_FOR: Duration = Duration::from_secs(15 * 60);
 /// Small range reads are served from aligned windows of this size, kept in a
 /// small cache: restore and block-map reads walk packs in order, one record
 /// at a time, and one request per record would make them latency-bound.
-pub const WINDOW: u64 = 8 << 20;
-/// Windows kept (memory: `WINDOWS` x `WINDOW`).
+pub const WINDOW: u64 = 4 << 20;
+/// Windows kept (memory: `WINDOWS` x `WINDOW`, 32 MiB). Readers walk
+/// packs front to back (restore in the order files were packed), so few
+/// windows are live at once: a few per worker.
 const WINDOWS: usize = 8;
 
 /// A window read: (key, window index, bytes).
