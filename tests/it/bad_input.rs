@@ -8,28 +8,6 @@ fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn fails_with(o: &std::process::Output, needle: &str) {
-    fails_code(o, 1, needle)
-}
-
-/// A usage mistake: exit status 2, the same one-line error.
-fn misused(o: &std::process::Output, needle: &str) {
-    fails_code(o, 2, needle)
-}
-
-fn fails_code(o: &std::process::Output, code: i32, needle: &str) {
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "expected failure, got {:?}: {}",
-        o.status,
-        stderr(o)
-    );
-    let e = stderr(o);
-    assert!(e.contains(needle), "stderr lacks {needle:?}: {e}");
-    assert!(e.starts_with("pgstrata: error: "), "{e}");
-}
-
 #[test]
 fn repository_problems() {
     let s = Scratch::new();

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+pub use crate::expect::*;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_pgstrata");
 
 pub fn is_root() -> bool {
@@ -132,16 +134,6 @@ pub fn run_as_pg(program: &Path, args: &[&str]) -> Output {
         Command::new(program).args(args).output()
     };
     out.unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()))
-}
-
-pub fn check(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Hand a path to the postgres user (when root).

@@ -1,6 +1,7 @@
 //! Integration tests against real PostgreSQL clusters. One binary, modules
 //! per area, one shared harness.
 
+mod expect;
 mod harness;
 mod objstore;
 
@@ -9,6 +10,7 @@ mod archive_async;
 mod bad_input;
 mod contrib;
 mod core;
+mod delta;
 mod drill;
 mod encryption;
 mod expire;

@@ -434,22 +434,6 @@ fn check_cmd(repo: &Repo, c: &Cluster, extra: &[&str]) -> Output {
     pgstrata(&args)
 }
 
-pub fn fails_with(o: &Output, needle: &str) {
-    fails_code(o, 1, needle)
-}
-
-/// A usage mistake: exit status 2, the same one-line error.
-pub fn misused(o: &Output, needle: &str) {
-    fails_code(o, 2, needle)
-}
-
-fn fails_code(o: &Output, code: i32, needle: &str) {
-    assert_eq!(o.status.code(), Some(code), "{}\n{}", out(o), err(o));
-    let e = err(o);
-    assert!(e.starts_with("pgstrata: error: "), "{e}");
-    assert!(e.contains(needle), "stderr lacks {needle:?}: {e}");
-}
-
 #[test]
 fn check_proves_the_live_setup() {
     let s = Scratch::new();
