@@ -430,8 +430,16 @@ impl LocalBackend {
     }
 
     fn write_tmp(&self, data: &mut dyn Read) -> Result<PathBuf> {
-        let (path, mut f) = self.tmp_file()?;
-        let r = std::io::copy(data, &mut f).and_then(|_| f.sync_all());
+        let (path, f) = self.tmp_file()?;
+        // Buffered: a streamed body comes in small reads (a slice is still
+        // written whole, past the buffer).
+        let r = (|| {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, &f);
+            std::io::copy(data, &mut w)?;
+            w.flush()?;
+            drop(w);
+            f.sync_all()
+        })();
         if let Err(e) = r {
             let _ = fs::remove_file(&path);
             return Err(Error::io(&path, e));
