@@ -32,15 +32,9 @@ pub(super) enum Sniffed {
 /// handle it was written with, so a cleaner that removes the name
 /// meanwhile takes nothing from under it.
 pub(super) struct Fetched {
-    path: PathBuf,
     file: File,
+    path: Removed,
     what: String,
-}
-
-impl Drop for Fetched {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
 }
 
 /// Attempts at a download whose body breaks off (each starts the object
@@ -62,14 +56,8 @@ impl Fetched {
             std::process::id(),
             crate::util::now_us()
         ));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .at(&path)?;
-        let object = Fetched { path, file, what };
+        let (file, path) = create(path)?;
+        let object = Fetched { file, path, what };
         let mut attempt = 1;
         loop {
             match object.download(backend, key) {
@@ -86,8 +74,8 @@ impl Fetched {
     /// One download into the file, from its start.
     fn download(&self, backend: &dyn Backend, key: &str) -> Result<(u64, [u8; 32])> {
         let mut out = &self.file;
-        out.set_len(0).at(&self.path)?;
-        out.seek(SeekFrom::Start(0)).at(&self.path)?;
+        out.set_len(0).at(&self.path.0)?;
+        out.seek(SeekFrom::Start(0)).at(&self.path.0)?;
         let mut from = backend.open(key)?;
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; 1 << 16];
@@ -104,7 +92,7 @@ impl Fetched {
                 Err(e) => return Err(Error::io(key, e)),
             };
             hasher.update(&buf[..n]);
-            out.write_all(&buf[..n]).at(&self.path)?;
+            out.write_all(&buf[..n]).at(&self.path.0)?;
             bytes += n as u64;
         }
         Ok((bytes, *hasher.finalize().as_bytes()))
@@ -115,8 +103,8 @@ impl Fetched {
     }
 
     pub(super) fn decoder(&self) -> Result<zstd::Decoder<'static, std::io::BufReader<File>>> {
-        let mut f = self.file.try_clone().at(&self.path)?;
-        f.seek(SeekFrom::Start(0)).at(&self.path)?;
+        let mut f = self.file.try_clone().at(&self.path.0)?;
+        f.seek(SeekFrom::Start(0)).at(&self.path.0)?;
         zstd::Decoder::new(f).map_err(|e| Error::corrupt(&self.what, format!("not zstd: {e}")))
     }
 
@@ -150,6 +138,19 @@ impl Fetched {
 
 /// A file of the cache directory, removed when this goes.
 pub(super) struct Removed(pub(super) PathBuf);
+
+/// A new file of the cache directory, owner-only, removed when the
+/// returned guard goes.
+fn create(path: PathBuf) -> Result<(File, Removed)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .at(&path)?;
+    Ok((file, Removed(path)))
+}
 
 impl Drop for Removed {
     fn drop(&mut self) {
@@ -188,14 +189,7 @@ impl Staged {
     /// returns it with its BLAKE3.
     pub(super) fn compress(from: &Path, path: PathBuf, level: i32) -> Result<(Staged, [u8; 32])> {
         let _ = fs::remove_file(&path);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .at(&path)?;
-        let removed = Removed(path);
+        let (file, removed) = create(path)?;
         let mut out = Hashing {
             inner: std::io::BufWriter::with_capacity(1 << 20, &file),
             hasher: blake3::Hasher::new(),
