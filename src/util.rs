@@ -89,6 +89,38 @@ pub fn try_flock(path: &std::path::Path) -> crate::error::Result<Option<std::fs:
     }
 }
 
+/// Create the file `path` whole or not at all, durably: `fill` writes a
+/// temporary file beside it (named by the process and thread, so that
+/// concurrent writers of one name do not share it), which is fsynced and
+/// renamed over `path`. On any error the temporary file is removed and
+/// `path` is untouched.
+pub fn write_durably_with(
+    path: &std::path::Path,
+    fill: impl FnOnce(&mut std::fs::File, &std::path::Path) -> crate::error::Result<()>,
+) -> crate::error::Result<()> {
+    use crate::error::IoContext;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(
+        ".{name}.pgstrata-{}-{:?}.tmp",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let r = (|| {
+        let mut f = std::fs::File::create(&tmp).at(&tmp)?;
+        fill(&mut f, &tmp)?;
+        f.sync_all().at(&tmp)?;
+        std::fs::rename(&tmp, path).at(path)
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
 /// Write `data` to `path` through a temporary file and a rename, so that a
 /// reader sees all of it or nothing. Not fsynced: for files whose loss only
 /// costs a retry.

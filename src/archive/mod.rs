@@ -12,8 +12,7 @@
 //! lock; push publishes with a no-replace write, so two pushes of the same
 //! name cannot overwrite each other.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
@@ -182,31 +181,5 @@ pub fn get(
     dest: &Path,
 ) -> Result<bool> {
     check_cluster_name(cluster)?;
-    let Some(data) = repo.wal_fetch(&wal_id(cluster, history), name)? else {
-        return Ok(false);
-    };
-    let dir = dest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.pgstrata-{}.tmp",
-        dest.file_name().and_then(|n| n.to_str()).unwrap_or("wal"),
-        std::process::id()
-    ));
-    let write = || -> std::io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        f.write_all(&data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, dest)
-    };
-    if let Err(e) = write() {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io(dest, e));
-    }
-    Ok(true)
+    repo.wal_fetch_to(&wal_id(cluster, history), name, dest)
 }

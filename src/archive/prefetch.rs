@@ -15,7 +15,6 @@
 //! hit does not open the repository (no catalog, no passphrase).
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -26,7 +25,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::keys::wal_id;
 use crate::pg::{WalFileName, WalSegment};
 use crate::repo::Repository;
-use crate::util::{try_flock, write_replace};
+use crate::util::{try_flock, write_durably_with, write_replace};
 
 /// `archive-get` with prefetching.
 #[derive(Clone, Debug)]
@@ -101,27 +100,14 @@ fn place(spooled: &Path, dest: &Path) -> Result<()> {
     match std::fs::rename(spooled, dest) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
-            let data = std::fs::read(spooled).at(spooled)?;
-            write_synced(dest, &data)?;
+            write_durably_with(dest, |f, tmp| {
+                let mut from = std::fs::File::open(spooled).at(spooled)?;
+                std::io::copy(&mut from, f).at(tmp).map(drop)
+            })?;
             std::fs::remove_file(spooled).at(spooled)
         }
         Err(e) => Err(Error::io(dest, e)),
     }
-}
-
-/// Write `data` to `path` whole or not at all, durably.
-fn write_synced(path: &Path, data: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("pgstrata-{}.tmp", std::process::id()));
-    let r = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    r.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
 }
 
 /// The background fetcher: keep the `count` segments after the newest one
@@ -197,14 +183,10 @@ fn fetch_all(
                         if i >= names.len() || i > stop.load(Ordering::Relaxed) {
                             return Ok(n);
                         }
-                        match repo.wal_fetch(wal, &names[i])? {
-                            Some(data) => {
-                                write_synced(&dir.join(&names[i]), &data)?;
-                                n += 1;
-                            }
-                            None => {
-                                stop.fetch_min(i, Ordering::Relaxed);
-                            }
+                        if repo.wal_fetch_to(wal, &names[i], &dir.join(&names[i]))? {
+                            n += 1;
+                        } else {
+                            stop.fetch_min(i, Ordering::Relaxed);
                         }
                     }
                 })

@@ -3,11 +3,15 @@
 //! `archive` command decides *whether* to store a file; this module only
 //! stores, lists and reads them, for every command that needs WAL.
 
+use std::io::Write;
+use std::path::Path;
+
 use super::Repository;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::format::keys::{self, ObjectKey};
 use crate::format::wal::{self as walfmt, WalHeader};
 use crate::pg::{TimelineId, WalFileName};
+use crate::util::write_durably_with;
 
 /// One archived WAL object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,6 +72,21 @@ impl Repository {
             Some(obj) => walfmt::decode(&obj, &key).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// Write an archived WAL file to `dest`, verified, whole or not at all,
+    /// and durably ([`write_durably_with`]); `false` when it is not
+    /// archived. It is decompressed a piece at a time into the file, never
+    /// held whole.
+    pub fn wal_fetch_to(&self, cluster: &str, name: &str, dest: &Path) -> Result<bool> {
+        let key = keys::wal(cluster, name)?;
+        let Some(obj) = self.backend().get(&key)? else {
+            return Ok(false);
+        };
+        write_durably_with(dest, |f, tmp| {
+            walfmt::decode_to(&obj, &key, &mut |piece| f.write_all(piece).at(tmp))
+        })?;
+        Ok(true)
     }
 
     /// Verify an archived WAL file without keeping its bytes; `false` when
@@ -166,5 +185,45 @@ mod tests {
             .unwrap()
             .is_none());
         assert!(repo.wal_has("main", "bogus").is_err());
+    }
+
+    /// Fetched into a file: the bytes, whole; a damaged object leaves the
+    /// destination as it was and no temporary file behind.
+    #[test]
+    fn fetch_to_a_file() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("r");
+        Repository::init(&root, false, None).unwrap();
+        let repo = Repository::open(&root).unwrap();
+        let mut seg = vec![0u8; 1 << 20];
+        seg.iter_mut()
+            .take(700_000)
+            .enumerate()
+            .for_each(|(i, b)| *b = (i % 251) as u8);
+        let obj = walfmt::encode(&seg, 3).unwrap();
+        let (good, bad) = ("000000010000000000000001", "000000010000000000000002");
+        repo.wal_put_new("main", good, &obj).unwrap();
+        let mut damaged = obj.clone();
+        let n = damaged.len() - 5;
+        damaged[n] ^= 1;
+        repo.wal_put_new("main", bad, &damaged).unwrap();
+        let out = d.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let dest = out.join("RECOVERYXLOG");
+        assert!(repo.wal_fetch_to("main", good, &dest).unwrap());
+        assert_eq!(std::fs::read(&dest).unwrap(), seg);
+        let e = repo.wal_fetch_to("main", bad, &dest).unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+        assert_eq!(std::fs::read(&dest).unwrap(), seg);
+        let names: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("RECOVERYXLOG")]);
+        let missing = "000000010000000000000003";
+        assert!(!repo
+            .wal_fetch_to("main", missing, &out.join(missing))
+            .unwrap());
+        assert!(!out.join(missing).exists());
     }
 }
