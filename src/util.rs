@@ -90,7 +90,7 @@ pub fn try_flock(path: &std::path::Path) -> crate::error::Result<Option<std::fs:
 }
 
 /// Create the file `path` whole or not at all, durably: `fill` writes a
-/// temporary file beside it (named by the process and thread, so that
+/// temporary file beside it (named by the process and a counter, so that
 /// concurrent writers of one name do not share it), which is fsynced and
 /// renamed over `path`. On any error the temporary file is removed and
 /// `path` is untouched.
@@ -104,11 +104,9 @@ pub fn write_durably_with(
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(
-        ".{name}.pgstrata-{}-{:?}.tmp",
-        std::process::id(),
-        std::thread::current().id()
-    ));
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.pgstrata-{}-{n}.tmp", std::process::id()));
     let r = (|| {
         let mut f = std::fs::File::create(&tmp).at(&tmp)?;
         fill(&mut f, &tmp)?;

@@ -16,8 +16,9 @@
 # working copy through VACUUM INTO and zstd -3, as pgstrata published it
 # before deltas). Last, `info` on a host with an empty cache, which fetches
 # the full and the deltas since; `verify`; and a restore of the newest incr on
-# a host with an empty cache (the source server stopped first). Each with its
-# peak RSS. Output: a markdown table on stdout and WORKDIR/s3-catalog.md.
+# a host with an empty cache (the source server stopped first); last, `expire`
+# of the full from the writer's host. Each with its peak RSS. Output: a
+# markdown table on stdout and WORKDIR/s3-catalog.md.
 set -euo pipefail
 
 TABLES=${TABLES:-10000}
@@ -137,8 +138,15 @@ s3_mark
   >"$LOGS/restore.log" 2>&1 || { cat "$LOGS/restore.log" >&2; die "restore on a new host failed"; }
 read -r _ gets _ _ _ < <(s3_requests catalog-bench wal)
 restored=$(find "$WORKDIR/restored" -type f | wc -l)
+# Expire of the full (the incrs stay restorable on their own), from the
+# writer's host: the catalog rewritten and published, unreferenced packs deleted.
+first=$(pgs info --output json | python3 -c "import json,sys; print(json.load(sys.stdin)['clusters'][0]['backups'][0]['id'])")
+/usr/bin/time -f '%e s, peak RSS %M KiB' -o "$LOGS/expire.time" "${AS_PG[@]}" "${ENV[@]}" $PGS expire \
+  --set "$first" >"$LOGS/expire.log" 2>&1 || { cat "$LOGS/expire.log" >&2; die "expire failed"; }
+read -r gen kind bytes < <(newest)
 out="$files files, $CHANGED% of $TABLES tables changed before each incr"$'\n\n'"$rows"$'\n'
 out+="info on a host with an empty cache (full + deltas fetched and applied): $(cat "$LOGS/fresh-info.time")"$'\n'
 out+="verify (the writer's host): $(cat "$LOGS/verify.time")"$'\n'
 out+="restore of incr $BACKUPS on a host with an empty cache ($restored files): $(cat "$LOGS/restore.time"), $gets GETs"$'\n'
+out+="expire of the full (the writer's host): $(cat "$LOGS/expire.time"); catalog object $gen, $kind, $(mb "$bytes") MB"$'\n'
 printf '%s' "$out" | tee "$WORKDIR/s3-catalog.md"

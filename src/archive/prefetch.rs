@@ -204,11 +204,17 @@ fn fetch_all(
 }
 
 /// Remove spooled segments recovery has passed or will not ask for.
+/// Also removes temporary files: only the fetcher writes here, it holds the
+/// lock, and it calls this between fetches, so any there were left by a
+/// fetcher that was killed.
 fn clean(dir: &Path, at: WalSegment, seg_size: u64) -> Result<()> {
     for e in std::fs::read_dir(dir).at(dir)?.filter_map(|e| e.ok()) {
         let Some(name) = e.file_name().to_str().map(str::to_string) else {
             continue;
         };
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            let _ = std::fs::remove_file(e.path());
+        }
         if let Ok(s) = WalSegment::from_name(&name, seg_size) {
             if s.timeline != at.timeline || s.segno <= at.segno {
                 let _ = std::fs::remove_file(e.path());
@@ -279,7 +285,9 @@ mod tests {
         assert_eq!(std::fs::read(&dest).unwrap().len() as u64, seg);
         let dir = in_dir(&opts.spool, "main", 1).unwrap();
         assert!(!dir.join(&names[1]).exists(), "served once");
-        // Passed segments are cleaned.
+        // Passed segments are cleaned, and what a killed fetcher left.
+        let stale = dir.join(format!(".{}.pgstrata-1-0.tmp", names[4]));
+        std::fs::write(&stale, b"half").unwrap();
         clean(
             &dir,
             WalSegment::from_name(&names[3], 16 << 20).unwrap(),
@@ -288,6 +296,15 @@ mod tests {
         .unwrap();
         assert!(!dir.join(&names[2]).exists());
         assert!(!dir.join(&names[3]).exists());
+        assert!(!stale.exists());
+        // Nothing but segments and "want" was left by the fetches.
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let n = e.unwrap().file_name().into_string().unwrap();
+            assert!(
+                n == "want" || WalSegment::from_name(&n, 16 << 20).is_ok(),
+                "{n}"
+            );
+        }
     }
 
     fn run_prefetcher_once(repo: &Repository, opts: &Prefetch, seg_size: u64) -> usize {
