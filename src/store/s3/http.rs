@@ -72,6 +72,10 @@ pub enum Payload<'a> {
 
 pub const EMPTY: Payload<'static> = Payload::Bytes(&[]);
 
+/// The most a response's Content-Length reserves up front (more is read
+/// all the same, growing the buffer).
+const PREALLOC_MAX: u64 = 256 << 20;
+
 pub struct Resp {
     pub status: u16,
     pub headers: http_headers::Headers,
@@ -269,12 +273,18 @@ impl Client {
         );
         let body = match req.method {
             Method::Head => Vec::new(),
-            _ => resp
-                .body_mut()
-                .with_config()
-                .limit(u64::MAX)
-                .read_to_vec()
-                .map_err(|e| Failure::Retry(transport(e)))?,
+            _ => {
+                // Sized from Content-Length: one allocation for a 4 MiB
+                // window instead of a dozen doublings and copies. The length
+                // only sizes the buffer; the bytes read are what the body holds.
+                let body = resp.body_mut();
+                let hint = body.content_length().unwrap_or(0).min(PREALLOC_MAX);
+                let mut v = Vec::with_capacity(hint as usize);
+                body.as_reader()
+                    .read_to_end(&mut v)
+                    .map_err(|e| Failure::Retry(transport(ureq::Error::from(e))))?;
+                v
+            }
         };
         Ok(Resp {
             status,
