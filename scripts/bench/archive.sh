@@ -35,6 +35,8 @@ PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 PGSTRATA=${PGSTRATA:-$REPO_ROOT/target/release/pgstrata}
 [[ -x $PGSTRATA ]] || (cd "$REPO_ROOT" && cargo build --release)
+command -v pgbackrest >/dev/null ||
+  { echo "archive.sh: pgbackrest is missing (apt-get install pgbackrest)" >&2; exit 1; }
 WORKDIR=${WORKDIR:-$(mktemp -d /var/tmp/pgstrata-bench-archive.XXXXXX)}
 mkdir -p "$WORKDIR"
 AS_PG=()
