@@ -224,8 +224,9 @@ fn insert_backup(repo: &Repository, cat: &mut Catalog, m: Manifest) -> Result<St
                 "{what}: its block map {bm} is in no pack with a readable trailer"
             ))
         })?;
-        let raw = loc.read(repo.backend(), repo.ids(), &bm, &what)?;
-        let map = BlockMap::decode(&raw, &what)?;
+        let map = loc.read_with(repo.backend(), repo.ids(), &bm, &what, |raw| {
+            BlockMap::decode(raw, &what)
+        })?;
         relation.push((bm, map.chunks));
     }
     let backup = BackupRow::from_meta(m.backup, m.cluster.history);

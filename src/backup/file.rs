@@ -72,9 +72,9 @@ impl Ctx<'_> {
     }
 
     fn load_blockmap(&self, id: &ChunkId, loc: &ChunkLoc, what: &str) -> Option<BlockMap> {
-        let r = loc
-            .read(self.backend, &self.ids, id, what)
-            .and_then(|b| BlockMap::decode(&b, what));
+        let r = loc.read_with(self.backend, &self.ids, id, what, |b| {
+            BlockMap::decode(b, what)
+        });
         match r {
             Ok(m) if m.block_size == self.block_size => Some(m),
             Ok(_) => None,

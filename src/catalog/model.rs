@@ -91,16 +91,19 @@ pub struct PageErrorRow {
 }
 
 impl ChunkLoc {
-    /// Read the chunk `id` stored here, verified; `what` names the file
-    /// being restored (or the object checked) for errors.
-    pub fn read(
+    /// Read the chunk `id` stored here, verified, and hand its bytes to `f`
+    /// (decoded into buffers the thread reuses: see
+    /// [`crate::store::read_chunk_with`]); `what` names the file being
+    /// restored (or the object checked) for errors.
+    pub fn read_with<R>(
         &self,
         backend: &dyn crate::store::Backend,
         ids: &crate::format::chunk::IdKey,
         id: &ChunkId,
         what: &str,
-    ) -> crate::error::Result<Vec<u8>> {
-        crate::store::read_chunk(
+        f: impl FnOnce(&[u8]) -> crate::error::Result<R>,
+    ) -> crate::error::Result<R> {
+        crate::store::read_chunk_with(
             backend,
             ids,
             &self.pack_id,
@@ -108,6 +111,7 @@ impl ChunkLoc {
             self.stored_len,
             id,
             what,
+            f,
         )
     }
 }

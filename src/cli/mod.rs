@@ -5,6 +5,7 @@
 mod archiving;
 pub mod args;
 pub mod config;
+mod malloc;
 mod remote;
 mod settings;
 
@@ -64,7 +65,10 @@ fn execute(s: Settings) -> anyhow::Result<Outcome> {
         )?,
         Run::ChangePassphrase { ref new } => change_passphrase(&open()?, new, quiet)?,
         Run::Backup { opts, auto_expire } => backup(&open()?, cluster, &opts, auto_expire, quiet)?,
-        Run::Restore { opts } => restore(&open()?, cluster, &opts, quiet)?,
+        Run::Restore { opts } => {
+            malloc::return_freed_memory();
+            restore(&open()?, cluster, &opts, quiet)?
+        }
         Run::Expire { opts, dry_run } => expire(&open()?, cluster, &opts, dry_run, quiet)?,
         Run::ArchivePush {
             path,

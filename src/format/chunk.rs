@@ -171,15 +171,22 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-fn decompress(stored: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
+/// Decompress `stored` into `out` (replacing what it held), which must come
+/// to `raw_len` bytes at most.
+fn decompress_into(stored: &[u8], raw_len: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
+    out.clear();
+    out.reserve(raw_len);
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
             *slot = Some(zstd::bulk::Decompressor::new()?);
         }
         match slot.as_mut() {
-            Some(d) => d.decompress(stored, raw_len),
-            None => zstd::bulk::decompress(stored, raw_len),
+            Some(d) => d.decompress_to_buffer(stored, out).map(|_| ()),
+            None => {
+                *out = zstd::bulk::decompress(stored, raw_len)?;
+                Ok(())
+            }
         }
     })
 }
@@ -194,18 +201,39 @@ pub fn decode_verified(
     raw_len: usize,
     what: &str,
 ) -> Result<Vec<u8>> {
-    let raw = match codec {
-        Codec::Raw => stored.to_vec(),
-        Codec::Zstd => decompress(stored, raw_len)
+    let mut raw = Vec::new();
+    decode_verified_into(ids, id, codec, stored, raw_len, what, &mut raw)?;
+    Ok(raw)
+}
+
+/// [`decode_verified`] into `out` (its old contents replaced), so that a
+/// reader of many chunks decodes them all into one buffer. A buffer larger
+/// than `raw_len` changes nothing: a frame that decodes to more is caught
+/// by the length check.
+pub fn decode_verified_into(
+    ids: &IdKey,
+    id: &ChunkId,
+    codec: Codec,
+    stored: &[u8],
+    raw_len: usize,
+    what: &str,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    match codec {
+        Codec::Raw => {
+            out.clear();
+            out.extend_from_slice(stored);
+        }
+        Codec::Zstd => decompress_into(stored, raw_len, out)
             .map_err(|e| Error::corrupt(what, format!("chunk {id} does not decompress: {e}")))?,
-    };
-    if raw.len() != raw_len || ids.chunk_id(&raw) != *id {
+    }
+    if out.len() != raw_len || ids.chunk_id(out) != *id {
         return Err(Error::corrupt(
             what,
             format!("chunk {id} does not match its hash"),
         ));
     }
-    Ok(raw)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -219,6 +247,31 @@ mod tests {
         assert_eq!(ChunkId::from_hex("zz"), None);
         assert_eq!(ChunkId::from_hex(&"g".repeat(64)), None);
         assert_eq!(ChunkId::from_slice(&[0u8; 31]), None);
+    }
+
+    #[test]
+    fn decode_into_a_reused_buffer() {
+        let (big, small) = (vec![7u8; 200_000], vec![9u8; 1000]);
+        let mut buf = Vec::new();
+        for d in [&big, &small, &big] {
+            let (c, s) = compress(d, 3).unwrap();
+            decode_verified_into(
+                &IdKey::Plain,
+                &ChunkId::of(d),
+                c,
+                &s,
+                d.len(),
+                "t",
+                &mut buf,
+            )
+            .unwrap();
+            assert_eq!(&buf, d);
+        }
+        // A frame of more bytes than the index gives fails, even in a buffer
+        // large enough to hold it.
+        let (c, s) = compress(&big, 3).unwrap();
+        let id = ChunkId::of(&big);
+        assert!(decode_verified_into(&IdKey::Plain, &id, c, &s, 1000, "t", &mut buf).is_err());
     }
 
     #[test]

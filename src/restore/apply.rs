@@ -397,20 +397,12 @@ struct Worker<'a> {
 }
 
 impl Worker<'_> {
-    /// Read and verify a chunk; data chunks are looked up on this worker's
-    /// catalog connection.
-    fn load_chunk(&self, id: &ChunkId, loc: Option<&ChunkLoc>, what: &str) -> Result<Vec<u8>> {
-        let found;
-        let loc = match loc {
-            Some(l) => l,
-            None => {
-                found = self.readers.get()?.chunk(id)?.ok_or_else(|| {
-                    Error::NotFound(format!("{what}: chunk {id} is not in the chunk index"))
-                })?;
-                &found
-            }
-        };
-        loc.read(self.repo.backend(), self.repo.ids(), id, what)
+    /// Where data chunk `id` is, looked up on this worker's catalog connection.
+    fn locate(&self, id: &ChunkId, what: &str) -> Result<ChunkLoc> {
+        self.readers
+            .get()?
+            .chunk(id)?
+            .ok_or_else(|| Error::NotFound(format!("{what}: chunk {id} is not in the chunk index")))
     }
 
     fn restore_file(&self, f: &FileRow, bm_loc: Option<&ChunkLoc>) -> Result<()> {
@@ -433,9 +425,10 @@ impl Worker<'_> {
                         "{what}: its block map (chunk {bm_id}) is not in the chunk index"
                     ))
                 })?;
-                let map = self
-                    .load_chunk(bm_id, Some(bm_loc), &what)
-                    .and_then(|b| BlockMap::decode(&b, &what))?;
+                let map =
+                    bm_loc.read_with(self.repo.backend(), self.repo.ids(), bm_id, &what, |b| {
+                        BlockMap::decode(b, &what)
+                    })?;
                 if map.file_size != f.size {
                     return Err(Error::corrupt(
                         what,
@@ -521,47 +514,62 @@ impl Worker<'_> {
         if todo.is_empty() {
             return Ok(0);
         }
-        let data = self.load_chunk(&map.chunks[ci], None, t.what)?;
-        // Blocks of zeros past the old end of the file are already zeros (the
-        // file was extended to its size): leaving them unwritten keeps them holes.
-        if t.old_len < t.size {
-            todo.retain(|&(b, cb)| {
-                let from = (cb * bs) as usize;
-                let n = block_len(b);
-                b * bs < t.old_len
-                    || data
-                        .get(from..from + n)
-                        .is_none_or(|blk| blk.iter().any(|&x| x != 0))
-            });
-        }
-        let mut n_written = 0u64;
-        // Write runs of consecutive blocks with one pwrite each.
-        let mut i = 0;
-        while i < todo.len() {
-            let (b0, c0) = todo[i];
-            let mut j = i + 1;
-            while j < todo.len()
-                && todo[j].0 == b0 + (j - i) as u64
-                && todo[j].1 == c0 + (j - i) as u64
-            {
-                j += 1;
-            }
-            let len = ((j - i) as u64 * bs).min(t.size - b0 * bs);
-            let from = c0 * bs;
-            let src = data
-                .get(from as usize..(from + len) as usize)
-                .ok_or_else(|| {
-                    Error::corrupt(
-                        t.what,
-                        format!("chunk {} is shorter than its extents", map.chunks[ci]),
-                    )
-                })?;
-            t.out.write_all_at(src, b0 * bs).at(t.path)?;
-            n_written += len;
-            i = j;
-        }
-        Ok(n_written)
+        let id = &map.chunks[ci];
+        let loc = self.locate(id, t.what)?;
+        loc.read_with(self.repo.backend(), self.repo.ids(), id, t.what, |data| {
+            write_blocks(map, t, ci, todo, data)
+        })
     }
+}
+
+/// Write blocks of chunk `ci` from its bytes `data`: `todo` holds (file
+/// block, chunk block) pairs in order. Returns the bytes written.
+fn write_blocks(
+    map: &BlockMap,
+    t: &Target<'_>,
+    ci: usize,
+    mut todo: Vec<(u64, u64)>,
+    data: &[u8],
+) -> Result<u64> {
+    let bs = u64::from(map.block_size);
+    let block_len = |b: u64| bs.min(t.size - b * bs) as usize;
+    // Blocks of zeros past the old end of the file are already zeros (the
+    // file was extended to its size): leaving them unwritten keeps them holes.
+    if t.old_len < t.size {
+        todo.retain(|&(b, cb)| {
+            let from = (cb * bs) as usize;
+            let n = block_len(b);
+            b * bs < t.old_len
+                || data
+                    .get(from..from + n)
+                    .is_none_or(|blk| blk.iter().any(|&x| x != 0))
+        });
+    }
+    let mut n_written = 0u64;
+    // Write runs of consecutive blocks with one pwrite each.
+    let mut i = 0;
+    while i < todo.len() {
+        let (b0, c0) = todo[i];
+        let mut j = i + 1;
+        while j < todo.len() && todo[j].0 == b0 + (j - i) as u64 && todo[j].1 == c0 + (j - i) as u64
+        {
+            j += 1;
+        }
+        let len = ((j - i) as u64 * bs).min(t.size - b0 * bs);
+        let from = c0 * bs;
+        let src = data
+            .get(from as usize..(from + len) as usize)
+            .ok_or_else(|| {
+                Error::corrupt(
+                    t.what,
+                    format!("chunk {} is shorter than its extents", map.chunks[ci]),
+                )
+            })?;
+        t.out.write_all_at(src, b0 * bs).at(t.path)?;
+        n_written += len;
+        i = j;
+    }
+    Ok(n_written)
 }
 
 fn write_durably(path: &Path, data: &[u8], mode: u32) -> Result<()> {

@@ -250,9 +250,10 @@ fn check_file(
             what()
         ))
     })?;
-    let raw = loc.read(repo.backend(), repo.ids(), bm, &what())?;
-    let map = BlockMap::decode(&raw, &what())
-        .map_err(|e| Error::corrupt(what(), format!("{e} ({nothing})")))?;
+    let map = loc.read_with(repo.backend(), repo.ids(), bm, &what(), |raw| {
+        BlockMap::decode(raw, &what())
+            .map_err(|e| Error::corrupt(what(), format!("{e} ({nothing})")))
+    })?;
     if map.file_size != f.size {
         return Err(Error::corrupt(
             what(),

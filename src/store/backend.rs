@@ -31,6 +31,14 @@ pub trait Backend: Send + Sync {
     /// `len` bytes at `offset`; a short object is an error naming the key, a
     /// missing one [`Error::MissingObject`].
     fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
+    /// [`Self::get_range`] into `out`, its old contents replaced, so that a
+    /// reader of many records reuses one buffer.
+    fn get_range_into(&self, key: &str, offset: u64, len: usize, out: &mut Vec<u8>) -> Result<()> {
+        let data = self.get_range(key, offset, len)?;
+        out.clear();
+        out.extend_from_slice(&data);
+        Ok(())
+    }
     /// Several ranges of one object, each as [`Self::get_range`] returns it,
     /// in the order asked. A backend may serve them from one opened object
     /// (a local file is opened once, not once per range).
@@ -327,19 +335,33 @@ fn open_existing(path: &Path, key: &str) -> Result<File> {
 
 /// `len` bytes of `f` (at `path`) at `offset`; a short file is damage.
 fn read_at(f: &File, path: &Path, offset: u64, len: usize) -> Result<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
     let mut buf = vec![0u8; len];
-    f.read_exact_at(&mut buf, offset).map_err(|e| {
+    fill_at(f, path, offset, &mut buf)?;
+    Ok(buf)
+}
+
+/// [`read_at`] into `out`, its old contents replaced.
+fn read_at_into(f: &File, path: &Path, offset: u64, len: usize, out: &mut Vec<u8>) -> Result<()> {
+    out.clear();
+    out.resize(len, 0);
+    fill_at(f, path, offset, out)
+}
+
+fn fill_at(f: &File, path: &Path, offset: u64, buf: &mut [u8]) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    f.read_exact_at(buf, offset).map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
             Error::corrupt(
                 path.display().to_string(),
-                format!("truncated: cannot read {len} bytes at offset {offset}"),
+                format!(
+                    "truncated: cannot read {} bytes at offset {offset}",
+                    buf.len()
+                ),
             )
         } else {
             Error::io(path, e)
         }
-    })?;
-    Ok(buf)
+    })
 }
 
 /// fsync a directory so that renames and creations in it are durable.
@@ -486,6 +508,11 @@ impl Backend for LocalBackend {
     fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         let path = self.path(key)?;
         read_at(&open_existing(&path, key)?, &path, offset, len)
+    }
+
+    fn get_range_into(&self, key: &str, offset: u64, len: usize, out: &mut Vec<u8>) -> Result<()> {
+        let path = self.path(key)?;
+        read_at_into(&open_existing(&path, key)?, &path, offset, len, out)
     }
 
     fn get_ranges(&self, key: &str, ranges: &[(u64, usize)]) -> Vec<Result<Vec<u8>>> {

@@ -10,4 +10,4 @@ pub mod s3;
 
 pub use backend::{Backend, LocalBackend, Ownership, RequestCounts, WriteObject};
 pub use crypt::SealedBackend;
-pub use pack::{read_chunk, read_chunks, read_trailer, PackWriter, SealedPack};
+pub use pack::{read_chunk_with, read_chunks, read_trailer, PackWriter, SealedPack};

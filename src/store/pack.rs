@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::check_magic;
-use crate::format::chunk::{decode_verified, ChunkId, Codec, IdKey};
+use crate::format::chunk::{decode_verified_into, ChunkId, Codec, IdKey};
 use crate::format::keys;
 use crate::format::pack::{
     decode_trailer, encode_trailer, Footer, PackId, RecordHeader, TrailerEntry, HEADER_MAGIC,
@@ -129,9 +129,24 @@ pub fn read_trailer(backend: &dyn Backend, pack: &PackId) -> Result<Vec<TrailerE
     decode_trailer(&trailer, &what)
 }
 
-/// Read one chunk record and return the chunk's verified, decoded bytes.
-/// `what` names the file being restored, for the error.
-pub fn read_chunk(
+/// Buffers kept between reads by [`read_chunk_with`]: larger ones go back
+/// to the allocator.
+const SCRATCH_MAX: usize = 4 << 20;
+
+thread_local! {
+    // A record and its decoded bytes, reused by the chunk reads of one
+    // thread. Chunks run to 1 MiB: a fresh pair of buffers for each left
+    // glibc's per-thread arenas holding far more than was ever live (a
+    // restore from object storage: 67 MiB of RSS for 29 MiB of heap).
+    static SCRATCH: std::cell::Cell<(Vec<u8>, Vec<u8>)> =
+        const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+}
+
+/// Read one chunk record and hand the chunk's verified, decoded bytes to
+/// `f`, decoding into buffers this thread reuses. `what` names the file
+/// being restored, for the error.
+#[allow(clippy::too_many_arguments)]
+pub fn read_chunk_with<R>(
     backend: &dyn Backend,
     ids: &IdKey,
     pack: &PackId,
@@ -139,17 +154,32 @@ pub fn read_chunk(
     stored_len: u32,
     id: &ChunkId,
     what: &str,
-) -> Result<Vec<u8>> {
+    f: impl FnOnce(&[u8]) -> Result<R>,
+) -> Result<R> {
+    // Taken, not borrowed: a read started inside `f` gets fresh buffers.
+    let (mut rec, mut raw) = SCRATCH.take();
     let key = keys::pack(pack);
-    let rec = backend
-        .get_range(&key, offset, RecordHeader::LEN + stored_len as usize)
-        .map_err(|e| read_error(e, &key, id, what))?;
-    decode_record(ids, &rec, id, what, &key)
+    let r = backend
+        .get_range_into(
+            &key,
+            offset,
+            RecordHeader::LEN + stored_len as usize,
+            &mut rec,
+        )
+        .map_err(|e| read_error(e, &key, id, what))
+        .and_then(|()| decode_record_into(ids, &rec, id, what, &key, &mut raw))
+        .and_then(|()| f(&raw));
+    let keep = |v: Vec<u8>| match v.capacity() <= SCRATCH_MAX {
+        true => v,
+        false => Vec::new(),
+    };
+    SCRATCH.set((keep(rec), keep(raw)));
+    r
 }
 
-/// [`read_chunk`] for several chunks of one pack, `(offset, stored_len,
+/// [`read_chunk_with`] for several chunks of one pack, `(offset, stored_len,
 /// id)` each, read through one opened pack where the backend can; each
-/// result as `read_chunk` gives it, in the order asked.
+/// result as `read_chunk_with` hands it over, in the order asked.
 pub fn read_chunks(
     backend: &dyn Backend,
     ids: &IdKey,
@@ -194,6 +224,20 @@ pub fn decode_record(
     what: &str,
     key: &str,
 ) -> Result<Vec<u8>> {
+    let mut raw = Vec::new();
+    decode_record_into(ids, rec, id, what, key, &mut raw)?;
+    Ok(raw)
+}
+
+/// [`decode_record`] into `out`, its old contents replaced.
+fn decode_record_into(
+    ids: &IdKey,
+    rec: &[u8],
+    id: &ChunkId,
+    what: &str,
+    key: &str,
+    out: &mut Vec<u8>,
+) -> Result<()> {
     // The context is formatted only on failure: this runs for every chunk read.
     let h = RecordHeader::decode(rec, key).map_err(|e| match e {
         Error::Corrupt { detail, .. } => {
@@ -207,13 +251,14 @@ pub fn decode_record(
             format!("chunk {id}: record header in pack {key} does not match the index"),
         ));
     }
-    decode_verified(
+    decode_verified_into(
         ids,
         id,
         h.codec,
         &rec[RecordHeader::LEN..],
         h.raw_len as usize,
         what,
+        out,
     )
 }
 
@@ -239,7 +284,7 @@ mod tests {
         let sealed = w.seal().unwrap();
         let entries = read_trailer(&b, &sealed.id).unwrap();
         let read = |e: &TrailerEntry, id: &ChunkId| {
-            read_chunk(
+            read_chunk_with(
                 &b,
                 &IdKey::Plain,
                 &sealed.id,
@@ -247,6 +292,7 @@ mod tests {
                 e.stored_len,
                 id,
                 "t",
+                |d| Ok(d.to_vec()),
             )
         };
         assert_eq!(entries, sealed.entries);
@@ -271,6 +317,32 @@ mod tests {
         b.put(&key, &bad).unwrap();
         let e = &entries[2];
         assert!(read(e, &ids[2].0).is_err());
+        // Reads into this thread's reused buffers: larger and smaller chunks
+        // in turn, a damaged one between them, a read started inside `f`.
+        let read_with = |i: usize, f: &dyn Fn(&[u8]) -> Result<Vec<u8>>| {
+            let e = &entries[i];
+            read_chunk_with(
+                &b,
+                &IdKey::Plain,
+                &sealed.id,
+                e.offset,
+                e.stored_len,
+                &ids[i].0,
+                "t",
+                f,
+            )
+        };
+        for i in [4, 0, 2, 3, 1, 4] {
+            match i {
+                2 => assert!(read_with(i, &|d| Ok(d.to_vec())).is_err()),
+                _ => assert_eq!(read_with(i, &|d| Ok(d.to_vec())).unwrap(), ids[i].1),
+            }
+        }
+        let nested = read_with(3, &|outer| {
+            let inner = read_with(0, &|d| Ok(d.to_vec()))?;
+            Ok([outer, &inner[..]].concat())
+        });
+        assert_eq!(nested.unwrap(), [&ids[3].1[..], &ids[0].1[..]].concat());
         // A pack written by a newer pgstrata says so.
         let mut newer = full.clone();
         newer[7] = b'2';

@@ -367,16 +367,25 @@ impl Inner {
         }
     }
 
-    /// `get_range` through the window cache for small reads.
-    fn get_range_cached(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+    /// `get_range` through the window cache for small reads, into `out`
+    /// (its old contents replaced).
+    fn get_range_cached(
+        &self,
+        key: &str,
+        offset: u64,
+        len: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        out.clear();
         if len == 0 {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let (w0, w1) = (offset / WINDOW, (offset + len as u64 - 1) / WINDOW);
         if len as u64 > WINDOW / 2 || w1 > w0 + 1 {
-            return self.get_range(key, offset, len);
+            *out = self.get_range(key, offset, len)?;
+            return Ok(());
         }
-        let mut out = Vec::with_capacity(len);
+        out.reserve(len);
         for w in w0..=w1 {
             let data = match self.windows.get(key, w) {
                 Some(d) => d,
@@ -396,7 +405,7 @@ impl Inner {
             })?;
             out.extend_from_slice(part);
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Window `w` of an object (shorter at its end).
@@ -632,7 +641,13 @@ impl Backend for S3Backend {
     }
 
     fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
-        self.0.get_range_cached(key, offset, len)
+        let mut out = Vec::new();
+        self.0.get_range_cached(key, offset, len, &mut out)?;
+        Ok(out)
+    }
+
+    fn get_range_into(&self, key: &str, offset: u64, len: usize, out: &mut Vec<u8>) -> Result<()> {
+        self.0.get_range_cached(key, offset, len, out)
     }
 
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {
