@@ -469,7 +469,9 @@ impl Job<'_> {
         };
         let run = |batch: &mut Vec<FileRow>| -> Result<()> {
             batch.sort_by_key(|f| std::cmp::Reverse(f.size));
-            pool.install(|| batch.par_iter().try_for_each(one))?;
+            // One file per job, so that no worker is left with a run of
+            // files to do alone at the end (see `file::backup_file`).
+            pool.install(|| batch.par_iter().with_max_len(1).try_for_each(one))?;
             batch.clear();
             Ok(())
         };

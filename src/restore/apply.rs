@@ -111,8 +111,12 @@ fn apply_inner(
     progress.begin("restore", plan.bytes);
     let mut batch: Vec<(FileRow, Option<ChunkLoc>)> = Vec::with_capacity(BATCH);
     let run = |batch: &mut Vec<(FileRow, Option<ChunkLoc>)>| {
+        // One file per job (and one chunk per job below): rayon otherwise
+        // hands a worker runs of them to do in sequence, and the other
+        // worker idles while the last run finishes.
         let r = batch
             .par_iter()
+            .with_max_len(1)
             .try_for_each(|(f, loc)| w.restore_file(f, loc.as_ref()));
         batch.clear();
         r
@@ -452,17 +456,21 @@ impl Worker<'_> {
                 for (i, e) in map.extents.iter().enumerate() {
                     by_chunk[e.chunk as usize].push(i);
                 }
-                by_chunk.par_iter().enumerate().try_for_each(|(ci, exts)| {
-                    let n = self.restore_chunk(&map, &t, ci, exts)?;
-                    written.fetch_add(n, Ordering::Relaxed);
-                    let bs = u64::from(map.block_size);
-                    progress.advance(
-                        exts.iter()
-                            .map(|&i| u64::from(map.extents[i].blocks) * bs)
-                            .sum(),
-                    );
-                    Ok::<(), Error>(())
-                })?;
+                by_chunk
+                    .par_iter()
+                    .with_max_len(1)
+                    .enumerate()
+                    .try_for_each(|(ci, exts)| {
+                        let n = self.restore_chunk(&map, &t, ci, exts)?;
+                        written.fetch_add(n, Ordering::Relaxed);
+                        let bs = u64::from(map.block_size);
+                        progress.advance(
+                            exts.iter()
+                                .map(|&i| u64::from(map.extents[i].blocks) * bs)
+                                .sum(),
+                        );
+                        Ok::<(), Error>(())
+                    })?;
             }
             // Planning refuses this; never write zeros for a file with bytes.
             None if f.size > 0 => {
