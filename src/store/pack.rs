@@ -135,9 +135,10 @@ const SCRATCH_MAX: usize = 4 << 20;
 
 thread_local! {
     // A record and its decoded bytes, reused by the chunk reads of one
-    // thread. Chunks run to 1 MiB: a fresh pair of buffers for each left
-    // glibc's per-thread arenas holding far more than was ever live (a
-    // restore from object storage: 67 MiB of RSS for 29 MiB of heap).
+    // thread, so that a chunk costs no allocation. Chunks run to 1 MiB:
+    // with glibc's mmap threshold kept at 128 KiB (restore keeps it there,
+    // to bound its memory), a fresh buffer for each would be an mmap, 256
+    // page faults and a munmap.
     static SCRATCH: std::cell::Cell<(Vec<u8>, Vec<u8>)> =
         const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
