@@ -89,13 +89,24 @@ pub fn try_flock(path: &std::path::Path) -> crate::error::Result<Option<std::fs:
     }
 }
 
-/// Create the file `path` whole or not at all, durably: `fill` writes a
-/// temporary file beside it (named by the process and a counter, so that
-/// concurrent writers of one name do not share it), which is fsynced and
-/// renamed over `path`. On any error the temporary file is removed and
-/// `path` is untouched.
-pub fn write_durably_with(
+/// Whether [`write_whole_with`] waits for the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync the file before the rename: it survives a crash of the system.
+    Fsync,
+    /// Leave writing to the kernel: for files whose reader asks again after a
+    /// crash of the system (what `restore_command` hands PostgreSQL).
+    PageCache,
+}
+
+/// Create the file `path` whole or not at all: `fill` writes a temporary
+/// file beside it (named by the process and a counter, so that concurrent
+/// writers of one name do not share it), which is fsynced if `durability`
+/// asks for it and renamed over `path`. On any error the temporary file is
+/// removed and `path` is untouched.
+pub fn write_whole_with(
     path: &std::path::Path,
+    durability: Durability,
     fill: impl FnOnce(&mut std::fs::File, &std::path::Path) -> crate::error::Result<()>,
 ) -> crate::error::Result<()> {
     use crate::error::IoContext;
@@ -110,7 +121,9 @@ pub fn write_durably_with(
     let r = (|| {
         let mut f = std::fs::File::create(&tmp).at(&tmp)?;
         fill(&mut f, &tmp)?;
-        f.sync_all().at(&tmp)?;
+        if durability == Durability::Fsync {
+            f.sync_all().at(&tmp)?;
+        }
         std::fs::rename(&tmp, path).at(path)
     })();
     if r.is_err() {

@@ -11,6 +11,13 @@
 //! cluster's. Neither command needs a database connection nor the backup
 //! lock; push publishes with a no-replace write, so two pushes of the same
 //! name cannot overwrite each other.
+//!
+//! What `archive-get` writes for PostgreSQL is whole (a temporary file
+//! renamed into place) but not fsynced: after a crash of the system,
+//! recovery starts again from its last restart point and asks for every
+//! segment again, and PostgreSQL itself fsyncs a restored file before it
+//! keeps one (a standby's history files, `archive_mode = always`). The fsync
+//! would put 16 MiB of disk writes on the startup process's path per segment.
 
 use std::fs;
 use std::path::Path;
@@ -22,6 +29,7 @@ use crate::format::wal as walfmt;
 use crate::pg::wal::LongPageHeader;
 use crate::pg::WalFileName;
 use crate::repo::{check_cluster_name, Repository};
+use crate::util::Durability;
 
 mod prefetch;
 mod spool;
@@ -171,8 +179,9 @@ fn same_or_refuse(name: &str, existing: &[u8; 32], new: &[u8; 32]) -> Result<Pus
 }
 
 /// Restore an archived WAL file of entry `history` of the cluster's history
-/// to `dest`, atomically. `false` when the repository does not have it
-/// (PostgreSQL asks for files that do not exist).
+/// to `dest`, atomically, not fsynced (see the module's docs). `false` when
+/// the repository does not have it (PostgreSQL asks for files that do not
+/// exist).
 pub fn get(
     repo: &Repository,
     cluster: &str,
@@ -181,5 +190,5 @@ pub fn get(
     dest: &Path,
 ) -> Result<bool> {
     check_cluster_name(cluster)?;
-    repo.wal_fetch_to(&wal_id(cluster, history), name, dest)
+    repo.wal_fetch_to(&wal_id(cluster, history), name, dest, Durability::PageCache)
 }

@@ -25,7 +25,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::keys::wal_id;
 use crate::pg::{WalFileName, WalSegment};
 use crate::repo::Repository;
-use crate::util::{try_flock, write_durably_with, write_replace};
+use crate::util::{try_flock, write_replace, write_whole_with, Durability};
 
 /// `archive-get` with prefetching.
 #[derive(Clone, Debug)]
@@ -94,13 +94,13 @@ pub fn get_prefetched(
     Ok(found)
 }
 
-/// Move a spooled segment into place; across file systems, copy it
-/// (fsynced) and rename.
+/// Move a spooled segment into place; across file systems, copy it and
+/// rename (not fsynced, as [`get`]).
 fn place(spooled: &Path, dest: &Path) -> Result<()> {
     match std::fs::rename(spooled, dest) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
-            write_durably_with(dest, |f, tmp| {
+            write_whole_with(dest, Durability::PageCache, |f, tmp| {
                 let mut from = std::fs::File::open(spooled).at(spooled)?;
                 std::io::copy(&mut from, f).at(tmp).map(drop)
             })?;
@@ -183,7 +183,12 @@ fn fetch_all(
                         if i >= names.len() || i > stop.load(Ordering::Relaxed) {
                             return Ok(n);
                         }
-                        if repo.wal_fetch_to(wal, &names[i], &dir.join(&names[i]))? {
+                        if repo.wal_fetch_to(
+                            wal,
+                            &names[i],
+                            &dir.join(&names[i]),
+                            Durability::Fsync,
+                        )? {
                             n += 1;
                         } else {
                             stop.fetch_min(i, Ordering::Relaxed);

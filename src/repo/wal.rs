@@ -11,7 +11,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::keys::{self, ObjectKey};
 use crate::format::wal::{self as walfmt, WalHeader};
 use crate::pg::{TimelineId, WalFileName};
-use crate::util::write_durably_with;
+use crate::util::{write_whole_with, Durability};
 
 /// One archived WAL object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,16 +74,21 @@ impl Repository {
         }
     }
 
-    /// Write an archived WAL file to `dest`, verified, whole or not at all,
-    /// and durably ([`write_durably_with`]); `false` when it is not
-    /// archived. It is decompressed a piece at a time into the file, never
-    /// held whole.
-    pub fn wal_fetch_to(&self, cluster: &str, name: &str, dest: &Path) -> Result<bool> {
+    /// Write an archived WAL file to `dest`, verified, whole or not at all
+    /// ([`write_whole_with`]); `false` when it is not archived. It is
+    /// decompressed a piece at a time into the file, never held whole.
+    pub fn wal_fetch_to(
+        &self,
+        cluster: &str,
+        name: &str,
+        dest: &Path,
+        durability: Durability,
+    ) -> Result<bool> {
         let key = keys::wal(cluster, name)?;
         let Some(obj) = self.backend().get(&key)? else {
             return Ok(false);
         };
-        write_durably_with(dest, |f, tmp| {
+        write_whole_with(dest, durability, |f, tmp| {
             walfmt::decode_to(&obj, &key, &mut |piece| f.write_all(piece).at(tmp))
         })?;
         Ok(true)
@@ -210,9 +215,13 @@ mod tests {
         let out = d.path().join("out");
         std::fs::create_dir(&out).unwrap();
         let dest = out.join("RECOVERYXLOG");
-        assert!(repo.wal_fetch_to("main", good, &dest).unwrap());
+        assert!(repo
+            .wal_fetch_to("main", good, &dest, Durability::Fsync)
+            .unwrap());
         assert_eq!(std::fs::read(&dest).unwrap(), seg);
-        let e = repo.wal_fetch_to("main", bad, &dest).unwrap_err();
+        let e = repo
+            .wal_fetch_to("main", bad, &dest, Durability::PageCache)
+            .unwrap_err();
         assert!(matches!(e, Error::Corrupt { .. }), "{e}");
         assert_eq!(std::fs::read(&dest).unwrap(), seg);
         let names: Vec<_> = std::fs::read_dir(&out)
@@ -222,7 +231,7 @@ mod tests {
         assert_eq!(names, vec![std::ffi::OsString::from("RECOVERYXLOG")]);
         let missing = "000000010000000000000003";
         assert!(!repo
-            .wal_fetch_to("main", missing, &out.join(missing))
+            .wal_fetch_to("main", missing, &out.join(missing), Durability::PageCache)
             .unwrap());
         assert!(!out.join(missing).exists());
     }
