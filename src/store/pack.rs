@@ -170,9 +170,12 @@ pub fn read_chunk_with<R>(
         .map_err(|e| read_error(e, &key, id, what))
         .and_then(|()| decode_record_into(ids, &rec, id, what, &key, &mut raw))
         .and_then(|()| f(&raw));
-    let keep = |v: Vec<u8>| match v.capacity() <= SCRATCH_MAX {
-        true => v,
-        false => Vec::new(),
+    let keep = |v: Vec<u8>| {
+        if v.capacity() <= SCRATCH_MAX {
+            v
+        } else {
+            Vec::new()
+        }
     };
     SCRATCH.set((keep(rec), keep(raw)));
     r
@@ -284,7 +287,7 @@ mod tests {
         }
         let sealed = w.seal().unwrap();
         let entries = read_trailer(&b, &sealed.id).unwrap();
-        let read = |e: &TrailerEntry, id: &ChunkId| {
+        let read_with = |e: &TrailerEntry, id: &ChunkId, f: &dyn Fn(&[u8]) -> Result<Vec<u8>>| {
             read_chunk_with(
                 &b,
                 &IdKey::Plain,
@@ -293,9 +296,10 @@ mod tests {
                 e.stored_len,
                 id,
                 "t",
-                |d| Ok(d.to_vec()),
+                f,
             )
         };
+        let read = |e: &TrailerEntry, id: &ChunkId| read_with(e, id, &|d| Ok(d.to_vec()));
         assert_eq!(entries, sealed.entries);
         for (e, (id, data)) in entries.iter().zip(&ids) {
             let got = read(e, id).unwrap();
@@ -320,27 +324,14 @@ mod tests {
         assert!(read(e, &ids[2].0).is_err());
         // Reads into this thread's reused buffers: larger and smaller chunks
         // in turn, a damaged one between them, a read started inside `f`.
-        let read_with = |i: usize, f: &dyn Fn(&[u8]) -> Result<Vec<u8>>| {
-            let e = &entries[i];
-            read_chunk_with(
-                &b,
-                &IdKey::Plain,
-                &sealed.id,
-                e.offset,
-                e.stored_len,
-                &ids[i].0,
-                "t",
-                f,
-            )
-        };
         for i in [4, 0, 2, 3, 1, 4] {
             match i {
-                2 => assert!(read_with(i, &|d| Ok(d.to_vec())).is_err()),
-                _ => assert_eq!(read_with(i, &|d| Ok(d.to_vec())).unwrap(), ids[i].1),
+                2 => assert!(read(&entries[i], &ids[i].0).is_err()),
+                _ => assert_eq!(read(&entries[i], &ids[i].0).unwrap(), ids[i].1),
             }
         }
-        let nested = read_with(3, &|outer| {
-            let inner = read_with(0, &|d| Ok(d.to_vec()))?;
+        let nested = read_with(&entries[3], &ids[3].0, &|outer| {
+            let inner = read(&entries[0], &ids[0].0)?;
             Ok([outer, &inner[..]].concat())
         });
         assert_eq!(nested.unwrap(), [&ids[3].1[..], &ids[0].1[..]].concat());
