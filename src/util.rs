@@ -68,10 +68,30 @@ pub fn human(bytes: u64) -> String {
     }
 }
 
+/// A file this process holds an `flock` on, released when dropped or when
+/// the process dies.
+#[derive(Debug)]
+pub struct Flock(std::fs::File);
+
+impl Flock {
+    /// Take over `file`, on which this process has just taken an `flock`.
+    pub fn held(file: std::fs::File) -> Self {
+        Self(file)
+    }
+}
+
+impl Drop for Flock {
+    fn drop(&mut self) {
+        // Unlock explicitly rather than by closing: a child forked meanwhile
+        // by another thread holds a copy of the descriptor until it execs,
+        // and the lock would stay taken until then.
+        let _ = rustix::fs::flock(&self.0, rustix::fs::FlockOperation::Unlock);
+    }
+}
+
 /// Take an exclusive `flock` on `path` (created 0600 if missing) without
-/// waiting: `None` when another process holds it. The kernel releases it
-/// when the returned file is dropped or the process dies.
-pub fn try_flock(path: &std::path::Path) -> crate::error::Result<Option<std::fs::File>> {
+/// waiting: `None` when another process holds it.
+pub fn try_flock(path: &std::path::Path) -> crate::error::Result<Option<Flock>> {
     use crate::error::IoContext;
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
@@ -83,7 +103,7 @@ pub fn try_flock(path: &std::path::Path) -> crate::error::Result<Option<std::fs:
         .open(path)
         .at(path)?;
     match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(Some(f)),
+        Ok(()) => Ok(Some(Flock(f))),
         Err(e) if e == rustix::io::Errno::WOULDBLOCK || e == rustix::io::Errno::INTR => Ok(None),
         Err(e) => Err(crate::error::Error::io(path, e.into())),
     }

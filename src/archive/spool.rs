@@ -323,7 +323,7 @@ pub struct PusherStats {
 
 /// The background pusher: push what `pg_wal` marks ready, `workers` files
 /// at a time, until there has been nothing to do for a few seconds. Returns
-/// at once when another pusher holds the lock.
+/// `None` at once when another pusher holds the lock.
 pub fn run_pusher(
     repo: &Repository,
     cluster: &str,
@@ -331,10 +331,10 @@ pub fn run_pusher(
     spool: &Path,
     workers: usize,
     level: i32,
-) -> Result<PusherStats> {
+) -> Result<Option<PusherStats>> {
     let dir = cluster_dir(spool, cluster)?;
     let Some(_lock) = try_flock(&dir.join("pusher.lock"))? else {
-        return Ok(PusherStats::default());
+        return Ok(None);
     };
     let out = dir.join("out");
     let stats = Mutex::new(PusherStats::default());
@@ -361,6 +361,7 @@ pub fn run_pusher(
     }
     stats
         .into_inner()
+        .map(Some)
         .map_err(|_| Error::internal("pusher statistics lock poisoned"))
 }
 
@@ -418,8 +419,9 @@ fn push_one(
             }
         }
         // PostgreSQL removed it meanwhile (archived by an earlier pusher and
-        // acknowledged): nothing to report.
-        Err(Error::Io { ref source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+        // acknowledged): nothing to report. Any other failure, a missing
+        // repository file included, is reported and retried.
+        Err(_) if !path.exists() => {}
         Err(e) => {
             st.failed += 1;
             tracing::warn!("archive-push of {name} failed: {e}");
@@ -446,6 +448,12 @@ mod tests {
         }
     }
 
+    fn pusher(f: &Fixture, wal: &Path, spool: &Path) -> PusherStats {
+        run_pusher(&f.repo, "main", wal, spool, 2, 1)
+            .unwrap()
+            .expect("no other pusher holds the lock")
+    }
+
     /// A pg_wal with `n` ready segments.
     fn pg_wal(f: &Fixture, n: u32) -> (PathBuf, Vec<String>) {
         let dir = f.scratch("pg_wal");
@@ -465,7 +473,7 @@ mod tests {
         let f = Fixture::new();
         let (wal, names) = pg_wal(&f, 5);
         let spool = f.scratch("spool");
-        let st = run_pusher(&f.repo, "main", &wal, &spool, 2, 1).unwrap();
+        let st = pusher(&f, &wal, &spool);
         assert_eq!(st.pushed, 5);
         for n in &names {
             assert!(f.repo.wal_has("main", n).unwrap(), "{n}");
@@ -476,8 +484,15 @@ mod tests {
             assert_eq!(push_async(&o, &wal.join(n)).unwrap(), AsyncOutcome::Pushed);
             assert!(!spool.join("main/out").join(format!("{n}.ok")).exists());
         }
+        // While another pusher holds the lock, a second one returns at once.
+        let held = try_flock(&spool.join("main/pusher.lock")).unwrap().unwrap();
+        assert_eq!(
+            run_pusher(&f.repo, "main", &wal, &spool, 2, 1).unwrap(),
+            None
+        );
+        drop(held);
         // A second pusher over the same files: duplicate-safe.
-        let st = run_pusher(&f.repo, "main", &wal, &spool, 2, 1).unwrap();
+        let st = pusher(&f, &wal, &spool);
         assert_eq!((st.pushed, st.already, st.failed), (0, 5, 0));
     }
 
@@ -486,7 +501,7 @@ mod tests {
         let f = Fixture::new();
         let (wal, names) = pg_wal(&f, 2);
         let spool = f.scratch("spool");
-        run_pusher(&f.repo, "main", &wal, &spool, 2, 1).unwrap();
+        pusher(&f, &wal, &spool);
         let out = spool.join("main/out");
         let record = std::fs::read_to_string(out.join(format!("{}.ok", names[0]))).unwrap();
         let identity = record.lines().nth(1).and_then(Identity::decode);

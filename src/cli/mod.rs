@@ -160,10 +160,10 @@ fn worker(run: Run, global: &[OsString], cluster: &str, r: &Repository) -> anyho
             spool,
             workers,
             level,
-        } => {
-            let st = pgstrata::archive_pusher(r, cluster, &pg_wal, &spool, workers, level)?;
-            tracing::info!("WAL pusher done: {st:?}");
-        }
+        } => match pgstrata::archive_pusher(r, cluster, &pg_wal, &spool, workers, level)? {
+            Some(st) => tracing::info!("WAL pusher done: {st:?}"),
+            None => tracing::debug!("another WAL pusher runs"),
+        },
         Run::ArchiveGetWorker {
             history,
             spool,

@@ -50,6 +50,7 @@ use crate::format::catalog_delta::{self, Chain, Collapse, DeltaView};
 use crate::format::keys;
 use crate::store::backend::Source;
 use crate::store::Backend;
+use crate::util::Flock;
 use fetch::{Fetched, Removed, Sniffed, Staged, FETCH_PREFIX, PUBLISH_PREFIX};
 
 /// Snapshots kept in the bucket besides the newest (a reader that listed
@@ -136,7 +137,7 @@ pub(crate) struct CatalogCache {
     /// The repository's name, for messages.
     name: String,
     /// The writer lock, held while this process holds the repository lock.
-    writer: Mutex<Option<File>>,
+    writer: Mutex<Option<Flock>>,
 }
 
 impl CatalogCache {
@@ -195,7 +196,10 @@ impl CatalogCache {
         }
         let f = self.open_writer_lock()?;
         match flock(&f, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => Ok(false),
+            Ok(()) => {
+                drop(Flock::held(f));
+                Ok(false)
+            }
             Err(_) => Ok(true),
         }
     }
@@ -536,7 +540,7 @@ impl CatalogCache {
         s.dirty = true;
         self.write_state(&s)?;
         if let Ok(mut w) = self.writer.lock() {
-            *w = Some(f);
+            *w = Some(Flock::held(f));
         }
         Ok(())
     }
@@ -653,7 +657,7 @@ impl CatalogCache {
         })?;
         let f = self.open_writer_lock()?;
         if let Ok(mut w) = self.writer.lock() {
-            *w = Some(f);
+            *w = Some(Flock::held(f));
         }
         self.publish(backend)
     }

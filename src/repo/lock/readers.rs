@@ -34,6 +34,7 @@ use crate::error::{Error, Result};
 use crate::format::keys;
 use crate::repo::Repository;
 use crate::store::Backend;
+use crate::util::Flock;
 
 const FILE: &str = "readers.lock";
 /// A lease older than this is a killed reader's, and is removed.
@@ -56,7 +57,7 @@ impl std::fmt::Debug for ReaderGuard {
 
 #[allow(dead_code)]
 enum Held {
-    Local(File),
+    Local(Flock),
     Remote(Lease),
 }
 
@@ -85,7 +86,7 @@ impl Repository {
     pub fn register_reader(&self) -> ReaderGuard {
         let held = match self.is_remote() {
             true => self.lease().map(Held::Remote),
-            false => self.shared_flock().map(Held::Local),
+            false => self.shared_flock().map(|f| Held::Local(Flock::held(f))),
         };
         match held {
             Ok(h) => ReaderGuard(Some(h)),
