@@ -164,7 +164,7 @@ fn backup_refusals() {
 
 /// Non-exclusive backup mode lives and dies with the session that started it.
 pub fn assert_no_backup_session(c: &Cluster) {
-    for _ in 0..50 {
+    for _ in 0..300 {
         let n = c.query_one(
             "SELECT count(*)::text FROM pg_stat_activity WHERE application_name = 'pgstrata'",
         );

@@ -218,7 +218,7 @@ fn standby_restore_streams_from_the_primary_in(kind: Kind) {
     standby.start_ok();
     primary.exec("INSERT INTO t SELECT g FROM generate_series(1001, 1500) g;");
     let mut ok = false;
-    for _ in 0..300 {
+    for _ in 0..1800 {
         let c = std::panic::catch_unwind(|| {
             (
                 standby.query_one("SELECT pg_is_in_recovery()::text"),

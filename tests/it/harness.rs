@@ -382,8 +382,13 @@ impl Cluster {
             args.push("--no-data-checksums");
         }
         check(&run_as_pg(&bindir.join("initdb"), &args), "initdb");
+        // autovacuum off: a test's backups then see the test's own changes
+        // only; a vacuum at a moment the scheduler picks (visibility map,
+        // freezing) would rewrite pages between two backups whose sizes a
+        // test compares.
         let mut conf = String::from(
-            "\nlisten_addresses = ''\nfsync = off\nwal_level = replica\nmax_wal_senders = 4\n",
+            "\nlisten_addresses = ''\nfsync = off\nwal_level = replica\nmax_wal_senders = 4\n\
+             autovacuum = off\n",
         );
         if let Some(repo) = opts.archive_to {
             conf.push_str(&format!(
@@ -563,7 +568,8 @@ impl Cluster {
             0 | 1 => "main".to_string(),
             n => format!("main~{n}"),
         };
-        for _ in 0..300 {
+        // Deadlines here are generous: a loaded machine is slow, not wrong.
+        for _ in 0..1800 {
             if r.wal_has(&wal_id, &seg).unwrap() {
                 return;
             }
@@ -662,7 +668,7 @@ impl Cluster {
     }
 
     pub fn wait_for_consistency(&self) {
-        for _ in 0..600 {
+        for _ in 0..1800 {
             if let Ok(mut c) = postgres::Client::connect(&self.conninfo(), postgres::NoTls) {
                 if let Ok(r) = c.query_one("SELECT pg_is_in_recovery()", &[]) {
                     if !r.get::<_, bool>(0) {

@@ -62,7 +62,16 @@ fn pgpass_service_files_and_connection_errors() {
     let old = std::fs::read_to_string(&hba).unwrap();
     std::fs::write(&hba, format!("local all all scram-sha-256\n{old}")).unwrap();
     c.exec("SELECT pg_reload_conf()");
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // The postmaster rereads pg_hba.conf when it gets to it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let trusted = format!("host={} user=postgres", c.sockdir.display());
+    while postgres::Client::connect(&trusted, postgres::NoTls).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pg_hba.conf was never reloaded"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let sock = c.sockdir.to_str().unwrap().to_string();
     let pgdata = c.pgdata.clone();
     let ci = format!("host={sock} user=postgres");

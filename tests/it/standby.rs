@@ -19,7 +19,7 @@ fn streaming_standby(s: &Scratch, repo: &Repo, primary: &Cluster, name: &str) ->
         &["--type", "standby", "--primary-conninfo", &ci],
     );
     standby.start_ok();
-    for _ in 0..300 {
+    for _ in 0..1800 {
         let st = std::panic::catch_unwind(|| {
             standby.query_one("SELECT coalesce((SELECT status FROM pg_stat_wal_receiver), 'none')")
         });
@@ -34,7 +34,7 @@ fn streaming_standby(s: &Scratch, repo: &Repo, primary: &Cluster, name: &str) ->
 /// Wait until the standby has replayed everything the primary wrote.
 fn caught_up(primary: &Cluster, standby: &Cluster) {
     let target = primary.query_one("SELECT pg_current_wal_lsn()::text");
-    for _ in 0..300 {
+    for _ in 0..1800 {
         let ok = standby.query_one(&format!(
             "SELECT (pg_last_wal_replay_lsn() >= '{target}'::pg_lsn)::text"
         ));

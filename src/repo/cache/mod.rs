@@ -504,6 +504,8 @@ impl CatalogCache {
         // (it let the repository lock go a moment ago).
         flock(&f, FlockOperation::LockExclusive)
             .map_err(|e| Error::io(self.dir.join("writer.lock"), e.into()))?;
+        // Released by an unlock on every path out, errors included.
+        let f = Flock::held(f);
         let state = self.read_state()?;
         // A dirty copy here is a dead writer's: the bucket's is the truth.
         if let Some(s) = state.as_ref().filter(|s| s.dirty) {
@@ -540,7 +542,7 @@ impl CatalogCache {
         s.dirty = true;
         self.write_state(&s)?;
         if let Ok(mut w) = self.writer.lock() {
-            *w = Some(Flock::held(f));
+            *w = Some(f);
         }
         Ok(())
     }

@@ -156,9 +156,15 @@ fn acquire_local(repo: &Repository, command: &str, wait: Duration) -> Result<Fil
             std::process::id(),
             crate::util::host_name()
         );
-        file.set_len(0).at(&path)?;
-        file.seek(SeekFrom::Start(0)).at(&path)?;
-        file.write_all(info.as_bytes()).at(&path)?;
+        let written = file
+            .set_len(0)
+            .and_then(|()| file.seek(SeekFrom::Start(0)))
+            .and_then(|_| file.write_all(info.as_bytes()));
+        if let Err(e) = written {
+            // Unlocked, not just closed (see util::Flock).
+            let _ = flock(&file, FlockOperation::Unlock);
+            return Err(Error::io(&path, e));
+        }
         Ok(file)
     }
 }

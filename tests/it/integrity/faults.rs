@@ -208,8 +208,14 @@ fn kill_9_of_archive_push_mid_write() {
     };
     let tmp = repo.path.join("tmp");
     let mut killed_writing = 0;
-    for (i, delay_ms) in [150u64, 0, 0].into_iter().enumerate() {
-        let (name, path, data) = make(i as u32 + 1);
+    // One kill during compression, then kills as the object is written,
+    // until one lands in that window (a few tries on a loaded machine).
+    for i in 0..10u32 {
+        if i >= 3 && killed_writing > 0 {
+            break;
+        }
+        let delay_ms = if i == 0 { 150u64 } else { 0 };
+        let (name, path, data) = make(i + 1);
         let mut child = spawn(&[
             "--repo",
             repo.arg(),
@@ -405,7 +411,9 @@ fn a_failed_write_is_reported_at_once_even_while_waiting_for_wal() {
         },
     );
     load_sample(&src, 20_000);
-    let timeout = Duration::from_secs(10);
+    // Long enough that a failure reported without waiting for WAL stands
+    // apart from the wait even on a loaded machine.
+    let timeout = Duration::from_secs(20);
     let mut opts = pgstrata::BackupOptions::new(&src.pgdata);
     opts.dbname = Some(src.conninfo());
     opts.start_fast = true;

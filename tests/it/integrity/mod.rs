@@ -448,7 +448,19 @@ fn check_proves_the_live_setup() {
     // archive_command that does not reach the repository: a clear timeout.
     src.exec("ALTER SYSTEM SET archive_command = 'false'");
     src.exec("SELECT pg_reload_conf()");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The archiver rereads its settings when it gets to it: wait until it
+    // has failed once.
+    let failed = || src.query_one("SELECT failed_count::text FROM pg_stat_archiver");
+    let before = failed();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while failed() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the archiver never ran the failing archive_command"
+        );
+        src.exec("SELECT txid_current(); SELECT pg_switch_wal()");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     let o = check_cmd(&repo, &src, &["--archive-timeout", "2"]);
     fails_with(&o, "was not archived to this repository within 2 s");
     assert!(err(&o).contains("archive_command"), "{}", err(&o));
