@@ -59,10 +59,7 @@ pub fn run(repo: &Repository, cluster: &str, opts: &CheckOptions) -> Result<Chec
         c.check_identity(info.system_id, info.major)?;
     }
     drop(cat);
-    let wanted = format!(
-        "archive_command = 'pgstrata --repo {} --cluster {cluster} archive-push %p'",
-        repo.name()
-    );
+    let wanted = repo.archive_command_for(cluster);
     if info.archive_mode == "off" {
         return Err(Error::refused(format!(
             "archive_mode is off: set archive_mode = on and {wanted}, then restart PostgreSQL"

@@ -52,6 +52,22 @@ pub fn rfc3339(us: i64) -> String {
         .unwrap_or_default()
 }
 
+/// Quote a value for postgresql.conf.
+pub fn quote(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// Quote a word for the shell that runs `restore_command`.
+pub fn shell_word(v: &str) -> String {
+    if v.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@".contains(&b))
+    {
+        v.to_string()
+    } else {
+        format!("'{}'", v.replace('\'', "'\\''"))
+    }
+}
+
 /// Bytes in binary units: `512 B`, `1.5 MiB`.
 pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -139,7 +155,9 @@ pub fn write_whole_with(
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(".{name}.pgstrata-{}-{n}.tmp", std::process::id()));
     let r = (|| {
-        let mut f = std::fs::File::create(&tmp).at(&tmp)?;
+        // The file is made beside `path`: a missing or read-only directory
+        // is reported as what the caller asked for.
+        let mut f = std::fs::File::create(&tmp).at(path)?;
         fill(&mut f, &tmp)?;
         if durability == Durability::Fsync {
             f.sync_all().at(&tmp)?;
@@ -182,5 +200,37 @@ mod tests {
             Some(i32::MAX as u32)
         ));
         assert!(!holder_gone(None, None));
+        assert_eq!(shell_word("/a/b-c.d"), "/a/b-c.d");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(quote(r"a'b\c"), r"'a''b\\c'");
+    }
+
+    #[test]
+    fn whole_files_and_their_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        for durability in [Durability::Fsync, Durability::PageCache] {
+            write_whole_with(&p, durability, |f, tmp| {
+                std::io::Write::write_all(f, b"whole").map_err(|e| crate::error::Error::io(tmp, e))
+            })
+            .unwrap();
+            assert_eq!(std::fs::read(&p).unwrap(), b"whole");
+        }
+        // A failed fill leaves the old file and no temporary one.
+        let e = write_whole_with(&p, Durability::Fsync, |_, _| {
+            Err(crate::error::Error::internal("no"))
+        });
+        assert!(e.is_err());
+        assert_eq!(std::fs::read(&p).unwrap(), b"whole");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+        // A missing directory is named as the destination the caller gave.
+        let missing = d.path().join("nodir").join("x");
+        let e = write_whole_with(&missing, Durability::PageCache, |_, _| Ok(()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&missing.display().to_string()) && !e.contains(".x.pgstrata"),
+            "{e}"
+        );
     }
 }

@@ -258,9 +258,8 @@ fn connect(repo: &Repository, cluster: &str, opts: &BackupOptions) -> Result<(Se
     if !server.info.in_recovery && server.info.archive_mode == "off" {
         return Err(Error::refused(format!(
             "archive_mode is off, so the WAL this backup needs would never reach the \
-             repository: set archive_mode = on and archive_command = 'pgstrata --repo {} \
-             --cluster {cluster} archive-push %p', then restart PostgreSQL",
-            repo.name()
+             repository: set archive_mode = on and {}, then restart PostgreSQL",
+            repo.archive_command_for(cluster)
         )));
     }
     Ok((server, pgdata))
@@ -630,10 +629,9 @@ fn wait_for_wal(
             let cluster = wal_id.split('~').next().unwrap_or(wal_id);
             return Err(Error::Timeout(format!(
                 "WAL segment {name} was not archived to this repository within {} s; the \
-                 backup is not usable without it. Set archive_mode = on and archive_command = \
-                 'pgstrata --repo {} --cluster {cluster} archive-push %p' (now: {:?})",
+                 backup is not usable without it. Set archive_mode = on and {} (now: {:?})",
                 timeout.as_secs(),
-                repo.name(),
+                repo.archive_command_for(cluster),
                 archive_command
             )));
         }

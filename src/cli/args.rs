@@ -23,7 +23,7 @@ pub struct Cli {
     /// Cluster name inside the repository [default: main; config: cluster].
     #[arg(long, global = true, value_name = "NAME")]
     pub cluster: Option<String>,
-    /// TOML configuration file; every option can live there (kebab-case keys).
+    /// TOML configuration file for the settings that stay from run to run (kebab-case keys).
     #[arg(long, global = true, env = "PGSTRATA_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// error, warn, info, debug or trace, any case [default: warn; env: PGSTRATA_LOG, RUST_LOG].
@@ -199,7 +199,7 @@ pub enum Command {
         #[arg(long, short = 'd', value_name = "CONNINFO")]
         dbname: Option<String>,
         /// Seconds to wait for the switched WAL segment to arrive [default: 60; config: archive-timeout].
-        #[arg(long, value_name = "SECONDS")]
+        #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
         archive_timeout: Option<u64>,
     },
     /// Repair the repository.
@@ -209,7 +209,7 @@ pub enum Command {
         #[arg(long)]
         rebuild_catalog: bool,
         /// Seconds to wait for a running backup or expire [default: 0; config: lock-wait].
-        #[arg(long, value_name = "SECONDS")]
+        #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
         lock_wait: Option<u64>,
     },
     /// After pg_upgrade: continue the cluster under its new system identifier
@@ -219,7 +219,7 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         pgdata: Option<PathBuf>,
         /// Seconds to wait for a running backup or expire [default: 0; config: lock-wait].
-        #[arg(long, value_name = "SECONDS")]
+        #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
         lock_wait: Option<u64>,
     },
     /// Restore drill: restore a backup into a scratch directory, start
@@ -248,13 +248,13 @@ pub struct BackupArgs {
     #[arg(long, short = 'd', value_name = "CONNINFO")]
     pub dbname: Option<String>,
     /// zstd level, 1 to 22 [default: 3; config: compress-level].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub compress_level: Option<i32>,
     /// Parallel workers [default: CPUs, at most 8; config: workers].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub workers: Option<usize>,
     /// Seconds to wait for the backup's WAL to be archived [default: 60; config: archive-timeout].
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub archive_timeout: Option<u64>,
     /// Ask for an immediate checkpoint: the backup starts at once, at the cost
     /// of a burst of writes. Without it PostgreSQL finishes a spread checkpoint
@@ -265,10 +265,10 @@ pub struct BackupArgs {
     #[arg(long)]
     pub checksum: bool,
     /// Seconds to wait for another backup or expire to finish [default: 0; config: lock-wait].
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub lock_wait: Option<u64>,
     /// Size at which a pack file is sealed, in MiB [default: 32; config: pack-size-mib].
-    #[arg(long, value_name = "MIB")]
+    #[arg(long, value_name = "MIB", allow_negative_numbers = true)]
     pub pack_size_mib: Option<u64>,
     /// Backing up a standby: libpq connection string of its primary, used only
     /// to check it and to switch WAL when backup mode stops (without it the
@@ -277,7 +277,7 @@ pub struct BackupArgs {
     pub primary_dbname: Option<String>,
     /// Backing up a standby: refuse one whose replay is further behind than
     /// this [default: 1024; config: standby-max-lag-mib].
-    #[arg(long, value_name = "MIB")]
+    #[arg(long, value_name = "MIB", allow_negative_numbers = true)]
     pub standby_max_lag_mib: Option<u64>,
 }
 
@@ -290,7 +290,7 @@ pub struct RestoreArgs {
     pub pgdata: PathBuf,
     /// restore_command keeps this many WAL segments fetched ahead
     /// (`archive-get --prefetch`) [default: 0; config: archive-get-prefetch].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub prefetch: Option<usize>,
     /// The spool directory restore_command prefetches into [default:
     /// /var/spool/pgstrata; config: spool-dir].
@@ -339,7 +339,7 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "DIR")]
     pub tablespace_map_all: Option<PathBuf>,
     /// Parallel workers [default: CPUs, at most 8; config: workers].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub workers: Option<usize>,
     /// off: the copy never archives (a test copy); preserve: it keeps the
     /// backup's archive_mode and archive_command (a restore that replaces the
@@ -368,13 +368,13 @@ pub enum ArchiveModeArg {
 #[derive(clap::Args, Debug)]
 pub struct ExpireArgs {
     /// Keep this many full backups (their diffs and incrs go with older fulls) [config: retain-full].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub retain_full: Option<u32>,
     /// Keep this many differential backups [config: retain-diff].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub retain_diff: Option<u32>,
     /// Keep what restores to any point in the last DAYS days [config: retain-days].
-    #[arg(long, value_name = "DAYS")]
+    #[arg(long, value_name = "DAYS", allow_negative_numbers = true)]
     pub retain_days: Option<f64>,
     /// Expire exactly this backup.
     #[arg(long, value_name = "ID")]
@@ -383,10 +383,10 @@ pub struct ExpireArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Rewrite packs whose live share falls below PCT percent [default: 50; config: gc-threshold].
-    #[arg(long, value_name = "PCT")]
+    #[arg(long, value_name = "PCT", allow_negative_numbers = true)]
     pub gc_threshold: Option<f64>,
     /// Seconds to wait for a running backup or expire [default: 0; config: lock-wait].
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub lock_wait: Option<u64>,
 }
 
@@ -434,10 +434,10 @@ pub struct DrillArgs {
     pub db_user: Option<String>,
     /// Seconds recovery may take, from the server's start to promotion
     /// [default: 3600; config: drill.timeout].
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub timeout: Option<u64>,
     /// Parallel restore workers [default: CPUs, at most 8; config: workers].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub workers: Option<usize>,
     /// Output format of the report.
     #[arg(long, value_enum, default_value = "text")]
@@ -453,7 +453,7 @@ pub struct ArchivePushArgs {
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
     /// zstd level for the archived file, 1 to 22 [default: 3; config: compress-level].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub compress_level: Option<i32>,
     /// Hand the file to a background pusher that reads ahead through
     /// pg_wal/archive_status and pushes several files at once; exit 0
@@ -464,17 +464,17 @@ pub struct ArchivePushArgs {
     #[arg(long, value_name = "DIR")]
     pub spool_dir: Option<PathBuf>,
     /// Seconds to wait for the pusher [default: 60; config: archive-timeout].
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub archive_timeout: Option<u64>,
     /// MiB of WAL waiting in pg_wal beyond which the queue is full; 0 for
     /// no limit [default: 4096; config: archive-queue-max-mib].
-    #[arg(long, value_name = "MIB")]
+    #[arg(long, value_name = "MIB", allow_negative_numbers = true)]
     pub archive_queue_max_mib: Option<u64>,
     /// What a full queue does [default: retry; config: archive-queue-full].
     #[arg(long, value_enum)]
     pub archive_queue_full: Option<QueueFullArg>,
     /// Files the pusher pushes at once [default: CPUs, at most 8; config: workers].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub workers: Option<usize>,
 }
 
@@ -482,7 +482,12 @@ pub struct ArchivePushArgs {
 pub struct ArchiveGetArgs {
     /// Which entry of the cluster's history the WAL belongs to (restore
     /// writes it for backups taken after a `pgstrata upgrade`) [default: 1].
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        allow_negative_numbers = true
+    )]
     pub history: u32,
     /// The WAL file's name (PostgreSQL's %f).
     #[arg(value_name = "NAME")]
@@ -492,7 +497,7 @@ pub struct ArchiveGetArgs {
     pub dest: PathBuf,
     /// Keep this many segments fetched ahead for recovery, in the spool
     /// directory; 0: no prefetching [default: 0; config: archive-get-prefetch].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub prefetch: Option<usize>,
     /// Where prefetched segments wait [default: /var/spool/pgstrata; config: spool-dir].
     #[arg(long, value_name = "DIR")]

@@ -1,5 +1,6 @@
-//! The TOML configuration file: every option can live there, under its
-//! command-line name (kebab-case). Unknown keys are refused.
+//! The TOML configuration file: the settings that stay from run to run,
+//! under their command-line names (kebab-case), except `archive-async` and
+//! `archive-get-prefetch`, named for their commands. Unknown keys are refused.
 
 use std::path::{Path, PathBuf};
 

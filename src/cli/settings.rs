@@ -424,6 +424,12 @@ fn expire(a: ExpireArgs, cfg: &FileConfig) -> R<Run> {
 fn restore(a: RestoreArgs, cfg: &FileConfig) -> R<RestoreOptions> {
     let mut o = RestoreOptions::new(a.pgdata);
     if let Some((spool, n)) = archiving::prefetch(a.prefetch, a.spool_dir, cfg) {
+        // PostgreSQL runs restore_command in the data directory: a relative
+        // spool would land inside it.
+        let spool = match std::path::absolute(&spool) {
+            Ok(p) => p,
+            Err(e) => return usage(format!("--spool-dir {}: {e}", spool.display())),
+        };
         o.archive_get_args = vec![
             "--prefetch".into(),
             n.to_string(),

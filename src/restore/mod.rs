@@ -81,7 +81,7 @@ fn with_get_args(cmd: String, args: &[String]) -> String {
     if args.is_empty() {
         return cmd;
     }
-    let extra: Vec<String> = args.iter().map(|a| recovery::shell_word(a)).collect();
+    let extra: Vec<String> = args.iter().map(|a| crate::util::shell_word(a)).collect();
     cmd.replacen(
         " archive-get ",
         &format!(" archive-get {} ", extra.join(" ")),

@@ -6,6 +6,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::repo::PassphraseSource;
 use crate::restore::target::{RecoveryTarget, TimelineTarget};
+use crate::util::{quote, shell_word};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TargetAction {
@@ -36,22 +37,6 @@ impl TargetAction {
 
 pub const BEGIN: &str = "# BEGIN pgstrata recovery settings";
 pub const END: &str = "# END pgstrata recovery settings";
-
-/// Quote a value for postgresql.conf.
-pub fn quote(v: &str) -> String {
-    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "''"))
-}
-
-/// Quote a word for the shell that runs `restore_command`.
-pub fn shell_word(v: &str) -> String {
-    if v.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@".contains(&b))
-    {
-        v.to_string()
-    } else {
-        format!("'{}'", v.replace('\'', "'\\''"))
-    }
-}
 
 /// The `restore_command` calling this binary with this repository, for WAL
 /// of entry `history` of the cluster's history (named when not the first),

@@ -130,6 +130,25 @@ fn a_prefetching_restore_replays_exactly_and_spools_ahead() {
     assert!(conf.contains("--prefetch 4 --spool-dir"), "{conf}");
     // The fetcher worked ahead of recovery.
     assert!(spool.join("main/in/main/want").exists());
+
+    // A relative spool is where it was given, not inside the data directory
+    // PostgreSQL runs restore_command in.
+    let rel = s.pg_dir("rel");
+    let o = Command::new(BIN)
+        .current_dir(s.path())
+        .args(["--repo", repo.arg()])
+        .args(repo.unlock())
+        .args(["restore", "--pgdata", rel.join("data").to_str().unwrap()])
+        .args(["--prefetch", "2", "--spool-dir", "relative-spool"])
+        .output()
+        .unwrap();
+    check(&o, "restore with a relative --spool-dir");
+    let conf = std::fs::read_to_string(rel.join("data/postgresql.auto.conf")).unwrap();
+    let abs = s.path().canonicalize().unwrap().join("relative-spool");
+    assert!(
+        conf.contains(&format!("--spool-dir {} ", abs.display())),
+        "{conf}"
+    );
 }
 
 #[test]

@@ -355,6 +355,17 @@ fn exit_status_table() {
             "at least 1",
         ),
         (&["--repo", r, "expire", "--retain-days=-1"], 2, "positive"),
+        // A negative number written as operators type it, not with "=".
+        (
+            &["--repo", r, "expire", "--retain-days", "-1"],
+            2,
+            "positive",
+        ),
+        (
+            &["--repo", r, "expire", "--retain-full", "-2"],
+            2,
+            "invalid value '-2' for '--retain-full",
+        ),
         (
             &["--repo", r, "expire", "--gc-threshold", "150"],
             2,
