@@ -39,7 +39,7 @@ fn main() -> ExitCode {
             return ExitCode::from(USAGE);
         }
     };
-    let level = match log_level(args.log_level.as_deref().or(cfg.log_level.as_deref())) {
+    let level = match log_level(args.log_level.as_deref(), cfg.log_level.as_deref()) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("pgstrata: error: {e}");
@@ -72,10 +72,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// The log level: `--log-level` or the config file, else `PGSTRATA_LOG`,
-/// else `RUST_LOG` (a bare level, or `pgstrata=LEVEL` among directives),
-/// else warn. Any case.
-fn log_level(given: Option<&str>) -> Result<Level, String> {
+/// The log level: `--log-level`, else `PGSTRATA_LOG`, else `RUST_LOG` (a
+/// bare level, or `pgstrata=LEVEL` among directives), else the config file,
+/// else warn (the command line beats the environment, which beats the file,
+/// as for every setting). Any case.
+fn log_level(given: Option<&str>, file: Option<&str>) -> Result<Level, String> {
     let parse = |s: &str, from: &str| -> Result<Level, String> {
         s.trim().parse::<Level>().map_err(|_| {
             format!("invalid log level {s:?} in {from} (error, warn, info, debug or trace)")
@@ -97,5 +98,8 @@ fn log_level(given: Option<&str>) -> Result<Level, String> {
             }
         }
     }
-    Ok(Level::WARN)
+    match file {
+        Some(l) => parse(l, "the config file's log-level"),
+        None => Ok(Level::WARN),
+    }
 }

@@ -118,21 +118,35 @@ pub fn push_async(opts: &AsyncPush, path: &Path) -> Result<AsyncOutcome> {
     let pg_wal = pg_wal.unwrap_or(Path::new("."));
     let deadline = Instant::now() + opts.timeout;
     let mut last_spawn: Option<Instant> = None;
-    loop {
-        if let Some(r) = take_result(&out, &name, &mut file)? {
-            return r.map(|()| AsyncOutcome::Pushed);
+    // A full queue is judged only once the pusher has failed this file or
+    // not pushed it in time: a repository that answers again drains the
+    // queue, and nothing it could take is dropped.
+    let full = |opts: &AsyncPush| -> Result<Option<u64>> {
+        if opts.queue_max == 0 {
+            return Ok(None);
         }
-        if opts.queue_max > 0 {
-            let queued = queued_bytes(pg_wal)?;
-            if queued > opts.queue_max {
-                return queue_full(opts, &name, queued);
+        let queued = queued_bytes(pg_wal)?;
+        Ok((queued > opts.queue_max).then_some(queued))
+    };
+    loop {
+        match take_result(&out, &name, &mut file)? {
+            Some(Ok(())) => return Ok(AsyncOutcome::Pushed),
+            Some(Err(e)) => {
+                return match full(opts)? {
+                    Some(queued) => queue_full(opts, &name, queued, &e.to_string()),
+                    None => Err(e),
+                }
             }
+            None => {}
         }
         if last_spawn.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
             ensure_pusher(&dir, &opts.worker)?;
             last_spawn = Some(Instant::now());
         }
         if Instant::now() >= deadline {
+            if let Some(queued) = full(opts)? {
+                return queue_full(opts, &name, queued, "the pusher did not push it in time");
+            }
             return Err(Error::Timeout(format!(
                 "asynchronous archive-push of {name} did not finish within {} s (the pusher's \
                  errors are in the server log); PostgreSQL will retry",
@@ -234,10 +248,9 @@ fn take_result(out: &Path, name: &str, file: &mut ThisFile) -> Result<Option<Res
     }
 }
 
-fn queue_full(opts: &AsyncPush, name: &str, queued: u64) -> Result<AsyncOutcome> {
+fn queue_full(opts: &AsyncPush, name: &str, queued: u64, why: &str) -> Result<AsyncOutcome> {
     let what = format!(
-        "the archive queue is full: {} of WAL waits in pg_wal (archive-queue-max {}); the \
-         repository is unreachable or too slow",
+        "the archive queue is full: {} of WAL waits in pg_wal (archive-queue-max {}) and {why}",
         human(queued),
         human(opts.queue_max)
     );
@@ -340,6 +353,7 @@ pub fn run_pusher(
     let stats = Mutex::new(PusherStats::default());
     // Failed names wait before their next try: (failures, last try).
     let backoff: Mutex<HashMap<String, (u32, Instant)>> = Mutex::new(HashMap::new());
+    sweep(pg_wal, &out);
     let mut idle_since = Instant::now();
     while idle_since.elapsed() < IDLE {
         let todo = pending(pg_wal, &out, &backoff)?;
@@ -363,6 +377,45 @@ pub fn run_pusher(
         .into_inner()
         .map(Some)
         .map_err(|_| Error::internal("pusher statistics lock poisoned"))
+}
+
+/// How old a verdict must be before [`sweep`] may remove it.
+const SWEEP_AGE: Duration = Duration::from_secs(60);
+
+/// Remove what no foreground will ask for: verdicts (and temporary files of
+/// killed pushers) of files PostgreSQL no longer marks ready, because they
+/// were acknowledged, dropped, or pushed again in the moment between the
+/// foreground taking the `.ok` and PostgreSQL marking the file done. Only
+/// old entries go: PostgreSQL asks about a file only while it is ready.
+fn sweep(pg_wal: &Path, out: &Path) {
+    let Ok(ready) = ready_names(pg_wal) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(file) = file.to_str() else { continue };
+        let name = file
+            .strip_suffix(".ok")
+            .or_else(|| file.strip_suffix(".error"))
+            .or_else(|| {
+                file.rsplit_once('.')
+                    .filter(|(_, ext)| ext.starts_with("tmp"))
+                    .map(|(base, _)| base)
+            });
+        let Some(name) = name else { continue };
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > SWEEP_AGE);
+        if old && !ready.iter().any(|r| r == name) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Ready files without a verdict, past their backoff.
@@ -491,6 +544,30 @@ mod tests {
             None
         );
         drop(held);
+        // Old verdicts of files no longer ready are swept by the next pusher;
+        // those of ready files, and new ones, stay.
+        let out = spool.join("main/out");
+        let aged = |file: &str| {
+            let p = out.join(file);
+            std::fs::write(&p, "x").unwrap();
+            let f = std::fs::File::options().write(true).open(&p).unwrap();
+            f.set_modified(std::time::SystemTime::now() - 2 * SWEEP_AGE)
+                .unwrap();
+            p
+        };
+        let gone = [
+            aged("0000000100000000000000AA.ok"),
+            aged("0000000100000000000000AB.error"),
+            aged("0000000100000000000000AC.tmp4242"),
+        ];
+        let kept = [
+            aged(&format!("{}.error", names[0])),
+            out.join("0000000100000000000000AD.ok"),
+        ];
+        std::fs::write(&kept[1], "x").unwrap();
+        sweep(&wal, &out);
+        assert!(gone.iter().all(|p| !p.exists()));
+        assert!(kept.iter().all(|p| p.exists()));
         // A second pusher over the same files: duplicate-safe.
         let st = pusher(&f, &wal, &spool);
         assert_eq!((st.pushed, st.already, st.failed), (0, 5, 0));
@@ -569,13 +646,36 @@ mod tests {
         let spool = f.scratch("spool");
         let mut o = opts(&spool, vec!["false".into()]);
         o.queue_max = 1;
+        o.timeout = Duration::from_millis(300);
+        // No pusher pushed it in time: the queue is full.
         let e = push_async(&o, &wal.join(&names[0])).unwrap_err();
-        assert!(e.to_string().contains("archive queue is full"), "{e}");
+        assert!(
+            e.to_string().contains("archive queue is full")
+                && e.to_string().contains("did not push it in time"),
+            "{e}"
+        );
         o.queue_full = QueueFull::Drop;
         assert!(matches!(
             push_async(&o, &wal.join(&names[0])).unwrap(),
             AsyncOutcome::Dropped { .. }
         ));
         assert!(!f.repo.wal_has("main", &names[0]).unwrap());
+        // The pusher failed it: dropped at once, the failure named.
+        let out = spool.join("main/out");
+        std::fs::write(out.join(format!("{}.error", names[1])), "no route to host").unwrap();
+        o.timeout = Duration::from_secs(30);
+        let t = Instant::now();
+        assert!(matches!(
+            push_async(&o, &wal.join(&names[1])).unwrap(),
+            AsyncOutcome::Dropped { .. }
+        ));
+        assert!(t.elapsed() < Duration::from_secs(10));
+        // A full queue drops nothing the repository takes.
+        assert_eq!(pusher(&f, &wal, &spool).failed, 0);
+        assert_eq!(
+            push_async(&o, &wal.join(&names[2])).unwrap(),
+            AsyncOutcome::Pushed
+        );
+        assert!(f.repo.wal_has("main", &names[2]).unwrap());
     }
 }

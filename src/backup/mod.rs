@@ -569,11 +569,21 @@ impl Job<'_> {
             (first, last),
             seg,
             self.opts.archive_timeout,
-            &self.server.info.archive_command,
             writer_failed,
         )
         .map_err(|e| match (e, &self.standby) {
-            (Error::Timeout(m), Some(s)) => Error::Timeout(format!("{m}.{}", s.wal_hint())),
+            // A standby's own archive_command is beside the point: its
+            // primary archives.
+            (Error::Timeout(m), Some(s)) => Error::Timeout(format!(
+                "{m}. The primary archives a standby's WAL: check the primary's \
+                 archive_command and log.{}",
+                s.wal_hint()
+            )),
+            (Error::Timeout(m), None) => Error::Timeout(format!(
+                "{m}. Set archive_mode = on and {} (now: {:?})",
+                self.repo.archive_command_for(&self.cluster.name),
+                self.server.info.archive_command
+            )),
             (e, _) => e,
         })?;
         tracing::info!(
@@ -607,7 +617,6 @@ fn wait_for_wal(
     (first, last): (WalSegment, WalSegment),
     seg_size: u64,
     timeout: Duration,
-    archive_command: &str,
     give_up: &AtomicBool,
 ) -> Result<()> {
     let deadline = Instant::now() + timeout;
@@ -626,13 +635,10 @@ fn wait_for_wal(
             continue;
         }
         if Instant::now() >= deadline {
-            let cluster = wal_id.split('~').next().unwrap_or(wal_id);
             return Err(Error::Timeout(format!(
                 "WAL segment {name} was not archived to this repository within {} s; the \
-                 backup is not usable without it. Set archive_mode = on and {} (now: {:?})",
+                 backup is not usable without it",
                 timeout.as_secs(),
-                repo.archive_command_for(cluster),
-                archive_command
             )));
         }
         std::thread::sleep(Duration::from_millis(10));

@@ -96,6 +96,18 @@ impl Standby {
             "standby replay at {replay}, {} behind {against}",
             human(lag)
         );
+        let paused = standby
+            .client()
+            .query_one("SELECT pg_is_wal_replay_paused()", &[])
+            .map_err(|e| Error::pg("cannot ask whether the standby's replay is paused", e))?
+            .get::<_, bool>(0);
+        if paused {
+            // Valid, but of the paused moment: its lag only grows, and only
+            // the limit above refuses it.
+            tracing::warn!(
+                "the standby's replay is paused at {replay}: this backup is of that moment,                  not of the primary's present (pg_wal_replay_resume() resumes it)"
+            );
+        }
         Ok(Standby { primary })
     }
 

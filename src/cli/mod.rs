@@ -101,8 +101,8 @@ fn execute(s: Settings) -> anyhow::Result<Outcome> {
         Run::Info { json } => {
             let i = pgstrata::info(&open()?, s.cluster_given.as_deref())?;
             match json {
-                true => println!("{}", serde_json::to_string_pretty(&i)?),
-                false => print!("{}", pgstrata::render_info(&i)),
+                true => out(format_args!("{}\n", serde_json::to_string_pretty(&i)?)),
+                false => out(format_args!("{}", pgstrata::render_info(&i))),
             }
         }
         Run::Verify { opts, json } => verify(&open()?, &opts, json, quiet)?,
@@ -189,7 +189,7 @@ fn expire(
 ) -> anyhow::Result<()> {
     let (plan, log) = pgstrata::expire(repo, cluster, opts, dry_run)?;
     match log {
-        None => print!("{}", plan.render()),
+        None => out(format_args!("{}", plan.render())),
         Some(log) => {
             tracing::info!("{}", plan.render());
             print_expire(quiet, &plan, &log);
@@ -202,7 +202,7 @@ fn verify(repo: &Repository, opts: &VerifyOptions, json: bool, quiet: bool) -> a
     let p = progress(quiet);
     let r = pgstrata::verify(repo, opts, p.as_ref())?;
     match json {
-        true => println!("{}", serde_json::to_string_pretty(&r)?),
+        true => out(format_args!("{}\n", serde_json::to_string_pretty(&r)?)),
         false => print_verify(&r, quiet),
     }
     if !r.is_ok() {
@@ -340,7 +340,10 @@ fn backup(
     let p = progress(quiet);
     let r = pgstrata::backup(repo, cluster, opts, p.as_ref())?;
     if r.became_full {
-        eprintln!("pgstrata: no full backup of cluster {cluster:?} yet: took a full backup");
+        eprintln!(
+            "pgstrata: cluster {cluster:?} has no complete full backup to base this one on: \
+             took a full backup"
+        );
     }
     say(
         quiet,
@@ -443,8 +446,8 @@ fn drill(
     let p = progress(quiet || json);
     let r = pgstrata::drill(repo, cluster, opts, p.as_ref())?;
     match json {
-        true => println!("{}", serde_json::to_string_pretty(&r)?),
-        false if !quiet || !r.ok => print!("{}", r.render_text()),
+        true => out(format_args!("{}\n", serde_json::to_string_pretty(&r)?)),
+        false if !quiet || !r.ok => out(format_args!("{}", r.render_text())),
         false => {}
     }
     if let Some(f) = &r.failure {
@@ -504,31 +507,31 @@ fn print_expire(quiet: bool, plan: &ExpirePlan, log: &ExpireLog) {
 
 fn print_verify(r: &VerifyReport, quiet: bool) {
     if !quiet || !r.is_ok() {
-        println!(
-            "checked {} pack(s), {} chunk(s), {} WAL file(s), {}",
+        out(format_args!(
+            "checked {} pack(s), {} chunk(s), {} WAL file(s), {}\n",
             r.packs,
             r.chunks,
             r.wal_files,
             human(r.bytes)
-        );
+        ));
     }
     for b in &r.backups {
         if !quiet || !b.ok {
-            println!(
-                "backup {} ({}): {}",
+            out(format_args!(
+                "backup {} ({}): {}\n",
                 b.id,
                 b.cluster,
                 if b.ok { "ok" } else { "DAMAGED" }
-            );
+            ));
         }
     }
     if !quiet {
         for n in &r.notes {
-            println!("note: {n}");
+            out(format_args!("note: {n}\n"));
         }
     }
     for p in &r.problems {
-        println!("problem: {p}");
+        out(format_args!("problem: {p}\n"));
     }
 }
 
@@ -540,8 +543,30 @@ fn progress(quiet: bool) -> Box<dyn Progress> {
     }
 }
 
+/// Write to standard output. A reader that went away (a closed pipe, as in
+/// `pgstrata info | head`) gets nothing more, and the command ends with its
+/// own exit status (a damaged repository still fails `verify`); any other
+/// failure to write is reported.
+fn out(text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static CLOSED: AtomicBool = AtomicBool::new(false);
+    if CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_fmt(text).and_then(|()| o.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            CLOSED.store(true, Ordering::Relaxed);
+            return;
+        }
+        eprintln!("pgstrata: error: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
 fn say(quiet: bool, msg: String) {
     if !quiet {
-        println!("{msg}");
+        out(format_args!("{msg}\n"));
     }
 }

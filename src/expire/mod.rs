@@ -138,25 +138,37 @@ fn by_policy(b: &[BackupRow], r: &Retention, now_us: i64) -> Result<Vec<(usize, 
             "--retain-days must be a positive number of days",
         ));
     }
-    // Each configured policy proposes; a backup goes only if all agree.
-    let mut proposals: Vec<HashSet<usize>> = Vec::new();
+    // The counts each govern their own type, as in pgBackRest: a backup goes
+    // when either expires it (--retain-diff has no say over fulls). The
+    // window is a floor under them: with --retain-days too, a backup goes
+    // only if the window does not need it.
     let mut reason: Vec<String> = vec![String::new(); b.len()];
-    if let Some(n) = r.full {
-        proposals.push(keep_fulls(b, n, &mut reason));
-    }
-    if let Some(n) = r.diff {
-        proposals.push(keep_diffs(b, n, &mut reason));
-    }
-    if let Some(days) = r.days {
-        proposals.push(keep_days(b, days, now_us, &mut reason));
-    }
-    let mut out = Vec::new();
-    for (i, why) in reason.iter().enumerate().take(newest) {
-        if !proposals.is_empty() && proposals.iter().all(|p| p.contains(&i)) {
-            out.push((i, why.trim_end_matches("; ").to_string()));
+    let counts = match (r.full, r.diff) {
+        (None, None) => None,
+        (full, diff) => {
+            let mut gone = HashSet::new();
+            if let Some(n) = full {
+                gone.extend(keep_fulls(b, n, &mut reason));
+            }
+            if let Some(n) = diff {
+                gone.extend(keep_diffs(b, n, &mut reason));
+            }
+            Some(gone)
         }
-    }
-    Ok(out)
+    };
+    let window = r.days.map(|days| keep_days(b, days, now_us, &mut reason));
+    let gone = match (counts, window) {
+        (Some(c), Some(w)) => c.intersection(&w).copied().collect(),
+        (Some(g), None) | (None, Some(g)) => g,
+        (None, None) => HashSet::new(),
+    };
+    Ok(reason
+        .iter()
+        .enumerate()
+        .take(newest)
+        .filter(|(i, _)| gone.contains(i))
+        .map(|(i, why)| (i, why.trim_end_matches("; ").to_string()))
+        .collect())
 }
 
 /// Everything older than the `n`th newest full.
@@ -745,13 +757,37 @@ mod tests {
             ids(&v, by_policy(&v, &r(None, None, Some(1.0)), now).unwrap()),
             ["F1", "I1", "D1", "I2", "F2"]
         );
-        // Two policies: a backup goes only if both agree.
+        // A count and the window: a backup goes only if both agree.
         assert_eq!(
             ids(
                 &v,
                 by_policy(&v, &r(Some(2), None, Some(1.0)), now).unwrap()
             ),
             ["F1", "I1", "D1", "I2"]
+        );
+        assert_eq!(
+            ids(
+                &v,
+                by_policy(&v, &r(Some(1), None, Some(1.0)), now).unwrap()
+            ),
+            ["F1", "I1", "D1", "I2", "F2"]
+        );
+        // Both counts: each governs its own type, so fulls still expire.
+        assert_eq!(
+            ids(&v, by_policy(&v, &r(Some(1), Some(1), None), 0).unwrap()),
+            ["F1", "I1", "D1", "I2", "F2", "D2", "I3"]
+        );
+        assert_eq!(
+            ids(&v, by_policy(&v, &r(Some(3), Some(1), None), 0).unwrap()),
+            ["D1", "I2"]
+        );
+        // Both counts under the window: what the window needs stays.
+        assert_eq!(
+            ids(
+                &v,
+                by_policy(&v, &r(Some(1), Some(1), Some(1.0)), now).unwrap()
+            ),
+            ["F1", "I1", "D1", "I2", "F2"]
         );
         // --set, and never the newest.
         let s = Retention {

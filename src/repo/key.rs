@@ -72,7 +72,12 @@ impl PassphraseSource {
 }
 
 fn read_file(path: &Path) -> Result<Passphrase> {
-    let meta = std::fs::metadata(path).at(path)?;
+    let meta = std::fs::metadata(path).map_err(|e| {
+        Error::invalid(format!(
+            "cannot read the passphrase file {}: {e}",
+            path.display()
+        ))
+    })?;
     if meta.mode() & 0o077 != 0 {
         return Err(Error::refused(format!(
             "passphrase file {} has mode {:04o}: it must be readable by its owner only (chmod 600 it)",
@@ -151,6 +156,9 @@ mod tests {
         let f = d.path().join("pass");
         std::fs::write(&f, "s3cret\n").unwrap();
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let missing = d.path().join("nonexistent");
+        let e = PassphraseSource::File(missing).read().unwrap_err();
+        assert!(e.to_string().contains("the passphrase file"), "{e}");
         let e = PassphraseSource::File(f.clone()).read().unwrap_err();
         assert!(e.to_string().contains("chmod 600"), "{e}");
         assert!(!e.to_string().contains("s3cret"));

@@ -88,6 +88,12 @@ fn backup_refusals() {
     let o = src.backup(&repo, &["--archive-timeout", "2"]);
     fails_with(&o, "archive_command");
     assert!(stderr(&o).contains("was not archived"), "{}", stderr(&o));
+    // The setting it suggests calls this binary by its absolute path.
+    assert!(
+        stderr(&o).contains(&format!("archive_command = '{BIN} --repo ")),
+        "{}",
+        stderr(&o)
+    );
     assert!(repo.backups().is_empty(), "a failed backup is listed");
     // The server is not left in backup mode: the session that held it is gone.
     assert_no_backup_session(&src);
@@ -519,4 +525,31 @@ fn exit_status_table() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    // The environment beats the config file's log-level.
+    let quiet_cfg = s.path().join("quiet.toml");
+    std::fs::write(&quiet_cfg, "log-level = \"error\"\n").unwrap();
+    let o = std::process::Command::new(BIN)
+        .args([
+            "--repo",
+            r,
+            "--config",
+            quiet_cfg.to_str().unwrap(),
+            "verify",
+        ])
+        .env("PGSTRATA_LOG", "debug")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("DEBUG"), "{}", stderr(&o));
+    // A reader that went away: no panic, the command's own status.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let o = std::process::Command::new(BIN)
+        .args(["--repo", r, "info", "--output", "json"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
 }

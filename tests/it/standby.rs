@@ -167,6 +167,12 @@ fn another_clusters_standby_and_a_lagging_standby_are_refused() {
     );
     assert_eq!(e.trim().lines().count(), 1, "{e}");
     assert_eq!(repo2.backups().len(), 1);
+    // Within the limit it is backed up as of the paused moment, with a warning.
+    let o = backup_standby(&standby2, &two, &repo2, &["--type", "full"]);
+    check(&o, "backup of a paused standby");
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("replay is paused"), "{e}");
+    assert_eq!(repo2.backups().len(), 2);
     standby2.exec("SELECT pg_wal_replay_resume()");
 
     // --primary-dbname with a primary to back up is a mistake.
