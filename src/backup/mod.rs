@@ -204,7 +204,7 @@ pub fn run(
         .collect();
     let plan = plan(opts.backup_type, &complete);
     if plan.became_full {
-        tracing::info!("no full backup of cluster {cluster:?} yet: taking a full backup");
+        tracing::info!("cluster {cluster:?} has no complete full backup: taking a full backup");
     }
     let started = Instant::now();
     let start_us = now_us();

@@ -153,7 +153,10 @@ fn default_type_becomes_full_and_says_so() {
     let o = src.backup(&repo, &[]);
     check(&o, "backup");
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("no full backup"), "stderr: {err}");
+    assert!(
+        err.contains("has no complete full backup") && err.contains("took a full backup"),
+        "stderr: {err}"
+    );
     let o = src.backup(&repo, &[]);
     check(&o, "backup");
     let b = repo.backups();
