@@ -121,7 +121,7 @@ pub fn push_async(opts: &AsyncPush, path: &Path) -> Result<AsyncOutcome> {
     // A full queue is judged only once the pusher has failed this file or
     // not pushed it in time: a repository that answers again drains the
     // queue, and nothing it could take is dropped.
-    let full = |opts: &AsyncPush| -> Result<Option<u64>> {
+    let full = || -> Result<Option<u64>> {
         if opts.queue_max == 0 {
             return Ok(None);
         }
@@ -132,7 +132,7 @@ pub fn push_async(opts: &AsyncPush, path: &Path) -> Result<AsyncOutcome> {
         match take_result(&out, &name, &mut file)? {
             Some(Ok(())) => return Ok(AsyncOutcome::Pushed),
             Some(Err(e)) => {
-                return match full(opts)? {
+                return match full()? {
                     Some(queued) => queue_full(opts, &name, queued, &e.to_string()),
                     None => Err(e),
                 }
@@ -144,7 +144,7 @@ pub fn push_async(opts: &AsyncPush, path: &Path) -> Result<AsyncOutcome> {
             last_spawn = Some(Instant::now());
         }
         if Instant::now() >= deadline {
-            if let Some(queued) = full(opts)? {
+            if let Some(queued) = full()? {
                 return queue_full(opts, &name, queued, "the pusher did not push it in time");
             }
             return Err(Error::Timeout(format!(

@@ -105,7 +105,8 @@ impl Standby {
             // Valid, but of the paused moment: its lag only grows, and only
             // the limit above refuses it.
             tracing::warn!(
-                "the standby's replay is paused at {replay}: this backup is of that moment,                  not of the primary's present (pg_wal_replay_resume() resumes it)"
+                "the standby's replay is paused at {replay}: this backup is of that moment, \
+                 not of the primary's present (pg_wal_replay_resume() resumes it)"
             );
         }
         Ok(Standby { primary })

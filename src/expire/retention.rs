@@ -159,35 +159,14 @@ fn keep_days(b: &[BackupRow], days: f64, now_us: i64, reason: &mut [String]) -> 
 mod tests {
     use super::*;
     use crate::catalog::BackupStatus;
-    use crate::pg::Lsn;
 
     fn b(id: &str, t: BackupType, start_s: i64) -> BackupRow {
         BackupRow {
-            id: id.into(),
             backup_type: t,
             status: BackupStatus::Complete,
-            reference: None,
             start_time: start_s * 1_000_000,
             stop_time: Some((start_s + 10) * 1_000_000),
-            start_lsn: Lsn(start_s as u64),
-            stop_lsn: Some(Lsn(start_s as u64 + 1)),
-            timeline: 1,
-            wal_start: None,
-            wal_stop: None,
-            pg_version: 15,
-            block_size: 8192,
-            wal_seg_size: 16 << 20,
-            data_checksums: true,
-            backup_label: None,
-            tablespace_map: None,
-            db_bytes: 0,
-            read_bytes: 0,
-            stored_bytes: 0,
-            files: 0,
-            page_errors: 0,
-            host: None,
-            pid: None,
-            history: 1,
+            ..crate::repo::testkit::backup_row(id, start_s as u64, "000000010000000000000001")
         }
     }
 

@@ -341,15 +341,8 @@ impl Repository {
                 .unwrap_or_else(|_| self.name.clone()),
         };
         let mut words = vec![exe, "--repo".into(), repo];
-        match &self.unlocked_by {
-            Some(PassphraseSource::File(f)) => {
-                let f = f.canonicalize().unwrap_or_else(|_| f.clone());
-                words.extend(["--passphrase-file".into(), f.display().to_string()]);
-            }
-            Some(PassphraseSource::Command(c)) => {
-                words.extend(["--passphrase-command".into(), c.clone()]);
-            }
-            Some(PassphraseSource::Env(_)) | None => {}
+        if let Some(source) = &self.unlocked_by {
+            words.extend(source.command_words());
         }
         words.extend(["--cluster".into(), cluster.into(), "archive-push".into()]);
         let cmd: Vec<String> = words.iter().map(|w| crate::util::shell_word(w)).collect();

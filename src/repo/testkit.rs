@@ -171,7 +171,7 @@ fn row(path: &str, kind: FileKind, size: u64, blockmap: Option<ChunkId>) -> File
     }
 }
 
-fn backup_row(id: &str, start: u64, wal: &str) -> BackupRow {
+pub(crate) fn backup_row(id: &str, start: u64, wal: &str) -> BackupRow {
     BackupRow {
         id: id.into(),
         backup_type: BackupType::Full,

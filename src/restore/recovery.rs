@@ -49,16 +49,12 @@ pub fn restore_command(
     cluster: &str,
     history: u32,
 ) -> String {
-    let unlock = match passphrase {
-        Some(PassphraseSource::File(f)) => {
-            let f = f.canonicalize().unwrap_or_else(|_| f.clone());
-            format!("--passphrase-file {} ", shell_word(&f.to_string_lossy()))
-        }
-        Some(PassphraseSource::Command(c)) => {
-            format!("--passphrase-command {} ", shell_word(c))
-        }
-        Some(PassphraseSource::Env(_)) | None => String::new(),
-    };
+    let unlock: String = passphrase
+        .map(PassphraseSource::command_words)
+        .unwrap_or_default()
+        .iter()
+        .map(|w| format!("{} ", shell_word(w)))
+        .collect();
     format!(
         "{} {} {unlock}--cluster {} archive-get {}%f \"%p\"",
         shell_word(&exe.to_string_lossy()),
