@@ -116,6 +116,18 @@ fn segment_home(
             parsed.timeline()
         )));
     }
+    // A segment stored under another segment's name would poison recovery
+    // to any point after it.
+    let seg_size = u64::from(h.seg_size);
+    let named = crate::pg::WalSegment::from_name(&name[..24.min(name.len())], seg_size)?;
+    if seg_size == 0 || h.page_addr != named.segno.saturating_mul(seg_size) {
+        return Err(Error::invalid(format!(
+            "{name}: its first page is at {} but its name is of the segment starting at {}: \
+             the file is misnamed; nothing was archived",
+            crate::pg::Lsn(h.page_addr),
+            crate::pg::Lsn(named.segno.saturating_mul(seg_size))
+        )));
+    }
     // Refuse WAL of an unsupported major before touching the repository.
     match h.major_version() {
         Some(v) => crate::pg::version::require_supported(v, &format!("WAL file {name}"))?,

@@ -223,6 +223,19 @@ impl Catalog {
         Ok(rows)
     }
 
+    /// Whether a pack row names `id` now (checked right before its object is
+    /// deleted: a rerun of a killed expire can index a pack under the very
+    /// name an earlier listing found unknown).
+    pub fn has_pack(&self, id: &PackId) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM pack WHERE id = ?1)",
+                [id],
+                |r| r.get(0),
+            )
+            .ctx_with(|| format!("pack {id}"))
+    }
+
     /// Delete backups and the derived rows only they used, in one transaction.
     pub fn expire_backups(&mut self, ids: &[String]) -> Result<()> {
         let tx = self.conn.transaction().ctx("expire backups")?;

@@ -107,6 +107,22 @@ fn loc_from_row(r: &Row<'_>, first: usize) -> rusqlite::Result<ChunkLoc> {
     })
 }
 
+/// A file that is not an SQLite database (overwritten, garbage) is a
+/// damaged catalog: say what repairs it.
+fn damaged(path: &Path, context: &str, source: rusqlite::Error) -> Error {
+    match source.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => Error::corrupt(
+            format!("catalog {}", path.display()),
+            "it is not an SQLite database; run `pgstrata repair --rebuild-catalog` to rebuild it \
+             from the repository",
+        ),
+        _ => Error::Catalog {
+            context: context.to_string(),
+            source,
+        },
+    }
+}
+
 /// Page cache (as `PRAGMA cache_size`: negative is KiB) while an index is
 /// rebuilt: the sort may hold as much as the cache, on top of it.
 const SORT_CACHE: i64 = -4096;
@@ -132,7 +148,7 @@ impl Catalog {
         conn.busy_timeout(Duration::from_secs(60))
             .ctx("busy_timeout")?;
         conn.pragma_update(None, "journal_mode", "WAL")
-            .ctx("journal_mode")?;
+            .map_err(|e| damaged(path, "journal_mode", e))?;
         conn.pragma_update(None, "synchronous", "FULL")
             .ctx("synchronous")?;
         conn.pragma_update(None, "foreign_keys", "ON")
@@ -151,6 +167,10 @@ impl Catalog {
         .ctx("open a reader")?;
         conn.busy_timeout(Duration::from_secs(60))
             .ctx("busy_timeout")?;
+        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(|e| damaged(path, "open a reader", e))?;
         let cat = Catalog { conn };
         let v = cat.schema_version()?;
         if v != SCHEMA_VERSION {

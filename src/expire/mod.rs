@@ -346,8 +346,13 @@ impl ExpirePlan {
     }
 }
 
-/// Carry out a plan. The caller holds the repository lock.
-pub fn apply(repo: &Repository, cat: &mut Catalog, plan: &ExpirePlan) -> Result<ExpireLog> {
+/// Carry out a plan, under the repository lock `lock`.
+pub fn apply(
+    repo: &Repository,
+    lock: &RepoLock<'_>,
+    cat: &mut Catalog,
+    plan: &ExpirePlan,
+) -> Result<ExpireLog> {
     let backend = repo.backend();
     let mut log = ExpireLog {
         time: now_us(),
@@ -364,6 +369,11 @@ pub fn apply(repo: &Repository, cat: &mut Catalog, plan: &ExpirePlan) -> Result<
     let t = std::time::Instant::now();
     repo.rewrite_stale_copies(cat)?;
     tracing::debug!("expire: manifest copies rewritten in {:?}", t.elapsed());
+    // In object storage the catalog that names these backups is the
+    // bucket's: it is published without them before their copies and WAL
+    // go, so that no published catalog claims a backup storage no longer
+    // holds (a kill in between leaves copies the next expire collects).
+    lock.checkpoint()?;
     let copies: Vec<String> = plan
         .backups
         .iter()
@@ -416,8 +426,8 @@ pub fn apply(repo: &Repository, cat: &mut Catalog, plan: &ExpirePlan) -> Result<
         .iter()
         .cloned()
         .partition(|k| k.starts_with(keys::PACKS));
-    backend.delete_many(&others)?;
-    deleter.delete(&packs)?;
+    backend.delete_many(&unnamed_copies(cat, &others)?)?;
+    deleter.delete(cat, &packs)?;
     log.bytes_freed += plan.orphan_bytes;
     let left = deleter.left.into_inner();
     if !left.is_empty() {
@@ -483,18 +493,32 @@ impl PackDeleter<'_> {
     /// Packs this run dropped from the catalog. In object storage, readers
     /// see that catalog only when this run publishes it, at its end: the
     /// packs stay for the next run.
-    pub(super) fn dropped(&self, keys: &[String]) -> Result<()> {
+    pub(super) fn dropped(&self, cat: &Catalog, keys: &[String]) -> Result<()> {
         match self.repo.is_remote() {
             true => {
                 self.left.borrow_mut().extend_from_slice(keys);
                 Ok(())
             }
-            false => self.delete(keys),
+            false => self.delete(cat, keys),
         }
     }
 
-    /// Packs no catalog readers can see names (orphans).
-    pub(super) fn delete(&self, keys: &[String]) -> Result<()> {
+    /// Packs no catalog readers can see names (orphans). Each is looked up
+    /// in `cat` once more first: a pack is deleted only if, at that moment,
+    /// no row names it. (A rerun of a killed expire rewrites the same live
+    /// chunks into a pack of the same content-addressed name as the killed
+    /// run's unindexed one, which its plan listed as an orphan.)
+    pub(super) fn delete(&self, cat: &Catalog, keys: &[String]) -> Result<()> {
+        let mut unnamed = Vec::with_capacity(keys.len());
+        for key in keys {
+            match ObjectKey::parse(key) {
+                Ok(ObjectKey::Pack(id)) if cat.has_pack(&id)? => {
+                    tracing::debug!("expire: pack {key} is indexed again; kept");
+                }
+                _ => unnamed.push(key.clone()),
+            }
+        }
+        let keys = &unnamed[..];
         if !self.read.get() && self.repo.delete_packs_unless_read(keys)? {
             return Ok(());
         }
@@ -506,6 +530,22 @@ impl PackDeleter<'_> {
     pub(super) fn backend(&self) -> &dyn crate::store::Backend {
         self.repo.backend()
     }
+}
+
+/// The leftover keys (other than packs) that are still unnamed by `cat`:
+/// a manifest copy is kept when its backup has a row again.
+fn unnamed_copies(cat: &Catalog, keys: &[String]) -> Result<Vec<String>> {
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        if let Ok(ObjectKey::Manifest { backup, .. }) = ObjectKey::parse(key) {
+            if cat.backup(&backup)?.is_some() {
+                tracing::debug!("expire: manifest copy {key} names a backup again; kept");
+                continue;
+            }
+        }
+        out.push(key.clone());
+    }
+    Ok(out)
 }
 
 /// Catalog pages `expire` keeps in memory. Liveness is worked out over the
@@ -529,7 +569,7 @@ pub fn run(
     if dry_run {
         return Ok((plan, None));
     }
-    let log = apply(repo, &mut cat, &plan)?;
+    let log = apply(repo, &lock, &mut cat, &plan)?;
     drop(cat);
     lock.release()?;
     Ok((plan, Some(log)))

@@ -73,7 +73,7 @@ pub(super) fn rewrite_packs(
             .chain(dead.iter().copied())
             .map(|o| keys::pack(&o))
             .collect();
-        deleter.dropped(&gone)
+        deleter.dropped(cat, &gone)
     };
     for p in packs {
         let key = keys::pack(&p.id);

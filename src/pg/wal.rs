@@ -8,6 +8,9 @@ use crate::error::{Error, Result};
 pub struct LongPageHeader {
     pub magic: u16,
     pub timeline: u32,
+    /// `xlp_pageaddr`: the LSN where the page starts, so for a segment's
+    /// first page the start of the segment its file name names.
+    pub page_addr: u64,
     pub system_id: u64,
     pub seg_size: u32,
     pub block_size: u32,
@@ -37,6 +40,7 @@ impl LongPageHeader {
         Ok(LongPageHeader {
             magic: u16_at(0),
             timeline: u32_at(4),
+            page_addr: u64_at(8),
             system_id: u64_at(24),
             seg_size: u32_at(32),
             block_size: u32_at(36),

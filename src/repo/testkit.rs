@@ -211,12 +211,16 @@ pub fn fake_pgdata(dir: &std::path::Path, major: u32, system_id: u64) {
     std::fs::write(dir.join("global/pg_control"), control).expect("pg_control");
 }
 
-/// A WAL segment file whose long page header names `system_id`.
+/// A WAL segment file (16 MiB segments) whose long page header names
+/// `system_id`, and the timeline and start its name gives.
 pub fn fake_segment(dir: &std::path::Path, name: &str, magic: u16, system_id: u64) -> PathBuf {
+    let hex = |r: std::ops::Range<usize>| u64::from_str_radix(&name[r], 16).expect("WAL name");
+    let page_addr = (hex(8..16) << 32) | (hex(16..24) << 24);
     let mut b = vec![0u8; 8192];
     b[0..2].copy_from_slice(&magic.to_le_bytes());
     b[2..4].copy_from_slice(&2u16.to_le_bytes());
-    b[4..8].copy_from_slice(&1u32.to_le_bytes());
+    b[4..8].copy_from_slice(&(hex(0..8) as u32).to_le_bytes());
+    b[8..16].copy_from_slice(&page_addr.to_le_bytes());
     b[24..32].copy_from_slice(&system_id.to_le_bytes());
     b[32..36].copy_from_slice(&(16u32 << 20).to_le_bytes());
     b[36..40].copy_from_slice(&8192u32.to_le_bytes());

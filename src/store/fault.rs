@@ -1,7 +1,9 @@
 //! Backends for tests. [`FaultBackend`] injects faults for crash tests:
 //! after a set number of successful mutating operations (put, put_new,
 //! finish, delete), every further one fails as if the process had died at
-//! that moment. Reads keep working, except the bodies it is told to break
+//! that moment; or ([`FaultBackend::dying_after`]) the next one takes effect
+//! and then fails, as if the process had died right after it, before it
+//! could act on its success. Reads keep working, except the bodies it is told to break
 //! off ([`FaultBackend::break_bodies`]), as a network may. [`HookBackend`] runs something of the
 //! test's the first time a prefix is listed (or an object under it read),
 //! to put another command's work at a chosen point of this one (an `expire`
@@ -17,6 +19,8 @@ use crate::store::backend::{Backend, ObjectWriter, Source};
 pub struct FaultBackend {
     inner: Arc<dyn Backend>,
     budget: Arc<AtomicI64>,
+    /// The operation that exhausts the budget takes effect before failing.
+    after: bool,
     /// Bodies still to break off.
     broken: AtomicU32,
 }
@@ -51,7 +55,17 @@ impl FaultBackend {
         FaultBackend {
             inner,
             budget: Arc::new(AtomicI64::new(ops)),
+            after: false,
             broken: AtomicU32::new(0),
+        }
+    }
+
+    /// Allow `ops` mutating operations to succeed; the next one takes
+    /// effect and then fails, and every one after fails.
+    pub fn dying_after(inner: Arc<dyn Backend>, ops: i64) -> Self {
+        FaultBackend {
+            after: true,
+            ..FaultBackend::new(inner, ops)
         }
     }
 
@@ -66,30 +80,42 @@ impl FaultBackend {
         self.budget.load(Ordering::SeqCst)
     }
 
-    fn spend(budget: &AtomicI64, what: &str) -> Result<()> {
-        if budget.fetch_sub(1, Ordering::SeqCst) <= 0 {
-            return Err(Error::io(
-                format!("<injected fault: {what}>"),
-                std::io::Error::other("injected fault"),
-            ));
+    fn fault(what: &str) -> Error {
+        Error::io(
+            format!("<injected fault: {what}>"),
+            std::io::Error::other("injected fault"),
+        )
+    }
+
+    /// Run mutating operation `op` on `key` within `budget`.
+    fn gated<T>(
+        budget: &AtomicI64,
+        after: bool,
+        key: &str,
+        op: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        match budget.fetch_sub(1, Ordering::SeqCst) {
+            left if left > 0 => op(),
+            0 if after => op().and_then(|_| Err(Self::fault(key))),
+            _ => Err(Self::fault(key)),
         }
-        Ok(())
     }
 }
 
 impl Backend for FaultBackend {
     fn put(&self, key: &str, data: &[u8]) -> Result<()> {
-        Self::spend(&self.budget, key)?;
-        self.inner.put(key, data)
+        Self::gated(&self.budget, self.after, key, || self.inner.put(key, data))
     }
     fn put_new_from(&self, key: &str, body: &dyn Source) -> Result<bool> {
-        Self::spend(&self.budget, key)?;
-        self.inner.put_new_from(key, body)
+        Self::gated(&self.budget, self.after, key, || {
+            self.inner.put_new_from(key, body)
+        })
     }
     fn writer(&self) -> Result<Box<dyn ObjectWriter>> {
         Ok(Box::new(FaultWriter {
             inner: self.inner.writer()?,
             budget: self.budget.clone(),
+            after: self.after,
         }))
     }
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -119,14 +145,14 @@ impl Backend for FaultBackend {
         self.inner.list(prefix)
     }
     fn delete(&self, key: &str) -> Result<()> {
-        Self::spend(&self.budget, key)?;
-        self.inner.delete(key)
+        Self::gated(&self.budget, self.after, key, || self.inner.delete(key))
     }
 }
 
 struct FaultWriter {
     inner: Box<dyn ObjectWriter>,
     budget: Arc<AtomicI64>,
+    after: bool,
 }
 
 impl ObjectWriter for FaultWriter {
@@ -137,8 +163,12 @@ impl ObjectWriter for FaultWriter {
         self.inner.written()
     }
     fn finish(self: Box<Self>, key: &str) -> Result<()> {
-        FaultBackend::spend(&self.budget, key)?;
-        self.inner.finish(key)
+        let FaultWriter {
+            inner,
+            budget,
+            after,
+        } = *self;
+        FaultBackend::gated(&budget, after, key, || inner.finish(key))
     }
 }
 

@@ -85,6 +85,20 @@ fn push_get_edge_cases() {
     let names = repo.open().wal_names("main").unwrap();
     assert!(names.contains(&format!("{seg}.partial")), "{names:?}");
 
+    // A real segment's bytes under the next segment's name: refused (its
+    // first page says where it starts), nothing stored under that name.
+    let n = u64::from_str_radix(&seg[16..24], 16).unwrap();
+    let next = format!("{}{:08X}", &seg[..16], n + 1);
+    let misnamed = work.join(&next);
+    std::fs::write(&misnamed, &bytes).unwrap();
+    let o = push(&repo, &misnamed);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("misnamed"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
+    let names = repo.open().wal_names("main").unwrap();
+    assert!(!names.contains(&next), "{names:?}");
+
     // Malformed names are refused with a clear error, for push and get.
     let bad = work.join("not-a-wal-file");
     std::fs::write(&bad, b"x").unwrap();

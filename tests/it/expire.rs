@@ -293,13 +293,20 @@ fn backup_and_expire_exclude_each_other_but_archiving_goes_on() {
 
 /// Restore a backup through the library and hash every file (no server).
 fn restored_tree(repo_path: &Path, id: &str, dest: &Path) -> BTreeMap<String, String> {
-    let repo = pgstrata::Repository::open(repo_path).unwrap();
+    restored_tree_of(&pgstrata::Repository::open(repo_path).unwrap(), id, dest)
+}
+
+fn restored_tree_of(
+    repo: &pgstrata::Repository,
+    id: &str,
+    dest: &Path,
+) -> BTreeMap<String, String> {
     let mut o = pgstrata::RestoreOptions::new(dest);
     o.set = Some(id.to_string());
     o.exe = Some(PathBuf::from(BIN));
     let plan =
-        pgstrata::plan_restore(&repo, "main", &o).unwrap_or_else(|e| panic!("plan {id}: {e}"));
-    pgstrata::apply_restore(&repo, &plan, 2, &pgstrata::Silent)
+        pgstrata::plan_restore(repo, "main", &o).unwrap_or_else(|e| panic!("plan {id}: {e}"));
+    pgstrata::apply_restore(repo, &plan, 2, &pgstrata::Silent)
         .unwrap_or_else(|e| panic!("restore {id}: {e}"));
     let mut out = BTreeMap::new();
     for e in walkdir::WalkDir::new(dest)
@@ -320,34 +327,64 @@ fn restored_tree(repo_path: &Path, id: &str, dest: &Path) -> BTreeMap<String, St
     out
 }
 
-#[test]
-fn a_crash_at_any_step_of_expire_loses_nothing_kept() {
-    let s = Scratch::new();
-    let repo = Repo::new(&s);
-    let src = Cluster::archiving(&s, "src", &repo);
-    load_sample(&src, 20_000);
-    src.backup_ok(&repo, &["--type", "full"]);
+/// Three backups, of which a `--retain-full 1` expires the first and
+/// leaves packs to delete and to rewrite; returns the kept backups' ids.
+pub(crate) fn expirable_backups(repo: &Repo, src: &Cluster) -> Vec<String> {
+    load_sample(src, 20_000);
+    src.backup_ok(repo, &["--type", "full"]);
     src.exec("TRUNCATE events; INSERT INTO events SELECT now(), 'x', decode(md5(g::text), 'hex') FROM generate_series(1, 20000) g;");
-    src.backup_ok(&repo, &["--type", "full"]);
+    src.backup_ok(repo, &["--type", "full"]);
     src.exec("UPDATE accounts SET balance = -1 WHERE id < 300;");
-    src.backup_ok(&repo, &["--type", "incr"]);
-    let all = ids(&repo);
-    let kept = &all[1..];
-    let work = s.pg_dir("work");
-    let golden: Vec<_> = kept
-        .iter()
-        .map(|id| restored_tree(&repo.path, id, &work.join("golden")))
-        .collect();
+    src.backup_ok(repo, &["--type", "incr"]);
+    ids(repo)[1..].to_vec()
+}
 
+/// An expire with `--retain-full 1` that rewrites every partly dead pack.
+fn crash_test_expire() -> pgstrata::ExpireOptions {
     let retention = pgstrata::Retention {
         full: Some(1),
         ..Default::default()
     };
     let mut opts = pgstrata::ExpireOptions::new(retention);
     opts.gc_threshold = 0.99; // rewrite every pack that is partly dead, too
+    opts
+}
+
+#[test]
+fn a_crash_at_any_step_of_expire_loses_nothing_kept() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let src = Cluster::archiving(&s, "src", &repo);
+    let kept = &expirable_backups(&repo, &src)[..];
+    let work = s.pg_dir("work");
+    let golden: Vec<_> = kept
+        .iter()
+        .map(|id| restored_tree(&repo.path, id, &work.join("golden")))
+        .collect();
+    let opts = crash_test_expire();
+    // Dying before a storage operation, and right after one took effect
+    // (a pack sealed but not yet indexed, say).
+    for after in [false, true] {
+        crash_at_each_step(&repo, &work, kept, &golden, &opts, after);
+    }
+}
+
+fn crash_at_each_step(
+    repo: &Repo,
+    work: &Path,
+    kept: &[String],
+    golden: &[BTreeMap<String, String>],
+    opts: &pgstrata::ExpireOptions,
+    after: bool,
+) {
     let mut crashed_at = 0;
     for budget in 0.. {
-        let copy = work.join(format!("repo-{budget}"));
+        let budget_name = if after {
+            format!("after {budget} operations")
+        } else {
+            format!("{budget} operations")
+        };
+        let copy = work.join(format!("repo-{after}-{budget}"));
         let st = std::process::Command::new("cp")
             .arg("-a")
             .arg(&repo.path)
@@ -357,10 +394,11 @@ fn a_crash_at_any_step_of_expire_loses_nothing_kept() {
         assert!(st.success());
         let mut r = pgstrata::Repository::open(&copy).unwrap();
         let inner = r.backend_arc();
-        r.set_backend(Arc::new(pgstrata::testing::FaultBackend::new(
-            inner, budget,
-        )));
-        let first = pgstrata::expire(&r, "main", &opts, false);
+        r.set_backend(Arc::new(match after {
+            true => pgstrata::testing::FaultBackend::dying_after(inner, budget),
+            false => pgstrata::testing::FaultBackend::new(inner, budget),
+        }));
+        let first = pgstrata::expire(&r, "main", opts, false);
         if let Ok((plan, _)) = first {
             assert!(
                 plan.delete_packs.len() + plan.rewrite_packs.len() > 0,
@@ -371,33 +409,33 @@ fn a_crash_at_any_step_of_expire_loses_nothing_kept() {
             break;
         }
         crashed_at += 1;
-        verify_ok(&copy, &format!("budget {budget}: after the crash"));
+        verify_ok(&copy, &format!("budget {budget_name}: after the crash"));
         // Right after the crash, every kept backup restores.
-        for (id, want) in kept.iter().zip(&golden) {
+        for (id, want) in kept.iter().zip(golden) {
             assert_eq!(
                 &restored_tree(&copy, id, &work.join("check")),
                 want,
-                "budget {budget}: {id} after the crash"
+                "budget {budget_name}: {id} after the crash"
             );
         }
         // The next expire finishes the job, and leaves nothing to collect.
         let r = pgstrata::Repository::open(&copy).unwrap();
-        pgstrata::expire(&r, "main", &opts, false)
-            .unwrap_or_else(|e| panic!("budget {budget}: rerun: {e}"));
-        let (again, _) = pgstrata::expire(&r, "main", &opts, true).unwrap();
+        pgstrata::expire(&r, "main", opts, false)
+            .unwrap_or_else(|e| panic!("budget {budget_name}: rerun: {e}"));
+        let (again, _) = pgstrata::expire(&r, "main", opts, true).unwrap();
         assert!(
             again.is_empty(),
-            "budget {budget}: still to do after a clean run:\n{}",
+            "budget {budget_name}: still to do after a clean run:\n{}",
             again.render()
         );
-        for (id, want) in kept.iter().zip(&golden) {
+        for (id, want) in kept.iter().zip(golden) {
             assert_eq!(
                 &restored_tree(&copy, id, &work.join("check")),
                 want,
-                "budget {budget}: {id} after the rerun"
+                "budget {budget_name}: {id} after the rerun"
             );
         }
-        verify_ok(&copy, &format!("budget {budget}: after the rerun"));
+        verify_ok(&copy, &format!("budget {budget_name}: after the rerun"));
         let left: Vec<String> = ids_in(&copy);
         assert_eq!(left, kept.to_vec());
         std::fs::remove_dir_all(&copy).unwrap();
@@ -408,10 +446,95 @@ fn a_crash_at_any_step_of_expire_loses_nothing_kept() {
     );
 }
 
+/// In object storage: after a crash at each storage operation (before it,
+/// and right after it took effect), a host with only the bucket sees a
+/// catalog that claims nothing the bucket lost; the same expire run again
+/// finishes the job; every kept backup restores exactly.
+#[test]
+fn a_crash_at_any_step_of_expire_on_s3_loses_nothing_kept() {
+    let s = Scratch::new();
+    let repo = Repo::s3(&s, "repo");
+    let src = Cluster::archiving(&s, "src", &repo);
+    let kept = expirable_backups(&repo, &src);
+    let work = s.pg_dir("work");
+    let url = repo.url.clone().unwrap();
+    let host = std::sync::atomic::AtomicU32::new(0);
+    // A host of its own each time: nothing but the bucket.
+    let new_host = |url: &str| {
+        let n = host.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cache = s.path().join(format!("host-{n}"));
+        pgstrata::Repository::open_at(&crate::objstore::location(url, &cache), None).unwrap()
+    };
+    let golden: Vec<_> = kept
+        .iter()
+        .map(|id| restored_tree_of(&new_host(&url), id, &work.join("golden")))
+        .collect();
+    let opts = crash_test_expire();
+    let from = crate::objstore::backend(&url);
+    for after in [false, true] {
+        let mut crashed_at = 0;
+        for budget in 0.. {
+            let when = format!("budget {budget} (after: {after})");
+            let copy = crate::objstore::new_url("copy");
+            let to = crate::objstore::backend(&copy);
+            for (key, _) in pgstrata::Backend::list(&from, "").unwrap() {
+                let body = pgstrata::Backend::get(&from, &key).unwrap().unwrap();
+                pgstrata::Backend::put(&to, &key, &body).unwrap();
+            }
+            let cache = s.path().join(format!("crashed-{after}-{budget}"));
+            let mut r =
+                pgstrata::Repository::open_at(&crate::objstore::location(&copy, &cache), None)
+                    .unwrap();
+            let inner = r.backend_arc();
+            r.set_backend(Arc::new(match after {
+                true => pgstrata::testing::FaultBackend::dying_after(inner, budget),
+                false => pgstrata::testing::FaultBackend::new(inner, budget),
+            }));
+            if pgstrata::expire(&r, "main", &opts, false).is_ok() {
+                break;
+            }
+            drop(r);
+            crashed_at += 1;
+            verify_repo_ok(&new_host(&copy), &format!("{when}: after the crash"));
+            // The same host runs it again.
+            let r = pgstrata::Repository::open_at(&crate::objstore::location(&copy, &cache), None)
+                .unwrap();
+            pgstrata::expire(&r, "main", &opts, false)
+                .unwrap_or_else(|e| panic!("{when}: rerun: {e}"));
+            // Packs a run drops are deleted by the next one, once its
+            // catalog is published.
+            pgstrata::expire(&r, "main", &opts, false)
+                .unwrap_or_else(|e| panic!("{when}: second rerun: {e}"));
+            let (again, _) = pgstrata::expire(&r, "main", &opts, true).unwrap();
+            assert!(
+                again.is_empty(),
+                "{when}: still to do after a clean run:\n{}",
+                again.render()
+            );
+            let other = new_host(&copy);
+            verify_repo_ok(&other, &format!("{when}: after the rerun"));
+            for (id, want) in kept.iter().zip(&golden) {
+                assert_eq!(
+                    &restored_tree_of(&other, id, &work.join("check")),
+                    want,
+                    "{when}: {id} after the rerun"
+                );
+            }
+        }
+        assert!(
+            crashed_at >= 5,
+            "only {crashed_at} crash points were exercised"
+        );
+    }
+}
+
 /// `verify` over the whole repository finds nothing wrong.
 fn verify_ok(repo: &Path, when: &str) {
-    let r = pgstrata::Repository::open(repo).unwrap();
-    let report = pgstrata::verify(&r, &Default::default(), &pgstrata::Silent).unwrap();
+    verify_repo_ok(&pgstrata::Repository::open(repo).unwrap(), when);
+}
+
+fn verify_repo_ok(r: &pgstrata::Repository, when: &str) {
+    let report = pgstrata::verify(r, &Default::default(), &pgstrata::Silent).unwrap();
     assert!(
         report.is_ok(),
         "{when}: verify found problems: {:?}",

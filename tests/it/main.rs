@@ -10,6 +10,7 @@ mod archive_async;
 mod bad_input;
 mod contrib;
 mod core;
+mod crash;
 mod delta;
 mod drill;
 mod encryption;

@@ -76,6 +76,19 @@ impl<'r> RepoLock<'r> {
         published
     }
 
+    /// Publish the catalog's changes so far (remote repositories) and stay
+    /// its writer: for a command that must not delete objects before the
+    /// published catalog stops naming them. An error ends the command: the
+    /// copy must not take more changes while not being the writer.
+    pub fn checkpoint(&self) -> Result<()> {
+        if !self.repo.is_remote() {
+            return Ok(());
+        }
+        self.check_held()?;
+        self.repo.publish_catalog()?;
+        self.repo.begin_catalog_write()
+    }
+
     /// Is the lock still ours? (A remote lock can be lost when its lease
     /// could not be renewed.)
     fn check_held(&self) -> Result<()> {

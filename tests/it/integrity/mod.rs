@@ -359,9 +359,17 @@ fn rebuild_catalog_after_loss() {
     let want = src.table_hashes();
     let before = repo.info_json();
 
-    for suffix in ["", "-wal", "-shm"] {
+    // A catalog overwritten with garbage: the error says what repairs it.
+    for suffix in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(repo.path.join(format!("catalog.db{suffix}")));
     }
+    std::fs::write(repo.path.join("catalog.db"), vec![0x5a; 20_000]).unwrap();
+    let o = pgstrata(&["--repo", repo.arg(), "info"]);
+    crate::expect::fails_with(&o, "repair --rebuild-catalog");
+    assert!(err(&o).contains("not an SQLite database"), "{}", err(&o));
+    assert_eq!(err(&o).trim().lines().count(), 1, "{}", err(&o));
+
+    let _ = std::fs::remove_file(repo.path.join("catalog.db"));
     let o = pgstrata(&["--repo", repo.arg(), "info"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(err(&o).contains("repair --rebuild-catalog"), "{}", err(&o));
