@@ -155,3 +155,87 @@ fn kill_9_of_expire_then_the_same_expire_again_in(kind: Kind) {
         "only {killed} runs were killed before they ended"
     );
 }
+
+#[test]
+fn kill_9_of_backup_then_the_same_backup_again() {
+    kill_9_of_backup_then_the_same_backup_again_in(Kind::Local);
+}
+
+#[test]
+fn kill_9_of_backup_then_the_same_backup_again_on_s3() {
+    kill_9_of_backup_then_the_same_backup_again_in(Kind::S3);
+}
+
+/// Backups killed at moments spread over their run, each followed by the
+/// same backup again, then an expire; the repository verifies and the last
+/// backup restores the source's data.
+fn kill_9_of_backup_then_the_same_backup_again_in(kind: Kind) {
+    let s = Scratch::new();
+    let repo = kind.repo(&s);
+    let src = Cluster::archiving(&s, "src", &repo);
+    load_sample(&src, 60_000);
+    let config = s.path().join("small-packs.toml");
+    std::fs::write(&config, "pack-size-mib = 1\nworkers = 2\n").unwrap();
+    let ci = src.conninfo();
+    let mut killed = 0;
+    for (round, ms) in [150u64, 400, 900].into_iter().enumerate() {
+        src.exec(&format!(
+            "UPDATE accounts SET balance = balance + {round} WHERE id % 7 = {round};"
+        ));
+        let kind = if round == 0 { "full" } else { "incr" };
+        let backup = [
+            "--repo",
+            repo.arg(),
+            "--config",
+            config.to_str().unwrap(),
+            "backup",
+            "--pgdata",
+            src.pgdata.to_str().unwrap(),
+            "--dbname",
+            &ci,
+            "--start-fast",
+            "--type",
+            kind,
+        ];
+        killed += usize::from(run_and_kill(&backup, Duration::from_millis(ms)));
+        crate::bad_input::assert_no_backup_session(&src);
+        check(&pgstrata(&backup), &format!("the same {kind} again"));
+    }
+    assert!(
+        killed >= 2,
+        "only {killed} backups were killed before they ended"
+    );
+    check(
+        &pgstrata(&["--repo", repo.arg(), "expire", "--retain-full", "1"]),
+        "expire after the kills",
+    );
+    check(&pgstrata(&["--repo", repo.arg(), "verify"]), "verify");
+    src.switch_wal_and_wait(&repo);
+    let want = src.table_hashes();
+    let dst = restore_matches(&s, &repo, "dst", &[], &want);
+    dst.amcheck();
+}
+
+#[test]
+fn kill_9_of_repair_then_the_same_repair_again() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let src = Cluster::archiving(&s, "src", &repo);
+    load_sample(&src, 20_000);
+    src.backup_ok(&repo, &["--type", "full"]);
+    src.exec("UPDATE accounts SET balance = 0 WHERE id % 3 = 0;");
+    src.backup_ok(&repo, &[]);
+    src.switch_wal_and_wait(&repo);
+    let want = src.table_hashes();
+    let repair = ["--repo", repo.arg(), "repair", "--rebuild-catalog"];
+    let mut killed = 0;
+    for ms in [20u64, 80, 200] {
+        killed += usize::from(run_and_kill(&repair, Duration::from_millis(ms)));
+        check(&pgstrata(&repair), &format!("repair again after {ms} ms"));
+        check(&pgstrata(&["--repo", repo.arg(), "verify"]), "verify");
+    }
+    assert!(killed >= 1, "no repair was killed before it ended");
+    let n = repo.backups().len();
+    assert_eq!(n, 2, "the rebuilt catalog lists {n} backups");
+    restore_matches(&s, &repo, "dst", &[], &want);
+}
