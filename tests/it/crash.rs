@@ -70,6 +70,10 @@ fn run_and_kill(args: &[&str], delay: Duration) -> bool {
 /// A copy of repository `repo` to kill a command in: a directory copy, or
 /// every object under a new prefix.
 fn copy_of(repo: &Repo, s: &Scratch, n: usize) -> String {
+    copy_repo(repo, s, n).arg().to_string()
+}
+
+fn copy_repo(repo: &Repo, s: &Scratch, n: usize) -> Repo {
     match &repo.url {
         None => {
             let copy = s.path().join(format!("copy-{n}"));
@@ -80,7 +84,11 @@ fn copy_of(repo: &Repo, s: &Scratch, n: usize) -> String {
                 .status()
                 .unwrap();
             assert!(st.success());
-            copy.to_str().unwrap().to_string()
+            Repo {
+                path: copy,
+                pass: None,
+                url: None,
+            }
         }
         Some(url) => {
             let copy = crate::objstore::new_url("copy");
@@ -92,9 +100,107 @@ fn copy_of(repo: &Repo, s: &Scratch, n: usize) -> String {
                 let body = pgstrata::Backend::get(&from, &key).unwrap().unwrap();
                 pgstrata::Backend::put(&to, &key, &body).unwrap();
             }
-            copy
+            Repo {
+                path: s.path().join(format!("copy-{n}")),
+                pass: None,
+                url: Some(copy),
+            }
         }
     }
+}
+
+/// Archive into `copy` as well as into `repo` (which stays complete, so
+/// that the next copy of it misses no WAL), and wait until it does.
+fn archive_into(c: &Cluster, repo: &Repo, copy: &Repo) {
+    c.exec(&format!(
+        "ALTER SYSTEM SET archive_command = '{} && {}'",
+        archive_command(repo),
+        archive_command(copy)
+    ));
+    c.exec("SELECT pg_reload_conf()");
+    c.switch_wal_and_wait(copy);
+}
+
+#[test]
+fn a_crash_at_any_step_of_backup_then_the_same_backup_again() {
+    a_crash_at_any_step_of_backup_in(Kind::Local);
+}
+
+#[test]
+fn a_crash_at_any_step_of_backup_then_the_same_backup_again_on_s3() {
+    a_crash_at_any_step_of_backup_in(Kind::S3);
+}
+
+/// A full backup dying at each storage operation in turn (before it, and
+/// right after it took effect), then the same backup again: the backup
+/// kept from before still restores exactly, the repository verifies, and
+/// the new backup restores the source's data.
+fn a_crash_at_any_step_of_backup_in(kind: Kind) {
+    let s = Scratch::new();
+    let repo = kind.repo(&s);
+    let mut src = Cluster::archiving(&s, "src", &repo);
+    load_sample(&src, 20_000);
+    src.backup_ok(&repo, &["--type", "full"]);
+    let first = repo.backups()[0]["id"].as_str().unwrap().to_string();
+    let work = s.pg_dir("work");
+    let golden = restored(repo.arg(), &first, &work.join("golden"));
+    src.exec("UPDATE accounts SET balance = 7 WHERE id % 5 = 0; CHECKPOINT;");
+    let mut opts = pgstrata::BackupOptions::new(&src.pgdata);
+    opts.dbname = Some(src.conninfo());
+    opts.start_fast = true;
+    opts.pack_size = 1 << 20; // several packs: seal points inside the backup
+    opts.backup_type = Some(pgstrata::BackupType::Full);
+    let mut n = 0;
+    let mut last = None;
+    for after in [false, true] {
+        let mut crashed_at = 0;
+        for budget in 0.. {
+            n += 1;
+            let when = format!("budget {budget} (after: {after})");
+            let copy = copy_repo(&repo, &s, n);
+            archive_into(&src, &repo, &copy);
+            let mut r = copy.open();
+            let inner = r.backend_arc();
+            r.set_backend(std::sync::Arc::new(match after {
+                true => pgstrata::testing::FaultBackend::dying_after(inner, budget),
+                false => pgstrata::testing::FaultBackend::new(inner, budget),
+            }));
+            if pgstrata::backup(&r, "main", &opts, &pgstrata::Silent).is_ok() {
+                break;
+            }
+            drop(r);
+            crashed_at += 1;
+            crate::bad_input::assert_no_backup_session(&src);
+            check(
+                &pgstrata(&["--repo", copy.arg(), "verify"]),
+                &format!("{when}: verify after the crash"),
+            );
+            // The same backup again.
+            pgstrata::backup(&copy.open(), "main", &opts, &pgstrata::Silent)
+                .unwrap_or_else(|e| panic!("{when}: the same backup again: {e}"));
+            check(
+                &pgstrata(&["--repo", copy.arg(), "verify"]),
+                &format!("{when}: verify after the rerun"),
+            );
+            assert_eq!(
+                restored(copy.arg(), &first, &work.join("check")),
+                golden,
+                "{when}: the backup kept from before"
+            );
+            last = Some(copy);
+        }
+        assert!(
+            crashed_at >= 3,
+            "only {crashed_at} crash points were exercised"
+        );
+    }
+    // The last rerun's backup holds the source's data.
+    let copy = last.unwrap();
+    archive_into(&src, &repo, &copy);
+    let want = src.table_hashes();
+    src.stop();
+    let dst = restore_matches(&s, &copy, "dst", &[], &want);
+    dst.amcheck();
 }
 
 #[test]

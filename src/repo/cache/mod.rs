@@ -514,6 +514,13 @@ impl CatalogCache {
                 self.dir.join(&s.file).display()
             );
             let _ = fs::remove_file(self.state_path());
+            // The file goes too: a fresh copy of the same generation takes
+            // its name, and would otherwise keep the dead writer's rows
+            // (which no published delta holds) under it. A reader of this
+            // host that has it open keeps reading what it opened.
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = fs::remove_file(self.dir.join(format!("{}{suffix}", s.file)));
+            }
         }
         let mut s = match self.newest(backend)? {
             Some(_) => {

@@ -133,10 +133,10 @@ fn write(cache: &CatalogCache, bucket: &LocalBackend, sql: &str) {
     cache.publish(bucket).unwrap();
 }
 
-#[test]
-fn hosts_follow_by_deltas_and_chains_stay_short() {
-    let (d, bucket) = setup();
-    let a = CatalogCache::new(&d.path().join("a"), "r").unwrap();
+/// Host `a`'s cache, whose first generation is a catalog of some size
+/// (so that small changes go as deltas) with one backup.
+fn seeded(d: &Path, bucket: &LocalBackend) -> CatalogCache {
+    let a = CatalogCache::new(&d.join("a"), "r").unwrap();
     {
         let cat = Catalog::open(&a.first_file(), true).unwrap();
         // A catalog of some size, so that small changes go as deltas.
@@ -152,7 +152,50 @@ fn hosts_follow_by_deltas_and_chains_stay_short() {
             )
             .unwrap();
     }
-    a.publish_first(&bucket, &a.first_file()).unwrap();
+    a.publish_first(bucket, &a.first_file()).unwrap();
+    a
+}
+
+fn expire_log_rows(p: &Path) -> i64 {
+    Catalog::open(p, false)
+        .unwrap()
+        .conn_for_tests()
+        .query_row("SELECT count(*) FROM expire_log", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// A writer that dies after committing to its copy: the next writer of its
+/// host starts from the bucket's generation, not from the dead writer's
+/// file, so the delta it publishes fits every other host's copy.
+#[test]
+fn the_next_writer_after_a_dead_one_publishes_a_delta_that_fits() {
+    let (d, bucket) = setup();
+    let a = seeded(d.path(), &bucket);
+    // B's copy of generation 1 is a download, named for its generation.
+    let b = CatalogCache::new(&d.path().join("b"), "r").unwrap();
+    assert_eq!(expire_log_rows(&b.current(&bucket).unwrap()), 3000);
+    b.begin_write(&bucket).unwrap();
+    let p = b.current(&bucket).unwrap();
+    Catalog::open(&p, false)
+        .unwrap()
+        .conn_for_tests()
+        .execute_batch("DELETE FROM expire_log WHERE id <= 20")
+        .unwrap();
+    b.abandon();
+    let b2 = CatalogCache::new(&d.path().join("b"), "r").unwrap();
+    write(&b2, &bucket, "DELETE FROM expire_log WHERE id = 100");
+    assert!(matches!(object(&bucket, 2), CatalogObject::Delta(_)));
+    assert_eq!(expire_log_rows(&b2.current(&bucket).unwrap()), 2999);
+    let c = CatalogCache::new(&d.path().join("c"), "r").unwrap();
+    for host in [&a, &c] {
+        assert_eq!(expire_log_rows(&host.current(&bucket).unwrap()), 2999);
+    }
+}
+
+#[test]
+fn hosts_follow_by_deltas_and_chains_stay_short() {
+    let (d, bucket) = setup();
+    let a = seeded(d.path(), &bucket);
     assert!(matches!(object(&bucket, 1), CatalogObject::Full));
     let b = CatalogCache::new(&d.path().join("b"), "r").unwrap();
     assert_eq!(clusters(&b.current(&bucket).unwrap()), 1);
