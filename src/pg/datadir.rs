@@ -441,7 +441,7 @@ impl Walk<'_> {
 }
 
 /// A tablespace's name in `pg_tblspc`: its oid.
-fn is_oid(name: &str) -> bool {
+pub fn is_oid(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit())
 }
 
@@ -453,24 +453,65 @@ fn resolve(link: &Path, target: &Path) -> PathBuf {
     }
 }
 
-/// Refuse manifest paths that could escape the restore target.
-pub fn check_manifest_path(path: &str) -> Result<()> {
+/// The longest path a manifest may hold, in bytes (Linux's `PATH_MAX`).
+pub const MAX_PATH_BYTES: usize = 4096;
+
+/// What is wrong with a manifest path, if anything: `.` (the data directory
+/// itself) or `/`-separated names, none empty, `.` or `..`, without NUL,
+/// at most [`MAX_PATH_BYTES`] once mapped back to bytes. Anything else could
+/// escape the restore target, or is a name no file system takes.
+pub fn path_fault(path: &str) -> Option<String> {
     if path == "." {
-        return Ok(());
+        return None;
     }
-    if path.is_empty()
-        || path.starts_with('/')
-        || path.contains('\0')
-        || path
-            .split('/')
-            .any(|c| c.is_empty() || c == "." || c == "..")
-    {
-        return Err(Error::corrupt(
+    let fault = if path.is_empty() {
+        "it is empty".to_string()
+    } else if path.contains('\0') {
+        "it holds a NUL byte".to_string()
+    } else if path.starts_with('/') {
+        "it is absolute: it would escape the target directory".to_string()
+    } else if path.split('/').any(|c| c == "..") {
+        "a `..` in it would escape the target directory".to_string()
+    } else if path.split('/').any(|c| c.is_empty() || c == ".") {
+        "it has an empty or `.` component".to_string()
+    } else if path.len() > MAX_PATH_BYTES && path_of(path).as_os_str().len() > MAX_PATH_BYTES {
+        // Bytes that are not UTF-8 take three in the text: measured as bytes.
+        format!(
+            "it is {} bytes long (at most {MAX_PATH_BYTES})",
+            path_of(path).as_os_str().len()
+        )
+    } else {
+        return None;
+    };
+    Some(fault)
+}
+
+/// Refuse manifest paths that could escape the restore target (or that no
+/// file system takes): see [`path_fault`].
+pub fn check_manifest_path(path: &str) -> Result<()> {
+    match path_fault(path) {
+        None => Ok(()),
+        Some(fault) => Err(Error::corrupt(
             "manifest",
-            format!("path {path:?} would escape the target directory"),
-        ));
+            format!("path {}: {fault}", shown(path)),
+        )),
     }
-    Ok(())
+}
+
+/// A manifest path for a one-line message: quoted and escaped (a NUL or a
+/// newline in it is shown, not printed), and cut short when very long.
+pub fn shown(path: &str) -> String {
+    const SHOW: usize = 120;
+    if path.len() <= SHOW + 40 {
+        return format!("{path:?}");
+    }
+    let end = path
+        .char_indices()
+        .map(|(i, _)| i)
+        .take_while(|&i| i <= SHOW)
+        .last()
+        .unwrap_or(0);
+    format!("{:?}... ({} bytes)", &path[..end], path.len())
 }
 
 #[cfg(test)]
@@ -736,8 +777,27 @@ mod tests {
     fn manifest_paths() {
         assert!(check_manifest_path("base/1/123").is_ok());
         assert!(check_manifest_path(".").is_ok());
-        for bad in ["../x", "/etc/passwd", "base/../../x", "a//b", ""] {
+        for bad in [
+            "../x",
+            "/etc/passwd",
+            "base/../../x",
+            "a//b",
+            "",
+            "a/./b",
+            "a\0b",
+            "a/",
+        ] {
             assert!(check_manifest_path(bad).is_err(), "{bad}");
         }
+        let e = check_manifest_path("base/../../x").unwrap_err().to_string();
+        assert!(e.contains("would escape the target directory"), "{e}");
+        let long = "d/".repeat(2048) + "x";
+        let e = check_manifest_path(&long).unwrap_err().to_string();
+        assert!(e.contains("4097 bytes long") && e.len() < 300, "{e}");
+        assert!(check_manifest_path(&long[2..]).is_ok());
+        // Measured as the bytes it names: 2,000 bytes that are not UTF-8.
+        let raw = name_of(OsStr::from_bytes(&[0xff; 2000]));
+        assert!(raw.len() > MAX_PATH_BYTES && check_manifest_path(&raw).is_ok());
+        assert_eq!(shown("a\nb"), r#""a\nb""#);
     }
 }
