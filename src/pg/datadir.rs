@@ -201,10 +201,21 @@ pub fn walk(pgdata: &Path) -> Result<Vec<Entry>> {
 /// they are listed, not collected; only the unlogged relations of the
 /// database directory being walked are held.
 pub fn walk_each(pgdata: &Path, each: &mut dyn FnMut(Entry) -> Result<()>) -> Result<()> {
+    walk_with(pgdata, true, each)
+}
+
+/// [`walk_each`] without its warnings (about links it does not follow), for
+/// a pass before the one that reports them.
+pub fn walk_each_quietly(pgdata: &Path, each: &mut dyn FnMut(Entry) -> Result<()>) -> Result<()> {
+    walk_with(pgdata, false, each)
+}
+
+fn walk_with(pgdata: &Path, warn: bool, each: &mut dyn FnMut(Entry) -> Result<()>) -> Result<()> {
     let meta = fs::metadata(pgdata).at(pgdata)?;
     each(row(".", EntryKind::Dir, &meta, None))?;
     let mut walk = Walk {
         open: enclosing(pgdata),
+        warn,
         out: each,
     };
     walk.open.push(dir_id(&meta));
@@ -239,6 +250,8 @@ struct Walk<'a> {
     /// The directories on the path being walked, from `/` down; memory
     /// grows with the depth of the tree, not its size.
     open: Vec<DirId>,
+    /// Whether to warn about what is not followed.
+    warn: bool,
     out: &'a mut dyn FnMut(Entry) -> Result<()>,
 }
 
@@ -298,6 +311,12 @@ fn excluded(rel: &str, name: &str, unlogged: &HashSet<String>) -> bool {
 }
 
 impl Walk<'_> {
+    fn warning(&self, what: std::fmt::Arguments<'_>) {
+        if self.warn {
+            tracing::warn!("{what}");
+        }
+    }
+
     /// Walk directory `dir` (found at `rel`) whose identity is `id`, unless
     /// the walk is inside it already; says whether it did.
     fn enter(&mut self, dir: &Path, rel: &str, id: DirId) -> Result<bool> {
@@ -348,11 +367,10 @@ impl Walk<'_> {
                 }
                 // Only a bind mount of a directory above can loop here.
                 if !self.enter(&path, &relpath, dir_id(&meta))? {
-                    tracing::warn!(
-                        "{}: the directory contains itself (a bind mount?): its contents are not \
-                     backed up again",
+                    self.warning(format_args!(
+                        "{}: the directory contains itself (a bind mount?): not walked again",
                         path.display()
-                    );
+                    ));
                 }
             } else if ft.is_file() {
                 (self.out)(row(&relpath, EntryKind::File, &meta, None))?;
@@ -385,12 +403,11 @@ impl Walk<'_> {
             as_link(self)?;
             let tmeta = fs::metadata(path).at(path)?;
             if !self.enter(&resolve(path, &target), relpath, dir_id(&tmeta))? {
-                tracing::warn!(
-                    "{}: the tablespace link points to {}, which contains it: its contents are \
-                 not backed up",
+                self.warning(format_args!(
+                    "{}: the tablespace link leads to {}, which contains it: not walked",
                     path.display(),
                     target.display()
-                );
+                ));
             }
             return Ok(());
         }
@@ -400,11 +417,10 @@ impl Walk<'_> {
                 if e.kind() == std::io::ErrorKind::NotFound
                     || e.raw_os_error() == Some(libc::ELOOP) =>
             {
-                tracing::warn!(
-                "{}: the symlink to {} leads nowhere ({e}): recorded as a link, without content",
-                path.display(),
-                target.display()
-            );
+                let (at, to) = (path.display(), target.display());
+                self.warning(format_args!(
+                    "{at}: the symlink to {to} leads nowhere ({e}): kept as a link"
+                ));
                 return as_link(self);
             }
             Err(e) => return Err(Error::io(path, e)),
@@ -414,22 +430,20 @@ impl Walk<'_> {
             return (self.out)(row(relpath, EntryKind::File, &tmeta, Some(text)));
         }
         if !ft.is_dir() {
-            tracing::warn!(
-                "{}: the symlink to {} leads to neither a file nor a directory: recorded as a \
-             link, without content",
+            self.warning(format_args!(
+                "{}: the symlink to {} is not to a file or directory: kept as a link",
                 path.display(),
                 target.display()
-            );
+            ));
             return as_link(self);
         }
         let id = dir_id(&tmeta);
         if self.open.contains(&id) {
-            tracing::warn!(
-                "{}: the symlink to {} leads to a directory that contains it: recorded as a \
-             link, not followed",
+            self.warning(format_args!(
+                "{}: the symlink to {} leads to a directory containing it: kept as a link",
                 path.display(),
                 target.display()
-            );
+            ));
             return as_link(self);
         }
         (self.out)(row(relpath, EntryKind::Dir, &tmeta, Some(text.clone())))?;
