@@ -173,6 +173,8 @@ pub struct FileEntry {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
+    /// A link row's target, or the target of the followed symlink a file or
+    /// directory row was reached through.
     pub link: Option<String>,
     #[serde(with = "opt_chunk_hex")]
     pub blockmap: Option<ChunkId>,

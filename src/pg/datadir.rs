@@ -48,7 +48,8 @@ pub struct Entry {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
-    /// Symlink target.
+    /// The symlink's target: of a link row, and of a file or directory
+    /// row reached through a followed link (`None` for everything else).
     pub link: Option<String>,
 }
 

@@ -243,7 +243,13 @@ fn verify_rejects_hostile_manifests() {
     let repo = Repo::new(&s);
     let src = with_linked_config(&s, &repo);
     src.exec("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
-    src.backup_ok(&repo, &["--type", "full"]);
+    let o = src.backup(&repo, &["--type", "full"]);
+    check(&o, "backup");
+    // The dangling link is named once (the walk runs twice).
+    let warned = err(&o)
+        .matches("dangling: the symlink to /nonexistent/pgstrata")
+        .count();
+    assert_eq!(warned, 1, "{}", err(&o));
     let id = repo.backups()[0]["id"].as_str().unwrap().to_string();
 
     // Followed links are files and directories that keep their target; a
