@@ -290,6 +290,40 @@ mod tests {
         assert!(usage.iter().all(|u| u.live_chunks == u.chunks));
     }
 
+    /// Followed symlinks are file and directory rows with a target: the
+    /// copy carries it, and a rebuilt catalog has it.
+    #[test]
+    fn rebuilds_the_targets_of_followed_links() {
+        let f = Fixture::new();
+        let a = f.backup(1, &[("a", content(1, 2, 0))]);
+        f.sql(
+            "UPDATE file_version SET link = '/etc/pg/a.conf' WHERE path = 'a';
+             INSERT INTO file_version SELECT cluster_id, 'conf.d', first_seq, last_seq, 'd', 0,
+                    mtime, mode, uid, gid, '../conf.d', NULL FROM file_version WHERE path = '.';",
+        );
+        {
+            let cat = f.repo.catalog().unwrap();
+            let cl = cat.cluster("main").unwrap().unwrap();
+            let b = cat.backup(&a.id).unwrap().unwrap();
+            f.repo.put_manifest_copy(&cat, cl.identity(), &b).unwrap();
+        }
+        f.backup(2, &[("a", content(1, 2, 0))]);
+        let before = snapshot(&f);
+        let links: Vec<Option<String>> = before[0].1.iter().map(|r| r.link.clone()).collect();
+        assert_eq!(
+            links,
+            [
+                None,
+                Some("/etc/pg/a.conf".into()),
+                Some("../conf.d".into())
+            ]
+        );
+        std::fs::remove_file(f.repo.catalog_path().unwrap()).unwrap();
+        let r = rebuild_catalog(&f.repo, Duration::ZERO, &Silent).unwrap();
+        assert!(r.skipped.is_empty(), "{:?}", r.skipped);
+        assert_eq!(snapshot(&f), before);
+    }
+
     #[test]
     fn delta_copies_rebuild_each_backup_after_a_middle_one_expired() {
         let f = Fixture::new();

@@ -26,7 +26,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 pub use drills::DrillRow;
 pub use gc::{Compacted, ExpireLog, PackChunk, PackUsage, COMPACT_FREE_SHARE};
-pub use integrity::IndexedChunk;
+pub use integrity::{IndexedChunk, VersionShape};
 pub use model::{
     BackupRow, BackupStatus, BackupType, ChunkLoc, ClusterRow, FileKind, FileRow, HistoryRow,
     PageErrorRow,

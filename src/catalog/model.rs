@@ -70,6 +70,8 @@ pub struct FileRow {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
+    /// A symlink's target: of a link row, or of a file or directory the
+    /// backup reached through a followed link.
     pub link: Option<String>,
     pub blockmap: Option<ChunkId>,
 }

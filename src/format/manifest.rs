@@ -173,6 +173,8 @@ pub struct FileEntry {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
+    /// A link row's target, or the target of the followed symlink a file or
+    /// directory row was reached through.
     pub link: Option<String>,
     #[serde(with = "opt_chunk_hex")]
     pub blockmap: Option<ChunkId>,
@@ -577,7 +579,27 @@ mod tests {
             path: "base/1/3".into(),
             ..two.files[0].clone()
         });
-        for m in [sample(), d, two] {
+        // A followed symlink: a file or directory row that keeps its target.
+        let mut linked = sample();
+        linked.files.push(FileEntry {
+            path: "postgresql.auto.conf".into(),
+            link: Some("/etc/postgresql/auto.conf".into()),
+            ..linked.files[0].clone()
+        });
+        linked.files.push(FileEntry {
+            path: "conf.d".into(),
+            kind: FileKind::Dir,
+            size: 0,
+            link: Some("../conf.d".into()),
+            blockmap: None,
+            ..linked.files[0].clone()
+        });
+        let back = Manifest::decode(&linked.encode().unwrap(), "m").unwrap();
+        assert_eq!(back, linked);
+        assert!(serde_json::to_string(&linked)
+            .unwrap()
+            .contains(r#""path":"conf.d","kind":"d","size":0,"mtime_ns":3,"mode":384,"uid":4,"gid":5,"link":"../conf.d""#));
+        for m in [sample(), d, two, linked] {
             let head = Manifest {
                 files: Vec::new(),
                 ..m.clone()

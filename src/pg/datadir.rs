@@ -7,7 +7,16 @@
 //! temporary relations, the non-init forks of unlogged relations, and stale
 //! `backup_label` / `tablespace_map` / `backup_manifest` files are skipped.
 //! Tablespaces (`pg_tblspc/<oid>` symlinks) are recorded as links and their
-//! contents walked under `pg_tblspc/<oid>/`.
+//! contents walked under `pg_tblspc/<oid>/`; a top-level `pg_wal` symlink
+//! (`initdb -X`) is recorded as a directory.
+//!
+//! Every other symlink is followed: a link to a regular file is a file row,
+//! a link to a directory a directory row whose contents are walked (under
+//! the same exclusion rules as at the link's own path), each carrying the
+//! link's target. A dangling link, or one to anything else, stays a link row
+//! (with a warning). Invariant: the walk ends. It never enters a directory
+//! that is already on the path it is walking (an ancestor of the data
+//! directory included), so a link that points back up is recorded as a link.
 
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
@@ -39,7 +48,8 @@ pub struct Entry {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
-    /// Symlink target.
+    /// The symlink's target: of a link row, and of a file or directory
+    /// row reached through a followed link (`None` for everything else).
     pub link: Option<String>,
 }
 
@@ -192,9 +202,58 @@ pub fn walk(pgdata: &Path) -> Result<Vec<Entry>> {
 /// they are listed, not collected; only the unlogged relations of the
 /// database directory being walked are held.
 pub fn walk_each(pgdata: &Path, each: &mut dyn FnMut(Entry) -> Result<()>) -> Result<()> {
+    walk_with(pgdata, true, each)
+}
+
+/// [`walk_each`] without its warnings (about links it does not follow), for
+/// a pass before the one that reports them.
+pub fn walk_each_quietly(pgdata: &Path, each: &mut dyn FnMut(Entry) -> Result<()>) -> Result<()> {
+    walk_with(pgdata, false, each)
+}
+
+fn walk_with(pgdata: &Path, warn: bool, each: &mut dyn FnMut(Entry) -> Result<()>) -> Result<()> {
     let meta = fs::metadata(pgdata).at(pgdata)?;
     each(row(".", EntryKind::Dir, &meta, None))?;
-    walk_dir(pgdata, "", each)
+    let mut walk = Walk {
+        open: enclosing(pgdata),
+        warn,
+        out: each,
+    };
+    walk.open.push(dir_id(&meta));
+    walk.dir(pgdata, "")
+}
+
+/// A directory's identity, whatever path leads to it.
+type DirId = (u64, u64);
+
+fn dir_id(m: &fs::Metadata) -> DirId {
+    (m.dev(), m.ino())
+}
+
+/// The directories above the data directory (`/` included): a link to one
+/// of them leads back into the data directory.
+fn enclosing(pgdata: &Path) -> Vec<DirId> {
+    let Ok(real) = fs::canonicalize(pgdata) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<DirId> = real
+        .ancestors()
+        .skip(1)
+        .filter_map(|a| fs::metadata(a).ok())
+        .map(|m| dir_id(&m))
+        .collect();
+    ids.reverse();
+    ids
+}
+
+/// One walk: where it hands entries, and the directories it is inside.
+struct Walk<'a> {
+    /// The directories on the path being walked, from `/` down; memory
+    /// grows with the depth of the tree, not its size.
+    open: Vec<DirId>,
+    /// Whether to warn about what is not followed.
+    warn: bool,
+    out: &'a mut dyn FnMut(Entry) -> Result<()>,
 }
 
 fn row(path: &str, kind: EntryKind, m: &fs::Metadata, link: Option<String>) -> Entry {
@@ -216,51 +275,6 @@ fn join_rel(rel: &str, name: &str) -> String {
     } else {
         format!("{rel}/{name}")
     }
-}
-
-fn walk_dir(dir: &Path, rel: &str, out: &mut dyn FnMut(Entry) -> Result<()>) -> Result<()> {
-    // A directory dropped while we walk (DROP DATABASE): WAL replay redoes it.
-    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound && !rel.is_empty();
-    let unlogged = match unlogged_relations(dir, rel) {
-        Ok(u) => u,
-        Err(e) if gone(&e) => return Ok(()),
-        Err(e) => return Err(Error::io(dir, e)),
-    };
-    let rd = match fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if gone(&e) => return Ok(()),
-        Err(e) => return Err(Error::io(dir, e)),
-    };
-    let top = rel.is_empty();
-    // Entries are handled as they are listed, never collected: one database
-    // directory holds every relation file of its database.
-    for ent in rd {
-        let name = name_of(&ent.at(dir)?.file_name());
-        if excluded(rel, &name, &unlogged) {
-            continue;
-        }
-        let path = dir.join(path_of(&name));
-        let relpath = join_rel(rel, &name);
-        let meta = match fs::symlink_metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io(&path, e)),
-        };
-        let ft = meta.file_type();
-        if ft.is_symlink() {
-            walk_link(&path, rel, &name, &relpath, &meta, out)?;
-        } else if ft.is_dir() {
-            out(row(&relpath, EntryKind::Dir, &meta, None))?;
-            if top && EXCLUDED_DIR_CONTENTS.contains(&name.as_str()) {
-                continue;
-            }
-            walk_dir(&path, &relpath, out)?;
-        } else if ft.is_file() {
-            out(row(&relpath, EntryKind::File, &meta, None))?;
-        }
-        // Sockets, fifos and devices are not part of a data directory's state.
-    }
-    Ok(())
 }
 
 /// In a database directory, the relfilenodes that have an init fork: the
@@ -297,34 +311,153 @@ fn excluded(rel: &str, name: &str, unlogged: &HashSet<String>) -> bool {
         || relfilenode(name).is_some_and(|node| unlogged.contains(node) && !name.contains("_init"))
 }
 
-/// A symlink: a tablespace (recorded as a link and walked into), `pg_wal`
-/// moved elsewhere (`initdb -X`, recorded as a directory), or any other link
-/// (recorded as a link).
-fn walk_link(
-    path: &Path,
-    rel: &str,
-    name: &str,
-    relpath: &str,
-    meta: &fs::Metadata,
-    out: &mut dyn FnMut(Entry) -> Result<()>,
-) -> Result<()> {
-    let target = fs::read_link(path).at(path)?;
-    if rel.is_empty() && name == "pg_wal" {
-        let tmeta = fs::metadata(path).at(path)?;
-        out(row(relpath, EntryKind::Dir, &tmeta, None))?;
-        return Ok(());
+impl Walk<'_> {
+    fn warning(&self, what: std::fmt::Arguments<'_>) {
+        if self.warn {
+            tracing::warn!("{what}");
+        }
     }
-    out(row(
-        relpath,
-        EntryKind::Link,
-        meta,
-        Some(name_of(target.as_os_str())),
-    ))?;
-    if rel == "pg_tblspc" {
-        fs::metadata(path).at(path)?;
-        walk_dir(&resolve(path, &target), relpath, out)?;
+
+    /// Walk directory `dir` (found at `rel`) whose identity is `id`, unless
+    /// the walk is inside it already; says whether it did.
+    fn enter(&mut self, dir: &Path, rel: &str, id: DirId) -> Result<bool> {
+        if self.open.contains(&id) {
+            return Ok(false);
+        }
+        self.open.push(id);
+        let r = self.dir(dir, rel);
+        self.open.pop();
+        r.map(|()| true)
     }
-    Ok(())
+
+    fn dir(&mut self, dir: &Path, rel: &str) -> Result<()> {
+        // A directory dropped while we walk (DROP DATABASE): WAL replay redoes it.
+        let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound && !rel.is_empty();
+        let unlogged = match unlogged_relations(dir, rel) {
+            Ok(u) => u,
+            Err(e) if gone(&e) => return Ok(()),
+            Err(e) => return Err(Error::io(dir, e)),
+        };
+        let rd = match fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) if gone(&e) => return Ok(()),
+            Err(e) => return Err(Error::io(dir, e)),
+        };
+        let top = rel.is_empty();
+        // Entries are handled as they are listed, never collected: one database
+        // directory holds every relation file of its database.
+        for ent in rd {
+            let name = name_of(&ent.at(dir)?.file_name());
+            if excluded(rel, &name, &unlogged) {
+                continue;
+            }
+            let path = dir.join(path_of(&name));
+            let relpath = join_rel(rel, &name);
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(&path, e)),
+            };
+            let ft = meta.file_type();
+            if ft.is_symlink() {
+                self.link(&path, rel, &name, &relpath, &meta)?;
+            } else if ft.is_dir() {
+                (self.out)(row(&relpath, EntryKind::Dir, &meta, None))?;
+                if top && EXCLUDED_DIR_CONTENTS.contains(&name.as_str()) {
+                    continue;
+                }
+                // Only a bind mount of a directory above can loop here.
+                if !self.enter(&path, &relpath, dir_id(&meta))? {
+                    self.warning(format_args!(
+                        "{}: the directory contains itself (a bind mount?): not walked again",
+                        path.display()
+                    ));
+                }
+            } else if ft.is_file() {
+                (self.out)(row(&relpath, EntryKind::File, &meta, None))?;
+            }
+            // Sockets, fifos and devices are not part of a data directory's state.
+        }
+        Ok(())
+    }
+
+    /// A symlink (see the module doc): a tablespace, `pg_wal` moved elsewhere,
+    /// or a link that is followed.
+    fn link(
+        &mut self,
+        path: &Path,
+        rel: &str,
+        name: &str,
+        relpath: &str,
+        meta: &fs::Metadata,
+    ) -> Result<()> {
+        let target = fs::read_link(path).at(path)?;
+        let text = name_of(target.as_os_str());
+        let top = rel.is_empty();
+        if top && name == "pg_wal" {
+            let tmeta = fs::metadata(path).at(path)?;
+            return (self.out)(row(relpath, EntryKind::Dir, &tmeta, None));
+        }
+        let as_link =
+            |s: &mut Self| (s.out)(row(relpath, EntryKind::Link, meta, Some(text.clone())));
+        if rel == "pg_tblspc" && is_oid(name) {
+            as_link(self)?;
+            let tmeta = fs::metadata(path).at(path)?;
+            if !self.enter(&resolve(path, &target), relpath, dir_id(&tmeta))? {
+                self.warning(format_args!(
+                    "{}: the tablespace link leads to {}, which contains it: not walked",
+                    path.display(),
+                    target.display()
+                ));
+            }
+            return Ok(());
+        }
+        let tmeta = match fs::metadata(path) {
+            Ok(m) => m,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::ELOOP) =>
+            {
+                let (at, to) = (path.display(), target.display());
+                self.warning(format_args!(
+                    "{at}: the symlink to {to} leads nowhere ({e}): kept as a link"
+                ));
+                return as_link(self);
+            }
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        let ft = tmeta.file_type();
+        if ft.is_file() {
+            return (self.out)(row(relpath, EntryKind::File, &tmeta, Some(text)));
+        }
+        if !ft.is_dir() {
+            self.warning(format_args!(
+                "{}: the symlink to {} is not to a file or directory: kept as a link",
+                path.display(),
+                target.display()
+            ));
+            return as_link(self);
+        }
+        let id = dir_id(&tmeta);
+        if self.open.contains(&id) {
+            self.warning(format_args!(
+                "{}: the symlink to {} leads to a directory containing it: kept as a link",
+                path.display(),
+                target.display()
+            ));
+            return as_link(self);
+        }
+        (self.out)(row(relpath, EntryKind::Dir, &tmeta, Some(text.clone())))?;
+        if top && EXCLUDED_DIR_CONTENTS.contains(&name) {
+            return Ok(());
+        }
+        self.enter(path, relpath, id).map(drop)
+    }
+}
+
+/// A tablespace's name in `pg_tblspc`: its oid.
+pub fn is_oid(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn resolve(link: &Path, target: &Path) -> PathBuf {
@@ -335,24 +468,65 @@ fn resolve(link: &Path, target: &Path) -> PathBuf {
     }
 }
 
-/// Refuse manifest paths that could escape the restore target.
-pub fn check_manifest_path(path: &str) -> Result<()> {
+/// The longest path a manifest may hold, in bytes (Linux's `PATH_MAX`).
+pub const MAX_PATH_BYTES: usize = 4096;
+
+/// What is wrong with a manifest path, if anything: `.` (the data directory
+/// itself) or `/`-separated names, none empty, `.` or `..`, without NUL,
+/// at most [`MAX_PATH_BYTES`] once mapped back to bytes. Anything else could
+/// escape the restore target, or is a name no file system takes.
+pub fn path_fault(path: &str) -> Option<String> {
     if path == "." {
-        return Ok(());
+        return None;
     }
-    if path.is_empty()
-        || path.starts_with('/')
-        || path.contains('\0')
-        || path
-            .split('/')
-            .any(|c| c.is_empty() || c == "." || c == "..")
-    {
-        return Err(Error::corrupt(
+    let fault = if path.is_empty() {
+        "it is empty".to_string()
+    } else if path.contains('\0') {
+        "it holds a NUL byte".to_string()
+    } else if path.starts_with('/') {
+        "it is absolute: it would escape the target directory".to_string()
+    } else if path.split('/').any(|c| c == "..") {
+        "a `..` in it would escape the target directory".to_string()
+    } else if path.split('/').any(|c| c.is_empty() || c == ".") {
+        "it has an empty or `.` component".to_string()
+    } else if path.len() > MAX_PATH_BYTES && path_of(path).as_os_str().len() > MAX_PATH_BYTES {
+        // Bytes that are not UTF-8 take three in the text: measured as bytes.
+        format!(
+            "it is {} bytes long (at most {MAX_PATH_BYTES})",
+            path_of(path).as_os_str().len()
+        )
+    } else {
+        return None;
+    };
+    Some(fault)
+}
+
+/// Refuse manifest paths that could escape the restore target (or that no
+/// file system takes): see [`path_fault`].
+pub fn check_manifest_path(path: &str) -> Result<()> {
+    match path_fault(path) {
+        None => Ok(()),
+        Some(fault) => Err(Error::corrupt(
             "manifest",
-            format!("path {path:?} would escape the target directory"),
-        ));
+            format!("path {}: {fault}", shown(path)),
+        )),
     }
-    Ok(())
+}
+
+/// A manifest path for a one-line message: quoted and escaped (a NUL or a
+/// newline in it is shown, not printed), and cut short when very long.
+pub fn shown(path: &str) -> String {
+    const SHOW: usize = 120;
+    if path.len() <= SHOW + 40 {
+        return format!("{path:?}");
+    }
+    let end = path
+        .char_indices()
+        .map(|(i, _)| i)
+        .take_while(|&i| i <= SHOW)
+        .last()
+        .unwrap_or(0);
+    format!("{:?}... ({} bytes)", &path[..end], path.len())
 }
 
 #[cfg(test)]
@@ -426,6 +600,167 @@ mod tests {
         );
     }
 
+    /// A data directory with `global/pg_control`, and a directory beside it
+    /// for link targets.
+    fn with_outside() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let (p, o) = (d.path().join("data"), d.path().join("outside"));
+        for dir in ["global", "pg_tblspc", "base/5", "../outside"] {
+            fs::create_dir_all(p.join(dir)).unwrap();
+        }
+        fs::write(p.join("global/pg_control"), b"c").unwrap();
+        (d, p, o)
+    }
+
+    fn find<'a>(rows: &'a [Entry], path: &str) -> &'a Entry {
+        rows.iter()
+            .find(|r| r.path == path)
+            .unwrap_or_else(|| panic!("no {path} in {rows:#?}"))
+    }
+
+    fn paths_under(rows: &[Entry], prefix: &str) -> Vec<String> {
+        rows.iter()
+            .filter(|r| r.path.starts_with(prefix))
+            .map(|r| r.path.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_link_to_a_file_is_backed_up_as_the_file() {
+        use std::os::unix::fs::symlink;
+        let (_d, p, o) = with_outside();
+        fs::write(o.join("auto.conf"), b"work_mem = 1MB\n").unwrap();
+        symlink("../outside/auto.conf", p.join("postgresql.auto.conf")).unwrap();
+        let rows = walk(&p).unwrap();
+        let f = find(&rows, "postgresql.auto.conf");
+        assert_eq!(f.kind, EntryKind::File);
+        assert_eq!(f.size, 15, "the target's size");
+        assert_eq!(f.link.as_deref(), Some("../outside/auto.conf"));
+        let target = fs::metadata(o.join("auto.conf")).unwrap();
+        assert_eq!(
+            f.mtime_ns,
+            target.mtime() * 1_000_000_000 + target.mtime_nsec()
+        );
+        assert_eq!(f.mode, target.mode() & 0o7777);
+        // Excluded names stay excluded, link or not.
+        symlink("../outside/auto.conf", p.join("postmaster.opts")).unwrap();
+        assert!(walk(&p)
+            .unwrap()
+            .iter()
+            .all(|r| r.path != "postmaster.opts"));
+    }
+
+    #[test]
+    fn a_link_to_a_directory_is_walked_with_the_usual_exclusions() {
+        use std::os::unix::fs::symlink;
+        let (_d, p, o) = with_outside();
+        fs::create_dir_all(o.join("conf/sub")).unwrap();
+        fs::create_dir_all(o.join("stat")).unwrap();
+        fs::create_dir_all(o.join("db")).unwrap();
+        for f in [
+            "conf/a",
+            "conf/sub/b",
+            "conf/pgsql_tmp1",
+            "stat/x",
+            "db/100",
+            "db/t3_7",
+        ] {
+            fs::write(o.join(f), b"x").unwrap();
+        }
+        symlink(o.join("conf"), p.join("conf.d")).unwrap();
+        // pg_stat_tmp on a tmpfs: kept, its contents not.
+        symlink(o.join("stat"), p.join("pg_stat_tmp")).unwrap();
+        // A database directory elsewhere: temporary relations are skipped.
+        symlink(o.join("db"), p.join("base/6")).unwrap();
+        let rows = walk(&p).unwrap();
+        let c = find(&rows, "conf.d");
+        assert_eq!(c.kind, EntryKind::Dir);
+        assert_eq!(c.link.as_deref(), o.join("conf").to_str());
+        assert_eq!(
+            paths_under(&rows, "conf.d"),
+            vec!["conf.d", "conf.d/a", "conf.d/sub", "conf.d/sub/b"]
+        );
+        assert!(find(&rows, "conf.d/a").link.is_none());
+        assert_eq!(find(&rows, "pg_stat_tmp").kind, EntryKind::Dir);
+        assert_eq!(paths_under(&rows, "pg_stat_tmp"), vec!["pg_stat_tmp"]);
+        assert_eq!(paths_under(&rows, "base/6"), vec!["base/6", "base/6/100"]);
+    }
+
+    #[test]
+    fn dangling_special_and_looping_links_stay_links() {
+        use std::os::unix::fs::symlink;
+        let (_d, p, o) = with_outside();
+        fs::create_dir_all(o.join("conf")).unwrap();
+        fs::write(o.join("conf/a"), b"x").unwrap();
+        symlink("/nonexistent/pgstrata/x", p.join("gone")).unwrap();
+        symlink("self", p.join("self")).unwrap();
+        symlink(".", p.join("here")).unwrap();
+        symlink("..", p.join("up")).unwrap();
+        symlink("/", p.join("root")).unwrap();
+        symlink(o.join("conf"), p.join("conf.d")).unwrap();
+        // Inside a followed directory: a link back to it.
+        symlink("../conf", o.join("conf/again")).unwrap();
+        let _sock = std::os::unix::net::UnixListener::bind(o.join("sock")).unwrap();
+        symlink(o.join("sock"), p.join("sock")).unwrap();
+        let rows = walk(&p).unwrap();
+        for (path, target) in [
+            ("gone", "/nonexistent/pgstrata/x"),
+            ("self", "self"),
+            ("here", "."),
+            ("up", ".."),
+            ("root", "/"),
+            ("conf.d/again", "../conf"),
+            ("sock", o.join("sock").to_str().unwrap()),
+        ] {
+            let r = find(&rows, path);
+            assert_eq!(r.kind, EntryKind::Link, "{path}");
+            assert_eq!(r.link.as_deref(), Some(target), "{path}");
+            assert_eq!(r.size, 0, "{path}");
+            assert_eq!(
+                paths_under(&rows, &format!("{path}/")),
+                Vec::<String>::new()
+            );
+        }
+        assert_eq!(
+            paths_under(&rows, "conf.d"),
+            vec!["conf.d", "conf.d/a", "conf.d/again"]
+        );
+    }
+
+    #[test]
+    fn pg_wal_and_tablespace_links_keep_their_meaning() {
+        use std::os::unix::fs::symlink;
+        let (_d, p, o) = with_outside();
+        fs::create_dir_all(o.join("wal/archive_status")).unwrap();
+        fs::write(o.join("wal/000000010000000000000001"), b"w").unwrap();
+        fs::create_dir_all(o.join("ts/PG_15_202209061/5")).unwrap();
+        fs::write(o.join("ts/PG_15_202209061/5/100"), b"r").unwrap();
+        fs::write(o.join("ts/PG_15_202209061/5/t3_9"), b"r").unwrap();
+        symlink(o.join("wal"), p.join("pg_wal")).unwrap();
+        symlink(o.join("ts"), p.join("pg_tblspc/16390")).unwrap();
+        // Not a tablespace's name: a link followed like any other.
+        symlink(o.join("ts"), p.join("pg_tblspc/extra")).unwrap();
+        let rows = walk(&p).unwrap();
+        let w = find(&rows, "pg_wal");
+        assert_eq!((w.kind, w.link.as_deref()), (EntryKind::Dir, None));
+        assert_eq!(paths_under(&rows, "pg_wal"), vec!["pg_wal"]);
+        let t = find(&rows, "pg_tblspc/16390");
+        assert_eq!(t.kind, EntryKind::Link);
+        assert_eq!(t.link.as_deref(), o.join("ts").to_str());
+        assert_eq!(
+            paths_under(&rows, "pg_tblspc/16390"),
+            vec![
+                "pg_tblspc/16390",
+                "pg_tblspc/16390/PG_15_202209061",
+                "pg_tblspc/16390/PG_15_202209061/5",
+                "pg_tblspc/16390/PG_15_202209061/5/100",
+            ]
+        );
+        let x = find(&rows, "pg_tblspc/extra");
+        assert_eq!(x.kind, EntryKind::Dir);
+        assert_eq!(x.link.as_deref(), o.join("ts").to_str());
+    }
+
     #[test]
     fn names_that_are_not_utf8_round_trip() {
         let cases: Vec<Vec<u8>> = vec![
@@ -457,8 +792,27 @@ mod tests {
     fn manifest_paths() {
         assert!(check_manifest_path("base/1/123").is_ok());
         assert!(check_manifest_path(".").is_ok());
-        for bad in ["../x", "/etc/passwd", "base/../../x", "a//b", ""] {
+        for bad in [
+            "../x",
+            "/etc/passwd",
+            "base/../../x",
+            "a//b",
+            "",
+            "a/./b",
+            "a\0b",
+            "a/",
+        ] {
             assert!(check_manifest_path(bad).is_err(), "{bad}");
         }
+        let e = check_manifest_path("base/../../x").unwrap_err().to_string();
+        assert!(e.contains("would escape the target directory"), "{e}");
+        let long = "d/".repeat(2048) + "x";
+        let e = check_manifest_path(&long).unwrap_err().to_string();
+        assert!(e.contains("4097 bytes long") && e.len() < 300, "{e}");
+        assert!(check_manifest_path(&long[2..]).is_ok());
+        // Measured as the bytes it names: 2,000 bytes that are not UTF-8.
+        let raw = name_of(OsStr::from_bytes(&[0xff; 2000]));
+        assert!(raw.len() > MAX_PATH_BYTES && check_manifest_path(&raw).is_ok());
+        assert_eq!(shown("a\nb"), r#""a\nb""#);
     }
 }

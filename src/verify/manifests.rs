@@ -2,7 +2,8 @@
 //! file with bytes has a block map; each distinct block map is indexed,
 //! readable, decodes, describes its file's size, and its chunks are indexed
 //! and in the catalog's block-map relation (which garbage collection
-//! relies on). Each backup has its manifest copy.
+//! relies on). Each backup has its manifest copy, and each manifest the
+//! shape of a data directory (`layout.rs`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -150,8 +151,9 @@ fn unindexed_of(cat: &Catalog, used: &[(ChunkId, ChunkId)]) -> Result<Vec<(Chunk
     Ok(out)
 }
 
-/// Check each backup's manifest copy, and report files with bytes but no
-/// block map (each file version once, however many backups share it).
+/// Check each backup's manifest copy, report files with bytes but no
+/// block map (each file version once, however many backups share it), and
+/// rows no data directory has (`layout.rs`).
 pub(super) fn check_rows(
     repo: &Repository,
     cat: &Catalog,
@@ -177,6 +179,7 @@ pub(super) fn check_rows(
             ));
             Ok(())
         })?;
+        super::layout::check(cat, c, backups, report)?;
     }
     Ok(())
 }

@@ -7,7 +7,9 @@
 //!    indexed block map whose pack exists, every block map decodes, matches
 //!    its file's size, and every chunk it uses is indexed (and recorded in
 //!    `blockmap_chunk`, which garbage collection relies on); each backup has
-//!    its manifest copy (what `repair --rebuild-catalog` needs);
+//!    its manifest copy (what `repair --rebuild-catalog` needs); each
+//!    manifest has the shape of a data directory that restores inside its
+//!    target (`layout.rs`);
 //! 3. packs: every pack is streamed once and every record checked against
 //!    its chunk id; each chunk row of the index must match a good record;
 //! 4. WAL: each backup's start..stop segments, gaps across the archive, and
@@ -20,6 +22,7 @@
 //! (`concurrent.rs`).
 
 mod concurrent;
+mod layout;
 mod manifests;
 mod packs;
 mod wal;
@@ -55,6 +58,9 @@ pub enum ProblemKind {
     BlockMapRelation,
     /// A backup has no readable manifest copy.
     ManifestCopy,
+    /// A manifest has rows no data directory has: a path that escapes, a
+    /// repeated path, a row beneath a file or a symlink.
+    ManifestInvalid,
     /// WAL between a backup's start and stop is not archived.
     WalMissing,
     /// A gap in the archive after some backups' stop.
@@ -73,6 +79,7 @@ impl ProblemKind {
             ProblemKind::BlockMapInvalid => "block map invalid",
             ProblemKind::BlockMapRelation => "block map relation",
             ProblemKind::ManifestCopy => "manifest copy",
+            ProblemKind::ManifestInvalid => "manifest invalid",
             ProblemKind::WalMissing => "WAL missing",
             ProblemKind::WalGap => "WAL gap",
             ProblemKind::WalCorrupt => "WAL corrupt",
@@ -548,17 +555,17 @@ mod tests {
     use crate::progress::Silent;
     use crate::repo::testkit::{content, Fixture};
 
-    fn verify(f: &Fixture) -> VerifyReport {
+    pub(super) fn verify(f: &Fixture) -> VerifyReport {
         run(&f.repo, &VerifyOptions::default(), &Silent).unwrap()
     }
 
-    fn kinds(r: &VerifyReport) -> Vec<ProblemKind> {
+    pub(super) fn kinds(r: &VerifyReport) -> Vec<ProblemKind> {
         let mut k: Vec<ProblemKind> = r.problems.iter().map(|p| p.kind).collect();
         k.dedup();
         k
     }
 
-    fn two() -> (Fixture, String, String) {
+    pub(super) fn two() -> (Fixture, String, String) {
         let f = Fixture::new();
         let a = f.backup(1, &[("a", content(1, 200, 0)), ("b", content(2, 2, 10))]);
         let b = f.backup(2, &[("c", content(3, 3, 0))]);

@@ -9,6 +9,7 @@ use std::process::Output;
 use crate::harness::*;
 
 mod faults;
+mod hostile;
 mod security;
 
 pub fn out(o: &Output) -> String {
