@@ -322,15 +322,60 @@ fn linked_configuration_files_are_restored_inside_the_target() {
     assert!(extra.symlink_metadata().unwrap().is_file());
     assert_eq!(std::fs::read(&extra).unwrap(), b"# extra\n");
 
+    // A linked directory, stored with its contents: a regular directory by
+    // default, and with --link-map a link to where its contents are written.
+    craft(
+        &repo,
+        &[
+            ("conf.d", "d", Some(etc.to_str().unwrap())),
+            ("conf.d/a.conf", "f", None),
+        ],
+    );
+    let target = s.path().join("dst5/data");
+    crate::expect::check(&pgstrata(&restore_args(&repo, &target, &[])), "restore");
+    assert!(target.join("conf.d").symlink_metadata().unwrap().is_dir());
+    assert!(target.join("conf.d/a.conf").is_file());
+    let moved_dir = s.path().join("moved_dir");
+    let map_dir = format!("conf.d={}", moved_dir.display());
+    let target = s.path().join("dst6/data");
+    crate::expect::check(
+        &pgstrata(&restore_args(&repo, &target, &["--link-map", &map_dir])),
+        "restore --link-map",
+    );
+    assert_eq!(
+        std::fs::read_link(target.join("conf.d")).unwrap(),
+        moved_dir
+    );
+    assert_eq!(
+        std::fs::read(moved_dir.join("a.conf")).unwrap(),
+        std::fs::read(target.join("PG_VERSION")).unwrap()
+    );
+    // Not asked for: extra.conf is a regular file.
+    assert!(target
+        .join("extra.conf")
+        .symlink_metadata()
+        .unwrap()
+        .is_file());
+    // Its directory is not empty: refused before anything is written.
+    let o = pgstrata(&restore_args(
+        &repo,
+        &s.path().join("dst7/data"),
+        &["--link-map", &map_dir],
+    ));
+    crate::expect::fails_with(&o, "not empty");
+    assert!(!s.path().join("dst7/data").exists());
+    assert_eq!(snapshot(&etc), before, "the restore wrote through a link");
+
     // --link-all: the link is back (moved with --link-map), its bytes at
     // its destination; auto.conf is still a regular file, with a warning.
     let moved = s.path().join("moved/extra.conf");
     let map = format!("extra.conf={}", moved.display());
+    let map_dir2 = format!("conf.d={}", s.path().join("moved_dir2").display());
     let target = s.path().join("dst3/data");
     let o = pgstrata(&restore_args(
         &repo,
         &target,
-        &["--link-all", "--link-map", &map],
+        &["--link-all", "--link-map", &map, "--link-map", &map_dir2],
     ));
     crate::expect::check(&o, "restore --link-all");
     let err = String::from_utf8_lossy(&o.stderr);
