@@ -159,6 +159,21 @@ pub fn plan(
             content,
         });
     }
+    let outside: Vec<String> = plan
+        .made
+        .iter()
+        .filter_map(|m| match &m.content {
+            Content::Dir(d) | Content::File(d) => Some(format!("{} -> {}", m.path, d.display())),
+            Content::Nothing => None,
+        })
+        .collect();
+    if !outside.is_empty() {
+        // The one place a restore writes outside its target and tablespaces.
+        tracing::warn!(
+            "writing what these links hold at their destinations: {}",
+            outside.join(", ")
+        );
+    }
     if !regular.is_empty() {
         const SHOWN: usize = 10;
         let more = regular.len().saturating_sub(SHOWN);
