@@ -340,7 +340,8 @@ pub struct RestoreArgs {
     pub tablespace_map_all: Option<PathBuf>,
     /// Recreate the backup's symbolic links inside the data directory (other
     /// than tablespaces), writing what a linked file or directory holds at its
-    /// destination [default: restore them as regular files and directories].
+    /// destination [default: restore them as regular files and directories;
+    /// config: link-all].
     #[arg(long)]
     pub link_all: bool,
     /// Recreate link PATH (relative to the data directory), leading to DEST

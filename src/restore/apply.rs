@@ -10,6 +10,11 @@
 //! Delta restore: paths the backup does not have are removed; every file the
 //! backup has is compared block by block with its block map (fingerprints),
 //! and only differing blocks are read from the repository and rewritten.
+//!
+//! Every file is opened beneath its root (`beneath`): created new, or with
+//! `--delta` opened in place only if it is a regular file (anything else
+//! there is removed, a link never followed); its times, mode and owner are
+//! set on the open descriptor.
 
 use std::fs::File;
 use std::os::fd::AsFd;
