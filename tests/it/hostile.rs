@@ -399,4 +399,10 @@ fn linked_configuration_files_are_restored_inside_the_target() {
         &["--link-map", "nope.conf=/tmp/x"],
     ));
     crate::expect::fails_with(&o, "--link-map names \"nope.conf\"");
+    let o = pgstrata(&restore_args(
+        &repo,
+        &s.path().join("dst4/data"),
+        &["--link-map", "nope.conf"],
+    ));
+    crate::expect::misused(&o, "expected PATH=DEST");
 }
