@@ -296,6 +296,8 @@ struct Mapped {
     root: usize,
     /// For a linked file: its name in the root (its destination's directory).
     file: Option<OsString>,
+    /// A delta restore removes what the backup lacks beneath it.
+    walk: bool,
 }
 
 /// The target and the other directories a restore writes beneath, open.
@@ -314,13 +316,15 @@ impl Roots {
     }
 
     /// Put what is beneath manifest path `prefix` beneath `root` (for a
-    /// linked file, `file` is its name in `root`).
-    pub fn map(&mut self, prefix: &str, root: Root, file: Option<OsString>) {
+    /// linked file, `file` is its name in `root`); `walk`: a delta restore
+    /// removes what the backup lacks there.
+    pub fn map(&mut self, prefix: &str, root: Root, file: Option<OsString>, walk: bool) {
         self.roots.push(root);
         self.mapped.push(Mapped {
             prefix: prefix.to_string(),
             root: self.roots.len() - 1,
             file,
+            walk,
         });
     }
 
@@ -332,11 +336,12 @@ impl Roots {
         &self.roots
     }
 
-    /// The directory roots other than the target, with their manifest paths.
-    pub fn dirs(&self) -> impl Iterator<Item = (&str, &Root)> {
+    /// The roots other than the target that a delta restore cleans, with
+    /// their manifest paths.
+    pub fn walked(&self) -> impl Iterator<Item = (&str, &Root)> {
         self.mapped
             .iter()
-            .filter(|m| m.file.is_none())
+            .filter(|m| m.walk && m.file.is_none())
             .map(|m| (m.prefix.as_str(), &self.roots[m.root]))
     }
 
@@ -427,8 +432,13 @@ mod tests {
     fn locate_picks_the_deepest_root() {
         let t = tempfile::tempdir().unwrap();
         let mut roots = Roots::new(Root::open(t.path()).unwrap());
-        roots.map("pg_tblspc/16390", Root::open(t.path()).unwrap(), None);
-        roots.map("conf.d/f", Root::open(t.path()).unwrap(), Some("g".into()));
+        roots.map("pg_tblspc/16390", Root::open(t.path()).unwrap(), None, true);
+        roots.map(
+            "conf.d/f",
+            Root::open(t.path()).unwrap(),
+            Some("g".into()),
+            false,
+        );
         assert_eq!(roots.locate("base/1").1, PathBuf::from("base/1"));
         assert_eq!(
             roots.locate("pg_tblspc/16390/PG_15/1").1,

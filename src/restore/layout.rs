@@ -58,13 +58,15 @@ pub fn open_roots(plan: &RestorePlan) -> Result<Roots> {
     let mut roots = Roots::new(Root::open(&plan.target)?);
     for (oid, dir) in &plan.tablespaces {
         private(dir)?;
-        roots.map(&format!("pg_tblspc/{oid}"), Root::open(dir)?, None);
+        roots.map(&format!("pg_tblspc/{oid}"), Root::open(dir)?, None, true);
     }
     for m in &plan.links.made {
         match &m.content {
             Content::Dir(d) => {
                 fs::create_dir_all(d).at(d)?;
-                roots.map(&m.path, Root::open(d)?, None);
+                // Never cleaned: the destination is not the restore's own
+                // (a hostile catalog could name any directory).
+                roots.map(&m.path, Root::open(d)?, None, false);
             }
             Content::File(f) => {
                 let (Some(dir), Some(name)) = (f.parent(), f.file_name()) else {
@@ -75,7 +77,7 @@ pub fn open_roots(plan: &RestorePlan) -> Result<Roots> {
                     )));
                 };
                 fs::create_dir_all(dir).at(dir)?;
-                roots.map(&m.path, Root::open(dir)?, Some(OsString::from(name)));
+                roots.map(&m.path, Root::open(dir)?, Some(OsString::from(name)), false);
             }
             Content::Nothing => {}
         }
@@ -106,7 +108,7 @@ pub fn clean_up(plan: &RestorePlan, existed: &[bool]) {
     }
 }
 
-/// Delta: remove every path in the target (and its other roots) that the
+/// Delta: remove every path in the target (and its tablespaces) that the
 /// backup does not have (asked of the catalog path by path, not a set of
 /// every path), never following a link. Returns how many were removed.
 pub fn remove_strays(plan: &RestorePlan, roots: &Roots, cat: &Catalog) -> Result<u64> {
@@ -122,7 +124,7 @@ pub fn remove_strays(plan: &RestorePlan, roots: &Roots, cat: &Catalog) -> Result
         "",
         &mut removed,
     )?;
-    for (prefix, r) in roots.dirs() {
+    for (prefix, r) in roots.walked() {
         stray_walk(
             plan,
             roots,
