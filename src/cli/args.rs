@@ -338,6 +338,16 @@ pub struct RestoreArgs {
     /// Restore every other tablespace into DIR/<oid>.
     #[arg(long, value_name = "DIR")]
     pub tablespace_map_all: Option<PathBuf>,
+    /// Recreate the backup's symbolic links inside the data directory (other
+    /// than tablespaces), writing what a linked file or directory holds at its
+    /// destination [default: restore them as regular files and directories;
+    /// config: link-all].
+    #[arg(long)]
+    pub link_all: bool,
+    /// Recreate link PATH (relative to the data directory), leading to DEST
+    /// (repeatable).
+    #[arg(long, value_name = "PATH=DEST")]
+    pub link_map: Vec<String>,
     /// Parallel workers [default: CPUs, at most 8; config: workers].
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub workers: Option<usize>,

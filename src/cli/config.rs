@@ -32,6 +32,7 @@ pub struct FileConfig {
     pub archive_queue_max_mib: Option<u64>,
     pub archive_queue_full: Option<String>,
     pub archive_get_prefetch: Option<usize>,
+    pub link_all: Option<bool>,
     pub primary_dbname: Option<String>,
     pub standby_max_lag_mib: Option<u64>,
     pub s3_endpoint: Option<String>,

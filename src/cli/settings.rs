@@ -487,6 +487,15 @@ fn restore(a: RestoreArgs, cfg: &FileConfig) -> R<RestoreOptions> {
         o.tablespace_map.push((oid, PathBuf::from(dir)));
     }
     o.tablespace_map_all = a.tablespace_map_all;
+    o.link_all = a.link_all || cfg.link_all.unwrap_or(false);
+    for m in a.link_map {
+        match m.split_once('=') {
+            Some((path, dest)) if !path.is_empty() && !dest.is_empty() => o
+                .link_map
+                .push((path.trim_end_matches('/').to_string(), PathBuf::from(dest))),
+            _ => return usage(format!("--link-map {m:?}: expected PATH=DEST")),
+        }
+    }
     if let Some(w) = workers(a.workers.or(cfg.workers))? {
         o.workers = w;
     }

@@ -10,35 +10,35 @@
 //! Delta restore: paths the backup does not have are removed; every file the
 //! backup has is compared block by block with its block map (fingerprints),
 //! and only differing blocks are read from the repository and rewritten.
+//!
+//! Every file is opened beneath its root (`beneath`): created new, or with
+//! `--delta` opened in place only if it is a regular file (anything else
+//! there is removed, a link never followed); its times, mode and owner are
+//! set on the open descriptor.
 
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use rayon::prelude::*;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
 
-use super::{recovery, RestorePlan, RestoreStats};
-use crate::catalog::{Catalog, ChunkLoc, FileKind, FileOrder, FileRow, Readers};
+use super::beneath::{remove_entry, Root, Roots};
+use super::layout::{self, root_dirs};
+use super::{RestorePlan, RestoreStats};
+use crate::catalog::{Catalog, ChunkLoc, FileOrder, FileRow, Readers};
 use crate::error::{Error, IoContext, Result};
 use crate::format::{BlockMap, ChunkId};
-use crate::pg::datadir::{name_of, path_of, EXCLUDED_DIR_CONTENTS};
-use crate::pg::version;
 use crate::progress::Progress;
 use crate::repo::Repository;
 
 /// Files handed to the workers at a time, read from the catalog in path
 /// order (memory is bounded by this, not by the number of files).
 const BATCH: usize = 2048;
-
-/// Files pgstrata writes itself after the manifest's files.
-const RECOVERY_FILES: &[&str] = &[
-    "backup_label",
-    "tablespace_map",
-    "recovery.signal",
-    "standby.signal",
-];
 
 /// Carry out a plan.
 pub fn apply(
@@ -47,9 +47,7 @@ pub fn apply(
     workers: usize,
     progress: &dyn Progress,
 ) -> Result<RestoreStats> {
-    let mut targets = vec![plan.target.clone()];
-    targets.extend(plan.tablespaces.iter().map(|(_, d)| d.clone()));
-    let existed: Vec<bool> = targets.iter().map(|t| t.exists()).collect();
+    let existed: Vec<bool> = root_dirs(plan).0.iter().map(|t| t.exists()).collect();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(workers.max(1))
         .build()
@@ -58,33 +56,16 @@ pub fn apply(
     if r.is_err() && !plan.delta {
         // The targets were empty or missing: leave nothing that looks usable.
         progress.end();
-        for (t, existed) in targets.iter().zip(existed) {
-            if existed {
-                if let Ok(rd) = fs::read_dir(t) {
-                    for e in rd.flatten() {
-                        let _ = remove_any(&e.path());
-                    }
-                }
-            } else {
-                let _ = fs::remove_dir_all(t);
-            }
-        }
+        layout::clean_up(plan, &existed);
     }
     if r.is_err() && plan.delta {
         // A delta restore cannot be undone; make sure nobody starts it as is.
-        let _ = fs::remove_file(plan.target.join("backup_label"));
-        let _ = fs::remove_file(plan.target.join(plan.signal_file));
+        if let Ok(t) = Root::open(&plan.target) {
+            let _ = t.remove(Path::new("backup_label"));
+            let _ = t.remove(Path::new(plan.signal_file));
+        }
     }
     r
-}
-
-fn remove_any(p: &Path) -> std::io::Result<()> {
-    let m = fs::symlink_metadata(p)?;
-    if m.is_dir() {
-        fs::remove_dir_all(p)
-    } else {
-        fs::remove_file(p)
-    }
 }
 
 fn apply_inner(
@@ -94,16 +75,18 @@ fn apply_inner(
 ) -> Result<RestoreStats> {
     let started = Instant::now();
     let cat = Catalog::open_reader(&plan.catalog)?;
+    let roots = layout::open_roots(plan)?;
     let removed = if plan.delta {
-        remove_strays(plan, &cat)?
+        layout::remove_strays(plan, &roots, &cat)?
     } else {
         0
     };
-    make_layout(plan)?;
+    layout::make_layout(plan, &roots)?;
     let readers = Readers::open(&plan.catalog, rayon::current_num_threads())?;
     let w = Worker {
         repo,
         plan,
+        roots: &roots,
         readers: &readers,
         written: AtomicU64::new(0),
         progress,
@@ -123,7 +106,7 @@ fn apply_inner(
     };
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
-        s.spawn(|| flush_behind(plan, &w.written, &done));
+        s.spawn(|| flush_behind(&roots, &w.written, &done));
         // In the order the files' block maps were stored, which is the
         // order their data was packed: an object store's reads then walk
         // each pack once, front to back. (In path order, the files of one
@@ -149,10 +132,10 @@ fn apply_inner(
     // syncfs makes those, owners, modes and directory entries durable. A
     // crash before the end leaves a directory without them: it does not
     // start as if it were consistent, and the restore is simply redone.
-    sync_filesystems(plan)?;
-    write_recovery_files(plan)?;
-    finish_owners_and_modes(plan)?;
-    sync_filesystems(plan)?;
+    layout::sync_filesystems(&roots)?;
+    layout::write_recovery_files(plan, &roots)?;
+    layout::finish_owners_and_modes(plan, &roots)?;
+    layout::sync_filesystems(&roots)?;
     Ok(RestoreStats {
         backup_id: plan.backup.id.clone(),
         pg_version: plan.backup.pg_version,
@@ -164,104 +147,6 @@ fn apply_inner(
     })
 }
 
-/// The target, tablespaces and their links, directories, other symlinks and
-/// the directories whose contents are never backed up.
-fn make_layout(plan: &RestorePlan) -> Result<()> {
-    let root = &plan.target;
-    fs::create_dir_all(root).at(root)?;
-    fs::set_permissions(root, fs::Permissions::from_mode(0o700)).at(root)?;
-    // Tablespace directories and links first, so files land through them.
-    for (oid, dir) in &plan.tablespaces {
-        fs::create_dir_all(dir).at(dir)?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).at(dir)?;
-        let tbl = root.join("pg_tblspc");
-        fs::create_dir_all(&tbl).at(&tbl)?;
-        let link = tbl.join(oid);
-        if fs::symlink_metadata(&link).is_ok() {
-            remove_any(&link).at(&link)?;
-        }
-        std::os::unix::fs::symlink(dir, &link).at(&link)?;
-    }
-    for f in plan
-        .layout
-        .iter()
-        .filter(|f| f.kind == FileKind::Dir && f.path != ".")
-    {
-        let p = root.join(path_of(&f.path));
-        if let Ok(m) = fs::symlink_metadata(&p) {
-            if !m.is_dir() {
-                remove_any(&p).at(&p)?;
-            }
-        }
-        fs::create_dir_all(&p).at(&p)?;
-    }
-    for f in plan
-        .layout
-        .iter()
-        .filter(|f| f.kind == FileKind::Link && !f.path.starts_with("pg_tblspc/"))
-    {
-        let p = root.join(path_of(&f.path));
-        if fs::symlink_metadata(&p).is_ok() {
-            remove_any(&p).at(&p)?;
-        }
-        std::os::unix::fs::symlink(path_of(f.link.as_deref().unwrap_or("")), &p).at(&p)?;
-    }
-    for d in EXCLUDED_DIR_CONTENTS {
-        let p = root.join(d);
-        fs::create_dir_all(&p).at(&p)?;
-    }
-    for d in version::wal_subdirs(plan.backup.pg_version) {
-        let p = root.join(d);
-        fs::create_dir_all(&p).at(&p)?;
-    }
-    Ok(())
-}
-
-/// Owners (as root) and modes last, directories deepest first; then make
-/// the directories durable.
-fn finish_owners_and_modes(plan: &RestorePlan) -> Result<()> {
-    let root = &plan.target;
-    let as_root = rustix::process::geteuid().is_root();
-    if as_root {
-        let (uid, gid) = plan
-            .layout
-            .iter()
-            .find(|f| f.path == ".")
-            .map(|r| (r.uid, r.gid))
-            .unwrap_or((0, 0));
-        let extra = RECOVERY_FILES
-            .iter()
-            .chain(["postgresql.auto.conf", "pg_tblspc"].iter())
-            .chain(version::wal_subdirs(plan.backup.pg_version).iter())
-            .chain(EXCLUDED_DIR_CONTENTS.iter())
-            .map(|p| root.join(p));
-        for p in extra {
-            if p.exists() {
-                std::os::unix::fs::chown(&p, Some(uid), Some(gid)).at(&p)?;
-            }
-        }
-        for (_, dir) in &plan.tablespaces {
-            std::os::unix::fs::chown(dir, Some(uid), Some(gid)).at(dir)?;
-        }
-    }
-    let mut dirs: Vec<&FileRow> = plan.layout.iter().collect();
-    dirs.sort_by_key(|f| std::cmp::Reverse(f.path.len()));
-    for f in dirs {
-        let p = if f.path == "." {
-            root.clone()
-        } else {
-            root.join(path_of(&f.path))
-        };
-        if as_root {
-            std::os::unix::fs::lchown(&p, Some(f.uid), Some(f.gid)).at(&p)?;
-        }
-        if f.kind == FileKind::Dir {
-            fs::set_permissions(&p, fs::Permissions::from_mode(f.mode)).at(&p)?;
-        }
-    }
-    Ok(())
-}
-
 /// Bytes written between two write-behind `syncfs` calls.
 const FLUSH_EVERY: u64 = 128 << 20;
 
@@ -270,115 +155,52 @@ const FLUSH_EVERY: u64 = 128 << 20;
 /// written, off the workers' path, so that the final `syncfs` waits for the
 /// tail only instead of every byte of the restore. Its errors are left to the
 /// final `syncfs`, which reports them.
-fn flush_behind(plan: &RestorePlan, written: &AtomicU64, done: &AtomicBool) {
+fn flush_behind(roots: &Roots, written: &AtomicU64, done: &AtomicBool) {
     let mut flushed = 0;
     while !done.load(Ordering::Relaxed) {
         std::thread::sleep(std::time::Duration::from_millis(20));
         let now = written.load(Ordering::Relaxed);
         if now.saturating_sub(flushed) >= FLUSH_EVERY {
             flushed = now;
-            if let Err(e) = sync_filesystems(plan) {
+            if let Err(e) = layout::sync_filesystems(roots) {
                 tracing::debug!("write-behind syncfs: {e}");
             }
         }
     }
 }
 
-/// `syncfs` the file system of the target and of each tablespace.
-fn sync_filesystems(plan: &RestorePlan) -> Result<()> {
-    let roots = std::iter::once(&plan.target).chain(plan.tablespaces.iter().map(|(_, d)| d));
-    for dir in roots {
-        let f = File::open(dir).at(dir)?;
-        rustix::fs::syncfs(&f).map_err(|e| Error::io(dir, e.into()))?;
+/// Open the file to write beneath `root`: new, or (delta) the existing
+/// regular file; anything else there (a link above all) is removed, never
+/// followed.
+fn open_target(root: &Root, rest: &Path, delta: bool) -> Result<(File, bool)> {
+    if !delta {
+        return Ok((root.create_new(rest, 0o600)?, false));
     }
-    Ok(())
-}
-
-/// Delta: remove every path in the target (and its tablespaces) that the
-/// backup does not have (asked of the catalog path by path, not a set of
-/// every path). Returns how many were removed.
-fn remove_strays(plan: &RestorePlan, cat: &Catalog) -> Result<u64> {
-    let mut roots: Vec<(PathBuf, String)> = vec![(plan.target.clone(), String::new())];
-    for (oid, dir) in &plan.tablespaces {
-        roots.push((dir.clone(), format!("pg_tblspc/{oid}")));
-    }
-    let mut strays = Vec::new();
-    for (dir, prefix) in &roots {
-        if !dir.exists() {
-            continue;
+    let shown = || root.shown(rest);
+    let (dir, name) = root.parent(rest)?;
+    match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
+            let f = rustix::fs::openat(
+                &dir,
+                name,
+                OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| Error::io(shown(), e.into()))?;
+            return Ok((File::from(f), true));
         }
-        let mut it = walkdir::WalkDir::new(dir).min_depth(1).into_iter();
-        while let Some(entry) = it.next() {
-            let entry = entry.map_err(|e| {
-                let p = e
-                    .path()
-                    .map(Path::to_path_buf)
-                    .unwrap_or_else(|| dir.clone());
-                Error::io(p, e.into())
-            })?;
-            let rel = entry
-                .path()
-                .strip_prefix(dir)
-                .map(|r| name_of(r.as_os_str()))
-                .unwrap_or_default();
-            let rel = if prefix.is_empty() {
-                rel
-            } else {
-                format!("{prefix}/{rel}")
-            };
-            // Tablespace links are replaced when the links are made.
-            if prefix.is_empty() && rel.starts_with("pg_tblspc/") && entry.depth() == 2 {
-                it.skip_current_dir();
-                continue;
-            }
-            if !cat.has_path(plan.at, &rel)? {
-                strays.push(entry.path().to_path_buf());
-                if entry.file_type().is_dir() {
-                    it.skip_current_dir();
-                }
-            }
-        }
+        Ok(_) => remove_entry(dir.as_fd(), name).map_err(|e| Error::io(shown(), e.into()))?,
+        Err(Errno::NOENT) => {}
+        Err(e) => return Err(Error::io(shown(), e.into())),
     }
-    for p in &strays {
-        remove_any(p).at(p)?;
-    }
-    Ok(strays.len() as u64)
-}
-
-fn set_mtime(path: &Path, mtime_ns: i64) -> Result<()> {
-    let t = if mtime_ns >= 0 {
-        UNIX_EPOCH + Duration::from_nanos(mtime_ns as u64)
-    } else {
-        UNIX_EPOCH
-    };
-    let f = File::options().write(true).open(path).at(path)?;
-    f.set_modified(t).at(path)
-}
-
-/// Open the file to write: new, or (delta) the existing one.
-fn open_target(path: &Path, delta: bool) -> Result<(File, bool)> {
-    if delta {
-        match fs::symlink_metadata(path) {
-            Ok(m) if m.is_file() => {
-                let f = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(path)
-                    .at(path)?;
-                return Ok((f, true));
-            }
-            Ok(_) => remove_any(path).at(path)?,
-            Err(_) => {}
-        }
-    }
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .at(path)?;
-    Ok((f, false))
+    let f = rustix::fs::openat(
+        &dir,
+        name,
+        OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(|e| Error::io(shown(), e.into()))?;
+    Ok((File::from(f), false))
 }
 
 /// The file being written.
@@ -395,6 +217,7 @@ struct Target<'a> {
 struct Worker<'a> {
     repo: &'a Repository,
     plan: &'a RestorePlan,
+    roots: &'a Roots,
     readers: &'a Readers,
     written: AtomicU64,
     progress: &'a dyn Progress,
@@ -411,9 +234,10 @@ impl Worker<'_> {
 
     fn restore_file(&self, f: &FileRow, bm_loc: Option<&ChunkLoc>) -> Result<()> {
         let (plan, written, progress) = (self.plan, &self.written, self.progress);
-        let path = plan.target.join(path_of(&f.path));
+        let (root, rest) = self.roots.locate(&f.path);
+        let path = root.shown(&rest);
         let what = format!("{} (backup {})", f.path, plan.backup.id);
-        let (out, existed) = open_target(&path, plan.delta)?;
+        let (out, existed) = open_target(root, &rest, plan.delta)?;
         let old_len = if existed {
             out.metadata().at(&path)?.len()
         } else {
@@ -481,11 +305,17 @@ impl Worker<'_> {
             }
             None => {}
         }
-        drop(out);
-        set_mtime(&path, f.mtime_ns)?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(f.mode)).at(&path)?;
+        // On the open file: nothing is looked up by name again.
+        let t = if f.mtime_ns >= 0 {
+            UNIX_EPOCH + Duration::from_nanos(f.mtime_ns as u64)
+        } else {
+            UNIX_EPOCH
+        };
+        out.set_modified(t).at(&path)?;
+        out.set_permissions(std::fs::Permissions::from_mode(f.mode))
+            .at(&path)?;
         if rustix::process::geteuid().is_root() {
-            std::os::unix::fs::chown(&path, Some(f.uid), Some(f.gid)).at(&path)?;
+            std::os::unix::fs::fchown(&out, Some(f.uid), Some(f.gid)).at(&path)?;
         }
         Ok(())
     }
@@ -578,59 +408,4 @@ fn write_blocks(
         i = j;
     }
     Ok(n_written)
-}
-
-fn write_durably(path: &Path, data: &[u8], mode: u32) -> Result<()> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)
-        .at(path)?;
-    std::io::Write::write_all(&mut f, data).at(path)?;
-    f.sync_all().at(path)
-}
-
-fn write_recovery_files(plan: &RestorePlan) -> Result<()> {
-    let root = &plan.target;
-    for stale in RECOVERY_FILES {
-        let p = root.join(stale);
-        if p.exists() {
-            fs::remove_file(&p).at(&p)?;
-        }
-    }
-    if let Some(label) = &plan.backup.backup_label {
-        write_durably(&root.join("backup_label"), label, 0o600)?;
-    }
-    if let Some(map) = &plan.backup.tablespace_map {
-        // Point each tablespace at where this restore put it.
-        let text = String::from_utf8_lossy(map);
-        let mut out = String::new();
-        for line in text.lines() {
-            match line.split_once(' ') {
-                Some((oid, _)) => match plan.tablespaces.iter().find(|(o, _)| o == oid) {
-                    Some((_, dir)) => out.push_str(&format!("{oid} {}\n", dir.display())),
-                    None => out.push_str(&format!("{line}\n")),
-                },
-                None if !line.is_empty() => out.push_str(&format!("{line}\n")),
-                None => {}
-            }
-        }
-        write_durably(&root.join("tablespace_map"), out.as_bytes(), 0o600)?;
-    }
-    let conf_path = root.join("postgresql.auto.conf");
-    let existing = match fs::read_to_string(&conf_path) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(Error::io(conf_path, e)),
-    };
-    let mut conf = recovery::strip_previous(&existing);
-    conf.push_str(&plan.recovery_conf);
-    let mode = fs::metadata(&conf_path)
-        .map(|m| m.permissions().mode() & 0o7777)
-        .unwrap_or(0o600);
-    write_durably(&conf_path, conf.as_bytes(), mode)?;
-    write_durably(&root.join(plan.signal_file), b"", 0o600)?;
-    Ok(())
 }

@@ -11,6 +11,9 @@
 
 mod apply;
 mod archiving;
+mod beneath;
+mod layout;
+mod links;
 mod recovery;
 mod target;
 mod timeline;
@@ -57,6 +60,10 @@ pub struct RestoreOptions {
     /// How `restore_command` names the repository (e.g. `--repo s3://b/p
     /// --s3-endpoint URL`); empty: `--repo` and its directory or URL.
     pub repo_args: Vec<String>,
+    /// `--link-all`: recreate the backup's symbolic links (see `links`).
+    pub link_all: bool,
+    /// `--link-map PATH=DEST`: recreate link PATH, leading to DEST.
+    pub link_map: Vec<(String, PathBuf)>,
 }
 
 impl RestoreOptions {
@@ -72,6 +79,8 @@ impl RestoreOptions {
             exe: None,
             archive_get_args: Vec::new(),
             repo_args: Vec::new(),
+            link_all: false,
+            link_map: Vec::new(),
         }
     }
 }
@@ -102,7 +111,8 @@ pub struct RestorePlan {
     /// The catalog file the plan was made from, and the backup's place in it.
     catalog: PathBuf,
     at: Position,
-    /// Directories and links, in path order.
+    /// Directories, links, and files stored with the link they were found
+    /// through, in path order.
     pub layout: Vec<FileRow>,
     /// Regular files.
     pub files: u64,
@@ -113,6 +123,8 @@ pub struct RestorePlan {
     pub signal_file: &'static str,
     /// Rewrite in place: the target holds a stopped copy of this cluster.
     pub delta: bool,
+    /// The links recreated besides the tablespaces'.
+    links: links::LinkPlan,
     /// Registered as a reader from before the catalog was read until the
     /// plan is dropped, so that `apply` reads packs an expire left.
     _reading: ReaderGuard,
@@ -326,6 +338,7 @@ pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<R
         false
     };
     let tablespaces = plan_tablespaces(&layout, opts, &backup, delta)?;
+    let links = links::plan(&layout, opts, &target, delta, &backup.id)?;
     check_data(repo, &cat, &backup)?;
     let exe = match &opts.exe {
         Some(e) => e.clone(),
@@ -362,6 +375,7 @@ pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<R
         recovery_conf,
         signal_file: opts.recovery.signal_file(),
         delta,
+        links,
         _reading: reading,
     })
 }
@@ -441,8 +455,8 @@ fn choose_in_history(
 }
 
 /// Every path stays inside the target, and appears once (rows come in
-/// path order: a repeat is the previous path). Returns the directories and
-/// links, the number of regular files and the bytes of the backup.
+/// path order: a repeat is the previous path). Returns the directories,
+/// links and linked files, the number of regular files and the bytes of the backup.
 fn scan_manifest(cat: &Catalog, backup_id: &str) -> Result<(Vec<FileRow>, u64, u64)> {
     let (mut layout, mut files, mut bytes) = (Vec::new(), 0u64, 0u64);
     let mut prev = String::new();
@@ -458,6 +472,9 @@ fn scan_manifest(cat: &Catalog, backup_id: &str) -> Result<(Vec<FileRow>, u64, u
         bytes += f.size;
         if f.kind == FileKind::File {
             files += 1;
+            if f.link.is_some() {
+                layout.push(f);
+            }
         } else {
             layout.push(f);
         }

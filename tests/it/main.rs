@@ -15,6 +15,7 @@ mod delta;
 mod drill;
 mod encryption;
 mod expire;
+mod hostile;
 mod incremental;
 mod integrity;
 mod layers;
