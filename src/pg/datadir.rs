@@ -135,7 +135,12 @@ const EXCLUDED_TOP_FILES: &[&str] = &[
     "current_logfiles.tmp",
     "recovery.signal",
     "standby.signal",
+    RESTORE_MARKER,
 ];
+
+/// What a restore in progress leaves at the top of its target (restore's
+/// marker); never part of a backup.
+pub const RESTORE_MARKER: &str = ".pgstrata-restore-incomplete";
 
 fn excluded_anywhere(name: &str) -> bool {
     name.starts_with("pg_internal.init") || name.starts_with("pgsql_tmp")

@@ -326,6 +326,10 @@ fn remove_strays(plan: &RestorePlan, cat: &Catalog) -> Result<u64> {
             } else {
                 format!("{prefix}/{rel}")
             };
+            // The unfinished-restore marker goes only once the restore is done.
+            if prefix.is_empty() && rel == super::resume::MARKER {
+                continue;
+            }
             // Tablespace links are replaced when the links are made.
             if prefix.is_empty() && rel.starts_with("pg_tblspc/") && entry.depth() == 2 {
                 it.skip_current_dir();
