@@ -40,7 +40,7 @@ use crate::pg::control;
 use crate::pg::datadir::check_manifest_path;
 use crate::progress::Progress;
 use crate::repo::{check_cluster_name, ReaderGuard, Repository};
-use crate::util::{default_workers, process_alive};
+use crate::util::default_workers;
 
 #[derive(Clone, Debug)]
 pub struct RestoreOptions {
@@ -196,21 +196,12 @@ fn check_delta_target(p: &Path, system_id: u64, marker: Option<&resume::Marker>)
             }
         }
     }
-    let pidfile = p.join("postmaster.pid");
-    if let Ok(text) = fs::read_to_string(&pidfile) {
-        if let Some(pid) = text
-            .lines()
-            .next()
-            .and_then(|l| l.trim().parse::<i32>().ok())
-        {
-            if process_alive(pid) {
-                return Err(Error::refused(format!(
-                    "a PostgreSQL server is running in {} (postmaster.pid, pid {pid}): stop it \
-                     before a delta restore (nothing was written)",
-                    p.display()
-                )));
-            }
-        }
+    if let Some(pid) = tablespace::live_postmaster(p) {
+        return Err(Error::refused(format!(
+            "a PostgreSQL server is running in {} (postmaster.pid, pid {pid}): stop it \
+             before a delta restore (nothing was written)",
+            p.display()
+        )));
     }
     Ok(true)
 }

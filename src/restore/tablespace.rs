@@ -214,9 +214,12 @@ fn overlaps(a: &Path, b: &Path) -> bool {
 }
 
 /// The pid in `dir/postmaster.pid`, when that process is alive.
-fn live_postmaster(dir: &Path) -> Option<i32> {
+pub(super) fn live_postmaster(dir: &Path) -> Option<i32> {
     let text = fs::read_to_string(dir.join("postmaster.pid")).ok()?;
     let pid = text.lines().next()?.trim().parse::<i32>().ok()?;
+    // A standalone backend (initdb's, `postgres --single`) writes its pid
+    // negated.
+    let pid = i32::try_from(pid.unsigned_abs()).ok().filter(|p| *p > 0)?;
     process_alive(pid).then_some(pid)
 }
 
