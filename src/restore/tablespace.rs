@@ -92,9 +92,13 @@ pub(super) fn plan(
     target: &Path,
     delta: bool,
 ) -> Result<Vec<(String, PathBuf)>> {
+    let oids = backup_oids(layout)?;
+    if oids.is_empty() {
+        return Ok(Vec::new());
+    }
     let live = LiveServers::find(target);
     let mut out: Vec<(String, PathBuf)> = Vec::new();
-    for (n, original) in backup_oids(layout)? {
+    for (n, original) in oids {
         let oid = n.to_string();
         let named = match opts.tablespace_map.iter().find(|(o, _)| *o == n) {
             Some((_, d)) => Some(d.clone()),
