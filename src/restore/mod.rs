@@ -404,7 +404,7 @@ pub fn apply(
     workers: usize,
     progress: &dyn Progress,
 ) -> Result<RestoreStats> {
-    let created = resume::begin(plan, plan.system_id)?;
+    let created = resume::begin(plan)?;
     match apply::apply(repo, plan, workers, progress) {
         Ok(stats) => {
             resume::finish(plan)?;
@@ -547,6 +547,34 @@ mod tests {
             assert_eq!(&std::fs::read(dir.join(p)).unwrap(), data, "{p}");
         }
         assert!(dir.join("recovery.signal").exists());
+    }
+
+    /// A target holding the marker of an unfinished restore is finished as
+    /// a delta, without `PG_VERSION`; the marker goes at the end.
+    #[test]
+    fn a_marked_target_is_finished_as_a_delta() {
+        let f = Fixture::new();
+        let m = f.backup(1, &[("a", content(1, 300, 0)), ("c", content(2, 3, 100))]);
+        let dir = f.scratch("out");
+        let first = plan(&f.repo, "main", &RestoreOptions::new(&dir)).unwrap();
+        assert!(!first.delta);
+        // Half-written: the marker, one file, a stray.
+        resume::begin(&first).unwrap();
+        std::fs::write(dir.join("a"), b"half").unwrap();
+        std::fs::write(dir.join("stray"), b"x").unwrap();
+        drop(first);
+        // Without --delta, the non-empty target is taken as unfinished.
+        let again = plan(&f.repo, "main", &RestoreOptions::new(&dir)).unwrap();
+        assert!(again.delta);
+        apply(&f.repo, &again, 2, &Silent).unwrap();
+        for (p, data) in &m.files {
+            assert_eq!(&std::fs::read(dir.join(p)).unwrap(), data, "{p}");
+        }
+        assert!(!dir.join("stray").exists());
+        assert!(!dir.join(resume::MARKER).exists());
+        // Finished, it is an ordinary non-empty directory again.
+        let e = plan(&f.repo, "main", &RestoreOptions::new(&dir)).unwrap_err();
+        assert!(e.to_string().contains("not empty"), "{e}");
     }
 
     #[test]

@@ -69,7 +69,7 @@ fn sync_dir(dir: &Path) -> Result<()> {
 /// Mark `plan.target` as being written by pgstrata. Returns whether the
 /// target directory was created here (a failed fresh restore removes it
 /// again).
-pub fn begin(plan: &RestorePlan, system_id: u64) -> Result<bool> {
+pub fn begin(plan: &RestorePlan) -> Result<bool> {
     let root = &plan.target;
     let created = !root.exists();
     if created {
@@ -85,8 +85,8 @@ pub fn begin(plan: &RestorePlan, system_id: u64) -> Result<bool> {
     let p = root.join(MARKER);
     let text = format!(
         "pgstrata restore in progress: PostgreSQL must not start here; run the restore \
-         again to finish it\nbackup {}\nsystem_identifier {system_id}\n",
-        plan.backup.id
+         again to finish it\nbackup {}\nsystem_identifier {}\n",
+        plan.backup.id, plan.system_id
     );
     let mut f = OpenOptions::new()
         .write(true)
