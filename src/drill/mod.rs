@@ -17,8 +17,12 @@
 //! - The copy never archives and never listens on TCP (see `pg::server`);
 //!   recovery always ends with a promotion, since the checks need a
 //!   writable server (`pg_amcheck --install-missing`).
-//! - The scratch copy is removed at the end, passed or failed, unless
-//!   `keep`; a directory the drill did not create is emptied, not removed.
+//! - Everything the drill writes is inside the scratch directory: every
+//!   tablespace is restored to `tblspc/<oid>` there, never to its original
+//!   location (on the primary's host, the primary's own directory).
+//! - The scratch copy, tablespaces included, is removed at the end, passed
+//!   or failed, unless `keep`; a directory the drill did not create is
+//!   emptied, not removed.
 
 mod checks;
 mod report;
@@ -136,6 +140,12 @@ impl Scratch {
         self.root.join("data")
     }
 
+    /// Every tablespace goes to `tblspc/<oid>` here, never to where it was
+    /// backed up from: on the primary's host that is the primary's own.
+    fn tablespaces(&self) -> PathBuf {
+        self.root.join("tblspc")
+    }
+
     fn sockdir(&self) -> PathBuf {
         self.root.join("sock")
     }
@@ -167,8 +177,9 @@ pub fn describe_target(r: &Recovery) -> String {
     }
 }
 
-fn restore_options(opts: &DrillOptions, pgdata: &Path) -> RestoreOptions {
+fn restore_options(opts: &DrillOptions, pgdata: &Path, tablespaces: &Path) -> RestoreOptions {
     let mut r = RestoreOptions::new(pgdata);
+    r.tablespace_map_all = Some(tablespaces.to_path_buf());
     r.set = opts.set.clone();
     r.recovery = opts.recovery.clone();
     // The copy must end recovery by itself, as a primary that never
@@ -191,7 +202,7 @@ pub fn run(
     progress: &dyn Progress,
 ) -> Result<DrillReport> {
     Scratch::check(opts.scratch.as_deref())?;
-    let probe = restore_options(opts, Path::new("/nonexistent"));
+    let probe = restore_options(opts, Path::new("/nonexistent"), Path::new("/nonexistent"));
     let (cl, backup) = restore::chosen_backup(repo, cluster, &probe)?;
     let what = format!("backup {}", backup.id);
     let bindir = server::bindir_for(backup.pg_version, opts.pg_bindir.as_deref(), &what)?;
@@ -209,7 +220,7 @@ pub fn run(
         return Err(e);
     }
     let mut report = new_report(cluster, &backup, opts, &scratch);
-    let ropts = restore_options(opts, &scratch.data());
+    let ropts = restore_options(opts, &scratch.data(), &scratch.tablespaces());
     let restored = restore_step(repo, cluster, &ropts, &mut report, progress);
     if restored {
         serve_and_check(&bindir, &backup, opts, &scratch, &mut report);

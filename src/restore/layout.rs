@@ -20,7 +20,7 @@ use super::links::{Content, AUTO_CONF};
 use super::{recovery, RestorePlan};
 use crate::catalog::{Catalog, FileKind, FileRow};
 use crate::error::{Error, IoContext, Result};
-use crate::pg::datadir::{name_of, EXCLUDED_DIR_CONTENTS};
+use crate::pg::datadir::{is_tablespace_entry, name_of, EXCLUDED_DIR_CONTENTS};
 use crate::pg::version;
 
 /// Files pgstrata writes itself after the manifest's files.
@@ -158,6 +158,10 @@ fn stray_walk(
             format!("{prefix}/{}", name_of(&name))
         };
         let here = at.join(&name);
+        // The unfinished-restore marker goes only once the restore is done.
+        if prefix.is_empty() && rel == super::resume::MARKER {
+            continue;
+        }
         // A link with a root of its own is remade with the layout.
         if roots.is_mapped(&rel) {
             continue;
@@ -193,7 +197,7 @@ pub fn make_layout(plan: &RestorePlan, roots: &Roots) -> Result<()> {
         t.symlink(&Path::new("pg_tblspc").join(oid), dir)?;
     }
     for f in plan.layout.iter().filter(|f| f.path != ".") {
-        let tablespace = f.kind == FileKind::Link && f.path.starts_with("pg_tblspc/");
+        let tablespace = f.kind == FileKind::Link && is_tablespace_entry(&f.path);
         if tablespace {
             continue;
         }
@@ -249,7 +253,7 @@ pub fn finish_owners_and_modes(plan: &RestorePlan, roots: &Roots) -> Result<()> 
     rows.sort_by_key(|f| std::cmp::Reverse(f.path.len()));
     for f in rows {
         let link = plan.links.get(&f.path).is_some()
-            || (f.kind == FileKind::Link && f.path.starts_with("pg_tblspc/"));
+            || (f.kind == FileKind::Link && is_tablespace_entry(&f.path));
         if as_root && link {
             let (r, rest) = roots.locate_entry(&f.path);
             r.chown_entry(&rest, f.uid, f.gid)?;

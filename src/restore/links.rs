@@ -57,7 +57,7 @@ impl LinkPlan {
 /// Whether row `f` is a link other than a tablespace's.
 pub fn is_other_link(f: &FileRow) -> bool {
     match f.kind {
-        FileKind::Link => !f.path.starts_with("pg_tblspc/"),
+        FileKind::Link => !crate::pg::datadir::is_tablespace_entry(&f.path),
         _ => f.link.is_some(),
     }
 }

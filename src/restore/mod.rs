@@ -8,6 +8,10 @@
 //! against its id when read, so corruption stops the restore with the file's
 //! name rather than writing a bad cluster. Restoring never reads another
 //! backup's manifest (invariant 1).
+//!
+//! A restore marks its target while it writes (`resume`): a restore that
+//! was killed is finished by running it again, as a delta restore. Where
+//! tablespaces go, and where they must never go, is `tablespace`'s.
 
 mod apply;
 mod archiving;
@@ -15,6 +19,8 @@ mod beneath;
 mod layout;
 mod links;
 mod recovery;
+mod resume;
+mod tablespace;
 mod target;
 mod timeline;
 
@@ -22,7 +28,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use apply::apply;
 pub use archiving::summary as archiving_summary;
 pub use recovery::{ArchiveMode, Recovery, TargetAction};
 pub use target::{parse_time as parse_target_time, RecoveryTarget, TimelineTarget};
@@ -35,9 +40,10 @@ use crate::catalog::{
 use crate::error::{Error, IoContext, Result};
 use crate::format::BlockMap;
 use crate::pg::control;
-use crate::pg::datadir::{check_manifest_path, path_of};
+use crate::pg::datadir::check_manifest_path;
+use crate::progress::Progress;
 use crate::repo::{check_cluster_name, ReaderGuard, Repository};
-use crate::util::{default_workers, process_alive};
+use crate::util::default_workers;
 
 #[derive(Clone, Debug)]
 pub struct RestoreOptions {
@@ -121,10 +127,13 @@ pub struct RestorePlan {
     pub bytes: u64,
     pub recovery_conf: String,
     pub signal_file: &'static str,
-    /// Rewrite in place: the target holds a stopped copy of this cluster.
+    /// Rewrite in place: the target holds a stopped copy of this cluster
+    /// (or a restore of it that did not finish).
     pub delta: bool,
     /// The links recreated besides the tablespaces'.
     links: links::LinkPlan,
+    /// The system identifier the backup was taken with (for the marker).
+    system_id: u64,
     /// Registered as a reader from before the catalog was read until the
     /// plan is dropped, so that `apply` reads packs an expire left.
     _reading: ReaderGuard,
@@ -168,35 +177,43 @@ fn check_empty_target(p: &Path, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// A delta target must be a stopped data directory of the same cluster.
-fn check_delta_target(p: &Path, system_id: u64) -> Result<bool> {
+/// A delta target must be a stopped data directory of the same cluster, or
+/// a restore of it that pgstrata did not finish (its marker; then
+/// `PG_VERSION` and `pg_control` may not be written yet).
+fn check_delta_target(p: &Path, system_id: u64, marker: Option<&resume::Marker>) -> Result<bool> {
     if !p.exists() || is_empty_dir(p)? {
         return Ok(false);
     }
-    control::require_data_directory(p)?;
-    let found = control::system_identifier(p)?;
-    if found != system_id {
-        return Err(Error::refused(format!(
+    let other = |found: u64| {
+        Error::refused(format!(
             "{} belongs to the cluster with system identifier {found}, not {system_id}: \
              --delta only updates a copy of the same cluster (nothing was written)",
             p.display()
-        )));
-    }
-    let pidfile = p.join("postmaster.pid");
-    if let Ok(text) = fs::read_to_string(&pidfile) {
-        if let Some(pid) = text
-            .lines()
-            .next()
-            .and_then(|l| l.trim().parse::<i32>().ok())
-        {
-            if process_alive(pid) {
-                return Err(Error::refused(format!(
-                    "a PostgreSQL server is running in {} (postmaster.pid, pid {pid}): stop it \
-                     before a delta restore (nothing was written)",
-                    p.display()
-                )));
+        ))
+    };
+    match marker {
+        Some(m) if m.system_id != system_id => return Err(other(m.system_id)),
+        Some(_) if !p.join("global/pg_control").is_file() => {}
+        Some(_) => {
+            let found = control::system_identifier(p)?;
+            if found != system_id {
+                return Err(other(found));
             }
         }
+        None => {
+            control::require_data_directory(p)?;
+            let found = control::system_identifier(p)?;
+            if found != system_id {
+                return Err(other(found));
+            }
+        }
+    }
+    if let Some(pid) = tablespace::live_postmaster(p) {
+        return Err(Error::refused(format!(
+            "a PostgreSQL server is running in {} (postmaster.pid, pid {pid}): stop it \
+             before a delta restore (nothing was written)",
+            p.display()
+        )));
     }
     Ok(true)
 }
@@ -326,18 +343,28 @@ pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<R
     let backup = choose_backup(repo, &cat, &cl, opts)?;
     let at = cat.position(&backup.id)?;
     let (layout, files, bytes) = scan_manifest(&cat, &backup.id)?;
+    tablespace::check_map(&layout, opts, &backup)?;
     let target = if opts.pgdata.is_absolute() {
         opts.pgdata.clone()
     } else {
         std::env::current_dir().at(".")?.join(&opts.pgdata)
     };
-    let delta = if opts.delta {
-        check_delta_target(&target, history_system_id(&cat, &cl, &backup)?)?
+    let system_id = history_system_id(&cat, &cl, &backup)?;
+    let marker = resume::read(&target)?;
+    if let Some(m) = &marker {
+        tracing::info!(
+            "{} holds an unfinished restore of backup {}: finishing it as a delta restore",
+            target.display(),
+            m.backup
+        );
+    }
+    let delta = if opts.delta || marker.is_some() {
+        check_delta_target(&target, system_id, marker.as_ref())?
     } else {
         check_empty_target(&target, "target directory")?;
         false
     };
-    let tablespaces = plan_tablespaces(&layout, opts, &backup, delta)?;
+    let tablespaces = tablespace::plan(&layout, opts, &target, delta)?;
     let links = links::plan(&layout, opts, &target, delta, &backup.id)?;
     check_data(repo, &cat, &backup)?;
     let exe = match &opts.exe {
@@ -376,8 +403,40 @@ pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<R
         signal_file: opts.recovery.signal_file(),
         delta,
         links,
+        system_id,
         _reading: reading,
     })
+}
+
+/// Carry out a plan: the target is marked as being written (see
+/// [`resume`]) before apply writes anything, and unmarked after its final
+/// sync, so that a restore that dies part-way is finished by running it
+/// again.
+pub fn apply(
+    repo: &Repository,
+    plan: &RestorePlan,
+    workers: usize,
+    progress: &dyn Progress,
+) -> Result<RestoreStats> {
+    let created = resume::begin(plan)?;
+    match apply::apply(repo, plan, workers, progress) {
+        Ok(stats) => {
+            resume::finish(plan)?;
+            Ok(stats)
+        }
+        Err(e) => {
+            if plan.delta {
+                tracing::warn!(
+                    "the restore into {} did not finish: run it again to finish it",
+                    plan.target.display()
+                );
+            } else {
+                // Apply emptied the target; leave it as it was found.
+                resume::undo(plan, created);
+            }
+            Err(e)
+        }
+    }
 }
 
 /// The backup to restore for the target. Each entry of the cluster's
@@ -483,54 +542,6 @@ fn scan_manifest(cat: &Catalog, backup_id: &str) -> Result<(Vec<FileRow>, u64, u
     Ok((layout, files, bytes))
 }
 
-/// Where each tablespace goes (`--tablespace-map`, `--tablespace-map-all`,
-/// else where it was), refusing relative or non-empty directories.
-fn plan_tablespaces(
-    layout: &[FileRow],
-    opts: &RestoreOptions,
-    backup: &BackupRow,
-    delta: bool,
-) -> Result<Vec<(String, PathBuf)>> {
-    let mut tablespaces = Vec::new();
-    for f in layout.iter().filter(|f| f.kind == FileKind::Link) {
-        let Some(oid) = f.path.strip_prefix("pg_tblspc/") else {
-            continue;
-        };
-        let oid_n: u32 = oid.parse().map_err(|_| {
-            Error::corrupt(
-                "manifest",
-                format!("tablespace link {:?} is not an oid", f.path),
-            )
-        })?;
-        let dir = match opts.tablespace_map.iter().find(|(o, _)| *o == oid_n) {
-            Some((_, d)) => d.clone(),
-            None => match &opts.tablespace_map_all {
-                Some(all) => all.join(oid),
-                None => path_of(f.link.as_deref().unwrap_or_default()),
-            },
-        };
-        if !dir.is_absolute() {
-            return Err(Error::invalid(format!(
-                "tablespace {oid} would be restored to {:?}, which is not an absolute path",
-                dir
-            )));
-        }
-        if !delta {
-            check_empty_target(&dir, &format!("tablespace {oid} directory"))?;
-        }
-        tablespaces.push((oid.to_string(), dir));
-    }
-    for (oid, _) in &opts.tablespace_map {
-        if !tablespaces.iter().any(|(o, _)| o == &oid.to_string()) {
-            return Err(Error::invalid(format!(
-                "--tablespace-map names tablespace {oid}, which backup {} does not have",
-                backup.id
-            )));
-        }
-    }
-    Ok(tablespaces)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -553,6 +564,34 @@ mod tests {
             assert_eq!(&std::fs::read(dir.join(p)).unwrap(), data, "{p}");
         }
         assert!(dir.join("recovery.signal").exists());
+    }
+
+    /// A target holding the marker of an unfinished restore is finished as
+    /// a delta, without `PG_VERSION`; the marker goes at the end.
+    #[test]
+    fn a_marked_target_is_finished_as_a_delta() {
+        let f = Fixture::new();
+        let m = f.backup(1, &[("a", content(1, 300, 0)), ("c", content(2, 3, 100))]);
+        let dir = f.scratch("out");
+        let first = plan(&f.repo, "main", &RestoreOptions::new(&dir)).unwrap();
+        assert!(!first.delta);
+        // Half-written: the marker, one file, a stray.
+        resume::begin(&first).unwrap();
+        std::fs::write(dir.join("a"), b"half").unwrap();
+        std::fs::write(dir.join("stray"), b"x").unwrap();
+        drop(first);
+        // Without --delta, the non-empty target is taken as unfinished.
+        let again = plan(&f.repo, "main", &RestoreOptions::new(&dir)).unwrap();
+        assert!(again.delta);
+        apply(&f.repo, &again, 2, &Silent).unwrap();
+        for (p, data) in &m.files {
+            assert_eq!(&std::fs::read(dir.join(p)).unwrap(), data, "{p}");
+        }
+        assert!(!dir.join("stray").exists());
+        assert!(!dir.join(resume::MARKER).exists());
+        // Finished, it is an ordinary non-empty directory again.
+        let e = plan(&f.repo, "main", &RestoreOptions::new(&dir)).unwrap_err();
+        assert!(e.to_string().contains("not empty"), "{e}");
     }
 
     #[test]

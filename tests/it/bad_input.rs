@@ -553,3 +553,54 @@ fn exit_status_table() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
 }
+
+/// `--tablespace-map` with an OID the backup lacks is named first (with the
+/// OIDs it has), before any other tablespace's directory is looked at; a
+/// tablespace is never put inside the target or a running server's data
+/// directory or tablespace.
+#[test]
+fn tablespace_map_refusals_name_the_tablespace() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let src = Cluster::archiving(&s, "src", &repo);
+    let ts = s.pg_dir("ts_primary");
+    src.exec(&format!(
+        "CREATE TABLESPACE one LOCATION '{}'",
+        ts.display()
+    ));
+    src.exec("CREATE TABLE t TABLESPACE one AS SELECT g FROM generate_series(1, 100) g;");
+    let oid = src.query_one("SELECT oid::text FROM pg_tablespace WHERE spcname = 'one'");
+    src.backup_ok(&repo, &["--type", "full"]);
+    let t = s.path().join("t");
+    let restore = |map: &str| {
+        pgstrata(&[
+            "--repo",
+            repo.arg(),
+            "restore",
+            "--pgdata",
+            t.to_str().unwrap(),
+            "--tablespace-map",
+            map,
+        ])
+    };
+    // The primary's tablespace (where this one was) is not empty, but the
+    // unknown OID is what is wrong.
+    let o = restore("99=/x");
+    fails_with(&o, "tablespace 99");
+    fails_with(&o, &format!("its tablespaces: {oid}"));
+    assert!(
+        !stderr(&o).contains(&ts.display().to_string()),
+        "{}",
+        stderr(&o)
+    );
+
+    let inside_target = format!("{oid}={}", t.join("ts").display());
+    fails_with(&restore(&inside_target), "overlaps the target");
+    let inside_primary = format!("{oid}={}", src.pgdata.join("ts").display());
+    fails_with(&restore(&inside_primary), "PostgreSQL server running");
+    let under_primary_ts = format!("{oid}={}", ts.join("sub").display());
+    fails_with(&restore(&under_primary_ts), "PostgreSQL server running");
+    assert!(!t.exists());
+    assert!(!src.pgdata.join("ts").exists());
+    assert!(!ts.join("sub").exists());
+}

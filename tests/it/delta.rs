@@ -257,3 +257,241 @@ fn standby_restore_streams_from_the_primary_in(kind: Kind) {
     ]);
     misused(&o, "--type standby");
 }
+
+/// The relative paths of every entry under `root`.
+fn names(root: &Path) -> Vec<String> {
+    let mut out: Vec<String> = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .into_iter()
+        .flatten()
+        .map(|e| e.path().strip_prefix(root).unwrap().display().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+/// A copy restored on the primary's host with its tablespace moved
+/// (`--tablespace-map-all`), then the primary writes into its own tablespace:
+/// a delta of the copy without a map uses the copy's own link and never
+/// touches the primary; with the link gone it is refused.
+#[test]
+fn delta_restore_never_writes_into_the_primarys_tablespace() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let src = Cluster::archiving(&s, "src", &repo);
+    let ts = s.pg_dir("ts_primary");
+    src.exec(&format!(
+        "CREATE TABLESPACE one LOCATION '{}'",
+        ts.display()
+    ));
+    src.exec(
+        "CREATE TABLE in_ts (id int PRIMARY KEY, v text) TABLESPACE one;
+         INSERT INTO in_ts SELECT g, md5(g::text) FROM generate_series(1, 5000) g;",
+    );
+    let oid = src.query_one("SELECT oid::text FROM pg_tablespace WHERE spcname = 'one'");
+    src.backup_ok(&repo, &["--type", "full"]);
+    let copy_ts = s.pg_dir("copy_ts");
+    let mut copy = restore(
+        &s,
+        &repo,
+        "copy",
+        &["--tablespace-map-all", copy_ts.to_str().unwrap()],
+    );
+    let own = copy_ts.join(&oid);
+    let link = copy.pgdata.join("pg_tblspc").join(&oid);
+    assert_eq!(std::fs::read_link(&link).unwrap(), own);
+
+    // The primary moves on: a second backup, then a table only it has.
+    src.exec(
+        "UPDATE in_ts SET v = 'changed' WHERE id % 10 = 0;
+         CREATE TABLE in_ts2 TABLESPACE one AS SELECT g FROM generate_series(1, 1000) g;",
+    );
+    src.backup_ok(&repo, &["--type", "incr"]);
+    let want = src.table_hashes();
+    src.exec(
+        "CREATE TABLE after_backup TABLESPACE one AS SELECT g FROM generate_series(1, 777) g;
+         CHECKPOINT;",
+    );
+    let after = src
+        .pgdata
+        .join(src.query_one("SELECT pg_relation_filepath('after_backup')"));
+    let primary_files = names(&ts);
+    let primary_ok = |src: &Cluster| {
+        assert!(after.exists(), "the primary lost {}", after.display());
+        assert_eq!(
+            names(&ts),
+            primary_files,
+            "the primary's tablespace changed"
+        );
+        assert_eq!(
+            src.query_one("SELECT count(*)::text FROM after_backup"),
+            "777"
+        );
+        assert_eq!(src.query_one("SELECT count(*)::text FROM in_ts2"), "1000");
+    };
+    let copy_data = copy.pgdata.clone();
+    let delta = |extra: &[&str]| {
+        let mut args = vec![
+            "--repo",
+            repo.arg(),
+            "restore",
+            "--delta",
+            "--target",
+            "immediate",
+            "--target-action",
+            "promote",
+            "--pgdata",
+            copy_data.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        pgstrata(&args)
+    };
+
+    // The copy's own link decides where its tablespace is.
+    check(&delta(&[]), "delta restore of the copy");
+    primary_ok(&src);
+    assert_eq!(std::fs::read_link(&link).unwrap(), own);
+    give_to_pg(&copy_ts);
+    copy.start_ok();
+    copy.wait_for_consistency();
+    assert_eq!(copy.table_hashes(), want);
+    let loc = copy
+        .query_one("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'one'");
+    assert_eq!(loc, own.display().to_string());
+    copy.amcheck();
+    copy.stop();
+
+    // Without the link and without a map, the original (the primary's,
+    // not empty) directory is refused.
+    std::fs::remove_file(&link).unwrap();
+    let o = delta(&[]);
+    fails_with(
+        &o,
+        &format!("tablespace {oid}: {} is not empty", ts.display()),
+    );
+    fails_with(&o, &format!("--tablespace-map {oid}=DIR"));
+    primary_ok(&src);
+    assert!(!copy.pgdata.join(".pgstrata-restore-incomplete").exists());
+    // Named explicitly, the running primary's tablespace is refused too.
+    let map = format!("{oid}={}", ts.display());
+    fails_with(
+        &delta(&["--tablespace-map", &map]),
+        "PostgreSQL server running",
+    );
+    primary_ok(&src);
+    // Named explicitly, the copy's own directory is used.
+    let map = format!("{oid}={}", own.display());
+    check(
+        &delta(&["--tablespace-map", &map]),
+        "delta restore with a map",
+    );
+    assert_eq!(std::fs::read_link(&link).unwrap(), own);
+    primary_ok(&src);
+    copy.start_ok();
+    copy.wait_for_consistency();
+    assert_eq!(copy.table_hashes(), want);
+}
+
+/// Start `restore` with `args` and kill it (SIGKILL) once it has written
+/// part of `target`.
+fn kill_part_way(args: &[&str], target: &Path) {
+    let mut child = std::process::Command::new(BIN)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let files = |d: &Path| {
+        walkdir::WalkDir::new(d)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_type().is_file())
+            .count()
+    };
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("the restore ended ({st}) before it could be killed: load more data");
+        }
+        if files(&target.join("base")) >= 100 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        target.join(".pgstrata-restore-incomplete").exists(),
+        "a half-written target is not marked"
+    );
+    for f in ["backup_label", "recovery.signal"] {
+        assert!(!target.join(f).exists(), "{f} in a half-written target");
+    }
+}
+
+/// A restore killed part-way is finished by running the same command
+/// again, or by `--delta` (even before PG_VERSION was written).
+#[test]
+fn an_interrupted_restore_is_finished_by_running_it_again() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let src = Cluster::archiving(&s, "src", &repo);
+    load_sample(&src, 300_000);
+    src.backup_ok(&repo, &["--type", "full"]);
+    let want = src.table_hashes();
+    let restore_args = |t: &Path, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "--repo",
+            repo.arg(),
+            "restore",
+            "--workers",
+            "1",
+            "--target",
+            "immediate",
+            "--target-action",
+            "promote",
+            "--pgdata",
+            t.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+        a.extend(extra.iter().map(|x| x.to_string()));
+        a
+    };
+    let run_ok = |args: &[String]| {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        pgstrata_ok(&a)
+    };
+    let started = |base: &Path| {
+        let base = base.to_path_buf();
+        let data = base.join("data");
+        append(&data.join("postgresql.conf"), "\narchive_mode = off\n");
+        give_to_pg(&base);
+        let mut c = Cluster::at(base, data);
+        c.start_ok();
+        c.wait_for_consistency();
+        assert_eq!(c.table_hashes(), want);
+        c.amcheck();
+        c
+    };
+
+    // The same command again.
+    let a = s.pg_dir("a").join("data");
+    let args = restore_args(&a, &[]);
+    kill_part_way(&args.iter().map(String::as_str).collect::<Vec<_>>(), &a);
+    let out = run_ok(&args);
+    assert!(out.contains("delta:"), "{out}");
+    assert!(!a.join(".pgstrata-restore-incomplete").exists());
+    let mut ca = started(a.parent().unwrap());
+    ca.stop();
+
+    // --delta, killed before PG_VERSION and pg_control were written.
+    let b = s.pg_dir("b").join("data");
+    let args = restore_args(&b, &[]);
+    kill_part_way(&args.iter().map(String::as_str).collect::<Vec<_>>(), &b);
+    let _ = std::fs::remove_file(b.join("PG_VERSION"));
+    let _ = std::fs::remove_file(b.join("global/pg_control"));
+    run_ok(&restore_args(&b, &["--delta"]));
+    assert!(!b.join(".pgstrata-restore-incomplete").exists());
+    started(b.parent().unwrap());
+}

@@ -320,3 +320,99 @@ fn drill_bad_input_loses_nothing() {
     // Nothing was recorded.
     assert_eq!(repo.info_json()["clusters"][0]["last_drill"], Value::Null);
 }
+
+/// The entries directly in `dir`, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Drilled on the primary's own host, a cluster with a tablespace is
+/// restored with the tablespace inside the scratch directory: the drill
+/// passes (or fails on its check) and leaves nothing behind, and the
+/// primary's tablespace is untouched.
+#[test]
+fn a_drill_keeps_tablespaces_in_its_scratch_directory() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let src = Cluster::archiving(&s, "src", &repo);
+    let ts = s.pg_dir("ts_primary");
+    src.exec(&format!(
+        "CREATE TABLESPACE one LOCATION '{}'",
+        ts.display()
+    ));
+    src.exec(
+        "CREATE TABLE t (g int PRIMARY KEY, v text) TABLESPACE one;
+         INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 5000) g;",
+    );
+    src.backup_ok(&repo, &["--type", "full"]);
+    src.exec("INSERT INTO t SELECT g, 'late' FROM generate_series(5001, 6000) g; CHECKPOINT;");
+    src.switch_wal_and_wait(&repo);
+    let oid = src.query_one("SELECT oid::text FROM pg_tablespace WHERE spcname = 'one'");
+    let walk = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = walkdir::WalkDir::new(d)
+            .into_iter()
+            .flatten()
+            .map(|e| e.path().display().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let primary_ts = walk(&ts);
+    let before = listing(s.path());
+    let cfg = config(&s, "drill.toml", &repo, CHECKS);
+    let before_cfg = listing(s.path());
+    assert_eq!(before_cfg.len(), before.len() + 1);
+
+    let scratch = s.path().join("d1");
+    let o = drill(
+        &cfg,
+        &["--output", "json", "--scratch", scratch.to_str().unwrap()],
+    );
+    let r = report(&o);
+    assert_eq!(o.status.code(), Some(0), "{r:#}\n{}", stderr(&o));
+    assert_eq!(check_named(&r, "rows")["detail"], "returned \"6000\"");
+    assert_eq!(step(&r, "cleanup")["ok"], true, "{r:#}");
+    assert!(!scratch.exists(), "the scratch copy was not removed");
+    assert_eq!(listing(s.path()), before_cfg, "the drill left something");
+    assert_eq!(walk(&ts), primary_ts, "the primary's tablespace changed");
+    assert_eq!(src.query_one("SELECT count(*)::text FROM t"), "6000");
+
+    // Kept, the copy's tablespace is in the scratch directory.
+    let kept = s.path().join("d2");
+    let o = drill(
+        &cfg,
+        &["--json", "--keep", "--scratch", kept.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let link = std::fs::read_link(kept.join("data/pg_tblspc").join(&oid)).unwrap();
+    assert!(link.starts_with(&kept), "{}", link.display());
+    std::fs::remove_dir_all(&kept).unwrap();
+
+    // A failed drill removes its tablespace too.
+    let o = drill(
+        &cfg,
+        &[
+            "--target",
+            "immediate",
+            "--json",
+            "--scratch",
+            scratch.to_str().unwrap(),
+        ],
+    );
+    let r = report(&o);
+    assert_eq!(o.status.code(), Some(1), "{r:#}");
+    assert_eq!(check_named(&r, "all rows replayed")["ok"], false);
+    assert!(!scratch.exists(), "the failed copy was not removed");
+    assert_eq!(
+        listing(s.path()),
+        before_cfg,
+        "the failed drill left something"
+    );
+    assert_eq!(walk(&ts), primary_ts, "the primary's tablespace changed");
+}
