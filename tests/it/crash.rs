@@ -345,3 +345,64 @@ fn kill_9_of_repair_then_the_same_repair_again() {
     assert_eq!(n, 2, "the rebuilt catalog lists {n} backups");
     restore_matches(&s, &repo, "dst", &[], &want);
 }
+
+#[test]
+fn a_crash_at_any_step_of_archive_push_then_the_same_push_again() {
+    let s = Scratch::new();
+    let src = Cluster::new(&s, "src", ClusterOpts::default());
+    src.exec("CREATE TABLE t AS SELECT g FROM generate_series(1, 20000) g;");
+    let name = src.query_one("SELECT pg_walfile_name(pg_current_wal_lsn())");
+    src.query_one("SELECT pg_switch_wal()::text");
+    let work = s.pg_dir("work");
+    let seg = work.join(&name);
+    std::fs::copy(src.pgdata.join("pg_wal").join(&name), &seg).unwrap();
+    let bytes = std::fs::read(&seg).unwrap();
+    let mut n = 0;
+    for kind in [Kind::Local, Kind::S3] {
+        for after in [false, true] {
+            let mut crashed_at = 0;
+            for budget in 0.. {
+                n += 1;
+                let when = format!("{kind:?}, budget {budget} (after: {after})");
+                let repo = match kind {
+                    Kind::Local => Repo::named(&s, &format!("repo-{n}")),
+                    Kind::S3 => Repo::s3(&s, &format!("repo-{n}")),
+                };
+                let mut r = repo.open();
+                let inner = r.backend_arc();
+                r.set_backend(std::sync::Arc::new(match after {
+                    true => pgstrata::testing::FaultBackend::dying_after(inner, budget),
+                    false => pgstrata::testing::FaultBackend::new(inner, budget),
+                }));
+                if pgstrata::archive_push(&r, "main", &seg, 3).is_ok() {
+                    break;
+                }
+                drop(r);
+                crashed_at += 1;
+                // PostgreSQL runs archive_command again.
+                check(
+                    &pgstrata(&["--repo", repo.arg(), "archive-push", seg.to_str().unwrap()]),
+                    &format!("{when}: the same push again"),
+                );
+                let back = work.join("back");
+                check(
+                    &pgstrata(&[
+                        "--repo",
+                        repo.arg(),
+                        "archive-get",
+                        &name,
+                        back.to_str().unwrap(),
+                    ]),
+                    &format!("{when}: archive-get"),
+                );
+                assert_eq!(std::fs::read(&back).unwrap(), bytes, "{when}");
+                std::fs::remove_file(&back).unwrap();
+                check(
+                    &pgstrata(&["--repo", repo.arg(), "verify"]),
+                    &format!("{when}: verify"),
+                );
+            }
+            assert!(crashed_at >= 1, "{kind:?}: no crash point was exercised");
+        }
+    }
+}
