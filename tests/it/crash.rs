@@ -67,6 +67,17 @@ fn run_and_kill(args: &[&str], delay: Duration) -> bool {
     st.signal() == Some(9)
 }
 
+/// Run `args` to the end (it must succeed); how long it took.
+fn timed(args: &[&str], what: &str) -> Duration {
+    let t = Instant::now();
+    check(&pgstrata(args), what);
+    t.elapsed()
+}
+
+/// Moments to kill a command at, as shares of a run's length: a loaded
+/// machine is slower, not different, so fixed delays would not do.
+const SHARES: [f64; 6] = [0.05, 0.15, 0.3, 0.5, 0.7, 0.85];
+
 /// A copy of repository `repo` to kill a command in: a directory copy, or
 /// every object under a new prefix.
 fn copy_of(repo: &Repo, s: &Scratch, n: usize) -> String {
@@ -223,20 +234,34 @@ fn kill_9_of_expire_then_the_same_expire_again_in(kind: Kind) {
         .iter()
         .map(|id| restored(repo.arg(), id, &work.join("golden")))
         .collect();
-    let mut killed = 0;
-    for (n, ms) in [30u64, 60, 100, 150, 250, 400, 700].into_iter().enumerate() {
-        let copy = copy_of(&repo, &s, n);
-        let expire = [
+    let expire_in = |copy: &str| -> Vec<String> {
+        [
             "--repo",
-            &copy,
+            copy,
             "expire",
             "--retain-full",
             "1",
             "--gc-threshold",
             "99",
-        ];
-        killed += usize::from(run_and_kill(&expire, Duration::from_millis(ms)));
-        let when = format!("killed after {ms} ms");
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let whole = copy_of(&repo, &s, 99);
+    let run = timed(
+        &expire_in(&whole)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        "an expire run to the end",
+    );
+    let mut killed = 0;
+    for (n, share) in SHARES.into_iter().enumerate() {
+        let copy = copy_of(&repo, &s, n);
+        let args = expire_in(&copy);
+        let expire: Vec<&str> = args.iter().map(String::as_str).collect();
+        killed += usize::from(run_and_kill(&expire, run.mul_f64(share)));
+        let when = format!("killed at {:.0}% of {run:?}", share * 100.0);
         check(
             &pgstrata(&expire),
             &format!("{when}: the same expire again"),
@@ -283,29 +308,35 @@ fn kill_9_of_backup_then_the_same_backup_again_in(kind: Kind) {
     let config = s.path().join("small-packs.toml");
     std::fs::write(&config, "pack-size-mib = 1\nworkers = 2\n").unwrap();
     let ci = src.conninfo();
+    let backup = [
+        "--repo",
+        repo.arg(),
+        "--config",
+        config.to_str().unwrap(),
+        "backup",
+        "--pgdata",
+        src.pgdata.to_str().unwrap(),
+        "--dbname",
+        &ci,
+        "--start-fast",
+        "--type",
+        "full",
+    ];
+    let run = timed(&backup, "a full run to the end");
     let mut killed = 0;
-    for (round, ms) in [150u64, 400, 900].into_iter().enumerate() {
+    for (round, share) in [0.15, 0.4, 0.7].into_iter().enumerate() {
         src.exec(&format!(
             "UPDATE accounts SET balance = balance + {round} WHERE id % 7 = {round};"
         ));
-        let kind = if round == 0 { "full" } else { "incr" };
-        let backup = [
-            "--repo",
-            repo.arg(),
-            "--config",
-            config.to_str().unwrap(),
-            "backup",
-            "--pgdata",
-            src.pgdata.to_str().unwrap(),
-            "--dbname",
-            &ci,
-            "--start-fast",
-            "--type",
-            kind,
-        ];
-        killed += usize::from(run_and_kill(&backup, Duration::from_millis(ms)));
+        killed += usize::from(run_and_kill(&backup, run.mul_f64(share)));
         crate::bad_input::assert_no_backup_session(&src);
-        check(&pgstrata(&backup), &format!("the same {kind} again"));
+        check(
+            &pgstrata(&backup),
+            &format!(
+                "killed at {:.0}% of {run:?}: the same full again",
+                share * 100.0
+            ),
+        );
     }
     assert!(
         killed >= 2,
@@ -334,10 +365,14 @@ fn kill_9_of_repair_then_the_same_repair_again() {
     src.switch_wal_and_wait(&repo);
     let want = src.table_hashes();
     let repair = ["--repo", repo.arg(), "repair", "--rebuild-catalog"];
+    let run = timed(&repair, "a repair run to the end");
     let mut killed = 0;
-    for ms in [20u64, 80, 200] {
-        killed += usize::from(run_and_kill(&repair, Duration::from_millis(ms)));
-        check(&pgstrata(&repair), &format!("repair again after {ms} ms"));
+    for share in [0.2, 0.5, 0.8] {
+        killed += usize::from(run_and_kill(&repair, run.mul_f64(share)));
+        check(
+            &pgstrata(&repair),
+            &format!("killed at {:.0}% of {run:?}: repair again", share * 100.0),
+        );
         check(&pgstrata(&["--repo", repo.arg(), "verify"]), "verify");
     }
     assert!(killed >= 1, "no repair was killed before it ended");

@@ -196,6 +196,8 @@ fn kill_9_of_archive_push_mid_write() {
         let name = format!("00000020000000000000{n:04X}");
         let mut d = real.clone();
         d[4..8].copy_from_slice(&0x20u32.to_le_bytes());
+        // The first page says where it starts: segment n (16 MiB each).
+        d[8..16].copy_from_slice(&(u64::from(n) << 24).to_le_bytes());
         for b in d[8192..].iter_mut() {
             x ^= x << 13;
             x ^= x >> 7;
