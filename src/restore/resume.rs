@@ -16,13 +16,13 @@
 //! - The marker is never part of a backup (`pg::datadir` excludes it) and a
 //!   delta restore does not remove it as a stray.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::fs::{self, File};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
 
+use super::beneath::Root;
 use super::RestorePlan;
 
 /// The marker's name, at the top of the target.
@@ -82,40 +82,36 @@ pub fn begin(plan: &RestorePlan) -> Result<bool> {
             sync_dir(parent)?;
         }
     }
-    let p = root.join(MARKER);
+    // Beneath the target like everything else a restore writes: a link
+    // planted at one of these names (or at `global`) is refused, never
+    // followed.
+    let r = Root::open(root)?;
     let text = format!(
         "pgstrata restore in progress: PostgreSQL must not start here; run the restore \
          again to finish it\nbackup {}\nsystem_identifier {}\n",
         plan.backup.id, plan.system_id
     );
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&p)
-        .at(&p)?;
-    f.write_all(text.as_bytes()).at(&p)?;
-    f.sync_all().at(&p)?;
-    sync_dir(root)?;
-    let mut startable: Vec<PathBuf> = ["backup_label", "recovery.signal", "standby.signal"]
-        .iter()
-        .map(|n| root.join(n))
-        .collect();
+    r.write_durably(Path::new(MARKER), text.as_bytes(), 0o600)?;
+    sync_root(&r, "")?;
+    let mut startable = vec!["backup_label", "recovery.signal", "standby.signal"];
     if plan.delta {
-        startable.push(root.join("global/pg_control"));
+        // A link planted at `global` goes itself (the layout makes the
+        // directory again); what it leads to is left alone.
+        let global = rustix::fs::statat(r.fd(), "global", rustix::fs::AtFlags::SYMLINK_NOFOLLOW);
+        if global.is_ok_and(|st| {
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink
+        }) {
+            r.remove(Path::new("global"))?;
+        }
+        startable.push("global/pg_control");
     }
     let mut removed = false;
-    for s in &startable {
-        match fs::remove_file(s) {
-            Ok(()) => removed = true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(s, e)),
-        }
+    for s in startable {
+        removed |= remove_beneath(&r, s)?;
     }
     if removed {
-        sync_dir(root)?;
-        sync_dir(&root.join("global")).or_else(|e| match &e {
+        sync_root(&r, "")?;
+        sync_root(&r, "global").or_else(|e| match &e {
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => Ok(()),
             _ => Err(e),
         })?;
@@ -123,17 +119,33 @@ pub fn begin(plan: &RestorePlan) -> Result<bool> {
     Ok(created)
 }
 
+/// Remove `rest` beneath `r`; false if it (or its directory) is missing.
+fn remove_beneath(r: &Root, rest: &str) -> Result<bool> {
+    match r.remove(Path::new(rest)) {
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        other => other,
+    }
+}
+
+/// fsync the directory `rest` beneath `r`.
+fn sync_root(r: &Root, rest: &str) -> Result<()> {
+    let d = r.dir(Path::new(rest))?;
+    rustix::fs::fsync(&d).map_err(|e| Error::io(r.shown(Path::new(rest)), e.into()))
+}
+
 /// The restore is complete and durable: remove the marker, durably.
 pub fn finish(plan: &RestorePlan) -> Result<()> {
-    let p = plan.target.join(MARKER);
-    fs::remove_file(&p).at(&p)?;
-    sync_dir(&plan.target)
+    let r = Root::open(&plan.target)?;
+    remove_beneath(&r, MARKER)?;
+    sync_root(&r, "")
 }
 
 /// A fresh restore failed and apply emptied the target: remove the
 /// directory too when [`begin`] created it.
 pub fn undo(plan: &RestorePlan, created: bool) {
-    let _ = fs::remove_file(plan.target.join(MARKER));
+    if let Ok(r) = Root::open(&plan.target) {
+        let _ = remove_beneath(&r, MARKER);
+    }
     if created {
         let _ = fs::remove_dir(&plan.target);
     }

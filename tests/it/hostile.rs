@@ -210,6 +210,11 @@ fn delta_replaces_links_planted_in_the_target() {
     std::fs::write(outside.join("auto.conf"), b"# the primary's own\n").unwrap();
     std::fs::remove_file(d.join("postgresql.auto.conf")).unwrap();
     std::os::unix::fs::symlink(outside.join("auto.conf"), d.join("postgresql.auto.conf")).unwrap();
+    // `global`, with the control file an interrupted restore removes first.
+    std::fs::create_dir_all(outside.join("global")).unwrap();
+    std::fs::copy(d.join("global/pg_control"), outside.join("global/pg_control")).unwrap();
+    std::fs::remove_dir_all(d.join("global")).unwrap();
+    std::os::unix::fs::symlink(outside.join("global"), d.join("global")).unwrap();
     // Links the backup does not have.
     std::os::unix::fs::symlink(outside.join("secret"), d.join("stray_link")).unwrap();
     std::os::unix::fs::symlink(&outside, d.join("base/stray_dir")).unwrap();
@@ -226,6 +231,7 @@ fn delta_replaces_links_planted_in_the_target() {
     );
     assert!(rel.symlink_metadata().unwrap().is_file());
     assert!(d.join("base/1").symlink_metadata().unwrap().is_dir());
+    assert!(d.join("global").symlink_metadata().unwrap().is_dir());
     let conf = d.join("postgresql.auto.conf");
     assert!(conf.symlink_metadata().unwrap().is_file());
     assert!(std::fs::read_to_string(&conf)
