@@ -159,7 +159,7 @@ pub fn check(obj: &[u8], what: &str) -> Result<()> {
 ///
 /// A piece is written while it is in the CPU's cache and one buffer serves
 /// the whole object: a 16 MiB segment decoded into one buffer first cost
-/// twice the time in page faults and copies (`archive-get`, session 16). A
+/// twice the time in page faults and copies (`archive-get`). A
 /// piece of zeros (a segment closed early ends in them) is not hashed byte
 /// by byte, and the zero tail left out of the frame is not decompressed.
 pub fn decode_to(obj: &[u8], what: &str, out: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {

@@ -299,7 +299,7 @@ fn pitr_across_a_promotion_to_timeline_two() {
 }
 
 /// Every path under `root`, with kind, mode and a content hash, for comparison.
-/// Issue 14, bug 1: once a restored copy promotes and archives timeline 2
+/// Once a restored copy promotes and archives timeline 2
 /// into the same repository, every target on timeline 1 (and on timeline 2)
 /// must still be reachable, judged by the WAL on that timeline's path.
 #[test]
@@ -401,7 +401,7 @@ fn targets_on_both_timelines_after_a_restored_copy_promotes() {
     assert!(!never.exists());
 }
 
-/// Issue 14, bug 2: `--target-name` restores from the newest backup that
+/// `--target-name` restores from the newest backup that
 /// ended before the restore point; an unknown name is refused before writing.
 #[test]
 fn target_name_chooses_the_backup_before_the_restore_point() {

@@ -2,8 +2,8 @@
 //! repository under the same name, after an explicit `pgstrata upgrade`.
 //!
 //! No `pg_upgrade` of 17 is to be had from the package registries here (the
-//! server packages hold initdb, pg_ctl and postgres only), so, as the issue
-//! allows, a new PostgreSQL 17 cluster loaded with the 16 cluster's data
+//! server packages hold initdb, pg_ctl and postgres only), so
+//! a new PostgreSQL 17 cluster loaded with the 16 cluster's data
 //! stands in: the repository sees exactly what it sees after pg_upgrade, a
 //! new system identifier and a new major under the same cluster name.
 
