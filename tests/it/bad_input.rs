@@ -563,13 +563,8 @@ fn tablespace_map_refusals_name_the_tablespace() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
     let src = Cluster::archiving(&s, "src", &repo);
-    let ts = s.pg_dir("ts_primary");
-    src.exec(&format!(
-        "CREATE TABLESPACE one LOCATION '{}'",
-        ts.display()
-    ));
+    let (ts, oid) = src.create_tablespace(&s, "one", "ts_primary");
     src.exec("CREATE TABLE t TABLESPACE one AS SELECT g FROM generate_series(1, 100) g;");
-    let oid = src.query_one("SELECT oid::text FROM pg_tablespace WHERE spcname = 'one'");
     src.backup_ok(&repo, &["--type", "full"]);
     let t = s.path().join("t");
     let restore = |map: &str| {

@@ -307,21 +307,11 @@ fn kill_9_of_backup_then_the_same_backup_again_in(kind: Kind) {
     load_sample(&src, 60_000);
     let config = s.path().join("small-packs.toml");
     std::fs::write(&config, "pack-size-mib = 1\nworkers = 2\n").unwrap();
-    let ci = src.conninfo();
-    let backup = [
-        "--repo",
-        repo.arg(),
-        "--config",
-        config.to_str().unwrap(),
-        "backup",
-        "--pgdata",
-        src.pgdata.to_str().unwrap(),
-        "--dbname",
-        &ci,
-        "--start-fast",
-        "--type",
-        "full",
-    ];
+    let args = src.backup_args(
+        &repo,
+        &["--config", config.to_str().unwrap(), "--type", "full"],
+    );
+    let backup: Vec<&str> = args.iter().map(String::as_str).collect();
     let run = timed(&backup, "a full run to the end");
     let mut killed = 0;
     for (round, share) in [0.15, 0.4, 0.7].into_iter().enumerate() {

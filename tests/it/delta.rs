@@ -279,16 +279,11 @@ fn delta_restore_never_writes_into_the_primarys_tablespace() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
     let src = Cluster::archiving(&s, "src", &repo);
-    let ts = s.pg_dir("ts_primary");
-    src.exec(&format!(
-        "CREATE TABLESPACE one LOCATION '{}'",
-        ts.display()
-    ));
+    let (ts, oid) = src.create_tablespace(&s, "one", "ts_primary");
     src.exec(
         "CREATE TABLE in_ts (id int PRIMARY KEY, v text) TABLESPACE one;
          INSERT INTO in_ts SELECT g, md5(g::text) FROM generate_series(1, 5000) g;",
     );
-    let oid = src.query_one("SELECT oid::text FROM pg_tablespace WHERE spcname = 'one'");
     src.backup_ok(&repo, &["--type", "full"]);
     let copy_ts = s.pg_dir("copy_ts");
     let mut copy = restore(

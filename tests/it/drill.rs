@@ -341,11 +341,7 @@ fn a_drill_keeps_tablespaces_in_its_scratch_directory() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
     let src = Cluster::archiving(&s, "src", &repo);
-    let ts = s.pg_dir("ts_primary");
-    src.exec(&format!(
-        "CREATE TABLESPACE one LOCATION '{}'",
-        ts.display()
-    ));
+    let (ts, oid) = src.create_tablespace(&s, "one", "ts_primary");
     src.exec(
         "CREATE TABLE t (g int PRIMARY KEY, v text) TABLESPACE one;
          INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 5000) g;",
@@ -353,7 +349,6 @@ fn a_drill_keeps_tablespaces_in_its_scratch_directory() {
     src.backup_ok(&repo, &["--type", "full"]);
     src.exec("INSERT INTO t SELECT g, 'late' FROM generate_series(5001, 6000) g; CHECKPOINT;");
     src.switch_wal_and_wait(&repo);
-    let oid = src.query_one("SELECT oid::text FROM pg_tablespace WHERE spcname = 'one'");
     let walk = |d: &Path| -> Vec<String> {
         let mut v: Vec<String> = walkdir::WalkDir::new(d)
             .into_iter()

@@ -536,6 +536,20 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("{sql}: {e} {:?}", e.as_db_error().map(|d| d.message())));
     }
 
+    /// `CREATE TABLESPACE name` in the new directory `scratch/dir`; returns
+    /// the directory and the tablespace's OID.
+    pub fn create_tablespace(&self, scratch: &Scratch, name: &str, dir: &str) -> (PathBuf, String) {
+        let path = scratch.pg_dir(dir);
+        self.exec(&format!(
+            "CREATE TABLESPACE {name} LOCATION '{}'",
+            path.display()
+        ));
+        let oid = self.query_one(&format!(
+            "SELECT oid::text FROM pg_tablespace WHERE spcname = '{name}'"
+        ));
+        (path, oid)
+    }
+
     pub fn query_one(&self, sql: &str) -> String {
         let row = self
             .client()
@@ -583,6 +597,12 @@ impl Cluster {
     }
 
     pub fn backup(&self, repo: &Repo, extra: &[&str]) -> Output {
+        let args = self.backup_args(repo, extra);
+        pgstrata(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// The command line of a backup of this cluster into `repo`.
+    pub fn backup_args(&self, repo: &Repo, extra: &[&str]) -> Vec<String> {
         let ci = self.conninfo();
         let mut args = vec!["--repo", repo.arg()];
         args.extend(repo.unlock());
@@ -595,7 +615,7 @@ impl Cluster {
             "--start-fast",
         ]);
         args.extend_from_slice(extra);
-        pgstrata(&args)
+        args.into_iter().map(String::from).collect()
     }
 
     pub fn backup_ok(&self, repo: &Repo, extra: &[&str]) -> String {

@@ -212,7 +212,11 @@ fn delta_replaces_links_planted_in_the_target() {
     std::os::unix::fs::symlink(outside.join("auto.conf"), d.join("postgresql.auto.conf")).unwrap();
     // `global`, with the control file an interrupted restore removes first.
     std::fs::create_dir_all(outside.join("global")).unwrap();
-    std::fs::copy(d.join("global/pg_control"), outside.join("global/pg_control")).unwrap();
+    std::fs::copy(
+        d.join("global/pg_control"),
+        outside.join("global/pg_control"),
+    )
+    .unwrap();
     std::fs::remove_dir_all(d.join("global")).unwrap();
     std::os::unix::fs::symlink(outside.join("global"), d.join("global")).unwrap();
     // Links the backup does not have.
