@@ -2,65 +2,68 @@
 //! repository for PostgreSQL.
 //!
 //! The library holds all logic; the `pgstrata` binary only parses arguments,
-//! sets up logging and calls the functions re-exported here, which are the
-//! whole public API. Modules are private and layered one way (see
-//! `docs/design.md`): `pg` → `format` → `store` → `catalog` → `repo` →
-//! commands (`archive`, `backup`, `restore`, `expire`, `verify`, `check`,
-//! `info`, `repair`) → `drill` (which composes restore and a private
-//! server), with `error`, `util` and `progress` usable by all.
+//! sets up logging, calls the functions re-exported here (the whole public
+//! API) and renders their results. Modules are private and layered one way
+//! (see `docs/design.md`, and `ls src`):
+//!
+//! - `pg`: PostgreSQL itself: the connection, WAL and page formats, the data
+//!   directory's rules, private servers;
+//! - `format`: every on-disk format and object key of the repository;
+//! - `store`: the storage backends (local disk, S3) and their decorators
+//!   (encryption, fault injection);
+//! - `catalog`: the SQLite catalog of backups, packs, chunks and WAL;
+//! - `repo`: an open repository: its lock, write sessions, catalog
+//!   replication, and the one reader of stored data;
+//! - `commands`: one module per operation (backup, restore, archive, expire,
+//!   verify, check, info, repair, upgrade, drill);
+//!
+//! with `error`, `util` and `progress` usable by all.
 #![forbid(unsafe_code)]
 
-mod archive;
-mod backup;
 mod catalog;
-mod check;
-mod drill;
+mod commands;
 mod error;
-mod expire;
 mod format;
-mod info;
 mod pg;
 mod progress;
-mod repair;
 mod repo;
-mod restore;
 mod store;
-mod upgrade;
 mod util;
-mod verify;
 
-pub use archive::{
+pub use catalog::{Compacted, ExpireLog, HistoryRow};
+pub use commands::archive::{
     get as archive_get, get_prefetched as archive_get_prefetched, push as archive_push,
     push_async as archive_push_async, run_prefetcher as archive_prefetcher,
     run_pusher as archive_pusher, AsyncOutcome, AsyncPush, Prefetch, PushOutcome, PusherStats,
     QueueFull,
 };
-pub use backup::{run as backup, BackupOptions, BackupReport};
-pub use catalog::{Compacted, ExpireLog, HistoryRow};
-pub use check::{run as check, CheckOptions, CheckReport};
-pub use drill::{
+pub use commands::backup::{run as backup, BackupOptions, BackupReport};
+pub use commands::check::{run as check, CheckOptions, CheckReport};
+pub use commands::drill::{
     describe_target as describe_drill_target, run as drill, CheckResult as DrillCheckResult,
     DrillCheck, DrillOptions, DrillReport, Expectation as DrillExpectation,
     StepResult as DrillStepResult,
 };
-pub use error::{Error, Result};
-pub use expire::{run as expire, ExpireOptions, ExpirePlan, Retention};
-pub use format::{BackupType, ChunkId};
-pub use info::{gather as info, render_text as render_info, Info};
-pub use pg::Lsn;
-pub use progress::{Bar, Lines, Progress, Silent};
-pub use repair::{rebuild_catalog, RepairReport};
-pub use repo::{InitOutcome, Location, Passphrase, PassphraseSource, Repository, PASSPHRASE_ENV};
-pub use restore::{
+pub use commands::expire::{run as expire, ExpireOptions, ExpirePlan, Retention};
+pub use commands::info::{gather as info, render_text as render_info, Info};
+pub use commands::repair::{rebuild_catalog, RepairReport};
+pub use commands::restore::{
     apply as apply_restore, archiving_summary as restore_archiving_summary, parse_target_time,
     plan as plan_restore, ArchiveMode, Recovery, RecoveryTarget, RestoreOptions, RestorePlan,
     RestoreStats, TargetAction, TimelineTarget,
 };
+pub use commands::upgrade::{run as upgrade, UpgradeReport};
+pub use commands::verify::{
+    run as verify, BackupVerdict, Problem, ProblemKind, VerifyOptions, VerifyReport,
+};
+pub use error::{Error, Result};
+pub use format::{BackupType, ChunkId};
+pub use pg::Lsn;
+pub use progress::{Bar, Lines, Progress, Silent};
+pub use repo::{InitOutcome, Location, Passphrase, PassphraseSource, Repository, PASSPHRASE_ENV};
 pub use store::s3::{S3Backend, S3Config, S3Credentials};
 pub use store::{Backend, RequestCounts};
-pub use upgrade::{run as upgrade, UpgradeReport};
 pub use util::human;
-pub use verify::{run as verify, BackupVerdict, Problem, ProblemKind, VerifyOptions, VerifyReport};
 
 /// Internals for the crate's own benchmarks and crash tests; not an API.
 #[cfg(feature = "testing")]

@@ -80,7 +80,7 @@ mod tests {
         let e = cat.bind_cluster("main", NEW_ID, 16).unwrap_err();
         assert!(e.to_string().contains("pgstrata upgrade"), "{e}");
         let seg = fake_segment(f.dir.path(), "000000010000000000000001", 0xD113, NEW_ID);
-        let e = crate::archive::push(&f.repo, "main", &seg, 3).unwrap_err();
+        let e = crate::commands::archive::push(&f.repo, "main", &seg, 3).unwrap_err();
         assert!(e.to_string().contains("pgstrata upgrade"), "{e}");
 
         let r = run(&f.repo, "main", &pgdata, Duration::ZERO).unwrap();
@@ -93,37 +93,37 @@ mod tests {
         assert!(run(&f.repo, "main", &older, Duration::ZERO).is_err());
 
         // WAL goes where its identity says, old and new alike.
-        crate::archive::push(&f.repo, "main", &seg, 3).unwrap();
+        crate::commands::archive::push(&f.repo, "main", &seg, 3).unwrap();
         assert!(f
             .repo
             .wal_has("main~2", "000000010000000000000001")
             .unwrap());
         let late = fake_segment(f.dir.path(), "000000010000000000000002", 0xD110, SYSTEM_ID);
-        crate::archive::push(&f.repo, "main", &late, 3).unwrap();
+        crate::commands::archive::push(&f.repo, "main", &late, 3).unwrap();
         assert!(f.repo.wal_has("main", "000000010000000000000002").unwrap());
         let foreign = fake_segment(f.dir.path(), "000000010000000000000003", 0xD113, 42);
-        assert!(crate::archive::push(&f.repo, "main", &foreign, 3).is_err());
+        assert!(crate::commands::archive::push(&f.repo, "main", &foreign, 3).is_err());
 
         // A backup under the new identity; both restore with their own WAL.
         let new = f.backup(2, &[("x", content(2, 3, 0))]);
         let cat = f.repo.catalog().unwrap();
         assert_eq!(cat.backup(&new.id).unwrap().unwrap().history, 2);
         assert_eq!(cat.backup(&old.id).unwrap().unwrap().history, 1);
-        let info = crate::info::gather(&f.repo, None).unwrap();
+        let info = crate::commands::info::gather(&f.repo, None).unwrap();
         assert_eq!(info.clusters[0].history.len(), 2);
         assert_eq!(info.clusters[0].pg_version, 16);
-        let mut o = crate::restore::RestoreOptions::new(f.scratch("old"));
+        let mut o = crate::commands::restore::RestoreOptions::new(f.scratch("old"));
         o.set = Some(old.id.clone());
-        let p = crate::restore::plan(&f.repo, "main", &o).unwrap();
+        let p = crate::commands::restore::plan(&f.repo, "main", &o).unwrap();
         assert!(
             !p.recovery_conf.contains("--history"),
             "{}",
             p.recovery_conf
         );
-        let p = crate::restore::plan(
+        let p = crate::commands::restore::plan(
             &f.repo,
             "main",
-            &crate::restore::RestoreOptions::new(f.scratch("new")),
+            &crate::commands::restore::RestoreOptions::new(f.scratch("new")),
         )
         .unwrap();
         assert_eq!(p.backup.id, new.id);
@@ -132,24 +132,28 @@ mod tests {
             "{}",
             p.recovery_conf
         );
-        let v = crate::verify::run(&f.repo, &Default::default(), &crate::progress::Silent).unwrap();
+        let v =
+            crate::commands::verify::run(&f.repo, &Default::default(), &crate::progress::Silent)
+                .unwrap();
         assert!(v.is_ok(), "{:?}", v.problems);
 
         // Retention expires across the history: the old identity's backup
         // and all its WAL go.
-        let mut eo = crate::expire::ExpireOptions::new(crate::expire::Retention {
-            full: Some(1),
-            ..Default::default()
-        });
+        let mut eo =
+            crate::commands::expire::ExpireOptions::new(crate::commands::expire::Retention {
+                full: Some(1),
+                ..Default::default()
+            });
         eo.tmp_age = Duration::ZERO;
-        let (plan, _) = crate::expire::run(&f.repo, "main", &eo, false).unwrap();
+        let (plan, _) = crate::commands::expire::run(&f.repo, "main", &eo, false).unwrap();
         assert_eq!(plan.backups.len(), 1);
         assert!(f.repo.wal_names("main").unwrap().is_empty());
         assert!(!f.repo.wal_names("main~2").unwrap().is_empty());
 
         // A rebuilt catalog has the history and each backup's entry.
         std::fs::remove_file(f.repo.catalog_path().unwrap()).unwrap();
-        crate::repair::rebuild_catalog(&f.repo, Duration::ZERO, &crate::progress::Silent).unwrap();
+        crate::commands::repair::rebuild_catalog(&f.repo, Duration::ZERO, &crate::progress::Silent)
+            .unwrap();
         let cat = f.repo.catalog().unwrap();
         let c = cat.cluster("main").unwrap().unwrap();
         assert_eq!((c.history, c.system_id, c.pg_version), (2, NEW_ID, 16));

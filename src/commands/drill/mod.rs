@@ -36,11 +36,11 @@ pub use checks::{DrillCheck, Expectation};
 pub use report::{CheckResult, DrillReport, StepResult};
 
 use crate::catalog::{BackupRow, DrillRow};
+use crate::commands::restore::{self, Recovery, RecoveryTarget, RestoreOptions, TargetAction};
 use crate::error::{Error, IoContext, Result};
 use crate::pg::server::{self, Server, Spec};
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::restore::{self, Recovery, RecoveryTarget, RestoreOptions, TargetAction};
 use crate::util::{default_workers, human, now_us, rfc3339};
 
 #[derive(Clone, Debug)]

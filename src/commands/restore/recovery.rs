@@ -3,9 +3,9 @@
 use std::fmt::Write;
 use std::path::Path;
 
+use crate::commands::restore::target::{RecoveryTarget, TimelineTarget};
 use crate::error::{Error, Result};
 use crate::repo::PassphraseSource;
-use crate::restore::target::{RecoveryTarget, TimelineTarget};
 use crate::util::{quote, shell_word};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -232,7 +232,7 @@ fn clean(dir: &Path, at: WalSegment, seg_size: u64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::push;
+    use crate::commands::archive::push;
     use crate::repo::testkit::{fake_segment, Fixture, SYSTEM_ID};
 
     #[test]
