@@ -18,6 +18,8 @@ use crate::format::keys;
 use crate::store::Backend;
 use crate::util::Flock;
 
+/// `state.json`: the working copy's generation and file, and whether a
+/// writer changed it since (`dirty`: trusted only while that writer lives).
 #[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub(super) struct State {
     pub(super) generation: u64,
