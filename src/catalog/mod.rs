@@ -6,7 +6,6 @@
 //! is inserted as `running` and becomes `complete` in one final transaction.
 //! Readers only ever trust `complete` backups.
 
-mod capture;
 mod clusters;
 mod drills;
 mod gc;
@@ -44,6 +43,10 @@ use sql::u64_of;
 
 /// Schema version this binary writes (number of migrations).
 pub const SCHEMA_VERSION: u32 = schema::MIGRATIONS.len() as u32;
+
+/// How the names of change capture's tables and triggers start
+/// (`repo::replica`): they are not the catalog's own.
+pub(crate) const CAPTURE_PREFIX: &str = "capture_";
 
 pub struct Catalog {
     conn: Connection,
@@ -186,6 +189,35 @@ impl Catalog {
     #[cfg(test)]
     pub(crate) fn conn_for_tests(&self) -> &Connection {
         &self.conn
+    }
+
+    /// The connection, for change capture (`repo::replica`): it treats
+    /// every table alike, by the schema SQLite reports.
+    pub(crate) fn connection(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    /// Stop change capture (`repo::replica`): drop its triggers, the
+    /// objects whose names start [`CAPTURE_PREFIX`]; the capture tables
+    /// stay.
+    pub(crate) fn stop_capture(&mut self) -> Result<()> {
+        let names: Vec<String> = self
+            .conn
+            .prepare(
+                "SELECT name FROM sqlite_schema WHERE type = 'trigger' \
+                 AND name LIKE 'capture\\_%' ESCAPE '\\'",
+            )
+            .and_then(|mut st| {
+                st.query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()
+            })
+            .ctx("list the capture triggers")?;
+        let tx = self.conn.transaction().ctx("stop change capture")?;
+        for n in names {
+            tx.execute_batch(&format!("DROP TRIGGER \"{n}\""))
+                .ctx("stop change capture")?;
+        }
+        tx.commit().ctx("stop change capture")
     }
 
     /// A consistent copy of the catalog at `from` (its `-wal` included) in

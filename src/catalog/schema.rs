@@ -194,7 +194,7 @@ DROP INDEX chunk_pack;
 CREATE INDEX chunk_pack ON chunk(pack_id, offset, stored_len, raw_len);
 "#,
     // 7: every table has a primary key, so that a change can name its row
-    // (catalog deltas in object storage, `catalog/capture.rs`). A page is
+    // (catalog deltas in object storage, `repo/replica/capture.rs`). A page is
     // reported once per backup.
     r#"
 CREATE TABLE page_error_new (

@@ -25,7 +25,7 @@ use crate::format::{BlockMap, ChunkId, Manifest};
 use crate::pg::wal::LongPageHeader;
 use crate::pg::WalFileName;
 use crate::progress::Progress;
-use crate::repo::{RepoLock, Repository};
+use crate::repo::Repository;
 use crate::store::{read_trailer, SealedPack};
 
 #[derive(Clone, Debug, Default)]
@@ -46,7 +46,7 @@ pub fn rebuild_catalog(
     lock_wait: Duration,
     progress: &dyn Progress,
 ) -> Result<RepairReport> {
-    let lock = RepoLock::acquire(repo, "repair", lock_wait)?;
+    let session = repo.begin_write("repair", lock_wait)?;
     let mut report = RepairReport {
         old_catalog: move_aside(&repo.catalog_path()?)?,
         ..Default::default()
@@ -57,7 +57,7 @@ pub fn rebuild_catalog(
     bind_wal_clusters(repo, &cat, &mut report)?;
     report.clusters = cat.clusters()?.len() as u64;
     drop(cat);
-    lock.release()?;
+    session.commit()?;
     Ok(report)
 }
 

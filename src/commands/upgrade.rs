@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::catalog::HistoryRow;
 use crate::error::{Error, Result};
 use crate::pg::control;
-use crate::repo::{check_cluster_name, RepoLock, Repository};
+use crate::repo::{check_cluster_name, Repository};
 
 /// What the upgrade did.
 #[derive(Clone, Debug)]
@@ -37,7 +37,7 @@ pub fn run(
     control::require_data_directory(pgdata)?;
     let system_id = control::system_identifier(pgdata)?;
     let major = control::major_version(pgdata)?;
-    let lock = RepoLock::acquire(repo, "upgrade", lock_wait)?;
+    let session = repo.begin_write("upgrade", lock_wait)?;
     let cat = repo.catalog()?;
     let before = cat.cluster(cluster)?;
     let after = cat.upgrade_cluster(cluster, system_id, major)?;
@@ -53,7 +53,7 @@ pub fn run(
         }
     };
     drop(cat);
-    lock.release()?;
+    session.commit()?;
     Ok(UpgradeReport {
         cluster: cluster.to_string(),
         from,

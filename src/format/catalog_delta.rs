@@ -96,7 +96,7 @@ pub struct CatalogDelta {
 }
 
 /// What a decoded catalog object is (readers sniff the first bytes
-/// instead: `repo::cache`).
+/// instead: `repo::replica`).
 #[cfg(test)]
 pub enum CatalogObject {
     Full,
@@ -297,6 +297,8 @@ impl CatalogDelta {
 /// a reader's memory is the delta's bytes, not its rows decoded.
 #[derive(Debug)]
 pub struct DeltaView<'a> {
+    /// Readers learn it first, from [`header`]; the owned decoding keeps it.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub chain: Chain,
     pub schema: u32,
     pub tables: Vec<TableView<'a>>,
@@ -327,10 +329,6 @@ pub struct Rows<'a> {
 }
 
 impl Rows<'_> {
-    pub fn len(&self) -> u64 {
-        self.count
-    }
-
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
@@ -410,82 +408,6 @@ pub fn header(b: &[u8], what: &str) -> Result<(Chain, u32)> {
 
 /// Bytes of a delta before its tables.
 pub const HEADER_LEN: usize = 8 + 8 + 32 + 3 * 8 + 4 + 4;
-
-/// Per table of one delta, which of its narrowed rows to apply.
-pub type Keep = Vec<Bits>;
-
-/// A bit per row.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Bits {
-    words: Vec<u64>,
-    len: usize,
-}
-
-impl Bits {
-    pub fn push(&mut self, bit: bool) {
-        if self.len % 64 == 0 {
-            self.words.push(0);
-        }
-        if bit {
-            if let Some(w) = self.words.last_mut() {
-                *w |= 1 << (self.len % 64);
-            }
-        }
-        self.len += 1;
-    }
-
-    /// Bit `i`, or `None` past the end.
-    pub fn get(&self, i: usize) -> Option<bool> {
-        (i < self.len).then(|| {
-            self.words
-                .get(i / 64)
-                .is_some_and(|w| w >> (i % 64) & 1 == 1)
-        })
-    }
-}
-
-/// Works out, over a chain of deltas fed newest first, which narrowed rows
-/// count: only the last narrow value of a row does, and a later upsert or
-/// delete replaces the row whole. Row counts are not changed by narrowed
-/// rows, so every delta's check still holds. (A chain of 48 hourly deltas
-/// of 61,000 files would otherwise set each file's `last_seq` 48 times.)
-/// It remembers a 128-bit hash of each key seen (table and key), not the
-/// deltas: a chain is walked twice, one delta in memory at a time.
-#[derive(Debug, Default)]
-pub struct Collapse {
-    seen: std::collections::HashSet<u128>,
-}
-
-impl Collapse {
-    /// The narrowed rows of `d` to apply, given every delta after it.
-    pub fn newer_first(&mut self, d: &DeltaView<'_>) -> Result<Keep> {
-        let mut keep = Vec::with_capacity(d.tables.len());
-        for t in &d.tables {
-            let id = |key: &[u8]| -> u128 {
-                let mut h = blake3::Hasher::new();
-                h.update(&(t.name.len() as u64).to_le_bytes());
-                h.update(t.name.as_bytes());
-                h.update(key);
-                let mut a = [0u8; 16];
-                a.copy_from_slice(&h.finalize().as_bytes()[..16]);
-                u128::from_le_bytes(a)
-            };
-            let mut k = Bits::default();
-            t.narrowed.each(|_, key| {
-                k.push(!self.seen.contains(&id(key)));
-                Ok(())
-            })?;
-            for rows in [&t.upserts, &t.deletes, &t.narrowed] {
-                rows.each(|_, key| {
-                    self.seen.insert(id(key));
-                    Ok(())
-                })?;
-            }
-            keep.push(k);
-        }
-        Ok(keep)
-    }
-}
 
 struct Reader<'a> {
     b: &'a [u8],
@@ -625,80 +547,6 @@ mod tests {
             CatalogObject::Full
         ));
         assert!(CatalogObject::decode(b"garbage".to_vec(), "o").is_err());
-    }
-
-    #[test]
-    fn a_chain_keeps_each_rows_last_narrow_value_only() {
-        let t = |upserts: Vec<i64>, deletes: Vec<i64>, narrowed: Vec<(i64, i64)>| TableDelta {
-            name: "v".into(),
-            columns: vec!["k".into(), "n".into()],
-            key_columns: 1,
-            narrow: "n".into(),
-            upserts: upserts
-                .into_iter()
-                .map(|k| vec![Value::Integer(k), Value::Integer(0)])
-                .collect(),
-            deletes: deletes
-                .into_iter()
-                .map(|k| vec![Value::Integer(k)])
-                .collect(),
-            narrowed: narrowed
-                .into_iter()
-                .map(|(k, n)| vec![Value::Integer(k), Value::Integer(n)])
-                .collect(),
-            ..Default::default()
-        };
-        let d = |t| CatalogDelta {
-            tables: vec![t],
-            ..Default::default()
-        };
-        // 1 is narrowed thrice, 2 narrowed then upserted, 3 narrowed then
-        // deleted, 4 upserted then narrowed, 5 narrowed once.
-        let chain = [
-            d(t(vec![4], vec![], vec![(1, 1), (2, 1), (3, 1), (5, 1)])),
-            d(t(vec![2], vec![3], vec![(1, 2), (4, 2)])),
-            d(t(vec![], vec![], vec![(1, 3)])),
-        ];
-        let bytes: Vec<Vec<u8>> = chain.iter().map(|d| d.encode()).collect();
-        let mut collapse = Collapse::default();
-        let mut keep: Vec<Keep> = bytes
-            .iter()
-            .rev()
-            .map(|b| {
-                collapse
-                    .newer_first(&DeltaView::parse(b, "o").unwrap())
-                    .unwrap()
-            })
-            .collect();
-        keep.reverse();
-        let narrowed = |i: usize| -> Vec<Vec<Value>> {
-            let t = &chain[i].tables[0];
-            t.narrowed
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| keep[i][0].get(*j).unwrap())
-                .map(|(_, r)| r.clone())
-                .collect()
-        };
-        let row = |k, n| vec![Value::Integer(k), Value::Integer(n)];
-        assert_eq!(narrowed(0), vec![row(5, 1)]);
-        assert_eq!(narrowed(1), vec![row(4, 2)]);
-        assert_eq!(narrowed(2), vec![row(1, 3)]);
-        // The same key in another table is another row.
-        let mut other = chain[2].clone();
-        other.tables[0].name = "w".into();
-        let b = other.encode();
-        let k = collapse
-            .newer_first(&DeltaView::parse(&b, "o").unwrap())
-            .unwrap();
-        let mut one = Bits::default();
-        one.push(true);
-        assert_eq!(k, vec![one]);
-        // Bits past a word.
-        let mut b = Bits::default();
-        (0..130).for_each(|i| b.push(i % 3 == 0));
-        assert!((0..130).all(|i| b.get(i) == Some(i % 3 == 0)));
-        assert_eq!(b.get(130), None);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! A repository: the format marker, the catalog, the object store, the
-//! repository lock and the WAL archive's objects.
+//! repository lock and write sessions, and the WAL archive's objects.
 //!
 //! ```text
 //! REPO/pgstrata.repo     format marker (see crate::format)
@@ -14,16 +14,18 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-mod cache;
 mod copies;
 mod key;
 mod lock;
+mod replica;
+mod session;
 #[cfg(test)]
 pub(crate) mod testkit;
 mod wal;
 
 pub use key::{Passphrase, PassphraseSource, PASSPHRASE_ENV};
-pub use lock::{ReaderGuard, RepoLock};
+pub use lock::ReaderGuard;
+pub use session::WriteSession;
 pub use wal::{segment_range, timelines, WalStored};
 
 use crate::catalog::Catalog;
@@ -31,7 +33,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::chunk::IdKey;
 use crate::format::{self, keys};
 use crate::store::{Backend, LocalBackend, Ownership, SealedBackend};
-use cache::CatalogCache;
+use replica::CatalogCache;
 
 const CATALOG: &str = "catalog.db";
 
@@ -412,29 +414,6 @@ impl Repository {
         }
     }
 
-    /// Become the catalog's writer (with the repository lock held).
-    pub(crate) fn begin_catalog_write(&self) -> Result<()> {
-        match &self.cache {
-            None => Ok(()),
-            Some(c) => self.fetching(|| c.begin_write(self.backend())),
-        }
-    }
-
-    /// Publish the catalog's changes (before the repository lock goes).
-    pub(crate) fn publish_catalog(&self) -> Result<()> {
-        match &self.cache {
-            None => Ok(()),
-            Some(c) => c.publish(self.backend()),
-        }
-    }
-
-    /// Give up the writer role without publishing.
-    pub(crate) fn abandon_catalog_write(&self) {
-        if let Some(c) = &self.cache {
-            c.abandon();
-        }
-    }
-
     pub(crate) fn catalog_create(&self) -> Result<Catalog> {
         let cat = Catalog::open(&self.catalog_path()?, true)?;
         if self.cache.is_none() {
@@ -583,10 +562,11 @@ mod tests {
         );
         let ra = Repository::open_at(&a, None).unwrap();
         assert!(ra.is_remote());
-        let lock = RepoLock::acquire(&ra, "backup", Duration::ZERO).unwrap();
+        let session = ra.begin_write("backup", Duration::ZERO).unwrap();
         // One holder at a time, whichever host.
         let rb = Repository::open_at(&remote(d.path(), "cache-b"), None).unwrap();
-        let e = RepoLock::acquire(&rb, "expire", Duration::ZERO)
+        let e = rb
+            .begin_write("expire", Duration::ZERO)
             .err()
             .unwrap()
             .to_string();
@@ -597,7 +577,7 @@ mod tests {
             .unwrap();
         // Not visible elsewhere before it is published...
         assert!(rb.catalog().unwrap().clusters().unwrap().is_empty());
-        lock.release().unwrap();
+        session.commit().unwrap();
         // ...and visible after, from a cache that never saw it.
         assert_eq!(rb.catalog().unwrap().clusters().unwrap().len(), 1);
         let rc = Repository::open_at(&remote(d.path(), "cache-c"), None).unwrap();
@@ -685,12 +665,12 @@ mod tests {
         let src = PassphraseSource::Env("PGSTRATA_TEST_REMOTE_PASS".into());
         std::env::set_var("PGSTRATA_TEST_REMOTE_PASS", "remote secret");
         let r = Repository::open_at(&loc, Some(&src)).unwrap();
-        let lock = RepoLock::acquire(&r, "backup", Duration::ZERO).unwrap();
+        let session = r.begin_write("backup", Duration::ZERO).unwrap();
         r.catalog()
             .unwrap()
             .bind_cluster("secret-cluster-name", 42, 150000)
             .unwrap();
-        lock.release().unwrap();
+        session.commit().unwrap();
         for e in walkdir::WalkDir::new(d.path().join("bucket")) {
             let e = e.unwrap();
             if e.file_type().is_file() {

@@ -34,7 +34,7 @@ use crate::pg::conn::{BackupStop, Server};
 use crate::pg::datadir::{self, Entry, EntryKind};
 use crate::pg::{Lsn, TimelineId, WalSegment};
 use crate::progress::Progress;
-use crate::repo::{check_cluster_name, RepoLock, Repository};
+use crate::repo::{check_cluster_name, Repository};
 use crate::util::{default_workers, host_name, now_us};
 
 use writer::WriterStats;
@@ -184,7 +184,8 @@ pub fn run(
     progress: &dyn Progress,
 ) -> Result<BackupReport> {
     check_cluster_name(cluster)?;
-    let lock = RepoLock::acquire(repo, "backup", opts.lock_wait)?;
+    // Dropped on any error: nothing of this backup is published.
+    let session = repo.begin_write("backup", opts.lock_wait)?;
     let (mut server, pgdata) = connect(repo, cluster, opts)?;
     let standby = match server.info.in_recovery {
         true => Some(Standby::check(
@@ -240,14 +241,16 @@ pub fn run(
         Ok(report) => {
             // In object storage the backup exists once the catalog naming
             // it is published.
-            lock.release()?;
+            session.commit()?;
             Ok(BackupReport {
                 elapsed: started.elapsed(),
                 ..report
             })
         }
         Err(e) => {
-            // Best effort: the running row goes; its packs are garbage for expire.
+            // Best effort: the running row goes; its packs are garbage for
+            // expire. (In object storage the session is abandoned: none of
+            // this is published, and the packs are garbage there too.)
             if let Ok(cat) = repo.catalog() {
                 let _ = cat.delete_backup(&id);
             }

@@ -244,17 +244,13 @@ pub fn run(
     // In object storage the record is a catalog change like any other:
     // made by the lock holder and published (after a running backup, if
     // one holds the lock).
-    let lock = match repo.is_remote() {
-        true => Some(crate::repo::RepoLock::acquire(
-            repo,
-            "drill",
-            std::time::Duration::from_secs(3600),
-        )?),
+    let session = match repo.is_remote() {
+        true => Some(repo.begin_write("drill", std::time::Duration::from_secs(3600))?),
         false => None,
     };
     repo.catalog()?.record_drill(cl.id, &row)?;
-    if let Some(l) = lock {
-        l.release()?;
+    if let Some(s) = session {
+        s.commit()?;
     }
     Ok(report)
 }

@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::format::keys::{self, ObjectKey};
 use crate::format::PackId;
 use crate::pg::{WalFileName, WalSegment};
-use crate::repo::{check_cluster_name, RepoLock, Repository};
+use crate::repo::{check_cluster_name, Repository, WriteSession};
 use crate::util::{human, now_us, rfc3339};
 
 #[derive(Clone, Debug)]
@@ -346,10 +346,10 @@ impl ExpirePlan {
     }
 }
 
-/// Carry out a plan, under the repository lock `lock`.
+/// Carry out a plan, in the write session `session`.
 pub fn apply(
     repo: &Repository,
-    lock: &RepoLock<'_>,
+    session: &WriteSession<'_>,
     cat: &mut Catalog,
     plan: &ExpirePlan,
 ) -> Result<ExpireLog> {
@@ -373,7 +373,7 @@ pub fn apply(
     // bucket's: it is published without them before their copies and WAL
     // go, so that no published catalog claims a backup storage no longer
     // holds (a kill in between leaves copies the next expire collects).
-    lock.checkpoint()?;
+    session.checkpoint()?;
     let copies: Vec<String> = plan
         .backups
         .iter()
@@ -561,16 +561,21 @@ pub fn run(
     opts: &ExpireOptions,
     dry_run: bool,
 ) -> Result<(ExpirePlan, Option<ExpireLog>)> {
-    let lock = RepoLock::acquire(repo, "expire", opts.lock_wait)?;
+    let session = repo.begin_write("expire", opts.lock_wait)?;
     let mut cat = repo.catalog()?;
     cat.set_cache_mib(EXPIRE_CACHE_MIB)?;
     cat.temp_on_disk()?;
     let plan = plan(repo, &cat, cluster, opts)?;
     if dry_run {
+        // Committed, though nothing changed: the working copy stays a
+        // clean copy of the newest generation (an abandoned one is
+        // fetched again by the next command).
+        drop(cat);
+        session.commit()?;
         return Ok((plan, None));
     }
-    let log = apply(repo, &lock, &mut cat, &plan)?;
+    let log = apply(repo, &session, &mut cat, &plan)?;
     drop(cat);
-    lock.release()?;
+    session.commit()?;
     Ok((plan, Some(log)))
 }

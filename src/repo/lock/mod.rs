@@ -8,9 +8,12 @@
 //! Remote repositories: the object `locks/repository.lock`, created with a
 //! conditional write (only if absent) and naming its holder and a lease that
 //! a thread of the holder renews. A lock whose lease ran out, or whose holder
-//! is a dead process of this host, is taken over (with a warning). The
-//! holder is the catalog's writer: it publishes the catalog before the lock
-//! goes (see `cache`). WAL archiving never takes the lock.
+//! is a dead process of this host, is taken over (with a warning). WAL
+//! archiving never takes the lock.
+//!
+//! This is the lock alone: commands take it through a write session
+//! (`repo::session`), which makes the holder the catalog's writer and
+//! decides what is published. Letting the lock go never publishes.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -27,12 +30,9 @@ pub use readers::ReaderGuard;
 use super::Repository;
 use crate::error::{Error, IoContext, Result};
 
-/// A held lock; released when dropped (call [`RepoLock::release`] to see
-/// whether the catalog of a remote repository was published).
-pub struct RepoLock<'r> {
-    repo: &'r Repository,
+/// A held lock; released when dropped.
+pub(super) struct RepoLock {
     held: Held,
-    released: bool,
 }
 
 enum Held {
@@ -40,9 +40,9 @@ enum Held {
     Remote(remote::ObjectLock),
 }
 
-impl<'r> RepoLock<'r> {
+impl RepoLock {
     /// Take the lock, waiting up to `wait` for the holder to finish.
-    pub fn acquire(repo: &'r Repository, command: &str, wait: Duration) -> Result<Self> {
+    pub(super) fn acquire(repo: &Repository, command: &str, wait: Duration) -> Result<Self> {
         let held = if repo.is_remote() {
             Held::Remote(remote::ObjectLock::acquire(
                 repo.raw(),
@@ -55,43 +55,12 @@ impl<'r> RepoLock<'r> {
                 file: acquire_local(repo, command, wait)?,
             }
         };
-        let lock = RepoLock {
-            repo,
-            held,
-            released: false,
-        };
-        // Dropping `lock` on error lets the lock go.
-        repo.begin_catalog_write()?;
-        Ok(lock)
-    }
-
-    /// Publish the catalog's changes (remote repositories) and let the lock
-    /// go.
-    pub fn release(mut self) -> Result<()> {
-        self.released = true;
-        let published = self.check_held().and_then(|_| self.repo.publish_catalog());
-        if published.is_err() {
-            self.repo.abandon_catalog_write();
-        }
-        published
-    }
-
-    /// Publish the catalog's changes so far (remote repositories) and stay
-    /// its writer: for a command that must not delete objects before the
-    /// published catalog stops naming them. An error ends the command: the
-    /// copy must not take more changes while not being the writer.
-    pub fn checkpoint(&self) -> Result<()> {
-        if !self.repo.is_remote() {
-            return Ok(());
-        }
-        self.check_held()?;
-        self.repo.publish_catalog()?;
-        self.repo.begin_catalog_write()
+        Ok(RepoLock { held })
     }
 
     /// Is the lock still ours? (A remote lock can be lost when its lease
     /// could not be renewed.)
-    fn check_held(&self) -> Result<()> {
+    pub(super) fn check_held(&self) -> Result<()> {
         match &self.held {
             Held::Local { .. } => Ok(()),
             Held::Remote(l) => l.check(),
@@ -182,17 +151,8 @@ fn acquire_local(repo: &Repository, command: &str, wait: Duration) -> Result<Fil
     }
 }
 
-impl Drop for RepoLock<'_> {
+impl Drop for RepoLock {
     fn drop(&mut self) {
-        if !self.released {
-            // A command that failed: what it committed to the catalog is
-            // kept, as in a local repository; a remote one's is published
-            // if it can be.
-            if let Err(e) = self.check_held().and_then(|_| self.repo.publish_catalog()) {
-                tracing::warn!("catalog changes of {} not published: {e}", self.repo.name());
-                self.repo.abandon_catalog_write();
-            }
-        }
         match &mut self.held {
             Held::Local { file } => {
                 let _ = file.set_len(0);

@@ -240,7 +240,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use crate::repo::{Location, RepoLock, Repository};
+    use crate::repo::{Location, Repository};
     use crate::store::{LocalBackend, Ownership};
 
     fn remote(dir: &std::path::Path, cache: &str) -> Repository {
@@ -266,7 +266,7 @@ mod tests {
         let one = std::slice::from_ref(&key);
         // A reader's lease keeps the pack; once it is gone, the pack goes.
         let reader = a.register_reader();
-        let lock = RepoLock::acquire(&b, "expire", Duration::ZERO).unwrap();
+        let session = b.begin_write("expire", Duration::ZERO).unwrap();
         assert!(!b.delete_packs_unless_read(one).unwrap());
         drop(reader);
         assert!(b.delete_packs_unless_read(one).unwrap());
@@ -276,14 +276,14 @@ mod tests {
         std::thread::scope(|s| {
             s.spawn(move || {
                 std::thread::sleep(Duration::from_secs(3));
-                lock.release().unwrap();
+                session.commit().unwrap();
             });
             assert!(a.waited_for_removal(Duration::from_secs(30)).unwrap());
         });
         assert!(t.elapsed() >= Duration::from_secs(2), "{:?}", t.elapsed());
         assert!(!a.waited_for_removal(Duration::from_secs(30)).unwrap());
         // A backup holding it is not.
-        let _backup = RepoLock::acquire(&b, "backup", Duration::ZERO).unwrap();
+        let _backup = b.begin_write("backup", Duration::ZERO).unwrap();
         assert!(!a.waited_for_removal(Duration::from_secs(30)).unwrap());
     }
 

@@ -1,8 +1,15 @@
-//! The catalog cache's tests: two hosts on one bucket (a local directory).
+//! Catalog replication's tests: two hosts on one bucket (a local directory).
 
+use std::fs;
+use std::path::Path;
+
+use super::fetch::{self, FETCH_PREFIX, PUBLISH_PREFIX};
 use super::*;
+use crate::catalog::Catalog;
 use crate::format::catalog_delta::CatalogObject;
+use crate::format::keys;
 use crate::store::fault::FaultBackend;
+use crate::store::Backend;
 use crate::store::{LocalBackend, Ownership};
 
 fn setup() -> (tempfile::TempDir, LocalBackend) {
