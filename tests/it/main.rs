@@ -24,4 +24,5 @@ mod matrix;
 mod pitr;
 mod remote;
 mod standby;
+mod store_contract;
 mod upgrade;
