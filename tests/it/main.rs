@@ -1,7 +1,6 @@
 //! Integration tests against real PostgreSQL clusters. One binary, modules
 //! per area, one shared harness.
 
-mod expect;
 mod harness;
 mod objstore;
 
