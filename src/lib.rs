@@ -65,7 +65,8 @@ pub use store::s3::{S3Backend, S3Config, S3Credentials};
 pub use store::{Backend, RequestCounts};
 pub use util::human;
 
-/// Internals for the crate's own benchmarks and crash tests; not an API.
+/// Internals for the crate's own benchmarks, crash tests and the storage
+/// contract tests (every backend and decorator); not an API.
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod testing {
@@ -74,6 +75,8 @@ pub mod testing {
     pub use crate::format::BlockMap;
     pub use crate::pg::page::checksum as page_checksum;
     pub use crate::pg::wal::LongPageHeader;
+    pub use crate::store::backend::{FileSource, ObjectWriter, Source};
     pub use crate::store::fault::{FaultBackend, HookBackend};
-    pub use crate::store::Backend;
+    pub use crate::store::s3::BUFFER_MAX as S3_BUFFER_MAX;
+    pub use crate::store::{Backend, LocalBackend, Ownership, SealedBackend};
 }

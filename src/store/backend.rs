@@ -92,6 +92,9 @@ pub struct RequestCounts {
 /// its start, once for each attempt to send it.
 pub trait Source: Sync {
     fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     fn reader(&self) -> Result<Box<dyn Read + Send + '_>>;
 }
 
@@ -182,6 +185,20 @@ impl<'a> Exact<'a> {
         })
     }
 
+    /// A consumer that stops at the length (an HTTP body of known length)
+    /// never reads on to see a body that is longer: look for it here.
+    fn past_the_end(&mut self) -> std::io::Result<()> {
+        let mut more = [0u8; 1];
+        loop {
+            return match self.inner.read(&mut more) {
+                Ok(0) => Ok(()),
+                Ok(_) => Err(self.fail(std::io::Error::other("it is longer than its length"))),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(self.fail(e)),
+            };
+        }
+    }
+
     fn fail(&mut self, e: std::io::Error) -> std::io::Error {
         let msg = format!("reading the body to store: {e}");
         self.failed.get_or_insert(msg.clone());
@@ -205,6 +222,9 @@ impl Read for Exact<'_> {
             }
             Ok(n) => {
                 self.left -= n as u64;
+                if self.left == 0 && n > 0 {
+                    self.past_the_end()?;
+                }
                 Ok(n)
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Err(e),
@@ -563,7 +583,8 @@ impl Backend for LocalBackend {
             self.path(prefix.trim_end_matches('/'))?
         };
         let mut out = Vec::new();
-        if !base.exists() {
+        // An object named like the prefix is not below it.
+        if !base.is_dir() {
             return Ok(out);
         }
         for entry in walkdir::WalkDir::new(&base).sort_by_file_name() {
@@ -585,6 +606,9 @@ impl Backend for LocalBackend {
             let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
             out.push((key, len));
         }
+        // The walk orders each directory's names, not whole keys ("a/x"
+        // would come before "a-b/y").
+        out.sort_unstable();
         Ok(out)
     }
 

@@ -436,7 +436,12 @@ impl Read for SealingReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.pos == self.out.len() {
             if self.index == self.segments {
-                return Ok(0);
+                // A body that goes on past its length would be stored cut
+                // short, and sealed as if whole.
+                return match read_up_to(&mut self.plain, 1)?.is_empty() {
+                    true => Ok(0),
+                    false => Err(std::io::Error::other("the body is longer than its length")),
+                };
             }
             let want = self.left.min(SEGMENT as u64) as usize;
             let seg = read_up_to(&mut self.plain, want)?;

@@ -4,10 +4,6 @@ use std::os::unix::fs::PermissionsExt;
 
 use crate::harness::*;
 
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 #[test]
 fn repository_problems() {
     let s = Scratch::new();
@@ -87,12 +83,12 @@ fn backup_refusals() {
     );
     let o = src.backup(&repo, &["--archive-timeout", "2"]);
     fails_with(&o, "archive_command");
-    assert!(stderr(&o).contains("was not archived"), "{}", stderr(&o));
+    assert!(err(&o).contains("was not archived"), "{}", err(&o));
     // The setting it suggests calls this binary by its absolute path.
     assert!(
-        stderr(&o).contains(&format!("archive_command = '{BIN} --repo ")),
+        err(&o).contains(&format!("archive_command = '{BIN} --repo ")),
         "{}",
-        stderr(&o)
+        err(&o)
     );
     assert!(repo.backups().is_empty(), "a failed backup is listed");
     // The server is not left in backup mode: the session that held it is gone.
@@ -494,7 +490,7 @@ fn exit_status_table() {
     ];
     for (args, code, needle) in cases {
         let o = pgstrata(args);
-        let e = stderr(&o);
+        let e = err(&o);
         let said = format!("{}{e}", String::from_utf8_lossy(&o.stdout));
         assert_eq!(o.status.code(), Some(*code), "{args:?}: {e}");
         assert!(
@@ -517,14 +513,14 @@ fn exit_status_table() {
         .env("PGSTRATA_LOG", "Info")
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", err(&o));
     let o = std::process::Command::new(BIN)
         .args(["--repo", r, "info"])
         .env_remove("PGSTRATA_LOG")
         .env("RUST_LOG", "pgstrata=nonsense")
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
     // The environment beats the config file's log-level.
     let quiet_cfg = s.path().join("quiet.toml");
     std::fs::write(&quiet_cfg, "log-level = \"error\"\n").unwrap();
@@ -539,8 +535,8 @@ fn exit_status_table() {
         .env("PGSTRATA_LOG", "debug")
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("DEBUG"), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(err(&o).contains("DEBUG"), "{}", err(&o));
     // A reader that went away: no panic, the command's own status.
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
@@ -550,8 +546,8 @@ fn exit_status_table() {
         .stderr(std::process::Stdio::piped())
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert!(!err(&o).contains("panicked"), "{}", err(&o));
 }
 
 /// `--tablespace-map` with an OID the backup lacks is named first (with the
@@ -583,11 +579,7 @@ fn tablespace_map_refusals_name_the_tablespace() {
     let o = restore("99=/x");
     fails_with(&o, "tablespace 99");
     fails_with(&o, &format!("its tablespaces: {oid}"));
-    assert!(
-        !stderr(&o).contains(&ts.display().to_string()),
-        "{}",
-        stderr(&o)
-    );
+    assert!(!err(&o).contains(&ts.display().to_string()), "{}", err(&o));
 
     let inside_target = format!("{oid}={}", t.join("ts").display());
     fails_with(&restore(&inside_target), "overlaps the target");

@@ -3,14 +3,10 @@
 
 use crate::harness::*;
 
-#[test]
-fn full_backup_restores_exactly_with_later_writes() {
-    full_backup_restores_exactly_with_later_writes_in(Kind::Local);
-}
-
-#[test]
-fn full_backup_restores_exactly_with_later_writes_on_s3() {
-    full_backup_restores_exactly_with_later_writes_in(Kind::S3);
+on_local_and_s3! {
+    full_backup_restores_exactly_with_later_writes_in =>
+        full_backup_restores_exactly_with_later_writes,
+        full_backup_restores_exactly_with_later_writes_on_s3;
 }
 
 fn full_backup_restores_exactly_with_later_writes_in(kind: Kind) {

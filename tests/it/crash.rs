@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::expect::check;
 use crate::expire::expirable_backups;
+use crate::harness::check;
 use crate::harness::*;
 
 /// Hash every file of backup `id` restored into `dest` (then removed).
@@ -132,14 +132,10 @@ fn archive_into(c: &Cluster, repo: &Repo, copy: &Repo) {
     c.switch_wal_and_wait(copy);
 }
 
-#[test]
-fn a_crash_at_any_step_of_backup_then_the_same_backup_again() {
-    a_crash_at_any_step_of_backup_in(Kind::Local);
-}
-
-#[test]
-fn a_crash_at_any_step_of_backup_then_the_same_backup_again_on_s3() {
-    a_crash_at_any_step_of_backup_in(Kind::S3);
+on_local_and_s3! {
+    a_crash_at_any_step_of_backup_in =>
+        a_crash_at_any_step_of_backup_then_the_same_backup_again,
+        a_crash_at_any_step_of_backup_then_the_same_backup_again_on_s3;
 }
 
 /// A full backup dying at each storage operation in turn (before it, and
@@ -214,14 +210,10 @@ fn a_crash_at_any_step_of_backup_in(kind: Kind) {
     dst.amcheck();
 }
 
-#[test]
-fn kill_9_of_expire_then_the_same_expire_again() {
-    kill_9_of_expire_then_the_same_expire_again_in(Kind::Local);
-}
-
-#[test]
-fn kill_9_of_expire_then_the_same_expire_again_on_s3() {
-    kill_9_of_expire_then_the_same_expire_again_in(Kind::S3);
+on_local_and_s3! {
+    kill_9_of_expire_then_the_same_expire_again_in =>
+        kill_9_of_expire_then_the_same_expire_again,
+        kill_9_of_expire_then_the_same_expire_again_on_s3;
 }
 
 fn kill_9_of_expire_then_the_same_expire_again_in(kind: Kind) {
@@ -287,14 +279,10 @@ fn kill_9_of_expire_then_the_same_expire_again_in(kind: Kind) {
     );
 }
 
-#[test]
-fn kill_9_of_backup_then_the_same_backup_again() {
-    kill_9_of_backup_then_the_same_backup_again_in(Kind::Local);
-}
-
-#[test]
-fn kill_9_of_backup_then_the_same_backup_again_on_s3() {
-    kill_9_of_backup_then_the_same_backup_again_in(Kind::S3);
+on_local_and_s3! {
+    kill_9_of_backup_then_the_same_backup_again_in =>
+        kill_9_of_backup_then_the_same_backup_again,
+        kill_9_of_backup_then_the_same_backup_again_on_s3;
 }
 
 /// Backups killed at moments spread over their run, each followed by the

@@ -1,57 +1,14 @@
 //! Delta restores (only what differs rewritten) and standby restores that
 //! stream from the primary.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::harness::*;
 
-fn tree(root: &Path) -> BTreeMap<String, (String, u32, String)> {
-    use std::os::unix::fs::MetadataExt;
-    let mut out = BTreeMap::new();
-    for e in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
-        let e = e.unwrap();
-        let rel = e
-            .path()
-            .strip_prefix(root)
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        let m = e.path().symlink_metadata().unwrap();
-        let (kind, data) = if m.is_dir() {
-            ("d".to_string(), vec![])
-        } else if m.file_type().is_symlink() {
-            (
-                "l".to_string(),
-                std::fs::read_link(e.path())
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned()
-                    .into_bytes(),
-            )
-        } else {
-            ("f".to_string(), std::fs::read(e.path()).unwrap())
-        };
-        out.insert(
-            rel,
-            (
-                kind,
-                m.mode() & 0o7777,
-                pgstrata::ChunkId::of(&data).to_hex(),
-            ),
-        );
-    }
-    out
-}
-
-#[test]
-fn delta_restore_rewrites_only_what_differs() {
-    delta_restore_rewrites_only_what_differs_in(Kind::Local);
-}
-
-#[test]
-fn delta_restore_rewrites_only_what_differs_on_s3() {
-    delta_restore_rewrites_only_what_differs_in(Kind::S3);
+on_local_and_s3! {
+    delta_restore_rewrites_only_what_differs_in =>
+        delta_restore_rewrites_only_what_differs,
+        delta_restore_rewrites_only_what_differs_on_s3;
 }
 
 fn delta_restore_rewrites_only_what_differs_in(kind: Kind) {
@@ -187,14 +144,10 @@ fn delta_restore_rewrites_only_what_differs_in(kind: Kind) {
     started.amcheck();
 }
 
-#[test]
-fn standby_restore_streams_from_the_primary() {
-    standby_restore_streams_from_the_primary_in(Kind::Local);
-}
-
-#[test]
-fn standby_restore_streams_from_the_primary_on_s3() {
-    standby_restore_streams_from_the_primary_in(Kind::S3);
+on_local_and_s3! {
+    standby_restore_streams_from_the_primary_in =>
+        standby_restore_streams_from_the_primary,
+        standby_restore_streams_from_the_primary_on_s3;
 }
 
 fn standby_restore_streams_from_the_primary_in(kind: Kind) {

@@ -66,10 +66,6 @@ fn check_named<'a>(r: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no check {name} in {r:#}"))
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 const CHECKS: &str = r#"
 [[drill.check]]
 name = "rows"
@@ -92,7 +88,7 @@ fn a_drill_passes_and_info_shows_it() {
         &["--output", "json", "--scratch", scratch.to_str().unwrap()],
     );
     let r = report(&o);
-    assert_eq!(o.status.code(), Some(0), "{r:#}\n{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{r:#}\n{}", err(&o));
     assert_eq!(r["ok"], true);
     assert_eq!(r["failure"], Value::Null);
     assert_eq!(r["cluster"], "main");
@@ -149,9 +145,9 @@ fn a_drill_passes_and_info_shows_it() {
     assert_eq!(failed["ok"], false);
     assert_eq!(failed["detail"], "returned \"f\", expected true");
     assert!(
-        stderr(&o).contains("check \"all rows replayed\""),
+        err(&o).contains("check \"all rows replayed\""),
         "{}",
-        stderr(&o)
+        err(&o)
     );
     assert!(!scratch.exists());
 }
@@ -191,7 +187,7 @@ fn a_damaged_pack_fails_the_drill_naming_the_file() {
         .as_str()
         .unwrap()
         .starts_with("not run"));
-    assert!(stderr(&o).contains("failed: restore: "), "{}", stderr(&o));
+    assert!(err(&o).contains("failed: restore: "), "{}", err(&o));
     assert!(
         !Path::new(r["scratch"].as_str().unwrap()).exists(),
         "the failed copy was not removed"
@@ -230,7 +226,7 @@ expect = "positive"
     let scratch = s.path().join("kept");
     let o = drill(&cfg, &["--scratch", scratch.to_str().unwrap(), "--keep"]);
     let text = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(1), "{text}\n{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "{text}\n{}", err(&o));
     assert!(text.contains("drill FAILED: 1/3 checks passed"), "{text}");
     assert!(
         text.contains("check \"no late rows\"")
@@ -241,11 +237,7 @@ expect = "positive"
         text.contains("relation \"orders\" does not exist"),
         "{text}"
     );
-    assert!(
-        stderr(&o).contains("check \"no late rows\""),
-        "{}",
-        stderr(&o)
-    );
+    assert!(err(&o).contains("check \"no late rows\""), "{}", err(&o));
     // Kept, and stopped: a restorable copy to look at.
     let data = scratch.join("data");
     assert!(data.join("PG_VERSION").exists());
@@ -265,8 +257,8 @@ fn drill_bad_input_loses_nothing() {
     std::fs::create_dir(&busy).unwrap();
     std::fs::write(busy.join("precious"), "x").unwrap();
     let o = drill(&cfg, &["--scratch", busy.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("is not empty"), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(err(&o).contains("is not empty"), "{}", err(&o));
     assert_eq!(std::fs::read_to_string(busy.join("precious")).unwrap(), "x");
 
     let fresh = s.path().join("fresh");
@@ -279,34 +271,32 @@ fn drill_bad_input_loses_nothing() {
             fresh.to_str().unwrap(),
         ],
     );
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
     assert!(
-        stderr(&o).contains("\"20000101-000000F\" is not a complete backup"),
+        err(&o).contains("\"20000101-000000F\" is not a complete backup"),
         "{}",
-        stderr(&o)
+        err(&o)
     );
     assert!(!fresh.exists());
 
     // Server binaries of another major.
-    let other = pg_root().join("16/bin");
-    if other.join("postgres").is_file() {
-        let o = drill(
-            &cfg,
-            &[
-                "--pg-bindir",
-                other.to_str().unwrap(),
-                "--scratch",
-                fresh.to_str().unwrap(),
-            ],
-        );
-        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-        assert!(
-            stderr(&o).contains("holds PostgreSQL 16, but backup"),
-            "{}",
-            stderr(&o)
-        );
-        assert!(!fresh.exists());
-    }
+    let other = pg_bindir_for(16);
+    let o = drill(
+        &cfg,
+        &[
+            "--pg-bindir",
+            other.to_str().unwrap(),
+            "--scratch",
+            fresh.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(
+        err(&o).contains("holds PostgreSQL 16, but backup"),
+        "{}",
+        err(&o)
+    );
+    assert!(!fresh.exists());
     // A malformed check is a usage error.
     let bad = config(
         &s,
@@ -315,8 +305,8 @@ fn drill_bad_input_loses_nothing() {
         "[[drill.check]]\nname = \"x\"\nsql = \"SELECT 1\"\nexpect = \"lots\"\n",
     );
     let o = drill(&bad, &[]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("lots"), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(err(&o).contains("lots"), "{}", err(&o));
     // Nothing was recorded.
     assert_eq!(repo.info_json()["clusters"][0]["last_drill"], Value::Null);
 }
@@ -370,7 +360,7 @@ fn a_drill_keeps_tablespaces_in_its_scratch_directory() {
         &["--output", "json", "--scratch", scratch.to_str().unwrap()],
     );
     let r = report(&o);
-    assert_eq!(o.status.code(), Some(0), "{r:#}\n{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{r:#}\n{}", err(&o));
     assert_eq!(check_named(&r, "rows")["detail"], "returned \"6000\"");
     assert_eq!(step(&r, "cleanup")["ok"], true, "{r:#}");
     assert!(!scratch.exists(), "the scratch copy was not removed");
@@ -384,7 +374,7 @@ fn a_drill_keeps_tablespaces_in_its_scratch_directory() {
         &cfg,
         &["--json", "--keep", "--scratch", kept.to_str().unwrap()],
     );
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     let link = std::fs::read_link(kept.join("data/pg_tblspc").join(&oid)).unwrap();
     assert!(link.starts_with(&kept), "{}", link.display());
     std::fs::remove_dir_all(&kept).unwrap();

@@ -23,13 +23,6 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
     hits
 }
 
-fn fails(o: &std::process::Output, code: i32, needle: &str) {
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(code), "{e}");
-    assert!(e.contains(needle), "stderr lacks {needle:?}: {e}");
-    assert_eq!(e.trim().lines().count(), 1, "not one line: {e}");
-}
-
 #[test]
 fn an_encrypted_repository_restores_exactly_with_pitr_and_hides_every_byte() {
     let s = Scratch::new();
@@ -106,26 +99,26 @@ fn passphrase_mistakes_are_refused_before_any_work_and_damage_is_caught() {
     let wrong = s.path().join("wrong.pass");
     std::fs::write(&wrong, "not the passphrase").unwrap();
     std::fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    fails(
+    fails_one_line(
         &backup_with(&["--passphrase-file", wrong.to_str().unwrap()]),
         1,
         "wrong passphrase",
     );
-    fails(&backup_with(&[]), 1, "is encrypted");
+    fails_one_line(&backup_with(&[]), 1, "is encrypted");
     std::fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    fails(
+    fails_one_line(
         &backup_with(&["--passphrase-file", wrong.to_str().unwrap()]),
         1,
         "chmod 600",
     );
-    fails(
+    fails_one_line(
         &backup_with(&["--passphrase-command", "echo nope"]),
         1,
         "wrong passphrase",
     );
     assert_eq!(repo.backups().len(), 1, "a refused backup left something");
     let other = s.pg_dir("other");
-    fails(
+    fails_one_line(
         &pgstrata(&["--repo", other.to_str().unwrap(), "init", "--encrypt"]),
         2,
         "--encrypt needs a passphrase",
@@ -147,7 +140,7 @@ fn passphrase_mistakes_are_refused_before_any_work_and_damage_is_caught() {
         new.to_str().unwrap(),
     ]);
     pgstrata_ok(&a);
-    fails(&backup_with(&repo.unlock()), 1, "wrong passphrase");
+    fails_one_line(&backup_with(&repo.unlock()), 1, "wrong passphrase");
     // The operator then puts the new passphrase where archive_command
     // reads it.
     std::fs::copy(&new, repo.pass.as_ref().unwrap()).unwrap();

@@ -14,14 +14,10 @@ fn ids(repo: &Repo) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn a_simulated_week_keeps_two_fulls() {
-    a_simulated_week_keeps_two_fulls_in(Kind::Local);
-}
-
-#[test]
-fn a_simulated_week_keeps_two_fulls_on_s3() {
-    a_simulated_week_keeps_two_fulls_in(Kind::S3);
+on_local_and_s3! {
+    a_simulated_week_keeps_two_fulls_in =>
+        a_simulated_week_keeps_two_fulls,
+        a_simulated_week_keeps_two_fulls_on_s3;
 }
 
 fn a_simulated_week_keeps_two_fulls_in(kind: Kind) {
@@ -292,15 +288,11 @@ fn backup_and_expire_exclude_each_other_but_archiving_goes_on() {
 }
 
 /// Restore a backup through the library and hash every file (no server).
-fn restored_tree(repo_path: &Path, id: &str, dest: &Path) -> BTreeMap<String, String> {
+fn restored_tree(repo_path: &Path, id: &str, dest: &Path) -> BTreeMap<String, Node> {
     restored_tree_of(&pgstrata::Repository::open(repo_path).unwrap(), id, dest)
 }
 
-fn restored_tree_of(
-    repo: &pgstrata::Repository,
-    id: &str,
-    dest: &Path,
-) -> BTreeMap<String, String> {
+fn restored_tree_of(repo: &pgstrata::Repository, id: &str, dest: &Path) -> BTreeMap<String, Node> {
     let mut o = pgstrata::RestoreOptions::new(dest);
     o.set = Some(id.to_string());
     o.exe = Some(PathBuf::from(BIN));
@@ -308,21 +300,7 @@ fn restored_tree_of(
         pgstrata::plan_restore(repo, "main", &o).unwrap_or_else(|e| panic!("plan {id}: {e}"));
     pgstrata::apply_restore(repo, &plan, 2, &pgstrata::Silent)
         .unwrap_or_else(|e| panic!("restore {id}: {e}"));
-    let mut out = BTreeMap::new();
-    for e in walkdir::WalkDir::new(dest)
-        .into_iter()
-        .flatten()
-        .filter(|e| e.file_type().is_file())
-    {
-        let rel = e.path().strip_prefix(dest).unwrap().display().to_string();
-        if rel == "postgresql.auto.conf" {
-            continue; // names the repository path, which differs between copies
-        }
-        out.insert(
-            rel,
-            pgstrata::ChunkId::of(&std::fs::read(e.path()).unwrap()).to_hex(),
-        );
-    }
+    let out = restored_files(dest);
     std::fs::remove_dir_all(dest).unwrap();
     out
 }
@@ -373,7 +351,7 @@ fn crash_at_each_step(
     repo: &Repo,
     work: &Path,
     kept: &[String],
-    golden: &[BTreeMap<String, String>],
+    golden: &[BTreeMap<String, Node>],
     opts: &pgstrata::ExpireOptions,
     after: bool,
 ) {
@@ -586,17 +564,13 @@ fn retention_in_the_config_file_expires_after_each_backup() {
     );
 }
 
-/// An expire that runs while verify is under way (cron jobs overlap) removes
-/// packs and rows verify was about to read: that is not damage. Verify sees
-/// what was removed under it and checks again.
-#[test]
-fn an_expire_in_the_middle_of_verify_is_not_reported_as_damage() {
-    an_expire_in_the_middle_of_verify_in(Kind::Local);
-}
-
-#[test]
-fn an_expire_in_the_middle_of_verify_is_not_reported_as_damage_on_s3() {
-    an_expire_in_the_middle_of_verify_in(Kind::S3);
+on_local_and_s3! {
+    /// An expire that runs while verify is under way (cron jobs overlap) removes
+    /// packs and rows verify was about to read: that is not damage. Verify sees
+    /// what was removed under it and checks again.
+    an_expire_in_the_middle_of_verify_in =>
+        an_expire_in_the_middle_of_verify_is_not_reported_as_damage,
+        an_expire_in_the_middle_of_verify_is_not_reported_as_damage_on_s3;
 }
 
 fn an_expire_in_the_middle_of_verify_in(kind: Kind) {
@@ -644,21 +618,17 @@ fn an_expire_in_the_middle_of_verify_in(kind: Kind) {
     assert!(!out.contains("verified again"), "{out}");
 }
 
-/// A restore that an expire overtakes (the expire rewrites the packs the
-/// restored backup's chunks are in, and drops the old ones), and then
-/// another expire that would collect the old packs, still restores the
-/// backup whole: the restore is registered as a reader, and expire leaves
-/// packs a reader may still read. In object storage the expire runs as
-/// another host would (a cache of its own), so the restore goes on with the
-/// catalog it began with.
-#[test]
-fn an_expire_in_the_middle_of_a_restore_takes_nothing_it_reads() {
-    an_expire_in_the_middle_of_a_restore_in(Kind::Local);
-}
-
-#[test]
-fn an_expire_in_the_middle_of_a_restore_takes_nothing_it_reads_on_s3() {
-    an_expire_in_the_middle_of_a_restore_in(Kind::S3);
+on_local_and_s3! {
+    /// A restore that an expire overtakes (the expire rewrites the packs the
+    /// restored backup's chunks are in, and drops the old ones), and then
+    /// another expire that would collect the old packs, still restores the
+    /// backup whole: the restore is registered as a reader, and expire leaves
+    /// packs a reader may still read. In object storage the expire runs as
+    /// another host would (a cache of its own), so the restore goes on with the
+    /// catalog it began with.
+    an_expire_in_the_middle_of_a_restore_in =>
+        an_expire_in_the_middle_of_a_restore_takes_nothing_it_reads,
+        an_expire_in_the_middle_of_a_restore_takes_nothing_it_reads_on_s3;
 }
 
 fn an_expire_in_the_middle_of_a_restore_in(kind: Kind) {
@@ -674,7 +644,7 @@ fn an_expire_in_the_middle_of_a_restore_in(kind: Kind) {
         pgstrata::plan_restore(r, "main", &o).unwrap()
     };
     let apply = |r: &pgstrata::Repository, p: &pgstrata::RestorePlan| {
-        pgstrata::apply_restore(r, p, 2, &pgstrata::Silent).map(|_| tree(&p.target))
+        pgstrata::apply_restore(r, p, 2, &pgstrata::Silent).map(|_| restored_files(&p.target))
     };
     let other = another_host(&s, &repo);
     let mut r = repo.open();
@@ -759,17 +729,10 @@ fn keep_the_newest_full(r: &pgstrata::Repository) -> pgstrata::ExpirePlan {
     pgstrata::expire(r, "main", &opts, false).unwrap().0
 }
 
-/// Every file under `dir` with its BLAKE3, but `postgresql.auto.conf`.
-fn tree(dir: &Path) -> BTreeMap<String, String> {
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .flatten()
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.path().strip_prefix(dir).unwrap().display().to_string())
-        .filter(|rel| rel != "postgresql.auto.conf")
-        .map(|rel| {
-            let hash = pgstrata::ChunkId::of(&std::fs::read(dir.join(&rel)).unwrap()).to_hex();
-            (rel, hash)
-        })
-        .collect()
+/// Every file of a restore with its BLAKE3, but `postgresql.auto.conf`
+/// (it names the repository's path, which differs between copies).
+fn restored_files(dir: &Path) -> BTreeMap<String, Node> {
+    let mut t = tree(dir);
+    t.retain(|rel, n| n.is_file() && rel != "postgresql.auto.conf");
+    t
 }

@@ -316,7 +316,7 @@ fn linked_configuration_files_are_restored_inside_the_target() {
     as_linked_file(&repo, "extra.conf", "extra_copy.conf");
     let target = s.path().join("dst2/data");
     let o = pgstrata(&restore_args(&repo, &target, &[]));
-    crate::expect::check(&o, "restore");
+    crate::harness::check(&o, "restore");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("extra.conf") && err.contains("--link-all"),
@@ -342,13 +342,13 @@ fn linked_configuration_files_are_restored_inside_the_target() {
         ],
     );
     let target = s.path().join("dst5/data");
-    crate::expect::check(&pgstrata(&restore_args(&repo, &target, &[])), "restore");
+    crate::harness::check(&pgstrata(&restore_args(&repo, &target, &[])), "restore");
     assert!(target.join("conf.d").symlink_metadata().unwrap().is_dir());
     assert!(target.join("conf.d/a.conf").is_file());
     let moved_dir = s.path().join("moved_dir");
     let map_dir = format!("conf.d={}", moved_dir.display());
     let target = s.path().join("dst6/data");
-    crate::expect::check(
+    crate::harness::check(
         &pgstrata(&restore_args(&repo, &target, &["--link-map", &map_dir])),
         "restore --link-map",
     );
@@ -372,7 +372,7 @@ fn linked_configuration_files_are_restored_inside_the_target() {
         &s.path().join("dst7/data"),
         &["--link-map", &map_dir],
     ));
-    crate::expect::fails_with(&o, "not empty");
+    crate::harness::fails_with(&o, "not empty");
     assert!(!s.path().join("dst7/data").exists());
     assert_eq!(snapshot(&etc), before, "the restore wrote through a link");
 
@@ -387,7 +387,7 @@ fn linked_configuration_files_are_restored_inside_the_target() {
         &target,
         &["--link-all", "--link-map", &map, "--link-map", &map_dir2],
     ));
-    crate::expect::check(&o, "restore --link-all");
+    crate::harness::check(&o, "restore --link-all");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("postgresql.auto.conf was a link"), "{err}");
     assert_eq!(snapshot(&etc), before, "the restore wrote through a link");
@@ -408,11 +408,11 @@ fn linked_configuration_files_are_restored_inside_the_target() {
         &s.path().join("dst4/data"),
         &["--link-map", "nope.conf=/tmp/x"],
     ));
-    crate::expect::fails_with(&o, "--link-map names \"nope.conf\"");
+    crate::harness::fails_with(&o, "--link-map names \"nope.conf\"");
     let o = pgstrata(&restore_args(
         &repo,
         &s.path().join("dst4/data"),
         &["--link-map", "nope.conf"],
     ));
-    crate::expect::misused(&o, "expected PATH=DEST");
+    crate::harness::misused(&o, "expected PATH=DEST");
 }

@@ -26,14 +26,10 @@ fn restore_and_compare(
     dst.stop();
 }
 
-#[test]
-fn diff_and_incr_restore_exactly_after_every_kind_of_change() {
-    diff_and_incr_restore_exactly_after_every_kind_of_change_in(Kind::Local);
-}
-
-#[test]
-fn diff_and_incr_restore_exactly_after_every_kind_of_change_on_s3() {
-    diff_and_incr_restore_exactly_after_every_kind_of_change_in(Kind::S3);
+on_local_and_s3! {
+    diff_and_incr_restore_exactly_after_every_kind_of_change_in =>
+        diff_and_incr_restore_exactly_after_every_kind_of_change,
+        diff_and_incr_restore_exactly_after_every_kind_of_change_on_s3;
 }
 
 fn diff_and_incr_restore_exactly_after_every_kind_of_change_in(kind: Kind) {

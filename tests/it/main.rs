@@ -1,7 +1,6 @@
 //! Integration tests against real PostgreSQL clusters. One binary, modules
 //! per area, one shared harness.
 
-mod expect;
 mod harness;
 mod objstore;
 
@@ -24,4 +23,5 @@ mod matrix;
 mod pitr;
 mod remote;
 mod standby;
+mod store_contract;
 mod upgrade;

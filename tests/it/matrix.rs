@@ -339,37 +339,13 @@ fn pg18() {
     assert_eq!(dst.query_one("SHOW data_checksums"), "off");
 }
 
-/// Every path under `root` with its size (but the lock files): what a
-/// refused command must leave exactly as it was.
-fn tree(root: &Path) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap().flatten() {
-            let p = e.path();
-            let m = std::fs::symlink_metadata(&p).unwrap();
-            if m.is_dir() {
-                stack.push(p.clone());
-            }
-            let rel = p.strip_prefix(root).unwrap().display().to_string();
-            if rel.starts_with("locks") {
-                // The (empty) lock file any command may create is not data.
-                continue;
-            }
-            out.insert(rel, if m.is_dir() { 0 } else { m.len() });
-        }
-    }
-    out
-}
-
-fn refused(o: &std::process::Output, needle: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success() && err.contains(needle),
-        "expected a refusal containing {needle:?}; status {}, stderr: {err}",
-        o.status
-    );
-    assert_eq!(err.trim_end().lines().count(), 1, "one-line error: {err}");
+/// Every path under `root` (but the lock files): what a refused command
+/// must leave exactly as it was.
+fn repo_state(root: &Path) -> BTreeMap<String, Node> {
+    let mut t = tree(root);
+    // The (empty) lock file any command may create is not data.
+    t.retain(|rel, _| !rel.starts_with("locks"));
+    t
 }
 
 /// A real PostgreSQL 13 server (installed by scripts/install-pg.sh only for
@@ -389,11 +365,11 @@ fn unsupported_majors_are_refused_before_any_work() {
             ..Default::default()
         },
     );
-    let before = tree(&repo.path);
+    let before = repo_state(&repo.path);
     let want = "is PostgreSQL 13, which pgstrata does not support (supported: PostgreSQL 14 to 18)";
-    refused(&old.backup(&repo, &["--type", "full"]), want);
+    fails_one_line(&old.backup(&repo, &["--type", "full"]), 1, want);
     let ci = old.conninfo();
-    refused(
+    fails_one_line(
         &pgstrata(&[
             "--repo",
             repo.arg(),
@@ -403,11 +379,13 @@ fn unsupported_majors_are_refused_before_any_work() {
             "--dbname",
             &ci,
         ]),
+        1,
         want,
     );
     let seg = a_wal_segment(&old.pgdata);
-    refused(
+    fails_one_line(
         &pgstrata(&["--repo", repo.arg(), "archive-push", seg.to_str().unwrap()]),
+        1,
         want,
     );
 
@@ -418,13 +396,14 @@ fn unsupported_majors_are_refused_before_any_work() {
     bytes[0..2].copy_from_slice(&0xD11Au16.to_le_bytes());
     let odd = s.path().join("000000010000000000000001");
     std::fs::write(&odd, &bytes).unwrap();
-    refused(
+    fails_one_line(
         &pgstrata(&["--repo", repo.arg(), "archive-push", odd.to_str().unwrap()]),
+        1,
         "unknown WAL page magic 0xd11a",
     );
 
     assert_eq!(
-        tree(&repo.path),
+        repo_state(&repo.path),
         before,
         "a refused command changed the repository"
     );

@@ -6,14 +6,10 @@ use std::path::Path;
 
 use crate::harness::*;
 
-#[test]
-fn the_classic_accident_by_time_lsn_xid_and_name() {
-    the_classic_accident_by_time_lsn_xid_and_name_in(Kind::Local);
-}
-
-#[test]
-fn the_classic_accident_by_time_lsn_xid_and_name_on_s3() {
-    the_classic_accident_by_time_lsn_xid_and_name_in(Kind::S3);
+on_local_and_s3! {
+    the_classic_accident_by_time_lsn_xid_and_name_in =>
+        the_classic_accident_by_time_lsn_xid_and_name,
+        the_classic_accident_by_time_lsn_xid_and_name_on_s3;
 }
 
 fn the_classic_accident_by_time_lsn_xid_and_name_in(kind: Kind) {

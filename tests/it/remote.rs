@@ -11,13 +11,6 @@ use std::process::{Command, Output};
 use crate::harness::*;
 use crate::objstore;
 
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 /// pgstrata as another host: its own catalog cache.
 fn on_host(cache: &std::path::Path, args: &[&str]) -> Output {
     let mut a = vec!["--cache-dir", cache.to_str().unwrap()];

@@ -12,13 +12,6 @@ mod faults;
 mod hostile;
 mod security;
 
-pub fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-pub fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 pub fn verify(repo: &Repo, extra: &[&str]) -> Output {
     let mut args = vec!["--repo", repo.arg(), "verify"];
     args.extend_from_slice(extra);
@@ -366,7 +359,7 @@ fn rebuild_catalog_after_loss() {
     }
     std::fs::write(repo.path.join("catalog.db"), vec![0x5a; 20_000]).unwrap();
     let o = pgstrata(&["--repo", repo.arg(), "info"]);
-    crate::expect::fails_with(&o, "repair --rebuild-catalog");
+    crate::harness::fails_with(&o, "repair --rebuild-catalog");
     assert!(err(&o).contains("not an SQLite database"), "{}", err(&o));
     assert_eq!(err(&o).trim().lines().count(), 1, "{}", err(&o));
 

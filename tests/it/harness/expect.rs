@@ -1,5 +1,5 @@
 //! What a test expects of a pgstrata command's outcome: success, or a
-//! failure with its exit status and one-line error.
+//! failure with its exit status and one-line error; and what it printed.
 
 use std::process::Output;
 
@@ -23,6 +23,14 @@ pub fn misused(o: &Output, needle: &str) {
     fails_code(o, 2, needle)
 }
 
+/// [`fails_code`], with the error the only line on stderr (no warning
+/// before it).
+pub fn fails_one_line(o: &Output, code: i32, needle: &str) {
+    fails_code(o, code, needle);
+    let e = err(o);
+    assert_eq!(e.trim().lines().count(), 1, "not one line: {e}");
+}
+
 pub fn fails_code(o: &Output, code: i32, needle: &str) {
     let e = String::from_utf8_lossy(&o.stderr);
     assert_eq!(
@@ -34,4 +42,14 @@ pub fn fails_code(o: &Output, code: i32, needle: &str) {
     );
     assert!(e.starts_with("pgstrata: error: "), "{e}");
     assert!(e.contains(needle), "stderr lacks {needle:?}: {e}");
+}
+
+/// What a command printed on stdout.
+pub fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// What a command printed on stderr.
+pub fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }
