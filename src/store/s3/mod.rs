@@ -203,10 +203,6 @@ impl S3Backend {
     pub fn stale_uploads(&self, older_than: Duration) -> Result<Vec<Upload>> {
         self.0.stale_uploads(older_than)
     }
-
-    pub fn abort_upload(&self, u: &Upload) -> Result<()> {
-        self.0.abort(&u.key, &u.upload_id)
-    }
 }
 
 impl Inner {
