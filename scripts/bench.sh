@@ -16,8 +16,9 @@
 #                       incrs of ~61,000 files (TABLES, BACKUPS; scripts/bench/s3-catalog.sh)
 #                       big: the steps below on ~20 GB (ROWS=44000000 SCALE=440, 22x the
 #                       default), to compare per-GB times and peak memory with the default
-#                       profile's; one run per step, no page-level ground truth (two 20 GB
-#                       snapshots), the data load not archived (no backup needs it)
+#                       profile's; one run of full #1 (restore keeps its RESTORE_PAIRS rounds),
+#                       no page-level ground truth (two 20 GB snapshots), the data load not
+#                       archived (no backup needs it)
 #   ROWS=2000000        rows of scripts/bench/dataset.sql (events; docs gets ROWS/4)
 #   SCALE=20            pgbench scale (pgbench -i -s SCALE)
 #   TXNS=10000          workload transactions per client (2 clients): the "hour of change"
@@ -32,6 +33,11 @@
 #                       `cargo build --profile profiling` and point PGSTRATA at
 #                       target/profiling/pgstrata)
 #   SKIP_PGSTRATA=1     leave pgstrata out (pgBackRest columns and ground truth only)
+#   PGS_BASELINE=       a second pgstrata binary (e.g. one built from the previous main): adds
+#                       a column, pgstrata_base, with its own repository, WAL archive and
+#                       backups, its restores interleaved with the others', to compare a
+#                       change with its baseline in one run
+#   RESTORE_PAIRS=5     restore rounds (at least 5); see "restore" below
 #   ENCRYPTED=1         add a column: pgstrata on an encrypted repository (init --encrypt,
 #                       passphrase from a 0600 file), to compare with the plain one (0: skip)
 #   VERIFY=1            start every restored cluster and compare row counts (0: skip)
@@ -46,14 +52,21 @@
 #   full #1   pgstrata, pgBackRest file-level, pgBackRest bundle+block; floor: tar | zstd -3 -T2
 #             (every backup is started at .85 s past a second: pgBackRest waits for
 #             the start second to pass, which then costs it the same 0.15 s each time;
-#             pgstrata no longer waits, since 2026-12)
+#             pgstrata does not wait)
 #   change    pgbench workload.sql (2 clients), CHECKPOINT; ground truth: pagediff.py OLD NEW
 #   incr      each tool
 #   full #2   each tool, no change since the incr
-#   restore   latest backup into an empty directory, after a sync, three times (the median
-#             is reported); floor: cp -a PGDATA/base
+#   restore   latest backup into an empty directory, in RESTORE_PAIRS interleaved rounds: each
+#             round runs every tool once in a fixed order (pgstrata, pgBackRest file-level,
+#             pgstrata_base, pgBackRest bundle+block, pgstrata encrypted, the floors), each
+#             run after rm -rf of the previous target, sync and echo 3 >
+#             /proc/sys/vm/drop_caches (when writable; the output says when not), so that
+#             every restore reads cold and a slow spell of the machine hits neighbours alike.
+#             Reported: each tool's median and min-max, and pgstrata's median over
+#             pgBackRest file-level's (and over pgstrata_base's). Floor: cp -a PGDATA/base
 #             (which, unlike a restore, does not make what it wrote durable), and
-#             cp -a PGDATA/base && sync -f (which does, as a restore's syncfs)
+#             cp -a PGDATA/base && sync -f (which does, as a restore's syncfs).
+#             The copies of round 1 are the ones started and checked (VERIFY).
 # Output: one markdown table on stdout (also WORKDIR/results.md) and WORKDIR/results.tsv.
 set -euo pipefail
 
@@ -62,7 +75,7 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 for arg in "$@"; do
   case $arg in
     -h|--help) usage; exit 0 ;;
-    PROFILE=*|FULL_RUNS=*|SEGMENTS=*|SIZES=*|TABLES=*|BACKUPS=*|CHANGED=*|KEEP_BACKUPS=*|PGBR=*|ROWS=*|SCALE=*|TXNS=*|WORKDIR=*|PGSTRATA=*|SKIP_PGSTRATA=*|ENCRYPTED=*|VERIFY=*|KEEP=*|PG_BIN=*)
+    PROFILE=*|FULL_RUNS=*|RESTORE_PAIRS=*|PGS_BASELINE=*|SEGMENTS=*|SIZES=*|TABLES=*|BACKUPS=*|CHANGED=*|KEEP_BACKUPS=*|PGBR=*|ROWS=*|SCALE=*|TXNS=*|WORKDIR=*|PGSTRATA=*|SKIP_PGSTRATA=*|ENCRYPTED=*|VERIFY=*|KEEP=*|PG_BIN=*)
       export "${arg?}" ;;
     *) echo "bench.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
@@ -85,8 +98,8 @@ ROWS=${ROWS:-2000000}
 SCALE=${SCALE:-20}
 TXNS=${TXNS:-10000}
 FULL_RUNS=${FULL_RUNS:-3}
-RESTORE_RUNS=3
-((BIG == 0)) || RESTORE_RUNS=1
+RESTORE_PAIRS=${RESTORE_PAIRS:-5}
+PGS_BASELINE=${PGS_BASELINE:-}
 CLIENTS=2
 SKIP_PGSTRATA=${SKIP_PGSTRATA:-0}
 ENCRYPTED=${ENCRYPTED:-1}
@@ -99,9 +112,16 @@ REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PGSTRATA=${PGSTRATA:-$REPO_ROOT/target/release/pgstrata}
 SRC_BENCH=$REPO_ROOT/scripts/bench
 
-for v in ROWS SCALE TXNS FULL_RUNS; do
+for v in ROWS SCALE TXNS FULL_RUNS RESTORE_PAIRS; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: $v must be a positive integer" >&2; exit 2; }
 done
+# Fewer rounds give no median and spread worth reading.
+((RESTORE_PAIRS >= 5)) || { echo "bench.sh: RESTORE_PAIRS must be at least 5" >&2; exit 2; }
+if [[ -n $PGS_BASELINE ]]; then
+  [[ -f $PGS_BASELINE && -x $PGS_BASELINE ]] ||
+    { echo "bench.sh: PGS_BASELINE $PGS_BASELINE is not an executable file" >&2; exit 2; }
+  PGS_BASELINE=$(cd "$(dirname "$PGS_BASELINE")" && pwd)/$(basename "$PGS_BASELINE")
+fi
 
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { printf 'bench.sh: %s\n' "$*" >&2; exit 1; }
@@ -165,11 +185,15 @@ PGS_BASE=$WORKDIR/pgstrata-repo
 PGS_ENC_BASE=$WORKDIR/pgstrata-enc-repo
 PGS_PASS=$WORKDIR/pgstrata-enc.pass
 PGS=$WORKDIR/bin/pgstrata
+PGSB_BASE=$WORKDIR/pgstrata-base-repo   # pgstrata_base (PGS_BASELINE): its repository
+PGSB=$WORKDIR/bin/pgstrata-base
 # pgstrata's settings (repository, S3) live in config files, so that the extra
 # full #1 runs can point every command, archive_command too, at scratch repositories.
 PGS_CONF=$WORKDIR/pgstrata.toml
 PGS_ENC_CONF=$WORKDIR/pgstrata-enc.toml
+PGSB_CONF=$WORKDIR/pgstrata-base.toml
 PGS_ARGS=(--config "$PGS_CONF")
+PGSB_ARGS=(--config "$PGSB_CONF")
 SUFFIX=                          # "" for the repositories of record, "-runK" for scratch ones
 RESULTS=$WORKDIR/results.tsv
 SOCK=$WORKDIR/s                  # private socket dir: no TCP, no port clash
@@ -186,16 +210,16 @@ EXTRA_DIRS=()
 "${AS_PG[@]}" mkdir -p "$LOGS" "$BENCH" "$SOCK" "$VSOCK" \
   "$WORKDIR/pgbr-lock" "$WORKDIR/pgbr-spool" "$LOGS/pgbackrest"
 for ((k = 2; k <= FULL_RUNS; k++)); do
-  EXTRA_DIRS+=("$PGBR_BASE1-run$k" "$PGBR_BASE2-run$k" "$PGS_BASE-run$k" "$PGS_ENC_BASE-run$k" "$WORKDIR/pgs-cache-run$k")
+  EXTRA_DIRS+=("$PGBR_BASE1-run$k" "$PGBR_BASE2-run$k" "$PGS_BASE-run$k" "$PGS_ENC_BASE-run$k" "$WORKDIR/pgs-cache-run$k"
+               "$PGSB_BASE-run$k" "$WORKDIR/pgs-base-cache-run$k")
 done
 cp "$SRC_BENCH"/{dataset.sql,workload.sql,pagediff.py} "$BENCH"/
 chmod a+r "$BENCH"/*
-if [[ $SKIP_PGSTRATA != 1 ]]; then
-  # A private copy: postgres's archive_command must be able to execute it, and a rebuild
-  # during the run must not swap binaries under the benchmark.
-  "${AS_PG[@]}" mkdir -p "$WORKDIR/bin"
-  install -m 0755 "$PGSTRATA" "$PGS"
-fi
+# Private copies: postgres's archive_command must be able to execute them, and a rebuild
+# during the run must not swap binaries under the benchmark.
+"${AS_PG[@]}" mkdir -p "$WORKDIR/bin"
+[[ $SKIP_PGSTRATA == 1 ]] || install -m 0755 "$PGSTRATA" "$PGS"
+[[ -z $PGS_BASELINE ]] || install -m 0755 "$PGS_BASELINE" "$PGSB"
 
 export PGHOST=$SOCK PGPORT=$PORT PGUSER=postgres PGDATABASE=postgres
 unset PGSERVICE PGSERVICEFILE PGOPTIONS PGPASSWORD 2>/dev/null || true
@@ -214,7 +238,7 @@ cleanup() {
   if [[ $KEEP == 1 ]]; then
     log "kept $WORKDIR (KEEP=1)"
   else
-    rm -rf "$PGDATA" "$PGBR_BASE1" "$PGBR_BASE2" "$PGS_BASE" "$PGS_ENC_BASE" "$WORKDIR"/snap-* \
+    rm -rf "$PGDATA" "$PGBR_BASE1" "$PGBR_BASE2" "$PGS_BASE" "$PGS_ENC_BASE" "$PGSB_BASE" "$WORKDIR"/snap-* \
       "$WORKDIR"/restore-* "${WORKDIR:?}/bin" "$WORKDIR/pgbr-lock" "$WORKDIR/pgbr-spool" \
       "$SOCK" "$VSOCK" "${EXTRA_DIRS[@]}"
     log "removed the cluster, repositories and copies; results and logs are in $WORKDIR"
@@ -271,7 +295,7 @@ record() {  # step tool wall rss stored repo_delta reported note
 backup_bytes() {
   if [[ $S3 == 1 ]]; then
     case $1 in
-      pgstrata) s3_bytes "$(s3_prefix pgstrata)" wal ;;
+      pgstrata|pgstrata_base) s3_bytes "$(s3_prefix "$1")" wal ;;
       pgbr_file|pgbr_block) s3_bytes "$(s3_prefix "$1")/backup" ;;
     esac
     return
@@ -279,6 +303,7 @@ backup_bytes() {
   case $1 in
     pgstrata) echo $(( $(bytes_of "$PGS_REPO") - $(bytes_of "$PGS_REPO/$PGSTRATA_WAL_SUBDIR") )) ;;
     pgstrata_enc) echo $(( $(bytes_of "$PGS_ENC_REPO") - $(bytes_of "$PGS_ENC_REPO/$PGSTRATA_WAL_SUBDIR") )) ;;
+    pgstrata_base) echo $(( $(bytes_of "$PGSB_REPO") - $(bytes_of "$PGSB_REPO/$PGSTRATA_WAL_SUBDIR") )) ;;
     pgbr_file) bytes_of "$PGBR_REPO1/backup" ;;
     pgbr_block) bytes_of "$PGBR_REPO2/backup" ;;
   esac
@@ -286,23 +311,23 @@ backup_bytes() {
 repo_bytes() {
   if [[ $S3 == 1 ]]; then
     case $1 in
-      pgstrata|pgbr_file|pgbr_block) s3_bytes "$(s3_prefix "$1")" ;;
+      pgstrata|pgstrata_base|pgbr_file|pgbr_block) s3_bytes "$(s3_prefix "$1")" ;;
     esac
     return
   fi
   case $1 in
     pgstrata) bytes_of "$PGS_REPO" ;;
     pgstrata_enc) bytes_of "$PGS_ENC_REPO" ;;
+    pgstrata_base) bytes_of "$PGSB_REPO" ;;
     pgbr_file) bytes_of "$PGBR_REPO1" ;;
     pgbr_block) bytes_of "$PGBR_REPO2" ;;
   esac
 }
 
 # pgstrata's own figure for the newest backup (info --output json: stored_bytes).
-pgstrata_reported() {  # [repo args...]
-  local args=("$@")
-  ((${#args[@]})) || args=("${PGS_ARGS[@]}")
-  "${AS_PG[@]}" "$PGS" "${args[@]}" info --output json 2>/dev/null | python3 -c '
+pgstrata_reported() {  # binary repo-args...
+  local bin=$1; shift
+  "${AS_PG[@]}" "$bin" "$@" info --output json 2>/dev/null | python3 -c '
 import json, sys
 try:
     d = json.load(sys.stdin)
@@ -315,6 +340,7 @@ except Exception:
 
 TOOLS=(pgbr_file pgbr_block)
 [[ $ENCRYPTED != 1 ]] || TOOLS=(pgstrata_enc "${TOOLS[@]}")
+[[ -z $PGS_BASELINE ]] || TOOLS=(pgstrata_base "${TOOLS[@]}")
 [[ $SKIP_PGSTRATA == 1 ]] || TOOLS=(pgstrata "${TOOLS[@]}")
 ENC_ARGS=(--config "$PGS_ENC_CONF")
 
@@ -324,14 +350,21 @@ backup_cmd() {  # tool type -> sets CMD
                    --start-fast --workers 2 --compress-level 3) ;;
     pgstrata_enc) CMD=("${AS_PG[@]}" "$PGS" "${ENC_ARGS[@]}" backup --pgdata "$PGDATA" --type "$2"
                    --start-fast --workers 2 --compress-level 3) ;;
+    pgstrata_base) CMD=("${AS_PG[@]}" "$PGSB" "${PGSB_ARGS[@]}" backup --pgdata "$PGDATA" --type "$2"
+                   --start-fast --workers 2 --compress-level 3) ;;
     pgbr_file) CMD=("${AS_PG[@]}" pgbackrest --config="$PGBR_CONF" --stanza=bench --repo=1 --type="$2" backup) ;;
     pgbr_block) CMD=("${AS_PG[@]}" pgbackrest --config="$PGBR_CONF" --stanza=bench --repo=2 --type="$2" backup) ;;
   esac
 }
 
 # Where each tool keeps its repository and its WAL archive in the bucket.
-s3_prefix() { case $1 in pgstrata) echo "pgstrata$SUFFIX" ;; pgbr_file) echo "pgbr-file$SUFFIX" ;; pgbr_block) echo "pgbr-block$SUFFIX" ;; esac; }
-s3_wal() { case $1 in pgstrata) echo wal ;; *) echo archive ;; esac; }
+s3_prefix() {
+  case $1 in
+    pgstrata) echo "pgstrata$SUFFIX" ;; pgstrata_base) echo "pgstrata-base$SUFFIX" ;;
+    pgbr_file) echo "pgbr-file$SUFFIX" ;; pgbr_block) echo "pgbr-block$SUFFIX" ;;
+  esac
+}
+s3_wal() { case $1 in pgstrata*) echo wal ;; *) echo archive ;; esac; }
 declare -A REQ
 
 run_backups() {  # step type
@@ -344,7 +377,7 @@ run_backups() {  # step type
     # started in (so that a later write changes a timestamp the next backup
     # sees): started at a random moment that costs 0 to 1 s. Every backup
     # starts at .85 s past a second, so that cost is the same in every run
-    # (pgstrata, which does not wait since 2026-12, is started the same way).
+    # (pgstrata, which does not wait, is started the same way).
     sleep "$(date +%N | awk '{ d = 0.85 - $1 / 1e9; if (d < 0) d += 1; printf "%.3f", d }')"
     [[ $S3 != 1 ]] || s3_mark
     measure "$step" "$tool" "${CMD[@]}"
@@ -352,8 +385,11 @@ run_backups() {  # step type
     wait_archive
     b1=$(backup_bytes "$tool"); r1=$(repo_bytes "$tool")
     rep=-
-    [[ $tool != pgstrata ]] || rep=$(pgstrata_reported)
-    [[ $tool != pgstrata_enc ]] || rep=$(pgstrata_reported "${ENC_ARGS[@]}")
+    case $tool in
+      pgstrata) rep=$(pgstrata_reported "$PGS" "${PGS_ARGS[@]}") ;;
+      pgstrata_enc) rep=$(pgstrata_reported "$PGS" "${ENC_ARGS[@]}") ;;
+      pgstrata_base) rep=$(pgstrata_reported "$PGSB" "${PGSB_ARGS[@]}") ;;
+    esac
     record "$step" "$tool" "$WALL" "$RSS" $((b1 - b0)) $((r1 - r0)) "$rep" "--type $type"
   done
 }
@@ -372,12 +408,20 @@ log "workdir $WORKDIR; ROWS=$ROWS SCALE=$SCALE TXNS=$TXNS x $CLIENTS clients; to
 # Every repository gets each segment at the same moment (the pushes run in
 # parallel), so that no column's backups wait longer for their WAL: each
 # backup waits for its stop segment to be archived into its own repository.
-PGBR_PUSH="pgbackrest --config=$PGBR_CONF --stanza=bench archive-push %p"
-ARCHIVE_CMD=$PGBR_PUSH
-[[ $SKIP_PGSTRATA == 1 ]] ||
-  ARCHIVE_CMD="{ $PGBR_PUSH & p=\$!; $PGS ${PGS_ARGS[*]} archive-push %p && wait \$p; }"
-[[ $ENCRYPTED != 1 ]] ||
-  ARCHIVE_CMD="{ $PGBR_PUSH & p=\$!; $PGS ${PGS_ARGS[*]} archive-push %p & q=\$!; $PGS ${ENC_ARGS[*]} archive-push %p && wait \$p && wait \$q; }"
+PUSHES=("pgbackrest --config=$PGBR_CONF --stanza=bench archive-push %p")
+[[ $SKIP_PGSTRATA == 1 ]] || PUSHES+=("$PGS ${PGS_ARGS[*]} archive-push %p")
+[[ $ENCRYPTED != 1 ]] || PUSHES+=("$PGS ${ENC_ARGS[*]} archive-push %p")
+[[ -z $PGS_BASELINE ]] || PUSHES+=("$PGSB ${PGSB_ARGS[*]} archive-push %p")
+# All but the last push in the background; the command fails when any of them does.
+ARCHIVE_CMD=${PUSHES[-1]}
+if ((${#PUSHES[@]} > 1)); then
+  ARCHIVE_CMD="{ " waits=
+  for ((i = 0; i < ${#PUSHES[@]} - 1; i++)); do
+    ARCHIVE_CMD+="${PUSHES[i]} & p$i=\$!; "
+    waits+=" && wait \$p$i"
+  done
+  ARCHIVE_CMD+="${PUSHES[-1]}$waits; }"
+fi
 cat >>"$PGDATA/postgresql.conf" <<EOF
 
 # ---- pgstrata benchmark
@@ -416,25 +460,32 @@ if [[ $ENCRYPTED == 1 ]]; then
   [[ -z ${AS_PG[*]} ]] || chown "$PGOS" "$PGS_PASS"
 fi
 
+pgs_s3_conf() {  # file prefix cache-dir: a pgstrata config for a repository in the bucket
+  "${AS_PG[@]}" mkdir -p "$3"
+  "${AS_PG[@]}" tee "$1" >/dev/null <<EOF
+repo = "s3://$S3_BUCKET/$2"
+s3-endpoint = "https://127.0.0.1:$S3_PORT"
+s3-ca-file = "$S3_CA"
+s3-uri-style = "path"
+cache-dir = "$3"
+EOF
+}
+
 # use_repos SUFFIX [init]: point every tool, archive_command included (it reads the
 # same config files), at the repositories named with SUFFIX; with init, create them.
 use_repos() {
   SUFFIX=$1
-  PGS_REPO=$PGS_BASE$SUFFIX PGS_ENC_REPO=$PGS_ENC_BASE$SUFFIX
+  PGS_REPO=$PGS_BASE$SUFFIX PGS_ENC_REPO=$PGS_ENC_BASE$SUFFIX PGSB_REPO=$PGSB_BASE$SUFFIX
   PGBR_REPO1=$PGBR_BASE1$SUFFIX PGBR_REPO2=$PGBR_BASE2$SUFFIX
   if [[ $S3 == 1 ]]; then
     PGBR_REPO1=/pgbr-file$SUFFIX PGBR_REPO2=/pgbr-block$SUFFIX
-    "${AS_PG[@]}" mkdir -p "$WORKDIR/pgs-cache$SUFFIX"
-    "${AS_PG[@]}" tee "$PGS_CONF" >/dev/null <<EOF
-repo = "s3://$S3_BUCKET/pgstrata$SUFFIX"
-s3-endpoint = "https://127.0.0.1:$S3_PORT"
-s3-ca-file = "$S3_CA"
-s3-uri-style = "path"
-cache-dir = "$WORKDIR/pgs-cache$SUFFIX"
-EOF
+    pgs_s3_conf "$PGS_CONF" "pgstrata$SUFFIX" "$WORKDIR/pgs-cache$SUFFIX"
+    [[ -z $PGS_BASELINE ]] || pgs_s3_conf "$PGSB_CONF" "pgstrata-base$SUFFIX" "$WORKDIR/pgs-base-cache$SUFFIX"
   else
     "${AS_PG[@]}" mkdir -p "$PGBR_REPO1" "$PGBR_REPO2"
     printf 'repo = "%s"\n' "$PGS_REPO" | "${AS_PG[@]}" tee "$PGS_CONF" >/dev/null
+    [[ -z $PGS_BASELINE ]] ||
+      printf 'repo = "%s"\n' "$PGSB_REPO" | "${AS_PG[@]}" tee "$PGSB_CONF" >/dev/null
   fi
   printf 'repo = "%s"\npassphrase-file = "%s"\n' "$PGS_ENC_REPO" "$PGS_PASS" |
     "${AS_PG[@]}" tee "$PGS_ENC_CONF" >/dev/null
@@ -468,6 +519,10 @@ EOF
   if [[ $SKIP_PGSTRATA != 1 ]]; then
     "${AS_PG[@]}" "$PGS" "${PGS_ARGS[@]}" init >"$LOGS/pgstrata-init$SUFFIX.log" 2>&1 ||
       { cat "$LOGS/pgstrata-init$SUFFIX.log" >&2; die "pgstrata init failed"; }
+  fi
+  if [[ -n $PGS_BASELINE ]]; then
+    "${AS_PG[@]}" "$PGSB" "${PGSB_ARGS[@]}" init >"$LOGS/pgstrata-base-init$SUFFIX.log" 2>&1 ||
+      { cat "$LOGS/pgstrata-base-init$SUFFIX.log" >&2; die "pgstrata init (PGS_BASELINE) failed"; }
   fi
   if [[ $ENCRYPTED == 1 ]]; then
     "${AS_PG[@]}" "$PGS" "${ENC_ARGS[@]}" init --encrypt >"$LOGS/pgstrata-enc-init$SUFFIX.log" 2>&1 ||
@@ -568,82 +623,117 @@ run_backups incr incr
 run_backups full2 full
 
 # ---------------------------------------------------------------- restore
-restore_median() {  # tool dir; runs CMD RESTORE_RUNS times into an emptied dir
-  local tool=$1 dir=$2 walls=() rss=0 k
-  for ((k = 1; k <= RESTORE_RUNS; k++)); do
-    if ((k > 1)); then
-      "${AS_PG[@]}" find "$dir" -mindepth 1 -delete
-    fi
-    [[ $S3 != 1 || $tool == floor* ]] || s3_mark
-    measure restore "$tool" "${CMD[@]}"
-    [[ $S3 != 1 || $tool == floor* ]] ||
-      REQ[restore/$tool]=$(s3_requests "$(s3_prefix "$tool")" "$(s3_wal "$tool")")
-    walls+=("$WALL")
-    ((RSS > rss)) && rss=$RSS
-  done
-  RUNS="${walls[*]}"
-  WALL=$(median "${walls[@]}")
-  RSS=$rss
+# Interleaved rounds, each tool once per round in a fixed order that alternates pgstrata
+# and pgBackRest: the machine's slow spells then fall on neighbouring runs of different
+# tools alike, not on one tool's runs. Every run starts from the same state: no other
+# restore on disk, nothing dirty to write back, nothing of the repository in the page cache.
+RESTORE_ORDER=()
+for t in pgstrata pgbr_file pgstrata_base pgbr_block pgstrata_enc floor floor_sync; do
+  if [[ $t == floor* || " ${TOOLS[*]} " == *" $t "* ]]; then RESTORE_ORDER+=("$t"); fi
+done
+if [[ -w /proc/sys/vm/drop_caches ]] && { sync; echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null; then
+  DROP_CACHES=1 CACHES="page cache dropped before each run"
+else
+  DROP_CACHES=0 CACHES="page cache NOT dropped (/proc/sys/vm/drop_caches is not writable here)"
+  log "restore: $CACHES: runs after the first of a tool may read its repository from memory"
+fi
+restore_cmd() {  # tool dir -> sets CMD
+  case $1 in
+    pgstrata) CMD=("${AS_PG[@]}" "$PGS" "${PGS_ARGS[@]}" restore --pgdata "$2" --workers 2) ;;
+    pgstrata_base) CMD=("${AS_PG[@]}" "$PGSB" "${PGSB_ARGS[@]}" restore --pgdata "$2" --workers 2) ;;
+    pgstrata_enc) CMD=("${AS_PG[@]}" "$PGS" "${ENC_ARGS[@]}" restore --pgdata "$2" --workers 2) ;;
+    pgbr_file) CMD=("${AS_PG[@]}" pgbackrest --config="$PGBR_CONF" --stanza=bench --repo=1 --pg1-path="$2" restore) ;;
+    pgbr_block) CMD=("${AS_PG[@]}" pgbackrest --config="$PGBR_CONF" --stanza=bench --repo=2 --pg1-path="$2" restore) ;;
+    floor) CMD=(cp -a "$PGDATA/base" "$2/") ;;
+    # The same copy made durable, as a restore's is (syncfs of the file system).
+    floor_sync) CMD=(sh -c 'cp -a "$1" "$2/" && sync -f "$2"' sh "$PGDATA/base" "$2") ;;
+  esac
 }
-# Start a restored cluster (recovery from its own archive), compare the row counts;
-# then remove it (a big profile's restores would not fit the disk side by side).
+declare -A R_WALLS R_RSS R_BYTES
+PREV_TARGET=
+restore_run() {  # round tool
+  local round=$1 tool=$2 dir=$WORKDIR/restore-$2
+  # One restored copy on disk at a time (a big profile's would not fit side by side);
+  # KEEP=1 keeps each tool's last one.
+  rm -rf "$dir"
+  [[ $KEEP == 1 || -z $PREV_TARGET ]] || rm -rf "$PREV_TARGET"
+  PREV_TARGET=$dir
+  "${AS_PG[@]}" mkdir -m 0700 "$dir"
+  sync
+  ((DROP_CACHES == 0)) || echo 3 >/proc/sys/vm/drop_caches
+  restore_cmd "$tool" "$dir"
+  [[ $S3 != 1 || $tool == floor* ]] || s3_mark
+  measure "restore-run$round" "$tool" "${CMD[@]}"
+  [[ $S3 != 1 || $tool == floor* ]] ||
+    REQ[restore/$tool]=$(s3_requests "$(s3_prefix "$tool")" "$(s3_wal "$tool")")
+  record "restore-run$round" "$tool" "$WALL" "$RSS" - - - "round $round of $RESTORE_PAIRS"
+  R_WALLS[$tool]+=" $WALL"
+  if ((RSS > ${R_RSS[$tool]:-0})); then R_RSS[$tool]=$RSS; fi
+  if ((round == 1)); then
+    R_BYTES[$tool]=$(bytes_of "$dir")
+    [[ $tool == floor* ]] || verify_restored "$tool"
+  fi
+}
+# Start a restored cluster (recovery from its own archive), compare the row counts.
 declare -A VERIFIED
 verify_restored() {  # tool
   local tool=$1 dir=$WORKDIR/restore-$1 got=
-  if [[ $VERIFY == 1 ]]; then
-    log "verify: starting the cluster restored by $tool"
-    CLUSTERS_UP+=("$dir")
-    if "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$dir" -l "$LOGS/verify.$tool.postgres.log" -w -t 600 \
-         -o "-c unix_socket_directories=$VSOCK -c port=$PORT -c archive_mode=off" start >/dev/null; then
-      for _ in {1..600}; do   # wait until recovery has ended and the cluster is promoted
-        [[ $(PGHOST=$VSOCK sql "SELECT pg_is_in_recovery()" 2>/dev/null) == f ]] && break
-        sleep 0.5
-      done
-      got=$(PGHOST=$VSOCK sql "$CHECK_SQL" 2>>"$LOGS/verify.$tool.log") || true
-      "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$dir" -m fast -w stop >/dev/null || true
-    fi
-    if [[ $got == "$EXPECT" ]]; then VERIFIED[$tool]=ok; else VERIFIED[$tool]="FAILED (got '$got', want '$EXPECT')"; fi
-    printf 'verify\t%s\t-\t-\t-\t-\t-\t%s\n' "$tool" "${VERIFIED[$tool]}" >>"$RESULTS"
+  [[ $VERIFY == 1 ]] || return 0
+  log "verify: starting the cluster restored by $tool"
+  CLUSTERS_UP+=("$dir")
+  if "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$dir" -l "$LOGS/verify.$tool.postgres.log" -w -t 600 \
+       -o "-c unix_socket_directories=$VSOCK -c port=$PORT -c archive_mode=off" start >/dev/null; then
+    for _ in {1..600}; do   # wait until recovery has ended and the cluster is promoted
+      [[ $(PGHOST=$VSOCK sql "SELECT pg_is_in_recovery()" 2>/dev/null) == f ]] && break
+      sleep 0.5
+    done
+    got=$(PGHOST=$VSOCK sql "$CHECK_SQL" 2>>"$LOGS/verify.$tool.log") || true
+    "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$dir" -m fast -w stop >/dev/null || true
   fi
-  [[ $KEEP == 1 ]] || rm -rf "$dir"
+  if [[ $got == "$EXPECT" ]]; then VERIFIED[$tool]=ok; else VERIFIED[$tool]="FAILED (got '$got', want '$EXPECT')"; fi
+  printf 'verify\t%s\t-\t-\t-\t-\t-\t%s\n' "$tool" "${VERIFIED[$tool]}" >>"$RESULTS"
 }
-for tool in "${TOOLS[@]}"; do
-  dir=$WORKDIR/restore-$tool
-  "${AS_PG[@]}" mkdir -m 0700 "$dir"
-  case $tool in
-    pgstrata) CMD=("${AS_PG[@]}" "$PGS" "${PGS_ARGS[@]}" restore --pgdata "$dir" --workers 2) ;;
-    pgstrata_enc) CMD=("${AS_PG[@]}" "$PGS" "${ENC_ARGS[@]}" restore --pgdata "$dir" --workers 2) ;;
-    pgbr_file) CMD=("${AS_PG[@]}" pgbackrest --config="$PGBR_CONF" --stanza=bench --repo=1 --pg1-path="$dir" restore) ;;
-    pgbr_block) CMD=("${AS_PG[@]}" pgbackrest --config="$PGBR_CONF" --stanza=bench --repo=2 --pg1-path="$dir" restore) ;;
-  esac
-  # Three runs, the median reported: one restore's wall time varies by a
-  # quarter between runs on a shared machine. measure() syncs first, so a
-  # restore's syncfs does not pay for the writes of the steps before it.
-  restore_median "$tool" "$dir"
-  record restore "$tool" "$WALL" "$RSS" - - - "$(bytes_of "$dir") bytes restored; median of $RESTORE_RUNS: $RUNS"
-  verify_restored "$tool"
+log "restore: $RESTORE_PAIRS rounds of ${RESTORE_ORDER[*]}; $CACHES"
+for ((round = 1; round <= RESTORE_PAIRS; round++)); do
+  for tool in "${RESTORE_ORDER[@]}"; do restore_run "$round" "$tool"; done
 done
-dir=$WORKDIR/restore-floor
-"${AS_PG[@]}" mkdir -m 0700 "$dir"
-CMD=(cp -a "$PGDATA/base" "$dir/")
-restore_median floor "$dir"
-record restore floor "$WALL" "$RSS" - - - "cp -a PGDATA/base; median of $RESTORE_RUNS: $RUNS"
-# The same copy made durable, as a restore's is (syncfs of the file system).
-"${AS_PG[@]}" find "$dir" -mindepth 1 -delete
-CMD=(sh -c 'cp -a "$1" "$2/" && sync -f "$2"' sh "$PGDATA/base" "$dir")
-restore_median floor_sync "$dir"
-record restore floor_sync "$WALL" "$RSS" - - - "cp -a PGDATA/base && sync -f; median of $RESTORE_RUNS: $RUNS"
+[[ $KEEP == 1 ]] || rm -rf "$PREV_TARGET"
+# Each tool's cell: the median wall, the spread of the runs, the highest peak RSS.
+declare -A CELL_SPREAD
+for tool in "${RESTORE_ORDER[@]}"; do
+  read -ra walls <<<"${R_WALLS[$tool]}"
+  CELL_SPREAD[restore/$tool]=$(printf '%s\n' "${walls[@]}" | sort -n | sed -n '1p;$p' | paste -sd' ')
+  case $tool in
+    floor) what="cp -a PGDATA/base" ;;
+    floor_sync) what="cp -a PGDATA/base && sync -f" ;;
+    *) what="${R_BYTES[$tool]} bytes restored" ;;
+  esac
+  record restore "$tool" "$(median "${walls[@]}")" "${R_RSS[$tool]}" - - - \
+    "$what; median of $RESTORE_PAIRS interleaved runs (min max: ${CELL_SPREAD[restore/$tool]}): ${walls[*]}; $CACHES"
+done
+ratio() {  # step/tool step/tool -> median over median, or -
+  awk -v a="${CELL_WALL[$1]:-}" -v b="${CELL_WALL[$2]:-}" \
+    'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'
+}
+RATIO_PGBR=$(ratio restore/pgstrata restore/pgbr_file)
+RATIO_BASE=$(ratio restore/pgstrata restore/pgstrata_base)
+printf 'restore-ratio\tpgstrata/pgbr_file\t%s\t-\t-\t-\t-\tmedian over median\n' "$RATIO_PGBR" >>"$RESULTS"
+[[ -z $PGS_BASELINE ]] ||
+  printf 'restore-ratio\tpgstrata/pgstrata_base\t%s\t-\t-\t-\t-\tmedian over median\n' "$RATIO_BASE" >>"$RESULTS"
 
 # ---------------------------------------------------------------- report
 mb() { [[ $1 == - || -z $1 ]] && { echo -; return; }; awk -v b="$1" 'BEGIN { printf "%.1f", b / 1e6 }'; }
-cell() {  # step/tool -> "wall s / peak MiB / stored MB"
+cell() {  # step/tool -> "wall s [(min-max)] / peak MiB / stored MB"
   local k=$1
   [[ -n ${CELL_WALL[$k]:-} ]] || { echo -; return; }
-  awk -v w="${CELL_WALL[$k]}" -v r="${CELL_RSS[$k]}" -v s="${CELL_STORED[$k]}" 'BEGIN {
+  awk -v w="${CELL_WALL[$k]}" -v r="${CELL_RSS[$k]}" -v s="${CELL_STORED[$k]}" \
+      -v sp="${CELL_SPREAD[$k]:-}" 'BEGIN {
     st = (s == "-") ? "-" : sprintf("%.1f MB", s / 1e6)
-    printf "%.1f s / %.0f MiB / %s", w, r / 1024, st }'
+    range = ""
+    if (split(sp, m, " ") == 2) range = sprintf(" (%.1f-%.1f)", m[1], m[2])
+    printf "%.1f s%s / %.0f MiB / %s", w, range, r / 1024, st }'
 }
-declare -A HEAD=([pgstrata]=pgstrata [pgstrata_enc]="pgstrata encrypted" [pgbr_file]="pgBackRest file-level" [pgbr_block]="pgBackRest bundle + block incr")
+declare -A HEAD=([pgstrata]=pgstrata [pgstrata_base]="pgstrata baseline" [pgstrata_enc]="pgstrata encrypted" [pgbr_file]="pgBackRest file-level" [pgbr_block]="pgBackRest bundle + block incr")
 declare -A STEPNAME=([full1]="full #1" [incr]="incr (after the change)" [full2]="full #2 (no change since incr)" [restore]="restore latest")
 {
   echo
@@ -666,7 +756,11 @@ declare -A STEPNAME=([full1]="full #1" [incr]="incr (after the change)" [full2]=
   done
   echo
   echo "cells: wall s / peak RSS MiB / stored MB (what the step added to the repository's backup area; WAL archive excluded)"
-  echo "full #1: median wall of $FULL_RUNS run(s) and their highest peak RSS (runs in results.tsv, full1-median); restore: median of $RESTORE_RUNS"
+  echo "full #1: median wall of $FULL_RUNS run(s) and their highest peak RSS (runs in results.tsv, full1-median)"
+  echo "restore: median (min-max) wall of $RESTORE_PAIRS interleaved rounds and their highest peak RSS" \
+       "(runs in results.tsv, restore-runN); $CACHES"
+  echo "restore, pgstrata's median over pgBackRest file-level's: $RATIO_PGBR"
+  [[ -z $PGS_BASELINE ]] || echo "restore, pgstrata's median over pgstrata baseline's ($PGS_BASELINE): $RATIO_BASE"
   if ((BIG == 0)); then
     echo "ground truth (pagediff.py): ${T[changed_pages]} of $(( T[total_bytes] / 8192 )) pages changed" \
          "(${T[changed_pct]}%): $(mb "${T[changed_bytes]}") MB of $(mb "${T[total_bytes]}") MB, zstd-3 $(mb "${T[changed_zstd3_bytes]}") MB"
@@ -674,7 +768,7 @@ declare -A STEPNAME=([full1]="full #1" [incr]="incr (after the change)" [full2]=
   echo "workload: $((TXNS * CLIENTS)) transactions at ${TPS:-?} tps"
   if [[ $S3 == 1 ]]; then
     echo
-    echo "S3 requests per step (PUT / GET / LIST / HEAD / DELETE; WAL archiving left out; restore: one of its three runs):"
+    echo "S3 requests per step (PUT / GET / LIST / HEAD / DELETE; WAL archiving left out; restore: its last run):"
     echo
     printf '| step |'; for t in "${TOOLS[@]}"; do printf ' %s |' "${HEAD[$t]}"; done; echo
     printf '|---|'; for _ in "${TOOLS[@]}"; do printf -- '---|'; done; echo

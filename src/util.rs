@@ -43,13 +43,27 @@ pub fn holder_gone(host: Option<&str>, pid: Option<u32>) -> bool {
     }
 }
 
-/// RFC 3339 UTC, to the second, from unix microseconds.
+/// The UTC civil time `secs` seconds after the epoch; None outside the
+/// years -9999..=9999.
+pub fn utc_datetime(secs: i64) -> Option<jiff::civil::DateTime> {
+    // Civil arithmetic rather than `jiff::Timestamp`, whose range stops a
+    // day short of the year 9999's end.
+    let epoch = jiff::civil::date(1970, 1, 1).at(0, 0, 0, 0);
+    epoch
+        .checked_add(jiff::SignedDuration::from_secs(secs))
+        .ok()
+}
+
+/// RFC 3339 UTC, to the second (rounded down), from unix microseconds.
+/// A time outside the years -9999..=9999 reads as the epoch; one before
+/// year 0, which RFC 3339 cannot write, as "".
 pub fn rfc3339(us: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let t = t.replace_nanosecond(0).unwrap_or(t);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    let t = utc_datetime(us.div_euclid(1_000_000))
+        .unwrap_or(jiff::civil::date(1970, 1, 1).at(0, 0, 0, 0));
+    if t.year() < 0 {
+        return String::new();
+    }
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// Quote a value for postgresql.conf.
@@ -191,6 +205,12 @@ mod tests {
         assert_eq!(human(3 << 30), "3.0 GiB");
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000_123_456), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(rfc3339(-62_135_596_800_000_000), "0001-01-01T00:00:00Z");
+        assert_eq!(rfc3339(253_402_300_799_000_000), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(253_402_300_800_000_000), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(-62_167_219_201_000_000), "");
+        assert_eq!(rfc3339(i64::MIN), "1970-01-01T00:00:00Z");
         assert!(default_workers() >= 1);
         let me = host_name();
         assert!(!holder_gone(Some(&me), Some(std::process::id())));

@@ -1,6 +1,6 @@
 //! A private PostgreSQL server over a restored data directory (for drills):
 //! finding the right major's binaries, starting, waiting for recovery,
-//! `pg_amcheck`, and stopping.
+//! `pg_amcheck`, a user's read-only query, and stopping.
 //!
 //! Invariants:
 //! - The server is reachable only through a Unix socket in a private
@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use postgres::{Client, Config, NoTls};
+use postgres::{Client, Config, NoTls, SimpleQueryMessage};
 
 use crate::error::{Error, IoContext, Result};
 use crate::pg::{libpq, version};
@@ -221,6 +221,29 @@ fn private_settings(spec: &Spec, hba: &Path) -> Vec<(String, String)> {
     v
 }
 
+/// The rows of a query, each value as PostgreSQL prints it (None for NULL).
+pub type TextRows = Vec<Vec<Option<String>>>;
+
+/// Why [`Server::query_read_only`] returned no rows.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryFailure {
+    #[error(transparent)]
+    Connect(Error),
+    #[error("session settings: {0}")]
+    Settings(#[source] postgres::Error),
+    #[error("the query failed: {}", server_words(.0))]
+    Query(#[source] postgres::Error),
+}
+
+/// The server's severity and message for an error it reported (the
+/// driver's `Display` says only "db error"), else the driver's message.
+fn server_words(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => e.to_string(),
+    }
+}
+
 impl Server {
     /// Prepare the socket directory and start `postgres` in the background.
     pub fn start(spec: Spec) -> Result<Server> {
@@ -288,13 +311,43 @@ impl Server {
     }
 
     /// A connection to database `db`.
-    pub fn connect(&self, db: &str) -> Result<Client> {
+    fn connect(&self, db: &str) -> Result<Client> {
         self.config(db).connect(NoTls).map_err(|e| {
             Error::pg(
                 format!("connect to database {db:?} of the drill's server"),
                 e,
             )
         })
+    }
+
+    /// Run `sql` (one statement, written by a user) in database `db`, in a
+    /// session of its own that is read-only and cancels the statement after
+    /// `timeout`: it can neither change the copy for what runs next nor hang
+    /// the caller. The simple protocol returns every value as PostgreSQL
+    /// prints it.
+    pub fn query_read_only(
+        &self,
+        db: &str,
+        sql: &str,
+        timeout: Duration,
+    ) -> Result<TextRows, QueryFailure> {
+        let mut client = self.connect(db).map_err(QueryFailure::Connect)?;
+        client
+            .batch_execute(&format!(
+                "SET default_transaction_read_only = on; SET statement_timeout = {}",
+                timeout.as_millis()
+            ))
+            .map_err(QueryFailure::Settings)?;
+        let msgs = client.simple_query(sql).map_err(QueryFailure::Query)?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(r) => {
+                    Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+                }
+                _ => None,
+            })
+            .collect())
     }
 
     /// An error if the server process has exited.

@@ -202,12 +202,9 @@ fn change_in_the_reference_second_and_checksum_mode() {
             .as_str()
             .unwrap()
             .to_string();
-        let started =
-            time::OffsetDateTime::parse(&started, &time::format_description::well_known::Rfc3339)
-                .unwrap();
+        let started: jiff::Timestamp = started.parse().unwrap();
         // The incr's bound: the whole second before the start's.
-        let bound =
-            SystemTime::UNIX_EPOCH + Duration::from_secs(started.unix_timestamp() as u64 - 1);
+        let bound = SystemTime::UNIX_EPOCH + Duration::from_secs(started.as_second() as u64 - 1);
         if lagging_mtime >= bound {
             break;
         }

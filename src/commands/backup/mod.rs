@@ -136,12 +136,7 @@ fn plan(asked: Option<BackupType>, complete: &[BackupRow]) -> Plan {
 
 /// A backup id from its start time: `YYYYMMDD-HHMMSS` and F, D or I.
 fn backup_id(cat: &Catalog, start_us: i64, t: BackupType) -> Result<String> {
-    let dt = time::OffsetDateTime::from_unix_timestamp(start_us / 1_000_000)
-        .map_err(|e| Error::invalid(format!("clock: {e}")))?;
-    let fmt = time::macros::format_description!("[year][month][day]-[hour][minute][second]");
-    let base = dt
-        .format(&fmt)
-        .map_err(|e| Error::invalid(format!("clock: {e}")))?;
+    let base = id_stamp(start_us)?;
     let mut id = format!("{base}{}", t.letter());
     let mut n = 1;
     while cat.backup(&id)?.is_some() {
@@ -656,10 +651,34 @@ fn wait_for_wal(
     Ok(())
 }
 
+/// `YYYYMMDD-HHMMSS` in UTC for unix microseconds (whole seconds toward
+/// zero): the part of a backup id that orders backups by start time.
+fn id_stamp(start_us: i64) -> Result<String> {
+    let t = crate::util::utc_datetime(start_us / 1_000_000).ok_or_else(|| {
+        Error::invalid(format!(
+            "clock: {start_us} µs after the epoch is outside the years -9999..=9999"
+        ))
+    })?;
+    Ok(t.strftime("%Y%m%d-%H%M%S").to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::format::ChunkId;
+
+    #[test]
+    fn id_stamps() {
+        assert_eq!(id_stamp(0).unwrap(), "19700101-000000");
+        assert_eq!(id_stamp(1_700_000_000_999_999).unwrap(), "20231114-221320");
+        assert_eq!(id_stamp(1_709_210_096_000_000).unwrap(), "20240229-123456");
+        assert_eq!(
+            id_stamp(253_402_300_799_000_000).unwrap(),
+            "99991231-235959"
+        );
+        assert!(id_stamp(253_402_300_800_000_000).is_err());
+        assert!(id_stamp(i64::MAX).is_err());
+    }
 
     #[test]
     fn timeline_from_label() {

@@ -5,11 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use postgres::SimpleQueryMessage;
 use serde::{Deserialize, Serialize};
 
 use super::CheckResult;
-use crate::pg::server::Server;
+use crate::pg::server::{Server, TextRows};
 
 /// One `[[drill.check]]` of the configuration file.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -64,31 +63,11 @@ pub fn run(server: &Server, c: &DrillCheck) -> CheckResult {
     }
 }
 
-/// The rows of the query, as text (the simple protocol returns every type
-/// as PostgreSQL prints it), or why it failed.
-fn query(server: &Server, c: &DrillCheck) -> Result<Vec<Vec<Option<String>>>, String> {
-    let mut client = server.connect(&c.database).map_err(|e| e.to_string())?;
-    client
-        .batch_execute(&format!(
-            "SET default_transaction_read_only = on; SET statement_timeout = {}",
-            STATEMENT_TIMEOUT.as_millis()
-        ))
-        .map_err(|e| format!("session settings: {e}"))?;
-    let msgs = client
-        .simple_query(&c.sql)
-        .map_err(|e| match e.as_db_error() {
-            Some(db) => format!("the query failed: {}: {}", db.severity(), db.message()),
-            None => format!("the query failed: {e}"),
-        })?;
-    Ok(msgs
-        .into_iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
-            }
-            _ => None,
-        })
-        .collect())
+/// The rows of the check's query, or why it failed.
+fn query(server: &Server, c: &DrillCheck) -> Result<TextRows, String> {
+    server
+        .query_read_only(&c.database, &c.sql, STATEMENT_TIMEOUT)
+        .map_err(|e| e.to_string())
 }
 
 /// Does the result meet the expectation? The reason either way.

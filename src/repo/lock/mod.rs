@@ -130,9 +130,7 @@ fn acquire_local(repo: &Repository, command: &str, wait: Duration) -> Result<Fil
                 Err(e) => return Err(Error::io(&path, e.into())),
             }
         }
-        let since = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
+        let since = jiff::Timestamp::now();
         let info = format!(
             "pid {}, host {}, command {command}, since {since}",
             std::process::id(),

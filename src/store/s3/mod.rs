@@ -106,18 +106,21 @@ pub struct Upload {
     pub initiated: Option<SystemTime>,
 }
 
+/// An HTTP date (RFC 9110's IMF-fixdate, e.g. `Last-Modified`).
 fn parse_http_date(s: &str) -> Option<SystemTime> {
-    let fmt = time::macros::format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    );
-    let t = time::PrimitiveDateTime::parse(s.trim(), &fmt).ok()?;
-    Some(t.assume_utc().into())
+    let mut tm =
+        jiff::fmt::strtime::BrokenDownTime::parse("%a, %d %b %Y %H:%M:%S GMT", s.trim()).ok()?;
+    // Only the date counts: a server's wrong weekday does not void it.
+    tm.set_weekday(None);
+    let t = jiff::tz::Offset::UTC
+        .to_timestamp(tm.to_datetime().ok()?)
+        .ok()?;
+    Some(t.into())
 }
 
+/// An RFC 3339 time with its offset (S3's `Initiated`).
 fn parse_iso(s: &str) -> Option<SystemTime> {
-    time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
-        .ok()
-        .map(Into::into)
+    s.trim().parse::<jiff::Timestamp>().ok().map(Into::into)
 }
 
 impl S3Backend {
@@ -199,10 +202,6 @@ impl S3Backend {
     /// Multipart uploads under the prefix started before `older_than` ago.
     pub fn stale_uploads(&self, older_than: Duration) -> Result<Vec<Upload>> {
         self.0.stale_uploads(older_than)
-    }
-
-    pub fn abort_upload(&self, u: &Upload) -> Result<()> {
-        self.0.abort(&u.key, &u.upload_id)
     }
 }
 
@@ -716,5 +715,35 @@ mod tests {
         let i = parse_iso("2026-11-22T15:00:00.000Z").unwrap();
         assert_eq!(t, i);
         assert!(parse_http_date("yesterday").is_none());
+        let at = |secs: u64| Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+        // RFC 9110's IMF-fixdate, as S3 sends Last-Modified.
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            at(784_111_777)
+        );
+        assert_eq!(parse_http_date(" Thu, 01 Jan 1970 00:00:00 GMT "), at(0));
+        assert_eq!(
+            parse_http_date("Thu, 29 Feb 2024 23:59:59 GMT"),
+            at(1_709_251_199)
+        );
+        // The weekday is not checked against the date.
+        assert_eq!(
+            parse_http_date("Mon, 06 Nov 1994 08:49:37 GMT"),
+            at(784_111_777)
+        );
+        assert!(parse_http_date("Sun, 06 Nov 1994 08:49:37").is_none());
+        assert!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT trailing").is_none());
+        assert!(parse_http_date("Sun, 31 Nov 1994 08:49:37 GMT").is_none());
+        assert!(parse_http_date("1994-11-06T08:49:37Z").is_none());
+        // ISO 8601 / RFC 3339 as ListMultipartUploads reports Initiated.
+        assert_eq!(parse_iso("1994-11-06T08:49:37Z"), at(784_111_777));
+        assert_eq!(
+            parse_iso("1994-11-06T08:49:37.250Z"),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_millis(784_111_777_250))
+        );
+        assert_eq!(parse_iso("1994-11-06T10:49:37+02:00"), at(784_111_777));
+        assert!(parse_iso("1994-11-06T08:49:37").is_none());
+        assert!(parse_iso("Sun, 06 Nov 1994 08:49:37 GMT").is_none());
+        assert!(parse_iso("").is_none());
     }
 }
