@@ -103,11 +103,6 @@ impl Error {
             _ => Error::Internal(format!("{what}: I/O error")),
         }
     }
-    /// Is this a user's mistake (bad input or a request that conflicts with
-    /// the repository's state), rather than damage or a failure?
-    pub fn is_user_input(&self) -> bool {
-        matches!(self, Error::Invalid(_))
-    }
     pub fn pg(context: impl Into<String>, source: postgres::Error) -> Self {
         Error::Postgres {
             context: context.into(),

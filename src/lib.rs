@@ -46,6 +46,7 @@ pub use commands::drill::{
 };
 pub use commands::expire::{run as expire, ExpireOptions, ExpirePlan, Retention};
 pub use commands::info::{gather as info, render_text as render_info, Info};
+pub use commands::invocation::Invocation;
 pub use commands::repair::{rebuild_catalog, RepairReport};
 pub use commands::restore::{
     apply as apply_restore, archiving_summary as restore_archiving_summary, parse_target_time,
@@ -63,7 +64,7 @@ pub use progress::{Bar, Lines, Progress, Silent};
 pub use repo::{InitOutcome, Location, Passphrase, PassphraseSource, Repository, PASSPHRASE_ENV};
 pub use store::s3::{S3Backend, S3Config, S3Credentials};
 pub use store::{Backend, RequestCounts};
-pub use util::human;
+pub use util::{human, shell_word};
 
 /// Internals for the crate's own benchmarks and crash tests; not an API.
 #[cfg(feature = "testing")]

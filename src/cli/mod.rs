@@ -5,13 +5,14 @@
 mod archiving;
 pub mod args;
 pub mod config;
+mod invocation;
 mod malloc;
 mod remote;
 mod settings;
 
-use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::bail;
 use clap::CommandFactory;
@@ -25,6 +26,7 @@ use pgstrata::{
 use archiving::AsyncSettings;
 pub use args::Cli;
 pub use config::FileConfig;
+use invocation::SelfCommand;
 pub use settings::Usage;
 use settings::{Run, Settings, Standalone};
 
@@ -65,7 +67,7 @@ fn execute(s: Settings) -> anyhow::Result<Outcome> {
         )?,
         Run::ChangePassphrase { ref new } => change_passphrase(&open()?, new, quiet)?,
         Run::Backup { opts, auto_expire } => backup(&open()?, cluster, &opts, auto_expire, quiet)?,
-        Run::Restore { opts } => {
+        Run::Restore { opts, .. } => {
             malloc::return_freed_memory();
             restore(&open()?, cluster, &opts, quiet)?
         }
@@ -74,7 +76,7 @@ fn execute(s: Settings) -> anyhow::Result<Outcome> {
             path,
             level,
             async_push,
-        } => archive_push(&s.global_args, cluster, &path, level, async_push, &open)?,
+        } => archive_push(&s.invocation, cluster, &path, level, async_push, &open)?,
         Run::ArchiveGet {
             name,
             dest,
@@ -84,7 +86,7 @@ fn execute(s: Settings) -> anyhow::Result<Outcome> {
             let found = match prefetch {
                 None => pgstrata::archive_get(&open()?, cluster, history, &name, &dest)?,
                 Some((spool, count)) => {
-                    let p = prefetcher(&s.global_args, cluster, history, spool, count)?;
+                    let p = prefetcher(&s.invocation, cluster, history, spool, count);
                     pgstrata::archive_get_prefetched(&p, &name, &dest, open)?
                 }
             };
@@ -93,7 +95,7 @@ fn execute(s: Settings) -> anyhow::Result<Outcome> {
             }
         }
         run @ (Run::ArchivePushWorker { .. } | Run::ArchiveGetWorker { .. }) => {
-            worker(run, &s.global_args, cluster, &open()?)?
+            worker(run, &s.invocation, cluster, &open()?)?
         }
         Run::Upgrade { pgdata, lock_wait } => {
             upgrade(&open()?, cluster, &pgdata, lock_wait, quiet)?
@@ -153,7 +155,7 @@ fn upgrade(
 
 /// The background pusher and prefetcher, started by archive-push and
 /// archive-get.
-fn worker(run: Run, global: &[OsString], cluster: &str, r: &Repository) -> anyhow::Result<()> {
+fn worker(run: Run, inv: &Arc<SelfCommand>, cluster: &str, r: &Repository) -> anyhow::Result<()> {
     match run {
         Run::ArchivePushWorker {
             pg_wal,
@@ -171,7 +173,7 @@ fn worker(run: Run, global: &[OsString], cluster: &str, r: &Repository) -> anyho
             workers,
             seg_size,
         } => {
-            let p = prefetcher(global, cluster, history, spool, count)?;
+            let p = prefetcher(inv, cluster, history, spool, count);
             let n = pgstrata::archive_prefetcher(r, &p, seg_size, workers)?;
             tracing::info!("WAL prefetcher done: {n} segments fetched");
         }
@@ -217,7 +219,7 @@ fn verify(repo: &Repository, opts: &VerifyOptions, json: bool, quiet: bool) -> a
 }
 
 fn archive_push(
-    global: &[OsString],
+    inv: &SelfCommand,
     cluster: &str,
     path: &Path,
     level: i32,
@@ -235,19 +237,7 @@ fn archive_push(
     };
     // %p is relative to the data directory: the pusher gets pg_wal's full path.
     let pg_wal = std::env::current_dir()?.join(path.parent().unwrap_or(Path::new("")));
-    let mut worker = vec![std::env::current_exe()?.into_os_string()];
-    worker.extend_from_slice(global);
-    worker.extend([
-        "archive-push-worker".into(),
-        "--pg-wal".into(),
-        pg_wal.into_os_string(),
-        "--spool-dir".into(),
-        a.spool.clone().into_os_string(),
-        "--workers".into(),
-        a.workers.to_string().into(),
-        "--compress-level".into(),
-        level.to_string().into(),
-    ]);
+    let worker = inv.push_worker(cluster, &pg_wal, &a.spool, a.workers, level);
     let opts = AsyncPush {
         spool: a.spool,
         cluster: cluster.to_string(),
@@ -261,32 +251,19 @@ fn archive_push(
 }
 
 fn prefetcher(
-    global: &[OsString],
+    inv: &Arc<SelfCommand>,
     cluster: &str,
     history: u32,
     spool: PathBuf,
     count: usize,
-) -> anyhow::Result<Prefetch> {
-    let mut worker = vec![std::env::current_exe()?.into_os_string()];
-    worker.extend_from_slice(global);
-    worker.extend([
-        "archive-get-worker".into(),
-        "--history".into(),
-        history.to_string().into(),
-        "--spool-dir".into(),
-        spool.clone().into_os_string(),
-        "--prefetch".into(),
-        count.to_string().into(),
-        "--workers".into(),
-        "2".into(),
-    ]);
-    Ok(Prefetch {
+) -> Prefetch {
+    Prefetch {
         spool,
         cluster: cluster.to_string(),
         history,
         count,
-        worker,
-    })
+        invocation: inv.clone(),
+    }
 }
 
 fn check(repo: &Repository, cluster: &str, opts: &CheckOptions, quiet: bool) -> anyhow::Result<()> {

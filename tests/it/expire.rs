@@ -296,6 +296,34 @@ fn restored_tree(repo_path: &Path, id: &str, dest: &Path) -> BTreeMap<String, St
     restored_tree_of(&pgstrata::Repository::open(repo_path).unwrap(), id, dest)
 }
 
+/// The binary's command line for a local repository, as the library's
+/// restores need it (these tests never start the restored server).
+#[derive(Debug)]
+struct Bin(PathBuf);
+
+impl pgstrata::Invocation for Bin {
+    fn archive_command(&self, cluster: &str, _: Option<&pgstrata::PassphraseSource>) -> String {
+        format!(
+            "{BIN} --repo {} --cluster {cluster} archive-push %p",
+            self.0.display()
+        )
+    }
+    fn restore_command(
+        &self,
+        cluster: &str,
+        _: u32,
+        _: Option<&pgstrata::PassphraseSource>,
+    ) -> String {
+        format!(
+            "{BIN} --repo {} --cluster {cluster} archive-get %f \"%p\"",
+            self.0.display()
+        )
+    }
+    fn prefetcher(&self, _: &str, _: u32, _: &Path, _: usize, _: u64) -> Vec<std::ffi::OsString> {
+        Vec::new()
+    }
+}
+
 fn restored_tree_of(
     repo: &pgstrata::Repository,
     id: &str,
@@ -303,7 +331,7 @@ fn restored_tree_of(
 ) -> BTreeMap<String, String> {
     let mut o = pgstrata::RestoreOptions::new(dest);
     o.set = Some(id.to_string());
-    o.exe = Some(PathBuf::from(BIN));
+    o.invocation = Some(Arc::new(Bin(repo.root().to_path_buf())));
     let plan =
         pgstrata::plan_restore(repo, "main", &o).unwrap_or_else(|e| panic!("plan {id}: {e}"));
     pgstrata::apply_restore(repo, &plan, 2, &pgstrata::Silent)
@@ -670,7 +698,7 @@ fn an_expire_in_the_middle_of_a_restore_in(kind: Kind) {
     let plan = |r: &pgstrata::Repository, dest: &Path| {
         let mut o = pgstrata::RestoreOptions::new(dest);
         o.set = Some(latest.clone());
-        o.exe = Some(PathBuf::from(BIN));
+        o.invocation = Some(Arc::new(Bin(r.root().to_path_buf())));
         pgstrata::plan_restore(r, "main", &o).unwrap()
     };
     let apply = |r: &pgstrata::Repository, p: &pgstrata::RestorePlan| {

@@ -66,8 +66,8 @@ pub struct DrillOptions {
     /// Extra server settings for the copy (e.g. a smaller shared_buffers).
     pub settings: Vec<(String, String)>,
     pub workers: usize,
-    /// The binary `restore_command` calls (default: this executable).
-    pub exe: Option<PathBuf>,
+    /// How `restore_command` calls pgstrata; a drill needs one.
+    pub invocation: Option<std::sync::Arc<dyn crate::commands::invocation::Invocation>>,
 }
 
 impl Default for DrillOptions {
@@ -84,7 +84,7 @@ impl Default for DrillOptions {
             checks: Vec::new(),
             settings: Vec::new(),
             workers: default_workers(),
-            exe: None,
+            invocation: None,
         }
     }
 }
@@ -189,7 +189,7 @@ fn restore_options(opts: &DrillOptions, pgdata: &Path, tablespaces: &Path) -> Re
     r.recovery.primary_conninfo = None;
     r.recovery.archive_mode = restore::ArchiveMode::Off;
     r.workers = opts.workers;
-    r.exe = opts.exe.clone();
+    r.invocation = opts.invocation.clone();
     r
 }
 

@@ -26,6 +26,7 @@ mod timeline;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use archiving::summary as archiving_summary;
@@ -37,6 +38,7 @@ use rayon::prelude::*;
 use crate::catalog::{
     BackupRow, BackupStatus, Catalog, ChunkLoc, ClusterRow, FileKind, FileOrder, FileRow, Position,
 };
+use crate::commands::invocation::Invocation;
 use crate::error::{Error, IoContext, Result};
 use crate::format::BlockMap;
 use crate::pg::control;
@@ -51,25 +53,27 @@ pub struct RestoreOptions {
     /// A backup id, or `None` / `latest` to choose by the target.
     pub set: Option<String>,
     pub recovery: Recovery,
-    /// `--tablespace-map OID=DIR`.
+    /// Tablespace OID goes to DIR.
     pub tablespace_map: Vec<(u32, PathBuf)>,
-    /// `--tablespace-map-all DIR`: every other tablespace goes to `DIR/<oid>`.
+    /// Every other tablespace goes to `DIR/<oid>`.
     pub tablespace_map_all: Option<PathBuf>,
     /// Rewrite only what differs in an existing data directory of the cluster.
     pub delta: bool,
     pub workers: usize,
-    /// The binary `restore_command` calls (default: this executable).
-    pub exe: Option<PathBuf>,
-    /// Options `restore_command` passes to `archive-get` (e.g. prefetching:
-    /// `--prefetch 8 --spool-dir DIR`).
-    pub archive_get_args: Vec<String>,
-    /// How `restore_command` names the repository (e.g. `--repo s3://b/p
-    /// --s3-endpoint URL`); empty: `--repo` and its directory or URL.
-    pub repo_args: Vec<String>,
-    /// `--link-all`: recreate the backup's symbolic links (see `links`).
+    /// How `restore_command` calls pgstrata; a plan needs one.
+    pub invocation: Option<Arc<dyn Invocation>>,
+    /// Recreate the backup's symbolic links (see `links`).
     pub link_all: bool,
-    /// `--link-map PATH=DEST`: recreate link PATH, leading to DEST.
+    /// Recreate link PATH, leading to DEST.
     pub link_map: Vec<(String, PathBuf)>,
+}
+
+/// Options for unit tests: a stand-in invocation.
+#[cfg(test)]
+pub(crate) fn test_options(pgdata: impl Into<PathBuf>) -> RestoreOptions {
+    let mut o = RestoreOptions::new(pgdata);
+    o.invocation = crate::commands::invocation::fake::fake();
+    o
 }
 
 impl RestoreOptions {
@@ -82,26 +86,11 @@ impl RestoreOptions {
             tablespace_map_all: None,
             delta: false,
             workers: default_workers(),
-            exe: None,
-            archive_get_args: Vec::new(),
-            repo_args: Vec::new(),
+            invocation: None,
             link_all: false,
             link_map: Vec::new(),
         }
     }
-}
-
-/// Insert `args` after `archive-get` in a restore_command.
-fn with_get_args(cmd: String, args: &[String]) -> String {
-    if args.is_empty() {
-        return cmd;
-    }
-    let extra: Vec<String> = args.iter().map(|a| crate::util::shell_word(a)).collect();
-    cmd.replacen(
-        " archive-get ",
-        &format!(" archive-get {} ", extra.join(" ")),
-        1,
-    )
 }
 
 /// Everything a restore will do, decided before anything is written.
@@ -367,18 +356,9 @@ pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<R
     let tablespaces = tablespace::plan(&layout, opts, &target, delta)?;
     let links = links::plan(&layout, opts, &target, delta, &backup.id)?;
     check_data(repo, &cat, &backup)?;
-    let exe = match &opts.exe {
-        Some(e) => e.clone(),
-        None => std::env::current_exe().at("current executable")?,
-    };
-    let repo_words = match (&opts.repo_args, repo.is_remote()) {
-        (a, _) if !a.is_empty() => a.clone(),
-        (_, true) => vec!["--repo".into(), repo.name().to_string()],
-        (_, false) => {
-            let root = repo.root().canonicalize().at(repo.root())?;
-            vec!["--repo".into(), root.to_string_lossy().into_owned()]
-        }
-    };
+    let invocation = opts.invocation.as_ref().ok_or_else(|| {
+        Error::internal("a restore needs to know how restore_command calls pgstrata")
+    })?;
     let pass = repo.passphrase_source();
     if let Some(crate::repo::PassphraseSource::Env(var)) = pass {
         tracing::warn!(
@@ -386,8 +366,7 @@ pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<R
              environment must set {var}, or use passphrase-file or passphrase-command"
         );
     }
-    let cmd = recovery::restore_command(&exe, &repo_words, pass, cluster, backup.history);
-    let cmd = with_get_args(cmd, &opts.archive_get_args);
+    let cmd = invocation.restore_command(cluster, backup.history, pass);
     let recovery_conf = opts.recovery.settings(&cmd, &backup.id);
     Ok(RestorePlan {
         cluster: cluster.to_string(),
@@ -549,7 +528,7 @@ mod tests {
     use crate::repo::testkit::{content, Fixture};
 
     fn restore_to(f: &Fixture, dir: &Path) -> Result<RestoreStats> {
-        let plan = plan(&f.repo, "main", &RestoreOptions::new(dir))?;
+        let plan = plan(&f.repo, "main", &test_options(dir))?;
         apply(&f.repo, &plan, 2, &Silent)
     }
 
@@ -573,7 +552,7 @@ mod tests {
         let f = Fixture::new();
         let m = f.backup(1, &[("a", content(1, 300, 0)), ("c", content(2, 3, 100))]);
         let dir = f.scratch("out");
-        let first = plan(&f.repo, "main", &RestoreOptions::new(&dir)).unwrap();
+        let first = plan(&f.repo, "main", &test_options(&dir)).unwrap();
         assert!(!first.delta);
         // Half-written: the marker, one file, a stray.
         resume::begin(&first).unwrap();
@@ -581,7 +560,7 @@ mod tests {
         std::fs::write(dir.join("stray"), b"x").unwrap();
         drop(first);
         // Without --delta, the non-empty target is taken as unfinished.
-        let again = plan(&f.repo, "main", &RestoreOptions::new(&dir)).unwrap();
+        let again = plan(&f.repo, "main", &test_options(&dir)).unwrap();
         assert!(again.delta);
         apply(&f.repo, &again, 2, &Silent).unwrap();
         for (p, data) in &m.files {
@@ -590,7 +569,7 @@ mod tests {
         assert!(!dir.join("stray").exists());
         assert!(!dir.join(resume::MARKER).exists());
         // Finished, it is an ordinary non-empty directory again.
-        let e = plan(&f.repo, "main", &RestoreOptions::new(&dir)).unwrap_err();
+        let e = plan(&f.repo, "main", &test_options(&dir)).unwrap_err();
         assert!(e.to_string().contains("not empty"), "{e}");
     }
 
@@ -605,7 +584,7 @@ mod tests {
         }
         // The restore_command hands the passphrase file on.
         let conf = std::fs::read_to_string(dir.join("postgresql.auto.conf")).unwrap();
-        assert!(conf.contains("--passphrase-file"), "{conf}");
+        assert!(conf.contains("unlocked=true"), "{conf}");
         // A byte flipped on disk in the middle of the pack.
         let key = crate::format::keys::pack(&m.pack);
         let size = std::fs::metadata(f.repo.root().join(&key)).unwrap().len();
@@ -689,7 +668,7 @@ mod tests {
         let f = Fixture::new();
         let m = f.backup(1, &[("a", content(1, 2, 0))]);
         f.sql("UPDATE file_version SET blockmap = x'0102' WHERE path = 'a'");
-        let e = plan(&f.repo, "main", &RestoreOptions::new(f.scratch("out"))).unwrap_err();
+        let e = plan(&f.repo, "main", &test_options(f.scratch("out"))).unwrap_err();
         assert!(
             e.to_string()
                 .contains(&format!("file row of backup {}", m.id)),
