@@ -45,13 +45,13 @@ pub use commands::drill::{
     StepResult as DrillStepResult,
 };
 pub use commands::expire::{run as expire, ExpireOptions, ExpirePlan, Retention};
-pub use commands::info::{gather as info, render_text as render_info, Info};
+pub use commands::info::{gather as info, ClusterInfo, Info, LastDrill};
 pub use commands::invocation::Invocation;
 pub use commands::repair::{rebuild_catalog, RepairReport};
 pub use commands::restore::{
     apply as apply_restore, archiving_summary as restore_archiving_summary, parse_target_time,
-    plan as plan_restore, ArchiveMode, Recovery, RecoveryTarget, RestoreOptions, RestorePlan,
-    RestoreStats, TargetAction, TimelineTarget,
+    plan as plan_restore, ArchiveMode, Archiving, Recovery, RecoveryTarget, RestoreOptions,
+    RestorePlan, RestoreStats, TargetAction, TimelineTarget,
 };
 pub use commands::upgrade::{run as upgrade, UpgradeReport};
 pub use commands::verify::{
@@ -64,7 +64,7 @@ pub use progress::{Bar, Lines, Progress, Silent};
 pub use repo::{InitOutcome, Location, Passphrase, PassphraseSource, Repository, PASSPHRASE_ENV};
 pub use store::s3::{S3Backend, S3Config, S3Credentials};
 pub use store::{Backend, RequestCounts};
-pub use util::{human, shell_word};
+pub use util::{human, rfc3339, shell_word};
 
 /// Internals for the crate's own benchmarks and crash tests; not an API.
 #[cfg(feature = "testing")]

@@ -8,6 +8,7 @@ pub mod config;
 mod invocation;
 mod malloc;
 mod remote;
+mod render;
 mod settings;
 
 use std::io::IsTerminal;
@@ -18,15 +19,15 @@ use anyhow::bail;
 use clap::CommandFactory;
 
 use pgstrata::{
-    human, AsyncPush, CheckOptions, ExpireLog, ExpireOptions, ExpirePlan, InitOutcome,
-    PassphraseSource, Prefetch, Progress, PushOutcome, Repository, RestoreOptions, VerifyOptions,
-    VerifyReport,
+    human, AsyncPush, CheckOptions, ExpireOptions, InitOutcome, PassphraseSource, Prefetch,
+    Progress, PushOutcome, Repository, RestoreOptions, VerifyOptions,
 };
 
 use archiving::AsyncSettings;
 pub use args::Cli;
 pub use config::FileConfig;
 use invocation::SelfCommand;
+use render::{out, print_expire, print_verify, say};
 pub use settings::Usage;
 use settings::{Run, Settings, Standalone};
 
@@ -104,7 +105,7 @@ fn execute(s: Settings) -> anyhow::Result<Outcome> {
             let i = pgstrata::info(&open()?, s.cluster_given.as_deref())?;
             match json {
                 true => out(format_args!("{}\n", serde_json::to_string_pretty(&i)?)),
-                false => out(format_args!("{}", pgstrata::render_info(&i))),
+                false => out(format_args!("{}", render::info::text(&i))),
             }
         }
         Run::Verify { opts, json } => verify(&open()?, &opts, json, quiet)?,
@@ -191,9 +192,9 @@ fn expire(
 ) -> anyhow::Result<()> {
     let (plan, log) = pgstrata::expire(repo, cluster, opts, dry_run)?;
     match log {
-        None => out(format_args!("{}", plan.render())),
+        None => out(format_args!("{}", render::expire::plan(&plan))),
         Some(log) => {
-            tracing::info!("{}", plan.render());
+            tracing::info!("{}", render::expire::plan(&plan));
             print_expire(quiet, &plan, &log);
         }
     }
@@ -384,7 +385,10 @@ fn restore(
             s.files,
             s.elapsed.as_secs_f64(),
             s.pg_version,
-            pgstrata::restore_archiving_summary(repo, &plan, opts.recovery.archive_mode)
+            render::archiving(
+                &pgstrata::restore_archiving_summary(repo, &plan, opts.recovery.archive_mode),
+                &plan.cluster
+            )
         ),
     );
     Ok(())
@@ -424,7 +428,7 @@ fn drill(
     let r = pgstrata::drill(repo, cluster, opts, p.as_ref())?;
     match json {
         true => out(format_args!("{}\n", serde_json::to_string_pretty(&r)?)),
-        false if !quiet || !r.ok => out(format_args!("{}", r.render_text())),
+        false if !quiet || !r.ok => out(format_args!("{}", render::drill::report(&r))),
         false => {}
     }
     if let Some(f) = &r.failure {
@@ -455,95 +459,10 @@ fn man() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_expire(quiet: bool, plan: &ExpirePlan, log: &ExpireLog) {
-    say(
-        quiet,
-        format!(
-            "expired {} backups of cluster {}, removed {} WAL files, deleted {} and rewrote {} packs, \
-             removed {} leftovers: {} freed",
-            log.backups,
-            plan.cluster,
-            log.wal_files,
-            log.packs_deleted,
-            log.packs_rewritten,
-            log.orphans,
-            human(log.bytes_freed)
-        ),
-    );
-    if let Some(c) = log.catalog_compacted {
-        say(
-            quiet,
-            format!(
-                "compacted the catalog from {} to {}",
-                human(c.before),
-                human(c.after)
-            ),
-        );
-    }
-}
-
-fn print_verify(r: &VerifyReport, quiet: bool) {
-    if !quiet || !r.is_ok() {
-        out(format_args!(
-            "checked {} pack(s), {} chunk(s), {} WAL file(s), {}\n",
-            r.packs,
-            r.chunks,
-            r.wal_files,
-            human(r.bytes)
-        ));
-    }
-    for b in &r.backups {
-        if !quiet || !b.ok {
-            out(format_args!(
-                "backup {} ({}): {}\n",
-                b.id,
-                b.cluster,
-                if b.ok { "ok" } else { "DAMAGED" }
-            ));
-        }
-    }
-    if !quiet {
-        for n in &r.notes {
-            out(format_args!("note: {n}\n"));
-        }
-    }
-    for p in &r.problems {
-        out(format_args!("problem: {p}\n"));
-    }
-}
-
 fn progress(quiet: bool) -> Box<dyn Progress> {
     match (quiet, std::io::stderr().is_terminal()) {
         (true, _) => Box::new(pgstrata::Silent),
         (false, true) => Box::new(pgstrata::Bar::new()),
         (false, false) => Box::new(pgstrata::Lines),
-    }
-}
-
-/// Write to standard output. A reader that went away (a closed pipe, as in
-/// `pgstrata info | head`) gets nothing more, and the command ends with its
-/// own exit status (a damaged repository still fails `verify`); any other
-/// failure to write is reported.
-fn out(text: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static CLOSED: AtomicBool = AtomicBool::new(false);
-    if CLOSED.load(Ordering::Relaxed) {
-        return;
-    }
-    let mut o = std::io::stdout().lock();
-    if let Err(e) = o.write_fmt(text).and_then(|()| o.flush()) {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            CLOSED.store(true, Ordering::Relaxed);
-            return;
-        }
-        eprintln!("pgstrata: error: cannot write to standard output: {e}");
-        std::process::exit(1);
-    }
-}
-
-fn say(quiet: bool, msg: String) {
-    if !quiet {
-        out(format_args!("{msg}\n"));
     }
 }

@@ -430,8 +430,7 @@ fn crash_at_each_step(
         if let Ok((plan, _)) = first {
             assert!(
                 plan.delete_packs.len() + plan.rewrite_packs.len() > 0,
-                "nothing to collect: {}",
-                plan.render()
+                "nothing to collect: {plan:?}"
             );
             std::fs::remove_dir_all(&copy).unwrap();
             break;
@@ -453,8 +452,7 @@ fn crash_at_each_step(
         let (again, _) = pgstrata::expire(&r, "main", opts, true).unwrap();
         assert!(
             again.is_empty(),
-            "budget {budget_name}: still to do after a clean run:\n{}",
-            again.render()
+            "budget {budget_name}: still to do after a clean run:\n{again:?}"
         );
         for (id, want) in kept.iter().zip(golden) {
             assert_eq!(
@@ -536,8 +534,7 @@ fn a_crash_at_any_step_of_expire_on_s3_loses_nothing_kept() {
             let (again, _) = pgstrata::expire(&r, "main", &opts, true).unwrap();
             assert!(
                 again.is_empty(),
-                "{when}: still to do after a clean run:\n{}",
-                again.render()
+                "{when}: still to do after a clean run:\n{again:?}"
             );
             let other = new_host(&copy);
             verify_repo_ok(&other, &format!("{when}: after the rerun"));
@@ -644,8 +641,7 @@ fn an_expire_in_the_middle_of_verify_in(kind: Kind) {
             let plan = keep_the_newest_full(&other);
             assert!(
                 plan.delete_packs.len() + plan.rewrite_packs.len() > 0,
-                "the expire removes no pack: {}",
-                plan.render()
+                "the expire removes no pack: {plan:?}"
             );
         },
     ));
@@ -714,15 +710,13 @@ fn an_expire_in_the_middle_of_a_restore_in(kind: Kind) {
             let plan = keep_the_newest_full(&other);
             assert!(
                 !plan.rewrite_packs.is_empty(),
-                "the expire rewrites no pack: {}",
-                plan.render()
+                "the expire rewrites no pack: {plan:?}"
             );
             // The next one finds the replaced packs orphaned, and leaves them.
             let plan = keep_the_newest_full(&other);
             assert!(
                 plan.orphans.iter().any(|k| k.starts_with("packs/")),
-                "no pack left for the second expire: {}",
-                plan.render()
+                "no pack left for the second expire: {plan:?}"
             );
         },
     ));

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use archiving::summary as archiving_summary;
+pub use archiving::{summary as archiving_summary, Archiving};
 pub use recovery::{ArchiveMode, Recovery, TargetAction};
 pub use target::{parse_time as parse_target_time, RecoveryTarget, TimelineTarget};
 
