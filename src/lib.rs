@@ -46,7 +46,6 @@ pub use commands::drill::{
 };
 pub use commands::expire::{run as expire, ExpireOptions, ExpirePlan, Retention};
 pub use commands::info::{gather as info, ClusterInfo, Info, LastDrill};
-pub use commands::invocation::Invocation;
 pub use commands::repair::{rebuild_catalog, RepairReport};
 pub use commands::restore::{
     apply as apply_restore, archiving_summary as restore_archiving_summary, parse_target_time,
@@ -57,10 +56,11 @@ pub use commands::upgrade::{run as upgrade, UpgradeReport};
 pub use commands::verify::{
     run as verify, BackupVerdict, Problem, ProblemKind, VerifyOptions, VerifyReport,
 };
-pub use error::{Error, Result};
+pub use error::{Error, Hint, Result, Setting};
 pub use format::{BackupType, ChunkId};
 pub use pg::Lsn;
 pub use progress::{Bar, Lines, Progress, Silent};
+pub use repo::Invocation;
 pub use repo::{InitOutcome, Location, Passphrase, PassphraseSource, Repository, PASSPHRASE_ENV};
 pub use store::s3::{S3Backend, S3Config, S3Credentials};
 pub use store::{Backend, RequestCounts};

@@ -27,6 +27,7 @@ use archiving::AsyncSettings;
 pub use args::Cli;
 pub use config::FileConfig;
 use invocation::SelfCommand;
+pub use render::error::error as render_error;
 use render::{out, print_expire, print_verify, say};
 pub use settings::Usage;
 use settings::{Run, Settings, Standalone};
@@ -364,6 +365,7 @@ fn restore(
     quiet: bool,
 ) -> anyhow::Result<()> {
     let plan = pgstrata::plan_restore(repo, cluster, opts)?;
+    render::restore_warnings(&plan);
     let p = progress(quiet);
     let s = pgstrata::apply_restore(repo, &plan, opts.workers, p.as_ref())?;
     let how = if plan.delta {

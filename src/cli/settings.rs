@@ -466,7 +466,7 @@ fn restore(a: RestoreArgs, cfg: &FileConfig) -> R<Run> {
         ActionArg::Shutdown => TargetAction::Shutdown,
     });
     r.timeline = match a.target_timeline.as_deref().map(TimelineTarget::parse) {
-        Some(Err(e)) => return usage(e.to_string()),
+        Some(Err(e)) => return usage(super::render::error::library_error(&e)),
         Some(Ok(t)) => Some(t),
         None => None,
     };
@@ -517,12 +517,12 @@ fn recovery(
     } else if let Some(t) = time {
         match parse_target_time(&t) {
             Ok((at_us, text)) => RecoveryTarget::Time { text, at_us },
-            Err(e) => return usage(e.to_string()),
+            Err(e) => return usage(super::render::error::library_error(&e)),
         }
     } else if let Some(l) = lsn {
         match l.parse::<Lsn>() {
             Ok(l) => RecoveryTarget::Lsn(l),
-            Err(e) => return usage(e.to_string()),
+            Err(e) => return usage(super::render::error::library_error(&e)),
         }
     } else if let Some(x) = xid {
         if x.is_empty() || !x.bytes().all(|b| b.is_ascii_digit()) {
@@ -573,7 +573,7 @@ fn drill(a: DrillArgs, cfg: &FileConfig) -> R<Run> {
     }
     o.recovery.exclusive = a.target_exclusive;
     o.recovery.timeline = match a.target_timeline.as_deref().map(TimelineTarget::parse) {
-        Some(Err(e)) => return usage(e.to_string()),
+        Some(Err(e)) => return usage(super::render::error::library_error(&e)),
         Some(Ok(t)) => Some(t),
         None => None,
     };

@@ -1,4 +1,4 @@
-//! `check --pgdata DIR`: prove the live setup works before a backup needs it.
+//! `check`: prove the live setup works before a backup needs it.
 //!
 //! In order, stopping at the first failure with an error that names the
 //! setting to fix: the data directory is one; the server answers; it is a
@@ -13,9 +13,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::commands::invocation::{archive_command_setting, Invocation};
 use crate::error::{Error, Result};
 use crate::pg::conn::Server;
+use crate::repo::{archive_command_setting, Invocation};
 use crate::repo::{check_cluster_name, Repository};
 
 #[derive(Clone, Debug)]

@@ -11,7 +11,6 @@ pub(crate) mod check;
 pub(crate) mod drill;
 pub(crate) mod expire;
 pub(crate) mod info;
-pub(crate) mod invocation;
 pub(crate) mod repair;
 pub(crate) mod restore;
 pub(crate) mod upgrade;

@@ -78,10 +78,10 @@ mod tests {
         // Refused silently? No: backups and archiving say what to do.
         let cat = f.repo.catalog().unwrap();
         let e = cat.bind_cluster("main", NEW_ID, 16).unwrap_err();
-        assert!(e.to_string().contains("pgstrata upgrade"), "{e}");
+        assert!(e.to_string().contains("the upgrade command"), "{e}");
         let seg = fake_segment(f.dir.path(), "000000010000000000000001", 0xD113, NEW_ID);
         let e = crate::commands::archive::push(&f.repo, "main", &seg, 3).unwrap_err();
-        assert!(e.to_string().contains("pgstrata upgrade"), "{e}");
+        assert!(e.to_string().contains("the upgrade command"), "{e}");
 
         let r = run(&f.repo, "main", &pgdata, Duration::ZERO).unwrap();
         assert_eq!((r.from.seq, r.from.pg_version), (1, 15));

@@ -16,12 +16,17 @@ use std::sync::Arc;
 
 mod cache;
 mod copies;
+mod invocation;
 mod key;
 mod lock;
 #[cfg(test)]
 pub(crate) mod testkit;
 mod wal;
 
+pub(crate) use invocation::archive_command_setting;
+#[cfg(test)]
+pub(crate) use invocation::fake;
+pub use invocation::Invocation;
 pub use key::{Passphrase, PassphraseSource, PASSPHRASE_ENV};
 pub use lock::{ReaderGuard, RepoLock};
 pub use wal::{segment_range, timelines, WalStored};

@@ -3,10 +3,11 @@
 //! types serialized as they are.
 
 pub mod drill;
+pub mod error;
 pub mod expire;
 pub mod info;
 
-use pgstrata::{human, Archiving, ExpireLog, ExpirePlan, VerifyReport};
+use pgstrata::{human, Archiving, ExpireLog, ExpirePlan, RestorePlan, VerifyReport};
 
 pub fn print_expire(quiet: bool, plan: &ExpirePlan, log: &ExpireLog) {
     say(
@@ -62,6 +63,30 @@ pub fn print_verify(r: &VerifyReport, quiet: bool) {
     }
     for p in &r.problems {
         out(format_args!("problem: {p}\n"));
+    }
+}
+
+/// What a restore leaves out or changes, before it writes.
+pub fn restore_warnings(plan: &RestorePlan) {
+    for (path, to) in plan.links_not_restored() {
+        eprintln!(
+            "pgstrata: warning: {path} was a link to {}: the backup holds only the link, not \
+             what it leads to, so it is not restored (--link-all recreates the link)",
+            to.display()
+        );
+    }
+    let regular = plan.links_as_files();
+    if !regular.is_empty() {
+        const SHOWN: usize = 10;
+        let more = regular.len().saturating_sub(SHOWN);
+        let mut names = regular[..regular.len().min(SHOWN)].join(", ");
+        if more > 0 {
+            names.push_str(&format!(" and {more} more"));
+        }
+        eprintln!(
+            "pgstrata: warning: restored as regular files and directories, though they were \
+             symbolic links: {names} (--link-all restores them as links)"
+        );
     }
 }
 

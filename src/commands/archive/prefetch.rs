@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 
 use super::get;
 use super::spool::{spawn_detached, spool_dir};
-use crate::commands::invocation::Invocation;
 use crate::error::{Error, IoContext, Result};
 use crate::format::keys::wal_id;
 use crate::pg::{WalFileName, WalSegment};
+use crate::repo::Invocation;
 use crate::repo::Repository;
 use crate::util::{try_flock, write_replace, write_whole_with, Durability};
 
@@ -270,7 +270,7 @@ mod tests {
             cluster: "main".into(),
             history: 1,
             count: 3,
-            invocation: std::sync::Arc::new(crate::commands::invocation::fake::Fake),
+            invocation: std::sync::Arc::new(crate::repo::fake::Fake),
         };
         let dest = f.scratch("dest");
         assert!(

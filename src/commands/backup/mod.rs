@@ -29,12 +29,12 @@ use rayon::prelude::*;
 use crate::catalog::{
     BackupRow, BackupStatus, BackupType, Catalog, ClusterRow, FileKind, FileRow, PageErrorRow,
 };
-use crate::commands::invocation::{archive_command_setting, Invocation};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Setting};
 use crate::pg::conn::{BackupStop, Server};
 use crate::pg::datadir::{self, Entry, EntryKind};
 use crate::pg::{Lsn, TimelineId, WalSegment};
 use crate::progress::Progress;
+use crate::repo::{archive_command_setting, Invocation};
 use crate::repo::{check_cluster_name, RepoLock, Repository};
 use crate::util::{default_workers, host_name, now_us};
 
@@ -198,8 +198,9 @@ pub fn run(
             opts.standby_max_lag,
         )?),
         false if opts.primary_dbname.is_some() => {
-            return Err(Error::invalid(
-                "--primary-dbname is for backups from a standby, and this server is a primary",
+            return Err(Error::setting(
+                Setting::PrimaryDbname,
+                "is for backups from a standby, and this server is a primary",
             ))
         }
         false => None,
@@ -221,7 +222,7 @@ pub fn run(
     let start_us = now_us();
     if !opts.start_fast {
         progress.phase(
-            "waiting for the next checkpoint (spread); --start-fast asks for an immediate one",
+            "waiting for the next checkpoint (spread); start-fast asks for an immediate one",
         );
     }
     let row = begin(&cat, &cl, &mut server, &plan, start_us, opts.start_fast)?;

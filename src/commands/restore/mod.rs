@@ -3,7 +3,7 @@
 //! Plan first, then apply. The plan checks everything that can be checked
 //! without writing: the backup exists and can reach the recovery target,
 //! every path stays inside the target, every chunk is indexed, and the
-//! target is empty or missing (or, with `--delta`, a stopped data directory
+//! target is empty or missing (or, for a delta restore, a stopped data directory
 //! of the same cluster). Only then does apply write. Every chunk is verified
 //! against its id when read, so corruption stops the restore with the file's
 //! name rather than writing a bad cluster. Restoring never reads another
@@ -38,12 +38,12 @@ use rayon::prelude::*;
 use crate::catalog::{
     BackupRow, BackupStatus, Catalog, ChunkLoc, ClusterRow, FileKind, FileOrder, FileRow, Position,
 };
-use crate::commands::invocation::Invocation;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Hint, IoContext, Result, Setting};
 use crate::format::BlockMap;
 use crate::pg::control;
 use crate::pg::datadir::check_manifest_path;
 use crate::progress::Progress;
+use crate::repo::Invocation;
 use crate::repo::{check_cluster_name, ReaderGuard, Repository};
 use crate::util::default_workers;
 
@@ -72,7 +72,7 @@ pub struct RestoreOptions {
 #[cfg(test)]
 pub(crate) fn test_options(pgdata: impl Into<PathBuf>) -> RestoreOptions {
     let mut o = RestoreOptions::new(pgdata);
-    o.invocation = crate::commands::invocation::fake::fake();
+    o.invocation = crate::repo::fake::fake();
     o
 }
 
@@ -136,7 +136,7 @@ pub struct RestoreStats {
     pub pg_version: u32,
     pub files: u64,
     pub bytes: u64,
-    /// Bytes actually written to files (with `--delta`, only what differed).
+    /// Bytes actually written to files (a delta restore: only what differed).
     pub written: u64,
     /// Paths removed from the target because the backup does not have them.
     pub removed: u64,
@@ -157,10 +157,15 @@ fn check_empty_target(p: &Path, what: &str) -> Result<()> {
         }
         if !is_empty_dir(p)? {
             return Err(Error::refused(format!(
-                "{what} {} is not empty: restore into an empty or missing directory, or use \
-                 --delta to update a stopped copy of this cluster (nothing was written)",
+                "{what} {} is not empty: restore into an empty or missing directory, or \
+                 update a stopped copy of this cluster with a delta restore (nothing was \
+                 written)",
                 p.display()
-            )));
+            ))
+            .hint(Hint::RestoreWith {
+                setting: Setting::Delta,
+                value: None,
+            }));
         }
     }
     Ok(())
@@ -176,7 +181,7 @@ fn check_delta_target(p: &Path, system_id: u64, marker: Option<&resume::Marker>)
     let other = |found: u64| {
         Error::refused(format!(
             "{} belongs to the cluster with system identifier {found}, not {system_id}: \
-             --delta only updates a copy of the same cluster (nothing was written)",
+             a delta restore only updates a copy of the same cluster (nothing was written)",
             p.display()
         ))
     };
@@ -309,7 +314,7 @@ fn cluster_row(cat: &Catalog, cluster: &str) -> Result<ClusterRow> {
 
 /// The backup a restore with `opts` would start from, and its cluster's
 /// catalog row; writes nothing and reads no manifest. Its errors are about
-/// what was asked (an unknown `--set`, an unreachable target), not about
+/// what was asked (an unknown backup id, an unreachable target), not about
 /// the backup's data, which [`plan`] checks.
 pub fn chosen_backup(
     repo: &Repository,
@@ -323,6 +328,20 @@ pub fn chosen_backup(
 }
 
 /// Decide what to restore; writes nothing.
+impl RestorePlan {
+    /// Links restored as the regular files and directories they led to
+    /// (`link_all` restores them as links).
+    pub fn links_as_files(&self) -> &[String] {
+        &self.links.as_files
+    }
+
+    /// Links to what the backup does not hold, left out (path, where it
+    /// led).
+    pub fn links_not_restored(&self) -> &[(String, PathBuf)] {
+        &self.links.not_restored
+    }
+}
+
 pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<RestorePlan> {
     // Before the catalog is read: an expire beside this restore then leaves
     // every pack this catalog names until the plan (and its apply) is done.
@@ -420,7 +439,7 @@ pub fn apply(
 
 /// The backup to restore for the target. Each entry of the cluster's
 /// history has its own backups and WAL archive; the newest entry that can
-/// reach the target wins (an explicit `--set` names its own). When none can,
+/// reach the target wins (a backup the user chose names its own). When none can,
 /// the newest entry's reason is the error.
 fn choose_backup(
     repo: &Repository,
@@ -559,7 +578,7 @@ mod tests {
         std::fs::write(dir.join("a"), b"half").unwrap();
         std::fs::write(dir.join("stray"), b"x").unwrap();
         drop(first);
-        // Without --delta, the non-empty target is taken as unfinished.
+        // Without asking for a delta, the non-empty target is taken as unfinished.
         let again = plan(&f.repo, "main", &test_options(&dir)).unwrap();
         assert!(again.delta);
         apply(&f.repo, &again, 2, &Silent).unwrap();

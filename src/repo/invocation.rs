@@ -10,7 +10,7 @@ use std::ffi::OsString;
 use std::fmt::Debug;
 use std::path::Path;
 
-use crate::repo::PassphraseSource;
+use super::PassphraseSource;
 
 /// pgstrata's own command line, as its binary spells it.
 pub trait Invocation: Debug + Send + Sync {
