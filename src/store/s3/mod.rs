@@ -226,11 +226,7 @@ impl Inner {
                  repository's URL",
                 self.bucket.name(),
                 self.bucket.base_url()
-            ))
-            .hint(Hint::Give {
-                setting: Setting::Repo,
-                value: None,
-            }),
+            )),
             (403, _) | (401, _) => Error::Refused(format!(
                 "access denied to {} ({}{}): check the credentials and the bucket's policy",
                 self.name,
