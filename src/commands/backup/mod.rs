@@ -222,7 +222,7 @@ pub fn run(
     let start_us = now_us();
     if !opts.start_fast {
         progress.phase(
-            "waiting for the next checkpoint (spread); start-fast asks for an immediate one",
+            "waiting for the next checkpoint (spread); --start-fast asks for an immediate one",
         );
     }
     let row = begin(&cat, &cl, &mut server, &plan, start_us, opts.start_fast)?;
