@@ -6,6 +6,11 @@
 //! object (`MissingObject`, from the backend), the environment (`Io`,
 //! `Catalog`, `Postgres`, `Timeout`, `ServerFailed`) and faults of pgstrata itself
 //! (`Internal`).
+//!
+//! The library never names a command-line flag: an error about a setting
+//! names it as a [`Setting`], and advice is a [`Hint`] attached with
+//! [`Error::hint`]. Both are data the binary words in its own terms; the
+//! library's `Display` words them neutrally (by their config-file names).
 
 use std::path::PathBuf;
 
@@ -32,7 +37,8 @@ pub enum Error {
         #[source]
         source: postgres::Error,
     },
-    #[error("{0} is not a pgstrata repository (run `pgstrata --repo {0} init` to create one)")]
+    /// The binary adds how to create one.
+    #[error("{0} is not a pgstrata repository")]
     NotARepository(PathBuf),
     #[error("{what} was written by a newer pgstrata (format {found}; this one reads up to {supported}): upgrade pgstrata")]
     NewerFormat {
@@ -61,6 +67,128 @@ pub enum Error {
     /// A fault of pgstrata itself (a panicked thread, a poisoned lock).
     #[error("internal error: {0}")]
     Internal(String),
+    /// The value given for a setting is wrong: `detail` follows its name.
+    #[error("{setting} {detail}")]
+    Setting { setting: Setting, detail: String },
+    /// An error and what the user can do about it.
+    #[error("{error} ({hint})")]
+    Hinted { error: Box<Error>, hint: Hint },
+}
+
+/// A setting of pgstrata's that a message refers to. The library's options
+/// structs hold their values; the binary knows how the user gives them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setting {
+    Cluster,
+    Pgdata,
+    Dbname,
+    S3UriStyle,
+    S3CaFile,
+    S3Region,
+    PgBindir,
+    Scratch,
+    Set,
+    TargetTime,
+    TargetTimeline,
+    Delta,
+    LinkAll,
+    LinkMap,
+    TablespaceMap,
+    ArchiveMode,
+    PrimaryDbname,
+    StandbyMaxLagMib,
+    StartFast,
+    RetainFull,
+    RetainDiff,
+    RetainDays,
+}
+
+impl Setting {
+    /// The setting's name in the config file (kebab-case).
+    pub fn key(self) -> &'static str {
+        match self {
+            Setting::Cluster => "cluster",
+            Setting::Pgdata => "pgdata",
+            Setting::Dbname => "dbname",
+            Setting::S3UriStyle => "s3-uri-style",
+            Setting::S3CaFile => "s3-ca-file",
+            Setting::S3Region => "s3-region",
+            Setting::PgBindir => "pg-bindir",
+            Setting::Scratch => "scratch",
+            Setting::Set => "set",
+            Setting::TargetTime => "target-time",
+            Setting::TargetTimeline => "target-timeline",
+            Setting::Delta => "delta",
+            Setting::LinkAll => "link-all",
+            Setting::LinkMap => "link-map",
+            Setting::TablespaceMap => "tablespace-map",
+            Setting::ArchiveMode => "archive-mode",
+            Setting::PrimaryDbname => "primary-dbname",
+            Setting::StandbyMaxLagMib => "standby-max-lag-mib",
+            Setting::StartFast => "start-fast",
+            Setting::RetainFull => "retain-full",
+            Setting::RetainDiff => "retain-diff",
+            Setting::RetainDays => "retain-days",
+        }
+    }
+}
+
+impl std::fmt::Display for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.key())
+    }
+}
+
+/// What the user can do about an error, as data: the binary words it (e.g.
+/// as the command to run).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hint {
+    /// Rebuild the catalog from the repository (the `repair` command).
+    RebuildCatalog,
+    /// After pg_upgrade, record the cluster's new identity (the `upgrade`
+    /// command).
+    Upgrade,
+    /// Another cluster name, or after pg_upgrade the `upgrade` command.
+    OtherClusterOrUpgrade,
+    /// Give `setting`, with `value` (or a value of the user's choosing).
+    Give {
+        setting: Setting,
+        value: Option<String>,
+    },
+    /// Leave `setting` out.
+    LeaveOut(Setting),
+    /// Restore with `setting` (a switch, or a value like `OID=DIR`).
+    RestoreWith {
+        setting: Setting,
+        value: Option<String>,
+    },
+}
+
+impl Hint {
+    pub fn give(setting: Setting, value: impl Into<String>) -> Hint {
+        Hint::Give {
+            setting,
+            value: Some(value.into()),
+        }
+    }
+}
+
+impl std::fmt::Display for Hint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let value = |v: &Option<String>| v.as_deref().map(|v| format!(" {v}")).unwrap_or_default();
+        match self {
+            Hint::RebuildCatalog => f.write_str("rebuild the catalog with the repair command"),
+            Hint::Upgrade => f.write_str("after pg_upgrade, run the upgrade command first"),
+            Hint::OtherClusterOrUpgrade => f.write_str(
+                "use another cluster name, or after pg_upgrade run the upgrade command first",
+            ),
+            Hint::Give { setting, value: v } => write!(f, "set {setting}{}", value(v)),
+            Hint::LeaveOut(s) => write!(f, "leave out {s}"),
+            Hint::RestoreWith { setting, value: v } => {
+                write!(f, "restore with {setting}{}", value(v))
+            }
+        }
+    }
 }
 
 impl Error {
@@ -74,6 +202,27 @@ impl Error {
         Error::Corrupt {
             what: what.into(),
             detail: detail.into(),
+        }
+    }
+    /// The value given for `setting` is wrong.
+    pub fn setting(setting: Setting, detail: impl Into<String>) -> Self {
+        Error::Setting {
+            setting,
+            detail: detail.into(),
+        }
+    }
+    /// Attach what the user can do about this error.
+    pub fn hint(self, hint: Hint) -> Self {
+        Error::Hinted {
+            error: Box::new(self),
+            hint,
+        }
+    }
+    /// The error without the advice attached to it.
+    pub fn without_hint(&self) -> &Error {
+        match self {
+            Error::Hinted { error, .. } => error.without_hint(),
+            e => e,
         }
     }
     pub fn invalid(msg: impl Into<String>) -> Self {
@@ -102,11 +251,6 @@ impl Error {
             Some(Ok(ours)) => *ours,
             _ => Error::Internal(format!("{what}: I/O error")),
         }
-    }
-    /// Is this a user's mistake (bad input or a request that conflicts with
-    /// the repository's state), rather than damage or a failure?
-    pub fn is_user_input(&self) -> bool {
-        matches!(self, Error::Invalid(_))
     }
     pub fn pg(context: impl Into<String>, source: postgres::Error) -> Self {
         Error::Postgres {

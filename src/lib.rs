@@ -45,25 +45,26 @@ pub use commands::drill::{
     StepResult as DrillStepResult,
 };
 pub use commands::expire::{run as expire, ExpireOptions, ExpirePlan, Retention};
-pub use commands::info::{gather as info, render_text as render_info, Info};
+pub use commands::info::{gather as info, ClusterInfo, Info, LastDrill};
 pub use commands::repair::{rebuild_catalog, RepairReport};
 pub use commands::restore::{
     apply as apply_restore, archiving_summary as restore_archiving_summary, parse_target_time,
-    plan as plan_restore, ArchiveMode, Recovery, RecoveryTarget, RestoreOptions, RestorePlan,
-    RestoreStats, TargetAction, TimelineTarget,
+    plan as plan_restore, ArchiveMode, Archiving, Recovery, RecoveryTarget, RestoreOptions,
+    RestorePlan, RestoreStats, TargetAction, TimelineTarget,
 };
 pub use commands::upgrade::{run as upgrade, UpgradeReport};
 pub use commands::verify::{
     run as verify, BackupVerdict, Problem, ProblemKind, VerifyOptions, VerifyReport,
 };
-pub use error::{Error, Result};
+pub use error::{Error, Hint, Result, Setting};
 pub use format::{BackupType, ChunkId};
 pub use pg::Lsn;
 pub use progress::{Bar, Lines, Progress, Silent};
+pub use repo::Invocation;
 pub use repo::{InitOutcome, Location, Passphrase, PassphraseSource, Repository, PASSPHRASE_ENV};
 pub use store::s3::{S3Backend, S3Config, S3Credentials};
 pub use store::{Backend, RequestCounts};
-pub use util::human;
+pub use util::{human, rfc3339, shell_word};
 
 /// Internals for the crate's own benchmarks, crash tests and the storage
 /// contract tests (every backend and decorator); not an API.

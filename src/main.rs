@@ -61,7 +61,7 @@ fn main() -> ExitCode {
             ExitCode::from(USAGE)
         }
         Err(Err(e)) => {
-            eprintln!("pgstrata: error: {e}");
+            eprintln!("pgstrata: error: {}", cli::render_error(&e));
             let mut src = e.source();
             while let Some(s) = src {
                 tracing::debug!("caused by: {s}");

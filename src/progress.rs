@@ -1,6 +1,6 @@
 //! Progress reporting seam: the library reports phases and bytes; the binary
 //! decides how to show them (a bar on a terminal, one line per phase in a
-//! log, nothing with `--quiet`).
+//! log, nothing when quiet).
 
 use std::time::Duration;
 

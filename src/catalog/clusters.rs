@@ -8,7 +8,7 @@
 use rusqlite::{params, OptionalExtension, Row};
 
 use super::{Catalog, ClusterRow, HistoryRow};
-use crate::error::{Error, Result, SqlContext};
+use crate::error::{Error, Hint, Result, Setting, SqlContext};
 use crate::util::now_us;
 
 /// A system identifier stored as decimal text (it may exceed i64).
@@ -82,13 +82,14 @@ impl Catalog {
             c.check_identity(system_id, pg_version)?;
             return Ok(c);
         }
-        // A typo in --cluster must not silently start a second history of a
+        // A typo in a cluster name must not silently start a second history of a
         // cluster the repository already knows under another name.
         if let Some(other) = self.cluster_of_system(system_id)? {
             return Err(Error::refused(format!(
                 "system identifier {system_id} already belongs to cluster {other:?} in this \
-                 repository; use --cluster {other} (refusing to create cluster {name:?})"
-            )));
+                 repository (refusing to create cluster {name:?})"
+            ))
+            .hint(Hint::give(Setting::Cluster, other)));
         }
         let now = now_us();
         let tx = self.conn.unchecked_transaction().ctx("bind cluster")?;
@@ -268,17 +269,17 @@ impl ClusterRow {
         if self.system_id != system_id {
             return Err(Error::refused(format!(
                 "cluster {:?} in this repository has system identifier {}, but this one has {}: \
-                 it is another PostgreSQL cluster (use another --cluster name), or this cluster \
-                 was upgraded with pg_upgrade (run `pgstrata upgrade --pgdata DIR` first)",
+                 it is another PostgreSQL cluster, or this cluster was upgraded with pg_upgrade",
                 self.name, self.system_id, system_id
-            )));
+            ))
+            .hint(Hint::OtherClusterOrUpgrade));
         }
         if self.pg_version != pg_version {
             return Err(Error::refused(format!(
-                "cluster {:?} in this repository is PostgreSQL {}, but this one is {}: after \
-                 pg_upgrade run `pgstrata upgrade --pgdata DIR`",
+                "cluster {:?} in this repository is PostgreSQL {}, but this one is {}",
                 self.name, self.pg_version, pg_version
-            )));
+            ))
+            .hint(Hint::Upgrade));
         }
         Ok(())
     }

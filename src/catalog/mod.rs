@@ -35,7 +35,7 @@ pub use scope::ScopedMap;
 pub(crate) use versions::write_files;
 pub use versions::{ManifestDelta, Position};
 
-use crate::error::{Error, Result, SqlContext};
+use crate::error::{Error, Hint, Result, SqlContext};
 use crate::format::ChunkId;
 use crate::store::SealedPack;
 use crate::util::now_us;
@@ -116,9 +116,9 @@ fn damaged(path: &Path, context: &str, source: rusqlite::Error) -> Error {
     match source.sqlite_error_code() {
         Some(rusqlite::ErrorCode::NotADatabase) => Error::corrupt(
             format!("catalog {}", path.display()),
-            "it is not an SQLite database; run `pgstrata repair --rebuild-catalog` to rebuild it \
-             from the repository",
-        ),
+            "it is not an SQLite database; rebuild it from the repository",
+        )
+        .hint(Hint::RebuildCatalog),
         _ => Error::Catalog {
             context: context.to_string(),
             source,
@@ -134,10 +134,10 @@ impl Catalog {
     /// Open (and migrate) the catalog. `create` allows making a new file.
     pub fn open(path: &Path, create: bool) -> Result<Self> {
         if !create && !path.exists() {
-            return Err(Error::NotFound(format!(
-                "catalog {} is missing (run `pgstrata repair --rebuild-catalog`)",
-                path.display()
-            )));
+            return Err(
+                Error::NotFound(format!("catalog {} is missing", path.display()))
+                    .hint(Hint::RebuildCatalog),
+            );
         }
         let mut cat = Catalog::open_unmigrated(path)?;
         cat.migrate_to(SCHEMA_VERSION, path)?;
@@ -640,7 +640,8 @@ mod tests {
         assert_eq!(cat.bind_cluster("main", SYSTEM_ID, 15).unwrap(), c);
         let e = cat.bind_cluster("main", SYSTEM_ID + 1, 15).unwrap_err();
         assert!(
-            matches!(e, Error::Refused(_)) && e.to_string().contains("another PostgreSQL cluster")
+            matches!(e.without_hint(), Error::Refused(_))
+                && e.to_string().contains("another PostgreSQL cluster")
         );
         assert!(cat.bind_cluster("main", SYSTEM_ID, 16).is_err());
         assert_eq!(cat.clusters().unwrap().len(), 1);

@@ -1,16 +1,12 @@
 //! Settings of `archive-push` and `archive-get`, synchronous or through the
-//! background pusher and prefetcher, and the command line those workers are
-//! started with.
+//! background pusher and prefetcher.
 
-use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use pgstrata::QueueFull;
 
-use super::args::{
-    ArchiveGetArgs, ArchivePushArgs, Cli, GetWorkerArgs, PushWorkerArgs, QueueFullArg,
-};
+use super::args::{ArchiveGetArgs, ArchivePushArgs, GetWorkerArgs, PushWorkerArgs, QueueFullArg};
 use super::config::FileConfig;
 use super::settings::{level, usage, Run, R};
 
@@ -116,27 +112,4 @@ pub fn prefetch(
         0 => None,
         n => Some((spool_dir(spool, cfg), n)),
     }
-}
-
-/// The global options a worker needs to open the same repository as this
-/// command (a passphrase in the environment is inherited).
-pub fn global_args(cli: &Cli, repo: Vec<OsString>, cluster: &str) -> Vec<OsString> {
-    let mut g = repo;
-    g.extend(["--cluster".into(), cluster.into()]);
-    if let Some(d) = &cli.cache_dir {
-        g.extend(["--cache-dir".into(), d.into()]);
-    }
-    if let Some(c) = &cli.config {
-        g.extend(["--config".into(), c.into()]);
-    }
-    if let Some(l) = &cli.log_level {
-        g.extend(["--log-level".into(), l.into()]);
-    }
-    if let Some(f) = &cli.passphrase_file {
-        g.extend(["--passphrase-file".into(), f.into()]);
-    }
-    if let Some(c) = &cli.passphrase_command {
-        g.extend(["--passphrase-command".into(), c.into()]);
-    }
-    g
 }

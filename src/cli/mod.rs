@@ -5,26 +5,30 @@
 mod archiving;
 pub mod args;
 pub mod config;
+mod invocation;
 mod malloc;
 mod remote;
+mod render;
 mod settings;
 
-use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::bail;
 use clap::CommandFactory;
 
 use pgstrata::{
-    human, AsyncPush, CheckOptions, ExpireLog, ExpireOptions, ExpirePlan, InitOutcome,
-    PassphraseSource, Prefetch, Progress, PushOutcome, Repository, RestoreOptions, VerifyOptions,
-    VerifyReport,
+    human, AsyncPush, CheckOptions, ExpireOptions, InitOutcome, PassphraseSource, Prefetch,
+    Progress, PushOutcome, Repository, RestoreOptions, VerifyOptions,
 };
 
 use archiving::AsyncSettings;
 pub use args::Cli;
 pub use config::FileConfig;
+use invocation::SelfCommand;
+pub use render::error::error as render_error;
+use render::{out, print_expire, print_verify, say};
 pub use settings::Usage;
 use settings::{Run, Settings, Standalone};
 
@@ -65,7 +69,7 @@ fn execute(s: Settings) -> anyhow::Result<Outcome> {
         )?,
         Run::ChangePassphrase { ref new } => change_passphrase(&open()?, new, quiet)?,
         Run::Backup { opts, auto_expire } => backup(&open()?, cluster, &opts, auto_expire, quiet)?,
-        Run::Restore { opts } => {
+        Run::Restore { opts, .. } => {
             malloc::return_freed_memory();
             restore(&open()?, cluster, &opts, quiet)?
         }
@@ -74,7 +78,7 @@ fn execute(s: Settings) -> anyhow::Result<Outcome> {
             path,
             level,
             async_push,
-        } => archive_push(&s.global_args, cluster, &path, level, async_push, &open)?,
+        } => archive_push(&s.invocation, cluster, &path, level, async_push, &open)?,
         Run::ArchiveGet {
             name,
             dest,
@@ -84,7 +88,7 @@ fn execute(s: Settings) -> anyhow::Result<Outcome> {
             let found = match prefetch {
                 None => pgstrata::archive_get(&open()?, cluster, history, &name, &dest)?,
                 Some((spool, count)) => {
-                    let p = prefetcher(&s.global_args, cluster, history, spool, count)?;
+                    let p = prefetcher(&s.invocation, cluster, history, spool, count);
                     pgstrata::archive_get_prefetched(&p, &name, &dest, open)?
                 }
             };
@@ -93,7 +97,7 @@ fn execute(s: Settings) -> anyhow::Result<Outcome> {
             }
         }
         run @ (Run::ArchivePushWorker { .. } | Run::ArchiveGetWorker { .. }) => {
-            worker(run, &s.global_args, cluster, &open()?)?
+            worker(run, &s.invocation, cluster, &open()?)?
         }
         Run::Upgrade { pgdata, lock_wait } => {
             upgrade(&open()?, cluster, &pgdata, lock_wait, quiet)?
@@ -102,7 +106,7 @@ fn execute(s: Settings) -> anyhow::Result<Outcome> {
             let i = pgstrata::info(&open()?, s.cluster_given.as_deref())?;
             match json {
                 true => out(format_args!("{}\n", serde_json::to_string_pretty(&i)?)),
-                false => out(format_args!("{}", pgstrata::render_info(&i))),
+                false => out(format_args!("{}", render::info::text(&i))),
             }
         }
         Run::Verify { opts, json } => verify(&open()?, &opts, json, quiet)?,
@@ -153,7 +157,7 @@ fn upgrade(
 
 /// The background pusher and prefetcher, started by archive-push and
 /// archive-get.
-fn worker(run: Run, global: &[OsString], cluster: &str, r: &Repository) -> anyhow::Result<()> {
+fn worker(run: Run, inv: &Arc<SelfCommand>, cluster: &str, r: &Repository) -> anyhow::Result<()> {
     match run {
         Run::ArchivePushWorker {
             pg_wal,
@@ -171,7 +175,7 @@ fn worker(run: Run, global: &[OsString], cluster: &str, r: &Repository) -> anyho
             workers,
             seg_size,
         } => {
-            let p = prefetcher(global, cluster, history, spool, count)?;
+            let p = prefetcher(inv, cluster, history, spool, count);
             let n = pgstrata::archive_prefetcher(r, &p, seg_size, workers)?;
             tracing::info!("WAL prefetcher done: {n} segments fetched");
         }
@@ -189,9 +193,9 @@ fn expire(
 ) -> anyhow::Result<()> {
     let (plan, log) = pgstrata::expire(repo, cluster, opts, dry_run)?;
     match log {
-        None => out(format_args!("{}", plan.render())),
+        None => out(format_args!("{}", render::expire::plan(&plan))),
         Some(log) => {
-            tracing::info!("{}", plan.render());
+            tracing::info!("{}", render::expire::plan(&plan));
             print_expire(quiet, &plan, &log);
         }
     }
@@ -217,7 +221,7 @@ fn verify(repo: &Repository, opts: &VerifyOptions, json: bool, quiet: bool) -> a
 }
 
 fn archive_push(
-    global: &[OsString],
+    inv: &SelfCommand,
     cluster: &str,
     path: &Path,
     level: i32,
@@ -235,19 +239,7 @@ fn archive_push(
     };
     // %p is relative to the data directory: the pusher gets pg_wal's full path.
     let pg_wal = std::env::current_dir()?.join(path.parent().unwrap_or(Path::new("")));
-    let mut worker = vec![std::env::current_exe()?.into_os_string()];
-    worker.extend_from_slice(global);
-    worker.extend([
-        "archive-push-worker".into(),
-        "--pg-wal".into(),
-        pg_wal.into_os_string(),
-        "--spool-dir".into(),
-        a.spool.clone().into_os_string(),
-        "--workers".into(),
-        a.workers.to_string().into(),
-        "--compress-level".into(),
-        level.to_string().into(),
-    ]);
+    let worker = inv.push_worker(cluster, &pg_wal, &a.spool, a.workers, level);
     let opts = AsyncPush {
         spool: a.spool,
         cluster: cluster.to_string(),
@@ -261,32 +253,19 @@ fn archive_push(
 }
 
 fn prefetcher(
-    global: &[OsString],
+    inv: &Arc<SelfCommand>,
     cluster: &str,
     history: u32,
     spool: PathBuf,
     count: usize,
-) -> anyhow::Result<Prefetch> {
-    let mut worker = vec![std::env::current_exe()?.into_os_string()];
-    worker.extend_from_slice(global);
-    worker.extend([
-        "archive-get-worker".into(),
-        "--history".into(),
-        history.to_string().into(),
-        "--spool-dir".into(),
-        spool.clone().into_os_string(),
-        "--prefetch".into(),
-        count.to_string().into(),
-        "--workers".into(),
-        "2".into(),
-    ]);
-    Ok(Prefetch {
+) -> Prefetch {
+    Prefetch {
         spool,
         cluster: cluster.to_string(),
         history,
         count,
-        worker,
-    })
+        invocation: inv.clone(),
+    }
 }
 
 fn check(repo: &Repository, cluster: &str, opts: &CheckOptions, quiet: bool) -> anyhow::Result<()> {
@@ -386,6 +365,7 @@ fn restore(
     quiet: bool,
 ) -> anyhow::Result<()> {
     let plan = pgstrata::plan_restore(repo, cluster, opts)?;
+    render::restore_warnings(&plan);
     let p = progress(quiet);
     let s = pgstrata::apply_restore(repo, &plan, opts.workers, p.as_ref())?;
     let how = if plan.delta {
@@ -407,7 +387,10 @@ fn restore(
             s.files,
             s.elapsed.as_secs_f64(),
             s.pg_version,
-            pgstrata::restore_archiving_summary(repo, &plan, opts.recovery.archive_mode)
+            render::archiving(
+                &pgstrata::restore_archiving_summary(repo, &plan, opts.recovery.archive_mode),
+                &plan.cluster
+            )
         ),
     );
     Ok(())
@@ -447,7 +430,7 @@ fn drill(
     let r = pgstrata::drill(repo, cluster, opts, p.as_ref())?;
     match json {
         true => out(format_args!("{}\n", serde_json::to_string_pretty(&r)?)),
-        false if !quiet || !r.ok => out(format_args!("{}", r.render_text())),
+        false if !quiet || !r.ok => out(format_args!("{}", render::drill::report(&r))),
         false => {}
     }
     if let Some(f) = &r.failure {
@@ -478,95 +461,10 @@ fn man() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_expire(quiet: bool, plan: &ExpirePlan, log: &ExpireLog) {
-    say(
-        quiet,
-        format!(
-            "expired {} backups of cluster {}, removed {} WAL files, deleted {} and rewrote {} packs, \
-             removed {} leftovers: {} freed",
-            log.backups,
-            plan.cluster,
-            log.wal_files,
-            log.packs_deleted,
-            log.packs_rewritten,
-            log.orphans,
-            human(log.bytes_freed)
-        ),
-    );
-    if let Some(c) = log.catalog_compacted {
-        say(
-            quiet,
-            format!(
-                "compacted the catalog from {} to {}",
-                human(c.before),
-                human(c.after)
-            ),
-        );
-    }
-}
-
-fn print_verify(r: &VerifyReport, quiet: bool) {
-    if !quiet || !r.is_ok() {
-        out(format_args!(
-            "checked {} pack(s), {} chunk(s), {} WAL file(s), {}\n",
-            r.packs,
-            r.chunks,
-            r.wal_files,
-            human(r.bytes)
-        ));
-    }
-    for b in &r.backups {
-        if !quiet || !b.ok {
-            out(format_args!(
-                "backup {} ({}): {}\n",
-                b.id,
-                b.cluster,
-                if b.ok { "ok" } else { "DAMAGED" }
-            ));
-        }
-    }
-    if !quiet {
-        for n in &r.notes {
-            out(format_args!("note: {n}\n"));
-        }
-    }
-    for p in &r.problems {
-        out(format_args!("problem: {p}\n"));
-    }
-}
-
 fn progress(quiet: bool) -> Box<dyn Progress> {
     match (quiet, std::io::stderr().is_terminal()) {
         (true, _) => Box::new(pgstrata::Silent),
         (false, true) => Box::new(pgstrata::Bar::new()),
         (false, false) => Box::new(pgstrata::Lines),
-    }
-}
-
-/// Write to standard output. A reader that went away (a closed pipe, as in
-/// `pgstrata info | head`) gets nothing more, and the command ends with its
-/// own exit status (a damaged repository still fails `verify`); any other
-/// failure to write is reported.
-fn out(text: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static CLOSED: AtomicBool = AtomicBool::new(false);
-    if CLOSED.load(Ordering::Relaxed) {
-        return;
-    }
-    let mut o = std::io::stdout().lock();
-    if let Err(e) = o.write_fmt(text).and_then(|()| o.flush()) {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            CLOSED.store(true, Ordering::Relaxed);
-            return;
-        }
-        eprintln!("pgstrata: error: cannot write to standard output: {e}");
-        std::process::exit(1);
-    }
-}
-
-fn say(quiet: bool, msg: String) {
-    if !quiet {
-        out(format_args!("{msg}\n"));
     }
 }

@@ -63,7 +63,8 @@ pub fn resolve(cli: &Cli, cfg: &FileConfig) -> R<Option<RepoSpec>> {
         }
         return Ok(Some(RepoSpec::Local(repo)));
     };
-    let mut config = S3Config::from_url(url).or_else(|e| usage(e.to_string()))?;
+    let mut config =
+        S3Config::from_url(url).or_else(|e| usage(super::render::error::library_error(&e)))?;
     let endpoint = cli.s3_endpoint.clone().or(cfg.s3_endpoint.clone());
     let style = cli
         .s3_uri_style

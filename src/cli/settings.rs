@@ -4,13 +4,14 @@
 //! any work, and exits with status 2.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use pgstrata::DrillOptions;
 use pgstrata::{
-    parse_target_time, ArchiveMode, BackupOptions, BackupType, CheckOptions, ExpireOptions, Lsn,
-    PassphraseSource, Recovery, RecoveryTarget, RestoreOptions, Retention, TargetAction,
-    TimelineTarget, VerifyOptions, PASSPHRASE_ENV,
+    parse_target_time, ArchiveMode, BackupOptions, BackupType, CheckOptions, ExpireOptions,
+    Invocation, Lsn, PassphraseSource, Recovery, RecoveryTarget, RestoreOptions, Retention,
+    TargetAction, TimelineTarget, VerifyOptions, PASSPHRASE_ENV,
 };
 
 use super::archiving::{self, AsyncSettings};
@@ -20,6 +21,7 @@ use super::args::{
     RestoreTypeArg, ShellArg, TargetArg, TypeArg,
 };
 use super::config::FileConfig;
+use super::invocation::{Globals, SelfCommand};
 use super::remote::{self, RepoSpec};
 
 /// A usage mistake: exit status 2.
@@ -40,8 +42,8 @@ pub struct Settings {
     pub quiet: bool,
     /// Where an encrypted repository's passphrase comes from, if anywhere.
     pub passphrase: Option<PassphraseSource>,
-    /// The global options background workers are started with.
-    pub global_args: Vec<std::ffi::OsString>,
+    /// How this run calls pgstrata again (PostgreSQL's commands, workers).
+    pub invocation: Arc<SelfCommand>,
     pub command: Run,
 }
 
@@ -60,6 +62,8 @@ pub enum Run {
     },
     Restore {
         opts: RestoreOptions,
+        /// (spool, segments ahead) when restore_command prefetches.
+        prefetch: Option<(PathBuf, usize)>,
     },
     Expire {
         opts: ExpireOptions,
@@ -124,16 +128,12 @@ impl Settings {
     pub fn resolve(cli: Cli, cfg: &FileConfig) -> R<Result<Settings, Standalone>> {
         let passphrase = passphrase_source(&cli, cfg)?;
         let repo = remote::resolve(&cli, cfg)?;
-        let cl = cli.cluster.clone().or(cfg.cluster.clone());
-        let global_args = repo
-            .as_ref()
-            .map(|r| archiving::global_args(&cli, r.args(), cl.as_deref().unwrap_or("main")));
         let command = match cli.command {
             Command::Completions { shell } => return Ok(Err(Standalone::Completions(shell))),
             Command::Man => return Ok(Err(Standalone::Man)),
             c => c,
         };
-        let (Some(repo), Some(global_args)) = (repo, global_args) else {
+        let Some(repo) = repo else {
             return usage(
                 "no repository given: use --repo DIR|s3://BUCKET/PREFIX, PGSTRATA_REPO or repo \
                  in the config file",
@@ -146,22 +146,31 @@ impl Settings {
             .or(cfg.cluster.clone())
             .unwrap_or_else(|| "main".into());
         let mut run = run_of(command, cli.cluster.clone(), cfg, passphrase.is_some())?;
-        if let Run::Restore { opts } = &mut run {
-            // restore_command opens the same repository.
-            let mut words = repo.args();
-            if let Some(c) = &cli.config {
-                words.extend([
-                    "--config".into(),
-                    c.canonicalize().unwrap_or(c.clone()).into(),
-                ]);
-            }
-            opts.repo_args = match &repo {
-                RepoSpec::Local(_) => Vec::new(),
-                RepoSpec::S3(_) => words
-                    .into_iter()
-                    .map(|w| w.to_string_lossy().into_owned())
-                    .collect(),
-            };
+        let mut invocation = SelfCommand::new(
+            &repo,
+            &Globals {
+                config: cli.config.as_deref(),
+                cache_dir: cli.cache_dir.as_deref(),
+                log_level: cli.log_level.as_deref(),
+                passphrase_file: cli.passphrase_file.as_deref(),
+                passphrase_command: cli.passphrase_command.as_deref(),
+            },
+        );
+        if let Run::Restore {
+            prefetch: Some((spool, n)),
+            ..
+        } = &run
+        {
+            invocation.prefetch_on_restore(*n, spool);
+        }
+        let invocation = Arc::new(invocation);
+        let inv: Arc<dyn Invocation> = invocation.clone();
+        match &mut run {
+            Run::Restore { opts, .. } => opts.invocation = Some(inv),
+            Run::Backup { opts, .. } => opts.invocation = Some(inv),
+            Run::Check { opts } => opts.invocation = Some(inv),
+            Run::Drill { opts, .. } => opts.invocation = Some(inv),
+            _ => {}
         }
         Ok(Ok(Settings {
             repo,
@@ -169,7 +178,7 @@ impl Settings {
             cluster_given: cli.cluster,
             quiet: cli.quiet,
             passphrase,
-            global_args,
+            invocation,
             command: run,
         }))
     }
@@ -194,9 +203,7 @@ fn run_of(
             new: new_passphrase(new_passphrase_file, new_passphrase_command)?,
         },
         Command::Backup(a) => backup(a, cfg)?,
-        Command::Restore(a) => Run::Restore {
-            opts: restore(*a, cfg)?,
-        },
+        Command::Restore(a) => restore(*a, cfg)?,
         Command::Expire(a) => expire(a, cfg)?,
         Command::ArchivePush(a) => archiving::push(a, cfg)?,
         Command::ArchiveGet(a) => archiving::get(a, cfg)?,
@@ -421,8 +428,9 @@ fn expire(a: ExpireArgs, cfg: &FileConfig) -> R<Run> {
     })
 }
 
-fn restore(a: RestoreArgs, cfg: &FileConfig) -> R<RestoreOptions> {
+fn restore(a: RestoreArgs, cfg: &FileConfig) -> R<Run> {
     let mut o = RestoreOptions::new(a.pgdata);
+    let mut prefetch = None;
     if let Some((spool, n)) = archiving::prefetch(a.prefetch, a.spool_dir, cfg) {
         // PostgreSQL runs restore_command in the data directory: a relative
         // spool would land inside it.
@@ -430,12 +438,7 @@ fn restore(a: RestoreArgs, cfg: &FileConfig) -> R<RestoreOptions> {
             Ok(p) => p,
             Err(e) => return usage(format!("--spool-dir {}: {e}", spool.display())),
         };
-        o.archive_get_args = vec![
-            "--prefetch".into(),
-            n.to_string(),
-            "--spool-dir".into(),
-            spool.to_string_lossy().into_owned(),
-        ];
+        prefetch = Some((spool, n));
     }
     o.set = a.set;
     o.recovery = recovery(
@@ -463,7 +466,7 @@ fn restore(a: RestoreArgs, cfg: &FileConfig) -> R<RestoreOptions> {
         ActionArg::Shutdown => TargetAction::Shutdown,
     });
     r.timeline = match a.target_timeline.as_deref().map(TimelineTarget::parse) {
-        Some(Err(e)) => return usage(e.to_string()),
+        Some(Err(e)) => return usage(super::render::error::library_error(&e)),
         Some(Ok(t)) => Some(t),
         None => None,
     };
@@ -499,7 +502,7 @@ fn restore(a: RestoreArgs, cfg: &FileConfig) -> R<RestoreOptions> {
     if let Some(w) = workers(a.workers.or(cfg.workers))? {
         o.workers = w;
     }
-    Ok(o)
+    Ok(Run::Restore { opts: o, prefetch })
 }
 
 fn recovery(
@@ -514,12 +517,12 @@ fn recovery(
     } else if let Some(t) = time {
         match parse_target_time(&t) {
             Ok((at_us, text)) => RecoveryTarget::Time { text, at_us },
-            Err(e) => return usage(e.to_string()),
+            Err(e) => return usage(super::render::error::library_error(&e)),
         }
     } else if let Some(l) = lsn {
         match l.parse::<Lsn>() {
             Ok(l) => RecoveryTarget::Lsn(l),
-            Err(e) => return usage(e.to_string()),
+            Err(e) => return usage(super::render::error::library_error(&e)),
         }
     } else if let Some(x) = xid {
         if x.is_empty() || !x.bytes().all(|b| b.is_ascii_digit()) {
@@ -570,7 +573,7 @@ fn drill(a: DrillArgs, cfg: &FileConfig) -> R<Run> {
     }
     o.recovery.exclusive = a.target_exclusive;
     o.recovery.timeline = match a.target_timeline.as_deref().map(TimelineTarget::parse) {
-        Some(Err(e)) => return usage(e.to_string()),
+        Some(Err(e)) => return usage(super::render::error::library_error(&e)),
         Some(Ok(t)) => Some(t),
         None => None,
     };

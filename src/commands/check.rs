@@ -1,4 +1,4 @@
-//! `check --pgdata DIR`: prove the live setup works before a backup needs it.
+//! `check`: prove the live setup works before a backup needs it.
 //!
 //! In order, stopping at the first failure with an error that names the
 //! setting to fix: the data directory is one; the server answers; it is a
@@ -10,10 +10,12 @@
 //! the switched segment is archived by the server's own `archive_command`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::pg::conn::Server;
+use crate::repo::{archive_command_setting, Invocation};
 use crate::repo::{check_cluster_name, Repository};
 
 #[derive(Clone, Debug)]
@@ -21,6 +23,9 @@ pub struct CheckOptions {
     pub pgdata: PathBuf,
     pub dbname: Option<String>,
     pub archive_timeout: Duration,
+    /// How `archive_command` calls pgstrata, for the message that says
+    /// what to set.
+    pub invocation: Option<Arc<dyn Invocation>>,
 }
 
 impl CheckOptions {
@@ -29,6 +34,7 @@ impl CheckOptions {
             pgdata: pgdata.into(),
             dbname: None,
             archive_timeout: Duration::from_secs(60),
+            invocation: None,
         }
     }
 }
@@ -59,7 +65,11 @@ pub fn run(repo: &Repository, cluster: &str, opts: &CheckOptions) -> Result<Chec
         c.check_identity(info.system_id, info.major)?;
     }
     drop(cat);
-    let wanted = repo.archive_command_for(cluster);
+    let wanted = archive_command_setting(
+        opts.invocation.as_deref(),
+        cluster,
+        repo.passphrase_source(),
+    );
     if info.archive_mode == "off" {
         return Err(Error::refused(format!(
             "archive_mode is off: set archive_mode = on and {wanted}, then restart PostgreSQL"

@@ -1,4 +1,4 @@
-//! `repair --rebuild-catalog`: rebuild `catalog.db` from the repository's
+//! Rebuild `catalog.db` from the repository's
 //! objects alone.
 //!
 //! Sources, in order: the pack trailers (the chunk index; each trailer is

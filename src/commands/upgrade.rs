@@ -78,10 +78,10 @@ mod tests {
         // Refused silently? No: backups and archiving say what to do.
         let cat = f.repo.catalog().unwrap();
         let e = cat.bind_cluster("main", NEW_ID, 16).unwrap_err();
-        assert!(e.to_string().contains("pgstrata upgrade"), "{e}");
+        assert!(e.to_string().contains("the upgrade command"), "{e}");
         let seg = fake_segment(f.dir.path(), "000000010000000000000001", 0xD113, NEW_ID);
         let e = crate::commands::archive::push(&f.repo, "main", &seg, 3).unwrap_err();
-        assert!(e.to_string().contains("pgstrata upgrade"), "{e}");
+        assert!(e.to_string().contains("the upgrade command"), "{e}");
 
         let r = run(&f.repo, "main", &pgdata, Duration::ZERO).unwrap();
         assert_eq!((r.from.seq, r.from.pg_version), (1, 15));
@@ -112,23 +112,23 @@ mod tests {
         let info = crate::commands::info::gather(&f.repo, None).unwrap();
         assert_eq!(info.clusters[0].history.len(), 2);
         assert_eq!(info.clusters[0].pg_version, 16);
-        let mut o = crate::commands::restore::RestoreOptions::new(f.scratch("old"));
+        let mut o = crate::commands::restore::test_options(f.scratch("old"));
         o.set = Some(old.id.clone());
         let p = crate::commands::restore::plan(&f.repo, "main", &o).unwrap();
         assert!(
-            !p.recovery_conf.contains("--history"),
+            p.recovery_conf.contains("history=1 "),
             "{}",
             p.recovery_conf
         );
         let p = crate::commands::restore::plan(
             &f.repo,
             "main",
-            &crate::commands::restore::RestoreOptions::new(f.scratch("new")),
+            &crate::commands::restore::test_options(f.scratch("new")),
         )
         .unwrap();
         assert_eq!(p.backup.id, new.id);
         assert!(
-            p.recovery_conf.contains("archive-get --history 2 %f"),
+            p.recovery_conf.contains("history=2 "),
             "{}",
             p.recovery_conf
         );

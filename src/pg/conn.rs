@@ -1,6 +1,6 @@
 //! The connection to a running server and the backup-mode functions.
 //!
-//! Settings follow libpq: `--dbname` may be a `key=value` string or a URI;
+//! Settings follow libpq: `dbname` may be a `key=value` string or a URI;
 //! a `service=` (or `PGSERVICE`) fills what it leaves unset from
 //! `pg_service.conf`, then `PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`,
 //! `PGAPPNAME`, `PGCONNECT_TIMEOUT`, then libpq's defaults (the user is the
@@ -254,7 +254,7 @@ impl Server {
         if sysid != info.system_id {
             return Err(Error::refused(format!(
                 "{} belongs to the cluster with system identifier {sysid}, but the server \
-                 connected to is {} (data directory {}): check --pgdata and the connection",
+                 connected to is {} (data directory {}): check pgdata and the connection",
                 pgdata.display(),
                 info.system_id,
                 info.data_directory
@@ -264,7 +264,7 @@ impl Server {
         let server_dir = server_dir.canonicalize().unwrap_or(server_dir);
         if server_dir != pgdata {
             return Err(Error::refused(format!(
-                "the server's data_directory is {}, not {}: --pgdata names a copy of this \
+                "the server's data_directory is {}, not {}: pgdata names a copy of this \
                  cluster, or the connection reaches another server",
                 server_dir.display(),
                 pgdata.display()

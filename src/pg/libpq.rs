@@ -101,7 +101,7 @@ fn passwd_entry(uid: u32) -> Option<(String, String)> {
 pub fn os_user() -> Result<String> {
     os_user_entry().map(|(n, _)| n).ok_or_else(|| {
         Error::invalid(format!(
-            "no user name for uid {} in /etc/passwd: set PGUSER or user= in --dbname",
+            "no user name for uid {} in /etc/passwd: set PGUSER or user= in dbname",
             rustix::process::geteuid().as_raw()
         ))
     })

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use postgres::{Client, Config, NoTls, SimpleQueryMessage};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Hint, IoContext, Result, Setting};
 use crate::pg::{libpq, version};
 
 /// Environment variables of libpq that must not steer a client tool away
@@ -91,18 +91,21 @@ fn candidates(major: u32) -> Vec<PathBuf> {
 pub fn bindir_for(major: u32, given: Option<&Path>, what: &str) -> Result<PathBuf> {
     if let Some(dir) = given {
         if !dir.join("postgres").is_file() {
-            return Err(Error::invalid(format!(
-                "--pg-bindir {}: there is no postgres executable there",
-                dir.display()
-            )));
+            return Err(Error::setting(
+                Setting::PgBindir,
+                format!("{}: there is no postgres executable there", dir.display()),
+            ));
         }
         let found = server_major(dir)?;
         if found != major {
-            return Err(Error::refused(format!(
-                "--pg-bindir {} holds PostgreSQL {found}, but {what} is PostgreSQL {major}: \
-                 give PostgreSQL {major}'s binaries (nothing was done)",
-                dir.display()
-            )));
+            return Err(Error::setting(
+                Setting::PgBindir,
+                format!(
+                    "{} holds PostgreSQL {found}, but {what} is PostgreSQL {major}: give \
+                     PostgreSQL {major}'s binaries (nothing was done)",
+                    dir.display()
+                ),
+            ));
         }
         return Ok(dir.to_path_buf());
     }
@@ -114,10 +117,11 @@ pub fn bindir_for(major: u32, given: Option<&Path>, what: &str) -> Result<PathBu
     }
     let list: Vec<String> = tried.iter().map(|d| d.display().to_string()).collect();
     Err(Error::NotFound(format!(
-        "no PostgreSQL {major} server binaries for {what} (looked in {}): install them or \
-         give --pg-bindir DIR (nothing was done)",
+        "no PostgreSQL {major} server binaries for {what} (looked in {}): install them \
+         (nothing was done)",
         list.join(", ")
-    )))
+    ))
+    .hint(Hint::give(Setting::PgBindir, "DIR")))
 }
 
 /// A free TCP port number. The server listens on no TCP address, but its
@@ -160,10 +164,10 @@ pub fn check_socket_dir(dir: &Path) -> Result<()> {
     let len = dir.as_os_str().len() + "/.s.PGSQL.65535.lock".len();
     if len > 107 {
         return Err(Error::invalid(format!(
-            "{}: too long a path for a Unix socket directory; use a shorter --scratch \
-             directory (nothing was done)",
+            "{}: too long a path for a Unix socket directory (nothing was done)",
             dir.display()
-        )));
+        ))
+        .hint(Hint::give(Setting::Scratch, "SHORTER_DIR")));
     }
     Ok(())
 }

@@ -58,21 +58,6 @@ pub enum PassphraseSource {
 }
 
 impl PassphraseSource {
-    /// The options that make another pgstrata command (PostgreSQL's
-    /// `archive_command` or `restore_command`) unlock the repository the same
-    /// way, a file by absolute path; none for an environment variable, which
-    /// that command's environment must set.
-    pub fn command_words(&self) -> Vec<String> {
-        match self {
-            PassphraseSource::File(f) => {
-                let f = f.canonicalize().unwrap_or_else(|_| f.clone());
-                vec!["--passphrase-file".into(), f.to_string_lossy().into_owned()]
-            }
-            PassphraseSource::Command(c) => vec!["--passphrase-command".into(), c.clone()],
-            PassphraseSource::Env(_) => Vec::new(),
-        }
-    }
-
     /// Read the passphrase. Errors are one line and never contain it.
     pub fn read(&self) -> Result<Passphrase> {
         match self {

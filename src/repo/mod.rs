@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 mod copies;
+mod invocation;
 mod key;
 mod lock;
 mod replica;
@@ -23,6 +24,10 @@ mod session;
 pub(crate) mod testkit;
 mod wal;
 
+pub(crate) use invocation::archive_command_setting;
+#[cfg(test)]
+pub(crate) use invocation::fake;
+pub use invocation::Invocation;
 pub use key::{Passphrase, PassphraseSource, PASSPHRASE_ENV};
 pub use lock::ReaderGuard;
 pub use session::WriteSession;
@@ -326,34 +331,6 @@ impl Repository {
         &self.name
     }
 
-    /// The `archive_command` setting that archives `cluster` here, for
-    /// messages that tell the operator what to set: this binary and a local
-    /// repository by absolute path (PostgreSQL runs the command in the data
-    /// directory with its own `PATH`), unlocked as this run was.
-    pub fn archive_command_for(&self, cluster: &str) -> String {
-        let exe = std::env::current_exe()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| "pgstrata".into());
-        let repo = match &self.cache {
-            Some(_) => self.name.clone(),
-            None => self
-                .root()
-                .canonicalize()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|_| self.name.clone()),
-        };
-        let mut words = vec![exe, "--repo".into(), repo];
-        if let Some(source) = &self.unlocked_by {
-            words.extend(source.command_words());
-        }
-        words.extend(["--cluster".into(), cluster.into(), "archive-push".into()]);
-        let cmd: Vec<String> = words.iter().map(|w| crate::util::shell_word(w)).collect();
-        format!(
-            "archive_command = {}",
-            crate::util::quote(&format!("{} %p", cmd.join(" ")))
-        )
-    }
-
     /// Is the repository in an object store (catalog in a local cache)?
     pub fn is_remote(&self) -> bool {
         self.cache.is_some()
@@ -512,40 +489,6 @@ mod tests {
             name: "s3://bucket/prefix".into(),
             cache_dir: dir.join(cache),
         }
-    }
-
-    #[test]
-    fn the_suggested_archive_command_names_everything_by_absolute_path() {
-        let d = tempfile::tempdir().unwrap();
-        let root = d.path().join("my repo");
-        Repository::init(&root, false, None).unwrap();
-        // Opened by a relative path: the setting still names it absolutely.
-        let rel = root.strip_prefix("/").unwrap();
-        let cwd = std::env::current_dir().unwrap();
-        let rel = std::iter::repeat_n("..", cwd.components().count() - 1)
-            .collect::<PathBuf>()
-            .join(rel);
-        let r = Repository::open(&rel).unwrap();
-        let want = format!(
-            "archive_command = '{} --repo ''{}'' --cluster main archive-push %p'",
-            std::env::current_exe().unwrap().display(),
-            root.canonicalize().unwrap().display()
-        );
-        assert_eq!(r.archive_command_for("main"), want);
-        // Unlocked by a passphrase file: the command unlocks the same way.
-        let root = d.path().join("enc");
-        let pass = d.path().join("pass");
-        fs::write(&pass, "a passphrase long enough").unwrap();
-        fs::set_permissions(&pass, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-        let src = PassphraseSource::File(pass.clone());
-        Repository::init(&root, false, Some(&src.read().unwrap())).unwrap();
-        let r = Repository::open_with(&root, Some(&src)).unwrap();
-        assert!(
-            r.archive_command_for("c")
-                .contains(&format!("--passphrase-file {} --cluster c", pass.display())),
-            "{}",
-            r.archive_command_for("c")
-        );
     }
 
     #[test]

@@ -21,7 +21,7 @@
 use std::fs;
 use std::path::Path;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Hint, IoContext, Result};
 use crate::format::chunk::hex;
 use crate::format::keys::wal_id;
 use crate::format::wal as walfmt;
@@ -146,7 +146,7 @@ fn segment_home(
         if other != cluster {
             return Err(Error::refused(format!(
                 "{name} already belongs to cluster {other:?} in this repository (system identifier \
-                 {}), not {cluster:?}: check --cluster in archive_command",
+                 {}), not {cluster:?}: check the cluster name in archive_command",
                 h.system_id
             )));
         }
@@ -161,10 +161,10 @@ fn segment_home(
                 .ok_or_else(|| {
                     Error::refused(format!(
                         "{name} belongs to the cluster with system identifier {}, but cluster \
-                         {:?} in this repository is {}: refusing to archive it (after \
-                         pg_upgrade, run `pgstrata upgrade` first)",
+                         {:?} in this repository is {}: refusing to archive it",
                         h.system_id, c.name, c.system_id
                     ))
+                    .hint(Hint::Upgrade)
                 })?;
             Ok(wal_id(cluster, seq))
         }

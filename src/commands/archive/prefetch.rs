@@ -14,9 +14,9 @@
 //! what recovery has passed: earlier segments and other timelines. A spool
 //! hit does not open the repository (no catalog, no passphrase).
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::get;
@@ -24,6 +24,7 @@ use super::spool::{spawn_detached, spool_dir};
 use crate::error::{Error, IoContext, Result};
 use crate::format::keys::wal_id;
 use crate::pg::{WalFileName, WalSegment};
+use crate::repo::Invocation;
 use crate::repo::Repository;
 use crate::util::{try_flock, write_replace, write_whole_with, Durability};
 
@@ -36,8 +37,8 @@ pub struct Prefetch {
     pub history: u32,
     /// How many segments to keep fetched ahead.
     pub count: usize,
-    /// The fetcher's command line (program first; the segment size is added).
-    pub worker: Vec<OsString>,
+    /// How the fetcher is started.
+    pub invocation: Arc<dyn Invocation>,
 }
 
 /// The fetcher's nice value (see [`run_prefetcher`]).
@@ -86,8 +87,13 @@ pub fn get_prefetched(
         let lock = lock_path(&opts.spool, &opts.cluster, opts.history);
         if try_flock(&lock)?.is_some() {
             let size = std::fs::metadata(dest).at(dest)?.len();
-            let mut cmd = opts.worker.clone();
-            cmd.extend(["--segment-size".into(), size.to_string().into()]);
+            let cmd = opts.invocation.prefetcher(
+                &opts.cluster,
+                opts.history,
+                &opts.spool,
+                opts.count,
+                size,
+            );
             spawn_detached(&cmd, "the WAL prefetcher")?;
         }
     }
@@ -264,7 +270,7 @@ mod tests {
             cluster: "main".into(),
             history: 1,
             count: 3,
-            worker: vec!["true".into()],
+            invocation: std::sync::Arc::new(crate::repo::fake::Fake),
         };
         let dest = f.scratch("dest");
         assert!(

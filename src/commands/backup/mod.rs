@@ -29,11 +29,12 @@ use rayon::prelude::*;
 use crate::catalog::{
     BackupRow, BackupStatus, BackupType, Catalog, ClusterRow, FileKind, FileRow, PageErrorRow,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Setting};
 use crate::pg::conn::{BackupStop, Server};
 use crate::pg::datadir::{self, Entry, EntryKind};
 use crate::pg::{Lsn, TimelineId, WalSegment};
 use crate::progress::Progress;
+use crate::repo::{archive_command_setting, Invocation};
 use crate::repo::{check_cluster_name, Repository};
 use crate::util::{default_workers, host_name, now_us};
 
@@ -59,6 +60,9 @@ pub struct BackupOptions {
     pub primary_dbname: Option<String>,
     /// A standby replaying further behind than this (bytes) is refused.
     pub standby_max_lag: u64,
+    /// How `archive_command` calls pgstrata, for messages that say what to
+    /// set (without it they only say what is missing).
+    pub invocation: Option<Arc<dyn Invocation>>,
 }
 
 impl BackupOptions {
@@ -76,6 +80,7 @@ impl BackupOptions {
             lock_wait: Duration::ZERO,
             primary_dbname: None,
             standby_max_lag: 1 << 30,
+            invocation: None,
         }
     }
 }
@@ -189,8 +194,9 @@ pub fn run(
             opts.standby_max_lag,
         )?),
         false if opts.primary_dbname.is_some() => {
-            return Err(Error::invalid(
-                "--primary-dbname is for backups from a standby, and this server is a primary",
+            return Err(Error::setting(
+                Setting::PrimaryDbname,
+                "is for backups from a standby, and this server is a primary",
             ))
         }
         false => None,
@@ -263,7 +269,11 @@ fn connect(repo: &Repository, cluster: &str, opts: &BackupOptions) -> Result<(Se
         return Err(Error::refused(format!(
             "archive_mode is off, so the WAL this backup needs would never reach the \
              repository: set archive_mode = on and {}, then restart PostgreSQL",
-            repo.archive_command_for(cluster)
+            archive_command_setting(
+                opts.invocation.as_deref(),
+                cluster,
+                repo.passphrase_source()
+            )
         )));
     }
     Ok((server, pgdata))
@@ -586,7 +596,11 @@ impl Job<'_> {
             )),
             (Error::Timeout(m), None) => Error::Timeout(format!(
                 "{m}. Set archive_mode = on and {} (now: {:?})",
-                self.repo.archive_command_for(&self.cluster.name),
+                archive_command_setting(
+                    self.opts.invocation.as_deref(),
+                    &self.cluster.name,
+                    self.repo.passphrase_source()
+                ),
                 self.server.info.archive_command
             )),
             (e, _) => e,

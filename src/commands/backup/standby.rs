@@ -3,13 +3,13 @@
 //!
 //! What differs from a primary backup, and why:
 //! - The standby must be streaming (a WAL receiver) and replay no more than
-//!   `--standby-max-lag-mib` behind: behind the primary's current WAL
-//!   position when `--primary-dbname` is given, else behind what it has
+//!   `standby_max_lag` behind: behind the primary's current WAL
+//!   position when `primary_dbname` is given, else behind what it has
 //!   received. A backup of a lagging standby is an old backup.
 //! - The standby does not archive: its WAL reaches the repository through
 //!   the primary's `archive_command`. `pg_backup_stop` on a standby does not
 //!   switch WAL, so the segment holding the stop position completes only
-//!   when the primary switches: with `--primary-dbname` pgstrata asks the
+//!   when the primary switches: with `primary_dbname` pgstrata asks the
 //!   primary to (`pg_switch_wal()`, its only use of that connection besides
 //!   checks); without it, the primary's `archive_timeout` bounds the wait.
 //! - `pg_control` is copied last (as always): for a standby backup its
@@ -17,7 +17,7 @@
 //!   (backup_label says `BACKUP FROM: standby`), and it is not past the stop
 //!   position whose WAL the backup waits for.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Setting};
 use crate::pg::conn::Server;
 use crate::pg::Lsn;
 use crate::util::human;
@@ -46,14 +46,15 @@ impl Standby {
             .transpose()?;
         if let Some(p) = &primary {
             if p.info.in_recovery {
-                return Err(Error::refused(
-                    "--primary-dbname reaches a server in recovery, not the primary",
+                return Err(Error::setting(
+                    Setting::PrimaryDbname,
+                    "reaches a server in recovery, not the primary",
                 ));
             }
             if p.info.system_id != standby.info.system_id {
                 return Err(Error::refused(format!(
-                    "the standby (system identifier {}) does not replay the primary given with \
-                     --primary-dbname (system identifier {})",
+                    "the standby (system identifier {}) does not replay the primary given as \
+                     primary-dbname (system identifier {})",
                     standby.info.system_id, p.info.system_id
                 )));
             }
@@ -87,7 +88,7 @@ impl Standby {
         if lag > max_lag {
             return Err(Error::refused(format!(
                 "the standby's replay ({replay}) is {} behind {against}, more than \
-                 --standby-max-lag-mib allows ({}): let it catch up, or back up the primary",
+                 standby-max-lag-mib allows ({}): let it catch up, or back up the primary",
                 human(lag),
                 human(max_lag)
             )));
@@ -129,7 +130,7 @@ impl Standby {
             None => {
                 " This backup was taken from a standby: its last WAL segment is archived by the \
                  primary once the primary switches segments (archive_timeout on the primary), or \
-                 give --primary-dbname so that pgstrata asks the primary to switch."
+                 give primary-dbname so that pgstrata asks the primary to switch."
             }
         }
     }

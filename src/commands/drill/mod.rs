@@ -37,7 +37,7 @@ pub use report::{CheckResult, DrillReport, StepResult};
 
 use crate::catalog::{BackupRow, DrillRow};
 use crate::commands::restore::{self, Recovery, RecoveryTarget, RestoreOptions, TargetAction};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Hint, IoContext, Result, Setting};
 use crate::pg::server::{self, Server, Spec};
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -60,14 +60,14 @@ pub struct DrillOptions {
     pub db_user: Option<String>,
     /// How long recovery may take, from the server's start to promotion.
     pub timeout: Duration,
-    /// Run `pg_amcheck --heapallindexed` on every database.
+    /// Run pg_amcheck (with heapallindexed) on every database.
     pub amcheck: bool,
     pub checks: Vec<DrillCheck>,
     /// Extra server settings for the copy (e.g. a smaller shared_buffers).
     pub settings: Vec<(String, String)>,
     pub workers: usize,
-    /// The binary `restore_command` calls (default: this executable).
-    pub exe: Option<PathBuf>,
+    /// How `restore_command` calls pgstrata; a drill needs one.
+    pub invocation: Option<std::sync::Arc<dyn crate::repo::Invocation>>,
 }
 
 impl Default for DrillOptions {
@@ -84,7 +84,7 @@ impl Default for DrillOptions {
             checks: Vec::new(),
             settings: Vec::new(),
             workers: default_workers(),
-            exe: None,
+            invocation: None,
         }
     }
 }
@@ -189,7 +189,7 @@ fn restore_options(opts: &DrillOptions, pgdata: &Path, tablespaces: &Path) -> Re
     r.recovery.primary_conninfo = None;
     r.recovery.archive_mode = restore::ArchiveMode::Off;
     r.workers = opts.workers;
-    r.exe = opts.exe.clone();
+    r.invocation = opts.invocation.clone();
     r
 }
 
@@ -208,11 +208,12 @@ pub fn run(
     let bindir = server::bindir_for(backup.pg_version, opts.pg_bindir.as_deref(), &what)?;
     if opts.amcheck && !bindir.join("pg_amcheck").is_file() {
         return Err(Error::NotFound(format!(
-            "{} has no pg_amcheck (PostgreSQL {}'s client tools): install them, or give \
-             --pg-bindir a directory that has both (nothing was done)",
+            "{} has no pg_amcheck (PostgreSQL {}'s client tools): install them, or give a \
+             directory of server binaries that has both (nothing was done)",
             bindir.display(),
             backup.pg_version
-        )));
+        ))
+        .hint(Hint::give(Setting::PgBindir, "DIR")));
     }
     let scratch = Scratch::create(opts.scratch.as_deref())?;
     if let Err(e) = server::check_socket_dir(&scratch.sockdir()) {

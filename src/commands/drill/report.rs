@@ -1,8 +1,6 @@
 //! A drill's report: per step and per check, passed or failed with the
-//! reason. Its JSON form (`--output json`) is a stable interface, like
-//! `info`'s: field names and meanings only ever grow.
-
-use std::fmt::Write;
+//! reason. Its JSON form is a stable interface, like `info`'s: field names
+//! and meanings only ever grow; the binary renders the text.
 
 use serde::Serialize;
 
@@ -39,7 +37,7 @@ pub struct DrillReport {
     pub time: String,
     /// The same instant in unix microseconds, for the catalog.
     #[serde(skip)]
-    pub(super) started_us: i64,
+    pub started_us: i64,
     /// Every step and every check passed.
     pub ok: bool,
     /// The first failure, in one line (none when `ok`).
@@ -89,83 +87,10 @@ impl DrillReport {
         self.ok = false;
         self.failure.get_or_insert(why);
     }
-
-    /// For people: one line per step and check.
-    pub fn render_text(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "drill of cluster {}: backup {} (PostgreSQL {}), target {}, started {}",
-            self.cluster, self.backup, self.pg_version, self.target, self.time
-        );
-        // In the order things happened: restore and recovery, the checks,
-        // then stop and cleanup.
-        let (before, after): (Vec<&StepResult>, Vec<&StepResult>) = self
-            .steps
-            .iter()
-            .partition(|st| st.step == "restore" || st.step == "recovery");
-        let line = |s: &mut String, label: String, ok: bool, secs: f64, detail: &str| {
-            let _ = writeln!(
-                s,
-                "  {label:<28} {:<6} {secs:>7.1} s  {}",
-                verdict(ok),
-                indent(detail)
-            );
-        };
-        for st in before {
-            line(&mut s, st.step.clone(), st.ok, st.seconds, &st.detail);
-        }
-        for c in &self.checks {
-            let detail = match &c.database {
-                Some(d) => format!("[{d}] {}", c.detail),
-                None => c.detail.clone(),
-            };
-            line(
-                &mut s,
-                format!("check {:?}", c.name),
-                c.ok,
-                c.seconds,
-                &detail,
-            );
-        }
-        for st in after {
-            line(&mut s, st.step.clone(), st.ok, st.seconds, &st.detail);
-        }
-        let _ = writeln!(
-            s,
-            "drill {}: {}/{} checks passed{}{}",
-            if self.ok { "passed" } else { "FAILED" },
-            self.checks_passed,
-            self.checks_total,
-            self.restore_seconds
-                .map(|r| format!(", restore {r:.1} s"))
-                .unwrap_or_default(),
-            self.consistent_seconds
-                .map(|c| format!(", consistent after {c:.1} s"))
-                .unwrap_or_default(),
-        );
-        if self.kept {
-            let _ = writeln!(s, "the restored copy is kept in {}", self.scratch);
-        }
-        s
-    }
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "ok"
-    } else {
-        "FAILED"
-    }
 }
 
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
-}
-
-/// Multi-line details (a server log's tail) stay under their step.
-fn indent(s: &str) -> String {
-    s.replace('\n', "\n        ")
 }
 
 #[cfg(test)]
@@ -218,26 +143,6 @@ mod tests {
         assert!(!r.ok);
         assert_eq!(r.checks_passed, 1);
         assert_eq!(r.failure.as_deref(), Some("check \"rows\": returned \"0\""));
-        let text = r.render_text();
-        let order: Vec<usize> = [
-            "restore",
-            "recovery",
-            "check \"amcheck\"",
-            "check \"rows\"",
-            "stop",
-            "cleanup",
-        ]
-        .iter()
-        .map(|w| {
-            text.find(&format!("  {w} "))
-                .unwrap_or_else(|| panic!("{w}: {text}"))
-        })
-        .collect();
-        assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
-        assert!(text.contains("[shop] returned \"0\"\n"), "{text}");
-        assert!(
-            text.contains("drill FAILED: 1/2 checks passed, restore 3.1 s, consistent after 2.0 s")
-        );
         let json = serde_json::to_value(&r).unwrap();
         assert!(json.get("started_us").is_none());
         assert_eq!(json["steps"][3]["ok"], false);

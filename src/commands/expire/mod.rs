@@ -19,7 +19,6 @@
 //! `running` backup row is a leftover of a killed one.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write;
 use std::time::Duration;
 
 mod retention;
@@ -34,7 +33,7 @@ use crate::format::keys::{self, ObjectKey};
 use crate::format::PackId;
 use crate::pg::{WalFileName, WalSegment};
 use crate::repo::{check_cluster_name, Repository, WriteSession};
-use crate::util::{human, now_us, rfc3339};
+use crate::util::{human, now_us};
 
 #[derive(Clone, Debug)]
 pub struct ExpireOptions {
@@ -283,66 +282,6 @@ impl ExpirePlan {
             && self.delete_packs.is_empty()
             && self.rewrite_packs.is_empty()
             && self.orphans.is_empty()
-    }
-
-    /// The plan, for `--dry-run` and logs.
-    pub fn render(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(s, "expire plan for cluster {}:", self.cluster);
-        if self.backups.is_empty() {
-            let _ = writeln!(s, "  backups to expire: none");
-        }
-        for (b, why) in &self.backups {
-            let _ = writeln!(
-                s,
-                "  expire backup {} ({}, {}): {why}",
-                b.id,
-                b.backup_type.as_str(),
-                rfc3339(b.start_time)
-            );
-        }
-        for id in &self.leftovers {
-            let _ = writeln!(s, "  remove unfinished backup {id}");
-        }
-        match (self.wal.first(), self.wal.last()) {
-            (Some(a), Some(z)) => {
-                let _ = writeln!(
-                    s,
-                    "  remove {} WAL files ({} .. {})",
-                    self.wal.len(),
-                    a.1,
-                    z.1
-                );
-            }
-            _ => {
-                let _ = writeln!(s, "  remove WAL: none");
-            }
-        }
-        let del: u64 = self.delete_packs.iter().map(|p| p.size).sum();
-        let _ = writeln!(
-            s,
-            "  delete {} packs ({})",
-            self.delete_packs.len(),
-            human(del)
-        );
-        for p in &self.rewrite_packs {
-            let _ = writeln!(
-                s,
-                "  rewrite pack {} ({} live of {})",
-                &p.id.to_hex()[..16],
-                human(p.live_bytes),
-                human(p.size)
-            );
-        }
-        if !self.orphans.is_empty() {
-            let _ = writeln!(
-                s,
-                "  remove {} leftover objects of interrupted work",
-                self.orphans.len()
-            );
-        }
-        let _ = writeln!(s, "  space freed: up to {}", human(self.bytes));
-        s
     }
 }
 

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use crate::catalog::{BackupRow, BackupType};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Setting};
 
 /// What to keep.
 #[derive(Clone, Debug, Default)]
@@ -50,21 +50,22 @@ pub(super) fn by_policy(
                 "backup {id} is the newest complete backup; take another before expiring it"
             )));
         }
-        return Ok(vec![(i, "--set".into())]);
+        return Ok(vec![(i, "asked for by id".into())]);
     }
-    for (what, n) in [("--retain-full", r.full), ("--retain-diff", r.diff)] {
+    for (what, n) in [(Setting::RetainFull, r.full), (Setting::RetainDiff, r.diff)] {
         if n == Some(0) {
-            return Err(Error::invalid(format!("{what} must be at least 1")));
+            return Err(Error::setting(what, "must be at least 1"));
         }
     }
     if r.days.is_some_and(|d| !(d > 0.0 && d.is_finite())) {
-        return Err(Error::invalid(
-            "--retain-days must be a positive number of days",
+        return Err(Error::setting(
+            Setting::RetainDays,
+            "must be a positive number of days",
         ));
     }
     // The counts each govern their own type, as in pgBackRest: a backup goes
-    // when either expires it (--retain-diff has no say over fulls). The
-    // window is a floor under them: with --retain-days too, a backup goes
+    // when either expires it (the diff count has no say over fulls). The
+    // window is a floor under them: with a number of days too, a backup goes
     // only if the window does not need it.
     let mut reason: Vec<String> = vec![String::new(); b.len()];
     let counts = match (r.full, r.diff) {
@@ -247,7 +248,7 @@ mod tests {
             ),
             ["F1", "I1", "D1", "I2", "F2"]
         );
-        // --set, and never the newest.
+        // by id, and never the newest.
         let s = Retention {
             set: Some("D2".into()),
             ..Default::default()

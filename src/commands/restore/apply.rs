@@ -12,7 +12,7 @@
 //! and only differing blocks are read from the repository and rewritten.
 //!
 //! Every file is opened beneath its root (`beneath`): created new, or with
-//! `--delta` opened in place only if it is a regular file (anything else
+//! a delta restore opened in place only if it is a regular file (anything else
 //! there is removed, a link never followed); its times, mode and owner are
 //! set on the open descriptor.
 

@@ -36,13 +36,25 @@ fn setting(pgdata: &Path, name: &str) -> Option<String> {
     found
 }
 
-/// One line for the restore summary.
-pub fn summary(repo: &Repository, plan: &RestorePlan, mode: ArchiveMode) -> String {
+/// Will the restored copy archive, and where, once it promotes?
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Archiving {
+    /// `archive_mode = off` was written: the copy never archives.
+    Off,
+    /// The backup's settings were kept, and they do not archive.
+    PreservedButOff,
+    /// The backup's settings were kept: the copy archives into this
+    /// repository, under the plan's cluster.
+    IntoThisRepository,
+    /// The backup's settings were kept: the copy archives with its own
+    /// `archive_command`, which does not name this repository.
+    Elsewhere(String),
+}
+
+/// What the restored copy does about archiving, for the restore summary.
+pub fn summary(repo: &Repository, plan: &RestorePlan, mode: ArchiveMode) -> Archiving {
     if mode == ArchiveMode::Off {
-        return "archiving: off — this copy will NOT archive into this repository when it \
-                promotes (archive_mode = off in postgresql.auto.conf; use --archive-mode \
-                preserve for a restore that replaces the primary)"
-            .to_string();
+        return Archiving::Off;
     }
     let on = setting(&plan.target, "archive_mode").is_some_and(|v| {
         matches!(
@@ -60,20 +72,10 @@ pub fn summary(repo: &Repository, plan: &RestorePlan, mode: ArchiveMode) -> Stri
             cmd.contains(&*root.to_string_lossy()) || cmd.contains(&*canon.to_string_lossy())
         };
     if !on {
-        "archiving: preserved, but archive_mode is off in the backup's configuration — this \
-         copy will not archive when it promotes"
-            .to_string()
+        Archiving::PreservedButOff
     } else if here {
-        format!(
-            "archiving: preserved — once it promotes, this copy WILL archive into this \
-             repository (cluster {}); right for a restore that replaces the primary, not for \
-             a test copy (use --archive-mode off)",
-            plan.cluster
-        )
+        Archiving::IntoThisRepository
     } else {
-        format!(
-            "archiving: preserved — once it promotes, this copy archives with its own \
-             archive_command ({cmd:?}), which does not name this repository"
-        )
+        Archiving::Elsewhere(cmd)
     }
 }

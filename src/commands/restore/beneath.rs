@@ -1,7 +1,7 @@
 //! Paths beneath the restore's roots.
 //!
 //! Invariant: every path a restore creates, opens, removes or changes
-//! inside the target (or a tablespace directory, or with `--link-all` a
+//! inside the target (or a tablespace directory, or with `link_all` a
 //! link's destination) is resolved from that root's directory handle with
 //! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, and its last component
 //! is then acted on with an `*at` call that does not follow it. A symbolic

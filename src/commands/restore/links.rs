@@ -6,7 +6,7 @@
 //! backups stored only the link. By default a restore makes no link inside
 //! the target other than the tablespaces': linked files and directories are
 //! restored as regular ones, and links stored without content are left out,
-//! each with a warning. `--link-all` (or `--link-map PATH=DEST` for one link)
+//! each named in the plan for a warning. `link_all` (or `link_map` for one link)
 //! recreates the links, and a linked file's or directory's content is
 //! written at its destination. `postgresql.auto.conf` is always a regular
 //! file: the recovery settings go there.
@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::{check_empty_target, RestoreOptions};
 use crate::catalog::{FileKind, FileRow};
-use crate::error::{Error, Result};
+use crate::error::{Error, Hint, Result, Setting};
 use crate::pg::datadir::path_of;
 
 /// The file the recovery settings are written to.
@@ -46,6 +46,11 @@ pub struct Made {
 #[derive(Clone, Debug, Default)]
 pub struct LinkPlan {
     pub made: Vec<Made>,
+    /// Links restored as the regular files and directories they led to.
+    pub as_files: Vec<String>,
+    /// Links to something the backup does not hold: not restored (path,
+    /// where it led).
+    pub not_restored: Vec<(String, PathBuf)>,
 }
 
 impl LinkPlan {
@@ -74,21 +79,28 @@ pub fn plan(
     let links: Vec<&FileRow> = layout.iter().filter(|f| is_other_link(f)).collect();
     for (path, dest) in &opts.link_map {
         if path == AUTO_CONF {
-            return Err(Error::invalid(format!(
-                "--link-map {path}: {AUTO_CONF} is always restored as a regular file (the \
-                 recovery settings go there)"
-            )));
+            return Err(Error::setting(
+                Setting::LinkMap,
+                format!(
+                    "{path}: {AUTO_CONF} is always restored as a regular file (the recovery \
+                     settings go there)"
+                ),
+            ));
         }
         if !links.iter().any(|f| &f.path == path) {
-            return Err(Error::invalid(format!(
-                "--link-map names {path:?}, which is not a link in backup {backup_id}"
-            )));
+            return Err(Error::setting(
+                Setting::LinkMap,
+                format!("names {path:?}, which is not a link in backup {backup_id}"),
+            ));
         }
         if !dest.is_absolute() {
-            return Err(Error::invalid(format!(
-                "--link-map {path}={}: the destination must be an absolute path",
-                dest.display()
-            )));
+            return Err(Error::setting(
+                Setting::LinkMap,
+                format!(
+                    "{path}={}: the destination must be an absolute path",
+                    dest.display()
+                ),
+            ));
         }
     }
     let mut plan = LinkPlan::default();
@@ -110,12 +122,7 @@ pub fn plan(
         }
         if !opts.link_all && mapped.is_none() {
             if f.kind == FileKind::Link {
-                tracing::warn!(
-                    "{} was a link to {}: the backup holds only the link, not what it leads \
-                     to, so it is not restored (--link-all recreates the link)",
-                    f.path,
-                    was.display()
-                );
+                plan.not_restored.push((f.path.clone(), was));
             } else {
                 regular.push(f.path.as_str());
             }
@@ -128,12 +135,15 @@ pub fn plan(
                 let dest = destination(target, &f.path, &to);
                 if dest.starts_with(target) {
                     return Err(Error::invalid(format!(
-                        "link {} leads to {}, inside the target: restore without --link-all, \
-                         or move it with --link-map {}=DIR",
+                        "link {} leads to {}, inside the target: restore it as a regular \
+                         file or directory, or move it",
                         f.path,
                         dest.display(),
-                        f.path
-                    )));
+                    ))
+                    .hint(Hint::RestoreWith {
+                        setting: Setting::LinkMap,
+                        value: Some(format!("{}=DIR", f.path)),
+                    }));
                 }
                 if kind == FileKind::Dir {
                     if !delta {
@@ -143,11 +153,15 @@ pub fn plan(
                 } else {
                     if !delta && dest.symlink_metadata().is_ok() {
                         return Err(Error::refused(format!(
-                            "link {} destination {} exists: restore with --delta to update it, \
-                             or move it with --link-map (nothing was written)",
+                            "link {} destination {} exists: update it with a delta restore, \
+                             or move it (nothing was written)",
                             f.path,
                             dest.display()
-                        )));
+                        ))
+                        .hint(Hint::RestoreWith {
+                            setting: Setting::LinkMap,
+                            value: Some(format!("{}=DIR", f.path)),
+                        }));
                     }
                     Content::File(dest)
                 }
@@ -174,18 +188,7 @@ pub fn plan(
             outside.join(", ")
         );
     }
-    if !regular.is_empty() {
-        const SHOWN: usize = 10;
-        let more = regular.len().saturating_sub(SHOWN);
-        let mut names = regular[..regular.len().min(SHOWN)].join(", ");
-        if more > 0 {
-            names.push_str(&format!(" and {more} more"));
-        }
-        tracing::warn!(
-            "restored as regular files and directories, though they were symbolic links: \
-             {names} (--link-all restores them as links)"
-        );
-    }
+    plan.as_files = regular.into_iter().map(String::from).collect();
     Ok(plan)
 }
 

@@ -3,7 +3,7 @@
 //! Plan first, then apply. The plan checks everything that can be checked
 //! without writing: the backup exists and can reach the recovery target,
 //! every path stays inside the target, every chunk is indexed, and the
-//! target is empty or missing (or, with `--delta`, a stopped data directory
+//! target is empty or missing (or, for a delta restore, a stopped data directory
 //! of the same cluster). Only then does apply write. Every chunk is verified
 //! against its id when read, so corruption stops the restore with the file's
 //! name rather than writing a bad cluster. Restoring never reads another
@@ -26,9 +26,10 @@ mod timeline;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-pub use archiving::summary as archiving_summary;
+pub use archiving::{summary as archiving_summary, Archiving};
 pub use recovery::{ArchiveMode, Recovery, TargetAction};
 pub use target::{parse_time as parse_target_time, RecoveryTarget, TimelineTarget};
 
@@ -37,11 +38,12 @@ use rayon::prelude::*;
 use crate::catalog::{
     BackupRow, BackupStatus, Catalog, ChunkLoc, ClusterRow, FileKind, FileOrder, FileRow, Position,
 };
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Hint, IoContext, Result, Setting};
 use crate::format::BlockMap;
 use crate::pg::control;
 use crate::pg::datadir::check_manifest_path;
 use crate::progress::Progress;
+use crate::repo::Invocation;
 use crate::repo::{check_cluster_name, ReaderGuard, Repository};
 use crate::util::default_workers;
 
@@ -51,25 +53,27 @@ pub struct RestoreOptions {
     /// A backup id, or `None` / `latest` to choose by the target.
     pub set: Option<String>,
     pub recovery: Recovery,
-    /// `--tablespace-map OID=DIR`.
+    /// Tablespace OID goes to DIR.
     pub tablespace_map: Vec<(u32, PathBuf)>,
-    /// `--tablespace-map-all DIR`: every other tablespace goes to `DIR/<oid>`.
+    /// Every other tablespace goes to `DIR/<oid>`.
     pub tablespace_map_all: Option<PathBuf>,
     /// Rewrite only what differs in an existing data directory of the cluster.
     pub delta: bool,
     pub workers: usize,
-    /// The binary `restore_command` calls (default: this executable).
-    pub exe: Option<PathBuf>,
-    /// Options `restore_command` passes to `archive-get` (e.g. prefetching:
-    /// `--prefetch 8 --spool-dir DIR`).
-    pub archive_get_args: Vec<String>,
-    /// How `restore_command` names the repository (e.g. `--repo s3://b/p
-    /// --s3-endpoint URL`); empty: `--repo` and its directory or URL.
-    pub repo_args: Vec<String>,
-    /// `--link-all`: recreate the backup's symbolic links (see `links`).
+    /// How `restore_command` calls pgstrata; a plan needs one.
+    pub invocation: Option<Arc<dyn Invocation>>,
+    /// Recreate the backup's symbolic links (see `links`).
     pub link_all: bool,
-    /// `--link-map PATH=DEST`: recreate link PATH, leading to DEST.
+    /// Recreate link PATH, leading to DEST.
     pub link_map: Vec<(String, PathBuf)>,
+}
+
+/// Options for unit tests: a stand-in invocation.
+#[cfg(test)]
+pub(crate) fn test_options(pgdata: impl Into<PathBuf>) -> RestoreOptions {
+    let mut o = RestoreOptions::new(pgdata);
+    o.invocation = crate::repo::fake::fake();
+    o
 }
 
 impl RestoreOptions {
@@ -82,26 +86,11 @@ impl RestoreOptions {
             tablespace_map_all: None,
             delta: false,
             workers: default_workers(),
-            exe: None,
-            archive_get_args: Vec::new(),
-            repo_args: Vec::new(),
+            invocation: None,
             link_all: false,
             link_map: Vec::new(),
         }
     }
-}
-
-/// Insert `args` after `archive-get` in a restore_command.
-fn with_get_args(cmd: String, args: &[String]) -> String {
-    if args.is_empty() {
-        return cmd;
-    }
-    let extra: Vec<String> = args.iter().map(|a| crate::util::shell_word(a)).collect();
-    cmd.replacen(
-        " archive-get ",
-        &format!(" archive-get {} ", extra.join(" ")),
-        1,
-    )
 }
 
 /// Everything a restore will do, decided before anything is written.
@@ -147,7 +136,7 @@ pub struct RestoreStats {
     pub pg_version: u32,
     pub files: u64,
     pub bytes: u64,
-    /// Bytes actually written to files (with `--delta`, only what differed).
+    /// Bytes actually written to files (a delta restore: only what differed).
     pub written: u64,
     /// Paths removed from the target because the backup does not have them.
     pub removed: u64,
@@ -168,10 +157,15 @@ fn check_empty_target(p: &Path, what: &str) -> Result<()> {
         }
         if !is_empty_dir(p)? {
             return Err(Error::refused(format!(
-                "{what} {} is not empty: restore into an empty or missing directory, or use \
-                 --delta to update a stopped copy of this cluster (nothing was written)",
+                "{what} {} is not empty: restore into an empty or missing directory, or \
+                 update a stopped copy of this cluster with a delta restore (nothing was \
+                 written)",
                 p.display()
-            )));
+            ))
+            .hint(Hint::RestoreWith {
+                setting: Setting::Delta,
+                value: None,
+            }));
         }
     }
     Ok(())
@@ -187,7 +181,7 @@ fn check_delta_target(p: &Path, system_id: u64, marker: Option<&resume::Marker>)
     let other = |found: u64| {
         Error::refused(format!(
             "{} belongs to the cluster with system identifier {found}, not {system_id}: \
-             --delta only updates a copy of the same cluster (nothing was written)",
+             a delta restore only updates a copy of the same cluster (nothing was written)",
             p.display()
         ))
     };
@@ -320,7 +314,7 @@ fn cluster_row(cat: &Catalog, cluster: &str) -> Result<ClusterRow> {
 
 /// The backup a restore with `opts` would start from, and its cluster's
 /// catalog row; writes nothing and reads no manifest. Its errors are about
-/// what was asked (an unknown `--set`, an unreachable target), not about
+/// what was asked (an unknown backup id, an unreachable target), not about
 /// the backup's data, which [`plan`] checks.
 pub fn chosen_backup(
     repo: &Repository,
@@ -334,6 +328,20 @@ pub fn chosen_backup(
 }
 
 /// Decide what to restore; writes nothing.
+impl RestorePlan {
+    /// Links restored as the regular files and directories they led to
+    /// (`link_all` restores them as links).
+    pub fn links_as_files(&self) -> &[String] {
+        &self.links.as_files
+    }
+
+    /// Links to what the backup does not hold, left out (path, where it
+    /// led).
+    pub fn links_not_restored(&self) -> &[(String, PathBuf)] {
+        &self.links.not_restored
+    }
+}
+
 pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<RestorePlan> {
     // Before the catalog is read: an expire beside this restore then leaves
     // every pack this catalog names until the plan (and its apply) is done.
@@ -367,18 +375,9 @@ pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<R
     let tablespaces = tablespace::plan(&layout, opts, &target, delta)?;
     let links = links::plan(&layout, opts, &target, delta, &backup.id)?;
     check_data(repo, &cat, &backup)?;
-    let exe = match &opts.exe {
-        Some(e) => e.clone(),
-        None => std::env::current_exe().at("current executable")?,
-    };
-    let repo_words = match (&opts.repo_args, repo.is_remote()) {
-        (a, _) if !a.is_empty() => a.clone(),
-        (_, true) => vec!["--repo".into(), repo.name().to_string()],
-        (_, false) => {
-            let root = repo.root().canonicalize().at(repo.root())?;
-            vec!["--repo".into(), root.to_string_lossy().into_owned()]
-        }
-    };
+    let invocation = opts.invocation.as_ref().ok_or_else(|| {
+        Error::internal("a restore needs to know how restore_command calls pgstrata")
+    })?;
     let pass = repo.passphrase_source();
     if let Some(crate::repo::PassphraseSource::Env(var)) = pass {
         tracing::warn!(
@@ -386,8 +385,7 @@ pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<R
              environment must set {var}, or use passphrase-file or passphrase-command"
         );
     }
-    let cmd = recovery::restore_command(&exe, &repo_words, pass, cluster, backup.history);
-    let cmd = with_get_args(cmd, &opts.archive_get_args);
+    let cmd = invocation.restore_command(cluster, backup.history, pass);
     let recovery_conf = opts.recovery.settings(&cmd, &backup.id);
     Ok(RestorePlan {
         cluster: cluster.to_string(),
@@ -441,7 +439,7 @@ pub fn apply(
 
 /// The backup to restore for the target. Each entry of the cluster's
 /// history has its own backups and WAL archive; the newest entry that can
-/// reach the target wins (an explicit `--set` names its own). When none can,
+/// reach the target wins (a backup the user chose names its own). When none can,
 /// the newest entry's reason is the error.
 fn choose_backup(
     repo: &Repository,
@@ -549,7 +547,7 @@ mod tests {
     use crate::repo::testkit::{content, Fixture};
 
     fn restore_to(f: &Fixture, dir: &Path) -> Result<RestoreStats> {
-        let plan = plan(&f.repo, "main", &RestoreOptions::new(dir))?;
+        let plan = plan(&f.repo, "main", &test_options(dir))?;
         apply(&f.repo, &plan, 2, &Silent)
     }
 
@@ -573,15 +571,15 @@ mod tests {
         let f = Fixture::new();
         let m = f.backup(1, &[("a", content(1, 300, 0)), ("c", content(2, 3, 100))]);
         let dir = f.scratch("out");
-        let first = plan(&f.repo, "main", &RestoreOptions::new(&dir)).unwrap();
+        let first = plan(&f.repo, "main", &test_options(&dir)).unwrap();
         assert!(!first.delta);
         // Half-written: the marker, one file, a stray.
         resume::begin(&first).unwrap();
         std::fs::write(dir.join("a"), b"half").unwrap();
         std::fs::write(dir.join("stray"), b"x").unwrap();
         drop(first);
-        // Without --delta, the non-empty target is taken as unfinished.
-        let again = plan(&f.repo, "main", &RestoreOptions::new(&dir)).unwrap();
+        // Without asking for a delta, the non-empty target is taken as unfinished.
+        let again = plan(&f.repo, "main", &test_options(&dir)).unwrap();
         assert!(again.delta);
         apply(&f.repo, &again, 2, &Silent).unwrap();
         for (p, data) in &m.files {
@@ -590,7 +588,7 @@ mod tests {
         assert!(!dir.join("stray").exists());
         assert!(!dir.join(resume::MARKER).exists());
         // Finished, it is an ordinary non-empty directory again.
-        let e = plan(&f.repo, "main", &RestoreOptions::new(&dir)).unwrap_err();
+        let e = plan(&f.repo, "main", &test_options(&dir)).unwrap_err();
         assert!(e.to_string().contains("not empty"), "{e}");
     }
 
@@ -605,7 +603,7 @@ mod tests {
         }
         // The restore_command hands the passphrase file on.
         let conf = std::fs::read_to_string(dir.join("postgresql.auto.conf")).unwrap();
-        assert!(conf.contains("--passphrase-file"), "{conf}");
+        assert!(conf.contains("unlocked=true"), "{conf}");
         // A byte flipped on disk in the middle of the pack.
         let key = crate::format::keys::pack(&m.pack);
         let size = std::fs::metadata(f.repo.root().join(&key)).unwrap().len();
@@ -689,7 +687,7 @@ mod tests {
         let f = Fixture::new();
         let m = f.backup(1, &[("a", content(1, 2, 0))]);
         f.sql("UPDATE file_version SET blockmap = x'0102' WHERE path = 'a'");
-        let e = plan(&f.repo, "main", &RestoreOptions::new(f.scratch("out"))).unwrap_err();
+        let e = plan(&f.repo, "main", &test_options(f.scratch("out"))).unwrap_err();
         assert!(
             e.to_string()
                 .contains(&format!("file row of backup {}", m.id)),

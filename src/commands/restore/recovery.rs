@@ -1,12 +1,10 @@
 //! Recovery settings written into a restored data directory.
 
 use std::fmt::Write;
-use std::path::Path;
 
 use crate::commands::restore::target::{RecoveryTarget, TimelineTarget};
 use crate::error::{Error, Result};
-use crate::repo::PassphraseSource;
-use crate::util::{quote, shell_word};
+use crate::util::quote;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TargetAction {
@@ -38,40 +36,7 @@ impl TargetAction {
 pub const BEGIN: &str = "# BEGIN pgstrata recovery settings";
 pub const END: &str = "# END pgstrata recovery settings";
 
-/// The `restore_command` calling this binary with this repository, for WAL
-/// of entry `history` of the cluster's history (named when not the first),
-/// unlocking an encrypted repository as this run did (a passphrase in the
-/// environment cannot be handed on: the server's environment must have it).
-pub fn restore_command(
-    exe: &Path,
-    repo: &[String],
-    passphrase: Option<&PassphraseSource>,
-    cluster: &str,
-    history: u32,
-) -> String {
-    let unlock: String = passphrase
-        .map(PassphraseSource::command_words)
-        .unwrap_or_default()
-        .iter()
-        .map(|w| format!("{} ", shell_word(w)))
-        .collect();
-    format!(
-        "{} {} {unlock}--cluster {} archive-get {}%f \"%p\"",
-        shell_word(&exe.to_string_lossy()),
-        repo.iter()
-            .map(|w| shell_word(w))
-            .collect::<Vec<_>>()
-            .join(" "),
-        shell_word(cluster),
-        if history > 1 {
-            format!("--history {history} ")
-        } else {
-            String::new()
-        }
-    )
-}
-
-/// `restore --archive-mode`: whether the restored copy keeps the backup's
+/// Whether the restored copy keeps the backup's
 /// archiving settings once it promotes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ArchiveMode {
@@ -108,7 +73,7 @@ pub struct Recovery {
     /// Start as a standby (`standby.signal`) instead of recovering and promoting.
     pub standby: bool,
     pub primary_conninfo: Option<String>,
-    /// `--archive-mode`.
+    /// Whether the copy archives once it promotes.
     pub archive_mode: ArchiveMode,
 }
 
@@ -180,43 +145,15 @@ pub fn strip_previous(conf: &str) -> String {
 mod tests {
     use super::*;
 
-    fn words(repo: &str) -> Vec<String> {
-        vec!["--repo".into(), repo.into()]
-    }
-
     #[test]
     fn command_and_block() {
-        let c = restore_command(
-            Path::new("/usr/bin/pgstrata"),
-            &words("/var/lib/my repo"),
-            None,
-            "main",
-            1,
-        );
-        assert_eq!(
-            c,
-            "/usr/bin/pgstrata --repo '/var/lib/my repo' --cluster main archive-get %f \"%p\""
-        );
-        let c2 = restore_command(Path::new("/p"), &words("/r"), None, "main", 2);
-        assert_eq!(
-            c2,
-            "/p --repo /r --cluster main archive-get --history 2 %f \"%p\""
-        );
-        let cmd = PassphraseSource::Command("pass show 'db backup'".into());
-        let c3 = restore_command(Path::new("/p"), &words("/r"), Some(&cmd), "main", 1);
-        assert_eq!(
-            c3,
-            r#"/p --repo /r --passphrase-command 'pass show '\''db backup'\''' --cluster main archive-get %f "%p""#
-        );
-        let env = PassphraseSource::Env("PGSTRATA_PASSPHRASE".into());
-        let c4 = restore_command(Path::new("/p"), &words("/r"), Some(&env), "main", 1);
-        assert_eq!(c4, "/p --repo /r --cluster main archive-get %f \"%p\"");
+        let c = "/usr/bin/pgstrata get 'main' %f \"%p\"";
         let r = Recovery {
             target: RecoveryTarget::Immediate,
             action: Some(TargetAction::Promote),
             ..Default::default()
         };
-        let s = r.settings(&c, "X");
+        let s = r.settings(c, "X");
         assert!(s.contains("recovery_target = 'immediate'"));
         assert!(s.contains("archive_mode = 'off'"), "{s}");
         let preserve = Recovery {
@@ -229,9 +166,7 @@ mod tests {
             ArchiveMode::Preserve
         );
         assert!(ArchiveMode::parse("on").is_err());
-        assert!(s.contains(
-            "restore_command = '/usr/bin/pgstrata --repo ''/var/lib/my repo'' --cluster"
-        ));
+        assert!(s.contains("restore_command = '/usr/bin/pgstrata get ''main'' %f \"%p\"'"));
         let conf = format!("a = 1\n{s}b = 2\n");
         assert_eq!(strip_previous(&conf), "a = 1\nb = 2\n");
         let r = Recovery {

@@ -6,7 +6,7 @@
 //!   directory, before anything else is written there; [`finish`] removes it
 //!   as the very last step, after apply's final sync. A target holding it
 //!   was left half-written by pgstrata: rerunning the restore finishes it as
-//!   a delta restore, and `--delta` accepts it even without `PG_VERSION` or
+//!   a delta restore, and a delta accepts it even without `PG_VERSION` or
 //!   `global/pg_control`.
 //! - While the marker is there, PostgreSQL cannot start the target as if it
 //!   were consistent: after the marker is durable, [`begin`] removes

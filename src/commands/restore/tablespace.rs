@@ -2,9 +2,9 @@
 //! write into.
 //!
 //! Invariants:
-//! - `--tablespace-map` is checked against the backup before any directory
+//! - The tablespace map is checked against the backup before any directory
 //!   is looked at: an OID the backup lacks is named with the ones it has.
-//! - A location comes from `--tablespace-map`, else `--tablespace-map-all`,
+//! - A location comes from the tablespace map, else the directory for all,
 //!   else (delta) the target's own `pg_tblspc/<oid>` link, else the path
 //!   the tablespace had when it was backed up.
 //! - A delta restore never writes into a non-empty directory that was not
@@ -24,7 +24,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::catalog::{BackupRow, FileKind, FileRow};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Hint, IoContext, Result, Setting};
 use crate::pg::datadir::path_of;
 use crate::util::process_alive;
 
@@ -54,7 +54,15 @@ fn backup_oids(layout: &[FileRow]) -> Result<Vec<(u32, String)>> {
     Ok(out)
 }
 
-/// `--tablespace-map` names only tablespaces the backup has, each once.
+/// Advice: restore tablespace `oid` into a directory of the user's.
+fn map_hint(oid: &str) -> Hint {
+    Hint::RestoreWith {
+        setting: Setting::TablespaceMap,
+        value: Some(format!("{oid}=DIR")),
+    }
+}
+
+/// The tablespace map names only tablespaces the backup has, each once.
 /// Checked before anything else about the target, so that a mistyped OID is
 /// the error rather than some other tablespace's directory.
 pub(super) fn check_map(
@@ -65,9 +73,10 @@ pub(super) fn check_map(
     let known = backup_oids(layout)?;
     for (i, (oid, _)) in opts.tablespace_map.iter().enumerate() {
         if opts.tablespace_map[..i].iter().any(|(o, _)| o == oid) {
-            return Err(Error::invalid(format!(
-                "--tablespace-map names tablespace {oid} twice"
-            )));
+            return Err(Error::setting(
+                Setting::TablespaceMap,
+                format!("names tablespace {oid} twice"),
+            ));
         }
         if !known.iter().any(|(k, _)| k == oid) {
             let has = match known.len() {
@@ -81,11 +90,14 @@ pub(super) fn check_map(
                         .join(", ")
                 ),
             };
-            return Err(Error::invalid(format!(
-                "--tablespace-map names tablespace {oid}, which backup {} does not have ({has}; \
-                 nothing was written)",
-                backup.id
-            )));
+            return Err(Error::setting(
+                Setting::TablespaceMap,
+                format!(
+                    "names tablespace {oid}, which backup {} does not have ({has}; nothing \
+                     was written)",
+                    backup.id
+                ),
+            ));
         }
     }
     Ok(())
@@ -135,17 +147,19 @@ pub(super) fn plan(
         if overlaps(&resolved, &resolve(target)) {
             return Err(Error::refused(format!(
                 "tablespace {oid} would be restored to {}, which overlaps the target {}: map \
-                 it elsewhere with --tablespace-map {oid}=DIR (nothing was written)",
+                 it elsewhere (nothing was written)",
                 dir.display(),
                 target.display()
-            )));
+            ))
+            .hint(map_hint(&oid)));
         }
         if let Some((other, _)) = out.iter().find(|(_, d)| overlaps(&resolve(d), &resolved)) {
             return Err(Error::refused(format!(
                 "tablespaces {other} and {oid} would both be restored to {}: map one of them \
-                 elsewhere with --tablespace-map (nothing was written)",
+                 elsewhere (nothing was written)",
                 dir.display()
-            )));
+            ))
+            .hint(map_hint(&oid)));
         }
         live.refuse_overlap(&oid, &dir, &resolved)?;
         out.push((oid, dir));
@@ -193,10 +207,11 @@ fn unlinked(oid: &str, dir: &Path, target: &Path, delta: bool) -> Result<()> {
     Err(Error::refused(format!(
         "tablespace {oid}: {} is not empty and {} does not link to it (no \
          pg_tblspc/{oid} link): it may be another cluster's; give the copy's tablespace \
-         directory with --tablespace-map {oid}=DIR (nothing was written)",
+         directory (nothing was written)",
         dir.display(),
         target.display()
-    )))
+    ))
+    .hint(map_hint(oid)))
 }
 
 /// `p` with symbolic links resolved as far as it exists (the rest appended
@@ -288,9 +303,10 @@ impl LiveServers {
             Err(Error::refused(format!(
                 "tablespace {oid} would be restored to {}, which overlaps {what} of the \
                  PostgreSQL server running with pid {pid}: give the copy's tablespace directory \
-                 with --tablespace-map {oid}=DIR (nothing was written)",
+                 (nothing was written)",
                 dir.display()
-            )))
+            ))
+            .hint(map_hint(oid)))
         };
         for a in resolved.ancestors() {
             if let Some(pid) = live_postmaster(a) {
@@ -352,7 +368,12 @@ mod tests {
         let e = none
             .refuse_overlap("16384", &inside, &resolve(&inside))
             .unwrap_err();
-        assert!(e.to_string().contains("--tablespace-map 16384=DIR"), "{e}");
+        assert!(
+            matches!(e.without_hint(), Error::Refused(_))
+                && e.to_string()
+                    .ends_with("(restore with tablespace-map 16384=DIR)"),
+            "{e}"
+        );
         let elsewhere = t.path().join("elsewhere");
         none.refuse_overlap("16384", &elsewhere, &resolve(&elsewhere))
             .unwrap();

@@ -3,7 +3,7 @@
 //! anything is written.
 
 use crate::catalog::BackupRow;
-use crate::error::{Error, Result};
+use crate::error::{Error, Hint, Result, Setting};
 use crate::pg::history::TimelinePath;
 use crate::pg::{Lsn, WalFileName, WalSegment};
 use crate::util::rfc3339;
@@ -26,7 +26,7 @@ pub enum RecoveryTarget {
     Name(String),
 }
 
-/// `--target-timeline`.
+/// The recovery target timeline.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TimelineTarget {
     Current,
@@ -45,9 +45,10 @@ impl TimelineTarget {
                 .filter(|n| *n > 0)
                 .map(TimelineTarget::Id)
                 .ok_or_else(|| {
-                    Error::invalid(format!(
-                        "invalid --target-timeline {s:?}: current, latest or a timeline number"
-                    ))
+                    Error::setting(
+                        Setting::TargetTimeline,
+                        format!("{s:?} is invalid: current, latest or a timeline number"),
+                    )
                 }),
         }
     }
@@ -134,7 +135,7 @@ fn zone(z: &str) -> Option<jiff::tz::TimeZone> {
     jiff::tz::db().get(z).ok()
 }
 
-/// Parse `--target-time` as PostgreSQL reads `recovery_target_time`:
+/// Parse a target time as PostgreSQL reads `recovery_target_time`:
 /// `YYYY-MM-DD[ T]HH:MM[:SS[.ffffff]]` and a zone (see [`zone`]), e.g.
 /// `2026-11-21 08:30:00+00`, `2026-11-21 09:30 Europe/Paris`,
 /// `2026-11-21T08:30:00Z`. The zone is required: without one the restored
@@ -144,10 +145,13 @@ fn zone(z: &str) -> Option<jiff::tz::TimeZone> {
 pub fn parse_time(s: &str) -> Result<(i64, String)> {
     let t = s.trim();
     let bad = |why: &str| {
-        Error::invalid(format!(
-            "invalid --target-time {s:?}: {why} (expected e.g. 2026-11-21 08:30:00+00 or \
-             '2026-11-21 09:30:00 Europe/Paris')"
-        ))
+        Error::setting(
+            Setting::TargetTime,
+            format!(
+                "{s:?} is invalid: {why} (expected e.g. 2026-11-21 08:30:00+00 or \
+                 '2026-11-21 09:30:00 Europe/Paris')"
+            ),
+        )
     };
     let (date, rest) = t
         .split_once([' ', 'T'])
@@ -200,7 +204,7 @@ pub struct ArchiveEnd {
     pub newest_segment: Option<(String, Lsn)>,
     /// When the newest segment on the path reached the repository (unix µs).
     pub newest_archived_at: Option<i64>,
-    /// For `--target-name`: where the restore point is in the WAL on the path.
+    /// For a target restore point: where it is in the WAL on the path.
     pub restore_point: Option<Lsn>,
     /// An earlier restore point of the same name: a backup must start after
     /// it, or recovery would stop there instead.
@@ -376,29 +380,30 @@ fn unreachable(
         _ => Error::NotFound(format!(
             "no complete backup of cluster {cluster:?} on the path of timeline {tli}{}",
             timeline
-                .map(|t| format!(" (--target-timeline {})", t.setting()))
+                .map(|t| format!(" (target timeline {})", t.setting()))
                 .unwrap_or_default()
         )),
     }
 }
 
-/// An explicit `--set` must still be able to reach the target.
+/// A backup chosen by the user must still be able to reach the target.
 fn set_reaches(chosen: &BackupRow, target: &RecoveryTarget, archive: &ArchiveEnd) -> Result<()> {
     let tli = archive.path.target;
     match target {
         RecoveryTarget::Time { text, at_us } if stop_us(chosen) > *at_us => {
             Err(Error::invalid(format!(
-                "target time {text} is before backup {} finished ({}): choose an older backup \
-                 or leave out --set",
+                "target time {text} is before backup {} finished ({}): choose an older backup",
                 chosen.id,
                 rfc3339(stop_us(chosen))
-            )))
+            ))
+            .hint(Hint::LeaveOut(Setting::Set)))
         }
         RecoveryTarget::Lsn(l) if stop_lsn(chosen) > *l => Err(Error::invalid(format!(
-            "target LSN {l} is before backup {} ends ({}): choose an older backup or leave out --set",
+            "target LSN {l} is before backup {} ends ({}): choose an older backup",
             chosen.id,
             stop_lsn(chosen)
-        ))),
+        ))
+        .hint(Hint::LeaveOut(Setting::Set))),
         RecoveryTarget::Name(n)
             if archive
                 .restore_point
@@ -406,16 +411,17 @@ fn set_reaches(chosen: &BackupRow, target: &RecoveryTarget, archive: &ArchiveEnd
         {
             Err(Error::invalid(format!(
                 "restore point {n:?} (at {}) is before backup {} ends ({}): choose an older \
-                 backup or leave out --set",
+                 backup",
                 archive.restore_point.unwrap_or_default(),
                 chosen.id,
                 stop_lsn(chosen)
-            )))
+            ))
+            .hint(Hint::LeaveOut(Setting::Set)))
         }
         _ if !archive.path.reaches_from(chosen.timeline, stop_lsn(chosen)) => {
             Err(Error::invalid(format!(
                 "backup {} (timeline {}) is not on the path of timeline {tli}: choose another \
-                 backup or --target-timeline",
+                 backup or target timeline",
                 chosen.id, chosen.timeline
             )))
         }

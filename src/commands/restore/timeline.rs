@@ -1,5 +1,5 @@
 //! Which WAL a restore follows: the target timeline, its history through
-//! the archived `.history` files, and (for `--target-name`) where the
+//! the archived `.history` files, and (for a target restore point) where the
 //! restore point is on that path. Decided before anything is written.
 
 use super::recovery::Recovery;
@@ -12,7 +12,7 @@ use crate::pg::{Lsn, WalFileName};
 use crate::repo::Repository;
 
 /// The timeline recovery ends on, as PostgreSQL will choose it.
-/// `complete` is oldest first; `set` is `--set`.
+/// `complete` is oldest first; `set` is the backup the user chose.
 pub fn target_timeline(
     names: &[String],
     complete: &[BackupRow],
@@ -57,7 +57,7 @@ pub fn path_to(
         None if complete.iter().any(|b| b.timeline == tli) => Ok(TimelinePath::root(tli)),
         None => Err(Error::NotFound(format!(
             "timeline {tli} has no history file ({name}) in the archive of cluster {cluster:?}: \
-             choose another --target-timeline (see `pgstrata info`)"
+             choose another target timeline (see `pgstrata info`)"
         ))),
     }
 }

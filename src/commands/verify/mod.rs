@@ -7,7 +7,7 @@
 //!    indexed block map whose pack exists, every block map decodes, matches
 //!    its file's size, and every chunk it uses is indexed (and recorded in
 //!    `blockmap_chunk`, which garbage collection relies on); each backup has
-//!    its manifest copy (what `repair --rebuild-catalog` needs); each
+//!    its manifest copy (what rebuilding the catalog needs); each
 //!    manifest has the shape of a data directory that restores inside its
 //!    target (`layout.rs`);
 //! 3. packs: every pack is streamed once and every record checked against

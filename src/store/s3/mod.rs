@@ -31,7 +31,7 @@ pub use config::{S3Config, S3Credentials};
 pub use http::RequestCounts;
 use http::{Client, Kind, Method, Payload, Req, Resp, Retry, StreamOrResp, EMPTY};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Hint, Result, Setting};
 use crate::store::backend::{same_bytes, Backend, Exact, ObjectWriter, Source};
 
 /// Objects up to this size are sent from memory at `finish`.
@@ -138,9 +138,11 @@ impl S3Backend {
         let bucket = Bucket::new(url, style, config.bucket.clone(), config.region.clone())
             .map_err(|e| {
                 Error::invalid(format!(
-                    "S3 endpoint {endpoint} with bucket {}: {e} (an IP address or localhost needs --s3-uri-style path)",
+                    "S3 endpoint {endpoint} with bucket {}: {e}; an IP address or localhost \
+                     needs path-style addressing",
                     config.bucket
                 ))
+                .hint(Hint::give(Setting::S3UriStyle, "path"))
             })?;
         let c = config.resolve_credentials()?;
         let creds = match &c.token {
@@ -157,10 +159,10 @@ impl S3Backend {
                 })
                 .collect();
             if certs.is_empty() {
-                return Err(Error::invalid(format!(
-                    "--s3-ca-file {}: no PEM certificate in it",
-                    f.display()
-                )));
+                return Err(Error::setting(
+                    Setting::S3CaFile,
+                    format!("{}: no PEM certificate in it", f.display()),
+                ));
             }
             tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
         }
@@ -219,7 +221,8 @@ impl Inner {
         let (code, msg) = http::s3_error(&r.body);
         match (r.status, code.as_str()) {
             (404, "NoSuchBucket") => Error::NotFound(format!(
-                "bucket {} does not exist (at {}): create it, or fix the bucket in --repo",
+                "bucket {} does not exist (at {}): create it, or fix the bucket in the \
+                 repository's URL",
                 self.bucket.name(),
                 self.bucket.base_url()
             )),
@@ -238,9 +241,10 @@ impl Inner {
                 }
             )),
             (301, _) | (307, _) => Error::invalid(format!(
-                "bucket {} is in another region ({code}): set --s3-region",
+                "bucket {} is in another region ({code})",
                 self.bucket.name()
-            )),
+            ))
+            .hint(Hint::give(Setting::S3Region, "REGION")),
             (s, _) => Error::io(
                 self.what(key),
                 std::io::Error::other(format!("HTTP {s} {code} {msg}").trim().to_string()),
