@@ -207,7 +207,7 @@ pub fn gather(repo: &Repository, only: Option<&str>) -> Result<Info> {
             last_drill: cat.last_drill(c.id)?.map(last_drill),
         });
     }
-    let bytes = repo.backend().list("")?.iter().map(|(_, n)| n).sum();
+    let bytes = repo.stored().list("")?.iter().map(|(_, n)| n).sum();
     Ok(Info {
         clusters,
         repo: RepoInfo {

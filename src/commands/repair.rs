@@ -25,8 +25,7 @@ use crate::format::{BlockMap, ChunkId, Manifest};
 use crate::pg::wal::LongPageHeader;
 use crate::pg::WalFileName;
 use crate::progress::Progress;
-use crate::repo::{RepoLock, Repository};
-use crate::store::{read_trailer, SealedPack};
+use crate::repo::{RepoLock, Repository, SealedPack};
 
 #[derive(Clone, Debug, Default)]
 pub struct RepairReport {
@@ -99,7 +98,8 @@ fn index_packs(
     progress: &dyn Progress,
     report: &mut RepairReport,
 ) -> Result<()> {
-    let packs: Vec<(String, u64)> = repo.backend().list(keys::PACKS)?;
+    let stored = repo.stored();
+    let packs: Vec<(String, u64)> = stored.list(keys::PACKS)?;
     progress.begin("repair", packs.len() as u64);
     for (key, size) in &packs {
         progress.advance(1);
@@ -110,7 +110,7 @@ fn index_packs(
                 continue;
             }
         };
-        match read_trailer(repo.backend(), &id) {
+        match stored.pack_trailer(&id) {
             Ok(entries) => {
                 report.chunks += entries.len() as u64;
                 report.packs += 1;
@@ -137,7 +137,7 @@ fn index_packs(
 /// by start time within a cluster).
 fn insert_backups(repo: &Repository, cat: &mut Catalog, report: &mut RepairReport) -> Result<()> {
     let mut manifests: Vec<String> = Vec::new();
-    for (key, _) in repo.backend().list(keys::MANIFESTS)? {
+    for (key, _) in repo.stored().list(keys::MANIFESTS)? {
         match ObjectKey::parse(&key) {
             Ok(ObjectKey::Manifest { .. }) => manifests.push(key),
             _ => report.skipped.push(format!("{key}: not a manifest name")),
@@ -156,7 +156,7 @@ fn insert_backups(repo: &Repository, cat: &mut Catalog, report: &mut RepairRepor
 /// Step 3: clusters known only from their archived WAL, bound from a
 /// segment's long page header.
 fn bind_wal_clusters(repo: &Repository, cat: &Catalog, report: &mut RepairReport) -> Result<()> {
-    for (key, _) in repo.backend().list(keys::WAL)? {
+    for (key, _) in repo.stored().list(keys::WAL)? {
         let (cluster, name) = match ObjectKey::parse(&key) {
             // WAL of a later history entry belongs to a cluster its
             // manifests bind.
@@ -187,14 +187,10 @@ fn bind_wal_clusters(repo: &Repository, cat: &Catalog, report: &mut RepairReport
 }
 
 fn load_manifest(repo: &Repository, key: &str) -> Result<Manifest> {
-    let z = repo
-        .backend()
-        .get(key)?
-        .ok_or_else(|| Error::missing("manifest copy", key))?;
-    let mut m = Manifest::decode(&z, key)?;
+    let (mut m, size) = repo.stored().manifest_copy(key)?;
     // The copy holds the bytes of the packs the backup wrote; what it added
     // to the repository also counts the copy itself (see backup's finish).
-    m.backup.stored_bytes += z.len() as u64;
+    m.backup.stored_bytes += size;
     Ok(m)
 }
 
@@ -209,6 +205,7 @@ fn insert_backup(repo: &Repository, cat: &mut Catalog, m: Manifest) -> Result<St
         id.pg_version,
         m.backup.start_time,
     )?;
+    let stored = repo.stored();
     let mut seen = std::collections::HashSet::new();
     let mut relation: Vec<(ChunkId, Vec<ChunkId>)> = Vec::new();
     for f in &m.files {
@@ -224,9 +221,7 @@ fn insert_backup(repo: &Repository, cat: &mut Catalog, m: Manifest) -> Result<St
                 "{what}: its block map {bm} is in no pack with a readable trailer"
             ))
         })?;
-        let map = loc.read_with(repo.backend(), repo.ids(), &bm, &what, |raw| {
-            BlockMap::decode(raw, &what)
-        })?;
+        let map = stored.read_chunk_with(&loc, &bm, &what, |raw| BlockMap::decode(raw, &what))?;
         relation.push((bm, map.chunks));
     }
     let backup = BackupRow::from_meta(m.backup, m.cluster.history);

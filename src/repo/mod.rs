@@ -18,12 +18,14 @@ mod cache;
 mod copies;
 mod key;
 mod lock;
+mod stored;
 #[cfg(test)]
 pub(crate) mod testkit;
 mod wal;
 
 pub use key::{Passphrase, PassphraseSource, PASSPHRASE_ENV};
 pub use lock::{ReaderGuard, RepoLock};
+pub use stored::{PackWriter, SealedPack, Stored};
 pub use wal::{segment_range, timelines, WalStored};
 
 use crate::catalog::Catalog;
@@ -289,8 +291,10 @@ impl Repository {
         Ok(repo)
     }
 
-    /// How content ids are derived here (keyed in an encrypted repository).
-    pub fn ids(&self) -> &IdKey {
+    /// How content ids are derived here (keyed in an encrypted repository):
+    /// key material, which stays in this layer (see [`Stored`]).
+    #[cfg(test)]
+    pub(in crate::repo) fn ids(&self) -> &IdKey {
         &self.ids
     }
 
@@ -362,10 +366,27 @@ impl Repository {
         self.raw.clone()
     }
 
+    /// The repository's objects, for commands: the one reader (and deleter)
+    /// of stored data, each read verified and opened with the keys.
+    pub fn stored(&self) -> Stored {
+        Stored::new(self.backend.clone(), self.ids)
+    }
+
+    /// The object store (sealing, in an encrypted repository): for this
+    /// layer only; commands go through [`Repository::stored`].
+    #[cfg(not(any(test, feature = "testing")))]
+    pub(in crate::repo) fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    /// The object store, for tests that damage or watch objects.
+    #[cfg(any(test, feature = "testing"))]
     pub fn backend(&self) -> &dyn Backend {
         self.backend.as_ref()
     }
 
+    /// The object store, for tests that wrap it (fault injection).
+    #[cfg(any(test, feature = "testing"))]
     pub fn backend_arc(&self) -> Arc<dyn Backend> {
         self.backend.clone()
     }

@@ -386,14 +386,15 @@ impl Job<'_> {
         )?;
         let total = measure(self.pgdata)?;
         let (tx, rx) = std::sync::mpsc::sync_channel(16);
-        let backend = self.repo.backend_arc();
+        let stored = self.repo.stored();
+        let for_writer = stored.clone();
         let pack_size = self.opts.pack_size;
         let bid = row.id.clone();
         let failed = Arc::new(AtomicBool::new(false));
         let writer_failed = failed.clone();
         let writer = std::thread::Builder::new()
             .name("pgstrata-writer".into())
-            .spawn(move || writer::run(rx, cat, backend, bid, pack_size, writer_failed))
+            .spawn(move || writer::run(rx, cat, for_writer, bid, pack_size, writer_failed))
             .map_err(|e| Error::io("writer thread", e))?;
         let read_bytes = AtomicU64::new(0);
         let ctx = file::Ctx {
@@ -404,8 +405,7 @@ impl Job<'_> {
             level: self.opts.compress_level,
             refs: &refs,
             tx: &tx,
-            backend: self.repo.backend(),
-            ids: *self.repo.ids(),
+            stored: &stored,
             read_bytes: &read_bytes,
             progress: self.progress,
         };

@@ -23,7 +23,7 @@ use std::thread::JoinHandle;
 use crate::catalog::{Catalog, FileRow, PageErrorRow};
 use crate::error::Result;
 use crate::format::{ChunkId, Codec};
-use crate::store::{Backend, PackWriter, SealedPack};
+use crate::repo::{PackWriter, SealedPack, Stored};
 
 pub enum Msg {
     Chunk {
@@ -59,12 +59,12 @@ const IN_FLIGHT: usize = 2;
 pub fn run(
     rx: Receiver<Msg>,
     mut cat: Catalog,
-    backend: Arc<dyn Backend>,
+    stored: Stored,
     backup_id: String,
     pack_size: u64,
     failed: Arc<AtomicBool>,
 ) -> (Catalog, Result<WriterStats>) {
-    let r = write_all(&rx, &mut cat, backend.as_ref(), &backup_id, pack_size);
+    let r = write_all(&rx, &mut cat, &stored, &backup_id, pack_size);
     if r.is_err() {
         failed.store(true, Ordering::Relaxed);
     }
@@ -76,7 +76,7 @@ pub fn run(
 fn write_all(
     rx: &Receiver<Msg>,
     cat: &mut Catalog,
-    backend: &dyn Backend,
+    stored: &Stored,
     backup_id: &str,
     pack_size: u64,
 ) -> Result<WriterStats> {
@@ -149,7 +149,7 @@ fn write_all(
                 }
                 let target = if meta { &mut meta_pack } else { &mut pack };
                 if target.is_none() {
-                    *target = Some(PackWriter::new(backend)?);
+                    *target = Some(stored.new_pack()?);
                 }
                 if let Some(p) = target.as_mut() {
                     p.add(id, codec, raw_len, &data)?;

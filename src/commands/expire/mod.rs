@@ -235,11 +235,11 @@ fn plan_orphans(
         }
     }
     let expiring: HashSet<String> = plan.backups.iter().map(|(b, _)| b.id.clone()).collect();
-    let objects = repo
-        .backend()
+    let stored = repo.stored();
+    let objects = stored
         .list(keys::PACKS)?
         .into_iter()
-        .chain(repo.backend().list(keys::MANIFESTS)?);
+        .chain(stored.list(keys::MANIFESTS)?);
     for (key, size) in objects {
         let orphan = match ObjectKey::parse(&key) {
             Ok(ObjectKey::Pack(id)) => !known.contains(&id),
@@ -260,9 +260,8 @@ fn plan_orphans(
             plan.orphans.push(key);
         }
     }
-    for (key, size) in repo.backend().list(keys::TMP)? {
-        let old = repo
-            .backend()
+    for (key, size) in stored.list(keys::TMP)? {
+        let old = stored
             .modified(&key)?
             .and_then(|t| t.elapsed().ok())
             .is_some_and(|age| age >= opts.tmp_age);
@@ -353,7 +352,7 @@ pub fn apply(
     cat: &mut Catalog,
     plan: &ExpirePlan,
 ) -> Result<ExpireLog> {
-    let backend = repo.backend();
+    let stored = repo.stored();
     let mut log = ExpireLog {
         time: now_us(),
         ..Default::default()
@@ -381,13 +380,13 @@ pub fn apply(
         .collect();
     // Objects go in batches (one request per thousand in object storage):
     // a removal lost in a crash leaves garbage the next expire finds.
-    backend.delete_many(&copies)?;
+    stored.delete_many(&copies)?;
     log.bytes_freed += plan.copy_bytes;
     log.backups = plan.backups.len() as u64;
 
     // 2. WAL nobody needs.
     let wal: Vec<String> = plan.wal.iter().map(|(key, _)| key.clone()).collect();
-    backend.delete_many(&wal)?;
+    stored.delete_many(&wal)?;
     log.bytes_freed += plan.wal_bytes;
     log.wal_files += wal.len() as u64;
 
@@ -408,7 +407,7 @@ pub fn apply(
         left: Default::default(),
         read: Default::default(),
     };
-    let (old_bytes, new_bytes) = rewrite::rewrite_packs(&deleter, repo.ids(), cat, &todo, &dead)?;
+    let (old_bytes, new_bytes) = rewrite::rewrite_packs(&deleter, &stored, cat, &todo, &dead)?;
     log.bytes_freed += old_bytes.saturating_sub(new_bytes);
     log.packs_rewritten += todo.len() as u64;
     log.bytes_freed += plan.delete_packs.iter().map(|p| p.size).sum::<u64>();
@@ -426,7 +425,7 @@ pub fn apply(
         .iter()
         .cloned()
         .partition(|k| k.starts_with(keys::PACKS));
-    backend.delete_many(&unnamed_copies(cat, &others)?)?;
+    stored.delete_many(&unnamed_copies(cat, &others)?)?;
     deleter.delete(cat, &packs)?;
     log.bytes_freed += plan.orphan_bytes;
     let left = deleter.left.into_inner();
@@ -447,7 +446,7 @@ pub fn apply(
         }
     }
     log.orphans += plan.orphans.len() as u64;
-    let aborted = backend.collect_abandoned(plan.upload_age)?;
+    let aborted = stored.collect_abandoned(plan.upload_age)?;
     if aborted > 0 {
         tracing::info!("aborted {aborted} unfinished upload(s) of interrupted commands");
         log.orphans += aborted;
@@ -525,10 +524,6 @@ impl PackDeleter<'_> {
         self.read.set(true);
         self.left.borrow_mut().extend_from_slice(keys);
         Ok(())
-    }
-
-    pub(super) fn backend(&self) -> &dyn crate::store::Backend {
-        self.repo.backend()
     }
 }
 

@@ -34,7 +34,7 @@ use crate::catalog::{Catalog, ChunkLoc, FileOrder, FileRow, Readers};
 use crate::error::{Error, IoContext, Result};
 use crate::format::{BlockMap, ChunkId};
 use crate::progress::Progress;
-use crate::repo::Repository;
+use crate::repo::{Repository, Stored};
 
 /// Files handed to the workers at a time, read from the catalog in path
 /// order (memory is bounded by this, not by the number of files).
@@ -84,7 +84,7 @@ fn apply_inner(
     layout::make_layout(plan, &roots)?;
     let readers = Readers::open(&plan.catalog, rayon::current_num_threads())?;
     let w = Worker {
-        repo,
+        stored: repo.stored(),
         plan,
         roots: &roots,
         readers: &readers,
@@ -215,7 +215,7 @@ struct Target<'a> {
 
 /// What the workers share.
 struct Worker<'a> {
-    repo: &'a Repository,
+    stored: Stored,
     plan: &'a RestorePlan,
     roots: &'a Roots,
     readers: &'a Readers,
@@ -253,10 +253,9 @@ impl Worker<'_> {
                         "{what}: its block map (chunk {bm_id}) is not in the chunk index"
                     ))
                 })?;
-                let map =
-                    bm_loc.read_with(self.repo.backend(), self.repo.ids(), bm_id, &what, |b| {
-                        BlockMap::decode(b, &what)
-                    })?;
+                let map = self
+                    .stored
+                    .read_chunk_with(bm_loc, bm_id, &what, |b| BlockMap::decode(b, &what))?;
                 if map.file_size != f.size {
                     return Err(Error::corrupt(
                         what,
@@ -342,7 +341,7 @@ impl Worker<'_> {
                 if b * bs < t.old_len.min(t.size) {
                     let n = block_len(b);
                     t.out.read_exact_at(&mut buf[..n], b * bs).at(t.path)?;
-                    if self.repo.ids().fingerprint(&buf[..n]) == map.fingerprints[b as usize] {
+                    if self.stored.fingerprint(&buf[..n]) == map.fingerprints[b as usize] {
                         continue;
                     }
                 }
@@ -354,7 +353,7 @@ impl Worker<'_> {
         }
         let id = &map.chunks[ci];
         let loc = self.locate(id, t.what)?;
-        loc.read_with(self.repo.backend(), self.repo.ids(), id, t.what, |data| {
+        self.stored.read_chunk_with(&loc, id, t.what, |data| {
             write_blocks(map, t, ci, todo, data)
         })
     }

@@ -279,7 +279,7 @@ fn check_file(
             what()
         ))
     })?;
-    let map = loc.read_with(repo.backend(), repo.ids(), bm, &what(), |raw| {
+    let map = repo.stored().read_chunk_with(loc, bm, &what(), |raw| {
         BlockMap::decode(raw, &what())
             .map_err(|e| Error::corrupt(what(), format!("{e} ({nothing})")))
     })?;

@@ -15,7 +15,6 @@ use crate::error::{Error, Result};
 use crate::format::keys;
 use crate::format::{BlockMap, ChunkId, Manifest, ManifestSummary, PackId};
 use crate::repo::Repository;
-use crate::store::read_chunks;
 
 /// Block maps looked up per catalog query, and read and decoded in
 /// parallel, at once: enough that a window holds several of each pack's,
@@ -229,6 +228,7 @@ fn read_window(
         }
     }
     let groups: Vec<(&PackId, Wanted)> = by_pack.into_iter().collect();
+    let stored = repo.stored();
     let read: Vec<Vec<(usize, Result<Read>)>> = groups
         .into_par_iter()
         .map(|(pack, mut maps)| {
@@ -237,7 +237,8 @@ fn read_window(
                 maps.iter().map(|&(_, o, l, id)| (o, l, id)).collect();
             // Errors name the block map where they are reported
             // (`judge_blockmap`), not here: formatting every id is costly.
-            read_chunks(repo.backend(), repo.ids(), pack, &chunks, "a block map")
+            stored
+                .read_chunks(pack, &chunks, "a block map")
                 .into_iter()
                 .zip(&maps)
                 .map(|(raw, &(i, ..))| (i, classify(raw)))
@@ -347,7 +348,7 @@ fn read_copy(repo: &Repository, c: &ClusterRow, b: &BackupRow) -> Copy {
     let mut opened = false;
     let summary = Manifest::summary(
         || {
-            let r = repo.backend().open(&key);
+            let r = repo.stored().open(&key);
             opened |= r.is_ok();
             r
         },
@@ -360,7 +361,7 @@ fn read_copy(repo: &Repository, c: &ClusterRow, b: &BackupRow) -> Copy {
         Ok(m) if m.backup_id != b.id => Copy::Bad(format!("holds backup {} instead", m.backup_id)),
         Ok(ManifestSummary { prev: Some(p), .. }) => {
             let there = matches!(
-                repo.backend().size(&keys::manifest(&c.name, &p)),
+                repo.stored().size(&keys::manifest(&c.name, &p)),
                 Ok(Some(_))
             );
             Copy::Delta(p, there)

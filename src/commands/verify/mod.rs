@@ -437,7 +437,7 @@ fn packs_to_scan(
     // runs; one sealed in between is only a pack the catalog does not name.
     let known: Vec<PackId> = cat.packs()?.into_iter().map(|(id, _)| id).collect();
     let mut on_disk: HashMap<PackId, u64> = HashMap::new();
-    for (key, size) in repo.backend().list(keys::PACKS)? {
+    for (key, size) in repo.stored().list(keys::PACKS)? {
         match ObjectKey::parse(&key) {
             Ok(ObjectKey::Pack(id)) => {
                 on_disk.insert(id, size);
