@@ -614,20 +614,21 @@ mod tests {
         assert!(e.contains("locked by another pgstrata"), "{e}");
         ra.catalog()
             .unwrap()
-            .bind_cluster("main", 42, 150000)
+            .clusters()
+            .bind("main", 42, 150000)
             .unwrap();
         // Not visible elsewhere before it is published...
-        assert!(rb.catalog().unwrap().clusters().unwrap().is_empty());
+        assert!(rb.catalog().unwrap().clusters().list().unwrap().is_empty());
         lock.release().unwrap();
         // ...and visible after, from a cache that never saw it.
-        assert_eq!(rb.catalog().unwrap().clusters().unwrap().len(), 1);
+        assert_eq!(rb.catalog().unwrap().clusters().list().unwrap().len(), 1);
         let rc = Repository::open_at(&remote(d.path(), "cache-c"), None).unwrap();
-        assert_eq!(rc.catalog().unwrap().clusters().unwrap().len(), 1);
+        assert_eq!(rc.catalog().unwrap().clusters().list().unwrap().len(), 1);
         // The cache is a cache: removing it loses nothing.
         drop((ra, rb, rc));
         fs::remove_dir_all(d.path().join("cache-a")).unwrap();
         let ra = Repository::open_at(&a, None).unwrap();
-        assert_eq!(ra.catalog().unwrap().clusters().unwrap().len(), 1);
+        assert_eq!(ra.catalog().unwrap().clusters().list().unwrap().len(), 1);
         // A prefix holding other things is not made a repository.
         let other = Location::Remote {
             store: Arc::new(LocalBackend::new(d.path(), Ownership::private())),
@@ -709,7 +710,8 @@ mod tests {
         let lock = RepoLock::acquire(&r, "backup", Duration::ZERO).unwrap();
         r.catalog()
             .unwrap()
-            .bind_cluster("secret-cluster-name", 42, 150000)
+            .clusters()
+            .bind("secret-cluster-name", 42, 150000)
             .unwrap();
         lock.release().unwrap();
         for e in walkdir::WalkDir::new(d.path().join("bucket")) {
@@ -726,7 +728,7 @@ mod tests {
         fs::remove_dir_all(d.path().join("cache")).unwrap();
         let r = Repository::open_at(&loc, Some(&src)).unwrap();
         assert_eq!(
-            r.catalog().unwrap().clusters().unwrap()[0].name,
+            r.catalog().unwrap().clusters().list().unwrap()[0].name,
             "secret-cluster-name"
         );
     }

@@ -144,7 +144,7 @@ fn backup_id(cat: &Catalog, start_us: i64, t: BackupType) -> Result<String> {
         .map_err(|e| Error::invalid(format!("clock: {e}")))?;
     let mut id = format!("{base}{}", t.letter());
     let mut n = 1;
-    while cat.backup(&id)?.is_some() {
+    while cat.backups().get(&id)?.is_some() {
         n += 1;
         id = format!("{base}{}-{n}", t.letter());
     }
@@ -200,11 +200,14 @@ pub fn run(
         false => None,
     };
     let cat = repo.catalog()?;
-    let cl = cat.bind_cluster(cluster, server.info.system_id, server.info.major)?;
+    let cl = cat
+        .clusters()
+        .bind(cluster, server.info.system_id, server.info.major)?;
     // Only backups of the cluster's current identity are references: after
     // `pgstrata upgrade` the first backup is a full.
     let complete: Vec<BackupRow> = cat
-        .backups(cl.id)?
+        .backups()
+        .of_cluster(cl.id)?
         .into_iter()
         .filter(|b| b.status == BackupStatus::Complete && b.history == cl.history)
         .collect();
@@ -249,7 +252,7 @@ pub fn run(
         Err(e) => {
             // Best effort: the running row goes; its packs are garbage for expire.
             if let Ok(cat) = repo.catalog() {
-                let _ = cat.delete_backup(&id);
+                let _ = cat.backups().delete(&id);
             }
             Err(e)
         }
@@ -310,7 +313,7 @@ fn begin(
         pid: Some(std::process::id()),
         history: cl.history,
     };
-    cat.insert_backup(cl.id, &row)?;
+    cat.backups().insert(cl.id, &row)?;
     Ok(row)
 }
 
@@ -514,7 +517,7 @@ impl Job<'_> {
 
     fn finish(
         &mut self,
-        mut cat: Catalog,
+        cat: Catalog,
         row: &mut BackupRow,
         stop: BackupStop,
         stats: WriterStats,
@@ -523,8 +526,8 @@ impl Job<'_> {
         row.stop_lsn = Some(stop.lsn);
         row.backup_label = Some(stop.backup_label.clone());
         row.tablespace_map = stop.tablespace_map.clone();
-        let errors = cat.page_errors(&row.id)?;
-        row.files = cat.file_count(&row.id)?;
+        let errors = cat.backups().page_errors(&row.id)?;
+        row.files = cat.versions().file_count(&row.id)?;
         row.page_errors = errors.len() as u64;
         row.status = BackupStatus::Complete;
         // The copy records the packs' bytes; `repair` adds the copy's own
@@ -534,7 +537,7 @@ impl Job<'_> {
             .repo
             .put_manifest_copy(&cat, self.cluster.identity(), row)?;
         row.stored_bytes = stats.pack_bytes + copy;
-        cat.complete_backup(row)?;
+        cat.backups().complete(row)?;
         // Best effort: a busy reader only delays the truncation.
         if let Err(e) = cat.checkpoint() {
             tracing::debug!("catalog checkpoint: {e}");

@@ -100,7 +100,7 @@ fn write_all(
                 .map_err(|_| crate::error::Error::internal("pack sealing thread panicked"))??;
             stats.packs += 1;
             stats.pack_bytes += sealed.size;
-            cat.add_pack(&sealed, Some(backup_id))?;
+            cat.packs().add(&sealed, Some(backup_id))?;
             let mut p = pending.borrow_mut();
             for e in &sealed.entries {
                 p.remove(&e.id);
@@ -144,7 +144,7 @@ fn write_all(
                 meta,
             } => {
                 // Sent twice by workers that raced (see `pending`).
-                if !pending.borrow_mut().insert(id) || cat.has_chunk(&id)? {
+                if !pending.borrow_mut().insert(id) || cat.packs().has_chunk(&id)? {
                     continue;
                 }
                 let target = if meta { &mut meta_pack } else { &mut pack };
@@ -167,7 +167,7 @@ fn write_all(
                     maps.push(m);
                 }
                 if rows.len() >= ROW_BATCH {
-                    cat.insert_files(backup_id, &rows, &maps)?;
+                    cat.versions().insert_files(backup_id, &rows, &maps)?;
                     rows.clear();
                     maps.clear();
                 }
@@ -177,7 +177,7 @@ fn write_all(
     }
     seal(pack, cat, &mut stats, false)?;
     seal(meta_pack, cat, &mut stats, true)?;
-    cat.insert_files(backup_id, &rows, &maps)?;
-    cat.add_page_errors(backup_id, &errors)?;
+    cat.versions().insert_files(backup_id, &rows, &maps)?;
+    cat.backups().add_page_errors(backup_id, &errors)?;
     Ok(stats)
 }

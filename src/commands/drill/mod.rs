@@ -252,7 +252,7 @@ pub fn run(
         )?),
         false => None,
     };
-    repo.catalog()?.record_drill(cl.id, &row)?;
+    repo.catalog()?.drills().record(cl.id, &row)?;
     if let Some(l) = lock {
         l.release()?;
     }

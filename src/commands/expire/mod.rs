@@ -102,7 +102,7 @@ pub fn plan(
         upload_age: opts.tmp_age,
         ..Default::default()
     };
-    plan.leftovers = cat.running_backups()?;
+    plan.leftovers = cat.backups().running()?;
     let kept = plan_backups(cat, cluster, opts, &mut plan)?;
     plan_wal(repo, cat, cluster, &kept, &mut plan)?;
     let mut gone_ids: Vec<String> = plan.backups.iter().map(|(b, _)| b.id.clone()).collect();
@@ -121,7 +121,7 @@ fn plan_backups(
     opts: &ExpireOptions,
     plan: &mut ExpirePlan,
 ) -> Result<Vec<BackupRow>> {
-    let Some(cl) = cat.cluster(cluster)? else {
+    let Some(cl) = cat.clusters().get(cluster)? else {
         if opts.retention.set.is_some() {
             return Err(Error::NotFound(format!(
                 "cluster {cluster:?} is not in this repository"
@@ -130,7 +130,8 @@ fn plan_backups(
         return Ok(Vec::new());
     };
     let complete: Vec<BackupRow> = cat
-        .backups(cl.id)?
+        .backups()
+        .of_cluster(cl.id)?
         .into_iter()
         .filter(|b| b.status == BackupStatus::Complete)
         .collect();
@@ -157,10 +158,10 @@ fn plan_wal(
     kept: &[BackupRow],
     plan: &mut ExpirePlan,
 ) -> Result<()> {
-    let Some(cl) = cat.cluster(cluster)? else {
+    let Some(cl) = cat.clusters().get(cluster)? else {
         return Ok(());
     };
-    for h in cat.histories(cl.id)? {
+    for h in cat.clusters().histories(cl.id)? {
         let oldest = kept
             .iter()
             .filter(|b| b.history == h.seq)
@@ -202,7 +203,7 @@ fn plan_packs(
     opts: &ExpireOptions,
     plan: &mut ExpirePlan,
 ) -> Result<()> {
-    for u in cat.pack_usage(gone_ids)? {
+    for u in cat.packs().usage(gone_ids)? {
         plan.pack_bytes.insert(keys::pack(&u.id), u.size);
         if u.live_chunks == 0 {
             plan.bytes += u.size;
@@ -225,10 +226,10 @@ fn plan_orphans(
     opts: &ExpireOptions,
     plan: &mut ExpirePlan,
 ) -> Result<()> {
-    let known = cat.pack_ids()?;
+    let known = cat.packs().ids()?;
     let mut kept: HashSet<(String, String)> = HashSet::new();
-    for c in cat.clusters()? {
-        for b in cat.backups(c.id)? {
+    for c in cat.clusters().list()? {
+        for b in cat.backups().of_cluster(c.id)? {
             if b.status == BackupStatus::Complete && !gone_ids.contains(&b.id) {
                 kept.insert((c.name.clone(), b.id));
             }
@@ -363,7 +364,7 @@ pub fn apply(
     let mut ids: Vec<String> = plan.backups.iter().map(|(b, _)| b.id.clone()).collect();
     ids.extend(plan.leftovers.iter().cloned());
     let t = std::time::Instant::now();
-    cat.expire_backups(&ids)?;
+    cat.backups().expire(&ids)?;
     tracing::debug!("expire: backup rows removed in {:?}", t.elapsed());
     let t = std::time::Instant::now();
     repo.rewrite_stale_copies(cat)?;
@@ -392,9 +393,9 @@ pub fn apply(
 
     // 3. Mostly dead packs: copy live chunks, verified, into new packs.
     let t = std::time::Instant::now();
-    cat.mark_live_now()?;
+    cat.packs().mark_live_now()?;
     tracing::debug!("expire: liveness worked out again in {:?}", t.elapsed());
-    let known = cat.pack_ids()?;
+    let known = cat.packs().ids()?;
     let todo: Vec<&PackUsage> = plan
         .rewrite_packs
         .iter()
@@ -451,7 +452,7 @@ pub fn apply(
         tracing::info!("aborted {aborted} unfinished upload(s) of interrupted commands");
         log.orphans += aborted;
     }
-    cat.log_expire(&log)?;
+    cat.expire_log().record(&log)?;
     let t = std::time::Instant::now();
     // Optional: the expire is done, and a compaction that fails (no room
     // for the temporary copy, a reader holding the file too long) is only
@@ -511,7 +512,7 @@ impl PackDeleter<'_> {
         let mut unnamed = Vec::with_capacity(keys.len());
         for key in keys {
             match ObjectKey::parse(key) {
-                Ok(ObjectKey::Pack(id)) if cat.has_pack(&id)? => {
+                Ok(ObjectKey::Pack(id)) if cat.packs().has(&id)? => {
                     tracing::debug!("expire: pack {key} is indexed again; kept");
                 }
                 _ => unnamed.push(key.clone()),
@@ -533,7 +534,7 @@ fn unnamed_copies(cat: &Catalog, keys: &[String]) -> Result<Vec<String>> {
     let mut out = Vec::with_capacity(keys.len());
     for key in keys {
         if let Ok(ObjectKey::Manifest { backup, .. }) = ObjectKey::parse(key) {
-            if cat.backup(&backup)?.is_some() {
+            if cat.backups().get(&backup)?.is_some() {
                 tracing::debug!("expire: manifest copy {key} names a backup again; kept");
                 continue;
             }

@@ -56,7 +56,7 @@ pub(super) fn rewrite_packs(
                   cat: &mut Catalog| {
         let t = std::time::Instant::now();
         let forgotten: Vec<PackId> = nothing_live.iter().chain(dead).copied().collect();
-        cat.replace_packs(moves, &forgotten)?;
+        cat.packs().replace(moves, &forgotten)?;
         tracing::debug!(
             "expire: {} new packs ({} chunks) indexed, {} packs forgotten, in {:?}",
             moves.len(),
@@ -80,7 +80,7 @@ pub(super) fn rewrite_packs(
         // (not one per live chunk), one record in memory.
         let mut r = stored.open(&key)?;
         let mut pos = 0u64;
-        for c in cat.pack_liveness(&p.id)?.into_iter().filter(|c| c.live) {
+        for c in cat.packs().liveness(&p.id)?.into_iter().filter(|c| c.live) {
             let rec = next_record(r.as_mut(), &mut pos, &c, &what)?;
             stored.check_record(&rec, &c.id, &what, &key)?;
             let h = RecordHeader::decode(&rec, &what)?;

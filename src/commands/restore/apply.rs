@@ -113,6 +113,7 @@ fn apply_inner(
         // directory come from every pack of the backup at once; a 61,000-file
         // restore from S3 fetched each 8 MiB window about 1,000 times.)
         let r = cat
+            .versions()
             .for_each_file(&plan.backup.id, FileOrder::BlockMap, |f, loc| {
                 batch.push((f, loc));
                 if batch.len() == BATCH {
@@ -228,6 +229,7 @@ impl Worker<'_> {
     fn locate(&self, id: &ChunkId, what: &str) -> Result<ChunkLoc> {
         self.readers
             .get()?
+            .packs()
             .chunk(id)?
             .ok_or_else(|| Error::NotFound(format!("{what}: chunk {id} is not in the chunk index")))
     }

@@ -38,7 +38,7 @@ pub(super) fn check(
     report: &mut VerifyReport,
 ) -> Result<()> {
     let t = std::time::Instant::now();
-    cat.set_scope(&scope_ids(scope))?;
+    cat.scope().set(&scope_ids(scope))?;
     let users = &Users::new(cat, scope, true);
     tracing::debug!("verify: block maps in scope found in {:?}", t.elapsed());
     let t = std::time::Instant::now();
@@ -48,17 +48,18 @@ pub(super) fn check(
     let mut missing: BTreeMap<ChunkId, Vec<ChunkId>> = BTreeMap::new();
     let mut more_missing = false;
     loop {
-        let mut window = cat.scoped_maps_after(after.as_ref(), WINDOW)?;
+        let mut window = cat.scope().maps_after(after.as_ref(), WINDOW)?;
         let Some(lo) = window.first().map(|m| m.id) else {
             break;
         };
         let hi = window.last().map_or(lo, |m| m.id);
-        let locs: HashMap<ChunkId, ChunkLoc> = cat.chunks_between(&lo, &hi)?.into_iter().collect();
+        let locs: HashMap<ChunkId, ChunkLoc> =
+            cat.packs().chunks_between(&lo, &hi)?.into_iter().collect();
         window.truncate(within_bytes(&window, &locs));
         let hi = window.last().map_or(lo, |m| m.id);
         after = Some(hi);
         let mut relation: HashMap<ChunkId, HashSet<ChunkId>> = HashMap::new();
-        for (bm, c) in cat.relation_between(&lo, &hi)? {
+        for (bm, c) in cat.packs().relation_between(&lo, &hi)? {
             relation.entry(bm).or_default().insert(c);
         }
         // The index lookups of the chunks the window's maps use run here,
@@ -140,7 +141,7 @@ fn unindexed_of(cat: &Catalog, used: &[(ChunkId, ChunkId)]) -> Result<Vec<(Chunk
     for &(c, bm) in used {
         let indexed = match last {
             Some((l, indexed)) if l == c => indexed,
-            _ => cat.has_chunk(&c)?,
+            _ => cat.packs().has_chunk(&c)?,
         };
         last = Some((c, indexed));
         if !indexed {
@@ -165,19 +166,20 @@ pub(super) fn check_rows(
             judge_copy(cat, c, b, copy, report)?;
         }
         let ids: Vec<String> = backups.iter().map(|b| b.id.clone()).collect();
-        cat.for_each_unrestorable_in(c.id, &ids, |b, f| {
-            report.problems.push(problem(
-                ProblemKind::BlockMapInvalid,
-                format!("file {}", f.path),
-                format!(
-                    "the manifest gives {} bytes but no block map: the file cannot be \
+        cat.versions()
+            .for_each_unrestorable_in(c.id, &ids, |b, f| {
+                report.problems.push(problem(
+                    ProblemKind::BlockMapInvalid,
+                    format!("file {}", f.path),
+                    format!(
+                        "the manifest gives {} bytes but no block map: the file cannot be \
                      restored",
-                    f.size
-                ),
-                (one(b), one(&f.path)),
-            ));
-            Ok(())
-        })?;
+                        f.size
+                    ),
+                    (one(b), one(&f.path)),
+                ));
+                Ok(())
+            })?;
         super::layout::check(cat, c, backups, report)?;
     }
     Ok(())
@@ -318,7 +320,7 @@ fn judge_blockmap(
             users.of_maps(&[*bm]),
         ));
         for id in unrelated {
-            if !users.cat.has_chunk(id)? {
+            if !users.cat.packs().has_chunk(id)? {
                 report.problems.push(problem(
                     ProblemKind::ChunkNotIndexed,
                     format!("chunk {id}"),
@@ -386,7 +388,7 @@ fn judge_copy(
         // expire that stopped half-way: it still chains, and the next
         // expire rewrites it.
         Copy::Delta(p, base_there) => {
-            let pred = cat.predecessor(&b.id)?;
+            let pred = cat.versions().predecessor(&b.id)?;
             if pred.as_deref() == Some(&*p) {
                 None
             } else if base_there {

@@ -255,7 +255,7 @@ pub(super) fn check_all(
                 let sc = size
                     .map(|size| scan(&stored, p, size, progress))
                     .transpose()?;
-                let rows = readers.get()?.pack_chunks(p)?;
+                let rows = readers.get()?.packs().chunks(p)?;
                 Ok((rows.len() as u64, judge(&rows, size, sc)))
             })
             .collect();
