@@ -7,7 +7,9 @@
 
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::{Catalog, ClusterRow, HistoryRow};
+use rusqlite::Connection;
+
+use super::{ClusterRow, HistoryRow};
 use crate::error::{Error, Hint, Result, Setting, SqlContext};
 use crate::util::now_us;
 
@@ -23,8 +25,13 @@ fn system_id(r: &Row<'_>, i: usize) -> rusqlite::Result<u64> {
     })
 }
 
-impl Catalog {
-    pub fn cluster(&self, name: &str) -> Result<Option<ClusterRow>> {
+/// The clusters and their identities.
+pub struct Clusters<'a> {
+    pub(super) conn: &'a Connection,
+}
+
+impl Clusters<'_> {
+    pub fn get(&self, name: &str) -> Result<Option<ClusterRow>> {
         self.conn
             .query_row(
                 "SELECT id, name, system_id, pg_version, history FROM cluster WHERE name = ?1",
@@ -43,7 +50,7 @@ impl Catalog {
             .ctx_with(|| format!("the row of cluster {name:?}"))
     }
 
-    pub fn clusters(&self) -> Result<Vec<ClusterRow>> {
+    pub fn list(&self) -> Result<Vec<ClusterRow>> {
         let mut st = self
             .conn
             .prepare("SELECT name FROM cluster ORDER BY name")
@@ -55,7 +62,7 @@ impl Catalog {
             .ctx("clusters")?;
         let mut out = Vec::new();
         for n in names {
-            if let Some(c) = self.cluster(&n)? {
+            if let Some(c) = self.get(&n)? {
                 out.push(c);
             }
         }
@@ -63,7 +70,7 @@ impl Catalog {
     }
 
     /// The cluster bound to `system_id` under another name, if any.
-    pub fn cluster_of_system(&self, system_id: u64) -> Result<Option<String>> {
+    pub fn of_system(&self, system_id: u64) -> Result<Option<String>> {
         self.conn
             .query_row(
                 "SELECT c.name FROM cluster_history h JOIN cluster c ON c.id = h.cluster_id \
@@ -77,14 +84,14 @@ impl Catalog {
 
     /// Bind `name` to a system identifier and major version, or check that it
     /// already is bound to these (invariant 5: one cluster, one identity).
-    pub fn bind_cluster(&self, name: &str, system_id: u64, pg_version: u32) -> Result<ClusterRow> {
-        if let Some(c) = self.cluster(name)? {
+    pub fn bind(&self, name: &str, system_id: u64, pg_version: u32) -> Result<ClusterRow> {
+        if let Some(c) = self.get(name)? {
             c.check_identity(system_id, pg_version)?;
             return Ok(c);
         }
         // A typo in a cluster name must not silently start a second history of a
         // cluster the repository already knows under another name.
-        if let Some(other) = self.cluster_of_system(system_id)? {
+        if let Some(other) = self.of_system(system_id)? {
             return Err(Error::refused(format!(
                 "system identifier {system_id} already belongs to cluster {other:?} in this \
                  repository (refusing to create cluster {name:?})"
@@ -107,7 +114,7 @@ impl Catalog {
         .ctx("bind cluster")?;
         tx.commit().ctx("bind cluster")?;
         let c = self
-            .cluster(name)?
+            .get(name)?
             .ok_or_else(|| Error::corrupt("catalog", "cluster row vanished"))?;
         c.check_identity(system_id, pg_version)?;
         Ok(c)
@@ -115,13 +122,8 @@ impl Catalog {
 
     /// Continue cluster `name` under a new identity (after `pg_upgrade`), as
     /// a new history entry, in one transaction.
-    pub fn upgrade_cluster(
-        &self,
-        name: &str,
-        system_id: u64,
-        pg_version: u32,
-    ) -> Result<ClusterRow> {
-        let c = self.cluster(name)?.ok_or_else(|| {
+    pub fn upgrade(&self, name: &str, system_id: u64, pg_version: u32) -> Result<ClusterRow> {
+        let c = self.get(name)?.ok_or_else(|| {
             Error::NotFound(format!(
                 "cluster {name:?} is not in this repository: nothing to upgrade (a new \
                  cluster is bound by its first backup or WAL segment)"
@@ -140,7 +142,7 @@ impl Catalog {
                 c.pg_version
             )));
         }
-        if let Some(other) = self.cluster_of_system(system_id)? {
+        if let Some(other) = self.of_system(system_id)? {
             return Err(Error::refused(format!(
                 "system identifier {system_id} already belongs to cluster {other:?} in this \
                  repository"
@@ -160,7 +162,7 @@ impl Catalog {
         )
         .ctx("upgrade cluster")?;
         tx.commit().ctx("upgrade cluster")?;
-        self.cluster(name)?
+        self.get(name)?
             .ok_or_else(|| Error::corrupt("catalog", "cluster row vanished"))
     }
 
@@ -199,7 +201,7 @@ impl Catalog {
         pg_version: u32,
         since: i64,
     ) -> Result<ClusterRow> {
-        let cluster = match self.cluster(name)? {
+        let cluster = match self.get(name)? {
             Some(c) => c,
             None => {
                 self.conn
@@ -209,7 +211,7 @@ impl Catalog {
                         params![name, system_id.to_string(), pg_version, since, seq],
                     )
                     .ctx("rebuild cluster")?;
-                self.cluster(name)?
+                self.get(name)?
                     .ok_or_else(|| Error::corrupt("catalog", "cluster row vanished"))?
             }
         };
@@ -230,7 +232,7 @@ impl Catalog {
             }
         }
         self.ensure_history(&cluster, seq, system_id, pg_version, since)?;
-        self.cluster(name)?
+        self.get(name)?
             .ok_or_else(|| Error::corrupt("catalog", "cluster row vanished"))
     }
 

@@ -4,8 +4,8 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use super::Catalog;
 use crate::error::{Result, SqlContext};
+use rusqlite::Connection;
 
 /// One drill's outcome, as recorded.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -24,8 +24,13 @@ pub struct DrillRow {
     pub report: String,
 }
 
-impl Catalog {
-    pub fn record_drill(&self, cluster_id: i64, d: &DrillRow) -> Result<()> {
+/// The restore drills recorded.
+pub struct Drills<'a> {
+    pub(super) conn: &'a Connection,
+}
+
+impl Drills<'_> {
+    pub fn record(&self, cluster_id: i64, d: &DrillRow) -> Result<()> {
         self.conn
             .execute(
                 "INSERT INTO drill (cluster_id, time, backup_id, target, ok, restore_us, \
@@ -50,7 +55,7 @@ impl Catalog {
     }
 
     /// The newest drill of a cluster.
-    pub fn last_drill(&self, cluster_id: i64) -> Result<Option<DrillRow>> {
+    pub fn last(&self, cluster_id: i64) -> Result<Option<DrillRow>> {
         self.conn
             .query_row(
                 "SELECT time, backup_id, target, ok, restore_us, consistent_us, promoted_us, \
@@ -86,8 +91,8 @@ mod tests {
     fn records_and_reads_the_newest() {
         let f = Fixture::new();
         let cat = f.repo.catalog().unwrap();
-        let id = cat.bind_cluster("main", SYSTEM_ID, 15).unwrap().id;
-        assert_eq!(cat.last_drill(id).unwrap(), None);
+        let id = cat.clusters().bind("main", SYSTEM_ID, 15).unwrap().id;
+        assert_eq!(cat.drills().last(id).unwrap(), None);
         let mut d = DrillRow {
             time: 10,
             backup_id: Some("B1".into()),
@@ -100,11 +105,11 @@ mod tests {
             checks_total: 2,
             report: "{}".into(),
         };
-        cat.record_drill(id, &d).unwrap();
+        cat.drills().record(id, &d).unwrap();
         d.time = 20;
         d.ok = false;
         d.backup_id = None;
-        cat.record_drill(id, &d).unwrap();
-        assert_eq!(cat.last_drill(id).unwrap(), Some(d));
+        cat.drills().record(id, &d).unwrap();
+        assert_eq!(cat.drills().last(id).unwrap(), Some(d));
     }
 }

@@ -5,40 +5,49 @@
 //! (fsynced and renamed), in the same transaction as its `pack` row. A backup
 //! is inserted as `running` and becomes `complete` in one final transaction.
 //! Readers only ever trust `complete` backups.
+//!
+//! [`Catalog`] itself opens the file, migrates the schema and keeps it
+//! (checkpoints, compaction, SQLite's own checks). Rows are reached through
+//! narrow handles by subject, each borrowing the connection:
+//! [`Catalog::clusters`], [`Catalog::backups`], [`Catalog::versions`] (the
+//! manifests), [`Catalog::packs`] (with the chunk index), [`Catalog::scope`]
+//! (what the backups `verify` checks use), [`Catalog::drills`] and
+//! [`Catalog::expire_log`]. A handle method that writes several rows does so
+//! in one transaction of its own, committed before it returns, so handles
+//! never nest transactions.
 
+mod backups;
 mod clusters;
 mod drills;
-mod gc;
-mod integrity;
+mod expire_log;
 mod model;
+mod packs;
 mod scan;
 mod schema;
 mod scope;
 mod sql;
 mod versions;
 
-use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{Connection, Row};
 
-pub use drills::DrillRow;
-pub use gc::{Compacted, ExpireLog, PackChunk, PackUsage, COMPACT_FREE_SHARE};
-pub use integrity::{IndexedChunk, VersionShape};
+pub use backups::Backups;
+pub use clusters::Clusters;
+pub use drills::{DrillRow, Drills};
+pub use expire_log::{ExpireLog, ExpireLogs};
 pub use model::{
     BackupRow, BackupStatus, BackupType, ChunkLoc, ClusterRow, FileKind, FileRow, HistoryRow,
     PageErrorRow,
 };
-pub use scan::{FileOrder, Readers};
-pub use scope::ScopedMap;
+pub use packs::{IndexedChunk, PackChunk, PackUsage, Packs};
+pub use scan::{FileOrder, Readers, VersionShape};
+pub use scope::{Scope, ScopedMap};
 pub(crate) use versions::write_files;
-pub use versions::{ManifestDelta, Position};
+pub use versions::{ManifestDelta, Position, Versions};
 
 use crate::error::{Error, Hint, Result, SqlContext};
-use crate::format::ChunkId;
-use crate::store::SealedPack;
-use crate::util::now_us;
 use sql::u64_of;
 
 /// Schema version this binary writes (number of migrations).
@@ -130,7 +139,57 @@ fn damaged(path: &Path, context: &str, source: rusqlite::Error) -> Error {
 /// rebuilt: the sort may hold as much as the cache, on top of it.
 const SORT_CACHE: i64 = -4096;
 
+/// The catalog's size before and after [`Catalog::compact`], in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Compacted {
+    pub before: u64,
+    pub after: u64,
+}
+
+/// `expire` compacts the catalog when at least this share of its pages is
+/// free: SQLite reuses free pages but never returns them, so without it the
+/// file keeps the size of the largest repository it ever described.
+pub const COMPACT_FREE_SHARE: f64 = 0.25;
+
+/// ... and at least this many bytes are free (not worth a rewrite below).
+const COMPACT_MIN_FREE: u64 = 4 << 20;
+
 impl Catalog {
+    /// The clusters and their identities.
+    pub fn clusters(&self) -> Clusters<'_> {
+        Clusters { conn: &self.conn }
+    }
+
+    /// The backups and their page errors.
+    pub fn backups(&self) -> Backups<'_> {
+        Backups { conn: &self.conn }
+    }
+
+    /// The backups' manifests (file versions).
+    pub fn versions(&self) -> Versions<'_> {
+        Versions { conn: &self.conn }
+    }
+
+    /// The packs and the chunk index.
+    pub fn packs(&self) -> Packs<'_> {
+        Packs { conn: &self.conn }
+    }
+
+    /// What the backups in scope use (for `verify`).
+    pub fn scope(&self) -> Scope<'_> {
+        Scope { conn: &self.conn }
+    }
+
+    /// The restore drills.
+    pub fn drills(&self) -> Drills<'_> {
+        Drills { conn: &self.conn }
+    }
+
+    /// What each expire did.
+    pub fn expire_log(&self) -> ExpireLogs<'_> {
+        ExpireLogs { conn: &self.conn }
+    }
+
     /// Open (and migrate) the catalog. `create` allows making a new file.
     pub fn open(path: &Path, create: bool) -> Result<Self> {
         if !create && !path.exists() {
@@ -233,14 +292,6 @@ impl Catalog {
         Ok(())
     }
 
-    /// Whether the chunk index has `id`.
-    pub fn has_chunk(&self, id: &ChunkId) -> Result<bool> {
-        self.conn
-            .prepare_cached("SELECT 1 FROM chunk WHERE id = ?1")
-            .and_then(|mut st| st.exists([id]))
-            .ctx_with(|| format!("the chunk index row of chunk {id}"))
-    }
-
     pub fn schema_version(&self) -> Result<u32> {
         self.conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
@@ -325,304 +376,70 @@ impl Catalog {
         Ok(rows.into_iter().filter(|r| r != "ok").collect())
     }
 
-    // ---- chunks and packs
-
-    /// Every chunk id in the index (for deduplication while backing up).
-    pub fn chunk_ids(&self) -> Result<HashSet<ChunkId>> {
-        let mut st = self.conn.prepare("SELECT id FROM chunk").ctx("chunk ids")?;
-        let mut out = HashSet::new();
-        let mut rows = st.query([]).ctx("chunk ids")?;
-        while let Some(r) = rows.next().ctx("chunk ids")? {
-            out.insert(r.get(0).ctx("a row of the chunk index")?);
-        }
-        Ok(out)
-    }
-
-    /// Where a chunk is stored (restore looks up every data chunk here:
-    /// the statement is cached, and the id formatted only for an error).
-    pub fn chunk(&self, id: &ChunkId) -> Result<Option<ChunkLoc>> {
-        self.conn
-            .prepare_cached("SELECT pack_id, offset, stored_len, raw_len FROM chunk WHERE id = ?1")
-            .and_then(|mut st| st.query_row([id], |r| loc_from_row(r, 0)).optional())
-            .ctx_with(|| format!("the chunk index row of chunk {id}"))
-    }
-
-    /// Record a sealed pack and index its chunks, in one transaction.
-    pub fn add_pack(&mut self, pack: &SealedPack, backup_id: Option<&str>) -> Result<()> {
-        let tx = self.conn.transaction().ctx("add pack")?;
-        tx.execute(
-            "INSERT OR IGNORE INTO pack (id, size, chunks, backup_id, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                pack.id,
-                pack.size as i64,
-                pack.entries.len() as i64,
-                backup_id,
-                now_us()
-            ],
-        )
-        .ctx("add pack")?;
-        {
-            let mut st = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO chunk (id, pack_id, offset, stored_len, raw_len) \
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .ctx("add chunk")?;
-            for e in &pack.entries {
-                st.execute(params![
-                    e.id,
-                    pack.id,
-                    e.offset as i64,
-                    e.stored_len,
-                    e.raw_len
-                ])
-                .ctx("add chunk")?;
-            }
-        }
-        tx.commit().ctx("add pack")
-    }
-
-    /// Locations of every chunk a backup uses: its block maps and their chunks.
-    pub fn chunk_locations(&self, backup_id: &str) -> Result<HashMap<ChunkId, ChunkLoc>> {
-        self.locations(
-            "SELECT c.id, c.pack_id, c.offset, c.stored_len, c.raw_len FROM chunk c \
-             WHERE c.id IN (SELECT blockmap FROM file WHERE backup_id = ?1 AND blockmap IS NOT NULL \
-                 UNION SELECT bc.chunk FROM blockmap_chunk bc JOIN file f ON f.blockmap = bc.blockmap \
-                 WHERE f.backup_id = ?1)",
-            backup_id,
-        )
-    }
-
-    /// Data chunks a backup's block maps use that the chunk index lacks,
-    /// with a file that needs each (at most `limit`).
-    pub fn missing_chunks(&self, backup_id: &str, limit: u32) -> Result<Vec<(String, ChunkId)>> {
+    /// Rows that break a foreign key (e.g. a chunk whose pack row is gone).
+    pub fn foreign_key_check(&self) -> Result<Vec<String>> {
         let mut st = self
             .conn
-            .prepare(
-                "SELECT f.path, bc.chunk FROM file f JOIN blockmap_chunk bc ON bc.blockmap = f.blockmap \
-                 WHERE f.backup_id = ?1 AND bc.chunk NOT IN (SELECT id FROM chunk) LIMIT ?2",
-            )
-            .ctx("missing chunks")?;
+            .prepare("PRAGMA foreign_key_check")
+            .ctx("foreign_key_check")?;
         let rows = st
-            .query_map(params![backup_id, limit], |r| Ok((r.get(0)?, r.get(1)?)))
-            .ctx("missing chunks")?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .ctx_with(|| format!("the block-map relation of backup {backup_id}"))?;
-        Ok(rows)
-    }
-
-    /// Locations of the block maps of a backup's files.
-    pub fn blockmap_locations(&self, backup_id: &str) -> Result<HashMap<ChunkId, ChunkLoc>> {
-        self.locations(
-            "SELECT c.id, c.pack_id, c.offset, c.stored_len, c.raw_len FROM chunk c \
-             WHERE c.id IN (SELECT blockmap FROM file WHERE backup_id = ?1 AND blockmap IS NOT NULL)",
-            backup_id,
-        )
-    }
-
-    fn locations(&self, sql: &str, arg: &str) -> Result<HashMap<ChunkId, ChunkLoc>> {
-        let mut out = HashMap::new();
-        let mut st = self.conn.prepare(sql).ctx("chunk locations")?;
-        let mut rows = st.query([arg]).ctx("chunk locations")?;
-        while let Some(r) = rows.next().ctx("chunk locations")? {
-            let what = || format!("a chunk index row used by backup {arg}");
-            let id: ChunkId = r.get(0).ctx(&what())?;
-            out.insert(id, loc_from_row(r, 1).ctx(&what())?);
-        }
-        Ok(out)
-    }
-
-    pub fn pack_bytes(&self) -> Result<u64> {
-        self.conn
-            .query_row("SELECT COALESCE(SUM(size), 0) FROM pack", [], |r| {
-                r.get::<_, i64>(0)
+            .query_map([], |r| {
+                Ok(format!(
+                    "a row of table {} (rowid {:?}) refers to a missing row of {}",
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get::<_, String>(2)?
+                ))
             })
-            .map(|v| v as u64)
-            .ctx("pack bytes")
+            .ctx("foreign_key_check")?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .ctx("foreign_key_check")?;
+        Ok(rows)
     }
 
-    // ---- backups
-
-    pub fn insert_backup(&self, cluster_id: i64, b: &BackupRow) -> Result<()> {
-        let tx = self.conn.unchecked_transaction().ctx("insert backup")?;
-        let seq = versions::next_seq(&tx, cluster_id)?;
-        tx
-            .execute(
-                "INSERT INTO backup (id, cluster_id, type, status, reference, start_time, \
-                 start_lsn, timeline, pg_version, block_size, wal_seg_size, data_checksums, \
-                 host, pid, history, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
-                 ?13, ?14, ?15, ?16)",
-                params![
-                    b.id,
-                    cluster_id,
-                    b.backup_type,
-                    b.status,
-                    b.reference,
-                    b.start_time,
-                    b.start_lsn,
-                    b.timeline,
-                    b.pg_version,
-                    b.block_size,
-                    b.wal_seg_size as i64,
-                    b.data_checksums,
-                    b.host,
-                    b.pid,
-                    b.history,
-                    seq
-                ],
-            )
-            .ctx("insert backup")?;
-        tx.commit().ctx("insert backup")
-    }
-
-    /// Write a backup's final fields and mark it complete, in one transaction.
-    pub fn complete_backup(&mut self, b: &BackupRow) -> Result<()> {
-        let tx = self.conn.transaction().ctx("complete backup")?;
-        let n = tx
-            .execute(
-                "UPDATE backup SET status = 'complete', stop_time = ?2, stop_lsn = ?3, \
-                 timeline = ?4, wal_start = ?5, wal_stop = ?6, backup_label = ?7, \
-                 tablespace_map = ?8, db_bytes = ?9, read_bytes = ?10, stored_bytes = ?11, \
-                 files = ?12, page_errors = ?13 WHERE id = ?1 AND status = 'running'",
-                params![
-                    b.id,
-                    b.stop_time,
-                    b.stop_lsn,
-                    b.timeline,
-                    b.wal_start,
-                    b.wal_stop,
-                    b.backup_label,
-                    b.tablespace_map,
-                    b.db_bytes as i64,
-                    b.read_bytes as i64,
-                    b.stored_bytes as i64,
-                    b.files as i64,
-                    b.page_errors as i64
-                ],
-            )
-            .ctx("complete backup")?;
-        if n != 1 {
-            return Err(Error::corrupt(
-                format!("backup {}", b.id),
-                "was not running when it was to be completed",
-            ));
+    /// Rewrite the catalog file without its free pages (`VACUUM`), when at
+    /// least `share` of them (and [`COMPACT_MIN_FREE`] bytes) are free.
+    /// Returns the sizes before and after, or `None` when nothing was done.
+    ///
+    /// Durability: `VACUUM` is one transaction, like any other write: a
+    /// crash leaves the old file or the new one. It changes no row, so in
+    /// object storage it captures nothing and the next generation stays a
+    /// delta.
+    pub fn compact(&self, share: f64) -> Result<Option<Compacted>> {
+        let what = "catalog compaction";
+        let pragma = |name: &str| -> Result<u64> {
+            let v: i64 = self
+                .conn
+                .pragma_query_value(None, name, |r| r.get(0))
+                .ctx(what)?;
+            Ok(v.max(0) as u64)
+        };
+        let page = pragma("page_size")?;
+        let (pages, free) = (pragma("page_count")?, pragma("freelist_count")?);
+        if pages == 0 || (free as f64) < share * pages as f64 || free * page < COMPACT_MIN_FREE {
+            return Ok(None);
         }
-        tx.commit().ctx("complete backup")
+        self.conn.execute_batch("VACUUM").ctx(what)?;
+        Ok(Some(Compacted {
+            before: pages * page,
+            after: pragma("page_count")? * pragma("page_size")?,
+        }))
+    }
+}
+
+/// The few writes change capture's tests make, on the catalog itself.
+#[cfg(test)]
+impl Catalog {
+    pub(crate) fn add_page_errors(&self, backup_id: &str, errs: &[PageErrorRow]) -> Result<()> {
+        self.backups().add_page_errors(backup_id, errs)
     }
 
-    /// Remove a backup that never completed (its rows only; chunks are
-    /// collected by garbage collection).
-    pub fn delete_backup(&self, id: &str) -> Result<()> {
-        self.conn
-            .execute("DELETE FROM backup WHERE id = ?1", [id])
-            .ctx("delete backup")?;
-        Ok(())
+    pub(crate) fn page_errors(&self, backup_id: &str) -> Result<Vec<PageErrorRow>> {
+        self.backups().page_errors(backup_id)
     }
 
-    pub fn backup(&self, id: &str) -> Result<Option<BackupRow>> {
-        self.conn
-            .query_row(
-                &format!("SELECT {BACKUP_COLS} FROM backup WHERE id = ?1"),
-                [id],
-                backup_from_row,
-            )
-            .optional()
-            .ctx("read backup")
-    }
-
-    /// Backups of a cluster, oldest first.
-    pub fn backups(&self, cluster_id: i64) -> Result<Vec<BackupRow>> {
-        let mut st = self
-            .conn
-            .prepare(&format!(
-                "SELECT {BACKUP_COLS} FROM backup WHERE cluster_id = ?1 ORDER BY start_time, id"
-            ))
-            .ctx("list backups")?;
-        let rows = st
-            .query_map([cluster_id], backup_from_row)
-            .ctx("list backups")?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .ctx("a backup row")?;
-        Ok(rows)
-    }
-
-    /// Insert manifest entries and the block-map → chunk relation, in one
-    /// transaction.
-    pub fn insert_files(
-        &mut self,
-        backup_id: &str,
-        files: &[FileRow],
-        blockmap_chunks: &[(ChunkId, Vec<ChunkId>)],
-    ) -> Result<()> {
-        let tx = self.conn.transaction().ctx("insert files")?;
-        write_files(&tx, backup_id, files, blockmap_chunks)?;
-        tx.commit().ctx("insert files")
-    }
-
-    /// A backup's manifest, ordered by path.
-    pub fn files(&self, backup_id: &str) -> Result<Vec<FileRow>> {
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT path, kind, size, mtime, mode, uid, gid, link, blockmap FROM file \
-                 WHERE backup_id = ?1 ORDER BY path",
-            )
-            .ctx("read manifest")?;
-        let rows = st
-            .query_map([backup_id], file_from_row)
-            .ctx("read manifest")?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .ctx_with(|| format!("a file row of backup {backup_id}"))?;
-        Ok(rows)
-    }
-
-    /// The (backup id, path) of every file row whose block map is `bm`.
-    pub fn files_with_blockmap(&self, bm: &ChunkId) -> Result<Vec<(String, String)>> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT backup_id, path FROM file WHERE blockmap = ?1")
-            .ctx("find the files of a block map")?;
-        let rows = st
-            .query_map([bm], |r| Ok((r.get(0)?, r.get(1)?)))
-            .ctx("find the files of a block map")?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .ctx_with(|| format!("a file row using block map {bm}"))?;
-        Ok(rows)
-    }
-
-    pub fn add_page_errors(&self, backup_id: &str, errs: &[PageErrorRow]) -> Result<()> {
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "INSERT OR IGNORE INTO page_error (backup_id, path, block, detail) \
-                 VALUES (?1, ?2, ?3, ?4)",
-            )
-            .ctx("page errors")?;
-        for e in errs {
-            st.execute(params![backup_id, e.path, e.block as i64, e.detail])
-                .ctx("page errors")?;
-        }
-        Ok(())
-    }
-
-    pub fn page_errors(&self, backup_id: &str) -> Result<Vec<PageErrorRow>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT path, block, detail FROM page_error WHERE backup_id = ?1 ORDER BY path, block")
-            .ctx("page errors")?;
-        let rows = st
-            .query_map([backup_id], |r| {
-                Ok(PageErrorRow {
-                    path: r.get(0)?,
-                    block: r.get::<_, i64>(1)? as u64,
-                    detail: r.get(2)?,
-                })
-            })
-            .ctx("page errors")?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .ctx("page errors")?;
-        Ok(rows)
+    pub(crate) fn delete_backup(&self, id: &str) -> Result<()> {
+        self.backups().delete(id)
     }
 }
 
@@ -636,15 +453,15 @@ mod tests {
     fn clusters_keep_their_identity() {
         let f = Fixture::new();
         let cat = f.repo.catalog().unwrap();
-        let c = cat.bind_cluster("main", SYSTEM_ID, 15).unwrap();
-        assert_eq!(cat.bind_cluster("main", SYSTEM_ID, 15).unwrap(), c);
-        let e = cat.bind_cluster("main", SYSTEM_ID + 1, 15).unwrap_err();
+        let c = cat.clusters().bind("main", SYSTEM_ID, 15).unwrap();
+        assert_eq!(cat.clusters().bind("main", SYSTEM_ID, 15).unwrap(), c);
+        let e = cat.clusters().bind("main", SYSTEM_ID + 1, 15).unwrap_err();
         assert!(
             matches!(e.without_hint(), Error::Refused(_))
                 && e.to_string().contains("another PostgreSQL cluster")
         );
-        assert!(cat.bind_cluster("main", SYSTEM_ID, 16).is_err());
-        assert_eq!(cat.clusters().unwrap().len(), 1);
+        assert!(cat.clusters().bind("main", SYSTEM_ID, 16).is_err());
+        assert_eq!(cat.clusters().list().unwrap().len(), 1);
     }
 
     #[test]
@@ -653,31 +470,32 @@ mod tests {
         let a = f.backup(1, &[("x", content(1, 200, 0)), ("y", content(2, 1, 0))]);
         let b = f.backup(2, &[("x", content(1, 200, 0))]);
         let cat = f.repo.catalog().unwrap();
-        let cl = cat.cluster("main").unwrap().unwrap();
+        let cl = cat.clusters().get("main").unwrap().unwrap();
         let ids: Vec<String> = cat
-            .backups(cl.id)
+            .backups()
+            .of_cluster(cl.id)
             .unwrap()
             .into_iter()
             .map(|b| b.id)
             .collect();
         assert_eq!(ids, vec![a.id.clone(), b.id.clone()]);
-        let files = cat.files(&a.id).unwrap();
+        let files = cat.versions().files(&a.id).unwrap();
         let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(paths, vec![".", "x", "y"]);
         // x: 2 data chunks and a block map; y: 1 and a block map; both
         // backups' x is the same content, so the same chunks.
-        assert_eq!(cat.chunk_locations(&a.id).unwrap().len(), 5);
-        assert_eq!(cat.chunk_locations(&b.id).unwrap().len(), 3);
-        assert_eq!(cat.blockmap_locations(&a.id).unwrap().len(), 2);
-        assert!(cat.missing_chunks(&a.id, 10).unwrap().is_empty());
-        assert_eq!(cat.chunk_ids().unwrap().len(), 5);
-        assert_eq!(cat.running_backups().unwrap(), Vec::<String>::new());
+        assert_eq!(cat.packs().chunk_locations(&a.id).unwrap().len(), 5);
+        assert_eq!(cat.packs().chunk_locations(&b.id).unwrap().len(), 3);
+        assert_eq!(cat.packs().blockmap_locations(&a.id).unwrap().len(), 2);
+        assert!(cat.packs().missing_chunks(&a.id, 10).unwrap().is_empty());
+        assert_eq!(cat.packs().chunk_ids().unwrap().len(), 5);
+        assert_eq!(cat.backups().running().unwrap(), Vec::<String>::new());
         drop(cat);
         f.sql(
             "DELETE FROM chunk WHERE id IN (SELECT chunk FROM blockmap_chunk) AND raw_len < 100000",
         );
         let cat = f.repo.catalog().unwrap();
-        let missing = cat.missing_chunks(&a.id, 10).unwrap();
+        let missing = cat.packs().missing_chunks(&a.id, 10).unwrap();
         assert_eq!(missing.len(), 1);
         assert_eq!(missing[0].0, "y");
     }
@@ -687,7 +505,13 @@ mod tests {
         let f = Fixture::new();
         let a = f.backup(1, &[("x", content(1, 2, 0))]);
         f.sql("UPDATE file_version SET size = 'many' WHERE path = 'x'");
-        let e = f.repo.catalog().unwrap().files(&a.id).unwrap_err();
+        let e = f
+            .repo
+            .catalog()
+            .unwrap()
+            .versions()
+            .files(&a.id)
+            .unwrap_err();
         assert!(
             e.to_string()
                 .contains(&format!("file row of backup {}", a.id)),
@@ -698,12 +522,72 @@ mod tests {
             .repo
             .catalog()
             .unwrap()
+            .packs()
             .chunk_locations(&a.id)
             .unwrap_err();
         assert!(e.to_string().contains("chunk index row"), "{e}");
         f.sql("PRAGMA foreign_keys = OFF; INSERT INTO chunk VALUES (x'01', 'p', 0, 0, 0)");
-        assert!(f.repo.catalog().unwrap().chunk_ids().is_err());
+        assert!(f.repo.catalog().unwrap().packs().chunk_ids().is_err());
         let some = ChunkId([9; 32]);
-        assert!(f.repo.catalog().unwrap().chunk(&some).unwrap().is_none());
+        assert!(f
+            .repo
+            .catalog()
+            .unwrap()
+            .packs()
+            .chunk(&some)
+            .unwrap()
+            .is_none());
+    }
+
+    /// Compaction gives free pages back once enough are free, keeps every
+    /// row, and does nothing when little is free.
+    #[test]
+    fn compaction_returns_free_pages_and_keeps_the_rows() {
+        let f = Fixture::new();
+        let a = f.backup(1, &[("x", content(1, 2, 0))]);
+        let cat = f.repo.catalog().unwrap();
+        assert_eq!(
+            cat.compact(crate::catalog::COMPACT_FREE_SHARE).unwrap(),
+            None
+        );
+        // Two tables of 8 MiB, one dropped: its pages stay in the file, free.
+        cat.conn
+            .execute_batch(
+                "CREATE TABLE kept (b BLOB); CREATE TABLE scratch (b BLOB);
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2048)
+                 INSERT INTO scratch SELECT randomblob(4096) FROM n;
+                 INSERT INTO kept SELECT b FROM scratch;
+                 DROP TABLE scratch;",
+            )
+            .unwrap();
+        let size = || {
+            std::fs::metadata(f.repo.root().join("catalog.db"))
+                .unwrap()
+                .len()
+        };
+        cat.checkpoint().unwrap();
+        let file_before = size();
+        assert!(file_before > 16 << 20, "{file_before}");
+        // Not when less than the share asked for is free (about half is).
+        assert_eq!(cat.compact(0.75).unwrap(), None);
+        let c = cat
+            .compact(crate::catalog::COMPACT_FREE_SHARE)
+            .unwrap()
+            .unwrap();
+        assert!(c.before >= 16 << 20, "{c:?}");
+        assert!((8 << 20..10 << 20).contains(&c.after), "{c:?}");
+        let kept: i64 = cat
+            .conn
+            .query_row("SELECT count(*) FROM kept", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, 2048);
+        cat.checkpoint().unwrap();
+        assert_eq!(size(), c.after);
+        assert!(cat.backups().get(&a.id).unwrap().is_some());
+        assert!(cat.integrity_check().unwrap().is_empty());
+        assert_eq!(
+            cat.compact(crate::catalog::COMPACT_FREE_SHARE).unwrap(),
+            None
+        );
     }
 }

@@ -92,32 +92,6 @@ pub struct PageErrorRow {
     pub detail: String,
 }
 
-impl ChunkLoc {
-    /// Read the chunk `id` stored here, verified, and hand its bytes to `f`
-    /// (decoded into buffers the thread reuses: see
-    /// [`crate::store::read_chunk_with`]); `what` names the file being
-    /// restored (or the object checked) for errors.
-    pub fn read_with<R>(
-        &self,
-        backend: &dyn crate::store::Backend,
-        ids: &crate::format::chunk::IdKey,
-        id: &ChunkId,
-        what: &str,
-        f: impl FnOnce(&[u8]) -> crate::error::Result<R>,
-    ) -> crate::error::Result<R> {
-        crate::store::read_chunk_with(
-            backend,
-            ids,
-            &self.pack_id,
-            self.offset,
-            self.stored_len,
-            id,
-            what,
-            f,
-        )
-    }
-}
-
 impl ClusterRow {
     pub fn identity(&self) -> ClusterIdentity {
         ClusterIdentity {

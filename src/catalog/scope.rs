@@ -8,9 +8,9 @@
 
 use rusqlite::params;
 
-use super::Catalog;
 use crate::error::{Result, SqlContext};
 use crate::format::{ChunkId, PackId};
+use rusqlite::Connection;
 
 /// A block map in scope, with the least and greatest size of the files
 /// that use it (they differ only when the catalog is damaged).
@@ -21,9 +21,14 @@ pub struct ScopedMap {
     pub max_size: u64,
 }
 
-impl Catalog {
+/// What the backups in scope use (a temporary table of this connection).
+pub struct Scope<'a> {
+    pub(super) conn: &'a Connection,
+}
+
+impl Scope<'_> {
     /// Put the block maps used by the backups `ids` into the scope table.
-    pub fn set_scope(&self, ids: &[String]) -> Result<()> {
+    pub fn set(&self, ids: &[String]) -> Result<()> {
         let what = "the backups to verify";
         // The bundled SQLite keeps temporary tables in memory by default.
         self.conn
@@ -37,7 +42,7 @@ impl Catalog {
             )
             .ctx(what)?;
         for id in ids {
-            let at = self.position(id)?;
+            let at = super::Versions { conn: self.conn }.position(id)?;
             self.conn
                 .execute(
                     "INSERT OR IGNORE INTO temp.scope_seq VALUES (?1, ?2)",
@@ -61,11 +66,7 @@ impl Catalog {
     }
 
     /// Up to `limit` block maps in scope with ids above `after`, in order.
-    pub fn scoped_maps_after(
-        &self,
-        after: Option<&ChunkId>,
-        limit: usize,
-    ) -> Result<Vec<ScopedMap>> {
+    pub fn maps_after(&self, after: Option<&ChunkId>, limit: usize) -> Result<Vec<ScopedMap>> {
         let zero = ChunkId([0; 32]);
         let (from, op) = match after {
             Some(a) => (a, ">"),
@@ -94,7 +95,7 @@ impl Catalog {
     }
 
     /// The packs holding what the backups in scope use.
-    pub fn scoped_packs(&self) -> Result<Vec<PackId>> {
+    pub fn packs(&self) -> Result<Vec<PackId>> {
         self.collect(
             "SELECT DISTINCT c.pack_id FROM chunk c WHERE c.id IN (
                SELECT id FROM temp.scope_map

@@ -20,7 +20,9 @@
 
 use rusqlite::{params, OptionalExtension, Transaction};
 
-use super::{file_from_row, Catalog};
+use rusqlite::Connection;
+
+use super::file_from_row;
 use crate::catalog::{ChunkLoc, FileRow};
 use crate::error::{Error, Result, SqlContext};
 use crate::format::ChunkId;
@@ -235,11 +237,16 @@ pub(super) fn collect(tx: &rusqlite::Connection, many: bool) -> Result<()> {
     Ok(())
 }
 
-impl Catalog {
+/// Manifests: the file rows of backups, stored as versions.
+pub struct Versions<'a> {
+    pub(super) conn: &'a Connection,
+}
+
+impl Versions<'_> {
     /// The complete backup of the same cluster just before `backup_id` in
     /// sequence, if any: what its manifest copy is a delta against.
     pub fn predecessor(&self, backup_id: &str) -> Result<Option<String>> {
-        let (cluster, seq) = position(&self.conn, backup_id)?;
+        let (cluster, seq) = position(self.conn, backup_id)?;
         self.conn
             .query_row(
                 "SELECT id FROM backup WHERE cluster_id = ?1 AND seq < ?2 AND status = 'complete' \
@@ -253,6 +260,7 @@ impl Catalog {
 
     /// What changed from `prev` (of the same cluster, earlier in sequence)
     /// to `backup_id`; with no `prev`, every row is changed.
+    #[cfg(test)]
     pub fn delta(&self, backup_id: &str, prev: Option<&str>) -> Result<ManifestDelta> {
         let mut changed = Vec::new();
         self.for_each_changed(backup_id, prev, &mut |r| {
@@ -265,10 +273,10 @@ impl Catalog {
 
     /// Sequence numbers of a backup, its cluster, and of `prev` (0: none).
     fn delta_span(&self, backup_id: &str, prev: Option<&str>) -> Result<(i64, i64, i64)> {
-        let (cluster, seq) = position(&self.conn, backup_id)?;
+        let (cluster, seq) = position(self.conn, backup_id)?;
         let pseq = match prev {
             Some(p) => {
-                let (pc, ps) = position(&self.conn, p)?;
+                let (pc, ps) = position(self.conn, p)?;
                 if pc != cluster || ps >= seq {
                     return Err(Error::internal(format!(
                         "backup {p} does not precede backup {backup_id}"
@@ -281,7 +289,7 @@ impl Catalog {
         Ok((cluster, pseq, seq))
     }
 
-    /// The changed rows of [`Catalog::delta`], handed to `each` in path
+    /// The changed rows of `delta`, handed to `each` in path
     /// order one at a time.
     pub fn for_each_changed(
         &self,
@@ -305,7 +313,7 @@ impl Catalog {
         Ok(())
     }
 
-    /// The removed paths of [`Catalog::delta`].
+    /// The removed paths of `delta`.
     pub fn removed_since(&self, backup_id: &str, prev: Option<&str>) -> Result<Vec<String>> {
         let (cluster, pseq, seq) = self.delta_span(backup_id, prev)?;
         let what = format!("the manifest delta of backup {backup_id}");
@@ -364,7 +372,7 @@ impl Catalog {
 
     /// Where a backup sits in its cluster's sequence, for the lookups below.
     pub fn position(&self, backup_id: &str) -> Result<Position> {
-        let (cluster, seq) = position(&self.conn, backup_id)?;
+        let (cluster, seq) = position(self.conn, backup_id)?;
         Ok(Position { cluster, seq })
     }
 
@@ -427,7 +435,7 @@ impl Catalog {
     ) -> Result<()> {
         let mut seqs: Vec<(i64, String)> = Vec::with_capacity(scope.len());
         for id in scope {
-            let (c, s) = position(&self.conn, id)?;
+            let (c, s) = position(self.conn, id)?;
             if c == cluster_id {
                 seqs.push((s, id.clone()));
             }
@@ -453,6 +461,50 @@ impl Catalog {
             }
         }
         Ok(())
+    }
+
+    /// Insert manifest entries and the block-map → chunk relation, in one
+    /// transaction.
+    pub fn insert_files(
+        &self,
+        backup_id: &str,
+        files: &[FileRow],
+        blockmap_chunks: &[(ChunkId, Vec<ChunkId>)],
+    ) -> Result<()> {
+        let tx = self.conn.unchecked_transaction().ctx("insert files")?;
+        write_files(&tx, backup_id, files, blockmap_chunks)?;
+        tx.commit().ctx("insert files")
+    }
+
+    /// A backup's manifest, ordered by path.
+    pub fn files(&self, backup_id: &str) -> Result<Vec<FileRow>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT path, kind, size, mtime, mode, uid, gid, link, blockmap FROM file \
+                 WHERE backup_id = ?1 ORDER BY path",
+            )
+            .ctx("read manifest")?;
+        let rows = st
+            .query_map([backup_id], file_from_row)
+            .ctx("read manifest")?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .ctx_with(|| format!("a file row of backup {backup_id}"))?;
+        Ok(rows)
+    }
+
+    /// The (backup id, path) of every file row whose block map is `bm`.
+    pub fn files_with_blockmap(&self, bm: &ChunkId) -> Result<Vec<(String, String)>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT backup_id, path FROM file WHERE blockmap = ?1")
+            .ctx("find the files of a block map")?;
+        let rows = st
+            .query_map([bm], |r| Ok((r.get(0)?, r.get(1)?)))
+            .ctx("find the files of a block map")?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .ctx_with(|| format!("a file row using block map {bm}"))?;
+        Ok(rows)
     }
 }
 
@@ -489,7 +541,8 @@ mod tests {
         }
         let cat = Catalog::open(&path, false).unwrap();
         let rows = |id: &str| -> Vec<(String, u64)> {
-            cat.files(id)
+            cat.versions()
+                .files(id)
                 .unwrap()
                 .into_iter()
                 .map(|f| (f.path, f.size))
@@ -498,7 +551,10 @@ mod tests {
         assert_eq!(rows("B1"), [("x".into(), 1), ("y".into(), 2)]);
         assert_eq!(rows("B2"), [("x".into(), 1)]);
         assert_eq!(rows("O1"), [("x".into(), 9)]);
-        assert_eq!(cat.predecessor("B2").unwrap().as_deref(), Some("B1"));
+        assert_eq!(
+            cat.versions().predecessor("B2").unwrap().as_deref(),
+            Some("B1")
+        );
         // The sequence continues after the migrated backups.
         let seq: i64 = cat
             .conn
@@ -536,7 +592,12 @@ mod tests {
         let n3 = versions(&f);
         let cat = f.repo.catalog().unwrap();
         let paths = |id: &str| -> Vec<String> {
-            cat.files(id).unwrap().into_iter().map(|r| r.path).collect()
+            cat.versions()
+                .files(id)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.path)
+                .collect()
         };
         assert_eq!(paths(&a.id), [".", "x", "y"]);
         assert_eq!(paths(&b.id), [".", "x", "y", "z"]);
@@ -545,29 +606,38 @@ mod tests {
         assert!(n2 - n1 <= 3, "{n1} -> {n2}");
         assert!(n3 - n2 <= 1, "{n2} -> {n3}");
         // The deltas name exactly what changed.
-        let d = cat.delta(&b.id, Some(&a.id)).unwrap();
+        let d = cat.versions().delta(&b.id, Some(&a.id)).unwrap();
         let changed: Vec<&str> = d.changed.iter().map(|r| r.path.as_str()).collect();
         assert!(changed.contains(&"y") && changed.contains(&"z") && !changed.contains(&"x"));
         assert!(d.removed.is_empty());
-        let d = cat.delta(&c.id, Some(&b.id)).unwrap();
+        let d = cat.versions().delta(&c.id, Some(&b.id)).unwrap();
         assert_eq!(d.removed, ["y"]);
         assert!(!d.changed.iter().any(|r| r.path == "x" || r.path == "z"));
-        let whole = cat.delta(&c.id, None).unwrap();
+        let whole = cat.versions().delta(&c.id, None).unwrap();
         assert_eq!(whole.changed.len(), 3);
-        assert_eq!(cat.predecessor(&c.id).unwrap().as_deref(), Some(&*b.id));
-        assert_eq!(cat.predecessor(&a.id).unwrap(), None);
+        assert_eq!(
+            cat.versions().predecessor(&c.id).unwrap().as_deref(),
+            Some(&*b.id)
+        );
+        assert_eq!(cat.versions().predecessor(&a.id).unwrap(), None);
         drop(cat);
 
         // Expiring the middle backup keeps the others' rows exactly.
         let (fa, fc) = {
             let cat = f.repo.catalog().unwrap();
-            (cat.files(&a.id).unwrap(), cat.files(&c.id).unwrap())
+            (
+                cat.versions().files(&a.id).unwrap(),
+                cat.versions().files(&c.id).unwrap(),
+            )
         };
-        let mut cat = f.repo.catalog().unwrap();
-        cat.expire_backups(std::slice::from_ref(&b.id)).unwrap();
-        assert_eq!(cat.files(&a.id).unwrap(), fa);
-        assert_eq!(cat.files(&c.id).unwrap(), fc);
-        assert_eq!(cat.predecessor(&c.id).unwrap().as_deref(), Some(&*a.id));
+        let cat = f.repo.catalog().unwrap();
+        cat.backups().expire(std::slice::from_ref(&b.id)).unwrap();
+        assert_eq!(cat.versions().files(&a.id).unwrap(), fa);
+        assert_eq!(cat.versions().files(&c.id).unwrap(), fc);
+        assert_eq!(
+            cat.versions().predecessor(&c.id).unwrap().as_deref(),
+            Some(&*a.id)
+        );
         drop(cat);
         // b's own y and the z version b opened survive only as c uses them.
         assert!(versions(&f) < n3, "nothing collected");

@@ -56,7 +56,7 @@ pub fn run(repo: &Repository, cluster: &str, opts: &CheckOptions) -> Result<Chec
     let (mut server, _) = Server::connect_for(opts.dbname.as_deref(), &opts.pgdata, false)?;
     let info = server.info.clone();
     let cat = repo.catalog()?;
-    let bound = cat.cluster(cluster)?;
+    let bound = cat.clusters().get(cluster)?;
     let wal_id = bound
         .as_ref()
         .map(|c| c.wal_id())

@@ -175,13 +175,19 @@ fn backup_info(b: &BackupRow) -> BackupInfo {
 pub fn gather(repo: &Repository, only: Option<&str>) -> Result<Info> {
     let cat = repo.catalog()?;
     let mut clusters = Vec::new();
-    for c in cat.clusters()? {
+    for c in cat.clusters().list()? {
         if only.is_some_and(|o| o != c.name) {
             continue;
         }
-        let backups = cat.backups(c.id)?.iter().map(backup_info).collect();
+        let backups = cat
+            .backups()
+            .of_cluster(c.id)?
+            .iter()
+            .map(backup_info)
+            .collect();
         let names = repo.wal_names(&c.wal_id())?;
         let history = cat
+            .clusters()
             .histories(c.id)?
             .into_iter()
             .map(|h| HistoryInfo {
@@ -204,18 +210,18 @@ pub fn gather(repo: &Repository, only: Option<&str>) -> Result<Info> {
                 timelines: timelines(&names).into_iter().map(|t| t.0).collect(),
                 files: names.len(),
             },
-            last_drill: cat.last_drill(c.id)?.map(last_drill),
+            last_drill: cat.drills().last(c.id)?.map(last_drill),
         });
     }
-    let bytes = repo.backend().list("")?.iter().map(|(_, n)| n).sum();
+    let bytes = repo.stored().list("")?.iter().map(|(_, n)| n).sum();
     Ok(Info {
         clusters,
         repo: RepoInfo {
             path: repo.name().to_string(),
             bytes,
-            pack_bytes: cat.pack_bytes()?,
+            pack_bytes: cat.packs().bytes()?,
             encrypted: repo.is_encrypted(),
-            last_expire: cat.last_expire()?.map(|l| LastExpire {
+            last_expire: cat.expire_log().last()?.map(|l| LastExpire {
                 time: rfc3339(l.time),
                 backups: l.backups,
                 wal_files: l.wal_files,

@@ -25,8 +25,7 @@ use crate::format::{BlockMap, ChunkId, Manifest};
 use crate::pg::wal::LongPageHeader;
 use crate::pg::WalFileName;
 use crate::progress::Progress;
-use crate::repo::Repository;
-use crate::store::{read_trailer, SealedPack};
+use crate::repo::{Repository, SealedPack};
 
 #[derive(Clone, Debug, Default)]
 pub struct RepairReport {
@@ -55,7 +54,7 @@ pub fn rebuild_catalog(
     index_packs(repo, &mut cat, progress, &mut report)?;
     insert_backups(repo, &mut cat, &mut report)?;
     bind_wal_clusters(repo, &cat, &mut report)?;
-    report.clusters = cat.clusters()?.len() as u64;
+    report.clusters = cat.clusters().list()?.len() as u64;
     drop(cat);
     session.commit()?;
     Ok(report)
@@ -99,7 +98,8 @@ fn index_packs(
     progress: &dyn Progress,
     report: &mut RepairReport,
 ) -> Result<()> {
-    let packs: Vec<(String, u64)> = repo.backend().list(keys::PACKS)?;
+    let stored = repo.stored();
+    let packs: Vec<(String, u64)> = stored.list(keys::PACKS)?;
     progress.begin("repair", packs.len() as u64);
     for (key, size) in &packs {
         progress.advance(1);
@@ -110,7 +110,7 @@ fn index_packs(
                 continue;
             }
         };
-        match read_trailer(repo.backend(), &id) {
+        match stored.pack_trailer(&id) {
             Ok(entries) => {
                 report.chunks += entries.len() as u64;
                 report.packs += 1;
@@ -119,7 +119,7 @@ fn index_packs(
                     size: *size,
                     entries,
                 };
-                cat.add_pack(&sealed, None)?;
+                cat.packs().add(&sealed, None)?;
             }
             Err(
                 e @ (Error::Corrupt { .. }
@@ -137,7 +137,7 @@ fn index_packs(
 /// by start time within a cluster).
 fn insert_backups(repo: &Repository, cat: &mut Catalog, report: &mut RepairReport) -> Result<()> {
     let mut manifests: Vec<String> = Vec::new();
-    for (key, _) in repo.backend().list(keys::MANIFESTS)? {
+    for (key, _) in repo.stored().list(keys::MANIFESTS)? {
         match ObjectKey::parse(&key) {
             Ok(ObjectKey::Manifest { .. }) => manifests.push(key),
             _ => report.skipped.push(format!("{key}: not a manifest name")),
@@ -156,7 +156,7 @@ fn insert_backups(repo: &Repository, cat: &mut Catalog, report: &mut RepairRepor
 /// Step 3: clusters known only from their archived WAL, bound from a
 /// segment's long page header.
 fn bind_wal_clusters(repo: &Repository, cat: &Catalog, report: &mut RepairReport) -> Result<()> {
-    for (key, _) in repo.backend().list(keys::WAL)? {
+    for (key, _) in repo.stored().list(keys::WAL)? {
         let (cluster, name) = match ObjectKey::parse(&key) {
             // WAL of a later history entry belongs to a cluster its
             // manifests bind.
@@ -167,7 +167,7 @@ fn bind_wal_clusters(repo: &Repository, cat: &Catalog, report: &mut RepairReport
                 continue;
             }
         };
-        if cat.cluster(&cluster)?.is_some()
+        if cat.clusters().get(&cluster)?.is_some()
             || !WalFileName::parse(&name).is_ok_and(|w| w.is_segment_data())
         {
             continue;
@@ -176,7 +176,7 @@ fn bind_wal_clusters(repo: &Repository, cat: &Catalog, report: &mut RepairReport
             Ok(Some(data)) => {
                 let h = LongPageHeader::parse(&data, &name)?;
                 if let Some(v) = h.major_version() {
-                    cat.bind_cluster(&cluster, h.system_id, v)?;
+                    cat.clusters().bind(&cluster, h.system_id, v)?;
                 }
             }
             Ok(None) => {}
@@ -187,14 +187,10 @@ fn bind_wal_clusters(repo: &Repository, cat: &Catalog, report: &mut RepairReport
 }
 
 fn load_manifest(repo: &Repository, key: &str) -> Result<Manifest> {
-    let z = repo
-        .backend()
-        .get(key)?
-        .ok_or_else(|| Error::missing("manifest copy", key))?;
-    let mut m = Manifest::decode(&z, key)?;
+    let (mut m, size) = repo.stored().manifest_copy(key)?;
     // The copy holds the bytes of the packs the backup wrote; what it added
     // to the repository also counts the copy itself (see backup's finish).
-    m.backup.stored_bytes += z.len() as u64;
+    m.backup.stored_bytes += size;
     Ok(m)
 }
 
@@ -202,13 +198,14 @@ fn load_manifest(repo: &Repository, key: &str) -> Result<Manifest> {
 /// indexed) packs to derive the block-map relation.
 fn insert_backup(repo: &Repository, cat: &mut Catalog, m: Manifest) -> Result<String> {
     let id = &m.cluster;
-    let cl = cat.restore_history(
+    let cl = cat.clusters().restore_history(
         &id.name,
         id.history,
         id.system_id,
         id.pg_version,
         m.backup.start_time,
     )?;
+    let stored = repo.stored();
     let mut seen = std::collections::HashSet::new();
     let mut relation: Vec<(ChunkId, Vec<ChunkId>)> = Vec::new();
     for f in &m.files {
@@ -219,14 +216,12 @@ fn insert_backup(repo: &Repository, cat: &mut Catalog, m: Manifest) -> Result<St
             continue;
         }
         let what = format!("{} (backup {})", f.path, m.backup.id);
-        let loc = cat.chunk(&bm)?.ok_or_else(|| {
+        let loc = cat.packs().chunk(&bm)?.ok_or_else(|| {
             Error::NotFound(format!(
                 "{what}: its block map {bm} is in no pack with a readable trailer"
             ))
         })?;
-        let map = loc.read_with(repo.backend(), repo.ids(), &bm, &what, |raw| {
-            BlockMap::decode(raw, &what)
-        })?;
+        let map = stored.read_chunk_with(&loc, &bm, &what, |raw| BlockMap::decode(raw, &what))?;
         relation.push((bm, map.chunks));
     }
     let backup = BackupRow::from_meta(m.backup, m.cluster.history);
@@ -235,7 +230,7 @@ fn insert_backup(repo: &Repository, cat: &mut Catalog, m: Manifest) -> Result<St
         removed: m.removed,
     };
     let errors: Vec<PageErrorRow> = m.page_errors.into_iter().map(Into::into).collect();
-    cat.rebuild_backup(
+    cat.backups().rebuild(
         cl.id,
         &backup,
         m.prev.as_deref(),
@@ -255,12 +250,13 @@ mod tests {
 
     fn snapshot(f: &Fixture) -> Vec<(String, Vec<FileRow>)> {
         let cat = f.repo.catalog().unwrap();
-        let cl = cat.cluster("main").unwrap().unwrap();
-        cat.backups(cl.id)
+        let cl = cat.clusters().get("main").unwrap().unwrap();
+        cat.backups()
+            .of_cluster(cl.id)
             .unwrap()
             .into_iter()
             .map(|b| {
-                let files = cat.files(&b.id).unwrap();
+                let files = cat.versions().files(&b.id).unwrap();
                 (b.id, files)
             })
             .collect()
@@ -286,7 +282,7 @@ mod tests {
         assert_eq!((r.clusters, r.backups.len(), r.packs), (1, 2, 2));
         assert_eq!(snapshot(&f), before);
         // The rebuilt block-map relation is what GC needs: nothing is dead.
-        let usage = f.repo.catalog().unwrap().pack_usage(&[]).unwrap();
+        let usage = f.repo.catalog().unwrap().packs().usage(&[]).unwrap();
         assert!(usage.iter().all(|u| u.live_chunks == u.chunks));
     }
 
@@ -303,8 +299,8 @@ mod tests {
         );
         {
             let cat = f.repo.catalog().unwrap();
-            let cl = cat.cluster("main").unwrap().unwrap();
-            let b = cat.backup(&a.id).unwrap().unwrap();
+            let cl = cat.clusters().get("main").unwrap().unwrap();
+            let b = cat.backups().get(&a.id).unwrap().unwrap();
             f.repo.put_manifest_copy(&cat, cl.identity(), &b).unwrap();
         }
         f.backup(2, &[("a", content(1, 2, 0))]);
@@ -343,8 +339,8 @@ mod tests {
         assert!(cd.files.iter().all(|e| e.path != "a"), "{:?}", cd.files);
         // Expire b as `expire` does: rows, rewrite, then b's copy.
         {
-            let mut cat = f.repo.catalog().unwrap();
-            cat.expire_backups(std::slice::from_ref(&b.id)).unwrap();
+            let cat = f.repo.catalog().unwrap();
+            cat.backups().expire(std::slice::from_ref(&b.id)).unwrap();
             assert_eq!(f.repo.rewrite_stale_copies(&cat).unwrap(), 1);
             assert_eq!(f.repo.rewrite_stale_copies(&cat).unwrap(), 0);
         }

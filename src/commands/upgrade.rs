@@ -39,9 +39,9 @@ pub fn run(
     let major = control::major_version(pgdata)?;
     let session = repo.begin_write("upgrade", lock_wait)?;
     let cat = repo.catalog()?;
-    let before = cat.cluster(cluster)?;
-    let after = cat.upgrade_cluster(cluster, system_id, major)?;
-    let histories = cat.histories(after.id)?;
+    let before = cat.clusters().get(cluster)?;
+    let after = cat.clusters().upgrade(cluster, system_id, major)?;
+    let histories = cat.clusters().histories(after.id)?;
     let find = |seq: u32| histories.iter().find(|h| h.seq == seq).cloned();
     let (from, to) = match (before.and_then(|b| find(b.history)), find(after.history)) {
         (Some(f), Some(t)) => (f, t),
@@ -77,7 +77,7 @@ mod tests {
         fake_pgdata(&pgdata, 16, NEW_ID);
         // Refused silently? No: backups and archiving say what to do.
         let cat = f.repo.catalog().unwrap();
-        let e = cat.bind_cluster("main", NEW_ID, 16).unwrap_err();
+        let e = cat.clusters().bind("main", NEW_ID, 16).unwrap_err();
         assert!(e.to_string().contains("the upgrade command"), "{e}");
         let seg = fake_segment(f.dir.path(), "000000010000000000000001", 0xD113, NEW_ID);
         let e = crate::commands::archive::push(&f.repo, "main", &seg, 3).unwrap_err();
@@ -107,8 +107,8 @@ mod tests {
         // A backup under the new identity; both restore with their own WAL.
         let new = f.backup(2, &[("x", content(2, 3, 0))]);
         let cat = f.repo.catalog().unwrap();
-        assert_eq!(cat.backup(&new.id).unwrap().unwrap().history, 2);
-        assert_eq!(cat.backup(&old.id).unwrap().unwrap().history, 1);
+        assert_eq!(cat.backups().get(&new.id).unwrap().unwrap().history, 2);
+        assert_eq!(cat.backups().get(&old.id).unwrap().unwrap().history, 1);
         let info = crate::commands::info::gather(&f.repo, None).unwrap();
         assert_eq!(info.clusters[0].history.len(), 2);
         assert_eq!(info.clusters[0].pg_version, 16);
@@ -155,9 +155,9 @@ mod tests {
         crate::commands::repair::rebuild_catalog(&f.repo, Duration::ZERO, &crate::progress::Silent)
             .unwrap();
         let cat = f.repo.catalog().unwrap();
-        let c = cat.cluster("main").unwrap().unwrap();
+        let c = cat.clusters().get("main").unwrap().unwrap();
         assert_eq!((c.history, c.system_id, c.pg_version), (2, NEW_ID, 16));
-        assert_eq!(cat.backup(&new.id).unwrap().unwrap().history, 2);
+        assert_eq!(cat.backups().get(&new.id).unwrap().unwrap().history, 2);
         assert!(keys::wal_id("main", c.history).ends_with("~2"));
     }
 }

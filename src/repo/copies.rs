@@ -26,25 +26,31 @@ impl Repository {
         cluster: ClusterIdentity,
         row: &BackupRow,
     ) -> Result<u64> {
-        let prev = cat.predecessor(&row.id)?;
+        let prev = cat.versions().predecessor(&row.id)?;
         let head = Manifest {
             format: MANIFEST_VERSION,
             backup: row.into(),
             files: Vec::new(),
-            removed: cat.removed_since(&row.id, prev.as_deref())?,
-            page_errors: cat.page_errors(&row.id)?.iter().map(Into::into).collect(),
+            removed: cat.versions().removed_since(&row.id, prev.as_deref())?,
+            page_errors: cat
+                .backups()
+                .page_errors(&row.id)?
+                .iter()
+                .map(Into::into)
+                .collect(),
             prev,
             cluster,
         };
         let size = self.put_copy(cat, &row.id, &head)?;
-        cat.set_copy_prev(&row.id, head.prev.as_deref())?;
+        cat.versions()
+            .set_copy_prev(&row.id, head.prev.as_deref())?;
         Ok(size)
     }
 
     /// Rewrite every copy whose base is no longer its predecessor. Returns
     /// how many were rewritten.
     pub fn rewrite_stale_copies(&self, cat: &Catalog) -> Result<u64> {
-        let stale = cat.stale_copies()?;
+        let stale = cat.versions().stale_copies()?;
         for (cluster, id, pred) in &stale {
             let key = keys::manifest(cluster, id);
             let z = self
@@ -55,9 +61,9 @@ impl Repository {
             m.format = MANIFEST_VERSION;
             m.prev = pred.clone();
             m.files = Vec::new();
-            m.removed = cat.removed_since(id, pred.as_deref())?;
+            m.removed = cat.versions().removed_since(id, pred.as_deref())?;
             self.put_copy(cat, id, &m)?;
-            cat.set_copy_prev(id, pred.as_deref())?;
+            cat.versions().set_copy_prev(id, pred.as_deref())?;
         }
         Ok(stale.len() as u64)
     }
@@ -68,7 +74,8 @@ impl Repository {
     fn put_copy(&self, cat: &Catalog, backup_id: &str, head: &Manifest) -> Result<u64> {
         let out = WriteObject(self.backend().writer()?);
         let out = head.encode_streamed(out, &mut |sink| {
-            cat.for_each_changed(backup_id, head.prev.as_deref(), &mut |r| sink(&(&r).into()))
+            cat.versions()
+                .for_each_changed(backup_id, head.prev.as_deref(), &mut |r| sink(&(&r).into()))
         })?;
         let size = out.0.written();
         out.0

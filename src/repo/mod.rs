@@ -20,6 +20,7 @@ mod key;
 mod lock;
 mod replica;
 mod session;
+mod stored;
 #[cfg(test)]
 pub(crate) mod testkit;
 mod wal;
@@ -31,6 +32,7 @@ pub use invocation::Invocation;
 pub use key::{Passphrase, PassphraseSource, PASSPHRASE_ENV};
 pub use lock::ReaderGuard;
 pub use session::WriteSession;
+pub use stored::{PackWriter, SealedPack, Stored};
 pub use wal::{segment_range, timelines, WalStored};
 
 use crate::catalog::Catalog;
@@ -296,8 +298,10 @@ impl Repository {
         Ok(repo)
     }
 
-    /// How content ids are derived here (keyed in an encrypted repository).
-    pub fn ids(&self) -> &IdKey {
+    /// How content ids are derived here (keyed in an encrypted repository):
+    /// key material, which stays in this layer (see [`Stored`]).
+    #[cfg(test)]
+    pub(in crate::repo) fn ids(&self) -> &IdKey {
         &self.ids
     }
 
@@ -341,10 +345,27 @@ impl Repository {
         self.raw.clone()
     }
 
+    /// The repository's objects, for commands: the one reader (and deleter)
+    /// of stored data, each read verified and opened with the keys.
+    pub fn stored(&self) -> Stored {
+        Stored::new(self.backend.clone(), self.ids)
+    }
+
+    /// The object store (sealing, in an encrypted repository): for this
+    /// layer only; commands go through [`Repository::stored`].
+    #[cfg(not(any(test, feature = "testing")))]
+    pub(in crate::repo) fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    /// The object store, for tests that damage or watch objects.
+    #[cfg(any(test, feature = "testing"))]
     pub fn backend(&self) -> &dyn Backend {
         self.backend.as_ref()
     }
 
+    /// The object store, for tests that wrap it (fault injection).
+    #[cfg(any(test, feature = "testing"))]
     pub fn backend_arc(&self) -> Arc<dyn Backend> {
         self.backend.clone()
     }
@@ -516,20 +537,21 @@ mod tests {
         assert!(e.contains("locked by another pgstrata"), "{e}");
         ra.catalog()
             .unwrap()
-            .bind_cluster("main", 42, 150000)
+            .clusters()
+            .bind("main", 42, 150000)
             .unwrap();
         // Not visible elsewhere before it is published...
-        assert!(rb.catalog().unwrap().clusters().unwrap().is_empty());
+        assert!(rb.catalog().unwrap().clusters().list().unwrap().is_empty());
         session.commit().unwrap();
         // ...and visible after, from a cache that never saw it.
-        assert_eq!(rb.catalog().unwrap().clusters().unwrap().len(), 1);
+        assert_eq!(rb.catalog().unwrap().clusters().list().unwrap().len(), 1);
         let rc = Repository::open_at(&remote(d.path(), "cache-c"), None).unwrap();
-        assert_eq!(rc.catalog().unwrap().clusters().unwrap().len(), 1);
+        assert_eq!(rc.catalog().unwrap().clusters().list().unwrap().len(), 1);
         // The cache is a cache: removing it loses nothing.
         drop((ra, rb, rc));
         fs::remove_dir_all(d.path().join("cache-a")).unwrap();
         let ra = Repository::open_at(&a, None).unwrap();
-        assert_eq!(ra.catalog().unwrap().clusters().unwrap().len(), 1);
+        assert_eq!(ra.catalog().unwrap().clusters().list().unwrap().len(), 1);
         // A prefix holding other things is not made a repository.
         let other = Location::Remote {
             store: Arc::new(LocalBackend::new(d.path(), Ownership::private())),
@@ -611,7 +633,8 @@ mod tests {
         let session = r.begin_write("backup", Duration::ZERO).unwrap();
         r.catalog()
             .unwrap()
-            .bind_cluster("secret-cluster-name", 42, 150000)
+            .clusters()
+            .bind("secret-cluster-name", 42, 150000)
             .unwrap();
         session.commit().unwrap();
         for e in walkdir::WalkDir::new(d.path().join("bucket")) {
@@ -628,7 +651,7 @@ mod tests {
         fs::remove_dir_all(d.path().join("cache")).unwrap();
         let r = Repository::open_at(&loc, Some(&src)).unwrap();
         assert_eq!(
-            r.catalog().unwrap().clusters().unwrap()[0].name,
+            r.catalog().unwrap().clusters().list().unwrap()[0].name,
             "secret-cluster-name"
         );
     }

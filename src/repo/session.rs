@@ -157,6 +157,7 @@ mod tests {
             .catalog()
             .unwrap()
             .clusters()
+            .list()
             .unwrap()
             .into_iter()
             .map(|c| c.name)
@@ -173,7 +174,7 @@ mod tests {
         let session = a.begin_write("backup", Duration::ZERO).unwrap();
         a.catalog()
             .unwrap()
-            .bind_cluster("main", 42, 150000)
+            .clusters().bind("main", 42, 150000)
             .unwrap();
         // Not before the commit...
         assert_eq!(generations(&a), before);
@@ -198,13 +199,13 @@ mod tests {
             let session = a.begin_write("backup", Duration::ZERO).unwrap();
             a.catalog()
                 .unwrap()
-                .bind_cluster("half-done", 42, 150000)
+                .clusters().bind("half-done", 42, 150000)
                 .unwrap();
             // A checkpoint publishes what there is so far.
             session.checkpoint().unwrap();
             a.catalog()
                 .unwrap()
-                .bind_cluster("never-published", 43, 150000)
+                .clusters().bind("never-published", 43, 150000)
                 .unwrap();
             // An error in the command: the session goes uncommitted.
         }
@@ -219,7 +220,7 @@ mod tests {
         assert_eq!(clusters(&a), ["half-done"]);
         a.catalog()
             .unwrap()
-            .bind_cluster("next", 44, 150000)
+            .clusters().bind("next", 44, 150000)
             .unwrap();
         session.commit().unwrap();
         assert_eq!(clusters(&b), ["half-done", "next"]);
@@ -242,7 +243,7 @@ mod tests {
         // The catalog file is the truth as soon as a transaction commits.
         r.catalog()
             .unwrap()
-            .bind_cluster("main", 42, 150000)
+            .clusters().bind("main", 42, 150000)
             .unwrap();
         drop(session);
         assert_eq!(clusters(&r), ["main"]);

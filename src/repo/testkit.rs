@@ -75,16 +75,16 @@ impl Fixture {
     /// A complete backup of `files` (path, bytes), with its WAL archived and
     /// its manifest copy written, as `backup` would leave it.
     pub fn backup(&self, n: u32, files: &[(&str, Vec<u8>)]) -> Made {
-        let mut cat = self.repo.catalog().expect("catalog");
-        let cl = match cat.cluster("main").expect("cluster") {
+        let cat = self.repo.catalog().expect("catalog");
+        let cl = match cat.clusters().get("main").expect("cluster") {
             Some(c) => c,
-            None => cat.bind_cluster("main", SYSTEM_ID, 15).expect("bind"),
+            None => cat.clusters().bind("main", SYSTEM_ID, 15).expect("bind"),
         };
         let id = format!("20260101-0000{n:02}F");
         let mut pack = PackWriter::new(self.repo.backend()).expect("pack");
         // Deduplicated like a real backup: a chunk the repository has is
         // referenced, not stored again.
-        let mut known = cat.chunk_ids().expect("chunk ids");
+        let mut known = cat.packs().chunk_ids().expect("chunk ids");
         let ids = *self.repo.ids();
         let mut rows = vec![row(".", FileKind::Dir, 0, None)];
         let mut relation = Vec::new();
@@ -113,13 +113,15 @@ impl Fixture {
             rows.push(row(path, FileKind::File, data.len() as u64, Some(bm)));
         }
         let sealed = pack.seal().expect("seal");
-        cat.add_pack(&sealed, Some(&id)).expect("add pack");
+        cat.packs().add(&sealed, Some(&id)).expect("add pack");
         let seg = WalSegment::containing(TimelineId(1), Lsn(u64::from(n) * SEG), SEG);
         let mut b = backup_row(&id, u64::from(n) * SEG, &seg.name(SEG));
         b.history = cl.history;
         b.pg_version = cl.pg_version;
-        cat.insert_backup(cl.id, &b).expect("insert");
-        cat.insert_files(&id, &rows, &relation).expect("files");
+        cat.backups().insert(cl.id, &b).expect("insert");
+        cat.versions()
+            .insert_files(&id, &rows, &relation)
+            .expect("files");
         let wal = walfmt::encode(format!("wal of {id}").as_bytes(), 3).expect("wal");
         self.repo
             .wal_put_new(&cl.wal_id(), &seg.name(SEG), &wal)
@@ -128,7 +130,7 @@ impl Fixture {
         self.repo
             .put_manifest_copy(&cat, cl.identity(), &b)
             .expect("copy");
-        cat.complete_backup(&b).expect("complete");
+        cat.backups().complete(&b).expect("complete");
         Made {
             id,
             files: files

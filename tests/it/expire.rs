@@ -214,7 +214,8 @@ fn backup_and_expire_exclude_each_other_but_archiving_goes_on() {
             .open()
             .catalog()
             .unwrap()
-            .cluster("main")
+            .clusters()
+            .get("main")
             .unwrap()
             .is_some()
         {

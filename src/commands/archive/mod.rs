@@ -72,7 +72,7 @@ fn push_data(
     } else {
         // History and .backup files carry no identity: they belong to the
         // cluster's current one.
-        match repo.catalog()?.cluster(cluster)? {
+        match repo.catalog()?.clusters().get(cluster)? {
             Some(c) => c.wal_id(),
             None => {
                 return Err(Error::refused(format!(
@@ -142,7 +142,7 @@ fn segment_home(
         }
     }
     let cat = repo.catalog()?;
-    if let Some(other) = cat.cluster_of_system(h.system_id)? {
+    if let Some(other) = cat.clusters().of_system(h.system_id)? {
         if other != cluster {
             return Err(Error::refused(format!(
                 "{name} already belongs to cluster {other:?} in this repository (system identifier \
@@ -151,9 +151,10 @@ fn segment_home(
             )));
         }
     }
-    match (cat.cluster(cluster)?, h.major_version()) {
+    match (cat.clusters().get(cluster)?, h.major_version()) {
         (Some(c), _) => {
             let seq = cat
+                .clusters()
                 .histories(c.id)?
                 .into_iter()
                 .find(|x| x.system_id == h.system_id)
@@ -168,7 +169,7 @@ fn segment_home(
                 })?;
             Ok(wal_id(cluster, seq))
         }
-        (None, Some(v)) => Ok(cat.bind_cluster(cluster, h.system_id, v)?.wal_id()),
+        (None, Some(v)) => Ok(cat.clusters().bind(cluster, h.system_id, v)?.wal_id()),
         (None, None) => Err(Error::refused(format!(
             "{name}: unknown WAL page magic {:#06x} (unsupported PostgreSQL version)",
             h.magic

@@ -20,12 +20,12 @@ use super::refs::Refs;
 use super::writer::Msg;
 use crate::catalog::{ChunkLoc, FileRow, PageErrorRow};
 use crate::error::{Error, IoContext, Result};
-use crate::format::chunk::{compress, IdKey, CHUNK_BLOCKS};
+use crate::format::chunk::{compress, CHUNK_BLOCKS};
 use crate::format::{BlockMap, ChunkId, Fingerprint};
 use crate::pg::datadir::path_of;
 use crate::pg::page::{self, PageCheck};
 use crate::progress::Progress;
-use crate::store::Backend;
+use crate::repo::Stored;
 
 /// What every file of one backup shares.
 pub struct Ctx<'a> {
@@ -36,9 +36,8 @@ pub struct Ctx<'a> {
     pub level: i32,
     pub refs: &'a Refs,
     pub tx: &'a SyncSender<Msg>,
-    pub backend: &'a dyn Backend,
-    /// How content ids are derived in this repository.
-    pub ids: IdKey,
+    /// The repository's objects (and how content ids are derived there).
+    pub stored: &'a Stored,
     pub read_bytes: &'a AtomicU64,
     pub progress: &'a dyn Progress,
 }
@@ -57,7 +56,7 @@ impl Ctx<'_> {
 
     /// Queue a chunk; `meta`: a block map, which goes to packs of block maps.
     fn store(&self, data: &[u8], meta: bool) -> Result<ChunkId> {
-        let id = self.ids.chunk_id(data);
+        let id = self.stored.chunk_id(data);
         if !self.refs.has_chunk(&id)? {
             let (codec, stored) = compress(data, self.level)?;
             self.send(Msg::Chunk {
@@ -72,9 +71,9 @@ impl Ctx<'_> {
     }
 
     fn load_blockmap(&self, id: &ChunkId, loc: &ChunkLoc, what: &str) -> Option<BlockMap> {
-        let r = loc.read_with(self.backend, &self.ids, id, what, |b| {
-            BlockMap::decode(b, what)
-        });
+        let r = self
+            .stored
+            .read_chunk_with(loc, id, what, |b| BlockMap::decode(b, what));
         match r {
             Ok(m) if m.block_size == self.block_size => Some(m),
             Ok(_) => None,
@@ -175,7 +174,7 @@ impl FileJob<'_> {
                         );
                     }
                 }
-                let fp = ctx.ids.fingerprint(blk);
+                let fp = ctx.stored.fingerprint(blk);
                 let kept = match cursor.as_mut().and_then(|c| c.at(blkno)) {
                     Some((pfp, id, cb)) if *pfp == fp => Some((id, cb)),
                     _ => None,

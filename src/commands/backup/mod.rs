@@ -144,7 +144,7 @@ fn backup_id(cat: &Catalog, start_us: i64, t: BackupType) -> Result<String> {
     let base = id_stamp(start_us)?;
     let mut id = format!("{base}{}", t.letter());
     let mut n = 1;
-    while cat.backup(&id)?.is_some() {
+    while cat.backups().get(&id)?.is_some() {
         n += 1;
         id = format!("{base}{}-{n}", t.letter());
     }
@@ -202,11 +202,14 @@ pub fn run(
         false => None,
     };
     let cat = repo.catalog()?;
-    let cl = cat.bind_cluster(cluster, server.info.system_id, server.info.major)?;
+    let cl = cat
+        .clusters()
+        .bind(cluster, server.info.system_id, server.info.major)?;
     // Only backups of the cluster's current identity are references: after
     // `pgstrata upgrade` the first backup is a full.
     let complete: Vec<BackupRow> = cat
-        .backups(cl.id)?
+        .backups()
+        .of_cluster(cl.id)?
         .into_iter()
         .filter(|b| b.status == BackupStatus::Complete && b.history == cl.history)
         .collect();
@@ -253,7 +256,7 @@ pub fn run(
             // expire. (In object storage the session is abandoned: none of
             // this is published, and the packs are garbage there too.)
             if let Ok(cat) = repo.catalog() {
-                let _ = cat.delete_backup(&id);
+                let _ = cat.backups().delete(&id);
             }
             Err(e)
         }
@@ -318,7 +321,7 @@ fn begin(
         pid: Some(std::process::id()),
         history: cl.history,
     };
-    cat.insert_backup(cl.id, &row)?;
+    cat.backups().insert(cl.id, &row)?;
     Ok(row)
 }
 
@@ -394,14 +397,15 @@ impl Job<'_> {
         )?;
         let total = measure(self.pgdata)?;
         let (tx, rx) = std::sync::mpsc::sync_channel(16);
-        let backend = self.repo.backend_arc();
+        let stored = self.repo.stored();
+        let for_writer = stored.clone();
         let pack_size = self.opts.pack_size;
         let bid = row.id.clone();
         let failed = Arc::new(AtomicBool::new(false));
         let writer_failed = failed.clone();
         let writer = std::thread::Builder::new()
             .name("pgstrata-writer".into())
-            .spawn(move || writer::run(rx, cat, backend, bid, pack_size, writer_failed))
+            .spawn(move || writer::run(rx, cat, for_writer, bid, pack_size, writer_failed))
             .map_err(|e| Error::io("writer thread", e))?;
         let read_bytes = AtomicU64::new(0);
         let ctx = file::Ctx {
@@ -412,8 +416,7 @@ impl Job<'_> {
             level: self.opts.compress_level,
             refs: &refs,
             tx: &tx,
-            backend: self.repo.backend(),
-            ids: *self.repo.ids(),
+            stored: &stored,
             read_bytes: &read_bytes,
             progress: self.progress,
         };
@@ -522,7 +525,7 @@ impl Job<'_> {
 
     fn finish(
         &mut self,
-        mut cat: Catalog,
+        cat: Catalog,
         row: &mut BackupRow,
         stop: BackupStop,
         stats: WriterStats,
@@ -531,8 +534,8 @@ impl Job<'_> {
         row.stop_lsn = Some(stop.lsn);
         row.backup_label = Some(stop.backup_label.clone());
         row.tablespace_map = stop.tablespace_map.clone();
-        let errors = cat.page_errors(&row.id)?;
-        row.files = cat.file_count(&row.id)?;
+        let errors = cat.backups().page_errors(&row.id)?;
+        row.files = cat.versions().file_count(&row.id)?;
         row.page_errors = errors.len() as u64;
         row.status = BackupStatus::Complete;
         // The copy records the packs' bytes; `repair` adds the copy's own
@@ -542,7 +545,7 @@ impl Job<'_> {
             .repo
             .put_manifest_copy(&cat, self.cluster.identity(), row)?;
         row.stored_bytes = stats.pack_bytes + copy;
-        cat.complete_backup(row)?;
+        cat.backups().complete(row)?;
         // Best effort: a busy reader only delays the truncation.
         if let Err(e) = cat.checkpoint() {
             tracing::debug!("catalog checkpoint: {e}");

@@ -35,7 +35,8 @@ impl Refs {
     ) -> Result<Self> {
         let readers = Readers::open(catalog, workers)?;
         let at = |id: Option<String>| -> Result<Option<Position>> {
-            id.map(|id| readers.get()?.position(&id)).transpose()
+            id.map(|id| readers.get()?.versions().position(&id))
+                .transpose()
         };
         Ok(Refs {
             reference: at(reference)?,
@@ -51,7 +52,7 @@ impl Refs {
     /// The reference backup's row of `path`.
     pub fn reference(&self, path: &str) -> Result<Option<FileRow>> {
         match &self.reference {
-            Some(r) => self.reader()?.file_row(*r, path),
+            Some(r) => self.reader()?.versions().file_row(*r, path),
             None => Ok(None),
         }
     }
@@ -59,12 +60,12 @@ impl Refs {
     /// The newest backup's block map of `path`, with its location.
     pub fn prior_map(&self, path: &str) -> Result<Option<(ChunkId, ChunkLoc)>> {
         match &self.prior {
-            Some(p) => self.reader()?.blockmap_at(*p, path),
+            Some(p) => self.reader()?.versions().blockmap_at(*p, path),
             None => Ok(None),
         }
     }
 
     pub fn has_chunk(&self, id: &ChunkId) -> Result<bool> {
-        self.reader()?.has_chunk(id)
+        self.reader()?.packs().has_chunk(id)
     }
 }

@@ -23,7 +23,7 @@ use std::thread::JoinHandle;
 use crate::catalog::{Catalog, FileRow, PageErrorRow};
 use crate::error::Result;
 use crate::format::{ChunkId, Codec};
-use crate::store::{Backend, PackWriter, SealedPack};
+use crate::repo::{PackWriter, SealedPack, Stored};
 
 pub enum Msg {
     Chunk {
@@ -59,12 +59,12 @@ const IN_FLIGHT: usize = 2;
 pub fn run(
     rx: Receiver<Msg>,
     mut cat: Catalog,
-    backend: Arc<dyn Backend>,
+    stored: Stored,
     backup_id: String,
     pack_size: u64,
     failed: Arc<AtomicBool>,
 ) -> (Catalog, Result<WriterStats>) {
-    let r = write_all(&rx, &mut cat, backend.as_ref(), &backup_id, pack_size);
+    let r = write_all(&rx, &mut cat, &stored, &backup_id, pack_size);
     if r.is_err() {
         failed.store(true, Ordering::Relaxed);
     }
@@ -76,7 +76,7 @@ pub fn run(
 fn write_all(
     rx: &Receiver<Msg>,
     cat: &mut Catalog,
-    backend: &dyn Backend,
+    stored: &Stored,
     backup_id: &str,
     pack_size: u64,
 ) -> Result<WriterStats> {
@@ -100,7 +100,7 @@ fn write_all(
                 .map_err(|_| crate::error::Error::internal("pack sealing thread panicked"))??;
             stats.packs += 1;
             stats.pack_bytes += sealed.size;
-            cat.add_pack(&sealed, Some(backup_id))?;
+            cat.packs().add(&sealed, Some(backup_id))?;
             let mut p = pending.borrow_mut();
             for e in &sealed.entries {
                 p.remove(&e.id);
@@ -144,12 +144,12 @@ fn write_all(
                 meta,
             } => {
                 // Sent twice by workers that raced (see `pending`).
-                if !pending.borrow_mut().insert(id) || cat.has_chunk(&id)? {
+                if !pending.borrow_mut().insert(id) || cat.packs().has_chunk(&id)? {
                     continue;
                 }
                 let target = if meta { &mut meta_pack } else { &mut pack };
                 if target.is_none() {
-                    *target = Some(PackWriter::new(backend)?);
+                    *target = Some(stored.new_pack()?);
                 }
                 if let Some(p) = target.as_mut() {
                     p.add(id, codec, raw_len, &data)?;
@@ -167,7 +167,7 @@ fn write_all(
                     maps.push(m);
                 }
                 if rows.len() >= ROW_BATCH {
-                    cat.insert_files(backup_id, &rows, &maps)?;
+                    cat.versions().insert_files(backup_id, &rows, &maps)?;
                     rows.clear();
                     maps.clear();
                 }
@@ -177,7 +177,7 @@ fn write_all(
     }
     seal(pack, cat, &mut stats, false)?;
     seal(meta_pack, cat, &mut stats, true)?;
-    cat.insert_files(backup_id, &rows, &maps)?;
-    cat.add_page_errors(backup_id, &errors)?;
+    cat.versions().insert_files(backup_id, &rows, &maps)?;
+    cat.backups().add_page_errors(backup_id, &errors)?;
     Ok(stats)
 }

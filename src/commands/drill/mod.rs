@@ -249,7 +249,7 @@ pub fn run(
         true => Some(repo.begin_write("drill", std::time::Duration::from_secs(3600))?),
         false => None,
     };
-    repo.catalog()?.record_drill(cl.id, &row)?;
+    repo.catalog()?.drills().record(cl.id, &row)?;
     if let Some(s) = session {
         s.commit()?;
     }

@@ -101,7 +101,7 @@ pub fn plan(
         upload_age: opts.tmp_age,
         ..Default::default()
     };
-    plan.leftovers = cat.running_backups()?;
+    plan.leftovers = cat.backups().running()?;
     let kept = plan_backups(cat, cluster, opts, &mut plan)?;
     plan_wal(repo, cat, cluster, &kept, &mut plan)?;
     let mut gone_ids: Vec<String> = plan.backups.iter().map(|(b, _)| b.id.clone()).collect();
@@ -120,7 +120,7 @@ fn plan_backups(
     opts: &ExpireOptions,
     plan: &mut ExpirePlan,
 ) -> Result<Vec<BackupRow>> {
-    let Some(cl) = cat.cluster(cluster)? else {
+    let Some(cl) = cat.clusters().get(cluster)? else {
         if opts.retention.set.is_some() {
             return Err(Error::NotFound(format!(
                 "cluster {cluster:?} is not in this repository"
@@ -129,7 +129,8 @@ fn plan_backups(
         return Ok(Vec::new());
     };
     let complete: Vec<BackupRow> = cat
-        .backups(cl.id)?
+        .backups()
+        .of_cluster(cl.id)?
         .into_iter()
         .filter(|b| b.status == BackupStatus::Complete)
         .collect();
@@ -156,10 +157,10 @@ fn plan_wal(
     kept: &[BackupRow],
     plan: &mut ExpirePlan,
 ) -> Result<()> {
-    let Some(cl) = cat.cluster(cluster)? else {
+    let Some(cl) = cat.clusters().get(cluster)? else {
         return Ok(());
     };
-    for h in cat.histories(cl.id)? {
+    for h in cat.clusters().histories(cl.id)? {
         let oldest = kept
             .iter()
             .filter(|b| b.history == h.seq)
@@ -201,7 +202,7 @@ fn plan_packs(
     opts: &ExpireOptions,
     plan: &mut ExpirePlan,
 ) -> Result<()> {
-    for u in cat.pack_usage(gone_ids)? {
+    for u in cat.packs().usage(gone_ids)? {
         plan.pack_bytes.insert(keys::pack(&u.id), u.size);
         if u.live_chunks == 0 {
             plan.bytes += u.size;
@@ -224,21 +225,21 @@ fn plan_orphans(
     opts: &ExpireOptions,
     plan: &mut ExpirePlan,
 ) -> Result<()> {
-    let known = cat.pack_ids()?;
+    let known = cat.packs().ids()?;
     let mut kept: HashSet<(String, String)> = HashSet::new();
-    for c in cat.clusters()? {
-        for b in cat.backups(c.id)? {
+    for c in cat.clusters().list()? {
+        for b in cat.backups().of_cluster(c.id)? {
             if b.status == BackupStatus::Complete && !gone_ids.contains(&b.id) {
                 kept.insert((c.name.clone(), b.id));
             }
         }
     }
     let expiring: HashSet<String> = plan.backups.iter().map(|(b, _)| b.id.clone()).collect();
-    let objects = repo
-        .backend()
+    let stored = repo.stored();
+    let objects = stored
         .list(keys::PACKS)?
         .into_iter()
-        .chain(repo.backend().list(keys::MANIFESTS)?);
+        .chain(stored.list(keys::MANIFESTS)?);
     for (key, size) in objects {
         let orphan = match ObjectKey::parse(&key) {
             Ok(ObjectKey::Pack(id)) => !known.contains(&id),
@@ -259,9 +260,8 @@ fn plan_orphans(
             plan.orphans.push(key);
         }
     }
-    for (key, size) in repo.backend().list(keys::TMP)? {
-        let old = repo
-            .backend()
+    for (key, size) in stored.list(keys::TMP)? {
+        let old = stored
             .modified(&key)?
             .and_then(|t| t.elapsed().ok())
             .is_some_and(|age| age >= opts.tmp_age);
@@ -292,7 +292,7 @@ pub fn apply(
     cat: &mut Catalog,
     plan: &ExpirePlan,
 ) -> Result<ExpireLog> {
-    let backend = repo.backend();
+    let stored = repo.stored();
     let mut log = ExpireLog {
         time: now_us(),
         ..Default::default()
@@ -303,7 +303,7 @@ pub fn apply(
     let mut ids: Vec<String> = plan.backups.iter().map(|(b, _)| b.id.clone()).collect();
     ids.extend(plan.leftovers.iter().cloned());
     let t = std::time::Instant::now();
-    cat.expire_backups(&ids)?;
+    cat.backups().expire(&ids)?;
     tracing::debug!("expire: backup rows removed in {:?}", t.elapsed());
     let t = std::time::Instant::now();
     repo.rewrite_stale_copies(cat)?;
@@ -320,21 +320,21 @@ pub fn apply(
         .collect();
     // Objects go in batches (one request per thousand in object storage):
     // a removal lost in a crash leaves garbage the next expire finds.
-    backend.delete_many(&copies)?;
+    stored.delete_many(&copies)?;
     log.bytes_freed += plan.copy_bytes;
     log.backups = plan.backups.len() as u64;
 
     // 2. WAL nobody needs.
     let wal: Vec<String> = plan.wal.iter().map(|(key, _)| key.clone()).collect();
-    backend.delete_many(&wal)?;
+    stored.delete_many(&wal)?;
     log.bytes_freed += plan.wal_bytes;
     log.wal_files += wal.len() as u64;
 
     // 3. Mostly dead packs: copy live chunks, verified, into new packs.
     let t = std::time::Instant::now();
-    cat.mark_live_now()?;
+    cat.packs().mark_live_now()?;
     tracing::debug!("expire: liveness worked out again in {:?}", t.elapsed());
-    let known = cat.pack_ids()?;
+    let known = cat.packs().ids()?;
     let todo: Vec<&PackUsage> = plan
         .rewrite_packs
         .iter()
@@ -347,7 +347,7 @@ pub fn apply(
         left: Default::default(),
         read: Default::default(),
     };
-    let (old_bytes, new_bytes) = rewrite::rewrite_packs(&deleter, repo.ids(), cat, &todo, &dead)?;
+    let (old_bytes, new_bytes) = rewrite::rewrite_packs(&deleter, &stored, cat, &todo, &dead)?;
     log.bytes_freed += old_bytes.saturating_sub(new_bytes);
     log.packs_rewritten += todo.len() as u64;
     log.bytes_freed += plan.delete_packs.iter().map(|p| p.size).sum::<u64>();
@@ -365,7 +365,7 @@ pub fn apply(
         .iter()
         .cloned()
         .partition(|k| k.starts_with(keys::PACKS));
-    backend.delete_many(&unnamed_copies(cat, &others)?)?;
+    stored.delete_many(&unnamed_copies(cat, &others)?)?;
     deleter.delete(cat, &packs)?;
     log.bytes_freed += plan.orphan_bytes;
     let left = deleter.left.into_inner();
@@ -386,12 +386,12 @@ pub fn apply(
         }
     }
     log.orphans += plan.orphans.len() as u64;
-    let aborted = backend.collect_abandoned(plan.upload_age)?;
+    let aborted = stored.collect_abandoned(plan.upload_age)?;
     if aborted > 0 {
         tracing::info!("aborted {aborted} unfinished upload(s) of interrupted commands");
         log.orphans += aborted;
     }
-    cat.log_expire(&log)?;
+    cat.expire_log().record(&log)?;
     let t = std::time::Instant::now();
     // Optional: the expire is done, and a compaction that fails (no room
     // for the temporary copy, a reader holding the file too long) is only
@@ -451,7 +451,7 @@ impl PackDeleter<'_> {
         let mut unnamed = Vec::with_capacity(keys.len());
         for key in keys {
             match ObjectKey::parse(key) {
-                Ok(ObjectKey::Pack(id)) if cat.has_pack(&id)? => {
+                Ok(ObjectKey::Pack(id)) if cat.packs().has(&id)? => {
                     tracing::debug!("expire: pack {key} is indexed again; kept");
                 }
                 _ => unnamed.push(key.clone()),
@@ -465,10 +465,6 @@ impl PackDeleter<'_> {
         self.left.borrow_mut().extend_from_slice(keys);
         Ok(())
     }
-
-    pub(super) fn backend(&self) -> &dyn crate::store::Backend {
-        self.repo.backend()
-    }
 }
 
 /// The leftover keys (other than packs) that are still unnamed by `cat`:
@@ -477,7 +473,7 @@ fn unnamed_copies(cat: &Catalog, keys: &[String]) -> Result<Vec<String>> {
     let mut out = Vec::with_capacity(keys.len());
     for key in keys {
         if let Ok(ObjectKey::Manifest { backup, .. }) = ObjectKey::parse(key) {
-            if cat.backup(&backup)?.is_some() {
+            if cat.backups().get(&backup)?.is_some() {
                 tracing::debug!("expire: manifest copy {key} names a backup again; kept");
                 continue;
             }

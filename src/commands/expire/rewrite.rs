@@ -8,8 +8,7 @@ use crate::error::{Error, Result};
 use crate::format::keys;
 use crate::format::pack::RecordHeader;
 use crate::format::PackId;
-use crate::store::pack::decode_record;
-use crate::store::{PackWriter, SealedPack};
+use crate::repo::{PackWriter, SealedPack, Stored};
 
 /// Size of the packs `expire` rewrites into (a backup's default).
 const REWRITE_PACK: u64 = 32 << 20;
@@ -24,12 +23,11 @@ const REWRITE_PACK: u64 = 32 << 20;
 /// and the new packs' bytes.
 pub(super) fn rewrite_packs(
     deleter: &super::PackDeleter<'_>,
-    ids: &crate::format::chunk::IdKey,
+    stored: &Stored,
     cat: &mut Catalog,
     packs: &[&PackUsage],
     dead: &[PackId],
 ) -> Result<(u64, u64)> {
-    let backend = deleter.backend();
     let (mut old_bytes, mut new_bytes) = (0u64, 0u64);
     let mut w: Option<PackWriter> = None;
     // Old packs whose live chunks are in `w`.
@@ -58,7 +56,7 @@ pub(super) fn rewrite_packs(
                   cat: &mut Catalog| {
         let t = std::time::Instant::now();
         let forgotten: Vec<PackId> = nothing_live.iter().chain(dead).copied().collect();
-        cat.replace_packs(moves, &forgotten)?;
+        cat.packs().replace(moves, &forgotten)?;
         tracing::debug!(
             "expire: {} new packs ({} chunks) indexed, {} packs forgotten, in {:?}",
             moves.len(),
@@ -80,14 +78,14 @@ pub(super) fn rewrite_packs(
         let what = format!("pack {key}");
         // Streamed front to back, skipping the dead records: one request
         // (not one per live chunk), one record in memory.
-        let mut r = backend.open(&key)?;
+        let mut r = stored.open(&key)?;
         let mut pos = 0u64;
-        for c in cat.pack_liveness(&p.id)?.into_iter().filter(|c| c.live) {
+        for c in cat.packs().liveness(&p.id)?.into_iter().filter(|c| c.live) {
             let rec = next_record(r.as_mut(), &mut pos, &c, &what)?;
-            decode_record(ids, &rec, &c.id, &what, &key)?;
+            stored.check_record(&rec, &c.id, &what, &key)?;
             let h = RecordHeader::decode(&rec, &what)?;
             if w.is_none() {
-                w = Some(PackWriter::new(backend)?);
+                w = Some(stored.new_pack()?);
             }
             if let Some(w) = w.as_mut() {
                 w.add(c.id, h.codec, c.raw_len, &rec[RecordHeader::LEN..])?;

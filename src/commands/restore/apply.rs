@@ -34,7 +34,7 @@ use crate::catalog::{Catalog, ChunkLoc, FileOrder, FileRow, Readers};
 use crate::error::{Error, IoContext, Result};
 use crate::format::{BlockMap, ChunkId};
 use crate::progress::Progress;
-use crate::repo::Repository;
+use crate::repo::{Repository, Stored};
 
 /// Files handed to the workers at a time, read from the catalog in path
 /// order (memory is bounded by this, not by the number of files).
@@ -84,7 +84,7 @@ fn apply_inner(
     layout::make_layout(plan, &roots)?;
     let readers = Readers::open(&plan.catalog, rayon::current_num_threads())?;
     let w = Worker {
-        repo,
+        stored: repo.stored(),
         plan,
         roots: &roots,
         readers: &readers,
@@ -113,6 +113,7 @@ fn apply_inner(
         // directory come from every pack of the backup at once; a 61,000-file
         // restore from S3 fetched each 8 MiB window about 1,000 times.)
         let r = cat
+            .versions()
             .for_each_file(&plan.backup.id, FileOrder::BlockMap, |f, loc| {
                 batch.push((f, loc));
                 if batch.len() == BATCH {
@@ -215,7 +216,7 @@ struct Target<'a> {
 
 /// What the workers share.
 struct Worker<'a> {
-    repo: &'a Repository,
+    stored: Stored,
     plan: &'a RestorePlan,
     roots: &'a Roots,
     readers: &'a Readers,
@@ -228,6 +229,7 @@ impl Worker<'_> {
     fn locate(&self, id: &ChunkId, what: &str) -> Result<ChunkLoc> {
         self.readers
             .get()?
+            .packs()
             .chunk(id)?
             .ok_or_else(|| Error::NotFound(format!("{what}: chunk {id} is not in the chunk index")))
     }
@@ -253,10 +255,9 @@ impl Worker<'_> {
                         "{what}: its block map (chunk {bm_id}) is not in the chunk index"
                     ))
                 })?;
-                let map =
-                    bm_loc.read_with(self.repo.backend(), self.repo.ids(), bm_id, &what, |b| {
-                        BlockMap::decode(b, &what)
-                    })?;
+                let map = self
+                    .stored
+                    .read_chunk_with(bm_loc, bm_id, &what, |b| BlockMap::decode(b, &what))?;
                 if map.file_size != f.size {
                     return Err(Error::corrupt(
                         what,
@@ -342,7 +343,7 @@ impl Worker<'_> {
                 if b * bs < t.old_len.min(t.size) {
                     let n = block_len(b);
                     t.out.read_exact_at(&mut buf[..n], b * bs).at(t.path)?;
-                    if self.repo.ids().fingerprint(&buf[..n]) == map.fingerprints[b as usize] {
+                    if self.stored.fingerprint(&buf[..n]) == map.fingerprints[b as usize] {
                         continue;
                     }
                 }
@@ -354,7 +355,7 @@ impl Worker<'_> {
         }
         let id = &map.chunks[ci];
         let loc = self.locate(id, t.what)?;
-        loc.read_with(self.repo.backend(), self.repo.ids(), id, t.what, |data| {
+        self.stored.read_chunk_with(&loc, id, t.what, |data| {
             write_blocks(map, t, ci, todo, data)
         })
     }

@@ -166,7 +166,7 @@ fn stray_walk(
         if roots.is_mapped(&rel) {
             continue;
         }
-        if !cat.has_path(plan.at, &rel)? {
+        if !cat.versions().has_path(plan.at, &rel)? {
             remove_entry(dir.as_fd(), &name).map_err(|e| Error::io(root.shown(&here), e.into()))?;
             *removed += 1;
             continue;

@@ -231,15 +231,21 @@ fn check_data(repo: &Repository, cat: &Catalog, backup: &BackupRow) -> Result<()
         window.clear();
         results.into_iter().collect()
     };
-    cat.for_each_file(&backup.id, FileOrder::BlockMap, |f, loc| {
-        window.push((f, loc));
-        if window.len() == CHECK_WINDOW {
-            check(&mut window)?;
-        }
-        Ok(())
-    })?;
+    cat.versions()
+        .for_each_file(&backup.id, FileOrder::BlockMap, |f, loc| {
+            window.push((f, loc));
+            if window.len() == CHECK_WINDOW {
+                check(&mut window)?;
+            }
+            Ok(())
+        })?;
     check(&mut window)?;
-    if let Some((path, id)) = cat.missing_chunks(&backup.id, 1)?.into_iter().next() {
+    if let Some((path, id)) = cat
+        .packs()
+        .missing_chunks(&backup.id, 1)?
+        .into_iter()
+        .next()
+    {
         return Err(Error::NotFound(format!(
             "{path} (backup {}): chunk {id} is not in the chunk index; the backup cannot be \
              restored ({nothing})",
@@ -273,7 +279,7 @@ fn check_file(
             what()
         ))
     })?;
-    let map = loc.read_with(repo.backend(), repo.ids(), bm, &what(), |raw| {
+    let map = repo.stored().read_chunk_with(loc, bm, &what(), |raw| {
         BlockMap::decode(raw, &what())
             .map_err(|e| Error::corrupt(what(), format!("{e} ({nothing})")))
     })?;
@@ -291,7 +297,8 @@ fn check_file(
 
 /// The system identifier the cluster had when `backup` was taken.
 fn history_system_id(cat: &Catalog, cl: &ClusterRow, backup: &BackupRow) -> Result<u64> {
-    cat.histories(cl.id)?
+    cat.clusters()
+        .histories(cl.id)?
         .into_iter()
         .find(|h| h.seq == backup.history)
         .map(|h| h.system_id)
@@ -305,7 +312,7 @@ fn history_system_id(cat: &Catalog, cl: &ClusterRow, backup: &BackupRow) -> Resu
 
 fn cluster_row(cat: &Catalog, cluster: &str) -> Result<ClusterRow> {
     check_cluster_name(cluster)?;
-    cat.cluster(cluster)?.ok_or_else(|| {
+    cat.clusters().get(cluster)?.ok_or_else(|| {
         Error::NotFound(format!(
             "cluster {cluster:?} has no backups in this repository"
         ))
@@ -349,7 +356,7 @@ pub fn plan(repo: &Repository, cluster: &str, opts: &RestoreOptions) -> Result<R
     let (cat, catalog) = repo.catalog_with_path()?;
     let cl = cluster_row(&cat, cluster)?;
     let backup = choose_backup(repo, &cat, &cl, opts)?;
-    let at = cat.position(&backup.id)?;
+    let at = cat.versions().position(&backup.id)?;
     let (layout, files, bytes) = scan_manifest(&cat, &backup.id)?;
     tablespace::check_map(&layout, opts, &backup)?;
     let target = if opts.pgdata.is_absolute() {
@@ -448,7 +455,8 @@ fn choose_backup(
     opts: &RestoreOptions,
 ) -> Result<BackupRow> {
     let complete: Vec<BackupRow> = cat
-        .backups(cl.id)?
+        .backups()
+        .of_cluster(cl.id)?
         .into_iter()
         .filter(|b| b.status == BackupStatus::Complete)
         .collect();
@@ -517,7 +525,7 @@ fn choose_in_history(
 fn scan_manifest(cat: &Catalog, backup_id: &str) -> Result<(Vec<FileRow>, u64, u64)> {
     let (mut layout, mut files, mut bytes) = (Vec::new(), 0u64, 0u64);
     let mut prev = String::new();
-    cat.for_each_row(backup_id, |f| {
+    cat.versions().for_each_row(backup_id, |f| {
         check_manifest_path(&f.path)?;
         if f.path == prev {
             return Err(Error::corrupt(
@@ -659,6 +667,7 @@ mod tests {
         // is not a block map.
         let cat = f.repo.catalog().unwrap();
         let b_map = cat
+            .versions()
             .files(&m.id)
             .unwrap()
             .into_iter()
@@ -666,6 +675,7 @@ mod tests {
             .and_then(|r| r.blockmap)
             .unwrap();
         let data_chunk = *cat
+            .packs()
             .blockmap_chunk_set(&b_map)
             .unwrap()
             .iter()

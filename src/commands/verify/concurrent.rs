@@ -89,14 +89,14 @@ impl Before {
     /// megabytes, so this stays small however large the repository).
     pub(super) fn read(cat: &Catalog) -> Result<Self> {
         let mut backups = HashSet::new();
-        for c in cat.clusters()? {
-            for b in cat.backups(c.id)? {
+        for c in cat.clusters().list()? {
+            for b in cat.backups().of_cluster(c.id)? {
                 if b.status == BackupStatus::Complete {
                     backups.insert(b.id);
                 }
             }
         }
-        let packs = cat.packs()?.into_iter().map(|(id, _)| id).collect();
+        let packs = cat.packs().list()?.into_iter().map(|(id, _)| id).collect();
         Ok(Before { backups, packs })
     }
 

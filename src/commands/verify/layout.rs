@@ -52,7 +52,7 @@ pub(super) fn check(
     report: &mut VerifyReport,
 ) -> Result<()> {
     let ids: Vec<String> = backups.iter().map(|b| b.id.clone()).collect();
-    let seqs = cat.seqs_in(c.id, &ids)?;
+    let seqs = cat.versions().seqs_in(c.id, &ids)?;
     if seqs.is_empty() {
         return Ok(());
     }
@@ -65,7 +65,8 @@ pub(super) fn check(
         found: Vec::new(),
         more: 0,
     };
-    cat.for_each_version_shape(c.id, |v| walk.version(v))?;
+    cat.versions()
+        .for_each_version_shape(c.id, |v| walk.version(v))?;
     let more = walk.more;
     report.problems.append(&mut walk.found);
     if more > 0 {
@@ -203,7 +204,7 @@ impl Walk<'_> {
     /// The backups in scope where `parent` is not something a row may lie
     /// beneath: missing, a file, or a symlink other than a tablespace's.
     fn not_a_directory(&self, parent: &str) -> Result<Vec<(usize, AtParent)>> {
-        let versions = self.cat.path_versions(self.cluster, parent)?;
+        let versions = self.cat.versions().path_versions(self.cluster, parent)?;
         let tablespace = parent.strip_prefix("pg_tblspc/").is_some_and(is_oid);
         let mut out = Vec::new();
         for (i, (seq, _)) in self.seqs.iter().enumerate() {

@@ -15,7 +15,6 @@ use crate::error::{Error, Result};
 use crate::format::keys;
 use crate::format::{BlockMap, ChunkId, Manifest, ManifestSummary, PackId};
 use crate::repo::Repository;
-use crate::store::read_chunks;
 
 /// Block maps looked up per catalog query, and read and decoded in
 /// parallel, at once: enough that a window holds several of each pack's,
@@ -39,7 +38,7 @@ pub(super) fn check(
     report: &mut VerifyReport,
 ) -> Result<()> {
     let t = std::time::Instant::now();
-    cat.set_scope(&scope_ids(scope))?;
+    cat.scope().set(&scope_ids(scope))?;
     let users = &Users::new(cat, scope, true);
     tracing::debug!("verify: block maps in scope found in {:?}", t.elapsed());
     let t = std::time::Instant::now();
@@ -49,17 +48,18 @@ pub(super) fn check(
     let mut missing: BTreeMap<ChunkId, Vec<ChunkId>> = BTreeMap::new();
     let mut more_missing = false;
     loop {
-        let mut window = cat.scoped_maps_after(after.as_ref(), WINDOW)?;
+        let mut window = cat.scope().maps_after(after.as_ref(), WINDOW)?;
         let Some(lo) = window.first().map(|m| m.id) else {
             break;
         };
         let hi = window.last().map_or(lo, |m| m.id);
-        let locs: HashMap<ChunkId, ChunkLoc> = cat.chunks_between(&lo, &hi)?.into_iter().collect();
+        let locs: HashMap<ChunkId, ChunkLoc> =
+            cat.packs().chunks_between(&lo, &hi)?.into_iter().collect();
         window.truncate(within_bytes(&window, &locs));
         let hi = window.last().map_or(lo, |m| m.id);
         after = Some(hi);
         let mut relation: HashMap<ChunkId, HashSet<ChunkId>> = HashMap::new();
-        for (bm, c) in cat.relation_between(&lo, &hi)? {
+        for (bm, c) in cat.packs().relation_between(&lo, &hi)? {
             relation.entry(bm).or_default().insert(c);
         }
         // The index lookups of the chunks the window's maps use run here,
@@ -141,7 +141,7 @@ fn unindexed_of(cat: &Catalog, used: &[(ChunkId, ChunkId)]) -> Result<Vec<(Chunk
     for &(c, bm) in used {
         let indexed = match last {
             Some((l, indexed)) if l == c => indexed,
-            _ => cat.has_chunk(&c)?,
+            _ => cat.packs().has_chunk(&c)?,
         };
         last = Some((c, indexed));
         if !indexed {
@@ -166,19 +166,20 @@ pub(super) fn check_rows(
             judge_copy(cat, c, b, copy, report)?;
         }
         let ids: Vec<String> = backups.iter().map(|b| b.id.clone()).collect();
-        cat.for_each_unrestorable_in(c.id, &ids, |b, f| {
-            report.problems.push(problem(
-                ProblemKind::BlockMapInvalid,
-                format!("file {}", f.path),
-                format!(
-                    "the manifest gives {} bytes but no block map: the file cannot be \
+        cat.versions()
+            .for_each_unrestorable_in(c.id, &ids, |b, f| {
+                report.problems.push(problem(
+                    ProblemKind::BlockMapInvalid,
+                    format!("file {}", f.path),
+                    format!(
+                        "the manifest gives {} bytes but no block map: the file cannot be \
                      restored",
-                    f.size
-                ),
-                (one(b), one(&f.path)),
-            ));
-            Ok(())
-        })?;
+                        f.size
+                    ),
+                    (one(b), one(&f.path)),
+                ));
+                Ok(())
+            })?;
         super::layout::check(cat, c, backups, report)?;
     }
     Ok(())
@@ -229,6 +230,7 @@ fn read_window(
         }
     }
     let groups: Vec<(&PackId, Wanted)> = by_pack.into_iter().collect();
+    let stored = repo.stored();
     let read: Vec<Vec<(usize, Result<Read>)>> = groups
         .into_par_iter()
         .map(|(pack, mut maps)| {
@@ -237,7 +239,8 @@ fn read_window(
                 maps.iter().map(|&(_, o, l, id)| (o, l, id)).collect();
             // Errors name the block map where they are reported
             // (`judge_blockmap`), not here: formatting every id is costly.
-            read_chunks(repo.backend(), repo.ids(), pack, &chunks, "a block map")
+            stored
+                .read_chunks(pack, &chunks, "a block map")
                 .into_iter()
                 .zip(&maps)
                 .map(|(raw, &(i, ..))| (i, classify(raw)))
@@ -317,7 +320,7 @@ fn judge_blockmap(
             users.of_maps(&[*bm]),
         ));
         for id in unrelated {
-            if !users.cat.has_chunk(id)? {
+            if !users.cat.packs().has_chunk(id)? {
                 report.problems.push(problem(
                     ProblemKind::ChunkNotIndexed,
                     format!("chunk {id}"),
@@ -347,7 +350,7 @@ fn read_copy(repo: &Repository, c: &ClusterRow, b: &BackupRow) -> Copy {
     let mut opened = false;
     let summary = Manifest::summary(
         || {
-            let r = repo.backend().open(&key);
+            let r = repo.stored().open(&key);
             opened |= r.is_ok();
             r
         },
@@ -360,7 +363,7 @@ fn read_copy(repo: &Repository, c: &ClusterRow, b: &BackupRow) -> Copy {
         Ok(m) if m.backup_id != b.id => Copy::Bad(format!("holds backup {} instead", m.backup_id)),
         Ok(ManifestSummary { prev: Some(p), .. }) => {
             let there = matches!(
-                repo.backend().size(&keys::manifest(&c.name, &p)),
+                repo.stored().size(&keys::manifest(&c.name, &p)),
                 Ok(Some(_))
             );
             Copy::Delta(p, there)
@@ -385,7 +388,7 @@ fn judge_copy(
         // expire that stopped half-way: it still chains, and the next
         // expire rewrites it.
         Copy::Delta(p, base_there) => {
-            let pred = cat.predecessor(&b.id)?;
+            let pred = cat.versions().predecessor(&b.id)?;
             if pred.as_deref() == Some(&*p) {
                 None
             } else if base_there {

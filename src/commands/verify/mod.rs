@@ -168,7 +168,7 @@ struct Users<'a> {
     cat: &'a Catalog,
     /// The backups in scope.
     backups: HashSet<String>,
-    /// Whether `cat` has the scope table (`Catalog::set_scope`) yet: made
+    /// Whether `cat` has the scope table (`Scope::set`) yet: made
     /// on this connection when first needed.
     scoped: std::cell::Cell<bool>,
 }
@@ -186,7 +186,7 @@ impl<'a> Users<'a> {
     fn ensure_scope(&self) -> Result<()> {
         if !self.scoped.get() {
             let ids: Vec<String> = self.backups.iter().cloned().collect();
-            self.cat.set_scope(&ids)?;
+            self.cat.scope().set(&ids)?;
             self.scoped.set(true);
         }
         Ok(())
@@ -197,7 +197,7 @@ impl<'a> Users<'a> {
         let mut backups = BTreeSet::new();
         let mut files = BTreeSet::new();
         for bm in maps {
-            match self.cat.files_with_blockmap(bm) {
+            match self.cat.versions().files_with_blockmap(bm) {
                 Ok(rows) => {
                     for (b, p) in rows.into_iter().filter(|(b, _)| self.backups.contains(b)) {
                         backups.insert(b);
@@ -219,7 +219,7 @@ impl<'a> Users<'a> {
         let mut maps = ids.to_vec();
         match self
             .ensure_scope()
-            .and_then(|()| self.cat.blockmaps_using(ids))
+            .and_then(|()| self.cat.scope().blockmaps_using(ids))
         {
             Ok(m) => maps.extend(m),
             Err(e) => tracing::warn!("cannot tell which block maps use damaged chunks: {e}"),
@@ -342,7 +342,7 @@ fn data_passes(
     // One backup's packs are found through the scope table.
     let scoped = opts.set.is_some();
     if scoped {
-        cat.set_scope(&scope_ids(scope))?;
+        cat.scope().set(&scope_ids(scope))?;
     }
     let users = Users::new(cat, scope, scoped);
     let (packs, on_disk) = packs_to_scan(repo, cat, opts, report)?;
@@ -381,12 +381,12 @@ fn data_passes(
 fn scope(cat: &Catalog, opts: &VerifyOptions, report: &mut VerifyReport) -> Result<Scope> {
     let mut scope: Scope = Vec::new();
     let mut found_set = false;
-    for c in cat.clusters()? {
+    for c in cat.clusters().list()? {
         if opts.cluster.as_deref().is_some_and(|n| n != c.name) {
             continue;
         }
         let mut complete = Vec::new();
-        for b in cat.backups(c.id)? {
+        for b in cat.backups().of_cluster(c.id)? {
             if b.status != BackupStatus::Complete {
                 let gone = crate::util::holder_gone(b.host.as_deref(), b.pid);
                 report.notes.push(format!(
@@ -435,9 +435,9 @@ fn packs_to_scan(
     // The catalog first, the store after: a pack is sealed before its row
     // commits, so every pack read here is listed below even while a backup
     // runs; one sealed in between is only a pack the catalog does not name.
-    let known: Vec<PackId> = cat.packs()?.into_iter().map(|(id, _)| id).collect();
+    let known: Vec<PackId> = cat.packs().list()?.into_iter().map(|(id, _)| id).collect();
     let mut on_disk: HashMap<PackId, u64> = HashMap::new();
-    for (key, size) in repo.backend().list(keys::PACKS)? {
+    for (key, size) in repo.stored().list(keys::PACKS)? {
         match ObjectKey::parse(&key) {
             Ok(ObjectKey::Pack(id)) => {
                 on_disk.insert(id, size);
@@ -449,7 +449,7 @@ fn packs_to_scan(
     }
     let mut packs: BTreeSet<PackId> = BTreeSet::new();
     if opts.set.is_some() {
-        packs.extend(cat.scoped_packs()?);
+        packs.extend(cat.scope().packs()?);
     } else {
         let known_set: HashSet<&PackId> = known.iter().collect();
         let mut unknown: Vec<&PackId> = on_disk
@@ -523,7 +523,7 @@ fn catalog_problems(cat: &Catalog, damage: Vec<String>, keys: Vec<String>) -> Re
 fn wal_scope(cat: &Catalog, scope: &Scope) -> Result<Vec<(String, Vec<BackupRow>)>> {
     let mut out = Vec::new();
     for (c, backups) in scope {
-        for h in cat.histories(c.id)? {
+        for h in cat.clusters().histories(c.id)? {
             let of_h: Vec<BackupRow> = backups
                 .iter()
                 .filter(|b| b.history == h.seq)
@@ -632,11 +632,11 @@ mod tests {
     #[test]
     fn a_flipped_pack_byte_names_backup_and_file() {
         let (f, a, _) = two();
-        let pack = f.repo.catalog().unwrap().packs().unwrap();
+        let pack = f.repo.catalog().unwrap().packs().list().unwrap();
         let a_pack = pack
             .iter()
             .map(|(p, _)| *p)
-            .find(|p| f.repo.catalog().unwrap().pack_chunks(p).unwrap().len() > 2)
+            .find(|p| f.repo.catalog().unwrap().packs().chunks(p).unwrap().len() > 2)
             .unwrap();
         f.flip(&keys::pack(&a_pack), 100);
         let r = verify(&f);
@@ -650,9 +650,9 @@ mod tests {
     #[test]
     fn a_missing_pack_and_manifest_copy() {
         let (f, a, b) = two();
-        let made = f.repo.catalog().unwrap().packs().unwrap();
+        let made = f.repo.catalog().unwrap().packs().list().unwrap();
         for (p, _) in &made {
-            if f.repo.catalog().unwrap().pack_chunks(p).unwrap().len() == 2 {
+            if f.repo.catalog().unwrap().packs().chunks(p).unwrap().len() == 2 {
                 f.repo.backend().delete(&keys::pack(p)).unwrap();
             }
         }
@@ -682,7 +682,8 @@ mod tests {
         f.repo
             .catalog()
             .unwrap()
-            .expire_backups(std::slice::from_ref(&b))
+            .backups()
+            .expire(std::slice::from_ref(&b))
             .unwrap();
         let r = verify(&f);
         assert!(r.problems.is_empty(), "{:?}", r.problems);

@@ -16,13 +16,11 @@ use rayon::prelude::*;
 use super::{problem, ProblemKind, Users, VerifyReport};
 use crate::catalog::{IndexedChunk, Readers};
 use crate::error::{Error, Result};
-use crate::format::chunk::{decode_verified, ChunkId, IdKey};
 use crate::format::keys;
 use crate::format::pack::{PackId, RecordHeader, HEADER_MAGIC};
+use crate::format::ChunkId;
 use crate::progress::Progress;
-use crate::repo::Repository;
-use crate::store::pack::decode_record;
-use crate::store::{read_trailer, Backend};
+use crate::repo::{Repository, Stored};
 
 /// A record longer than this cannot be real (chunks are at most 128 blocks;
 /// block maps of 1 GiB segments are about 2 MiB): stop rather than allocate.
@@ -60,15 +58,14 @@ fn skip(r: &mut dyn Read, n: u64, key: &str) -> Result<bool> {
 
 /// Stream pack `pack_id` (`size` bytes on disk) and check every record.
 pub fn scan(
-    backend: &dyn Backend,
-    ids: &IdKey,
+    stored: &Stored,
     pack_id: &PackId,
     size: u64,
     progress: &dyn Progress,
 ) -> Result<PackScan> {
     let key = keys::pack(pack_id);
     let mut out = PackScan::default();
-    let trailer = match read_trailer(backend, pack_id) {
+    let trailer = match stored.pack_trailer(pack_id) {
         Ok(t) => Some(t),
         Err(Error::Corrupt { detail, .. }) => {
             out.damage = Some(detail);
@@ -81,7 +78,7 @@ pub fn scan(
         }
         Err(e) => return Err(e),
     };
-    let mut r = match backend.open(&key) {
+    let mut r = match stored.open(&key) {
         Ok(r) => r,
         Err(e @ Error::MissingObject { .. }) => {
             out.damage = Some(e.to_string());
@@ -89,7 +86,7 @@ pub fn scan(
         }
         Err(e) => return Err(e),
     };
-    let pos = match stream(r.as_mut(), ids, &key, size, trailer, progress, &mut out) {
+    let pos = match stream(r.as_mut(), stored, &key, size, trailer, progress, &mut out) {
         Ok(pos) => pos,
         // An encrypted pack's damaged segment ends the stream; the records
         // not reached are reported as unreadable.
@@ -106,7 +103,7 @@ pub fn scan(
 /// Check the header, then every record. Returns where reading stopped.
 fn stream(
     r: &mut dyn Read,
-    ids: &IdKey,
+    stored: &Stored,
     key: &str,
     size: u64,
     trailer: Option<Vec<crate::format::pack::TrailerEntry>>,
@@ -122,8 +119,8 @@ fn stream(
     }
     let pos = HEADER_MAGIC.len() as u64;
     match trailer {
-        Some(entries) => by_trailer(r, ids, key, entries, pos, progress, out),
-        None => by_parsing(r, ids, key, size, pos, progress, out),
+        Some(entries) => by_trailer(r, stored, key, entries, pos, progress, out),
+        None => by_parsing(r, stored, key, size, pos, progress, out),
     }
 }
 
@@ -131,7 +128,7 @@ fn stream(
 /// reading stopped.
 fn by_trailer(
     r: &mut dyn Read,
-    ids: &IdKey,
+    stored: &Stored,
     key: &str,
     entries: Vec<crate::format::pack::TrailerEntry>,
     mut pos: u64,
@@ -152,7 +149,7 @@ fn by_trailer(
         };
         pos += len as u64;
         progress.advance(len as u64);
-        match decode_record(ids, &rec, &e.id, key, key) {
+        match stored.check_record(&rec, &e.id, key, key) {
             Ok(_) => {
                 out.good.insert(e.offset, (e.id, e.stored_len));
             }
@@ -168,7 +165,7 @@ fn by_trailer(
 /// parse (the trailer, or garbage, starts there). Returns where it stopped.
 fn by_parsing(
     r: &mut dyn Read,
-    ids: &IdKey,
+    stored: &Stored,
     key: &str,
     size: u64,
     mut pos: u64,
@@ -193,7 +190,7 @@ fn by_parsing(
         };
         pos += h.record_len();
         progress.advance(pos - offset);
-        match decode_verified(ids, &h.id, h.codec, &payload, h.raw_len as usize, key) {
+        match stored.check_payload(&h.id, h.codec, &payload, h.raw_len as usize, key) {
             Ok(_) => {
                 out.good.insert(offset, (h.id, h.stored_len));
             }
@@ -246,6 +243,7 @@ pub(super) fn check_all(
     progress: &dyn Progress,
     report: &mut VerifyReport,
 ) -> Result<()> {
+    let stored = repo.stored();
     let readers = Readers::open(catalog, rayon::current_num_threads())?;
     // Each reads one pack's rows of the pack index, in order: a page at a time.
     readers.set_cache_mib(1)?;
@@ -255,9 +253,9 @@ pub(super) fn check_all(
             .map(|p| {
                 let size = on_disk.get(p).copied();
                 let sc = size
-                    .map(|size| scan(repo.backend(), repo.ids(), p, size, progress))
+                    .map(|size| scan(&stored, p, size, progress))
                     .transpose()?;
-                let rows = readers.get()?.pack_chunks(p)?;
+                let rows = readers.get()?.packs().chunks(p)?;
                 Ok((rows.len() as u64, judge(&rows, size, sc)))
             })
             .collect();

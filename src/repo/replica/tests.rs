@@ -41,6 +41,7 @@ fn clusters(path: &Path) -> usize {
     Catalog::open(path, false)
         .unwrap()
         .clusters()
+        .list()
         .unwrap()
         .len()
 }
@@ -62,7 +63,8 @@ fn two_hosts_see_each_others_work_and_dead_writers_are_not_trusted() {
     let p = b.current(&bucket).unwrap();
     Catalog::open(&p, false)
         .unwrap()
-        .bind_cluster("main", 42, 150000)
+        .clusters()
+        .bind("main", 42, 150000)
         .unwrap();
     b.publish(&bucket).unwrap();
 
@@ -75,7 +77,8 @@ fn two_hosts_see_each_others_work_and_dead_writers_are_not_trusted() {
     let p = a.current(&bucket).unwrap();
     Catalog::open(&p, false)
         .unwrap()
-        .bind_cluster("other", 43, 150000)
+        .clusters()
+        .bind("other", 43, 150000)
         .unwrap();
     a.abandon();
     let a2 = CatalogCache::new(&d.path().join("a"), "s3://b/p").unwrap();
@@ -227,7 +230,8 @@ fn hosts_follow_by_deltas_and_chains_stay_short() {
     // may): that copy is no base for the next generation.
     Catalog::open(&b.current(&bucket).unwrap(), false)
         .unwrap()
-        .bind_cluster("other", 43, 150000)
+        .clusters()
+        .bind("other", 43, 150000)
         .unwrap();
     write(&a, &bucket, "DELETE FROM expire_log WHERE id <= 10");
     let p = b.current(&bucket).unwrap();

@@ -1,19 +1,33 @@
-//! Catalog queries for expire and garbage collection.
+//! The packs and the chunk index: where every chunk is stored, the
+//! block-map relation (which data chunks each block map uses), and which
+//! chunks the kept backups still use.
 //!
 //! Liveness is global: a chunk is live when any kept backup of any cluster
 //! uses it (directly as a block map, or through a block map), because chunks
 //! are deduplicated across backups and clusters.
+//!
+//! Durability: a pack's row and its chunks' rows are inserted in one
+//! transaction, after the pack is sealed; a pack's rows go (or move to the
+//! pack its live chunks were copied to) in one transaction too.
 
 use std::collections::HashSet;
 
-use rusqlite::params;
+use rusqlite::{params, Connection, OptionalExtension};
 
-use super::Catalog;
+use super::{loc_from_row, ChunkLoc};
 use crate::error::{Result, SqlContext};
 use crate::format::pack::RecordHeader;
 use crate::format::{ChunkId, PackId};
 use crate::store::SealedPack;
 use crate::util::now_us;
+
+/// One row of the chunk index, as `verify` checks it against a pack.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexedChunk {
+    pub id: ChunkId,
+    pub offset: u64,
+    pub stored_len: u32,
+}
 
 /// One pack's share of live data.
 #[derive(Clone, Debug)]
@@ -38,39 +52,237 @@ pub struct PackChunk {
     pub live: bool,
 }
 
-/// What one expire did (also kept in `expire_log`).
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct ExpireLog {
-    /// Unix microseconds.
-    pub time: i64,
-    pub backups: u64,
-    pub wal_files: u64,
-    pub packs_deleted: u64,
-    pub packs_rewritten: u64,
-    pub orphans: u64,
-    pub bytes_freed: u64,
-    /// Bytes the catalog file gave back when it was compacted (not kept in
-    /// `expire_log`: a later `info` reports the file's size as it is).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub catalog_compacted: Option<Compacted>,
+/// The packs and the chunk index (with the block-map relation).
+pub struct Packs<'a> {
+    pub(super) conn: &'a Connection,
 }
 
-/// The catalog's size before and after [`Catalog::compact`], in bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Compacted {
-    pub before: u64,
-    pub after: u64,
-}
+impl Packs<'_> {
+    /// Whether the chunk index has `id`.
+    pub fn has_chunk(&self, id: &ChunkId) -> Result<bool> {
+        self.conn
+            .prepare_cached("SELECT 1 FROM chunk WHERE id = ?1")
+            .and_then(|mut st| st.exists([id]))
+            .ctx_with(|| format!("the chunk index row of chunk {id}"))
+    }
 
-/// `expire` compacts the catalog when at least this share of its pages is
-/// free: SQLite reuses free pages but never returns them, so without it the
-/// file keeps the size of the largest repository it ever described.
-pub const COMPACT_FREE_SHARE: f64 = 0.25;
+    /// Where a chunk is stored (restore looks up every data chunk here:
+    /// the statement is cached, and the id formatted only for an error).
+    pub fn chunk(&self, id: &ChunkId) -> Result<Option<ChunkLoc>> {
+        self.conn
+            .prepare_cached("SELECT pack_id, offset, stored_len, raw_len FROM chunk WHERE id = ?1")
+            .and_then(|mut st| st.query_row([id], |r| loc_from_row(r, 0)).optional())
+            .ctx_with(|| format!("the chunk index row of chunk {id}"))
+    }
 
-/// ... and at least this many bytes are free (not worth a rewrite below).
-const COMPACT_MIN_FREE: u64 = 4 << 20;
+    /// Every chunk id in the index (for deduplication while backing up).
+    #[cfg(test)]
+    pub fn chunk_ids(&self) -> Result<HashSet<ChunkId>> {
+        let mut st = self.conn.prepare("SELECT id FROM chunk").ctx("chunk ids")?;
+        let mut out = HashSet::new();
+        let mut rows = st.query([]).ctx("chunk ids")?;
+        while let Some(r) = rows.next().ctx("chunk ids")? {
+            out.insert(r.get(0).ctx("a row of the chunk index")?);
+        }
+        Ok(out)
+    }
 
-impl Catalog {
+    /// Record a sealed pack and index its chunks, in one transaction.
+    pub fn add(&self, pack: &SealedPack, backup_id: Option<&str>) -> Result<()> {
+        let tx = self.conn.unchecked_transaction().ctx("add pack")?;
+        tx.execute(
+            "INSERT OR IGNORE INTO pack (id, size, chunks, backup_id, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                pack.id,
+                pack.size as i64,
+                pack.entries.len() as i64,
+                backup_id,
+                now_us()
+            ],
+        )
+        .ctx("add pack")?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO chunk (id, pack_id, offset, stored_len, raw_len) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .ctx("add chunk")?;
+            for e in &pack.entries {
+                st.execute(params![
+                    e.id,
+                    pack.id,
+                    e.offset as i64,
+                    e.stored_len,
+                    e.raw_len
+                ])
+                .ctx("add chunk")?;
+            }
+        }
+        tx.commit().ctx("add pack")
+    }
+
+    /// Locations of every chunk a backup uses: its block maps and their chunks.
+    #[cfg(test)]
+    pub fn chunk_locations(
+        &self,
+        backup_id: &str,
+    ) -> Result<std::collections::HashMap<ChunkId, ChunkLoc>> {
+        self.locations(
+            "SELECT c.id, c.pack_id, c.offset, c.stored_len, c.raw_len FROM chunk c \
+             WHERE c.id IN (SELECT blockmap FROM file WHERE backup_id = ?1 AND blockmap IS NOT NULL \
+                 UNION SELECT bc.chunk FROM blockmap_chunk bc JOIN file f ON f.blockmap = bc.blockmap \
+                 WHERE f.backup_id = ?1)",
+            backup_id,
+        )
+    }
+
+    /// Data chunks a backup's block maps use that the chunk index lacks,
+    /// with a file that needs each (at most `limit`).
+    pub fn missing_chunks(&self, backup_id: &str, limit: u32) -> Result<Vec<(String, ChunkId)>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT f.path, bc.chunk FROM file f JOIN blockmap_chunk bc ON bc.blockmap = f.blockmap \
+                 WHERE f.backup_id = ?1 AND bc.chunk NOT IN (SELECT id FROM chunk) LIMIT ?2",
+            )
+            .ctx("missing chunks")?;
+        let rows = st
+            .query_map(params![backup_id, limit], |r| Ok((r.get(0)?, r.get(1)?)))
+            .ctx("missing chunks")?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .ctx_with(|| format!("the block-map relation of backup {backup_id}"))?;
+        Ok(rows)
+    }
+
+    /// Locations of the block maps of a backup's files.
+    #[cfg(test)]
+    pub fn blockmap_locations(
+        &self,
+        backup_id: &str,
+    ) -> Result<std::collections::HashMap<ChunkId, ChunkLoc>> {
+        self.locations(
+            "SELECT c.id, c.pack_id, c.offset, c.stored_len, c.raw_len FROM chunk c \
+             WHERE c.id IN (SELECT blockmap FROM file WHERE backup_id = ?1 AND blockmap IS NOT NULL)",
+            backup_id,
+        )
+    }
+
+    #[cfg(test)]
+    fn locations(
+        &self,
+        sql: &str,
+        arg: &str,
+    ) -> Result<std::collections::HashMap<ChunkId, ChunkLoc>> {
+        let mut out = std::collections::HashMap::new();
+        let mut st = self.conn.prepare(sql).ctx("chunk locations")?;
+        let mut rows = st.query([arg]).ctx("chunk locations")?;
+        while let Some(r) = rows.next().ctx("chunk locations")? {
+            let what = || format!("a chunk index row used by backup {arg}");
+            let id: ChunkId = r.get(0).ctx(&what())?;
+            out.insert(id, loc_from_row(r, 1).ctx(&what())?);
+        }
+        Ok(out)
+    }
+
+    pub fn bytes(&self) -> Result<u64> {
+        self.conn
+            .query_row("SELECT COALESCE(SUM(size), 0) FROM pack", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|v| v as u64)
+            .ctx("pack bytes")
+    }
+
+    /// Every sealed pack the catalog knows: id and recorded size.
+    pub fn list(&self) -> Result<Vec<(PackId, u64)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, size FROM pack ORDER BY id")
+            .ctx("list packs")?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((r.get::<_, PackId>(0)?, r.get::<_, i64>(1)? as u64))
+            })
+            .ctx("list packs")?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .ctx("a pack row")?;
+        Ok(rows)
+    }
+
+    /// The chunk rows that point into one pack, in record order.
+    pub fn chunks(&self, pack_id: &PackId) -> Result<Vec<IndexedChunk>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, offset, stored_len FROM chunk WHERE pack_id = ?1 ORDER BY offset")
+            .ctx("pack chunks")?;
+        let mut rows = st.query([pack_id]).ctx("pack chunks")?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().ctx("pack chunks")? {
+            let row = (|| -> rusqlite::Result<IndexedChunk> {
+                Ok(IndexedChunk {
+                    id: r.get(0)?,
+                    offset: r.get::<_, i64>(1)? as u64,
+                    stored_len: r.get(2)?,
+                })
+            })();
+            out.push(row.ctx_with(|| format!("a chunk index row of pack {pack_id}"))?);
+        }
+        Ok(out)
+    }
+
+    /// The data chunks the catalog says a block map uses.
+    /// Chunk index rows with ids in `[lo, hi]`, in id order: a window of a
+    /// sorted walk over the index, one query instead of one per chunk.
+    pub fn chunks_between(&self, lo: &ChunkId, hi: &ChunkId) -> Result<Vec<(ChunkId, ChunkLoc)>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT id, pack_id, offset, stored_len, raw_len FROM chunk \
+                 WHERE id BETWEEN ?1 AND ?2 ORDER BY id",
+            )
+            .ctx("chunk index")?;
+        let rows = st
+            .query_map([lo, hi], |r| Ok((r.get(0)?, super::loc_from_row(r, 1)?)))
+            .ctx("chunk index")?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .ctx("a row of the chunk index")?;
+        Ok(rows)
+    }
+
+    /// Block-map relation rows of block maps with ids in `[lo, hi]`.
+    pub fn relation_between(&self, lo: &ChunkId, hi: &ChunkId) -> Result<Vec<(ChunkId, ChunkId)>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT blockmap, chunk FROM blockmap_chunk WHERE blockmap BETWEEN ?1 AND ?2",
+            )
+            .ctx("blockmap chunks")?;
+        let rows = st
+            .query_map([lo, hi], |r| Ok((r.get(0)?, r.get(1)?)))
+            .ctx("blockmap chunks")?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .ctx("a block-map relation row")?;
+        Ok(rows)
+    }
+
+    pub fn blockmap_chunk_set(&self, blockmap: &ChunkId) -> Result<HashSet<ChunkId>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT chunk FROM blockmap_chunk WHERE blockmap = ?1")
+            .ctx("blockmap chunks")?;
+        let mut rows = st.query([blockmap]).ctx("blockmap chunks")?;
+        let mut out = HashSet::new();
+        while let Some(r) = rows.next().ctx("blockmap chunks")? {
+            out.insert(
+                r.get(0)
+                    .ctx_with(|| format!("a block-map relation row of block map {blockmap}"))?,
+            );
+        }
+        Ok(out)
+    }
+
     /// Fill the temporary `live` table with every chunk the backups other than
     /// `expired` use. The kept backups' positions go into a table of their
     /// own, so each file version is one index probe, however many expired
@@ -120,7 +332,7 @@ impl Catalog {
     /// One pass over the chunk index in key order, each row looked up in
     /// `live` (also in key order), summed per pack here: grouping in SQL
     /// went pack by pack, a random lookup per chunk.
-    pub fn pack_usage(&self, expired: &[String]) -> Result<Vec<PackUsage>> {
+    pub fn usage(&self, expired: &[String]) -> Result<Vec<PackUsage>> {
         self.mark_live(expired)?;
         const RECORD_HEADER: u64 = RecordHeader::LEN as u64;
         let mut usage: std::collections::HashMap<String, PackUsage> = Default::default();
@@ -186,7 +398,7 @@ impl Catalog {
     }
 
     /// The chunk rows of one pack, marked live or not (after `pack_usage`).
-    pub fn pack_liveness(&self, pack_id: &PackId) -> Result<Vec<PackChunk>> {
+    pub fn liveness(&self, pack_id: &PackId) -> Result<Vec<PackChunk>> {
         let mut st = self
             .conn
             .prepare(
@@ -213,7 +425,7 @@ impl Catalog {
     }
 
     /// Ids of every pack the catalog knows.
-    pub fn pack_ids(&self) -> Result<HashSet<PackId>> {
+    pub fn ids(&self) -> Result<HashSet<PackId>> {
         let mut st = self.conn.prepare("SELECT id FROM pack").ctx("pack ids")?;
         let rows = st
             .query_map([], |r| r.get::<_, PackId>(0))
@@ -226,7 +438,7 @@ impl Catalog {
     /// Whether a pack row names `id` now (checked right before its object is
     /// deleted: a rerun of a killed expire can index a pack under the very
     /// name an earlier listing found unknown).
-    pub fn has_pack(&self, id: &PackId) -> Result<bool> {
+    pub fn has(&self, id: &PackId) -> Result<bool> {
         self.conn
             .query_row(
                 "SELECT EXISTS (SELECT 1 FROM pack WHERE id = ?1)",
@@ -236,34 +448,15 @@ impl Catalog {
             .ctx_with(|| format!("pack {id}"))
     }
 
-    /// Delete backups and the derived rows only they used, in one transaction.
-    pub fn expire_backups(&mut self, ids: &[String]) -> Result<()> {
-        let tx = self.conn.transaction().ctx("expire backups")?;
-        let all: i64 = tx
-            .query_row("SELECT count(*) FROM backup", [], |r| r.get(0))
-            .ctx("expire backups")?;
-        for id in ids {
-            tx.execute("DELETE FROM backup WHERE id = ?1", [id])
-                .ctx("expire backup")?;
-        }
-        // A quarter of the backups or more: most of their file versions go.
-        super::versions::collect(&tx, ids.len() as i64 * 4 >= all)?;
-        tx.commit().ctx("expire backups")
-    }
-
     /// For each `(old, new)`: point the live chunks of the `old` packs at
     /// their copies in `new` and forget the old packs; and forget the packs
     /// `dead` with all their chunks (none live). One transaction: the rows
     /// moved and deleted are spread over the whole chunk index, and each
     /// transaction writes every page it touched once more. Each `new` is
     /// already sealed and durable, and holds every live chunk of its `old`.
-    pub fn replace_packs(
-        &mut self,
-        moves: &[(Vec<PackId>, SealedPack)],
-        dead: &[PackId],
-    ) -> Result<()> {
+    pub fn replace(&self, moves: &[(Vec<PackId>, SealedPack)], dead: &[PackId]) -> Result<()> {
         let what = "rewrite packs";
-        let tx = self.conn.transaction().ctx(what)?;
+        let tx = self.conn.unchecked_transaction().ctx(what)?;
         let old = moves.iter().flat_map(|(old, _)| old);
         let rebuild = mark_forgotten(&tx, old.chain(dead))?;
         if rebuild {
@@ -317,93 +510,6 @@ impl Catalog {
         .ctx(what)?;
         tx.commit().ctx(what)
     }
-
-    /// Rewrite the catalog file without its free pages (`VACUUM`), when at
-    /// least `share` of them (and [`COMPACT_MIN_FREE`] bytes) are free.
-    /// Returns the sizes before and after, or `None` when nothing was done.
-    ///
-    /// Durability: `VACUUM` is one transaction, like any other write: a
-    /// crash leaves the old file or the new one. It changes no row, so in
-    /// object storage it captures nothing and the next generation stays a
-    /// delta.
-    pub fn compact(&self, share: f64) -> Result<Option<Compacted>> {
-        let what = "catalog compaction";
-        let pragma = |name: &str| -> Result<u64> {
-            let v: i64 = self
-                .conn
-                .pragma_query_value(None, name, |r| r.get(0))
-                .ctx(what)?;
-            Ok(v.max(0) as u64)
-        };
-        let page = pragma("page_size")?;
-        let (pages, free) = (pragma("page_count")?, pragma("freelist_count")?);
-        if pages == 0 || (free as f64) < share * pages as f64 || free * page < COMPACT_MIN_FREE {
-            return Ok(None);
-        }
-        self.conn.execute_batch("VACUUM").ctx(what)?;
-        Ok(Some(Compacted {
-            before: pages * page,
-            after: pragma("page_count")? * pragma("page_size")?,
-        }))
-    }
-
-    pub fn log_expire(&self, log: &ExpireLog) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT INTO expire_log (time, backups, wal_files, packs_deleted, packs_rewritten, \
-                 orphans, bytes_freed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    log.time,
-                    log.backups as i64,
-                    log.wal_files as i64,
-                    log.packs_deleted as i64,
-                    log.packs_rewritten as i64,
-                    log.orphans as i64,
-                    log.bytes_freed as i64
-                ],
-            )
-            .ctx("expire log")?;
-        Ok(())
-    }
-
-    pub fn last_expire(&self) -> Result<Option<ExpireLog>> {
-        use rusqlite::OptionalExtension;
-        self.conn
-            .query_row(
-                "SELECT time, backups, wal_files, packs_deleted, packs_rewritten, orphans, bytes_freed \
-                 FROM expire_log ORDER BY id DESC LIMIT 1",
-                [],
-                |r| {
-                    Ok(ExpireLog {
-                        time: r.get(0)?,
-                        backups: r.get::<_, i64>(1)? as u64,
-                        wal_files: r.get::<_, i64>(2)? as u64,
-                        packs_deleted: r.get::<_, i64>(3)? as u64,
-                        packs_rewritten: r.get::<_, i64>(4)? as u64,
-                        orphans: r.get::<_, i64>(5)? as u64,
-                        bytes_freed: r.get::<_, i64>(6)? as u64,
-                        catalog_compacted: None,
-                    })
-                },
-            )
-            .optional()
-            .ctx("expire log")
-    }
-
-    /// Backups stuck in `running`: with the repository lock held, nothing is
-    /// running, so these are leftovers of killed backups.
-    pub fn running_backups(&self) -> Result<Vec<String>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT id FROM backup WHERE status = 'running'")
-            .ctx("running backups")?;
-        let rows = st
-            .query_map([], |r| r.get::<_, String>(0))
-            .ctx("running backups")?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .ctx("running backups")?;
-        Ok(rows)
-    }
 }
 
 /// Put the packs `ids` in the temporary table `forget`; whether their
@@ -449,10 +555,11 @@ mod tests {
         let f = Fixture::new();
         let a = f.backup(1, &[("x", content(1, 2, 0)), ("y", content(2, 2, 0))]);
         let b = f.backup(2, &[("x", content(1, 2, 0)), ("z", content(3, 2, 0))]);
-        let mut cat = f.repo.catalog().unwrap();
+        let cat = f.repo.catalog().unwrap();
         let usage = |cat: &crate::catalog::Catalog, gone: &[String]| {
             let mut u: Vec<(crate::format::PackId, u64, u64)> = cat
-                .pack_usage(gone)
+                .packs()
+                .usage(gone)
                 .unwrap()
                 .into_iter()
                 .map(|u| (u.id, u.chunks, u.live_chunks))
@@ -470,17 +577,18 @@ mod tests {
         let pb = without_a.iter().find(|u| u.0 == b.pack).unwrap();
         assert_eq!((pb.1, pb.2), (2, 2));
         // The liveness of each chunk, after pack_usage.
-        let live = cat.pack_liveness(&a.pack).unwrap();
+        let live = cat.packs().liveness(&a.pack).unwrap();
         assert_eq!(live.iter().filter(|c| c.live).count(), 2);
         // Expiring a removes its rows and its block maps' relation rows.
-        cat.expire_backups(std::slice::from_ref(&a.id)).unwrap();
-        assert!(cat.backup(&a.id).unwrap().is_none());
+        cat.backups().expire(std::slice::from_ref(&a.id)).unwrap();
+        assert!(cat.backups().get(&a.id).unwrap().is_none());
         let after = usage(&cat, &[]);
         assert_eq!(after, without_a);
         // Dropping a dead-free pack forgets its chunks.
-        cat.replace_packs(&[], std::slice::from_ref(&b.pack))
+        cat.packs()
+            .replace(&[], std::slice::from_ref(&b.pack))
             .unwrap();
-        assert!(!cat.pack_ids().unwrap().contains(&b.pack));
+        assert!(!cat.packs().ids().unwrap().contains(&b.pack));
     }
 
     /// Forgetting a few packs deletes their rows in key order; forgetting
@@ -495,15 +603,19 @@ mod tests {
         let mut cat = f.repo.catalog().unwrap();
         let rows = |cat: &crate::catalog::Catalog| -> usize {
             cat.packs()
+                .list()
                 .unwrap()
                 .iter()
-                .map(|(p, _)| cat.pack_chunks(p).unwrap().len())
+                .map(|(p, _)| cat.packs().chunks(p).unwrap().len())
                 .sum()
         };
         let before = rows(&cat);
         for (gone, expect_rebuild) in [(&made[..1], false), (&made[1..5], true)] {
             let ids: Vec<_> = gone.iter().map(|m| m.pack).collect();
-            let n: usize = ids.iter().map(|p| cat.pack_chunks(p).unwrap().len()).sum();
+            let n: usize = ids
+                .iter()
+                .map(|p| cat.packs().chunks(p).unwrap().len())
+                .sum();
             assert!(n > 0);
             let left = rows(&cat) - n;
             {
@@ -513,12 +625,12 @@ mod tests {
                     expect_rebuild
                 );
             }
-            cat.replace_packs(&[], &ids).unwrap();
+            cat.packs().replace(&[], &ids).unwrap();
             assert!(cat.integrity_check().unwrap().is_empty());
             assert_eq!(rows(&cat), left);
             for p in &ids {
-                assert!(cat.pack_chunks(p).unwrap().is_empty());
-                assert!(!cat.pack_ids().unwrap().contains(p));
+                assert!(cat.packs().chunks(p).unwrap().is_empty());
+                assert!(!cat.packs().ids().unwrap().contains(p));
             }
             let index: i64 = cat
                 .conn
@@ -531,48 +643,5 @@ mod tests {
             assert_eq!(index, 1);
         }
         assert!(rows(&cat) < before);
-    }
-
-    /// Compaction gives free pages back once enough are free, keeps every
-    /// row, and does nothing when little is free.
-    #[test]
-    fn compaction_returns_free_pages_and_keeps_the_rows() {
-        let f = Fixture::new();
-        let a = f.backup(1, &[("x", content(1, 2, 0))]);
-        let cat = f.repo.catalog().unwrap();
-        assert_eq!(cat.compact(super::COMPACT_FREE_SHARE).unwrap(), None);
-        // Two tables of 8 MiB, one dropped: its pages stay in the file, free.
-        cat.conn
-            .execute_batch(
-                "CREATE TABLE kept (b BLOB); CREATE TABLE scratch (b BLOB);
-                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2048)
-                 INSERT INTO scratch SELECT randomblob(4096) FROM n;
-                 INSERT INTO kept SELECT b FROM scratch;
-                 DROP TABLE scratch;",
-            )
-            .unwrap();
-        let size = || {
-            std::fs::metadata(f.repo.root().join("catalog.db"))
-                .unwrap()
-                .len()
-        };
-        cat.checkpoint().unwrap();
-        let file_before = size();
-        assert!(file_before > 16 << 20, "{file_before}");
-        // Not when less than the share asked for is free (about half is).
-        assert_eq!(cat.compact(0.75).unwrap(), None);
-        let c = cat.compact(super::COMPACT_FREE_SHARE).unwrap().unwrap();
-        assert!(c.before >= 16 << 20, "{c:?}");
-        assert!((8 << 20..10 << 20).contains(&c.after), "{c:?}");
-        let kept: i64 = cat
-            .conn
-            .query_row("SELECT count(*) FROM kept", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(kept, 2048);
-        cat.checkpoint().unwrap();
-        assert_eq!(size(), c.after);
-        assert!(cat.backup(&a.id).unwrap().is_some());
-        assert!(cat.integrity_check().unwrap().is_empty());
-        assert_eq!(cat.compact(super::COMPACT_FREE_SHARE).unwrap(), None);
     }
 }
