@@ -174,7 +174,8 @@ mod tests {
         let session = a.begin_write("backup", Duration::ZERO).unwrap();
         a.catalog()
             .unwrap()
-            .clusters().bind("main", 42, 150000)
+            .clusters()
+            .bind("main", 42, 150000)
             .unwrap();
         // Not before the commit...
         assert_eq!(generations(&a), before);
@@ -199,13 +200,15 @@ mod tests {
             let session = a.begin_write("backup", Duration::ZERO).unwrap();
             a.catalog()
                 .unwrap()
-                .clusters().bind("half-done", 42, 150000)
+                .clusters()
+                .bind("half-done", 42, 150000)
                 .unwrap();
             // A checkpoint publishes what there is so far.
             session.checkpoint().unwrap();
             a.catalog()
                 .unwrap()
-                .clusters().bind("never-published", 43, 150000)
+                .clusters()
+                .bind("never-published", 43, 150000)
                 .unwrap();
             // An error in the command: the session goes uncommitted.
         }
@@ -220,7 +223,8 @@ mod tests {
         assert_eq!(clusters(&a), ["half-done"]);
         a.catalog()
             .unwrap()
-            .clusters().bind("next", 44, 150000)
+            .clusters()
+            .bind("next", 44, 150000)
             .unwrap();
         session.commit().unwrap();
         assert_eq!(clusters(&b), ["half-done", "next"]);
@@ -243,7 +247,8 @@ mod tests {
         // The catalog file is the truth as soon as a transaction commits.
         r.catalog()
             .unwrap()
-            .clusters().bind("main", 42, 150000)
+            .clusters()
+            .bind("main", 42, 150000)
             .unwrap();
         drop(session);
         assert_eq!(clusters(&r), ["main"]);

@@ -321,11 +321,7 @@ impl pgstrata::Invocation for Bin {
     }
 }
 
-fn restored_tree_of(
-    repo: &pgstrata::Repository,
-    id: &str,
-    dest: &Path,
-) -> BTreeMap<String, Node> {
+fn restored_tree_of(repo: &pgstrata::Repository, id: &str, dest: &Path) -> BTreeMap<String, Node> {
     let mut o = pgstrata::RestoreOptions::new(dest);
     o.set = Some(id.to_string());
     o.invocation = Some(Arc::new(Bin(repo.root().to_path_buf())));
