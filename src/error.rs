@@ -289,7 +289,7 @@ fn pg_message(e: &postgres::Error) -> String {
 }
 
 /// Attach a path to an `io::Result`.
-pub trait IoContext<T> {
+pub(crate) trait IoContext<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T>;
 }
 
@@ -300,7 +300,7 @@ impl<T> IoContext<T> for std::io::Result<T> {
 }
 
 /// Attach context to a rusqlite result.
-pub trait SqlContext<T> {
+pub(crate) trait SqlContext<T> {
     fn ctx(self, context: &str) -> Result<T>;
     /// The same, with the context made only on error (for lookups done
     /// once per file or chunk).

@@ -3,7 +3,7 @@
 //! repository.
 
 /// Now, as unix microseconds (0 if the clock is before 1970).
-pub fn now_us() -> i64 {
+pub(crate) fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
@@ -11,7 +11,7 @@ pub fn now_us() -> i64 {
 }
 
 /// Parallel workers by default: the CPUs, at most 8.
-pub fn default_workers() -> usize {
+pub(crate) fn default_workers() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
@@ -19,7 +19,7 @@ pub fn default_workers() -> usize {
 }
 
 /// Is process `pid` alive on this machine? (A process we may not signal is.)
-pub fn process_alive(pid: i32) -> bool {
+pub(crate) fn process_alive(pid: i32) -> bool {
     rustix::process::Pid::from_raw(pid).is_some_and(|pid| {
         !matches!(
             rustix::process::test_kill_process(pid),
@@ -29,14 +29,14 @@ pub fn process_alive(pid: i32) -> bool {
 }
 
 /// This machine's host name.
-pub fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
 }
 
 /// Is the process that recorded itself as `host`/`pid` known to be gone?
 /// Only a process on this host can be checked; another host's is presumed
 /// alive.
-pub fn holder_gone(host: Option<&str>, pid: Option<u32>) -> bool {
+pub(crate) fn holder_gone(host: Option<&str>, pid: Option<u32>) -> bool {
     match (host, pid.and_then(|p| i32::try_from(p).ok())) {
         (Some(h), Some(pid)) if h == host_name() => !process_alive(pid),
         _ => false,
@@ -45,7 +45,7 @@ pub fn holder_gone(host: Option<&str>, pid: Option<u32>) -> bool {
 
 /// The UTC civil time `secs` seconds after the epoch; None outside the
 /// years -9999..=9999.
-pub fn utc_datetime(secs: i64) -> Option<jiff::civil::DateTime> {
+pub(crate) fn utc_datetime(secs: i64) -> Option<jiff::civil::DateTime> {
     // Civil arithmetic rather than `jiff::Timestamp`, whose range stops a
     // day short of the year 9999's end.
     let epoch = jiff::civil::date(1970, 1, 1).at(0, 0, 0, 0);
@@ -67,7 +67,7 @@ pub fn rfc3339(us: i64) -> String {
 }
 
 /// Quote a value for postgresql.conf.
-pub fn quote(v: &str) -> String {
+pub(crate) fn quote(v: &str) -> String {
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "''"))
 }
 
@@ -101,11 +101,11 @@ pub fn human(bytes: u64) -> String {
 /// A file this process holds an `flock` on, released when dropped or when
 /// the process dies.
 #[derive(Debug)]
-pub struct Flock(std::fs::File);
+pub(crate) struct Flock(std::fs::File);
 
 impl Flock {
     /// Take over `file`, on which this process has just taken an `flock`.
-    pub fn held(file: std::fs::File) -> Self {
+    pub(crate) fn held(file: std::fs::File) -> Self {
         Self(file)
     }
 }
@@ -121,7 +121,7 @@ impl Drop for Flock {
 
 /// Take an exclusive `flock` on `path` (created 0600 if missing) without
 /// waiting: `None` when another process holds it.
-pub fn try_flock(path: &std::path::Path) -> crate::error::Result<Option<Flock>> {
+pub(crate) fn try_flock(path: &std::path::Path) -> crate::error::Result<Option<Flock>> {
     use crate::error::IoContext;
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
@@ -154,7 +154,7 @@ pub enum Durability {
 /// writers of one name do not share it), which is fsynced if `durability`
 /// asks for it and renamed over `path`. On any error the temporary file is
 /// removed and `path` is untouched.
-pub fn write_whole_with(
+pub(crate) fn write_whole_with(
     path: &std::path::Path,
     durability: Durability,
     fill: impl FnOnce(&mut std::fs::File, &std::path::Path) -> crate::error::Result<()>,
@@ -187,7 +187,7 @@ pub fn write_whole_with(
 /// Write `data` to `path` through a temporary file and a rename, so that a
 /// reader sees all of it or nothing. Not fsynced: for files whose loss only
 /// costs a retry.
-pub fn write_replace(path: &std::path::Path, data: &[u8]) -> crate::error::Result<()> {
+pub(crate) fn write_replace(path: &std::path::Path, data: &[u8]) -> crate::error::Result<()> {
     use crate::error::IoContext;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, data).at(&tmp)?;

@@ -33,25 +33,26 @@ use std::time::Duration;
 
 use rusqlite::{Connection, Row};
 
-pub use backups::Backups;
-pub use clusters::Clusters;
-pub use drills::{DrillRow, Drills};
-pub use expire_log::{ExpireLog, ExpireLogs};
-pub use model::{
-    BackupRow, BackupStatus, BackupType, ChunkLoc, ClusterRow, FileKind, FileRow, HistoryRow,
-    PageErrorRow,
+pub(crate) use backups::Backups;
+pub(crate) use clusters::Clusters;
+pub(crate) use drills::{DrillRow, Drills};
+pub use expire_log::ExpireLog;
+pub(crate) use expire_log::ExpireLogs;
+pub use model::HistoryRow;
+pub(crate) use model::{
+    BackupRow, BackupStatus, BackupType, ChunkLoc, ClusterRow, FileKind, FileRow, PageErrorRow,
 };
-pub use packs::{IndexedChunk, PackChunk, PackUsage, Packs};
-pub use scan::{FileOrder, Readers, VersionShape};
-pub use scope::{Scope, ScopedMap};
+pub(crate) use packs::{IndexedChunk, PackChunk, PackUsage, Packs};
+pub(crate) use scan::{FileOrder, Readers, VersionShape};
+pub(crate) use scope::{Scope, ScopedMap};
 pub(crate) use versions::write_files;
-pub use versions::{ManifestDelta, Position, Versions};
+pub(crate) use versions::{ManifestDelta, Position, Versions};
 
 use crate::error::{Error, Hint, Result, SqlContext};
 use sql::u64_of;
 
 /// Schema version this binary writes (number of migrations).
-pub const SCHEMA_VERSION: u32 = schema::MIGRATIONS.len() as u32;
+pub(crate) const SCHEMA_VERSION: u32 = schema::MIGRATIONS.len() as u32;
 
 /// How the names of change capture's tables and triggers start
 /// (`repo::replica`): they are not the catalog's own.
@@ -149,7 +150,7 @@ pub struct Compacted {
 /// `expire` compacts the catalog when at least this share of its pages is
 /// free: SQLite reuses free pages but never returns them, so without it the
 /// file keeps the size of the largest repository it ever described.
-pub const COMPACT_FREE_SHARE: f64 = 0.25;
+pub(crate) const COMPACT_FREE_SHARE: f64 = 0.25;
 
 /// ... and at least this many bytes are free (not worth a rewrite below).
 const COMPACT_MIN_FREE: u64 = 4 << 20;

@@ -2,7 +2,7 @@
 //! conversion to and from the manifest copy's types (which are the on-disk
 //! format and carry no database ids).
 
-pub use crate::format::{BackupStatus, BackupType, FileKind};
+pub(crate) use crate::format::{BackupStatus, BackupType, FileKind};
 
 use crate::format::manifest::{BackupMeta, ClusterIdentity, FileEntry, PageError};
 use crate::format::{ChunkId, PackId};

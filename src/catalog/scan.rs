@@ -205,12 +205,12 @@ impl Versions<'_> {
 
 /// A read-only catalog connection per worker thread (and one shared by
 /// other threads), each behind a lock only its own thread normally takes.
-pub struct Readers {
+pub(crate) struct Readers {
     readers: Vec<Mutex<Catalog>>,
 }
 
 impl Readers {
-    pub fn open(catalog: &Path, workers: usize) -> Result<Self> {
+    pub(crate) fn open(catalog: &Path, workers: usize) -> Result<Self> {
         let readers = (0..=workers)
             .map(|_| Catalog::open_reader(catalog).map(Mutex::new))
             .collect::<Result<Vec<_>>>()?;
@@ -219,7 +219,7 @@ impl Readers {
 
     /// Cap each connection's page cache (SQLite's default is 2 MiB), for
     /// readers that only walk index ranges in order.
-    pub fn set_cache_mib(&self, mib: u32) -> Result<()> {
+    pub(crate) fn set_cache_mib(&self, mib: u32) -> Result<()> {
         self.readers
             .iter()
             .try_for_each(|r| lock(r)?.set_cache_mib(mib))
@@ -227,7 +227,7 @@ impl Readers {
 
     /// This thread's connection: rayon workers 0..workers have their own;
     /// other threads share the last.
-    pub fn get(&self) -> Result<MutexGuard<'_, Catalog>> {
+    pub(crate) fn get(&self) -> Result<MutexGuard<'_, Catalog>> {
         let last = self.readers.len() - 1;
         let i = rayon::current_thread_index().unwrap_or(last).min(last);
         lock(&self.readers[i])

@@ -2,7 +2,7 @@
 //! holds the number of migrations applied; a catalog with a higher number
 //! than this binary knows was written by a newer pgstrata and is refused.
 
-pub const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: the initial schema.
     r#"
 CREATE TABLE cluster (
@@ -212,7 +212,7 @@ ALTER TABLE page_error_new RENAME TO page_error;
 
 /// Indexes as the last migration that touched them defines them: `expire`
 /// drops and rebuilds them when it deletes a large share of their rows.
-pub const CHUNK_PACK_INDEX: &str =
+pub(super) const CHUNK_PACK_INDEX: &str =
     "CREATE INDEX chunk_pack ON chunk(pack_id, offset, stored_len, raw_len)";
-pub const FILE_VERSION_BLOCKMAP_INDEX: &str =
+pub(super) const FILE_VERSION_BLOCKMAP_INDEX: &str =
     "CREATE INDEX file_version_blockmap ON file_version(blockmap) WHERE blockmap IS NOT NULL";

@@ -22,7 +22,7 @@ use super::chunk::{ChunkId, Fingerprint};
 use super::{check_magic, le_u32};
 use crate::error::{Error, Result};
 
-pub const MAGIC: &[u8; 8] = b"PGSTRBM1";
+pub(crate) const MAGIC: &[u8; 8] = b"PGSTRBM1";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Extent {

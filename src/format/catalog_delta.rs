@@ -36,13 +36,13 @@
 use super::{check_magic, le_u32, le_u64};
 use crate::error::{Error, Result};
 
-pub const MAGIC: &[u8; 8] = b"PGSTRCD1";
+pub(crate) const MAGIC: &[u8; 8] = b"PGSTRCD1";
 /// How a whole SQLite database starts.
-pub const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+pub(crate) const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
 /// One column value, as SQLite stores it.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Value {
+pub(crate) enum Value {
     Null,
     Integer(i64),
     Real(f64),
@@ -71,7 +71,7 @@ pub struct TableDelta {
 
 /// Where a delta sits in its chain.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Chain {
+pub(crate) struct Chain {
     /// The generation the delta applies to.
     pub base: u64,
     /// BLAKE3 of the base generation's object, as stored.
@@ -150,7 +150,7 @@ fn put_value(out: &mut Vec<u8>, v: &Value) {
 
 /// Encodes a delta as its rows are read, so that a writer holds the
 /// encoded bytes only, never the rows decoded.
-pub struct DeltaWriter {
+pub(crate) struct DeltaWriter {
     out: Vec<u8>,
     rows: u64,
 }
@@ -159,7 +159,7 @@ pub struct DeltaWriter {
 const CHAIN_AT: std::ops::Range<usize> = 8..76;
 
 impl DeltaWriter {
-    pub fn new(chain: &Chain, schema: u32, tables: usize) -> Self {
+    pub(crate) fn new(chain: &Chain, schema: u32, tables: usize) -> Self {
         let mut out = Vec::with_capacity(1 << 16);
         out.extend_from_slice(MAGIC);
         out.resize(CHAIN_AT.end, 0);
@@ -171,7 +171,7 @@ impl DeltaWriter {
 
     /// Start the next table; its three sections (upserts, deletes,
     /// narrowed) follow, in that order.
-    pub fn table(
+    pub(crate) fn table(
         &mut self,
         name: &str,
         columns: &[String],
@@ -192,7 +192,7 @@ impl DeltaWriter {
 
     /// One section: `fill` writes each row's values in turn with
     /// [`DeltaWriter::value`] and returns how many rows it wrote.
-    pub fn section<E>(
+    pub(crate) fn section<E>(
         &mut self,
         fill: impl FnOnce(&mut Self) -> std::result::Result<u64, E>,
     ) -> std::result::Result<(), E> {
@@ -204,22 +204,22 @@ impl DeltaWriter {
         Ok(())
     }
 
-    pub fn value(&mut self, v: &Value) {
+    pub(crate) fn value(&mut self, v: &Value) {
         put_value(&mut self.out, v);
     }
 
     /// Rows written so far.
-    pub fn rows(&self) -> u64 {
+    pub(crate) fn rows(&self) -> u64 {
         self.rows
     }
 
-    pub fn finish(self) -> Vec<u8> {
+    pub(crate) fn finish(self) -> Vec<u8> {
         self.out
     }
 }
 
 /// Set the chain of an encoded delta (a writer learns it last).
-pub fn set_chain(encoded: &mut [u8], c: &Chain) {
+pub(crate) fn set_chain(encoded: &mut [u8], c: &Chain) {
     let mut b = Vec::with_capacity(CHAIN_AT.len());
     b.extend_from_slice(&c.base.to_le_bytes());
     b.extend_from_slice(&c.base_hash);
@@ -296,7 +296,7 @@ impl CatalogDelta {
 /// A delta whose rows stay encoded until they are applied, one at a time:
 /// a reader's memory is the delta's bytes, not its rows decoded.
 #[derive(Debug)]
-pub struct DeltaView<'a> {
+pub(crate) struct DeltaView<'a> {
     /// Readers learn it first, from [`header`]; the owned decoding keeps it.
     #[cfg_attr(not(test), allow(dead_code))]
     pub chain: Chain,
@@ -306,7 +306,7 @@ pub struct DeltaView<'a> {
 
 /// One table of a [`DeltaView`].
 #[derive(Debug)]
-pub struct TableView<'a> {
+pub(crate) struct TableView<'a> {
     pub name: String,
     pub columns: Vec<String>,
     pub key_columns: usize,
@@ -319,7 +319,7 @@ pub struct TableView<'a> {
 
 /// One section of rows, still encoded (every value checked when parsed).
 #[derive(Clone, Copy, Debug)]
-pub struct Rows<'a> {
+pub(crate) struct Rows<'a> {
     bytes: &'a [u8],
     count: u64,
     width: usize,
@@ -329,13 +329,13 @@ pub struct Rows<'a> {
 }
 
 impl Rows<'_> {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.count == 0
     }
 
     /// Call `f` with each row in turn (decoded into one reused buffer) and
     /// its key as encoded, which names the row within its table.
-    pub fn each(&self, mut f: impl FnMut(&[Value], &[u8]) -> Result<()>) -> Result<()> {
+    pub(crate) fn each(&self, mut f: impl FnMut(&[Value], &[u8]) -> Result<()>) -> Result<()> {
         let mut r = Reader {
             b: self.bytes,
             at: 0,
@@ -360,7 +360,7 @@ impl Rows<'_> {
 
 impl<'a> DeltaView<'a> {
     /// Parse and check a zstd-decoded delta (`what` names it in errors).
-    pub fn parse(b: &'a [u8], what: &'a str) -> Result<Self> {
+    pub(crate) fn parse(b: &'a [u8], what: &'a str) -> Result<Self> {
         let mut r = Reader { b, at: 0, what };
         let (chain, schema) = r.header()?;
         let n = r.u32()?;
@@ -402,12 +402,12 @@ impl<'a> DeltaView<'a> {
 
 /// Where a delta sits in its chain and its schema, read from the first
 /// [`HEADER_LEN`] bytes of a zstd-decoded delta.
-pub fn header(b: &[u8], what: &str) -> Result<(Chain, u32)> {
+pub(crate) fn header(b: &[u8], what: &str) -> Result<(Chain, u32)> {
     Reader { b, at: 0, what }.header()
 }
 
 /// Bytes of a delta before its tables.
-pub const HEADER_LEN: usize = 8 + 8 + 32 + 3 * 8 + 4 + 4;
+pub(crate) const HEADER_LEN: usize = 8 + 8 + 32 + 3 * 8 + 4 + 4;
 
 struct Reader<'a> {
     b: &'a [u8],

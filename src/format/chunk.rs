@@ -47,7 +47,7 @@ impl fmt::Display for ChunkId {
     }
 }
 
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -57,7 +57,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// 64 hex digits as 32 bytes.
-pub fn unhex32(s: &str) -> Option<[u8; 32]> {
+pub(crate) fn unhex32(s: &str) -> Option<[u8; 32]> {
     if s.len() != 64 {
         return None;
     }
@@ -69,7 +69,7 @@ pub fn unhex32(s: &str) -> Option<[u8; 32]> {
 }
 
 /// A block fingerprint: 128 bits of the block's BLAKE3 hash.
-pub type Fingerprint = [u8; 16];
+pub(crate) type Fingerprint = [u8; 16];
 
 /// The plain (unkeyed) fingerprint, for tests and benchmarks.
 #[cfg(any(test, feature = "testing"))]
@@ -193,7 +193,7 @@ fn decompress_into(stored: &[u8], raw_len: usize, out: &mut Vec<u8>) -> std::io:
 
 /// Decode stored bytes and check them against `id`. `what` names the file or
 /// object the caller is restoring, for the error.
-pub fn decode_verified(
+pub(crate) fn decode_verified(
     ids: &IdKey,
     id: &ChunkId,
     codec: Codec,
@@ -210,7 +210,7 @@ pub fn decode_verified(
 /// reader of many chunks decodes them all into one buffer. A buffer larger
 /// than `raw_len` changes nothing: a frame that decodes to more is caught
 /// by the length check.
-pub fn decode_verified_into(
+pub(crate) fn decode_verified_into(
     ids: &IdKey,
     id: &ChunkId,
     codec: Codec,

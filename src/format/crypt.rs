@@ -41,31 +41,31 @@ use super::check_magic;
 use super::chunk::{hex, IdKey};
 use crate::error::{Error, Result};
 
-pub const MAGIC: &[u8; 8] = b"PGSTREN2";
-pub const PREFIX_LEN: usize = 16;
-pub const HEADER_LEN: usize = MAGIC.len() + PREFIX_LEN;
+pub(crate) const MAGIC: &[u8; 8] = b"PGSTREN2";
+pub(crate) const PREFIX_LEN: usize = 16;
+pub(crate) const HEADER_LEN: usize = MAGIC.len() + PREFIX_LEN;
 /// Plaintext bytes per segment.
-pub const SEGMENT: usize = 16 * 1024;
-pub const TAG_LEN: usize = 16;
-pub const SEALED_SEGMENT: usize = SEGMENT + TAG_LEN;
+pub(crate) const SEGMENT: usize = 16 * 1024;
+pub(crate) const TAG_LEN: usize = 16;
+pub(crate) const SEALED_SEGMENT: usize = SEGMENT + TAG_LEN;
 
 const OBJECT_KEY_CONTEXT: &str = "pgstrata 2026-11-22 object sealing key";
 const ID_KEY_CONTEXT: &str = "pgstrata 2026-11-22 content id key";
 const WRAP_AAD: &[u8] = b"pgstrata master key v1";
 
 /// Segments of an object of `plain` bytes (an empty object has one).
-pub fn segments(plain: u64) -> u64 {
+pub(crate) fn segments(plain: u64) -> u64 {
     plain.div_ceil(SEGMENT as u64).max(1)
 }
 
 /// Stored size of an object of `plain` bytes.
-pub fn sealed_len(plain: u64) -> u64 {
+pub(crate) fn sealed_len(plain: u64) -> u64 {
     HEADER_LEN as u64 + plain + TAG_LEN as u64 * segments(plain)
 }
 
 /// Plaintext size of a sealed object of `sealed` bytes, or `None` when no
 /// object of this format has that size.
-pub fn plain_len(sealed: u64) -> Option<u64> {
+pub(crate) fn plain_len(sealed: u64) -> Option<u64> {
     let body = sealed.checked_sub(HEADER_LEN as u64)?;
     let (full, rem) = (body / SEALED_SEGMENT as u64, body % SEALED_SEGMENT as u64);
     match (full, rem) {
@@ -77,7 +77,7 @@ pub fn plain_len(sealed: u64) -> Option<u64> {
 }
 
 /// Offset of segment `i` in the sealed object.
-pub fn segment_offset(i: u64) -> u64 {
+pub(crate) fn segment_offset(i: u64) -> u64 {
     HEADER_LEN as u64 + i * SEALED_SEGMENT as u64
 }
 
@@ -110,7 +110,7 @@ pub struct Keys {
 }
 
 /// Fill `buf` from the operating system's random source.
-pub fn random(buf: &mut [u8]) -> Result<()> {
+pub(crate) fn random(buf: &mut [u8]) -> Result<()> {
     getrandom::fill(buf).map_err(|e| Error::internal(format!("no random numbers: {e}")))
 }
 
@@ -138,7 +138,7 @@ fn nonce(index: u64, last: bool) -> Result<Nonce> {
 }
 
 /// A new object's header: the magic and a fresh random nonce prefix.
-pub fn new_header() -> Result<([u8; HEADER_LEN], [u8; PREFIX_LEN])> {
+pub(crate) fn new_header() -> Result<([u8; HEADER_LEN], [u8; PREFIX_LEN])> {
     let mut prefix = [0u8; PREFIX_LEN];
     random(&mut prefix)?;
     let mut h = [0u8; HEADER_LEN];
@@ -148,7 +148,7 @@ pub fn new_header() -> Result<([u8; HEADER_LEN], [u8; PREFIX_LEN])> {
 }
 
 /// The nonce prefix of a sealed object's header.
-pub fn parse_header(h: &[u8], what: &str) -> Result<[u8; PREFIX_LEN]> {
+pub(crate) fn parse_header(h: &[u8], what: &str) -> Result<[u8; PREFIX_LEN]> {
     if h.len() < HEADER_LEN {
         return Err(Error::corrupt(what, "truncated (no encryption header)"));
     }

@@ -18,18 +18,18 @@ use super::pack::PackId;
 use crate::error::{Error, Result};
 use crate::pg::WalFileName;
 
-pub const MARKER: &str = "pgstrata.repo";
-pub const KEY_FILE: &str = "pgstrata.key";
-pub const PACKS: &str = "packs/";
-pub const MANIFESTS: &str = "manifests/";
-pub const WAL: &str = "wal/";
-pub const TMP: &str = "tmp/";
-pub const CATALOG: &str = "catalog/";
-pub const LOCK: &str = "locks/repository.lock";
-pub const READERS: &str = "locks/readers/";
+pub(crate) const MARKER: &str = "pgstrata.repo";
+pub(crate) const KEY_FILE: &str = "pgstrata.key";
+pub(crate) const PACKS: &str = "packs/";
+pub(crate) const MANIFESTS: &str = "manifests/";
+pub(crate) const WAL: &str = "wal/";
+pub(crate) const TMP: &str = "tmp/";
+pub(crate) const CATALOG: &str = "catalog/";
+pub(crate) const LOCK: &str = "locks/repository.lock";
+pub(crate) const READERS: &str = "locks/readers/";
 
 /// The lease object of one reader (a random id).
-pub fn reader(id: &str) -> String {
+pub(crate) fn reader(id: &str) -> String {
     format!("{READERS}{id}")
 }
 
@@ -37,7 +37,7 @@ pub fn reader(id: &str) -> String {
 /// object but the marker and the key file, which must be read before the
 /// repository is unlocked, the lock (who holds it is no secret), and
 /// temporary files (sealed as they are written, but never read).
-pub fn is_sealed(key: &str) -> bool {
+pub(crate) fn is_sealed(key: &str) -> bool {
     [PACKS, MANIFESTS, WAL, CATALOG]
         .iter()
         .any(|p| key.starts_with(p))
@@ -45,7 +45,7 @@ pub fn is_sealed(key: &str) -> bool {
 
 /// A parsed object key.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ObjectKey {
+pub(crate) enum ObjectKey {
     Marker,
     Pack(PackId),
     Manifest { cluster: String, backup: String },
@@ -53,30 +53,30 @@ pub enum ObjectKey {
     Tmp(String),
 }
 
-pub fn pack(id: &PackId) -> String {
+pub(crate) fn pack(id: &PackId) -> String {
     let h = id.to_hex();
     format!("{PACKS}{}/{h}.pack", &h[..2])
 }
 
 /// A catalog snapshot of generation `generation` (they sort by generation).
-pub fn catalog_snapshot(generation: u64) -> String {
+pub(crate) fn catalog_snapshot(generation: u64) -> String {
     format!("{CATALOG}{generation:020}.db.zst")
 }
 
 /// The generation a catalog snapshot's key names, if it names one.
-pub fn parse_catalog_snapshot(key: &str) -> Option<u64> {
+pub(crate) fn parse_catalog_snapshot(key: &str) -> Option<u64> {
     let digits = key.strip_prefix(CATALOG)?.strip_suffix(".db.zst")?;
     (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
         .then(|| digits.parse().ok())
         .flatten()
 }
 
-pub fn manifest(cluster: &str, backup: &str) -> String {
+pub(crate) fn manifest(cluster: &str, backup: &str) -> String {
     format!("{MANIFESTS}{cluster}/{backup}.json.zst")
 }
 
 /// The key of an archived WAL file; a malformed name is an error.
-pub fn wal(cluster: &str, name: &str) -> Result<String> {
+pub(crate) fn wal(cluster: &str, name: &str) -> Result<String> {
     Ok(match WalFileName::parse(name)? {
         WalFileName::History { .. } => format!("{WAL}{cluster}/{name}.zst"),
         _ => format!("{WAL}{cluster}/{}/{name}.zst", &name[..16]),
@@ -86,7 +86,7 @@ pub fn wal(cluster: &str, name: &str) -> Result<String> {
 /// Where the WAL of entry `history` of a cluster's history is archived: the
 /// cluster's name for the first, `<name>~<n>` after each upgrade (`~` is not
 /// allowed in cluster names, so the two never collide).
-pub fn wal_id(cluster: &str, history: u32) -> String {
+pub(crate) fn wal_id(cluster: &str, history: u32) -> String {
     if history <= 1 {
         cluster.to_string()
     } else {
@@ -95,7 +95,7 @@ pub fn wal_id(cluster: &str, history: u32) -> String {
 }
 
 /// The prefix under which a cluster's WAL lives.
-pub fn wal_prefix(cluster: &str) -> String {
+pub(crate) fn wal_prefix(cluster: &str) -> String {
     format!("{WAL}{cluster}/")
 }
 
@@ -113,7 +113,7 @@ fn plain(c: &str) -> bool {
 
 impl ObjectKey {
     /// Parse a key found in a listing.
-    pub fn parse(key: &str) -> Result<Self> {
+    pub(crate) fn parse(key: &str) -> Result<Self> {
         if key == MARKER {
             return Ok(ObjectKey::Marker);
         }

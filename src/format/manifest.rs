@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::pg::Lsn;
 
 /// Manifest version this binary writes; it reads every version up to it.
-pub const MANIFEST_VERSION: u32 = 3;
+pub(crate) const MANIFEST_VERSION: u32 = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -189,7 +189,7 @@ pub struct PageError {
 }
 
 /// Where [`Manifest::encode_streamed`] takes rows.
-pub type EntrySink<'a> = &'a mut dyn FnMut(&FileEntry) -> Result<()>;
+pub(crate) type EntrySink<'a> = &'a mut dyn FnMut(&FileEntry) -> Result<()>;
 
 /// The manifest of one complete backup.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -404,10 +404,10 @@ mod lsn_text {
     use crate::pg::Lsn;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(v: &Lsn, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(v: &Lsn, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&v.to_string())
     }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Lsn, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Lsn, D::Error> {
         String::deserialize(d)?
             .parse()
             .map_err(serde::de::Error::custom)
@@ -418,13 +418,13 @@ mod opt_lsn_text {
     use crate::pg::Lsn;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(v: &Option<Lsn>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(v: &Option<Lsn>, s: S) -> Result<S::Ok, S::Error> {
         match v {
             Some(l) => s.serialize_some(&l.to_string()),
             None => s.serialize_none(),
         }
     }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Lsn>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Lsn>, D::Error> {
         Option::<String>::deserialize(d)?
             .map(|t| t.parse().map_err(serde::de::Error::custom))
             .transpose()
@@ -435,13 +435,15 @@ mod opt_chunk_hex {
     use super::ChunkId;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(v: &Option<ChunkId>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(v: &Option<ChunkId>, s: S) -> Result<S::Ok, S::Error> {
         match v {
             Some(id) => s.serialize_some(&id.to_hex()),
             None => s.serialize_none(),
         }
     }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ChunkId>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<ChunkId>, D::Error> {
         Option::<String>::deserialize(d)?
             .map(|h| ChunkId::from_hex(&h).ok_or_else(|| serde::de::Error::custom("bad chunk id")))
             .transpose()

@@ -16,35 +16,36 @@
 //! and refuses a newer one with [`Error::NewerFormat`] ("written by a newer
 //! pgstrata"); an older one is read. Nothing here does I/O.
 
-pub mod blockmap;
-pub mod catalog_delta;
-pub mod chunk;
-pub mod crypt;
-pub mod keys;
-pub mod manifest;
-pub mod pack;
-pub mod tailhash;
-pub mod wal;
+pub(crate) mod blockmap;
+pub(crate) mod catalog_delta;
+pub(crate) mod chunk;
+pub(crate) mod crypt;
+pub(crate) mod keys;
+pub(crate) mod manifest;
+pub(crate) mod pack;
+pub(crate) mod tailhash;
+pub(crate) mod wal;
 
 pub use blockmap::BlockMap;
-pub use chunk::{ChunkId, Codec, Fingerprint};
+pub(crate) use chunk::Fingerprint;
+pub use chunk::{ChunkId, Codec};
 pub use manifest::{BackupStatus, BackupType, FileKind, Manifest, ManifestSummary};
-pub use pack::PackId;
+pub(crate) use pack::PackId;
 
 use crate::error::{Error, Result};
 
 /// The newest repository layout this binary reads.
-pub const REPO_FORMAT: u32 = 2;
+pub(crate) const REPO_FORMAT: u32 = 2;
 /// The layout of a plain repository (what pgstrata wrote before encryption,
 /// so older binaries still read plain repositories).
-pub const REPO_FORMAT_PLAIN: u32 = 1;
+pub(crate) const REPO_FORMAT_PLAIN: u32 = 1;
 /// An encrypted repository: a key file, and every object sealed. Binaries
 /// older than encryption refuse it as written by a newer pgstrata.
-pub const REPO_FORMAT_ENCRYPTED: u32 = 2;
+pub(crate) const REPO_FORMAT_ENCRYPTED: u32 = 2;
 const MARKER_PREFIX: &str = "pgstrata repository format ";
 
 /// The text of the repository marker object.
-pub fn encode_marker(encrypted: bool) -> String {
+pub(crate) fn encode_marker(encrypted: bool) -> String {
     let v = if encrypted {
         REPO_FORMAT_ENCRYPTED
     } else {
@@ -54,12 +55,12 @@ pub fn encode_marker(encrypted: bool) -> String {
 }
 
 /// The format version a marker names, or `None` when it is not a marker.
-pub fn decode_marker(text: &str) -> Option<u32> {
+pub(crate) fn decode_marker(text: &str) -> Option<u32> {
     text.trim().strip_prefix(MARKER_PREFIX)?.parse().ok()
 }
 
 /// Refuse a marker of a newer layout.
-pub fn check_repo_format(found: u32, what: &str) -> Result<()> {
+pub(crate) fn check_repo_format(found: u32, what: &str) -> Result<()> {
     if found > REPO_FORMAT {
         return Err(Error::NewerFormat {
             what: what.to_string(),

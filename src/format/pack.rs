@@ -26,8 +26,8 @@ use super::chunk::{hex, unhex32, ChunkId, Codec};
 use super::{check_magic, le_u32, le_u64};
 use crate::error::{Error, Result};
 
-pub const HEADER_MAGIC: &[u8; 8] = b"PGSTRPK1";
-pub const FOOTER_MAGIC: &[u8; 8] = b"PGSTRPKE";
+pub(crate) const HEADER_MAGIC: &[u8; 8] = b"PGSTRPK1";
+pub(crate) const FOOTER_MAGIC: &[u8; 8] = b"PGSTRPKE";
 
 /// A pack's name: the BLAKE3 hash of its trailer.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -59,7 +59,7 @@ impl fmt::Debug for PackId {
 
 /// The header in front of every chunk's stored bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RecordHeader {
+pub(crate) struct RecordHeader {
     pub codec: Codec,
     pub raw_len: u32,
     pub stored_len: u32,
@@ -67,14 +67,14 @@ pub struct RecordHeader {
 }
 
 impl RecordHeader {
-    pub const LEN: usize = 44;
+    pub(crate) const LEN: usize = 44;
     const CODEC: usize = 0;
     const PAD: usize = 1;
     const RAW_LEN: usize = 4;
     const STORED_LEN: usize = 8;
     const ID: usize = 12;
 
-    pub fn encode(&self) -> [u8; Self::LEN] {
+    pub(crate) fn encode(&self) -> [u8; Self::LEN] {
         let mut h = [0u8; Self::LEN];
         h[Self::CODEC] = self.codec as u8;
         h[Self::RAW_LEN..Self::RAW_LEN + 4].copy_from_slice(&self.raw_len.to_le_bytes());
@@ -84,7 +84,7 @@ impl RecordHeader {
     }
 
     /// Decode a header; `what` names the pack for the error.
-    pub fn decode(b: &[u8], what: &str) -> Result<Self> {
+    pub(crate) fn decode(b: &[u8], what: &str) -> Result<Self> {
         if b.len() < Self::LEN {
             return Err(Error::corrupt(what, "record shorter than its header"));
         }
@@ -102,7 +102,7 @@ impl RecordHeader {
     }
 
     /// Bytes of the whole record (header and payload).
-    pub fn record_len(&self) -> u64 {
+    pub(crate) fn record_len(&self) -> u64 {
         Self::LEN as u64 + u64::from(self.stored_len)
     }
 }
@@ -148,7 +148,7 @@ impl TrailerEntry {
     }
 }
 
-pub fn encode_trailer(entries: &[TrailerEntry]) -> Vec<u8> {
+pub(crate) fn encode_trailer(entries: &[TrailerEntry]) -> Vec<u8> {
     let mut t = Vec::with_capacity(entries.len() * TrailerEntry::LEN);
     for e in entries {
         e.encode_into(&mut t);
@@ -157,7 +157,7 @@ pub fn encode_trailer(entries: &[TrailerEntry]) -> Vec<u8> {
 }
 
 /// Decode a trailer whose hash has been checked.
-pub fn decode_trailer(t: &[u8], what: &str) -> Result<Vec<TrailerEntry>> {
+pub(crate) fn decode_trailer(t: &[u8], what: &str) -> Result<Vec<TrailerEntry>> {
     if t.len() % TrailerEntry::LEN != 0 {
         return Err(Error::corrupt(what, "trailer length is not whole entries"));
     }
@@ -168,20 +168,20 @@ pub fn decode_trailer(t: &[u8], what: &str) -> Result<Vec<TrailerEntry>> {
 
 /// The fixed-size end of a pack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Footer {
+pub(crate) struct Footer {
     pub entries: u64,
     pub trailer_offset: u64,
     pub trailer_hash: [u8; 32],
 }
 
 impl Footer {
-    pub const LEN: usize = 56;
+    pub(crate) const LEN: usize = 56;
     const ENTRIES: usize = 0;
     const TRAILER_OFFSET: usize = 8;
     const HASH: usize = 16;
     const MAGIC: usize = 48;
 
-    pub fn encode(&self) -> [u8; Self::LEN] {
+    pub(crate) fn encode(&self) -> [u8; Self::LEN] {
         let mut f = [0u8; Self::LEN];
         f[Self::ENTRIES..Self::ENTRIES + 8].copy_from_slice(&self.entries.to_le_bytes());
         f[Self::TRAILER_OFFSET..Self::TRAILER_OFFSET + 8]
@@ -193,7 +193,7 @@ impl Footer {
 
     /// Decode the last [`Footer::LEN`] bytes of a pack of `pack_size` bytes,
     /// checking that the trailer it describes fits exactly before it.
-    pub fn decode(b: &[u8], pack_size: u64, what: &str) -> Result<Self> {
+    pub(crate) fn decode(b: &[u8], pack_size: u64, what: &str) -> Result<Self> {
         if b.len() != Self::LEN {
             return Err(Error::corrupt(what, "footer of the wrong length"));
         }
@@ -219,7 +219,7 @@ impl Footer {
         Ok(f)
     }
 
-    pub fn trailer_len(&self) -> u64 {
+    pub(crate) fn trailer_len(&self) -> u64 {
         self.entries * TrailerEntry::LEN as u64
     }
 }

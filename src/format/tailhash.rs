@@ -35,7 +35,7 @@ fn memo() -> &'static Mutex<HashMap<(u64, u64), ChainingValue>> {
 
 /// BLAKE3 of `data`, the same as `blake3::hash(data)`: hashed as
 /// [`Pieces`], so a zero tail costs a lookup per piece.
-pub fn hash(data: &[u8]) -> blake3::Hash {
+pub(crate) fn hash(data: &[u8]) -> blake3::Hash {
     if data.len() <= PIECE {
         return blake3::hash(data);
     }
@@ -45,13 +45,13 @@ pub fn hash(data: &[u8]) -> blake3::Hash {
 }
 
 /// Bytes per piece fed to [`Pieces`].
-pub const PIECE: usize = 256 << 10;
+pub(crate) const PIECE: usize = 256 << 10;
 
 /// BLAKE3 of a stream fed a piece at a time: every piece [`PIECE`] bytes but
 /// the last. Each piece is a subtree of its own, so only its chaining value
 /// is kept, and an all-zero piece costs a lookup.
 #[derive(Default)]
-pub struct Pieces {
+pub(crate) struct Pieces {
     /// The first piece, kept until a second shows it is not the whole input
     /// (a one-piece input is hashed as a root).
     first: Option<Vec<u8>>,
@@ -63,7 +63,7 @@ pub struct Pieces {
 impl Pieces {
     /// Add the next piece. An empty piece is nothing; a piece after a short
     /// one is a misuse, and makes the hash one that matches nothing.
-    pub fn add(&mut self, piece: &[u8]) {
+    pub(crate) fn add(&mut self, piece: &[u8]) {
         if piece.is_empty() {
             return;
         }
@@ -86,7 +86,7 @@ impl Pieces {
 
     /// Add a piece of `n` zeros (as [`Pieces::add`] would), without a
     /// buffer of them: a lookup.
-    pub fn add_zeros(&mut self, n: usize) {
+    pub(crate) fn add_zeros(&mut self, n: usize) {
         if n == 0 {
             return;
         }
@@ -103,11 +103,11 @@ impl Pieces {
     }
 
     /// Bytes added so far.
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.len
     }
 
-    pub fn finish(self) -> blake3::Hash {
+    pub(crate) fn finish(self) -> blake3::Hash {
         if self.misfed {
             return blake3::hash(b"pieces fed out of order");
         }
@@ -153,7 +153,7 @@ fn tree(cvs: &[ChainingValue], len: u64) -> ChainingValue {
 }
 
 /// Is `data` all zeros?
-pub fn is_zero(data: &[u8]) -> bool {
+pub(crate) fn is_zero(data: &[u8]) -> bool {
     data.chunks(LEAF as usize).all(|c| c == &ZEROS[..c.len()])
 }
 

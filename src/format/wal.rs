@@ -21,12 +21,12 @@ use super::tailhash::PIECE;
 use super::{check_magic, le_u64};
 use crate::error::{Error, Result};
 
-pub const MAGIC: &[u8; 8] = b"PGSTRWL2";
+pub(crate) const MAGIC: &[u8; 8] = b"PGSTRWL2";
 const MAGIC_V1: &[u8; 8] = b"PGSTRWL1";
 
 /// The fixed header of a WAL object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WalHeader {
+pub(crate) struct WalHeader {
     pub hash: [u8; 32],
     /// The original length.
     pub len: u64,
@@ -39,13 +39,13 @@ pub struct WalHeader {
 impl WalHeader {
     /// Bytes of a header of the current version (a version 1 header is
     /// shorter; an object of either is always longer than this).
-    pub const LEN: usize = 56;
+    pub(crate) const LEN: usize = 56;
     const V1_LEN: usize = 48;
     const HASH: usize = 8;
     const ORIGINAL_LEN: usize = 40;
     const STORED_LEN: usize = 48;
 
-    pub fn encode(&self) -> [u8; Self::LEN] {
+    pub(crate) fn encode(&self) -> [u8; Self::LEN] {
         let mut h = [0u8; Self::LEN];
         h[..8].copy_from_slice(MAGIC);
         h[Self::HASH..Self::HASH + 32].copy_from_slice(&self.hash);
@@ -56,7 +56,7 @@ impl WalHeader {
 
     /// Decode the header at the start of `b` (at least [`WalHeader::LEN`]
     /// bytes of an object, or the whole of a shorter one).
-    pub fn decode(b: &[u8], what: &str) -> Result<Self> {
+    pub(crate) fn decode(b: &[u8], what: &str) -> Result<Self> {
         let short = || Error::corrupt(what, "not a pgstrata WAL object (too short)");
         if b.len() < Self::V1_LEN {
             return Err(short());
@@ -112,7 +112,7 @@ pub fn encode(data: &[u8], level: i32) -> Result<Vec<u8>> {
 }
 
 /// [`encode`], for a caller that already has the data's BLAKE3 `hash`.
-pub fn encode_hashed(data: &[u8], hash: [u8; 32], level: i32) -> Result<Vec<u8>> {
+pub(crate) fn encode_hashed(data: &[u8], hash: [u8; 32], level: i32) -> Result<Vec<u8>> {
     let stored = zero_tail(data);
     let z = zstd::bulk::compress(&data[..stored], level)
         .map_err(|e| Error::Internal(format!("zstd compression: {e}")))?;
@@ -129,7 +129,7 @@ pub fn encode_hashed(data: &[u8], hash: [u8; 32], level: i32) -> Result<Vec<u8>>
 }
 
 /// The original bytes of a WAL object, verified against the recorded hash.
-pub fn decode(obj: &[u8], what: &str) -> Result<Vec<u8>> {
+pub(crate) fn decode(obj: &[u8], what: &str) -> Result<Vec<u8>> {
     let h = WalHeader::decode(obj, what)?;
     let mut data = Vec::with_capacity(plausible(&h, what)?);
     decode_to(obj, what, &mut |piece| {
@@ -148,7 +148,7 @@ fn plausible(h: &WalHeader, what: &str) -> Result<usize> {
 }
 
 /// Check a WAL object as [`decode`] does, without holding its bytes.
-pub fn check(obj: &[u8], what: &str) -> Result<()> {
+pub(crate) fn check(obj: &[u8], what: &str) -> Result<()> {
     decode_to(obj, what, &mut |_| Ok(()))
 }
 
@@ -162,7 +162,11 @@ pub fn check(obj: &[u8], what: &str) -> Result<()> {
 /// twice the time in page faults and copies (`archive-get`). A
 /// piece of zeros (a segment closed early ends in them) is not hashed byte
 /// by byte, and the zero tail left out of the frame is not decompressed.
-pub fn decode_to(obj: &[u8], what: &str, out: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+pub(crate) fn decode_to(
+    obj: &[u8],
+    what: &str,
+    out: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
     use super::tailhash::Pieces;
     use std::io::Read;
     static ZEROS: [u8; PIECE] = [0; PIECE];

@@ -20,7 +20,7 @@ use crate::pg::{control, libpq, tls, version, Lsn};
 
 /// What a backup needs to know about the server.
 #[derive(Clone, Debug)]
-pub struct ServerInfo {
+pub(crate) struct ServerInfo {
     pub version_num: u32,
     pub major: u32,
     pub system_id: u64,
@@ -35,14 +35,14 @@ pub struct ServerInfo {
 
 /// The result of stopping backup mode.
 #[derive(Clone, Debug)]
-pub struct BackupStop {
+pub(crate) struct BackupStop {
     pub lsn: Lsn,
     pub backup_label: Vec<u8>,
     pub tablespace_map: Option<Vec<u8>>,
 }
 
 /// The configuration and its TLS settings (see [`crate::pg::tls`]).
-pub fn config_tls(dbname: Option<&str>) -> Result<(Config, tls::Settings)> {
+pub(crate) fn config_tls(dbname: Option<&str>) -> Result<(Config, tls::Settings)> {
     let expanded = libpq::expand(dbname)?;
     let (rest, tls) = tls::extract(expanded.conninfo.as_deref())?;
     let mut cfg = match rest.as_deref() {
@@ -148,7 +148,7 @@ fn timeout_from_env(cfg: &mut Config) -> Result<()> {
 }
 
 /// Describe where a config points, for errors (never includes the password).
-pub fn describe(cfg: &Config) -> String {
+pub(crate) fn describe(cfg: &Config) -> String {
     let host = cfg
         .get_hosts()
         .iter()
@@ -211,13 +211,13 @@ fn connect_error(cfg: &Config, e: postgres::Error) -> Error {
     ))
 }
 
-pub struct Server {
+pub(crate) struct Server {
     client: Client,
     pub info: ServerInfo,
 }
 
 impl Server {
-    pub fn connect(dbname: Option<&str>) -> Result<Self> {
+    pub(crate) fn connect(dbname: Option<&str>) -> Result<Self> {
         let (cfg, tls) = config_tls(dbname)?;
         let mut client = cfg
             .connect(tls::connector(&tls)?)
@@ -236,7 +236,7 @@ impl Server {
     /// server's `data_directory` is `pgdata` itself (a copy of the cluster
     /// elsewhere has the same identifier). A standby is refused unless
     /// `standby_ok`. Returns the canonical `pgdata`.
-    pub fn connect_for(
+    pub(crate) fn connect_for(
         dbname: Option<&str>,
         pgdata: &Path,
         standby_ok: bool,
@@ -273,12 +273,12 @@ impl Server {
         Ok((server, pgdata))
     }
 
-    pub fn client(&mut self) -> &mut Client {
+    pub(crate) fn client(&mut self) -> &mut Client {
         &mut self.client
     }
 
     /// Enter backup mode; returns the start LSN.
-    pub fn backup_start(&mut self, label: &str, fast: bool) -> Result<Lsn> {
+    pub(crate) fn backup_start(&mut self, label: &str, fast: bool) -> Result<Lsn> {
         let sql = version::backup_mode_sql(self.info.major).0;
         let row = self
             .client
@@ -289,7 +289,7 @@ impl Server {
 
     /// Leave backup mode without waiting for archiving (pgstrata waits itself,
     /// with a timeout and a clear error).
-    pub fn backup_stop(&mut self) -> Result<BackupStop> {
+    pub(crate) fn backup_stop(&mut self) -> Result<BackupStop> {
         let sql = version::backup_mode_sql(self.info.major).1;
         let row = self
             .client
@@ -307,7 +307,7 @@ impl Server {
 
     /// Force a switch to a new WAL segment; returns the name of the segment
     /// that was just completed.
-    pub fn switch_wal(&mut self) -> Result<String> {
+    pub(crate) fn switch_wal(&mut self) -> Result<String> {
         let row = self
             .client
             .query_one("SELECT pg_walfile_name(pg_switch_wal() - 1)", &[])

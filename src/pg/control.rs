@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::error::{Error, IoContext, Result};
 
 /// The system identifier recorded in a data directory's `global/pg_control`.
-pub fn system_identifier(pgdata: &Path) -> Result<u64> {
+pub(crate) fn system_identifier(pgdata: &Path) -> Result<u64> {
     let path = pgdata.join("global/pg_control");
     let bytes = std::fs::read(&path).at(&path)?;
     if bytes.len() < 8 {
@@ -24,7 +24,7 @@ pub fn system_identifier(pgdata: &Path) -> Result<u64> {
 }
 
 /// The major version in `PG_VERSION` (e.g. 15).
-pub fn major_version(pgdata: &Path) -> Result<u32> {
+pub(crate) fn major_version(pgdata: &Path) -> Result<u32> {
     let path = pgdata.join("PG_VERSION");
     let text = std::fs::read_to_string(&path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
@@ -48,7 +48,7 @@ pub fn major_version(pgdata: &Path) -> Result<u32> {
 }
 
 /// Check that `pgdata` looks like a PostgreSQL data directory.
-pub fn require_data_directory(pgdata: &Path) -> Result<()> {
+pub(crate) fn require_data_directory(pgdata: &Path) -> Result<()> {
     major_version(pgdata)?;
     let control = pgdata.join("global/pg_control");
     if !control.is_file() {

@@ -10,7 +10,7 @@ use crate::pg::Lsn;
 
 /// One timeline on a path, and the WAL range it covers there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PathEntry {
+pub(crate) struct PathEntry {
     pub timeline: u32,
     /// Where this timeline begins on the path (0 for the first).
     pub begin: Lsn,
@@ -20,14 +20,14 @@ pub struct PathEntry {
 
 /// The timelines recovery to `target` follows, oldest first.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TimelinePath {
+pub(crate) struct TimelinePath {
     pub target: u32,
     pub entries: Vec<PathEntry>,
 }
 
 impl TimelinePath {
     /// A timeline without ancestors (timeline 1, or one without a history file).
-    pub fn root(target: u32) -> Self {
+    pub(crate) fn root(target: u32) -> Self {
         TimelinePath {
             target,
             entries: vec![PathEntry {
@@ -39,7 +39,7 @@ impl TimelinePath {
     }
 
     /// Parse the history file of timeline `target`.
-    pub fn parse(target: u32, text: &str) -> Result<Self> {
+    pub(crate) fn parse(target: u32, text: &str) -> Result<Self> {
         let what = format!("{target:08X}.history");
         let mut entries: Vec<PathEntry> = Vec::new();
         let mut begin = Lsn(0);
@@ -87,20 +87,20 @@ impl TimelinePath {
         Ok(TimelinePath { target, entries })
     }
 
-    pub fn entry(&self, timeline: u32) -> Option<&PathEntry> {
+    pub(crate) fn entry(&self, timeline: u32) -> Option<&PathEntry> {
         self.entries.iter().find(|e| e.timeline == timeline)
     }
 
     /// Can recovery along this path start from a backup of `timeline` that
     /// ended at `stop`? (It must lie on the path before the path leaves it.)
-    pub fn reaches_from(&self, timeline: u32, stop: Lsn) -> bool {
+    pub(crate) fn reaches_from(&self, timeline: u32, stop: Lsn) -> bool {
         self.entry(timeline)
             .is_some_and(|e| e.end.is_none_or(|end| stop <= end))
     }
 
     /// The timeline recovery reads segment `segno` from: the newest timeline
     /// on the path that began at or before the segment (as PostgreSQL picks).
-    pub fn timeline_of_segment(&self, segno: u64, seg_size: u64) -> u32 {
+    pub(crate) fn timeline_of_segment(&self, segno: u64, seg_size: u64) -> u32 {
         self.entries
             .iter()
             .rev()

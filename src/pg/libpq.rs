@@ -84,7 +84,7 @@ fn os_user_entry() -> Option<(String, String)> {
 }
 
 /// The user name of `uid`, from /etc/passwd.
-pub fn user_name(uid: u32) -> Option<String> {
+pub(crate) fn user_name(uid: u32) -> Option<String> {
     passwd_entry(uid).map(|(n, _)| n)
 }
 
@@ -98,7 +98,7 @@ fn passwd_entry(uid: u32) -> Option<(String, String)> {
 }
 
 /// The default user name: the operating-system user of the effective uid.
-pub fn os_user() -> Result<String> {
+pub(crate) fn os_user() -> Result<String> {
     os_user_entry().map(|(n, _)| n).ok_or_else(|| {
         Error::invalid(format!(
             "no user name for uid {} in /etc/passwd: set PGUSER or user= in dbname",
@@ -109,7 +109,7 @@ pub fn os_user() -> Result<String> {
 
 /// A connection string with its service expanded, and the password file it names.
 #[derive(Debug, Default)]
-pub struct Expanded {
+pub(crate) struct Expanded {
     pub conninfo: Option<String>,
     pub passfile: Option<PathBuf>,
 }
@@ -117,7 +117,7 @@ pub struct Expanded {
 /// Check the keys of a `key=value` connection string, expand `service=` (or
 /// `PGSERVICE`) from the service files, and take out `passfile=`. URIs pass
 /// through unchanged (the driver parses them).
-pub fn expand(conninfo: Option<&str>) -> Result<Expanded> {
+pub(crate) fn expand(conninfo: Option<&str>) -> Result<Expanded> {
     let mut kv = match conninfo {
         Some(c) if !c.trim().is_empty() => match tls::pairs(c) {
             Some(kv) => kv,
@@ -201,7 +201,7 @@ fn service_entries(name: &str) -> Result<Vec<(String, String)>> {
 }
 
 /// One service's settings from an INI-style service file, if it has it.
-pub fn parse_service_file(
+pub(crate) fn parse_service_file(
     text: &str,
     name: &str,
     file: &Path,
@@ -284,7 +284,7 @@ fn pgpass_fields(line: &str) -> Vec<String> {
 /// it: `passfile` (or `PGPASSFILE`, or `~/.pgpass`); ignored with a warning
 /// when group or others can read it. `host` is a host name or a socket
 /// directory.
-pub fn password_from_file(
+pub(crate) fn password_from_file(
     passfile: Option<&Path>,
     host: &str,
     port: u16,
@@ -337,7 +337,7 @@ pub fn password_from_file(
 }
 
 /// Where a connection attempt went, libpq style: a socket file or host:port.
-pub fn endpoint(host: &postgres::config::Host, port: u16) -> String {
+pub(crate) fn endpoint(host: &postgres::config::Host, port: u16) -> String {
     match host {
         postgres::config::Host::Tcp(h) => format!("host \"{h}\", port {port}"),
         postgres::config::Host::Unix(dir) => {

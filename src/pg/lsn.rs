@@ -31,7 +31,7 @@ impl FromStr for Lsn {
 
 /// A timeline id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TimelineId(pub u32);
+pub(crate) struct TimelineId(pub u32);
 
 impl fmt::Display for TimelineId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -41,14 +41,14 @@ impl fmt::Display for TimelineId {
 
 /// One WAL segment: a timeline and a segment number (for a given segment size).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct WalSegment {
+pub(crate) struct WalSegment {
     pub timeline: TimelineId,
     pub segno: u64,
 }
 
 impl WalSegment {
     /// The segment that holds `lsn`.
-    pub fn containing(timeline: TimelineId, lsn: Lsn, seg_size: u64) -> Self {
+    pub(crate) fn containing(timeline: TimelineId, lsn: Lsn, seg_size: u64) -> Self {
         WalSegment {
             timeline,
             segno: lsn.0 / seg_size,
@@ -56,7 +56,7 @@ impl WalSegment {
     }
 
     /// The 24-hex-digit file name, e.g. `000000010000000000000003`.
-    pub fn name(&self, seg_size: u64) -> String {
+    pub(crate) fn name(&self, seg_size: u64) -> String {
         let per_id = segments_per_xlogid(seg_size);
         format!(
             "{:08X}{:08X}{:08X}",
@@ -66,7 +66,7 @@ impl WalSegment {
         )
     }
 
-    pub fn from_name(name: &str, seg_size: u64) -> Result<Self> {
+    pub(crate) fn from_name(name: &str, seg_size: u64) -> Result<Self> {
         match WalFileName::parse(name)? {
             WalFileName::Segment { timeline, log, seg } => Ok(WalSegment {
                 timeline,
@@ -83,7 +83,7 @@ fn segments_per_xlogid(seg_size: u64) -> u64 {
 
 /// The kinds of files that live in `pg_wal` and go through the archive.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum WalFileName {
+pub(crate) enum WalFileName {
     /// `TTTTTTTTXXXXXXXXYYYYYYYY`
     Segment {
         timeline: TimelineId,
@@ -112,7 +112,7 @@ fn hex_u32(s: &str) -> Option<u32> {
 
 impl WalFileName {
     /// Parse a bare file name (no directory). Anything else is a clear error.
-    pub fn parse(name: &str) -> Result<Self> {
+    pub(crate) fn parse(name: &str) -> Result<Self> {
         let bad = || {
             Error::invalid(format!(
                 "malformed WAL file name {name:?}: expected a segment (24 hex digits), \
@@ -149,7 +149,7 @@ impl WalFileName {
         Ok(WalFileName::Segment { timeline, log, seg })
     }
 
-    pub fn timeline(&self) -> TimelineId {
+    pub(crate) fn timeline(&self) -> TimelineId {
         match self {
             WalFileName::Segment { timeline, .. }
             | WalFileName::Partial { timeline, .. }
@@ -159,7 +159,7 @@ impl WalFileName {
     }
 
     /// Segments and partial segments carry a long page header with the system id.
-    pub fn is_segment_data(&self) -> bool {
+    pub(crate) fn is_segment_data(&self) -> bool {
         matches!(
             self,
             WalFileName::Segment { .. } | WalFileName::Partial { .. }

@@ -2,17 +2,18 @@
 //! directory rules, LSNs and WAL names, data pages, and a private server
 //! over a restored copy (for drills).
 
-pub mod conn;
-pub mod control;
-pub mod datadir;
-pub mod history;
-pub mod libpq;
-pub mod lsn;
-pub mod page;
-pub mod server;
-pub mod tls;
-pub mod version;
-pub mod wal;
-pub mod walrecord;
+pub(crate) mod conn;
+pub(crate) mod control;
+pub(crate) mod datadir;
+pub(crate) mod history;
+pub(crate) mod libpq;
+pub(crate) mod lsn;
+pub(crate) mod page;
+pub(crate) mod server;
+pub(crate) mod tls;
+pub(crate) mod version;
+pub(crate) mod wal;
+pub(crate) mod walrecord;
 
-pub use lsn::{Lsn, TimelineId, WalFileName, WalSegment};
+pub use lsn::Lsn;
+pub(crate) use lsn::{TimelineId, WalFileName, WalSegment};

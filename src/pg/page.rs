@@ -46,24 +46,24 @@ pub fn checksum(page: &[u8], blkno: u32) -> u16 {
 }
 
 /// The LSN stored in a page header.
-pub fn page_lsn(page: &[u8]) -> u64 {
+pub(crate) fn page_lsn(page: &[u8]) -> u64 {
     let hi = u32::from_le_bytes([page[0], page[1], page[2], page[3]]) as u64;
     let lo = u32::from_le_bytes([page[4], page[5], page[6], page[7]]) as u64;
     (hi << 32) | lo
 }
 
-pub fn stored_checksum(page: &[u8]) -> u16 {
+pub(crate) fn stored_checksum(page: &[u8]) -> u16 {
     u16::from_le_bytes([page[8], page[9]])
 }
 
 /// A new (never initialised) page has `pd_upper == 0` and carries no checksum.
-pub fn is_new(page: &[u8]) -> bool {
+pub(crate) fn is_new(page: &[u8]) -> bool {
     u16::from_le_bytes([page[14], page[15]]) == 0
 }
 
 /// What checking one page found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PageCheck {
+pub(crate) enum PageCheck {
     Ok,
     /// Fails, but its LSN is at or after the backup start: WAL replay repairs it.
     Torn,
@@ -75,7 +75,7 @@ pub enum PageCheck {
 
 /// Check one full page. `blkno` is the block number within the relation fork
 /// (segment number × RELSEG_SIZE + block in the segment file).
-pub fn check(page: &[u8], blkno: u32, backup_start_lsn: u64) -> PageCheck {
+pub(crate) fn check(page: &[u8], blkno: u32, backup_start_lsn: u64) -> PageCheck {
     if is_new(page) {
         return PageCheck::Ok;
     }
@@ -93,7 +93,7 @@ pub fn check(page: &[u8], blkno: u32, backup_start_lsn: u64) -> PageCheck {
 /// Does this file name belong to a relation fork (`16384`, `16384_fsm`,
 /// `16384.2`, `16384_vm.1`, `16384_init`)? Only those carry page checksums.
 /// Returns the segment number when it does.
-pub fn relation_segment(file_name: &str) -> Option<u32> {
+pub(crate) fn relation_segment(file_name: &str) -> Option<u32> {
     let (stem, seg) = match file_name.split_once('.') {
         Some((s, n)) => (s, n.parse::<u32>().ok()?),
         None => (file_name, 0),

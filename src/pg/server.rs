@@ -49,7 +49,7 @@ const LIBPQ_ENV: &[&str] = &[
 ];
 
 /// The major of the server binaries in `bindir` (`postgres --version`).
-pub fn server_major(bindir: &Path) -> Result<u32> {
+pub(crate) fn server_major(bindir: &Path) -> Result<u32> {
     let exe = bindir.join("postgres");
     let out = Command::new(&exe)
         .arg("--version")
@@ -88,7 +88,7 @@ fn candidates(major: u32) -> Vec<PathBuf> {
 
 /// The server binaries for `major`: `given` (which must be that major), or
 /// the first candidate that is. `what` names who needs them (a backup).
-pub fn bindir_for(major: u32, given: Option<&Path>, what: &str) -> Result<PathBuf> {
+pub(crate) fn bindir_for(major: u32, given: Option<&Path>, what: &str) -> Result<PathBuf> {
     if let Some(dir) = given {
         if !dir.join("postgres").is_file() {
             return Err(Error::setting(
@@ -127,14 +127,14 @@ pub fn bindir_for(major: u32, given: Option<&Path>, what: &str) -> Result<PathBu
 /// A free TCP port number. The server listens on no TCP address, but its
 /// socket file is named after the port, and a free one keeps it clear of
 /// anything else's lock files.
-pub fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind(("127.0.0.1", 0)).at("127.0.0.1:0")?;
     Ok(l.local_addr().at("127.0.0.1:0")?.port())
 }
 
 /// Who the server must run as: `None` when we are not root (it runs as
 /// us), else the data directory's owner, refusing root itself.
-pub fn run_as(pgdata: &Path) -> Result<Option<(u32, u32)>> {
+pub(crate) fn run_as(pgdata: &Path) -> Result<Option<(u32, u32)>> {
     if !rustix::process::geteuid().is_root() {
         return Ok(None);
     }
@@ -151,7 +151,7 @@ pub fn run_as(pgdata: &Path) -> Result<Option<(u32, u32)>> {
 
 /// The default database user: the owner of the data directory (initdb
 /// makes the user who runs it the bootstrap superuser), else `postgres`.
-pub fn default_user(pgdata: &Path) -> String {
+pub(crate) fn default_user(pgdata: &Path) -> String {
     fs::metadata(pgdata)
         .ok()
         .and_then(|m| libpq::user_name(m.uid()))
@@ -160,7 +160,7 @@ pub fn default_user(pgdata: &Path) -> String {
 
 /// A socket path longer than `sun_path` (108 bytes with its NUL) cannot
 /// be bound: refuse such a socket directory before anything is done.
-pub fn check_socket_dir(dir: &Path) -> Result<()> {
+pub(crate) fn check_socket_dir(dir: &Path) -> Result<()> {
     let len = dir.as_os_str().len() + "/.s.PGSQL.65535.lock".len();
     if len > 107 {
         return Err(Error::invalid(format!(
@@ -174,7 +174,7 @@ pub fn check_socket_dir(dir: &Path) -> Result<()> {
 
 /// How to start the private server.
 #[derive(Debug, Clone)]
-pub struct Spec {
+pub(crate) struct Spec {
     pub bindir: PathBuf,
     pub major: u32,
     pub pgdata: PathBuf,
@@ -189,7 +189,7 @@ pub struct Spec {
     pub settings: Vec<(String, String)>,
 }
 
-pub struct Server {
+pub(crate) struct Server {
     spec: Spec,
     child: Child,
     started: Instant,
@@ -226,11 +226,11 @@ fn private_settings(spec: &Spec, hba: &Path) -> Vec<(String, String)> {
 }
 
 /// The rows of a query, each value as PostgreSQL prints it (None for NULL).
-pub type TextRows = Vec<Vec<Option<String>>>;
+pub(crate) type TextRows = Vec<Vec<Option<String>>>;
 
 /// Why [`Server::query_read_only`] returned no rows.
 #[derive(Debug, thiserror::Error)]
-pub enum QueryFailure {
+pub(crate) enum QueryFailure {
     #[error(transparent)]
     Connect(Error),
     #[error("session settings: {0}")]
@@ -250,7 +250,7 @@ fn server_words(e: &postgres::Error) -> String {
 
 impl Server {
     /// Prepare the socket directory and start `postgres` in the background.
-    pub fn start(spec: Spec) -> Result<Server> {
+    pub(crate) fn start(spec: Spec) -> Result<Server> {
         let owner = run_as(&spec.pgdata)?;
         check_socket_dir(&spec.sockdir)?;
         fs::create_dir_all(&spec.sockdir).at(&spec.sockdir)?;
@@ -297,7 +297,7 @@ impl Server {
     }
 
     /// The last lines of the server's log, for error messages.
-    pub fn log_tail(&self, lines: usize) -> String {
+    pub(crate) fn log_tail(&self, lines: usize) -> String {
         let text = fs::read_to_string(&self.spec.log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
@@ -329,7 +329,7 @@ impl Server {
     /// `timeout`: it can neither change the copy for what runs next nor hang
     /// the caller. The simple protocol returns every value as PostgreSQL
     /// prints it.
-    pub fn query_read_only(
+    pub(crate) fn query_read_only(
         &self,
         db: &str,
         sql: &str,
@@ -370,7 +370,7 @@ impl Server {
     /// Wait until the server accepts connections (in recovery that means a
     /// consistent state) and then until it has left recovery (promoted).
     /// Returns both times since the start.
-    pub fn wait_recovered(&mut self, timeout: Duration) -> Result<(Duration, Duration)> {
+    pub(crate) fn wait_recovered(&mut self, timeout: Duration) -> Result<(Duration, Duration)> {
         let deadline = self.started + timeout;
         let mut consistent = None;
         loop {
@@ -409,7 +409,7 @@ impl Server {
     /// `pg_amcheck --all --heapallindexed` (installing the amcheck extension
     /// where it is missing: this is a scratch copy). `Ok(Err(reason))` when
     /// it ran and found problems.
-    pub fn amcheck(&self) -> Result<std::result::Result<String, String>> {
+    pub(crate) fn amcheck(&self) -> Result<std::result::Result<String, String>> {
         let exe = self.spec.bindir.join("pg_amcheck");
         let mut cmd = Command::new(&exe);
         for k in LIBPQ_ENV {
@@ -444,7 +444,7 @@ impl Server {
     }
 
     /// Fast shutdown (SIGINT), waiting up to `wait`; then immediate.
-    pub fn stop(mut self, wait: Duration) -> Result<()> {
+    pub(crate) fn stop(mut self, wait: Duration) -> Result<()> {
         self.signal(rustix::process::Signal::INT);
         let deadline = Instant::now() + wait;
         while Instant::now() < deadline {

@@ -35,7 +35,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use crate::error::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     Disable,
     Prefer,
     Require,
@@ -61,7 +61,7 @@ impl Mode {
 
     /// What the `postgres` crate is told: it only knows whether TLS is
     /// refused, optional or required.
-    pub fn driver_mode(self) -> SslMode {
+    pub(crate) fn driver_mode(self) -> SslMode {
         match self {
             Mode::Disable => SslMode::Disable,
             Mode::Prefer => SslMode::Prefer,
@@ -72,7 +72,7 @@ impl Mode {
 
 /// The TLS settings of one connection string.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Settings {
+pub(crate) struct Settings {
     pub mode: Mode,
     pub rootcert: Option<PathBuf>,
     pub cert: Option<PathBuf>,
@@ -80,7 +80,7 @@ pub struct Settings {
 }
 
 /// A `postgresql://` URI rather than `key=value` pairs.
-pub fn is_uri(s: &str) -> bool {
+pub(crate) fn is_uri(s: &str) -> bool {
     let t = s.trim_start();
     t.starts_with("postgres://") || t.starts_with("postgresql://")
 }
@@ -151,7 +151,7 @@ pub(crate) fn quote(v: &str) -> String {
 /// Take the TLS settings out of a connection string. Returns the string the
 /// `postgres` crate can parse, and the settings (environment variables fill
 /// what the string leaves unset).
-pub fn extract(conninfo: Option<&str>) -> Result<(Option<String>, Settings)> {
+pub(crate) fn extract(conninfo: Option<&str>) -> Result<(Option<String>, Settings)> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let mut mode = None;
     let mut rootcert = None;
@@ -313,7 +313,7 @@ impl ServerCertVerifier for RootCheck {
 }
 
 /// The rustls connector for these settings.
-pub fn connector(s: &Settings) -> Result<MakeRustlsConnect> {
+pub(crate) fn connector(s: &Settings) -> Result<MakeRustlsConnect> {
     let err =
         |what: &str, e: &dyn std::fmt::Display| Error::invalid(format!("TLS setup: {what}: {e}"));
     let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -6,23 +6,23 @@
 use crate::error::{Error, Result};
 
 /// The oldest supported major.
-pub const MIN_MAJOR: u32 = 14;
+pub(crate) const MIN_MAJOR: u32 = 14;
 /// The newest supported major.
-pub const MAX_MAJOR: u32 = 18;
+pub(crate) const MAX_MAJOR: u32 = 18;
 
 /// Is `major` one pgstrata backs up and restores?
-pub fn is_supported(major: u32) -> bool {
+pub(crate) fn is_supported(major: u32) -> bool {
     (MIN_MAJOR..=MAX_MAJOR).contains(&major)
 }
 
 /// The major of a `server_version_num` (e.g. 170004 → 17; 90624 → 9).
-pub fn major_of_version_num(version_num: u32) -> u32 {
+pub(crate) fn major_of_version_num(version_num: u32) -> u32 {
     version_num / 10_000
 }
 
 /// Refuse an unsupported major with one clear line. `what` names where the
 /// version came from (e.g. "the server", "WAL file 0000…01").
-pub fn require_supported(major: u32, what: &str) -> Result<()> {
+pub(crate) fn require_supported(major: u32, what: &str) -> Result<()> {
     if is_supported(major) {
         Ok(())
     } else {
@@ -38,7 +38,7 @@ pub fn require_supported(major: u32, what: &str) -> Result<()> {
 /// refusal. The long page header layout (magic, info, timeline, page address,
 /// remaining length, system identifier, segment size, block size) is the same
 /// in all of them.
-pub const WAL_PAGE_MAGIC: &[(u32, u16)] = &[
+pub(crate) const WAL_PAGE_MAGIC: &[(u32, u16)] = &[
     (10, 0xD097),
     (11, 0xD098),
     (12, 0xD101),
@@ -51,7 +51,7 @@ pub const WAL_PAGE_MAGIC: &[(u32, u16)] = &[
 ];
 
 /// The major that writes WAL with this page magic, when known.
-pub fn major_of_wal_magic(magic: u16) -> Option<u32> {
+pub(crate) fn major_of_wal_magic(magic: u16) -> Option<u32> {
     WAL_PAGE_MAGIC
         .iter()
         .find(|(_, m)| *m == magic)
@@ -60,7 +60,7 @@ pub fn major_of_wal_magic(magic: u16) -> Option<u32> {
 
 /// The SQL that enters and leaves non-exclusive backup mode. 15 renamed the
 /// functions (and dropped exclusive mode); 14 still needs `exclusive => false`.
-pub fn backup_mode_sql(major: u32) -> (&'static str, &'static str) {
+pub(crate) fn backup_mode_sql(major: u32) -> (&'static str, &'static str) {
     if major >= 15 {
         (
             "SELECT pg_backup_start($1, $2)::text",
@@ -77,7 +77,7 @@ pub fn backup_mode_sql(major: u32) -> (&'static str, &'static str) {
 /// Directories under `pg_wal` that a restored data directory must have
 /// (their contents are never backed up). 17 added `pg_wal/summaries` for the
 /// WAL summarizer; `pg_basebackup` sends both as empty directories.
-pub fn wal_subdirs(major: u32) -> &'static [&'static str] {
+pub(crate) fn wal_subdirs(major: u32) -> &'static [&'static str] {
     if major >= 17 {
         &["pg_wal/archive_status", "pg_wal/summaries"]
     } else {
@@ -90,7 +90,7 @@ pub fn wal_subdirs(major: u32) -> &'static [&'static str] {
 /// points it back inside its own data directory, so that it never shares a
 /// directory (Debian: /var/run/postgresql/NN-main.pg_stat_tmp) with the
 /// production server.
-pub fn has_stats_temp_directory(major: u32) -> bool {
+pub(crate) fn has_stats_temp_directory(major: u32) -> bool {
     major < 15
 }
 

@@ -31,7 +31,7 @@ const PG_EPOCH_UNIX_S: i64 = 946_684_800;
 
 /// One `pg_create_restore_point`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RestorePoint {
+pub(crate) struct RestorePoint {
     pub name: String,
     /// Where the record starts.
     pub lsn: Lsn,
@@ -48,7 +48,7 @@ struct Pending {
 
 /// Feeds segments in order; collects the restore points found.
 #[derive(Default)]
-pub struct RestorePointScanner {
+pub(crate) struct RestorePointScanner {
     pending: Option<Pending>,
     next: Option<u64>,
     pub found: Vec<RestorePoint>,
@@ -68,12 +68,12 @@ fn align8(n: usize) -> usize {
 }
 
 impl RestorePointScanner {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Read one whole segment that starts at `start`.
-    pub fn feed_segment(&mut self, start: Lsn, data: &[u8], what: &str) -> Result<()> {
+    pub(crate) fn feed_segment(&mut self, start: Lsn, data: &[u8], what: &str) -> Result<()> {
         if self.next != Some(start.0) {
             self.pending = None;
         }

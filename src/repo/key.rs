@@ -114,14 +114,14 @@ fn what(repo: &str) -> String {
 }
 
 /// The error for an encrypted repository opened without a passphrase.
-pub fn no_passphrase(repo: &str) -> Error {
+pub(super) fn no_passphrase(repo: &str) -> Error {
     Error::invalid(format!(
         "repository {repo} is encrypted: give its passphrase in {PASSPHRASE_ENV}, or with passphrase-file or passphrase-command"
     ))
 }
 
 /// Write the key file of a new encrypted repository.
-pub fn create(raw: &dyn Backend, p: &Passphrase) -> Result<()> {
+pub(super) fn create(raw: &dyn Backend, p: &Passphrase) -> Result<()> {
     let kf = KeyFile::wrap(&MasterKey::generate()?, p.bytes())?;
     raw.put(keys::KEY_FILE, &kf.encode()?)
 }
@@ -134,12 +134,17 @@ fn load(raw: &dyn Backend, repo: &str) -> Result<KeyFile> {
 }
 
 /// Unwrap the master key: the keys to work with, or a refusal.
-pub fn unlock(raw: &dyn Backend, p: &Passphrase, repo: &str) -> Result<Keys> {
+pub(super) fn unlock(raw: &dyn Backend, p: &Passphrase, repo: &str) -> Result<Keys> {
     Ok(load(raw, repo)?.unwrap(p.bytes(), &what(repo))?.keys())
 }
 
 /// Wrap the master key under `new` in place of `old`.
-pub fn rewrap(raw: &dyn Backend, old: &Passphrase, new: &Passphrase, repo: &str) -> Result<()> {
+pub(super) fn rewrap(
+    raw: &dyn Backend,
+    old: &Passphrase,
+    new: &Passphrase,
+    repo: &str,
+) -> Result<()> {
     let master = load(raw, repo)?.unwrap(old.bytes(), &what(repo))?;
     let kf = KeyFile::wrap(&master, new.bytes())?;
     raw.put(keys::KEY_FILE, &kf.encode()?)

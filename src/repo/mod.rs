@@ -30,10 +30,10 @@ pub(crate) use invocation::archive_command_setting;
 pub(crate) use invocation::fake;
 pub use invocation::Invocation;
 pub use key::{Passphrase, PassphraseSource, PASSPHRASE_ENV};
-pub use lock::ReaderGuard;
-pub use session::WriteSession;
-pub use stored::{PackWriter, SealedPack, Stored};
-pub use wal::{segment_range, timelines, WalStored};
+pub(crate) use lock::ReaderGuard;
+pub(crate) use session::WriteSession;
+pub(crate) use stored::{PackWriter, SealedPack, Stored};
+pub(crate) use wal::{segment_range, timelines, WalStored};
 
 use crate::catalog::Catalog;
 use crate::error::{Error, IoContext, Result};
@@ -482,7 +482,7 @@ fn prepare_local_root(root: &Path, group_readable: bool) -> Result<Option<InitOu
 }
 
 /// Check a cluster name is usable as a directory component.
-pub fn check_cluster_name(name: &str) -> Result<()> {
+pub(crate) fn check_cluster_name(name: &str) -> Result<()> {
     if name.is_empty()
         || name.len() > 64
         || !name

@@ -20,7 +20,7 @@ use crate::format::{ChunkId, Fingerprint, Manifest, PackId};
 use crate::store::pack::decode_record;
 use crate::store::Backend;
 use crate::store::{read_chunk_with, read_chunks, read_trailer};
-pub use crate::store::{PackWriter, SealedPack};
+pub(crate) use crate::store::{PackWriter, SealedPack};
 
 /// The repository's objects, as its keys open them. Cheap to clone (one
 /// shared backend), so that worker threads each hold one.

@@ -115,7 +115,7 @@ impl Repository {
 }
 
 /// The oldest and newest segment names (segments only, any timeline).
-pub fn segment_range(names: &[String]) -> Option<(String, String)> {
+pub(crate) fn segment_range(names: &[String]) -> Option<(String, String)> {
     let segs: Vec<&String> = names
         .iter()
         .filter(|n| matches!(WalFileName::parse(n), Ok(WalFileName::Segment { .. })))
@@ -124,7 +124,7 @@ pub fn segment_range(names: &[String]) -> Option<(String, String)> {
 }
 
 /// Timelines that have any archived segment.
-pub fn timelines(names: &[String]) -> Vec<TimelineId> {
+pub(crate) fn timelines(names: &[String]) -> Vec<TimelineId> {
     let mut t: Vec<TimelineId> = names
         .iter()
         .filter_map(|n| WalFileName::parse(n).ok())

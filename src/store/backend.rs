@@ -170,14 +170,14 @@ impl Read for ReadAt<'_> {
 /// past it is an error, and the first error is kept, so that an upload
 /// that fails can tell a local failure (not worth retrying) from the
 /// network's.
-pub struct Exact<'a> {
+pub(crate) struct Exact<'a> {
     inner: Box<dyn Read + Send + 'a>,
     left: u64,
     pub failed: Option<String>,
 }
 
 impl<'a> Exact<'a> {
-    pub fn new(body: &'a dyn Source) -> Result<Self> {
+    pub(crate) fn new(body: &'a dyn Source) -> Result<Self> {
         Ok(Exact {
             inner: body.reader()?,
             left: body.len(),
@@ -234,7 +234,7 @@ impl Read for Exact<'_> {
 }
 
 /// Whether two streams hold the same bytes.
-pub fn same_bytes(a: &mut dyn Read, b: &mut dyn Read) -> std::io::Result<bool> {
+pub(crate) fn same_bytes(a: &mut dyn Read, b: &mut dyn Read) -> std::io::Result<bool> {
     let (mut x, mut y) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
     loop {
         let n = read_full(a, &mut x)?;
@@ -272,7 +272,7 @@ pub trait ObjectWriter: Send {
 /// An [`ObjectWriter`] as an [`std::io::Write`], for encoders that stream
 /// into an object; [`crate::error::Error::from_io`] gets a failure's
 /// error back.
-pub struct WriteObject(pub Box<dyn ObjectWriter>);
+pub(crate) struct WriteObject(pub Box<dyn ObjectWriter>);
 
 impl std::io::Write for WriteObject {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -385,7 +385,7 @@ fn fill_at(f: &File, path: &Path, offset: u64, buf: &mut [u8]) -> Result<()> {
 }
 
 /// fsync a directory so that renames and creations in it are durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|f| f.sync_all()).at(dir)
 }
 

@@ -1,13 +1,14 @@
 //! Storage: the backend seam objects are stored through, and pack files read
 //! and written through it. Byte layouts live in [`crate::format`].
 
-pub mod backend;
-pub mod crypt;
+pub(crate) mod backend;
+pub(crate) mod crypt;
 #[cfg(any(test, feature = "testing"))]
-pub mod fault;
-pub mod pack;
-pub mod s3;
+pub(crate) mod fault;
+pub(crate) mod pack;
+pub(crate) mod s3;
 
-pub use backend::{Backend, LocalBackend, Ownership, RequestCounts, WriteObject};
+pub(crate) use backend::WriteObject;
+pub use backend::{Backend, LocalBackend, Ownership, RequestCounts};
 pub use crypt::SealedBackend;
-pub use pack::{read_chunk_with, read_chunks, read_trailer, PackWriter, SealedPack};
+pub(crate) use pack::{read_chunk_with, read_chunks, read_trailer, PackWriter, SealedPack};

@@ -23,7 +23,7 @@ pub struct SealedPack {
 }
 
 /// Records at most in one pack.
-pub const MAX_RECORDS: usize = 8 * 1024;
+pub(crate) const MAX_RECORDS: usize = 8 * 1024;
 
 /// Appends chunk records to a new pack.
 pub struct PackWriter {
@@ -103,7 +103,7 @@ impl PackWriter {
 
 /// Read and check a pack's trailer: the header's version first, then the
 /// footer, then the trailer against its hash and the pack's name.
-pub fn read_trailer(backend: &dyn Backend, pack: &PackId) -> Result<Vec<TrailerEntry>> {
+pub(crate) fn read_trailer(backend: &dyn Backend, pack: &PackId) -> Result<Vec<TrailerEntry>> {
     let key = keys::pack(pack);
     let what = format!("pack {key}");
     let size = backend
@@ -147,7 +147,7 @@ thread_local! {
 /// `f`, decoding into buffers this thread reuses. `what` names the file
 /// being restored, for the error.
 #[allow(clippy::too_many_arguments)]
-pub fn read_chunk_with<R>(
+pub(crate) fn read_chunk_with<R>(
     backend: &dyn Backend,
     ids: &IdKey,
     pack: &PackId,
@@ -184,7 +184,7 @@ pub fn read_chunk_with<R>(
 /// [`read_chunk_with`] for several chunks of one pack, `(offset, stored_len,
 /// id)` each, read through one opened pack where the backend can; each
 /// result as `read_chunk_with` hands it over, in the order asked.
-pub fn read_chunks(
+pub(crate) fn read_chunks(
     backend: &dyn Backend,
     ids: &IdKey,
     pack: &PackId,
@@ -221,7 +221,7 @@ fn read_error(e: Error, key: &str, id: &ChunkId, what: &str) -> Error {
 }
 
 /// Decode a record read whole (header + payload) and verify it is chunk `id`.
-pub fn decode_record(
+pub(crate) fn decode_record(
     ids: &IdKey,
     rec: &[u8],
     id: &ChunkId,

@@ -179,8 +179,12 @@ use crate::repo::Stored;",
 fn the_design_names_every_source_file() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let design = std::fs::read_to_string(root.join("docs/design.md")).unwrap();
-    let start = design.find("## Architecture").expect("an architecture section");
-    let len = design[start + 1..].find("\n## ").unwrap_or(design.len() - start - 1);
+    let start = design
+        .find("## Architecture")
+        .expect("an architecture section");
+    let len = design[start + 1..]
+        .find("\n## ")
+        .unwrap_or(design.len() - start - 1);
     let section = &design[start..start + 1 + len];
     let src = root.join("src");
     let mut files = Vec::new();

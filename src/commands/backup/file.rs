@@ -28,7 +28,7 @@ use crate::progress::Progress;
 use crate::repo::Stored;
 
 /// What every file of one backup shares.
-pub struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     pub pgdata: &'a Path,
     pub block_size: u32,
     pub check_pages: bool,
@@ -43,7 +43,7 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    pub fn send(&self, msg: Msg) -> Result<()> {
+    pub(super) fn send(&self, msg: Msg) -> Result<()> {
         self.tx
             .send(msg)
             .map_err(|_| Error::internal("the backup writer stopped (see the error above)"))
@@ -89,7 +89,7 @@ impl Ctx<'_> {
 
 /// Blocks per piece: the unit of parallel work inside one file (16 MiB at
 /// 8 KiB pages; a multiple of a chunk, so chunking does not depend on it).
-pub const PIECE_BLOCKS: u64 = 16 * CHUNK_BLOCKS as u64;
+pub(super) const PIECE_BLOCKS: u64 = 16 * CHUNK_BLOCKS as u64;
 
 /// One piece of a file, processed on its own: every block's fingerprint and
 /// location, in block order.
@@ -240,7 +240,7 @@ fn store_pending(ctx: &Ctx<'_>, out: &mut Piece, data: &[u8], at: &mut Vec<usize
 /// file is known unchanged (its block map is reused without reading).
 /// `prior`: a previous block map of this path to compare blocks against.
 /// Files larger than a piece are read in pieces in parallel.
-pub fn backup_file(
+pub(super) fn backup_file(
     ctx: &Ctx<'_>,
     mut row: FileRow,
     reuse: Option<&FileRow>,

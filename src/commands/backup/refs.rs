@@ -17,7 +17,7 @@ use crate::catalog::{Catalog, ChunkLoc, FileRow, Position, Readers};
 use crate::error::Result;
 use crate::format::ChunkId;
 
-pub struct Refs {
+pub(super) struct Refs {
     readers: Readers,
     /// The backup whose unchanged files are reused without reading.
     reference: Option<Position>,
@@ -27,7 +27,7 @@ pub struct Refs {
 
 impl Refs {
     /// One reader per worker, and one for the calling thread.
-    pub fn open(
+    pub(super) fn open(
         catalog: &Path,
         reference: Option<String>,
         prior: Option<String>,
@@ -50,7 +50,7 @@ impl Refs {
     }
 
     /// The reference backup's row of `path`.
-    pub fn reference(&self, path: &str) -> Result<Option<FileRow>> {
+    pub(super) fn reference(&self, path: &str) -> Result<Option<FileRow>> {
         match &self.reference {
             Some(r) => self.reader()?.versions().file_row(*r, path),
             None => Ok(None),
@@ -58,14 +58,14 @@ impl Refs {
     }
 
     /// The newest backup's block map of `path`, with its location.
-    pub fn prior_map(&self, path: &str) -> Result<Option<(ChunkId, ChunkLoc)>> {
+    pub(super) fn prior_map(&self, path: &str) -> Result<Option<(ChunkId, ChunkLoc)>> {
         match &self.prior {
             Some(p) => self.reader()?.versions().blockmap_at(*p, path),
             None => Ok(None),
         }
     }
 
-    pub fn has_chunk(&self, id: &ChunkId) -> Result<bool> {
+    pub(super) fn has_chunk(&self, id: &ChunkId) -> Result<bool> {
         self.reader()?.packs().has_chunk(id)
     }
 }

@@ -23,7 +23,7 @@ use crate::pg::Lsn;
 use crate::util::human;
 
 /// The primary, when the backup may talk to it.
-pub struct Standby {
+pub(super) struct Standby {
     primary: Option<Server>,
 }
 
@@ -40,7 +40,11 @@ fn lsn(s: &mut Server, sql: &str) -> Result<Option<Lsn>> {
 impl Standby {
     /// Check that `standby` may be backed up: streaming, of the same cluster
     /// as the primary (when given), and not lagging beyond `max_lag` bytes.
-    pub fn check(standby: &mut Server, primary_dbname: Option<&str>, max_lag: u64) -> Result<Self> {
+    pub(super) fn check(
+        standby: &mut Server,
+        primary_dbname: Option<&str>,
+        max_lag: u64,
+    ) -> Result<Self> {
         let mut primary = primary_dbname
             .map(|d| Server::connect(Some(d)))
             .transpose()?;
@@ -115,7 +119,7 @@ impl Standby {
 
     /// After backup mode stopped on the standby: have the primary complete
     /// the WAL segment in progress, so that it is archived now.
-    pub fn complete_segment(&mut self) -> Result<()> {
+    pub(super) fn complete_segment(&mut self) -> Result<()> {
         if let Some(p) = self.primary.as_mut() {
             let done = p.switch_wal()?;
             tracing::info!("the primary switched WAL after {done}");
@@ -124,7 +128,7 @@ impl Standby {
     }
 
     /// What to add to a timeout waiting for the backup's WAL.
-    pub fn wal_hint(&self) -> &'static str {
+    pub(super) fn wal_hint(&self) -> &'static str {
         match self.primary {
             Some(_) => "",
             None => {

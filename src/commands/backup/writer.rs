@@ -25,7 +25,7 @@ use crate::error::Result;
 use crate::format::{ChunkId, Codec};
 use crate::repo::{PackWriter, SealedPack, Stored};
 
-pub enum Msg {
+pub(super) enum Msg {
     Chunk {
         id: ChunkId,
         codec: Codec,
@@ -43,7 +43,7 @@ pub enum Msg {
 }
 
 #[derive(Default, Debug, Clone, Copy)]
-pub struct WriterStats {
+pub(super) struct WriterStats {
     pub packs: u64,
     pub pack_bytes: u64,
     pub chunks: u64,
@@ -56,7 +56,7 @@ const IN_FLIGHT: usize = 2;
 
 /// `failed` is set as soon as the writer gives up, so that the backup stops
 /// waiting (for its WAL) and reports the writer's error.
-pub fn run(
+pub(super) fn run(
     rx: Receiver<Msg>,
     mut cat: Catalog,
     stored: Stored,

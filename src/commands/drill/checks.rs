@@ -49,7 +49,7 @@ pub enum Expectation {
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Run one check; its failure is a result, never an error of the drill.
-pub fn run(server: &Server, c: &DrillCheck) -> CheckResult {
+pub(super) fn run(server: &Server, c: &DrillCheck) -> CheckResult {
     let t = Instant::now();
     let outcome = query(server, c).and_then(|rows| judge(c.expect, &rows));
     CheckResult {

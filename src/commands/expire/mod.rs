@@ -89,7 +89,7 @@ pub struct ExpirePlan {
 }
 
 /// Decide what to expire and collect; changes nothing.
-pub fn plan(
+pub(crate) fn plan(
     repo: &Repository,
     cat: &Catalog,
     cluster: &str,
@@ -286,7 +286,7 @@ impl ExpirePlan {
 }
 
 /// Carry out a plan, in the write session `session`.
-pub fn apply(
+pub(crate) fn apply(
     repo: &Repository,
     session: &WriteSession<'_>,
     cat: &mut Catalog,

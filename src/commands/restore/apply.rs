@@ -41,7 +41,7 @@ use crate::repo::{Repository, Stored};
 const BATCH: usize = 2048;
 
 /// Carry out a plan.
-pub fn apply(
+pub(super) fn apply(
     repo: &Repository,
     plan: &RestorePlan,
     workers: usize,

@@ -33,14 +33,14 @@ fn dir_flags() -> OFlags {
 
 /// One directory restore writes beneath, open.
 #[derive(Debug)]
-pub struct Root {
+pub(super) struct Root {
     fd: OwnedFd,
     path: PathBuf,
 }
 
 impl Root {
     /// Open the directory `path` (the one place a path is taken whole).
-    pub fn open(path: &Path) -> Result<Root> {
+    pub(super) fn open(path: &Path) -> Result<Root> {
         let fd = rustix::fs::open(path, dir_flags(), Mode::empty())
             .map_err(|e| Error::io(path, e.into()))?;
         Ok(Root {
@@ -49,16 +49,16 @@ impl Root {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         &self.path
     }
 
-    pub fn fd(&self) -> BorrowedFd<'_> {
+    pub(super) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 
     /// `rest` as a path to show in messages.
-    pub fn shown(&self, rest: &Path) -> PathBuf {
+    pub(super) fn shown(&self, rest: &Path) -> PathBuf {
         if rest.as_os_str().is_empty() {
             self.path.clone()
         } else {
@@ -107,13 +107,13 @@ impl Root {
     }
 
     /// The directory `rest` (empty: the root itself).
-    pub fn dir(&self, rest: &Path) -> Result<OwnedFd> {
+    pub(super) fn dir(&self, rest: &Path) -> Result<OwnedFd> {
         self.open_raw(rest, dir_flags(), 0)
             .map_err(|e| self.err(rest, e))
     }
 
     /// The directory holding `rest`, and `rest`'s last name.
-    pub fn parent<'a>(&self, rest: &'a Path) -> Result<(OwnedFd, &'a OsStr)> {
+    pub(super) fn parent<'a>(&self, rest: &'a Path) -> Result<(OwnedFd, &'a OsStr)> {
         let name = match rest.components().next_back() {
             Some(Component::Normal(n)) => n,
             _ => {
@@ -129,7 +129,7 @@ impl Root {
     }
 
     /// Create the file `rest`, which must not exist.
-    pub fn create_new(&self, rest: &Path, mode: u32) -> Result<File> {
+    pub(super) fn create_new(&self, rest: &Path, mode: u32) -> Result<File> {
         self.open_raw(
             rest,
             OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW,
@@ -141,7 +141,7 @@ impl Root {
 
     /// Remove whatever `rest` is (without following it). False if it was not
     /// there.
-    pub fn remove(&self, rest: &Path) -> Result<bool> {
+    pub(super) fn remove(&self, rest: &Path) -> Result<bool> {
         let (dir, name) = self.parent(rest)?;
         match remove_entry(dir.as_fd(), name) {
             Ok(()) => Ok(true),
@@ -152,7 +152,7 @@ impl Root {
 
     /// Make `rest` a directory, creating what is missing on the way and
     /// replacing a file or symbolic link where a directory belongs.
-    pub fn ensure_dir(&self, rest: &Path) -> Result<()> {
+    pub(super) fn ensure_dir(&self, rest: &Path) -> Result<()> {
         let mut cur = self.dir(Path::new(""))?;
         for c in rest.components() {
             let Component::Normal(name) = c else {
@@ -181,7 +181,7 @@ impl Root {
     }
 
     /// Make `rest` a symbolic link to `to`, replacing what is there.
-    pub fn symlink(&self, rest: &Path, to: &Path) -> Result<()> {
+    pub(super) fn symlink(&self, rest: &Path, to: &Path) -> Result<()> {
         let (dir, name) = self.parent(rest)?;
         match remove_entry(dir.as_fd(), name) {
             Ok(()) | Err(Errno::NOENT) => {}
@@ -192,7 +192,7 @@ impl Root {
 
     /// Owner of `rest` itself (a link's, not its destination's); nothing if
     /// it is not there.
-    pub fn chown_entry(&self, rest: &Path, uid: u32, gid: u32) -> Result<()> {
+    pub(super) fn chown_entry(&self, rest: &Path, uid: u32, gid: u32) -> Result<()> {
         let (dir, name) = self.parent(rest)?;
         let (u, g) = ids(uid, gid);
         match rustix::fs::chownat(&dir, name, Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW) {
@@ -203,7 +203,7 @@ impl Root {
 
     /// The contents and mode of the regular file `rest`. Anything else
     /// there (a symbolic link above all) is removed unread: `None`.
-    pub fn take_regular(&self, rest: &Path) -> Result<Option<(Vec<u8>, u32)>> {
+    pub(super) fn take_regular(&self, rest: &Path) -> Result<Option<(Vec<u8>, u32)>> {
         let (dir, name) = self.parent(rest)?;
         match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
             Err(Errno::NOENT) => return Ok(None),
@@ -228,7 +228,7 @@ impl Root {
     }
 
     /// Write the regular file `rest` (replacing its contents) and fsync it.
-    pub fn write_durably(&self, rest: &Path, data: &[u8], mode: u32) -> Result<()> {
+    pub(super) fn write_durably(&self, rest: &Path, data: &[u8], mode: u32) -> Result<()> {
         let fd = self
             .open_raw(
                 rest,
@@ -241,12 +241,12 @@ impl Root {
         f.sync_all().map_err(|e| Error::io(self.shown(rest), e))
     }
 
-    pub fn syncfs(&self) -> Result<()> {
+    pub(super) fn syncfs(&self) -> Result<()> {
         rustix::fs::syncfs(&self.fd).map_err(|e| Error::io(&self.path, e.into()))
     }
 }
 
-pub fn ids(uid: u32, gid: u32) -> (rustix::fs::Uid, rustix::fs::Gid) {
+pub(super) fn ids(uid: u32, gid: u32) -> (rustix::fs::Uid, rustix::fs::Gid) {
     (
         rustix::fs::Uid::from_raw(uid),
         rustix::fs::Gid::from_raw(gid),
@@ -254,7 +254,7 @@ pub fn ids(uid: u32, gid: u32) -> (rustix::fs::Uid, rustix::fs::Gid) {
 }
 
 /// The names in directory `dir` with their types (not followed).
-pub fn list(dir: BorrowedFd<'_>) -> std::result::Result<Vec<(OsString, FileType)>, Errno> {
+pub(super) fn list(dir: BorrowedFd<'_>) -> std::result::Result<Vec<(OsString, FileType)>, Errno> {
     let mut out = Vec::new();
     for e in rustix::fs::Dir::read_from(dir)? {
         let e = e?;
@@ -275,7 +275,7 @@ pub fn list(dir: BorrowedFd<'_>) -> std::result::Result<Vec<(OsString, FileType)
 
 /// Remove the entry `name` of `dir`: a file or symbolic link is unlinked
 /// (never followed), a directory emptied the same way and removed.
-pub fn remove_entry(dir: BorrowedFd<'_>, name: &OsStr) -> std::result::Result<(), Errno> {
+pub(super) fn remove_entry(dir: BorrowedFd<'_>, name: &OsStr) -> std::result::Result<(), Errno> {
     match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
         Err(Errno::ISDIR) => {}
         r => return r,
@@ -302,13 +302,13 @@ struct Mapped {
 
 /// The target and the other directories a restore writes beneath, open.
 #[derive(Debug)]
-pub struct Roots {
+pub(super) struct Roots {
     roots: Vec<Root>,
     mapped: Vec<Mapped>,
 }
 
 impl Roots {
-    pub fn new(target: Root) -> Roots {
+    pub(super) fn new(target: Root) -> Roots {
         Roots {
             roots: vec![target],
             mapped: Vec::new(),
@@ -318,7 +318,7 @@ impl Roots {
     /// Put what is beneath manifest path `prefix` beneath `root` (for a
     /// linked file, `file` is its name in `root`); `walk`: a delta restore
     /// removes what the backup lacks there.
-    pub fn map(&mut self, prefix: &str, root: Root, file: Option<OsString>, walk: bool) {
+    pub(super) fn map(&mut self, prefix: &str, root: Root, file: Option<OsString>, walk: bool) {
         self.roots.push(root);
         self.mapped.push(Mapped {
             prefix: prefix.to_string(),
@@ -328,17 +328,17 @@ impl Roots {
         });
     }
 
-    pub fn target(&self) -> &Root {
+    pub(super) fn target(&self) -> &Root {
         &self.roots[0]
     }
 
-    pub fn all(&self) -> &[Root] {
+    pub(super) fn all(&self) -> &[Root] {
         &self.roots
     }
 
     /// The roots other than the target that a delta restore cleans, with
     /// their manifest paths.
-    pub fn walked(&self) -> impl Iterator<Item = (&str, &Root)> {
+    pub(super) fn walked(&self) -> impl Iterator<Item = (&str, &Root)> {
         self.mapped
             .iter()
             .filter(|m| m.walk && m.file.is_none())
@@ -346,13 +346,13 @@ impl Roots {
     }
 
     /// Whether `path` is a link whose content has a root of its own.
-    pub fn is_mapped(&self, path: &str) -> bool {
+    pub(super) fn is_mapped(&self, path: &str) -> bool {
         self.mapped.iter().any(|m| m.prefix == path)
     }
 
     /// Where the content of manifest path `path` is: a root, and the path
     /// beneath it (empty: the root itself).
-    pub fn locate(&self, path: &str) -> (&Root, PathBuf) {
+    pub(super) fn locate(&self, path: &str) -> (&Root, PathBuf) {
         if path == "." {
             return (self.target(), PathBuf::new());
         }
@@ -379,7 +379,7 @@ impl Roots {
 
     /// Where the entry `path` itself is (for a link with a root of its own:
     /// the link, not its content).
-    pub fn locate_entry(&self, path: &str) -> (&Root, PathBuf) {
+    pub(super) fn locate_entry(&self, path: &str) -> (&Root, PathBuf) {
         if !self.is_mapped(path) {
             return self.locate(path);
         }

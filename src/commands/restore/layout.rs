@@ -24,7 +24,7 @@ use crate::pg::datadir::{is_tablespace_entry, name_of, EXCLUDED_DIR_CONTENTS};
 use crate::pg::version;
 
 /// Files pgstrata writes itself after the manifest's files.
-pub const RECOVERY_FILES: &[&str] = &[
+pub(super) const RECOVERY_FILES: &[&str] = &[
     "backup_label",
     "tablespace_map",
     "recovery.signal",
@@ -34,7 +34,7 @@ pub const RECOVERY_FILES: &[&str] = &[
 /// The directories a restore writes beneath (absolute paths, made by the
 /// operator's choice: the target, tablespaces, recreated links'
 /// destinations), and for linked files the file itself.
-pub fn root_dirs(plan: &RestorePlan) -> (Vec<PathBuf>, Vec<PathBuf>) {
+pub(super) fn root_dirs(plan: &RestorePlan) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let mut dirs = vec![plan.target.clone()];
     dirs.extend(plan.tablespaces.iter().map(|(_, d)| d.clone()));
     let mut files = Vec::new();
@@ -49,7 +49,7 @@ pub fn root_dirs(plan: &RestorePlan) -> (Vec<PathBuf>, Vec<PathBuf>) {
 }
 
 /// Make the roots (the target and tablespaces private) and open them.
-pub fn open_roots(plan: &RestorePlan) -> Result<Roots> {
+pub(super) fn open_roots(plan: &RestorePlan) -> Result<Roots> {
     let private = |d: &Path| -> Result<()> {
         fs::create_dir_all(d).at(d)?;
         fs::set_permissions(d, fs::Permissions::from_mode(0o700)).at(d)
@@ -87,7 +87,7 @@ pub fn open_roots(plan: &RestorePlan) -> Result<Roots> {
 
 /// A fresh restore failed: remove what it wrote (its roots were empty or
 /// missing; `existed` says which of `root_dirs` were there).
-pub fn clean_up(plan: &RestorePlan, existed: &[bool]) {
+pub(super) fn clean_up(plan: &RestorePlan, existed: &[bool]) {
     let (dirs, files) = root_dirs(plan);
     for (d, existed) in dirs.iter().zip(existed) {
         if !existed {
@@ -111,7 +111,7 @@ pub fn clean_up(plan: &RestorePlan, existed: &[bool]) {
 /// Delta: remove every path in the target (and its tablespaces) that the
 /// backup does not have (asked of the catalog path by path, not a set of
 /// every path), never following a link. Returns how many were removed.
-pub fn remove_strays(plan: &RestorePlan, roots: &Roots, cat: &Catalog) -> Result<u64> {
+pub(super) fn remove_strays(plan: &RestorePlan, roots: &Roots, cat: &Catalog) -> Result<u64> {
     let mut removed = 0;
     let t = roots.target();
     stray_walk(
@@ -190,7 +190,7 @@ fn stray_walk(
 
 /// Tablespace links, directories, the links asked for, and the directories
 /// whose contents are never backed up.
-pub fn make_layout(plan: &RestorePlan, roots: &Roots) -> Result<()> {
+pub(super) fn make_layout(plan: &RestorePlan, roots: &Roots) -> Result<()> {
     let t = roots.target();
     for (oid, dir) in &plan.tablespaces {
         t.ensure_dir(Path::new("pg_tblspc"))?;
@@ -224,7 +224,7 @@ pub fn make_layout(plan: &RestorePlan, roots: &Roots) -> Result<()> {
 }
 
 /// Owners (as root) and modes last, directories deepest first.
-pub fn finish_owners_and_modes(plan: &RestorePlan, roots: &Roots) -> Result<()> {
+pub(super) fn finish_owners_and_modes(plan: &RestorePlan, roots: &Roots) -> Result<()> {
     let t = roots.target();
     let as_root = rustix::process::geteuid().is_root();
     if as_root {
@@ -275,14 +275,14 @@ pub fn finish_owners_and_modes(plan: &RestorePlan, roots: &Roots) -> Result<()> 
 }
 
 /// `syncfs` the file system of each root.
-pub fn sync_filesystems(roots: &Roots) -> Result<()> {
+pub(super) fn sync_filesystems(roots: &Roots) -> Result<()> {
     roots.all().iter().try_for_each(Root::syncfs)
 }
 
 /// `backup_label`, `tablespace_map`, the recovery settings and the signal
 /// file, each fsynced. The settings go into a regular `postgresql.auto.conf`
 /// of the target: a link there is replaced, never written through.
-pub fn write_recovery_files(plan: &RestorePlan, roots: &Roots) -> Result<()> {
+pub(super) fn write_recovery_files(plan: &RestorePlan, roots: &Roots) -> Result<()> {
     let t = roots.target();
     for stale in RECOVERY_FILES {
         t.remove(Path::new(stale))?;

@@ -19,11 +19,11 @@ use crate::error::{Error, Hint, Result, Setting};
 use crate::pg::datadir::path_of;
 
 /// The file the recovery settings are written to.
-pub const AUTO_CONF: &str = "postgresql.auto.conf";
+pub(super) const AUTO_CONF: &str = "postgresql.auto.conf";
 
 /// Where a recreated link's content goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Content {
+pub(super) enum Content {
     /// The backup holds only the link.
     Nothing,
     /// A directory, written at this absolute path.
@@ -34,7 +34,7 @@ pub enum Content {
 
 /// One link the restore recreates in the target.
 #[derive(Clone, Debug)]
-pub struct Made {
+pub(super) struct Made {
     /// Its manifest path.
     pub path: String,
     /// What the link holds.
@@ -44,7 +44,7 @@ pub struct Made {
 
 /// The links a restore recreates, besides the tablespaces'.
 #[derive(Clone, Debug, Default)]
-pub struct LinkPlan {
+pub(super) struct LinkPlan {
     pub made: Vec<Made>,
     /// Links restored as the regular files and directories they led to.
     pub as_files: Vec<String>,
@@ -54,13 +54,13 @@ pub struct LinkPlan {
 }
 
 impl LinkPlan {
-    pub fn get(&self, path: &str) -> Option<&Made> {
+    pub(super) fn get(&self, path: &str) -> Option<&Made> {
         self.made.iter().find(|m| m.path == path)
     }
 }
 
 /// Whether row `f` is a link other than a tablespace's.
-pub fn is_other_link(f: &FileRow) -> bool {
+pub(super) fn is_other_link(f: &FileRow) -> bool {
     match f.kind {
         FileKind::Link => !crate::pg::datadir::is_tablespace_entry(&f.path),
         _ => f.link.is_some(),
@@ -69,7 +69,7 @@ pub fn is_other_link(f: &FileRow) -> bool {
 
 /// Decide which links to recreate. `layout` holds every row that is or was
 /// a link; `target` is absolute.
-pub fn plan(
+pub(super) fn plan(
     layout: &[FileRow],
     opts: &RestoreOptions,
     target: &Path,

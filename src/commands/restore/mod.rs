@@ -323,7 +323,7 @@ fn cluster_row(cat: &Catalog, cluster: &str) -> Result<ClusterRow> {
 /// catalog row; writes nothing and reads no manifest. Its errors are about
 /// what was asked (an unknown backup id, an unreachable target), not about
 /// the backup's data, which [`plan`] checks.
-pub fn chosen_backup(
+pub(crate) fn chosen_backup(
     repo: &Repository,
     cluster: &str,
     opts: &RestoreOptions,

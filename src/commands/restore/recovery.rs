@@ -33,8 +33,8 @@ impl TargetAction {
     }
 }
 
-pub const BEGIN: &str = "# BEGIN pgstrata recovery settings";
-pub const END: &str = "# END pgstrata recovery settings";
+pub(super) const BEGIN: &str = "# BEGIN pgstrata recovery settings";
+pub(super) const END: &str = "# END pgstrata recovery settings";
 
 /// Whether the restored copy keeps the backup's
 /// archiving settings once it promotes.
@@ -121,7 +121,7 @@ impl Recovery {
 }
 
 /// Remove a previous pgstrata block from postgresql.auto.conf contents.
-pub fn strip_previous(conf: &str) -> String {
+pub(super) fn strip_previous(conf: &str) -> String {
     let mut out = String::new();
     let mut inside = false;
     for line in conf.lines() {

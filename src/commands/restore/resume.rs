@@ -26,18 +26,18 @@ use super::beneath::Root;
 use super::RestorePlan;
 
 /// The marker's name, at the top of the target.
-pub use crate::pg::datadir::RESTORE_MARKER as MARKER;
+pub(super) use crate::pg::datadir::RESTORE_MARKER as MARKER;
 
 /// What the marker says: the restore that was under way.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Marker {
+pub(super) struct Marker {
     pub backup: String,
     pub system_id: u64,
 }
 
 /// The marker in `target`, if there is one. A marker that cannot be read is
 /// an error naming it: guessing could rewrite another cluster's copy.
-pub fn read(target: &Path) -> Result<Option<Marker>> {
+pub(super) fn read(target: &Path) -> Result<Option<Marker>> {
     let p = target.join(MARKER);
     let text = match fs::read_to_string(&p) {
         Ok(t) => t,
@@ -69,7 +69,7 @@ fn sync_dir(dir: &Path) -> Result<()> {
 /// Mark `plan.target` as being written by pgstrata. Returns whether the
 /// target directory was created here (a failed fresh restore removes it
 /// again).
-pub fn begin(plan: &RestorePlan) -> Result<bool> {
+pub(super) fn begin(plan: &RestorePlan) -> Result<bool> {
     let root = &plan.target;
     let created = !root.exists();
     if created {
@@ -134,7 +134,7 @@ fn sync_root(r: &Root, rest: &str) -> Result<()> {
 }
 
 /// The restore is complete and durable: remove the marker, durably.
-pub fn finish(plan: &RestorePlan) -> Result<()> {
+pub(super) fn finish(plan: &RestorePlan) -> Result<()> {
     let r = Root::open(&plan.target)?;
     remove_beneath(&r, MARKER)?;
     sync_root(&r, "")
@@ -142,7 +142,7 @@ pub fn finish(plan: &RestorePlan) -> Result<()> {
 
 /// A fresh restore failed and apply emptied the target: remove the
 /// directory too when [`begin`] created it.
-pub fn undo(plan: &RestorePlan, created: bool) {
+pub(super) fn undo(plan: &RestorePlan, created: bool) {
     if let Ok(r) = Root::open(&plan.target) {
         let _ = remove_beneath(&r, MARKER);
     }

@@ -197,7 +197,7 @@ pub fn parse_time(s: &str) -> Result<(i64, String)> {
 /// What the archive holds on the target timeline's path, for refusing
 /// targets beyond it and choosing a backup that can reach them.
 #[derive(Clone, Debug)]
-pub struct ArchiveEnd {
+pub(super) struct ArchiveEnd {
     /// The timelines recovery follows to the target timeline.
     pub path: TimelinePath,
     /// The newest archived segment on that path and where it ends.
@@ -213,7 +213,7 @@ pub struct ArchiveEnd {
 
 impl ArchiveEnd {
     /// The segments of `names` that recovery along `path` reads, oldest first.
-    pub fn segments_on_path(
+    pub(super) fn segments_on_path(
         names: &[String],
         seg_size: u64,
         path: &TimelinePath,
@@ -228,7 +228,7 @@ impl ArchiveEnd {
         segs
     }
 
-    pub fn on_path(
+    pub(super) fn on_path(
         names: &[String],
         seg_size: u64,
         path: TimelinePath,
@@ -253,7 +253,7 @@ impl ArchiveEnd {
 
 /// Pick the backup to restore for this target, or say why none can reach it.
 /// `complete` is oldest first.
-pub fn choose<'a>(
+pub(super) fn choose<'a>(
     complete: &'a [BackupRow],
     set: Option<&str>,
     target: &RecoveryTarget,

@@ -13,7 +13,7 @@ use crate::repo::Repository;
 
 /// The timeline recovery ends on, as PostgreSQL will choose it.
 /// `complete` is oldest first; `set` is the backup the user chose.
-pub fn target_timeline(
+pub(super) fn target_timeline(
     names: &[String],
     complete: &[BackupRow],
     set: Option<&str>,
@@ -42,7 +42,7 @@ pub fn target_timeline(
 }
 
 /// The path of timelines recovery to `tli` follows.
-pub fn path_to(
+pub(super) fn path_to(
     repo: &Repository,
     cluster: &str,
     tli: u32,
@@ -64,7 +64,7 @@ pub fn path_to(
 
 /// What the archive holds on the path to the target timeline, and where a
 /// named restore point is; refuses an unknown restore point name.
-pub fn archive_end(
+pub(super) fn archive_end(
     repo: &Repository,
     cluster: &str,
     names: &[String],

@@ -28,7 +28,7 @@ const MAX_RECORD: u64 = 256 << 20;
 
 /// What streaming a pack found.
 #[derive(Debug, Default)]
-pub struct PackScan {
+pub(super) struct PackScan {
     /// Records whose bytes match their id: offset → (id, stored length).
     pub good: HashMap<u64, (ChunkId, u32)>,
     /// Records that failed: offset → what went wrong.
@@ -57,7 +57,7 @@ fn skip(r: &mut dyn Read, n: u64, key: &str) -> Result<bool> {
 }
 
 /// Stream pack `pack_id` (`size` bytes on disk) and check every record.
-pub fn scan(
+pub(super) fn scan(
     stored: &Stored,
     pack_id: &PackId,
     size: u64,

@@ -56,7 +56,7 @@ type Range<'a> = (&'a BackupRow, WalSegment, WalSegment);
 
 /// Check the WAL of one cluster for `backups` (complete ones, oldest first).
 /// `full_scan` also verifies objects no backup in scope needs.
-pub fn check(
+pub(super) fn check(
     repo: &Repository,
     cluster: &str,
     backups: &[BackupRow],

@@ -29,7 +29,7 @@ use crate::error::{Error, IoContext, Result};
 
 /// What a data directory entry is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EntryKind {
+pub(crate) enum EntryKind {
     File,
     Dir,
     Link,
@@ -37,7 +37,7 @@ pub enum EntryKind {
 
 /// One entry of a data directory, as the walk found it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// Relative to the data directory, `/`-separated; `.` is the directory itself.
     pub path: String,
     pub kind: EntryKind,
@@ -82,7 +82,7 @@ fn push_text(out: &mut String, s: &str) {
 }
 
 /// A path or file name as manifest text (see [`ESCAPE_BASE`]).
-pub fn name_of(os: &OsStr) -> String {
+pub(crate) fn name_of(os: &OsStr) -> String {
     let mut out = String::with_capacity(os.len());
     let mut rest = os.as_bytes();
     while !rest.is_empty() {
@@ -106,7 +106,7 @@ pub fn name_of(os: &OsStr) -> String {
 }
 
 /// The exact bytes manifest text names, as a path.
-pub fn path_of(name: &str) -> PathBuf {
+pub(crate) fn path_of(name: &str) -> PathBuf {
     let mut bytes = Vec::with_capacity(name.len());
     for c in name.chars() {
         if escaped(c) {
@@ -120,7 +120,7 @@ pub fn path_of(name: &str) -> PathBuf {
 }
 
 /// Top-level directories whose contents are never backed up.
-pub const EXCLUDED_DIR_CONTENTS: &[&str] = &[
+pub(crate) const EXCLUDED_DIR_CONTENTS: &[&str] = &[
     "pg_wal",
     "pg_dynshmem",
     "pg_notify",
@@ -150,7 +150,7 @@ const EXCLUDED_TOP_FILES: &[&str] = &[
 
 /// What a restore in progress leaves at the top of its target (restore's
 /// marker); never part of a backup.
-pub const RESTORE_MARKER: &str = ".pgstrata-restore-incomplete";
+pub(crate) const RESTORE_MARKER: &str = ".pgstrata-restore-incomplete";
 
 fn excluded_anywhere(name: &str) -> bool {
     name.starts_with("pg_internal.init") || name.starts_with("pgsql_tmp")
@@ -206,13 +206,16 @@ pub fn walk(pgdata: &Path) -> Result<Vec<Entry>> {
 /// Memory does not grow with the number of files: directories are read as
 /// they are listed, not collected; only the unlogged relations of the
 /// database directory being walked are held.
-pub fn walk_each(pgdata: &Path, each: &mut dyn FnMut(Entry) -> Result<()>) -> Result<()> {
+pub(crate) fn walk_each(pgdata: &Path, each: &mut dyn FnMut(Entry) -> Result<()>) -> Result<()> {
     walk_with(pgdata, true, each)
 }
 
 /// [`walk_each`] without its warnings (about links it does not follow), for
 /// a pass before the one that reports them.
-pub fn walk_each_quietly(pgdata: &Path, each: &mut dyn FnMut(Entry) -> Result<()>) -> Result<()> {
+pub(crate) fn walk_each_quietly(
+    pgdata: &Path,
+    each: &mut dyn FnMut(Entry) -> Result<()>,
+) -> Result<()> {
     walk_with(pgdata, false, each)
 }
 
@@ -461,13 +464,13 @@ impl Walk<'_> {
 }
 
 /// A tablespace's name in `pg_tblspc`: its oid.
-pub fn is_oid(name: &str) -> bool {
+pub(crate) fn is_oid(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Whether manifest path `path` is a tablespace's entry, `pg_tblspc/<oid>`
 /// (a link found deeper, inside a tablespace, is an ordinary link).
-pub fn is_tablespace_entry(path: &str) -> bool {
+pub(crate) fn is_tablespace_entry(path: &str) -> bool {
     path.strip_prefix("pg_tblspc/").is_some_and(is_oid)
 }
 
@@ -480,13 +483,13 @@ fn resolve(link: &Path, target: &Path) -> PathBuf {
 }
 
 /// The longest path a manifest may hold, in bytes (Linux's `PATH_MAX`).
-pub const MAX_PATH_BYTES: usize = 4096;
+pub(crate) const MAX_PATH_BYTES: usize = 4096;
 
 /// What is wrong with a manifest path, if anything: `.` (the data directory
 /// itself) or `/`-separated names, none empty, `.` or `..`, without NUL,
 /// at most [`MAX_PATH_BYTES`] once mapped back to bytes. Anything else could
 /// escape the restore target, or is a name no file system takes.
-pub fn path_fault(path: &str) -> Option<String> {
+pub(crate) fn path_fault(path: &str) -> Option<String> {
     if path == "." {
         return None;
     }
@@ -514,7 +517,7 @@ pub fn path_fault(path: &str) -> Option<String> {
 
 /// Refuse manifest paths that could escape the restore target (or that no
 /// file system takes): see [`path_fault`].
-pub fn check_manifest_path(path: &str) -> Result<()> {
+pub(crate) fn check_manifest_path(path: &str) -> Result<()> {
     match path_fault(path) {
         None => Ok(()),
         Some(fault) => Err(Error::corrupt(
@@ -526,7 +529,7 @@ pub fn check_manifest_path(path: &str) -> Result<()> {
 
 /// A manifest path for a one-line message: quoted and escaped (a NUL or a
 /// newline in it is shown, not printed), and cut short when very long.
-pub fn shown(path: &str) -> String {
+pub(crate) fn shown(path: &str) -> String {
     const SHOW: usize = 120;
     if path.len() <= SHOW + 40 {
         return format!("{path:?}");

@@ -25,7 +25,7 @@ use rustix::fs::{flock, FlockOperation};
 mod readers;
 mod remote;
 
-pub use readers::ReaderGuard;
+pub(crate) use readers::ReaderGuard;
 
 use super::Repository;
 use crate::error::{Error, IoContext, Result};

@@ -21,12 +21,12 @@ use crate::store::Backend;
 use crate::util;
 
 /// How long a lock stays valid unrenewed.
-pub const LEASE: Duration = Duration::from_secs(60);
+pub(super) const LEASE: Duration = Duration::from_secs(60);
 /// Allowance for clocks that disagree and renewals that are late.
-pub const GRACE: Duration = Duration::from_secs(30);
+pub(super) const GRACE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Holder {
+pub(super) struct Holder {
     pub id: String,
     pub host: String,
     pub pid: u32,
@@ -49,13 +49,13 @@ impl Holder {
         )
     }
 
-    pub fn stale(&self, now: i64) -> bool {
+    pub(super) fn stale(&self, now: i64) -> bool {
         let limit = self.lease_seconds.min(3600) as i64 + GRACE.as_secs() as i64;
         now > self.renewed + limit || util::holder_gone(Some(&self.host), Some(self.pid))
     }
 }
 
-pub fn now() -> i64 {
+pub(super) fn now() -> i64 {
     util::now_us() / 1_000_000
 }
 
@@ -70,11 +70,11 @@ fn read(store: &dyn Backend) -> Result<Option<std::result::Result<Holder, String
 }
 
 /// Who holds the lock, if anyone (an unreadable record counts as nobody).
-pub fn holder(store: &dyn Backend) -> Result<Option<Holder>> {
+pub(super) fn holder(store: &dyn Backend) -> Result<Option<Holder>> {
     Ok(read(store)?.and_then(|h| h.ok()))
 }
 
-pub struct ObjectLock {
+pub(super) struct ObjectLock {
     store: Arc<dyn Backend>,
     id: String,
     lost: Arc<AtomicBool>,
@@ -83,7 +83,7 @@ pub struct ObjectLock {
 }
 
 impl ObjectLock {
-    pub fn acquire(
+    pub(super) fn acquire(
         store: Arc<dyn Backend>,
         name: &str,
         command: &str,
@@ -92,7 +92,7 @@ impl ObjectLock {
         Self::acquire_with_lease(store, name, command, wait, LEASE)
     }
 
-    pub fn acquire_with_lease(
+    pub(super) fn acquire_with_lease(
         store: Arc<dyn Backend>,
         name: &str,
         command: &str,
@@ -203,7 +203,7 @@ impl ObjectLock {
     }
 
     /// An error when the lease was lost (taken over, or not renewed in time).
-    pub fn check(&self) -> Result<()> {
+    pub(super) fn check(&self) -> Result<()> {
         if self.lost.load(Ordering::SeqCst) {
             return Err(Error::refused(
                 "the repository lock was lost while this command ran (its lease could not be \
@@ -214,7 +214,7 @@ impl ObjectLock {
     }
 
     /// Stop renewing, and remove the lock object if it is still ours.
-    pub fn release(&mut self) {
+    pub(super) fn release(&mut self) {
         drop(self.stop.take());
         if let Some(t) = self.renewer.take() {
             let _ = t.join();

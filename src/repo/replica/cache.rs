@@ -93,7 +93,7 @@ pub(crate) struct CatalogCache {
 }
 
 impl CatalogCache {
-    pub fn new(dir: &Path, name: &str) -> Result<Self> {
+    pub(crate) fn new(dir: &Path, name: &str) -> Result<Self> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -179,7 +179,7 @@ impl CatalogCache {
 
     /// The working copy to open, brought up to the bucket's newest snapshot
     /// first (see the module's rules).
-    pub fn current(&self, backend: &dyn Backend) -> Result<PathBuf> {
+    pub(crate) fn current(&self, backend: &dyn Backend) -> Result<PathBuf> {
         let state = self.read_state()?;
         if let Some(s) = &state {
             // The lock holder's copy is the newest there is: nobody else
@@ -277,7 +277,7 @@ impl CatalogCache {
     }
 
     /// Where `init` makes the first catalog.
-    pub fn first_file(&self) -> PathBuf {
+    pub(crate) fn first_file(&self) -> PathBuf {
         self.dir.join(format!("catalog-{:020}.db", 0))
     }
 }

@@ -38,7 +38,7 @@ const ZSTD_LEVEL: i32 = 3;
 impl CatalogCache {
     /// Become the writer: bring the copy up to date, hold the writer lock,
     /// and mark the copy dirty. Called with the repository lock held.
-    pub fn begin_write(&self, backend: &dyn Backend) -> Result<()> {
+    pub(crate) fn begin_write(&self, backend: &dyn Backend) -> Result<()> {
         let f = self.open_writer_lock()?;
         // Another process of this host may still be finishing with the copy
         // (it let the repository lock go a moment ago).
@@ -102,7 +102,7 @@ impl CatalogCache {
 
     /// Publish the working copy as the next generation and stop being the
     /// writer. Without the writer role, nothing happens.
-    pub fn publish(&self, backend: &dyn Backend) -> Result<()> {
+    pub(crate) fn publish(&self, backend: &dyn Backend) -> Result<()> {
         if !self.holds_writer() {
             return Ok(());
         }
@@ -192,7 +192,7 @@ impl CatalogCache {
     }
 
     /// Create generation 1 from a new, empty catalog at `init`.
-    pub fn publish_first(&self, backend: &dyn Backend, made: &Path) -> Result<()> {
+    pub(crate) fn publish_first(&self, backend: &dyn Backend, made: &Path) -> Result<()> {
         let file = made
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -213,7 +213,7 @@ impl CatalogCache {
     /// Stop being the writer without publishing (the command did not
     /// finish): the copy stays dirty, so no later command of any process
     /// trusts it, and the next one fetches the bucket's.
-    pub fn abandon(&self) {
+    pub(crate) fn abandon(&self) {
         if let Ok(mut w) = self.writer.lock() {
             *w = None;
         }

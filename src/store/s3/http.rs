@@ -15,7 +15,7 @@ use crate::store::backend::{Exact, Source};
 
 /// Request kinds, as S3 bills them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(super) enum Kind {
     Put,
     Get,
     Head,
@@ -23,16 +23,16 @@ pub enum Kind {
     Delete,
 }
 
-pub use crate::store::backend::RequestCounts;
+pub(crate) use crate::store::backend::RequestCounts;
 
 #[derive(Default)]
-pub struct Counters([AtomicU64; 5]);
+pub(super) struct Counters([AtomicU64; 5]);
 
 impl Counters {
     fn add(&self, k: Kind) {
         self.0[k as usize].fetch_add(1, Ordering::Relaxed);
     }
-    pub fn snapshot(&self) -> RequestCounts {
+    pub(super) fn snapshot(&self) -> RequestCounts {
         let g = |k: Kind| self.0[k as usize].load(Ordering::Relaxed);
         RequestCounts {
             put: g(Kind::Put),
@@ -45,7 +45,7 @@ impl Counters {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Method {
+pub(super) enum Method {
     Get,
     Put,
     Post,
@@ -54,7 +54,7 @@ pub enum Method {
 }
 
 /// One request, signed.
-pub struct Req<'a> {
+pub(super) struct Req<'a> {
     pub method: Method,
     pub url: String,
     pub headers: Vec<(&'static str, String)>,
@@ -63,31 +63,31 @@ pub struct Req<'a> {
 
 /// What a request sends.
 #[derive(Clone, Copy)]
-pub enum Payload<'a> {
+pub(super) enum Payload<'a> {
     Bytes(&'a [u8]),
     /// Streamed, with its length as `Content-Length` (S3 takes no
     /// chunked uploads).
     Stream(&'a dyn Source),
 }
 
-pub const EMPTY: Payload<'static> = Payload::Bytes(&[]);
+pub(super) const EMPTY: Payload<'static> = Payload::Bytes(&[]);
 
 /// The most a response's Content-Length reserves up front (more is read
 /// all the same, growing the buffer).
 const PREALLOC_MAX: u64 = 256 << 20;
 
-pub struct Resp {
+pub(super) struct Resp {
     pub status: u16,
     pub headers: http_headers::Headers,
     pub body: Vec<u8>,
 }
 
-pub mod http_headers {
+pub(super) mod http_headers {
     /// The few response headers pgstrata reads, lowercased names.
     #[derive(Default, Debug, Clone)]
-    pub struct Headers(pub Vec<(String, String)>);
+    pub(crate) struct Headers(pub Vec<(String, String)>);
     impl Headers {
-        pub fn get(&self, name: &str) -> Option<&str> {
+        pub(crate) fn get(&self, name: &str) -> Option<&str> {
             self.0
                 .iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -98,7 +98,7 @@ pub mod http_headers {
 
 /// How hard to try.
 #[derive(Clone, Copy, Debug)]
-pub struct Retry {
+pub(super) struct Retry {
     pub attempts: u32,
     pub base: Duration,
     pub cap: Duration,
@@ -131,7 +131,7 @@ impl Retry {
 }
 
 /// The text of `<name>...</name>` in an XML body.
-pub fn tag<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
+pub(super) fn tag<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
     let open = format!("<{name}>");
     let close = format!("</{name}>");
     let s = xml.find(&open)? + open.len();
@@ -140,7 +140,7 @@ pub fn tag<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// Every `<name>...</name>` block of an XML body, in order.
-pub fn blocks<'a>(xml: &'a str, name: &str) -> Vec<&'a str> {
+pub(super) fn blocks<'a>(xml: &'a str, name: &str) -> Vec<&'a str> {
     let open = format!("<{name}>");
     let close = format!("</{name}>");
     let mut out = Vec::new();
@@ -156,7 +156,7 @@ pub fn blocks<'a>(xml: &'a str, name: &str) -> Vec<&'a str> {
     out
 }
 
-pub fn unescape(s: &str) -> String {
+pub(super) fn unescape(s: &str) -> String {
     s.replace("&lt;", "<")
         .replace("&gt;", ">")
         .replace("&quot;", "\"")
@@ -165,7 +165,7 @@ pub fn unescape(s: &str) -> String {
 }
 
 /// S3's error code and message from an error body (empty when none).
-pub fn s3_error(body: &[u8]) -> (String, String) {
+pub(super) fn s3_error(body: &[u8]) -> (String, String) {
     let text = String::from_utf8_lossy(body);
     (
         tag(&text, "Code").map(unescape).unwrap_or_default(),
@@ -211,7 +211,7 @@ enum Failure {
     Fatal(String),
 }
 
-pub struct Client {
+pub(super) struct Client {
     /// Where requests go, for messages.
     pub endpoint: String,
     pub agent: ureq::Agent,
@@ -295,7 +295,12 @@ impl Client {
 
     /// Send the request `make` builds (afresh for each attempt), retrying
     /// what may be retried. `what` names the object for messages.
-    pub fn send<'b>(&self, kind: Kind, what: &str, make: &dyn Fn() -> Req<'b>) -> Result<Resp> {
+    pub(super) fn send<'b>(
+        &self,
+        kind: Kind,
+        what: &str,
+        make: &dyn Fn() -> Req<'b>,
+    ) -> Result<Resp> {
         let mut last = String::new();
         for attempt in 0..self.retry.attempts {
             if attempt > 0 {
@@ -330,7 +335,7 @@ impl Client {
 
     /// A GET whose body is streamed to the caller (retried until the
     /// response starts; a body that breaks off is the reader's error).
-    pub fn open(&self, what: &str, url: &dyn Fn() -> String) -> Result<StreamOrResp> {
+    pub(super) fn open(&self, what: &str, url: &dyn Fn() -> String) -> Result<StreamOrResp> {
         let mut last = String::new();
         for attempt in 0..self.retry.attempts {
             if attempt > 0 {
@@ -383,7 +388,7 @@ impl Client {
     }
 }
 
-pub enum StreamOrResp {
+pub(super) enum StreamOrResp {
     Stream(Box<dyn Read + Send>),
     Resp(Resp),
 }

@@ -28,7 +28,7 @@ use rusty_s3::actions::{DeleteObjectsResponse, ObjectIdentifier};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
 pub use config::{S3Config, S3Credentials};
-pub use http::RequestCounts;
+pub(crate) use http::RequestCounts;
 use http::{Client, Kind, Method, Payload, Req, Resp, Retry, StreamOrResp, EMPTY};
 
 use crate::error::{Error, Hint, Result, Setting};
@@ -37,7 +37,7 @@ use crate::store::backend::{same_bytes, Backend, Exact, ObjectWriter, Source};
 /// Objects up to this size are sent from memory at `finish`.
 pub const BUFFER_MAX: usize = 64 << 20;
 /// Multipart part size (S3's minimum is 5 MiB but for the last).
-pub const PART: usize = 8 << 20;
+pub(crate) const PART: usize = 8 << 20;
 /// Downloads of an object to compare with a body (each from its start).
 const HOLDS_ATTEMPTS: u32 = 3;
 
@@ -46,7 +46,7 @@ const SIGNED_FOR: Duration = Duration::from_secs(15 * 60);
 /// Small range reads are served from aligned windows of this size, kept in a
 /// small cache: restore and block-map reads walk packs in order, one record
 /// at a time, and one request per record would make them latency-bound.
-pub const WINDOW: u64 = 4 << 20;
+pub(crate) const WINDOW: u64 = 4 << 20;
 /// Windows kept (memory: `WINDOWS` x `WINDOW`, 32 MiB). Readers walk
 /// packs front to back (restore in the order files were packed), so few
 /// windows are live at once: a few per worker.
