@@ -101,6 +101,7 @@ pub enum Setting {
     RetainFull,
     RetainDiff,
     RetainDays,
+    LockWait,
 }
 
 impl Setting {
@@ -129,6 +130,7 @@ impl Setting {
             Setting::RetainFull => "retain-full",
             Setting::RetainDiff => "retain-diff",
             Setting::RetainDays => "retain-days",
+            Setting::LockWait => "lock-wait",
         }
     }
 }

@@ -3,7 +3,7 @@
 //! | what | where | version |
 //! |---|---|---|
 //! | repository marker | `pgstrata.repo` | [`REPO_FORMAT`] (1 plain, 2 encrypted) |
-//! | key file, sealed objects | [`crypt`] (`pgstrata.key`) | `format` field; last byte of `PGSTREN1` |
+//! | key file, sealed objects | [`crypt`] (`pgstrata.key`) | `format` field; last byte of `PGSTREN2` |
 //! | chunk ids, codecs, compression | [`chunk`] | codec byte |
 //! | pack records, trailers, footers | [`pack`] | last byte of `PGSTRPK1` |
 //! | block maps | [`blockmap`] | last byte of `PGSTRBM1` |

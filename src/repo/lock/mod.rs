@@ -28,7 +28,7 @@ mod remote;
 pub(crate) use readers::ReaderGuard;
 
 use super::Repository;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Hint, IoContext, Result, Setting};
 
 /// A held lock; released when dropped.
 pub(super) struct RepoLock {
@@ -65,6 +65,16 @@ impl RepoLock {
             Held::Local { .. } => Ok(()),
             Held::Remote(l) => l.check(),
         }
+    }
+}
+
+/// A refusal because the lock is taken: when the command did not wait,
+/// advise waiting.
+fn wait_hint(e: Error, wait: Duration) -> Error {
+    if wait.is_zero() {
+        e.hint(Hint::give(Setting::LockWait, "SECONDS"))
+    } else {
+        e
     }
 }
 
@@ -111,19 +121,15 @@ fn acquire_local(repo: &Repository, command: &str, wait: Duration) -> Result<Fil
                         let _ = file.seek(SeekFrom::Start(0));
                         let _ = file.read_to_string(&mut holder);
                         let holder = holder.trim();
-                        return Err(Error::refused(format!(
-                            "the repository is locked by another pgstrata ({}){}",
+                        let e = Error::refused(format!(
+                            "the repository is locked by another pgstrata ({})",
                             if holder.is_empty() {
                                 "unknown holder"
                             } else {
                                 holder
                             },
-                            if wait.is_zero() {
-                                "; use --lock-wait SECONDS to wait for it"
-                            } else {
-                                ""
-                            }
-                        )));
+                        ));
+                        return Err(wait_hint(e, wait));
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }

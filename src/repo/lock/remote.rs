@@ -147,15 +147,13 @@ impl ObjectLock {
                 }
                 Some(Ok(h)) => {
                     if Instant::now() >= deadline {
-                        return Err(Error::refused(format!(
-                            "the repository {name} is locked by another pgstrata ({}){}",
-                            h.describe(),
-                            if wait.is_zero() {
-                                "; use --lock-wait SECONDS to wait for it"
-                            } else {
-                                ""
-                            }
-                        )));
+                        return Err(super::wait_hint(
+                            Error::refused(format!(
+                                "the repository {name} is locked by another pgstrata ({})",
+                                h.describe(),
+                            )),
+                            wait,
+                        ));
                     }
                 }
             }
@@ -268,10 +266,19 @@ mod tests {
             .unwrap();
         let e = ObjectLock::acquire(s.clone(), "r", "expire", Duration::ZERO)
             .err()
-            .unwrap()
-            .to_string();
+            .unwrap();
         assert!(
-            e.contains("command backup") && e.contains("--lock-wait"),
+            e.to_string().contains("command backup")
+                && matches!(
+                    &e,
+                    Error::Hinted {
+                        hint: crate::error::Hint::Give {
+                            setting: crate::error::Setting::LockWait,
+                            ..
+                        },
+                        ..
+                    }
+                ),
             "{e}"
         );
         // Renewed while held.

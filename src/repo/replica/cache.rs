@@ -12,7 +12,7 @@ use rustix::fs::{flock, FlockOperation};
 use serde::{Deserialize, Serialize};
 
 use super::fetch::{FETCH_PREFIX, PUBLISH_PREFIX};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Hint, IoContext, Result};
 use crate::format::catalog_delta::Chain;
 use crate::format::keys;
 use crate::store::Backend;
@@ -190,10 +190,11 @@ impl CatalogCache {
         }
         let newest = self.newest(backend)?.ok_or_else(|| {
             Error::NotFound(format!(
-                "repository {} has no catalog snapshot under {}: run `pgstrata repair --rebuild-catalog`",
+                "repository {} has no catalog snapshot under {}",
                 self.name,
                 keys::CATALOG
             ))
+            .hint(Hint::RebuildCatalog)
         })?;
         let mut base = None;
         if let Some(s) = &state {
