@@ -6,6 +6,7 @@ use std::path::Path;
 use super::fetch::{self, FETCH_PREFIX, PUBLISH_PREFIX};
 use super::*;
 use crate::catalog::Catalog;
+use crate::error::{Error, Hint};
 use crate::format::catalog_delta::CatalogObject;
 use crate::format::keys;
 use crate::store::fault::FaultBackend;
@@ -51,7 +52,16 @@ fn two_hosts_see_each_others_work_and_dead_writers_are_not_trusted() {
     let (d, bucket) = setup();
     let a = CatalogCache::new(&d.path().join("a"), "s3://b/p").unwrap();
     let e = a.current(&bucket).unwrap_err();
-    assert!(e.to_string().contains("repair --rebuild-catalog"), "{e}");
+    assert!(
+        matches!(
+            &e,
+            Error::Hinted {
+                hint: Hint::RebuildCatalog,
+                ..
+            }
+        ) && e.to_string().contains("no catalog snapshot"),
+        "{e}"
+    );
     drop(Catalog::open(&a.first_file(), true).unwrap());
     a.publish_first(&bucket, &a.first_file()).unwrap();
     assert!(bucket.get(&keys::catalog_snapshot(1)).unwrap().is_some());
