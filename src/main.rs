@@ -32,14 +32,18 @@ fn main() -> ExitCode {
             return ExitCode::from(USAGE);
         }
     };
-    let cfg = match cli::config::load(args.config.as_deref()) {
+    let cfg = match cli::ConfigFile::load(args.global.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("pgstrata: error: {e}");
             return ExitCode::from(USAGE);
         }
     };
-    let level = match log_level(args.log_level.as_deref(), cfg.log_level.as_deref()) {
+    let in_file = cfg
+        .read::<cli::args::GlobalArgs>()
+        .map(|g| g.log_level)
+        .unwrap_or_default();
+    let level = match log_level(args.global.log_level.as_deref(), in_file.as_deref()) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("pgstrata: error: {e}");

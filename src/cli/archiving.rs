@@ -7,7 +7,6 @@ use std::time::Duration;
 use pgstrata::QueueFull;
 
 use super::args::{ArchiveGetArgs, ArchivePushArgs, GetWorkerArgs, PushWorkerArgs, QueueFullArg};
-use super::config::FileConfig;
 use super::settings::{level, usage, Run, R};
 
 const DEFAULT_SPOOL: &str = "/var/spool/pgstrata";
@@ -21,43 +20,34 @@ pub struct AsyncSettings {
     pub workers: usize,
 }
 
-pub fn spool_dir(arg: Option<PathBuf>, cfg: &FileConfig) -> PathBuf {
-    arg.or(cfg.spool_dir.clone())
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_SPOOL))
+fn spool_dir(arg: Option<PathBuf>) -> PathBuf {
+    arg.unwrap_or_else(|| PathBuf::from(DEFAULT_SPOOL))
 }
 
-pub fn push(a: ArchivePushArgs, cfg: &FileConfig) -> R<Run> {
-    let level = level(a.compress_level.or(cfg.compress_level))?.unwrap_or(3);
-    if !(a.async_push || cfg.archive_async == Some(true)) {
+pub fn push(a: ArchivePushArgs) -> R<Run> {
+    let level = level(a.compress_level)?.unwrap_or(3);
+    if !a.async_push {
         return Ok(Run::ArchivePush {
             path: a.path,
             level,
             async_push: None,
         });
     }
-    let queue_full = match (a.archive_queue_full, cfg.archive_queue_full.as_deref()) {
-        (Some(QueueFullArg::Drop), _) | (None, Some("drop")) => QueueFull::Drop,
-        (Some(QueueFullArg::Retry), _) | (None, Some("retry") | None) => QueueFull::Retry,
-        (None, Some(other)) => {
-            return usage(format!(
-                "archive-queue-full must be retry or drop, not {other:?}"
-            ))
-        }
+    let queue_full = match a.archive_queue_full {
+        Some(QueueFullArg::Drop) => QueueFull::Drop,
+        Some(QueueFullArg::Retry) | None => QueueFull::Retry,
     };
-    let workers = a.workers.or(cfg.workers).unwrap_or_else(pgstrata_workers);
+    let workers = a.workers.unwrap_or_else(pgstrata_workers);
     if workers == 0 {
         return usage("--workers must be at least 1");
     }
-    let mib = a
-        .archive_queue_max_mib
-        .or(cfg.archive_queue_max_mib)
-        .unwrap_or(4096);
+    let mib = a.archive_queue_max_mib.unwrap_or(4096);
     Ok(Run::ArchivePush {
         path: a.path,
         level,
         async_push: Some(AsyncSettings {
-            spool: spool_dir(a.spool_dir, cfg),
-            timeout: Duration::from_secs(a.archive_timeout.or(cfg.archive_timeout).unwrap_or(60)),
+            spool: spool_dir(a.spool_dir),
+            timeout: Duration::from_secs(a.archive_timeout.unwrap_or(60)),
             queue_max: mib.saturating_mul(1 << 20),
             queue_full,
             workers,
@@ -71,7 +61,7 @@ fn pgstrata_workers() -> usize {
         .unwrap_or(2)
 }
 
-pub fn get(a: ArchiveGetArgs, cfg: &FileConfig) -> R<Run> {
+pub fn get(a: ArchiveGetArgs) -> R<Run> {
     if a.history == 0 {
         return usage("--history starts at 1");
     }
@@ -79,7 +69,7 @@ pub fn get(a: ArchiveGetArgs, cfg: &FileConfig) -> R<Run> {
         name: a.name,
         dest: a.dest,
         history: a.history,
-        prefetch: prefetch(a.prefetch, a.spool_dir, cfg),
+        prefetch: prefetch(a.prefetch, a.spool_dir),
     })
 }
 
@@ -103,13 +93,9 @@ pub fn get_worker(a: GetWorkerArgs) -> Run {
 }
 
 /// `archive-get`'s prefetching: (spool, segments ahead), if asked for.
-pub fn prefetch(
-    count: Option<usize>,
-    spool: Option<PathBuf>,
-    cfg: &FileConfig,
-) -> Option<(PathBuf, usize)> {
-    match count.or(cfg.archive_get_prefetch).unwrap_or(0) {
+pub fn prefetch(count: Option<usize>, spool: Option<PathBuf>) -> Option<(PathBuf, usize)> {
+    match count.unwrap_or(0) {
         0 => None,
-        n => Some((spool_dir(spool, cfg), n)),
+        n => Some((spool_dir(spool), n)),
     }
 }

@@ -1,10 +1,18 @@
-//! The command line, as clap definitions. Every option and argument has a
-//! help text; `pgstrata completions` and `pgstrata man` are generated from
-//! these definitions.
+//! The command line, as clap definitions, and the config file's settings:
+//! each command's settings are one struct that clap parses and serde reads
+//! from the config file under the same name (kebab-case), so a setting is
+//! defined once. Fields marked `#[serde(skip)]` exist only on the command
+//! line; fields marked `#[arg(skip)]` only in the file. `config::ConfigFile`
+//! layers the file under the command line ([`Merge`]: what the command line
+//! leaves unset comes from the file). Every option and argument has a help
+//! text; `pgstrata completions` and `pgstrata man` are generated from these
+//! definitions.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use merge::Merge;
+use serde::Deserialize;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -16,6 +24,17 @@ use clap::{Parser, Subcommand, ValueEnum};
                   PGUSER, PGPASSWORD, PGDATABASE."
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The options every command takes.
+#[derive(clap::Args, Debug, Default, Clone, Deserialize, Merge)]
+#[serde(default, rename_all = "kebab-case")]
+#[merge(strategy = merge::option::overwrite_none)]
+pub struct GlobalArgs {
     /// Repository: a directory, or s3://BUCKET/PREFIX in S3-compatible object
     /// storage [config: repo].
     #[arg(long, global = true, env = "PGSTRATA_REPO", value_name = "DIR|URL")]
@@ -25,6 +44,7 @@ pub struct Cli {
     pub cluster: Option<String>,
     /// TOML configuration file for the settings that stay from run to run (kebab-case keys).
     #[arg(long, global = true, env = "PGSTRATA_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// error, warn, info, debug or trace, any case [default: warn; env: PGSTRATA_LOG, RUST_LOG].
     #[arg(long, global = true, value_name = "LEVEL")]
@@ -43,6 +63,8 @@ pub struct Cli {
     pub passphrase_command: Option<String>,
     /// No progress bars and no summaries.
     #[arg(long, short, global = true)]
+    #[serde(skip)]
+    #[merge(skip)]
     pub quiet: bool,
     /// S3 endpoint URL, for S3-compatible servers (MinIO, Ceph RGW, R2, ...)
     /// [default: AWS's for the region; config: s3-endpoint].
@@ -71,8 +93,6 @@ pub struct Cli {
     /// /var/cache/pgstrata for root; config: cache-dir].
     #[arg(long, global = true, env = "PGSTRATA_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    #[command(subcommand)]
-    pub command: Command,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -94,9 +114,10 @@ pub enum UriStyleArg {
     Path,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
 pub enum OutputArg {
     /// For people.
+    #[default]
     Text,
     /// For programs (a stable interface).
     Json,
@@ -108,9 +129,10 @@ pub enum TargetArg {
     Immediate,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
 pub enum RestoreTypeArg {
     /// Recover (to the target) and start as a primary: recovery.signal.
+    #[default]
     Recovery,
     /// Start as a standby: standby.signal.
     Standby,
@@ -191,37 +213,12 @@ pub enum Command {
         output: OutputArg,
     },
     /// Prove the live setup works: connection, identity, archive_command.
-    Check {
-        /// The cluster's data directory [config: pgdata].
-        #[arg(long, value_name = "DIR")]
-        pgdata: Option<PathBuf>,
-        /// libpq connection string, key=value or URI [config: dbname].
-        #[arg(long, short = 'd', value_name = "CONNINFO")]
-        dbname: Option<String>,
-        /// Seconds to wait for the switched WAL segment to arrive [default: 60; config: archive-timeout].
-        #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
-        archive_timeout: Option<u64>,
-    },
+    Check(CheckArgs),
     /// Repair the repository.
-    Repair {
-        /// Rebuild catalog.db from the packs and manifest copies (the old
-        /// catalog is moved aside, not deleted).
-        #[arg(long)]
-        rebuild_catalog: bool,
-        /// Seconds to wait for a running backup or expire [default: 0; config: lock-wait].
-        #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
-        lock_wait: Option<u64>,
-    },
+    Repair(RepairArgs),
     /// After pg_upgrade: continue the cluster under its new system identifier
     /// and major, as a new entry of its history (older backups stay restorable).
-    Upgrade {
-        /// The upgraded cluster's data directory [config: pgdata].
-        #[arg(long, value_name = "DIR")]
-        pgdata: Option<PathBuf>,
-        /// Seconds to wait for a running backup or expire [default: 0; config: lock-wait].
-        #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
-        lock_wait: Option<u64>,
-    },
+    Upgrade(UpgradeArgs),
     /// Restore drill: restore a backup into a scratch directory, start
     /// PostgreSQL there privately, recover to the target, run pg_amcheck and
     /// the configured SQL checks, report, clean up. Exit status 1 on any failure.
@@ -236,13 +233,58 @@ pub enum Command {
     Man,
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Default, Deserialize, Merge)]
+#[serde(default, rename_all = "kebab-case")]
+#[merge(strategy = merge::option::overwrite_none)]
+pub struct CheckArgs {
+    /// The cluster's data directory [config: pgdata].
+    #[arg(long, value_name = "DIR")]
+    pub pgdata: Option<PathBuf>,
+    /// libpq connection string, key=value or URI [config: dbname].
+    #[arg(long, short = 'd', value_name = "CONNINFO")]
+    pub dbname: Option<String>,
+    /// Seconds to wait for the switched WAL segment to arrive [default: 60; config: archive-timeout].
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    pub archive_timeout: Option<u64>,
+}
+
+#[derive(clap::Args, Debug, Default, Deserialize, Merge)]
+#[serde(default, rename_all = "kebab-case")]
+#[merge(strategy = merge::option::overwrite_none)]
+pub struct RepairArgs {
+    /// Rebuild catalog.db from the packs and manifest copies (the old
+    /// catalog is moved aside, not deleted).
+    #[arg(long)]
+    #[serde(skip)]
+    #[merge(skip)]
+    pub rebuild_catalog: bool,
+    /// Seconds to wait for a running backup or expire [default: 0; config: lock-wait].
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    pub lock_wait: Option<u64>,
+}
+
+#[derive(clap::Args, Debug, Default, Deserialize, Merge)]
+#[serde(default, rename_all = "kebab-case")]
+#[merge(strategy = merge::option::overwrite_none)]
+pub struct UpgradeArgs {
+    /// The upgraded cluster's data directory [config: pgdata].
+    #[arg(long, value_name = "DIR")]
+    pub pgdata: Option<PathBuf>,
+    /// Seconds to wait for a running backup or expire [default: 0; config: lock-wait].
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    pub lock_wait: Option<u64>,
+}
+
+#[derive(clap::Args, Debug, Default, Deserialize, Merge)]
+#[serde(default, rename_all = "kebab-case")]
+#[merge(strategy = merge::option::overwrite_none)]
 pub struct BackupArgs {
     /// The cluster's data directory [config: pgdata].
     #[arg(long, value_name = "DIR")]
     pub pgdata: Option<PathBuf>,
     /// Backup type [default: incr, or full when there is none yet].
     #[arg(long = "type", value_enum)]
+    #[serde(skip)]
     pub backup_type: Option<TypeArg>,
     /// libpq connection string, key=value or URI [config: dbname].
     #[arg(long, short = 'd', value_name = "CONNINFO")]
@@ -260,9 +302,11 @@ pub struct BackupArgs {
     /// of a burst of writes. Without it PostgreSQL finishes a spread checkpoint
     /// first, which can take up to checkpoint_timeout [config: start-fast].
     #[arg(long)]
+    #[merge(strategy = merge::bool::overwrite_false)]
     pub start_fast: bool,
     /// Read every file, whatever its size and mtime [config: checksum].
     #[arg(long)]
+    #[merge(strategy = merge::bool::overwrite_false)]
     pub checksum: bool,
     /// Seconds to wait for another backup or expire to finish [default: 0; config: lock-wait].
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
@@ -279,18 +323,33 @@ pub struct BackupArgs {
     /// this [default: 1024; config: standby-max-lag-mib].
     #[arg(long, value_name = "MIB", allow_negative_numbers = true)]
     pub standby_max_lag_mib: Option<u64>,
+    /// Retention applied after every successful backup [config only:
+    /// retain-full, retain-diff, retain-days, gc-threshold].
+    #[arg(skip)]
+    pub retain_full: Option<u32>,
+    #[arg(skip)]
+    pub retain_diff: Option<u32>,
+    #[arg(skip)]
+    pub retain_days: Option<f64>,
+    #[arg(skip)]
+    pub gc_threshold: Option<f64>,
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Default, Deserialize, Merge)]
+#[serde(default, rename_all = "kebab-case")]
+#[merge(strategy = merge::option::overwrite_none)]
 #[command(group(clap::ArgGroup::new("recovery_target").multiple(false)
     .args(["target", "target_time", "target_lsn", "target_xid", "target_name"])))]
 pub struct RestoreArgs {
     /// The data directory to write: empty or missing (or, with --delta, a stopped copy).
     #[arg(long, value_name = "DIR")]
+    #[serde(skip)]
+    #[merge(skip)]
     pub pgdata: PathBuf,
     /// restore_command keeps this many WAL segments fetched ahead
     /// (`archive-get --prefetch`) [default: 0; config: archive-get-prefetch].
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    #[serde(rename = "archive-get-prefetch")]
     pub prefetch: Option<usize>,
     /// The spool directory restore_command prefetches into [default:
     /// /var/spool/pgstrata; config: spool-dir].
@@ -298,55 +357,76 @@ pub struct RestoreArgs {
     pub spool_dir: Option<PathBuf>,
     /// Backup id, or `latest` [default: the newest backup that can reach the target].
     #[arg(long, value_name = "ID")]
+    #[serde(skip)]
     pub set: Option<String>,
     /// Stop recovery as soon as the backup is consistent.
     #[arg(long, value_enum)]
+    #[serde(skip)]
     pub target: Option<TargetArg>,
     /// Recover up to this time; a zone is required (e.g. '2026-11-21 08:30:00+00').
     #[arg(long, value_name = "TIME")]
+    #[serde(skip)]
     pub target_time: Option<String>,
     /// Recover up to this LSN (e.g. 0/3000028).
     #[arg(long, value_name = "LSN")]
+    #[serde(skip)]
     pub target_lsn: Option<String>,
     /// Recover up to this transaction id.
     #[arg(long, value_name = "XID")]
+    #[serde(skip)]
     pub target_xid: Option<String>,
     /// Recover up to this restore point (pg_create_restore_point).
     #[arg(long, value_name = "NAME")]
+    #[serde(skip)]
     pub target_name: Option<String>,
     /// Stop just before the target instead of just after it.
     #[arg(long)]
+    #[serde(skip)]
+    #[merge(skip)]
     pub target_exclusive: bool,
     /// What the server does at the target.
     #[arg(long, value_enum)]
+    #[serde(skip)]
     pub target_action: Option<ActionArg>,
     /// Timeline to recover along: current, latest or a number.
     #[arg(long, value_name = "TIMELINE")]
+    #[serde(skip)]
     pub target_timeline: Option<String>,
     /// What the restored server starts as.
     #[arg(long = "type", value_enum, default_value = "recovery")]
+    #[serde(skip)]
+    #[merge(skip)]
     pub restore_type: RestoreTypeArg,
     /// primary_conninfo for a standby (with --type standby).
     #[arg(long, value_name = "CONNINFO")]
+    #[serde(skip)]
     pub primary_conninfo: Option<String>,
     /// Update a stopped copy of this cluster in place: rewrite only blocks that differ.
     #[arg(long)]
+    #[serde(skip)]
+    #[merge(skip)]
     pub delta: bool,
     /// Restore tablespace OID into DIR (repeatable).
     #[arg(long, value_name = "OID=DIR")]
+    #[serde(skip)]
+    #[merge(skip)]
     pub tablespace_map: Vec<String>,
     /// Restore every other tablespace into DIR/<oid>.
     #[arg(long, value_name = "DIR")]
+    #[serde(skip)]
     pub tablespace_map_all: Option<PathBuf>,
     /// Recreate the backup's symbolic links inside the data directory (other
     /// than tablespaces), writing what a linked file or directory holds at its
     /// destination [default: restore them as regular files and directories;
     /// config: link-all].
     #[arg(long)]
+    #[merge(strategy = merge::bool::overwrite_false)]
     pub link_all: bool,
     /// Recreate link PATH (relative to the data directory), leading to DEST
     /// (repeatable).
     #[arg(long, value_name = "PATH=DEST")]
+    #[serde(skip)]
+    #[merge(skip)]
     pub link_map: Vec<String>,
     /// Parallel workers [default: CPUs, at most 8; config: workers].
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
@@ -355,10 +435,13 @@ pub struct RestoreArgs {
     /// backup's archive_mode and archive_command (a restore that replaces the
     /// primary) [default: off].
     #[arg(long, value_enum, default_value = "off")]
+    #[serde(skip)]
+    #[merge(skip)]
     pub archive_mode: ArchiveModeArg,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum QueueFullArg {
     /// Fail: PostgreSQL keeps the WAL and retries (pg_wal grows).
     Retry,
@@ -367,15 +450,18 @@ pub enum QueueFullArg {
     Drop,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
 pub enum ArchiveModeArg {
     /// The restored copy does not archive.
+    #[default]
     Off,
     /// The restored copy keeps the backup's archiving settings.
     Preserve,
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Default, Deserialize, Merge)]
+#[serde(default, rename_all = "kebab-case")]
+#[merge(strategy = merge::option::overwrite_none)]
 pub struct ExpireArgs {
     /// Keep this many full backups (their diffs and incrs go with older fulls) [config: retain-full].
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
@@ -388,9 +474,12 @@ pub struct ExpireArgs {
     pub retain_days: Option<f64>,
     /// Expire exactly this backup.
     #[arg(long, value_name = "ID")]
+    #[serde(skip)]
     pub set: Option<String>,
     /// Print the plan and change nothing.
     #[arg(long)]
+    #[serde(skip)]
+    #[merge(skip)]
     pub dry_run: bool,
     /// Rewrite packs whose live share falls below PCT percent [default: 50; config: gc-threshold].
     #[arg(long, value_name = "PCT", allow_negative_numbers = true)]
@@ -400,41 +489,79 @@ pub struct ExpireArgs {
     pub lock_wait: Option<u64>,
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Default, Deserialize, Merge)]
+#[serde(default, rename_all = "kebab-case")]
+#[merge(strategy = merge::option::overwrite_none)]
 #[command(group(clap::ArgGroup::new("drill_target").multiple(false)
     .args(["target", "target_time", "target_lsn", "target_xid", "target_name"])))]
 pub struct DrillArgs {
     /// Backup id, or `latest` [default: the newest backup that can reach the target].
     #[arg(long, value_name = "ID")]
+    #[serde(skip)]
     pub set: Option<String>,
     /// Stop recovery as soon as the backup is consistent.
     #[arg(long, value_enum)]
+    #[serde(skip)]
     pub target: Option<TargetArg>,
     /// Recover up to this time; a zone is required (e.g. '2026-11-21 08:30:00+00').
     #[arg(long, value_name = "TIME")]
+    #[serde(skip)]
     pub target_time: Option<String>,
     /// Recover up to this LSN (e.g. 0/3000028).
     #[arg(long, value_name = "LSN")]
+    #[serde(skip)]
     pub target_lsn: Option<String>,
     /// Recover up to this transaction id.
     #[arg(long, value_name = "XID")]
+    #[serde(skip)]
     pub target_xid: Option<String>,
     /// Recover up to this restore point (pg_create_restore_point).
     #[arg(long, value_name = "NAME")]
+    #[serde(skip)]
     pub target_name: Option<String>,
     /// Stop just before the target instead of just after it.
     #[arg(long)]
+    #[serde(skip)]
+    #[merge(skip)]
     pub target_exclusive: bool,
     /// Timeline to recover along: current, latest or a number.
     #[arg(long, value_name = "TIMELINE")]
+    #[serde(skip)]
     pub target_timeline: Option<String>,
+    /// The `[drill]` table of the config file.
+    #[command(flatten)]
+    #[merge(strategy = Merge::merge)]
+    pub drill: DrillTable,
+    /// Keep the restored copy (stopped) instead of removing it.
+    #[arg(long)]
+    #[serde(skip)]
+    #[merge(skip)]
+    pub keep: bool,
+    /// Parallel restore workers [default: CPUs, at most 8; config: workers].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub workers: Option<usize>,
+    /// Output format of the report.
+    #[arg(long, value_enum, default_value = "text")]
+    #[serde(skip)]
+    #[merge(skip)]
+    pub output: OutputArg,
+    /// Same as --output json.
+    #[arg(long)]
+    #[serde(skip)]
+    #[merge(skip)]
+    pub json: bool,
+}
+
+/// `[drill]` in the config file: options of `drill` that are kept in their
+/// own table, the server settings of the copy and the SQL checks.
+#[derive(clap::Args, Debug, Default, Deserialize, Merge)]
+#[serde(default, rename_all = "kebab-case")]
+#[merge(strategy = merge::option::overwrite_none)]
+pub struct DrillTable {
     /// Restore here: an empty or missing directory [default: a new one under
     /// $TMPDIR; config: drill.scratch].
     #[arg(long, value_name = "DIR")]
     pub scratch: Option<PathBuf>,
-    /// Keep the restored copy (stopped) instead of removing it.
-    #[arg(long)]
-    pub keep: bool,
     /// PostgreSQL server binaries of the backup's major [default: pg_config
     /// --bindir or /usr/lib/postgresql/MAJOR/bin; config: drill.pg-bindir].
     #[arg(long, value_name = "DIR")]
@@ -446,21 +573,33 @@ pub struct DrillArgs {
     /// [default: 3600; config: drill.timeout].
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub timeout: Option<u64>,
-    /// Parallel restore workers [default: CPUs, at most 8; config: workers].
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
-    pub workers: Option<usize>,
-    /// Output format of the report.
-    #[arg(long, value_enum, default_value = "text")]
-    pub output: OutputArg,
-    /// Same as --output json.
-    #[arg(long)]
-    pub json: bool,
+    /// Run pg_amcheck [default: true; config only: drill.amcheck].
+    #[arg(skip)]
+    pub amcheck: Option<bool>,
+    /// Server settings for the copy, e.g. `shared_buffers = "128MB"`
+    /// [config only: drill.settings].
+    #[arg(skip)]
+    #[merge(strategy = from_the_file)]
+    pub settings: toml::Table,
+    /// SQL checks [config only: `[[drill.check]]`].
+    #[arg(skip)]
+    #[merge(strategy = from_the_file)]
+    pub check: Vec<pgstrata::DrillCheck>,
 }
 
-#[derive(clap::Args, Debug)]
+/// For settings only the config file has: the file's value.
+fn from_the_file<T>(left: &mut T, right: T) {
+    *left = right;
+}
+
+#[derive(clap::Args, Debug, Default, Deserialize, Merge)]
+#[serde(default, rename_all = "kebab-case")]
+#[merge(strategy = merge::option::overwrite_none)]
 pub struct ArchivePushArgs {
     /// The WAL file to archive (PostgreSQL's %p).
     #[arg(value_name = "PATH")]
+    #[serde(skip)]
+    #[merge(skip)]
     pub path: PathBuf,
     /// zstd level for the archived file, 1 to 22 [default: 3; config: compress-level].
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
@@ -469,6 +608,8 @@ pub struct ArchivePushArgs {
     /// pg_wal/archive_status and pushes several files at once; exit 0
     /// once this file is durable in the repository [config: archive-async].
     #[arg(long = "async")]
+    #[serde(rename = "archive-async")]
+    #[merge(strategy = merge::bool::overwrite_false)]
     pub async_push: bool,
     /// Where the pusher keeps its state [default: /var/spool/pgstrata; config: spool-dir].
     #[arg(long, value_name = "DIR")]
@@ -488,7 +629,9 @@ pub struct ArchivePushArgs {
     pub workers: Option<usize>,
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Default, Deserialize, Merge)]
+#[serde(default, rename_all = "kebab-case")]
+#[merge(strategy = merge::option::overwrite_none)]
 pub struct ArchiveGetArgs {
     /// Which entry of the cluster's history the WAL belongs to (restore
     /// writes it for backups taken after a `pgstrata upgrade`) [default: 1].
@@ -498,16 +641,23 @@ pub struct ArchiveGetArgs {
         default_value_t = 1,
         allow_negative_numbers = true
     )]
+    #[serde(skip)]
+    #[merge(skip)]
     pub history: u32,
     /// The WAL file's name (PostgreSQL's %f).
     #[arg(value_name = "NAME")]
+    #[serde(skip)]
+    #[merge(skip)]
     pub name: String,
     /// Where to write it (PostgreSQL's %p).
     #[arg(value_name = "DEST")]
+    #[serde(skip)]
+    #[merge(skip)]
     pub dest: PathBuf,
     /// Keep this many segments fetched ahead for recovery, in the spool
     /// directory; 0: no prefetching [default: 0; config: archive-get-prefetch].
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    #[serde(rename = "archive-get-prefetch")]
     pub prefetch: Option<usize>,
     /// Where prefetched segments wait [default: /var/spool/pgstrata; config: spool-dir].
     #[arg(long, value_name = "DIR")]

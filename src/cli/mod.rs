@@ -25,7 +25,7 @@ use pgstrata::{
 
 use archiving::AsyncSettings;
 pub use args::Cli;
-pub use config::FileConfig;
+pub use config::ConfigFile;
 use invocation::SelfCommand;
 pub use render::error::error as render_error;
 use render::{out, print_expire, print_verify, say};
@@ -41,7 +41,7 @@ pub enum Outcome {
 
 /// Resolve and run. A usage mistake is `Err(Ok(Usage))` (exit 2), a failure
 /// `Err(Err(e))` (exit 1).
-pub fn run(cli: Cli, cfg: &FileConfig) -> Result<Outcome, Result<Usage, anyhow::Error>> {
+pub fn run(cli: Cli, cfg: &ConfigFile) -> Result<Outcome, Result<Usage, anyhow::Error>> {
     match Settings::resolve(cli, cfg).map_err(Ok)? {
         Ok(s) => execute(s).map_err(Err),
         Err(Standalone::Completions(shell)) => {

@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use pgstrata::{Location, S3Backend, S3Config};
 
-use super::args::{Cli, UriStyleArg};
-use super::config::FileConfig;
+use super::args::{GlobalArgs, UriStyleArg};
 use super::settings::{usage, R};
 
 pub enum RepoSpec {
@@ -51,8 +50,8 @@ impl RepoSpec {
 }
 
 /// The repository named by `--repo` (or the config), with its settings.
-pub fn resolve(cli: &Cli, cfg: &FileConfig) -> R<Option<RepoSpec>> {
-    let Some(repo) = cli.repo.clone().or(cfg.repo.clone()) else {
+pub fn resolve(g: &GlobalArgs) -> R<Option<RepoSpec>> {
+    let Some(repo) = g.repo.clone() else {
         return Ok(None);
     };
     let Some(url) = repo.to_str().filter(|s| s.starts_with("s3://")) else {
@@ -65,26 +64,19 @@ pub fn resolve(cli: &Cli, cfg: &FileConfig) -> R<Option<RepoSpec>> {
     };
     let mut config =
         S3Config::from_url(url).or_else(|e| usage(super::render::error::library_error(&e)))?;
-    let endpoint = cli.s3_endpoint.clone().or(cfg.s3_endpoint.clone());
-    let style = cli
-        .s3_uri_style
-        .or(cfg.s3_uri_style)
-        .unwrap_or(match endpoint {
-            Some(_) => UriStyleArg::Path,
-            None => UriStyleArg::Host,
-        });
-    let region = cli
+    let endpoint = g.s3_endpoint.clone();
+    let style = g.s3_uri_style.unwrap_or(match endpoint {
+        Some(_) => UriStyleArg::Path,
+        None => UriStyleArg::Host,
+    });
+    let region = g
         .s3_region
         .clone()
-        .or(cfg.s3_region.clone())
         .or_else(|| std::env::var("AWS_REGION").ok())
         .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
         .unwrap_or_else(|| "us-east-1".into());
-    let ca_file = cli.s3_ca_file.clone().or(cfg.s3_ca_file.clone());
-    let storage_class = cli
-        .s3_storage_class
-        .clone()
-        .or(cfg.s3_storage_class.clone());
+    let ca_file = g.s3_ca_file.clone();
+    let storage_class = g.s3_storage_class.clone();
     if let Some(f) = &ca_file {
         if !f.is_file() {
             return usage(format!("--s3-ca-file {}: no such file", f.display()));
@@ -117,11 +109,7 @@ pub fn resolve(cli: &Cli, cfg: &FileConfig) -> R<Option<RepoSpec>> {
     if let Some(c) = &storage_class {
         args.extend(["--s3-storage-class".into(), c.into()]);
     }
-    let base = cli
-        .cache_dir
-        .clone()
-        .or(cfg.cache_dir.clone())
-        .unwrap_or_else(default_cache_base);
+    let base = g.cache_dir.clone().unwrap_or_else(default_cache_base);
     let cache_dir = base.join(cache_name(url, endpoint.as_deref()));
     Ok(Some(RepoSpec::S3(Box::new(S3Spec {
         url: url.trim_end_matches('/').to_string(),

@@ -1,7 +1,9 @@
-//! Options resolved into one validated value per command. Precedence:
-//! command line, then environment (`PGSTRATA_REPO`, libpq's `PG*`), then
-//! the config file, then defaults. Every usage mistake is found here, before
-//! any work, and exits with status 2.
+//! Options resolved into one validated value per command. The settings are
+//! defined in `args`; `config` layers the file under the command line
+//! (command line, then environment such as `PGSTRATA_REPO` or libpq's `PG*`,
+//! then the config file, then defaults). This module only validates and
+//! turns them into the library's options. Every usage mistake is found here,
+//! before any work, and exits with status 2.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,12 +17,12 @@ use pgstrata::{
 };
 
 use super::archiving::{self, AsyncSettings};
-use super::args::DrillArgs;
 use super::args::{
-    ActionArg, ArchiveModeArg, BackupArgs, Cli, Command, ExpireArgs, OutputArg, RestoreArgs,
-    RestoreTypeArg, ShellArg, TargetArg, TypeArg,
+    ActionArg, ArchiveModeArg, BackupArgs, CheckArgs, Cli, Command, DrillArgs, DrillTable,
+    ExpireArgs, GlobalArgs, OutputArg, RepairArgs, RestoreArgs, RestoreTypeArg, ShellArg,
+    TargetArg, TypeArg, UpgradeArgs,
 };
-use super::config::FileConfig;
+use super::config::ConfigFile;
 use super::invocation::{Globals, SelfCommand};
 use super::remote::{self, RepoSpec};
 
@@ -125,9 +127,12 @@ pub enum Standalone {
 
 impl Settings {
     /// Resolve; `Ok(Err(..))` for the commands that need no repository.
-    pub fn resolve(cli: Cli, cfg: &FileConfig) -> R<Result<Settings, Standalone>> {
-        let passphrase = passphrase_source(&cli, cfg)?;
-        let repo = remote::resolve(&cli, cfg)?;
+    pub fn resolve(cli: Cli, cfg: &ConfigFile) -> R<Result<Settings, Standalone>> {
+        let given = cli.global;
+        let in_file: GlobalArgs = cfg.read().map_err(Usage)?;
+        let passphrase = passphrase_source(&given, &in_file)?;
+        let global = cfg.under(given.clone()).map_err(Usage)?;
+        let repo = remote::resolve(&global)?;
         let command = match cli.command {
             Command::Completions { shell } => return Ok(Err(Standalone::Completions(shell))),
             Command::Man => return Ok(Err(Standalone::Man)),
@@ -140,20 +145,18 @@ impl Settings {
             );
         };
 
-        let cluster = cli
-            .cluster
-            .clone()
-            .or(cfg.cluster.clone())
-            .unwrap_or_else(|| "main".into());
-        let mut run = run_of(command, cli.cluster.clone(), cfg, passphrase.is_some())?;
+        let cluster = global.cluster.clone().unwrap_or_else(|| "main".into());
+        let mut run = run_of(command, global.cluster.clone(), cfg, passphrase.is_some())?;
+        // Commands started by this one read the same file: they are given
+        // only what was given here.
         let mut invocation = SelfCommand::new(
             &repo,
             &Globals {
-                config: cli.config.as_deref(),
-                cache_dir: cli.cache_dir.as_deref(),
-                log_level: cli.log_level.as_deref(),
-                passphrase_file: cli.passphrase_file.as_deref(),
-                passphrase_command: cli.passphrase_command.as_deref(),
+                config: given.config.as_deref(),
+                cache_dir: given.cache_dir.as_deref(),
+                log_level: given.log_level.as_deref(),
+                passphrase_file: given.passphrase_file.as_deref(),
+                passphrase_command: given.passphrase_command.as_deref(),
             },
         );
         if let Run::Restore {
@@ -175,8 +178,8 @@ impl Settings {
         Ok(Ok(Settings {
             repo,
             cluster,
-            cluster_given: cli.cluster,
-            quiet: cli.quiet,
+            cluster_given: given.cluster,
+            quiet: given.quiet,
             passphrase,
             invocation,
             command: run,
@@ -188,7 +191,7 @@ impl Settings {
 fn run_of(
     command: Command,
     cluster: Option<String>,
-    cfg: &FileConfig,
+    cfg: &ConfigFile,
     has_passphrase: bool,
 ) -> R<Run> {
     Ok(match command {
@@ -202,46 +205,48 @@ fn run_of(
         } => Run::ChangePassphrase {
             new: new_passphrase(new_passphrase_file, new_passphrase_command)?,
         },
-        Command::Backup(a) => backup(a, cfg)?,
-        Command::Restore(a) => restore(*a, cfg)?,
+        Command::Backup(a) => backup(under(cfg, a)?)?,
+        Command::Restore(a) => restore(under(cfg, *a)?)?,
         Command::Expire(a) => expire(a, cfg)?,
-        Command::ArchivePush(a) => archiving::push(a, cfg)?,
-        Command::ArchiveGet(a) => archiving::get(a, cfg)?,
+        Command::ArchivePush(a) => archiving::push(under(cfg, a)?)?,
+        Command::ArchiveGet(a) => archiving::get(under(cfg, a)?)?,
         Command::ArchivePushWorker(a) => archiving::push_worker(a),
         Command::ArchiveGetWorker(a) => archiving::get_worker(a),
-        Command::Upgrade { pgdata, lock_wait } => Run::Upgrade {
-            pgdata: pgdata_of(pgdata, cfg)?,
-            lock_wait: Duration::from_secs(lock_wait.or(cfg.lock_wait).unwrap_or(0)),
-        },
+        Command::Upgrade(a) => {
+            let UpgradeArgs { pgdata, lock_wait } = under(cfg, a)?;
+            Run::Upgrade {
+                pgdata: pgdata_of(pgdata)?,
+                lock_wait: Duration::from_secs(lock_wait.unwrap_or(0)),
+            }
+        }
         Command::Info { output } => Run::Info {
             json: matches!(output, OutputArg::Json),
         },
         Command::Verify { set, output } => Run::Verify {
-            opts: VerifyOptions {
-                set,
-                cluster: cluster.or(cfg.cluster.clone()),
-            },
+            opts: VerifyOptions { set, cluster },
             json: matches!(output, OutputArg::Json),
         },
-        Command::Check {
-            pgdata,
-            dbname,
-            archive_timeout,
-        } => check(pgdata, dbname, archive_timeout, cfg)?,
-        Command::Repair {
-            rebuild_catalog,
-            lock_wait,
-        } => {
+        Command::Check(a) => check(under(cfg, a)?)?,
+        Command::Repair(a) => {
+            let RepairArgs {
+                rebuild_catalog,
+                lock_wait,
+            } = under(cfg, a)?;
             if !rebuild_catalog {
                 return usage("nothing to repair: say what, e.g. --rebuild-catalog");
             }
             Run::Repair {
-                lock_wait: Duration::from_secs(lock_wait.or(cfg.lock_wait).unwrap_or(0)),
+                lock_wait: Duration::from_secs(lock_wait.unwrap_or(0)),
             }
         }
-        Command::Drill(a) => drill(*a, cfg)?,
+        Command::Drill(a) => drill(under(cfg, *a)?)?,
         Command::Completions { .. } | Command::Man => unreachable_standalone()?,
     })
+}
+
+/// A command's settings: the command line, then the config file.
+fn under<T: serde::de::DeserializeOwned + merge::Merge>(cfg: &ConfigFile, given: T) -> R<T> {
+    cfg.under(given).map_err(Usage)
 }
 
 fn init(group_readable: bool, encrypt: bool, has_passphrase: bool) -> R<Run> {
@@ -258,11 +263,11 @@ fn init(group_readable: bool, encrypt: bool, has_passphrase: bool) -> R<Run> {
 }
 
 /// The command line first, then the environment, then the config file.
-fn passphrase_source(cli: &Cli, cfg: &FileConfig) -> R<Option<PassphraseSource>> {
-    if let Some(f) = &cli.passphrase_file {
+fn passphrase_source(given: &GlobalArgs, cfg: &GlobalArgs) -> R<Option<PassphraseSource>> {
+    if let Some(f) = &given.passphrase_file {
         return Ok(Some(PassphraseSource::File(f.clone())));
     }
-    if let Some(c) = &cli.passphrase_command {
+    if let Some(c) = &given.passphrase_command {
         return Ok(Some(PassphraseSource::Command(c.clone())));
     }
     if std::env::var_os(PASSPHRASE_ENV).is_some() {
@@ -293,15 +298,10 @@ fn new_passphrase(file: Option<PathBuf>, command: Option<String>) -> R<Passphras
     }
 }
 
-fn check(
-    pgdata: Option<PathBuf>,
-    dbname: Option<String>,
-    archive_timeout: Option<u64>,
-    cfg: &FileConfig,
-) -> R<Run> {
-    let mut o = CheckOptions::new(pgdata_of(pgdata, cfg)?);
-    o.dbname = dbname.or(cfg.dbname.clone());
-    if let Some(t) = archive_timeout.or(cfg.archive_timeout) {
+fn check(a: CheckArgs) -> R<Run> {
+    let mut o = CheckOptions::new(pgdata_of(a.pgdata)?);
+    o.dbname = a.dbname;
+    if let Some(t) = a.archive_timeout {
         o.archive_timeout = Duration::from_secs(t);
     }
     Ok(Run::Check { opts: o })
@@ -311,8 +311,8 @@ fn unreachable_standalone() -> R<Run> {
     usage("internal: standalone command reached the repository commands")
 }
 
-fn pgdata_of(pgdata: Option<PathBuf>, cfg: &FileConfig) -> R<PathBuf> {
-    match pgdata.or(cfg.pgdata.clone()) {
+fn pgdata_of(pgdata: Option<PathBuf>) -> R<PathBuf> {
+    match pgdata {
         Some(p) => Ok(p),
         None => usage("no data directory given: use --pgdata DIR or pgdata in the config file"),
     }
@@ -357,33 +357,33 @@ fn retention(full: Option<u32>, diff: Option<u32>, days: Option<f64>) -> R<Reten
     })
 }
 
-fn backup(a: BackupArgs, cfg: &FileConfig) -> R<Run> {
-    let mut o = BackupOptions::new(pgdata_of(a.pgdata, cfg)?);
-    o.dbname = a.dbname.or(cfg.dbname.clone());
+fn backup(a: BackupArgs) -> R<Run> {
+    let mut o = BackupOptions::new(pgdata_of(a.pgdata)?);
+    o.dbname = a.dbname;
     o.backup_type = a.backup_type.map(|t| match t {
         TypeArg::Full => BackupType::Full,
         TypeArg::Diff => BackupType::Diff,
         TypeArg::Incr => BackupType::Incr,
     });
-    if let Some(l) = level(a.compress_level.or(cfg.compress_level))? {
+    if let Some(l) = level(a.compress_level)? {
         o.compress_level = l;
     }
-    if let Some(w) = workers(a.workers.or(cfg.workers))? {
+    if let Some(w) = workers(a.workers)? {
         o.workers = w;
     }
-    if let Some(t) = a.archive_timeout.or(cfg.archive_timeout) {
+    if let Some(t) = a.archive_timeout {
         o.archive_timeout = Duration::from_secs(t);
     }
-    o.start_fast = a.start_fast || cfg.start_fast.unwrap_or(false);
-    o.primary_dbname = a.primary_dbname.or(cfg.primary_dbname.clone());
-    if let Some(m) = a.standby_max_lag_mib.or(cfg.standby_max_lag_mib) {
+    o.start_fast = a.start_fast;
+    o.primary_dbname = a.primary_dbname;
+    if let Some(m) = a.standby_max_lag_mib {
         o.standby_max_lag = m.saturating_mul(1 << 20);
     }
-    o.checksum = a.checksum || cfg.checksum.unwrap_or(false);
-    if let Some(w) = a.lock_wait.or(cfg.lock_wait) {
+    o.checksum = a.checksum;
+    if let Some(w) = a.lock_wait {
         o.lock_wait = Duration::from_secs(w);
     }
-    match a.pack_size_mib.or(cfg.pack_size_mib) {
+    match a.pack_size_mib {
         Some(m) if !(1..=4096).contains(&m) => {
             return usage("--pack-size-mib must be between 1 and 4096")
         }
@@ -391,13 +391,13 @@ fn backup(a: BackupArgs, cfg: &FileConfig) -> R<Run> {
         None => {}
     }
     // Retention in the config file: every successful backup expires.
-    let r = retention(cfg.retain_full, cfg.retain_diff, cfg.retain_days)?;
+    let r = retention(a.retain_full, a.retain_diff, a.retain_days)?;
     let auto_expire = if r.is_empty() {
         None
     } else {
         let mut eo = ExpireOptions::new(r);
-        eo.gc_threshold = gc_threshold(cfg.gc_threshold)?;
-        eo.lock_wait = Duration::from_secs(cfg.lock_wait.unwrap_or(60));
+        eo.gc_threshold = gc_threshold(a.gc_threshold)?;
+        eo.lock_wait = Duration::from_secs(a.lock_wait.unwrap_or(60));
         Some(eo)
     };
     Ok(Run::Backup {
@@ -406,20 +406,20 @@ fn backup(a: BackupArgs, cfg: &FileConfig) -> R<Run> {
     })
 }
 
-fn expire(a: ExpireArgs, cfg: &FileConfig) -> R<Run> {
-    let on_cli = a.retain_full.is_some()
-        || a.retain_diff.is_some()
-        || a.retain_days.is_some()
-        || a.set.is_some();
-    let mut r = if on_cli {
-        retention(a.retain_full, a.retain_diff, a.retain_days)?
-    } else {
-        retention(cfg.retain_full, cfg.retain_diff, cfg.retain_days)?
-    };
+/// Retention given on the command line replaces the config file's as a
+/// whole: `--retain-days 7` does not keep the file's `retain-full` too.
+fn expire(given: ExpireArgs, cfg: &ConfigFile) -> R<Run> {
+    let on_cli = (given.retain_full, given.retain_diff, given.retain_days);
+    let whole = on_cli != (None, None, None) || given.set.is_some();
+    let mut a = under(cfg, given)?;
+    if whole {
+        (a.retain_full, a.retain_diff, a.retain_days) = on_cli;
+    }
+    let mut r = retention(a.retain_full, a.retain_diff, a.retain_days)?;
     r.set = a.set;
     let mut o = ExpireOptions::new(r);
-    o.gc_threshold = gc_threshold(a.gc_threshold.or(cfg.gc_threshold))?;
-    if let Some(w) = a.lock_wait.or(cfg.lock_wait) {
+    o.gc_threshold = gc_threshold(a.gc_threshold)?;
+    if let Some(w) = a.lock_wait {
         o.lock_wait = Duration::from_secs(w);
     }
     Ok(Run::Expire {
@@ -428,10 +428,10 @@ fn expire(a: ExpireArgs, cfg: &FileConfig) -> R<Run> {
     })
 }
 
-fn restore(a: RestoreArgs, cfg: &FileConfig) -> R<Run> {
+fn restore(a: RestoreArgs) -> R<Run> {
     let mut o = RestoreOptions::new(a.pgdata);
     let mut prefetch = None;
-    if let Some((spool, n)) = archiving::prefetch(a.prefetch, a.spool_dir, cfg) {
+    if let Some((spool, n)) = archiving::prefetch(a.prefetch, a.spool_dir) {
         // PostgreSQL runs restore_command in the data directory: a relative
         // spool would land inside it.
         let spool = match std::path::absolute(&spool) {
@@ -490,7 +490,7 @@ fn restore(a: RestoreArgs, cfg: &FileConfig) -> R<Run> {
         o.tablespace_map.push((oid, PathBuf::from(dir)));
     }
     o.tablespace_map_all = a.tablespace_map_all;
-    o.link_all = a.link_all || cfg.link_all.unwrap_or(false);
+    o.link_all = a.link_all;
     for m in a.link_map {
         match m.split_once('=') {
             Some((path, dest)) if !path.is_empty() && !dest.is_empty() => o
@@ -499,7 +499,7 @@ fn restore(a: RestoreArgs, cfg: &FileConfig) -> R<Run> {
             _ => return usage(format!("--link-map {m:?}: expected PATH=DEST")),
         }
     }
-    if let Some(w) = workers(a.workers.or(cfg.workers))? {
+    if let Some(w) = workers(a.workers)? {
         o.workers = w;
     }
     Ok(Run::Restore { opts: o, prefetch })
@@ -542,8 +542,16 @@ fn recovery(
     })
 }
 
-fn drill(a: DrillArgs, cfg: &FileConfig) -> R<Run> {
-    let dc = cfg.drill.as_ref();
+fn drill(a: DrillArgs) -> R<Run> {
+    let DrillTable {
+        scratch,
+        pg_bindir,
+        db_user,
+        timeout,
+        amcheck,
+        settings,
+        check,
+    } = a.drill;
     let mut o = DrillOptions {
         set: a.set,
         recovery: recovery(
@@ -553,12 +561,12 @@ fn drill(a: DrillArgs, cfg: &FileConfig) -> R<Run> {
             a.target_xid,
             a.target_name,
         )?,
-        scratch: a.scratch.or(dc.and_then(|d| d.scratch.clone())),
+        scratch,
         keep: a.keep,
-        pg_bindir: a.pg_bindir.or(dc.and_then(|d| d.pg_bindir.clone())),
-        db_user: a.db_user.or(dc.and_then(|d| d.db_user.clone())),
-        amcheck: dc.and_then(|d| d.amcheck).unwrap_or(true),
-        checks: dc.map(|d| d.check.clone()).unwrap_or_default(),
+        pg_bindir,
+        db_user,
+        amcheck: amcheck.unwrap_or(true),
+        checks: check,
         ..Default::default()
     };
     if a.target_exclusive
@@ -577,15 +585,15 @@ fn drill(a: DrillArgs, cfg: &FileConfig) -> R<Run> {
         Some(Ok(t)) => Some(t),
         None => None,
     };
-    match a.timeout.or(dc.and_then(|d| d.timeout)) {
+    match timeout {
         Some(0) => return usage("--timeout must be at least 1 second"),
         Some(t) => o.timeout = Duration::from_secs(t),
         None => {}
     }
-    if let Some(w) = workers(a.workers.or(cfg.workers))? {
+    if let Some(w) = workers(a.workers)? {
         o.workers = w;
     }
-    o.settings = drill_settings(dc)?;
+    o.settings = drill_settings(&settings)?;
     let mut names = std::collections::HashSet::new();
     for c in &o.checks {
         if c.name.trim().is_empty() || !names.insert(c.name.as_str()) {
@@ -603,9 +611,9 @@ fn drill(a: DrillArgs, cfg: &FileConfig) -> R<Run> {
 
 /// `[drill.settings]`: strings as they are, numbers and booleans as TOML
 /// writes them.
-fn drill_settings(dc: Option<&super::config::DrillConfig>) -> R<Vec<(String, String)>> {
+fn drill_settings(settings: &toml::Table) -> R<Vec<(String, String)>> {
     let mut out = Vec::new();
-    for (k, v) in dc.map(|d| &d.settings).into_iter().flatten() {
+    for (k, v) in settings {
         let v = match v {
             toml::Value::String(s) => s.clone(),
             toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => {
