@@ -57,7 +57,9 @@ pub use commands::verify::{
     run as verify, BackupVerdict, Problem, ProblemKind, VerifyOptions, VerifyReport,
 };
 pub use error::{Error, Hint, Result, Setting};
+pub use format::walsummary::{BlockUnion, WalSummary};
 pub use format::{BackupType, ChunkId};
+pub use pg::walblocks::{BlockRef, Head, RelFork, Tail, WalEvent};
 pub use pg::Lsn;
 pub use progress::{Bar, Lines, Progress, Silent};
 pub use repo::Invocation;

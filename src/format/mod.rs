@@ -25,6 +25,7 @@ pub(crate) mod manifest;
 pub(crate) mod pack;
 pub(crate) mod tailhash;
 pub(crate) mod wal;
+pub(crate) mod walsummary;
 
 pub use blockmap::BlockMap;
 pub(crate) use chunk::Fingerprint;

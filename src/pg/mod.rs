@@ -13,6 +13,8 @@ pub(crate) mod server;
 pub(crate) mod tls;
 pub(crate) mod version;
 pub(crate) mod wal;
+pub(crate) mod walblocks;
+pub(crate) mod walpage;
 pub(crate) mod walrecord;
 
 pub use lsn::Lsn;

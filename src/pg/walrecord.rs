@@ -1,23 +1,12 @@
-//! A small WAL record reader that finds `XLOG_RESTORE_POINT` records
-//! (`pg_create_restore_point`) in archived segments, for PostgreSQL 14–18
-//! (the page and record header layouts are the same in all of them).
-//!
-//! Segments are fed in LSN order; a record that crosses a page or segment
-//! boundary is carried over when the next page continues it. A page whose
-//! address is not where it should be (a recycled or zeroed page) ends any
-//! record in progress. Only small records are buffered: restore points are
-//! about a hundred bytes, larger records are skipped by length.
+//! Finds `XLOG_RESTORE_POINT` records (`pg_create_restore_point`) in
+//! archived segments, for PostgreSQL 14–18, over the page walk of
+//! [`crate::pg::walpage`]. Only small records are buffered: restore points
+//! are about a hundred bytes, larger records are skipped by length.
 
-use crate::error::{Error, Result};
-use crate::pg::wal::LongPageHeader;
+use crate::error::Result;
+use crate::pg::walpage::{u32_at, RecordVisitor, WalWalker, RECORD_HEADER};
 use crate::pg::Lsn;
 
-const XLP_FIRST_IS_CONTRECORD: u16 = 0x0001;
-const XLP_LONG_HEADER: u16 = 0x0002;
-const SHORT_HEADER: usize = 24;
-const LONG_HEADER: usize = 40;
-/// `SizeOfXLogRecord`.
-const RECORD_HEADER: usize = 24;
 const RM_XLOG_ID: u8 = 0;
 const XLOG_RESTORE_POINT: u8 = 0x70;
 const XLR_BLOCK_ID_DATA_SHORT: u8 = 255;
@@ -39,33 +28,16 @@ pub(crate) struct RestorePoint {
     pub time_us: i64,
 }
 
-struct Pending {
-    start: u64,
-    total: usize,
-    got: usize,
-    buf: Vec<u8>,
-}
-
 /// Feeds segments in order; collects the restore points found.
 #[derive(Default)]
 pub(crate) struct RestorePointScanner {
-    pending: Option<Pending>,
-    next: Option<u64>,
+    walker: WalWalker,
     pub found: Vec<RestorePoint>,
 }
 
-fn u16_at(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
-}
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    (u64::from(u32_at(b, o + 4)) << 32) | u64::from(u32_at(b, o))
-}
-fn align8(n: usize) -> usize {
-    (n + 7) & !7
-}
+/// The restore points of one walk.
+#[derive(Default)]
+struct Found(Vec<RestorePoint>);
 
 impl RestorePointScanner {
     pub(crate) fn new() -> Self {
@@ -74,103 +46,36 @@ impl RestorePointScanner {
 
     /// Read one whole segment that starts at `start`.
     pub(crate) fn feed_segment(&mut self, start: Lsn, data: &[u8], what: &str) -> Result<()> {
-        if self.next != Some(start.0) {
-            self.pending = None;
-        }
-        let h = LongPageHeader::parse(data, what)?;
-        let blcksz = h.block_size as usize;
-        if !(1024..=65536).contains(&blcksz)
-            || !blcksz.is_power_of_two()
-            || data.len() % blcksz != 0
-        {
-            return Err(Error::corrupt(
-                what,
-                format!(
-                    "WAL block size {blcksz} does not fit a {} byte segment",
-                    data.len()
-                ),
-            ));
-        }
-        for (i, page) in data.chunks(blcksz).enumerate() {
-            self.page(start.0 + (i * blcksz) as u64, page, h.magic);
-        }
-        self.next = Some(start.0 + data.len() as u64);
-        Ok(())
+        let mut found = Found(std::mem::take(&mut self.found));
+        let r = self.walker.feed_segment(start, data, what, &mut found);
+        self.found = found.0;
+        r.map(|_| ())
     }
+}
 
-    fn page(&mut self, addr: u64, page: &[u8], magic: u16) {
-        let info = u16_at(page, 2);
-        if u16_at(page, 0) != magic || u64_at(page, 8) != addr {
-            self.pending = None;
-            return;
-        }
-        let len = page.len();
-        let hdr = if info & XLP_LONG_HEADER != 0 {
-            LONG_HEADER
+impl RecordVisitor for Found {
+    fn keep(&self, header: &[u8], total: usize) -> usize {
+        if is_restore_point(header) && total <= BUFFER_LIMIT {
+            total
         } else {
-            SHORT_HEADER
-        };
-        let mut pos = hdr;
-        if info & XLP_FIRST_IS_CONTRECORD != 0 {
-            let rem = u32_at(page, 16) as usize;
-            match self.pending.take() {
-                Some(mut p) if p.total - p.got == rem => {
-                    let n = rem.min(len - hdr);
-                    if p.total <= BUFFER_LIMIT {
-                        p.buf.extend_from_slice(&page[hdr..hdr + n]);
-                    }
-                    p.got += n;
-                    if p.got < p.total {
-                        self.pending = Some(p);
-                        return;
-                    }
-                    if p.total <= BUFFER_LIMIT {
-                        self.record(p.start, &p.buf);
-                    }
-                }
-                _ => {
-                    // The start of this record is not here: skip its tail.
-                    if hdr + rem >= len {
-                        return;
-                    }
-                }
-            }
-            pos = hdr + align8(rem);
-        } else {
-            self.pending = None;
-        }
-        while pos + 4 <= len {
-            let total = u32_at(page, pos) as usize;
-            if total < RECORD_HEADER {
-                // Zeros after the end of WAL (or after a WAL switch).
-                return;
-            }
-            let start = addr + pos as u64;
-            if pos + total <= len {
-                self.record(start, &page[pos..pos + total]);
-                pos += align8(total);
-            } else {
-                let buf = if total <= BUFFER_LIMIT {
-                    page[pos..].to_vec()
-                } else {
-                    Vec::new()
-                };
-                self.pending = Some(Pending {
-                    start,
-                    total,
-                    got: len - pos,
-                    buf,
-                });
-                return;
-            }
+            0
         }
     }
 
-    fn record(&mut self, start: u64, rec: &[u8]) {
-        if rec.len() < RECORD_HEADER + 2
-            || rec[17] != RM_XLOG_ID
-            || rec[16] & 0xF0 != XLOG_RESTORE_POINT
-        {
+    fn record(&mut self, start: u64, total: usize, rec: &[u8]) {
+        if rec.len() == total {
+            self.restore_point(start, rec);
+        }
+    }
+}
+
+fn is_restore_point(rec: &[u8]) -> bool {
+    rec.len() >= RECORD_HEADER && rec[17] == RM_XLOG_ID && rec[16] & 0xF0 == XLOG_RESTORE_POINT
+}
+
+impl Found {
+    fn restore_point(&mut self, start: u64, rec: &[u8]) {
+        if rec.len() < RECORD_HEADER + 2 || !is_restore_point(rec) {
             return;
         }
         // Record headers: optional origin / top-level xid, then the main data length.
@@ -206,7 +111,7 @@ impl RestorePointScanner {
             .iter()
             .position(|b| *b == 0)
             .unwrap_or(name_bytes.len());
-        self.found.push(RestorePoint {
+        self.0.push(RestorePoint {
             name: String::from_utf8_lossy(&name_bytes[..end]).into_owned(),
             lsn: Lsn(start),
             time_us: pg_us.saturating_add(PG_EPOCH_UNIX_S * 1_000_000),
@@ -217,58 +122,8 @@ impl RestorePointScanner {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const BLCKSZ: usize = 8192;
-    const SEG: usize = 4 * BLCKSZ;
-
-    /// A synthetic segment writer: lays records out as PostgreSQL does.
-    struct Writer {
-        data: Vec<u8>,
-    }
-
-    impl Writer {
-        fn new(seg_start: u64, first_rem: u32) -> Self {
-            let mut w = Writer { data: vec![0; SEG] };
-            for p in 0..SEG / BLCKSZ {
-                let o = p * BLCKSZ;
-                w.data[o..o + 2].copy_from_slice(&0xD116u16.to_le_bytes());
-                let mut info: u16 = if p == 0 { XLP_LONG_HEADER } else { 0 };
-                if p == 0 && first_rem > 0 {
-                    info |= XLP_FIRST_IS_CONTRECORD;
-                    w.data[o + 16..o + 20].copy_from_slice(&first_rem.to_le_bytes());
-                }
-                w.data[o + 2..o + 4].copy_from_slice(&info.to_le_bytes());
-                w.data[o + 4..o + 8].copy_from_slice(&1u32.to_le_bytes());
-                w.data[o + 8..o + 16].copy_from_slice(&(seg_start + o as u64).to_le_bytes());
-            }
-            w.data[32..36].copy_from_slice(&(SEG as u32).to_le_bytes());
-            w.data[36..40].copy_from_slice(&(BLCKSZ as u32).to_le_bytes());
-            w
-        }
-
-        /// Write `rec` at segment offset `at`, splitting it over pages;
-        /// returns the bytes that did not fit in this segment.
-        fn put(&mut self, mut at: usize, rec: &[u8]) -> Vec<u8> {
-            let mut rest = rec;
-            loop {
-                let page_end = (at / BLCKSZ + 1) * BLCKSZ;
-                let n = rest.len().min(page_end - at);
-                self.data[at..at + n].copy_from_slice(&rest[..n]);
-                rest = &rest[n..];
-                if rest.is_empty() {
-                    return Vec::new();
-                }
-                if page_end >= SEG {
-                    return rest.to_vec();
-                }
-                let o = page_end;
-                let info = u16_at(&self.data, o + 2) | XLP_FIRST_IS_CONTRECORD;
-                self.data[o + 2..o + 4].copy_from_slice(&info.to_le_bytes());
-                self.data[o + 16..o + 20].copy_from_slice(&(rest.len() as u32).to_le_bytes());
-                at = o + SHORT_HEADER;
-            }
-        }
-    }
+    use crate::pg::walpage::testwal::{Writer, BLCKSZ, SEG};
+    use crate::pg::walpage::{align8, LONG_HEADER, SHORT_HEADER};
 
     fn record(rmid: u8, info: u8, main: &[u8], origin: bool) -> Vec<u8> {
         let mut r = vec![0u8; RECORD_HEADER];
