@@ -37,7 +37,9 @@ pub use commands::archive::{
     run_pusher as archive_pusher, AsyncOutcome, AsyncPush, Prefetch, PushOutcome, PusherStats,
     QueueFull,
 };
-pub use commands::backup::{run as backup, BackupOptions, BackupReport};
+pub use commands::backup::{
+    run as backup, BackupOptions, BackupReport, ChangeSource, ChangeTracking,
+};
 pub use commands::check::{run as check, CheckOptions, CheckReport};
 pub use commands::drill::{
     describe_target as describe_drill_target, run as drill, CheckResult as DrillCheckResult,

@@ -105,6 +105,20 @@ pub enum TypeArg {
     Incr,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChangeTrackingArg {
+    /// From WAL when it is complete, else by reading files.
+    Auto,
+    /// From WAL, or fail.
+    Wal,
+    /// By reading files.
+    Off,
+    /// From WAL, and read every block as well to prove it: fail if WAL
+    /// missed a block written since the prior backup's start (slow).
+    Check,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum UriStyleArg {
@@ -304,6 +318,13 @@ pub struct BackupArgs {
     #[arg(long)]
     #[merge(strategy = merge::bool::overwrite_false)]
     pub start_fast: bool,
+    /// How an incr or diff finds what changed: `auto` reads only the blocks
+    /// the archived WAL names when that WAL is complete, else files as `off`
+    /// does; `wal` fails instead; `off` reads files whose size or mtime
+    /// changed; `check` proves `wal` by reading everything too
+    /// [default: auto; config: change-tracking].
+    #[arg(long, value_enum)]
+    pub change_tracking: Option<ChangeTrackingArg>,
     /// Read every file, whatever its size and mtime [config: checksum].
     #[arg(long)]
     #[merge(strategy = merge::bool::overwrite_false)]

@@ -343,6 +343,12 @@ fn backup(
             r.stop_lsn
         ),
     );
+    if r.changes != pgstrata::ChangeSource::Full {
+        say(
+            quiet,
+            format!("  changes found by: {}", r.changes.describe()),
+        );
+    }
     for e in &r.page_errors {
         eprintln!(
             "pgstrata: warning: {} block {}: {}",

@@ -11,16 +11,16 @@ use std::time::Duration;
 
 use pgstrata::DrillOptions;
 use pgstrata::{
-    parse_target_time, ArchiveMode, BackupOptions, BackupType, CheckOptions, ExpireOptions,
-    Invocation, Lsn, PassphraseSource, Recovery, RecoveryTarget, RestoreOptions, Retention,
-    TargetAction, TimelineTarget, VerifyOptions, PASSPHRASE_ENV,
+    parse_target_time, ArchiveMode, BackupOptions, BackupType, ChangeTracking, CheckOptions,
+    ExpireOptions, Invocation, Lsn, PassphraseSource, Recovery, RecoveryTarget, RestoreOptions,
+    Retention, TargetAction, TimelineTarget, VerifyOptions, PASSPHRASE_ENV,
 };
 
 use super::archiving::{self, AsyncSettings};
 use super::args::{
-    ActionArg, ArchiveModeArg, BackupArgs, CheckArgs, Cli, Command, DrillArgs, DrillTable,
-    ExpireArgs, GlobalArgs, OutputArg, RepairArgs, RestoreArgs, RestoreTypeArg, ShellArg,
-    TargetArg, TypeArg, UpgradeArgs,
+    ActionArg, ArchiveModeArg, BackupArgs, ChangeTrackingArg, CheckArgs, Cli, Command, DrillArgs,
+    DrillTable, ExpireArgs, GlobalArgs, OutputArg, RepairArgs, RestoreArgs, RestoreTypeArg,
+    ShellArg, TargetArg, TypeArg, UpgradeArgs,
 };
 use super::config::ConfigFile;
 use super::invocation::{Globals, SelfCommand};
@@ -380,6 +380,12 @@ fn backup(a: BackupArgs) -> R<Run> {
         o.standby_max_lag = m.saturating_mul(1 << 20);
     }
     o.checksum = a.checksum;
+    o.change_tracking = match a.change_tracking {
+        Some(ChangeTrackingArg::Auto) | None => ChangeTracking::Auto,
+        Some(ChangeTrackingArg::Wal) => ChangeTracking::Wal,
+        Some(ChangeTrackingArg::Off) => ChangeTracking::Off,
+        Some(ChangeTrackingArg::Check) => ChangeTracking::Check,
+    };
     if let Some(w) = a.lock_wait {
         o.lock_wait = Duration::from_secs(w);
     }

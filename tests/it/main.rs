@@ -7,6 +7,7 @@ mod objstore;
 mod archive;
 mod archive_async;
 mod bad_input;
+mod change_tracking;
 mod contrib;
 mod core;
 mod crash;

@@ -3,6 +3,10 @@
 //! holds, and pack the rest into new chunks. Large files are cut into
 //! 16 MiB pieces that workers process in parallel, then merged in order.
 //!
+//! A relation file whose changes WAL accounts for ([`Tracked`], see
+//! `changes.rs`) is read only at the blocks WAL names and past the prior
+//! backup's copy; every other block is the prior block map's, unread.
+//!
 //! Memory: per piece in flight, one read buffer and one pending chunk (1 MiB
 //! each at 8 KiB pages); per file, 52 bytes a block while its block map is
 //! assembled, whatever the file's size.
@@ -10,6 +14,7 @@
 use std::collections::HashMap;
 
 use rayon::prelude::*;
+use roaring::RoaringBitmap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -33,6 +38,8 @@ pub(super) struct Ctx<'a> {
     pub block_size: u32,
     pub check_pages: bool,
     pub start_lsn: u64,
+    /// Check WAL's account of changes against writes since this LSN.
+    pub check_from: Option<u64>,
     pub level: i32,
     pub refs: &'a Refs,
     pub tx: &'a SyncSender<Msg>,
@@ -122,6 +129,36 @@ struct FileJob<'a> {
     rel: &'a str,
     prior: Option<&'a BlockMap>,
     segment: Option<u32>,
+    /// Blocks below this are the prior map's unless WAL names them.
+    unread_below: u64,
+    tracked: Option<Tracked<'a>>,
+}
+
+/// WAL's account of a relation file: the blocks of its relation that
+/// changed, and the number of this file's first block in the relation.
+#[derive(Clone, Copy)]
+pub(super) struct Tracked<'a> {
+    pub changed: Option<&'a RoaringBitmap>,
+    pub first: u32,
+}
+
+impl FileJob<'_> {
+    /// Is block `b` left unread (the prior map's copy stands)?
+    fn unread(&self, b: u64) -> bool {
+        match &self.tracked {
+            Some(t) if b < self.unread_below => !t
+                .changed
+                .is_some_and(|c| c.contains(t.first.wrapping_add(b as u32))),
+            _ => false,
+        }
+    }
+
+    /// How many of the `max` blocks from `b` on are alike: unread, or read.
+    fn run(&self, b: u64, max: usize, unread: bool) -> usize {
+        (0..max as u64)
+            .take_while(|i| self.unread(b + i) == unread)
+            .count()
+    }
 }
 
 impl FileJob<'_> {
@@ -149,6 +186,24 @@ impl FileJob<'_> {
             if want_blocks == 0 {
                 break;
             }
+            let kept = self.run(block, want_blocks, true);
+            if kept > 0 {
+                if let Some(from) = ctx.check_from {
+                    self.check_unread(block, kept, from, &mut buf)?;
+                }
+                for _ in 0..kept {
+                    let c = cursor.as_mut().and_then(|c| c.at(block as u32));
+                    let (fp, id, cb) = c.ok_or_else(|| {
+                        Error::internal(format!("{}: no prior copy of block {block}", self.rel))
+                    })?;
+                    out.blocks.push((*fp, id, cb));
+                    block += 1;
+                }
+                out.bytes += (kept * bs) as u64;
+                ctx.progress.advance((kept * bs) as u64);
+                continue;
+            }
+            let want_blocks = self.run(block, want_blocks, false);
             let want = want_blocks * bs;
             let n = read_full_at(self.file, &mut buf[..want], block * bs as u64).at(self.path)?;
             // A whole chunk of new blocks is stored straight from the read
@@ -217,6 +272,37 @@ impl FileJob<'_> {
     }
 }
 
+impl FileJob<'_> {
+    /// Read the `n` unread blocks from `first` and fail on one that differs
+    /// from the prior copy with a page LSN at or after `from`: a write that
+    /// WAL did not name.
+    fn check_unread(&self, first: u64, n: usize, from: u64, buf: &mut [u8]) -> Result<()> {
+        let bs = self.ctx.block_size as usize;
+        let got = read_full_at(self.file, &mut buf[..n * bs], first * bs as u64).at(self.path)?;
+        let mut cursor = self.prior.map(|p| p.cursor_at(first as u32));
+        for i in 0..got / bs {
+            let b = first + i as u64;
+            let blk = &buf[i * bs..(i + 1) * bs];
+            let same = cursor
+                .as_mut()
+                .and_then(|c| c.at(b as u32))
+                .is_some_and(|(fp, _, _)| *fp == self.ctx.stored.fingerprint(blk));
+            let lsn = page::page_lsn(blk);
+            if !same && lsn >= from {
+                return Err(Error::corrupt(
+                    self.rel.to_string(),
+                    format!(
+                        "change tracking missed block {b}: it differs from the prior copy and its page LSN {} is after the prior backup's start {}",
+                        crate::pg::Lsn(lsn),
+                        crate::pg::Lsn(from)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Store the pending chunk and point its blocks at it.
 fn flush(ctx: &Ctx<'_>, out: &mut Piece, pending: &mut Vec<u8>, at: &mut Vec<usize>) -> Result<()> {
     store_pending(ctx, out, pending, at)?;
@@ -245,6 +331,7 @@ pub(super) fn backup_file(
     mut row: FileRow,
     reuse: Option<&FileRow>,
     prior: Option<(ChunkId, ChunkLoc)>,
+    tracked: Option<Tracked<'_>>,
 ) -> Result<()> {
     if let Some(r) = reuse {
         row.blockmap = r.blockmap;
@@ -263,7 +350,21 @@ pub(super) fn backup_file(
         Err(e) => return Err(Error::io(&path, e)),
     };
     let size = file.metadata().at(&path)?.len();
+    let prior_id = prior.as_ref().map(|p| p.0);
     let prior = prior.and_then(|(id, loc)| ctx.load_blockmap(&id, &loc, &row.path));
+    let (tracked, unread_below) = trusted(tracked, prior.as_ref(), size, ctx.block_size);
+    if let (Some(t), Some(id)) = (tracked, prior_id) {
+        if size == unread_below * u64::from(ctx.block_size) && !any_in(t, unread_below) {
+            // WAL names no block of it: the prior copy is this one.
+            row.blockmap = Some(id);
+            row.size = size;
+            ctx.progress.advance(size);
+            return ctx.send(Msg::File {
+                row,
+                blockmap: None,
+            });
+        }
+    }
     let name = row.path.rsplit('/').next().unwrap_or("");
     let job = FileJob {
         ctx,
@@ -276,6 +377,8 @@ pub(super) fn backup_file(
         } else {
             None
         },
+        unread_below,
+        tracked,
     };
     let nblocks = BlockMap::block_count(size, ctx.block_size);
     let npieces = nblocks.div_ceil(PIECE_BLOCKS).max(1);
@@ -318,6 +421,35 @@ pub(super) fn backup_file(
         row,
         blockmap: Some((bm_id, used)),
     })
+}
+
+/// WAL's account of a file is used only with a prior copy of whole blocks
+/// that the file has not shrunk below (a file that shrank without a
+/// truncation in WAL is read whole). Returns it, and the prior's block count.
+fn trusted<'a>(
+    t: Option<Tracked<'a>>,
+    prior: Option<&BlockMap>,
+    size: u64,
+    block_size: u32,
+) -> (Option<Tracked<'a>>, u64) {
+    let bs = u64::from(block_size);
+    match (t, prior) {
+        (Some(t), Some(p)) if p.file_size % bs == 0 && size % bs == 0 && size >= p.file_size => {
+            (Some(t), p.file_size / bs)
+        }
+        _ => (None, 0),
+    }
+}
+
+/// Does WAL name any of the file's first `blocks` blocks?
+fn any_in(t: Tracked<'_>, blocks: u64) -> bool {
+    let Some(c) = t.changed else {
+        return false;
+    };
+    let lo = t.first;
+    let hi = u64::from(lo) + blocks;
+    let hi = u32::try_from(hi).unwrap_or(u32::MAX);
+    c.range(lo..hi).next().is_some()
 }
 
 /// Merge the pieces of a file, in order, into its block map; also returns

@@ -10,11 +10,14 @@
 //! Any failure before that leaves a `running` backup that is removed here
 //! when possible, or by `expire` after a crash; nothing refers to it.
 
+mod changes;
 mod file;
 mod refs;
 mod standby;
 mod writer;
 
+pub use changes::{ChangeSource, ChangeTracking};
+use changes::{Changes, FilePlan, WalRange};
 use refs::Refs;
 
 use standby::Standby;
@@ -60,6 +63,8 @@ pub struct BackupOptions {
     pub primary_dbname: Option<String>,
     /// A standby replaying further behind than this (bytes) is refused.
     pub standby_max_lag: u64,
+    /// How an incremental or differential finds the changed blocks.
+    pub change_tracking: ChangeTracking,
     /// How `archive_command` calls pgstrata, for messages that say what to
     /// set (without it they only say what is missing).
     pub invocation: Option<Arc<dyn Invocation>>,
@@ -80,6 +85,7 @@ impl BackupOptions {
             lock_wait: Duration::ZERO,
             primary_dbname: None,
             standby_max_lag: 1 << 30,
+            change_tracking: ChangeTracking::Auto,
             invocation: None,
         }
     }
@@ -96,6 +102,8 @@ pub struct BackupReport {
     pub db_bytes: u64,
     pub read_bytes: u64,
     pub stored_bytes: u64,
+    /// How the changed blocks were found.
+    pub changes: ChangeSource,
     pub start_lsn: Lsn,
     pub stop_lsn: Lsn,
     pub page_errors: Vec<PageErrorRow>,
@@ -396,6 +404,15 @@ impl Job<'_> {
             self.opts.workers.max(1),
         )?;
         let total = measure(self.pgdata)?;
+        let (changes, source) = self.changes(&row)?;
+        // Checking: blocks left unread are read anyway, and a write since
+        // this LSN that WAL did not name fails the backup.
+        let check_from = match (&changes, &self.plan.prior) {
+            (Some(_), Some(p)) if self.opts.change_tracking == ChangeTracking::Check => {
+                Some(p.start_lsn.0)
+            }
+            _ => None,
+        };
         let (tx, rx) = std::sync::mpsc::sync_channel(16);
         let stored = self.repo.stored();
         let for_writer = stored.clone();
@@ -413,6 +430,7 @@ impl Job<'_> {
             block_size: row.block_size,
             check_pages: row.data_checksums,
             start_lsn: row.start_lsn.0,
+            check_from,
             level: self.opts.compress_level,
             refs: &refs,
             tx: &tx,
@@ -422,7 +440,7 @@ impl Job<'_> {
         };
         self.progress.begin("backup", total);
         let t = Instant::now();
-        let copied = self.copy_files(&ctx, &refs);
+        let copied = self.copy_files(&ctx, &refs, changes.as_ref());
         self.progress.end();
         drop(tx);
         drop(refs);
@@ -446,7 +464,80 @@ impl Job<'_> {
         );
         row.db_bytes = db_bytes;
         row.read_bytes = read_bytes;
-        self.finish(cat, &mut row, stop, stats)
+        self.finish(cat, &mut row, stop, stats, source)
+    }
+
+    /// The blocks WAL says changed since the prior backup's start, when WAL
+    /// can say (see `changes.rs`); else `None` and why files are read.
+    fn changes(&mut self, row: &BackupRow) -> Result<(Option<Changes>, ChangeSource)> {
+        let prior = match (&self.plan.prior, self.plan.backup_type) {
+            (_, BackupType::Full) => return Ok((None, ChangeSource::Full)),
+            (Some(p), _) => p,
+            (None, _) => return Ok((None, ChangeSource::Full)),
+        };
+        let found = match self.opts.change_tracking {
+            ChangeTracking::Off => Err("change tracking is off".to_string()),
+            ChangeTracking::Auto | ChangeTracking::Wal | ChangeTracking::Check => {
+                self.wal_changes(prior, row)?
+            }
+        };
+        match found {
+            Ok(c) => {
+                tracing::info!(
+                    "WAL since {} names {} blocks of {} relations",
+                    prior.start_lsn,
+                    c.count,
+                    c.relations()
+                );
+                Ok((Some(c), ChangeSource::ArchivedWal))
+            }
+            Err(why)
+                if self.opts.change_tracking != ChangeTracking::Auto
+                    && self.opts.change_tracking != ChangeTracking::Off =>
+            {
+                Err(Error::invalid(format!(
+                    "the changed blocks cannot be found from WAL: {why}"
+                )))
+            }
+            Err(why) => {
+                if self.opts.change_tracking == ChangeTracking::Auto {
+                    tracing::warn!("reading files to find what changed: {why}");
+                }
+                Ok((None, ChangeSource::FileScan(why)))
+            }
+        }
+    }
+
+    fn wal_changes(
+        &mut self,
+        prior: &BackupRow,
+        row: &BackupRow,
+    ) -> Result<std::result::Result<Changes, String>> {
+        let timeline = self.server.checkpoint_timeline()?;
+        if timeline != prior.timeline {
+            return Ok(Err(format!(
+                "the timeline changed since the prior backup ({} to {timeline})",
+                prior.timeline
+            )));
+        }
+        let t = Instant::now();
+        let wal_id = self.cluster.wal_id();
+        let found = changes::from_wal(&WalRange {
+            repo: self.repo,
+            wal_id: &wal_id,
+            pgdata: self.pgdata,
+            timeline: TimelineId(timeline),
+            seg_size: row.wal_seg_size,
+            from: prior.start_lsn,
+            to: row.start_lsn,
+        })?;
+        tracing::info!(
+            "WAL from {} to {} read in {:?}",
+            prior.start_lsn,
+            row.start_lsn,
+            t.elapsed()
+        );
+        Ok(found)
     }
 
     /// Stop backup mode and wait for its WAL (unless the writer failed
@@ -464,7 +555,13 @@ impl Job<'_> {
 
     /// Every file, in parallel batches as the walk finds them, then
     /// pg_control. Returns the number of regular files and their bytes.
-    fn copy_files(&self, ctx: &file::Ctx<'_>, refs: &Refs) -> Result<(u64, u64)> {
+    fn copy_files(
+        &self,
+        ctx: &file::Ctx<'_>,
+        refs: &Refs,
+        changes: Option<&Changes>,
+    ) -> Result<(u64, u64)> {
+        let blocks_per_seg = ((1u64 << 30) / u64::from(ctx.block_size)) as u32;
         let ref_start = self.plan.reference.as_ref().map(|r| r.start_time);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(self.opts.workers.max(1))
@@ -482,7 +579,11 @@ impl Job<'_> {
                 Some(_) => None,
                 None => refs.prior_map(&f.path)?,
             };
-            file::backup_file(ctx, f.clone(), reuse.as_ref(), prior)
+            let tracked = match changes.map(|c| c.plan(&f.path, blocks_per_seg)) {
+                Some(FilePlan::Only(changed, first)) => Some(file::Tracked { changed, first }),
+                _ => None,
+            };
+            file::backup_file(ctx, f.clone(), reuse.as_ref(), prior, tracked)
         };
         let run = |batch: &mut Vec<FileRow>| -> Result<()> {
             batch.sort_by_key(|f| std::cmp::Reverse(f.size));
@@ -519,7 +620,7 @@ impl Job<'_> {
             control.ok_or_else(|| Error::invalid("the data directory has no global/pg_control"))?;
         // pg_control last: it must not be older than any data file.
         let prior = refs.prior_map(&control.path)?;
-        file::backup_file(ctx, control, None, prior)?;
+        file::backup_file(ctx, control, None, prior, None)?;
         Ok((files, bytes))
     }
 
@@ -529,6 +630,7 @@ impl Job<'_> {
         row: &mut BackupRow,
         stop: BackupStop,
         stats: WriterStats,
+        changes: ChangeSource,
     ) -> Result<BackupReport> {
         row.stop_time = Some(now_us());
         row.stop_lsn = Some(stop.lsn);
@@ -562,6 +664,7 @@ impl Job<'_> {
             start_lsn: row.start_lsn,
             stop_lsn: stop.lsn,
             page_errors: errors,
+            changes,
             elapsed: Duration::ZERO,
         })
     }

@@ -1,0 +1,244 @@
+//! Incrementals that read only the blocks WAL names. Each one is taken with
+//! `--change-tracking check`, which reads every block as well and fails if
+//! WAL missed a write, over workloads that stress what WAL does and does
+//! not vouch for; then the backups restore exactly.
+
+use std::path::Path;
+
+use crate::harness::*;
+
+fn pgbench(c: &Cluster, args: &[&str]) {
+    let sock = c.sockdir.to_str().unwrap().to_string();
+    let mut all = vec!["-h", &sock, "-U", "postgres"];
+    all.extend_from_slice(args);
+    all.push("postgres");
+    check(&run_as_pg(&client_tool("pgbench"), &all), "pgbench");
+}
+
+/// An incremental taken in checking mode: it must find its changes in WAL.
+fn checked_incr(c: &Cluster, repo: &Repo) -> String {
+    let out = c.backup_ok(repo, &["--type", "incr", "--change-tracking", "check"]);
+    assert!(
+        out.contains("changes found by: archived-wal"),
+        "the incremental did not use WAL: {out}"
+    );
+    out
+}
+
+/// Round one: pgbench, and everything that makes new relation files or
+/// changes them outside plain block writes.
+fn first_round(c: &Cluster, major: u32) {
+    pgbench(c, &["-n", "-t", "300", "-c", "2"]);
+    c.exec(
+        "TRUNCATE pgbench_history;
+         INSERT INTO pgbench_history SELECT 1, 1, 1, g, now() FROM generate_series(1, 2000) g;
+         CREATE TABLE docs (id serial PRIMARY KEY, body text, tags text[], pos point, at timestamptz);
+         INSERT INTO docs (body, tags, pos, at)
+           SELECT md5(g::text), ARRAY[g % 7, g % 11]::text[], point(g % 100, g / 100), now()
+           FROM generate_series(1, 20000) g;
+         CREATE INDEX docs_body ON docs (body);
+         CREATE INDEX docs_tags ON docs USING gin (tags);
+         CREATE INDEX docs_pos ON docs USING gist (pos);
+         CREATE INDEX docs_at ON docs USING brin (at);
+         CREATE INDEX docs_hash ON docs USING hash (id);
+         CREATE SEQUENCE counter;
+         SELECT nextval('counter') FROM generate_series(1, 500);
+         CREATE TABLE blobs (id int, lo oid);
+         INSERT INTO blobs SELECT g, lo_from_bytea(0, decode(repeat(md5(g::text), 200), 'hex'))
+           FROM generate_series(1, 50) g;
+         CREATE UNLOGGED TABLE scratch AS SELECT g FROM generate_series(1, 10000) g;
+         CREATE TABLE shrinking AS SELECT g, repeat('x', 300) AS pad FROM generate_series(1, 20000) g;",
+    );
+    c.exec("VACUUM FULL pgbench_tellers");
+    c.exec("CLUSTER pgbench_branches USING pgbench_branches_pkey");
+    if major >= 15 {
+        c.exec("CREATE DATABASE copied STRATEGY FILE_COPY");
+        c.exec("CREATE DATABASE logged STRATEGY WAL_LOG");
+    } else {
+        c.exec("CREATE DATABASE copied");
+        c.exec("CREATE DATABASE logged");
+    }
+    c.exec_db(
+        "copied",
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 5000) g",
+    );
+    c.exec_db(
+        "logged",
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 5000) g",
+    );
+    c.exec("CHECKPOINT");
+}
+
+/// Round two: more pgbench, a relation that VACUUM shrinks, moves between
+/// tablespaces, a database dropped and one copied from another.
+fn second_round(c: &Cluster, s: &Scratch, major: u32) {
+    pgbench(c, &["-n", "-t", "300", "-c", "2"]);
+    let (_, _) = c.create_tablespace(s, "fast", "ts_fast");
+    c.exec(
+        "DELETE FROM shrinking WHERE g > 2000;
+         UPDATE docs SET body = md5(body) WHERE id % 50 = 0;
+         SELECT nextval('counter') FROM generate_series(1, 100);
+         INSERT INTO blobs SELECT 100, lo_from_bytea(0, 'late');
+         ALTER TABLE docs SET TABLESPACE fast;",
+    );
+    c.exec("VACUUM shrinking");
+    c.exec("REINDEX INDEX CONCURRENTLY docs_body");
+    c.exec("DROP DATABASE copied");
+    c.exec_db("logged", "UPDATE t SET g = g + 1 WHERE g % 3 = 0");
+    if major >= 15 {
+        c.exec("CREATE DATABASE copied2 TEMPLATE logged STRATEGY FILE_COPY");
+    } else {
+        c.exec("CREATE DATABASE copied2 TEMPLATE logged");
+    }
+    c.exec("ALTER DATABASE logged SET TABLESPACE fast");
+    c.exec("CHECKPOINT");
+}
+
+/// Restore `set`, start it with the source's server and compare it with the
+/// source as it is now. An unlogged table comes back empty, as PostgreSQL
+/// leaves it after a crash.
+fn restore_exactly(s: &Scratch, repo: &Repo, name: &str, set: &str, src: &Cluster) {
+    let mut want = src.table_hashes();
+    let spaces = s.pg_dir(&format!("{name}_spaces"));
+    let args = [
+        "--set",
+        set,
+        "--target",
+        "immediate",
+        "--target-action",
+        "promote",
+        "--tablespace-map-all",
+        spaces.to_str().unwrap(),
+    ];
+    let mut dst = restore(s, repo, name, &args);
+    dst.bindir = src.bindir.clone();
+    dst.start_ok();
+    dst.wait_for_consistency();
+    let mut got = dst.table_hashes();
+    if want.remove("postgres/public.scratch").is_some() {
+        assert_eq!(
+            got.remove("postgres/public.scratch").as_deref(),
+            Some("0:"),
+            "an unlogged table came back with rows"
+        );
+    }
+    assert_eq!(got, want, "backup {set} restored other data");
+    dst.amcheck();
+    dst.stop();
+}
+
+fn mixed_workloads(bindir: Option<&Path>) {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let src = Cluster::new(
+        &s,
+        "src",
+        ClusterOpts {
+            archive_to: Some(&repo),
+            bindir,
+            ..Default::default()
+        },
+    );
+    let major = server_major(&src.bindir);
+    pgbench(&src, &["-i", "-q", "-s", "2"]);
+    src.backup_ok(&repo, &["--type", "full"]);
+
+    first_round(&src, major);
+    checked_incr(&src, &repo);
+    let first = repo.backups().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The restore compares with the source as it is now: taken before
+    // round two changes it.
+    restore_exactly(&s, &repo, "first", &first, &src);
+
+    second_round(&src, &s, major);
+    checked_incr(&src, &repo);
+
+    // The hourly case: a little pgbench. WAL names a few blocks, and the
+    // backup reads those, not the database.
+    pgbench(&src, &["-n", "-t", "200", "-c", "2"]);
+    src.exec("CHECKPOINT");
+    let out = src.backup_ok(&repo, &["--type", "incr"]);
+    assert!(out.contains("changes found by: archived-wal"), "{out}");
+    let last = repo.backups().last().unwrap().clone();
+    let (read, size) = (
+        last["read_bytes"].as_u64().unwrap(),
+        last["db_bytes"].as_u64().unwrap(),
+    );
+    assert!(
+        read * 4 < size,
+        "an hourly incremental read {read} of {size} bytes"
+    );
+    restore_exactly(&s, &repo, "last", "latest", &src);
+}
+
+#[test]
+fn incrementals_from_wal_are_exact_over_mixed_workloads() {
+    mixed_workloads(None);
+}
+
+#[test]
+fn incrementals_from_wal_are_exact_over_mixed_workloads_on_14() {
+    mixed_workloads(Some(&pg_bindir_for(14)));
+}
+
+#[test]
+fn incrementals_from_wal_are_exact_over_mixed_workloads_on_18() {
+    mixed_workloads(Some(&pg_bindir_for(18)));
+}
+
+/// When WAL cannot say, `auto` reads files and says why; `wal` refuses;
+/// `off` reads files.
+#[test]
+fn incomplete_wal_falls_back_to_reading_files_and_says_why() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let src = Cluster::archiving(&s, "src", &repo);
+    load_sample(&src, 5_000);
+    src.backup_ok(&repo, &["--type", "full"]);
+    src.exec("UPDATE accounts SET balance = balance + 1 WHERE id % 100 = 0");
+    src.switch_wal_and_wait(&repo);
+    src.exec("UPDATE accounts SET balance = balance + 1 WHERE id % 100 = 1; CHECKPOINT");
+    src.switch_wal_and_wait(&repo);
+    src.exec("CHECKPOINT");
+
+    let out = src.backup_ok(&repo, &["--type", "incr", "--change-tracking", "off"]);
+    assert!(
+        out.contains("changes found by: file-scan: change tracking is off"),
+        "{out}"
+    );
+
+    // A finished segment after that backup's start goes missing from the
+    // repository and from pg_wal.
+    let start = repo.backups().last().unwrap()["wal_start"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    src.exec("UPDATE accounts SET balance = balance + 1 WHERE id % 100 = 2");
+    src.switch_wal_and_wait(&repo);
+    src.exec("UPDATE accounts SET balance = balance + 1 WHERE id % 100 = 3");
+    src.switch_wal_and_wait(&repo);
+    src.exec("CHECKPOINT");
+    let next = format!(
+        "{}{:08X}",
+        &start[..16],
+        u32::from_str_radix(&start[16..], 16).unwrap() + 1
+    );
+    let archived: Vec<String> = tree(&repo.path.join("wal"))
+        .into_keys()
+        .filter(|k| k.ends_with(&format!("{next}.zst")))
+        .collect();
+    assert_eq!(archived.len(), 1, "segment {next} is not in the repository");
+    std::fs::remove_file(repo.path.join("wal").join(&archived[0])).unwrap();
+    let _ = std::fs::remove_file(src.pgdata.join("pg_wal").join(&next));
+
+    let o = src.backup(&repo, &["--type", "incr", "--change-tracking", "wal"]);
+    fails_with(&o, "cannot be found from WAL");
+    fails_with(&o, &next);
+    let out = src.backup_ok(&repo, &["--type", "incr"]);
+    assert!(out.contains("changes found by: file-scan: "), "{out}");
+    assert!(out.contains(&next), "{out}");
+    restore_exactly(&s, &repo, "dst", "latest", &src);
+}
