@@ -25,3 +25,4 @@ mod remote;
 mod standby;
 mod store_contract;
 mod upgrade;
+mod walblocks;
