@@ -8,6 +8,7 @@
 //! | pack records, trailers, footers | [`pack`] | last byte of `PGSTRPK1` |
 //! | block maps | [`blockmap`] | last byte of `PGSTRBM1` |
 //! | archived WAL objects | [`wal`] | last byte of `PGSTRWL1` |
+//! | WAL block summaries | [`walsummary`] | last byte of `PGSTRWS1` |
 //! | manifest copies | [`manifest`] | `format` field |
 //! | catalog deltas (object storage) | [`catalog_delta`] | last byte of `PGSTRCD1` |
 //! | object keys | [`keys`] | (part of the repository format) |

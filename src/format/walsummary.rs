@@ -283,7 +283,10 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn bad(&self, detail: &str) -> Error {
-        Error::corrupt(self.what, format!("WAL summary: {detail} at byte {}", self.at))
+        Error::corrupt(
+            self.what,
+            format!("WAL summary: {detail} at byte {}", self.at),
+        )
     }
     fn take(&mut self, n: usize) -> Result<&[u8]> {
         let end = self.at.checked_add(n).filter(|e| *e <= self.b.len());

@@ -140,7 +140,12 @@ fn two_segments() -> (Vec<u8>, Vec<u8>) {
         .collect();
     let (at, _) = w.append(LONG_HEADER, &recs);
     let at = fill_to(&mut w, at, SEG - 16);
-    let split = record(2, 0x10, &[], &[1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0]);
+    let split = record(
+        2,
+        0x10,
+        &[],
+        &[1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0],
+    );
     let spill = w.put(at, &split);
     let mut w2 = Writer::new(SEG as u64, spill.len() as u32);
     w2.put(LONG_HEADER, &spill);

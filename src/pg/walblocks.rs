@@ -79,7 +79,11 @@ pub enum WalEvent {
     RelCreate { rel: RelFork },
     /// `XLOG_SMGR_TRUNCATE`: `rel` (main fork) cut to `blocks` blocks;
     /// `flags` says which forks (1 main, 2 vm, 4 fsm).
-    RelTruncate { rel: RelFork, blocks: u32, flags: u32 },
+    RelTruncate {
+        rel: RelFork,
+        blocks: u32,
+        flags: u32,
+    },
     /// `XLOG_DBASE_CREATE*`: a database directory made; `copied_from` is
     /// the source `(spc, db)` of a file copy, whose files are not in WAL.
     DbCreate {
@@ -235,14 +239,15 @@ fn decode_inner(
         break;
     }
     if c.at + data_total + main_len != total {
-        return Err(DecodeError::Malformed("lengths do not add up to xl_tot_len"));
+        return Err(DecodeError::Malformed(
+            "lengths do not add up to xl_tot_len",
+        ));
     }
-    if !needs_main(rec) && !(rec[17] == RM_XLOG_ID && rec[16] & 0xF0 == XLOG_SWITCH) {
+    let switch = rec[17] == RM_XLOG_ID && rec[16] & 0xF0 == XLOG_SWITCH;
+    if !(switch || needs_main(rec)) {
         return Ok(None);
     }
-    let main = rec
-        .get(total - main_len..total)
-        .ok_or(DecodeError::Short)?;
+    let main = rec.get(total - main_len..total).ok_or(DecodeError::Short)?;
     special(rec[17], rec[16] & 0xF0, main, flavor).map(Some)
 }
 
@@ -255,7 +260,9 @@ fn block_header(
     let fork_flags = c.u8()?;
     let data_len = usize::from(c.u16()?);
     if (fork_flags & BKPBLOCK_HAS_DATA != 0) != (data_len != 0) {
-        return Err(DecodeError::Malformed("block data flag and length disagree"));
+        return Err(DecodeError::Malformed(
+            "block data flag and length disagree",
+        ));
     }
     *data_total += data_len;
     if fork_flags & BKPBLOCK_HAS_IMAGE != 0 {
@@ -277,7 +284,9 @@ fn block_header(
             fork,
         }
     } else {
-        let prev = rel.ok_or(DecodeError::Malformed("BKPBLOCK_SAME_REL without a relation"))?;
+        let prev = rel.ok_or(DecodeError::Malformed(
+            "BKPBLOCK_SAME_REL without a relation",
+        ))?;
         RelFork { fork, ..prev }
     };
     *rel = Some(r);

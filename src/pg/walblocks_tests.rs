@@ -55,7 +55,8 @@ pub(crate) fn record(rmid: u8, info: u8, blocks: &[Blk], main: &[u8]) -> Vec<u8>
             payload += usize::from(len);
         }
         if let Some(rel) = b.rel {
-            rel.iter().for_each(|o| r.extend_from_slice(&o.to_le_bytes()));
+            rel.iter()
+                .for_each(|o| r.extend_from_slice(&o.to_le_bytes()));
         }
         r.extend_from_slice(&b.block.to_le_bytes());
     }
@@ -113,7 +114,12 @@ fn block_references_with_same_rel_images_and_forks() {
     let mut b3 = blk(4, Some([1663, 5, 16400]), 2);
     b3.fork = 2;
     b3.image = Some((8192, 0, None));
-    let rec = record(10, 0x00, &[blk(0, Some([1663, 5, 16384]), 7), b2, b3], &[1; 20]);
+    let rec = record(
+        10,
+        0x00,
+        &[blk(0, Some([1663, 5, 16384]), 7), b2, b3],
+        &[1; 20],
+    );
     let (refs, r) = decode(&rec, Flavor::Pg15);
     assert_eq!(r, Ok(None));
     let got: Vec<(RelFork, u32)> = refs.iter().map(|b| (b.rel, b.block)).collect();
@@ -180,7 +186,10 @@ fn special_records() {
         copied_from: Some((1663, 1)),
     };
     let copy_main = le(&[16390, 1663, 1, 1663]);
-    assert_eq!(ev(4, 0x00, &copy_main, Flavor::Pg14), Ok(Some(copy.clone())));
+    assert_eq!(
+        ev(4, 0x00, &copy_main, Flavor::Pg14),
+        Ok(Some(copy.clone()))
+    );
     assert_eq!(ev(4, 0x00, &copy_main, Flavor::Pg15), Ok(Some(copy)));
     assert_eq!(
         ev(4, 0x10, &le(&[16391, 1663]), Flavor::Pg15),
@@ -194,8 +203,14 @@ fn special_records() {
         db: 16391,
         spcs: vec![1663, 16500],
     }));
-    assert_eq!(ev(4, 0x10, &le(&[16391, 2, 1663, 16500]), Flavor::Pg14), drop);
-    assert_eq!(ev(4, 0x20, &le(&[16391, 2, 1663, 16500]), Flavor::Pg15), drop);
+    assert_eq!(
+        ev(4, 0x10, &le(&[16391, 2, 1663, 16500]), Flavor::Pg14),
+        drop
+    );
+    assert_eq!(
+        ev(4, 0x20, &le(&[16391, 2, 1663, 16500]), Flavor::Pg15),
+        drop
+    );
     assert!(ev(4, 0x20, &le(&[16391, 3, 1663]), Flavor::Pg15).is_err());
     let mut param = le(&[100, 8, 10, 0, 64, 0]);
     param.extend_from_slice(&[0, 0, 0, 0]);
@@ -218,7 +233,12 @@ fn special_records() {
 
 #[test]
 fn malformed_headers_are_errors_not_guesses() {
-    let good = record(10, 0, &[blk(0, Some([1, 2, 3]), 4), blk(1, None, 5)], &[0; 4]);
+    let good = record(
+        10,
+        0,
+        &[blk(0, Some([1, 2, 3]), 4), blk(1, None, 5)],
+        &[0; 4],
+    );
     let mut out = Vec::new();
     // Short prefixes of a record whose main data is not needed.
     for n in 0..good.len() {
@@ -238,7 +258,7 @@ fn malformed_headers_are_errors_not_guesses() {
     assert!(bad(&|r| r[24 + 2] = 0).is_err()); // HAS_DATA with length 0
     assert!(bad(&|r| r[24] = 40).is_err()); // not a block id
     assert!(bad(&|r| r.push(0)).is_err()); // total differs from xl_tot_len
-    // Garbage never panics.
+                                           // Garbage never panics.
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
     for _ in 0..20_000 {
         let mut r = good.clone();
@@ -294,7 +314,10 @@ fn scan_follows_records_over_pages_and_keeps_the_split_one() {
     let head = s2.head.clone().unwrap();
     assert_eq!(head.rem as usize, spill.len());
     // The rest of the second segment is zeros: the records stop there.
-    assert_eq!(s2.end, Lsn((SEG + LONG_HEADER + spill.len() + 7) as u64 & !7));
+    assert_eq!(
+        s2.end,
+        Lsn((SEG + LONG_HEADER + spill.len() + 7) as u64 & !7)
+    );
     let mut out = Vec::new();
     let r = decode_stitched(&tail, &head, Flavor::Pg15, &mut out);
     assert_eq!(r, Some(Ok(None)));
@@ -331,7 +354,10 @@ fn an_undecodable_record_is_an_event_and_old_magic_is_refused() {
     bad[24] = 60;
     w.append(LONG_HEADER, &[bad]);
     let s = scan_segment(Lsn(0), &w.data, "seg").unwrap();
-    assert_eq!(s.events, vec![(Lsn(LONG_HEADER as u64), WalEvent::Undecodable)]);
+    assert_eq!(
+        s.events,
+        vec![(Lsn(LONG_HEADER as u64), WalEvent::Undecodable)]
+    );
     let w = Writer::with_magic(0, 0, 0xD106);
     assert!(scan_segment(Lsn(0), &w.data, "seg13").is_err());
     assert!(scan_segment(Lsn(0), &[0; 16], "short").is_err());

@@ -26,3 +26,4 @@ mod remote;
 mod standby;
 mod store_contract;
 mod upgrade;
+mod walblocks;
