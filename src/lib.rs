@@ -59,7 +59,7 @@ pub use commands::verify::{
 pub use error::{Error, Hint, Result, Setting};
 pub use format::{BackupType, ChunkId};
 pub use pg::Lsn;
-pub use progress::{Bar, Lines, Progress, Silent};
+pub use progress::{Phase, Progress, Silent};
 pub use repo::Invocation;
 pub use repo::{InitOutcome, Location, Passphrase, PassphraseSource, Repository, PASSPHRASE_ENV};
 pub use store::s3::{S3Backend, S3Config, S3Credentials};

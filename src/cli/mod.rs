@@ -464,7 +464,7 @@ fn man() -> anyhow::Result<()> {
 fn progress(quiet: bool) -> Box<dyn Progress> {
     match (quiet, std::io::stderr().is_terminal()) {
         (true, _) => Box::new(pgstrata::Silent),
-        (false, true) => Box::new(pgstrata::Bar::new()),
-        (false, false) => Box::new(pgstrata::Lines),
+        (false, true) => Box::new(render::progress::Bar::new()),
+        (false, false) => Box::new(render::progress::Lines),
     }
 }

@@ -6,6 +6,7 @@ pub mod drill;
 pub mod error;
 pub mod expire;
 pub mod info;
+pub mod progress;
 
 use pgstrata::{human, Archiving, ExpireLog, ExpirePlan, RestorePlan, VerifyReport};
 
