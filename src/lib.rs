@@ -42,7 +42,7 @@ pub use commands::check::{run as check, CheckOptions, CheckReport};
 pub use commands::drill::{
     describe_target as describe_drill_target, run as drill, CheckResult as DrillCheckResult,
     DrillCheck, DrillOptions, DrillReport, Expectation as DrillExpectation,
-    StepResult as DrillStepResult,
+    LinkNotRestored as DrillLinkNotRestored, StepResult as DrillStepResult,
 };
 pub use commands::expire::{run as expire, ExpireOptions, ExpirePlan, Retention};
 pub use commands::info::{gather as info, ClusterInfo, Info, LastDrill};

@@ -428,6 +428,9 @@ fn drill(
 ) -> anyhow::Result<()> {
     let p = progress(quiet || json);
     let r = pgstrata::drill(repo, cluster, opts, p.as_ref())?;
+    if !json {
+        render::drill::warnings(&r);
+    }
     match json {
         true => out(format_args!("{}\n", serde_json::to_string_pretty(&r)?)),
         false if !quiet || !r.ok => out(format_args!("{}", render::drill::report(&r))),
