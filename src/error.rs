@@ -152,6 +152,12 @@ pub enum Hint {
     Upgrade,
     /// Another cluster name, or after pg_upgrade the `upgrade` command.
     OtherClusterOrUpgrade,
+    /// What there is to choose from (backups, timelines) is shown by the
+    /// `info` command.
+    SeeInfo,
+    /// Damage found before anything was written: the `verify` command shows
+    /// what else in the repository it affects.
+    NothingWrittenVerify,
     /// Give `setting`, with `value` (or a value of the user's choosing).
     Give {
         setting: Setting,
@@ -184,6 +190,10 @@ impl std::fmt::Display for Hint {
             Hint::OtherClusterOrUpgrade => f.write_str(
                 "use another cluster name, or after pg_upgrade run the upgrade command first",
             ),
+            Hint::SeeInfo => f.write_str("see the info command"),
+            Hint::NothingWrittenVerify => {
+                f.write_str("nothing was written; the verify command shows what else is affected")
+            }
             Hint::Give { setting, value: v } => write!(f, "set {setting}{}", value(v)),
             Hint::LeaveOut(s) => write!(f, "leave out {s}"),
             Hint::RestoreWith { setting, value: v } => {

@@ -44,7 +44,7 @@ pub use commands::check::{run as check, CheckOptions, CheckReport};
 pub use commands::drill::{
     describe_target as describe_drill_target, run as drill, CheckResult as DrillCheckResult,
     DrillCheck, DrillOptions, DrillReport, Expectation as DrillExpectation,
-    StepResult as DrillStepResult,
+    LinkNotRestored as DrillLinkNotRestored, StepResult as DrillStepResult,
 };
 pub use commands::expire::{run as expire, ExpireOptions, ExpirePlan, Retention};
 pub use commands::info::{gather as info, ClusterInfo, Info, LastDrill};
@@ -63,7 +63,7 @@ pub use format::walsummary::{BlockUnion, WalSummary};
 pub use format::{BackupType, ChunkId};
 pub use pg::walblocks::{BlockRef, Head, RelFork, Tail, WalEvent};
 pub use pg::Lsn;
-pub use progress::{Bar, Lines, Progress, Silent};
+pub use progress::{Phase, Progress, Silent};
 pub use repo::Invocation;
 pub use repo::{InitOutcome, Location, Passphrase, PassphraseSource, Repository, PASSPHRASE_ENV};
 pub use store::s3::{S3Backend, S3Config, S3Credentials};

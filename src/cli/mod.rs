@@ -434,6 +434,9 @@ fn drill(
 ) -> anyhow::Result<()> {
     let p = progress(quiet || json);
     let r = pgstrata::drill(repo, cluster, opts, p.as_ref())?;
+    if !json {
+        render::drill::warnings(&r);
+    }
     match json {
         true => out(format_args!("{}\n", serde_json::to_string_pretty(&r)?)),
         false if !quiet || !r.ok => out(format_args!("{}", render::drill::report(&r))),
@@ -470,7 +473,7 @@ fn man() -> anyhow::Result<()> {
 fn progress(quiet: bool) -> Box<dyn Progress> {
     match (quiet, std::io::stderr().is_terminal()) {
         (true, _) => Box::new(pgstrata::Silent),
-        (false, true) => Box::new(pgstrata::Bar::new()),
-        (false, false) => Box::new(pgstrata::Lines),
+        (false, true) => Box::new(render::progress::Bar::new()),
+        (false, false) => Box::new(render::progress::Lines),
     }
 }

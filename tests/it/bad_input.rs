@@ -230,7 +230,7 @@ fn restore_refusals_change_nothing() {
             "--set",
             "nope",
         ]),
-        "not a complete backup",
+        "\"nope\" is not a complete backup of cluster \"main\" (see `pgstrata info`)",
     );
     assert!(!t2.exists());
     // A bad --tablespace-map.

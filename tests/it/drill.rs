@@ -401,3 +401,57 @@ fn a_drill_keeps_tablespaces_in_its_scratch_directory() {
     );
     assert_eq!(walk(&ts), primary_ts, "the primary's tablespace changed");
 }
+
+/// A drill restores as `restore` does, so it warns as `restore` does of the
+/// data directory's symbolic links: a linked file comes back as a regular
+/// file, and a link to nothing (kept as a bare link) is left out. The JSON
+/// report has both as fields, and no text warning.
+#[test]
+fn a_drill_warns_of_symbolic_links_in_the_data_directory() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let src = Cluster::archiving(&s, "src", &repo);
+    src.exec("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
+    let etc = s.pg_dir("etc");
+    std::fs::write(etc.join("extra.conf"), b"# extra\n").unwrap();
+    std::os::unix::fs::symlink(etc.join("extra.conf"), src.pgdata.join("extra.conf")).unwrap();
+    let gone = s.path().join("gone.conf");
+    std::os::unix::fs::symlink(&gone, src.pgdata.join("gone.conf")).unwrap();
+    src.backup_ok(&repo, &["--type", "full"]);
+    src.switch_wal_and_wait(&repo);
+    let cfg = config(&s, "drill.toml", &repo, "");
+
+    let o = drill(&cfg, &[]);
+    let e = err(&o);
+    assert_eq!(o.status.code(), Some(0), "{e}");
+    assert!(
+        e.contains(
+            "pgstrata: warning: restored as regular files and directories, though they were \
+             symbolic links: extra.conf (restore --link-all restores them as links)"
+        ),
+        "{e}"
+    );
+    assert!(
+        e.contains(&format!(
+            "pgstrata: warning: gone.conf was a link to {}: the backup holds only the link, \
+             not what it leads to, so it is not restored (restore --link-all recreates the link)",
+            gone.display()
+        )),
+        "{e}"
+    );
+
+    let o = drill(&cfg, &["--json"]);
+    let r = report(&o);
+    assert_eq!(o.status.code(), Some(0), "{r:#}\n{}", err(&o));
+    assert_eq!(
+        r["links_as_files"],
+        serde_json::json!(["extra.conf"]),
+        "{r:#}"
+    );
+    assert_eq!(
+        r["links_not_restored"],
+        serde_json::json!([{"path": "gone.conf", "leads_to": gone.to_str().unwrap()}]),
+        "{r:#}"
+    );
+    assert!(!err(&o).contains("warning: "), "{}", err(&o));
+}

@@ -394,6 +394,7 @@ fn targets_on_both_timelines_after_a_restored_copy_promotes() {
         "7",
     ]);
     fails_with(&o, "timeline 7 has no history file");
+    fails_with(&o, "choose another target timeline (see `pgstrata info`)");
     assert!(!never.exists());
 }
 

@@ -5,6 +5,16 @@ use std::fmt::Write;
 
 use pgstrata::{DrillReport, DrillStepResult};
 
+/// What the drill's copy left out or changed, as `restore` warns of it on
+/// stderr; a drill has no `--link-all`, so the advice names the restore's.
+pub fn warnings(r: &DrillReport) {
+    let left_out = r
+        .links_not_restored
+        .iter()
+        .map(|l| (l.path.as_str(), l.leads_to.clone()));
+    super::link_warnings(left_out, &r.links_as_files, "restore --link-all");
+}
+
 /// For people: one line per step and check.
 pub fn report(r: &DrillReport) -> String {
     let mut s = String::new();
@@ -132,6 +142,8 @@ mod tests {
                     detail: "returned \"0\"\nsecond line".into(),
                 },
             ],
+            links_as_files: Vec::new(),
+            links_not_restored: Vec::new(),
         };
         let text = report(&r);
         let order: Vec<usize> = [

@@ -43,6 +43,10 @@ fn advice(h: &Hint) -> String {
             "it is another PostgreSQL cluster: use another --cluster name; or this cluster was \
              upgraded with pg_upgrade: {UPGRADE} first"
         ),
+        Hint::SeeInfo => "see `pgstrata info`".into(),
+        Hint::NothingWrittenVerify => {
+            "nothing was written; `pgstrata verify` shows what else is affected".into()
+        }
         Hint::Give { setting, value } => format!("use {}", with_value(setting, value)),
         Hint::LeaveOut(s) => format!("or leave out {}", flag(*s)),
         Hint::RestoreWith { setting, value } => {
@@ -63,6 +67,21 @@ mod tests {
         assert_eq!(
             error(&e),
             "catalog /r/catalog.db is missing (run `pgstrata repair --rebuild-catalog`)"
+        );
+        let e = anyhow::Error::from(
+            Error::NotFound("backup \"B\" is not a complete backup".into()).hint(Hint::SeeInfo),
+        );
+        assert_eq!(
+            error(&e),
+            "backup \"B\" is not a complete backup (see `pgstrata info`)"
+        );
+        let e = anyhow::Error::from(
+            Error::corrupt("a (backup B)", "no block map").hint(Hint::NothingWrittenVerify),
+        );
+        assert_eq!(
+            error(&e),
+            "corrupt a (backup B): no block map (nothing was written; `pgstrata verify` shows \
+             what else is affected)"
         );
         let e = anyhow::Error::from(Error::setting(Setting::LinkMap, "names \"x\""));
         assert_eq!(error(&e), "--link-map names \"x\"");

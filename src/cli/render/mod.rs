@@ -6,6 +6,7 @@ pub mod drill;
 pub mod error;
 pub mod expire;
 pub mod info;
+pub mod progress;
 
 use pgstrata::{human, Archiving, ExpireLog, ExpirePlan, RestorePlan, VerifyReport};
 
@@ -68,24 +69,37 @@ pub fn print_verify(r: &VerifyReport, quiet: bool) {
 
 /// What a restore leaves out or changes, before it writes.
 pub fn restore_warnings(plan: &RestorePlan) {
-    for (path, to) in plan.links_not_restored() {
+    let left_out = plan
+        .links_not_restored()
+        .iter()
+        .map(|(path, to)| (path.as_str(), to.display().to_string()));
+    link_warnings(left_out, plan.links_as_files(), "--link-all");
+}
+
+/// Symbolic links of the data directory a restore left out (path, where it
+/// led) or restored as regular files; `link_all` is how to ask for them as
+/// links.
+fn link_warnings<'a>(
+    left_out: impl IntoIterator<Item = (&'a str, String)>,
+    as_files: &[String],
+    link_all: &str,
+) {
+    for (path, to) in left_out {
         eprintln!(
-            "pgstrata: warning: {path} was a link to {}: the backup holds only the link, not \
-             what it leads to, so it is not restored (--link-all recreates the link)",
-            to.display()
+            "pgstrata: warning: {path} was a link to {to}: the backup holds only the link, not \
+             what it leads to, so it is not restored ({link_all} recreates the link)"
         );
     }
-    let regular = plan.links_as_files();
-    if !regular.is_empty() {
+    if !as_files.is_empty() {
         const SHOWN: usize = 10;
-        let more = regular.len().saturating_sub(SHOWN);
-        let mut names = regular[..regular.len().min(SHOWN)].join(", ");
+        let more = as_files.len().saturating_sub(SHOWN);
+        let mut names = as_files[..as_files.len().min(SHOWN)].join(", ");
         if more > 0 {
             names.push_str(&format!(" and {more} more"));
         }
         eprintln!(
             "pgstrata: warning: restored as regular files and directories, though they were \
-             symbolic links: {names} (--link-all restores them as links)"
+             symbolic links: {names} ({link_all} restores them as links)"
         );
     }
 }

@@ -36,7 +36,7 @@ use crate::error::{Error, Result, Setting};
 use crate::pg::conn::{BackupStop, Server};
 use crate::pg::datadir::{self, Entry, EntryKind};
 use crate::pg::{Lsn, TimelineId, WalSegment};
-use crate::progress::Progress;
+use crate::progress::{Phase, Progress};
 use crate::repo::{archive_command_setting, Invocation};
 use crate::repo::{check_cluster_name, Repository};
 use crate::util::{default_workers, host_name, now_us};
@@ -228,9 +228,7 @@ pub fn run(
     let started = Instant::now();
     let start_us = now_us();
     if !opts.start_fast {
-        progress.phase(
-            "waiting for the next checkpoint (spread); --start-fast asks for an immediate one",
-        );
+        progress.phase(Phase::SpreadCheckpoint);
     }
     let row = begin(&cat, &cl, &mut server, &plan, start_us, opts.start_fast)?;
     tracing::info!(

@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use checks::{DrillCheck, Expectation};
-pub use report::{CheckResult, DrillReport, StepResult};
+pub use report::{CheckResult, DrillReport, LinkNotRestored, StepResult};
 
 use crate::catalog::{BackupRow, DrillRow};
 use crate::commands::restore::{self, Recovery, RecoveryTarget, RestoreOptions, TargetAction};
@@ -285,6 +285,8 @@ fn new_report(
         checks_total: u32::from(opts.amcheck) + opts.checks.len() as u32,
         steps: Vec::new(),
         checks: Vec::new(),
+        links_as_files: Vec::new(),
+        links_not_restored: Vec::new(),
     }
 }
 
@@ -298,7 +300,10 @@ fn restore_step(
 ) -> bool {
     let t = Instant::now();
     let outcome = restore::plan(repo, cluster, ropts)
-        .and_then(|plan| restore::apply(repo, &plan, ropts.workers, progress))
+        .and_then(|plan| {
+            note_links(&plan, report);
+            restore::apply(repo, &plan, ropts.workers, progress)
+        })
         .map(|s| format!("{} files, {}", s.files, human(s.bytes)))
         .map_err(|e| e.to_string());
     let ok = outcome.is_ok();
@@ -308,6 +313,20 @@ fn restore_step(
     }
     report.step("restore", secs, outcome);
     ok
+}
+
+/// What the copy holds differently from the backup's data directory, as
+/// data for the binary's warnings (the same a restore gives).
+fn note_links(plan: &restore::RestorePlan, report: &mut DrillReport) {
+    report.links_as_files = plan.links_as_files().to_vec();
+    report.links_not_restored = plan
+        .links_not_restored()
+        .iter()
+        .map(|(path, to)| LinkNotRestored {
+            path: path.clone(),
+            leads_to: to.display().to_string(),
+        })
+        .collect();
 }
 
 /// Start the server, wait for recovery, run the checks, stop it.

@@ -24,6 +24,16 @@ pub struct CheckResult {
     pub detail: String,
 }
 
+/// A symbolic link in the backup's data directory to something the backup
+/// does not hold: left out of the copy, as a restore leaves it out.
+#[derive(Clone, Debug, Serialize)]
+pub struct LinkNotRestored {
+    /// Its path in the data directory.
+    pub path: String,
+    /// Where it led.
+    pub leads_to: String,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct DrillReport {
     pub cluster: String,
@@ -54,6 +64,11 @@ pub struct DrillReport {
     pub checks_total: u32,
     pub steps: Vec<StepResult>,
     pub checks: Vec<CheckResult>,
+    /// Symbolic links in the data directory that the copy holds as the
+    /// regular files and directories they led to (a restore's default).
+    pub links_as_files: Vec<String>,
+    /// Symbolic links whose target the backup does not hold, left out.
+    pub links_not_restored: Vec<LinkNotRestored>,
 }
 
 impl DrillReport {
@@ -116,6 +131,8 @@ mod tests {
             checks_total: 2,
             steps: Vec::new(),
             checks: Vec::new(),
+            links_as_files: Vec::new(),
+            links_not_restored: Vec::new(),
         }
     }
 

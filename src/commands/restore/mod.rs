@@ -221,12 +221,11 @@ const CHECK_WINDOW: usize = 1024;
 /// in the order they are stored (neighbours share reads and, encrypted,
 /// opened segments), a window at a time, read and decoded in parallel.
 fn check_data(repo: &Repository, cat: &Catalog, backup: &BackupRow) -> Result<()> {
-    let nothing = "nothing was written; `pgstrata verify` shows what else is affected";
     let mut window: Vec<(FileRow, Option<ChunkLoc>)> = Vec::with_capacity(CHECK_WINDOW);
     let check = |window: &mut Vec<(FileRow, Option<ChunkLoc>)>| -> Result<()> {
         let results: Vec<Result<()>> = window
             .par_iter()
-            .map(|(f, loc)| check_file(repo, backup, f, loc.as_ref(), nothing))
+            .map(|(f, loc)| check_file(repo, backup, f, loc.as_ref()))
             .collect();
         window.clear();
         results.into_iter().collect()
@@ -248,9 +247,10 @@ fn check_data(repo: &Repository, cat: &Catalog, backup: &BackupRow) -> Result<()
     {
         return Err(Error::NotFound(format!(
             "{path} (backup {}): chunk {id} is not in the chunk index; the backup cannot be \
-             restored ({nothing})",
+             restored",
             backup.id
-        )));
+        ))
+        .hint(Hint::NothingWrittenVerify));
     }
     Ok(())
 }
@@ -260,7 +260,6 @@ fn check_file(
     backup: &BackupRow,
     f: &FileRow,
     loc: Option<&ChunkLoc>,
-    nothing: &str,
 ) -> Result<()> {
     let what = || format!("{} (backup {})", f.path, backup.id);
     let bm = match (&f.blockmap, f.size) {
@@ -269,28 +268,31 @@ fn check_file(
         (None, size) => {
             return Err(Error::corrupt(
                 what(),
-                format!("the manifest gives {size} bytes but no block map ({nothing})"),
-            ))
+                format!("the manifest gives {size} bytes but no block map"),
+            )
+            .hint(Hint::NothingWrittenVerify))
         }
     };
     let loc = loc.ok_or_else(|| {
         Error::NotFound(format!(
-            "{}: its block map (chunk {bm}) is not in the chunk index ({nothing})",
+            "{}: its block map (chunk {bm}) is not in the chunk index",
             what()
         ))
+        .hint(Hint::NothingWrittenVerify)
     })?;
     let map = repo.stored().read_chunk_with(loc, bm, &what(), |raw| {
         BlockMap::decode(raw, &what())
-            .map_err(|e| Error::corrupt(what(), format!("{e} ({nothing})")))
+            .map_err(|e| Error::corrupt(what(), e.to_string()).hint(Hint::NothingWrittenVerify))
     })?;
     if map.file_size != f.size {
         return Err(Error::corrupt(
             what(),
             format!(
-                "its block map describes {} bytes, the manifest {} ({nothing})",
+                "its block map describes {} bytes, the manifest {}",
                 map.file_size, f.size
             ),
-        ));
+        )
+        .hint(Hint::NothingWrittenVerify));
     }
     Ok(())
 }
@@ -652,7 +654,17 @@ mod tests {
         f.sql("UPDATE file_version SET blockmap = NULL WHERE path = 'a'");
         let dir = f.scratch("out");
         let e = restore_to(&f, &dir).unwrap_err();
-        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+        assert!(matches!(e.without_hint(), Error::Corrupt { .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::Hinted {
+                    hint: Hint::NothingWrittenVerify,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         assert!(e.to_string().contains("no block map"), "{e}");
         assert!(e.to_string().contains("a (backup"), "{e}");
         assert!(!dir.exists(), "nothing may be written");
@@ -687,7 +699,7 @@ mod tests {
         ));
         let dir = f.scratch("out");
         let e = restore_to(&f, &dir).unwrap_err();
-        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+        assert!(matches!(e.without_hint(), Error::Corrupt { .. }), "{e}");
         assert!(e.to_string().contains("block map"), "{e}");
         assert!(!dir.exists(), "nothing may be written");
     }

@@ -268,8 +268,9 @@ pub(super) fn choose<'a>(
     let chosen: &BackupRow = match set {
         Some(id) if id != "latest" => complete.iter().find(|b| b.id == id).ok_or_else(|| {
             Error::NotFound(format!(
-                "backup {id:?} is not a complete backup of cluster {cluster:?} (see `pgstrata info`)"
+                "backup {id:?} is not a complete backup of cluster {cluster:?}"
             ))
+            .hint(Hint::SeeInfo)
         })?,
         _ => {
             // Only a backup on the target timeline's path, taken before the

@@ -5,7 +5,7 @@
 use super::recovery::Recovery;
 use super::target::{ArchiveEnd, RecoveryTarget, TimelineTarget};
 use crate::catalog::BackupRow;
-use crate::error::{Error, Result};
+use crate::error::{Error, Hint, Result};
 use crate::pg::history::TimelinePath;
 use crate::pg::walrecord::RestorePointScanner;
 use crate::pg::{Lsn, WalFileName};
@@ -57,8 +57,9 @@ pub(super) fn path_to(
         None if complete.iter().any(|b| b.timeline == tli) => Ok(TimelinePath::root(tli)),
         None => Err(Error::NotFound(format!(
             "timeline {tli} has no history file ({name}) in the archive of cluster {cluster:?}: \
-             choose another target timeline (see `pgstrata info`)"
-        ))),
+             choose another target timeline"
+        ))
+        .hint(Hint::SeeInfo)),
     }
 }
 

@@ -34,7 +34,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::catalog::{BackupRow, BackupStatus, Catalog, ClusterRow, SCHEMA_VERSION};
-use crate::error::{Error, Result};
+use crate::error::{Error, Hint, Result};
 use crate::format::keys::{self, ObjectKey};
 use crate::format::{ChunkId, PackId};
 use crate::progress::Progress;
@@ -416,8 +416,9 @@ fn scope(cat: &Catalog, opts: &VerifyOptions, report: &mut VerifyReport) -> Resu
     if let Some(id) = &opts.set {
         if !found_set {
             return Err(Error::NotFound(format!(
-                "backup {id:?} is not a complete backup in this repository (see `pgstrata info`)"
-            )));
+                "backup {id:?} is not a complete backup in this repository"
+            ))
+            .hint(Hint::SeeInfo));
         }
         scope.retain(|(_, b)| !b.is_empty());
     }

@@ -177,7 +177,7 @@ fn integrity_commands_refuse_what_is_not_a_repository() {
     );
     fails_with(
         &pgstrata(&["--repo", repo.arg(), "verify", "--set", "nope"]),
-        "\"nope\" is not a complete backup",
+        "\"nope\" is not a complete backup in this repository (see `pgstrata info`)",
     );
     // check on a directory that is not a data directory.
     fails_with(
