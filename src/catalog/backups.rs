@@ -58,7 +58,8 @@ impl Backups<'_> {
                 "UPDATE backup SET status = 'complete', stop_time = ?2, stop_lsn = ?3, \
                  timeline = ?4, wal_start = ?5, wal_stop = ?6, backup_label = ?7, \
                  tablespace_map = ?8, db_bytes = ?9, read_bytes = ?10, stored_bytes = ?11, \
-                 files = ?12, page_errors = ?13 WHERE id = ?1 AND status = 'running'",
+                 files = ?12, page_errors = ?13, changes = ?14 WHERE id = ?1 AND \
+                 status = 'running'",
                 params![
                     b.id,
                     b.stop_time,
@@ -72,7 +73,8 @@ impl Backups<'_> {
                     b.read_bytes as i64,
                     b.stored_bytes as i64,
                     b.files as i64,
-                    b.page_errors as i64
+                    b.page_errors as i64,
+                    b.changes
                 ],
             )
             .ctx("complete backup")?;
@@ -206,9 +208,9 @@ impl Backups<'_> {
             "INSERT INTO backup (id, cluster_id, type, status, reference, start_time, stop_time, \
              start_lsn, stop_lsn, timeline, wal_start, wal_stop, pg_version, block_size, \
              wal_seg_size, data_checksums, backup_label, tablespace_map, db_bytes, read_bytes, \
-             stored_bytes, files, page_errors, host, pid, history, seq, copy_prev) VALUES (?1, \
-             ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
-             ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
+             stored_bytes, files, page_errors, host, pid, history, seq, copy_prev, changes) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
+             ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)",
             params![
                 b.id,
                 cluster_id,
@@ -237,7 +239,8 @@ impl Backups<'_> {
                 b.pid,
                 b.history,
                 seq,
-                prev
+                prev,
+                b.changes
             ],
         )
         .ctx(&what)?;

@@ -65,7 +65,7 @@ pub struct Catalog {
 const BACKUP_COLS: &str = "id, type, status, reference, start_time, stop_time, start_lsn, \
     stop_lsn, timeline, wal_start, wal_stop, pg_version, block_size, wal_seg_size, \
     data_checksums, backup_label, tablespace_map, db_bytes, read_bytes, stored_bytes, files, \
-    page_errors, host, pid, history";
+    page_errors, host, pid, history, changes";
 
 fn backup_from_row(r: &Row<'_>) -> rusqlite::Result<BackupRow> {
     Ok(BackupRow {
@@ -94,6 +94,7 @@ fn backup_from_row(r: &Row<'_>) -> rusqlite::Result<BackupRow> {
         host: r.get(22)?,
         pid: r.get(23)?,
         history: r.get(24)?,
+        changes: r.get(25)?,
     })
 }
 

@@ -58,6 +58,8 @@ pub struct BackupRow {
     pub pid: Option<u32>,
     /// The cluster history entry (identity) the backup was taken under.
     pub history: u32,
+    /// How an incr or diff found what changed (`ChangeSource::describe`).
+    pub changes: Option<String>,
 }
 
 /// One manifest entry.
@@ -135,6 +137,7 @@ impl From<&BackupRow> for BackupMeta {
             page_errors: b.page_errors,
             host: b.host.clone(),
             pid: b.pid,
+            changes: b.changes.clone(),
         }
     }
 }
@@ -177,6 +180,7 @@ impl From<BackupMeta> for BackupRow {
             host: b.host,
             pid: b.pid,
             history: 1,
+            changes: b.changes,
         }
     }
 }

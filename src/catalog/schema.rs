@@ -208,6 +208,12 @@ INSERT OR IGNORE INTO page_error_new SELECT backup_id, path, block, detail FROM 
 DROP TABLE page_error;
 ALTER TABLE page_error_new RENAME TO page_error;
 "#,
+    // 8: how an incremental or differential found what changed
+    // (`archived-wal`, `wal-summaries`, `file-scan: WHY`; NULL for fulls and
+    // for backups taken before this was recorded).
+    r#"
+ALTER TABLE backup ADD COLUMN changes TEXT;
+"#,
 ];
 
 /// Indexes as the last migration that touched them defines them: `expire`

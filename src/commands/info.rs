@@ -131,6 +131,10 @@ pub struct BackupInfo {
     pub history: u32,
     /// Taken from a standby (its backup_label says `BACKUP FROM: standby`).
     pub from_standby: bool,
+    /// How an incr or diff found what changed: `archived-wal`,
+    /// `wal-summaries` or `file-scan: WHY` (null for a full, and for
+    /// backups whose catalog did not record it).
+    pub changes: Option<String>,
 }
 
 /// `aborted` for a backup still marked running whose process is gone (it
@@ -169,6 +173,7 @@ fn backup_info(b: &BackupRow) -> BackupInfo {
             .backup_label
             .as_deref()
             .is_some_and(|l| String::from_utf8_lossy(l).contains("BACKUP FROM: standby")),
+        changes: b.changes.clone(),
     }
 }
 

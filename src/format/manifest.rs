@@ -161,6 +161,9 @@ pub struct BackupMeta {
     pub page_errors: u64,
     pub host: Option<String>,
     pub pid: Option<u32>,
+    /// How an incr or diff found what changed (absent in older copies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<String>,
 }
 
 /// One directory, file or symlink.
@@ -488,6 +491,7 @@ mod tests {
                 page_errors: 0,
                 host: Some("h".into()),
                 pid: Some(9),
+                changes: None,
             },
             prev: None,
             files: vec![FileEntry {

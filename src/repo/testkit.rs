@@ -200,6 +200,7 @@ pub(crate) fn backup_row(id: &str, start: u64, wal: &str) -> BackupRow {
         host: None,
         pid: None,
         history: 1,
+        changes: None,
     }
 }
 

@@ -22,6 +22,8 @@ fn checked_incr(c: &Cluster, repo: &Repo) -> String {
         out.contains("changes found by: archived-wal"),
         "the incremental did not use WAL: {out}"
     );
+    let b = repo.backups().last().unwrap().clone();
+    assert_eq!(b["changes"], "archived-wal", "{b}");
     out
 }
 
@@ -240,5 +242,16 @@ fn incomplete_wal_falls_back_to_reading_files_and_says_why() {
     let out = src.backup_ok(&repo, &["--type", "incr"]);
     assert!(out.contains("changes found by: file-scan: "), "{out}");
     assert!(out.contains(&next), "{out}");
+    let b = repo.backups().last().unwrap().clone();
+    assert!(
+        b["changes"]
+            .as_str()
+            .unwrap()
+            .starts_with("file-scan: WAL segment"),
+        "{b}"
+    );
+    assert_eq!(repo.backups()[0]["changes"], serde_json::Value::Null);
+    let text = pgstrata_ok(&["--repo", repo.arg(), "info"]);
+    assert!(text.contains("(changes: file-scan: WAL segment"), "{text}");
     restore_exactly(&s, &repo, "dst", "latest", &src);
 }

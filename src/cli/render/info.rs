@@ -85,7 +85,7 @@ fn render_cluster(s: &mut String, c: &ClusterInfo) {
     for b in &c.backups {
         let _ = writeln!(
             s,
-            "  {:<20} {:<5} {:>3} {:<9} {:<20} {:<20} {:>10} {:>10} {:>10} {:>7}  {}..{}{}{}",
+            "  {:<20} {:<5} {:>3} {:<9} {:<20} {:<20} {:>10} {:>10} {:>10} {:>7}  {}..{}{}{}{}",
             b.id,
             b.backup_type,
             b.pg_version,
@@ -109,7 +109,11 @@ fn render_cluster(s: &mut String, c: &ClusterInfo) {
                 format!("  ({} page checksum errors)", b.page_errors)
             } else {
                 String::new()
-            }
+            },
+            b.changes
+                .as_deref()
+                .map(|c| format!("  (changes: {c})"))
+                .unwrap_or_default()
         );
     }
 }

@@ -326,6 +326,7 @@ fn begin(
         host: Some(host_name()),
         pid: Some(std::process::id()),
         history: cl.history,
+        changes: None,
     };
     cat.backups().insert(cl.id, &row)?;
     Ok(row)
@@ -631,6 +632,7 @@ impl Job<'_> {
         changes: ChangeSource,
     ) -> Result<BackupReport> {
         row.stop_time = Some(now_us());
+        row.changes = (changes != ChangeSource::Full).then(|| changes.describe());
         row.stop_lsn = Some(stop.lsn);
         row.backup_label = Some(stop.backup_label.clone());
         row.tablespace_map = stop.tablespace_map.clone();
