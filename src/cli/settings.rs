@@ -386,6 +386,16 @@ fn backup(a: BackupArgs) -> R<Run> {
         Some(ChangeTrackingArg::Off) => ChangeTracking::Off,
         Some(ChangeTrackingArg::Check) => ChangeTracking::Check,
     };
+    if a.checksum
+        && matches!(
+            o.change_tracking,
+            ChangeTracking::Wal | ChangeTracking::Check
+        )
+    {
+        return usage(
+            "--checksum reads every block: it does not go with --change-tracking wal or check",
+        );
+    }
     if let Some(w) = a.lock_wait {
         o.lock_wait = Duration::from_secs(w);
     }

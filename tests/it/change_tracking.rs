@@ -211,6 +211,15 @@ fn incomplete_wal_falls_back_to_reading_files_and_says_why() {
         out.contains("changes found by: file-scan: change tracking is off"),
         "{out}"
     );
+    let out = src.backup_ok(&repo, &["--type", "incr", "--checksum"]);
+    assert!(
+        out.contains("changes found by: file-scan: every block is read, as asked"),
+        "{out}"
+    );
+    misused(
+        &src.backup(&repo, &["--checksum", "--change-tracking", "wal"]),
+        "does not go with --change-tracking wal",
+    );
 
     // A finished segment after that backup's start goes missing from the
     // repository and from pg_wal.

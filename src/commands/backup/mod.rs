@@ -475,6 +475,7 @@ impl Job<'_> {
             (None, _) => return Ok((None, ChangeSource::Full)),
         };
         let found = match self.opts.change_tracking {
+            _ if self.opts.checksum => Err("every block is read, as asked".to_string()),
             ChangeTracking::Off => Err("change tracking is off".to_string()),
             ChangeTracking::Auto | ChangeTracking::Wal | ChangeTracking::Check => {
                 self.wal_changes(prior, row)?
