@@ -8,7 +8,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-use pgstrata::{Lsn, WalSummary};
+use pgstrata::testing::WalSummary;
+use pgstrata::Lsn;
 
 const SEG: usize = 16 << 20;
 const BLCKSZ: usize = 8192;

@@ -59,9 +59,7 @@ pub use commands::verify::{
     run as verify, BackupVerdict, Problem, ProblemKind, VerifyOptions, VerifyReport,
 };
 pub use error::{Error, Hint, Result, Setting};
-pub use format::walsummary::{BlockUnion, WalSummary};
 pub use format::{BackupType, ChunkId};
-pub use pg::walblocks::{BlockRef, Head, RelFork, Tail, WalEvent};
 pub use pg::Lsn;
 pub use progress::{Phase, Progress, Silent};
 pub use repo::Invocation;
@@ -77,9 +75,11 @@ pub use util::{human, rfc3339, shell_word};
 pub mod testing {
     pub use crate::format::chunk::{compress, fingerprint, ChunkId, CHUNK_BLOCKS};
     pub use crate::format::crypt::{KeyFile, MasterKey};
+    pub use crate::format::walsummary::{BlockUnion, WalSummary};
     pub use crate::format::BlockMap;
     pub use crate::pg::page::checksum as page_checksum;
     pub use crate::pg::wal::LongPageHeader;
+    pub use crate::pg::walblocks::{RelFork, WalEvent};
     pub use crate::store::backend::{FileSource, ObjectWriter, Source};
     pub use crate::store::fault::{FaultBackend, HookBackend};
     pub use crate::store::s3::BUFFER_MAX as S3_BUFFER_MAX;

@@ -8,7 +8,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use pgstrata::{BlockUnion, Lsn, RelFork, WalEvent, WalSummary};
+use pgstrata::testing::{BlockUnion, RelFork, WalEvent, WalSummary};
+use pgstrata::Lsn;
 
 use crate::harness::*;
 
