@@ -513,6 +513,12 @@ impl Job<'_> {
         prior: &BackupRow,
         row: &BackupRow,
     ) -> Result<std::result::Result<Changes, String>> {
+        // pg_checksums rewrites every page of a stopped cluster, with no WAL.
+        if row.data_checksums != prior.data_checksums {
+            return Ok(Err(
+                "data checksums were turned on or off since the prior backup".into(),
+            ));
+        }
         let timeline = self.server.checkpoint_timeline()?;
         if timeline != prior.timeline {
             return Ok(Err(format!(
