@@ -27,6 +27,10 @@
 #    incr of each tool: pgstrata --change-tracking auto (must say
 #    archived-wal), pgstrata --change-tracking off (reads every file whose
 #    size or mtime changed), pgBackRest --type=incr (block incremental).
+#    Ground truth for what changed, independent of WAL: the relation pages
+#    whose page LSN is at or past the prior pgstrata backup's start (each
+#    update also writes an index leaf page and the page of the new row
+#    version, so these are about twice the pages chosen).
 # Every timed step starts with cold caches (sync, drop_caches) and runs under
 # a wrapper shell that reads its own /proc/PID/io after the step: the kernel
 # adds a reaped child's I/O (and its reaped children's) to the parent, so
@@ -155,7 +159,7 @@ pgs_note() {  # log -> "source=... wal_read=... named=... rels=... dir_read=..."
     /WAL since .* names/ { for (i = 1; i <= NF; i++) { if ($i == "names") n = $(i + 1); if ($i == "of") r = $(i + 1) } }
     /copied .* bytes read/ { s = $0; sub(/.*\(/, "", s); split(s, w, " "); dr = w[1] }
     END { printf "source=%s wal_time=%s wal_from=%s wal_to=%s named=%s rels=%s dir_read=%s\n",
-                 src == "" ? "?" : src, t == "" ? "-" : t, a == "" ? "-" : a, b == "" ? "-" : b,
+                 src == "" ? "-" : src, t == "" ? "-" : t, a == "" ? "-" : a, b == "" ? "-" : b,
                  n == "" ? "-" : n, r == "" ? "-" : r, dr == "" ? "-" : dr }' "$1"
 }
 
@@ -171,7 +175,10 @@ run_backups() {  # step type
     note=-
     [[ $tool == pgbr ]] || note=$(pgs_note "$LOGS/$step.$tool.log")
     record "$step" "$tool" "$WALL" "$READ" $((b1 - b0)) "$RSS" "$note"
-    [[ $tool != pgs_auto ]] || WAL_AT_PRIOR=$(bytes_of "$REPO_AUTO/wal")
+    if [[ $tool == pgs_auto ]]; then
+      WAL_AT_PRIOR=$(bytes_of "$REPO_AUTO/wal")
+      PRIOR_START=$(sed -n 's/.*backup mode started at \([0-9A-F]*\/[0-9A-F]*\).*/\1/p' "$LOGS/$step.$tool.log")
+    fi
   done
 }
 
@@ -182,11 +189,36 @@ sizes() {  # -> "main other_forks nonrel"
     rel && $2 ~ /_(fsm|vm|init)(\.[0-9]+)?$/ { fork += $1; next }
     rel { main += $1; next }
     { other += $1 }
-    END { printf "%d %d %d\n", main, fork, other }'
+    END { printf "%.0f %.0f %.0f\n", main, fork, other }'
+}
+
+# Ground truth, independent of WAL: the relation main-fork pages whose page LSN
+# is at or past LSN (with data checksums, a hint-bit write is WAL-logged too).
+changed_pages() {  # LSN -> "changed total"
+  python3 - "$PGDATA" "$1" <<'PY'
+import os, re, sys
+root, lsn = sys.argv[1], sys.argv[2]
+hi, lo = lsn.split("/")
+since = (int(hi, 16) << 32) | int(lo, 16)
+changed = total = 0
+dirs = ["global"] + ["base/" + d for d in os.listdir(os.path.join(root, "base"))]
+for d in dirs:
+    for f in os.listdir(os.path.join(root, d)):
+        if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", f):
+            continue
+        with open(os.path.join(root, d, f), "rb") as fh:
+            while buf := fh.read(1 << 20):
+                for o in range(0, len(buf) - 8191, 8192):
+                    total += 1
+                    page_lsn = (int.from_bytes(buf[o:o + 4], "little") << 32) | int.from_bytes(buf[o + 4:o + 8], "little")
+                    changed += page_lsn >= since
+print(changed, total)
+PY
 }
 
 # ---------------------------------------------------------------- cluster
 log "workdir $WORKDIR; SCALE=$SCALE CHANGES=$CHANGES"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)   # the machine may be shared: say how busy it was
 pg "$PG_BIN/initdb" -D "$PGDATA" -k -U postgres -A trust -E UTF8 --locale=C >"$LOGS/initdb.log" 2>&1 ||
   { cat "$LOGS/initdb.log" >&2; die "initdb failed"; }
 cat >>"$PGDATA/postgresql.conf" <<EOF
@@ -258,7 +290,7 @@ record binaries pgbr "$WALL" "$READ" - "$RSS" "pgbackrest version, cold"
 
 # ---------------------------------------------------------------- full, then incrs
 run_backups full full
-declare -A PAGES ROWS_UPDATED WAL_ARCHIVED
+declare -A PAGES ROWS_UPDATED WAL_ARCHIVED TRUTH
 lp=2   # a line pointer no earlier round has updated, so that every chosen page gets its row
 for pct in $CHANGES; do
   n=$(sql "SELECT pg_relation_size('pgbench_accounts') / 8192")
@@ -274,6 +306,8 @@ for pct in $CHANGES; do
   sql "SELECT pg_switch_wal()" >/dev/null
   wait_archive
   WAL_ARCHIVED[$pct]=$(( $(bytes_of "$REPO_AUTO/wal") - WAL_AT_PRIOR ))
+  log "change $pct%: counting the pages written since $PRIOR_START"
+  TRUTH[$pct]=$(changed_pages "$PRIOR_START")
   run_backups "incr$pct" incr
   src=$(sed -n 's/.*source=\([^ ]*\).*/\1/p' <<<"${NOTE_OF[incr$pct/pgs_auto]}")
   [[ $src == archived-wal ]] || log "WARNING: incr $pct% with --change-tracking auto: changes found by $src"
@@ -293,14 +327,14 @@ declare -A HEAD=([pgs_auto]="pgstrata --change-tracking auto" [pgs_off]="pgstrat
   echo "incr-wal profile $(date -u +%Y-%m-%dT%H:%M:%SZ): pgbench -i -s $SCALE; base/ $(mb "$BASE_BYTES") MB;" \
        "data directory without pg_wal $(mb "$DATA_BYTES") MB (main forks $(mb "$MAIN_BYTES"), other forks" \
        "$(mb "$FORK_BYTES"), non-relation files $(mb "$NONREL_BYTES")); pgBackRest $(pgbackrest version | awk '{print $2}')," \
-       "zstd -3, 2 workers/processes; every step with cold caches"
+       "zstd -3, 2 workers/processes; every step with cold caches; load average at the start $LOAD_START"
   echo
-  echo "| step | tool | wall s | read MB | stored MB | wall / pgBackRest | read / pgBackRest |"
-  echo "|---|---|---|---|---|---|---|"
+  echo "| step | tool | wall s | read MB | stored MB | peak RSS MiB | wall / pgBackRest | read / pgBackRest |"
+  echo "|---|---|---|---|---|---|---|---|"
   for step in full $(for p in $CHANGES; do printf 'incr%s ' "$p"; done); do
     for t in "${TOOLS[@]}"; do
-      printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$step" "${HEAD[$t]}" "${WALL_OF[$step/$t]}" \
-        "$(mb "${READ_OF[$step/$t]}")" "$(mb "${STORED_OF[$step/$t]}")" \
+      printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$step" "${HEAD[$t]}" "${WALL_OF[$step/$t]}" \
+        "$(mb "${READ_OF[$step/$t]}")" "$(mb "${STORED_OF[$step/$t]}")" $((RSS_OF[$step/$t] / 1024)) \
         "$(ratio "${WALL_OF[$step/$t]}" "${WALL_OF[$step/pgbr]}")" "$(ratio "${READ_OF[$step/$t]}" "${READ_OF[$step/pgbr]}")"
     done
   done
@@ -319,14 +353,19 @@ declare -A HEAD=([pgs_auto]="pgstrata --change-tracking auto" [pgs_off]="pgstrat
     target_read=$((2 * changed + NONREL_BYTES))
     echo
     echo "change $pct%: ${ROWS_UPDATED[$pct]} rows updated in ${PAGES[$pct]} pages of pgbench_accounts" \
-         "($(mb "$changed") MB of pages); WAL names $named blocks ($(mb "$named_bytes") MB) of $(kv "$a" rels) relations"
+         "($(mb "$changed") MB of pages); WAL names $named blocks ($(mb "$named_bytes") MB) of $(kv "$a" rels) relations;" \
+         "relation pages with a page LSN at or past the prior start: ${TRUTH[$pct]% *} of ${TRUTH[$pct]#* }" \
+         "($(mb $((${TRUTH[$pct]% *} * 8192))) MB)"
     echo "  pgstrata auto: changes found by $(kv "$a" source); WAL $(kv "$a" wal_from) to $(kv "$a" wal_to)" \
          "($(mb "$wal_span") MB of WAL, $(mb "${WAL_ARCHIVED[$pct]}") MB compressed in the repository) read in $(kv "$a" wal_time);" \
          "data directory bytes read (pgstrata's count) $(mb "$dir_read") MB; off: $(mb "$(kv "incr$pct/pgs_off" dir_read)") MB"
     rest=-
     [[ $dir_read == - ]] ||
       rest=$((READ_OF[$a] - READ_OF[binaries/pgstrata] - dir_read - WAL_ARCHIVED[$pct]))
-    echo "  target read <= 2 x changed pages + non-relation files = $(mb "$target_read") MB:" \
+    truth_bytes=$((${TRUTH[$pct]% *} * 8192))
+    echo "  read <= 2 x pages written (page LSN) + non-relation files = $(mb $((2 * truth_bytes + NONREL_BYTES))) MB:" \
+         "data directory $(mb "$dir_read") MB = $(ratio "$dir_read" "$truth_bytes") x the pages written"
+    echo "  target read <= 2 x updated pages + non-relation files = $(mb "$target_read") MB:" \
          "pgstrata's data-directory count $(mb "$dir_read") MB, whole process tree $(mb "${READ_OF[$a]}") MB" \
          "(the rest, without binaries, data directory and archived WAL: $(mb "$rest") MB)"
     echo "  target wall <= 0.1 x pgBackRest: $(ratio "${WALL_OF[$a]}" "${WALL_OF[incr$pct/pgbr]}")"
