@@ -19,6 +19,11 @@
 #                       profile's; one run of full #1 (restore keeps its RESTORE_PAIRS rounds),
 #                       no page-level ground truth (two 20 GB snapshots), the data load not
 #                       archived (no backup needs it)
+#                       incr-wal: incrs that find the changed blocks from the archived WAL
+#                       against pgstrata's file scan and pgBackRest's block incremental, on
+#                       pgbench -i -s 300 (~4.9 GB) with 1% and 10% of pgbench_accounts'
+#                       pages changed: wall, bytes read from storage, bytes stored
+#                       (SCALE=300, CHANGES="1 10"; root; scripts/bench/incr-wal.sh)
 #   ROWS=2000000        rows of scripts/bench/dataset.sql (events; docs gets ROWS/4)
 #   SCALE=20            pgbench scale (pgbench -i -s SCALE)
 #   TXNS=10000          workload transactions per client (2 clients): the "hour of change"
@@ -75,7 +80,7 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 for arg in "$@"; do
   case $arg in
     -h|--help) usage; exit 0 ;;
-    PROFILE=*|FULL_RUNS=*|RESTORE_PAIRS=*|PGS_BASELINE=*|SEGMENTS=*|SIZES=*|TABLES=*|BACKUPS=*|CHANGED=*|KEEP_BACKUPS=*|PGBR=*|ROWS=*|SCALE=*|TXNS=*|WORKDIR=*|PGSTRATA=*|SKIP_PGSTRATA=*|ENCRYPTED=*|VERIFY=*|KEEP=*|PG_BIN=*)
+    PROFILE=*|CHANGES=*|FULL_RUNS=*|RESTORE_PAIRS=*|PGS_BASELINE=*|SEGMENTS=*|SIZES=*|TABLES=*|BACKUPS=*|CHANGED=*|KEEP_BACKUPS=*|PGBR=*|ROWS=*|SCALE=*|TXNS=*|WORKDIR=*|PGSTRATA=*|SKIP_PGSTRATA=*|ENCRYPTED=*|VERIFY=*|KEEP=*|PG_BIN=*)
       export "${arg?}" ;;
     *) echo "bench.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
@@ -88,10 +93,11 @@ case ${PROFILE:-default} in
   month) exec "$(dirname "${BASH_SOURCE[0]}")/bench/month.sh" ;;
   many-files) exec "$(dirname "${BASH_SOURCE[0]}")/bench/many-files.sh" ;;
   s3-catalog) exec "$(dirname "${BASH_SOURCE[0]}")/bench/s3-catalog.sh" ;;
+  incr-wal) exec "$(dirname "${BASH_SOURCE[0]}")/bench/incr-wal.sh" ;;
   s3) S3=1; ENCRYPTED=${ENCRYPTED:-0} ;;
   big) BIG=1; ROWS=${ROWS:-44000000}; SCALE=${SCALE:-440}; FULL_RUNS=${FULL_RUNS:-1}
        ENCRYPTED=${ENCRYPTED:-0} ;;
-  *) echo "bench.sh: unknown PROFILE '$PROFILE' (default, archive, s3, s3-catalog, month, many-files, big)" >&2; exit 2 ;;
+  *) echo "bench.sh: unknown PROFILE '$PROFILE' (default, archive, s3, s3-catalog, month, many-files, big, incr-wal)" >&2; exit 2 ;;
 esac
 
 ROWS=${ROWS:-2000000}
