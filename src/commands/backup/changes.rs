@@ -262,7 +262,7 @@ fn summarize(r: &WalRange<'_>, s: WalSegment) -> Result<std::result::Result<WalS
     };
     let bytes = match archived {
         Some(b) => b,
-        None => match std::fs::read(r.pgdata.join("pg_wal").join(&name)) {
+        None => match read_local(r, s, &name) {
             Ok(b) => b,
             Err(_) => {
                 return Ok(Err(format!(
@@ -273,6 +273,31 @@ fn summarize(r: &WalRange<'_>, s: WalSegment) -> Result<std::result::Result<WalS
     };
     let start = Lsn(s.segno * r.seg_size);
     Ok(WalSummary::of_segment(start, &bytes, &name).map_err(|e| e.to_string()))
+}
+
+/// A segment from `pg_wal`. Of the one holding `r.to` (where this backup
+/// starts, not archived yet) only the pages up to it are read, the rest left
+/// zero: a summary ends where records do, and none runs past `r.to`.
+fn read_local(r: &WalRange<'_>, s: WalSegment, name: &str) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    const WAL_PAGE: u64 = 8192;
+    let path = r.pgdata.join("pg_wal").join(name);
+    let seg_start = s.segno * r.seg_size;
+    if !(seg_start..seg_start + r.seg_size).contains(&r.to.0) {
+        return std::fs::read(path);
+    }
+    let f = std::fs::File::open(path)?;
+    let want = ((r.to.0 - seg_start).div_ceil(WAL_PAGE) * WAL_PAGE).max(WAL_PAGE);
+    let mut buf = vec![0u8; r.seg_size as usize];
+    let want = want.min(r.seg_size) as usize;
+    let mut got = 0;
+    while got < want {
+        match f.read_at(&mut buf[got..want], got as u64)? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(buf)
 }
 
 #[cfg(test)]

@@ -159,6 +159,32 @@ impl FileJob<'_> {
             .take_while(|i| self.unread(b + i) == unread)
             .count()
     }
+
+    /// Tell the kernel which of blocks `first..end` will be read, so that
+    /// it reads them ahead, many at once: scattered changed blocks read one
+    /// at a time wait on the disk one at a time (a hint; errors are moot).
+    fn read_ahead(&self, first: u64, end: u64) {
+        if self.tracked.is_none() {
+            return;
+        }
+        let bs = u64::from(self.ctx.block_size);
+        let end = end.min(self.unread_below);
+        let mut b = first;
+        while b < end {
+            if self.unread(b) {
+                b += 1;
+                continue;
+            }
+            let n = self.run(b, (end - b) as usize, false) as u64;
+            let _ = rustix::fs::fadvise(
+                self.file,
+                b * bs,
+                std::num::NonZeroU64::new(n * bs),
+                rustix::fs::Advice::WillNeed,
+            );
+            b += n;
+        }
+    }
 }
 
 impl FileJob<'_> {
@@ -175,6 +201,7 @@ impl FileJob<'_> {
             errors: Vec::new(),
         };
         let mut buf = vec![0u8; CHUNK_BLOCKS * bs];
+        self.read_ahead(first, limit.map_or(u64::MAX, |l| first + l));
         let mut pending: Vec<u8> = Vec::with_capacity(CHUNK_BLOCKS * bs);
         let mut pending_at: Vec<usize> = Vec::with_capacity(CHUNK_BLOCKS);
         let mut block = first;
