@@ -38,6 +38,7 @@ use roaring::RoaringBitmap;
 
 use crate::error::Result;
 use crate::format::walsummary::{BlockUnion, WalSummary};
+use crate::pg::history::TimelinePath;
 use crate::pg::walblocks::WalEvent;
 use crate::pg::{Lsn, TimelineId, WalSegment};
 use crate::repo::Repository;
@@ -112,7 +113,11 @@ pub(super) enum FilePlan<'a> {
 impl Changes {
     /// From the union of the summaries of `[from, to)`; `Err(why)` when WAL
     /// cannot be trusted for it.
-    fn from_union(u: BlockUnion, to: Lsn) -> std::result::Result<Changes, String> {
+    fn from_union(
+        u: BlockUnion,
+        to: Lsn,
+        path: &TimelinePath,
+    ) -> std::result::Result<Changes, String> {
         if u.end < to {
             return Err(format!(
                 "WAL is accounted for only up to {}, before this backup's start {to}",
@@ -124,7 +129,7 @@ impl Changes {
             if at >= to {
                 break;
             }
-            c.note(at, e)?;
+            c.note(at, e, path)?;
         }
         for (rel, bm) in u.blocks {
             if rel.fork == 0 {
@@ -135,7 +140,12 @@ impl Changes {
         Ok(c)
     }
 
-    fn note(&mut self, at: Lsn, e: WalEvent) -> std::result::Result<(), String> {
+    fn note(
+        &mut self,
+        at: Lsn,
+        e: WalEvent,
+        path: &TimelinePath,
+    ) -> std::result::Result<(), String> {
         match e {
             WalEvent::RelCreate { rel } | WalEvent::RelTruncate { rel, .. } => {
                 self.untrusted_rels.insert((rel.spc, rel.db, rel.rel));
@@ -147,7 +157,15 @@ impl Changes {
                 self.untrusted_dbs.extend(spcs.into_iter().map(|s| (s, db)));
             }
             WalEvent::WalLevel(0) => return Err(format!("wal_level was minimal at {at}")),
-            WalEvent::EndOfRecovery { .. } => return Err(format!("a new timeline begins at {at}")),
+            // The switch the history file names is the path being followed.
+            WalEvent::EndOfRecovery { timeline, prev }
+                if path.entry(timeline).is_some() && path.entry(prev).is_some() => {}
+            WalEvent::EndOfRecovery { timeline, .. } => {
+                return Err(format!(
+                    "timeline {timeline} begins at {at}, off the path to timeline {}",
+                    path.target
+                ))
+            }
             WalEvent::Undecodable => {
                 return Err(format!("the WAL record at {at} could not be decoded"))
             }
@@ -205,7 +223,8 @@ pub(super) struct WalRange<'a> {
     pub repo: &'a Repository,
     pub wal_id: &'a str,
     pub pgdata: &'a Path,
-    pub timeline: TimelineId,
+    /// The timelines from the prior backup's to this one's.
+    pub path: TimelinePath,
     pub seg_size: u64,
     pub from: Lsn,
     pub to: Lsn,
@@ -218,11 +237,12 @@ pub(super) fn from_wal(r: &WalRange<'_>) -> Result<std::result::Result<Changes, 
     if r.to <= r.from {
         return Ok(Ok(Changes::default()));
     }
-    let first = WalSegment::containing(r.timeline, r.from, r.seg_size);
-    let last = WalSegment::containing(r.timeline, Lsn(r.to.0 - 1), r.seg_size);
-    let segs: Vec<WalSegment> = (first.segno..=last.segno)
+    let (first, last) = (r.from.0 / r.seg_size, (r.to.0 - 1) / r.seg_size);
+    // Each segment from the timeline recovery would read it from: the one
+    // holding a switch point is the new timeline's.
+    let segs: Vec<WalSegment> = (first..=last)
         .map(|segno| WalSegment {
-            timeline: r.timeline,
+            timeline: TimelineId(r.path.timeline_of_segment(segno, r.seg_size)),
             segno,
         })
         .collect();
@@ -239,10 +259,10 @@ pub(super) fn from_wal(r: &WalRange<'_>) -> Result<std::result::Result<Changes, 
                 Ok(s) => s,
                 Err(why) => return Ok(Err(why)),
             };
-            if s.timeline != r.timeline.0 {
+            if !on_path(&r.path, s.timeline, s.start, r.seg_size) {
                 return Ok(Err(format!(
-                    "WAL at {} is of timeline {}, not {}",
-                    s.start, s.timeline, r.timeline.0
+                    "WAL at {} is of timeline {}, off the path to timeline {}",
+                    s.start, s.timeline, r.path.target
                 )));
             }
             if let Err(e) = union.add(s, "WAL block summaries") {
@@ -250,7 +270,15 @@ pub(super) fn from_wal(r: &WalRange<'_>) -> Result<std::result::Result<Changes, 
             }
         }
     }
-    Ok(Changes::from_union(union, r.to))
+    Ok(Changes::from_union(union, r.to, &r.path))
+}
+
+/// Whether WAL of `timeline` belongs in the segment at `start`: its
+/// timeline is on the path there (the segment holding a switch point begins
+/// with the older timeline's WAL, page headers included).
+fn on_path(path: &TimelinePath, timeline: u32, start: Lsn, seg_size: u64) -> bool {
+    path.entry(timeline)
+        .is_some_and(|e| e.begin.0 < start.0 + seg_size && e.end.is_none_or(|end| end.0 > start.0))
 }
 
 /// One segment's summary; `Err(why)` when it is not to be had.
@@ -356,7 +384,7 @@ mod tests {
                 },
             ),
         ];
-        let c = Changes::from_union(u, Lsn(500)).unwrap();
+        let c = Changes::from_union(u, Lsn(500), &TimelinePath::root(1)).unwrap();
         assert!(matches!(c.plan("base/5/1", 131072), FilePlan::Only(Some(b), 0) if b.contains(3)));
         assert!(matches!(
             c.plan("base/5/1.1", 131072),
@@ -390,7 +418,7 @@ mod tests {
             u.blocks
                 .insert(rel(100 + r), (0..100u32).map(|b| b * 7).collect());
         }
-        let c = Changes::from_union(u, Lsn(500)).unwrap();
+        let c = Changes::from_union(u, Lsn(500), &TimelinePath::root(1)).unwrap();
         assert!(c.count >= 10_000_000, "{}", c.count);
         let bytes: usize = c.blocks.values().map(|b| b.serialized_size() + 64).sum();
         assert!(bytes < 32 << 20, "{bytes} bytes for {} blocks", c.count);
@@ -413,12 +441,12 @@ mod tests {
             let mut u = BlockUnion::new();
             u.end = Lsn(1000);
             u.events = vec![(Lsn(10), e)];
-            let got = Changes::from_union(u, Lsn(500)).unwrap_err();
+            let got = Changes::from_union(u, Lsn(500), &TimelinePath::root(1)).unwrap_err();
             assert!(got.contains(why), "{got}");
         }
         let mut u = BlockUnion::new();
         u.end = Lsn(100);
-        assert!(Changes::from_union(u, Lsn(500))
+        assert!(Changes::from_union(u, Lsn(500), &TimelinePath::root(1))
             .unwrap_err()
             .contains("only up to"));
     }

@@ -35,6 +35,7 @@ use crate::catalog::{
 use crate::error::{Error, Result, Setting};
 use crate::pg::conn::{BackupStop, Server};
 use crate::pg::datadir::{self, Entry, EntryKind};
+use crate::pg::history::TimelinePath;
 use crate::pg::{Lsn, TimelineId, WalSegment};
 use crate::progress::{Phase, Progress};
 use crate::repo::{archive_command_setting, Invocation};
@@ -508,6 +509,34 @@ impl Job<'_> {
         }
     }
 
+    /// The timelines from the prior backup's to `timeline`, from the
+    /// archived history file; `Err(why)` when the prior is not on it.
+    fn timeline_path(
+        &self,
+        wal_id: &str,
+        timeline: u32,
+        prior: &BackupRow,
+    ) -> Result<std::result::Result<TimelinePath, String>> {
+        if timeline == prior.timeline {
+            return Ok(Ok(TimelinePath::root(timeline)));
+        }
+        let name = format!("{timeline:08X}.history");
+        let Some(text) = self.repo.wal_fetch(wal_id, &name)? else {
+            return Ok(Err(format!(
+                "the timeline changed since the prior backup ({} to {timeline}) and {name} is not archived",
+                prior.timeline
+            )));
+        };
+        let path = TimelinePath::parse(timeline, &String::from_utf8_lossy(&text))?;
+        if !path.reaches_from(prior.timeline, prior.start_lsn) {
+            return Ok(Err(format!(
+                "the prior backup (timeline {} at {}) is not on timeline {timeline}'s history",
+                prior.timeline, prior.start_lsn
+            )));
+        }
+        Ok(Ok(path))
+    }
+
     fn wal_changes(
         &mut self,
         prior: &BackupRow,
@@ -520,19 +549,17 @@ impl Job<'_> {
             ));
         }
         let timeline = self.server.checkpoint_timeline()?;
-        if timeline != prior.timeline {
-            return Ok(Err(format!(
-                "the timeline changed since the prior backup ({} to {timeline})",
-                prior.timeline
-            )));
-        }
-        let t = Instant::now();
         let wal_id = self.cluster.wal_id();
+        let path = match self.timeline_path(&wal_id, timeline, prior)? {
+            Ok(p) => p,
+            Err(why) => return Ok(Err(why)),
+        };
+        let t = Instant::now();
         let found = changes::from_wal(&WalRange {
             repo: self.repo,
             wal_id: &wal_id,
             pgdata: self.pgdata,
-            timeline: TimelineId(timeline),
+            path,
             seg_size: row.wal_seg_size,
             from: prior.start_lsn,
             to: row.start_lsn,
