@@ -1,9 +1,12 @@
-//! Incrementals that read only the blocks WAL names. Each one is taken with
-//! `--change-tracking check`, which reads every block as well and fails if
-//! WAL missed a write, over workloads that stress what WAL does and does
-//! not vouch for; then the backups restore exactly.
+//! Incrementals that read only the blocks WAL names, from the archived WAL
+//! or (PostgreSQL 17 and later with `summarize_wal = on`) from the server's
+//! WAL summaries. Each one is taken with `--change-tracking check`, which
+//! reads every block as well and fails if WAL missed a write, over workloads
+//! that stress what WAL does and does not vouch for; then the backups restore
+//! exactly.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::harness::*;
 
@@ -15,12 +18,13 @@ fn pgbench(c: &Cluster, args: &[&str]) {
     check(&run_as_pg(&client_tool("pgbench"), &all), "pgbench");
 }
 
-/// An incremental taken in checking mode: it must find its changes in WAL.
-fn checked_incr(c: &Cluster, repo: &Repo) -> String {
+/// An incremental taken in checking mode: it must find its changes in WAL,
+/// from `source` (`archived-wal`, `wal-summaries`).
+fn checked_incr(c: &Cluster, repo: &Repo, source: &str) -> String {
     let out = c.backup_ok(repo, &["--type", "incr", "--change-tracking", "check"]);
     assert!(
-        out.contains("changes found by: archived-wal"),
-        "the incremental did not use WAL: {out}"
+        out.contains(&format!("changes found by: {source}")),
+        "the incremental did not use {source}: {out}"
     );
     out
 }
@@ -127,7 +131,9 @@ fn restore_exactly(s: &Scratch, repo: &Repo, name: &str, set: &str, src: &Cluste
     dst.stop();
 }
 
-fn mixed_workloads(bindir: Option<&Path>) {
+/// `conf` is added to the source's `postgresql.conf`; every incremental
+/// must find its changes by `source`.
+fn mixed_workloads(bindir: Option<&Path>, conf: &str, source: &str) {
     let s = Scratch::new();
     let repo = Repo::new(&s);
     let src = Cluster::new(
@@ -136,6 +142,7 @@ fn mixed_workloads(bindir: Option<&Path>) {
         ClusterOpts {
             archive_to: Some(&repo),
             bindir,
+            extra_conf: conf,
             ..Default::default()
         },
     );
@@ -144,7 +151,7 @@ fn mixed_workloads(bindir: Option<&Path>) {
     src.backup_ok(&repo, &["--type", "full"]);
 
     first_round(&src, major);
-    checked_incr(&src, &repo);
+    checked_incr(&src, &repo, source);
     let first = repo.backups().last().unwrap()["id"]
         .as_str()
         .unwrap()
@@ -154,14 +161,17 @@ fn mixed_workloads(bindir: Option<&Path>) {
     restore_exactly(&s, &repo, "first", &first, &src);
 
     second_round(&src, &s, major);
-    checked_incr(&src, &repo);
+    checked_incr(&src, &repo, source);
 
     // The hourly case: a little pgbench. WAL names a few blocks, and the
     // backup reads those, not the database.
     pgbench(&src, &["-n", "-t", "200", "-c", "2"]);
     src.exec("CHECKPOINT");
     let out = src.backup_ok(&repo, &["--type", "incr"]);
-    assert!(out.contains("changes found by: archived-wal"), "{out}");
+    assert!(
+        out.contains(&format!("changes found by: {source}")),
+        "{out}"
+    );
     let last = repo.backups().last().unwrap().clone();
     let (read, size) = (
         last["read_bytes"].as_u64().unwrap(),
@@ -174,71 +184,104 @@ fn mixed_workloads(bindir: Option<&Path>) {
     restore_exactly(&s, &repo, "last", "latest", &src);
 }
 
+const SUMMARIES: &str = "summarize_wal = on\n";
+
 #[test]
 fn incrementals_from_wal_are_exact_over_mixed_workloads() {
-    mixed_workloads(None);
+    mixed_workloads(None, "", "archived-wal");
 }
 
 #[test]
 fn incrementals_from_wal_are_exact_over_mixed_workloads_on_14() {
-    mixed_workloads(Some(&pg_bindir_for(14)));
+    mixed_workloads(Some(&pg_bindir_for(14)), "", "archived-wal");
 }
 
 #[test]
 fn incrementals_from_wal_are_exact_over_mixed_workloads_on_18() {
-    mixed_workloads(Some(&pg_bindir_for(18)));
+    mixed_workloads(Some(&pg_bindir_for(18)), "", "archived-wal");
 }
 
-/// When WAL cannot say, `auto` reads files and says why; `wal` refuses;
-/// `off` reads files.
 #[test]
-fn incomplete_wal_falls_back_to_reading_files_and_says_why() {
+fn incrementals_from_wal_summaries_are_exact_over_mixed_workloads_on_17() {
+    mixed_workloads(Some(&pg_bindir_for(17)), SUMMARIES, "wal-summaries");
+}
+
+#[test]
+fn incrementals_from_wal_summaries_are_exact_over_mixed_workloads_on_18() {
+    mixed_workloads(Some(&pg_bindir_for(18)), SUMMARIES, "wal-summaries");
+}
+
+fn summaries_cluster(s: &Scratch, repo: &Repo, conf: &str) -> Cluster {
+    let src = Cluster::new(
+        s,
+        "src",
+        ClusterOpts {
+            archive_to: Some(repo),
+            bindir: Some(&pg_bindir_for(17)),
+            extra_conf: conf,
+            ..Default::default()
+        },
+    );
+    load_sample(&src, 5_000);
+    src.backup_ok(repo, &["--type", "full"]);
+    src.exec("UPDATE accounts SET balance = balance + 1 WHERE id % 100 = 0; CHECKPOINT");
+    src
+}
+
+/// Without `summarize_wal`, a 17 server has no summaries: the archived WAL
+/// says what changed.
+#[test]
+fn without_summarize_wal_the_archived_wal_is_read_on_17() {
     let s = Scratch::new();
     let repo = Repo::new(&s);
-    let src = Cluster::archiving(&s, "src", &repo);
-    load_sample(&src, 5_000);
-    src.backup_ok(&repo, &["--type", "full"]);
-    src.exec("UPDATE accounts SET balance = balance + 1 WHERE id % 100 = 0");
-    src.switch_wal_and_wait(&repo);
-    src.exec("UPDATE accounts SET balance = balance + 1 WHERE id % 100 = 1; CHECKPOINT");
-    src.switch_wal_and_wait(&repo);
-    src.exec("CHECKPOINT");
+    let src = summaries_cluster(&s, &repo, "summarize_wal = off\n");
+    checked_incr(&src, &repo, "archived-wal");
+    restore_exactly(&s, &repo, "dst", "latest", &src);
+}
 
-    let out = src.backup_ok(&repo, &["--type", "incr", "--change-tracking", "off"]);
-    assert!(
-        out.contains("changes found by: file-scan: change tracking is off"),
-        "{out}"
-    );
+/// Remove the server's WAL summaries once the summarizer is past `lsn`, so
+/// that none covers it.
+fn drop_summaries_past(c: &Cluster, lsn: &str) {
+    let past =
+        format!("SELECT (summarized_lsn > '{lsn}')::text FROM pg_get_wal_summarizer_state()");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.query_one(&past) != "true" {
+        assert!(Instant::now() < deadline, "the summarizer is stuck");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for e in std::fs::read_dir(c.pgdata.join("pg_wal/summaries")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "summary") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+}
 
-    // A finished segment after that backup's start goes missing from the
-    // repository and from pg_wal.
-    let start = repo.backups().last().unwrap()["wal_start"]
+fn last_start(repo: &Repo) -> String {
+    repo.backups().last().unwrap()["start_lsn"]
         .as_str()
         .unwrap()
-        .to_string();
-    src.exec("UPDATE accounts SET balance = balance + 1 WHERE id % 100 = 2");
-    src.switch_wal_and_wait(&repo);
-    src.exec("UPDATE accounts SET balance = balance + 1 WHERE id % 100 = 3");
-    src.switch_wal_and_wait(&repo);
-    src.exec("CHECKPOINT");
-    let next = format!(
-        "{}{:08X}",
-        &start[..16],
-        u32::from_str_radix(&start[16..], 16).unwrap() + 1
-    );
-    let archived: Vec<String> = tree(&repo.path.join("wal"))
-        .into_keys()
-        .filter(|k| k.ends_with(&format!("{next}.zst")))
-        .collect();
-    assert_eq!(archived.len(), 1, "segment {next} is not in the repository");
-    std::fs::remove_file(repo.path.join("wal").join(&archived[0])).unwrap();
-    let _ = std::fs::remove_file(src.pgdata.join("pg_wal").join(&next));
+        .to_string()
+}
 
-    let o = src.backup(&repo, &["--type", "incr", "--change-tracking", "wal"]);
-    fails_with(&o, "cannot be found from WAL");
-    fails_with(&o, &next);
-    let out = src.backup_ok(&repo, &["--type", "incr"]);
-    assert!(out.contains("changes found by: file-scan: "), "{out}");
-    assert!(out.contains(&next), "{out}");
+/// Summaries that do not cover the range since the prior backup's start
+/// (here removed; in life, WAL of `wal_level = minimal` or summaries older
+/// than `wal_summary_keep_time`) give way to the archived WAL, also when WAL
+/// is required or checked; the next backup's range is covered again.
+#[test]
+fn a_gap_in_the_wal_summaries_falls_back_to_the_archived_wal() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let src = summaries_cluster(&s, &repo, SUMMARIES);
+    drop_summaries_past(&src, &last_start(&repo));
+    let out = src.backup_ok(&repo, &["--type", "incr", "--change-tracking", "wal"]);
+    assert!(out.contains("changes found by: archived-wal"), "{out}");
+
+    src.exec("UPDATE accounts SET balance = balance + 1 WHERE id % 100 = 1; CHECKPOINT");
+    drop_summaries_past(&src, &last_start(&repo));
+    checked_incr(&src, &repo, "archived-wal");
+
+    src.exec("UPDATE accounts SET balance = balance + 1 WHERE id % 100 = 2; CHECKPOINT");
+    checked_incr(&src, &repo, "wal-summaries");
     restore_exactly(&s, &repo, "dst", "latest", &src);
 }

@@ -17,7 +17,7 @@ mod standby;
 mod writer;
 
 pub use changes::{ChangeSource, ChangeTracking};
-use changes::{Changes, FilePlan, WalRange};
+use changes::{Changes, FilePlan, SummaryRange, WalRange};
 use refs::Refs;
 
 use standby::Standby;
@@ -480,14 +480,15 @@ impl Job<'_> {
             }
         };
         match found {
-            Ok(c) => {
+            Ok((c, source)) => {
                 tracing::info!(
-                    "WAL since {} names {} blocks of {} relations",
+                    "WAL since {} names {} blocks of {} relations ({})",
                     prior.start_lsn,
                     c.count,
-                    c.relations()
+                    c.relations(),
+                    source.describe()
                 );
-                Ok((Some(c), ChangeSource::ArchivedWal))
+                Ok((Some(c), source))
             }
             Err(why)
                 if self.opts.change_tracking != ChangeTracking::Auto
@@ -506,17 +507,31 @@ impl Job<'_> {
         }
     }
 
+    /// From the server's WAL summaries, else from the archived WAL.
     fn wal_changes(
         &mut self,
         prior: &BackupRow,
         row: &BackupRow,
-    ) -> Result<std::result::Result<Changes, String>> {
+    ) -> Result<std::result::Result<(Changes, ChangeSource), String>> {
         let timeline = self.server.checkpoint_timeline()?;
         if timeline != prior.timeline {
             return Ok(Err(format!(
                 "the timeline changed since the prior backup ({} to {timeline})",
                 prior.timeline
             )));
+        }
+        let summarized = changes::from_server(
+            self.server,
+            &SummaryRange {
+                timeline: TimelineId(timeline),
+                from: prior.start_lsn,
+                to: row.start_lsn,
+                wait: self.opts.archive_timeout.min(changes::SUMMARIZER_WAIT),
+            },
+        );
+        match summarized {
+            Ok(c) => return Ok(Ok((c, ChangeSource::WalSummaries))),
+            Err(why) => tracing::info!("reading the archived WAL, not WAL summaries: {why}"),
         }
         let t = Instant::now();
         let wal_id = self.cluster.wal_id();
@@ -535,7 +550,7 @@ impl Job<'_> {
             row.start_lsn,
             t.elapsed()
         );
-        Ok(found)
+        Ok(found.map(|c| (c, ChangeSource::ArchivedWal)))
     }
 
     /// Stop backup mode and wait for its WAL (unless the writer failed
