@@ -285,3 +285,50 @@ fn a_gap_in_the_wal_summaries_falls_back_to_the_archived_wal() {
     checked_incr(&src, &repo, "wal-summaries");
     restore_exactly(&s, &repo, "dst", "latest", &src);
 }
+
+/// A database dropped and made again under the same OID by a file copy
+/// from another template: its files are at the same paths as in the prior
+/// backup (the catalogs' with the same relfilenodes and sizes), and WAL
+/// names none of their blocks. Both sources make the whole database read
+/// (the summaries by its limit block, relfilenode 0).
+fn recreated_database(bindir: Option<&Path>, conf: &str, source: &str) {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let src = Cluster::new(
+        &s,
+        "src",
+        ClusterOpts {
+            archive_to: Some(&repo),
+            bindir,
+            extra_conf: conf,
+            ..Default::default()
+        },
+    );
+    src.exec("CREATE DATABASE reborn OID = 50000 STRATEGY FILE_COPY");
+    src.exec_db(
+        "reborn",
+        "CREATE TABLE old AS SELECT g FROM generate_series(1, 5000) g",
+    );
+    src.exec("CREATE DATABASE tpl STRATEGY FILE_COPY");
+    src.exec_db(
+        "tpl",
+        "CREATE TABLE mine AS SELECT g * 2 AS g FROM generate_series(1, 5000) g",
+    );
+    src.exec("CHECKPOINT");
+    src.backup_ok(&repo, &["--type", "full"]);
+    src.exec("DROP DATABASE reborn");
+    src.exec("CREATE DATABASE reborn OID = 50000 TEMPLATE tpl STRATEGY FILE_COPY");
+    src.exec("CHECKPOINT");
+    checked_incr(&src, &repo, source);
+    restore_exactly(&s, &repo, "dst", "latest", &src);
+}
+
+#[test]
+fn a_database_recreated_by_file_copy_is_read_whole() {
+    recreated_database(None, "", "archived-wal");
+}
+
+#[test]
+fn a_database_recreated_by_file_copy_is_read_whole_from_wal_summaries_on_17() {
+    recreated_database(Some(&pg_bindir_for(17)), SUMMARIES, "wal-summaries");
+}
