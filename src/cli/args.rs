@@ -319,7 +319,8 @@ pub struct BackupArgs {
     #[merge(strategy = merge::bool::overwrite_false)]
     pub start_fast: bool,
     /// How an incr or diff finds what changed: `auto` reads only the blocks
-    /// the archived WAL names when that WAL is complete, else files as `off`
+    /// WAL names (the server's WAL summaries on 17+ with summarize_wal = on,
+    /// else the archived WAL) when WAL is complete, else files as `off`
     /// does; `wal` fails instead; `off` reads files whose size or mtime
     /// changed; `check` proves `wal` by reading everything too
     /// [default: auto; config: change-tracking].

@@ -1,6 +1,7 @@
 //! PostgreSQL knowledge: connections and backup mode, the control file, data
-//! directory rules, LSNs and WAL names, data pages, and a private server
-//! over a restored copy (for drills).
+//! directory rules, LSNs and WAL names, data pages, WAL block references and
+//! the server's own WAL summaries, and a private server over a restored copy
+//! (for drills).
 
 pub(crate) mod conn;
 pub(crate) mod control;
@@ -16,6 +17,7 @@ pub(crate) mod wal;
 pub(crate) mod walblocks;
 pub(crate) mod walpage;
 pub(crate) mod walrecord;
+pub(crate) mod walsummaries;
 
 pub use lsn::Lsn;
 pub(crate) use lsn::{TimelineId, WalFileName, WalSegment};

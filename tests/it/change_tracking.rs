@@ -1,9 +1,12 @@
-//! Incrementals that read only the blocks WAL names. Each one is taken with
-//! `--change-tracking check`, which reads every block as well and fails if
-//! WAL missed a write, over workloads that stress what WAL does and does
-//! not vouch for; then the backups restore exactly.
+//! Incrementals that read only the blocks WAL names, from the archived WAL
+//! or (PostgreSQL 17 and later with `summarize_wal = on`) from the server's
+//! WAL summaries. Each one is taken with `--change-tracking check`, which
+//! reads every block as well and fails if WAL missed a write, over workloads
+//! that stress what WAL does and does not vouch for; then the backups restore
+//! exactly.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::harness::*;
 
@@ -15,15 +18,16 @@ fn pgbench(c: &Cluster, args: &[&str]) {
     check(&run_as_pg(&client_tool("pgbench"), &all), "pgbench");
 }
 
-/// An incremental taken in checking mode: it must find its changes in WAL.
-fn checked_incr(c: &Cluster, repo: &Repo) -> String {
+/// An incremental taken in checking mode: it must find its changes in WAL,
+/// from `source` (`archived-wal`, `wal-summaries`).
+fn checked_incr(c: &Cluster, repo: &Repo, source: &str) -> String {
     let out = c.backup_ok(repo, &["--type", "incr", "--change-tracking", "check"]);
     assert!(
-        out.contains("changes found by: archived-wal"),
-        "the incremental did not use WAL: {out}"
+        out.contains(&format!("changes found by: {source}")),
+        "the incremental did not use {source}: {out}"
     );
     let b = repo.backups().last().unwrap().clone();
-    assert_eq!(b["changes"], "archived-wal", "{b}");
+    assert_eq!(b["changes"], source, "{b}");
     out
 }
 
@@ -129,7 +133,9 @@ fn restore_exactly(s: &Scratch, repo: &Repo, name: &str, set: &str, src: &Cluste
     dst.stop();
 }
 
-fn mixed_workloads(bindir: Option<&Path>) {
+/// `conf` is added to the source's `postgresql.conf`; every incremental
+/// must find its changes by `source`.
+fn mixed_workloads(bindir: Option<&Path>, conf: &str, source: &str) {
     let s = Scratch::new();
     let repo = Repo::new(&s);
     let src = Cluster::new(
@@ -138,6 +144,7 @@ fn mixed_workloads(bindir: Option<&Path>) {
         ClusterOpts {
             archive_to: Some(&repo),
             bindir,
+            extra_conf: conf,
             ..Default::default()
         },
     );
@@ -146,7 +153,7 @@ fn mixed_workloads(bindir: Option<&Path>) {
     src.backup_ok(&repo, &["--type", "full"]);
 
     first_round(&src, major);
-    checked_incr(&src, &repo);
+    checked_incr(&src, &repo, source);
     let first = repo.backups().last().unwrap()["id"]
         .as_str()
         .unwrap()
@@ -156,17 +163,16 @@ fn mixed_workloads(bindir: Option<&Path>) {
     restore_exactly(&s, &repo, "first", &first, &src);
 
     second_round(&src, &s, major);
-    checked_incr(&src, &repo);
+    checked_incr(&src, &repo, source);
 
     // The hourly case: a little pgbench. WAL names a few blocks, and the
-    // backup reads those, not the database.
-    // Tables in a tablespace (moved there in round two) change too.
+    // backup reads those, not the database. Tables in a tablespace (moved
+    // there in round two) change too.
     pgbench(&src, &["-n", "-t", "200", "-c", "2"]);
     src.exec("UPDATE docs SET body = body || 'x' WHERE id % 1000 = 0");
     src.exec_db("logged", "UPDATE t SET g = g + 1 WHERE g % 10 = 0");
     src.exec("CHECKPOINT");
-    let out = checked_incr(&src, &repo);
-    assert!(out.contains("changes found by: archived-wal"), "{out}");
+    checked_incr(&src, &repo, source);
     let last = repo.backups().last().unwrap().clone();
     let (read, size) = (
         last["read_bytes"].as_u64().unwrap(),
@@ -179,19 +185,153 @@ fn mixed_workloads(bindir: Option<&Path>) {
     restore_exactly(&s, &repo, "last", "latest", &src);
 }
 
+const SUMMARIES: &str = "summarize_wal = on\n";
+
 #[test]
 fn incrementals_from_wal_are_exact_over_mixed_workloads() {
-    mixed_workloads(None);
+    mixed_workloads(None, "", "archived-wal");
 }
 
 #[test]
 fn incrementals_from_wal_are_exact_over_mixed_workloads_on_14() {
-    mixed_workloads(Some(&pg_bindir_for(14)));
+    mixed_workloads(Some(&pg_bindir_for(14)), "", "archived-wal");
 }
 
 #[test]
 fn incrementals_from_wal_are_exact_over_mixed_workloads_on_18() {
-    mixed_workloads(Some(&pg_bindir_for(18)));
+    mixed_workloads(Some(&pg_bindir_for(18)), "", "archived-wal");
+}
+
+#[test]
+fn incrementals_from_wal_summaries_are_exact_over_mixed_workloads_on_17() {
+    mixed_workloads(Some(&pg_bindir_for(17)), SUMMARIES, "wal-summaries");
+}
+
+#[test]
+fn incrementals_from_wal_summaries_are_exact_over_mixed_workloads_on_18() {
+    mixed_workloads(Some(&pg_bindir_for(18)), SUMMARIES, "wal-summaries");
+}
+
+fn summaries_cluster(s: &Scratch, repo: &Repo, conf: &str) -> Cluster {
+    let src = Cluster::new(
+        s,
+        "src",
+        ClusterOpts {
+            archive_to: Some(repo),
+            bindir: Some(&pg_bindir_for(17)),
+            extra_conf: conf,
+            ..Default::default()
+        },
+    );
+    load_sample(&src, 5_000);
+    src.backup_ok(repo, &["--type", "full"]);
+    src.exec("UPDATE accounts SET balance = balance + 1 WHERE id % 100 = 0; CHECKPOINT");
+    src
+}
+
+/// Without `summarize_wal`, a 17 server has no summaries: the archived WAL
+/// says what changed.
+#[test]
+fn without_summarize_wal_the_archived_wal_is_read_on_17() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let src = summaries_cluster(&s, &repo, "summarize_wal = off\n");
+    checked_incr(&src, &repo, "archived-wal");
+    restore_exactly(&s, &repo, "dst", "latest", &src);
+}
+
+/// Remove the server's WAL summaries once the summarizer is past `lsn`, so
+/// that none covers it.
+fn drop_summaries_past(c: &Cluster, lsn: &str) {
+    let past =
+        format!("SELECT (summarized_lsn > '{lsn}')::text FROM pg_get_wal_summarizer_state()");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.query_one(&past) != "true" {
+        assert!(Instant::now() < deadline, "the summarizer is stuck");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for e in std::fs::read_dir(c.pgdata.join("pg_wal/summaries")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "summary") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+}
+
+fn last_start(repo: &Repo) -> String {
+    repo.backups().last().unwrap()["start_lsn"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Summaries that do not cover the range since the prior backup's start
+/// (here removed; in life, WAL of `wal_level = minimal` or summaries older
+/// than `wal_summary_keep_time`) give way to the archived WAL, also when WAL
+/// is required or checked; the next backup's range is covered again.
+#[test]
+fn a_gap_in_the_wal_summaries_falls_back_to_the_archived_wal() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let src = summaries_cluster(&s, &repo, SUMMARIES);
+    drop_summaries_past(&src, &last_start(&repo));
+    let out = src.backup_ok(&repo, &["--type", "incr", "--change-tracking", "wal"]);
+    assert!(out.contains("changes found by: archived-wal"), "{out}");
+
+    src.exec("UPDATE accounts SET balance = balance + 1 WHERE id % 100 = 1; CHECKPOINT");
+    drop_summaries_past(&src, &last_start(&repo));
+    checked_incr(&src, &repo, "archived-wal");
+
+    src.exec("UPDATE accounts SET balance = balance + 1 WHERE id % 100 = 2; CHECKPOINT");
+    checked_incr(&src, &repo, "wal-summaries");
+    restore_exactly(&s, &repo, "dst", "latest", &src);
+}
+
+/// A database dropped and made again under the same OID by a file copy
+/// from another template: its files are at the same paths as in the prior
+/// backup (the catalogs' with the same relfilenodes and sizes), and WAL
+/// names none of their blocks. Both sources make the whole database read
+/// (the summaries by its limit block, relfilenode 0).
+fn recreated_database(bindir: Option<&Path>, conf: &str, source: &str) {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let src = Cluster::new(
+        &s,
+        "src",
+        ClusterOpts {
+            archive_to: Some(&repo),
+            bindir,
+            extra_conf: conf,
+            ..Default::default()
+        },
+    );
+    src.exec("CREATE DATABASE reborn OID = 50000 STRATEGY FILE_COPY");
+    src.exec_db(
+        "reborn",
+        "CREATE TABLE old AS SELECT g FROM generate_series(1, 5000) g",
+    );
+    src.exec("CREATE DATABASE tpl STRATEGY FILE_COPY");
+    src.exec_db(
+        "tpl",
+        "CREATE TABLE mine AS SELECT g * 2 AS g FROM generate_series(1, 5000) g",
+    );
+    src.exec("CHECKPOINT");
+    src.backup_ok(&repo, &["--type", "full"]);
+    src.exec("DROP DATABASE reborn");
+    src.exec("CREATE DATABASE reborn OID = 50000 TEMPLATE tpl STRATEGY FILE_COPY");
+    src.exec("CHECKPOINT");
+    checked_incr(&src, &repo, source);
+    restore_exactly(&s, &repo, "dst", "latest", &src);
+}
+
+#[test]
+fn a_database_recreated_by_file_copy_is_read_whole() {
+    recreated_database(None, "", "archived-wal");
+}
+
+#[test]
+fn a_database_recreated_by_file_copy_is_read_whole_from_wal_summaries_on_17() {
+    recreated_database(Some(&pg_bindir_for(17)), SUMMARIES, "wal-summaries");
 }
 
 /// When WAL cannot say, `auto` reads files and says why; `wal` refuses;
@@ -266,4 +406,47 @@ fn incomplete_wal_falls_back_to_reading_files_and_says_why() {
     let text = pgstrata_ok(&["--repo", repo.arg(), "info"]);
     assert!(text.contains("(changes: file-scan: WAL segment"), "{text}");
     restore_exactly(&s, &repo, "dst", "latest", &src);
+}
+
+/// After a failover onto timeline 2, the WAL from the prior backup's start
+/// on timeline 1 to the new backup's on timeline 2 is followed through the
+/// history file, as recovery follows it; a backup whose timeline is not on
+/// that history makes the next one read files, saying why.
+#[test]
+fn incrementals_follow_the_timeline_path_after_a_failover() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let mut a = Cluster::archiving(&s, "a", &repo);
+    load_sample(&a, 5_000);
+    a.backup_ok(&repo, &["--type", "full"]);
+    a.exec("UPDATE accounts SET balance = balance + 1 WHERE id % 50 = 0");
+    a.switch_wal_and_wait(&repo);
+    a.stop();
+
+    // Fail over: the copy promotes onto timeline 2 and archives into the
+    // same repository.
+    let mut b = restore_archiving(&s, &repo, "b", &[]);
+    b.start_ok();
+    b.wait_for_consistency();
+    assert_eq!(
+        b.query_one("SELECT timeline_id::text FROM pg_control_checkpoint()"),
+        "2"
+    );
+    b.exec("UPDATE accounts SET balance = balance + 1 WHERE id % 50 = 1");
+    b.exec("CHECKPOINT");
+    checked_incr(&b, &repo, "archived-wal");
+    restore_exactly(&s, &repo, "r1", "latest", &b);
+
+    // The old primary comes back on timeline 1 and writes on: the newest
+    // backup (timeline 2) is not on its history.
+    a.start_ok();
+    a.exec("UPDATE accounts SET balance = balance + 1 WHERE id % 50 = 2");
+    a.exec("CHECKPOINT");
+    let out = a.backup_ok(&repo, &["--type", "incr"]);
+    assert!(
+        out.contains("changes found by: file-scan: the timeline changed"),
+        "{out}"
+    );
+    a.stop();
+    b.stop();
 }

@@ -4,6 +4,21 @@
 //! only at those blocks (and past the prior backup's end of the file); every
 //! other block is the prior backup's.
 //!
+//! Two sources say it, tried in this order:
+//! - the server's own WAL summaries (PostgreSQL 17 and later with
+//!   `summarize_wal = on`, see [`crate::pg::walsummaries`]): after waiting a
+//!   little for the summarizer to reach this backup's start, the summary
+//!   files of the backup's timeline must cover the whole range without a
+//!   gap. A limit block (a fork created, truncated or dropped) and a
+//!   database's limit (relfilenode 0) mean what `XLOG_SMGR_CREATE`,
+//!   `XLOG_SMGR_TRUNCATE` and the database records mean below;
+//! - the archived WAL, each segment decoded here (the repository's copy,
+//!   else `pg_wal`'s).
+//!
+//! Anything the first cannot vouch for (not 17, `summarize_wal` off, a
+//! gap, a lagging summarizer, an error) falls back to the second, saying
+//! why; only when both fail does the backup read files (or `wal` fail).
+//!
 //! Why this is exact:
 //! - the prior backup copied each block at some moment after its start. A
 //!   block written after that start is named by a record after it, so it is
@@ -22,9 +37,10 @@
 //!   with no record per block), a file shorter than the prior backup's copy.
 //!
 //! WAL is trusted only whole: a segment missing or unreadable, a record that
-//! cannot be decoded, `wal_level = minimal` at any point, a timeline other
-//! than the prior backup's, or a prior backup from before this history entry
-//! make the whole backup fall back to reading files as before, saying why.
+//! cannot be decoded, `wal_level = minimal` at any point (the summarizer
+//! leaves such WAL out, a gap), a timeline other than the prior backup's, or
+//! a prior backup from before this history entry make the whole backup fall
+//! back to reading files as before, saying why.
 //!
 //! Memory: one compressed bitmap per relation fork that changed (a few bytes
 //! per changed block at worst, ~1.2 MiB per 10⁷ blocks when they are dense),
@@ -32,14 +48,17 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use roaring::RoaringBitmap;
 
 use crate::error::Result;
 use crate::format::walsummary::{BlockUnion, WalSummary};
+use crate::pg::conn::Server;
 use crate::pg::history::TimelinePath;
 use crate::pg::walblocks::WalEvent;
+use crate::pg::walsummaries::{covering, SummaryEntry};
 use crate::pg::{Lsn, TimelineId, WalSegment};
 use crate::repo::Repository;
 
@@ -67,6 +86,8 @@ pub enum ChangeTracking {
 pub enum ChangeSource {
     /// A full backup: everything is read.
     Full,
+    /// The server's own WAL summaries (PostgreSQL 17 and later).
+    WalSummaries,
     /// The block references of the archived WAL.
     ArchivedWal,
     /// Files were read (size and mtime first), with the reason.
@@ -74,11 +95,12 @@ pub enum ChangeSource {
 }
 
 impl ChangeSource {
-    /// As `info` shows it and the catalog keeps it: `archived-wal`, `full`,
-    /// or `file-scan: WHY`.
+    /// As `info` shows it and the catalog keeps it: `wal-summaries`,
+    /// `archived-wal`, `full`, or `file-scan: WHY`.
     pub fn describe(&self) -> String {
         match self {
             ChangeSource::Full => "full".into(),
+            ChangeSource::WalSummaries => "wal-summaries".into(),
             ChangeSource::ArchivedWal => "archived-wal".into(),
             ChangeSource::FileScan(why) => format!("file-scan: {why}"),
         }
@@ -135,6 +157,27 @@ impl Changes {
             if rel.fork == 0 {
                 c.count += bm.len();
                 c.blocks.insert((rel.spc, rel.db, rel.rel), bm);
+            }
+        }
+        Ok(c)
+    }
+
+    /// From the rows of the server's WAL summaries of the range: a limit
+    /// block makes its relation read as before (a fork created, truncated
+    /// or dropped), and with relfilenode 0 its database (created or
+    /// dropped), as the matching records of archived WAL do.
+    fn from_summaries(entries: impl Iterator<Item = Result<SummaryEntry>>) -> Result<Changes> {
+        let mut c = Changes::default();
+        for e in entries {
+            let e = e?;
+            let (spc, db, rel) = (e.rel.spc, e.rel.db, e.rel.rel);
+            if e.limit && rel == 0 {
+                c.untrusted_dbs.insert((spc, db));
+            } else if e.limit {
+                c.untrusted_rels.insert((spc, db, rel));
+            } else if e.rel.fork == 0 && c.blocks.entry((spc, db, rel)).or_default().insert(e.block)
+            {
+                c.count += 1;
             }
         }
         Ok(c)
@@ -281,6 +324,59 @@ fn on_path(path: &TimelinePath, timeline: u32, start: Lsn, seg_size: u64) -> boo
         .is_some_and(|e| e.begin.0 < start.0 + seg_size && e.end.is_none_or(|end| end.0 > start.0))
 }
 
+/// The longest wait for the summarizer to reach a backup's start (it is
+/// woken by the checkpoint that starts the backup, and usually takes well
+/// under a second).
+pub(super) const SUMMARIZER_WAIT: Duration = Duration::from_secs(10);
+
+/// Where the server's summaries of `[from, to)` are read.
+pub(super) struct SummaryRange {
+    pub timeline: TimelineId,
+    pub from: Lsn,
+    pub to: Lsn,
+    /// How long the summarizer may take to reach `to`.
+    pub wait: Duration,
+}
+
+/// The changes in `r` from the server's WAL summaries, or why they cannot
+/// say (an error included: the archived WAL is the next source).
+pub(super) fn from_server(
+    server: &mut Server,
+    r: &SummaryRange,
+) -> std::result::Result<Changes, String> {
+    summaries(server, r).unwrap_or_else(|e| Err(e.to_string()))
+}
+
+fn summaries(
+    server: &mut Server,
+    r: &SummaryRange,
+) -> Result<std::result::Result<Changes, String>> {
+    let t = Instant::now();
+    let tli = r.timeline.0;
+    if let Err(why) = server.wal_summaries_enabled()? {
+        return Ok(Err(why));
+    }
+    if r.to <= r.from {
+        return Ok(Ok(Changes::default()));
+    }
+    if let Err(why) = server.await_wal_summaries(tli, r.to, r.wait)? {
+        return Ok(Err(why));
+    }
+    let files = match covering(&server.wal_summaries()?, tli, r.from, r.to) {
+        Ok(f) => f,
+        Err(why) => return Ok(Err(why)),
+    };
+    let c = Changes::from_summaries(server.wal_summary_contents(&files)?)?;
+    tracing::info!(
+        "{} WAL summaries from {} to {} read in {:?}",
+        files.len(),
+        r.from,
+        r.to,
+        t.elapsed()
+    );
+    Ok(Ok(c))
+}
+
 /// One segment's summary; `Err(why)` when it is not to be had.
 fn summarize(r: &WalRange<'_>, s: WalSegment) -> Result<std::result::Result<WalSummary, String>> {
     let name = s.name(r.seg_size);
@@ -422,6 +518,61 @@ mod tests {
         assert!(c.count >= 10_000_000, "{}", c.count);
         let bytes: usize = c.blocks.values().map(|b| b.serialized_size() + 64).sum();
         assert!(bytes < 32 << 20, "{bytes} bytes for {} blocks", c.count);
+    }
+
+    fn entry(spc: u32, db: u32, rel: u32, fork: u8, block: u32, limit: bool) -> SummaryEntry {
+        SummaryEntry {
+            rel: RelFork { spc, db, rel, fork },
+            block,
+            limit,
+        }
+    }
+
+    #[test]
+    fn limit_blocks_of_wal_summaries_are_read_as_before() {
+        let rows = vec![
+            // Blocks written; the same one twice (in two summary files).
+            entry(1663, 5, 1, 0, 3, false),
+            entry(1663, 5, 1, 0, 3, false),
+            entry(1663, 5, 1, 0, 9, false),
+            // A visibility-map block: that fork is read as before anyway.
+            entry(1663, 5, 1, 2, 0, false),
+            // Truncated to 4 blocks.
+            entry(1663, 5, 2, 0, 7, false),
+            entry(1663, 5, 2, 0, 4, true),
+            // A fork created (limit 0) with nothing else named.
+            entry(1663, 5, 3, 2, 0, true),
+            // A database created or dropped: relfilenode 0, limit 0.
+            entry(16400, 7, 0, 0, 0, true),
+        ];
+        let c = Changes::from_summaries(rows.into_iter().map(Ok)).unwrap();
+        assert_eq!(c.count, 3);
+        assert_eq!(c.relations(), 2);
+        assert!(matches!(
+            c.plan("base/5/1", 131072),
+            FilePlan::Only(Some(b), 0) if b.iter().collect::<Vec<_>>() == [3, 9]
+        ));
+        assert!(matches!(c.plan("base/5/2", 131072), FilePlan::AsBefore));
+        assert!(matches!(c.plan("base/5/3", 131072), FilePlan::AsBefore));
+        assert!(matches!(
+            c.plan("pg_tblspc/16400/PG_17_202406281/7/1", 131072),
+            FilePlan::AsBefore
+        ));
+        // The same database in another tablespace, and untouched relations.
+        assert!(matches!(
+            c.plan("base/7/1", 131072),
+            FilePlan::Only(None, 0)
+        ));
+        assert!(matches!(
+            c.plan("base/5/4", 131072),
+            FilePlan::Only(None, 0)
+        ));
+        // A row that cannot be read fails the whole.
+        let bad = vec![
+            Ok(entry(1663, 5, 1, 0, 3, false)),
+            Err(crate::error::Error::invalid("WAL summary: fork number -1")),
+        ];
+        assert!(Changes::from_summaries(bad.into_iter()).is_err());
     }
 
     #[test]

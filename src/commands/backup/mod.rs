@@ -17,7 +17,7 @@ mod standby;
 mod writer;
 
 pub use changes::{ChangeSource, ChangeTracking};
-use changes::{Changes, FilePlan, WalRange};
+use changes::{Changes, FilePlan, SummaryRange, WalRange};
 use refs::Refs;
 
 use standby::Standby;
@@ -483,14 +483,15 @@ impl Job<'_> {
             }
         };
         match found {
-            Ok(c) => {
+            Ok((c, source)) => {
                 tracing::info!(
-                    "WAL since {} names {} blocks of {} relations",
+                    "WAL since {} names {} blocks of {} relations ({})",
                     prior.start_lsn,
                     c.count,
-                    c.relations()
+                    c.relations(),
+                    source.describe()
                 );
-                Ok((Some(c), ChangeSource::ArchivedWal))
+                Ok((Some(c), source))
             }
             Err(why)
                 if self.opts.change_tracking != ChangeTracking::Auto
@@ -537,11 +538,12 @@ impl Job<'_> {
         Ok(Ok(path))
     }
 
+    /// From the server's WAL summaries, else from the archived WAL.
     fn wal_changes(
         &mut self,
         prior: &BackupRow,
         row: &BackupRow,
-    ) -> Result<std::result::Result<Changes, String>> {
+    ) -> Result<std::result::Result<(Changes, ChangeSource), String>> {
         // pg_checksums rewrites every page of a stopped cluster, with no WAL.
         if row.data_checksums != prior.data_checksums {
             return Ok(Err(
@@ -549,6 +551,21 @@ impl Job<'_> {
             ));
         }
         let timeline = self.server.checkpoint_timeline()?;
+        if timeline == prior.timeline {
+            let summarized = changes::from_server(
+                self.server,
+                &SummaryRange {
+                    timeline: TimelineId(timeline),
+                    from: prior.start_lsn,
+                    to: row.start_lsn,
+                    wait: self.opts.archive_timeout.min(changes::SUMMARIZER_WAIT),
+                },
+            );
+            match summarized {
+                Ok(c) => return Ok(Ok((c, ChangeSource::WalSummaries))),
+                Err(why) => tracing::info!("reading the archived WAL, not WAL summaries: {why}"),
+            }
+        }
         let wal_id = self.cluster.wal_id();
         let path = match self.timeline_path(&wal_id, timeline, prior)? {
             Ok(p) => p,
@@ -570,7 +587,7 @@ impl Job<'_> {
             row.start_lsn,
             t.elapsed()
         );
-        Ok(found)
+        Ok(found.map(|c| (c, ChangeSource::ArchivedWal)))
     }
 
     /// Stop backup mode and wait for its WAL (unless the writer failed
