@@ -17,6 +17,10 @@
 //!   varint events; per event: varint lsn - segment start, u8 kind, fields
 //! ```
 //!
+//! Backups make summaries when they need them and keep them in memory only
+//! (design.md, Change tracking), so the encoding above is built only for the
+//! tests and benches (`testing`), which measure what a stored summary costs.
+//!
 //! Invariants: decoding never panics and never allocates more than the
 //! input can describe; garbage is [`Error::Corrupt`]. Blocks are kept as
 //! one `RoaringBitmap` per relation fork, so a union of many summaries
@@ -28,6 +32,7 @@ use std::collections::BTreeMap;
 
 use roaring::RoaringBitmap;
 
+#[cfg(any(test, feature = "testing"))]
 use super::check_magic;
 use crate::error::{Error, Result};
 use crate::pg::walblocks::{
@@ -35,8 +40,10 @@ use crate::pg::walblocks::{
 };
 use crate::pg::Lsn;
 
+#[cfg(any(test, feature = "testing"))]
 pub(crate) const MAGIC: &[u8; 8] = b"PGSTRWS1";
 /// The most a summary's body may decompress to.
+#[cfg(any(test, feature = "testing"))]
 const BODY_MAX: usize = 256 << 20;
 
 /// The block summary of one WAL segment.
@@ -86,10 +93,12 @@ impl WalSummary {
     }
 
     /// Blocks named, over all forks.
+    #[cfg(any(test, feature = "testing"))]
     pub fn block_count(&self) -> u64 {
         self.blocks.values().map(RoaringBitmap::len).sum()
     }
 
+    #[cfg(any(test, feature = "testing"))]
     pub fn encode(&self) -> Result<Vec<u8>> {
         let mut b = Vec::new();
         b.extend_from_slice(&self.start.0.to_le_bytes());
@@ -130,6 +139,7 @@ impl WalSummary {
         Ok(out)
     }
 
+    #[cfg(any(test, feature = "testing"))]
     pub fn decode(obj: &[u8], what: &str) -> Result<Self> {
         check_magic(obj.get(..8).unwrap_or(obj), MAGIC, what)?;
         let body = zstd::bulk::decompress(&obj[8..], BODY_MAX)
@@ -186,6 +196,7 @@ impl WalSummary {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 fn put(b: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         b.push((v as u8) | 0x80);
@@ -194,11 +205,13 @@ fn put(b: &mut Vec<u8>, mut v: u64) {
     b.push(v as u8);
 }
 
+#[cfg(any(test, feature = "testing"))]
 fn put_bytes(b: &mut Vec<u8>, bytes: &[u8]) {
     put(b, bytes.len() as u64);
     b.extend_from_slice(bytes);
 }
 
+#[cfg(any(test, feature = "testing"))]
 fn put_rel(b: &mut Vec<u8>, r: &RelFork) {
     put(b, u64::from(r.spc));
     put(b, u64::from(r.db));
@@ -208,6 +221,7 @@ fn put_rel(b: &mut Vec<u8>, r: &RelFork) {
 
 /// Runs of consecutive blocks: bulk loads and new relations write long
 /// ones, so a run costs two varints however long it is.
+#[cfg(any(test, feature = "testing"))]
 fn put_runs(b: &mut Vec<u8>, bm: &RoaringBitmap) {
     let mut runs: Vec<(u64, u64)> = Vec::new();
     for blk in bm.iter().map(u64::from) {
@@ -225,6 +239,7 @@ fn put_runs(b: &mut Vec<u8>, bm: &RoaringBitmap) {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 fn put_event(b: &mut Vec<u8>, e: &WalEvent) {
     match e {
         WalEvent::RelCreate { rel } => {
@@ -275,12 +290,14 @@ fn put_event(b: &mut Vec<u8>, e: &WalEvent) {
 }
 
 /// Bounds-checked reads of a summary body; every failure names `what`.
+#[cfg(any(test, feature = "testing"))]
 struct Reader<'a> {
     b: &'a [u8],
     at: usize,
     what: &'a str,
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl Reader<'_> {
     fn bad(&self, detail: &str) -> Error {
         Error::corrupt(
@@ -453,6 +470,7 @@ impl BlockUnion {
     }
 
     /// Blocks named, over all forks.
+    #[cfg(any(test, feature = "testing"))]
     pub fn block_count(&self) -> u64 {
         self.blocks.values().map(RoaringBitmap::len).sum()
     }
