@@ -287,17 +287,6 @@ impl Server {
         row.get::<_, String>(0).parse()
     }
 
-    /// The timeline of the latest checkpoint (after `backup_start`, the
-    /// backup's own), on a primary or a standby.
-    pub(crate) fn checkpoint_timeline(&mut self) -> Result<u32> {
-        let row = self
-            .client
-            .query_one("SELECT timeline_id::int8 FROM pg_control_checkpoint()", &[])
-            .map_err(|e| Error::pg("cannot read the checkpoint's timeline", e))?;
-        let t: i64 = row.get(0);
-        u32::try_from(t).map_err(|_| Error::invalid(format!("timeline {t} out of range")))
-    }
-
     /// Leave backup mode without waiting for archiving (pgstrata waits itself,
     /// with a timeout and a clear error).
     pub(crate) fn backup_stop(&mut self) -> Result<BackupStop> {

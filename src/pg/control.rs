@@ -23,6 +23,29 @@ pub(crate) fn system_identifier(pgdata: &Path) -> Result<u64> {
     Ok(u64::from_le_bytes(id))
 }
 
+/// The timeline of the latest checkpoint (on a standby, restartpoint)
+/// recorded in `global/pg_control`: `checkPointCopy.ThisTimeLineID`, at the
+/// same offset in every supported major (after the system identifier,
+/// versions, state, time and the checkpoint's LSN, then the redo LSN). Read
+/// from the file rather than with `pg_control_checkpoint()`, which only
+/// superusers may call by default.
+pub(crate) fn checkpoint_timeline(pgdata: &Path) -> Result<u32> {
+    const THIS_TIMELINE: usize = 48;
+    let path = pgdata.join("global/pg_control");
+    let bytes = std::fs::read(&path).at(&path)?;
+    let t = bytes
+        .get(THIS_TIMELINE..THIS_TIMELINE + 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .filter(|t| *t >= 1)
+        .ok_or_else(|| {
+            Error::corrupt(
+                path.display().to_string(),
+                "no checkpoint timeline where every supported major keeps it",
+            )
+        })?;
+    Ok(t)
+}
+
 /// The major version in `PG_VERSION` (e.g. 15).
 pub(crate) fn major_version(pgdata: &Path) -> Result<u32> {
     let path = pgdata.join("PG_VERSION");

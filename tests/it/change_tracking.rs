@@ -450,3 +450,45 @@ fn incrementals_follow_the_timeline_path_after_a_failover() {
     a.stop();
     b.stop();
 }
+
+/// A backup role that is not a superuser (`pg_read_all_settings` and the
+/// backup functions, as operations.md asks) takes incrementals from the
+/// archived WAL too: the checkpoint's timeline is read from `pg_control`,
+/// not with a function only superusers may call.
+#[test]
+fn a_role_that_is_not_a_superuser_takes_incrementals_from_wal() {
+    let s = Scratch::new();
+    let repo = Repo::new(&s);
+    let src = Cluster::archiving(&s, "src", &repo);
+    load_sample(&src, 2_000);
+    src.exec(
+        "CREATE ROLE backup_agent LOGIN;
+         GRANT pg_read_all_settings TO backup_agent;
+         GRANT EXECUTE ON FUNCTION pg_backup_start(text, boolean) TO backup_agent;
+         GRANT EXECUTE ON FUNCTION pg_backup_stop(boolean) TO backup_agent;
+         GRANT EXECUTE ON FUNCTION pg_switch_wal() TO backup_agent;",
+    );
+    let ci = format!(
+        "host={} user=backup_agent dbname=postgres",
+        src.sockdir.display()
+    );
+    let backup = |kind: &str| {
+        pgstrata_ok(&[
+            "--repo",
+            repo.arg(),
+            "backup",
+            "--pgdata",
+            src.pgdata.to_str().unwrap(),
+            "--dbname",
+            &ci,
+            "--start-fast",
+            "--type",
+            kind,
+        ])
+    };
+    backup("full");
+    src.exec("UPDATE accounts SET balance = balance + 1 WHERE id % 10 = 0; CHECKPOINT");
+    let out = backup("incr");
+    assert!(out.contains("changes found by: archived-wal"), "{out}");
+    restore_exactly(&s, &repo, "dst", "latest", &src);
+}

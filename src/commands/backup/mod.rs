@@ -34,6 +34,7 @@ use crate::catalog::{
 };
 use crate::error::{Error, Result, Setting};
 use crate::pg::conn::{BackupStop, Server};
+use crate::pg::control;
 use crate::pg::datadir::{self, Entry, EntryKind};
 use crate::pg::history::TimelinePath;
 use crate::pg::{Lsn, TimelineId, WalSegment};
@@ -550,7 +551,7 @@ impl Job<'_> {
                 "data checksums were turned on or off since the prior backup".into(),
             ));
         }
-        let timeline = self.server.checkpoint_timeline()?;
+        let timeline = control::checkpoint_timeline(self.pgdata)?;
         if timeline == prior.timeline {
             let summarized = changes::from_server(
                 self.server,
