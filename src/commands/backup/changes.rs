@@ -53,9 +53,12 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 use roaring::RoaringBitmap;
 
-use crate::error::Result;
+use crate::catalog::{BackupRow, BackupType};
+use crate::error::{Error, Result};
 use crate::format::walsummary::{BlockUnion, WalSummary};
 use crate::pg::conn::Server;
+use crate::pg::control;
+use crate::pg::datadir::main_fork_file;
 use crate::pg::history::TimelinePath;
 use crate::pg::walblocks::WalEvent;
 use crate::pg::walsummaries::{covering, SummaryEntry};
@@ -106,9 +109,6 @@ impl ChangeSource {
         }
     }
 }
-
-const DEFAULT_TABLESPACE: u32 = 1663;
-const GLOBAL_TABLESPACE: u32 = 1664;
 
 /// The blocks WAL says changed, and what it cannot vouch for.
 #[derive(Debug, Default)]
@@ -224,7 +224,7 @@ impl Changes {
 
     /// What to read of the file at `path` (relative to the data directory).
     pub(super) fn plan(&self, path: &str, blocks_per_seg: u32) -> FilePlan<'_> {
-        let Some((spc, db, rel, seg)) = relation_file(path) else {
+        let Some((spc, db, rel, seg)) = main_fork_file(path) else {
             return FilePlan::AsBefore;
         };
         if self.untrusted_dbs.contains(&(spc, db)) || self.untrusted_rels.contains(&(spc, db, rel))
@@ -236,29 +236,6 @@ impl Changes {
             seg.saturating_mul(blocks_per_seg),
         )
     }
-}
-
-/// `(spc, db, rel, segment)` of a main fork's file: `base/DB/REL[.N]`,
-/// `global/REL[.N]` or `pg_tblspc/SPC/PG_…/DB/REL[.N]`.
-fn relation_file(path: &str) -> Option<(u32, u32, u32, u32)> {
-    let parts: Vec<&str> = path.split('/').collect();
-    let (spc, db, file) = match parts.as_slice() {
-        ["base", db, file] => (DEFAULT_TABLESPACE, num(db)?, *file),
-        ["global", file] => (GLOBAL_TABLESPACE, 0, *file),
-        ["pg_tblspc", spc, _, db, file] => (num(spc)?, num(db)?, *file),
-        _ => return None,
-    };
-    let (rel, seg) = match file.split_once('.') {
-        Some((r, s)) => (num(r)?, num(s)?),
-        None => (num(file)?, 0),
-    };
-    Some((spc, db, rel, seg))
-}
-
-fn num(s: &str) -> Option<u32> {
-    (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| s.parse().ok())
-        .flatten()
 }
 
 /// Where the WAL of `[from, to)` is read.
@@ -424,33 +401,138 @@ fn read_local(r: &WalRange<'_>, s: WalSegment, name: &str) -> std::io::Result<Ve
     Ok(buf)
 }
 
+/// How a backup finds its changes: the sources in order, and the fallback.
+impl super::Job<'_> {
+    /// The blocks WAL says changed since the prior backup's start, when WAL
+    /// can say (see `changes.rs`); else `None` and why files are read.
+    pub(super) fn changes(&mut self, row: &BackupRow) -> Result<(Option<Changes>, ChangeSource)> {
+        let prior = match (&self.plan.prior, self.plan.backup_type) {
+            (_, BackupType::Full) => return Ok((None, ChangeSource::Full)),
+            (Some(p), _) => p,
+            (None, _) => return Ok((None, ChangeSource::Full)),
+        };
+        let found = match self.opts.change_tracking {
+            _ if self.opts.checksum => Err("every block is read, as asked".to_string()),
+            ChangeTracking::Off => Err("change tracking is off".to_string()),
+            ChangeTracking::Auto | ChangeTracking::Wal | ChangeTracking::Check => {
+                self.wal_changes(prior, row)?
+            }
+        };
+        match found {
+            Ok((c, source)) => {
+                tracing::info!(
+                    "WAL since {} names {} blocks of {} relations ({})",
+                    prior.start_lsn,
+                    c.count,
+                    c.relations(),
+                    source.describe()
+                );
+                Ok((Some(c), source))
+            }
+            Err(why)
+                if matches!(
+                    self.opts.change_tracking,
+                    ChangeTracking::Wal | ChangeTracking::Check
+                ) =>
+            {
+                Err(Error::invalid(format!(
+                    "the changed blocks cannot be found from WAL: {why}"
+                )))
+            }
+            Err(why) => {
+                if self.opts.change_tracking == ChangeTracking::Auto {
+                    tracing::warn!("reading files to find what changed: {why}");
+                }
+                Ok((None, ChangeSource::FileScan(why)))
+            }
+        }
+    }
+
+    /// The timelines from the prior backup's to `timeline`, from the
+    /// archived history file; `Err(why)` when the prior is not on it.
+    fn timeline_path(
+        &self,
+        wal_id: &str,
+        timeline: u32,
+        prior: &BackupRow,
+    ) -> Result<std::result::Result<TimelinePath, String>> {
+        if timeline == prior.timeline {
+            return Ok(Ok(TimelinePath::root(timeline)));
+        }
+        let name = format!("{timeline:08X}.history");
+        let Some(text) = self.repo.wal_fetch(wal_id, &name)? else {
+            return Ok(Err(format!(
+                "the timeline changed since the prior backup ({} to {timeline}) and {name} is not archived",
+                prior.timeline
+            )));
+        };
+        let path = TimelinePath::parse(timeline, &String::from_utf8_lossy(&text))?;
+        if !path.reaches_from(prior.timeline, prior.start_lsn) {
+            return Ok(Err(format!(
+                "the prior backup (timeline {} at {}) is not on timeline {timeline}'s history",
+                prior.timeline, prior.start_lsn
+            )));
+        }
+        Ok(Ok(path))
+    }
+
+    /// From the server's WAL summaries, else from the archived WAL.
+    fn wal_changes(
+        &mut self,
+        prior: &BackupRow,
+        row: &BackupRow,
+    ) -> Result<std::result::Result<(Changes, ChangeSource), String>> {
+        // pg_checksums rewrites every page of a stopped cluster, with no WAL.
+        if row.data_checksums != prior.data_checksums {
+            return Ok(Err(
+                "data checksums were turned on or off since the prior backup".into(),
+            ));
+        }
+        let timeline = control::checkpoint_timeline(self.pgdata)?;
+        if timeline == prior.timeline {
+            let summarized = from_server(
+                self.server,
+                &SummaryRange {
+                    timeline: TimelineId(timeline),
+                    from: prior.start_lsn,
+                    to: row.start_lsn,
+                    wait: self.opts.archive_timeout.min(SUMMARIZER_WAIT),
+                },
+            );
+            match summarized {
+                Ok(c) => return Ok(Ok((c, ChangeSource::WalSummaries))),
+                Err(why) => tracing::info!("reading the archived WAL, not WAL summaries: {why}"),
+            }
+        }
+        let wal_id = self.cluster.wal_id();
+        let path = match self.timeline_path(&wal_id, timeline, prior)? {
+            Ok(p) => p,
+            Err(why) => return Ok(Err(why)),
+        };
+        let t = Instant::now();
+        let found = from_wal(&WalRange {
+            repo: self.repo,
+            wal_id: &wal_id,
+            pgdata: self.pgdata,
+            path,
+            seg_size: row.wal_seg_size,
+            from: prior.start_lsn,
+            to: row.start_lsn,
+        })?;
+        tracing::info!(
+            "WAL from {} to {} read in {:?}",
+            prior.start_lsn,
+            row.start_lsn,
+            t.elapsed()
+        );
+        Ok(found.map(|c| (c, ChangeSource::ArchivedWal)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::pg::walblocks::RelFork;
-
-    #[test]
-    fn relation_files_are_named_by_their_locator() {
-        assert_eq!(relation_file("base/5/16384"), Some((1663, 5, 16384, 0)));
-        assert_eq!(relation_file("base/5/16384.2"), Some((1663, 5, 16384, 2)));
-        assert_eq!(relation_file("global/1262"), Some((1664, 0, 1262, 0)));
-        assert_eq!(
-            relation_file("pg_tblspc/16400/PG_15_202209061/5/16401.1"),
-            Some((16400, 5, 16401, 1))
-        );
-        for other in [
-            "base/5/16384_vm",
-            "base/5/16384_fsm",
-            "base/5/16384_init",
-            "base/5/PG_VERSION",
-            "base/5/pg_filenode.map",
-            "global/pg_control",
-            "pg_xact/0000",
-            "base/5/t3_16384",
-        ] {
-            assert_eq!(relation_file(other), None, "{other}");
-        }
-    }
 
     fn rel(r: u32) -> RelFork {
         RelFork {

@@ -17,7 +17,7 @@ mod standby;
 mod writer;
 
 pub use changes::{ChangeSource, ChangeTracking};
-use changes::{Changes, FilePlan, SummaryRange, WalRange};
+use changes::{Changes, FilePlan};
 use refs::Refs;
 
 use standby::Standby;
@@ -34,9 +34,7 @@ use crate::catalog::{
 };
 use crate::error::{Error, Result, Setting};
 use crate::pg::conn::{BackupStop, Server};
-use crate::pg::control;
 use crate::pg::datadir::{self, Entry, EntryKind};
-use crate::pg::history::TimelinePath;
 use crate::pg::{Lsn, TimelineId, WalSegment};
 use crate::progress::{Phase, Progress};
 use crate::repo::{archive_command_setting, Invocation};
@@ -466,129 +464,6 @@ impl Job<'_> {
         row.db_bytes = db_bytes;
         row.read_bytes = read_bytes;
         self.finish(cat, &mut row, stop, stats, source)
-    }
-
-    /// The blocks WAL says changed since the prior backup's start, when WAL
-    /// can say (see `changes.rs`); else `None` and why files are read.
-    fn changes(&mut self, row: &BackupRow) -> Result<(Option<Changes>, ChangeSource)> {
-        let prior = match (&self.plan.prior, self.plan.backup_type) {
-            (_, BackupType::Full) => return Ok((None, ChangeSource::Full)),
-            (Some(p), _) => p,
-            (None, _) => return Ok((None, ChangeSource::Full)),
-        };
-        let found = match self.opts.change_tracking {
-            _ if self.opts.checksum => Err("every block is read, as asked".to_string()),
-            ChangeTracking::Off => Err("change tracking is off".to_string()),
-            ChangeTracking::Auto | ChangeTracking::Wal | ChangeTracking::Check => {
-                self.wal_changes(prior, row)?
-            }
-        };
-        match found {
-            Ok((c, source)) => {
-                tracing::info!(
-                    "WAL since {} names {} blocks of {} relations ({})",
-                    prior.start_lsn,
-                    c.count,
-                    c.relations(),
-                    source.describe()
-                );
-                Ok((Some(c), source))
-            }
-            Err(why)
-                if self.opts.change_tracking != ChangeTracking::Auto
-                    && self.opts.change_tracking != ChangeTracking::Off =>
-            {
-                Err(Error::invalid(format!(
-                    "the changed blocks cannot be found from WAL: {why}"
-                )))
-            }
-            Err(why) => {
-                if self.opts.change_tracking == ChangeTracking::Auto {
-                    tracing::warn!("reading files to find what changed: {why}");
-                }
-                Ok((None, ChangeSource::FileScan(why)))
-            }
-        }
-    }
-
-    /// The timelines from the prior backup's to `timeline`, from the
-    /// archived history file; `Err(why)` when the prior is not on it.
-    fn timeline_path(
-        &self,
-        wal_id: &str,
-        timeline: u32,
-        prior: &BackupRow,
-    ) -> Result<std::result::Result<TimelinePath, String>> {
-        if timeline == prior.timeline {
-            return Ok(Ok(TimelinePath::root(timeline)));
-        }
-        let name = format!("{timeline:08X}.history");
-        let Some(text) = self.repo.wal_fetch(wal_id, &name)? else {
-            return Ok(Err(format!(
-                "the timeline changed since the prior backup ({} to {timeline}) and {name} is not archived",
-                prior.timeline
-            )));
-        };
-        let path = TimelinePath::parse(timeline, &String::from_utf8_lossy(&text))?;
-        if !path.reaches_from(prior.timeline, prior.start_lsn) {
-            return Ok(Err(format!(
-                "the prior backup (timeline {} at {}) is not on timeline {timeline}'s history",
-                prior.timeline, prior.start_lsn
-            )));
-        }
-        Ok(Ok(path))
-    }
-
-    /// From the server's WAL summaries, else from the archived WAL.
-    fn wal_changes(
-        &mut self,
-        prior: &BackupRow,
-        row: &BackupRow,
-    ) -> Result<std::result::Result<(Changes, ChangeSource), String>> {
-        // pg_checksums rewrites every page of a stopped cluster, with no WAL.
-        if row.data_checksums != prior.data_checksums {
-            return Ok(Err(
-                "data checksums were turned on or off since the prior backup".into(),
-            ));
-        }
-        let timeline = control::checkpoint_timeline(self.pgdata)?;
-        if timeline == prior.timeline {
-            let summarized = changes::from_server(
-                self.server,
-                &SummaryRange {
-                    timeline: TimelineId(timeline),
-                    from: prior.start_lsn,
-                    to: row.start_lsn,
-                    wait: self.opts.archive_timeout.min(changes::SUMMARIZER_WAIT),
-                },
-            );
-            match summarized {
-                Ok(c) => return Ok(Ok((c, ChangeSource::WalSummaries))),
-                Err(why) => tracing::info!("reading the archived WAL, not WAL summaries: {why}"),
-            }
-        }
-        let wal_id = self.cluster.wal_id();
-        let path = match self.timeline_path(&wal_id, timeline, prior)? {
-            Ok(p) => p,
-            Err(why) => return Ok(Err(why)),
-        };
-        let t = Instant::now();
-        let found = changes::from_wal(&WalRange {
-            repo: self.repo,
-            wal_id: &wal_id,
-            pgdata: self.pgdata,
-            path,
-            seg_size: row.wal_seg_size,
-            from: prior.start_lsn,
-            to: row.start_lsn,
-        })?;
-        tracing::info!(
-            "WAL from {} to {} read in {:?}",
-            prior.start_lsn,
-            row.start_lsn,
-            t.elapsed()
-        );
-        Ok(found.map(|c| (c, ChangeSource::ArchivedWal)))
     }
 
     /// Stop backup mode and wait for its WAL (unless the writer failed

@@ -188,6 +188,31 @@ fn is_database_dir(rel: &str) -> bool {
     }
 }
 
+/// `(tablespace, database, relfilenode, segment)` of a main fork's file:
+/// `base/DB/REL[.N]`, `global/REL[.N]` or `pg_tblspc/SPC/PG_…/DB/REL[.N]`
+/// (the tablespace oid of `base` is 1663, of `global` 1664, as in WAL).
+pub(crate) fn main_fork_file(path: &str) -> Option<(u32, u32, u32, u32)> {
+    const DEFAULT_TABLESPACE: u32 = 1663;
+    const GLOBAL_TABLESPACE: u32 = 1664;
+    let (dir, file) = path.rsplit_once('/')?;
+    if !is_database_dir(dir) {
+        return None;
+    }
+    let oid = |s: &str| is_oid(s).then(|| s.parse::<u32>().ok()).flatten();
+    let parts: Vec<&str> = dir.split('/').collect();
+    let (spc, db) = match parts.as_slice() {
+        ["global"] => (GLOBAL_TABLESPACE, 0),
+        ["base", db] => (DEFAULT_TABLESPACE, oid(db)?),
+        [_, spc, _, db] => (oid(spc)?, oid(db)?),
+        _ => return None,
+    };
+    let (rel, seg) = match file.split_once('.') {
+        Some((r, s)) => (oid(r)?, oid(s)?),
+        None => (oid(file)?, 0),
+    };
+    Some((spc, db, rel, seg))
+}
+
 /// Walk a data directory and return its backup entries, sorted by path,
 /// directories before their contents. `global/pg_control` is included.
 #[cfg(test)]

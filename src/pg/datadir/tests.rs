@@ -284,3 +284,27 @@ fn manifest_paths() {
     assert!(raw.len() > MAX_PATH_BYTES && check_manifest_path(&raw).is_ok());
     assert_eq!(shown("a\nb"), r#""a\nb""#);
 }
+
+#[test]
+fn main_fork_files_are_named_by_their_locator() {
+    assert_eq!(main_fork_file("base/5/16384"), Some((1663, 5, 16384, 0)));
+    assert_eq!(main_fork_file("base/5/16384.2"), Some((1663, 5, 16384, 2)));
+    assert_eq!(main_fork_file("global/1262"), Some((1664, 0, 1262, 0)));
+    assert_eq!(
+        main_fork_file("pg_tblspc/16400/PG_15_202209061/5/16401.1"),
+        Some((16400, 5, 16401, 1))
+    );
+    for other in [
+        "base/5/16384_vm",
+        "base/5/16384_fsm",
+        "base/5/16384_init",
+        "base/5/PG_VERSION",
+        "base/5/pg_filenode.map",
+        "global/pg_control",
+        "pg_xact/0000",
+        "base/5/t3_16384",
+        "pg_tblspc/16400/notpg/5/16401",
+    ] {
+        assert_eq!(main_fork_file(other), None, "{other}");
+    }
+}
